@@ -1,0 +1,163 @@
+// Package client connects to a coordinator cluster over mutual TLS and
+// follows the leader: a replica that is not the leader answers
+// FailedPrecondition with the leader's address in the "regionfl-leader"
+// trailer, and the call is retried there. Nodes and CLIs use it alike.
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// LeaderKey is the trailer that names the leader's gRPC address.
+const LeaderKey = "regionfl-leader"
+
+// MaxMessage caps every gRPC message; encrypted updates travel in chunks
+// below it.
+const MaxMessage = 4 << 20
+
+// Client holds connections to the replicas of one region.
+type Client struct {
+	tls *tls.Config
+
+	mu     sync.Mutex
+	addrs  []string
+	conns  map[string]*grpc.ClientConn
+	leader string // the address that answered last
+}
+
+// New prepares a client for the given replica addresses; it dials lazily.
+func New(addrs []string, cfg *tls.Config) (*Client, error) {
+	if len(addrs) == 0 {
+		return nil, errors.New("client: no coordinator address")
+	}
+	return &Client{tls: cfg, addrs: addrs, conns: map[string]*grpc.ClientConn{}, leader: addrs[0]}, nil
+}
+
+// Close closes every connection.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for a, conn := range c.conns {
+		conn.Close()
+		delete(c.conns, a)
+	}
+	return nil
+}
+
+func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if conn, ok := c.conns[addr]; ok {
+		return conn, nil
+	}
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(c.tls)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessage), grpc.MaxCallSendMsgSize(MaxMessage)),
+	)
+	if err != nil {
+		return nil, err
+	}
+	c.conns[addr] = conn
+	return conn, nil
+}
+
+// Conn is what a call gets: typed stubs on one replica's connection.
+type Conn struct {
+	Hospital   pb.HospitalServiceClient
+	Researcher pb.ResearcherServiceClient
+	Operator   pb.OperatorServiceClient
+	// Trailer must be passed to unary calls (grpc.Trailer(conn.Trailer)) so a
+	// "not leader" answer can name the leader.
+	Trailer *metadata.MD
+}
+
+// Do runs fn against the leader, following "not leader" answers and trying
+// the other replicas when one is unreachable, until ctx ends.
+func (c *Client) Do(ctx context.Context, fn func(ctx context.Context, conn Conn) error) error {
+	backoff := 50 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		c.mu.Lock()
+		addr := c.leader
+		c.mu.Unlock()
+		cc, err := c.conn(addr)
+		if err != nil {
+			return err
+		}
+		md := metadata.MD{}
+		conn := Conn{
+			Hospital:   pb.NewHospitalServiceClient(cc),
+			Researcher: pb.NewResearcherServiceClient(cc),
+			Operator:   pb.NewOperatorServiceClient(cc),
+			Trailer:    &md,
+		}
+		err = fn(ctx, conn)
+		if err == nil {
+			return nil
+		}
+		st := status.Convert(err)
+		switch st.Code() {
+		case codes.FailedPrecondition:
+			hint := md.Get(LeaderKey)
+			if len(hint) == 0 || hint[0] == "" {
+				if !IsNotLeader(err) {
+					return err
+				}
+				c.next(addr) // no leader known yet: wait and look around
+			} else {
+				c.setLeader(hint[0])
+			}
+		case codes.Unavailable:
+			c.next(addr)
+		default:
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+}
+
+// IsNotLeader reports whether err is a replica's "not the leader" answer.
+func IsNotLeader(err error) bool {
+	st := status.Convert(err)
+	return st.Code() == codes.FailedPrecondition && strings.HasPrefix(st.Message(), NotLeaderPrefix)
+}
+
+// NotLeaderPrefix starts every "not the leader" status message.
+const NotLeaderPrefix = "not the leader"
+
+func (c *Client) setLeader(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.leader = addr
+}
+
+// next moves to the replica after addr in the configured list.
+func (c *Client) next(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, a := range c.addrs {
+		if a == addr {
+			c.leader = c.addrs[(i+1)%len(c.addrs)]
+			return
+		}
+	}
+	c.leader = c.addrs[0]
+}

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"google.golang.org/grpc"
+
+	"regionfl/client"
+	"regionfl/jobspec"
+	pb "regionfl/proto/regionfl/v1"
+)
+
+func newJobCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "job", Short: "Submit and follow training jobs"}
+	cmd.AddCommand(newJobSubmitCmd(), newJobStatusCmd(), newJobWatchCmd(), newJobListCmd(), newJobCancelCmd())
+	return cmd
+}
+
+func newJobSubmitCmd() *cobra.Command {
+	var (
+		cf        clientFlags
+		asJSON    bool
+		requestID string
+	)
+	cmd := &cobra.Command{
+		Use:   "submit FILE",
+		Short: "Submit a job described in a YAML file",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec, err := jobspec.Load(args[0])
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			c, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if requestID == "" {
+				requestID = fmt.Sprintf("%s-%d", spec.Name, time.Now().UnixNano())
+			}
+			var id string
+			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
+				resp, err := conn.Researcher.SubmitJob(ctx, &pb.SubmitJobRequest{Spec: spec, RequestId: requestID}, grpc.Trailer(conn.Trailer))
+				id = resp.GetJobId()
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]string{"job_id": id})
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), id)
+			return nil
+		},
+	}
+	cf.register(cmd.Flags())
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&requestID, "request-id", "", "idempotency key: resubmitting with the same key returns the same job")
+	return cmd
+}
+
+func call(ctx context.Context, c *client.Client, fn func(context.Context, client.Conn) error) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return c.Do(ctx, fn)
+}
+
+func getJob(ctx context.Context, c *client.Client, id string) (*pb.JobInfo, error) {
+	var info *pb.JobInfo
+	err := call(ctx, c, func(ctx context.Context, conn client.Conn) error {
+		resp, err := conn.Researcher.GetJob(ctx, &pb.GetJobRequest{JobId: id}, grpc.Trailer(conn.Trailer))
+		info = resp.GetJob()
+		return err
+	})
+	return info, err
+}
+
+func newJobStatusCmd() *cobra.Command {
+	var (
+		cf     clientFlags
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "status ID",
+		Short: "Show a job: state, hospitals' decisions, rounds",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			info, err := getJob(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), jobJSON(info))
+			}
+			printJob(cmd.OutOrStdout(), info)
+			return nil
+		},
+	}
+	cf.register(cmd.Flags())
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newJobListCmd() *cobra.Command {
+	var (
+		cf     clientFlags
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List jobs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var jobs []*pb.JobInfo
+			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
+				resp, err := conn.Researcher.ListJobs(ctx, &pb.ListJobsRequest{}, grpc.Trailer(conn.Trailer))
+				jobs = resp.GetJobs()
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				out := make([]map[string]any, len(jobs))
+				for i, j := range jobs {
+					out[i] = jobJSON(j)
+				}
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "JOB\tNAME\tSTATE\tROUNDS\tMODEL VERSION")
+			for _, j := range jobs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%d\n", j.JobId, j.Spec.GetName(), j.State, len(j.Rounds), j.Spec.GetRounds(), j.ModelVersion)
+			}
+			return tw.Flush()
+		},
+	}
+	cf.register(cmd.Flags())
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newJobCancelCmd() *cobra.Command {
+	var (
+		cf     clientFlags
+		reason string
+	)
+	cmd := &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a job",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			return call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
+				_, err := conn.Researcher.CancelJob(ctx, &pb.CancelJobRequest{JobId: args[0], Reason: reason}, grpc.Trailer(conn.Trailer))
+				return err
+			})
+		},
+	}
+	cf.register(cmd.Flags())
+	cmd.Flags().StringVar(&reason, "reason", "", "why the job is cancelled (recorded)")
+	return cmd
+}
+
+func newJobWatchCmd() *cobra.Command {
+	var (
+		cf     clientFlags
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "watch ID",
+		Short: "Follow a job's rounds until it ends (a progress bar on a terminal, lines otherwise)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			out := cmd.OutOrStdout()
+			tty := false
+			if f, ok := out.(*os.File); ok && !asJSON {
+				tty = term.IsTerminal(int(f.Fd()))
+			}
+			var last *pb.JobInfo
+			seen := map[uint32]string{}
+			err = c.Do(cmd.Context(), func(ctx context.Context, conn client.Conn) error {
+				stream, err := conn.Researcher.WatchJob(ctx, &pb.WatchJobRequest{JobId: args[0]})
+				if err != nil {
+					return err
+				}
+				for {
+					m, err := stream.Recv()
+					if err == io.EOF {
+						return nil
+					}
+					if err != nil {
+						*conn.Trailer = stream.Trailer()
+						return err
+					}
+					last = m.Job
+					if asJSON {
+						if err := json.NewEncoder(out).Encode(jobJSON(m.Job)); err != nil {
+							return err
+						}
+						continue
+					}
+					for _, r := range m.Job.Rounds {
+						if seen[r.Round] == r.State {
+							continue
+						}
+						seen[r.Round] = r.State
+						if tty {
+							fmt.Fprint(out, "\r\033[K")
+						}
+						fmt.Fprintf(out, "round %d %s: %d hospitals %s\n", r.Round, r.State, len(r.Contributors), r.Reason)
+					}
+					if tty {
+						fmt.Fprint(out, "\r\033[K"+progressBar(m.Job, 30))
+					}
+				}
+			})
+			if tty {
+				fmt.Fprintln(out)
+			}
+			if err != nil {
+				return err
+			}
+			if last != nil && last.State != "done" {
+				return fmt.Errorf("job %s ended %s: %s", last.JobId, last.State, last.Reason)
+			}
+			return nil
+		},
+	}
+	cf.register(cmd.Flags())
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per change")
+	return cmd
+}
+
+// progressBar renders committed rounds out of the job's total.
+func progressBar(j *pb.JobInfo, width int) string {
+	total := int(max(j.Spec.GetRounds(), 1))
+	done := int(j.ModelVersion)
+	filled := min(width, done*width/total)
+	return fmt.Sprintf("[%s%s] %d/%d rounds  %s", strings.Repeat("#", filled), strings.Repeat(".", width-filled), done, total, j.State)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// jobJSON is the stable JSON form of a job for scripts.
+func jobJSON(j *pb.JobInfo) map[string]any {
+	rounds := make([]map[string]any, len(j.Rounds))
+	for i, r := range j.Rounds {
+		rounds[i] = map[string]any{
+			"round": r.Round, "state": r.State, "contributors": nonNil(r.Contributors), "reason": r.Reason,
+			"total_samples": r.TotalSamples, "update_norm": r.UpdateNorm,
+		}
+	}
+	return map[string]any{
+		"job_id": j.JobId, "name": j.Spec.GetName(), "state": j.State, "reason": j.Reason,
+		"purpose": j.Spec.GetPurpose(), "legal_basis": j.Spec.GetLegalBasis(),
+		"accepted": nonNil(j.Accepted), "refused": j.Refused, "rounds": rounds,
+		"model_version": j.ModelVersion, "submitted_by": j.SubmittedBy,
+	}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func printJob(w io.Writer, j *pb.JobInfo) {
+	fmt.Fprintf(w, "job %s (%s): %s", j.JobId, j.Spec.GetName(), j.State)
+	if j.Reason != "" {
+		fmt.Fprintf(w, " (%s)", j.Reason)
+	}
+	fmt.Fprintf(w, "\npurpose: %s\nmodel version: %d of %d rounds\naccepted: %s\n",
+		j.Spec.GetPurpose(), j.ModelVersion, j.Spec.GetRounds(), strings.Join(j.Accepted, ", "))
+	refused := slices.Sorted(func(yield func(string) bool) {
+		for h := range j.Refused {
+			if !yield(h) {
+				return
+			}
+		}
+	})
+	for _, h := range refused {
+		fmt.Fprintf(w, "refused by %s: %s\n", h, j.Refused[h])
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nROUND\tSTATE\tHOSPITALS\tSAMPLES\tREASON")
+	for _, r := range j.Rounds {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\n", r.Round, r.State, strings.Join(r.Contributors, ","), r.TotalSamples, r.Reason)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"errors"
+
+	"github.com/spf13/cobra"
+
+	"regionfl/node"
+	"regionfl/node/dataset"
+)
+
+func newNodeCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "node", Short: "Run a hospital node"}
+	var (
+		cfg         node.Config
+		tf          tlsFlags
+		coords      string
+		data        string
+		csv         dataset.CSVOptions
+		testFrac    float64
+		seed        int64
+		logLevel    string
+		datasetName string
+	)
+	run := &cobra.Command{
+		Use:   "run",
+		Short: "Run the hospital agent: dials out to the coordinators, trains on local data",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Coordinators = splitAddrs(coords)
+			if cfg.ID == "" || len(cfg.Coordinators) == 0 || data == "" || cfg.DataDir == "" {
+				return usageError{errors.New("--id, --coordinator, --data and --data-dir are required")}
+			}
+			if !(testFrac > 0 && testFrac < 1) {
+				return usageError{errors.New("--test-fraction must be between 0 and 1")}
+			}
+			var err error
+			if cfg.Cert, cfg.CA, err = tf.load(); err != nil {
+				return err
+			}
+			if cfg.Logger, err = logger(logLevel); err != nil {
+				return err
+			}
+			table, dropped, err := dataset.ReadCSV(data, csv)
+			if err != nil {
+				return err
+			}
+			train, test := table.Split(testFrac, seed)
+			cfg.Data = dataset.Site{Name: datasetName, Train: train, Test: test}
+			cfg.Logger.Info("site data loaded", "rows", table.Len(), "dropped", dropped,
+				"features", len(table.Features), "train", train.Len(), "test", test.Len())
+			n, err := node.New(cfg)
+			if err != nil {
+				return err
+			}
+			err = n.Run(cmd.Context())
+			if cmd.Context().Err() != nil {
+				return nil
+			}
+			return err
+		},
+	}
+	f := run.Flags()
+	f.StringVar(&cfg.ID, "id", "", "hospital ID (must match the name in its certificate)")
+	f.StringVar(&coords, "coordinator", "", "coordinator gRPC addresses, comma-separated")
+	f.StringVar(&data, "data", "", "the site's CSV file (header row, binary label column)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the node's keys and state (0600)")
+	f.StringVar(&csv.Label, "label", "label", "name of the 0/1 label column")
+	f.StringSliceVar(&csv.Columns, "columns", nil, "feature columns to use (default: all but the label)")
+	f.StringVar(&csv.Missing, "missing", "error", "missing or non-numeric cells: error, or drop the row")
+	f.StringVar(&datasetName, "dataset", "", "name of the dataset this site serves; jobs naming another are refused")
+	f.Float64Var(&testFrac, "test-fraction", 0.3, "share of rows kept for local evaluation")
+	f.Int64Var(&seed, "seed", 1, "seed of the train/test split")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	tf.register(f)
+	cmd.AddCommand(run, newIdentityInitCmd("hospital"))
+	return cmd
+}

@@ -1,0 +1,248 @@
+package coordinator_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"regionfl/client"
+	"regionfl/coordinator"
+	"regionfl/coordinator/fsm"
+	"regionfl/identity"
+	pb "regionfl/proto/regionfl/v1"
+)
+
+type cluster struct {
+	t        *testing.T
+	ca       *identity.CA
+	dir      string
+	replicas []*coordinator.Replica
+	cfgs     []coordinator.Config
+}
+
+func startCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	ca, err := identity.NewCA("test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{t: t, ca: ca, dir: t.TempDir()}
+	for i := 1; i <= n; i++ {
+		id := fmt.Sprintf("replica-%d", i)
+		cert, err := ca.Issue(identity.Identity{Name: id, Role: identity.RoleCoordinator}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := coordinator.Config{ID: id, DataDir: filepath.Join(c.dir, id), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
+			Bootstrap: i == 1, Cert: cert, CA: ca.Pool(), Fast: true}
+		if i > 1 {
+			cfg.Join = []string{c.replicas[0].GRPCAddr()}
+		}
+		r, err := coordinator.Start(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.replicas = append(c.replicas, r)
+		c.cfgs = append(c.cfgs, cfg)
+	}
+	t.Cleanup(func() {
+		for _, r := range c.replicas {
+			if r != nil {
+				r.Stop()
+			}
+		}
+	})
+	c.waitVoters(n)
+	return c
+}
+
+func (c *cluster) leader() *coordinator.Replica {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, r := range c.replicas {
+			if r != nil && r.IsLeader() {
+				return r
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatal("no leader within 10s")
+	return nil
+}
+
+func (c *cluster) waitVoters(n int) {
+	c.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		rs, err := c.leader().Store().Replicas()
+		ready := 0
+		for _, r := range rs {
+			if r.Voter && r.GRPCAddr != "" {
+				ready++
+			}
+		}
+		if err == nil && ready == n {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatalf("cluster did not reach %d voters", n)
+}
+
+func (c *cluster) client(name string, role identity.Role, addrs ...string) *client.Client {
+	c.t.Helper()
+	cert, err := c.ca.Issue(identity.Identity{Name: name, Role: role}, time.Hour)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cl, err := client.New(addrs, identity.ClientConfig(cert, c.ca.Pool()))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+func (c *cluster) follower() *coordinator.Replica {
+	for _, r := range c.replicas {
+		if r != nil && !r.IsLeader() {
+			return r
+		}
+	}
+	c.t.Fatal("no follower")
+	return nil
+}
+
+func ctx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// A client that knows only a follower is sent to the leader and its write
+// lands on every replica.
+func TestFollowsLeaderAndReplicates(t *testing.T) {
+	c := startCluster(t, 3)
+	op := c.client("ops", identity.RoleOperator, c.follower().GRPCAddr())
+	err := op.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Operator.CreateRegion(ctx, &pb.CreateRegionRequest{Hospitals: []string{"h2", "h1", "h3"}, Threshold: 2}, grpc.Trailer(conn.Trailer))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range c.replicas {
+		waitFor(t, func() bool {
+			var ok bool
+			r.Store().FSM().Read(func(s *fsm.State) { ok = s.Region != nil && s.Region.Hospitals[0] == "h1" })
+			return ok
+		})
+	}
+}
+
+// The leader dies; the others elect a new one that holds every committed
+// decision, and a restarted replica catches up from its own directory.
+func TestLeaderFailoverAndRestart(t *testing.T) {
+	c := startCluster(t, 3)
+	var addrs []string
+	for _, r := range c.replicas {
+		addrs = append(addrs, r.GRPCAddr())
+	}
+	op := c.client("ops", identity.RoleOperator, addrs...)
+	create := func(h []string) error {
+		return op.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
+			_, err := conn.Operator.CreateRegion(ctx, &pb.CreateRegionRequest{Hospitals: h, Threshold: 1}, grpc.Trailer(conn.Trailer))
+			return err
+		})
+	}
+	if err := create([]string{"h1"}); err != nil {
+		t.Fatal(err)
+	}
+	old := c.leader()
+	idx := -1
+	for i, r := range c.replicas {
+		if r == old {
+			idx = i
+		}
+	}
+	raftAddr := old.RaftAddr() // a restarted replica keeps its Raft address
+	if err := old.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	c.replicas[idx] = nil
+	nl := c.leader()
+	if nl == old {
+		t.Fatal("stopped replica still leads")
+	}
+	// The region survived: a second create is refused by the new leader.
+	if err := create([]string{"h9"}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("second region on the new leader: %v", err)
+	}
+	cfg := c.cfgs[idx]
+	cfg.Bootstrap, cfg.Join = false, nil
+	cfg.GRPCAddr, cfg.RaftAddr = "127.0.0.1:0", raftAddr
+	r, err := coordinator.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.replicas[idx] = r
+	waitFor(t, func() bool {
+		var ok bool
+		r.Store().FSM().Read(func(s *fsm.State) { ok = s.Region != nil })
+		return ok
+	})
+}
+
+// Roles are enforced on every service, from the certificate alone.
+func TestAuthorization(t *testing.T) {
+	c := startCluster(t, 1)
+	addr := c.replicas[0].GRPCAddr()
+	hospital := c.client("h1", identity.RoleHospital, addr)
+	researcher := c.client("alice", identity.RoleResearcher, addr)
+	cases := []struct {
+		name string
+		call func(ctx context.Context) error
+	}{
+		{"hospital submits a job", func(ctx context.Context) error {
+			return hospital.Do(ctx, func(ctx context.Context, conn client.Conn) error {
+				_, err := conn.Researcher.SubmitJob(ctx, &pb.SubmitJobRequest{}, grpc.Trailer(conn.Trailer))
+				return err
+			})
+		}},
+		{"researcher polls as a hospital", func(ctx context.Context) error {
+			return researcher.Do(ctx, func(ctx context.Context, conn client.Conn) error {
+				_, err := conn.Hospital.Poll(ctx, &pb.PollRequest{}, grpc.Trailer(conn.Trailer))
+				return err
+			})
+		}},
+		{"researcher changes membership", func(ctx context.Context) error {
+			return researcher.Do(ctx, func(ctx context.Context, conn client.Conn) error {
+				_, err := conn.Operator.RemoveReplica(ctx, &pb.RemoveReplicaRequest{Id: "replica-1"}, grpc.Trailer(conn.Trailer))
+				return err
+			})
+		}},
+	}
+	for _, tc := range cases {
+		if err := tc.call(ctx(t)); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s: got %v, want PermissionDenied", tc.name, err)
+		}
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,615 @@
+// Package fsm is the coordinator's Raft state machine: typed commands (one
+// type byte, then a protobuf message), a deterministic Apply and versioned
+// snapshots.
+//
+// Apply never reads a clock, draws randomness, runs cryptography or decodes
+// hospital-supplied bytes: the leader validates everything before it
+// proposes a command, and each command carries its own timestamp. Apply still
+// re-checks every invariant it depends on (one update per hospital per round,
+// decryptors in the active set, ...) because two valid proposals can race;
+// such a command is refused identically on every replica and the refusal is
+// returned to the proposer.
+package fsm
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// CommandType is the first byte of every log entry. The list is append-only:
+// a type's number never changes meaning.
+type CommandType byte
+
+// Command types.
+const (
+	CmdRegisterReplica CommandType = iota + 1
+	CmdCreateRegion
+	CmdEnroll
+	CmdPublicKeyShare
+	CmdPublicKey
+	CmdSealedShares
+	CmdKeyReady
+	CmdSubmitJob
+	CmdDecideJob
+	CmdOpenRound
+	CmdContribution
+	CmdCloseRound
+	CmdDecryptionShare
+	CmdRetryDecryption
+	CmdCommitModel
+	CmdAbortRound
+	CmdEndJob
+)
+
+// Errors returned by Apply for commands that lost a race or break a rule.
+var (
+	ErrRejected = errors.New("fsm: command rejected")
+	ErrCorrupt  = errors.New("fsm: undecodable log entry")
+)
+
+func rejectf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrRejected}, args...)...)
+}
+
+// Encode prepends the type byte to a command message.
+func Encode(t CommandType, m proto.Message) ([]byte, error) {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte{byte(t)}, b...), nil
+}
+
+// FSM implements raft.FSM over State.
+type FSM struct {
+	mu      sync.RWMutex
+	state   *State
+	changed chan struct{} // closed and replaced on every applied entry
+}
+
+var _ raft.FSM = (*FSM)(nil)
+
+// New returns an empty state machine.
+func New() *FSM {
+	return &FSM{state: newState(), changed: make(chan struct{})}
+}
+
+// Read calls fn with the state under a read lock. fn must not keep
+// references into the state after it returns.
+func (f *FSM) Read(fn func(s *State)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.state)
+}
+
+// Changed returns a channel closed at the next applied entry.
+func (f *FSM) Changed() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.changed
+}
+
+// Apply applies one committed log entry.
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	f.mu.Lock()
+	defer func() {
+		f.state.Index = l.Index
+		close(f.changed)
+		f.changed = make(chan struct{})
+		f.mu.Unlock()
+	}()
+	if len(l.Data) == 0 {
+		panic(fmt.Sprintf("%v: empty entry at index %d", ErrCorrupt, l.Index))
+	}
+	t, body := CommandType(l.Data[0]), l.Data[1:]
+	m := newCommand(t)
+	if m == nil {
+		// An entry written by a newer version: refuse loudly rather than
+		// silently diverge from replicas that understand it.
+		panic(fmt.Sprintf("%v: unknown command type %d at index %d", ErrCorrupt, t, l.Index))
+	}
+	if err := proto.Unmarshal(body, m); err != nil {
+		panic(fmt.Sprintf("%v: type %d at index %d: %v", ErrCorrupt, t, l.Index, err))
+	}
+	return f.state.apply(m)
+}
+
+func newCommand(t CommandType) proto.Message {
+	switch t {
+	case CmdRegisterReplica:
+		return &pb.RegisterReplicaCommand{}
+	case CmdCreateRegion:
+		return &pb.CreateRegionCommand{}
+	case CmdEnroll:
+		return &pb.EnrollCommand{}
+	case CmdPublicKeyShare:
+		return &pb.PublicKeyShareCommand{}
+	case CmdPublicKey:
+		return &pb.PublicKeyCommand{}
+	case CmdSealedShares:
+		return &pb.SealedSharesCommand{}
+	case CmdKeyReady:
+		return &pb.KeyReadyCommand{}
+	case CmdSubmitJob:
+		return &pb.SubmitJobCommand{}
+	case CmdDecideJob:
+		return &pb.DecideJobCommand{}
+	case CmdOpenRound:
+		return &pb.OpenRoundCommand{}
+	case CmdContribution:
+		return &pb.ContributionCommand{}
+	case CmdCloseRound:
+		return &pb.CloseRoundCommand{}
+	case CmdDecryptionShare:
+		return &pb.DecryptionShareCommand{}
+	case CmdRetryDecryption:
+		return &pb.RetryDecryptionCommand{}
+	case CmdCommitModel:
+		return &pb.CommitModelCommand{}
+	case CmdAbortRound:
+		return &pb.AbortRoundCommand{}
+	case CmdEndJob:
+		return &pb.EndJobCommand{}
+	}
+	return nil
+}
+
+// apply changes the state for one command; it returns nil or a rejection.
+func (s *State) apply(m proto.Message) error {
+	switch c := m.(type) {
+	case *pb.RegisterReplicaCommand:
+		s.Replicas[c.Id] = c.GrpcAddr
+		return nil
+	case *pb.CreateRegionCommand:
+		return s.createRegion(c)
+	case *pb.EnrollCommand:
+		return s.enroll(c)
+	case *pb.PublicKeyShareCommand:
+		return s.publicKeyShare(c)
+	case *pb.PublicKeyCommand:
+		return s.publicKey(c)
+	case *pb.SealedSharesCommand:
+		return s.sealedShares(c)
+	case *pb.KeyReadyCommand:
+		return s.keyReady(c)
+	case *pb.SubmitJobCommand:
+		return s.submitJob(c)
+	case *pb.DecideJobCommand:
+		return s.decideJob(c)
+	case *pb.OpenRoundCommand:
+		return s.openRound(c)
+	case *pb.ContributionCommand:
+		return s.contribution(c)
+	case *pb.CloseRoundCommand:
+		return s.closeRound(c)
+	case *pb.DecryptionShareCommand:
+		return s.decryptionShare(c)
+	case *pb.RetryDecryptionCommand:
+		return s.retryDecryption(c)
+	case *pb.CommitModelCommand:
+		return s.commitModel(c)
+	case *pb.AbortRoundCommand:
+		return s.abortRound(c)
+	case *pb.EndJobCommand:
+		return s.endJob(c)
+	}
+	return rejectf("unhandled command %T", m)
+}
+
+func (s *State) createRegion(c *pb.CreateRegionCommand) error {
+	if s.Region != nil {
+		return rejectf("the region already exists")
+	}
+	n := len(c.Hospitals)
+	if n == 0 || c.Threshold == 0 || int(c.Threshold) > n {
+		return rejectf("threshold %d of %d hospitals", c.Threshold, n)
+	}
+	if !slices.IsSorted(c.Hospitals) || len(slices.Compact(slices.Clone(c.Hospitals))) != n {
+		return rejectf("hospitals must be sorted and distinct")
+	}
+	sealed := make([][][]byte, n)
+	for i := range sealed {
+		sealed[i] = make([][]byte, n)
+	}
+	s.Region = &Region{
+		Params:    c.Params,
+		Hospitals: slices.Clone(c.Hospitals),
+		Threshold: int(c.Threshold),
+		Seed:      c.Seed,
+		CreatedMs: c.UnixMs,
+		HPKE:      make([][]byte, n),
+		PKShares:  make([][]byte, n),
+		Sealed:    sealed,
+		Ready:     make([]bool, n),
+	}
+	return nil
+}
+
+func (s *State) member(h string) (int, error) {
+	if s.Region == nil {
+		return -1, rejectf("no region yet")
+	}
+	i := s.Region.Index(h)
+	if i < 0 {
+		return -1, rejectf("%q is not a hospital of this region", h)
+	}
+	return i, nil
+}
+
+func (s *State) enroll(c *pb.EnrollCommand) error {
+	i, err := s.member(c.Hospital)
+	if err != nil {
+		return err
+	}
+	if s.Region.HPKE[i] != nil {
+		return rejectf("%s already enrolled", c.Hospital)
+	}
+	s.Region.HPKE[i] = c.HpkePublicKey
+	return nil
+}
+
+func (s *State) publicKeyShare(c *pb.PublicKeyShareCommand) error {
+	i, err := s.member(c.Hospital)
+	if err != nil {
+		return err
+	}
+	if s.Region.PKShares[i] != nil {
+		return rejectf("%s already sent its public-key share", c.Hospital)
+	}
+	s.Region.PKShares[i] = c.Share
+	return nil
+}
+
+func (s *State) publicKey(c *pb.PublicKeyCommand) error {
+	if s.Region == nil || s.Region.PublicKey != nil || !all(s.Region.PKShares) {
+		return rejectf("public key not expected now")
+	}
+	s.Region.PublicKey = c.PublicKey
+	return nil
+}
+
+func (s *State) sealedShares(c *pb.SealedSharesCommand) error {
+	from, err := s.member(c.From)
+	if err != nil {
+		return err
+	}
+	r := s.Region
+	if r.PublicKey == nil {
+		return rejectf("sealed shares before the public key")
+	}
+	if len(c.Shares) != len(r.Hospitals) {
+		return rejectf("%d sealed shares for %d hospitals", len(c.Shares), len(r.Hospitals))
+	}
+	if r.Sealed[0][from] != nil {
+		return rejectf("%s already sent its sealed shares", c.From)
+	}
+	for to := range r.Hospitals {
+		r.Sealed[to][from] = c.Shares[to]
+	}
+	return nil
+}
+
+func (s *State) keyReady(c *pb.KeyReadyCommand) error {
+	i, err := s.member(c.Hospital)
+	if err != nil {
+		return err
+	}
+	if !s.Region.allSealed() {
+		return rejectf("key ready before all shares were sealed")
+	}
+	s.Region.Ready[i] = true
+	return nil
+}
+
+func (s *State) submitJob(c *pb.SubmitJobCommand) error {
+	if c.RequestId != "" {
+		if _, ok := s.Requests[c.RequestId]; ok {
+			return nil // a retry: the job exists already
+		}
+	}
+	if _, ok := s.Jobs[c.JobId]; ok {
+		return rejectf("job %s exists", c.JobId)
+	}
+	j := &Job{
+		ID:          c.JobId,
+		Spec:        c.Spec,
+		ModelHash:   c.ModelHash,
+		SubmittedBy: c.SubmittedBy,
+		SubmittedMs: c.UnixMs,
+		State:       JobPending,
+		Refused:     map[string]string{},
+		Models:      []*Model{{Version: 0, Params: c.InitialParams, CommittedMs: c.UnixMs}},
+	}
+	s.Jobs[j.ID] = j
+	s.JobOrder = append(s.JobOrder, j.ID)
+	if c.RequestId != "" {
+		s.Requests[c.RequestId] = j.ID
+	}
+	return nil
+}
+
+func (s *State) job(id string) (*Job, error) {
+	j, ok := s.Jobs[id]
+	if !ok {
+		return nil, rejectf("no job %q", id)
+	}
+	return j, nil
+}
+
+func (s *State) decideJob(c *pb.DecideJobCommand) error {
+	j, err := s.job(c.JobId)
+	if err != nil {
+		return err
+	}
+	if _, err := s.member(c.Hospital); err != nil {
+		return err
+	}
+	if j.Decided(c.Hospital) {
+		return rejectf("%s already decided on job %s", c.Hospital, j.ID)
+	}
+	if j.Finished() {
+		return rejectf("job %s is %s", j.ID, j.State)
+	}
+	if c.Accept {
+		j.Accepted = append(j.Accepted, c.Hospital)
+		slices.Sort(j.Accepted)
+	} else {
+		j.Refused[c.Hospital] = c.Reason
+	}
+	return nil
+}
+
+func (s *State) openRound(c *pb.OpenRoundCommand) error {
+	j, err := s.job(c.JobId)
+	if err != nil {
+		return err
+	}
+	if j.Finished() {
+		return rejectf("job %s is %s", j.ID, j.State)
+	}
+	if cur := j.Current(); cur != nil && (cur.State == RoundCollecting || cur.State == RoundDecrypting) {
+		return rejectf("round %d of job %s is still %s", cur.Number, j.ID, cur.State)
+	}
+	if c.Round != uint32(len(j.Rounds))+1 {
+		return rejectf("round %d opened out of order", c.Round)
+	}
+	j.State = JobRunning
+	j.Rounds = append(j.Rounds, &Round{
+		Number:       c.Round,
+		ModelVersion: j.Latest().Version,
+		State:        RoundCollecting,
+		OpenedMs:     c.UnixMs,
+		DeadlineMs:   c.DeadlineUnixMs,
+	})
+	return nil
+}
+
+// round returns the job's current round if it has the given number and state.
+func (s *State) round(jobID string, number uint32, state string) (*Job, *Round, error) {
+	j, err := s.job(jobID)
+	if err != nil {
+		return nil, nil, err
+	}
+	r := j.Current()
+	if r == nil || r.Number != number {
+		return nil, nil, rejectf("round %d of job %s is not the current round", number, jobID)
+	}
+	if r.State != state {
+		return nil, nil, rejectf("round %d of job %s is %s, not %s", number, jobID, r.State, state)
+	}
+	return j, r, nil
+}
+
+func (s *State) contribution(c *pb.ContributionCommand) error {
+	j, r, err := s.round(c.JobId, c.Round, RoundCollecting)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(j.Accepted, c.Hospital) {
+		return rejectf("%s has not accepted job %s", c.Hospital, j.ID)
+	}
+	if r.Contributed(c.Hospital) {
+		return rejectf("%s already contributed to round %d", c.Hospital, r.Number)
+	}
+	if r.HasDigest(c.Digest) {
+		return rejectf("an update with this digest was already counted in round %d", r.Number)
+	}
+	r.Contributions = append(r.Contributions, Contribution{Hospital: c.Hospital, Digest: c.Digest, Size: c.Size})
+	return nil
+}
+
+func (s *State) closeRound(c *pb.CloseRoundCommand) error {
+	j, r, err := s.round(c.JobId, c.Round, RoundCollecting)
+	if err != nil {
+		return err
+	}
+	if len(c.Contributors) < int(j.Spec.MinHospitals) {
+		return rejectf("%d contributors, job needs %d", len(c.Contributors), j.Spec.MinHospitals)
+	}
+	for _, h := range c.Contributors {
+		if !r.Contributed(h) {
+			return rejectf("manifest lists %s, which did not contribute", h)
+		}
+	}
+	if err := s.checkActive(c.Active); err != nil {
+		return err
+	}
+	r.State = RoundDecrypting
+	r.ClosedMs = c.UnixMs
+	r.Aggregate = c.Aggregate
+	r.AggDigest = c.AggregateDigest
+	r.Contributors = slices.Clone(c.Contributors)
+	r.Attempt = 1
+	r.Active = slices.Clone(c.Active)
+	r.Shares = map[string][]byte{}
+	return nil
+}
+
+func (s *State) checkActive(active []string) error {
+	if len(active) != s.Region.Threshold {
+		return rejectf("%d decryptors, threshold is %d", len(active), s.Region.Threshold)
+	}
+	for i, h := range active {
+		if s.Region.Index(h) < 0 || slices.Contains(active[:i], h) {
+			return rejectf("decryptor %q unknown or repeated", h)
+		}
+	}
+	return nil
+}
+
+func (s *State) decryptionShare(c *pb.DecryptionShareCommand) error {
+	_, r, err := s.round(c.JobId, c.Round, RoundDecrypting)
+	if err != nil {
+		return err
+	}
+	if c.Attempt != r.Attempt {
+		return rejectf("share for attempt %d, current attempt is %d", c.Attempt, r.Attempt)
+	}
+	if !slices.Contains(r.Active, c.Hospital) {
+		return rejectf("%s is not a decryptor of round %d", c.Hospital, r.Number)
+	}
+	if _, ok := r.Shares[c.Hospital]; ok {
+		return rejectf("%s already gave its share", c.Hospital)
+	}
+	r.Shares[c.Hospital] = c.Share
+	return nil
+}
+
+func (s *State) retryDecryption(c *pb.RetryDecryptionCommand) error {
+	_, r, err := s.round(c.JobId, c.Round, RoundDecrypting)
+	if err != nil {
+		return err
+	}
+	if c.Attempt != r.Attempt+1 {
+		return rejectf("retry attempt %d after %d", c.Attempt, r.Attempt)
+	}
+	if err := s.checkActive(c.Active); err != nil {
+		return err
+	}
+	r.Attempt = c.Attempt
+	r.Active = slices.Clone(c.Active)
+	r.Shares = map[string][]byte{}
+	return nil
+}
+
+func (s *State) commitModel(c *pb.CommitModelCommand) error {
+	j, r, err := s.round(c.JobId, c.Round, RoundDecrypting)
+	if err != nil {
+		return err
+	}
+	if c.Version != j.Latest().Version+1 {
+		return rejectf("model version %d after %d", c.Version, j.Latest().Version)
+	}
+	if len(c.Params) != len(j.Latest().Params) {
+		return rejectf("model with %d parameters, job has %d", len(c.Params), len(j.Latest().Params))
+	}
+	j.Models = append(j.Models, &Model{
+		Version:      c.Version,
+		Params:       c.Params,
+		Round:        r.Number,
+		TotalSamples: c.TotalSamples,
+		UpdateNorm:   c.UpdateNorm,
+		CommittedMs:  c.UnixMs,
+	})
+	j.OptimizerState = c.OptimizerState
+	r.State = RoundCommitted
+	r.Aggregate = nil
+	r.Shares = nil
+	return nil
+}
+
+func (s *State) abortRound(c *pb.AbortRoundCommand) error {
+	j, err := s.job(c.JobId)
+	if err != nil {
+		return err
+	}
+	r := j.Current()
+	if r == nil || r.Number != c.Round || (r.State != RoundCollecting && r.State != RoundDecrypting) {
+		return rejectf("round %d of job %s is not in progress", c.Round, j.ID)
+	}
+	r.State = RoundAborted
+	r.Reason = c.Reason
+	r.ClosedMs = c.UnixMs
+	r.Aggregate = nil
+	r.Shares = nil
+	return nil
+}
+
+func (s *State) endJob(c *pb.EndJobCommand) error {
+	j, err := s.job(c.JobId)
+	if err != nil {
+		return err
+	}
+	if j.Finished() {
+		return rejectf("job %s is already %s", j.ID, j.State)
+	}
+	switch c.State {
+	case JobDone, JobFailed, JobCancelled:
+	default:
+		return rejectf("unknown end state %q", c.State)
+	}
+	if r := j.Current(); r != nil && (r.State == RoundCollecting || r.State == RoundDecrypting) {
+		r.State = RoundAborted
+		r.Reason = "job " + c.State
+		r.ClosedMs = c.UnixMs
+		r.Aggregate = nil
+		r.Shares = nil
+	}
+	j.State = c.State
+	j.Reason = c.Reason
+	return nil
+}
+
+// Snapshot captures the state as JSON; the copy is taken under the lock so
+// Persist can run while Apply goes on.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	b, err := json.Marshal(f.state)
+	if err != nil {
+		return nil, err
+	}
+	return snapshot(b), nil
+}
+
+// Restore replaces the state with a snapshot.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	s := newState()
+	if err := json.NewDecoder(rc).Decode(s); err != nil {
+		return fmt.Errorf("fsm: restore: %w", err)
+	}
+	if s.Version != SnapshotVersion {
+		return fmt.Errorf("fsm: restore: snapshot format %d, this build reads %d", s.Version, SnapshotVersion)
+	}
+	f.mu.Lock()
+	f.state = s
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+	return nil
+}
+
+type snapshot []byte
+
+func (s snapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (snapshot) Release() {}

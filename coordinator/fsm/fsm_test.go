@@ -1,0 +1,202 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// applier feeds commands to an FSM as Raft would.
+type applier struct {
+	t   *testing.T
+	f   *FSM
+	idx uint64
+}
+
+func (a *applier) apply(ct CommandType, m proto.Message) error {
+	a.t.Helper()
+	b, err := Encode(ct, m)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	a.idx++
+	res := a.f.Apply(&raft.Log{Index: a.idx, Type: raft.LogCommand, Data: b})
+	if res == nil {
+		return nil
+	}
+	return res.(error)
+}
+
+func (a *applier) must(ct CommandType, m proto.Message) {
+	a.t.Helper()
+	if err := a.apply(ct, m); err != nil {
+		a.t.Fatalf("command %d: %v", ct, err)
+	}
+}
+
+// readyRegion builds a region of three hospitals whose ceremony is done and
+// a job all three accepted.
+func readyRegion(t *testing.T) *applier {
+	a := &applier{t: t, f: New()}
+	hs := []string{"h1", "h2", "h3"}
+	a.must(CmdCreateRegion, &pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2, Seed: []byte("seed")})
+	for _, h := range hs {
+		a.must(CmdEnroll, &pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
+		a.must(CmdPublicKeyShare, &pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s" + h)})
+	}
+	a.must(CmdPublicKey, &pb.PublicKeyCommand{PublicKey: []byte("pk")})
+	for _, h := range hs {
+		a.must(CmdSealedShares, &pb.SealedSharesCommand{From: h, Shares: [][]byte{{1}, {2}, {3}}})
+	}
+	for _, h := range hs {
+		a.must(CmdKeyReady, &pb.KeyReadyCommand{Hospital: h})
+	}
+	a.must(CmdSubmitJob, &pb.SubmitJobCommand{JobId: "j", Spec: &pb.JobSpec{MinHospitals: 2, Rounds: 2}, RequestId: "r1", InitialParams: []float64{0, 0}})
+	for _, h := range hs {
+		a.must(CmdDecideJob, &pb.DecideJobCommand{JobId: "j", Hospital: h, Accept: true})
+	}
+	return a
+}
+
+func TestCeremonyStep(t *testing.T) {
+	a := readyRegion(t)
+	a.f.Read(func(s *State) {
+		if got := s.Region.Step(); got != pb.CeremonyStep_CEREMONY_STEP_DONE {
+			t.Fatalf("step %v, want done", got)
+		}
+		if s.Region.Point("h2") != 2 || s.Region.Point("nobody") != 0 {
+			t.Fatal("Shamir points are the 1-based positions of the sorted hospitals")
+		}
+	})
+}
+
+func TestRoundLifecycle(t *testing.T) {
+	a := readyRegion(t)
+	a.must(CmdOpenRound, &pb.OpenRoundCommand{JobId: "j", Round: 1, UnixMs: 10, DeadlineUnixMs: 20})
+	a.must(CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("d1"), Size: 5})
+	a.must(CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h2", Digest: []byte("d2"), Size: 5})
+	a.must(CmdCloseRound, &pb.CloseRoundCommand{JobId: "j", Round: 1, Aggregate: []byte("agg"), AggregateDigest: []byte("ad"),
+		Contributors: []string{"h1", "h2"}, Active: []string{"h1", "h3"}})
+	a.must(CmdDecryptionShare, &pb.DecryptionShareCommand{JobId: "j", Round: 1, Attempt: 1, Hospital: "h3", Share: []byte("x")})
+	a.must(CmdCommitModel, &pb.CommitModelCommand{JobId: "j", Round: 1, Version: 1, Params: []float64{1, 2}, TotalSamples: 9})
+	a.f.Read(func(s *State) {
+		j := s.Jobs["j"]
+		if j.Latest().Version != 1 || j.Current().State != RoundCommitted || j.Current().Aggregate != nil {
+			t.Fatalf("after commit: version %d, round %s", j.Latest().Version, j.Current().State)
+		}
+	})
+}
+
+func TestRejections(t *testing.T) {
+	tests := []struct {
+		name string
+		ct   CommandType
+		m    proto.Message
+	}{
+		{"duplicate contribution", CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("other")}},
+		{"replayed digest", CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h2", Digest: []byte("d1")}},
+		{"stale round", CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 2, Hospital: "h2", Digest: []byte("d2")}},
+		{"unknown hospital", CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "eve", Digest: []byte("d9")}},
+		{"unknown job", CmdContribution, &pb.ContributionCommand{JobId: "nope", Round: 1, Hospital: "h2", Digest: []byte("d2")}},
+		{"close below K", CmdCloseRound, &pb.CloseRoundCommand{JobId: "j", Round: 1, Contributors: []string{"h1"}, Active: []string{"h1", "h2"}}},
+		{"manifest lists a non-contributor", CmdCloseRound, &pb.CloseRoundCommand{JobId: "j", Round: 1, Contributors: []string{"h1", "h3"}, Active: []string{"h1", "h2"}}},
+		{"too few decryptors", CmdCloseRound, &pb.CloseRoundCommand{JobId: "j", Round: 1, Contributors: []string{"h1"}, Active: []string{"h1"}}},
+		{"share while collecting", CmdDecryptionShare, &pb.DecryptionShareCommand{JobId: "j", Round: 1, Attempt: 1, Hospital: "h1"}},
+		{"second region", CmdCreateRegion, &pb.CreateRegionCommand{Hospitals: []string{"a"}, Threshold: 1}},
+		{"second decision", CmdDecideJob, &pb.DecideJobCommand{JobId: "j", Hospital: "h1", Accept: false}},
+		{"round out of order", CmdOpenRound, &pb.OpenRoundCommand{JobId: "j", Round: 3}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := readyRegion(t)
+			a.must(CmdOpenRound, &pb.OpenRoundCommand{JobId: "j", Round: 1})
+			a.must(CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("d1")})
+			before := snapshotBytes(t, a.f)
+			err := a.apply(tc.ct, tc.m)
+			if !errors.Is(err, ErrRejected) {
+				t.Fatalf("got %v, want a rejection", err)
+			}
+			after := snapshotBytes(t, a.f)
+			// Only the applied index may move: a rejected command changes nothing else.
+			if !bytes.Equal(stripIndex(t, before), stripIndex(t, after)) {
+				t.Fatal("a rejected command changed the state")
+			}
+		})
+	}
+}
+
+func TestIdempotentSubmit(t *testing.T) {
+	a := readyRegion(t)
+	a.must(CmdSubmitJob, &pb.SubmitJobCommand{JobId: "j2", Spec: &pb.JobSpec{}, RequestId: "r1", InitialParams: []float64{0}})
+	a.f.Read(func(s *State) {
+		if len(s.Jobs) != 1 || s.Requests["r1"] != "j" {
+			t.Fatalf("a retried submit created a job: %d jobs", len(s.Jobs))
+		}
+	})
+}
+
+func TestSnapshotRestore(t *testing.T) {
+	a := readyRegion(t)
+	a.must(CmdOpenRound, &pb.OpenRoundCommand{JobId: "j", Round: 1})
+	b := snapshotBytes(t, a.f)
+	g := New()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b, snapshotBytes(t, g)) {
+		t.Fatal("restore did not reproduce the state")
+	}
+	bad := bytes.Replace(b, []byte(`"version":1`), []byte(`"version":99`), 1)
+	if err := New().Restore(io.NopCloser(bytes.NewReader(bad))); err == nil {
+		t.Fatal("a snapshot of another format was accepted")
+	}
+}
+
+func TestApplyPanicsOnUndecodableEntry(t *testing.T) {
+	for _, data := range [][]byte{{}, {250, 1}, {byte(CmdEnroll), 0xff, 0xff}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("entry %x applied without complaint", data)
+				}
+			}()
+			New().Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: data})
+		}()
+	}
+}
+
+type sink struct {
+	bytes.Buffer
+}
+
+func (s *sink) ID() string    { return "test" }
+func (s *sink) Cancel() error { return nil }
+func (s *sink) Close() error  { return nil }
+
+func snapshotBytes(t *testing.T, f *FSM) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s sink
+	if err := snap.Persist(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s.Bytes()
+}
+
+func stripIndex(t *testing.T, b []byte) []byte {
+	i := bytes.Index(b, []byte(`"index":`))
+	if i < 0 {
+		t.Fatal("no index in snapshot")
+	}
+	j := i + bytes.IndexAny(b[i:], ",}")
+	return append(append([]byte{}, b[:i]...), b[j:]...)
+}

@@ -1,0 +1,203 @@
+package fsm
+
+import (
+	"slices"
+
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// SnapshotVersion is the format of a snapshot; Restore refuses others.
+const SnapshotVersion = 1
+
+// Job states.
+const (
+	JobPending   = "pending"   // waiting for hospitals to decide
+	JobRunning   = "running"   // rounds in progress
+	JobDone      = "done"      // all rounds ran
+	JobFailed    = "failed"    // stopped with a reason (too few hospitals, too many aborted rounds)
+	JobCancelled = "cancelled" // stopped by a researcher
+)
+
+// Round states.
+const (
+	RoundCollecting = "collecting" // waiting for encrypted updates
+	RoundDecrypting = "decrypting" // aggregate committed, waiting for decryption shares
+	RoundCommitted  = "committed"  // new model version committed
+	RoundAborted    = "aborted"    // closed without a model, with a reason
+)
+
+// State is everything the coordinator replicates. Only Apply and Restore
+// change it; readers see it under FSM.Read.
+type State struct {
+	Version  int               `json:"version"`
+	Replicas map[string]string `json:"replicas"` // replica ID -> gRPC address
+	Region   *Region           `json:"region,omitempty"`
+	Jobs     map[string]*Job   `json:"jobs"`
+	JobOrder []string          `json:"job_order"`
+	Requests map[string]string `json:"requests"` // idempotency key -> job ID
+	Index    uint64            `json:"index"`    // last applied Raft index
+}
+
+// Region is the set of hospitals and the state of their key ceremony.
+type Region struct {
+	Params    string   `json:"params"`
+	Hospitals []string `json:"hospitals"` // sorted; hospital i has Shamir point i+1
+	Threshold int      `json:"threshold"`
+	Seed      []byte   `json:"seed"`
+	CreatedMs int64    `json:"created_ms"`
+	HPKE      [][]byte `json:"hpke"`      // per hospital, public
+	PKShares  [][]byte `json:"pk_shares"` // per hospital, public
+	PublicKey []byte   `json:"public_key,omitempty"`
+	// Sealed[to][from] is the Shamir share from 'from' sealed to 'to'.
+	Sealed [][][]byte `json:"sealed"`
+	Ready  []bool     `json:"ready"`
+}
+
+// Index returns the position of hospital h, or -1.
+func (r *Region) Index(h string) int {
+	i, ok := slices.BinarySearch(r.Hospitals, h)
+	if !ok {
+		return -1
+	}
+	return i
+}
+
+// Point returns the Shamir point of hospital h (1-based), or 0.
+func (r *Region) Point(h string) uint32 { return uint32(r.Index(h) + 1) }
+
+// Step reports how far the key ceremony is.
+func (r *Region) Step() pb.CeremonyStep {
+	switch {
+	case !all(r.HPKE):
+		return pb.CeremonyStep_CEREMONY_STEP_ENROLL
+	case r.PublicKey == nil:
+		return pb.CeremonyStep_CEREMONY_STEP_PUBLIC_KEY_SHARE
+	case !r.allSealed():
+		return pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES
+	case slices.Contains(r.Ready, false):
+		return pb.CeremonyStep_CEREMONY_STEP_OPEN_SHARES
+	default:
+		return pb.CeremonyStep_CEREMONY_STEP_DONE
+	}
+}
+
+func all(bs [][]byte) bool {
+	for _, b := range bs {
+		if b == nil {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *Region) allSealed() bool {
+	for _, row := range r.Sealed {
+		if !all(row) {
+			return false
+		}
+	}
+	return true
+}
+
+// Job is a training job and its rounds.
+type Job struct {
+	ID          string            `json:"id"`
+	Spec        *pb.JobSpec       `json:"spec"`
+	ModelHash   string            `json:"model_hash"`
+	SubmittedBy string            `json:"submitted_by"`
+	SubmittedMs int64             `json:"submitted_ms"`
+	State       string            `json:"state"`
+	Reason      string            `json:"reason,omitempty"`
+	Accepted    []string          `json:"accepted"`
+	Refused     map[string]string `json:"refused"`
+	Rounds      []*Round          `json:"rounds"`
+	Models      []*Model          `json:"models"` // version v at index v
+	// OptimizerState is the server optimizer's state after the last commit.
+	OptimizerState []float64 `json:"optimizer_state,omitempty"`
+}
+
+// Decided reports whether hospital h has accepted or refused the job.
+func (j *Job) Decided(h string) bool {
+	_, refused := j.Refused[h]
+	return refused || slices.Contains(j.Accepted, h)
+}
+
+// Current returns the last round, or nil.
+func (j *Job) Current() *Round {
+	if len(j.Rounds) == 0 {
+		return nil
+	}
+	return j.Rounds[len(j.Rounds)-1]
+}
+
+// Latest returns the newest committed model.
+func (j *Job) Latest() *Model { return j.Models[len(j.Models)-1] }
+
+// Finished reports whether the job will not change any more.
+func (j *Job) Finished() bool {
+	return j.State == JobDone || j.State == JobFailed || j.State == JobCancelled
+}
+
+// Model is one committed version of a job's global model.
+type Model struct {
+	Version      uint32    `json:"version"`
+	Params       []float64 `json:"params"`
+	Round        uint32    `json:"round"`
+	TotalSamples uint64    `json:"total_samples"`
+	UpdateNorm   float64   `json:"update_norm"`
+	CommittedMs  int64     `json:"committed_ms"`
+}
+
+// Contribution records one accepted encrypted update (never its content).
+type Contribution struct {
+	Hospital string `json:"hospital"`
+	Digest   []byte `json:"digest"`
+	Size     uint64 `json:"size"`
+}
+
+// Round is one round of a job.
+type Round struct {
+	Number        uint32            `json:"number"`
+	ModelVersion  uint32            `json:"model_version"`
+	State         string            `json:"state"`
+	Reason        string            `json:"reason,omitempty"`
+	OpenedMs      int64             `json:"opened_ms"`
+	DeadlineMs    int64             `json:"deadline_ms"`
+	ClosedMs      int64             `json:"closed_ms,omitempty"`
+	Contributions []Contribution    `json:"contributions"`
+	Aggregate     []byte            `json:"aggregate,omitempty"` // dropped once the round ends
+	AggDigest     []byte            `json:"agg_digest,omitempty"`
+	Contributors  []string          `json:"contributors,omitempty"` // the manifest
+	Attempt       uint32            `json:"attempt"`
+	Active        []string          `json:"active,omitempty"` // decryptors of the current attempt
+	Shares        map[string][]byte `json:"shares,omitempty"`
+}
+
+// Contributed reports whether hospital h has an accepted update in the round.
+func (r *Round) Contributed(h string) bool {
+	for _, c := range r.Contributions {
+		if c.Hospital == h {
+			return true
+		}
+	}
+	return false
+}
+
+// HasDigest reports whether an update with this digest was already accepted.
+func (r *Round) HasDigest(d []byte) bool {
+	for _, c := range r.Contributions {
+		if string(c.Digest) == string(d) {
+			return true
+		}
+	}
+	return false
+}
+
+func newState() *State {
+	return &State{
+		Version:  SnapshotVersion,
+		Replicas: map[string]string{},
+		Jobs:     map[string]*Job{},
+		Requests: map[string]string{},
+	}
+}

@@ -1,0 +1,162 @@
+// Package coordinator assembles one coordinator replica: Raft (store), the
+// round engine and the gRPC services, all behind mutual TLS.
+package coordinator
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"regionfl/client"
+	"regionfl/coordinator/round"
+	"regionfl/coordinator/server"
+	"regionfl/coordinator/store"
+	"regionfl/he"
+	"regionfl/identity"
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// Config configures a replica.
+type Config struct {
+	ID        string
+	DataDir   string
+	RaftAddr  string
+	GRPCAddr  string
+	Bootstrap bool
+	Join      []string // gRPC addresses of existing replicas
+	Cert      tls.Certificate
+	CA        *x509.CertPool
+	Logger    *slog.Logger
+	Fast      bool // short Raft timeouts (in-process clusters)
+}
+
+// Replica is a running coordinator replica.
+type Replica struct {
+	cfg    Config
+	store  *store.Store
+	grpc   *grpc.Server
+	lis    net.Listener
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Start opens the replica's state, starts Raft and serves gRPC.
+func Start(ctx context.Context, cfg Config) (*Replica, error) {
+	if err := identity.ValidName(cfg.ID); err != nil {
+		return nil, fmt.Errorf("--id: %w", err)
+	}
+	if cfg.Bootstrap && len(cfg.Join) > 0 {
+		return nil, errors.New("--bootstrap and --join exclude each other")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	log := cfg.Logger.With("replica", cfg.ID)
+	params := he.RegionParams()
+	if err := params.Validate(); err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return nil, fmt.Errorf("--grpc-addr: %w", err)
+	}
+	st, err := store.Open(store.Config{
+		ID: cfg.ID, Dir: cfg.DataDir, RaftAddr: cfg.RaftAddr, Bootstrap: cfg.Bootstrap,
+		TLS: identity.PeerConfig(cfg.Cert, cfg.CA), Logger: log, Fast: cfg.Fast,
+	})
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	engine := round.New(st, params, log, nil)
+	srv := server.New(st, engine, log)
+	opts := append(server.GRPCOptions(), grpc.Creds(credentials.NewTLS(identity.ServerConfig(cfg.Cert, cfg.CA))))
+	g := grpc.NewServer(opts...)
+	srv.Register(g)
+
+	ctx, cancel := context.WithCancel(ctx)
+	r := &Replica{cfg: cfg, store: st, grpc: g, lis: lis, cancel: cancel}
+	r.wg.Add(3)
+	go func() { defer r.wg.Done(); g.Serve(lis) }()
+	go func() { defer r.wg.Done(); engine.Run(ctx) }()
+	go func() { defer r.wg.Done(); r.announce(ctx, srv, log) }()
+	log.Info("replica started", "raft_addr", st.RaftAddr(), "grpc_addr", r.GRPCAddr())
+	return r, nil
+}
+
+// announce makes the replica known: it joins through an existing replica
+// when asked to, and records its own gRPC address whenever it leads, so
+// "not leader" answers can point at it.
+func (r *Replica) announce(ctx context.Context, srv *server.Server, log *slog.Logger) {
+	joined := len(r.cfg.Join) == 0
+	for {
+		if !joined {
+			if err := r.join(ctx); err != nil {
+				log.Warn("join failed, retrying", "err", err)
+			} else {
+				joined = true
+				log.Info("joined the cluster")
+			}
+		}
+		if r.store.IsLeader() {
+			if err := srv.RegisterSelf(r.GRPCAddr()); err != nil && !errors.Is(err, store.ErrNotLeader) {
+				log.Warn("register address", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (r *Replica) join(ctx context.Context) error {
+	c, err := client.New(r.cfg.Join, identity.ClientConfig(r.cfg.Cert, r.cfg.CA))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return c.Do(ctx, func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Operator.JoinReplica(ctx, &pb.JoinReplicaRequest{
+			Id: r.cfg.ID, RaftAddr: r.store.RaftAddr(), GrpcAddr: r.GRPCAddr(),
+		}, grpc.Trailer(conn.Trailer))
+		return err
+	})
+}
+
+// ID is the replica's ID.
+func (r *Replica) ID() string { return r.cfg.ID }
+
+// GRPCAddr is the address the replica serves gRPC on.
+func (r *Replica) GRPCAddr() string { return r.lis.Addr().String() }
+
+// RaftAddr is the address of the replica's Raft transport.
+func (r *Replica) RaftAddr() string { return r.store.RaftAddr() }
+
+// IsLeader reports whether the replica leads.
+func (r *Replica) IsLeader() bool { return r.store.IsLeader() }
+
+// Store exposes the replica's Raft store (tests and the demo read state).
+func (r *Replica) Store() *store.Store { return r.store }
+
+// Stop stops serving and shuts Raft down; the data directory stays, so a
+// replica started again on it resumes.
+func (r *Replica) Stop() error {
+	r.cancel()
+	r.grpc.Stop()
+	err := r.store.Close()
+	r.wg.Wait()
+	return err
+}

@@ -1,0 +1,410 @@
+package server
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"regionfl/coordinator/fsm"
+	"regionfl/he"
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// hospitalService is the API hospital nodes call; the hospital is always the
+// caller's certified identity.
+type hospitalService struct{ *Server }
+
+// maxPollWait bounds a long poll.
+const maxPollWait = 30 * time.Second
+
+func (s hospitalService) Poll(ctx context.Context, req *pb.PollRequest) (*pb.PollResponse, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, err
+	}
+	h := caller(ctx).Name
+	s.engine.Seen(h)
+	wait := min(time.Duration(req.WaitMs)*time.Millisecond, maxPollWait)
+	s.waitChange(ctx, req.AfterVersion, wait)
+	if err := s.leader(ctx); err != nil {
+		return nil, err
+	}
+	var resp *pb.PollResponse
+	var err error
+	s.read(func(st *fsm.State) { resp, err = work(st, h) })
+	return resp, err
+}
+
+// work lists what hospital h has to do in state st.
+func work(st *fsm.State, h string) (*pb.PollResponse, error) {
+	resp := &pb.PollResponse{Version: st.Index}
+	r := st.Region
+	if r == nil {
+		return resp, nil
+	}
+	i := r.Index(h)
+	if i < 0 {
+		return nil, status.Errorf(codes.PermissionDenied, "%s is not a hospital of this region", h)
+	}
+	step := pb.CeremonyStep_CEREMONY_STEP_DONE
+	switch {
+	case r.HPKE[i] == nil:
+		step = pb.CeremonyStep_CEREMONY_STEP_ENROLL
+	case r.PKShares[i] == nil:
+		step = pb.CeremonyStep_CEREMONY_STEP_PUBLIC_KEY_SHARE
+	case r.PublicKey == nil || slices.ContainsFunc(r.HPKE, func(b []byte) bool { return b == nil }):
+		step = pb.CeremonyStep_CEREMONY_STEP_UNSPECIFIED // waiting for the others
+	case r.Sealed[0][i] == nil:
+		step = pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES
+	case r.Step() == pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES:
+		step = pb.CeremonyStep_CEREMONY_STEP_UNSPECIFIED
+	case !r.Ready[i]:
+		step = pb.CeremonyStep_CEREMONY_STEP_OPEN_SHARES
+	}
+	resp.Ceremony = &pb.CeremonyTask{Step: step}
+	if r.Step() != pb.CeremonyStep_CEREMONY_STEP_DONE {
+		return resp, nil
+	}
+	for _, id := range st.JobOrder {
+		j := st.Jobs[id]
+		if j.Finished() {
+			continue
+		}
+		if !j.Decided(h) {
+			if j.State == fsm.JobPending {
+				resp.JobOffers = append(resp.JobOffers, &pb.JobOffer{JobId: j.ID, Spec: j.Spec})
+			}
+			continue
+		}
+		cur := j.Current()
+		if cur == nil || !slices.Contains(j.Accepted, h) {
+			continue
+		}
+		switch cur.State {
+		case fsm.RoundCollecting:
+			if !cur.Contributed(h) {
+				resp.Train = append(resp.Train, &pb.TrainTask{
+					JobId: j.ID, Round: cur.Number, ModelVersion: cur.ModelVersion, ModelHash: j.ModelHash, Spec: j.Spec,
+				})
+			}
+		case fsm.RoundDecrypting:
+			if _, gave := cur.Shares[h]; !gave && slices.Contains(cur.Active, h) {
+				resp.Decrypt = append(resp.Decrypt, &pb.DecryptTask{
+					JobId: j.ID, Round: cur.Number, AggregateDigest: cur.AggDigest, Active: cur.Active,
+					Attempt: cur.Attempt, Contributors: cur.Contributors, ModelHash: j.ModelHash,
+					AggregateSize: uint64(len(cur.Aggregate)), Spec: j.Spec, ModelVersion: cur.ModelVersion,
+				})
+			}
+		}
+	}
+	return resp, nil
+}
+
+func (s hospitalService) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.EnrollResponse, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, err
+	}
+	if err := checkHPKEKey(req.HpkePublicKey); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "hpke_public_key: %v", err)
+	}
+	h := caller(ctx).Name
+	if err := s.store.Propose(fsm.CmdEnroll, &pb.EnrollCommand{Hospital: h, HpkePublicKey: req.HpkePublicKey}); err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	s.log.Info("hospital enrolled", "hospital", h)
+	return &pb.EnrollResponse{}, nil
+}
+
+func (s hospitalService) region(ctx context.Context) (*fsm.Region, uint32, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, 0, err
+	}
+	var r *fsm.Region
+	s.read(func(st *fsm.State) {
+		if st.Region != nil {
+			c := *st.Region
+			r = &c
+		}
+	})
+	if r == nil {
+		return nil, 0, status.Error(codes.FailedPrecondition, "the region has not been created yet")
+	}
+	p := r.Point(caller(ctx).Name)
+	if p == 0 {
+		return nil, 0, status.Errorf(codes.PermissionDenied, "%s is not a hospital of this region", caller(ctx))
+	}
+	return r, p, nil
+}
+
+func (s hospitalService) SubmitPublicKeyShare(ctx context.Context, req *pb.SubmitPublicKeyShareRequest) (*pb.SubmitPublicKeyShareResponse, error) {
+	_, point, err := s.region(ctx)
+	if err != nil {
+		return nil, err
+	}
+	share, err := he.UnmarshalPublicKeyShare(s.engine.Params(), req.Share)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "share: %v", err)
+	}
+	if share.From() != point {
+		return nil, status.Errorf(codes.PermissionDenied, "share is from party %d, the caller is party %d", share.From(), point)
+	}
+	h := caller(ctx).Name
+	if err := s.store.Propose(fsm.CmdPublicKeyShare, &pb.PublicKeyShareCommand{Hospital: h, Share: req.Share}); err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	s.log.Info("public-key share accepted", "hospital", h, "size", len(req.Share), "digest", digestHex(req.Share))
+	return &pb.SubmitPublicKeyShareResponse{}, nil
+}
+
+func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitSealedSharesRequest) (*pb.SubmitSealedSharesResponse, error) {
+	r, point, err := s.region(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.Shares) != len(r.Hospitals) {
+		return nil, status.Errorf(codes.InvalidArgument, "shares: %d, the region has %d hospitals", len(req.Shares), len(r.Hospitals))
+	}
+	ordered := make([][]byte, len(r.Hospitals))
+	for _, sh := range req.Shares {
+		i := r.Index(sh.To)
+		if i < 0 || ordered[i] != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "shares: recipient %q unknown or repeated", sh.To)
+		}
+		ss, err := he.UnmarshalSealedShare(sh.Sealed)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "shares[%s]: %v", sh.To, err)
+		}
+		if ss.From != point || ss.To != uint32(i+1) {
+			return nil, status.Errorf(codes.InvalidArgument, "shares[%s]: addressed from %d to %d, want from %d to %d", sh.To, ss.From, ss.To, point, i+1)
+		}
+		ordered[i] = sh.Sealed
+	}
+	h := caller(ctx).Name
+	if err := s.store.Propose(fsm.CmdSealedShares, &pb.SealedSharesCommand{From: h, Shares: ordered}); err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	s.log.Info("sealed shares relayed", "hospital", h, "count", len(ordered))
+	return &pb.SubmitSealedSharesResponse{}, nil
+}
+
+func (s hospitalService) GetSealedShares(ctx context.Context, _ *pb.GetSealedSharesRequest) (*pb.GetSealedSharesResponse, error) {
+	r, point, err := s.region(ctx)
+	if err != nil {
+		return nil, err
+	}
+	row := r.Sealed[point-1]
+	if slices.ContainsFunc(row, func(b []byte) bool { return b == nil }) {
+		return nil, status.Error(codes.FailedPrecondition, "not every hospital has sealed its shares yet")
+	}
+	return &pb.GetSealedSharesResponse{Shares: row}, nil
+}
+
+func (s hospitalService) ConfirmKeyReady(ctx context.Context, req *pb.ConfirmKeyReadyRequest) (*pb.ConfirmKeyReadyResponse, error) {
+	r, _, err := s.region(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pk, err := he.UnmarshalPublicKey(s.engine.Params(), r.PublicKey)
+	if err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	d := pk.Digest()
+	if string(d[:]) != string(req.PublicKeyDigest) {
+		return nil, status.Error(codes.InvalidArgument, "public_key_digest: does not match the region's collective key")
+	}
+	h := caller(ctx).Name
+	if err := s.store.Propose(fsm.CmdKeyReady, &pb.KeyReadyCommand{Hospital: h}); err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	s.log.Info("hospital holds its threshold key", "hospital", h)
+	return &pb.ConfirmKeyReadyResponse{}, nil
+}
+
+func (s hospitalService) GetRegion(ctx context.Context, _ *pb.GetRegionRequest) (*pb.GetRegionResponse, error) {
+	r, _, err := s.region(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &pb.Region{Params: r.Params, Hospitals: r.Hospitals, Threshold: uint32(r.Threshold), Seed: r.Seed,
+		HpkePublicKeys: r.HPKE, PublicKey: r.PublicKey, Step: r.Step()}
+	for i, ok := range r.Ready {
+		if ok {
+			out.Ready = append(out.Ready, r.Hospitals[i])
+		}
+	}
+	return &pb.GetRegionResponse{Region: out}, nil
+}
+
+func (s hospitalService) DecideJob(ctx context.Context, req *pb.DecideJobRequest) (*pb.DecideJobResponse, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, err
+	}
+	if len(req.Reason) > 1024 {
+		return nil, status.Error(codes.InvalidArgument, "reason: longer than 1024 bytes")
+	}
+	h := caller(ctx).Name
+	err := s.store.Propose(fsm.CmdDecideJob, &pb.DecideJobCommand{JobId: req.JobId, Hospital: h, Accept: req.Accept, Reason: req.Reason})
+	if err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	s.log.Info("job decision", "job_id", req.JobId, "hospital", h, "accept", req.Accept, "reason", req.Reason)
+	return &pb.DecideJobResponse{}, nil
+}
+
+func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServer) error {
+	ctx := stream.Context()
+	if err := s.leader(ctx); err != nil {
+		return err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	hdr := first.GetHeader()
+	if hdr == nil {
+		return status.Error(codes.InvalidArgument, "the first message must be the update header")
+	}
+	var numParams int
+	s.read(func(st *fsm.State) {
+		if j, ok := st.Jobs[hdr.JobId]; ok {
+			numParams = len(j.Latest().Params)
+		}
+	})
+	if numParams == 0 {
+		return status.Errorf(codes.NotFound, "job_id: no job %q", hdr.JobId)
+	}
+	// The size is fixed by the region parameters and the model: anything
+	// else is refused before a byte of it is buffered.
+	want := s.engine.UpdateSize(numParams)
+	if hdr.Size != uint64(want) {
+		return status.Errorf(codes.InvalidArgument, "size: %d bytes announced, an update of this model is exactly %d", hdr.Size, want)
+	}
+	if len(hdr.Digest) != 32 {
+		return status.Error(codes.InvalidArgument, "digest: want 32 bytes (SHA-256)")
+	}
+	raw, err := receiveAll(want, func() ([]byte, error) {
+		m, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		if m.GetChunk() == nil {
+			return nil, status.Error(codes.InvalidArgument, "only chunks may follow the header")
+		}
+		return m.GetChunk(), nil
+	})
+	if err != nil {
+		return toStatus(ctx, err)
+	}
+	if err := s.engine.Accept(caller(ctx).Name, hdr, raw); err != nil {
+		return toStatus(ctx, err)
+	}
+	return stream.SendAndClose(&pb.SubmitUpdateResponse{Digest: hdr.Digest})
+}
+
+// decryptingRound returns the caller's view of a round waiting for shares.
+func (s hospitalService) decryptingRound(ctx context.Context, jobID string, number uint32) (*fsm.Round, int, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, 0, err
+	}
+	var (
+		r   *fsm.Round
+		n   int
+		err error
+	)
+	s.read(func(st *fsm.State) {
+		j, ok := st.Jobs[jobID]
+		if !ok {
+			err = status.Errorf(codes.NotFound, "job_id: no job %q", jobID)
+			return
+		}
+		cur := j.Current()
+		if cur == nil || cur.Number != number || cur.State != fsm.RoundDecrypting {
+			err = status.Errorf(codes.FailedPrecondition, "round %d of job %s is not waiting for decryption", number, jobID)
+			return
+		}
+		c := *cur
+		r, n = &c, len(j.Latest().Params)
+	})
+	return r, n, err
+}
+
+func (s hospitalService) GetAggregate(req *pb.GetAggregateRequest, stream pb.HospitalService_GetAggregateServer) error {
+	r, _, err := s.decryptingRound(stream.Context(), req.JobId, req.Round)
+	if err != nil {
+		return err
+	}
+	for b := r.Aggregate; len(b) > 0; {
+		n := min(len(b), ChunkSize)
+		if err := stream.Send(&pb.GetAggregateResponse{Chunk: b[:n]}); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func (s hospitalService) SubmitDecryptionShare(ctx context.Context, req *pb.SubmitDecryptionShareRequest) (*pb.SubmitDecryptionShareResponse, error) {
+	r, _, err := s.decryptingRound(ctx, req.JobId, req.Round)
+	if err != nil {
+		return nil, err
+	}
+	h := caller(ctx).Name
+	var point uint32
+	s.read(func(st *fsm.State) { point = st.Region.Point(h) })
+	share, err := he.UnmarshalDecryptionShare(s.engine.Params(), req.Share)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "share: %v", err)
+	}
+	if share.From() != point {
+		return nil, status.Errorf(codes.PermissionDenied, "share is from party %d, the caller is party %d", share.From(), point)
+	}
+	if !slices.Contains(r.Active, h) {
+		return nil, status.Errorf(codes.PermissionDenied, "%s is not a decryptor of round %d", h, r.Number)
+	}
+	err = s.store.Propose(fsm.CmdDecryptionShare, &pb.DecryptionShareCommand{
+		JobId: req.JobId, Round: req.Round, Attempt: req.Attempt, Hospital: h, Share: req.Share,
+	})
+	if err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	s.log.Info("decryption share accepted", "job_id", req.JobId, "round", req.Round, "hospital", h, "size", len(req.Share))
+	return &pb.SubmitDecryptionShareResponse{}, nil
+}
+
+func (s hospitalService) FetchModel(ctx context.Context, req *pb.FetchModelRequest) (*pb.FetchModelResponse, error) {
+	m, err := s.model(ctx, req.JobId, req.Version)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.FetchModelResponse{Model: m}, nil
+}
+
+// model returns a committed model version (0 = latest).
+func (s *Server) model(ctx context.Context, jobID string, version uint32) (*pb.Model, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, err
+	}
+	var (
+		out *pb.Model
+		err error
+	)
+	s.read(func(st *fsm.State) {
+		j, ok := st.Jobs[jobID]
+		if !ok {
+			err = status.Errorf(codes.NotFound, "job_id: no job %q", jobID)
+			return
+		}
+		m := j.Latest()
+		if version != 0 {
+			if int(version) >= len(j.Models) {
+				err = status.Errorf(codes.NotFound, "version: job %s has versions 0..%d", jobID, len(j.Models)-1)
+				return
+			}
+			m = j.Models[version]
+		}
+		out = &pb.Model{JobId: j.ID, Version: m.Version, Model: j.Spec.Model, ModelHash: j.ModelHash, Params: slices.Clone(m.Params)}
+	})
+	return out, err
+}

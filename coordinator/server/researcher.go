@@ -1,0 +1,186 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"regionfl/coordinator/fsm"
+	"regionfl/jobspec"
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// researcherService is the API of researchers' CLIs.
+type researcherService struct{ *Server }
+
+func (s researcherService) SubmitJob(ctx context.Context, req *pb.SubmitJobRequest) (*pb.SubmitJobResponse, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, err
+	}
+	if req.Spec == nil {
+		return nil, status.Error(codes.InvalidArgument, "spec: missing")
+	}
+	if len(req.RequestId) > 128 {
+		return nil, status.Error(codes.InvalidArgument, "request_id: longer than 128 bytes")
+	}
+	spec := proto.Clone(req.Spec).(*pb.JobSpec)
+	jobspec.Defaults(spec)
+	if err := jobspec.Validate(spec); err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	if req.RequestId != "" {
+		var existing string
+		s.read(func(st *fsm.State) { existing = st.Requests[req.RequestId] })
+		if existing != "" {
+			return &pb.SubmitJobResponse{JobId: existing}, nil
+		}
+	}
+	model := jobspec.FromProto(spec.Model)
+	id := newJobID()
+	by := caller(ctx)
+	err := s.store.Propose(fsm.CmdSubmitJob, &pb.SubmitJobCommand{
+		JobId: id, Spec: spec, RequestId: req.RequestId, SubmittedBy: by.String(), UnixMs: s.engine.NowMs(),
+		InitialParams: model.Init(int64(spec.Seed)), ModelHash: model.Hash(),
+	})
+	if err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	if req.RequestId != "" {
+		s.read(func(st *fsm.State) { id = st.Requests[req.RequestId] })
+	}
+	s.log.Info("job submitted", "job_id", id, "by", by.String(), "model_hash", model.Hash(), "purpose", spec.Purpose)
+	return &pb.SubmitJobResponse{JobId: id}, nil
+}
+
+func newJobID() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "job-" + hex.EncodeToString(b)
+}
+
+func (s researcherService) GetJob(ctx context.Context, req *pb.GetJobRequest) (*pb.GetJobResponse, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, err
+	}
+	info, err := s.jobInfo(req.JobId)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.GetJobResponse{Job: info}, nil
+}
+
+func (s researcherService) ListJobs(ctx context.Context, _ *pb.ListJobsRequest) (*pb.ListJobsResponse, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, err
+	}
+	out := &pb.ListJobsResponse{}
+	s.read(func(st *fsm.State) {
+		for _, id := range st.JobOrder {
+			out.Jobs = append(out.Jobs, jobInfo(st.Jobs[id]))
+		}
+	})
+	return out, nil
+}
+
+func (s researcherService) WatchJob(req *pb.WatchJobRequest, stream pb.ResearcherService_WatchJobServer) error {
+	ctx := stream.Context()
+	var last *pb.JobInfo
+	for {
+		if err := s.leader(ctx); err != nil {
+			return err
+		}
+		ch := s.store.FSM().Changed()
+		info, err := s.jobInfo(req.JobId)
+		if err != nil {
+			return err
+		}
+		if !proto.Equal(info, last) {
+			if err := stream.Send(&pb.WatchJobResponse{Job: info}); err != nil {
+				return err
+			}
+			last = info
+		}
+		if info.State == fsm.JobDone || info.State == fsm.JobFailed || info.State == fsm.JobCancelled {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s researcherService) CancelJob(ctx context.Context, req *pb.CancelJobRequest) (*pb.CancelJobResponse, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := s.jobInfo(req.JobId); err != nil {
+		return nil, err
+	}
+	reason := req.Reason
+	if reason == "" {
+		reason = "cancelled by " + caller(ctx).String()
+	}
+	err := s.store.Propose(fsm.CmdEndJob, &pb.EndJobCommand{JobId: req.JobId, State: fsm.JobCancelled, Reason: reason, UnixMs: s.engine.NowMs()})
+	if err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	s.log.Info("job cancelled", "job_id", req.JobId, "by", caller(ctx).String())
+	return &pb.CancelJobResponse{}, nil
+}
+
+func (s researcherService) GetModel(ctx context.Context, req *pb.GetModelRequest) (*pb.GetModelResponse, error) {
+	m, err := s.model(ctx, req.JobId, req.Version)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.GetModelResponse{Model: m}, nil
+}
+
+func (s *Server) jobInfo(id string) (*pb.JobInfo, error) {
+	var info *pb.JobInfo
+	s.read(func(st *fsm.State) {
+		if j, ok := st.Jobs[id]; ok {
+			info = jobInfo(j)
+		}
+	})
+	if info == nil {
+		return nil, status.Errorf(codes.NotFound, "job_id: no job %q", id)
+	}
+	return info, nil
+}
+
+// jobInfo is the researcher's view of a job: decisions, rounds and
+// contributors, never update contents.
+func jobInfo(j *fsm.Job) *pb.JobInfo {
+	info := &pb.JobInfo{
+		JobId: j.ID, Spec: j.Spec, State: j.State, Reason: j.Reason,
+		Accepted: slices.Clone(j.Accepted), Refused: map[string]string{},
+		ModelVersion: j.Latest().Version, SubmittedBy: j.SubmittedBy, SubmittedUnixMs: j.SubmittedMs,
+	}
+	for h, r := range j.Refused {
+		info.Refused[h] = r
+	}
+	for _, r := range j.Rounds {
+		ri := &pb.RoundInfo{Round: r.Number, State: r.State, Reason: r.Reason, OpenedUnixMs: r.OpenedMs, ClosedUnixMs: r.ClosedMs}
+		for _, c := range r.Contributions {
+			ri.Contributors = append(ri.Contributors, c.Hospital)
+		}
+		slices.Sort(ri.Contributors)
+		for _, m := range j.Models {
+			if m.Version > 0 && m.Round == r.Number {
+				ri.TotalSamples, ri.UpdateNorm = m.TotalSamples, m.UpdateNorm
+			}
+		}
+		info.Rounds = append(info.Rounds, ri)
+	}
+	return info
+}

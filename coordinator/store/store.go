@@ -1,0 +1,290 @@
+// Package store owns a replica's raft.Raft: it opens the raft-wal log and
+// stable store and the file snapshots, runs Raft over mutual TLS, bootstraps
+// or joins a cluster, and proposes commands. Nothing else touches Raft.
+package store
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
+	"google.golang.org/protobuf/proto"
+
+	"regionfl/coordinator/fsm"
+)
+
+// Errors.
+var (
+	ErrNotLeader = errors.New("store: not the leader")
+	ErrNoLeader  = errors.New("store: no leader elected")
+)
+
+// NotLeaderError says which replica leads, so a caller can go there.
+type NotLeaderError struct {
+	LeaderID   string
+	LeaderAddr string // gRPC address, "" if unknown
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.LeaderID == "" {
+		return ErrNoLeader.Error()
+	}
+	return fmt.Sprintf("not the leader; the leader is %s at %s", e.LeaderID, e.LeaderAddr)
+}
+
+func (e *NotLeaderError) Unwrap() error { return ErrNotLeader }
+
+// Config configures a replica's Raft.
+type Config struct {
+	ID        string
+	Dir       string
+	RaftAddr  string // host:port to listen on ("127.0.0.1:0" picks a port)
+	Bootstrap bool   // form a new single-voter cluster if Dir holds no state
+	TLS       *tls.Config
+	Logger    *slog.Logger
+	// Fast shortens Raft's timeouts for in-process clusters (tests, demo).
+	Fast bool
+}
+
+// Store is a replica's Raft and state machine.
+type Store struct {
+	cfg   Config
+	raft  *raft.Raft
+	fsm   *fsm.FSM
+	trans *raft.NetworkTransport
+	wal   *wal.WAL
+	meta  *metadb.BoltMetaDB
+	log   *slog.Logger
+}
+
+// Open starts Raft for one replica.
+func Open(cfg Config) (*Store, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.Dir, "wal"), 0o700); err != nil {
+		return nil, err
+	}
+	rlog := newHCLog(cfg.Logger, "raft")
+	// raft-wal's Close leaves its metadata database open (and locked), so
+	// the store owns it and closes it itself; a restarted replica in the
+	// same process could not open its directory otherwise.
+	meta := &metadb.BoltMetaDB{}
+	w, err := wal.Open(filepath.Join(cfg.Dir, "wal"), wal.WithLogger(rlog), wal.WithMetaStore(meta))
+	if err != nil {
+		meta.Close()
+		return nil, fmt.Errorf("store: open raft-wal: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, rlog)
+	if err != nil {
+		w.Close()
+		meta.Close()
+		return nil, err
+	}
+	layer, err := listen(cfg.RaftAddr, cfg.TLS)
+	if err != nil {
+		w.Close()
+		meta.Close()
+		return nil, err
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  layer,
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  rlog,
+	})
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.Logger = rlog
+	rc.SnapshotThreshold = 1024
+	if cfg.Fast {
+		rc.HeartbeatTimeout = 300 * time.Millisecond
+		rc.ElectionTimeout = 300 * time.Millisecond
+		rc.LeaderLeaseTimeout = 150 * time.Millisecond
+		rc.CommitTimeout = 5 * time.Millisecond
+	}
+	f := fsm.New()
+	r, err := raft.NewRaft(rc, f, w, w, snaps, trans)
+	if err != nil {
+		trans.Close()
+		w.Close()
+		meta.Close()
+		return nil, fmt.Errorf("store: start raft: %w", err)
+	}
+	s := &Store{cfg: cfg, raft: r, fsm: f, trans: trans, wal: w, meta: meta, log: cfg.Logger}
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(w, w, snaps)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		if !has {
+			err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+				ID: rc.LocalID, Address: trans.LocalAddr(),
+			}}}).Error()
+			if err != nil {
+				s.Close()
+				return nil, fmt.Errorf("store: bootstrap: %w", err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// ID is this replica's ID.
+func (s *Store) ID() string { return s.cfg.ID }
+
+// RaftAddr is the address Raft listens on.
+func (s *Store) RaftAddr() string { return string(s.trans.LocalAddr()) }
+
+// FSM is the replicated state.
+func (s *Store) FSM() *fsm.FSM { return s.fsm }
+
+// IsLeader reports whether this replica currently leads.
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// LeaderCh signals leadership changes of this replica.
+func (s *Store) LeaderCh() <-chan bool { return s.raft.LeaderCh() }
+
+// Leader returns the current leader's ID and gRPC address, if known.
+func (s *Store) Leader() (id, grpcAddr string) {
+	_, lid := s.raft.LeaderWithID()
+	id = string(lid)
+	s.fsm.Read(func(st *fsm.State) { grpcAddr = st.Replicas[id] })
+	return id, grpcAddr
+}
+
+// NotLeader builds the error that tells a caller where the leader is.
+func (s *Store) NotLeader() error {
+	id, addr := s.Leader()
+	return &NotLeaderError{LeaderID: id, LeaderAddr: addr}
+}
+
+// Propose replicates a command and waits until this replica applied it. A
+// command the state machine refused returns its rejection.
+func (s *Store) Propose(t fsm.CommandType, m proto.Message) error {
+	if !s.IsLeader() {
+		return s.NotLeader()
+	}
+	b, err := fsm.Encode(t, m)
+	if err != nil {
+		return err
+	}
+	f := s.raft.Apply(b, 10*time.Second)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return s.NotLeader()
+		}
+		return fmt.Errorf("store: apply: %w", err)
+	}
+	if err, ok := f.Response().(error); ok && err != nil {
+		return err
+	}
+	return nil
+}
+
+// VerifyLeader confirms leadership with a quorum, for reads that decide
+// something.
+func (s *Store) VerifyLeader() error {
+	if err := s.raft.VerifyLeader().Error(); err != nil {
+		return s.NotLeader()
+	}
+	return nil
+}
+
+// Barrier waits until every entry committed before it is applied here: a new
+// leader calls it before acting on the state.
+func (s *Store) Barrier(timeout time.Duration) error { return s.raft.Barrier(timeout).Error() }
+
+// Replica is one member of the Raft configuration.
+type Replica struct {
+	ID, RaftAddr, GRPCAddr string
+	Voter, Leader          bool
+}
+
+// Replicas lists the Raft configuration.
+func (s *Store) Replicas() ([]Replica, error) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	_, leader := s.raft.LeaderWithID()
+	var out []Replica
+	s.fsm.Read(func(st *fsm.State) {
+		for _, srv := range f.Configuration().Servers {
+			out = append(out, Replica{
+				ID:       string(srv.ID),
+				RaftAddr: string(srv.Address),
+				GRPCAddr: st.Replicas[string(srv.ID)],
+				Voter:    srv.Suffrage == raft.Voter,
+				Leader:   srv.ID == leader,
+			})
+		}
+	})
+	return out, nil
+}
+
+// AddVoter adds a replica (leader only); adding an existing member with the
+// same address succeeds, so a restarting replica can join again.
+func (s *Store) AddVoter(id, raftAddr string) error {
+	if !s.IsLeader() {
+		return s.NotLeader()
+	}
+	return s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, 10*time.Second).Error()
+}
+
+// Remove takes a replica out of the cluster (leader only).
+func (s *Store) Remove(id string) error {
+	if !s.IsLeader() {
+		return s.NotLeader()
+	}
+	return s.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error()
+}
+
+// Close stops Raft and releases its files. It does not remove the replica
+// from the cluster: a restart with the same directory resumes it.
+func (s *Store) Close() error {
+	err := s.raft.Shutdown().Error()
+	s.trans.Close()
+	if werr := s.wal.Close(); err == nil {
+		err = werr
+	}
+	if merr := s.meta.Close(); err == nil {
+		err = merr
+	}
+	return err
+}
+
+// streamLayer runs Raft's transport over TCP, with mutual TLS when
+// configured: replicas authenticate each other with their certificates.
+type streamLayer struct {
+	net.Listener
+	tls *tls.Config
+}
+
+func listen(addr string, cfg *tls.Config) (*streamLayer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("store: raft listen %s: %w", addr, err)
+	}
+	if cfg != nil {
+		ln = tls.NewListener(ln, cfg)
+	}
+	return &streamLayer{Listener: ln, tls: cfg}, nil
+}
+
+func (l *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	d := &net.Dialer{Timeout: timeout}
+	if l.tls != nil {
+		return tls.DialWithDialer(d, "tcp", string(addr), l.tls)
+	}
+	return d.Dial("tcp", string(addr))
+}

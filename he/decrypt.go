@@ -1,0 +1,308 @@
+package he
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/tuneinsight/lattigo/v5/core/rlwe"
+	"github.com/tuneinsight/lattigo/v5/mhe"
+	"github.com/tuneinsight/lattigo/v5/ring"
+	"github.com/tuneinsight/lattigo/v5/schemes/ckks"
+)
+
+// DecryptionShare is one decryptor's share of the threshold decryption of
+// an aggregate: for each ciphertext, c1·s'_i + e_i, where s'_i is the
+// party's Lagrange-weighted threshold share for the active set and e_i is
+// smudging noise (Params.SmudgingSigma). It is bound to the aggregate's
+// digest and to the active set, so the coordinator cannot mix shares made
+// for different aggregates or sets.
+type DecryptionShare struct {
+	p         Params
+	from      uint32
+	aggDigest [32]byte
+	active    []uint32 // sorted, exactly t points
+	values    []ring.Poly
+}
+
+// From is the Shamir point of the party that made the share.
+func (s *DecryptionShare) From() uint32 { return s.from }
+
+// checkActive validates and sorts an active set of t points in 1..n.
+func checkActive(active []uint32, n, t int) ([]uint32, error) {
+	if len(active) != t {
+		return nil, fmt.Errorf("%w: %d active parties, threshold is %d", ErrWrongShape, len(active), t)
+	}
+	s := slices.Clone(active)
+	slices.Sort(s)
+	for i, a := range s {
+		if a < 1 || int(a) > n {
+			return nil, fmt.Errorf("%w: active point %d not in 1..%d", ErrWrongShape, a, n)
+		}
+		if i > 0 && s[i-1] == a {
+			return nil, fmt.Errorf("%w: active point %d listed twice", ErrWrongShape, a)
+		}
+	}
+	return s, nil
+}
+
+// DecryptionShare computes the party's share of the decryption of agg by
+// the active set (exactly t points, this party among them): a key switch to
+// the zero key, with smudging noise.
+//
+// A share reveals nothing about the party's key beyond an RLWE sample, but
+// it does let the coordinator decrypt agg once t shares are in: the caller
+// must check first that agg is an aggregate it agreed to decrypt (the
+// round's manifest, agg.Digest and agg.Binding).
+func (pa *Party) DecryptionShare(agg *Update, active []uint32) (*DecryptionShare, error) {
+	if !pa.ready {
+		return nil, fmt.Errorf("%w: no threshold share yet", ErrNotReady)
+	}
+	if agg == nil {
+		return nil, fmt.Errorf("%w: nil aggregate", ErrInvalidValue)
+	}
+	if agg.p.tag != pa.p.tag {
+		return nil, fmt.Errorf("%w: aggregate", ErrWrongParams)
+	}
+	set, err := checkActive(active, pa.n, pa.t)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(set, pa.self) {
+		return nil, fmt.Errorf("%w: party %d is not in the active set %v", ErrWrongShape, pa.self, set)
+	}
+	p := pa.p
+	rp := *p.ckks.GetRLWEParameters()
+	points := make([]mhe.ShamirPublicPoint, len(set))
+	for i, a := range set {
+		points[i] = mhe.ShamirPublicPoint(a)
+	}
+	// s'_i = λ_i(set)·share_i, so that Σ_{i∈set} s'_i = Σ_j s_j.
+	skT := rlwe.NewSecretKey(rp)
+	cmb := mhe.NewCombiner(rp, mhe.ShamirPublicPoint(pa.self), points, pa.t)
+	if err := cmb.GenAdditiveShare(points, mhe.ShamirPublicPoint(pa.self), mhe.ShamirSecretShare{Poly: pa.share}, skT); err != nil {
+		return nil, fmt.Errorf("he: combining threshold share: %w", err)
+	}
+	zero := rlwe.NewSecretKey(rp)
+	sigma := p.SmudgingSigma()
+	cks, err := mhe.NewKeySwitchProtocol(p.ckks, ring.DiscreteGaussian{Sigma: sigma, Bound: 6 * sigma})
+	if err != nil {
+		return nil, fmt.Errorf("he: key-switch protocol: %w", err)
+	}
+	s := &DecryptionShare{p: p, from: pa.self, aggDigest: agg.Digest(), active: set, values: make([]ring.Poly, len(agg.cts))}
+	err = parallel(len(agg.cts), func() func(int) error {
+		ks := cks.ShallowCopy()
+		ringQ := p.ckks.RingQ().AtLevel(0)
+		return func(i int) error {
+			sh := ks.AllocateShare(0)
+			ks.GenShare(skT, zero, agg.cts[i], &sh)
+			// GenShare leaves coefficients lazily reduced (in [0, 2Q));
+			// the encoding promises canonical values.
+			ringQ.Reduce(sh.Value, sh.Value)
+			s.values[i] = sh.Value
+			return nil
+		}
+	})
+	clear(skT.Value.Q.Coeffs[0])
+	clear(skT.Value.P.Coeffs[0])
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (p Params) decryptionShareFixed() int { return headerLen + tagLen + 4 + 32 + 4 }
+
+// MarshalBinary encodes the share.
+func (s *DecryptionShare) MarshalBinary() ([]byte, error) {
+	size := s.p.decryptionShareFixed() + 4*len(s.active) + 4 + len(s.values)*s.p.polyQLen()
+	w := newWriter(size, kindDecryptionShare)
+	w.tag(s.p)
+	w.u32(s.from)
+	w.bytes(s.aggDigest[:])
+	w.u32(uint32(len(s.active)))
+	for _, a := range s.active {
+		w.u32(a)
+	}
+	w.u32(uint32(len(s.values)))
+	for _, v := range s.values {
+		w.poly(v)
+	}
+	return w.b, nil
+}
+
+// UnmarshalDecryptionShare decodes a share made under p. The exact length
+// follows from the header's counts, which are range-checked first.
+func UnmarshalDecryptionShare(p Params, b []byte) (*DecryptionShare, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	r, err := newReader(b, kindDecryptionShare, -1)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.need(p.decryptionShareFixed() - headerLen); err != nil {
+		return nil, err
+	}
+	if err := r.tag(p); err != nil {
+		return nil, err
+	}
+	s := &DecryptionShare{p: p, from: r.u32()}
+	copy(s.aggDigest[:], r.bytes(32))
+	t := int(r.u32())
+	if t < 1 || t > p.maxParties {
+		return nil, fmt.Errorf("%w: decryption share: active set of %d", ErrMalformed, t)
+	}
+	if err := r.need(4*t + 4); err != nil {
+		return nil, err
+	}
+	active := make([]uint32, t)
+	for i := range active {
+		active[i] = r.u32()
+		if active[i] < 1 || int(active[i]) > p.maxParties || (i > 0 && active[i] <= active[i-1]) {
+			return nil, fmt.Errorf("%w: decryption share: active set not sorted distinct points in 1..%d", ErrMalformed, p.maxParties)
+		}
+	}
+	s.active = active
+	if !slices.Contains(active, s.from) {
+		return nil, fmt.Errorf("%w: decryption share: sender %d not in its own active set", ErrMalformed, s.from)
+	}
+	k := int(r.u32())
+	if k < 1 || k > p.numCiphertexts(MaxLength) {
+		return nil, fmt.Errorf("%w: decryption share: %d ciphertexts", ErrMalformed, k)
+	}
+	if len(r.b) != k*p.polyQLen() {
+		return nil, fmt.Errorf("%w: decryption share: %d bytes of shares, %d ciphertexts need %d", ErrMalformed, len(r.b), k, k*p.polyQLen())
+	}
+	q := p.ckks.GetRLWEParameters().Q()
+	s.values = make([]ring.Poly, k)
+	for i := range s.values {
+		s.values[i] = p.ckks.RingQ().AtLevel(0).NewPoly()
+		if err := r.poly(s.values[i], q, fmt.Sprintf("share %d", i)); err != nil {
+			return nil, err
+		}
+	}
+	return s, r.done()
+}
+
+// Result is a decrypted aggregate.
+type Result struct {
+	// Sum is the sum of the clipped values, in the caller's units (already
+	// multiplied back by the clip norm).
+	Sum []float64
+	// Count is the sum of the sample counts.
+	Count uint64
+}
+
+// Combine decrypts agg from the decryption shares of the t active parties.
+// It refuses fewer than t shares, duplicates, shares for another aggregate
+// or active set, and senders outside the set; it then checks the decrypted
+// plaintext's structure (norm bound, integer count digits, zero padding),
+// which catches a tampered share with overwhelming probability.
+func Combine(p Params, agg *Update, shares []*DecryptionShare, t int) (*Result, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if agg == nil {
+		return nil, fmt.Errorf("%w: nil aggregate", ErrInvalidValue)
+	}
+	if agg.p.tag != p.tag {
+		return nil, fmt.Errorf("%w: aggregate", ErrWrongParams)
+	}
+	if t < 1 || t > p.maxParties {
+		return nil, fmt.Errorf("%w: threshold %d not in 1..%d", ErrWrongShape, t, p.maxParties)
+	}
+	if len(shares) < t {
+		return nil, fmt.Errorf("%w: %d decryption shares, threshold is %d", ErrTooFewShares, len(shares), t)
+	}
+	digest := agg.Digest()
+	var set []uint32
+	seen := map[uint32]bool{}
+	for i, s := range shares {
+		switch {
+		case s == nil:
+			return nil, fmt.Errorf("%w: decryption share %d is nil", ErrInvalidValue, i)
+		case s.p.tag != p.tag:
+			return nil, fmt.Errorf("%w: decryption share from %d", ErrWrongParams, s.from)
+		case s.aggDigest != digest:
+			return nil, fmt.Errorf("%w: decryption share from %d is for another aggregate", ErrShareMismatch, s.from)
+		case len(s.active) != t:
+			return nil, fmt.Errorf("%w: decryption share from %d names %d active parties, threshold is %d", ErrShareMismatch, s.from, len(s.active), t)
+		case set != nil && !slices.Equal(set, s.active):
+			return nil, fmt.Errorf("%w: decryption share from %d is for active set %v, not %v", ErrShareMismatch, s.from, s.active, set)
+		case !slices.Contains(s.active, s.from):
+			return nil, fmt.Errorf("%w: decryption share from %d, who is not in the active set %v", ErrShareMismatch, s.from, s.active)
+		case seen[s.from]:
+			return nil, fmt.Errorf("%w: two decryption shares from %d", ErrDuplicateShare, s.from)
+		case len(s.values) != len(agg.cts):
+			return nil, fmt.Errorf("%w: decryption share from %d covers %d ciphertexts, aggregate has %d", ErrShareMismatch, s.from, len(s.values), len(agg.cts))
+		}
+		set = s.active
+		seen[s.from] = true
+	}
+	// Distinct senders inside a set of exactly t: len(shares) == t here.
+
+	n := p.SlotsPerCiphertext()
+	res := &Result{Sum: make([]float64, agg.length)}
+	digits := make([]float64, p.countDigits)
+	norms := make([]float64, len(agg.cts)) // squared scaled norm per ciphertext
+	digitBase := float64(uint64(1) << p.countDigitBits)
+	bound := float64(agg.parties) // every clipped update has scaled L2 norm <= 1
+	const tol = 1e-3              // far above the decryption noise (~2^-28), far below any garbage
+
+	err := parallel(len(agg.cts), func() func(int) error {
+		ringQ := p.ckks.RingQ().AtLevel(0)
+		enc := ckks.NewEncoder(p.ckks, p.encPrec)
+		pt := p.newPlaintext()
+		buf := make([]float64, n)
+		return func(i int) error {
+			ct := agg.cts[i]
+			pt.Value.CopyLvl(0, ct.Value[0])
+			for _, s := range shares {
+				ringQ.Add(pt.Value, s.values[i], pt.Value)
+			}
+			if err := enc.Decode(pt, buf); err != nil {
+				return fmt.Errorf("he: decoding ciphertext %d: %w", i, err)
+			}
+			var sq float64
+			for j, v := range buf {
+				g := i*n + j
+				if math.IsNaN(v) || math.Abs(v) > bound+tol {
+					return fmt.Errorf("%w: coefficient %d out of range: wrong or tampered decryption share", ErrDecrypt, g)
+				}
+				switch {
+				case g < agg.length:
+					res.Sum[g] = v * agg.clip
+					sq += v * v
+				case g < agg.length+p.countDigits:
+					digits[g-agg.length] = v * digitBase
+				default:
+					if math.Abs(v) > tol {
+						return fmt.Errorf("%w: padding coefficient %d is not zero: wrong or tampered decryption share", ErrDecrypt, g)
+					}
+				}
+			}
+			norms[i] = sq
+			return nil
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	var sq float64
+	for _, v := range norms {
+		sq += v
+	}
+	if math.Sqrt(sq) > bound*(1+1e-6)+tol {
+		return nil, fmt.Errorf("%w: decrypted norm %.4g exceeds %d clipped updates: wrong or tampered decryption share", ErrDecrypt, math.Sqrt(sq), agg.parties)
+	}
+	maxDigit := float64(agg.parties) * (digitBase - 1)
+	for k, d := range digits {
+		r := math.Round(d)
+		if math.Abs(d-r) > 0.05 || r < 0 || r > maxDigit {
+			return nil, fmt.Errorf("%w: count digit %d decodes to %.3f: wrong or tampered decryption share", ErrDecrypt, k, d)
+		}
+		res.Count += uint64(r) << (k * p.countDigitBits)
+	}
+	return res, nil
+}

@@ -1,0 +1,89 @@
+// Package he is regionfl's homomorphic aggregation: hospitals encrypt their
+// model updates under a key nobody holds, the coordinator sums ciphertexts,
+// and any t of the N hospitals of a region jointly decrypt the sum, and
+// only the sum. All lattigo code of the module lives here, so a move from
+// lattigo v5 to v6 stays inside this package.
+//
+// # Scheme
+//
+// Multiparty threshold CKKS (lattigo v5, packages mhe and schemes/ckks):
+//
+//   - Key ceremony. Each hospital i draws a ternary secret s_i and sends
+//     -a·s_i + e_i, with a sampled from the region's public seed; the
+//     coordinator sums the shares into the collective public key
+//     (Σ -a·s_i + e_i, a) (AggregatePublicKey). Nobody, the coordinator
+//     included, ever holds s = Σ s_i.
+//   - Threshold. Hospital i evaluates a random polynomial f_i of degree t-1
+//     with f_i(0) = s_i at every point j and seals f_i(j) to hospital j with
+//     HPKE (ML-KEM-768+X25519, HKDF-SHA256, AES-256-GCM; the HPKE info binds
+//     the parameter set, sender, recipient and ceremony). The coordinator
+//     relays the sealed shares and cannot open them. Hospital j's threshold
+//     share is Σ_i f_i(j); any t of them reconstruct s by Lagrange
+//     interpolation, inside the decryption protocol (never in the clear).
+//   - Encryption (Encryptor). An update is clipped to L2 norm <= clip,
+//     scaled by 1/clip so every coefficient is in [-1, 1], and packed one
+//     value per ring coefficient (coefficient encoding, 8192 values per
+//     ciphertext), followed by the sample count as four base-2^10 digits
+//     scaled into [0, 1). NaN and Inf are refused: one out-of-range value
+//     corrupts other values of the aggregate after decryption.
+//   - Aggregation (Aggregator). Ciphertext addition, streaming, in any
+//     order, at most MaxParties = 16 updates: |Σ coefficient| <= 16, times
+//     the scale 2^54, stays below Q/2 ≈ 2^59.
+//   - Decryption (Party.DecryptionShare, Combine). Each of the t active
+//     hospitals sends c1·λ_i·share_i + e_i for every ciphertext, a key switch
+//     to the zero key with smudging noise e_i of std 2^24; the coordinator
+//     adds the shares to c0 and decodes. Shares are bound to the aggregate's
+//     digest and the active set. Combine checks the decoded plaintext's
+//     structure (norm bound, integral count digits, zero padding), which a
+//     wrong or tampered share breaks with overwhelming probability.
+//
+// # Parameters
+//
+// One named set, "ckks-n13-q60-s54" (RegionParams): ring degree 2^13, one
+// 60-bit modulus Q (ciphertexts live at level 0 only: aggregation needs
+// additions, no rescaling), a 55-bit auxiliary modulus P for key generation
+// and encryption, scale 2^54, encoder precision 53 (float64 arithmetic;
+// higher precision switches lattigo to big.Float, 10-60x slower). An update
+// of L values is ceil((L+4)/8192) ciphertexts of 128 KiB: 16.12 bytes per
+// value at 1M values (4.03x float32).
+//
+// Security: log2(QP) = 115 <= 218, the HomomorphicEncryption.org standard's
+// bound for 128-bit security at N = 2^13 with a uniform ternary secret and
+// error σ = 3.2. The smudging width is a field of Params with its argument
+// written out there: a Rényi-divergence bound that covers 2^12 decryptions
+// per key ceremony, traded against precision (relative error ~7e-7 in the
+// worst case). Params.Validate checks all of these bounds.
+//
+// # Who sees what
+//
+//   - A hospital sees its own update, the collective public key, the
+//     Shamir shares sealed to it, and the aggregates it helps decrypt (as
+//     ciphertexts). Its decryption share is an RLWE sample; it reveals
+//     nothing about its key.
+//   - The coordinator sees public-key shares, sealed Shamir shares (opaque),
+//     ciphertexts, decryption shares and the decrypted sum of values and of
+//     sample counts. It never sees one hospital's update or count in the
+//     clear, unless t hospitals collude with it, or the aggregate holds one
+//     update only: the decryptors must check the round's manifest (enough
+//     distinct contributors) before sending a share; this package cannot
+//     tell how many updates an aggregate really holds.
+//   - Fewer than t hospitals together learn nothing beyond their own data.
+//
+// Not covered: a malicious hospital can make decryption fail (a bad
+// public-key or Shamir share is not detected at the ceremony, only by
+// Combine's checks), but cannot learn more than the sum. Threshold 1 is
+// allowed (the coordinator accepts it), and then every hospital holds the
+// whole key.
+//
+// # Encodings
+//
+// Every encoding starts with a magic, a version and a kind byte, then the
+// parameter set's tag; polynomials are raw coefficients. Decoders compute
+// the exact length from Params and check it before allocating anything,
+// and never hand outside bytes to lattigo's decoders (which allocate
+// without bound on a short input). Errors wrap the sentinel values of
+// errors.go and name the field that failed.
+//
+// Nothing here logs. Callers must not log key material, sealed shares or
+// ciphertexts: log sizes and Digest values.
+package he

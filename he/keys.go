@@ -1,0 +1,592 @@
+package he
+
+import (
+	"crypto/hpke"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+
+	"github.com/tuneinsight/lattigo/v5/core/rlwe"
+	"github.com/tuneinsight/lattigo/v5/mhe"
+	"github.com/tuneinsight/lattigo/v5/ring"
+	"github.com/tuneinsight/lattigo/v5/ring/ringqp"
+	"github.com/tuneinsight/lattigo/v5/utils/sampling"
+	"github.com/tuneinsight/lattigo/v5/utils/structs"
+)
+
+// SeedLen is the length of the ceremony's public seed.
+const SeedLen = 32
+
+// maxSealedLen caps a SealedShare encoding before anything is allocated for
+// it (UnmarshalSealedShare has no Params to compute the exact size): a QP
+// polynomial at logN = 15 plus HPKE overhead stays well below it.
+const maxSealedLen = 1 << 20
+
+// Domain-separation labels: every PRNG key and HPKE info string starts with
+// one, so that a seed used for one purpose never yields the randomness of
+// another.
+const (
+	labelCRP    = "regionfl/he/v1 crp"
+	labelSK     = "regionfl/he/v1 secret key"
+	labelShamir = "regionfl/he/v1 shamir polynomial"
+	labelHPKE   = "regionfl/he/v1 shamir share"
+)
+
+// hpkeSuite is the one HPKE suite: a hybrid post-quantum KEM, so that a
+// recorded key ceremony stays confidential against a future quantum
+// adversary.
+func hpkeKEM() hpke.KEM { return hpke.MLKEM768X25519() }
+
+func hpkeSuite() (hpke.KEM, hpke.KDF, hpke.AEAD) {
+	return hpkeKEM(), hpke.HKDFSHA256(), hpke.AES256GCM()
+}
+
+// NewHPKEKey makes an HPKE (ML-KEM-768+X25519) key pair for receiving sealed
+// Shamir shares. The private key never leaves the hospital.
+func NewHPKEKey() (priv, pub []byte, err error) {
+	kem, _, _ := hpkeSuite()
+	k, err := kem.GenerateKey()
+	if err != nil {
+		return nil, nil, fmt.Errorf("he: HPKE key generation: %w", err)
+	}
+	priv, err = k.Bytes()
+	if err != nil {
+		return nil, nil, fmt.Errorf("he: HPKE key serialization: %w", err)
+	}
+	return priv, k.PublicKey().Bytes(), nil
+}
+
+// keyedPRNG derives a deterministic PRNG from a label and a seed.
+func keyedPRNG(label string, seed []byte) *sampling.KeyedPRNG {
+	k := sha256.Sum256(append([]byte(label+"\x00"), seed...))
+	prng, err := sampling.NewKeyedPRNG(k[:])
+	if err != nil {
+		// blake2b only fails on a key longer than 64 bytes.
+		panic(err)
+	}
+	return prng
+}
+
+func seedHash(seed []byte) [32]byte {
+	return sha256.Sum256(append([]byte(labelCRP+" commitment\x00"), seed...))
+}
+
+func checkSeed(seed []byte) error {
+	if len(seed) != SeedLen {
+		return fmt.Errorf("%w: ceremony seed of %d bytes, want %d", ErrInvalidValue, len(seed), SeedLen)
+	}
+	return nil
+}
+
+func (p Params) crp(seed []byte) mhe.PublicKeyGenCRP {
+	return mhe.NewPublicKeyGenProtocol(p.ckks).SampleCRP(keyedPRNG(labelCRP, seed))
+}
+
+// checkRegion validates the region shape shared by the ceremony functions.
+func (p Params) checkRegion(n, t int) error {
+	if n < 1 || n > p.maxParties {
+		return fmt.Errorf("%w: region of %d parties, parameters allow 1..%d", ErrWrongShape, n, p.maxParties)
+	}
+	if t < 1 || t > n {
+		return fmt.Errorf("%w: threshold %d not in 1..%d", ErrWrongShape, t, n)
+	}
+	return nil
+}
+
+// Party is one hospital's secret state: its additive key share s_i (kept as
+// a 32-byte seed it is derived from), the seed of its Shamir polynomial, and
+// after the ceremony its t-of-N threshold share. It never leaves the
+// hospital except as the node's 0600 state file.
+type Party struct {
+	p          Params
+	self       uint32
+	n, t       int
+	seed       [SeedLen]byte // public ceremony seed
+	skSeed     [32]byte
+	shamirSeed [32]byte
+	ready      bool
+	share      ringqp.Poly // threshold share Σ_j f_j(self); valid when ready
+
+	sk *rlwe.SecretKey // derived from skSeed
+}
+
+// NewParty starts the key ceremony for the party at Shamir point self of a
+// region of n parties with threshold t. seed is the ceremony's public seed
+// (the common reference string for the public-key protocol).
+//
+// The secret key and the Shamir polynomial are derived from fresh random
+// seeds kept in the party, so a node that crashes and repeats a step
+// resends exactly the same Shamir shares.
+func NewParty(p Params, self uint32, n, t int, seed []byte) (*Party, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if err := p.checkRegion(n, t); err != nil {
+		return nil, err
+	}
+	if self < 1 || int(self) > n {
+		return nil, fmt.Errorf("%w: party point %d not in 1..%d", ErrWrongShape, self, n)
+	}
+	if err := checkSeed(seed); err != nil {
+		return nil, err
+	}
+	pa := &Party{p: p, self: self, n: n, t: t}
+	copy(pa.seed[:], seed)
+	if _, err := rand.Read(pa.skSeed[:]); err != nil {
+		return nil, fmt.Errorf("he: randomness: %w", err)
+	}
+	if _, err := rand.Read(pa.shamirSeed[:]); err != nil {
+		return nil, fmt.Errorf("he: randomness: %w", err)
+	}
+	pa.sk = p.secretKey(pa.skSeed[:])
+	return pa, nil
+}
+
+// secretKey derives a ternary secret key from seed, exactly as lattigo's
+// KeyGenerator does from its own PRNG.
+func (p Params) secretKey(seed []byte) *rlwe.SecretKey {
+	rp := p.ckks.GetRLWEParameters()
+	sk := rlwe.NewSecretKey(rp)
+	xs, err := ring.NewSampler(keyedPRNG(labelSK, seed), rp.RingQ(), rp.Xs(), false)
+	if err != nil {
+		panic(err) // Validate checked Xs.
+	}
+	xs.Read(sk.Value.Q)
+	ringQP := rp.RingQP()
+	ringQP.ExtendBasisSmallNormAndCenter(sk.Value.Q, rp.MaxLevelP(), sk.Value.Q, sk.Value.P)
+	ringQP.NTT(sk.Value, sk.Value)
+	ringQP.MForm(sk.Value, sk.Value)
+	return sk
+}
+
+// Self is the party's Shamir point.
+func (pa *Party) Self() uint32 { return pa.self }
+
+// Ready reports whether the party holds its threshold share.
+func (pa *Party) Ready() bool { return pa.ready }
+
+// PublicKeyShare is the party's share of the collective public key:
+// -a·s_i + e_i with a the common random polynomial.
+func (pa *Party) PublicKeyShare() (*PublicKeyShare, error) {
+	ckg := mhe.NewPublicKeyGenProtocol(pa.p.ckks)
+	sh := ckg.AllocateShare()
+	ckg.GenShare(pa.sk, pa.p.crp(pa.seed[:]), &sh)
+	return &PublicKeyShare{p: pa.p, from: pa.self, seedHash: seedHash(pa.seed[:]), value: sh.Value}, nil
+}
+
+// PublicKeyShare is one party's contribution to the collective public key.
+type PublicKeyShare struct {
+	p        Params
+	from     uint32
+	seedHash [32]byte
+	value    ringqp.Poly
+}
+
+// From is the Shamir point of the party that made the share.
+func (s *PublicKeyShare) From() uint32 { return s.from }
+
+func (p Params) publicKeyShareLen() int { return headerLen + tagLen + 4 + 32 + p.polyQPLen() }
+
+// MarshalBinary encodes the share.
+func (s *PublicKeyShare) MarshalBinary() ([]byte, error) {
+	w := newWriter(s.p.publicKeyShareLen(), kindPublicKeyShare)
+	w.tag(s.p)
+	w.u32(s.from)
+	w.bytes(s.seedHash[:])
+	w.poly(s.value.Q)
+	w.poly(s.value.P)
+	return w.b, nil
+}
+
+// UnmarshalPublicKeyShare decodes a share made under p.
+func UnmarshalPublicKeyShare(p Params, b []byte) (*PublicKeyShare, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	r, err := newReader(b, kindPublicKeyShare, p.publicKeyShareLen())
+	if err != nil {
+		return nil, err
+	}
+	if err := r.tag(p); err != nil {
+		return nil, err
+	}
+	s := &PublicKeyShare{p: p, from: r.u32()}
+	if s.from < 1 || int(s.from) > p.maxParties {
+		return nil, fmt.Errorf("%w: public-key share: sender point %d out of range", ErrMalformed, s.from)
+	}
+	copy(s.seedHash[:], r.bytes(32))
+	if s.value, err = p.readQP(r, "value"); err != nil {
+		return nil, err
+	}
+	return s, r.done()
+}
+
+func (p Params) readQP(r *reader, field string) (ringqp.Poly, error) {
+	rp := p.ckks.GetRLWEParameters()
+	v := rp.RingQP().NewPoly()
+	if err := r.poly(v.Q, rp.Q(), field+" (mod Q)"); err != nil {
+		return v, err
+	}
+	if err := r.poly(v.P, rp.P(), field+" (mod P)"); err != nil {
+		return v, err
+	}
+	return v, nil
+}
+
+// PublicKey is the region's collective public key: (Σ_i -a·s_i + e_i, a).
+// Nobody holds the matching secret key Σ_i s_i.
+type PublicKey struct {
+	p    Params
+	n    int
+	seed [SeedLen]byte
+	pk   *rlwe.PublicKey
+}
+
+// AggregatePublicKey builds the collective public key from exactly one
+// share from each party 1..n. The coordinator runs it.
+func AggregatePublicKey(p Params, seed []byte, n int, shares []*PublicKeyShare) (*PublicKey, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkSeed(seed); err != nil {
+		return nil, err
+	}
+	if err := p.checkRegion(n, 1); err != nil {
+		return nil, err
+	}
+	if len(shares) < n {
+		return nil, fmt.Errorf("%w: %d public-key shares, need one from each of %d parties", ErrTooFewShares, len(shares), n)
+	}
+	if len(shares) > n {
+		return nil, fmt.Errorf("%w: %d public-key shares for %d parties", ErrWrongShape, len(shares), n)
+	}
+	want := seedHash(seed)
+	seen := make([]bool, n+1)
+	ckg := mhe.NewPublicKeyGenProtocol(p.ckks)
+	sum := ckg.AllocateShare()
+	for i, s := range shares {
+		switch {
+		case s == nil:
+			return nil, fmt.Errorf("%w: public-key share %d is nil", ErrMalformed, i)
+		case s.p.tag != p.tag:
+			return nil, fmt.Errorf("%w: public-key share from %d", ErrWrongParams, s.from)
+		case s.from < 1 || int(s.from) > n:
+			return nil, fmt.Errorf("%w: public-key share from point %d, region has 1..%d", ErrShareMismatch, s.from, n)
+		case seen[s.from]:
+			return nil, fmt.Errorf("%w: two public-key shares from %d", ErrDuplicateShare, s.from)
+		case s.seedHash != want:
+			return nil, fmt.Errorf("%w: public-key share from %d was made for another ceremony seed", ErrShareMismatch, s.from)
+		}
+		seen[s.from] = true
+		ckg.AggregateShares(sum, mhe.PublicKeyGenShare{Value: s.value}, &sum)
+	}
+	pk := &PublicKey{p: p, n: n, pk: rlwe.NewPublicKey(p.ckks)}
+	copy(pk.seed[:], seed)
+	ckg.GenPublicKey(sum, p.crp(seed), pk.pk)
+	return pk, nil
+}
+
+func (p Params) publicKeyLen() int { return headerLen + tagLen + 4 + SeedLen + p.polyQPLen() }
+
+// MarshalBinary encodes the key. Only the first component is written: the
+// second is the common random polynomial, re-derived from the seed.
+func (k *PublicKey) MarshalBinary() ([]byte, error) {
+	w := newWriter(k.p.publicKeyLen(), kindPublicKey)
+	w.tag(k.p)
+	w.u32(uint32(k.n))
+	w.bytes(k.seed[:])
+	w.poly(k.pk.Value[0].Q)
+	w.poly(k.pk.Value[0].P)
+	return w.b, nil
+}
+
+// Digest is the SHA-256 of the key's encoding; hospitals compare it to
+// check they all encrypt under the same key.
+func (k *PublicKey) Digest() [32]byte {
+	b, _ := k.MarshalBinary()
+	return sha256.Sum256(b)
+}
+
+// UnmarshalPublicKey decodes a collective public key made under p.
+func UnmarshalPublicKey(p Params, b []byte) (*PublicKey, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	r, err := newReader(b, kindPublicKey, p.publicKeyLen())
+	if err != nil {
+		return nil, err
+	}
+	if err := r.tag(p); err != nil {
+		return nil, err
+	}
+	k := &PublicKey{p: p, n: int(r.u32())}
+	if k.n < 1 || k.n > p.maxParties {
+		return nil, fmt.Errorf("%w: public key: region of %d parties", ErrMalformed, k.n)
+	}
+	copy(k.seed[:], r.bytes(SeedLen))
+	v0, err := p.readQP(r, "pk[0]")
+	if err != nil {
+		return nil, err
+	}
+	k.pk = rlwe.NewPublicKey(p.ckks)
+	k.pk.Value[0] = v0
+	k.pk.Value[1] = p.crp(k.seed[:]).Value
+	return k, r.done()
+}
+
+// SealedShare is a Shamir share of one party's secret, sealed with HPKE to
+// its recipient. The coordinator relays it and cannot open it.
+type SealedShare struct {
+	From, To uint32
+	Sealed   []byte
+}
+
+const sealedShareFixed = headerLen + 4 + 4 + 4
+
+// MarshalBinary encodes the sealed share.
+func (s *SealedShare) MarshalBinary() ([]byte, error) {
+	if len(s.Sealed) > maxSealedLen {
+		return nil, fmt.Errorf("%w: sealed share of %d bytes", ErrMalformed, len(s.Sealed))
+	}
+	w := newWriter(sealedShareFixed+len(s.Sealed), kindSealedShare)
+	w.u32(s.From)
+	w.u32(s.To)
+	w.u32(uint32(len(s.Sealed)))
+	w.bytes(s.Sealed)
+	return w.b, nil
+}
+
+// UnmarshalSealedShare decodes a sealed share. Its content is checked only
+// when the recipient opens it.
+func UnmarshalSealedShare(b []byte) (*SealedShare, error) {
+	if len(b) > sealedShareFixed+maxSealedLen {
+		return nil, fmt.Errorf("%w: sealed share of %d bytes exceeds %d", ErrMalformed, len(b), sealedShareFixed+maxSealedLen)
+	}
+	r, err := newReader(b, kindSealedShare, -1)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.need(12); err != nil {
+		return nil, err
+	}
+	s := &SealedShare{From: r.u32(), To: r.u32()}
+	n := int(r.u32())
+	if n != len(r.b) {
+		return nil, fmt.Errorf("%w: sealed share: sealed field of %d bytes, %d present", ErrMalformed, n, len(r.b))
+	}
+	s.Sealed = append([]byte(nil), r.bytes(n)...)
+	return s, nil
+}
+
+// hpkeInfo binds a sealed share to its sender, recipient, parameter set and
+// ceremony, so that the coordinator cannot replay a share to another
+// recipient, position or ceremony.
+func (p Params) hpkeInfo(from, to uint32, context []byte) []byte {
+	w := &writer{}
+	w.bytes([]byte(labelHPKE + "\x00"))
+	w.tag(p)
+	w.u32(from)
+	w.u32(to)
+	w.bytes(context)
+	return w.b
+}
+
+func (p Params) shamirPlainLen() int { return headerLen + tagLen + 4 + 4 + 32 + p.polyQPLen() }
+
+// shamirPolynomial re-derives the party's secret polynomial f of degree t-1
+// with f(0) = s_i.
+func (pa *Party) shamirPolynomial() mhe.ShamirPolynomial {
+	ringQP := pa.p.ckks.GetRLWEParameters().RingQP()
+	coeffs := make([]ringqp.Poly, pa.t)
+	coeffs[0] = *pa.sk.Value.CopyNew()
+	us := ringqp.NewUniformSampler(keyedPRNG(labelShamir, pa.shamirSeed[:]), *ringQP)
+	for i := 1; i < pa.t; i++ {
+		coeffs[i] = ringQP.NewPoly()
+		us.Read(coeffs[i])
+	}
+	return mhe.ShamirPolynomial{Value: structs.Vector[ringqp.Poly](coeffs)}
+}
+
+// SealShares evaluates the party's Shamir polynomial at every point 1..N
+// and seals each value to its recipient's HPKE key (its own included).
+// recipients maps each point to its HPKE public key; context identifies the
+// ceremony (it is bound as HPKE info).
+func (pa *Party) SealShares(recipients map[uint32][]byte, context []byte) ([]*SealedShare, error) {
+	if len(recipients) != pa.n {
+		return nil, fmt.Errorf("%w: %d recipients, region has %d parties", ErrWrongShape, len(recipients), pa.n)
+	}
+	kem, kdf, aead := hpkeSuite()
+	thr := mhe.NewThresholdizer(pa.p.ckks)
+	f := pa.shamirPolynomial()
+	share := thr.AllocateThresholdSecretShare()
+	out := make([]*SealedShare, 0, pa.n)
+	for to := uint32(1); int(to) <= pa.n; to++ {
+		pubBytes, ok := recipients[to]
+		if !ok {
+			return nil, fmt.Errorf("%w: no HPKE key for party %d", ErrWrongShape, to)
+		}
+		pub, err := kem.NewPublicKey(pubBytes)
+		if err != nil {
+			return nil, fmt.Errorf("%w: HPKE key of party %d: %v", ErrMalformed, to, err)
+		}
+		thr.GenShamirSecretShare(mhe.ShamirPublicPoint(to), f, &share)
+		w := newWriter(pa.p.shamirPlainLen(), kindShamirShare)
+		w.tag(pa.p)
+		w.u32(pa.self)
+		w.u32(to)
+		sh := seedHash(pa.seed[:])
+		w.bytes(sh[:])
+		w.poly(share.Q)
+		w.poly(share.P)
+		sealed, err := hpke.Seal(pub, kdf, aead, pa.p.hpkeInfo(pa.self, to, context), w.b)
+		clear(w.b) // the plaintext is secret
+		if err != nil {
+			return nil, fmt.Errorf("he: sealing share for party %d: %w", to, err)
+		}
+		out = append(out, &SealedShare{From: pa.self, To: to, Sealed: sealed})
+	}
+	return out, nil
+}
+
+// OpenShares opens one sealed share from each of the N parties, all
+// addressed to this party, and sums them into the party's threshold share.
+// On error the party is unchanged.
+func (pa *Party) OpenShares(hpkePriv []byte, shares []*SealedShare, context []byte) error {
+	kem, kdf, aead := hpkeSuite()
+	priv, err := kem.NewPrivateKey(hpkePriv)
+	if err != nil {
+		return fmt.Errorf("%w: HPKE private key: %v", ErrMalformed, err)
+	}
+	if len(shares) < pa.n {
+		return fmt.Errorf("%w: %d sealed shares, need one from each of %d parties", ErrTooFewShares, len(shares), pa.n)
+	}
+	if len(shares) > pa.n {
+		return fmt.Errorf("%w: %d sealed shares for %d parties", ErrWrongShape, len(shares), pa.n)
+	}
+	thr := mhe.NewThresholdizer(pa.p.ckks)
+	sum := thr.AllocateThresholdSecretShare()
+	seen := make([]bool, pa.n+1)
+	wantSeed := seedHash(pa.seed[:])
+	for i, s := range shares {
+		switch {
+		case s == nil:
+			return fmt.Errorf("%w: sealed share %d is nil", ErrMalformed, i)
+		case s.To != pa.self:
+			return fmt.Errorf("%w: sealed share from %d is addressed to %d, not %d", ErrShareMismatch, s.From, s.To, pa.self)
+		case s.From < 1 || int(s.From) > pa.n:
+			return fmt.Errorf("%w: sealed share from point %d, region has 1..%d", ErrShareMismatch, s.From, pa.n)
+		case seen[s.From]:
+			return fmt.Errorf("%w: two sealed shares from %d", ErrDuplicateShare, s.From)
+		}
+		seen[s.From] = true
+		plain, err := hpke.Open(priv, kdf, aead, pa.p.hpkeInfo(s.From, pa.self, context), s.Sealed)
+		if err != nil {
+			return fmt.Errorf("%w: sealed share from %d does not open (wrong key, ceremony or tampered)", ErrDecrypt, s.From)
+		}
+		v, err := pa.readShamir(plain, s.From, wantSeed)
+		clear(plain)
+		if err != nil {
+			return err
+		}
+		if err := thr.AggregateShares(sum, v, &sum); err != nil {
+			return fmt.Errorf("he: aggregating Shamir shares: %w", err)
+		}
+	}
+	pa.share = sum.Poly
+	pa.ready = true
+	return nil
+}
+
+func (pa *Party) readShamir(plain []byte, from uint32, wantSeed [32]byte) (mhe.ShamirSecretShare, error) {
+	r, err := newReader(plain, kindShamirShare, pa.p.shamirPlainLen())
+	if err != nil {
+		return mhe.ShamirSecretShare{}, err
+	}
+	if err := r.tag(pa.p); err != nil {
+		return mhe.ShamirSecretShare{}, err
+	}
+	if f, t := r.u32(), r.u32(); f != from || t != pa.self {
+		return mhe.ShamirSecretShare{}, fmt.Errorf("%w: Shamir share says %d->%d, envelope %d->%d", ErrShareMismatch, f, t, from, pa.self)
+	}
+	if subtle.ConstantTimeCompare(r.bytes(32), wantSeed[:]) != 1 {
+		return mhe.ShamirSecretShare{}, fmt.Errorf("%w: Shamir share from %d belongs to another ceremony", ErrShareMismatch, from)
+	}
+	v, err := pa.p.readQP(r, "Shamir share")
+	if err != nil {
+		return mhe.ShamirSecretShare{}, err
+	}
+	return mhe.ShamirSecretShare{Poly: v}, r.done()
+}
+
+func (p Params) partyLen(ready bool) int {
+	n := headerLen + tagLen + 4 + 4 + 4 + SeedLen + 32 + 32 + 1
+	if ready {
+		n += p.polyQPLen()
+	}
+	return n
+}
+
+// MarshalBinary encodes the party's secret state for the node's 0600 state
+// file. The bytes are key material: never log or send them.
+func (pa *Party) MarshalBinary() ([]byte, error) {
+	w := newWriter(pa.p.partyLen(pa.ready), kindParty)
+	w.tag(pa.p)
+	w.u32(pa.self)
+	w.u32(uint32(pa.n))
+	w.u32(uint32(pa.t))
+	w.bytes(pa.seed[:])
+	w.bytes(pa.skSeed[:])
+	w.bytes(pa.shamirSeed[:])
+	if pa.ready {
+		w.u8(1)
+		w.poly(pa.share.Q)
+		w.poly(pa.share.P)
+	} else {
+		w.u8(0)
+	}
+	return w.b, nil
+}
+
+// UnmarshalParty decodes a party's state written by MarshalBinary.
+func UnmarshalParty(p Params, b []byte) (*Party, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	var want int
+	switch len(b) {
+	case p.partyLen(false), p.partyLen(true):
+		want = len(b)
+	default:
+		return nil, fmt.Errorf("%w: party state of %d bytes, want %d or %d", ErrMalformed, len(b), p.partyLen(false), p.partyLen(true))
+	}
+	r, err := newReader(b, kindParty, want)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.tag(p); err != nil {
+		return nil, err
+	}
+	pa := &Party{p: p, self: r.u32(), n: int(r.u32()), t: int(r.u32())}
+	if err := p.checkRegion(pa.n, pa.t); err != nil {
+		return nil, fmt.Errorf("%w: party state: %v", ErrMalformed, err)
+	}
+	if pa.self < 1 || int(pa.self) > pa.n {
+		return nil, fmt.Errorf("%w: party state: point %d not in 1..%d", ErrMalformed, pa.self, pa.n)
+	}
+	copy(pa.seed[:], r.bytes(SeedLen))
+	copy(pa.skSeed[:], r.bytes(32))
+	copy(pa.shamirSeed[:], r.bytes(32))
+	switch flag := r.u8(); {
+	case flag == 1 && want == p.partyLen(true):
+		if pa.share, err = p.readQP(r, "threshold share"); err != nil {
+			return nil, err
+		}
+		pa.ready = true
+	case flag == 0 && want == p.partyLen(false):
+	default:
+		return nil, fmt.Errorf("%w: party state: ready flag %d does not match its length", ErrMalformed, flag)
+	}
+	pa.sk = p.secretKey(pa.skSeed[:])
+	return pa, r.done()
+}

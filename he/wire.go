@@ -1,0 +1,158 @@
+package he
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/tuneinsight/lattigo/v5/ring"
+)
+
+// Every encoding starts with a 6-byte header: a 4-byte magic, a format
+// version and a kind byte, so that a blob handed to the wrong decoder fails
+// at once with ErrMalformed. Kinds bound to a parameter set follow with the
+// set's 8-byte tag (ErrWrongParams on mismatch).
+//
+// Polynomials are written as raw little-endian uint64 coefficients, one
+// modulus after the other. We never call lattigo's own decoders on outside
+// bytes: they trust length prefixes inside the input and allocate without
+// bound on a short input. Instead every decoder here computes the exact
+// length from Params first, checks it, and then checks that every
+// coefficient is reduced modulo its modulus (lattigo's arithmetic assumes
+// it).
+const (
+	magic       = "RFHE"
+	wireVersion = 1
+	headerLen   = 4 + 1 + 1
+	tagLen      = 8
+)
+
+// Kinds of encodings. Append only.
+const (
+	kindPublicKeyShare byte = iota + 1
+	kindPublicKey
+	kindSealedShare
+	kindShamirShare // inside the HPKE plaintext of a SealedShare
+	kindParty
+	kindUpdate
+	kindDecryptionShare
+)
+
+func kindName(k byte) string {
+	switch k {
+	case kindPublicKeyShare:
+		return "public-key share"
+	case kindPublicKey:
+		return "public key"
+	case kindSealedShare:
+		return "sealed share"
+	case kindShamirShare:
+		return "Shamir share"
+	case kindParty:
+		return "party state"
+	case kindUpdate:
+		return "update"
+	case kindDecryptionShare:
+		return "decryption share"
+	}
+	return "unknown"
+}
+
+// writer appends to a pre-sized buffer.
+type writer struct{ b []byte }
+
+func newWriter(size int, kind byte) *writer {
+	w := &writer{b: make([]byte, 0, size)}
+	w.b = append(w.b, magic...)
+	w.b = append(w.b, wireVersion, kind)
+	return w
+}
+
+func (w *writer) bytes(b []byte) { w.b = append(w.b, b...) }
+func (w *writer) u8(v byte)      { w.b = append(w.b, v) }
+func (w *writer) u32(v uint32)   { w.b = binary.LittleEndian.AppendUint32(w.b, v) }
+func (w *writer) u64(v uint64)   { w.b = binary.LittleEndian.AppendUint64(w.b, v) }
+func (w *writer) f64(v float64)  { w.u64(math.Float64bits(v)) }
+func (w *writer) tag(p Params)   { w.b = append(w.b, p.tag[:]...) }
+func (w *writer) poly(p ring.Poly) {
+	for _, c := range p.Coeffs {
+		for _, v := range c {
+			w.b = binary.LittleEndian.AppendUint64(w.b, v)
+		}
+	}
+}
+
+// reader consumes a buffer whose total length was already checked; its
+// methods therefore never fail on length, only on content.
+type reader struct {
+	b    []byte
+	kind byte
+}
+
+// newReader checks the header. want is the exact length expected, or -1 if
+// the caller checks the length itself after reading a fixed prefix.
+func newReader(b []byte, kind byte, want int) (*reader, error) {
+	name := kindName(kind)
+	if len(b) < headerLen || string(b[:4]) != magic {
+		return nil, fmt.Errorf("%w: %s: bad magic", ErrMalformed, name)
+	}
+	if b[4] != wireVersion {
+		return nil, fmt.Errorf("%w: %s: format version %d, want %d", ErrMalformed, name, b[4], wireVersion)
+	}
+	if b[5] != kind {
+		return nil, fmt.Errorf("%w: %s: got a %s", ErrMalformed, name, kindName(b[5]))
+	}
+	if want >= 0 && len(b) != want {
+		return nil, fmt.Errorf("%w: %s: %d bytes, want %d", ErrMalformed, name, len(b), want)
+	}
+	return &reader{b: b[headerLen:], kind: kind}, nil
+}
+
+func (r *reader) need(n int) error {
+	if len(r.b) < n {
+		return fmt.Errorf("%w: %s: truncated", ErrMalformed, kindName(r.kind))
+	}
+	return nil
+}
+
+func (r *reader) bytes(n int) []byte { v := r.b[:n]; r.b = r.b[n:]; return v }
+func (r *reader) u8() byte           { v := r.b[0]; r.b = r.b[1:]; return v }
+func (r *reader) u32() uint32        { v := binary.LittleEndian.Uint32(r.b); r.b = r.b[4:]; return v }
+func (r *reader) u64() uint64        { v := binary.LittleEndian.Uint64(r.b); r.b = r.b[8:]; return v }
+func (r *reader) f64() float64       { return math.Float64frombits(r.u64()) }
+
+func (r *reader) tag(p Params) error {
+	if string(r.bytes(tagLen)) != string(p.tag[:]) {
+		return fmt.Errorf("%w: %s was made under another parameter set than %q", ErrWrongParams, kindName(r.kind), p.name)
+	}
+	return nil
+}
+
+// poly fills p (already allocated at the right levels) and checks that each
+// coefficient is reduced modulo its modulus.
+func (r *reader) poly(p ring.Poly, moduli []uint64, field string) error {
+	for i, c := range p.Coeffs {
+		q := moduli[i]
+		for j := range c {
+			v := binary.LittleEndian.Uint64(r.b[8*j:])
+			if v >= q {
+				return fmt.Errorf("%w: %s: %s: coefficient %d not reduced", ErrMalformed, kindName(r.kind), field, j)
+			}
+			c[j] = v
+		}
+		r.b = r.b[8*len(c):]
+	}
+	return nil
+}
+
+func (r *reader) done() error {
+	if len(r.b) != 0 {
+		return fmt.Errorf("%w: %s: %d trailing bytes", ErrMalformed, kindName(r.kind), len(r.b))
+	}
+	return nil
+}
+
+// polyQLen and polyQPLen are the encoded sizes of a polynomial modulo Q and
+// modulo QP.
+func (p Params) polyQLen() int  { return 8 << p.logN }
+func (p Params) polyQPLen() int { return 16 << p.logN }

@@ -1,0 +1,155 @@
+package identity
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// File names inside a CA or identity directory.
+const (
+	CACertFile = "ca.crt"
+	CAKeyFile  = "ca.key"
+	KeyFile    = "tls.key"
+	CSRFile    = "tls.csr"
+	CertFile   = "tls.crt"
+)
+
+// maxPEM bounds what is read from a PEM file given on the command line.
+const maxPEM = 64 << 10
+
+// InitCA creates a region CA in dir; it refuses to overwrite one.
+func InitCA(dir, name string, validity time.Duration) (*CA, error) {
+	if _, err := os.Stat(filepath.Join(dir, CAKeyFile)); err == nil {
+		return nil, fmt.Errorf("identity: %s already holds a CA", dir)
+	}
+	ca, err := NewCA(name, validity)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(ca.Key)
+	if err != nil {
+		return nil, err
+	}
+	if err := writePEM(filepath.Join(dir, CAKeyFile), "PRIVATE KEY", key, 0o600); err != nil {
+		return nil, err
+	}
+	if err := writePEM(filepath.Join(dir, CACertFile), "CERTIFICATE", ca.Cert.Raw, 0o644); err != nil {
+		return nil, err
+	}
+	return ca, nil
+}
+
+// LoadCA reads a CA created by InitCA.
+func LoadCA(dir string) (*CA, error) {
+	certDER, err := readPEM(filepath.Join(dir, CACertFile), "CERTIFICATE")
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(certDER)
+	if err != nil {
+		return nil, err
+	}
+	keyDER, err := readPEM(filepath.Join(dir, CAKeyFile), "PRIVATE KEY")
+	if err != nil {
+		return nil, err
+	}
+	key, err := x509.ParsePKCS8PrivateKey(keyDER)
+	if err != nil {
+		return nil, err
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("identity: CA key cannot sign")
+	}
+	return &CA{Cert: cert, Key: signer}, nil
+}
+
+// InitIdentity creates a private key and a CSR for name in dir. The key
+// never leaves dir; only the CSR goes to the CA.
+func InitIdentity(dir, name string) (csrPath string, err error) {
+	if err := ValidName(name); err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(filepath.Join(dir, KeyFile)); err == nil {
+		return "", fmt.Errorf("identity: %s already holds a key", dir)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: name},
+	}, key)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", err
+	}
+	if err := writePEM(filepath.Join(dir, KeyFile), "PRIVATE KEY", der, 0o600); err != nil {
+		return "", err
+	}
+	csrPath = filepath.Join(dir, CSRFile)
+	return csrPath, writePEM(csrPath, "CERTIFICATE REQUEST", csr, 0o644)
+}
+
+// SignCSR checks a CSR's signature and name and issues a certificate for it
+// with the role the CA operator chose.
+func (ca *CA) SignCSR(csrPath string, role Role, validity time.Duration, dnsNames []string) ([]byte, error) {
+	der, err := readPEM(csrPath, "CERTIFICATE REQUEST")
+	if err != nil {
+		return nil, err
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, fmt.Errorf("identity: %s: %w", csrPath, err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("identity: %s: bad signature: %w", csrPath, err)
+	}
+	cert, err := ca.Sign(csr.PublicKey, Identity{Name: csr.Subject.CommonName, Role: role}, validity, dnsNames)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), nil
+}
+
+func writePEM(path, typ string, der []byte, mode os.FileMode) error {
+	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode)
+}
+
+func readPEM(path, typ string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() > maxPEM {
+		return nil, fmt.Errorf("identity: %s: %d bytes is too large for a PEM file", path, fi.Size())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != typ {
+		return nil, fmt.Errorf("identity: %s: no PEM %s", path, typ)
+	}
+	return block.Bytes, nil
+}

@@ -1,0 +1,238 @@
+// Package jobspec is the training-job contract shared by researchers, the
+// coordinator and hospital nodes: the YAML job file, its defaults and
+// validation, and the binding that ties an encrypted update to one round of
+// one job on one model version.
+package jobspec
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"regionfl/models"
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// ErrInvalid marks a job that cannot run; the message names the field.
+var ErrInvalid = errors.New("invalid job")
+
+// File is the YAML job file a researcher writes.
+type File struct {
+	Name         string                `yaml:"name"`
+	Dataset      string                `yaml:"dataset"`
+	Model        models.Spec           `yaml:"model"`
+	Rounds       uint32                `yaml:"rounds"`
+	LocalSteps   uint32                `yaml:"local_steps"`
+	BatchSize    uint32                `yaml:"batch_size"`
+	LearningRate float64               `yaml:"learning_rate"`
+	Optimizer    string                `yaml:"optimizer"`
+	MinHospitals uint32                `yaml:"min_hospitals"`
+	Deadline     string                `yaml:"round_deadline"` // Go duration, e.g. "30s"
+	Purpose      string                `yaml:"purpose"`
+	LegalBasis   string                `yaml:"legal_basis"`
+	ClipNorm     float64               `yaml:"clip_norm"`
+	SampleScale  uint64                `yaml:"sample_scale"`
+	ProxMu       float64               `yaml:"prox_mu"`
+	Seed         uint64                `yaml:"seed"`
+	Strategy     models.StrategyConfig `yaml:"strategy"`
+}
+
+// Load reads and validates a job file.
+func Load(path string) (*pb.JobSpec, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(b)
+}
+
+// Parse decodes a YAML job file; unknown keys are an error so a typo does
+// not silently fall back to a default.
+func Parse(b []byte) (*pb.JobSpec, error) {
+	var f File
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	spec := &pb.JobSpec{
+		Name:         f.Name,
+		Dataset:      f.Dataset,
+		Model:        ToProto(f.Model),
+		Rounds:       f.Rounds,
+		LocalSteps:   f.LocalSteps,
+		BatchSize:    f.BatchSize,
+		LearningRate: f.LearningRate,
+		Optimizer:    f.Optimizer,
+		MinHospitals: f.MinHospitals,
+		Purpose:      f.Purpose,
+		LegalBasis:   f.LegalBasis,
+		ClipNorm:     f.ClipNorm,
+		SampleScale:  f.SampleScale,
+		ProxMu:       f.ProxMu,
+		Seed:         f.Seed,
+		Strategy: &pb.Strategy{
+			Name: f.Strategy.Name, ServerLr: f.Strategy.ServerLR,
+			Beta1: f.Strategy.Beta1, Beta2: f.Strategy.Beta2, Tau: f.Strategy.Tau,
+		},
+	}
+	if f.Deadline != "" {
+		d, err := parseDuration(f.Deadline)
+		if err != nil {
+			return nil, fmt.Errorf("%w: round_deadline: %v", ErrInvalid, err)
+		}
+		spec.RoundDeadlineMs = d
+	}
+	Defaults(spec)
+	if err := Validate(spec); err != nil {
+		return nil, err
+	}
+	return spec, nil
+}
+
+// Defaults fills the fields a job file may leave out.
+func Defaults(s *pb.JobSpec) {
+	if s.Rounds == 0 {
+		s.Rounds = 10
+	}
+	if s.LocalSteps == 0 {
+		s.LocalSteps = 50
+	}
+	if s.BatchSize == 0 {
+		s.BatchSize = 32
+	}
+	if s.LearningRate == 0 {
+		s.LearningRate = 0.1
+	}
+	if s.Optimizer == "" {
+		s.Optimizer = "sgd"
+	}
+	if s.MinHospitals == 0 {
+		s.MinHospitals = 2
+	}
+	if s.RoundDeadlineMs == 0 {
+		s.RoundDeadlineMs = 60_000
+	}
+	if s.ClipNorm == 0 {
+		s.ClipNorm = 10
+	}
+	if s.SampleScale == 0 {
+		s.SampleScale = 1000
+	}
+	if s.Strategy == nil {
+		s.Strategy = &pb.Strategy{}
+	}
+	if s.Strategy.Name == "" {
+		s.Strategy.Name = "fedavg"
+	}
+}
+
+// Validate checks a job spec; the error names the offending field.
+func Validate(s *pb.JobSpec) error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", ErrInvalid, field, fmt.Sprintf(format, args...))
+	}
+	if s.Model == nil {
+		return bad("model", "missing")
+	}
+	if err := FromProto(s.Model).Validate(); err != nil {
+		return bad("model", "%v", err)
+	}
+	switch {
+	case s.Purpose == "":
+		return bad("purpose", "missing: say what the model is for")
+	case s.Rounds > 10_000:
+		return bad("rounds", "%d is more than 10000", s.Rounds)
+	case s.LocalSteps > 100_000:
+		return bad("local_steps", "%d is more than 100000", s.LocalSteps)
+	case s.BatchSize > 65_536:
+		return bad("batch_size", "%d is more than 65536", s.BatchSize)
+	case !(s.LearningRate > 0 && s.LearningRate <= 10):
+		return bad("learning_rate", "%v is not in (0, 10]", s.LearningRate)
+	case s.Optimizer != "sgd" && s.Optimizer != "adam":
+		return bad("optimizer", "%q is not sgd or adam", s.Optimizer)
+	case s.MinHospitals < 1:
+		return bad("min_hospitals", "must be at least 1")
+	case s.RoundDeadlineMs < 100 || s.RoundDeadlineMs > 24*3600*1000:
+		return bad("round_deadline", "%dms is not between 100ms and 24h", s.RoundDeadlineMs)
+	case !(s.ClipNorm > 0) || math.IsInf(s.ClipNorm, 0):
+		return bad("clip_norm", "%v is not a positive number", s.ClipNorm)
+	case s.ProxMu < 0 || math.IsNaN(s.ProxMu):
+		return bad("prox_mu", "%v is negative", s.ProxMu)
+	}
+	if _, err := models.NewServerOptimizer(Strategy(s), 1); err != nil {
+		return bad("strategy", "%v", err)
+	}
+	return nil
+}
+
+// Strategy converts the job's strategy for models.NewServerOptimizer.
+func Strategy(s *pb.JobSpec) models.StrategyConfig {
+	st := s.GetStrategy()
+	return models.StrategyConfig{Name: st.GetName(), ServerLR: st.GetServerLr(), Beta1: st.GetBeta1(), Beta2: st.GetBeta2(), Tau: st.GetTau()}
+}
+
+// TrainConfig is what a node uses for local training in a round.
+func TrainConfig(s *pb.JobSpec, hospital string, round uint32) models.TrainConfig {
+	h := sha256.Sum256([]byte(hospital))
+	return models.TrainConfig{
+		Steps:     int(s.LocalSteps),
+		BatchSize: int(s.BatchSize),
+		LR:        s.LearningRate,
+		Optimizer: s.Optimizer,
+		ProxMu:    s.ProxMu,
+		Seed:      int64(s.Seed) ^ int64(binary.BigEndian.Uint64(h[:8])) ^ int64(round)<<32,
+	}
+}
+
+// ToProto converts a model spec.
+func ToProto(m models.Spec) *pb.ModelSpec {
+	hidden := make([]uint32, len(m.Hidden))
+	for i, h := range m.Hidden {
+		hidden[i] = uint32(h)
+	}
+	return &pb.ModelSpec{Kind: m.Kind, Inputs: uint32(m.Inputs), Hidden: hidden}
+}
+
+// FromProto converts a model spec.
+func FromProto(m *pb.ModelSpec) models.Spec {
+	var hidden []int
+	for _, h := range m.GetHidden() {
+		hidden = append(hidden, int(h))
+	}
+	return models.Spec{Kind: m.GetKind(), Inputs: int(m.GetInputs()), Hidden: hidden}
+}
+
+// Binding ties an encrypted update to one round of one job and the model
+// version it was trained from; the aggregator refuses anything else.
+func Binding(jobID string, round, modelVersion uint32, modelHash string) [32]byte {
+	h := sha256.New()
+	h.Write([]byte("regionfl/update-binding/v1\x00"))
+	for _, s := range []string{jobID, modelHash} {
+		binary.Write(h, binary.BigEndian, uint32(len(s)))
+		h.Write([]byte(s))
+	}
+	binary.Write(h, binary.BigEndian, round)
+	binary.Write(h, binary.BigEndian, modelVersion)
+	var out [32]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
+
+func parseDuration(s string) (uint32, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, err
+	}
+	if d < 0 || d > 24*time.Hour {
+		return 0, fmt.Errorf("%s is not between 0 and 24h", s)
+	}
+	return uint32(d.Milliseconds()), nil
+}

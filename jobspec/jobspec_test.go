@@ -1,0 +1,84 @@
+package jobspec
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+const valid = `
+name: ews
+purpose: early warning
+model: {kind: logreg, inputs: 8}
+rounds: 5
+round_deadline: 30s
+strategy: {name: fedadam, server_lr: 0.01}
+`
+
+func TestParse(t *testing.T) {
+	s, err := Parse([]byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Rounds != 5 || s.RoundDeadlineMs != 30_000 || s.Model.Inputs != 8 || s.Strategy.Name != "fedadam" {
+		t.Fatalf("parsed %+v", s)
+	}
+	if s.LocalSteps == 0 || s.ClipNorm == 0 || s.MinHospitals == 0 {
+		t.Fatal("defaults not applied")
+	}
+}
+
+func TestParseErrorsNameTheField(t *testing.T) {
+	tests := []struct{ name, yaml, field string }{
+		{"no purpose", "model: {kind: logreg, inputs: 8}\n", "purpose"},
+		{"unknown key", valid + "learning_rat: 0.1\n", "learning_rat"},
+		{"bad model", "purpose: x\nmodel: {kind: forest, inputs: 8}\n", "model"},
+		{"bad deadline", valid + "round_deadline: soon\n", "round_deadline"},
+		{"bad optimizer", valid + "optimizer: lbfgs\n", "optimizer"},
+		{"negative clip", valid + "clip_norm: -1\n", "clip_norm"},
+		{"unknown strategy", "purpose: x\nmodel: {kind: logreg, inputs: 8}\nstrategy: {name: magic}\n", "strategy"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			// Duplicate keys are themselves a YAML error; strip the first
+			// occurrence the override replaces.
+			_, err := Parse([]byte(dedupe(tc.yaml)))
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("got %v, want an error naming %q", err, tc.field)
+			}
+		})
+	}
+}
+
+// dedupe keeps the last line of each top-level key.
+func dedupe(y string) string {
+	lines := strings.Split(y, "\n")
+	last := map[string]int{}
+	for i, l := range lines {
+		if k, _, ok := strings.Cut(l, ":"); ok && !strings.HasPrefix(l, " ") {
+			last[k] = i
+		}
+	}
+	var out []string
+	for i, l := range lines {
+		if k, _, ok := strings.Cut(l, ":"); ok && !strings.HasPrefix(l, " ") && last[k] != i {
+			continue
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestBindingSeparatesFields(t *testing.T) {
+	base := Binding("job", 1, 0, "hash")
+	for name, b := range map[string][32]byte{
+		"job":     Binding("jo", 1, 0, "bhash"),
+		"round":   Binding("job", 2, 0, "hash"),
+		"version": Binding("job", 1, 1, "hash"),
+		"model":   Binding("job", 1, 0, "hasi"),
+	} {
+		if b == base {
+			t.Errorf("changing the %s does not change the binding", name)
+		}
+	}
+}

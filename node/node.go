@@ -1,0 +1,611 @@
+// Package node is the hospital agent. It dials out to the coordinator only,
+// polls for work, and does it: the key ceremony, deciding on jobs, training
+// on local data, encrypting and streaming the update, and giving one
+// decryption share per round for a committed aggregate it has checked.
+// Patient rows never leave this package; only encrypted updates, sealed key
+// shares and decryption shares do.
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"regionfl/client"
+	"regionfl/he"
+	"regionfl/identity"
+	"regionfl/jobspec"
+	"regionfl/models"
+	"regionfl/node/dataset"
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// ChunkSize is the size of the chunks an encrypted update travels in.
+const ChunkSize = 1 << 20
+
+// Config configures a hospital node.
+type Config struct {
+	ID           string
+	Coordinators []string
+	Cert         tls.Certificate
+	CA           *x509.CertPool
+	DataDir      string
+	Data         dataset.Site // the hospital's own train/test split
+	Logger       *slog.Logger
+}
+
+// Node is a running hospital agent.
+type Node struct {
+	cfg    Config
+	params he.Params
+	c      *client.Client
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	state *diskState
+	party *he.Party
+	done  map[string]bool // "job/round" updates already sent
+}
+
+// New loads the node's state from its data directory.
+func New(cfg Config) (*Node, error) {
+	if err := identity.ValidName(cfg.ID); err != nil {
+		return nil, fmt.Errorf("--id: %w", err)
+	}
+	if cfg.Data.Train.Len() == 0 {
+		return nil, errors.New("node: no training rows")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	st, err := loadState(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	params := he.RegionParams()
+	n := &Node{cfg: cfg, params: params, state: st, log: cfg.Logger.With("hospital", cfg.ID), done: map[string]bool{}}
+	if st.Party != nil {
+		if n.party, err = he.UnmarshalParty(params, st.Party); err != nil {
+			return nil, fmt.Errorf("node: key share in %s: %w", cfg.DataDir, err)
+		}
+	}
+	n.c, err = client.New(cfg.Coordinators, identity.ClientConfig(cfg.Cert, cfg.CA))
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Run polls for work until ctx ends, reconnecting after failures.
+func (n *Node) Run(ctx context.Context) error {
+	defer n.c.Close()
+	var version uint64
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		var resp *pb.PollResponse
+		err := n.call(ctx, 45*time.Second, func(ctx context.Context, conn client.Conn) (err error) {
+			resp, err = conn.Hospital.Poll(ctx, &pb.PollRequest{AfterVersion: version, WaitMs: 2000}, grpc.Trailer(conn.Trailer))
+			return err
+		})
+		if err == nil {
+			err = n.handle(ctx, resp)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			n.log.Warn("work failed, retrying", "err", err)
+			version = 0 // poll again at once after the pause
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		version = resp.Version
+	}
+	return ctx.Err()
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// call runs one RPC against the leader with a deadline.
+func (n *Node) call(ctx context.Context, timeout time.Duration, fn func(context.Context, client.Conn) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return n.c.Do(ctx, fn)
+}
+
+func (n *Node) handle(ctx context.Context, resp *pb.PollResponse) error {
+	if t := resp.GetCeremony(); t != nil {
+		if err := n.ceremony(ctx, t.Step); err != nil {
+			return fmt.Errorf("key ceremony step %s: %w", t.Step, err)
+		}
+	}
+	for _, o := range resp.JobOffers {
+		if err := n.decide(ctx, o); err != nil {
+			return fmt.Errorf("job %s: %w", o.JobId, err)
+		}
+	}
+	for _, t := range resp.Train {
+		if err := n.train(ctx, t); err != nil {
+			return fmt.Errorf("job %s round %d: %w", t.JobId, t.Round, err)
+		}
+	}
+	for _, t := range resp.Decrypt {
+		if err := n.decrypt(ctx, t); err != nil {
+			return fmt.Errorf("decrypting job %s round %d: %w", t.JobId, t.Round, err)
+		}
+	}
+	return nil
+}
+
+// ---- key ceremony ----
+
+func (n *Node) region(ctx context.Context) (*pb.Region, uint32, error) {
+	var r *pb.Region
+	err := n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
+		resp, err := conn.Hospital.GetRegion(ctx, &pb.GetRegionRequest{}, grpc.Trailer(conn.Trailer))
+		r = resp.GetRegion()
+		return err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	i := slices.Index(r.Hospitals, n.cfg.ID)
+	if i < 0 {
+		return nil, 0, fmt.Errorf("%s is not a hospital of the region", n.cfg.ID)
+	}
+	if r.Params != n.params.Name() {
+		return nil, 0, fmt.Errorf("region uses parameters %q, this node %q", r.Params, n.params.Name())
+	}
+	return r, uint32(i + 1), nil
+}
+
+func (n *Node) ceremony(ctx context.Context, step pb.CeremonyStep) error {
+	switch step {
+	case pb.CeremonyStep_CEREMONY_STEP_ENROLL:
+		return n.enroll(ctx)
+	case pb.CeremonyStep_CEREMONY_STEP_PUBLIC_KEY_SHARE:
+		return n.publicKeyShare(ctx)
+	case pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES:
+		return n.sealShares(ctx)
+	case pb.CeremonyStep_CEREMONY_STEP_OPEN_SHARES:
+		return n.openShares(ctx)
+	}
+	return nil
+}
+
+func (n *Node) enroll(ctx context.Context) error {
+	n.mu.Lock()
+	if n.state.HPKEPrivate == nil {
+		priv, pub, err := he.NewHPKEKey()
+		if err != nil {
+			n.mu.Unlock()
+			return err
+		}
+		n.state.HPKEPrivate, n.state.HPKEPublic = priv, pub
+		if err := n.state.save(n.cfg.DataDir); err != nil {
+			n.mu.Unlock()
+			return err
+		}
+	}
+	pub := n.state.HPKEPublic
+	n.mu.Unlock()
+	n.log.Info("enrolling", "hpke_key_size", len(pub))
+	return n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Hospital.Enroll(ctx, &pb.EnrollRequest{HpkePublicKey: pub}, grpc.Trailer(conn.Trailer))
+		return err
+	})
+}
+
+func (n *Node) publicKeyShare(ctx context.Context) error {
+	r, point, err := n.region(ctx)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	if n.party == nil {
+		p, err := he.NewParty(n.params, point, len(r.Hospitals), int(r.Threshold), r.Seed)
+		if err != nil {
+			n.mu.Unlock()
+			return err
+		}
+		if err := n.saveParty(p); err != nil {
+			n.mu.Unlock()
+			return err
+		}
+	}
+	party := n.party
+	n.mu.Unlock()
+	share, err := party.PublicKeyShare()
+	if err != nil {
+		return err
+	}
+	b, err := share.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	n.log.Info("sending public-key share", "size", len(b))
+	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Hospital.SubmitPublicKeyShare(ctx, &pb.SubmitPublicKeyShareRequest{Share: b}, grpc.Trailer(conn.Trailer))
+		return err
+	})
+}
+
+// saveParty persists the secret key share before anything derived from it
+// leaves the node. Callers hold n.mu.
+func (n *Node) saveParty(p *he.Party) error {
+	b, err := p.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	n.state.Party = b
+	if err := n.state.save(n.cfg.DataDir); err != nil {
+		return err
+	}
+	n.party = p
+	return nil
+}
+
+func (n *Node) sealShares(ctx context.Context) error {
+	r, _, err := n.region(ctx)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	party := n.party
+	n.mu.Unlock()
+	if party == nil {
+		return errors.New("no key share: the public-key step did not run on this node")
+	}
+	recipients := map[uint32][]byte{}
+	for i, pub := range r.HpkePublicKeys {
+		recipients[uint32(i+1)] = pub
+	}
+	sealed, err := party.SealShares(recipients, r.Seed)
+	if err != nil {
+		return err
+	}
+	req := &pb.SubmitSealedSharesRequest{}
+	for _, s := range sealed {
+		b, err := s.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		req.Shares = append(req.Shares, &pb.SealedShare{To: r.Hospitals[s.To-1], Sealed: b})
+	}
+	n.log.Info("sending sealed Shamir shares", "count", len(req.Shares))
+	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Hospital.SubmitSealedShares(ctx, req, grpc.Trailer(conn.Trailer))
+		return err
+	})
+}
+
+func (n *Node) openShares(ctx context.Context) error {
+	r, _, err := n.region(ctx)
+	if err != nil {
+		return err
+	}
+	var raw [][]byte
+	err = n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
+		resp, err := conn.Hospital.GetSealedShares(ctx, &pb.GetSealedSharesRequest{}, grpc.Trailer(conn.Trailer))
+		raw = resp.GetShares()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	shares := make([]*he.SealedShare, len(raw))
+	for i, b := range raw {
+		if shares[i], err = he.UnmarshalSealedShare(b); err != nil {
+			return fmt.Errorf("sealed share %d: %w", i+1, err)
+		}
+	}
+	pk, err := he.UnmarshalPublicKey(n.params, r.PublicKey)
+	if err != nil {
+		return fmt.Errorf("collective public key: %w", err)
+	}
+	n.mu.Lock()
+	if n.party == nil {
+		n.mu.Unlock()
+		return errors.New("no key share: the public-key step did not run on this node")
+	}
+	if !n.party.Ready() {
+		if err := n.party.OpenShares(n.state.HPKEPrivate, shares, r.Seed); err != nil {
+			n.mu.Unlock()
+			return err
+		}
+		if err := n.saveParty(n.party); err != nil {
+			n.mu.Unlock()
+			return err
+		}
+	}
+	n.mu.Unlock()
+	d := pk.Digest()
+	n.log.Info("threshold key share ready", "public_key_digest", fmt.Sprintf("%x", d[:8]))
+	return n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Hospital.ConfirmKeyReady(ctx, &pb.ConfirmKeyReadyRequest{PublicKeyDigest: d[:]}, grpc.Trailer(conn.Trailer))
+		return err
+	})
+}
+
+// ---- jobs ----
+
+// check says why this site cannot run a job, or "" if it can.
+func (n *Node) check(spec *pb.JobSpec) string {
+	m := jobspec.FromProto(spec.Model)
+	features := len(n.cfg.Data.Train.Features)
+	switch {
+	case m.Inputs != features:
+		return fmt.Sprintf("model expects %d inputs, this site has %d features", m.Inputs, features)
+	case len(spec.FeatureMean) != 0 && len(spec.FeatureMean) != features,
+		len(spec.FeatureStd) != len(spec.FeatureMean):
+		return fmt.Sprintf("reference scaling has %d means and %d deviations for %d features", len(spec.FeatureMean), len(spec.FeatureStd), features)
+	case spec.Dataset != "" && spec.Dataset != n.cfg.Data.Name && n.cfg.Data.Name != "":
+		return fmt.Sprintf("job wants dataset %q, this site serves %q", spec.Dataset, n.cfg.Data.Name)
+	}
+	return ""
+}
+
+func (n *Node) decide(ctx context.Context, o *pb.JobOffer) error {
+	reason := n.check(o.Spec)
+	accept := reason == ""
+	n.log.Info("job decision", "job_id", o.JobId, "accept", accept, "reason", reason, "purpose", o.Spec.Purpose)
+	return n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Hospital.DecideJob(ctx, &pb.DecideJobRequest{JobId: o.JobId, Accept: accept, Reason: reason}, grpc.Trailer(conn.Trailer))
+		return err
+	})
+}
+
+// Scale standardizes a table as the job says: with its reference scaling
+// when it has one, else with the site's own training statistics.
+func Scale(spec *pb.JobSpec, train, t dataset.Table) dataset.Table {
+	if len(spec.FeatureMean) > 0 {
+		return t.Standardize(spec.FeatureMean, spec.FeatureStd)
+	}
+	mean, std := train.Stats().MeanStd()
+	return t.Standardize(mean, std)
+}
+
+func roundKey(job string, round uint32) string { return fmt.Sprintf("%s/%d", job, round) }
+
+func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
+	key := roundKey(t.JobId, t.Round)
+	n.mu.Lock()
+	sent := n.done[key]
+	n.mu.Unlock()
+	if sent {
+		return nil
+	}
+	if reason := n.check(t.Spec); reason != "" {
+		return errors.New(reason)
+	}
+	var model *pb.Model
+	err := n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
+		resp, err := conn.Hospital.FetchModel(ctx, &pb.FetchModelRequest{JobId: t.JobId, Version: t.ModelVersion}, grpc.Trailer(conn.Trailer))
+		model = resp.GetModel()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	spec := jobspec.FromProto(t.Spec.Model)
+	if spec.Hash() != t.ModelHash || model.ModelHash != t.ModelHash || model.Version != t.ModelVersion {
+		return fmt.Errorf("model %s v%d does not match the round (hash %s v%d)", model.ModelHash, model.Version, t.ModelHash, t.ModelVersion)
+	}
+	if len(model.Params) != spec.NumParams() {
+		return fmt.Errorf("model has %d parameters, the spec %d", len(model.Params), spec.NumParams())
+	}
+	data := Scale(t.Spec, n.cfg.Data.Train, n.cfg.Data.Train)
+	start := time.Now()
+	local, err := models.Train(spec, model.Params, data.X, data.Y, jobspec.TrainConfig(t.Spec, n.cfg.ID, t.Round))
+	if err != nil {
+		return err
+	}
+	// The update is the sample-weighted change: (n / sample_scale)·Δ, so
+	// the decrypted sum divided by Σn / sample_scale is the FedAvg mean.
+	rows := data.Len()
+	w := float64(rows) / float64(t.Spec.SampleScale)
+	update := make([]float64, len(local))
+	for i := range local {
+		update[i] = (local[i] - model.Params[i]) * w
+		if math.IsNaN(update[i]) || math.IsInf(update[i], 0) {
+			return errors.New("local training diverged (NaN or Inf in the update); lower learning_rate")
+		}
+	}
+	trainDur := time.Since(start)
+	r, _, err := n.region(ctx)
+	if err != nil {
+		return err
+	}
+	pk, err := he.UnmarshalPublicKey(n.params, r.PublicKey)
+	if err != nil {
+		return err
+	}
+	enc, err := he.NewEncryptor(n.params, pk)
+	if err != nil {
+		return err
+	}
+	binding := jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash)
+	ct, err := enc.Encrypt(update, uint64(rows), t.Spec.ClipNorm, binding)
+	if err != nil {
+		return err
+	}
+	raw, err := ct.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	digest := ct.Digest()
+	err = n.call(ctx, 2*time.Minute, func(ctx context.Context, conn client.Conn) error {
+		return sendUpdate(ctx, conn, &pb.UpdateHeader{
+			JobId: t.JobId, Round: t.Round, ModelVersion: t.ModelVersion, Size: uint64(len(raw)), Digest: digest[:],
+		}, raw)
+	})
+	if status.Code(err) == codes.AlreadyExists {
+		err = nil // counted before: a retry after a lost answer
+	}
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.done[key] = true
+	n.mu.Unlock()
+	n.log.Info("update sent", "job_id", t.JobId, "round", t.Round, "rows", rows,
+		"train_ms", trainDur.Milliseconds(), "size", len(raw), "digest", fmt.Sprintf("%x", digest[:8]))
+	return nil
+}
+
+func sendUpdate(ctx context.Context, conn client.Conn, hdr *pb.UpdateHeader, raw []byte) error {
+	stream, err := conn.Hospital.SubmitUpdate(ctx)
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(&pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Header{Header: hdr}}); err != nil {
+		return closeErr(stream, conn, err)
+	}
+	for b := raw; len(b) > 0; {
+		k := min(len(b), ChunkSize)
+		if err := stream.Send(&pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Chunk{Chunk: b[:k]}}); err != nil {
+			return closeErr(stream, conn, err)
+		}
+		b = b[k:]
+	}
+	_, err = stream.CloseAndRecv()
+	*conn.Trailer = stream.Trailer()
+	return err
+}
+
+// closeErr turns a failed send into the server's status (a send fails with
+// io.EOF when the server has already answered).
+func closeErr(stream pb.HospitalService_SubmitUpdateClient, conn client.Conn, err error) error {
+	if err == io.EOF {
+		_, err = stream.CloseAndRecv()
+		*conn.Trailer = stream.Trailer()
+	}
+	return err
+}
+
+// ---- decryption ----
+
+func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
+	key := roundKey(t.JobId, t.Round)
+	n.mu.Lock()
+	given := n.state.SharesGiven[key]
+	party := n.party
+	n.mu.Unlock()
+	if given != nil {
+		// One share per round, ever: resend the share already made.
+		return n.submitShare(ctx, t, given)
+	}
+	if party == nil || !party.Ready() {
+		return errors.New("no threshold key share on this node")
+	}
+	// Check the manifest before touching the aggregate: enough distinct
+	// contributors, the model this node agreed to train.
+	spec := jobspec.FromProto(t.Spec.GetModel())
+	contributors := slices.Compact(slices.Sorted(slices.Values(t.Contributors)))
+	switch {
+	case len(contributors) != len(t.Contributors) || len(contributors) < int(t.Spec.GetMinHospitals()):
+		return fmt.Errorf("manifest lists %d distinct contributors, the job needs %d: refusing to decrypt", len(contributors), t.Spec.GetMinHospitals())
+	case spec.Hash() != t.ModelHash:
+		return errors.New("manifest names another model: refusing to decrypt")
+	case !slices.Contains(t.Active, n.cfg.ID):
+		return errors.New("this hospital is not among the decryptors")
+	}
+	size := he.UpdateSize(n.params, spec.NumParams())
+	if t.AggregateSize != uint64(size) {
+		return fmt.Errorf("aggregate of %d bytes, this model's is %d", t.AggregateSize, size)
+	}
+	var raw []byte
+	err := n.call(ctx, time.Minute, func(ctx context.Context, conn client.Conn) error {
+		stream, err := conn.Hospital.GetAggregate(ctx, &pb.GetAggregateRequest{JobId: t.JobId, Round: t.Round})
+		if err != nil {
+			return err
+		}
+		raw = raw[:0]
+		for {
+			m, err := stream.Recv()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				*conn.Trailer = stream.Trailer()
+				return err
+			}
+			if len(raw)+len(m.Chunk) > size {
+				return fmt.Errorf("aggregate longer than %d bytes", size)
+			}
+			raw = append(raw, m.Chunk...)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	agg, err := he.UnmarshalUpdate(n.params, spec.NumParams(), raw)
+	if err != nil {
+		return fmt.Errorf("aggregate: %w", err)
+	}
+	if d := agg.Digest(); string(d[:]) != string(t.AggregateDigest) {
+		return errors.New("aggregate does not match the committed digest: refusing to decrypt")
+	}
+	if agg.Binding() != jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash) {
+		return errors.New("aggregate is bound to another job, round or model: refusing to decrypt")
+	}
+	r, _, err := n.region(ctx)
+	if err != nil {
+		return err
+	}
+	active := make([]uint32, len(t.Active))
+	for i, h := range t.Active {
+		p := slices.Index(r.Hospitals, h)
+		if p < 0 {
+			return fmt.Errorf("decryptor %q is not a hospital of the region", h)
+		}
+		active[i] = uint32(p + 1)
+	}
+	share, err := party.DecryptionShare(agg, active)
+	if err != nil {
+		return err
+	}
+	b, err := share.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	// Record the share before it leaves: a crash after this line can lose
+	// the share but never give a second one.
+	n.mu.Lock()
+	n.state.SharesGiven[key] = b
+	err = n.state.save(n.cfg.DataDir)
+	n.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return n.submitShare(ctx, t, b)
+}
+
+func (n *Node) submitShare(ctx context.Context, t *pb.DecryptTask, b []byte) error {
+	n.log.Info("decryption share sent", "job_id", t.JobId, "round", t.Round, "size", len(b))
+	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Hospital.SubmitDecryptionShare(ctx, &pb.SubmitDecryptionShareRequest{
+			JobId: t.JobId, Round: t.Round, Attempt: t.Attempt, Share: b,
+		}, grpc.Trailer(conn.Trailer))
+		return err
+	})
+}
