@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,21 +30,37 @@ import (
 	pb "regionfl/proto/regionfl/v1"
 )
 
+// syntheticTestRows is the size of each synthetic hospital's test set,
+// large enough that per-hospital accuracies differ by more than noise.
+const syntheticTestRows = 2000
+
 // Options configure a demo run.
 type Options struct {
 	Replicas   int
-	Hospitals  int
+	Hospitals  int // synthetic hospitals (ignored when Sites is set)
 	Rounds     int
 	Seed       int64
 	LocalSteps int
-	Dir        string       // where state goes; "" = a temporary directory removed at the end
-	Logger     *slog.Logger // component logs (discarded by default)
-	Progress   io.Writer    // one line per round; nil = quiet
+	BatchSize  int
+	LR         float64
+	Optimizer  string
+	Strategy   models.StrategyConfig
+	ProxMu     float64
+	// Scaling is region (default: the region's statistics, computed under
+	// encryption before the first round) or site (each hospital its own).
+	Scaling string
+	// Sites are real site tables, one hospital each (e.g. from --csv or
+	// --heart-disease); nil runs a synthetic region.
+	Sites    []dataset.Site
+	Dir      string       // where state goes; "" = a temporary directory removed at the end
+	Logger   *slog.Logger // component logs (discarded by default)
+	Progress io.Writer    // one line per round; nil = quiet
 }
 
 // DefaultOptions is what `regionfl demo` runs with no flags.
 func DefaultOptions() Options {
-	return Options{Replicas: 3, Hospitals: 4, Rounds: 10, Seed: 1, LocalSteps: 20}
+	return Options{Replicas: 3, Hospitals: 4, Rounds: 10, Seed: 1, LocalSteps: 20, BatchSize: 32, LR: 0.1,
+		Optimizer: models.OptSGD, Strategy: models.StrategyConfig{Name: models.StrategyFedAvg}, Scaling: jobspec.ScalingRegion}
 }
 
 // Round is one committed or aborted round as the researcher sees it.
@@ -54,36 +71,75 @@ type Round struct {
 	State        string  `json:"state"`
 }
 
-// Final compares, for one hospital, a model trained on its data alone with
-// the federated model, both on the hospital's own test split.
+// Final compares, for one hospital, a model trained on its data alone, the
+// federated model and a model trained on the pooled data, all on the
+// hospital's own test split.
 type Final struct {
 	Hospital          string  `json:"hospital"`
 	TrainRows         int     `json:"train_rows"`
+	TestRows          int     `json:"test_rows"`
 	LocalAccuracy     float64 `json:"local_accuracy"`
 	FederatedAccuracy float64 `json:"federated_accuracy"`
+	PooledAccuracy    float64 `json:"pooled_accuracy"`
+	FederatedAUROC    float64 `json:"federated_auroc"`
 }
 
 // Result is the demo's summary (`regionfl demo --json`).
 type Result struct {
-	Replicas       int     `json:"replicas"`
-	Hospitals      int     `json:"hospitals"`
-	Threshold      int     `json:"threshold"`
-	JobID          string  `json:"job_id"`
-	Rounds         []Round `json:"rounds"`
-	Final          []Final `json:"final"`
+	Replicas  int    `json:"replicas"`
+	Hospitals int    `json:"hospitals"`
+	Threshold int    `json:"threshold"`
+	JobID     string `json:"job_id"`
+	Data      string `json:"data"` // synthetic, or the sites' source
+	Scaling   string `json:"scaling"`
+	Strategy  string `json:"strategy"`
+	// Accuracy of each round's model: on held-out data for a synthetic
+	// region, else the mean over the hospitals' test splits.
+	Rounds []Round `json:"rounds"`
+	Final  []Final `json:"final"`
+	// GlobalAccuracy is the final model's accuracy measured like Rounds.
 	GlobalAccuracy float64 `json:"global_accuracy"`
-	Seconds        float64 `json:"seconds"`
+	// PooledAccuracy is a model trained on all hospitals' rows put
+	// together (what federation tries to match), measured the same way.
+	PooledAccuracy float64 `json:"pooled_accuracy"`
+	// Mean over hospitals of the Final accuracies.
+	MeanLocalAccuracy     float64 `json:"mean_local_accuracy"`
+	MeanFederatedAccuracy float64 `json:"mean_federated_accuracy"`
+	MeanPooledAccuracy    float64 `json:"mean_pooled_accuracy"`
+	Seconds               float64 `json:"seconds"`
 }
 
 // Run runs the demo region until the job ends.
 func Run(ctx context.Context, opt Options) (*Result, error) {
-	if opt.Replicas < 1 || opt.Hospitals < 2 || opt.Rounds < 1 {
-		return nil, errors.New("demo: need at least 1 replica, 2 hospitals and 1 round")
-	}
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
 	start := time.Now()
+	res := &Result{Replicas: opt.Replicas, Data: "synthetic", Scaling: opt.Scaling, Strategy: opt.Strategy.WithDefaults().Name}
+	sites := opt.Sites
+	var heldOut *dataset.Table
+	if sites == nil {
+		s, h, err := dataset.Synthetic(dataset.SyntheticConfig{Hospitals: opt.Hospitals, Seed: opt.Seed, CaseMixShift: 1, TestRows: syntheticTestRows})
+		if err != nil {
+			return nil, err
+		}
+		sites, heldOut = s, &h
+	} else {
+		res.Data = "site files"
+	}
+	if opt.Replicas < 1 || len(sites) < 2 || opt.Rounds < 1 {
+		return nil, errors.New("demo: need at least 1 replica, 2 hospitals and 1 round")
+	}
+	if len(sites) > 16 {
+		return nil, fmt.Errorf("demo: %d hospitals; a region aggregates at most 16", len(sites))
+	}
+	features := sites[0].Train.Features
+	for _, s := range sites {
+		if !slices.Equal(s.Train.Features, features) || !slices.Equal(s.Test.Features, features) {
+			return nil, fmt.Errorf("demo: site %s has other feature columns than %s", s.Name, sites[0].Name)
+		}
+	}
+	res.Hospitals = len(sites)
 	dir := opt.Dir
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "regionfl-demo-")
@@ -134,15 +190,12 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		return nil, err
 	}
 
-	sites, heldOut, err := dataset.Synthetic(dataset.SyntheticConfig{Hospitals: opt.Hospitals, Seed: opt.Seed, CaseMixShift: 1})
-	if err != nil {
-		return nil, err
-	}
 	hospitals := make([]string, len(sites))
 	for i, s := range sites {
 		hospitals[i] = s.Name
 	}
-	threshold := opt.Hospitals/2 + 1
+	threshold := len(sites)/2 + 1
+	res.Threshold = threshold
 
 	operator, err := newClient(ca, "operator", identity.RoleOperator, addrs)
 	if err != nil {
@@ -182,14 +235,20 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		return nil, err
 	}
 	defer researcher.Close()
-	mean, std := heldOut.Stats().MeanStd()
-	model := models.Spec{Kind: "logreg", Inputs: len(heldOut.Features)}
+	model := models.Spec{Kind: models.KindLogReg, Inputs: len(features)}
+	st := opt.Strategy.WithDefaults()
 	spec := &pb.JobSpec{
-		Name: "deterioration-early-warning", Dataset: "", Model: jobspec.ToProto(model),
-		Rounds: uint32(opt.Rounds), LocalSteps: uint32(opt.LocalSteps), BatchSize: 32, LearningRate: 0.1, Optimizer: "sgd",
+		Name: "deterioration-early-warning", Model: jobspec.ToProto(model),
+		Rounds: uint32(opt.Rounds), LocalSteps: uint32(opt.LocalSteps), BatchSize: uint32(opt.BatchSize),
+		LearningRate: opt.LR, Optimizer: opt.Optimizer, ProxMu: opt.ProxMu,
 		MinHospitals: uint32(threshold), RoundDeadlineMs: 20_000, Purpose: "early warning of clinical deterioration (demo)",
-		LegalBasis: "demo: synthetic data", ClipNorm: 10, SampleScale: 1000, Seed: uint64(opt.Seed),
-		Strategy: &pb.Strategy{Name: "fedavg", ServerLr: 1}, FeatureMean: mean, FeatureStd: std,
+		LegalBasis: "demo data, no patients", ClipNorm: 10, SampleScale: 1000, Seed: uint64(opt.Seed),
+		Strategy: &pb.Strategy{Name: st.Name, ServerLr: st.ServerLR, Beta1: st.Beta1, Beta2: st.Beta2, Tau: st.Tau},
+		Scaling:  opt.Scaling,
+	}
+	jobspec.Defaults(spec)
+	if err := jobspec.Validate(spec); err != nil {
+		return nil, err
 	}
 	var jobID string
 	err = researcher.Do(ctx, func(ctx context.Context, conn client.Conn) error {
@@ -200,9 +259,11 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("submit job: %w", err)
 	}
+	res.JobID = jobID
 
-	res := &Result{Replicas: opt.Replicas, Hospitals: opt.Hospitals, Threshold: threshold, JobID: jobID}
-	scaledHeldOut := heldOut.Standardize(mean, std)
+	// ev measures a model the way the summary reports it, with the job's
+	// scaling as the coordinator recorded it.
+	var ev *evaluator
 	reported := map[uint32]bool{}
 	var final *pb.JobInfo
 	err = researcher.Do(ctx, func(ctx context.Context, conn client.Conn) error {
@@ -225,22 +286,30 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 					continue
 				}
 				reported[r.Round] = true
+				if r.Round == jobspec.StatsRound {
+					if opt.Progress != nil {
+						fmt.Fprintf(opt.Progress, "region statistics  %-9s  hospitals %d/%d  (encrypted Σx, Σx² per feature)\n",
+							r.State, len(r.Contributors), len(sites))
+					}
+					continue
+				}
 				row := Round{Round: r.Round, Contributors: len(r.Contributors), State: r.State}
 				if r.State == fsm.RoundCommitted {
+					if ev == nil {
+						ev = newEvaluator(model, m.Job.Spec, sites, heldOut)
+					}
 					params, err := fetchModel(ctx, researcher, jobID, versionOf(m.Job, r.Round))
 					if err != nil {
 						return err
 					}
-					met, err := models.Evaluate(model, params, scaledHeldOut.X, scaledHeldOut.Y, 0.5)
-					if err != nil {
+					if row.Accuracy, err = ev.global(params); err != nil {
 						return err
 					}
-					row.Accuracy = met.Accuracy
 				}
 				res.Rounds = append(res.Rounds, row)
 				if opt.Progress != nil {
 					fmt.Fprintf(opt.Progress, "round %2d  %-9s  hospitals %d/%d  global accuracy %.3f\n",
-						row.Round, row.State, row.Contributors, opt.Hospitals, row.Accuracy)
+						row.Round, row.State, row.Contributors, len(sites), row.Accuracy)
 				}
 			}
 		}
@@ -251,44 +320,111 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if final.State != fsm.JobDone {
 		return nil, fmt.Errorf("job %s ended %s: %s", jobID, final.State, final.Reason)
 	}
+	if ev == nil {
+		ev = newEvaluator(model, final.Spec, sites, heldOut)
+	}
 	params, err := fetchModel(ctx, researcher, jobID, 0)
 	if err != nil {
 		return nil, err
 	}
-	met, err := models.Evaluate(model, params, scaledHeldOut.X, scaledHeldOut.Y, 0.5)
+	if res.GlobalAccuracy, err = ev.global(params); err != nil {
+		return nil, err
+	}
+
+	// Baselines with the same training budget: each hospital alone (with
+	// its own scaling, all it would have), and all rows pooled.
+	budget := jobspec.TrainConfig(spec, "pooled", 0)
+	budget.Steps = opt.Rounds * opt.LocalSteps
+	var pooledX [][]float64
+	var pooledY []float64
+	for i := range sites {
+		pooledX = append(pooledX, ev.train[i].X...)
+		pooledY = append(pooledY, ev.train[i].Y...)
+	}
+	pooled, err := models.Train(model, model.Init(opt.Seed), pooledX, pooledY, budget)
 	if err != nil {
 		return nil, err
 	}
-	res.GlobalAccuracy = met.Accuracy
-
-	// Baseline: what each hospital gets alone with the same training budget.
-	for _, s := range sites {
-		train := node.Scale(spec, s.Train, s.Train)
-		test := node.Scale(spec, s.Train, s.Test)
+	if res.PooledAccuracy, err = ev.global(pooled); err != nil {
+		return nil, err
+	}
+	for i, s := range sites {
+		own := s.Train.Stats()
+		mean, std := own.MeanStd()
 		cfg := jobspec.TrainConfig(spec, s.Name, 0)
-		cfg.Steps = opt.Rounds * opt.LocalSteps
-		local, err := models.Train(model, model.Init(opt.Seed), train.X, train.Y, cfg)
+		cfg.Steps = budget.Steps
+		local, err := models.Train(model, model.Init(opt.Seed), s.Train.Standardize(mean, std).X, s.Train.Y, cfg)
 		if err != nil {
 			return nil, err
 		}
-		lm, err := models.Evaluate(model, local, test.X, test.Y, 0.5)
+		lm, err := models.Evaluate(model, local, s.Test.Standardize(mean, std).X, s.Test.Y, 0.5)
 		if err != nil {
 			return nil, err
 		}
+		test := ev.test[i]
 		fm, err := models.Evaluate(model, params, test.X, test.Y, 0.5)
 		if err != nil {
 			return nil, err
 		}
-		res.Final = append(res.Final, Final{Hospital: s.Name, TrainRows: s.Train.Len(), LocalAccuracy: lm.Accuracy, FederatedAccuracy: fm.Accuracy})
+		pm, err := models.Evaluate(model, pooled, test.X, test.Y, 0.5)
+		if err != nil {
+			return nil, err
+		}
+		res.Final = append(res.Final, Final{Hospital: s.Name, TrainRows: s.Train.Len(), TestRows: s.Test.Len(),
+			LocalAccuracy: lm.Accuracy, FederatedAccuracy: fm.Accuracy, PooledAccuracy: pm.Accuracy, FederatedAUROC: fm.AUROC})
+		res.MeanLocalAccuracy += lm.Accuracy / float64(len(sites))
+		res.MeanFederatedAccuracy += fm.Accuracy / float64(len(sites))
+		res.MeanPooledAccuracy += pm.Accuracy / float64(len(sites))
 	}
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
 }
 
+// evaluator holds every site's rows scaled as the job scales them: with
+// the region's statistics the coordinator recorded (region, reference) or
+// with each site's own (site).
+type evaluator struct {
+	model       models.Spec
+	train, test []dataset.Table
+	heldOut     *dataset.Table
+}
+
+func newEvaluator(model models.Spec, spec *pb.JobSpec, sites []dataset.Site, heldOut *dataset.Table) *evaluator {
+	ev := &evaluator{model: model}
+	for _, s := range sites {
+		ev.train = append(ev.train, node.Scale(spec, s.Train, s.Train))
+		ev.test = append(ev.test, node.Scale(spec, s.Train, s.Test))
+	}
+	if heldOut != nil {
+		// The held-out population is scaled like a new site would: with the
+		// region's statistics, or with its own under site scaling.
+		h := node.Scale(spec, *heldOut, *heldOut)
+		ev.heldOut = &h
+	}
+	return ev
+}
+
+// global is the held-out accuracy, or the mean over the sites' test splits.
+func (ev *evaluator) global(params []float64) (float64, error) {
+	if ev.heldOut != nil {
+		m, err := models.Evaluate(ev.model, params, ev.heldOut.X, ev.heldOut.Y, 0.5)
+		return m.Accuracy, err
+	}
+	var sum float64
+	for _, t := range ev.test {
+		m, err := models.Evaluate(ev.model, params, t.X, t.Y, 0.5)
+		if err != nil {
+			return 0, err
+		}
+		sum += m.Accuracy
+	}
+	return sum / float64(len(ev.test)), nil
+}
+
 func versionOf(j *pb.JobInfo, round uint32) uint32 {
 	v := uint32(0)
 	for _, r := range j.Rounds {
-		if r.State == fsm.RoundCommitted {
+		if r.State == fsm.RoundCommitted && r.Round != jobspec.StatsRound {
 			v++
 		}
 		if r.Round == round {

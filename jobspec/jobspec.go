@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"regionfl/models"
+	"regionfl/privacy"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -42,7 +43,28 @@ type File struct {
 	ProxMu       float64               `yaml:"prox_mu"`
 	Seed         uint64                `yaml:"seed"`
 	Strategy     models.StrategyConfig `yaml:"strategy"`
+	// Scaling is region (default), site or reference; reference takes
+	// FeatureMean and FeatureStd, e.g. clinical reference ranges.
+	Scaling          string    `yaml:"scaling"`
+	FeatureMean      []float64 `yaml:"feature_mean"`
+	FeatureStd       []float64 `yaml:"feature_std"`
+	DP               DP        `yaml:"dp"`
+	AlertThreshold   float64   `yaml:"alert_threshold"`
+	ShareSiteMetrics bool      `yaml:"share_site_metrics"`
 }
+
+// DP is the job's per-site differential privacy.
+type DP struct {
+	NoiseMultiplier float64 `yaml:"noise_multiplier"`
+	Delta           float64 `yaml:"delta"`
+}
+
+// Scaling modes.
+const (
+	ScalingRegion    = "region"
+	ScalingSite      = "site"
+	ScalingReference = "reference"
+)
 
 // Load reads and validates a job file.
 func Load(path string) (*pb.JobSpec, error) {
@@ -82,6 +104,13 @@ func Parse(b []byte) (*pb.JobSpec, error) {
 			Name: f.Strategy.Name, ServerLr: f.Strategy.ServerLR,
 			Beta1: f.Strategy.Beta1, Beta2: f.Strategy.Beta2, Tau: f.Strategy.Tau,
 		},
+		Scaling:           f.Scaling,
+		FeatureMean:       f.FeatureMean,
+		FeatureStd:        f.FeatureStd,
+		DpNoiseMultiplier: f.DP.NoiseMultiplier,
+		DpDelta:           f.DP.Delta,
+		AlertThreshold:    f.AlertThreshold,
+		ShareSiteMetrics:  f.ShareSiteMetrics,
 	}
 	if f.Deadline != "" {
 		d, err := parseDuration(f.Deadline)
@@ -132,6 +161,18 @@ func Defaults(s *pb.JobSpec) {
 	if s.Strategy.Name == "" {
 		s.Strategy.Name = "fedavg"
 	}
+	if s.Scaling == "" {
+		s.Scaling = ScalingRegion
+		if len(s.FeatureMean) > 0 {
+			s.Scaling = ScalingReference
+		}
+	}
+	if s.DpNoiseMultiplier > 0 && s.DpDelta == 0 {
+		s.DpDelta = 1e-5
+	}
+	if s.AlertThreshold == 0 {
+		s.AlertThreshold = 0.5
+	}
 }
 
 // Validate checks a job spec; the error names the offending field.
@@ -169,6 +210,34 @@ func Validate(s *pb.JobSpec) error {
 	}
 	if _, err := models.NewServerOptimizer(Strategy(s), 1); err != nil {
 		return bad("strategy", "%v", err)
+	}
+	inputs := int(s.Model.Inputs)
+	switch s.Scaling {
+	case ScalingRegion, ScalingSite:
+		if len(s.FeatureMean)+len(s.FeatureStd) > 0 {
+			return bad("feature_mean", "given with scaling %s; use scaling: reference", s.Scaling)
+		}
+	case ScalingReference:
+		if len(s.FeatureMean) != inputs || len(s.FeatureStd) != inputs {
+			return bad("feature_mean", "reference scaling needs %d means and %d standard deviations, got %d and %d",
+				inputs, inputs, len(s.FeatureMean), len(s.FeatureStd))
+		}
+		for i, v := range s.FeatureStd {
+			if !(v > 0) || math.IsInf(v, 0) || math.IsNaN(s.FeatureMean[i]) || math.IsInf(s.FeatureMean[i], 0) {
+				return bad("feature_std", "feature %d: mean %v std %v (std must be positive, both finite)", i, s.FeatureMean[i], v)
+			}
+		}
+	default:
+		return bad("scaling", "%q is not region, site or reference", s.Scaling)
+	}
+	if s.DpNoiseMultiplier != 0 {
+		acc := privacy.Accountant{NoiseMultiplier: s.DpNoiseMultiplier, Delta: s.DpDelta}
+		if err := acc.Validate(); err != nil {
+			return bad("dp", "%v", err)
+		}
+	}
+	if !(s.AlertThreshold > 0 && s.AlertThreshold < 1) {
+		return bad("alert_threshold", "%v is not in (0, 1)", s.AlertThreshold)
 	}
 	return nil
 }
@@ -235,4 +304,54 @@ func parseDuration(s string) (uint32, error) {
 		return 0, fmt.Errorf("%s is not between 0 and 24h", s)
 	}
 	return uint32(d.Milliseconds()), nil
+}
+
+// StatsRound is the round number of a region-scaled job's statistics
+// round: before training, every site encrypts its per-feature Σx and Σx²
+// (dataset.Stats.Vector) and only the region's sums are decrypted.
+const StatsRound = 0
+
+// StatsBound is the L2 bound of a site's statistics vector (Σx and Σx²
+// divided by the job's sample scale). The encrypted encoding represents
+// values to about 1e-9 of this bound, so the region's moments come out
+// within ~1e-3 of the exact ones; a site whose vector is longer refuses the
+// round rather than distort the region's scaling.
+const StatsBound = 1e6
+
+// NeedsScaling reports whether a job still waits for the region's
+// statistics before it can train.
+func NeedsScaling(s *pb.JobSpec) bool {
+	return s.GetScaling() == ScalingRegion && len(s.GetFeatureMean()) == 0
+}
+
+// VectorLen is the length of the vector a site encrypts in a round: the
+// statistics vector in the statistics round, the model update otherwise.
+func VectorLen(s *pb.JobSpec, round uint32) int {
+	if round == StatsRound {
+		return 2 * int(s.GetModel().GetInputs())
+	}
+	return FromProto(s.GetModel()).NumParams()
+}
+
+// NoiseShareStd is the standard deviation of the Gaussian noise one site
+// adds to its clipped update so that an aggregate of at least
+// min_hospitals updates carries dp_noise_multiplier · clip_norm.
+func NoiseShareStd(s *pb.JobSpec) float64 {
+	if s.GetDpNoiseMultiplier() == 0 {
+		return 0
+	}
+	return privacy.ShareStd(s.GetDpNoiseMultiplier(), s.GetClipNorm(), int(s.GetMinHospitals()))
+}
+
+// EncodingClip is the L2 bound an encrypted vector is encoded with: the
+// statistics bound, the clip norm, or with DP the clip norm plus room for
+// the noise (so the encoding never clips the noise away).
+func EncodingClip(s *pb.JobSpec, round uint32) float64 {
+	if round == StatsRound {
+		return StatsBound
+	}
+	if std := NoiseShareStd(s); std > 0 {
+		return privacy.EncodingBound(s.GetClipNorm(), std, VectorLen(s, round))
+	}
+	return s.GetClipNorm()
 }

@@ -29,6 +29,7 @@ import (
 	"regionfl/jobspec"
 	"regionfl/models"
 	"regionfl/node/dataset"
+	"regionfl/privacy"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -397,6 +398,9 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 	if reason := n.check(t.Spec); reason != "" {
 		return errors.New(reason)
 	}
+	if t.Round == jobspec.StatsRound {
+		return n.sendStats(ctx, t)
+	}
 	var model *pb.Model
 	err := n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
 		resp, err := conn.Hospital.FetchModel(ctx, &pb.FetchModelRequest{JobId: t.JobId, Version: t.ModelVersion}, grpc.Trailer(conn.Trailer))
@@ -431,20 +435,15 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 		}
 	}
 	trainDur := time.Since(start)
-	r, _, err := n.region(ctx)
-	if err != nil {
-		return err
+	if std := jobspec.NoiseShareStd(t.Spec); std > 0 {
+		// Clip first so one site's influence is bounded by clip_norm, then
+		// add this site's share of the aggregate's Gaussian noise.
+		privacy.Clip(update, t.Spec.ClipNorm)
+		if err := privacy.AddNoise(update, std); err != nil {
+			return err
+		}
 	}
-	pk, err := he.UnmarshalPublicKey(n.params, r.PublicKey)
-	if err != nil {
-		return err
-	}
-	enc, err := he.NewEncryptor(n.params, pk)
-	if err != nil {
-		return err
-	}
-	binding := jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash)
-	ct, err := enc.Encrypt(update, uint64(rows), t.Spec.ClipNorm, binding)
+	ct, err := n.encrypt(ctx, t, update, uint64(rows))
 	if err != nil {
 		return err
 	}
@@ -504,6 +503,66 @@ func closeErr(stream pb.HospitalService_SubmitUpdateClient, conn client.Conn, er
 
 // ---- decryption ----
 
+// encrypt encrypts a round's vector under the region's collective key,
+// bound to the job, round and model version.
+func (n *Node) encrypt(ctx context.Context, t *pb.TrainTask, v []float64, count uint64) (*he.Update, error) {
+	r, _, err := n.region(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pk, err := he.UnmarshalPublicKey(n.params, r.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	enc, err := he.NewEncryptor(n.params, pk)
+	if err != nil {
+		return nil, err
+	}
+	binding := jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash)
+	return enc.Encrypt(v, count, jobspec.EncodingClip(t.Spec, t.Round), binding)
+}
+
+// sendStats is the site's part of region-wide scaling: its per-feature Σx
+// and Σx², encrypted; only the region's sums are ever decrypted.
+func (n *Node) sendStats(ctx context.Context, t *pb.TrainTask) error {
+	key := roundKey(t.JobId, t.Round)
+	train := n.cfg.Data.Train
+	v := train.Stats().Vector(float64(t.Spec.SampleScale))
+	var sq float64
+	for _, x := range v {
+		sq += x * x
+	}
+	if norm := math.Sqrt(sq); norm > jobspec.StatsBound {
+		return fmt.Errorf("statistics vector norm %.3g exceeds the bound %g: raise the job's sample_scale", norm, jobspec.StatsBound)
+	}
+	ct, err := n.encrypt(ctx, t, v, uint64(train.Len()))
+	if err != nil {
+		return err
+	}
+	raw, err := ct.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	digest := ct.Digest()
+	err = n.call(ctx, 2*time.Minute, func(ctx context.Context, conn client.Conn) error {
+		return sendUpdate(ctx, conn, &pb.UpdateHeader{
+			JobId: t.JobId, Round: t.Round, ModelVersion: t.ModelVersion, Size: uint64(len(raw)), Digest: digest[:],
+		}, raw)
+	})
+	if status.Code(err) == codes.AlreadyExists {
+		err = nil
+	}
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.done[key] = true
+	n.mu.Unlock()
+	n.log.Info("statistics sent", "job_id", t.JobId, "rows", train.Len(), "features", len(train.Features),
+		"size", len(raw), "digest", fmt.Sprintf("%x", digest[:8]))
+	return nil
+}
+
 func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	key := roundKey(t.JobId, t.Round)
 	n.mu.Lock()
@@ -529,7 +588,8 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	case !slices.Contains(t.Active, n.cfg.ID):
 		return errors.New("this hospital is not among the decryptors")
 	}
-	size := he.UpdateSize(n.params, spec.NumParams())
+	length := jobspec.VectorLen(t.Spec, t.Round)
+	size := he.UpdateSize(n.params, length)
 	if t.AggregateSize != uint64(size) {
 		return fmt.Errorf("aggregate of %d bytes, this model's is %d", t.AggregateSize, size)
 	}
@@ -558,7 +618,7 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	if err != nil {
 		return err
 	}
-	agg, err := he.UnmarshalUpdate(n.params, spec.NumParams(), raw)
+	agg, err := he.UnmarshalUpdate(n.params, length, raw)
 	if err != nil {
 		return fmt.Errorf("aggregate: %w", err)
 	}

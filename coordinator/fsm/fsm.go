@@ -16,12 +16,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"regionfl/jobspec"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -48,6 +50,7 @@ const (
 	CmdCommitModel
 	CmdAbortRound
 	CmdEndJob
+	CmdScaling
 )
 
 // Errors returned by Apply for commands that lost a race or break a rule.
@@ -162,6 +165,8 @@ func newCommand(t CommandType) proto.Message {
 		return &pb.AbortRoundCommand{}
 	case CmdEndJob:
 		return &pb.EndJobCommand{}
+	case CmdScaling:
+		return &pb.ScalingCommand{}
 	}
 	return nil
 }
@@ -204,6 +209,8 @@ func (s *State) apply(m proto.Message) error {
 		return s.abortRound(c)
 	case *pb.EndJobCommand:
 		return s.endJob(c)
+	case *pb.ScalingCommand:
+		return s.scaling(c)
 	}
 	return rejectf("unhandled command %T", m)
 }
@@ -382,8 +389,8 @@ func (s *State) openRound(c *pb.OpenRoundCommand) error {
 	if cur := j.Current(); cur != nil && (cur.State == RoundCollecting || cur.State == RoundDecrypting) {
 		return rejectf("round %d of job %s is still %s", cur.Number, j.ID, cur.State)
 	}
-	if c.Round != uint32(len(j.Rounds))+1 {
-		return rejectf("round %d opened out of order", c.Round)
+	if want := j.NextRound(); c.Round != want {
+		return rejectf("round %d opened out of order (next is %d)", c.Round, want)
 	}
 	j.State = JobRunning
 	j.Rounds = append(j.Rounds, &Round{
@@ -524,6 +531,34 @@ func (s *State) commitModel(c *pb.CommitModelCommand) error {
 		CommittedMs:  c.UnixMs,
 	})
 	j.OptimizerState = c.OptimizerState
+	r.State = RoundCommitted
+	r.Aggregate = nil
+	r.Shares = nil
+	return nil
+}
+
+func (s *State) scaling(c *pb.ScalingCommand) error {
+	j, r, err := s.round(c.JobId, c.Round, RoundDecrypting)
+	if err != nil {
+		return err
+	}
+	if c.Round != jobspec.StatsRound || !jobspec.NeedsScaling(j.Spec) {
+		return rejectf("job %s has no statistics round %d", j.ID, c.Round)
+	}
+	inputs := int(j.Spec.Model.GetInputs())
+	if len(c.FeatureMean) != inputs || len(c.FeatureStd) != inputs {
+		return rejectf("scaling for %d/%d features, the model has %d", len(c.FeatureMean), len(c.FeatureStd), inputs)
+	}
+	for i, sd := range c.FeatureStd {
+		if !(sd > 0) || math.IsInf(sd, 0) || math.IsNaN(c.FeatureMean[i]) || math.IsInf(c.FeatureMean[i], 0) {
+			return rejectf("feature %d: mean %v std %v", i, c.FeatureMean[i], sd)
+		}
+	}
+	// The job's spec now carries the region's scaling: every later task
+	// hands it to the sites with the model.
+	spec := proto.Clone(j.Spec).(*pb.JobSpec)
+	spec.FeatureMean, spec.FeatureStd = c.FeatureMean, c.FeatureStd
+	j.Spec = spec
 	r.State = RoundCommitted
 	r.Aggregate = nil
 	r.Shares = nil

@@ -3,6 +3,7 @@ package fsm
 import (
 	"slices"
 
+	"regionfl/jobspec"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -129,6 +130,22 @@ func (j *Job) Current() *Round {
 	}
 	return j.Rounds[len(j.Rounds)-1]
 }
+
+// NextRound is the number of the round to open next: the statistics round
+// while a region-scaled job lacks the region's scaling, else one past the
+// current round (round numbers keep counting across aborted rounds).
+func (j *Job) NextRound() uint32 {
+	if jobspec.NeedsScaling(j.Spec) {
+		return jobspec.StatsRound
+	}
+	if cur := j.Current(); cur != nil {
+		return cur.Number + 1
+	}
+	return 1
+}
+
+// TrainedRounds counts the rounds that committed a model version.
+func (j *Job) TrainedRounds() int { return len(j.Models) - 1 }
 
 // Latest returns the newest committed model.
 func (j *Job) Latest() *Model { return j.Models[len(j.Models)-1] }

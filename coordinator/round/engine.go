@@ -25,6 +25,7 @@ import (
 	"regionfl/he"
 	"regionfl/jobspec"
 	"regionfl/models"
+	"regionfl/node/dataset"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -181,7 +182,7 @@ func (e *Engine) stepJob(region *fsm.Region, j *fsm.Job) error {
 		waited := now - j.SubmittedMs
 		switch {
 		case len(j.Accepted) >= int(j.Spec.MinHospitals) && (decided == len(region.Hospitals) || waited > int64(j.Spec.RoundDeadlineMs)):
-			return e.openRound(j, 1)
+			return e.openRound(j, j.NextRound())
 		case decided == len(region.Hospitals) || waited > int64(j.Spec.RoundDeadlineMs):
 			return e.endJob(j, fsm.JobFailed, fmt.Sprintf("%d hospitals accepted, the job needs %d", len(j.Accepted), j.Spec.MinHospitals))
 		}
@@ -193,10 +194,10 @@ func (e *Engine) stepJob(region *fsm.Region, j *fsm.Job) error {
 		if aborted := trailingAborts(j); aborted >= MaxAbortedRounds {
 			return e.endJob(j, fsm.JobFailed, fmt.Sprintf("%d rounds in a row aborted; last: %s", aborted, r.Reason))
 		}
-		if len(j.Models)-1 >= int(j.Spec.Rounds) {
+		if j.TrainedRounds() >= int(j.Spec.Rounds) {
 			return e.endJob(j, fsm.JobDone, "")
 		}
-		return e.openRound(j, r.Number+1)
+		return e.openRound(j, j.NextRound())
 	case fsm.RoundCollecting:
 		return e.stepCollecting(region, j, r, now)
 	case fsm.RoundDecrypting:
@@ -312,7 +313,7 @@ func (e *Engine) stepDecrypting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 		}
 		return nil
 	}
-	agg, err := he.UnmarshalUpdate(e.params, len(j.Latest().Params), r.Aggregate)
+	agg, err := he.UnmarshalUpdate(e.params, jobspec.VectorLen(j.Spec, r.Number), r.Aggregate)
 	if err != nil {
 		return e.abort(j, r, "committed aggregate unreadable: "+err.Error())
 	}
@@ -336,12 +337,22 @@ func (e *Engine) commit(j *fsm.Job, r *fsm.Round, res *he.Result) error {
 	if res.Count == 0 {
 		return e.abort(j, r, "aggregate holds no samples")
 	}
-	// Each contribution is clipped to clip_norm, so the sum cannot be longer
-	// than K·C; anything longer means a corrupted aggregate.
+	// Each contribution is encoded within its clip bound C, so the sum
+	// cannot be longer than K·C; anything longer means a corrupted aggregate.
 	norm := l2(res.Sum)
-	bound := float64(len(r.Contributors)) * j.Spec.ClipNorm * (1 + 1e-6)
-	if math.IsNaN(norm) || norm > bound {
-		return e.abort(j, r, fmt.Sprintf("aggregate norm %.4g exceeds %d·%g", norm, len(r.Contributors), j.Spec.ClipNorm))
+	clip := jobspec.EncodingClip(j.Spec, r.Number)
+	if math.IsNaN(norm) || norm > float64(len(r.Contributors))*clip*(1+1e-6) {
+		return e.abort(j, r, fmt.Sprintf("aggregate norm %.4g exceeds %d·%g", norm, len(r.Contributors), clip))
+	}
+	if r.Number == jobspec.StatsRound {
+		mean, std, err := dataset.RegionScaling(res.Sum, res.Count, float64(j.Spec.SampleScale))
+		if err != nil {
+			return e.abort(j, r, "region statistics: "+err.Error())
+		}
+		e.log.Info("region scaling committed", "job_id", j.ID, "contributors", len(r.Contributors), "total_samples", res.Count)
+		return e.store.Propose(fsm.CmdScaling, &pb.ScalingCommand{
+			JobId: j.ID, Round: r.Number, FeatureMean: mean, FeatureStd: std, TotalSamples: res.Count, UnixMs: e.NowMs(),
+		})
 	}
 	// Nodes send (n_i / sample_scale)·Δ_i; dividing the sum by Σn_i /
 	// sample_scale gives the sample-weighted mean update.
@@ -405,7 +416,7 @@ func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw []byte) error {
 	case r.Contributed(hospital):
 		return fmt.Errorf("%w: %s already contributed to round %d", ErrDuplicate, hospital, r.Number)
 	}
-	n := len(j.Latest().Params)
+	n := jobspec.VectorLen(j.Spec, r.Number)
 	u, err := he.UnmarshalUpdate(e.params, n, raw)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBadUpdate, err)
@@ -418,8 +429,9 @@ func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw []byte) error {
 	if u.Binding() != binding {
 		return fmt.Errorf("%w: bound to another job, round or model", ErrBadUpdate)
 	}
-	if u.Clip() != j.Spec.ClipNorm {
-		return fmt.Errorf("%w: clip norm %g, job uses %g", ErrBadUpdate, u.Clip(), j.Spec.ClipNorm)
+	clip := jobspec.EncodingClip(j.Spec, r.Number)
+	if u.Clip() != clip {
+		return fmt.Errorf("%w: clip norm %g, the round uses %g", ErrBadUpdate, u.Clip(), clip)
 	}
 
 	// One fold at a time per engine: the check, the log entry and the fold
@@ -432,7 +444,7 @@ func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw []byte) error {
 		if len(r.Contributions) > 0 {
 			return fmt.Errorf("%w: this replica became leader mid-round", ErrRoundClosed)
 		}
-		agg = he.NewAggregator(e.params, n, j.Spec.ClipNorm, binding)
+		agg = he.NewAggregator(e.params, n, clip, binding)
 		e.inflight[key] = agg
 	}
 	err = e.store.Propose(fsm.CmdContribution, &pb.ContributionCommand{

@@ -10,6 +10,7 @@ import (
 
 	"regionfl/coordinator/fsm"
 	"regionfl/he"
+	"regionfl/jobspec"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -269,7 +270,7 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 	var numParams int
 	s.read(func(st *fsm.State) {
 		if j, ok := st.Jobs[hdr.JobId]; ok {
-			numParams = len(j.Latest().Params)
+			numParams = jobspec.VectorLen(j.Spec, hdr.Round)
 		}
 	})
 	if numParams == 0 {
@@ -325,7 +326,7 @@ func (s hospitalService) decryptingRound(ctx context.Context, jobID string, numb
 			return
 		}
 		c := *cur
-		r, n = &c, len(j.Latest().Params)
+		r, n = &c, jobspec.VectorLen(j.Spec, number)
 	})
 	return r, n, err
 }

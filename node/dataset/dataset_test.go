@@ -265,8 +265,8 @@ func TestSyntheticShape(t *testing.T) {
 				t.Errorf("%+v: site %d is %q, want %q", tc, i, s.Name, want)
 			}
 			n := s.Train.Len() + s.Test.Len()
-			if n < 300 || n > 1500 {
-				t.Errorf("%+v: %s has %d rows, want 300..1500", tc, s.Name, n)
+			if n < minHospitalRows || n > maxHospitalRows {
+				t.Errorf("%+v: %s has %d rows, want %d..%d", tc, s.Name, n, minHospitalRows, maxHospitalRows)
 			}
 			if want := int(math.Round(float64(n) * frac)); s.Test.Len() != want {
 				t.Errorf("%+v: %s test set %d rows, want %d", tc, s.Name, s.Test.Len(), want)
@@ -428,7 +428,7 @@ func accuracy(w []float64, tab Table) float64 {
 }
 
 func TestSyntheticGroundTruthIsLearnable(t *testing.T) {
-	sites, heldOut, err := Synthetic(SyntheticConfig{Seed: 11, CaseMixShift: 1})
+	sites, heldOut, err := Synthetic(SyntheticConfig{Seed: 11, CaseMixShift: 1, Hospitals: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -512,6 +512,8 @@ func TestSyntheticConfigErrors(t *testing.T) {
 		{TestFraction: 1},
 		{TestFraction: -0.2},
 		{TestFraction: math.NaN()},
+		{TestRows: -1},
+		{TestRows: MaxSyntheticTestRows + 1},
 	} {
 		if _, _, err := Synthetic(cfg); err == nil {
 			t.Errorf("Synthetic(%+v) succeeded", cfg)
@@ -882,5 +884,48 @@ func TestParseHeartDisease(t *testing.T) {
 		if _, err := parseHeartDisease(strings.NewReader(tc.in), "x.data"); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: error %v, want %q", tc.in, err, tc.want)
 		}
+	}
+}
+
+// The region's scaling from summed statistics vectors equals the pooled
+// statistics, and a constant feature gets std 1.
+func TestRegionScalingMatchesPooled(t *testing.T) {
+	sites, _, err := Synthetic(SyntheticConfig{Hospitals: 3, Seed: 5, CaseMixShift: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pooled Stats
+	var sum []float64
+	var count uint64
+	for _, s := range sites {
+		st := s.Train.Stats()
+		pooled = pooled.Add(st)
+		v := st.Vector(1000)
+		if sum == nil {
+			sum = make([]float64, len(v))
+		}
+		for i := range v {
+			sum[i] += v[i]
+		}
+		count += uint64(s.Train.Len())
+	}
+	mean, std, err := RegionScaling(sum, count, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wm, ws := pooled.MeanStd()
+	for j := range mean {
+		if math.Abs(mean[j]-wm[j]) > 1e-9*math.Abs(wm[j])+1e-9 || math.Abs(std[j]-ws[j]) > 1e-6*ws[j] {
+			t.Errorf("feature %d: %g±%g, pooled %g±%g", j, mean[j], std[j], wm[j], ws[j])
+		}
+	}
+	if _, s, _ := RegionScaling([]float64{2, 4}, 2, 1); s[0] != 1 {
+		t.Errorf("constant feature got std %g", s[0])
+	}
+	if _, _, err := RegionScaling([]float64{1, 2, 3}, 2, 1); err == nil {
+		t.Error("odd-length vector accepted")
+	}
+	if _, _, err := RegionScaling([]float64{1, 2}, 0, 1); err == nil {
+		t.Error("zero count accepted")
 	}
 }

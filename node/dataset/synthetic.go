@@ -23,9 +23,17 @@ type SyntheticConfig struct {
 	// MaxCaseMixShift.
 	CaseMixShift float64
 	// TestFraction is the share of each hospital's rows kept as its test
-	// set, in (0, 1); 0 means 0.3.
+	// set, in (0, 1); 0 means 0.3. Ignored when TestRows is set.
 	TestFraction float64
+	// TestRows, when positive, keeps every generated row of a hospital for
+	// training and draws a separate test set of this many rows from the
+	// same hospital's population: a small hospital's own split would be too
+	// small to compare models on. At most MaxSyntheticTestRows.
+	TestRows int
 }
+
+// MaxSyntheticTestRows bounds SyntheticConfig.TestRows.
+const MaxSyntheticTestRows = 100_000
 
 // Limits of SyntheticConfig.
 const (
@@ -40,7 +48,9 @@ const (
 
 // Sizes of the synthetic cohorts.
 const (
-	minHospitalRows = 300
+	// Log-uniform between these: a region has a few large centres and
+	// small community hospitals, which gain most from federation.
+	minHospitalRows = 80
 	maxHospitalRows = 1500
 	heldOutRows     = 2000
 )
@@ -128,7 +138,7 @@ func GroundTruth() (features []string, weights []float64, bias float64) {
 // Synthetic generates a non-IID region of vital-signs cohorts with an
 // early-warning label (deterioration within the stay), for the demo and
 // tests: no files, known truth. Hospitals are named hospital-1 …
-// hospital-N; they differ in size (300 to 1500 rows), case mix (feature
+// hospital-N; they differ in size (80 to 1500 rows, log-uniform), case mix (feature
 // means offset by CaseMixShift times a per-hospital profile) and hence
 // prevalence, but share one ground-truth model (GroundTruth), so a
 // federated model can serve them all. heldOut is 2000 rows from the whole
@@ -146,6 +156,8 @@ func Synthetic(cfg SyntheticConfig) (sites []Site, heldOut Table, err error) {
 		return nil, Table{}, fmt.Errorf("synthetic region: %d hospitals, want 1 to %d", cfg.Hospitals, MaxSyntheticHospitals)
 	case !(cfg.CaseMixShift >= 0 && cfg.CaseMixShift <= MaxCaseMixShift):
 		return nil, Table{}, fmt.Errorf("synthetic region: case-mix shift %v, want 0 to %d", cfg.CaseMixShift, MaxCaseMixShift)
+	case cfg.TestRows < 0 || cfg.TestRows > MaxSyntheticTestRows:
+		return nil, Table{}, fmt.Errorf("synthetic region: %d test rows, want 0 to %d", cfg.TestRows, MaxSyntheticTestRows)
 	case !(cfg.TestFraction > 0 && cfg.TestFraction < 1):
 		return nil, Table{}, errors.New("synthetic region: test fraction must be between 0 and 1")
 	}
@@ -154,7 +166,8 @@ func Synthetic(cfg SyntheticConfig) (sites []Site, heldOut Table, err error) {
 	sizes := make([]int, cfg.Hospitals)
 	offsets := make([][]float64, cfg.Hospitals)
 	for h := range sizes {
-		sizes[h] = minHospitalRows + layout.IntN(maxHospitalRows-minHospitalRows+1)
+		logMin, logMax := math.Log(minHospitalRows), math.Log(maxHospitalRows)
+		sizes[h] = int(math.Round(math.Exp(logMin + layout.Float64()*(logMax-logMin))))
 		offsets[h] = make([]float64, len(vitals))
 		for j := range vitals {
 			if h < len(caseMix) {
@@ -174,7 +187,15 @@ func Synthetic(cfg SyntheticConfig) (sites []Site, heldOut Table, err error) {
 			t.Y[i] = patient(rng, offsets[h], t.X[i])
 		}
 		sites[h].Name = fmt.Sprintf("hospital-%d", h+1)
-		sites[h].Train, sites[h].Test = t.Split(cfg.TestFraction, cfg.Seed+int64(h))
+		if cfg.TestRows > 0 {
+			test := newVitalsTable(cfg.TestRows)
+			for i := range cfg.TestRows {
+				test.Y[i] = patient(rng, offsets[h], test.X[i])
+			}
+			sites[h].Train, sites[h].Test = t, test
+		} else {
+			sites[h].Train, sites[h].Test = t.Split(cfg.TestFraction, cfg.Seed+int64(h))
+		}
 		total += sizes[h]
 	}
 

@@ -866,12 +866,16 @@ func (x *DecryptionShareCommand) GetShare() []byte {
 	return nil
 }
 
+// RetryDecryptionCommand starts a new decryption attempt of a closed round
+// with decryptors never asked before in that round: a hospital gives at most
+// one decryption share per round, and a share is bound to its active set.
 type RetryDecryptionCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	Round         uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
 	Attempt       uint32                 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	Active        []string               `protobuf:"bytes,4,rep,name=active,proto3" json:"active,omitempty"`
+	UnixMs        int64                  `protobuf:"varint,5,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -932,6 +936,13 @@ func (x *RetryDecryptionCommand) GetActive() []string {
 		return x.Active
 	}
 	return nil
+}
+
+func (x *RetryDecryptionCommand) GetUnixMs() int64 {
+	if x != nil {
+		return x.UnixMs
+	}
+	return 0
 }
 
 type CommitModelCommand struct {
@@ -1036,6 +1047,92 @@ func (x *CommitModelCommand) GetOptimizerState() []float64 {
 	return nil
 }
 
+// ScalingCommand ends a job's statistics round with the region's feature
+// means and standard deviations, decrypted from the sites' encrypted sums.
+type ScalingCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round         uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	FeatureMean   []float64              `protobuf:"fixed64,3,rep,packed,name=feature_mean,json=featureMean,proto3" json:"feature_mean,omitempty"`
+	FeatureStd    []float64              `protobuf:"fixed64,4,rep,packed,name=feature_std,json=featureStd,proto3" json:"feature_std,omitempty"`
+	TotalSamples  uint64                 `protobuf:"varint,5,opt,name=total_samples,json=totalSamples,proto3" json:"total_samples,omitempty"`
+	UnixMs        int64                  `protobuf:"varint,6,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScalingCommand) Reset() {
+	*x = ScalingCommand{}
+	mi := &file_regionfl_v1_commands_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScalingCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScalingCommand) ProtoMessage() {}
+
+func (x *ScalingCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_commands_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScalingCommand.ProtoReflect.Descriptor instead.
+func (*ScalingCommand) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ScalingCommand) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ScalingCommand) GetRound() uint32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *ScalingCommand) GetFeatureMean() []float64 {
+	if x != nil {
+		return x.FeatureMean
+	}
+	return nil
+}
+
+func (x *ScalingCommand) GetFeatureStd() []float64 {
+	if x != nil {
+		return x.FeatureStd
+	}
+	return nil
+}
+
+func (x *ScalingCommand) GetTotalSamples() uint64 {
+	if x != nil {
+		return x.TotalSamples
+	}
+	return 0
+}
+
+func (x *ScalingCommand) GetUnixMs() int64 {
+	if x != nil {
+		return x.UnixMs
+	}
+	return 0
+}
+
 type AbortRoundCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -1048,7 +1145,7 @@ type AbortRoundCommand struct {
 
 func (x *AbortRoundCommand) Reset() {
 	*x = AbortRoundCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[15]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1157,7 @@ func (x *AbortRoundCommand) String() string {
 func (*AbortRoundCommand) ProtoMessage() {}
 
 func (x *AbortRoundCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[15]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1170,7 @@ func (x *AbortRoundCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRoundCommand.ProtoReflect.Descriptor instead.
 func (*AbortRoundCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{15}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AbortRoundCommand) GetJobId() string {
@@ -1116,7 +1213,7 @@ type EndJobCommand struct {
 
 func (x *EndJobCommand) Reset() {
 	*x = EndJobCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[16]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1128,7 +1225,7 @@ func (x *EndJobCommand) String() string {
 func (*EndJobCommand) ProtoMessage() {}
 
 func (x *EndJobCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[16]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1141,7 +1238,7 @@ func (x *EndJobCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndJobCommand.ProtoReflect.Descriptor instead.
 func (*EndJobCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{16}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EndJobCommand) GetJobId() string {
@@ -1239,12 +1336,13 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x1a\n" +
 	"\bhospital\x18\x04 \x01(\tR\bhospital\x12\x14\n" +
-	"\x05share\x18\x05 \x01(\fR\x05share\"w\n" +
+	"\x05share\x18\x05 \x01(\fR\x05share\"\x90\x01\n" +
 	"\x16RetryDecryptionCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x16\n" +
-	"\x06active\x18\x04 \x03(\tR\x06active\"\xfb\x01\n" +
+	"\x06active\x18\x04 \x03(\tR\x06active\x12\x17\n" +
+	"\aunix_ms\x18\x05 \x01(\x03R\x06unixMs\"\xfb\x01\n" +
 	"\x12CommitModelCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x18\n" +
@@ -1254,7 +1352,15 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\vupdate_norm\x18\x06 \x01(\x01R\n" +
 	"updateNorm\x12\x17\n" +
 	"\aunix_ms\x18\a \x01(\x03R\x06unixMs\x12'\n" +
-	"\x0foptimizer_state\x18\b \x03(\x01R\x0eoptimizerState\"q\n" +
+	"\x0foptimizer_state\x18\b \x03(\x01R\x0eoptimizerState\"\xbf\x01\n" +
+	"\x0eScalingCommand\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\rR\x05round\x12!\n" +
+	"\ffeature_mean\x18\x03 \x03(\x01R\vfeatureMean\x12\x1f\n" +
+	"\vfeature_std\x18\x04 \x03(\x01R\n" +
+	"featureStd\x12#\n" +
+	"\rtotal_samples\x18\x05 \x01(\x04R\ftotalSamples\x12\x17\n" +
+	"\aunix_ms\x18\x06 \x01(\x03R\x06unixMs\"q\n" +
 	"\x11AbortRoundCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x16\n" +
@@ -1278,7 +1384,7 @@ func file_regionfl_v1_commands_proto_rawDescGZIP() []byte {
 	return file_regionfl_v1_commands_proto_rawDescData
 }
 
-var file_regionfl_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_regionfl_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_regionfl_v1_commands_proto_goTypes = []any{
 	(*RegisterReplicaCommand)(nil), // 0: regionfl.v1.RegisterReplicaCommand
 	(*CreateRegionCommand)(nil),    // 1: regionfl.v1.CreateRegionCommand
@@ -1295,12 +1401,13 @@ var file_regionfl_v1_commands_proto_goTypes = []any{
 	(*DecryptionShareCommand)(nil), // 12: regionfl.v1.DecryptionShareCommand
 	(*RetryDecryptionCommand)(nil), // 13: regionfl.v1.RetryDecryptionCommand
 	(*CommitModelCommand)(nil),     // 14: regionfl.v1.CommitModelCommand
-	(*AbortRoundCommand)(nil),      // 15: regionfl.v1.AbortRoundCommand
-	(*EndJobCommand)(nil),          // 16: regionfl.v1.EndJobCommand
-	(*JobSpec)(nil),                // 17: regionfl.v1.JobSpec
+	(*ScalingCommand)(nil),         // 15: regionfl.v1.ScalingCommand
+	(*AbortRoundCommand)(nil),      // 16: regionfl.v1.AbortRoundCommand
+	(*EndJobCommand)(nil),          // 17: regionfl.v1.EndJobCommand
+	(*JobSpec)(nil),                // 18: regionfl.v1.JobSpec
 }
 var file_regionfl_v1_commands_proto_depIdxs = []int32{
-	17, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
+	18, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
 	1,  // [1:1] is the sub-list for method output_type
 	1,  // [1:1] is the sub-list for method input_type
 	1,  // [1:1] is the sub-list for extension type_name
@@ -1320,7 +1427,7 @@ func file_regionfl_v1_commands_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_commands_proto_rawDesc), len(file_regionfl_v1_commands_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

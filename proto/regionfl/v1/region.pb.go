@@ -133,12 +133,14 @@ func (x *PollRequest) GetWaitMs() uint32 {
 }
 
 type PollResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	Ceremony      *CeremonyTask          `protobuf:"bytes,2,opt,name=ceremony,proto3" json:"ceremony,omitempty"`
-	JobOffers     []*JobOffer            `protobuf:"bytes,3,rep,name=job_offers,json=jobOffers,proto3" json:"job_offers,omitempty"`
-	Train         []*TrainTask           `protobuf:"bytes,4,rep,name=train,proto3" json:"train,omitempty"`
-	Decrypt       []*DecryptTask         `protobuf:"bytes,5,rep,name=decrypt,proto3" json:"decrypt,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Version   uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Ceremony  *CeremonyTask          `protobuf:"bytes,2,opt,name=ceremony,proto3" json:"ceremony,omitempty"`
+	JobOffers []*JobOffer            `protobuf:"bytes,3,rep,name=job_offers,json=jobOffers,proto3" json:"job_offers,omitempty"`
+	Train     []*TrainTask           `protobuf:"bytes,4,rep,name=train,proto3" json:"train,omitempty"`
+	Decrypt   []*DecryptTask         `protobuf:"bytes,5,rep,name=decrypt,proto3" json:"decrypt,omitempty"`
+	// The hospital's updates counted in rounds that still collect.
+	Kept          []*KeptUpdate `protobuf:"bytes,6,rep,name=kept,proto3" json:"kept,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -204,6 +206,13 @@ func (x *PollResponse) GetTrain() []*TrainTask {
 func (x *PollResponse) GetDecrypt() []*DecryptTask {
 	if x != nil {
 		return x.Decrypt
+	}
+	return nil
+}
+
+func (x *PollResponse) GetKept() []*KeptUpdate {
+	if x != nil {
+		return x.Kept
 	}
 	return nil
 }
@@ -380,6 +389,80 @@ func (x *TrainTask) GetSpec() *JobSpec {
 	return nil
 }
 
+// KeptUpdate names an encrypted update the coordinator counted in a round
+// that still collects. The hospital keeps the update's bytes until no poll
+// names it any more (the round closed or aborted). resend asks for the bytes
+// again: a new leader lost the running sum its predecessor held in memory and
+// re-collects every counted update by digest, so nobody retrains and nothing
+// is counted twice.
+type KeptUpdate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round         uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Digest        []byte                 `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	Resend        bool                   `protobuf:"varint,4,opt,name=resend,proto3" json:"resend,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeptUpdate) Reset() {
+	*x = KeptUpdate{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeptUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeptUpdate) ProtoMessage() {}
+
+func (x *KeptUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeptUpdate.ProtoReflect.Descriptor instead.
+func (*KeptUpdate) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *KeptUpdate) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *KeptUpdate) GetRound() uint32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *KeptUpdate) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *KeptUpdate) GetResend() bool {
+	if x != nil {
+		return x.Resend
+	}
+	return false
+}
+
 type DecryptTask struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	JobId           string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -398,7 +481,7 @@ type DecryptTask struct {
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[5]
+	mi := &file_regionfl_v1_region_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +493,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[5]
+	mi := &file_regionfl_v1_region_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +506,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{5}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DecryptTask) GetJobId() string {
@@ -505,7 +588,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[6]
+	mi := &file_regionfl_v1_region_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -517,7 +600,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[6]
+	mi := &file_regionfl_v1_region_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -530,7 +613,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{6}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *EnrollRequest) GetHpkePublicKey() []byte {
@@ -548,7 +631,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[7]
+	mi := &file_regionfl_v1_region_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +643,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[7]
+	mi := &file_regionfl_v1_region_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +656,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{7}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{8}
 }
 
 type SubmitPublicKeyShareRequest struct {
@@ -585,7 +668,7 @@ type SubmitPublicKeyShareRequest struct {
 
 func (x *SubmitPublicKeyShareRequest) Reset() {
 	*x = SubmitPublicKeyShareRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[8]
+	mi := &file_regionfl_v1_region_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +680,7 @@ func (x *SubmitPublicKeyShareRequest) String() string {
 func (*SubmitPublicKeyShareRequest) ProtoMessage() {}
 
 func (x *SubmitPublicKeyShareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[8]
+	mi := &file_regionfl_v1_region_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +693,7 @@ func (x *SubmitPublicKeyShareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitPublicKeyShareRequest.ProtoReflect.Descriptor instead.
 func (*SubmitPublicKeyShareRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{8}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SubmitPublicKeyShareRequest) GetShare() []byte {
@@ -628,7 +711,7 @@ type SubmitPublicKeyShareResponse struct {
 
 func (x *SubmitPublicKeyShareResponse) Reset() {
 	*x = SubmitPublicKeyShareResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[9]
+	mi := &file_regionfl_v1_region_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -640,7 +723,7 @@ func (x *SubmitPublicKeyShareResponse) String() string {
 func (*SubmitPublicKeyShareResponse) ProtoMessage() {}
 
 func (x *SubmitPublicKeyShareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[9]
+	mi := &file_regionfl_v1_region_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,7 +736,7 @@ func (x *SubmitPublicKeyShareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitPublicKeyShareResponse.ProtoReflect.Descriptor instead.
 func (*SubmitPublicKeyShareResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{9}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{10}
 }
 
 type SealedShare struct {
@@ -666,7 +749,7 @@ type SealedShare struct {
 
 func (x *SealedShare) Reset() {
 	*x = SealedShare{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[10]
+	mi := &file_regionfl_v1_region_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -678,7 +761,7 @@ func (x *SealedShare) String() string {
 func (*SealedShare) ProtoMessage() {}
 
 func (x *SealedShare) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[10]
+	mi := &file_regionfl_v1_region_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -691,7 +774,7 @@ func (x *SealedShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealedShare.ProtoReflect.Descriptor instead.
 func (*SealedShare) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{10}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SealedShare) GetTo() string {
@@ -717,7 +800,7 @@ type SubmitSealedSharesRequest struct {
 
 func (x *SubmitSealedSharesRequest) Reset() {
 	*x = SubmitSealedSharesRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[11]
+	mi := &file_regionfl_v1_region_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +812,7 @@ func (x *SubmitSealedSharesRequest) String() string {
 func (*SubmitSealedSharesRequest) ProtoMessage() {}
 
 func (x *SubmitSealedSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[11]
+	mi := &file_regionfl_v1_region_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +825,7 @@ func (x *SubmitSealedSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSealedSharesRequest.ProtoReflect.Descriptor instead.
 func (*SubmitSealedSharesRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{11}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SubmitSealedSharesRequest) GetShares() []*SealedShare {
@@ -760,7 +843,7 @@ type SubmitSealedSharesResponse struct {
 
 func (x *SubmitSealedSharesResponse) Reset() {
 	*x = SubmitSealedSharesResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[12]
+	mi := &file_regionfl_v1_region_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +855,7 @@ func (x *SubmitSealedSharesResponse) String() string {
 func (*SubmitSealedSharesResponse) ProtoMessage() {}
 
 func (x *SubmitSealedSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[12]
+	mi := &file_regionfl_v1_region_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +868,7 @@ func (x *SubmitSealedSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSealedSharesResponse.ProtoReflect.Descriptor instead.
 func (*SubmitSealedSharesResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{12}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{13}
 }
 
 type GetSealedSharesRequest struct {
@@ -796,7 +879,7 @@ type GetSealedSharesRequest struct {
 
 func (x *GetSealedSharesRequest) Reset() {
 	*x = GetSealedSharesRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[13]
+	mi := &file_regionfl_v1_region_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +891,7 @@ func (x *GetSealedSharesRequest) String() string {
 func (*GetSealedSharesRequest) ProtoMessage() {}
 
 func (x *GetSealedSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[13]
+	mi := &file_regionfl_v1_region_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +904,7 @@ func (x *GetSealedSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSealedSharesRequest.ProtoReflect.Descriptor instead.
 func (*GetSealedSharesRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{13}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{14}
 }
 
 type GetSealedSharesResponse struct {
@@ -834,7 +917,7 @@ type GetSealedSharesResponse struct {
 
 func (x *GetSealedSharesResponse) Reset() {
 	*x = GetSealedSharesResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[14]
+	mi := &file_regionfl_v1_region_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +929,7 @@ func (x *GetSealedSharesResponse) String() string {
 func (*GetSealedSharesResponse) ProtoMessage() {}
 
 func (x *GetSealedSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[14]
+	mi := &file_regionfl_v1_region_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +942,7 @@ func (x *GetSealedSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSealedSharesResponse.ProtoReflect.Descriptor instead.
 func (*GetSealedSharesResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{14}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetSealedSharesResponse) GetShares() [][]byte {
@@ -879,7 +962,7 @@ type ConfirmKeyReadyRequest struct {
 
 func (x *ConfirmKeyReadyRequest) Reset() {
 	*x = ConfirmKeyReadyRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[15]
+	mi := &file_regionfl_v1_region_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +974,7 @@ func (x *ConfirmKeyReadyRequest) String() string {
 func (*ConfirmKeyReadyRequest) ProtoMessage() {}
 
 func (x *ConfirmKeyReadyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[15]
+	mi := &file_regionfl_v1_region_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +987,7 @@ func (x *ConfirmKeyReadyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmKeyReadyRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmKeyReadyRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{15}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ConfirmKeyReadyRequest) GetPublicKeyDigest() []byte {
@@ -922,7 +1005,7 @@ type ConfirmKeyReadyResponse struct {
 
 func (x *ConfirmKeyReadyResponse) Reset() {
 	*x = ConfirmKeyReadyResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[16]
+	mi := &file_regionfl_v1_region_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1017,7 @@ func (x *ConfirmKeyReadyResponse) String() string {
 func (*ConfirmKeyReadyResponse) ProtoMessage() {}
 
 func (x *ConfirmKeyReadyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[16]
+	mi := &file_regionfl_v1_region_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1030,7 @@ func (x *ConfirmKeyReadyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmKeyReadyResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmKeyReadyResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{16}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{17}
 }
 
 type GetRegionRequest struct {
@@ -958,7 +1041,7 @@ type GetRegionRequest struct {
 
 func (x *GetRegionRequest) Reset() {
 	*x = GetRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[17]
+	mi := &file_regionfl_v1_region_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1053,7 @@ func (x *GetRegionRequest) String() string {
 func (*GetRegionRequest) ProtoMessage() {}
 
 func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[17]
+	mi := &file_regionfl_v1_region_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1066,7 @@ func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegionRequest.ProtoReflect.Descriptor instead.
 func (*GetRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{17}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{18}
 }
 
 type Region struct {
@@ -1004,7 +1087,7 @@ type Region struct {
 
 func (x *Region) Reset() {
 	*x = Region{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[18]
+	mi := &file_regionfl_v1_region_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1099,7 @@ func (x *Region) String() string {
 func (*Region) ProtoMessage() {}
 
 func (x *Region) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[18]
+	mi := &file_regionfl_v1_region_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1112,7 @@ func (x *Region) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Region.ProtoReflect.Descriptor instead.
 func (*Region) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{18}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Region) GetParams() string {
@@ -1097,7 +1180,7 @@ type GetRegionResponse struct {
 
 func (x *GetRegionResponse) Reset() {
 	*x = GetRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[19]
+	mi := &file_regionfl_v1_region_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1192,7 @@ func (x *GetRegionResponse) String() string {
 func (*GetRegionResponse) ProtoMessage() {}
 
 func (x *GetRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[19]
+	mi := &file_regionfl_v1_region_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1205,7 @@ func (x *GetRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegionResponse.ProtoReflect.Descriptor instead.
 func (*GetRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{19}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetRegionResponse) GetRegion() *Region {
@@ -1143,7 +1226,7 @@ type DecideJobRequest struct {
 
 func (x *DecideJobRequest) Reset() {
 	*x = DecideJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[20]
+	mi := &file_regionfl_v1_region_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1155,7 +1238,7 @@ func (x *DecideJobRequest) String() string {
 func (*DecideJobRequest) ProtoMessage() {}
 
 func (x *DecideJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[20]
+	mi := &file_regionfl_v1_region_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1168,7 +1251,7 @@ func (x *DecideJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideJobRequest.ProtoReflect.Descriptor instead.
 func (*DecideJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{20}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DecideJobRequest) GetJobId() string {
@@ -1200,7 +1283,7 @@ type DecideJobResponse struct {
 
 func (x *DecideJobResponse) Reset() {
 	*x = DecideJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[21]
+	mi := &file_regionfl_v1_region_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1295,7 @@ func (x *DecideJobResponse) String() string {
 func (*DecideJobResponse) ProtoMessage() {}
 
 func (x *DecideJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[21]
+	mi := &file_regionfl_v1_region_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,23 +1308,26 @@ func (x *DecideJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideJobResponse.ProtoReflect.Descriptor instead.
 func (*DecideJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{21}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{22}
 }
 
 type UpdateHeader struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Round         uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
-	ModelVersion  uint32                 `protobuf:"varint,3,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
-	Size          uint64                 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
-	Digest        []byte                 `protobuf:"bytes,5,opt,name=digest,proto3" json:"digest,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	JobId        string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round        uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	ModelVersion uint32                 `protobuf:"varint,3,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	Size         uint64                 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	Digest       []byte                 `protobuf:"bytes,5,opt,name=digest,proto3" json:"digest,omitempty"`
+	// Hash of the model architecture the update was trained for; it must be
+	// the job's, checked before any byte of the update is buffered.
+	ModelHash     string `protobuf:"bytes,6,opt,name=model_hash,json=modelHash,proto3" json:"model_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[22]
+	mi := &file_regionfl_v1_region_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1339,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[22]
+	mi := &file_regionfl_v1_region_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1352,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{22}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpdateHeader) GetJobId() string {
@@ -1304,6 +1390,13 @@ func (x *UpdateHeader) GetDigest() []byte {
 	return nil
 }
 
+func (x *UpdateHeader) GetModelHash() string {
+	if x != nil {
+		return x.ModelHash
+	}
+	return ""
+}
+
 type SubmitUpdateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -1317,7 +1410,7 @@ type SubmitUpdateRequest struct {
 
 func (x *SubmitUpdateRequest) Reset() {
 	*x = SubmitUpdateRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[23]
+	mi := &file_regionfl_v1_region_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1422,7 @@ func (x *SubmitUpdateRequest) String() string {
 func (*SubmitUpdateRequest) ProtoMessage() {}
 
 func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[23]
+	mi := &file_regionfl_v1_region_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1435,7 @@ func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateRequest.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{23}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SubmitUpdateRequest) GetMsg() isSubmitUpdateRequest_Msg {
@@ -1395,7 +1488,7 @@ type SubmitUpdateResponse struct {
 
 func (x *SubmitUpdateResponse) Reset() {
 	*x = SubmitUpdateResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[24]
+	mi := &file_regionfl_v1_region_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1500,7 @@ func (x *SubmitUpdateResponse) String() string {
 func (*SubmitUpdateResponse) ProtoMessage() {}
 
 func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[24]
+	mi := &file_regionfl_v1_region_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1513,7 @@ func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateResponse.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{24}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SubmitUpdateResponse) GetDigest() []byte {
@@ -1440,7 +1533,7 @@ type GetAggregateRequest struct {
 
 func (x *GetAggregateRequest) Reset() {
 	*x = GetAggregateRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[25]
+	mi := &file_regionfl_v1_region_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1545,7 @@ func (x *GetAggregateRequest) String() string {
 func (*GetAggregateRequest) ProtoMessage() {}
 
 func (x *GetAggregateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[25]
+	mi := &file_regionfl_v1_region_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1558,7 @@ func (x *GetAggregateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAggregateRequest.ProtoReflect.Descriptor instead.
 func (*GetAggregateRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{25}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetAggregateRequest) GetJobId() string {
@@ -1491,7 +1584,7 @@ type GetAggregateResponse struct {
 
 func (x *GetAggregateResponse) Reset() {
 	*x = GetAggregateResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[26]
+	mi := &file_regionfl_v1_region_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1596,7 @@ func (x *GetAggregateResponse) String() string {
 func (*GetAggregateResponse) ProtoMessage() {}
 
 func (x *GetAggregateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[26]
+	mi := &file_regionfl_v1_region_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1609,7 @@ func (x *GetAggregateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAggregateResponse.ProtoReflect.Descriptor instead.
 func (*GetAggregateResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{26}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetAggregateResponse) GetChunk() []byte {
@@ -1538,7 +1631,7 @@ type SubmitDecryptionShareRequest struct {
 
 func (x *SubmitDecryptionShareRequest) Reset() {
 	*x = SubmitDecryptionShareRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[27]
+	mi := &file_regionfl_v1_region_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1643,7 @@ func (x *SubmitDecryptionShareRequest) String() string {
 func (*SubmitDecryptionShareRequest) ProtoMessage() {}
 
 func (x *SubmitDecryptionShareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[27]
+	mi := &file_regionfl_v1_region_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1656,7 @@ func (x *SubmitDecryptionShareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDecryptionShareRequest.ProtoReflect.Descriptor instead.
 func (*SubmitDecryptionShareRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{27}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SubmitDecryptionShareRequest) GetJobId() string {
@@ -1602,7 +1695,7 @@ type SubmitDecryptionShareResponse struct {
 
 func (x *SubmitDecryptionShareResponse) Reset() {
 	*x = SubmitDecryptionShareResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[28]
+	mi := &file_regionfl_v1_region_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1614,7 +1707,7 @@ func (x *SubmitDecryptionShareResponse) String() string {
 func (*SubmitDecryptionShareResponse) ProtoMessage() {}
 
 func (x *SubmitDecryptionShareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[28]
+	mi := &file_regionfl_v1_region_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1627,7 +1720,7 @@ func (x *SubmitDecryptionShareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDecryptionShareResponse.ProtoReflect.Descriptor instead.
 func (*SubmitDecryptionShareResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{28}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{29}
 }
 
 type GetModelRequest struct {
@@ -1641,7 +1734,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[29]
+	mi := &file_regionfl_v1_region_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1746,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[29]
+	mi := &file_regionfl_v1_region_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1759,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{29}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetModelRequest) GetJobId() string {
@@ -1692,7 +1785,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[30]
+	mi := &file_regionfl_v1_region_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +1797,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[30]
+	mi := &file_regionfl_v1_region_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +1810,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{30}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetModelResponse) GetModel() *Model {
@@ -1737,7 +1830,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[31]
+	mi := &file_regionfl_v1_region_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1842,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[31]
+	mi := &file_regionfl_v1_region_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1855,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{31}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *FetchModelRequest) GetJobId() string {
@@ -1788,7 +1881,7 @@ type FetchModelResponse struct {
 
 func (x *FetchModelResponse) Reset() {
 	*x = FetchModelResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[32]
+	mi := &file_regionfl_v1_region_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1800,7 +1893,7 @@ func (x *FetchModelResponse) String() string {
 func (*FetchModelResponse) ProtoMessage() {}
 
 func (x *FetchModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[32]
+	mi := &file_regionfl_v1_region_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1813,7 +1906,7 @@ func (x *FetchModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelResponse.ProtoReflect.Descriptor instead.
 func (*FetchModelResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{32}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *FetchModelResponse) GetModel() *Model {
@@ -1839,7 +1932,7 @@ type Model struct {
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[33]
+	mi := &file_regionfl_v1_region_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1851,7 +1944,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[33]
+	mi := &file_regionfl_v1_region_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1864,7 +1957,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{33}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Model) GetJobId() string {
@@ -1927,7 +2020,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[34]
+	mi := &file_regionfl_v1_region_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2032,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[34]
+	mi := &file_regionfl_v1_region_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2045,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{34}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -1989,7 +2082,7 @@ type Strategy struct {
 
 func (x *Strategy) Reset() {
 	*x = Strategy{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[35]
+	mi := &file_regionfl_v1_region_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2001,7 +2094,7 @@ func (x *Strategy) String() string {
 func (*Strategy) ProtoMessage() {}
 
 func (x *Strategy) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[35]
+	mi := &file_regionfl_v1_region_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2014,7 +2107,7 @@ func (x *Strategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Strategy.ProtoReflect.Descriptor instead.
 func (*Strategy) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{35}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Strategy) GetName() string {
@@ -2074,15 +2167,29 @@ type JobSpec struct {
 	Dataset         string                 `protobuf:"bytes,17,opt,name=dataset,proto3" json:"dataset,omitempty"`
 	// Reference scaling of the input features (x - mean) / std, e.g. clinical
 	// reference ranges. Empty: each site scales with its own statistics.
-	FeatureMean   []float64 `protobuf:"fixed64,18,rep,packed,name=feature_mean,json=featureMean,proto3" json:"feature_mean,omitempty"`
-	FeatureStd    []float64 `protobuf:"fixed64,19,rep,packed,name=feature_std,json=featureStd,proto3" json:"feature_std,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FeatureMean []float64 `protobuf:"fixed64,18,rep,packed,name=feature_mean,json=featureMean,proto3" json:"feature_mean,omitempty"`
+	FeatureStd  []float64 `protobuf:"fixed64,19,rep,packed,name=feature_std,json=featureStd,proto3" json:"feature_std,omitempty"`
+	// How features are scaled: "region" (default: the region's mean and
+	// standard deviation, computed from encrypted per-site sums before the
+	// first round), "site" (each site with its own training statistics, as
+	// FLamby does) or "reference" (feature_mean/feature_std given in the job).
+	Scaling string `protobuf:"bytes,20,opt,name=scaling,proto3" json:"scaling,omitempty"`
+	// Differential privacy per site: each contributor adds Gaussian noise so
+	// the aggregate carries noise_multiplier · clip_norm; 0 disables it.
+	DpNoiseMultiplier float64 `protobuf:"fixed64,21,opt,name=dp_noise_multiplier,json=dpNoiseMultiplier,proto3" json:"dp_noise_multiplier,omitempty"`
+	DpDelta           float64 `protobuf:"fixed64,22,opt,name=dp_delta,json=dpDelta,proto3" json:"dp_delta,omitempty"`
+	// Alert threshold on the predicted probability for the clinical metrics.
+	AlertThreshold float64 `protobuf:"fixed64,23,opt,name=alert_threshold,json=alertThreshold,proto3" json:"alert_threshold,omitempty"`
+	// Whether sites report their own test metrics to the researcher; region
+	// metrics are always built from encrypted sums.
+	ShareSiteMetrics bool `protobuf:"varint,24,opt,name=share_site_metrics,json=shareSiteMetrics,proto3" json:"share_site_metrics,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
 	*x = JobSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[36]
+	mi := &file_regionfl_v1_region_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2094,7 +2201,7 @@ func (x *JobSpec) String() string {
 func (*JobSpec) ProtoMessage() {}
 
 func (x *JobSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[36]
+	mi := &file_regionfl_v1_region_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2107,7 +2214,7 @@ func (x *JobSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobSpec.ProtoReflect.Descriptor instead.
 func (*JobSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{36}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *JobSpec) GetName() string {
@@ -2243,6 +2350,41 @@ func (x *JobSpec) GetFeatureStd() []float64 {
 	return nil
 }
 
+func (x *JobSpec) GetScaling() string {
+	if x != nil {
+		return x.Scaling
+	}
+	return ""
+}
+
+func (x *JobSpec) GetDpNoiseMultiplier() float64 {
+	if x != nil {
+		return x.DpNoiseMultiplier
+	}
+	return 0
+}
+
+func (x *JobSpec) GetDpDelta() float64 {
+	if x != nil {
+		return x.DpDelta
+	}
+	return 0
+}
+
+func (x *JobSpec) GetAlertThreshold() float64 {
+	if x != nil {
+		return x.AlertThreshold
+	}
+	return 0
+}
+
+func (x *JobSpec) GetShareSiteMetrics() bool {
+	if x != nil {
+		return x.ShareSiteMetrics
+	}
+	return false
+}
+
 type SubmitJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Spec  *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -2254,7 +2396,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[37]
+	mi := &file_regionfl_v1_region_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2408,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[37]
+	mi := &file_regionfl_v1_region_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2421,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{37}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SubmitJobRequest) GetSpec() *JobSpec {
@@ -2305,7 +2447,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[38]
+	mi := &file_regionfl_v1_region_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2459,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[38]
+	mi := &file_regionfl_v1_region_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2472,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{38}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SubmitJobResponse) GetJobId() string {
@@ -2349,7 +2491,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[39]
+	mi := &file_regionfl_v1_region_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2361,7 +2503,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[39]
+	mi := &file_regionfl_v1_region_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2374,7 +2516,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{39}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -2400,7 +2542,7 @@ type RoundInfo struct {
 
 func (x *RoundInfo) Reset() {
 	*x = RoundInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[40]
+	mi := &file_regionfl_v1_region_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2412,7 +2554,7 @@ func (x *RoundInfo) String() string {
 func (*RoundInfo) ProtoMessage() {}
 
 func (x *RoundInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[40]
+	mi := &file_regionfl_v1_region_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2425,7 +2567,7 @@ func (x *RoundInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundInfo.ProtoReflect.Descriptor instead.
 func (*RoundInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{40}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RoundInfo) GetRound() uint32 {
@@ -2502,7 +2644,7 @@ type JobInfo struct {
 
 func (x *JobInfo) Reset() {
 	*x = JobInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[41]
+	mi := &file_regionfl_v1_region_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2514,7 +2656,7 @@ func (x *JobInfo) String() string {
 func (*JobInfo) ProtoMessage() {}
 
 func (x *JobInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[41]
+	mi := &file_regionfl_v1_region_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2527,7 +2669,7 @@ func (x *JobInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobInfo.ProtoReflect.Descriptor instead.
 func (*JobInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{41}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *JobInfo) GetJobId() string {
@@ -2609,7 +2751,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[42]
+	mi := &file_regionfl_v1_region_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2621,7 +2763,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[42]
+	mi := &file_regionfl_v1_region_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2634,7 +2776,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{42}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetJobResponse) GetJob() *JobInfo {
@@ -2652,7 +2794,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[43]
+	mi := &file_regionfl_v1_region_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2664,7 +2806,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[43]
+	mi := &file_regionfl_v1_region_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2677,7 +2819,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{43}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{44}
 }
 
 type ListJobsResponse struct {
@@ -2689,7 +2831,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[44]
+	mi := &file_regionfl_v1_region_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2701,7 +2843,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[44]
+	mi := &file_regionfl_v1_region_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2714,7 +2856,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{44}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListJobsResponse) GetJobs() []*JobInfo {
@@ -2733,7 +2875,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[45]
+	mi := &file_regionfl_v1_region_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2745,7 +2887,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[45]
+	mi := &file_regionfl_v1_region_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2758,7 +2900,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{45}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -2777,7 +2919,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	mi := &file_regionfl_v1_region_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2789,7 +2931,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	mi := &file_regionfl_v1_region_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2802,7 +2944,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{46}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *WatchJobResponse) GetJob() *JobInfo {
@@ -2822,7 +2964,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[47]
+	mi := &file_regionfl_v1_region_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2834,7 +2976,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[47]
+	mi := &file_regionfl_v1_region_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2847,7 +2989,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{47}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -2872,7 +3014,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[48]
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2884,7 +3026,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[48]
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2897,7 +3039,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{48}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
 }
 
 type CreateRegionRequest struct {
@@ -2910,7 +3052,7 @@ type CreateRegionRequest struct {
 
 func (x *CreateRegionRequest) Reset() {
 	*x = CreateRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2922,7 +3064,7 @@ func (x *CreateRegionRequest) String() string {
 func (*CreateRegionRequest) ProtoMessage() {}
 
 func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2935,7 +3077,7 @@ func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionRequest.ProtoReflect.Descriptor instead.
 func (*CreateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *CreateRegionRequest) GetHospitals() []string {
@@ -2960,7 +3102,7 @@ type CreateRegionResponse struct {
 
 func (x *CreateRegionResponse) Reset() {
 	*x = CreateRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2972,7 +3114,7 @@ func (x *CreateRegionResponse) String() string {
 func (*CreateRegionResponse) ProtoMessage() {}
 
 func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2985,7 +3127,7 @@ func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionResponse.ProtoReflect.Descriptor instead.
 func (*CreateRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
 }
 
 type Replica struct {
@@ -3001,7 +3143,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3013,7 +3155,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3026,7 +3168,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Replica) GetId() string {
@@ -3072,7 +3214,7 @@ type ListReplicasRequest struct {
 
 func (x *ListReplicasRequest) Reset() {
 	*x = ListReplicasRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3084,7 +3226,7 @@ func (x *ListReplicasRequest) String() string {
 func (*ListReplicasRequest) ProtoMessage() {}
 
 func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3097,7 +3239,7 @@ func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ListReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
 }
 
 type ListReplicasResponse struct {
@@ -3109,7 +3251,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3121,7 +3263,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3134,7 +3276,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -3155,7 +3297,7 @@ type JoinReplicaRequest struct {
 
 func (x *JoinReplicaRequest) Reset() {
 	*x = JoinReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3167,7 +3309,7 @@ func (x *JoinReplicaRequest) String() string {
 func (*JoinReplicaRequest) ProtoMessage() {}
 
 func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3180,7 +3322,7 @@ func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaRequest.ProtoReflect.Descriptor instead.
 func (*JoinReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *JoinReplicaRequest) GetId() string {
@@ -3212,7 +3354,7 @@ type JoinReplicaResponse struct {
 
 func (x *JoinReplicaResponse) Reset() {
 	*x = JoinReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3224,7 +3366,7 @@ func (x *JoinReplicaResponse) String() string {
 func (*JoinReplicaResponse) ProtoMessage() {}
 
 func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3237,7 +3379,7 @@ func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaResponse.ProtoReflect.Descriptor instead.
 func (*JoinReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
 }
 
 type RemoveReplicaRequest struct {
@@ -3249,7 +3391,7 @@ type RemoveReplicaRequest struct {
 
 func (x *RemoveReplicaRequest) Reset() {
 	*x = RemoveReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3261,7 +3403,7 @@ func (x *RemoveReplicaRequest) String() string {
 func (*RemoveReplicaRequest) ProtoMessage() {}
 
 func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3274,7 +3416,7 @@ func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RemoveReplicaRequest) GetId() string {
@@ -3292,7 +3434,7 @@ type RemoveReplicaResponse struct {
 
 func (x *RemoveReplicaResponse) Reset() {
 	*x = RemoveReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3304,7 +3446,7 @@ func (x *RemoveReplicaResponse) String() string {
 func (*RemoveReplicaResponse) ProtoMessage() {}
 
 func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3317,7 +3459,7 @@ func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
 }
 
 var File_regionfl_v1_region_proto protoreflect.FileDescriptor
@@ -3327,14 +3469,15 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x18regionfl/v1/region.proto\x12\vregionfl.v1\"K\n" +
 	"\vPollRequest\x12#\n" +
 	"\rafter_version\x18\x01 \x01(\x04R\fafterVersion\x12\x17\n" +
-	"\await_ms\x18\x02 \x01(\rR\x06waitMs\"\xf7\x01\n" +
+	"\await_ms\x18\x02 \x01(\rR\x06waitMs\"\xa4\x02\n" +
 	"\fPollResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x125\n" +
 	"\bceremony\x18\x02 \x01(\v2\x19.regionfl.v1.CeremonyTaskR\bceremony\x124\n" +
 	"\n" +
 	"job_offers\x18\x03 \x03(\v2\x15.regionfl.v1.JobOfferR\tjobOffers\x12,\n" +
 	"\x05train\x18\x04 \x03(\v2\x16.regionfl.v1.TrainTaskR\x05train\x122\n" +
-	"\adecrypt\x18\x05 \x03(\v2\x18.regionfl.v1.DecryptTaskR\adecrypt\"=\n" +
+	"\adecrypt\x18\x05 \x03(\v2\x18.regionfl.v1.DecryptTaskR\adecrypt\x12+\n" +
+	"\x04kept\x18\x06 \x03(\v2\x17.regionfl.v1.KeptUpdateR\x04kept\"=\n" +
 	"\fCeremonyTask\x12-\n" +
 	"\x04step\x18\x01 \x01(\x0e2\x19.regionfl.v1.CeremonyStepR\x04step\"K\n" +
 	"\bJobOffer\x12\x15\n" +
@@ -3346,7 +3489,13 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\rmodel_version\x18\x03 \x01(\rR\fmodelVersion\x12\x1d\n" +
 	"\n" +
 	"model_hash\x18\x04 \x01(\tR\tmodelHash\x12(\n" +
-	"\x04spec\x18\x05 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\"\xd0\x02\n" +
+	"\x04spec\x18\x05 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\"i\n" +
+	"\n" +
+	"KeptUpdate\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\rR\x05round\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\fR\x06digest\x12\x16\n" +
+	"\x06resend\x18\x04 \x01(\bR\x06resend\"\xd0\x02\n" +
 	"\vDecryptTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12)\n" +
@@ -3395,13 +3544,15 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
 	"\x06accept\x18\x02 \x01(\bR\x06accept\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x13\n" +
-	"\x11DecideJobResponse\"\x8c\x01\n" +
+	"\x11DecideJobResponse\"\xab\x01\n" +
 	"\fUpdateHeader\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12#\n" +
 	"\rmodel_version\x18\x03 \x01(\rR\fmodelVersion\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06digest\x18\x05 \x01(\fR\x06digest\"i\n" +
+	"\x06digest\x18\x05 \x01(\fR\x06digest\x12\x1d\n" +
+	"\n" +
+	"model_hash\x18\x06 \x01(\tR\tmodelHash\"i\n" +
 	"\x13SubmitUpdateRequest\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.regionfl.v1.UpdateHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
@@ -3448,7 +3599,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\tserver_lr\x18\x02 \x01(\x01R\bserverLr\x12\x14\n" +
 	"\x05beta1\x18\x03 \x01(\x01R\x05beta1\x12\x14\n" +
 	"\x05beta2\x18\x04 \x01(\x01R\x05beta2\x12\x10\n" +
-	"\x03tau\x18\x05 \x01(\x01R\x03tau\"\xf0\x04\n" +
+	"\x03tau\x18\x05 \x01(\x01R\x03tau\"\xac\x06\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
 	"\x05model\x18\x02 \x01(\v2\x16.regionfl.v1.ModelSpecR\x05model\x12\x16\n" +
@@ -3473,7 +3624,12 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\adataset\x18\x11 \x01(\tR\adataset\x12!\n" +
 	"\ffeature_mean\x18\x12 \x03(\x01R\vfeatureMean\x12\x1f\n" +
 	"\vfeature_std\x18\x13 \x03(\x01R\n" +
-	"featureStd\"[\n" +
+	"featureStd\x12\x18\n" +
+	"\ascaling\x18\x14 \x01(\tR\ascaling\x12.\n" +
+	"\x13dp_noise_multiplier\x18\x15 \x01(\x01R\x11dpNoiseMultiplier\x12\x19\n" +
+	"\bdp_delta\x18\x16 \x01(\x01R\adpDelta\x12'\n" +
+	"\x0falert_threshold\x18\x17 \x01(\x01R\x0ealertThreshold\x12,\n" +
+	"\x12share_site_metrics\x18\x18 \x01(\bR\x10shareSiteMetrics\"[\n" +
 	"\x10SubmitJobRequest\x12(\n" +
 	"\x04spec\x18\x01 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12\x1d\n" +
 	"\n" +
@@ -3588,7 +3744,7 @@ func file_regionfl_v1_region_proto_rawDescGZIP() []byte {
 }
 
 var file_regionfl_v1_region_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_regionfl_v1_region_proto_goTypes = []any{
 	(CeremonyStep)(0),                     // 0: regionfl.v1.CeremonyStep
 	(*PollRequest)(nil),                   // 1: regionfl.v1.PollRequest
@@ -3596,136 +3752,138 @@ var file_regionfl_v1_region_proto_goTypes = []any{
 	(*CeremonyTask)(nil),                  // 3: regionfl.v1.CeremonyTask
 	(*JobOffer)(nil),                      // 4: regionfl.v1.JobOffer
 	(*TrainTask)(nil),                     // 5: regionfl.v1.TrainTask
-	(*DecryptTask)(nil),                   // 6: regionfl.v1.DecryptTask
-	(*EnrollRequest)(nil),                 // 7: regionfl.v1.EnrollRequest
-	(*EnrollResponse)(nil),                // 8: regionfl.v1.EnrollResponse
-	(*SubmitPublicKeyShareRequest)(nil),   // 9: regionfl.v1.SubmitPublicKeyShareRequest
-	(*SubmitPublicKeyShareResponse)(nil),  // 10: regionfl.v1.SubmitPublicKeyShareResponse
-	(*SealedShare)(nil),                   // 11: regionfl.v1.SealedShare
-	(*SubmitSealedSharesRequest)(nil),     // 12: regionfl.v1.SubmitSealedSharesRequest
-	(*SubmitSealedSharesResponse)(nil),    // 13: regionfl.v1.SubmitSealedSharesResponse
-	(*GetSealedSharesRequest)(nil),        // 14: regionfl.v1.GetSealedSharesRequest
-	(*GetSealedSharesResponse)(nil),       // 15: regionfl.v1.GetSealedSharesResponse
-	(*ConfirmKeyReadyRequest)(nil),        // 16: regionfl.v1.ConfirmKeyReadyRequest
-	(*ConfirmKeyReadyResponse)(nil),       // 17: regionfl.v1.ConfirmKeyReadyResponse
-	(*GetRegionRequest)(nil),              // 18: regionfl.v1.GetRegionRequest
-	(*Region)(nil),                        // 19: regionfl.v1.Region
-	(*GetRegionResponse)(nil),             // 20: regionfl.v1.GetRegionResponse
-	(*DecideJobRequest)(nil),              // 21: regionfl.v1.DecideJobRequest
-	(*DecideJobResponse)(nil),             // 22: regionfl.v1.DecideJobResponse
-	(*UpdateHeader)(nil),                  // 23: regionfl.v1.UpdateHeader
-	(*SubmitUpdateRequest)(nil),           // 24: regionfl.v1.SubmitUpdateRequest
-	(*SubmitUpdateResponse)(nil),          // 25: regionfl.v1.SubmitUpdateResponse
-	(*GetAggregateRequest)(nil),           // 26: regionfl.v1.GetAggregateRequest
-	(*GetAggregateResponse)(nil),          // 27: regionfl.v1.GetAggregateResponse
-	(*SubmitDecryptionShareRequest)(nil),  // 28: regionfl.v1.SubmitDecryptionShareRequest
-	(*SubmitDecryptionShareResponse)(nil), // 29: regionfl.v1.SubmitDecryptionShareResponse
-	(*GetModelRequest)(nil),               // 30: regionfl.v1.GetModelRequest
-	(*GetModelResponse)(nil),              // 31: regionfl.v1.GetModelResponse
-	(*FetchModelRequest)(nil),             // 32: regionfl.v1.FetchModelRequest
-	(*FetchModelResponse)(nil),            // 33: regionfl.v1.FetchModelResponse
-	(*Model)(nil),                         // 34: regionfl.v1.Model
-	(*ModelSpec)(nil),                     // 35: regionfl.v1.ModelSpec
-	(*Strategy)(nil),                      // 36: regionfl.v1.Strategy
-	(*JobSpec)(nil),                       // 37: regionfl.v1.JobSpec
-	(*SubmitJobRequest)(nil),              // 38: regionfl.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),             // 39: regionfl.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),                 // 40: regionfl.v1.GetJobRequest
-	(*RoundInfo)(nil),                     // 41: regionfl.v1.RoundInfo
-	(*JobInfo)(nil),                       // 42: regionfl.v1.JobInfo
-	(*GetJobResponse)(nil),                // 43: regionfl.v1.GetJobResponse
-	(*ListJobsRequest)(nil),               // 44: regionfl.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),              // 45: regionfl.v1.ListJobsResponse
-	(*WatchJobRequest)(nil),               // 46: regionfl.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),              // 47: regionfl.v1.WatchJobResponse
-	(*CancelJobRequest)(nil),              // 48: regionfl.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),             // 49: regionfl.v1.CancelJobResponse
-	(*CreateRegionRequest)(nil),           // 50: regionfl.v1.CreateRegionRequest
-	(*CreateRegionResponse)(nil),          // 51: regionfl.v1.CreateRegionResponse
-	(*Replica)(nil),                       // 52: regionfl.v1.Replica
-	(*ListReplicasRequest)(nil),           // 53: regionfl.v1.ListReplicasRequest
-	(*ListReplicasResponse)(nil),          // 54: regionfl.v1.ListReplicasResponse
-	(*JoinReplicaRequest)(nil),            // 55: regionfl.v1.JoinReplicaRequest
-	(*JoinReplicaResponse)(nil),           // 56: regionfl.v1.JoinReplicaResponse
-	(*RemoveReplicaRequest)(nil),          // 57: regionfl.v1.RemoveReplicaRequest
-	(*RemoveReplicaResponse)(nil),         // 58: regionfl.v1.RemoveReplicaResponse
-	nil,                                   // 59: regionfl.v1.JobInfo.RefusedEntry
+	(*KeptUpdate)(nil),                    // 6: regionfl.v1.KeptUpdate
+	(*DecryptTask)(nil),                   // 7: regionfl.v1.DecryptTask
+	(*EnrollRequest)(nil),                 // 8: regionfl.v1.EnrollRequest
+	(*EnrollResponse)(nil),                // 9: regionfl.v1.EnrollResponse
+	(*SubmitPublicKeyShareRequest)(nil),   // 10: regionfl.v1.SubmitPublicKeyShareRequest
+	(*SubmitPublicKeyShareResponse)(nil),  // 11: regionfl.v1.SubmitPublicKeyShareResponse
+	(*SealedShare)(nil),                   // 12: regionfl.v1.SealedShare
+	(*SubmitSealedSharesRequest)(nil),     // 13: regionfl.v1.SubmitSealedSharesRequest
+	(*SubmitSealedSharesResponse)(nil),    // 14: regionfl.v1.SubmitSealedSharesResponse
+	(*GetSealedSharesRequest)(nil),        // 15: regionfl.v1.GetSealedSharesRequest
+	(*GetSealedSharesResponse)(nil),       // 16: regionfl.v1.GetSealedSharesResponse
+	(*ConfirmKeyReadyRequest)(nil),        // 17: regionfl.v1.ConfirmKeyReadyRequest
+	(*ConfirmKeyReadyResponse)(nil),       // 18: regionfl.v1.ConfirmKeyReadyResponse
+	(*GetRegionRequest)(nil),              // 19: regionfl.v1.GetRegionRequest
+	(*Region)(nil),                        // 20: regionfl.v1.Region
+	(*GetRegionResponse)(nil),             // 21: regionfl.v1.GetRegionResponse
+	(*DecideJobRequest)(nil),              // 22: regionfl.v1.DecideJobRequest
+	(*DecideJobResponse)(nil),             // 23: regionfl.v1.DecideJobResponse
+	(*UpdateHeader)(nil),                  // 24: regionfl.v1.UpdateHeader
+	(*SubmitUpdateRequest)(nil),           // 25: regionfl.v1.SubmitUpdateRequest
+	(*SubmitUpdateResponse)(nil),          // 26: regionfl.v1.SubmitUpdateResponse
+	(*GetAggregateRequest)(nil),           // 27: regionfl.v1.GetAggregateRequest
+	(*GetAggregateResponse)(nil),          // 28: regionfl.v1.GetAggregateResponse
+	(*SubmitDecryptionShareRequest)(nil),  // 29: regionfl.v1.SubmitDecryptionShareRequest
+	(*SubmitDecryptionShareResponse)(nil), // 30: regionfl.v1.SubmitDecryptionShareResponse
+	(*GetModelRequest)(nil),               // 31: regionfl.v1.GetModelRequest
+	(*GetModelResponse)(nil),              // 32: regionfl.v1.GetModelResponse
+	(*FetchModelRequest)(nil),             // 33: regionfl.v1.FetchModelRequest
+	(*FetchModelResponse)(nil),            // 34: regionfl.v1.FetchModelResponse
+	(*Model)(nil),                         // 35: regionfl.v1.Model
+	(*ModelSpec)(nil),                     // 36: regionfl.v1.ModelSpec
+	(*Strategy)(nil),                      // 37: regionfl.v1.Strategy
+	(*JobSpec)(nil),                       // 38: regionfl.v1.JobSpec
+	(*SubmitJobRequest)(nil),              // 39: regionfl.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),             // 40: regionfl.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),                 // 41: regionfl.v1.GetJobRequest
+	(*RoundInfo)(nil),                     // 42: regionfl.v1.RoundInfo
+	(*JobInfo)(nil),                       // 43: regionfl.v1.JobInfo
+	(*GetJobResponse)(nil),                // 44: regionfl.v1.GetJobResponse
+	(*ListJobsRequest)(nil),               // 45: regionfl.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),              // 46: regionfl.v1.ListJobsResponse
+	(*WatchJobRequest)(nil),               // 47: regionfl.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),              // 48: regionfl.v1.WatchJobResponse
+	(*CancelJobRequest)(nil),              // 49: regionfl.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 50: regionfl.v1.CancelJobResponse
+	(*CreateRegionRequest)(nil),           // 51: regionfl.v1.CreateRegionRequest
+	(*CreateRegionResponse)(nil),          // 52: regionfl.v1.CreateRegionResponse
+	(*Replica)(nil),                       // 53: regionfl.v1.Replica
+	(*ListReplicasRequest)(nil),           // 54: regionfl.v1.ListReplicasRequest
+	(*ListReplicasResponse)(nil),          // 55: regionfl.v1.ListReplicasResponse
+	(*JoinReplicaRequest)(nil),            // 56: regionfl.v1.JoinReplicaRequest
+	(*JoinReplicaResponse)(nil),           // 57: regionfl.v1.JoinReplicaResponse
+	(*RemoveReplicaRequest)(nil),          // 58: regionfl.v1.RemoveReplicaRequest
+	(*RemoveReplicaResponse)(nil),         // 59: regionfl.v1.RemoveReplicaResponse
+	nil,                                   // 60: regionfl.v1.JobInfo.RefusedEntry
 }
 var file_regionfl_v1_region_proto_depIdxs = []int32{
 	3,  // 0: regionfl.v1.PollResponse.ceremony:type_name -> regionfl.v1.CeremonyTask
 	4,  // 1: regionfl.v1.PollResponse.job_offers:type_name -> regionfl.v1.JobOffer
 	5,  // 2: regionfl.v1.PollResponse.train:type_name -> regionfl.v1.TrainTask
-	6,  // 3: regionfl.v1.PollResponse.decrypt:type_name -> regionfl.v1.DecryptTask
-	0,  // 4: regionfl.v1.CeremonyTask.step:type_name -> regionfl.v1.CeremonyStep
-	37, // 5: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
-	37, // 6: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
-	37, // 7: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
-	11, // 8: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
-	0,  // 9: regionfl.v1.Region.step:type_name -> regionfl.v1.CeremonyStep
-	19, // 10: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
-	23, // 11: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
-	34, // 12: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
-	34, // 13: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
-	35, // 14: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
-	35, // 15: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
-	36, // 16: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
-	37, // 17: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
-	37, // 18: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
-	59, // 19: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
-	41, // 20: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
-	42, // 21: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
-	42, // 22: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
-	42, // 23: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
-	52, // 24: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
-	1,  // 25: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
-	7,  // 26: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
-	9,  // 27: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
-	12, // 28: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
-	14, // 29: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
-	16, // 30: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
-	18, // 31: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
-	21, // 32: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
-	24, // 33: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
-	26, // 34: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
-	28, // 35: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
-	32, // 36: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
-	38, // 37: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
-	40, // 38: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
-	44, // 39: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
-	46, // 40: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
-	48, // 41: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
-	30, // 42: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
-	50, // 43: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
-	53, // 44: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
-	55, // 45: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
-	57, // 46: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
-	2,  // 47: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
-	8,  // 48: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
-	10, // 49: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
-	13, // 50: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
-	15, // 51: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
-	17, // 52: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
-	20, // 53: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
-	22, // 54: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
-	25, // 55: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
-	27, // 56: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
-	29, // 57: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
-	33, // 58: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
-	39, // 59: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
-	43, // 60: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
-	45, // 61: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
-	47, // 62: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
-	49, // 63: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
-	31, // 64: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
-	51, // 65: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
-	54, // 66: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
-	56, // 67: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
-	58, // 68: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
-	47, // [47:69] is the sub-list for method output_type
-	25, // [25:47] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	7,  // 3: regionfl.v1.PollResponse.decrypt:type_name -> regionfl.v1.DecryptTask
+	6,  // 4: regionfl.v1.PollResponse.kept:type_name -> regionfl.v1.KeptUpdate
+	0,  // 5: regionfl.v1.CeremonyTask.step:type_name -> regionfl.v1.CeremonyStep
+	38, // 6: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
+	38, // 7: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
+	38, // 8: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
+	12, // 9: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
+	0,  // 10: regionfl.v1.Region.step:type_name -> regionfl.v1.CeremonyStep
+	20, // 11: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
+	24, // 12: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
+	35, // 13: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
+	35, // 14: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
+	36, // 15: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
+	36, // 16: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
+	37, // 17: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
+	38, // 18: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
+	38, // 19: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
+	60, // 20: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
+	42, // 21: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
+	43, // 22: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
+	43, // 23: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
+	43, // 24: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
+	53, // 25: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
+	1,  // 26: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
+	8,  // 27: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
+	10, // 28: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
+	13, // 29: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
+	15, // 30: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
+	17, // 31: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
+	19, // 32: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
+	22, // 33: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
+	25, // 34: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
+	27, // 35: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
+	29, // 36: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
+	33, // 37: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
+	39, // 38: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
+	41, // 39: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
+	45, // 40: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
+	47, // 41: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
+	49, // 42: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
+	31, // 43: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
+	51, // 44: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
+	54, // 45: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
+	56, // 46: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
+	58, // 47: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
+	2,  // 48: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
+	9,  // 49: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
+	11, // 50: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
+	14, // 51: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
+	16, // 52: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
+	18, // 53: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
+	21, // 54: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
+	23, // 55: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
+	26, // 56: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
+	28, // 57: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
+	30, // 58: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
+	34, // 59: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
+	40, // 60: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
+	44, // 61: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
+	46, // 62: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
+	48, // 63: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
+	50, // 64: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
+	32, // 65: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
+	52, // 66: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
+	55, // 67: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
+	57, // 68: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
+	59, // 69: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
+	48, // [48:70] is the sub-list for method output_type
+	26, // [26:48] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_regionfl_v1_region_proto_init() }
@@ -3733,7 +3891,7 @@ func file_regionfl_v1_region_proto_init() {
 	if File_regionfl_v1_region_proto != nil {
 		return
 	}
-	file_regionfl_v1_region_proto_msgTypes[23].OneofWrappers = []any{
+	file_regionfl_v1_region_proto_msgTypes[24].OneofWrappers = []any{
 		(*SubmitUpdateRequest_Header)(nil),
 		(*SubmitUpdateRequest_Chunk)(nil),
 	}
@@ -3743,7 +3901,7 @@ func file_regionfl_v1_region_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_region_proto_rawDesc), len(file_regionfl_v1_region_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   59,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
