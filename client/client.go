@@ -80,6 +80,7 @@ type Conn struct {
 	Hospital   pb.HospitalServiceClient
 	Researcher pb.ResearcherServiceClient
 	Operator   pb.OperatorServiceClient
+	Auditor    pb.AuditorServiceClient
 	// Trailer must be passed to unary calls (grpc.Trailer(conn.Trailer)) so a
 	// "not leader" answer can name the leader.
 	Trailer *metadata.MD
@@ -102,6 +103,7 @@ func (c *Client) Do(ctx context.Context, fn func(ctx context.Context, conn Conn)
 			Hospital:   pb.NewHospitalServiceClient(cc),
 			Researcher: pb.NewResearcherServiceClient(cc),
 			Operator:   pb.NewOperatorServiceClient(cc),
+			Auditor:    pb.NewAuditorServiceClient(cc),
 			Trailer:    &md,
 		}
 		err = fn(ctx, conn)

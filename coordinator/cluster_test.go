@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"regionfl/audit"
 	"regionfl/client"
 	"regionfl/coordinator"
 	"regionfl/coordinator/fsm"
@@ -234,6 +236,21 @@ func TestAuthorization(t *testing.T) {
 			t.Errorf("%s: got %v, want PermissionDenied", tc.name, err)
 		}
 	}
+	// Each refusal is in the audit log with the refused identity.
+	waitFor(t, func() bool {
+		var n int
+		var who []string
+		c.replicas[0].Store().FSM().Read(func(s *fsm.State) {
+			for i := range s.Audit.Len() {
+				r, _ := s.Audit.Record(i)
+				if r.Action == audit.ActionAuthzRefused {
+					n++
+					who = append(who, r.Role+"/"+r.Actor)
+				}
+			}
+		})
+		return n == len(cases) && slices.Contains(who, "hospital/h1") && slices.Contains(who, "researcher/alice")
+	})
 }
 
 func waitFor(t *testing.T, cond func() bool) {

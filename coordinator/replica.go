@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -17,9 +18,11 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"regionfl/client"
+	"regionfl/coordinator/metrics"
 	"regionfl/coordinator/round"
 	"regionfl/coordinator/server"
 	"regionfl/coordinator/store"
+	"regionfl/coordinator/web"
 	"regionfl/he"
 	"regionfl/identity"
 	pb "regionfl/proto/regionfl/v1"
@@ -37,6 +40,16 @@ type Config struct {
 	CA        *x509.CertPool
 	Logger    *slog.Logger
 	Fast      bool // short Raft timeouts (in-process clusters)
+	// TrailingLogs and SegmentSize bound the log a snapshot leaves behind
+	// (0: Raft's 10240 entries, raft-wal's 64 MiB segments); a replica that
+	// lags further is sent the snapshot. See store.Config.
+	TrailingLogs uint64
+	SegmentSize  int
+	// WebAddr serves the read-only web view over HTTPS ("" = off);
+	// MetricsAddr serves Prometheus /metrics over plain HTTP without
+	// authentication, so it belongs on loopback ("" = off).
+	WebAddr     string
+	MetricsAddr string
 }
 
 // Replica is a running coordinator replica.
@@ -47,6 +60,11 @@ type Replica struct {
 	lis    net.Listener
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	metrics *metrics.Metrics
+	web     *web.Server
+	webAddr string
+	metEP   *metrics.Endpoint
 }
 
 // Start opens the replica's state, starts Raft and serves gRPC.
@@ -72,21 +90,59 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	st, err := store.Open(store.Config{
 		ID: cfg.ID, Dir: cfg.DataDir, RaftAddr: cfg.RaftAddr, Bootstrap: cfg.Bootstrap,
 		TLS: identity.PeerConfig(cfg.Cert, cfg.CA), Logger: log, Fast: cfg.Fast,
+		TrailingLogs: cfg.TrailingLogs, SegmentSize: cfg.SegmentSize,
 	})
 	if err != nil {
 		lis.Close()
 		return nil, err
 	}
+	m := metrics.New(st.FSM().Read, st.IsLeader)
+	var (
+		ws      *web.Server
+		webAddr string
+		mep     *metrics.Endpoint
+	)
+	if cfg.WebAddr != "" {
+		secret, err := web.LoadOrCreateSecret(filepath.Join(cfg.DataDir, web.SecretFileName))
+		if err == nil {
+			ws, err = web.New(web.Config{State: st.FSM().Read, IsLeader: st.IsLeader, ReplicaID: cfg.ID, Secret: secret,
+				Metrics: m.Handler(), Audit: web.AuditFromState(st.FSM().Read, cfg.CA), Logger: log})
+		}
+		if err == nil {
+			webAddr, err = ws.Start(cfg.WebAddr, web.TLSConfig(cfg.Cert, cfg.CA))
+		}
+		if err != nil {
+			st.Close()
+			lis.Close()
+			return nil, fmt.Errorf("--web-addr: %w", err)
+		}
+	}
+	if cfg.MetricsAddr != "" {
+		if mep, err = metrics.Listen(cfg.MetricsAddr, m.Handler()); err != nil {
+			if ws != nil {
+				ws.Close()
+			}
+			st.Close()
+			lis.Close()
+			return nil, fmt.Errorf("--metrics-addr: %w", err)
+		}
+	}
 	engine := round.New(st, params, log, nil)
 	srv := server.New(st, engine, log)
-	opts := append(server.GRPCOptions(), grpc.Creds(credentials.NewTLS(identity.ServerConfig(cfg.Cert, cfg.CA))))
+	if err := srv.SetSigner(cfg.Cert); err != nil {
+		st.Close()
+		lis.Close()
+		return nil, err
+	}
+	opts := append(srv.GRPCOptions(), grpc.Creds(credentials.NewTLS(identity.ServerConfig(cfg.Cert, cfg.CA))))
 	g := grpc.NewServer(opts...)
 	srv.Register(g)
 
 	ctx, cancel := context.WithCancel(ctx)
-	r := &Replica{cfg: cfg, store: st, grpc: g, lis: lis, cancel: cancel}
-	r.wg.Add(3)
+	r := &Replica{cfg: cfg, store: st, grpc: g, lis: lis, cancel: cancel, metrics: m, web: ws, webAddr: webAddr, metEP: mep}
+	r.wg.Add(4)
 	go func() { defer r.wg.Done(); g.Serve(lis) }()
+	go func() { defer r.wg.Done(); r.checkpoints(ctx, log) }()
 	go func() { defer r.wg.Done(); engine.Run(ctx) }()
 	go func() { defer r.wg.Done(); r.announce(ctx, srv, log) }()
 	log.Info("replica started", "raft_addr", st.RaftAddr(), "grpc_addr", r.GRPCAddr())
@@ -151,11 +207,21 @@ func (r *Replica) IsLeader() bool { return r.store.IsLeader() }
 // Store exposes the replica's Raft store (tests and the demo read state).
 func (r *Replica) Store() *store.Store { return r.store }
 
+// WebAddr is the address of the web view ("" when off).
+func (r *Replica) WebAddr() string { return r.webAddr }
+
+// Metrics are the replica's Prometheus metrics.
+func (r *Replica) Metrics() *metrics.Metrics { return r.metrics }
+
 // Stop stops serving and shuts Raft down; the data directory stays, so a
 // replica started again on it resumes.
 func (r *Replica) Stop() error {
 	r.cancel()
 	r.grpc.Stop()
+	if r.web != nil {
+		r.web.Close()
+	}
+	r.metEP.Close()
 	err := r.store.Close()
 	r.wg.Wait()
 	return err

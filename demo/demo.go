@@ -6,7 +6,9 @@
 package demo
 
 import (
+	"bytes"
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +24,7 @@ import (
 	"regionfl/client"
 	"regionfl/coordinator"
 	"regionfl/coordinator/fsm"
+	"regionfl/coordinator/web"
 	"regionfl/identity"
 	"regionfl/jobspec"
 	"regionfl/models"
@@ -55,6 +58,9 @@ type Options struct {
 	Dir      string       // where state goes; "" = a temporary directory removed at the end
 	Logger   *slog.Logger // component logs (discarded by default)
 	Progress io.Writer    // one line per round; nil = quiet
+	// Hold, when set, is called with the result before the region shuts
+	// down (e.g. to keep the web view up until interrupted).
+	Hold func(*Result)
 }
 
 // DefaultOptions is what `regionfl demo` runs with no flags.
@@ -106,7 +112,11 @@ type Result struct {
 	MeanLocalAccuracy     float64 `json:"mean_local_accuracy"`
 	MeanFederatedAccuracy float64 `json:"mean_federated_accuracy"`
 	MeanPooledAccuracy    float64 `json:"mean_pooled_accuracy"`
-	Seconds               float64 `json:"seconds"`
+	// WebURL is a login link to the web view (valid while the demo runs).
+	WebURL string `json:"web_url"`
+	// AuditFile is the exported audit log (with --keep).
+	AuditFile string  `json:"audit_file,omitempty"`
+	Seconds   float64 `json:"seconds"`
 }
 
 // Run runs the demo region until the job ends.
@@ -173,6 +183,9 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 			ID: id, DataDir: filepath.Join(dir, id), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
 			Bootstrap: i == 1, Cert: c, CA: ca.Pool(), Logger: opt.Logger, Fast: true,
 		}
+		if i == 1 {
+			cfg.WebAddr = "127.0.0.1:0" // the read-only web view, linked below
+		}
 		if i > 1 {
 			cfg.Join = []string{replicas[0].GRPCAddr()}
 		}
@@ -188,6 +201,12 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	}
 	if err := waitVoters(ctx, replicas, opt.Replicas); err != nil {
 		return nil, err
+	}
+	if res.WebURL, err = webLink(dir, replicas[0]); err != nil {
+		return nil, err
+	}
+	if opt.Progress != nil {
+		fmt.Fprintf(opt.Progress, "web view (while the demo runs): %s\n", res.WebURL)
 	}
 
 	hospitals := make([]string, len(sites))
@@ -376,8 +395,66 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		res.MeanFederatedAccuracy += fm.Accuracy / float64(len(sites))
 		res.MeanPooledAccuracy += pm.Accuracy / float64(len(sites))
 	}
+	if opt.Dir != "" {
+		// Leave what an auditor needs to check the run offline.
+		if err := exportAudit(ctx, ca, addrs, opt.Dir); err != nil {
+			return nil, fmt.Errorf("audit export: %w", err)
+		}
+		res.AuditFile = filepath.Join(opt.Dir, "audit.jsonl")
+	}
 	res.Seconds = time.Since(start).Seconds()
+	if opt.Hold != nil {
+		opt.Hold(res)
+	}
 	return res, nil
+}
+
+// webLink mints a one-hour login link to the first replica's web view for
+// a demo auditor, as `regionfl ui login` does for a real region.
+func webLink(dir string, r *coordinator.Replica) (string, error) {
+	secret, err := web.ReadSecret(filepath.Join(dir, r.ID(), web.SecretFileName))
+	if err != nil {
+		return "", err
+	}
+	tok := web.MintLoginToken(secret, identity.Identity{Name: "demo-auditor", Role: identity.RoleAuditor}, time.Hour, time.Now())
+	return web.LoginURL("https://"+r.WebAddr(), tok), nil
+}
+
+// exportAudit writes DIR/audit.jsonl (the whole audit log with proofs and
+// a signed head) and DIR/ca.crt, for `regionfl audit verify`.
+func exportAudit(ctx context.Context, ca *identity.CA, addrs []string, dir string) error {
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
+	if err := os.WriteFile(filepath.Join(dir, identity.CACertFile), caPEM, 0o644); err != nil {
+		return err
+	}
+	auditor, err := newClient(ca, "auditor", identity.RoleAuditor, addrs)
+	if err != nil {
+		return err
+	}
+	defer auditor.Close()
+	var buf bytes.Buffer
+	err = auditor.Do(ctx, func(ctx context.Context, conn client.Conn) error {
+		buf.Reset()
+		stream, err := conn.Auditor.ExportAudit(ctx, &pb.ExportAuditRequest{})
+		if err != nil {
+			return err
+		}
+		for {
+			m, err := stream.Recv()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				*conn.Trailer = stream.Trailer()
+				return err
+			}
+			buf.Write(m.Chunk)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "audit.jsonl"), buf.Bytes(), 0o644)
 }
 
 // evaluator holds every site's rows scaled as the job scales them: with

@@ -153,3 +153,44 @@ func readPEM(path, typ string) ([]byte, error) {
 	}
 	return block.Bytes, nil
 }
+
+// RenewCSR writes a fresh CSR in dir for the key already there, named like
+// the identity's current certificate: certificates are short-lived, and a
+// renewal must not need a new key to travel or a new name to be checked.
+func RenewCSR(dir string) (csrPath string, err error) {
+	keyDER, err := readPEM(filepath.Join(dir, KeyFile), "PRIVATE KEY")
+	if err != nil {
+		return "", err
+	}
+	key, err := x509.ParsePKCS8PrivateKey(keyDER)
+	if err != nil {
+		return "", fmt.Errorf("identity: %s: %w", filepath.Join(dir, KeyFile), err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return "", errors.New("identity: the key cannot sign")
+	}
+	certDER, err := readPEM(filepath.Join(dir, CertFile), "CERTIFICATE")
+	if err != nil {
+		return "", err
+	}
+	cert, err := x509.ParseCertificate(certDER)
+	if err != nil {
+		return "", fmt.Errorf("identity: %s: %w", filepath.Join(dir, CertFile), err)
+	}
+	id, err := FromCertificate(cert)
+	if err != nil {
+		return "", err
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: id.Name},
+	}, signer)
+	if err != nil {
+		return "", err
+	}
+	csrPath = filepath.Join(dir, CSRFile)
+	return csrPath, writePEM(csrPath, "CERTIFICATE REQUEST", csr, 0o644)
+}
+
+// SerialHex is the form of a certificate serial used in revocation lists.
+func SerialHex(c *x509.Certificate) string { return c.SerialNumber.Text(16) }

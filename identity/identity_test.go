@@ -125,6 +125,32 @@ func TestCSRFlow(t *testing.T) {
 	if err != nil || id != (Identity{"hospital-1", RoleHospital}) {
 		t.Fatalf("signed identity %v %v", id, err)
 	}
+
+	// Renewal: a fresh CSR for the same key and name, a new serial.
+	if err := os.WriteFile(filepath.Join(dir, "h1", CertFile), pemCert, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	csr2, err := RenewCSR(filepath.Join(dir, "h1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem2, err := loaded.SignCSR(csr2, RoleHospital, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed, err := tls.X509KeyPair(pem2, mustRead(t, filepath.Join(dir, "h1", KeyFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id2, _ := FromCertificate(renewed.Leaf); id2 != id {
+		t.Fatalf("renewed identity %v, want %v", id2, id)
+	}
+	if SerialHex(renewed.Leaf) == SerialHex(cert.Leaf) {
+		t.Fatal("renewal reused the serial")
+	}
+	if _, err := RenewCSR(filepath.Join(dir, "nobody")); err == nil {
+		t.Fatal("renewed without a key")
+	}
 }
 
 func mustRead(t *testing.T, path string) []byte {

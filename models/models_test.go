@@ -218,3 +218,43 @@ func TestServerOptimizers(t *testing.T) {
 		}
 	}
 }
+
+// Region metrics from summed site vectors equal the metrics of the pooled
+// predictions (AUROC up to ties within a histogram bin).
+func TestMetricSumsAddUp(t *testing.T) {
+	X, y, _ := separable(3000, 11)
+	s := Spec{Kind: KindLogReg, Inputs: 3}
+	p, err := Train(s, s.Init(0), X, y, TrainConfig{Steps: 300, BatchSize: 32, LR: 0.3, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pred, _ := Predict(s, p, X)
+	total := make([]float64, MetricSumsLen)
+	for _, part := range [][2]int{{0, 700}, {700, 1900}, {1900, 3000}} {
+		v, err := MetricSums(pred[part[0]:part[1]], y[part[0]:part[1]], 0.4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range v {
+			total[i] += v[i]
+		}
+	}
+	got, err := MetricsFromSums(total)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := Score(pred, y, 0.4)
+	if got.N != want.N || got.TP != want.TP || got.FP != want.FP || got.Accuracy != want.Accuracy ||
+		math.Abs(got.Loss-want.Loss) > 1e-9 || math.Abs(got.Brier-want.Brier) > 1e-9 || got.AlarmsPer100 != want.AlarmsPer100 {
+		t.Fatalf("from sums %+v, pooled %+v", got, want)
+	}
+	if math.Abs(got.AUROC-want.AUROC) > 0.01 {
+		t.Fatalf("binned AUROC %.4f, exact %.4f", got.AUROC, want.AUROC)
+	}
+	if _, err := MetricsFromSums(total[:3]); err == nil {
+		t.Fatal("short vector accepted")
+	}
+	if _, err := MetricSums([]float64{1.5}, []float64{1}, 0.5); err == nil {
+		t.Fatal("probability 1.5 accepted")
+	}
+}

@@ -29,6 +29,7 @@ import (
 	"regionfl/jobspec"
 	"regionfl/models"
 	"regionfl/node/dataset"
+	"regionfl/node/policy"
 	"regionfl/privacy"
 	pb "regionfl/proto/regionfl/v1"
 )
@@ -45,7 +46,14 @@ type Config struct {
 	DataDir      string
 	Data         dataset.Site // the hospital's own train/test split
 	Logger       *slog.Logger
+	// Policy is the site's own rules (nil: accept every job that fits the
+	// data); reloaded from its file when it changes.
+	Policy *policy.File
 }
+
+// ErrBudgetExhausted: the site's privacy budget does not cover another
+// round; the node declines to contribute.
+var ErrBudgetExhausted = errors.New("privacy budget exhausted")
 
 // Node is a running hospital agent.
 type Node struct {
@@ -57,7 +65,7 @@ type Node struct {
 	mu    sync.Mutex
 	state *diskState
 	party *he.Party
-	done  map[string]bool // "job/round" updates already sent
+	kept  map[string]*keptUpdate // by job ID, see keptDir
 }
 
 // New loads the node's state from its data directory.
@@ -76,7 +84,11 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	params := he.RegionParams()
-	n := &Node{cfg: cfg, params: params, state: st, log: cfg.Logger.With("hospital", cfg.ID), done: map[string]bool{}}
+	kept, err := loadKept(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, params: params, state: st, log: cfg.Logger.With("hospital", cfg.ID), kept: kept}
 	if st.Party != nil {
 		if n.party, err = he.UnmarshalParty(params, st.Party); err != nil {
 			return nil, fmt.Errorf("node: key share in %s: %w", cfg.DataDir, err)
@@ -142,6 +154,16 @@ func (n *Node) handle(ctx context.Context, resp *pb.PollResponse) error {
 	for _, o := range resp.JobOffers {
 		if err := n.decide(ctx, o); err != nil {
 			return fmt.Errorf("job %s: %w", o.JobId, err)
+		}
+	}
+	if err := n.settle(resp); err != nil {
+		return err
+	}
+	for _, k := range resp.Kept {
+		if k.Resend {
+			if err := n.resend(ctx, k); err != nil {
+				return fmt.Errorf("resending the update of job %s round %d: %w", k.JobId, k.Round, err)
+			}
 		}
 	}
 	for _, t := range resp.Train {
@@ -351,6 +373,9 @@ func (n *Node) openShares(ctx context.Context) error {
 
 // check says why this site cannot run a job, or "" if it can.
 func (n *Node) check(spec *pb.JobSpec) string {
+	if reason := n.checkPolicy(spec, ""); reason != "" {
+		return reason
+	}
 	m := jobspec.FromProto(spec.Model)
 	features := len(n.cfg.Data.Train.Features)
 	switch {
@@ -363,6 +388,63 @@ func (n *Node) check(spec *pb.JobSpec) string {
 		return fmt.Sprintf("job wants dataset %q, this site serves %q", spec.Dataset, n.cfg.Data.Name)
 	}
 	return ""
+}
+
+// checkPolicy applies the site policy to a job; jobID, when set, leaves
+// that job's own spending out of the ε already spent elsewhere.
+func (n *Node) checkPolicy(spec *pb.JobSpec, jobID string) string {
+	if n.cfg.Policy == nil {
+		return ""
+	}
+	p, err := n.cfg.Policy.Current()
+	if err != nil {
+		n.log.Warn("site policy file not reloaded", "err", err)
+	}
+	return p.Check(spec, n.epsilonSpent(jobID))
+}
+
+// epsilonSpent is the ε this site has spent on every DP job but skip.
+func (n *Node) epsilonSpent(skip string) float64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var total float64
+	for job, e := range n.state.Ledger {
+		if job != skip {
+			total += privacy.Accountant{NoiseMultiplier: e.NoiseMultiplier, Delta: e.Delta}.Epsilon(e.Rounds)
+		}
+	}
+	return total
+}
+
+// EpsilonSpent is the ε this site has spent on a job so far.
+func (n *Node) EpsilonSpent(jobID string) float64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e := n.state.Ledger[jobID]
+	return privacy.Accountant{NoiseMultiplier: e.NoiseMultiplier, Delta: e.Delta}.Epsilon(e.Rounds)
+}
+
+// spendRound records one more noised round for a job on disk before the
+// update leaves, or refuses when the site's budget would be exceeded.
+func (n *Node) spendRound(t *pb.TrainTask) error {
+	if t.Spec.DpNoiseMultiplier == 0 {
+		return nil
+	}
+	elsewhere := n.epsilonSpent(t.JobId)
+	var pol policy.Policy
+	if n.cfg.Policy != nil {
+		pol, _ = n.cfg.Policy.Current()
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e := n.state.Ledger[t.JobId]
+	if ok, eps := pol.Within(t.Spec, elsewhere, e.Rounds+1); !ok {
+		return fmt.Errorf("%w: this round would bring ε to %.3f on top of %.3f spent elsewhere (budget %.3f)",
+			ErrBudgetExhausted, eps, elsewhere, pol.EpsilonBudget)
+	}
+	e.NoiseMultiplier, e.Delta, e.Rounds = t.Spec.DpNoiseMultiplier, t.Spec.DpDelta, e.Rounds+1
+	n.state.Ledger[t.JobId] = e
+	return n.state.save(n.cfg.DataDir)
 }
 
 func (n *Node) decide(ctx context.Context, o *pb.JobOffer) error {
@@ -388,12 +470,10 @@ func Scale(spec *pb.JobSpec, train, t dataset.Table) dataset.Table {
 func roundKey(job string, round uint32) string { return fmt.Sprintf("%s/%d", job, round) }
 
 func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
-	key := roundKey(t.JobId, t.Round)
-	n.mu.Lock()
-	sent := n.done[key]
-	n.mu.Unlock()
-	if sent {
-		return nil
+	if k := n.keptFor(t.JobId, t.Round); k != nil {
+		// The update of this round was made before (its answer was lost,
+		// or the node restarted): send the same one, never a second.
+		return n.sendKept(ctx, k)
 	}
 	if reason := n.check(t.Spec); reason != "" {
 		return errors.New(reason)
@@ -435,6 +515,9 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 		}
 	}
 	trainDur := time.Since(start)
+	if err := n.spendRound(t); err != nil {
+		return err
+	}
 	if std := jobspec.NoiseShareStd(t.Spec); std > 0 {
 		// Clip first so one site's influence is bounded by clip_norm, then
 		// add this site's share of the aggregate's Gaussian noise.
@@ -447,14 +530,55 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 	if err != nil {
 		return err
 	}
+	n.log.Info("update trained", "job_id", t.JobId, "round", t.Round, "rows", rows, "train_ms", trainDur.Milliseconds())
+	return n.submit(ctx, t, ct)
+}
+
+// submit keeps a round's encrypted update on disk, then sends it.
+func (n *Node) submit(ctx context.Context, t *pb.TrainTask, ct *he.Update) error {
 	raw, err := ct.MarshalBinary()
 	if err != nil {
 		return err
 	}
-	digest := ct.Digest()
-	err = n.call(ctx, 2*time.Minute, func(ctx context.Context, conn client.Conn) error {
+	d := ct.Digest()
+	k := &keptUpdate{JobID: t.JobId, Round: t.Round, ModelVersion: t.ModelVersion, ModelHash: t.ModelHash, Digest: d[:], Size: uint64(len(raw))}
+	n.mu.Lock()
+	err = saveKept(n.cfg.DataDir, k, raw)
+	if err == nil {
+		n.kept[k.JobID] = k
+	}
+	n.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	n.log.Info("update encrypted", "job_id", k.JobID, "round", k.Round, "size", k.Size, "digest", fmt.Sprintf("%x", k.Digest[:8]))
+	return n.send(ctx, k, raw, false)
+}
+
+// keptFor returns the kept update of a job's round, or nil.
+func (n *Node) keptFor(jobID string, round uint32) *keptUpdate {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if k := n.kept[jobID]; k != nil && k.Round == round {
+		return k
+	}
+	return nil
+}
+
+// sendKept sends a kept update again.
+func (n *Node) sendKept(ctx context.Context, k *keptUpdate) error {
+	_, raw, err := readKept(keptPath(n.cfg.DataDir, k.JobID), true)
+	if err != nil {
+		return err
+	}
+	return n.send(ctx, k, raw, true)
+}
+
+func (n *Node) send(ctx context.Context, k *keptUpdate, raw []byte, again bool) error {
+	err := n.call(ctx, 2*time.Minute, func(ctx context.Context, conn client.Conn) error {
 		return sendUpdate(ctx, conn, &pb.UpdateHeader{
-			JobId: t.JobId, Round: t.Round, ModelVersion: t.ModelVersion, Size: uint64(len(raw)), Digest: digest[:],
+			JobId: k.JobID, Round: k.Round, ModelVersion: k.ModelVersion, ModelHash: k.ModelHash,
+			Size: k.Size, Digest: k.Digest,
 		}, raw)
 	})
 	if status.Code(err) == codes.AlreadyExists {
@@ -463,11 +587,44 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 	if err != nil {
 		return err
 	}
+	n.log.Info("update sent", "job_id", k.JobID, "round", k.Round, "size", k.Size,
+		"digest", fmt.Sprintf("%x", k.Digest[:8]), "again", again)
+	return nil
+}
+
+// resend answers a leader that lacks an update it counted: the same bytes,
+// by digest.
+func (n *Node) resend(ctx context.Context, want *pb.KeptUpdate) error {
+	k := n.keptFor(want.JobId, want.Round)
+	if k == nil || string(k.Digest) != string(want.Digest) {
+		// Lost with the data directory: the round closes without it.
+		n.log.Warn("asked to resend an update this node does not hold", "job_id", want.JobId, "round", want.Round)
+		return nil
+	}
+	return n.sendKept(ctx, k)
+}
+
+// settle drops the kept updates of rounds a poll no longer names: they
+// closed or aborted, so nobody will ask for them again.
+func (n *Node) settle(resp *pb.PollResponse) error {
+	live := map[string]bool{}
+	for _, t := range resp.Train {
+		live[roundKey(t.JobId, t.Round)] = true
+	}
+	for _, k := range resp.Kept {
+		live[roundKey(k.JobId, k.Round)] = true
+	}
 	n.mu.Lock()
-	n.done[key] = true
-	n.mu.Unlock()
-	n.log.Info("update sent", "job_id", t.JobId, "round", t.Round, "rows", rows,
-		"train_ms", trainDur.Milliseconds(), "size", len(raw), "digest", fmt.Sprintf("%x", digest[:8]))
+	defer n.mu.Unlock()
+	for job, k := range n.kept {
+		if live[roundKey(job, k.Round)] {
+			continue
+		}
+		if err := removeKept(n.cfg.DataDir, job); err != nil {
+			return err
+		}
+		delete(n.kept, job)
+	}
 	return nil
 }
 
@@ -525,7 +682,6 @@ func (n *Node) encrypt(ctx context.Context, t *pb.TrainTask, v []float64, count 
 // sendStats is the site's part of region-wide scaling: its per-feature Σx
 // and Σx², encrypted; only the region's sums are ever decrypted.
 func (n *Node) sendStats(ctx context.Context, t *pb.TrainTask) error {
-	key := roundKey(t.JobId, t.Round)
 	train := n.cfg.Data.Train
 	v := train.Stats().Vector(float64(t.Spec.SampleScale))
 	var sq float64
@@ -539,39 +695,23 @@ func (n *Node) sendStats(ctx context.Context, t *pb.TrainTask) error {
 	if err != nil {
 		return err
 	}
-	raw, err := ct.MarshalBinary()
-	if err != nil {
-		return err
-	}
-	digest := ct.Digest()
-	err = n.call(ctx, 2*time.Minute, func(ctx context.Context, conn client.Conn) error {
-		return sendUpdate(ctx, conn, &pb.UpdateHeader{
-			JobId: t.JobId, Round: t.Round, ModelVersion: t.ModelVersion, Size: uint64(len(raw)), Digest: digest[:],
-		}, raw)
-	})
-	if status.Code(err) == codes.AlreadyExists {
-		err = nil
-	}
-	if err != nil {
-		return err
-	}
-	n.mu.Lock()
-	n.done[key] = true
-	n.mu.Unlock()
-	n.log.Info("statistics sent", "job_id", t.JobId, "rows", train.Len(), "features", len(train.Features),
-		"size", len(raw), "digest", fmt.Sprintf("%x", digest[:8]))
-	return nil
+	n.log.Info("statistics encrypted", "job_id", t.JobId, "rows", train.Len(), "features", len(train.Features))
+	return n.submit(ctx, t, ct)
 }
 
 func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	key := roundKey(t.JobId, t.Round)
 	n.mu.Lock()
-	given := n.state.SharesGiven[key]
+	given, gave := n.state.SharesGiven[key]
 	party := n.party
 	n.mu.Unlock()
-	if given != nil {
-		// One share per round, ever: resend the share already made.
-		return n.submitShare(ctx, t, given)
+	if gave {
+		// One share per round, ever: resend the share already made, and
+		// only for what it was made for.
+		if string(given.AggregateDigest) != string(t.AggregateDigest) || !slices.Equal(given.Active, t.Active) {
+			return fmt.Errorf("a decryption share of round %d was already given for another aggregate or decryptor set: refusing a second one", t.Round)
+		}
+		return n.submitShare(ctx, t, given.Share)
 	}
 	if party == nil || !party.Ready() {
 		return errors.New("no threshold key share on this node")
@@ -651,7 +791,7 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	// Record the share before it leaves: a crash after this line can lose
 	// the share but never give a second one.
 	n.mu.Lock()
-	n.state.SharesGiven[key] = b
+	n.state.SharesGiven[key] = givenShare{AggregateDigest: t.AggregateDigest, Active: t.Active, Share: b}
 	err = n.state.save(n.cfg.DataDir)
 	n.mu.Unlock()
 	if err != nil {

@@ -21,11 +21,30 @@ type diskState struct {
 	// SharesGiven holds, per "job/round", the one decryption share made for
 	// it. It is written before the share leaves, so a retry or a restart
 	// resends the same share and never makes a second one.
-	SharesGiven map[string][]byte `json:"shares_given"`
+	SharesGiven map[string]givenShare `json:"shares_given"`
+	// Ledger is the site's privacy ledger: per job, the noise it ran with
+	// and the rounds this site sent a noised update for. A round is counted
+	// before its update leaves.
+	Ledger map[string]privacyEntry `json:"privacy_ledger,omitempty"`
+}
+
+// givenShare is a decryption share and what it was made for: the node
+// resends it only for the same aggregate and active set, and refuses any
+// other request for the round.
+type givenShare struct {
+	AggregateDigest []byte   `json:"aggregate_digest"`
+	Active          []string `json:"active"`
+	Share           []byte   `json:"share"`
+}
+
+type privacyEntry struct {
+	NoiseMultiplier float64 `json:"noise_multiplier"`
+	Delta           float64 `json:"delta"`
+	Rounds          int     `json:"rounds"`
 }
 
 func loadState(dir string) (*diskState, error) {
-	st := &diskState{SharesGiven: map[string][]byte{}}
+	st := &diskState{SharesGiven: map[string]givenShare{}, Ledger: map[string]privacyEntry{}}
 	b, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return st, nil
@@ -37,7 +56,10 @@ func loadState(dir string) (*diskState, error) {
 		return nil, fmt.Errorf("node: %s: %w", filepath.Join(dir, stateFile), err)
 	}
 	if st.SharesGiven == nil {
-		st.SharesGiven = map[string][]byte{}
+		st.SharesGiven = map[string]givenShare{}
+	}
+	if st.Ledger == nil {
+		st.Ledger = map[string]privacyEntry{}
 	}
 	return st, nil
 }
@@ -50,14 +72,23 @@ func (st *diskState) save(dir string) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, stateFile+".tmp")
+	return writeAtomic(filepath.Join(dir, stateFile), b)
+}
+
+// writeAtomic writes parts to path with mode 0600: to a temporary file,
+// fsync'd, then renamed over path, so a crash leaves the old file or the
+// new one, never a mix.
+func writeAtomic(path string, parts ...[]byte) error {
+	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
+	for _, p := range parts {
+		if _, err := f.Write(p); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
@@ -66,5 +97,5 @@ func (st *diskState) save(dir string) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, filepath.Join(dir, stateFile))
+	return os.Rename(tmp, path)
 }

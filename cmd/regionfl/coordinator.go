@@ -51,8 +51,10 @@ func newCoordinatorCmd() *cobra.Command {
 	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "", "host:port for the gRPC API")
 	f.BoolVar(&cfg.Bootstrap, "bootstrap", false, "form a new cluster with this replica as its first voter")
 	f.StringVar(&join, "join", "", "gRPC address(es) of running replicas to join")
+	f.StringVar(&cfg.WebAddr, "web-addr", "", "host:port for the read-only web view over HTTPS (region certificate or a `regionfl ui login` link); empty: off")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "host:port for Prometheus /metrics (plain HTTP, no auth: keep it on loopback, e.g. 127.0.0.1:9464); empty: off")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	tf.register(f)
-	cmd.AddCommand(run, newIdentityInitCmd("replica"))
+	cmd.AddCommand(run, newIdentityInitCmd("replica"), newIdentityRenewCmd("replica"))
 	return cmd
 }

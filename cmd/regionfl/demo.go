@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -22,6 +23,7 @@ func newDemoCmd() *cobra.Command {
 		csvOpts  dataset.CSVOptions
 		heart    string
 		testFrac float64
+		stay     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -79,9 +81,23 @@ Heart Disease centres with the FLamby preprocessing.`,
 				fmt.Fprintf(out, "regionfl demo: %d coordinator replicas, %d hospitals, %d rounds, %s, %s scaling (seed %d)\n",
 					opt.Replicas, n, opt.Rounds, opt.Strategy.WithDefaults().Name, opt.Scaling, opt.Seed)
 			}
+			printed := false
+			if stay {
+				opt.Hold = func(res *demo.Result) {
+					if !asJSON {
+						printSummary(out, res)
+						printed = true
+					}
+					fmt.Fprintf(cmd.ErrOrStderr(), "\nthe region keeps running for the web view: %s\npress Ctrl-C to stop\n", res.WebURL)
+					<-cmd.Context().Done()
+				}
+			}
 			res, err := demo.Run(cmd.Context(), opt)
 			if err != nil {
 				return err
+			}
+			if printed {
+				return nil
 			}
 			if asJSON {
 				enc := json.NewEncoder(out)
@@ -112,7 +128,8 @@ Heart Disease centres with the FLamby preprocessing.`,
 	f.StringVar(&heart, "heart-disease", "", "directory with the four UCI Heart Disease files (scripts/fetch-heart-disease.sh)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object instead of tables")
 	f.StringVar(&logLevel, "log-level", "", "also write component logs to stderr at this level (debug, info, warn, error)")
-	f.StringVar(&opt.Dir, "keep", "", "keep the region's state in this directory")
+	f.StringVar(&opt.Dir, "keep", "", "keep the region's state in this directory (and write audit.jsonl and ca.crt there)")
+	f.BoolVar(&stay, "stay", false, "after the job, keep the region running (for the web view) until Ctrl-C")
 	return cmd
 }
 
@@ -156,4 +173,8 @@ func printSummary(w io.Writer, res *demo.Result) {
 	}
 	fmt.Fprintf(tw, "mean\t\t\t%.3f\t%.3f\t%.3f\n", res.MeanLocalAccuracy, res.MeanFederatedAccuracy, res.MeanPooledAccuracy)
 	tw.Flush()
+	if res.AuditFile != "" {
+		dir := filepath.Dir(res.AuditFile)
+		fmt.Fprintf(w, "\naudit log: %s\ncheck it:  regionfl audit verify %s --ca %s\n", res.AuditFile, res.AuditFile, filepath.Join(dir, "ca.crt"))
+	}
 }

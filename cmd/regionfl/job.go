@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -291,7 +292,15 @@ func jobJSON(j *pb.JobInfo) map[string]any {
 		"purpose": j.Spec.GetPurpose(), "legal_basis": j.Spec.GetLegalBasis(),
 		"accepted": nonNil(j.Accepted), "refused": j.Refused, "rounds": rounds,
 		"model_version": j.ModelVersion, "submitted_by": j.SubmittedBy,
+		"epsilon_spent": nonNilMap(j.EpsilonSpent),
 	}
+}
+
+func nonNilMap(m map[string]float64) map[string]float64 {
+	if m == nil {
+		return map[string]float64{}
+	}
+	return m
 }
 
 func nonNil(s []string) []string {
@@ -317,6 +326,13 @@ func printJob(w io.Writer, j *pb.JobInfo) {
 	})
 	for _, h := range refused {
 		fmt.Fprintf(w, "refused by %s: %s\n", h, j.Refused[h])
+	}
+	if len(j.EpsilonSpent) > 0 {
+		fmt.Fprintf(w, "differential privacy: noise multiplier %g, δ %g; ε spent:", j.Spec.GetDpNoiseMultiplier(), j.Spec.GetDpDelta())
+		for _, h := range slices.Sorted(maps.Keys(j.EpsilonSpent)) {
+			fmt.Fprintf(w, " %s %.3f", h, j.EpsilonSpent[h])
+		}
+		fmt.Fprintln(w)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nROUND\tSTATE\tHOSPITALS\tSAMPLES\tREASON")

@@ -7,6 +7,7 @@ import (
 
 	"regionfl/node"
 	"regionfl/node/dataset"
+	"regionfl/node/policy"
 )
 
 func newNodeCmd() *cobra.Command {
@@ -21,6 +22,7 @@ func newNodeCmd() *cobra.Command {
 		seed        int64
 		logLevel    string
 		datasetName string
+		policyPath  string
 	)
 	run := &cobra.Command{
 		Use:   "run",
@@ -49,6 +51,11 @@ func newNodeCmd() *cobra.Command {
 			cfg.Data = dataset.Site{Name: datasetName, Train: train, Test: test}
 			cfg.Logger.Info("site data loaded", "rows", table.Len(), "dropped", dropped,
 				"features", len(table.Features), "train", train.Len(), "test", test.Len())
+			if policyPath != "" {
+				if cfg.Policy, err = policy.Open(policyPath); err != nil {
+					return err
+				}
+			}
 			n, err := node.New(cfg)
 			if err != nil {
 				return err
@@ -71,8 +78,9 @@ func newNodeCmd() *cobra.Command {
 	f.StringVar(&datasetName, "dataset", "", "name of the dataset this site serves; jobs naming another are refused")
 	f.Float64Var(&testFrac, "test-fraction", 0.3, "share of rows kept for local evaluation")
 	f.Int64Var(&seed, "seed", 1, "seed of the train/test split")
+	f.StringVar(&policyPath, "policy", "", "the site's policy file (YAML, reloaded when it changes): accepted models, purposes, K, rounds, DP floor, ε budget")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	tf.register(f)
-	cmd.AddCommand(run, newIdentityInitCmd("hospital"))
+	cmd.AddCommand(run, newIdentityInitCmd("hospital"), newIdentityRenewCmd("hospital"))
 	return cmd
 }

@@ -17,7 +17,7 @@ func newOperatorCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "operator", Short: "Manage the coordinator cluster and the region"}
 	raft := &cobra.Command{Use: "raft", Short: "Inspect and change the replica set"}
 	raft.AddCommand(newRaftListCmd(), newRaftRemoveCmd())
-	cmd.AddCommand(raft, newRegionCreateCmd(), newIdentityInitCmd("operator"))
+	cmd.AddCommand(raft, newRegionCreateCmd(), newRevokeCmd(), newListRevokedCmd(), newIdentityInitCmd("operator"), newIdentityRenewCmd("operator"))
 	return cmd
 }
 

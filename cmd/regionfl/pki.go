@@ -96,3 +96,28 @@ func newIdentityInitCmd(role string) *cobra.Command {
 	cmd.Flags().StringVar(&dir, "dir", "", "directory for the key and CSR")
 	return cmd
 }
+
+// newIdentityRenewCmd is `regionfl <role> renew`: a fresh CSR for the key
+// and name already in DIR, for the CA to sign again before the short-lived
+// certificate expires.
+func newIdentityRenewCmd(role string) *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "renew",
+		Short: "Write a fresh CSR for this " + role + "'s existing key and name (certificates are short-lived)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return usageError{errors.New("--dir is required")}
+			}
+			csr, err := identity.RenewCSR(dir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "renewal CSR written; have the region CA sign %s, then replace %s\n", csr, identity.CertFile)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "the identity's directory (holding tls.key and tls.crt)")
+	return cmd
+}

@@ -23,11 +23,12 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newDemoCmd(), newCoordinatorCmd(), newNodeCmd(), newJobCmd(), newModelCmd(), newOperatorCmd(), newCACmd())
+	root.AddCommand(newDemoCmd(), newCoordinatorCmd(), newNodeCmd(), newJobCmd(), newModelCmd(), newOperatorCmd(), newCACmd(), newBenchCmd(), newAuditCmd())
+	root.AddCommand(newUICmd())
 	researcher := &cobra.Command{Use: "researcher", Short: "Set up a researcher identity"}
-	researcher.AddCommand(newIdentityInitCmd("researcher"))
+	researcher.AddCommand(newIdentityInitCmd("researcher"), newIdentityRenewCmd("researcher"))
 	auditor := &cobra.Command{Use: "auditor", Short: "Set up an auditor identity"}
-	auditor.AddCommand(newIdentityInitCmd("auditor"))
+	auditor.AddCommand(newIdentityInitCmd("auditor"), newIdentityRenewCmd("auditor"))
 	root.AddCommand(researcher, auditor)
 	return root
 }

@@ -12,6 +12,7 @@
 package fsm
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"regionfl/audit"
 	"regionfl/jobspec"
 	pb "regionfl/proto/regionfl/v1"
 )
@@ -51,6 +53,9 @@ const (
 	CmdAbortRound
 	CmdEndJob
 	CmdScaling
+	CmdRevoke
+	CmdCheckpoint
+	CmdAuthzRefused
 )
 
 // Errors returned by Apply for commands that lost a race or break a rule.
@@ -59,17 +64,58 @@ var (
 	ErrCorrupt  = errors.New("fsm: undecodable log entry")
 )
 
+// errUnchanged is returned by a command that repeats one already applied
+// (a retried request): the client gets success, the state and the audit
+// trail stay as they were.
+var errUnchanged = errors.New("fsm: already applied")
+
 func rejectf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrRejected}, args...)...)
 }
 
-// Encode prepends the type byte to a command message.
-func Encode(t CommandType, m proto.Message) ([]byte, error) {
+// Meta is what every entry carries besides its command: who caused it
+// and when, as the leader saw it when proposing. It is part of the log, so
+// every replica records the same actor and time in its audit trail.
+type Meta struct {
+	Actor  string // "role/name" of the certificate identity, e.g. researcher/alice
+	UnixMs int64
+}
+
+// maxActor bounds the actor field of an entry.
+const maxActor = 255
+
+// Encode builds a log entry: the type byte, the time (8 bytes, big
+// endian), the actor (1-byte length, then the bytes) and the protobuf
+// command.
+func Encode(t CommandType, m proto.Message, meta Meta) ([]byte, error) {
+	if len(meta.Actor) > maxActor {
+		return nil, fmt.Errorf("fsm: actor of %d bytes", len(meta.Actor))
+	}
 	b, err := proto.Marshal(m)
 	if err != nil {
 		return nil, err
 	}
-	return append([]byte{byte(t)}, b...), nil
+	out := make([]byte, 0, 10+len(meta.Actor)+len(b))
+	out = append(out, byte(t))
+	out = binary.BigEndian.AppendUint64(out, uint64(meta.UnixMs))
+	out = append(out, byte(len(meta.Actor)))
+	out = append(out, meta.Actor...)
+	return append(out, b...), nil
+}
+
+// decodeEntry splits a log entry; lengths are checked before slicing.
+func decodeEntry(data []byte) (CommandType, Meta, []byte, error) {
+	if len(data) < 10 {
+		return 0, Meta{}, nil, fmt.Errorf("entry of %d bytes is shorter than its header", len(data))
+	}
+	t := CommandType(data[0])
+	meta := Meta{UnixMs: int64(binary.BigEndian.Uint64(data[1:9]))}
+	n := int(data[9])
+	if len(data) < 10+n {
+		return 0, Meta{}, nil, fmt.Errorf("entry of %d bytes cannot hold a %d-byte actor", len(data), n)
+	}
+	meta.Actor = string(data[10 : 10+n])
+	return t, meta, data[10+n:], nil
 }
 
 // FSM implements raft.FSM over State.
@@ -113,10 +159,10 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.changed = make(chan struct{})
 		f.mu.Unlock()
 	}()
-	if len(l.Data) == 0 {
-		panic(fmt.Sprintf("%v: empty entry at index %d", ErrCorrupt, l.Index))
+	t, meta, body, err := decodeEntry(l.Data)
+	if err != nil {
+		panic(fmt.Sprintf("%v: index %d: %v", ErrCorrupt, l.Index, err))
 	}
-	t, body := CommandType(l.Data[0]), l.Data[1:]
 	m := newCommand(t)
 	if m == nil {
 		// An entry written by a newer version: refuse loudly rather than
@@ -126,7 +172,23 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if err := proto.Unmarshal(body, m); err != nil {
 		panic(fmt.Sprintf("%v: type %d at index %d: %v", ErrCorrupt, t, l.Index, err))
 	}
-	return f.state.apply(m)
+	// The audit record goes in with the action, in the same entry: an
+	// action is never visible without its record, nor the reverse.
+	rec, recorded, err := f.state.auditRecord(m, meta)
+	if err != nil {
+		return rejectf("audit record: %v", err)
+	}
+	if err := f.state.apply(m); err == errUnchanged {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if recorded {
+		if _, err := f.state.Audit.Append(rec); err != nil {
+			panic(fmt.Sprintf("%v: index %d: audit: %v", ErrCorrupt, l.Index, err))
+		}
+	}
+	return nil
 }
 
 func newCommand(t CommandType) proto.Message {
@@ -167,6 +229,12 @@ func newCommand(t CommandType) proto.Message {
 		return &pb.EndJobCommand{}
 	case CmdScaling:
 		return &pb.ScalingCommand{}
+	case CmdRevoke:
+		return &pb.RevokeCommand{}
+	case CmdCheckpoint:
+		return &pb.CheckpointCommand{}
+	case CmdAuthzRefused:
+		return &pb.AuthzRefusedCommand{}
 	}
 	return nil
 }
@@ -175,6 +243,9 @@ func newCommand(t CommandType) proto.Message {
 func (s *State) apply(m proto.Message) error {
 	switch c := m.(type) {
 	case *pb.RegisterReplicaCommand:
+		if addr, ok := s.Replicas[c.Id]; ok && addr == c.GrpcAddr {
+			return errUnchanged
+		}
 		s.Replicas[c.Id] = c.GrpcAddr
 		return nil
 	case *pb.CreateRegionCommand:
@@ -211,6 +282,12 @@ func (s *State) apply(m proto.Message) error {
 		return s.endJob(c)
 	case *pb.ScalingCommand:
 		return s.scaling(c)
+	case *pb.RevokeCommand:
+		return s.revoke(c)
+	case *pb.CheckpointCommand:
+		return s.checkpoint(c)
+	case *pb.AuthzRefusedCommand:
+		return nil // recorded in the audit log only
 	}
 	return rejectf("unhandled command %T", m)
 }
@@ -316,6 +393,9 @@ func (s *State) keyReady(c *pb.KeyReadyCommand) error {
 	if !s.Region.allSealed() {
 		return rejectf("key ready before all shares were sealed")
 	}
+	if s.Region.Ready[i] {
+		return errUnchanged
+	}
 	s.Region.Ready[i] = true
 	return nil
 }
@@ -323,7 +403,7 @@ func (s *State) keyReady(c *pb.KeyReadyCommand) error {
 func (s *State) submitJob(c *pb.SubmitJobCommand) error {
 	if c.RequestId != "" {
 		if _, ok := s.Requests[c.RequestId]; ok {
-			return nil // a retry: the job exists already
+			return errUnchanged // a retry: the job exists already
 		}
 	}
 	if _, ok := s.Jobs[c.JobId]; ok {
@@ -459,7 +539,9 @@ func (s *State) closeRound(c *pb.CloseRoundCommand) error {
 	r.AggDigest = c.AggregateDigest
 	r.Contributors = slices.Clone(c.Contributors)
 	r.Attempt = 1
+	r.AttemptMs = c.UnixMs
 	r.Active = slices.Clone(c.Active)
+	r.Asked = slices.Clone(c.Active)
 	r.Shares = map[string][]byte{}
 	return nil
 }
@@ -505,8 +587,17 @@ func (s *State) retryDecryption(c *pb.RetryDecryptionCommand) error {
 	if err := s.checkActive(c.Active); err != nil {
 		return err
 	}
+	// A share is bound to its active set, and a hospital gives one share per
+	// round: a new attempt can only ask hospitals never asked in this round.
+	for _, h := range c.Active {
+		if slices.Contains(r.Asked, h) {
+			return rejectf("%s was already asked for a share of round %d", h, r.Number)
+		}
+	}
 	r.Attempt = c.Attempt
+	r.AttemptMs = c.UnixMs
 	r.Active = slices.Clone(c.Active)
+	r.Asked = append(r.Asked, c.Active...)
 	r.Shares = map[string][]byte{}
 	return nil
 }
@@ -535,6 +626,52 @@ func (s *State) commitModel(c *pb.CommitModelCommand) error {
 	r.Aggregate = nil
 	r.Shares = nil
 	return nil
+}
+
+// maxTreeHead bounds a checkpoint's encoded tree head (it carries the
+// signer's certificate).
+const maxTreeHead = 64 << 10
+
+func (s *State) checkpoint(c *pb.CheckpointCommand) error {
+	if len(c.TreeHead) > maxTreeHead {
+		return rejectf("tree head of %d bytes", len(c.TreeHead))
+	}
+	var th audit.TreeHead
+	if err := json.Unmarshal(c.TreeHead, &th); err != nil {
+		return rejectf("tree head: %v", err)
+	}
+	if err := s.Audit.AddCheckpoint(th); err != nil {
+		return rejectf("%v", err)
+	}
+	return nil
+}
+
+func (s *State) revoke(c *pb.RevokeCommand) error {
+	if !validSerial(c.Serial) {
+		return rejectf("serial %q is not lowercase hex", c.Serial)
+	}
+	if _, ok := s.Revoked[c.Serial]; ok {
+		return rejectf("serial %s is already revoked", c.Serial)
+	}
+	if s.Revoked == nil {
+		s.Revoked = map[string]*pb.Revocation{}
+	}
+	s.Revoked[c.Serial] = &pb.Revocation{Serial: c.Serial, Reason: c.Reason, RevokedBy: c.RevokedBy, UnixMs: c.UnixMs}
+	return nil
+}
+
+// validSerial accepts what identity.SerialHex produces: 1 to 40 lowercase
+// hex digits (RFC 5280 caps serials at 20 bytes).
+func validSerial(s string) bool {
+	if len(s) == 0 || len(s) > 40 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *State) scaling(c *pb.ScalingCommand) error {

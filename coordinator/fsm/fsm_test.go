@@ -21,7 +21,7 @@ type applier struct {
 
 func (a *applier) apply(ct CommandType, m proto.Message) error {
 	a.t.Helper()
-	b, err := Encode(ct, m)
+	b, err := Encode(ct, m, Meta{Actor: "coordinator/replica-1", UnixMs: int64(a.idx+1) * 1000})
 	if err != nil {
 		a.t.Fatal(err)
 	}

@@ -3,7 +3,9 @@ package fsm
 import (
 	"slices"
 
+	"regionfl/audit"
 	"regionfl/jobspec"
+	"regionfl/privacy"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -36,7 +38,12 @@ type State struct {
 	Jobs     map[string]*Job   `json:"jobs"`
 	JobOrder []string          `json:"job_order"`
 	Requests map[string]string `json:"requests"` // idempotency key -> job ID
-	Index    uint64            `json:"index"`    // last applied Raft index
+	// Revoked certificate serials (lowercase hex): refused on every request.
+	Revoked map[string]*pb.Revocation `json:"revoked,omitempty"`
+	// Audit is the tamper-evident record of every action, appended in the
+	// same entry as the action.
+	Audit *audit.Log `json:"audit"`
+	Index uint64     `json:"index"` // last applied Raft index
 }
 
 // Region is the set of hospitals and the state of their key ceremony.
@@ -52,6 +59,20 @@ type Region struct {
 	// Sealed[to][from] is the Shamir share from 'from' sealed to 'to'.
 	Sealed [][][]byte `json:"sealed"`
 	Ready  []bool     `json:"ready"`
+}
+
+// Clone copies the region deeply enough to be read outside the state's
+// lock: Apply writes into its per-hospital slices.
+func (r *Region) Clone() *Region {
+	c := *r
+	c.HPKE = slices.Clone(r.HPKE)
+	c.PKShares = slices.Clone(r.PKShares)
+	c.Ready = slices.Clone(r.Ready)
+	c.Sealed = make([][][]byte, len(r.Sealed))
+	for i, row := range r.Sealed {
+		c.Sealed[i] = slices.Clone(row)
+	}
+	return &c
 }
 
 // Index returns the position of hospital h, or -1.
@@ -131,6 +152,12 @@ func (j *Job) Current() *Round {
 	return j.Rounds[len(j.Rounds)-1]
 }
 
+// IsRevoked reports whether a certificate serial (lowercase hex) is revoked.
+func (s *State) IsRevoked(serial string) bool {
+	_, ok := s.Revoked[serial]
+	return ok
+}
+
 // NextRound is the number of the round to open next: the statistics round
 // while a region-scaled job lacks the region's scaling, else one past the
 // current round (round numbers keep counting across aborted rounds).
@@ -142,6 +169,30 @@ func (j *Job) NextRound() uint32 {
 		return cur.Number + 1
 	}
 	return 1
+}
+
+// EpsilonSpent is the privacy ledger of a DP job: per hospital, the ε
+// (at the job's δ) of the training rounds its update was counted in.
+// It is derived from replicated state, so every replica reports the same.
+func (j *Job) EpsilonSpent() map[string]float64 {
+	if j.Spec.GetDpNoiseMultiplier() == 0 {
+		return nil
+	}
+	rounds := map[string]int{}
+	for _, r := range j.Rounds {
+		if r.Number == jobspec.StatsRound {
+			continue
+		}
+		for _, c := range r.Contributions {
+			rounds[c.Hospital]++
+		}
+	}
+	acc := privacy.Accountant{NoiseMultiplier: j.Spec.DpNoiseMultiplier, Delta: j.Spec.DpDelta}
+	out := make(map[string]float64, len(rounds))
+	for h, n := range rounds {
+		out[h] = acc.Epsilon(n)
+	}
+	return out
 }
 
 // TrainedRounds counts the rounds that committed a model version.
@@ -186,7 +237,9 @@ type Round struct {
 	AggDigest     []byte            `json:"agg_digest,omitempty"`
 	Contributors  []string          `json:"contributors,omitempty"` // the manifest
 	Attempt       uint32            `json:"attempt"`
-	Active        []string          `json:"active,omitempty"` // decryptors of the current attempt
+	AttemptMs     int64             `json:"attempt_ms,omitempty"` // when the current attempt began
+	Active        []string          `json:"active,omitempty"`     // decryptors of the current attempt
+	Asked         []string          `json:"asked,omitempty"`      // decryptors of every attempt so far
 	Shares        map[string][]byte `json:"shares,omitempty"`
 }
 
@@ -198,6 +251,16 @@ func (r *Round) Contributed(h string) bool {
 		}
 	}
 	return false
+}
+
+// ContributionOf returns hospital h's accepted update in the round, or nil.
+func (r *Round) ContributionOf(h string) *Contribution {
+	for i := range r.Contributions {
+		if r.Contributions[i].Hospital == h {
+			return &r.Contributions[i]
+		}
+	}
+	return nil
 }
 
 // HasDigest reports whether an update with this digest was already accepted.
@@ -216,5 +279,6 @@ func newState() *State {
 		Replicas: map[string]string{},
 		Jobs:     map[string]*Job{},
 		Requests: map[string]string{},
+		Audit:    &audit.Log{},
 	}
 }

@@ -6,7 +6,10 @@
 //
 // Every decision becomes a Raft command; the engine's own memory holds only
 // what is large and short-lived (the running encrypted sum of the round in
-// progress, which hospitals were recently seen).
+// progress, which hospitals were recently seen). The log records the digest
+// of every update counted, so a new leader, whose memory holds no sum, asks
+// the hospitals to resend those updates by digest and folds them again:
+// nobody retrains and no update is counted twice.
 package round
 
 import (
@@ -31,6 +34,7 @@ import (
 
 // Errors the gRPC layer turns into status codes.
 var (
+	ErrUnknownJob  = errors.New("no such job")
 	ErrRoundClosed = errors.New("round is not collecting updates")
 	ErrDuplicate   = errors.New("update already received")
 	ErrStaleModel  = errors.New("update trained on another model version")
@@ -52,14 +56,36 @@ type Engine struct {
 	now    Clock
 
 	mu       sync.Mutex
-	inflight map[roundKey]*he.Aggregator // running sums of collecting rounds
-	seen     map[string]time.Time        // hospital -> last poll
-	mode     string                      // "leader" once this replica took over
+	term     uint64                // the term the in-memory sums belong to; 0 when not leading
+	inflight map[roundKey]*running // running sums of collecting rounds
+	seen     map[string]time.Time  // hospital -> last poll
 }
 
 type roundKey struct {
 	job   string
 	round uint32
+}
+
+// running is the encrypted sum of a collecting round on this leader and the
+// digests of the updates folded into it: always a subset of the round's
+// contributions in the log, since an update is folded only once its
+// contribution is committed.
+type running struct {
+	agg    *he.Aggregator
+	folded map[string]bool
+}
+
+// lead makes the in-memory sums those of term, dropping sums left from an
+// earlier term: between two terms another leader may have counted updates
+// this replica never saw. Callers hold e.mu.
+func (e *Engine) lead(term uint64) {
+	if e.term != term {
+		clear(e.inflight)
+		e.term = term
+		if term != 0 {
+			e.log.Info("leading rounds", "term", term)
+		}
+	}
 }
 
 // New returns an engine for a replica.
@@ -68,7 +94,7 @@ func New(st *store.Store, params he.Params, log *slog.Logger, now Clock) *Engine
 		now = time.Now
 	}
 	return &Engine{store: st, params: params, log: log, now: now,
-		inflight: map[roundKey]*he.Aggregator{}, seen: map[string]time.Time{}}
+		inflight: map[roundKey]*running{}, seen: map[string]time.Time{}}
 }
 
 // Params are the region's HE parameters.
@@ -96,21 +122,14 @@ func (e *Engine) Run(ctx context.Context) {
 		case <-tick.C:
 		case <-e.store.FSM().Changed():
 		}
-		if !e.store.IsLeader() {
-			e.mu.Lock()
-			e.mode = ""
-			clear(e.inflight)
-			e.mu.Unlock()
+		// A new leader first applies everything its predecessor committed,
+		// so it acts on the whole state.
+		term, err := e.store.Ready()
+		e.mu.Lock()
+		e.lead(term)
+		e.mu.Unlock()
+		if err != nil {
 			continue
-		}
-		if e.mode == "" {
-			// A new leader first applies everything its predecessor
-			// committed, so it acts on the whole state.
-			if err := e.store.Barrier(5 * time.Second); err != nil {
-				continue
-			}
-			e.mode = "leader"
-			e.log.Info("leading rounds")
 		}
 		if err := e.step(); err != nil && !errors.Is(err, store.ErrNotLeader) {
 			e.log.Warn("round engine step", "err", err)
@@ -126,8 +145,7 @@ func (e *Engine) step() error {
 	)
 	e.store.FSM().Read(func(s *fsm.State) {
 		if s.Region != nil {
-			r := *s.Region
-			region = &r
+			region = s.Region.Clone()
 		}
 		for _, id := range s.JobOrder {
 			if j := s.Jobs[id]; !j.Finished() {
@@ -237,37 +255,50 @@ func (e *Engine) abort(j *fsm.Job, r *fsm.Round, reason string) error {
 
 func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, now int64) error {
 	key := roundKey{j.ID, r.Number}
+	// The contributors and the sum are read together: an update folded in
+	// between would be in the sum but not in the manifest.
+	var (
+		contributors []string
+		sum          *he.Update
+		sumErr       error
+	)
 	e.mu.Lock()
-	agg := e.inflight[key]
-	e.mu.Unlock()
-	if len(r.Contributions) > 0 && agg == nil {
-		// The encrypted sum lived in the previous leader's memory.
-		return e.abort(j, r, "leader changed while collecting; updates must be sent again")
+	if run := e.inflight[key]; run != nil {
+		for _, c := range r.Contributions {
+			if run.folded[string(c.Digest)] {
+				contributors = append(contributors, c.Hospital)
+			}
+		}
+		sum, sumErr = run.agg.Result()
 	}
-	all := len(r.Contributions) == len(j.Accepted)
+	e.mu.Unlock()
+	// Updates counted under an earlier leader are missing from this one's
+	// sum until their hospitals resend them (Poll asks them to).
+	all := len(r.Contributions) == len(j.Accepted) && len(contributors) == len(r.Contributions)
 	late := now >= r.DeadlineMs
 	if !all && !late {
 		return nil
 	}
 	k := int(j.Spec.MinHospitals)
-	if len(r.Contributions) < k {
-		return e.abort(j, r, fmt.Sprintf("%d of the %d updates needed arrived by the deadline", len(r.Contributions), k))
+	if len(contributors) < k {
+		reason := fmt.Sprintf("%d of the %d updates needed arrived by the deadline", len(contributors), k)
+		if lost := len(r.Contributions) - len(contributors); lost > 0 {
+			reason += fmt.Sprintf(" (%d more were counted before a leader change and not sent again)", lost)
+		}
+		return e.abort(j, r, reason)
 	}
-	sum, err := agg.Result()
-	if err != nil {
-		return e.abort(j, r, "aggregate: "+err.Error())
+	if sumErr != nil {
+		return e.abort(j, r, "aggregate: "+sumErr.Error())
 	}
 	b, err := sum.MarshalBinary()
 	if err != nil {
 		return err
 	}
 	digest := sum.Digest()
-	contributors := make([]string, len(r.Contributions))
-	for i, c := range r.Contributions {
-		contributors[i] = c.Hospital
-	}
+	// The manifest lists exactly the updates in the sum: one counted under
+	// an earlier leader and never sent again is left out.
 	slices.Sort(contributors)
-	active := e.chooseDecryptors(region, contributors)
+	active := e.chooseDecryptors(region, contributors, nil, 0)
 	e.log.Info("round closed", "job_id", j.ID, "round", r.Number, "contributors", len(contributors),
 		"aggregate_size", len(b), "aggregate_digest", fmt.Sprintf("%x", digest[:8]), "decryptors", active)
 	err = e.store.Propose(fsm.CmdCloseRound, &pb.CloseRoundCommand{
@@ -282,12 +313,22 @@ func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 	return err
 }
 
-// chooseDecryptors picks t hospitals, most recently seen first, preferring
-// the round's contributors (they were just online).
-func (e *Engine) chooseDecryptors(region *fsm.Region, contributors []string) []string {
+// chooseDecryptors picks t hospitals, preferring the round's contributors
+// (they were just online), then the most recently seen. It leaves out the
+// hospitals in exclude and, when sinceMs is set, those not seen since then;
+// it returns nil when fewer than t remain.
+func (e *Engine) chooseDecryptors(region *fsm.Region, contributors, exclude []string, sinceMs int64) []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	cand := slices.Clone(region.Hospitals)
+	var cand []string
+	for _, h := range region.Hospitals {
+		if !slices.Contains(exclude, h) && (sinceMs == 0 || e.seen[h].UnixMilli() >= sinceMs) {
+			cand = append(cand, h)
+		}
+	}
+	if len(cand) < region.Threshold {
+		return nil
+	}
 	sort.SliceStable(cand, func(a, b int) bool {
 		ca, cb := slices.Contains(contributors, cand[a]), slices.Contains(contributors, cand[b])
 		if ca != cb {
@@ -302,16 +343,26 @@ func (e *Engine) chooseDecryptors(region *fsm.Region, contributors []string) []s
 
 func (e *Engine) stepDecrypting(region *fsm.Region, j *fsm.Job, r *fsm.Round, now int64) error {
 	if len(r.Shares) < len(r.Active) {
-		if now >= r.ClosedMs+int64(j.Spec.RoundDeadlineMs) {
-			var missing []string
-			for _, h := range r.Active {
-				if _, ok := r.Shares[h]; !ok {
-					missing = append(missing, h)
-				}
-			}
-			return e.abort(j, r, fmt.Sprintf("no decryption share from %v before the deadline", missing))
+		if now < r.AttemptMs+int64(j.Spec.RoundDeadlineMs) {
+			return nil
 		}
-		return nil
+		var missing []string
+		for _, h := range r.Active {
+			if _, ok := r.Shares[h]; !ok {
+				missing = append(missing, h)
+			}
+		}
+		// Shares are bound to the active set and a hospital gives one per
+		// round, so the next attempt needs t hospitals never asked in this
+		// round, all of them polling since this attempt began (alive).
+		active := e.chooseDecryptors(region, r.Contributors, r.Asked, r.AttemptMs)
+		if active == nil {
+			return e.abort(j, r, fmt.Sprintf("no decryption share from %v before the deadline, and fewer than %d other hospitals are online; the round runs again", missing, region.Threshold))
+		}
+		e.log.Warn("decryption retried", "job_id", j.ID, "round", r.Number, "attempt", r.Attempt+1, "missing", missing, "decryptors", active)
+		return e.store.Propose(fsm.CmdRetryDecryption, &pb.RetryDecryptionCommand{
+			JobId: j.ID, Round: r.Number, Attempt: r.Attempt + 1, Active: active, UnixMs: now,
+		})
 	}
 	agg, err := he.UnmarshalUpdate(e.params, jobspec.VectorLen(j.Spec, r.Number), r.Aggregate)
 	if err != nil {
@@ -386,35 +437,63 @@ func l2(v []float64) float64 {
 	return math.Sqrt(s)
 }
 
-// Accept checks an encrypted update for the current round, records it in the
-// log and folds it into the round's running sum. It is called by the
-// SubmitUpdate handler with the bytes already length-checked.
-func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw []byte) error {
-	var (
-		j   *fsm.Job
-		err error
-	)
-	e.store.FSM().Read(func(s *fsm.State) {
-		job, ok := s.Jobs[h.JobId]
-		if !ok {
-			err = fmt.Errorf("%w: no job %q", ErrBadUpdate, h.JobId)
-			return
-		}
-		j = cloneJob(job)
-	})
+// CheckHeader refuses an update from its header alone, before any of its
+// bytes are received, and returns the exact size the update must have. It
+// refuses an unknown job, another model, a round that is not collecting, a
+// hospital that has not accepted the job, another model version, and a
+// second update of a hospital in a round; the update a hospital was counted
+// with passes again while this leader's sum lacks it (a resend).
+func (e *Engine) CheckHeader(hospital string, h *pb.UpdateHeader) (int, error) {
+	j, r, err := e.check(hospital, h)
 	if err != nil {
-		return err
+		return 0, err
+	}
+	return he.UpdateSize(e.params, jobspec.VectorLen(j.Spec, r.Number)), nil
+}
+
+func (e *Engine) check(hospital string, h *pb.UpdateHeader) (*fsm.Job, *fsm.Round, error) {
+	var j *fsm.Job
+	e.store.FSM().Read(func(s *fsm.State) {
+		if job, ok := s.Jobs[h.JobId]; ok {
+			j = cloneJob(job)
+		}
+	})
+	if j == nil {
+		return nil, nil, fmt.Errorf("%w: job_id %q", ErrUnknownJob, h.JobId)
 	}
 	r := j.Current()
 	switch {
+	case h.ModelHash != j.ModelHash:
+		return nil, nil, fmt.Errorf("%w: model_hash: the update is for model %q, job %s trains %q", ErrBadUpdate, h.ModelHash, j.ID, j.ModelHash)
 	case r == nil || r.Number != h.Round || r.State != fsm.RoundCollecting:
-		return fmt.Errorf("%w: round %d of job %s", ErrRoundClosed, h.Round, j.ID)
+		return nil, nil, fmt.Errorf("%w: round %d of job %s", ErrRoundClosed, h.Round, j.ID)
 	case !slices.Contains(j.Accepted, hospital):
-		return fmt.Errorf("%w: %s, job %s", ErrNotAccepted, hospital, j.ID)
+		return nil, nil, fmt.Errorf("%w: %s, job %s", ErrNotAccepted, hospital, j.ID)
 	case h.ModelVersion != r.ModelVersion:
-		return fmt.Errorf("%w: trained on version %d, round %d uses version %d", ErrStaleModel, h.ModelVersion, r.Number, r.ModelVersion)
-	case r.Contributed(hospital):
-		return fmt.Errorf("%w: %s already contributed to round %d", ErrDuplicate, hospital, r.Number)
+		return nil, nil, fmt.Errorf("%w: trained on version %d, round %d uses version %d", ErrStaleModel, h.ModelVersion, r.Number, r.ModelVersion)
+	}
+	if c := r.ContributionOf(hospital); c != nil {
+		if string(c.Digest) != string(h.Digest) {
+			return nil, nil, fmt.Errorf("%w: %s already contributed another update to round %d", ErrDuplicate, hospital, r.Number)
+		}
+		if e.Holds(j.ID, r.Number, h.Digest) {
+			return nil, nil, fmt.Errorf("%w: the update of %s is already counted in round %d", ErrDuplicate, hospital, r.Number)
+		}
+	} else if r.HasDigest(h.Digest) {
+		return nil, nil, fmt.Errorf("%w: an update with this digest is already counted in round %d", ErrDuplicate, r.Number)
+	}
+	return j, r, nil
+}
+
+// Accept checks an encrypted update for the current round, records it in the
+// log and folds it into the round's running sum; the update a hospital was
+// already counted with is folded without a second log entry (a resend to a
+// new leader). The SubmitUpdate handler calls it with exactly the size
+// CheckHeader returned.
+func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw []byte) error {
+	j, r, err := e.check(hospital, h)
+	if err != nil {
+		return err
 	}
 	n := jobspec.VectorLen(j.Spec, r.Number)
 	u, err := he.UnmarshalUpdate(e.params, n, raw)
@@ -433,42 +512,82 @@ func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw []byte) error {
 	if u.Clip() != clip {
 		return fmt.Errorf("%w: clip norm %g, the round uses %g", ErrBadUpdate, u.Clip(), clip)
 	}
+	// An update claiming several parties would pass for several hospitals
+	// in the sum the decryptors check against the manifest.
+	if u.Parties() != 1 {
+		return fmt.Errorf("%w: parties: %d, a hospital's update counts one", ErrBadUpdate, u.Parties())
+	}
 
 	// One fold at a time per engine: the check, the log entry and the fold
 	// must not interleave with another update for the same round.
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	key := roundKey{j.ID, r.Number}
-	agg := e.inflight[key]
-	if agg == nil {
-		if len(r.Contributions) > 0 {
-			return fmt.Errorf("%w: this replica became leader mid-round", ErrRoundClosed)
-		}
-		agg = he.NewAggregator(e.params, n, clip, binding)
-		e.inflight[key] = agg
-	}
-	err = e.store.Propose(fsm.CmdContribution, &pb.ContributionCommand{
-		JobId: j.ID, Round: r.Number, Hospital: hospital, Digest: digest[:], Size: uint64(len(raw)),
-	})
+	term, err := e.store.Ready()
 	if err != nil {
-		if errors.Is(err, fsm.ErrRejected) {
-			return fmt.Errorf("%w: %v", ErrDuplicate, err)
-		}
 		return err
 	}
-	if err := agg.Add(u); err != nil {
-		// The log now counts an update the sum lacks: the round cannot
-		// produce a correct aggregate any more.
-		delete(e.inflight, key)
+	e.lead(term)
+	// Decide on the log as it is now, under the lock: the round may have
+	// closed, or another stream of the hospital been counted, since check.
+	var (
+		collecting bool
+		counted    []byte
+	)
+	e.store.FSM().Read(func(s *fsm.State) {
+		cur := s.Jobs[j.ID].Current()
+		collecting = cur.Number == r.Number && cur.State == fsm.RoundCollecting
+		if c := cur.ContributionOf(hospital); collecting && c != nil {
+			counted = c.Digest
+		}
+	})
+	key := roundKey{j.ID, r.Number}
+	run := e.inflight[key]
+	resend := counted != nil
+	switch {
+	case !collecting:
+		return fmt.Errorf("%w: round %d of job %s", ErrRoundClosed, r.Number, j.ID)
+	case resend && string(counted) != string(digest[:]):
+		return fmt.Errorf("%w: %s already contributed another update to round %d", ErrDuplicate, hospital, r.Number)
+	case run != nil && run.folded[string(digest[:])]:
+		return fmt.Errorf("%w: the update of %s is already counted in round %d", ErrDuplicate, hospital, r.Number)
+	}
+	if run == nil {
+		run = &running{agg: he.NewAggregator(e.params, n, clip, binding), folded: map[string]bool{}}
+		e.inflight[key] = run
+	}
+	if !resend {
+		err = e.store.Propose(fsm.CmdContribution, &pb.ContributionCommand{
+			JobId: j.ID, Round: r.Number, Hospital: hospital, Digest: digest[:], Size: uint64(len(raw)),
+		})
+		if err != nil {
+			return err // leadership lost, or refused: the round closed meanwhile
+		}
+	}
+	if err := run.agg.Add(u); err != nil {
+		// Counted in the log but not in the sum: the round's manifest will
+		// leave it out.
 		return fmt.Errorf("%w: %v", ErrBadUpdate, err)
 	}
+	run.folded[string(digest[:])] = true
 	e.log.Info("update accepted", "job_id", j.ID, "round", r.Number, "hospital", hospital,
-		"size", len(raw), "digest", fmt.Sprintf("%x", digest[:8]))
+		"size", len(raw), "digest", fmt.Sprintf("%x", digest[:8]), "resent", resend)
 	return nil
 }
 
-// UpdateSize is the exact byte size of an encrypted update for a job.
-func (e *Engine) UpdateSize(numParams int) int { return he.UpdateSize(e.params, numParams) }
+// Holds reports whether this leader's running sum of a collecting round
+// includes the update with the given digest. Poll asks hospitals to resend
+// the updates counted in the log that it lacks.
+func (e *Engine) Holds(jobID string, round uint32, digest []byte) bool {
+	term, err := e.store.Ready()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err != nil {
+		return false
+	}
+	e.lead(term)
+	run := e.inflight[roundKey{jobID, round}]
+	return run != nil && run.folded[string(digest)]
+}
 
 // cloneJob copies what the engine reads outside the FSM lock.
 func cloneJob(j *fsm.Job) *fsm.Job {
@@ -479,6 +598,7 @@ func cloneJob(j *fsm.Job) *fsm.Job {
 		rc := *r
 		rc.Contributions = slices.Clone(r.Contributions)
 		rc.Active = slices.Clone(r.Active)
+		rc.Asked = slices.Clone(r.Asked)
 		rc.Shares = make(map[string][]byte, len(r.Shares))
 		for k, v := range r.Shares {
 			rc.Shares[k] = v

@@ -35,7 +35,15 @@ func (s hospitalService) Poll(ctx context.Context, req *pb.PollRequest) (*pb.Pol
 	var resp *pb.PollResponse
 	var err error
 	s.read(func(st *fsm.State) { resp, err = work(st, h) })
-	return resp, err
+	if err != nil {
+		return nil, err
+	}
+	// Asked outside the state's lock: the engine holds its own lock while it
+	// waits for a contribution to be applied.
+	for _, k := range resp.Kept {
+		k.Resend = !s.engine.Holds(k.JobId, k.Round, k.Digest)
+	}
+	return resp, nil
 }
 
 // work lists what hospital h has to do in state st.
@@ -85,7 +93,9 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 		}
 		switch cur.State {
 		case fsm.RoundCollecting:
-			if !cur.Contributed(h) {
+			if c := cur.ContributionOf(h); c != nil {
+				resp.Kept = append(resp.Kept, &pb.KeptUpdate{JobId: j.ID, Round: cur.Number, Digest: c.Digest})
+			} else {
 				resp.Train = append(resp.Train, &pb.TrainTask{
 					JobId: j.ID, Round: cur.Number, ModelVersion: cur.ModelVersion, ModelHash: j.ModelHash, Spec: j.Spec,
 				})
@@ -125,8 +135,7 @@ func (s hospitalService) region(ctx context.Context) (*fsm.Region, uint32, error
 	var r *fsm.Region
 	s.read(func(st *fsm.State) {
 		if st.Region != nil {
-			c := *st.Region
-			r = &c
+			r = st.Region.Clone()
 		}
 	})
 	if r == nil {
@@ -246,6 +255,24 @@ func (s hospitalService) DecideJob(ctx context.Context, req *pb.DecideJobRequest
 		return nil, status.Error(codes.InvalidArgument, "reason: longer than 1024 bytes")
 	}
 	h := caller(ctx).Name
+	var (
+		found, same bool
+	)
+	s.read(func(st *fsm.State) {
+		j, ok := st.Jobs[req.JobId]
+		if !ok {
+			return
+		}
+		found = true
+		_, refused := j.Refused[h]
+		same = (req.Accept && slices.Contains(j.Accepted, h)) || (!req.Accept && refused)
+	})
+	switch {
+	case !found:
+		return nil, status.Errorf(codes.NotFound, "job_id: no job %q", req.JobId)
+	case same:
+		return &pb.DecideJobResponse{}, nil // a retry after a lost answer
+	}
 	err := s.store.Propose(fsm.CmdDecideJob, &pb.DecideJobCommand{JobId: req.JobId, Hospital: h, Accept: req.Accept, Reason: req.Reason})
 	if err != nil {
 		return nil, toStatus(ctx, err)
@@ -267,23 +294,18 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 	if hdr == nil {
 		return status.Error(codes.InvalidArgument, "the first message must be the update header")
 	}
-	var numParams int
-	s.read(func(st *fsm.State) {
-		if j, ok := st.Jobs[hdr.JobId]; ok {
-			numParams = jobspec.VectorLen(j.Spec, hdr.Round)
-		}
-	})
-	if numParams == 0 {
-		return status.Errorf(codes.NotFound, "job_id: no job %q", hdr.JobId)
-	}
-	// The size is fixed by the region parameters and the model: anything
-	// else is refused before a byte of it is buffered.
-	want := s.engine.UpdateSize(numParams)
-	if hdr.Size != uint64(want) {
-		return status.Errorf(codes.InvalidArgument, "size: %d bytes announced, an update of this model is exactly %d", hdr.Size, want)
-	}
 	if len(hdr.Digest) != 32 {
 		return status.Error(codes.InvalidArgument, "digest: want 32 bytes (SHA-256)")
+	}
+	h := caller(ctx).Name
+	// Everything the header says is checked before a byte of the update is
+	// buffered; the size is fixed by the region parameters and the model.
+	want, err := s.engine.CheckHeader(h, hdr)
+	if err != nil {
+		return toStatus(ctx, err)
+	}
+	if hdr.Size != uint64(want) {
+		return status.Errorf(codes.InvalidArgument, "size: %d bytes announced, an update of this model is exactly %d", hdr.Size, want)
 	}
 	raw, err := receiveAll(want, func() ([]byte, error) {
 		m, err := stream.Recv()
@@ -298,7 +320,7 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 	if err != nil {
 		return toStatus(ctx, err)
 	}
-	if err := s.engine.Accept(caller(ctx).Name, hdr, raw); err != nil {
+	if err := s.engine.Accept(h, hdr, raw); err != nil {
 		return toStatus(ctx, err)
 	}
 	return stream.SendAndClose(&pb.SubmitUpdateResponse{Digest: hdr.Digest})
@@ -347,13 +369,12 @@ func (s hospitalService) GetAggregate(req *pb.GetAggregateRequest, stream pb.Hos
 }
 
 func (s hospitalService) SubmitDecryptionShare(ctx context.Context, req *pb.SubmitDecryptionShareRequest) (*pb.SubmitDecryptionShareResponse, error) {
-	r, _, err := s.decryptingRound(ctx, req.JobId, req.Round)
+	// Who the share is from is checked first: identity comes from the
+	// certificate only, whatever the state of the round.
+	_, point, err := s.region(ctx)
 	if err != nil {
 		return nil, err
 	}
-	h := caller(ctx).Name
-	var point uint32
-	s.read(func(st *fsm.State) { point = st.Region.Point(h) })
 	share, err := he.UnmarshalDecryptionShare(s.engine.Params(), req.Share)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "share: %v", err)
@@ -361,8 +382,23 @@ func (s hospitalService) SubmitDecryptionShare(ctx context.Context, req *pb.Subm
 	if share.From() != point {
 		return nil, status.Errorf(codes.PermissionDenied, "share is from party %d, the caller is party %d", share.From(), point)
 	}
+	r, _, err := s.decryptingRound(ctx, req.JobId, req.Round)
+	if err != nil {
+		return nil, err
+	}
+	h := caller(ctx).Name
 	if !slices.Contains(r.Active, h) {
-		return nil, status.Errorf(codes.PermissionDenied, "%s is not a decryptor of round %d", h, r.Number)
+		return nil, status.Errorf(codes.PermissionDenied, "%s is not a decryptor of attempt %d of round %d", h, r.Attempt, r.Number)
+	}
+	var retry bool
+	s.read(func(st *fsm.State) {
+		if cur := st.Jobs[req.JobId].Current(); cur.Number == req.Round && cur.Attempt == req.Attempt {
+			given, ok := cur.Shares[h]
+			retry = ok && string(given) == string(req.Share)
+		}
+	})
+	if retry {
+		return &pb.SubmitDecryptionShareResponse{}, nil // a retry after a lost answer
 	}
 	err = s.store.Propose(fsm.CmdDecryptionShare, &pb.DecryptionShareCommand{
 		JobId: req.JobId, Round: req.Round, Attempt: req.Attempt, Hospital: h, Share: req.Share,

@@ -34,16 +34,26 @@ func (s researcherService) SubmitJob(ctx context.Context, req *pb.SubmitJobReque
 	if err := jobspec.Validate(spec); err != nil {
 		return nil, toStatus(ctx, err)
 	}
+	by := caller(ctx)
 	if req.RequestId != "" {
-		var existing string
-		s.read(func(st *fsm.State) { existing = st.Requests[req.RequestId] })
-		if existing != "" {
+		// A retry returns the job the key made; the key is its submitter's
+		// (the job's spec may have changed since, e.g. its region scaling).
+		var existing, owner string
+		s.read(func(st *fsm.State) {
+			existing = st.Requests[req.RequestId]
+			if j := st.Jobs[existing]; j != nil {
+				owner = j.SubmittedBy
+			}
+		})
+		switch {
+		case existing != "" && owner == by.String():
 			return &pb.SubmitJobResponse{JobId: existing}, nil
+		case existing != "":
+			return nil, status.Errorf(codes.AlreadyExists, "request_id: %q was used by another researcher", req.RequestId)
 		}
 	}
 	model := jobspec.FromProto(spec.Model)
 	id := newJobID()
-	by := caller(ctx)
 	err := s.store.Propose(fsm.CmdSubmitJob, &pb.SubmitJobCommand{
 		JobId: id, Spec: spec, RequestId: req.RequestId, SubmittedBy: by.String(), UnixMs: s.engine.NowMs(),
 		InitialParams: model.Init(int64(spec.Seed)), ModelHash: model.Hash(),
@@ -122,14 +132,18 @@ func (s researcherService) CancelJob(ctx context.Context, req *pb.CancelJobReque
 	if err := s.leader(ctx); err != nil {
 		return nil, err
 	}
-	if _, err := s.jobInfo(req.JobId); err != nil {
+	info, err := s.jobInfo(req.JobId)
+	if err != nil {
 		return nil, err
+	}
+	if info.State == fsm.JobCancelled {
+		return &pb.CancelJobResponse{}, nil // a retry after a lost answer
 	}
 	reason := req.Reason
 	if reason == "" {
 		reason = "cancelled by " + caller(ctx).String()
 	}
-	err := s.store.Propose(fsm.CmdEndJob, &pb.EndJobCommand{JobId: req.JobId, State: fsm.JobCancelled, Reason: reason, UnixMs: s.engine.NowMs()})
+	err = s.store.ProposeAs(caller(ctx).String(), fsm.CmdEndJob, &pb.EndJobCommand{JobId: req.JobId, State: fsm.JobCancelled, Reason: reason, UnixMs: s.engine.NowMs()})
 	if err != nil {
 		return nil, toStatus(ctx, err)
 	}
@@ -169,6 +183,7 @@ func jobInfo(j *fsm.Job) *pb.JobInfo {
 	for h, r := range j.Refused {
 		info.Refused[h] = r
 	}
+	info.EpsilonSpent = j.EpsilonSpent()
 	for _, r := range j.Rounds {
 		ri := &pb.RoundInfo{Round: r.Number, State: r.State, Reason: r.Reason, OpenedUnixMs: r.OpenedMs, ClosedUnixMs: r.ClosedMs}
 		for _, c := range r.Contributions {

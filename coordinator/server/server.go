@@ -5,7 +5,9 @@
 package server
 
 import (
+	"cmp"
 	"context"
+	"crypto"
 	"crypto/hpke"
 	"crypto/rand"
 	"crypto/sha256"
@@ -20,8 +22,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"regionfl/client"
 	"regionfl/coordinator/fsm"
@@ -45,6 +50,11 @@ type Server struct {
 	store  *store.Store
 	engine *round.Engine
 	log    *slog.Logger
+	limit  *limiter
+	// signer and certDER sign the head of audit exports (SetSigner).
+	signer  crypto.Signer
+	certDER []byte
+	refused refusals
 }
 
 var (
@@ -55,7 +65,7 @@ var (
 
 // New returns the services of one replica.
 func New(st *store.Store, engine *round.Engine, log *slog.Logger) *Server {
-	return &Server{store: st, engine: engine, log: log}
+	return &Server{store: st, engine: engine, log: log, limit: newLimiter(DefaultLimits)}
 }
 
 // Register adds the services to a gRPC server.
@@ -63,16 +73,18 @@ func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterHospitalServiceServer(g, hospitalService{s})
 	pb.RegisterResearcherServiceServer(g, researcherService{s})
 	pb.RegisterOperatorServiceServer(g, s)
+	pb.RegisterAuditorServiceServer(g, auditorService{Server: s})
 }
 
 // GRPCOptions are the server options every replica uses: message caps and
-// the authorization interceptors.
-func GRPCOptions() []grpc.ServerOption {
+// the interceptors that authenticate, check revocation, authorize and
+// rate-limit every call.
+func (s *Server) GRPCOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(client.MaxMessage),
 		grpc.MaxSendMsgSize(client.MaxMessage),
-		grpc.UnaryInterceptor(authorizeUnary),
-		grpc.StreamInterceptor(authorizeStream),
+		grpc.UnaryInterceptor(s.authorizeUnary),
+		grpc.StreamInterceptor(s.authorizeStream),
 	}
 }
 
@@ -81,15 +93,25 @@ var allowed = map[string][]identity.Role{
 	pb.HospitalService_ServiceDesc.ServiceName:   {identity.RoleHospital},
 	pb.ResearcherService_ServiceDesc.ServiceName: {identity.RoleResearcher},
 	pb.OperatorService_ServiceDesc.ServiceName:   {identity.RoleOperator},
+	pb.AuditorService_ServiceDesc.ServiceName:    {identity.RoleAuditor},
 }
 
 // joinMethod may also be called by replicas joining the cluster.
 var joinMethod = pb.OperatorService_JoinReplica_FullMethodName
 
-func authorize(ctx context.Context, method string) (context.Context, error) {
+func (s *Server) authorize(ctx context.Context, method string) (context.Context, error) {
 	id, err := identity.FromContext(ctx)
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
+	}
+	// Revocation is checked on every call against the replicated list, so
+	// a revoked certificate is refused from the request after the
+	// revocation commits, even on a connection opened before it.
+	serial := peerSerial(ctx)
+	if serial == "" || s.revoked(serial) {
+		s.log.Warn("refused: revoked certificate", "caller", id.String(), "serial", serial, "method", method)
+		s.recordRefusal(id, serial, method, "certificate revoked")
+		return nil, status.Errorf(codes.Unauthenticated, "certificate %s of %s is revoked", serial, id)
 	}
 	svc := strings.TrimPrefix(method, "/")
 	if i := strings.LastIndex(svc, "/"); i >= 0 {
@@ -97,13 +119,37 @@ func authorize(ctx context.Context, method string) (context.Context, error) {
 	}
 	ok := slices.Contains(allowed[svc], id.Role) || (method == joinMethod && id.Role == identity.RoleCoordinator)
 	if !ok {
+		s.log.Warn("refused: role", "caller", id.String(), "method", method)
+		s.recordRefusal(id, serial, method, "role "+string(id.Role)+" may not call this method")
 		return nil, status.Errorf(codes.PermissionDenied, "%s may not call %s", id, method)
+	}
+	if err := s.limit.allow(ctx, id, method); err != nil {
+		return nil, err
 	}
 	return withCaller(ctx, id), nil
 }
 
-func authorizeUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	ctx, err := authorize(ctx, info.FullMethod)
+func (s *Server) revoked(serial string) bool {
+	var r bool
+	s.read(func(st *fsm.State) { r = st.IsRevoked(serial) })
+	return r
+}
+
+// peerSerial is the serial of the verified client certificate.
+func peerSerial(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return ""
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return ""
+	}
+	return identity.SerialHex(info.State.VerifiedChains[0][0])
+}
+
+func (s *Server) authorizeUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	ctx, err := s.authorize(ctx, info.FullMethod)
 	if err != nil {
 		return nil, err
 	}
@@ -117,8 +163,8 @@ type wrappedStream struct {
 
 func (w wrappedStream) Context() context.Context { return w.ctx }
 
-func authorizeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	ctx, err := authorize(ss.Context(), info.FullMethod)
+func (s *Server) authorizeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	ctx, err := s.authorize(ss.Context(), info.FullMethod)
 	if err != nil {
 		return err
 	}
@@ -152,6 +198,10 @@ func toStatus(ctx context.Context, err error) error {
 			grpc.SetTrailer(ctx, metadata.Pairs(client.LeaderKey, nl.LeaderAddr))
 		}
 		return status.Errorf(codes.FailedPrecondition, "%s; leader: %s", client.NotLeaderPrefix, nl.LeaderID)
+	case errors.Is(err, store.ErrNoQuorum):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, round.ErrUnknownJob):
+		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, round.ErrRoundClosed), errors.Is(err, round.ErrStaleModel):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, round.ErrDuplicate):
@@ -166,13 +216,12 @@ func toStatus(ctx context.Context, err error) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
-// leader fails unless this replica leads; every call is served by the leader
-// so answers are never stale.
+// leader fails unless this replica leads and has applied everything its
+// predecessors committed; every call is served by the leader so answers are
+// never stale.
 func (s *Server) leader(ctx context.Context) error {
-	if !s.store.IsLeader() {
-		return toStatus(ctx, s.store.NotLeader())
-	}
-	return nil
+	_, err := s.store.Ready()
+	return toStatus(ctx, err)
 }
 
 func (s *Server) read(fn func(st *fsm.State)) { s.store.FSM().Read(fn) }
@@ -203,7 +252,7 @@ func (s *Server) CreateRegion(ctx context.Context, req *pb.CreateRegionRequest) 
 	}
 	seed := make([]byte, 32)
 	rand.Read(seed)
-	err := s.store.Propose(fsm.CmdCreateRegion, &pb.CreateRegionCommand{
+	err := s.store.ProposeAs(caller(ctx).String(), fsm.CmdCreateRegion, &pb.CreateRegionCommand{
 		Params: s.engine.Params().Name(), Hospitals: hs, Threshold: req.Threshold, Seed: seed, UnixMs: s.engine.NowMs(),
 	})
 	if err != nil {
@@ -247,7 +296,7 @@ func (s *Server) JoinReplica(ctx context.Context, req *pb.JoinReplicaRequest) (*
 	if err := s.store.AddVoter(req.Id, req.RaftAddr); err != nil {
 		return nil, toStatus(ctx, err)
 	}
-	if err := s.store.Propose(fsm.CmdRegisterReplica, &pb.RegisterReplicaCommand{Id: req.Id, GrpcAddr: req.GrpcAddr}); err != nil {
+	if err := s.store.ProposeAs(caller(ctx).String(), fsm.CmdRegisterReplica, &pb.RegisterReplicaCommand{Id: req.Id, GrpcAddr: req.GrpcAddr}); err != nil {
 		return nil, toStatus(ctx, err)
 	}
 	s.log.Info("replica joined", "replica", req.Id, "raft_addr", req.RaftAddr)
@@ -255,6 +304,43 @@ func (s *Server) JoinReplica(ctx context.Context, req *pb.JoinReplicaRequest) (*
 }
 
 // RemoveReplica takes a replica out of the cluster.
+// RevokeCertificate adds a serial to the replicated revocation list.
+func (s *Server) RevokeCertificate(ctx context.Context, req *pb.RevokeCertificateRequest) (*pb.RevokeCertificateResponse, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, err
+	}
+	serial := strings.ToLower(strings.TrimLeft(strings.ReplaceAll(req.Serial, ":", ""), "0"))
+	if serial == "" || len(serial) > 40 || strings.Trim(serial, "0123456789abcdef") != "" {
+		return nil, status.Errorf(codes.InvalidArgument, "serial: %q is not a hexadecimal certificate serial", req.Serial)
+	}
+	if len(req.Reason) > 512 {
+		return nil, status.Error(codes.InvalidArgument, "reason: longer than 512 bytes")
+	}
+	err := s.store.Propose(fsm.CmdRevoke, &pb.RevokeCommand{
+		Serial: serial, Reason: req.Reason, RevokedBy: caller(ctx).String(), UnixMs: s.engine.NowMs(),
+	})
+	if err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	s.log.Info("certificate revoked", "serial", serial, "by", caller(ctx).String())
+	return &pb.RevokeCertificateResponse{}, nil
+}
+
+// ListRevoked returns the revocation list, oldest first.
+func (s *Server) ListRevoked(ctx context.Context, _ *pb.ListRevokedRequest) (*pb.ListRevokedResponse, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, err
+	}
+	resp := &pb.ListRevokedResponse{}
+	s.read(func(st *fsm.State) {
+		for _, r := range st.Revoked {
+			resp.Revoked = append(resp.Revoked, proto.Clone(r).(*pb.Revocation))
+		}
+	})
+	slices.SortFunc(resp.Revoked, func(a, b *pb.Revocation) int { return cmp.Compare(a.UnixMs, b.UnixMs) })
+	return resp, nil
+}
+
 func (s *Server) RemoveReplica(ctx context.Context, req *pb.RemoveReplicaRequest) (*pb.RemoveReplicaResponse, error) {
 	if err := s.leader(ctx); err != nil {
 		return nil, err
@@ -320,9 +406,11 @@ func (s *Server) waitChange(ctx context.Context, version uint64, d time.Duration
 	}
 }
 
-// receiveAll reads a chunked upload of exactly size bytes.
+// receiveAll reads a chunked upload of exactly size bytes. The buffer grows
+// with the bytes that arrived, never past size: a stream that announces an
+// update and sends nothing holds no memory.
 func receiveAll(size int, next func() ([]byte, error)) ([]byte, error) {
-	buf := make([]byte, 0, size)
+	var buf []byte
 	for {
 		chunk, err := next()
 		if err == io.EOF {
@@ -336,6 +424,11 @@ func receiveAll(size int, next func() ([]byte, error)) ([]byte, error) {
 		}
 		if len(buf)+len(chunk) > size {
 			return nil, fmt.Errorf("%w: more than the announced %d bytes", round.ErrBadUpdate, size)
+		}
+		if need := len(buf) + len(chunk); need > cap(buf) {
+			grown := make([]byte, len(buf), min(size, max(need, 2*cap(buf))))
+			copy(grown, buf)
+			buf = grown
 		}
 		buf = append(buf, chunk...)
 	}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -19,12 +20,14 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"regionfl/coordinator/fsm"
+	"regionfl/identity"
 )
 
 // Errors.
 var (
 	ErrNotLeader = errors.New("store: not the leader")
 	ErrNoLeader  = errors.New("store: no leader elected")
+	ErrNoQuorum  = errors.New("store: the leader cannot reach a quorum")
 )
 
 // NotLeaderError says which replica leads, so a caller can go there.
@@ -52,6 +55,14 @@ type Config struct {
 	Logger    *slog.Logger
 	// Fast shortens Raft's timeouts for in-process clusters (tests, demo).
 	Fast bool
+	// TrailingLogs is how many log entries a snapshot leaves behind for
+	// followers that lag; one further behind is sent the snapshot. 0 keeps
+	// Raft's default (10240).
+	TrailingLogs uint64
+	// SegmentSize is the size of raft-wal's log segment files (0: 64 MiB).
+	// Compaction frees whole segments only: entries of the live segment stay
+	// readable, and a follower needing them gets them instead of a snapshot.
+	SegmentSize int
 }
 
 // Store is a replica's Raft and state machine.
@@ -63,6 +74,9 @@ type Store struct {
 	wal   *wal.WAL
 	meta  *metadb.BoltMetaDB
 	log   *slog.Logger
+	// readyTerm is the term in which this replica, as leader, last saw
+	// every entry of earlier terms applied (see Ready).
+	readyTerm atomic.Uint64
 }
 
 // Open starts Raft for one replica.
@@ -78,7 +92,11 @@ func Open(cfg Config) (*Store, error) {
 	// the store owns it and closes it itself; a restarted replica in the
 	// same process could not open its directory otherwise.
 	meta := &metadb.BoltMetaDB{}
-	w, err := wal.Open(filepath.Join(cfg.Dir, "wal"), wal.WithLogger(rlog), wal.WithMetaStore(meta))
+	segments := wal.WithSegmentSize(wal.DefaultSegmentSize)
+	if cfg.SegmentSize > 0 {
+		segments = wal.WithSegmentSize(cfg.SegmentSize)
+	}
+	w, err := wal.Open(filepath.Join(cfg.Dir, "wal"), wal.WithLogger(rlog), wal.WithMetaStore(meta), segments)
 	if err != nil {
 		meta.Close()
 		return nil, fmt.Errorf("store: open raft-wal: %w", err)
@@ -89,7 +107,8 @@ func Open(cfg Config) (*Store, error) {
 		meta.Close()
 		return nil, err
 	}
-	layer, err := listen(cfg.RaftAddr, cfg.TLS)
+	f := fsm.New()
+	layer, err := listen(cfg.RaftAddr, refuseRevoked(cfg.TLS, f))
 	if err != nil {
 		w.Close()
 		meta.Close()
@@ -105,13 +124,15 @@ func Open(cfg Config) (*Store, error) {
 	rc.LocalID = raft.ServerID(cfg.ID)
 	rc.Logger = rlog
 	rc.SnapshotThreshold = 1024
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
 	if cfg.Fast {
 		rc.HeartbeatTimeout = 300 * time.Millisecond
 		rc.ElectionTimeout = 300 * time.Millisecond
 		rc.LeaderLeaseTimeout = 150 * time.Millisecond
 		rc.CommitTimeout = 5 * time.Millisecond
 	}
-	f := fsm.New()
 	r, err := raft.NewRaft(rc, f, w, w, snaps, trans)
 	if err != nil {
 		trans.Close()
@@ -171,10 +192,16 @@ func (s *Store) NotLeader() error {
 // Propose replicates a command and waits until this replica applied it. A
 // command the state machine refused returns its rejection.
 func (s *Store) Propose(t fsm.CommandType, m proto.Message) error {
+	return s.ProposeAs("coordinator/"+s.cfg.ID, t, m)
+}
+
+// ProposeAs proposes a command caused by a client: actor is its
+// certificate identity ("role/name"), recorded in the audit trail.
+func (s *Store) ProposeAs(actor string, t fsm.CommandType, m proto.Message) error {
 	if !s.IsLeader() {
 		return s.NotLeader()
 	}
-	b, err := fsm.Encode(t, m)
+	b, err := fsm.Encode(t, m, fsm.Meta{Actor: actor, UnixMs: time.Now().UnixMilli()})
 	if err != nil {
 		return err
 	}
@@ -190,6 +217,34 @@ func (s *Store) Propose(t fsm.CommandType, m proto.Message) error {
 	}
 	return nil
 }
+
+// Ready returns the current term if this replica leads and has applied every
+// entry committed before it took over. A new leader's state machine may lag
+// its log (after a restart it holds only the last snapshot until the first
+// commit of its term), so anything that decides from the state, a node's
+// poll included, waits for this. The first call in a term runs a Barrier.
+func (s *Store) Ready() (uint64, error) {
+	if !s.IsLeader() {
+		return 0, s.NotLeader()
+	}
+	term := s.raft.CurrentTerm()
+	if s.readyTerm.Load() == term {
+		return term, nil
+	}
+	if err := s.raft.Barrier(5 * time.Second).Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return 0, s.NotLeader()
+		}
+		return 0, fmt.Errorf("%w: %v", ErrNoQuorum, err)
+	}
+	s.readyTerm.Store(term)
+	return term, nil
+}
+
+// Snapshot takes a snapshot now and compacts the log behind it down to
+// TrailingLogs entries (an operator's tool before maintenance, and how tests
+// make a lagging replica catch up from a snapshot).
+func (s *Store) Snapshot() error { return s.raft.Snapshot().Error() }
 
 // VerifyLeader confirms leadership with a quorum, for reads that decide
 // something.
@@ -268,6 +323,31 @@ func (s *Store) Close() error {
 type streamLayer struct {
 	net.Listener
 	tls *tls.Config
+}
+
+// refuseRevoked makes the Raft transport refuse peers whose certificate
+// serial is on the replicated revocation list, in both directions.
+func refuseRevoked(cfg *tls.Config, f *fsm.FSM) *tls.Config {
+	if cfg == nil {
+		return nil
+	}
+	cfg = cfg.Clone()
+	next := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) > 0 {
+			serial := identity.SerialHex(cs.PeerCertificates[0])
+			var revoked bool
+			f.Read(func(s *fsm.State) { revoked = s.IsRevoked(serial) })
+			if revoked {
+				return fmt.Errorf("store: peer certificate %s is revoked", serial)
+			}
+		}
+		if next != nil {
+			return next(cs)
+		}
+		return nil
+	}
+	return cfg
 }
 
 func listen(addr string, cfg *tls.Config) (*streamLayer, error) {

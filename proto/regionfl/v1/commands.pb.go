@@ -1269,6 +1269,192 @@ func (x *EndJobCommand) GetUnixMs() int64 {
 	return 0
 }
 
+// RevokeCommand adds a certificate serial to the region's revocation list.
+type RevokeCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	RevokedBy     string                 `protobuf:"bytes,3,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	UnixMs        int64                  `protobuf:"varint,4,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCommand) Reset() {
+	*x = RevokeCommand{}
+	mi := &file_regionfl_v1_commands_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCommand) ProtoMessage() {}
+
+func (x *RevokeCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_commands_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCommand.ProtoReflect.Descriptor instead.
+func (*RevokeCommand) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RevokeCommand) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokeCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RevokeCommand) GetRevokedBy() string {
+	if x != nil {
+		return x.RevokedBy
+	}
+	return ""
+}
+
+func (x *RevokeCommand) GetUnixMs() int64 {
+	if x != nil {
+		return x.UnixMs
+	}
+	return 0
+}
+
+// CheckpointCommand stores a tree head of the audit log signed by the
+// leader (the JSON of audit.TreeHead); every replica checks it against its
+// own copy of the log before keeping it.
+type CheckpointCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TreeHead      []byte                 `protobuf:"bytes,1,opt,name=tree_head,json=treeHead,proto3" json:"tree_head,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointCommand) Reset() {
+	*x = CheckpointCommand{}
+	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointCommand) ProtoMessage() {}
+
+func (x *CheckpointCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointCommand.ProtoReflect.Descriptor instead.
+func (*CheckpointCommand) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CheckpointCommand) GetTreeHead() []byte {
+	if x != nil {
+		return x.TreeHead
+	}
+	return nil
+}
+
+// AuthzRefusedCommand records that an authenticated identity was refused
+// (wrong role, revoked certificate); it changes nothing but the audit log.
+type AuthzRefusedCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Identity      string                 `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"` // role/name from the certificate
+	Method        string                 `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Serial        string                 `protobuf:"bytes,4,opt,name=serial,proto3" json:"serial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthzRefusedCommand) Reset() {
+	*x = AuthzRefusedCommand{}
+	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthzRefusedCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthzRefusedCommand) ProtoMessage() {}
+
+func (x *AuthzRefusedCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthzRefusedCommand.ProtoReflect.Descriptor instead.
+func (*AuthzRefusedCommand) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *AuthzRefusedCommand) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *AuthzRefusedCommand) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *AuthzRefusedCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AuthzRefusedCommand) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
 var File_regionfl_v1_commands_proto protoreflect.FileDescriptor
 
 const file_regionfl_v1_commands_proto_rawDesc = "" +
@@ -1370,7 +1556,20 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x17\n" +
-	"\aunix_ms\x18\x04 \x01(\x03R\x06unixMsB'Z%regionfl/proto/regionfl/v1;regionflv1b\x06proto3"
+	"\aunix_ms\x18\x04 \x01(\x03R\x06unixMs\"w\n" +
+	"\rRevokeCommand\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"revoked_by\x18\x03 \x01(\tR\trevokedBy\x12\x17\n" +
+	"\aunix_ms\x18\x04 \x01(\x03R\x06unixMs\"0\n" +
+	"\x11CheckpointCommand\x12\x1b\n" +
+	"\ttree_head\x18\x01 \x01(\fR\btreeHead\"y\n" +
+	"\x13AuthzRefusedCommand\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06serial\x18\x04 \x01(\tR\x06serialB'Z%regionfl/proto/regionfl/v1;regionflv1b\x06proto3"
 
 var (
 	file_regionfl_v1_commands_proto_rawDescOnce sync.Once
@@ -1384,7 +1583,7 @@ func file_regionfl_v1_commands_proto_rawDescGZIP() []byte {
 	return file_regionfl_v1_commands_proto_rawDescData
 }
 
-var file_regionfl_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_regionfl_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_regionfl_v1_commands_proto_goTypes = []any{
 	(*RegisterReplicaCommand)(nil), // 0: regionfl.v1.RegisterReplicaCommand
 	(*CreateRegionCommand)(nil),    // 1: regionfl.v1.CreateRegionCommand
@@ -1404,10 +1603,13 @@ var file_regionfl_v1_commands_proto_goTypes = []any{
 	(*ScalingCommand)(nil),         // 15: regionfl.v1.ScalingCommand
 	(*AbortRoundCommand)(nil),      // 16: regionfl.v1.AbortRoundCommand
 	(*EndJobCommand)(nil),          // 17: regionfl.v1.EndJobCommand
-	(*JobSpec)(nil),                // 18: regionfl.v1.JobSpec
+	(*RevokeCommand)(nil),          // 18: regionfl.v1.RevokeCommand
+	(*CheckpointCommand)(nil),      // 19: regionfl.v1.CheckpointCommand
+	(*AuthzRefusedCommand)(nil),    // 20: regionfl.v1.AuthzRefusedCommand
+	(*JobSpec)(nil),                // 21: regionfl.v1.JobSpec
 }
 var file_regionfl_v1_commands_proto_depIdxs = []int32{
-	18, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
+	21, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
 	1,  // [1:1] is the sub-list for method output_type
 	1,  // [1:1] is the sub-list for method input_type
 	1,  // [1:1] is the sub-list for extension type_name
@@ -1427,7 +1629,7 @@ func file_regionfl_v1_commands_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_commands_proto_rawDesc), len(file_regionfl_v1_commands_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

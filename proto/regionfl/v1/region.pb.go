@@ -79,6 +79,347 @@ func (CeremonyStep) EnumDescriptor() ([]byte, []int) {
 	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{0}
 }
 
+type ExportAuditRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	SinceUnixMs   int64                  `protobuf:"varint,2,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
+	UntilUnixMs   int64                  `protobuf:"varint,3,opt,name=until_unix_ms,json=untilUnixMs,proto3" json:"until_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportAuditRequest) Reset() {
+	*x = ExportAuditRequest{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportAuditRequest) ProtoMessage() {}
+
+func (x *ExportAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportAuditRequest.ProtoReflect.Descriptor instead.
+func (*ExportAuditRequest) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ExportAuditRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ExportAuditRequest) GetSinceUnixMs() int64 {
+	if x != nil {
+		return x.SinceUnixMs
+	}
+	return 0
+}
+
+func (x *ExportAuditRequest) GetUntilUnixMs() int64 {
+	if x != nil {
+		return x.UntilUnixMs
+	}
+	return 0
+}
+
+type ExportAuditResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Chunk         []byte                 `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportAuditResponse) Reset() {
+	*x = ExportAuditResponse{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportAuditResponse) ProtoMessage() {}
+
+func (x *ExportAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportAuditResponse.ProtoReflect.Descriptor instead.
+func (*ExportAuditResponse) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ExportAuditResponse) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+type RevokeCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Serial number of the certificate, lowercase hex without separators.
+	Serial        string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCertificateRequest) Reset() {
+	*x = RevokeCertificateRequest{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCertificateRequest) ProtoMessage() {}
+
+func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RevokeCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RevokeCertificateRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokeCertificateRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokeCertificateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCertificateResponse) Reset() {
+	*x = RevokeCertificateResponse{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCertificateResponse) ProtoMessage() {}
+
+func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RevokeCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{3}
+}
+
+type ListRevokedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRevokedRequest) Reset() {
+	*x = ListRevokedRequest{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRevokedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRevokedRequest) ProtoMessage() {}
+
+func (x *ListRevokedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRevokedRequest.ProtoReflect.Descriptor instead.
+func (*ListRevokedRequest) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{4}
+}
+
+type Revocation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	RevokedBy     string                 `protobuf:"bytes,3,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	UnixMs        int64                  `protobuf:"varint,4,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Revocation) Reset() {
+	*x = Revocation{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Revocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Revocation) ProtoMessage() {}
+
+func (x *Revocation) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
+func (*Revocation) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Revocation) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *Revocation) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Revocation) GetRevokedBy() string {
+	if x != nil {
+		return x.RevokedBy
+	}
+	return ""
+}
+
+func (x *Revocation) GetUnixMs() int64 {
+	if x != nil {
+		return x.UnixMs
+	}
+	return 0
+}
+
+type ListRevokedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revoked       []*Revocation          `protobuf:"bytes,1,rep,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRevokedResponse) Reset() {
+	*x = ListRevokedResponse{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRevokedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRevokedResponse) ProtoMessage() {}
+
+func (x *ListRevokedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRevokedResponse.ProtoReflect.Descriptor instead.
+func (*ListRevokedResponse) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListRevokedResponse) GetRevoked() []*Revocation {
+	if x != nil {
+		return x.Revoked
+	}
+	return nil
+}
+
 type PollRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Work version the node already saw; Poll waits while nothing is newer.
@@ -90,7 +431,7 @@ type PollRequest struct {
 
 func (x *PollRequest) Reset() {
 	*x = PollRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[0]
+	mi := &file_regionfl_v1_region_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -102,7 +443,7 @@ func (x *PollRequest) String() string {
 func (*PollRequest) ProtoMessage() {}
 
 func (x *PollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[0]
+	mi := &file_regionfl_v1_region_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -115,7 +456,7 @@ func (x *PollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PollRequest.ProtoReflect.Descriptor instead.
 func (*PollRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{0}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PollRequest) GetAfterVersion() uint64 {
@@ -147,7 +488,7 @@ type PollResponse struct {
 
 func (x *PollResponse) Reset() {
 	*x = PollResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[1]
+	mi := &file_regionfl_v1_region_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -159,7 +500,7 @@ func (x *PollResponse) String() string {
 func (*PollResponse) ProtoMessage() {}
 
 func (x *PollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[1]
+	mi := &file_regionfl_v1_region_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -172,7 +513,7 @@ func (x *PollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PollResponse.ProtoReflect.Descriptor instead.
 func (*PollResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{1}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PollResponse) GetVersion() uint64 {
@@ -226,7 +567,7 @@ type CeremonyTask struct {
 
 func (x *CeremonyTask) Reset() {
 	*x = CeremonyTask{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[2]
+	mi := &file_regionfl_v1_region_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -238,7 +579,7 @@ func (x *CeremonyTask) String() string {
 func (*CeremonyTask) ProtoMessage() {}
 
 func (x *CeremonyTask) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[2]
+	mi := &file_regionfl_v1_region_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -251,7 +592,7 @@ func (x *CeremonyTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CeremonyTask.ProtoReflect.Descriptor instead.
 func (*CeremonyTask) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{2}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CeremonyTask) GetStep() CeremonyStep {
@@ -271,7 +612,7 @@ type JobOffer struct {
 
 func (x *JobOffer) Reset() {
 	*x = JobOffer{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[3]
+	mi := &file_regionfl_v1_region_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +624,7 @@ func (x *JobOffer) String() string {
 func (*JobOffer) ProtoMessage() {}
 
 func (x *JobOffer) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[3]
+	mi := &file_regionfl_v1_region_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +637,7 @@ func (x *JobOffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobOffer.ProtoReflect.Descriptor instead.
 func (*JobOffer) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{3}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *JobOffer) GetJobId() string {
@@ -326,7 +667,7 @@ type TrainTask struct {
 
 func (x *TrainTask) Reset() {
 	*x = TrainTask{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[4]
+	mi := &file_regionfl_v1_region_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -338,7 +679,7 @@ func (x *TrainTask) String() string {
 func (*TrainTask) ProtoMessage() {}
 
 func (x *TrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[4]
+	mi := &file_regionfl_v1_region_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -351,7 +692,7 @@ func (x *TrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainTask.ProtoReflect.Descriptor instead.
 func (*TrainTask) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{4}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TrainTask) GetJobId() string {
@@ -407,7 +748,7 @@ type KeptUpdate struct {
 
 func (x *KeptUpdate) Reset() {
 	*x = KeptUpdate{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[5]
+	mi := &file_regionfl_v1_region_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -419,7 +760,7 @@ func (x *KeptUpdate) String() string {
 func (*KeptUpdate) ProtoMessage() {}
 
 func (x *KeptUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[5]
+	mi := &file_regionfl_v1_region_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -432,7 +773,7 @@ func (x *KeptUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeptUpdate.ProtoReflect.Descriptor instead.
 func (*KeptUpdate) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{5}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KeptUpdate) GetJobId() string {
@@ -481,7 +822,7 @@ type DecryptTask struct {
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[6]
+	mi := &file_regionfl_v1_region_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +834,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[6]
+	mi := &file_regionfl_v1_region_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +847,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{6}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DecryptTask) GetJobId() string {
@@ -588,7 +929,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[7]
+	mi := &file_regionfl_v1_region_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -600,7 +941,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[7]
+	mi := &file_regionfl_v1_region_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -613,7 +954,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{7}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EnrollRequest) GetHpkePublicKey() []byte {
@@ -631,7 +972,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[8]
+	mi := &file_regionfl_v1_region_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +984,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[8]
+	mi := &file_regionfl_v1_region_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +997,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{8}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{15}
 }
 
 type SubmitPublicKeyShareRequest struct {
@@ -668,7 +1009,7 @@ type SubmitPublicKeyShareRequest struct {
 
 func (x *SubmitPublicKeyShareRequest) Reset() {
 	*x = SubmitPublicKeyShareRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[9]
+	mi := &file_regionfl_v1_region_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +1021,7 @@ func (x *SubmitPublicKeyShareRequest) String() string {
 func (*SubmitPublicKeyShareRequest) ProtoMessage() {}
 
 func (x *SubmitPublicKeyShareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[9]
+	mi := &file_regionfl_v1_region_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +1034,7 @@ func (x *SubmitPublicKeyShareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitPublicKeyShareRequest.ProtoReflect.Descriptor instead.
 func (*SubmitPublicKeyShareRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{9}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SubmitPublicKeyShareRequest) GetShare() []byte {
@@ -711,7 +1052,7 @@ type SubmitPublicKeyShareResponse struct {
 
 func (x *SubmitPublicKeyShareResponse) Reset() {
 	*x = SubmitPublicKeyShareResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[10]
+	mi := &file_regionfl_v1_region_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +1064,7 @@ func (x *SubmitPublicKeyShareResponse) String() string {
 func (*SubmitPublicKeyShareResponse) ProtoMessage() {}
 
 func (x *SubmitPublicKeyShareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[10]
+	mi := &file_regionfl_v1_region_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +1077,7 @@ func (x *SubmitPublicKeyShareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitPublicKeyShareResponse.ProtoReflect.Descriptor instead.
 func (*SubmitPublicKeyShareResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{10}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{17}
 }
 
 type SealedShare struct {
@@ -749,7 +1090,7 @@ type SealedShare struct {
 
 func (x *SealedShare) Reset() {
 	*x = SealedShare{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[11]
+	mi := &file_regionfl_v1_region_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +1102,7 @@ func (x *SealedShare) String() string {
 func (*SealedShare) ProtoMessage() {}
 
 func (x *SealedShare) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[11]
+	mi := &file_regionfl_v1_region_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +1115,7 @@ func (x *SealedShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealedShare.ProtoReflect.Descriptor instead.
 func (*SealedShare) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{11}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SealedShare) GetTo() string {
@@ -800,7 +1141,7 @@ type SubmitSealedSharesRequest struct {
 
 func (x *SubmitSealedSharesRequest) Reset() {
 	*x = SubmitSealedSharesRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[12]
+	mi := &file_regionfl_v1_region_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +1153,7 @@ func (x *SubmitSealedSharesRequest) String() string {
 func (*SubmitSealedSharesRequest) ProtoMessage() {}
 
 func (x *SubmitSealedSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[12]
+	mi := &file_regionfl_v1_region_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +1166,7 @@ func (x *SubmitSealedSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSealedSharesRequest.ProtoReflect.Descriptor instead.
 func (*SubmitSealedSharesRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{12}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SubmitSealedSharesRequest) GetShares() []*SealedShare {
@@ -843,7 +1184,7 @@ type SubmitSealedSharesResponse struct {
 
 func (x *SubmitSealedSharesResponse) Reset() {
 	*x = SubmitSealedSharesResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[13]
+	mi := &file_regionfl_v1_region_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +1196,7 @@ func (x *SubmitSealedSharesResponse) String() string {
 func (*SubmitSealedSharesResponse) ProtoMessage() {}
 
 func (x *SubmitSealedSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[13]
+	mi := &file_regionfl_v1_region_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +1209,7 @@ func (x *SubmitSealedSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSealedSharesResponse.ProtoReflect.Descriptor instead.
 func (*SubmitSealedSharesResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{13}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{20}
 }
 
 type GetSealedSharesRequest struct {
@@ -879,7 +1220,7 @@ type GetSealedSharesRequest struct {
 
 func (x *GetSealedSharesRequest) Reset() {
 	*x = GetSealedSharesRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[14]
+	mi := &file_regionfl_v1_region_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +1232,7 @@ func (x *GetSealedSharesRequest) String() string {
 func (*GetSealedSharesRequest) ProtoMessage() {}
 
 func (x *GetSealedSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[14]
+	mi := &file_regionfl_v1_region_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +1245,7 @@ func (x *GetSealedSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSealedSharesRequest.ProtoReflect.Descriptor instead.
 func (*GetSealedSharesRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{14}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{21}
 }
 
 type GetSealedSharesResponse struct {
@@ -917,7 +1258,7 @@ type GetSealedSharesResponse struct {
 
 func (x *GetSealedSharesResponse) Reset() {
 	*x = GetSealedSharesResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[15]
+	mi := &file_regionfl_v1_region_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1270,7 @@ func (x *GetSealedSharesResponse) String() string {
 func (*GetSealedSharesResponse) ProtoMessage() {}
 
 func (x *GetSealedSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[15]
+	mi := &file_regionfl_v1_region_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1283,7 @@ func (x *GetSealedSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSealedSharesResponse.ProtoReflect.Descriptor instead.
 func (*GetSealedSharesResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{15}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetSealedSharesResponse) GetShares() [][]byte {
@@ -962,7 +1303,7 @@ type ConfirmKeyReadyRequest struct {
 
 func (x *ConfirmKeyReadyRequest) Reset() {
 	*x = ConfirmKeyReadyRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[16]
+	mi := &file_regionfl_v1_region_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1315,7 @@ func (x *ConfirmKeyReadyRequest) String() string {
 func (*ConfirmKeyReadyRequest) ProtoMessage() {}
 
 func (x *ConfirmKeyReadyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[16]
+	mi := &file_regionfl_v1_region_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1328,7 @@ func (x *ConfirmKeyReadyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmKeyReadyRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmKeyReadyRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{16}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ConfirmKeyReadyRequest) GetPublicKeyDigest() []byte {
@@ -1005,7 +1346,7 @@ type ConfirmKeyReadyResponse struct {
 
 func (x *ConfirmKeyReadyResponse) Reset() {
 	*x = ConfirmKeyReadyResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[17]
+	mi := &file_regionfl_v1_region_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1358,7 @@ func (x *ConfirmKeyReadyResponse) String() string {
 func (*ConfirmKeyReadyResponse) ProtoMessage() {}
 
 func (x *ConfirmKeyReadyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[17]
+	mi := &file_regionfl_v1_region_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1371,7 @@ func (x *ConfirmKeyReadyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmKeyReadyResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmKeyReadyResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{17}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{24}
 }
 
 type GetRegionRequest struct {
@@ -1041,7 +1382,7 @@ type GetRegionRequest struct {
 
 func (x *GetRegionRequest) Reset() {
 	*x = GetRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[18]
+	mi := &file_regionfl_v1_region_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1394,7 @@ func (x *GetRegionRequest) String() string {
 func (*GetRegionRequest) ProtoMessage() {}
 
 func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[18]
+	mi := &file_regionfl_v1_region_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1407,7 @@ func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegionRequest.ProtoReflect.Descriptor instead.
 func (*GetRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{18}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{25}
 }
 
 type Region struct {
@@ -1087,7 +1428,7 @@ type Region struct {
 
 func (x *Region) Reset() {
 	*x = Region{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[19]
+	mi := &file_regionfl_v1_region_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1440,7 @@ func (x *Region) String() string {
 func (*Region) ProtoMessage() {}
 
 func (x *Region) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[19]
+	mi := &file_regionfl_v1_region_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1453,7 @@ func (x *Region) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Region.ProtoReflect.Descriptor instead.
 func (*Region) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{19}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Region) GetParams() string {
@@ -1180,7 +1521,7 @@ type GetRegionResponse struct {
 
 func (x *GetRegionResponse) Reset() {
 	*x = GetRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[20]
+	mi := &file_regionfl_v1_region_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1533,7 @@ func (x *GetRegionResponse) String() string {
 func (*GetRegionResponse) ProtoMessage() {}
 
 func (x *GetRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[20]
+	mi := &file_regionfl_v1_region_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1546,7 @@ func (x *GetRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegionResponse.ProtoReflect.Descriptor instead.
 func (*GetRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{20}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetRegionResponse) GetRegion() *Region {
@@ -1226,7 +1567,7 @@ type DecideJobRequest struct {
 
 func (x *DecideJobRequest) Reset() {
 	*x = DecideJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[21]
+	mi := &file_regionfl_v1_region_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1579,7 @@ func (x *DecideJobRequest) String() string {
 func (*DecideJobRequest) ProtoMessage() {}
 
 func (x *DecideJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[21]
+	mi := &file_regionfl_v1_region_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1592,7 @@ func (x *DecideJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideJobRequest.ProtoReflect.Descriptor instead.
 func (*DecideJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{21}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DecideJobRequest) GetJobId() string {
@@ -1283,7 +1624,7 @@ type DecideJobResponse struct {
 
 func (x *DecideJobResponse) Reset() {
 	*x = DecideJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[22]
+	mi := &file_regionfl_v1_region_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1636,7 @@ func (x *DecideJobResponse) String() string {
 func (*DecideJobResponse) ProtoMessage() {}
 
 func (x *DecideJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[22]
+	mi := &file_regionfl_v1_region_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1649,7 @@ func (x *DecideJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideJobResponse.ProtoReflect.Descriptor instead.
 func (*DecideJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{22}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{29}
 }
 
 type UpdateHeader struct {
@@ -1327,7 +1668,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[23]
+	mi := &file_regionfl_v1_region_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1680,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[23]
+	mi := &file_regionfl_v1_region_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1693,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{23}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateHeader) GetJobId() string {
@@ -1410,7 +1751,7 @@ type SubmitUpdateRequest struct {
 
 func (x *SubmitUpdateRequest) Reset() {
 	*x = SubmitUpdateRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[24]
+	mi := &file_regionfl_v1_region_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1763,7 @@ func (x *SubmitUpdateRequest) String() string {
 func (*SubmitUpdateRequest) ProtoMessage() {}
 
 func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[24]
+	mi := &file_regionfl_v1_region_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1776,7 @@ func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateRequest.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{24}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SubmitUpdateRequest) GetMsg() isSubmitUpdateRequest_Msg {
@@ -1488,7 +1829,7 @@ type SubmitUpdateResponse struct {
 
 func (x *SubmitUpdateResponse) Reset() {
 	*x = SubmitUpdateResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[25]
+	mi := &file_regionfl_v1_region_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1841,7 @@ func (x *SubmitUpdateResponse) String() string {
 func (*SubmitUpdateResponse) ProtoMessage() {}
 
 func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[25]
+	mi := &file_regionfl_v1_region_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1854,7 @@ func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateResponse.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{25}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SubmitUpdateResponse) GetDigest() []byte {
@@ -1533,7 +1874,7 @@ type GetAggregateRequest struct {
 
 func (x *GetAggregateRequest) Reset() {
 	*x = GetAggregateRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[26]
+	mi := &file_regionfl_v1_region_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1545,7 +1886,7 @@ func (x *GetAggregateRequest) String() string {
 func (*GetAggregateRequest) ProtoMessage() {}
 
 func (x *GetAggregateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[26]
+	mi := &file_regionfl_v1_region_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1558,7 +1899,7 @@ func (x *GetAggregateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAggregateRequest.ProtoReflect.Descriptor instead.
 func (*GetAggregateRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{26}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetAggregateRequest) GetJobId() string {
@@ -1584,7 +1925,7 @@ type GetAggregateResponse struct {
 
 func (x *GetAggregateResponse) Reset() {
 	*x = GetAggregateResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[27]
+	mi := &file_regionfl_v1_region_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1937,7 @@ func (x *GetAggregateResponse) String() string {
 func (*GetAggregateResponse) ProtoMessage() {}
 
 func (x *GetAggregateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[27]
+	mi := &file_regionfl_v1_region_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1950,7 @@ func (x *GetAggregateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAggregateResponse.ProtoReflect.Descriptor instead.
 func (*GetAggregateResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{27}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetAggregateResponse) GetChunk() []byte {
@@ -1631,7 +1972,7 @@ type SubmitDecryptionShareRequest struct {
 
 func (x *SubmitDecryptionShareRequest) Reset() {
 	*x = SubmitDecryptionShareRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[28]
+	mi := &file_regionfl_v1_region_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1984,7 @@ func (x *SubmitDecryptionShareRequest) String() string {
 func (*SubmitDecryptionShareRequest) ProtoMessage() {}
 
 func (x *SubmitDecryptionShareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[28]
+	mi := &file_regionfl_v1_region_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1997,7 @@ func (x *SubmitDecryptionShareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDecryptionShareRequest.ProtoReflect.Descriptor instead.
 func (*SubmitDecryptionShareRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{28}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SubmitDecryptionShareRequest) GetJobId() string {
@@ -1695,7 +2036,7 @@ type SubmitDecryptionShareResponse struct {
 
 func (x *SubmitDecryptionShareResponse) Reset() {
 	*x = SubmitDecryptionShareResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[29]
+	mi := &file_regionfl_v1_region_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +2048,7 @@ func (x *SubmitDecryptionShareResponse) String() string {
 func (*SubmitDecryptionShareResponse) ProtoMessage() {}
 
 func (x *SubmitDecryptionShareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[29]
+	mi := &file_regionfl_v1_region_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +2061,7 @@ func (x *SubmitDecryptionShareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDecryptionShareResponse.ProtoReflect.Descriptor instead.
 func (*SubmitDecryptionShareResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{29}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{36}
 }
 
 type GetModelRequest struct {
@@ -1734,7 +2075,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[30]
+	mi := &file_regionfl_v1_region_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +2087,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[30]
+	mi := &file_regionfl_v1_region_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +2100,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{30}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetModelRequest) GetJobId() string {
@@ -1785,7 +2126,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[31]
+	mi := &file_regionfl_v1_region_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +2138,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[31]
+	mi := &file_regionfl_v1_region_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +2151,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{31}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetModelResponse) GetModel() *Model {
@@ -1830,7 +2171,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[32]
+	mi := &file_regionfl_v1_region_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +2183,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[32]
+	mi := &file_regionfl_v1_region_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +2196,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{32}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *FetchModelRequest) GetJobId() string {
@@ -1881,7 +2222,7 @@ type FetchModelResponse struct {
 
 func (x *FetchModelResponse) Reset() {
 	*x = FetchModelResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[33]
+	mi := &file_regionfl_v1_region_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1893,7 +2234,7 @@ func (x *FetchModelResponse) String() string {
 func (*FetchModelResponse) ProtoMessage() {}
 
 func (x *FetchModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[33]
+	mi := &file_regionfl_v1_region_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1906,7 +2247,7 @@ func (x *FetchModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelResponse.ProtoReflect.Descriptor instead.
 func (*FetchModelResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{33}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *FetchModelResponse) GetModel() *Model {
@@ -1932,7 +2273,7 @@ type Model struct {
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[34]
+	mi := &file_regionfl_v1_region_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1944,7 +2285,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[34]
+	mi := &file_regionfl_v1_region_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1957,7 +2298,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{34}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Model) GetJobId() string {
@@ -2020,7 +2361,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[35]
+	mi := &file_regionfl_v1_region_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2373,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[35]
+	mi := &file_regionfl_v1_region_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2386,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{35}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -2082,7 +2423,7 @@ type Strategy struct {
 
 func (x *Strategy) Reset() {
 	*x = Strategy{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[36]
+	mi := &file_regionfl_v1_region_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2094,7 +2435,7 @@ func (x *Strategy) String() string {
 func (*Strategy) ProtoMessage() {}
 
 func (x *Strategy) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[36]
+	mi := &file_regionfl_v1_region_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2107,7 +2448,7 @@ func (x *Strategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Strategy.ProtoReflect.Descriptor instead.
 func (*Strategy) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{36}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Strategy) GetName() string {
@@ -2189,7 +2530,7 @@ type JobSpec struct {
 
 func (x *JobSpec) Reset() {
 	*x = JobSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[37]
+	mi := &file_regionfl_v1_region_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2201,7 +2542,7 @@ func (x *JobSpec) String() string {
 func (*JobSpec) ProtoMessage() {}
 
 func (x *JobSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[37]
+	mi := &file_regionfl_v1_region_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2214,7 +2555,7 @@ func (x *JobSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobSpec.ProtoReflect.Descriptor instead.
 func (*JobSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{37}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *JobSpec) GetName() string {
@@ -2396,7 +2737,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[38]
+	mi := &file_regionfl_v1_region_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2408,7 +2749,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[38]
+	mi := &file_regionfl_v1_region_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2421,7 +2762,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{38}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SubmitJobRequest) GetSpec() *JobSpec {
@@ -2447,7 +2788,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[39]
+	mi := &file_regionfl_v1_region_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2459,7 +2800,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[39]
+	mi := &file_regionfl_v1_region_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2472,7 +2813,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{39}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SubmitJobResponse) GetJobId() string {
@@ -2491,7 +2832,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[40]
+	mi := &file_regionfl_v1_region_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2503,7 +2844,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[40]
+	mi := &file_regionfl_v1_region_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2516,7 +2857,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{40}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -2542,7 +2883,7 @@ type RoundInfo struct {
 
 func (x *RoundInfo) Reset() {
 	*x = RoundInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[41]
+	mi := &file_regionfl_v1_region_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2554,7 +2895,7 @@ func (x *RoundInfo) String() string {
 func (*RoundInfo) ProtoMessage() {}
 
 func (x *RoundInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[41]
+	mi := &file_regionfl_v1_region_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2567,7 +2908,7 @@ func (x *RoundInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundInfo.ProtoReflect.Descriptor instead.
 func (*RoundInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{41}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RoundInfo) GetRound() uint32 {
@@ -2638,13 +2979,16 @@ type JobInfo struct {
 	ModelVersion    uint32                 `protobuf:"varint,8,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
 	SubmittedBy     string                 `protobuf:"bytes,9,opt,name=submitted_by,json=submittedBy,proto3" json:"submitted_by,omitempty"`
 	SubmittedUnixMs int64                  `protobuf:"varint,10,opt,name=submitted_unix_ms,json=submittedUnixMs,proto3" json:"submitted_unix_ms,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Differential privacy spent per hospital on this job (ε at the job's
+	// δ), from the replicated record of the rounds each one contributed to.
+	EpsilonSpent  map[string]float64 `protobuf:"bytes,11,rep,name=epsilon_spent,json=epsilonSpent,proto3" json:"epsilon_spent,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobInfo) Reset() {
 	*x = JobInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[42]
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2656,7 +3000,7 @@ func (x *JobInfo) String() string {
 func (*JobInfo) ProtoMessage() {}
 
 func (x *JobInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[42]
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2669,7 +3013,7 @@ func (x *JobInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobInfo.ProtoReflect.Descriptor instead.
 func (*JobInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{42}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *JobInfo) GetJobId() string {
@@ -2742,6 +3086,13 @@ func (x *JobInfo) GetSubmittedUnixMs() int64 {
 	return 0
 }
 
+func (x *JobInfo) GetEpsilonSpent() map[string]float64 {
+	if x != nil {
+		return x.EpsilonSpent
+	}
+	return nil
+}
+
 type GetJobResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Job           *JobInfo               `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
@@ -2751,7 +3102,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[43]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2763,7 +3114,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[43]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2776,7 +3127,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{43}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetJobResponse) GetJob() *JobInfo {
@@ -2794,7 +3145,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[44]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2806,7 +3157,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[44]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2819,7 +3170,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{44}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
 }
 
 type ListJobsResponse struct {
@@ -2831,7 +3182,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[45]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2843,7 +3194,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[45]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2856,7 +3207,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{45}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListJobsResponse) GetJobs() []*JobInfo {
@@ -2875,7 +3226,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2887,7 +3238,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2900,7 +3251,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{46}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -2919,7 +3270,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[47]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2931,7 +3282,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[47]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2944,7 +3295,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{47}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *WatchJobResponse) GetJob() *JobInfo {
@@ -2964,7 +3315,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[48]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2976,7 +3327,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[48]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2989,7 +3340,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{48}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -3014,7 +3365,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3026,7 +3377,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3039,7 +3390,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
 }
 
 type CreateRegionRequest struct {
@@ -3052,7 +3403,7 @@ type CreateRegionRequest struct {
 
 func (x *CreateRegionRequest) Reset() {
 	*x = CreateRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3064,7 +3415,7 @@ func (x *CreateRegionRequest) String() string {
 func (*CreateRegionRequest) ProtoMessage() {}
 
 func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3077,7 +3428,7 @@ func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionRequest.ProtoReflect.Descriptor instead.
 func (*CreateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CreateRegionRequest) GetHospitals() []string {
@@ -3102,7 +3453,7 @@ type CreateRegionResponse struct {
 
 func (x *CreateRegionResponse) Reset() {
 	*x = CreateRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3114,7 +3465,7 @@ func (x *CreateRegionResponse) String() string {
 func (*CreateRegionResponse) ProtoMessage() {}
 
 func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3127,7 +3478,7 @@ func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionResponse.ProtoReflect.Descriptor instead.
 func (*CreateRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
 }
 
 type Replica struct {
@@ -3143,7 +3494,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3155,7 +3506,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3168,7 +3519,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *Replica) GetId() string {
@@ -3214,7 +3565,7 @@ type ListReplicasRequest struct {
 
 func (x *ListReplicasRequest) Reset() {
 	*x = ListReplicasRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3226,7 +3577,7 @@ func (x *ListReplicasRequest) String() string {
 func (*ListReplicasRequest) ProtoMessage() {}
 
 func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3239,7 +3590,7 @@ func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ListReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
 }
 
 type ListReplicasResponse struct {
@@ -3251,7 +3602,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3263,7 +3614,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3276,7 +3627,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -3297,7 +3648,7 @@ type JoinReplicaRequest struct {
 
 func (x *JoinReplicaRequest) Reset() {
 	*x = JoinReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3309,7 +3660,7 @@ func (x *JoinReplicaRequest) String() string {
 func (*JoinReplicaRequest) ProtoMessage() {}
 
 func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3322,7 +3673,7 @@ func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaRequest.ProtoReflect.Descriptor instead.
 func (*JoinReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *JoinReplicaRequest) GetId() string {
@@ -3354,7 +3705,7 @@ type JoinReplicaResponse struct {
 
 func (x *JoinReplicaResponse) Reset() {
 	*x = JoinReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3366,7 +3717,7 @@ func (x *JoinReplicaResponse) String() string {
 func (*JoinReplicaResponse) ProtoMessage() {}
 
 func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3379,7 +3730,7 @@ func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaResponse.ProtoReflect.Descriptor instead.
 func (*JoinReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
 }
 
 type RemoveReplicaRequest struct {
@@ -3391,7 +3742,7 @@ type RemoveReplicaRequest struct {
 
 func (x *RemoveReplicaRequest) Reset() {
 	*x = RemoveReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3403,7 +3754,7 @@ func (x *RemoveReplicaRequest) String() string {
 func (*RemoveReplicaRequest) ProtoMessage() {}
 
 func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3416,7 +3767,7 @@ func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RemoveReplicaRequest) GetId() string {
@@ -3434,7 +3785,7 @@ type RemoveReplicaResponse struct {
 
 func (x *RemoveReplicaResponse) Reset() {
 	*x = RemoveReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3446,7 +3797,7 @@ func (x *RemoveReplicaResponse) String() string {
 func (*RemoveReplicaResponse) ProtoMessage() {}
 
 func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3459,14 +3810,34 @@ func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
 }
 
 var File_regionfl_v1_region_proto protoreflect.FileDescriptor
 
 const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\n" +
-	"\x18regionfl/v1/region.proto\x12\vregionfl.v1\"K\n" +
+	"\x18regionfl/v1/region.proto\x12\vregionfl.v1\"s\n" +
+	"\x12ExportAuditRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\"\n" +
+	"\rsince_unix_ms\x18\x02 \x01(\x03R\vsinceUnixMs\x12\"\n" +
+	"\runtil_unix_ms\x18\x03 \x01(\x03R\vuntilUnixMs\"+\n" +
+	"\x13ExportAuditResponse\x12\x14\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"J\n" +
+	"\x18RevokeCertificateRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x1b\n" +
+	"\x19RevokeCertificateResponse\"\x14\n" +
+	"\x12ListRevokedRequest\"t\n" +
+	"\n" +
+	"Revocation\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"revoked_by\x18\x03 \x01(\tR\trevokedBy\x12\x17\n" +
+	"\aunix_ms\x18\x04 \x01(\x03R\x06unixMs\"H\n" +
+	"\x13ListRevokedResponse\x121\n" +
+	"\arevoked\x18\x01 \x03(\v2\x17.regionfl.v1.RevocationR\arevoked\"K\n" +
 	"\vPollRequest\x12#\n" +
 	"\rafter_version\x18\x01 \x01(\x04R\fafterVersion\x12\x17\n" +
 	"\await_ms\x18\x02 \x01(\rR\x06waitMs\"\xa4\x02\n" +
@@ -3647,7 +4018,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x0eopened_unix_ms\x18\x06 \x01(\x03R\fopenedUnixMs\x12$\n" +
 	"\x0eclosed_unix_ms\x18\a \x01(\x03R\fclosedUnixMs\x12\x1f\n" +
 	"\vupdate_norm\x18\b \x01(\x01R\n" +
-	"updateNorm\"\xb1\x03\n" +
+	"updateNorm\"\xbf\x04\n" +
 	"\aJobInfo\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12\x14\n" +
@@ -3659,10 +4030,14 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\rmodel_version\x18\b \x01(\rR\fmodelVersion\x12!\n" +
 	"\fsubmitted_by\x18\t \x01(\tR\vsubmittedBy\x12*\n" +
 	"\x11submitted_unix_ms\x18\n" +
-	" \x01(\x03R\x0fsubmittedUnixMs\x1a:\n" +
+	" \x01(\x03R\x0fsubmittedUnixMs\x12K\n" +
+	"\repsilon_spent\x18\v \x03(\v2&.regionfl.v1.JobInfo.EpsilonSpentEntryR\fepsilonSpent\x1a:\n" +
 	"\fRefusedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
+	"\x11EpsilonSpentEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"8\n" +
 	"\x0eGetJobResponse\x12&\n" +
 	"\x03job\x18\x01 \x01(\v2\x14.regionfl.v1.JobInfoR\x03job\"\x11\n" +
 	"\x0fListJobsRequest\"<\n" +
@@ -3724,12 +4099,16 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\bListJobs\x12\x1c.regionfl.v1.ListJobsRequest\x1a\x1d.regionfl.v1.ListJobsResponse\x12I\n" +
 	"\bWatchJob\x12\x1c.regionfl.v1.WatchJobRequest\x1a\x1d.regionfl.v1.WatchJobResponse0\x01\x12J\n" +
 	"\tCancelJob\x12\x1d.regionfl.v1.CancelJobRequest\x1a\x1e.regionfl.v1.CancelJobResponse\x12G\n" +
-	"\bGetModel\x12\x1c.regionfl.v1.GetModelRequest\x1a\x1d.regionfl.v1.GetModelResponse2\xe5\x02\n" +
+	"\bGetModel\x12\x1c.regionfl.v1.GetModelRequest\x1a\x1d.regionfl.v1.GetModelResponse2d\n" +
+	"\x0eAuditorService\x12R\n" +
+	"\vExportAudit\x12\x1f.regionfl.v1.ExportAuditRequest\x1a .regionfl.v1.ExportAuditResponse0\x012\x9b\x04\n" +
 	"\x0fOperatorService\x12S\n" +
 	"\fCreateRegion\x12 .regionfl.v1.CreateRegionRequest\x1a!.regionfl.v1.CreateRegionResponse\x12S\n" +
 	"\fListReplicas\x12 .regionfl.v1.ListReplicasRequest\x1a!.regionfl.v1.ListReplicasResponse\x12P\n" +
 	"\vJoinReplica\x12\x1f.regionfl.v1.JoinReplicaRequest\x1a .regionfl.v1.JoinReplicaResponse\x12V\n" +
-	"\rRemoveReplica\x12!.regionfl.v1.RemoveReplicaRequest\x1a\".regionfl.v1.RemoveReplicaResponseB'Z%regionfl/proto/regionfl/v1;regionflv1b\x06proto3"
+	"\rRemoveReplica\x12!.regionfl.v1.RemoveReplicaRequest\x1a\".regionfl.v1.RemoveReplicaResponse\x12b\n" +
+	"\x11RevokeCertificate\x12%.regionfl.v1.RevokeCertificateRequest\x1a&.regionfl.v1.RevokeCertificateResponse\x12P\n" +
+	"\vListRevoked\x12\x1f.regionfl.v1.ListRevokedRequest\x1a .regionfl.v1.ListRevokedResponseB'Z%regionfl/proto/regionfl/v1;regionflv1b\x06proto3"
 
 var (
 	file_regionfl_v1_region_proto_rawDescOnce sync.Once
@@ -3744,146 +4123,162 @@ func file_regionfl_v1_region_proto_rawDescGZIP() []byte {
 }
 
 var file_regionfl_v1_region_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
 var file_regionfl_v1_region_proto_goTypes = []any{
 	(CeremonyStep)(0),                     // 0: regionfl.v1.CeremonyStep
-	(*PollRequest)(nil),                   // 1: regionfl.v1.PollRequest
-	(*PollResponse)(nil),                  // 2: regionfl.v1.PollResponse
-	(*CeremonyTask)(nil),                  // 3: regionfl.v1.CeremonyTask
-	(*JobOffer)(nil),                      // 4: regionfl.v1.JobOffer
-	(*TrainTask)(nil),                     // 5: regionfl.v1.TrainTask
-	(*KeptUpdate)(nil),                    // 6: regionfl.v1.KeptUpdate
-	(*DecryptTask)(nil),                   // 7: regionfl.v1.DecryptTask
-	(*EnrollRequest)(nil),                 // 8: regionfl.v1.EnrollRequest
-	(*EnrollResponse)(nil),                // 9: regionfl.v1.EnrollResponse
-	(*SubmitPublicKeyShareRequest)(nil),   // 10: regionfl.v1.SubmitPublicKeyShareRequest
-	(*SubmitPublicKeyShareResponse)(nil),  // 11: regionfl.v1.SubmitPublicKeyShareResponse
-	(*SealedShare)(nil),                   // 12: regionfl.v1.SealedShare
-	(*SubmitSealedSharesRequest)(nil),     // 13: regionfl.v1.SubmitSealedSharesRequest
-	(*SubmitSealedSharesResponse)(nil),    // 14: regionfl.v1.SubmitSealedSharesResponse
-	(*GetSealedSharesRequest)(nil),        // 15: regionfl.v1.GetSealedSharesRequest
-	(*GetSealedSharesResponse)(nil),       // 16: regionfl.v1.GetSealedSharesResponse
-	(*ConfirmKeyReadyRequest)(nil),        // 17: regionfl.v1.ConfirmKeyReadyRequest
-	(*ConfirmKeyReadyResponse)(nil),       // 18: regionfl.v1.ConfirmKeyReadyResponse
-	(*GetRegionRequest)(nil),              // 19: regionfl.v1.GetRegionRequest
-	(*Region)(nil),                        // 20: regionfl.v1.Region
-	(*GetRegionResponse)(nil),             // 21: regionfl.v1.GetRegionResponse
-	(*DecideJobRequest)(nil),              // 22: regionfl.v1.DecideJobRequest
-	(*DecideJobResponse)(nil),             // 23: regionfl.v1.DecideJobResponse
-	(*UpdateHeader)(nil),                  // 24: regionfl.v1.UpdateHeader
-	(*SubmitUpdateRequest)(nil),           // 25: regionfl.v1.SubmitUpdateRequest
-	(*SubmitUpdateResponse)(nil),          // 26: regionfl.v1.SubmitUpdateResponse
-	(*GetAggregateRequest)(nil),           // 27: regionfl.v1.GetAggregateRequest
-	(*GetAggregateResponse)(nil),          // 28: regionfl.v1.GetAggregateResponse
-	(*SubmitDecryptionShareRequest)(nil),  // 29: regionfl.v1.SubmitDecryptionShareRequest
-	(*SubmitDecryptionShareResponse)(nil), // 30: regionfl.v1.SubmitDecryptionShareResponse
-	(*GetModelRequest)(nil),               // 31: regionfl.v1.GetModelRequest
-	(*GetModelResponse)(nil),              // 32: regionfl.v1.GetModelResponse
-	(*FetchModelRequest)(nil),             // 33: regionfl.v1.FetchModelRequest
-	(*FetchModelResponse)(nil),            // 34: regionfl.v1.FetchModelResponse
-	(*Model)(nil),                         // 35: regionfl.v1.Model
-	(*ModelSpec)(nil),                     // 36: regionfl.v1.ModelSpec
-	(*Strategy)(nil),                      // 37: regionfl.v1.Strategy
-	(*JobSpec)(nil),                       // 38: regionfl.v1.JobSpec
-	(*SubmitJobRequest)(nil),              // 39: regionfl.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),             // 40: regionfl.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),                 // 41: regionfl.v1.GetJobRequest
-	(*RoundInfo)(nil),                     // 42: regionfl.v1.RoundInfo
-	(*JobInfo)(nil),                       // 43: regionfl.v1.JobInfo
-	(*GetJobResponse)(nil),                // 44: regionfl.v1.GetJobResponse
-	(*ListJobsRequest)(nil),               // 45: regionfl.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),              // 46: regionfl.v1.ListJobsResponse
-	(*WatchJobRequest)(nil),               // 47: regionfl.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),              // 48: regionfl.v1.WatchJobResponse
-	(*CancelJobRequest)(nil),              // 49: regionfl.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),             // 50: regionfl.v1.CancelJobResponse
-	(*CreateRegionRequest)(nil),           // 51: regionfl.v1.CreateRegionRequest
-	(*CreateRegionResponse)(nil),          // 52: regionfl.v1.CreateRegionResponse
-	(*Replica)(nil),                       // 53: regionfl.v1.Replica
-	(*ListReplicasRequest)(nil),           // 54: regionfl.v1.ListReplicasRequest
-	(*ListReplicasResponse)(nil),          // 55: regionfl.v1.ListReplicasResponse
-	(*JoinReplicaRequest)(nil),            // 56: regionfl.v1.JoinReplicaRequest
-	(*JoinReplicaResponse)(nil),           // 57: regionfl.v1.JoinReplicaResponse
-	(*RemoveReplicaRequest)(nil),          // 58: regionfl.v1.RemoveReplicaRequest
-	(*RemoveReplicaResponse)(nil),         // 59: regionfl.v1.RemoveReplicaResponse
-	nil,                                   // 60: regionfl.v1.JobInfo.RefusedEntry
+	(*ExportAuditRequest)(nil),            // 1: regionfl.v1.ExportAuditRequest
+	(*ExportAuditResponse)(nil),           // 2: regionfl.v1.ExportAuditResponse
+	(*RevokeCertificateRequest)(nil),      // 3: regionfl.v1.RevokeCertificateRequest
+	(*RevokeCertificateResponse)(nil),     // 4: regionfl.v1.RevokeCertificateResponse
+	(*ListRevokedRequest)(nil),            // 5: regionfl.v1.ListRevokedRequest
+	(*Revocation)(nil),                    // 6: regionfl.v1.Revocation
+	(*ListRevokedResponse)(nil),           // 7: regionfl.v1.ListRevokedResponse
+	(*PollRequest)(nil),                   // 8: regionfl.v1.PollRequest
+	(*PollResponse)(nil),                  // 9: regionfl.v1.PollResponse
+	(*CeremonyTask)(nil),                  // 10: regionfl.v1.CeremonyTask
+	(*JobOffer)(nil),                      // 11: regionfl.v1.JobOffer
+	(*TrainTask)(nil),                     // 12: regionfl.v1.TrainTask
+	(*KeptUpdate)(nil),                    // 13: regionfl.v1.KeptUpdate
+	(*DecryptTask)(nil),                   // 14: regionfl.v1.DecryptTask
+	(*EnrollRequest)(nil),                 // 15: regionfl.v1.EnrollRequest
+	(*EnrollResponse)(nil),                // 16: regionfl.v1.EnrollResponse
+	(*SubmitPublicKeyShareRequest)(nil),   // 17: regionfl.v1.SubmitPublicKeyShareRequest
+	(*SubmitPublicKeyShareResponse)(nil),  // 18: regionfl.v1.SubmitPublicKeyShareResponse
+	(*SealedShare)(nil),                   // 19: regionfl.v1.SealedShare
+	(*SubmitSealedSharesRequest)(nil),     // 20: regionfl.v1.SubmitSealedSharesRequest
+	(*SubmitSealedSharesResponse)(nil),    // 21: regionfl.v1.SubmitSealedSharesResponse
+	(*GetSealedSharesRequest)(nil),        // 22: regionfl.v1.GetSealedSharesRequest
+	(*GetSealedSharesResponse)(nil),       // 23: regionfl.v1.GetSealedSharesResponse
+	(*ConfirmKeyReadyRequest)(nil),        // 24: regionfl.v1.ConfirmKeyReadyRequest
+	(*ConfirmKeyReadyResponse)(nil),       // 25: regionfl.v1.ConfirmKeyReadyResponse
+	(*GetRegionRequest)(nil),              // 26: regionfl.v1.GetRegionRequest
+	(*Region)(nil),                        // 27: regionfl.v1.Region
+	(*GetRegionResponse)(nil),             // 28: regionfl.v1.GetRegionResponse
+	(*DecideJobRequest)(nil),              // 29: regionfl.v1.DecideJobRequest
+	(*DecideJobResponse)(nil),             // 30: regionfl.v1.DecideJobResponse
+	(*UpdateHeader)(nil),                  // 31: regionfl.v1.UpdateHeader
+	(*SubmitUpdateRequest)(nil),           // 32: regionfl.v1.SubmitUpdateRequest
+	(*SubmitUpdateResponse)(nil),          // 33: regionfl.v1.SubmitUpdateResponse
+	(*GetAggregateRequest)(nil),           // 34: regionfl.v1.GetAggregateRequest
+	(*GetAggregateResponse)(nil),          // 35: regionfl.v1.GetAggregateResponse
+	(*SubmitDecryptionShareRequest)(nil),  // 36: regionfl.v1.SubmitDecryptionShareRequest
+	(*SubmitDecryptionShareResponse)(nil), // 37: regionfl.v1.SubmitDecryptionShareResponse
+	(*GetModelRequest)(nil),               // 38: regionfl.v1.GetModelRequest
+	(*GetModelResponse)(nil),              // 39: regionfl.v1.GetModelResponse
+	(*FetchModelRequest)(nil),             // 40: regionfl.v1.FetchModelRequest
+	(*FetchModelResponse)(nil),            // 41: regionfl.v1.FetchModelResponse
+	(*Model)(nil),                         // 42: regionfl.v1.Model
+	(*ModelSpec)(nil),                     // 43: regionfl.v1.ModelSpec
+	(*Strategy)(nil),                      // 44: regionfl.v1.Strategy
+	(*JobSpec)(nil),                       // 45: regionfl.v1.JobSpec
+	(*SubmitJobRequest)(nil),              // 46: regionfl.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),             // 47: regionfl.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),                 // 48: regionfl.v1.GetJobRequest
+	(*RoundInfo)(nil),                     // 49: regionfl.v1.RoundInfo
+	(*JobInfo)(nil),                       // 50: regionfl.v1.JobInfo
+	(*GetJobResponse)(nil),                // 51: regionfl.v1.GetJobResponse
+	(*ListJobsRequest)(nil),               // 52: regionfl.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),              // 53: regionfl.v1.ListJobsResponse
+	(*WatchJobRequest)(nil),               // 54: regionfl.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),              // 55: regionfl.v1.WatchJobResponse
+	(*CancelJobRequest)(nil),              // 56: regionfl.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 57: regionfl.v1.CancelJobResponse
+	(*CreateRegionRequest)(nil),           // 58: regionfl.v1.CreateRegionRequest
+	(*CreateRegionResponse)(nil),          // 59: regionfl.v1.CreateRegionResponse
+	(*Replica)(nil),                       // 60: regionfl.v1.Replica
+	(*ListReplicasRequest)(nil),           // 61: regionfl.v1.ListReplicasRequest
+	(*ListReplicasResponse)(nil),          // 62: regionfl.v1.ListReplicasResponse
+	(*JoinReplicaRequest)(nil),            // 63: regionfl.v1.JoinReplicaRequest
+	(*JoinReplicaResponse)(nil),           // 64: regionfl.v1.JoinReplicaResponse
+	(*RemoveReplicaRequest)(nil),          // 65: regionfl.v1.RemoveReplicaRequest
+	(*RemoveReplicaResponse)(nil),         // 66: regionfl.v1.RemoveReplicaResponse
+	nil,                                   // 67: regionfl.v1.JobInfo.RefusedEntry
+	nil,                                   // 68: regionfl.v1.JobInfo.EpsilonSpentEntry
 }
 var file_regionfl_v1_region_proto_depIdxs = []int32{
-	3,  // 0: regionfl.v1.PollResponse.ceremony:type_name -> regionfl.v1.CeremonyTask
-	4,  // 1: regionfl.v1.PollResponse.job_offers:type_name -> regionfl.v1.JobOffer
-	5,  // 2: regionfl.v1.PollResponse.train:type_name -> regionfl.v1.TrainTask
-	7,  // 3: regionfl.v1.PollResponse.decrypt:type_name -> regionfl.v1.DecryptTask
-	6,  // 4: regionfl.v1.PollResponse.kept:type_name -> regionfl.v1.KeptUpdate
-	0,  // 5: regionfl.v1.CeremonyTask.step:type_name -> regionfl.v1.CeremonyStep
-	38, // 6: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
-	38, // 7: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
-	38, // 8: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
-	12, // 9: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
-	0,  // 10: regionfl.v1.Region.step:type_name -> regionfl.v1.CeremonyStep
-	20, // 11: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
-	24, // 12: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
-	35, // 13: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
-	35, // 14: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
-	36, // 15: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
-	36, // 16: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
-	37, // 17: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
-	38, // 18: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
-	38, // 19: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
-	60, // 20: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
-	42, // 21: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
-	43, // 22: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
-	43, // 23: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
-	43, // 24: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
-	53, // 25: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
-	1,  // 26: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
-	8,  // 27: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
-	10, // 28: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
-	13, // 29: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
-	15, // 30: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
-	17, // 31: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
-	19, // 32: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
-	22, // 33: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
-	25, // 34: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
-	27, // 35: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
-	29, // 36: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
-	33, // 37: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
-	39, // 38: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
-	41, // 39: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
-	45, // 40: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
-	47, // 41: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
-	49, // 42: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
-	31, // 43: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
-	51, // 44: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
-	54, // 45: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
-	56, // 46: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
-	58, // 47: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
-	2,  // 48: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
-	9,  // 49: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
-	11, // 50: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
-	14, // 51: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
-	16, // 52: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
-	18, // 53: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
-	21, // 54: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
-	23, // 55: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
-	26, // 56: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
-	28, // 57: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
-	30, // 58: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
-	34, // 59: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
-	40, // 60: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
-	44, // 61: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
-	46, // 62: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
-	48, // 63: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
-	50, // 64: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
-	32, // 65: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
-	52, // 66: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
-	55, // 67: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
-	57, // 68: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
-	59, // 69: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
-	48, // [48:70] is the sub-list for method output_type
-	26, // [26:48] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	6,  // 0: regionfl.v1.ListRevokedResponse.revoked:type_name -> regionfl.v1.Revocation
+	10, // 1: regionfl.v1.PollResponse.ceremony:type_name -> regionfl.v1.CeremonyTask
+	11, // 2: regionfl.v1.PollResponse.job_offers:type_name -> regionfl.v1.JobOffer
+	12, // 3: regionfl.v1.PollResponse.train:type_name -> regionfl.v1.TrainTask
+	14, // 4: regionfl.v1.PollResponse.decrypt:type_name -> regionfl.v1.DecryptTask
+	13, // 5: regionfl.v1.PollResponse.kept:type_name -> regionfl.v1.KeptUpdate
+	0,  // 6: regionfl.v1.CeremonyTask.step:type_name -> regionfl.v1.CeremonyStep
+	45, // 7: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
+	45, // 8: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
+	45, // 9: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
+	19, // 10: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
+	0,  // 11: regionfl.v1.Region.step:type_name -> regionfl.v1.CeremonyStep
+	27, // 12: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
+	31, // 13: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
+	42, // 14: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
+	42, // 15: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
+	43, // 16: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
+	43, // 17: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
+	44, // 18: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
+	45, // 19: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
+	45, // 20: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
+	67, // 21: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
+	49, // 22: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
+	68, // 23: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
+	50, // 24: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
+	50, // 25: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
+	50, // 26: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
+	60, // 27: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
+	8,  // 28: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
+	15, // 29: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
+	17, // 30: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
+	20, // 31: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
+	22, // 32: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
+	24, // 33: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
+	26, // 34: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
+	29, // 35: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
+	32, // 36: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
+	34, // 37: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
+	36, // 38: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
+	40, // 39: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
+	46, // 40: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
+	48, // 41: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
+	52, // 42: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
+	54, // 43: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
+	56, // 44: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
+	38, // 45: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
+	1,  // 46: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
+	58, // 47: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
+	61, // 48: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
+	63, // 49: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
+	65, // 50: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
+	3,  // 51: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
+	5,  // 52: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
+	9,  // 53: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
+	16, // 54: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
+	18, // 55: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
+	21, // 56: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
+	23, // 57: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
+	25, // 58: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
+	28, // 59: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
+	30, // 60: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
+	33, // 61: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
+	35, // 62: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
+	37, // 63: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
+	41, // 64: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
+	47, // 65: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
+	51, // 66: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
+	53, // 67: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
+	55, // 68: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
+	57, // 69: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
+	39, // 70: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
+	2,  // 71: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
+	59, // 72: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
+	62, // 73: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
+	64, // 74: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
+	66, // 75: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
+	4,  // 76: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
+	7,  // 77: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
+	53, // [53:78] is the sub-list for method output_type
+	28, // [28:53] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_regionfl_v1_region_proto_init() }
@@ -3891,7 +4286,7 @@ func file_regionfl_v1_region_proto_init() {
 	if File_regionfl_v1_region_proto != nil {
 		return
 	}
-	file_regionfl_v1_region_proto_msgTypes[24].OneofWrappers = []any{
+	file_regionfl_v1_region_proto_msgTypes[31].OneofWrappers = []any{
 		(*SubmitUpdateRequest_Header)(nil),
 		(*SubmitUpdateRequest_Chunk)(nil),
 	}
@@ -3901,9 +4296,9 @@ func file_regionfl_v1_region_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_region_proto_rawDesc), len(file_regionfl_v1_region_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   60,
+			NumMessages:   68,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_regionfl_v1_region_proto_goTypes,
 		DependencyIndexes: file_regionfl_v1_region_proto_depIdxs,

@@ -860,23 +860,146 @@ var ResearcherService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	OperatorService_CreateRegion_FullMethodName  = "/regionfl.v1.OperatorService/CreateRegion"
-	OperatorService_ListReplicas_FullMethodName  = "/regionfl.v1.OperatorService/ListReplicas"
-	OperatorService_JoinReplica_FullMethodName   = "/regionfl.v1.OperatorService/JoinReplica"
-	OperatorService_RemoveReplica_FullMethodName = "/regionfl.v1.OperatorService/RemoveReplica"
+	AuditorService_ExportAudit_FullMethodName = "/regionfl.v1.AuditorService/ExportAudit"
+)
+
+// AuditorServiceClient is the client API for AuditorService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// OperatorService manages the coordinator cluster and the region.
+// AuditorService is read-only access to the audit log for compliance
+// officers (role auditor).
+type AuditorServiceClient interface {
+	// ExportAudit streams the log as JSON Lines (see package audit): the
+	// records matching the filter with inclusion proofs, the signed
+	// checkpoints and a freshly signed tree head.
+	ExportAudit(ctx context.Context, in *ExportAuditRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportAuditResponse], error)
+}
+
+type auditorServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAuditorServiceClient(cc grpc.ClientConnInterface) AuditorServiceClient {
+	return &auditorServiceClient{cc}
+}
+
+func (c *auditorServiceClient) ExportAudit(ctx context.Context, in *ExportAuditRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportAuditResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AuditorService_ServiceDesc.Streams[0], AuditorService_ExportAudit_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExportAuditRequest, ExportAuditResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuditorService_ExportAuditClient = grpc.ServerStreamingClient[ExportAuditResponse]
+
+// AuditorServiceServer is the server API for AuditorService service.
+// All implementations must embed UnimplementedAuditorServiceServer
+// for forward compatibility.
+//
+// OperatorService manages the coordinator cluster and the region.
+// AuditorService is read-only access to the audit log for compliance
+// officers (role auditor).
+type AuditorServiceServer interface {
+	// ExportAudit streams the log as JSON Lines (see package audit): the
+	// records matching the filter with inclusion proofs, the signed
+	// checkpoints and a freshly signed tree head.
+	ExportAudit(*ExportAuditRequest, grpc.ServerStreamingServer[ExportAuditResponse]) error
+	mustEmbedUnimplementedAuditorServiceServer()
+}
+
+// UnimplementedAuditorServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAuditorServiceServer struct{}
+
+func (UnimplementedAuditorServiceServer) ExportAudit(*ExportAuditRequest, grpc.ServerStreamingServer[ExportAuditResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method ExportAudit not implemented")
+}
+func (UnimplementedAuditorServiceServer) mustEmbedUnimplementedAuditorServiceServer() {}
+func (UnimplementedAuditorServiceServer) testEmbeddedByValue()                        {}
+
+// UnsafeAuditorServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AuditorServiceServer will
+// result in compilation errors.
+type UnsafeAuditorServiceServer interface {
+	mustEmbedUnimplementedAuditorServiceServer()
+}
+
+func RegisterAuditorServiceServer(s grpc.ServiceRegistrar, srv AuditorServiceServer) {
+	// If the following call pancis, it indicates UnimplementedAuditorServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&AuditorService_ServiceDesc, srv)
+}
+
+func _AuditorService_ExportAudit_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportAuditRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AuditorServiceServer).ExportAudit(m, &grpc.GenericServerStream[ExportAuditRequest, ExportAuditResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuditorService_ExportAuditServer = grpc.ServerStreamingServer[ExportAuditResponse]
+
+// AuditorService_ServiceDesc is the grpc.ServiceDesc for AuditorService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var AuditorService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "regionfl.v1.AuditorService",
+	HandlerType: (*AuditorServiceServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ExportAudit",
+			Handler:       _AuditorService_ExportAudit_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "regionfl/v1/region.proto",
+}
+
+const (
+	OperatorService_CreateRegion_FullMethodName      = "/regionfl.v1.OperatorService/CreateRegion"
+	OperatorService_ListReplicas_FullMethodName      = "/regionfl.v1.OperatorService/ListReplicas"
+	OperatorService_JoinReplica_FullMethodName       = "/regionfl.v1.OperatorService/JoinReplica"
+	OperatorService_RemoveReplica_FullMethodName     = "/regionfl.v1.OperatorService/RemoveReplica"
+	OperatorService_RevokeCertificate_FullMethodName = "/regionfl.v1.OperatorService/RevokeCertificate"
+	OperatorService_ListRevoked_FullMethodName       = "/regionfl.v1.OperatorService/ListRevoked"
 )
 
 // OperatorServiceClient is the client API for OperatorService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
-//
-// OperatorService manages the coordinator cluster and the region.
 type OperatorServiceClient interface {
 	CreateRegion(ctx context.Context, in *CreateRegionRequest, opts ...grpc.CallOption) (*CreateRegionResponse, error)
 	ListReplicas(ctx context.Context, in *ListReplicasRequest, opts ...grpc.CallOption) (*ListReplicasResponse, error)
 	// JoinReplica adds a replica as a Raft voter (called by a starting replica with --join).
 	JoinReplica(ctx context.Context, in *JoinReplicaRequest, opts ...grpc.CallOption) (*JoinReplicaResponse, error)
 	RemoveReplica(ctx context.Context, in *RemoveReplicaRequest, opts ...grpc.CallOption) (*RemoveReplicaResponse, error)
+	// RevokeCertificate refuses a certificate serial from the next request
+	// on, on every replica and on the Raft transport.
+	RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error)
+	ListRevoked(ctx context.Context, in *ListRevokedRequest, opts ...grpc.CallOption) (*ListRevokedResponse, error)
 }
 
 type operatorServiceClient struct {
@@ -927,17 +1050,39 @@ func (c *operatorServiceClient) RemoveReplica(ctx context.Context, in *RemoveRep
 	return out, nil
 }
 
+func (c *operatorServiceClient) RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeCertificateResponse)
+	err := c.cc.Invoke(ctx, OperatorService_RevokeCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorServiceClient) ListRevoked(ctx context.Context, in *ListRevokedRequest, opts ...grpc.CallOption) (*ListRevokedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRevokedResponse)
+	err := c.cc.Invoke(ctx, OperatorService_ListRevoked_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServiceServer is the server API for OperatorService service.
 // All implementations must embed UnimplementedOperatorServiceServer
 // for forward compatibility.
-//
-// OperatorService manages the coordinator cluster and the region.
 type OperatorServiceServer interface {
 	CreateRegion(context.Context, *CreateRegionRequest) (*CreateRegionResponse, error)
 	ListReplicas(context.Context, *ListReplicasRequest) (*ListReplicasResponse, error)
 	// JoinReplica adds a replica as a Raft voter (called by a starting replica with --join).
 	JoinReplica(context.Context, *JoinReplicaRequest) (*JoinReplicaResponse, error)
 	RemoveReplica(context.Context, *RemoveReplicaRequest) (*RemoveReplicaResponse, error)
+	// RevokeCertificate refuses a certificate serial from the next request
+	// on, on every replica and on the Raft transport.
+	RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error)
+	ListRevoked(context.Context, *ListRevokedRequest) (*ListRevokedResponse, error)
 	mustEmbedUnimplementedOperatorServiceServer()
 }
 
@@ -959,6 +1104,12 @@ func (UnimplementedOperatorServiceServer) JoinReplica(context.Context, *JoinRepl
 }
 func (UnimplementedOperatorServiceServer) RemoveReplica(context.Context, *RemoveReplicaRequest) (*RemoveReplicaResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RemoveReplica not implemented")
+}
+func (UnimplementedOperatorServiceServer) RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RevokeCertificate not implemented")
+}
+func (UnimplementedOperatorServiceServer) ListRevoked(context.Context, *ListRevokedRequest) (*ListRevokedResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListRevoked not implemented")
 }
 func (UnimplementedOperatorServiceServer) mustEmbedUnimplementedOperatorServiceServer() {}
 func (UnimplementedOperatorServiceServer) testEmbeddedByValue()                         {}
@@ -1053,6 +1204,42 @@ func _OperatorService_RemoveReplica_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OperatorService_RevokeCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).RevokeCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_RevokeCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).RevokeCertificate(ctx, req.(*RevokeCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OperatorService_ListRevoked_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRevokedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).ListRevoked(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_ListRevoked_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).ListRevoked(ctx, req.(*ListRevokedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // OperatorService_ServiceDesc is the grpc.ServiceDesc for OperatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1075,6 +1262,14 @@ var OperatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveReplica",
 			Handler:    _OperatorService_RemoveReplica_Handler,
+		},
+		{
+			MethodName: "RevokeCertificate",
+			Handler:    _OperatorService_RevokeCertificate_Handler,
+		},
+		{
+			MethodName: "ListRevoked",
+			Handler:    _OperatorService_ListRevoked_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"regionfl/client"
+	"regionfl/identity"
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// newRevokeCmd is `regionfl operator revoke`: a certificate is refused by
+// every replica from the next request on.
+func newRevokeCmd() *cobra.Command {
+	var (
+		cf       clientFlags
+		certFile string
+		reason   string
+	)
+	cmd := &cobra.Command{
+		Use:   "revoke [SERIAL]",
+		Short: "Revoke a certificate by serial (hex) or with --cert-file; replicas refuse it from the next request",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var serial string
+			switch {
+			case len(args) == 1 && certFile == "":
+				serial = args[0]
+			case len(args) == 0 && certFile != "":
+				b, err := os.ReadFile(certFile)
+				if err != nil {
+					return err
+				}
+				block, _ := pem.Decode(b)
+				if block == nil || block.Type != "CERTIFICATE" {
+					return fmt.Errorf("%s: no PEM certificate", certFile)
+				}
+				c, err := x509.ParseCertificate(block.Bytes)
+				if err != nil {
+					return fmt.Errorf("%s: %w", certFile, err)
+				}
+				serial = identity.SerialHex(c)
+			default:
+				return usageError{errors.New("give a SERIAL or --cert-file, not both")}
+			}
+			c, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
+				_, err := conn.Operator.RevokeCertificate(ctx, &pb.RevokeCertificateRequest{Serial: serial, Reason: reason}, grpc.Trailer(conn.Trailer))
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "certificate %s revoked\n", serial)
+			return nil
+		},
+	}
+	cf.register(cmd.Flags())
+	cmd.Flags().StringVar(&certFile, "cert-file", "", "the certificate to revoke (PEM)")
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded with the revocation)")
+	return cmd
+}
+
+func newListRevokedCmd() *cobra.Command {
+	var (
+		cf     clientFlags
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "list-revoked",
+		Short: "List revoked certificate serials",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var rs []*pb.Revocation
+			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
+				resp, err := conn.Operator.ListRevoked(ctx, &pb.ListRevokedRequest{}, grpc.Trailer(conn.Trailer))
+				rs = resp.GetRevoked()
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				out := make([]map[string]any, len(rs))
+				for i, r := range rs {
+					out[i] = map[string]any{"serial": r.Serial, "reason": r.Reason, "revoked_by": r.RevokedBy, "unix_ms": r.UnixMs}
+				}
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "SERIAL\tREVOKED\tBY\tREASON")
+			for _, r := range rs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Serial, time.UnixMilli(r.UnixMs).UTC().Format(time.RFC3339), r.RevokedBy, r.Reason)
+			}
+			return tw.Flush()
+		},
+	}
+	cf.register(cmd.Flags())
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

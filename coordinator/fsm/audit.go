@@ -1,0 +1,159 @@
+package fsm
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	"regionfl/audit"
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// auditRecord builds the audit record of a command before it is applied;
+// Apply refuses a command whose record would be invalid, then appends the
+// record in the same entry as the action, so a record is exactly as durable
+// and as replicated as its action. What leaves a site is described by size
+// and digest, never by content. ok is false for commands without a record.
+func (s *State) auditRecord(m proto.Message, meta Meta) (rec audit.Record, ok bool, err error) {
+	rec = audit.Record{TimeUnixMs: max(meta.UnixMs, 1)}
+	actor := meta.Actor
+	job := func(id string) {
+		rec.JobID = id
+		if j, ok := s.Jobs[id]; ok {
+			rec.Purpose, rec.LegalBasis = j.Spec.GetPurpose(), j.Spec.GetLegalBasis()
+		}
+	}
+	switch c := m.(type) {
+	case *pb.RegisterReplicaCommand:
+		rec.Action = audit.ActionReplicaJoined
+		rec.Details = map[string]string{"replica": c.Id, "grpc_addr": c.GrpcAddr}
+	case *pb.CreateRegionCommand:
+		rec.Action = audit.ActionRegionCreated
+		rec.Details = map[string]string{"hospitals": strings.Join(c.Hospitals, ","),
+			"threshold": strconv.Itoa(int(c.Threshold)), "params": c.Params}
+	case *pb.EnrollCommand:
+		actor, rec.Hospital = "hospital/"+c.Hospital, c.Hospital
+		rec.Action = audit.ActionCeremonyEnrolled
+		rec.Digest, rec.Size = digest(c.HpkePublicKey), uint64(len(c.HpkePublicKey))
+	case *pb.PublicKeyShareCommand:
+		actor, rec.Hospital = "hospital/"+c.Hospital, c.Hospital
+		rec.Action = audit.ActionCeremonyPublicKeyShare
+		rec.Digest, rec.Size = digest(c.Share), uint64(len(c.Share))
+	case *pb.PublicKeyCommand:
+		rec.Action = audit.ActionCeremonyPublicKey
+		rec.Digest, rec.Size = digest(c.PublicKey), uint64(len(c.PublicKey))
+	case *pb.SealedSharesCommand:
+		actor, rec.Hospital = "hospital/"+c.From, c.From
+		rec.Action = audit.ActionCeremonySealedShares
+		var size uint64
+		for _, b := range c.Shares {
+			size += uint64(len(b))
+		}
+		rec.Size = size
+	case *pb.KeyReadyCommand:
+		actor, rec.Hospital = "hospital/"+c.Hospital, c.Hospital
+		rec.Action = audit.ActionCeremonyKeyReady
+	case *pb.SubmitJobCommand:
+		if c.SubmittedBy != "" {
+			actor = c.SubmittedBy
+		}
+		rec.JobID, rec.Purpose, rec.LegalBasis = c.JobId, c.Spec.GetPurpose(), c.Spec.GetLegalBasis()
+		rec.Action, rec.ModelHash = audit.ActionJobSubmitted, c.ModelHash
+	case *pb.DecideJobCommand:
+		actor, rec.Hospital = "hospital/"+c.Hospital, c.Hospital
+		job(c.JobId)
+		rec.Action = audit.ActionJobAccepted
+		if !c.Accept {
+			rec.Action, rec.Reason = audit.ActionJobRefused, c.Reason
+		}
+	case *pb.OpenRoundCommand:
+		job(c.JobId)
+		rec.Action, rec.Round = audit.ActionRoundOpened, c.Round
+	case *pb.ContributionCommand:
+		actor, rec.Hospital = "hospital/"+c.Hospital, c.Hospital
+		job(c.JobId)
+		rec.Action, rec.Round = audit.ActionContributionAccepted, c.Round
+		rec.Digest, rec.Size = hex.EncodeToString(c.Digest), c.Size
+	case *pb.CloseRoundCommand:
+		job(c.JobId)
+		rec.Action, rec.Round = audit.ActionRoundClosed, c.Round
+		rec.Digest, rec.Size = hex.EncodeToString(c.AggregateDigest), uint64(len(c.Aggregate))
+		rec.Details = map[string]string{"contributors": strings.Join(c.Contributors, ","), "decryptors": strings.Join(c.Active, ",")}
+	case *pb.DecryptionShareCommand:
+		actor, rec.Hospital = "hospital/"+c.Hospital, c.Hospital
+		job(c.JobId)
+		rec.Action, rec.Round = audit.ActionDecryptionShareGiven, c.Round
+		rec.Digest, rec.Size = digest(c.Share), uint64(len(c.Share))
+	case *pb.RetryDecryptionCommand:
+		job(c.JobId)
+		rec.Action, rec.Round = audit.ActionDecryptionRetried, c.Round
+		rec.Details = map[string]string{"decryptors": strings.Join(c.Active, ","), "attempt": strconv.Itoa(int(c.Attempt))}
+	case *pb.CommitModelCommand:
+		job(c.JobId)
+		rec.Action, rec.Round = audit.ActionModelCommitted, c.Round
+		rec.ModelHash = paramsDigest(c.Params)
+		rec.Details = map[string]string{"version": strconv.Itoa(int(c.Version)), "total_samples": strconv.FormatUint(c.TotalSamples, 10)}
+	case *pb.ScalingCommand:
+		job(c.JobId)
+		rec.Action, rec.Round = audit.ActionModelCommitted, c.Round
+		rec.Details = map[string]string{"region_scaling": "committed", "total_samples": strconv.FormatUint(c.TotalSamples, 10)}
+	case *pb.AbortRoundCommand:
+		job(c.JobId)
+		rec.Action, rec.Round, rec.Reason = audit.ActionRoundAborted, c.Round, c.Reason
+	case *pb.EndJobCommand:
+		job(c.JobId)
+		rec.Action, rec.Reason = audit.ActionJobEnded, c.Reason
+		if c.State == JobCancelled {
+			rec.Action = audit.ActionJobCancelled
+		}
+		rec.Details = map[string]string{"state": c.State}
+	case *pb.RevokeCommand:
+		if c.RevokedBy != "" {
+			actor = c.RevokedBy
+		}
+		rec.Action, rec.Reason = audit.ActionCertificateRevoked, c.Reason
+		rec.Details = map[string]string{"serial": c.Serial}
+	case *pb.AuthzRefusedCommand:
+		actor = c.Identity
+		rec.Action, rec.Reason = audit.ActionAuthzRefused, c.Reason
+		rec.Details = map[string]string{"method": c.Method, "serial": c.Serial}
+	default:
+		return audit.Record{}, false, nil
+	}
+	role, name, found := strings.Cut(actor, "/")
+	if !found {
+		return audit.Record{}, false, fmt.Errorf("actor %q is not role/name", actor)
+	}
+	rec.Role, rec.Actor = role, name
+	// Check the record as the log will: a record at position 0.
+	probe := rec
+	probe.PrevHash, probe.PrevJobSeq = strings.Repeat("0", 64), -1
+	if err := probe.Validate(); err != nil {
+		return audit.Record{}, false, err
+	}
+	return rec, true, nil
+}
+
+func digest(b []byte) string {
+	d := sha256.Sum256(b)
+	return hex.EncodeToString(d[:])
+}
+
+// paramsDigest is the SHA-256 of a model version's parameters as
+// big-endian float64s: what `regionfl model download` files can be
+// checked against.
+func paramsDigest(p []float64) string {
+	h := sha256.New()
+	var b [8]byte
+	for _, v := range p {
+		binary.BigEndian.PutUint64(b[:], math.Float64bits(v))
+		h.Write(b[:])
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}

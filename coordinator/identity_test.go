@@ -1,0 +1,173 @@
+package coordinator_test
+
+import (
+	"context"
+	"crypto/tls"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"regionfl/client"
+	"regionfl/coordinator/fsm"
+	"regionfl/identity"
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// listReplicas is a cheap operator call used to probe a client's access.
+func listReplicas(ctx context.Context, c *client.Client) error {
+	return c.Do(ctx, func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Operator.ListReplicas(ctx, &pb.ListReplicasRequest{}, grpc.Trailer(conn.Trailer))
+		return err
+	})
+}
+
+// rawCall dials with a hand-made TLS configuration (no certificate, or one
+// the region did not issue) and makes one operator call.
+func rawCall(t *testing.T, addr string, cfg *tls.Config) error {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = pb.NewOperatorServiceClient(conn).ListReplicas(ctx, &pb.ListReplicasRequest{})
+	return err
+}
+
+// Without a certificate from the region CA, or with an expired one, no
+// request reaches a service.
+func TestRefusesUnknownAndExpiredCertificates(t *testing.T) {
+	c := startCluster(t, 1)
+	addr := c.replicas[0].GRPCAddr()
+	roots := c.ca.Pool()
+
+	noCert := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: "localhost"}
+	if err := rawCall(t, addr, noCert); err == nil {
+		t.Error("a client without a certificate was served")
+	}
+
+	other, err := identity.NewCA("other region", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := other.Issue(identity.Identity{Name: "ops", Role: identity.RoleOperator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rawCall(t, addr, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: "localhost",
+		Certificates: []tls.Certificate{foreign}}); err == nil {
+		t.Error("a certificate from another CA was served")
+	}
+
+	expired, err := c.ca.Issue(identity.Identity{Name: "ops", Role: identity.RoleOperator}, -30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rawCall(t, addr, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: "localhost",
+		Certificates: []tls.Certificate{expired}}); err == nil {
+		t.Error("an expired certificate was served")
+	}
+
+	tls12 := &tls.Config{MaxVersion: tls.VersionTLS12, RootCAs: roots, ServerName: "localhost",
+		Certificates: []tls.Certificate{expired}}
+	if err := rawCall(t, addr, tls12); err == nil {
+		t.Error("TLS 1.2 was accepted")
+	}
+}
+
+// A revoked certificate is refused from the request after the revocation
+// commits, on the connection it already had open, by every replica.
+func TestRevokedCertificateRefusedWithinOneRequest(t *testing.T) {
+	c := startCluster(t, 3)
+	var addrs []string
+	for _, r := range c.replicas {
+		addrs = append(addrs, r.GRPCAddr())
+	}
+	cert, err := c.ca.Issue(identity.Identity{Name: "ops-laptop", Role: identity.RoleOperator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stolen, err := client.New(addrs, identity.ClientConfig(cert, c.ca.Pool()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stolen.Close()
+	if err := listReplicas(ctx(t), stolen); err != nil {
+		t.Fatalf("before revocation: %v", err)
+	}
+
+	admin := c.client("ops", identity.RoleOperator, addrs...)
+	serial := identity.SerialHex(cert.Leaf)
+	err = admin.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Operator.RevokeCertificate(ctx, &pb.RevokeCertificateRequest{Serial: serial, Reason: "laptop stolen"}, grpc.Trailer(conn.Trailer))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := listReplicas(ctx(t), stolen); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("first request after revocation: %v, want Unauthenticated", err)
+	}
+	// Every replica refuses it once the revocation is applied there.
+	for _, r := range c.replicas {
+		waitFor(t, func() bool { return r.Store().FSM() != nil && revokedOn(r.Store().FSM(), serial) })
+	}
+
+	// A second revocation of the same serial and a malformed serial are
+	// refused with a reason.
+	err = admin.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Operator.RevokeCertificate(ctx, &pb.RevokeCertificateRequest{Serial: "not-hex"}, grpc.Trailer(conn.Trailer))
+		return err
+	})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("malformed serial: %v", err)
+	}
+	var list []*pb.Revocation
+	err = admin.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
+		resp, err := conn.Operator.ListRevoked(ctx, &pb.ListRevokedRequest{}, grpc.Trailer(conn.Trailer))
+		list = resp.GetRevoked()
+		return err
+	})
+	if err != nil || len(list) != 1 || list[0].Serial != serial || list[0].RevokedBy != "operator/ops" {
+		t.Fatalf("revocation list %v: %v", list, err)
+	}
+}
+
+// Costly calls are rate limited per identity; others keep their budget.
+func TestRateLimitPerIdentity(t *testing.T) {
+	c := startCluster(t, 1)
+	addr := c.replicas[0].GRPCAddr()
+	greedy := c.client("greedy", identity.RoleResearcher, addr)
+	calm := c.client("calm", identity.RoleResearcher, addr)
+	getModel := func(cl *client.Client) error {
+		return cl.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
+			_, err := conn.Researcher.GetModel(ctx, &pb.GetModelRequest{JobId: "none"}, grpc.Trailer(conn.Trailer))
+			return err
+		})
+	}
+	limited := false
+	for range 200 {
+		if status.Code(getModel(greedy)) == codes.ResourceExhausted {
+			limited = true
+			break
+		}
+	}
+	if !limited {
+		t.Fatal("200 calls in a burst were never limited")
+	}
+	if err := getModel(calm); status.Code(err) == codes.ResourceExhausted {
+		t.Fatalf("another identity was limited: %v", err)
+	}
+}
+
+func revokedOn(f *fsm.FSM, serial string) bool {
+	var ok bool
+	f.Read(func(s *fsm.State) { ok = s.IsRevoked(serial) })
+	return ok
+}

@@ -1,0 +1,452 @@
+package coordinator_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"regionfl/client"
+	"regionfl/coordinator"
+	"regionfl/coordinator/fsm"
+	"regionfl/identity"
+	"regionfl/jobspec"
+	"regionfl/models"
+	"regionfl/node"
+	"regionfl/node/dataset"
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// regionOpts describes a test region.
+type regionOpts struct {
+	replicas  int
+	hospitals int
+	threshold int
+	// trailingLogs and segmentSize are passed to every replica (0: the
+	// defaults); small values make a compacted log lose its old entries.
+	trailingLogs uint64
+	segmentSize  int
+}
+
+// region is a whole region in this process: coordinator replicas, hospital
+// nodes with synthetic cohorts and a researcher, all over mutual TLS on
+// loopback. Replicas and nodes can be stopped and started again on their
+// data directories; a restarted replica keeps its Raft and gRPC addresses.
+type region struct {
+	t        *testing.T
+	ca       *identity.CA
+	dir      string
+	cfgs     []coordinator.Config
+	replicas []*coordinator.Replica // nil while stopped
+	addrs    []string               // gRPC addresses, fixed for the test
+	sites    []dataset.Site
+	heldOut  dataset.Table
+	names    []string
+	nodes    []*runningNode // nil while stopped
+	logs     *logRecorder
+
+	researcher *client.Client
+}
+
+type runningNode struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// newRegion starts the replicas (the first bootstraps, the others join it)
+// and waits until all are voters. Hospitals are named hospital-1.. and get
+// one synthetic site each; nothing runs for them until startNode.
+func newRegion(t *testing.T, o regionOpts) *region {
+	t.Helper()
+	ca, err := identity.NewCA("test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sites, heldOut, err := dataset.Synthetic(dataset.SyntheticConfig{Hospitals: o.hospitals, Seed: 7, CaseMixShift: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &region{t: t, ca: ca, dir: t.TempDir(), sites: sites, heldOut: heldOut,
+		nodes: make([]*runningNode, len(sites)), logs: &logRecorder{}}
+	for _, s := range sites {
+		r.names = append(r.names, s.Name)
+	}
+	t.Cleanup(r.stopAll)
+	for i := 1; i <= o.replicas; i++ {
+		id := fmt.Sprintf("replica-%d", i)
+		cert, err := ca.Issue(identity.Identity{Name: id, Role: identity.RoleCoordinator}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := coordinator.Config{ID: id, DataDir: filepath.Join(r.dir, id), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
+			Bootstrap: i == 1, Cert: cert, CA: ca.Pool(), Fast: true, TrailingLogs: o.trailingLogs, SegmentSize: o.segmentSize,
+			Logger: slog.New(r.logs)}
+		if i > 1 {
+			cfg.Join = []string{r.addrs[0]}
+		}
+		rep, err := coordinator.Start(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A restart reuses the addresses and the directory, and rejoins
+		// through its own log rather than through a peer.
+		cfg.RaftAddr, cfg.GRPCAddr, cfg.Join = rep.RaftAddr(), rep.GRPCAddr(), nil
+		r.cfgs = append(r.cfgs, cfg)
+		r.replicas = append(r.replicas, rep)
+		r.addrs = append(r.addrs, rep.GRPCAddr())
+	}
+	r.waitFor("all replicas are voters", 15*time.Second, func() bool {
+		rs, err := r.leader().Store().Replicas()
+		ready := 0
+		for _, x := range rs {
+			if x.Voter && x.GRPCAddr != "" {
+				ready++
+			}
+		}
+		return err == nil && ready == o.replicas
+	})
+	r.researcher = r.client("alice", identity.RoleResearcher)
+	op := r.client("ops", identity.RoleOperator)
+	err = op.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Operator.CreateRegion(ctx, &pb.CreateRegionRequest{Hospitals: r.names, Threshold: uint32(o.threshold)}, grpc.Trailer(conn.Trailer))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// ctx bounds one call of the test.
+func (r *region) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	r.t.Cleanup(cancel)
+	return ctx
+}
+
+// client connects to every replica as name with role.
+func (r *region) client(name string, role identity.Role) *client.Client {
+	r.t.Helper()
+	cert, err := r.ca.Issue(identity.Identity{Name: name, Role: role}, time.Hour)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	c, err := client.New(r.addrs, identity.ClientConfig(cert, r.ca.Pool()))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// startNode runs hospital i's node on its data directory (again, after
+// stopNode: what it keeps on disk survives).
+func (r *region) startNode(i int) {
+	r.t.Helper()
+	if r.nodes[i] != nil {
+		r.t.Fatalf("%s is already running", r.names[i])
+	}
+	cert, err := r.ca.Issue(identity.Identity{Name: r.names[i], Role: identity.RoleHospital}, time.Hour)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	n, err := node.New(node.Config{ID: r.names[i], Coordinators: r.addrs, Cert: cert, CA: r.ca.Pool(),
+		DataDir: filepath.Join(r.dir, r.names[i]), Data: r.sites[i], Logger: slog.New(r.logs)})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rn := &runningNode{cancel: cancel, done: make(chan struct{})}
+	go func() { defer close(rn.done); n.Run(ctx) }()
+	r.nodes[i] = rn
+}
+
+func (r *region) startNodes(idx ...int) {
+	for _, i := range idx {
+		r.startNode(i)
+	}
+}
+
+// stopNode ends hospital i's node and waits until it stopped.
+func (r *region) stopNode(i int) {
+	if n := r.nodes[i]; n != nil {
+		n.cancel()
+		<-n.done
+		r.nodes[i] = nil
+	}
+}
+
+func (r *region) stopReplica(i int) {
+	r.t.Helper()
+	if rep := r.replicas[i]; rep != nil {
+		if err := rep.Stop(); err != nil {
+			r.t.Errorf("stopping %s: %v", rep.ID(), err)
+		}
+		r.replicas[i] = nil
+	}
+}
+
+func (r *region) restartReplica(i int) {
+	r.t.Helper()
+	rep, err := coordinator.Start(context.Background(), r.cfgs[i])
+	if err != nil {
+		r.t.Fatalf("restarting %s: %v", r.cfgs[i].ID, err)
+	}
+	r.replicas[i] = rep
+}
+
+func (r *region) stopAll() {
+	for i := range r.nodes {
+		r.stopNode(i)
+	}
+	for i := range r.replicas {
+		r.stopReplica(i)
+	}
+}
+
+// leaderIndex waits for a running replica that leads.
+func (r *region) leaderIndex() int {
+	r.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		for i, rep := range r.replicas {
+			if rep != nil && rep.IsLeader() {
+				return i
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.t.Fatal("no leader within 15s")
+	return -1
+}
+
+func (r *region) leader() *coordinator.Replica { return r.replicas[r.leaderIndex()] }
+
+// waitFor polls cond until it holds, failing the test after timeout.
+func (r *region) waitFor(what string, timeout time.Duration, cond func() bool) {
+	r.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("timed out after %v waiting until %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitCeremony waits until every hospital holds its threshold key share.
+func (r *region) waitCeremony() {
+	r.t.Helper()
+	r.waitFor("the key ceremony is done", 30*time.Second, func() bool {
+		var done bool
+		r.leader().Store().FSM().Read(func(s *fsm.State) {
+			done = s.Region != nil && s.Region.Step() == pb.CeremonyStep_CEREMONY_STEP_DONE
+		})
+		return done
+	})
+}
+
+// spec is a small logistic-regression job on the synthetic cohorts, scaled
+// with the held-out statistics so no statistics round runs first.
+func (r *region) spec(rounds, minHospitals int, deadline time.Duration) *pb.JobSpec {
+	mean, std := r.heldOut.Stats().MeanStd()
+	return &pb.JobSpec{
+		Name: "test", Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: len(r.heldOut.Features)}),
+		Rounds: uint32(rounds), LocalSteps: 5, BatchSize: 32, LearningRate: 0.1, Optimizer: "sgd",
+		MinHospitals: uint32(minHospitals), RoundDeadlineMs: uint32(deadline.Milliseconds()),
+		Purpose: "robustness test", LegalBasis: "synthetic data", ClipNorm: 10, SampleScale: 1000, Seed: 1,
+		Strategy: &pb.Strategy{Name: "fedavg", ServerLr: 1}, FeatureMean: mean, FeatureStd: std,
+	}
+}
+
+// submit submits a job as the researcher and returns its ID.
+func (r *region) submit(spec *pb.JobSpec, requestID string) string {
+	r.t.Helper()
+	var id string
+	err := r.researcher.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
+		resp, err := conn.Researcher.SubmitJob(ctx, &pb.SubmitJobRequest{Spec: spec, RequestId: requestID}, grpc.Trailer(conn.Trailer))
+		id = resp.GetJobId()
+		return err
+	})
+	if err != nil {
+		r.t.Fatalf("submit: %v", err)
+	}
+	return id
+}
+
+// decide records hospital i's decision on a job through a client holding
+// its certificate, as a node would (used while the node is stopped).
+func (r *region) decide(c *client.Client, jobID string, accept bool) error {
+	return c.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Hospital.DecideJob(ctx, &pb.DecideJobRequest{JobId: jobID, Accept: accept}, grpc.Trailer(conn.Trailer))
+		return err
+	})
+}
+
+// job returns a deep copy of a job as the leader sees it, and the leader's
+// applied index.
+func (r *region) job(id string) (*fsm.Job, uint64) {
+	r.t.Helper()
+	return jobOf(r.t, r.leader(), id)
+}
+
+func jobOf(t *testing.T, rep *coordinator.Replica, id string) (*fsm.Job, uint64) {
+	t.Helper()
+	var (
+		b     []byte
+		index uint64
+		err   error
+	)
+	rep.Store().FSM().Read(func(s *fsm.State) {
+		index = s.Index
+		if j, ok := s.Jobs[id]; ok {
+			b, err = json.Marshal(j)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b == nil {
+		return nil, index
+	}
+	j := &fsm.Job{}
+	if err := json.Unmarshal(b, j); err != nil {
+		t.Fatal(err)
+	}
+	return j, index
+}
+
+// waitJob waits until cond holds for the job on the leader and returns it.
+func (r *region) waitJob(id, what string, timeout time.Duration, cond func(j *fsm.Job) bool) *fsm.Job {
+	r.t.Helper()
+	var j *fsm.Job
+	r.waitFor(what, timeout, func() bool {
+		j, _ = r.job(id)
+		return j != nil && cond(j)
+	})
+	return j
+}
+
+// waitDone waits until the job ends and requires that it is done with every
+// round committed.
+func (r *region) waitDone(id string, timeout time.Duration) *fsm.Job {
+	r.t.Helper()
+	j := r.waitJob(id, "the job ends", timeout, (*fsm.Job).Finished)
+	if j.State != fsm.JobDone {
+		r.t.Fatalf("job %s ended %s: %s", id, j.State, j.Reason)
+	}
+	if j.TrainedRounds() != int(j.Spec.Rounds) {
+		r.t.Fatalf("job done after %d trained rounds, it has %d", j.TrainedRounds(), j.Spec.Rounds)
+	}
+	return j
+}
+
+// rows is the number of training rows of the named hospitals: what the
+// decrypted sample count of a round with exactly these contributors is.
+func (r *region) rows(hospitals []string) uint64 {
+	var n uint64
+	for _, h := range hospitals {
+		n += uint64(r.sites[slices.Index(r.names, h)].Train.Len())
+	}
+	return n
+}
+
+// checkCounted requires that every committed round counted each of its
+// contributors' updates exactly once: the decrypted sample count is the sum
+// of the contributors' rows, and the manifest lists every counted update.
+func (r *region) checkCounted(j *fsm.Job) {
+	r.t.Helper()
+	for _, rd := range j.Rounds {
+		if rd.State != fsm.RoundCommitted {
+			continue
+		}
+		var m *fsm.Model
+		for _, x := range j.Models {
+			if x.Version > 0 && x.Round == rd.Number {
+				m = x
+			}
+		}
+		if m == nil {
+			r.t.Fatalf("round %d committed without a model", rd.Number)
+		}
+		if want := r.rows(rd.Contributors); m.TotalSamples != want {
+			r.t.Errorf("round %d: decrypted sample count %d, its contributors %v hold %d rows", rd.Number, m.TotalSamples, rd.Contributors, want)
+		}
+		if len(rd.Contributors) != len(rd.Contributions) {
+			r.t.Errorf("round %d: %d updates counted, the manifest lists %d", rd.Number, len(rd.Contributions), len(rd.Contributors))
+		}
+	}
+}
+
+// logRecorder is a slog handler that keeps records for assertions: which
+// hospital encrypted or sent what, and what the coordinator accepted.
+type logRecorder struct {
+	mu      sync.Mutex
+	records []logRecord
+	attrs   []slog.Attr // of a handler made by WithAttrs
+	parent  *logRecorder
+}
+
+type logRecord struct {
+	msg   string
+	attrs map[string]string
+}
+
+func (l *logRecorder) root() *logRecorder {
+	if l.parent != nil {
+		return l.parent.root()
+	}
+	return l
+}
+
+func (l *logRecorder) Enabled(_ context.Context, lvl slog.Level) bool { return lvl >= slog.LevelInfo }
+
+func (l *logRecorder) Handle(_ context.Context, rec slog.Record) error {
+	m := map[string]string{}
+	for _, a := range l.attrs {
+		m[a.Key] = a.Value.String()
+	}
+	rec.Attrs(func(a slog.Attr) bool {
+		m[a.Key] = a.Value.String()
+		return true
+	})
+	root := l.root()
+	root.mu.Lock()
+	root.records = append(root.records, logRecord{msg: rec.Message, attrs: m})
+	root.mu.Unlock()
+	return nil
+}
+
+func (l *logRecorder) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logRecorder{attrs: append(slices.Clone(l.attrs), as...), parent: l.root()}
+}
+
+func (l *logRecorder) WithGroup(string) slog.Handler { return l }
+
+// count counts the records with message msg whose attributes include want.
+func (l *logRecorder) count(msg string, want map[string]string) int {
+	root := l.root()
+	root.mu.Lock()
+	defer root.mu.Unlock()
+	n := 0
+	for _, rec := range root.records {
+		if rec.msg != msg {
+			continue
+		}
+		ok := true
+		for k, v := range want {
+			ok = ok && rec.attrs[k] == v
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
+}

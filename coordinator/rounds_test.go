@@ -1,0 +1,658 @@
+package coordinator_test
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"regionfl/client"
+	"regionfl/coordinator/fsm"
+	"regionfl/he"
+	"regionfl/identity"
+	"regionfl/jobspec"
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// Three replicas elect one leader; a follower stopped before a whole job ran
+// and the leader compacted its log comes back on its directory and Raft
+// address and catches up from the leader's snapshot.
+func TestFollowerCatchesUpFromSnapshot(t *testing.T) {
+	reg := newRegion(t, regionOpts{replicas: 3, hospitals: 3, threshold: 2, trailingLogs: 2, segmentSize: 1 << 20})
+	ld := reg.leader()
+	reg.waitFor("every replica knows the one leader", 10*time.Second, func() bool {
+		leaders := 0
+		for _, rep := range reg.replicas {
+			id, _ := rep.Store().Leader()
+			if rep.IsLeader() {
+				leaders++
+			}
+			if id != ld.ID() {
+				return false
+			}
+		}
+		return leaders == 1
+	})
+	f := (reg.leaderIndex() + 1) % 3
+	reg.stopReplica(f)
+
+	reg.startNodes(0, 1, 2)
+	reg.waitCeremony()
+	id := reg.submit(reg.spec(2, 2, 30*time.Second), "snap-1")
+	want := reg.waitDone(id, 30*time.Second)
+	if err := reg.leader().Store().Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	snapIndex := lastSnapshot(t, reg.cfgs[reg.leaderIndex()].DataDir)
+
+	reg.restartReplica(f)
+	follower := reg.replicas[f]
+	reg.waitFor("the follower holds the finished job", 15*time.Second, func() bool {
+		j, _ := jobOf(t, follower, id)
+		return j != nil && j.State == fsm.JobDone && slices.Equal(j.Latest().Params, want.Latest().Params)
+	})
+	// The follower never had the entries the snapshot covers: it can only
+	// have come from the leader.
+	if got := lastSnapshot(t, reg.cfgs[f].DataDir); got < snapIndex {
+		t.Fatalf("follower's snapshot is at index %d, the leader's at %d: it did not install the leader's snapshot", got, snapIndex)
+	}
+	// And it goes on applying the log after the snapshot.
+	other := reg.submit(reg.spec(1, 9, 30*time.Second), "snap-2")
+	reg.waitFor("the follower applies entries after the snapshot", 15*time.Second, func() bool {
+		j, _ := jobOf(t, follower, other)
+		return j != nil && j.State == fsm.JobFailed
+	})
+}
+
+func lastSnapshot(t *testing.T, dir string) uint64 {
+	t.Helper()
+	store, err := raft.NewFileSnapshotStore(dir, 1, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := store.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snaps) == 0 {
+		return 0
+	}
+	return snaps[0].Index
+}
+
+// The leader stops right after a round commits; the new leader opens the
+// next rounds and the job finishes with every round committed.
+func TestLeaderStopsBetweenRounds(t *testing.T) {
+	reg := newRegion(t, regionOpts{replicas: 3, hospitals: 3, threshold: 2})
+	reg.startNodes(0, 1, 2)
+	reg.waitCeremony()
+	id := reg.submit(reg.spec(4, 3, 30*time.Second), "between-1")
+	old := reg.leaderIndex()
+	fsmOld := reg.replicas[old].Store().FSM()
+	// Watch the leader's own state machine, so the stop comes as soon as
+	// round 2's model is committed there.
+	for {
+		ch := fsmOld.Changed()
+		j, _ := jobOf(t, reg.replicas[old], id)
+		if j != nil && j.TrainedRounds() >= 2 {
+			t.Logf("leader stopped with round %d %s", j.Current().Number, j.Current().State)
+			break
+		}
+		select {
+		case <-ch:
+		case <-time.After(30 * time.Second):
+			t.Fatal("round 2 did not commit within 30s")
+		}
+	}
+	reg.stopReplica(old)
+	if reg.leaderIndex() == old {
+		t.Fatal("the stopped replica still leads")
+	}
+	j := reg.waitDone(id, 30*time.Second)
+	for _, rd := range j.Rounds {
+		if rd.State != fsm.RoundCommitted || len(rd.Contributors) != 3 {
+			t.Errorf("round %d: %s with %d contributors (%s)", rd.Number, rd.State, len(rd.Contributors), rd.Reason)
+		}
+	}
+	reg.checkCounted(j)
+	reg.checkTrainedOnce(j)
+}
+
+// checkTrainedOnce requires that every hospital encrypted one update per
+// round it contributed to, whatever failed around it.
+func (r *region) checkTrainedOnce(j *fsm.Job) {
+	r.t.Helper()
+	for _, rd := range j.Rounds {
+		for _, h := range rd.Contributors {
+			n := r.logs.count("update encrypted", map[string]string{"hospital": h, "job_id": j.ID, "round": fmt.Sprint(rd.Number)})
+			if n != 1 {
+				r.t.Errorf("%s made %d updates for round %d", h, n, rd.Number)
+			}
+		}
+	}
+}
+
+// A request retried with the same idempotency key changes the state once,
+// also when the retry reaches a new leader.
+func TestRetriedRequestsApplyOnce(t *testing.T) {
+	reg := newRegion(t, regionOpts{replicas: 3, hospitals: 3, threshold: 2})
+	spec := reg.spec(1, 2, 30*time.Second)
+	id := reg.submit(spec, "req-1")
+	_, before := reg.job(id)
+	if again := reg.submit(spec, "req-1"); again != id {
+		t.Fatalf("a retried submit made job %s, the first made %s", again, id)
+	}
+	if _, after := reg.job(id); after != before {
+		t.Fatalf("a retried submit wrote to the log (index %d -> %d)", before, after)
+	}
+	reg.stopReplica(reg.leaderIndex())
+	if again := reg.submit(spec, "req-1"); again != id {
+		t.Fatalf("a submit retried on the new leader made job %s, the first made %s", again, id)
+	}
+	for _, rep := range reg.replicas {
+		if rep == nil {
+			continue
+		}
+		rep.Store().FSM().Read(func(s *fsm.State) {
+			if len(s.Jobs) != 1 || s.Requests["req-1"] != id {
+				t.Errorf("%s holds %d jobs, request req-1 -> %q", rep.ID(), len(s.Jobs), s.Requests["req-1"])
+			}
+		})
+	}
+	bob := reg.client("bob", identity.RoleResearcher)
+	err := bob.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Researcher.SubmitJob(ctx, &pb.SubmitJobRequest{Spec: spec, RequestId: "req-1"}, grpc.Trailer(conn.Trailer))
+		return err
+	})
+	if status.Code(err) != codes.AlreadyExists {
+		t.Errorf("another researcher reusing a request ID: %v, want AlreadyExists", err)
+	}
+
+	// A hospital's decision and a cancellation, each sent twice.
+	h1 := reg.client(reg.names[0], identity.RoleHospital)
+	for range 2 {
+		if err := reg.decide(h1, id, true); err != nil {
+			t.Fatalf("decision: %v", err)
+		}
+	}
+	if err := reg.decide(h1, id, false); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("a contrary second decision: %v, want FailedPrecondition", err)
+	}
+	if err := reg.decide(h1, "job-none", true); status.Code(err) != codes.NotFound {
+		t.Errorf("a decision on an unknown job: %v, want NotFound", err)
+	}
+	for range 2 {
+		err := reg.researcher.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
+			_, err := conn.Researcher.CancelJob(ctx, &pb.CancelJobRequest{JobId: id, Reason: "test"}, grpc.Trailer(conn.Trailer))
+			return err
+		})
+		if err != nil {
+			t.Fatalf("cancel: %v", err)
+		}
+	}
+	j, _ := reg.job(id)
+	if !slices.Equal(j.Accepted, []string{reg.names[0]}) || j.State != fsm.JobCancelled || j.Reason != "test" {
+		t.Fatalf("after retries: accepted %v, state %s (%s)", j.Accepted, j.State, j.Reason)
+	}
+}
+
+// forger makes the updates and shares a hospital could send for a job,
+// for the tests that act as a hospital whose node is stopped.
+type forger struct {
+	t     *testing.T
+	p     he.Params
+	enc   *he.Encryptor
+	spec  *pb.JobSpec
+	jobID string
+	hash  string
+}
+
+func newForger(t *testing.T, reg *region, c *client.Client, jobID string, spec *pb.JobSpec) *forger {
+	var pkb []byte
+	err := c.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
+		resp, err := conn.Hospital.GetRegion(ctx, &pb.GetRegionRequest{}, grpc.Trailer(conn.Trailer))
+		pkb = resp.GetRegion().GetPublicKey()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := he.RegionParams()
+	pk, err := he.UnmarshalPublicKey(p, pkb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := he.NewEncryptor(p, pk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &forger{t: t, p: p, enc: enc, spec: spec, jobID: jobID, hash: jobspec.FromProto(spec.Model).Hash()}
+}
+
+// update encrypts a small update of count samples for a round.
+func (f *forger) update(round, version uint32, count uint64) *he.Update {
+	f.t.Helper()
+	v := make([]float64, jobspec.VectorLen(f.spec, round))
+	for i := range v {
+		v[i] = 0.001
+	}
+	u, err := f.enc.Encrypt(v, count, jobspec.EncodingClip(f.spec, round), jobspec.Binding(f.jobID, round, version, f.hash))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return u
+}
+
+func wire(t *testing.T, u *he.Update) ([]byte, []byte) {
+	t.Helper()
+	raw, err := u.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := u.Digest()
+	return raw, d[:]
+}
+
+func header(h *pb.UpdateHeader) *pb.SubmitUpdateRequest {
+	return &pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Header{Header: h}}
+}
+
+func chunk(b []byte) *pb.SubmitUpdateRequest {
+	return &pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Chunk{Chunk: b}}
+}
+
+// sendRaw streams msgs as one SubmitUpdate call.
+func sendRaw(ctx context.Context, c *client.Client, msgs ...*pb.SubmitUpdateRequest) error {
+	return paced(ctx, c, func(ctx context.Context, conn client.Conn) error {
+		stream, err := conn.Hospital.SubmitUpdate(ctx)
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if stream.Send(m) != nil {
+				break // the server has answered; CloseAndRecv returns it
+			}
+		}
+		_, err = stream.CloseAndRecv()
+		*conn.Trailer = stream.Trailer()
+		return err
+	})
+}
+
+// paced runs a call, waiting out the per-identity rate limit: these tests
+// send far more requests as one hospital than its node ever would.
+func paced(ctx context.Context, c *client.Client, call func(context.Context, client.Conn) error) error {
+	for {
+		err := c.Do(ctx, call)
+		if status.Code(err) != codes.ResourceExhausted {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Bad input gets a status with a reason and changes nothing: the cases
+// play hospital-3 and hospital-4 (their nodes stopped after the key
+// ceremony) against a round hospital-1 and hospital-2 trained for.
+func TestBadInputChangesNothing(t *testing.T) {
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 4, threshold: 2})
+	reg.startNodes(0, 1, 2, 3)
+	reg.waitCeremony()
+	reg.stopNode(2)
+	reg.stopNode(3)
+	spec := reg.spec(2, 2, time.Minute)
+	id := reg.submit(spec, "bad-1")
+	h3 := reg.client(reg.names[2], identity.RoleHospital)
+	h4 := reg.client(reg.names[3], identity.RoleHospital)
+	for _, c := range []*client.Client{h3, h4} {
+		if err := reg.decide(c, id, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	collected := func(round uint32, n int) func(*fsm.Job) bool {
+		return func(j *fsm.Job) bool {
+			r := j.Current()
+			return r != nil && r.Number == round && r.State == fsm.RoundCollecting && len(r.Contributions) == n
+		}
+	}
+	reg.waitJob(id, "hospital-1 and hospital-2 sent round 1", 20*time.Second, collected(1, 2))
+
+	f := newForger(t, reg, h3, id, spec)
+	valid, validDigest := wire(t, f.update(1, 0, 100))
+	want := len(valid)
+	hdr := func(mut func(h *pb.UpdateHeader)) *pb.UpdateHeader {
+		h := &pb.UpdateHeader{JobId: id, Round: 1, ModelVersion: 0, ModelHash: f.hash, Size: uint64(want), Digest: validDigest}
+		if mut != nil {
+			mut(h)
+		}
+		return h
+	}
+	other, otherDigest := wire(t, f.update(1, 0, 100))
+	garbage := make([]byte, want)
+	rand.Read(garbage)
+	agg := he.NewAggregator(f.p, jobspec.VectorLen(spec, 1), jobspec.EncodingClip(spec, 1), jobspec.Binding(id, 1, 0, f.hash))
+	for range 2 {
+		if err := agg.Add(f.update(1, 0, 50)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum, err := agg.Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	double, doubleDigest := wire(t, sum)
+	stranger := reg.client("hospital-9", identity.RoleHospital)
+
+	type call struct {
+		name string
+		as   *client.Client
+		msgs []*pb.SubmitUpdateRequest
+		code codes.Code
+		says string // part of the reason
+	}
+	badUpdates := []call{
+		{"unknown job", h3, []*pb.SubmitUpdateRequest{header(hdr(func(h *pb.UpdateHeader) { h.JobId = "job-none" })), chunk(valid)}, codes.NotFound, "job_id"},
+		{"wrong model hash", h3, []*pb.SubmitUpdateRequest{header(hdr(func(h *pb.UpdateHeader) { h.ModelHash = "sha256:other" })), chunk(valid)}, codes.InvalidArgument, "model_hash"},
+		{"future model version", h3, []*pb.SubmitUpdateRequest{header(hdr(func(h *pb.UpdateHeader) { h.ModelVersion = 5 })), chunk(valid)}, codes.FailedPrecondition, "version"},
+		{"hostile length prefix", h3, []*pb.SubmitUpdateRequest{header(hdr(func(h *pb.UpdateHeader) { h.Size = 1 << 40 }))}, codes.InvalidArgument, "size"},
+		{"size one byte over", h3, []*pb.SubmitUpdateRequest{header(hdr(func(h *pb.UpdateHeader) { h.Size++ }))}, codes.InvalidArgument, "size"},
+		{"no header", h3, []*pb.SubmitUpdateRequest{chunk(valid)}, codes.InvalidArgument, "header"},
+		{"bad digest length", h3, []*pb.SubmitUpdateRequest{header(hdr(func(h *pb.UpdateHeader) { h.Digest = []byte{1} })), chunk(valid)}, codes.InvalidArgument, "digest"},
+		{"two headers", h3, []*pb.SubmitUpdateRequest{header(hdr(nil)), header(hdr(nil))}, codes.InvalidArgument, "chunks"},
+		{"truncated", h3, []*pb.SubmitUpdateRequest{header(hdr(nil)), chunk(valid[:want-1])}, codes.InvalidArgument, "arrived"},
+		{"overlong", h3, []*pb.SubmitUpdateRequest{header(hdr(nil)), chunk(valid), chunk([]byte{0})}, codes.InvalidArgument, "more than"},
+		{"garbage", h3, []*pb.SubmitUpdateRequest{header(hdr(nil)), chunk(garbage)}, codes.InvalidArgument, "refused"},
+		{"digest of other bytes", h3, []*pb.SubmitUpdateRequest{header(hdr(func(h *pb.UpdateHeader) { h.Digest = otherDigest })), chunk(valid)}, codes.InvalidArgument, "digest"},
+		{"bound to another round", h3, []*pb.SubmitUpdateRequest{header(hdr(nil)), chunk(mustWire(t, f.update(2, 0, 100)))}, codes.InvalidArgument, ""},
+		{"an aggregate posing as one update", h3, []*pb.SubmitUpdateRequest{header(hdr(func(h *pb.UpdateHeader) { h.Digest = doubleDigest })), chunk(double)}, codes.InvalidArgument, "parties"},
+		{"hospital outside the job", stranger, []*pb.SubmitUpdateRequest{header(hdr(nil)), chunk(valid)}, codes.PermissionDenied, ""},
+	}
+	expect := func(c call, err error) {
+		t.Helper()
+		st := status.Convert(err)
+		if st.Code() != c.code || !strings.Contains(st.Message(), c.says) {
+			t.Errorf("%s: got %v %q, want %v mentioning %q", c.name, st.Code(), st.Message(), c.code, c.says)
+		}
+	}
+	unchanged := func(name string, f func()) {
+		t.Helper()
+		before, idx := reg.job(id)
+		f()
+		after, idx2 := reg.job(id)
+		if idx2 != idx || len(after.Current().Contributions) != len(before.Current().Contributions) || after.Current().State != before.Current().State {
+			t.Errorf("%s changed the state (index %d -> %d)", name, idx, idx2)
+		}
+	}
+	for _, c := range badUpdates {
+		unchanged(c.name, func() { expect(c, sendRaw(reg.ctx(), c.as, c.msgs...)) })
+	}
+
+	// A decryption share made by party 1 and sent by hospital-4.
+	share := forgeShare(t, f.p, sum)
+	unchanged("share in another's name", func() {
+		err := paced(reg.ctx(), h4, func(ctx context.Context, conn client.Conn) error {
+			_, err := conn.Hospital.SubmitDecryptionShare(ctx, &pb.SubmitDecryptionShareRequest{JobId: id, Round: 1, Attempt: 1, Share: share}, grpc.Trailer(conn.Trailer))
+			return err
+		})
+		expect(call{name: "share in another's name", code: codes.PermissionDenied, says: "party 1"}, err)
+	})
+
+	// hospital-3's update counts once; a copy, a second update and a
+	// replay of its bytes by hospital-4 do not.
+	if err := sendRaw(reg.ctx(), h3, header(hdr(nil)), chunk(valid)); err != nil {
+		t.Fatalf("a valid update: %v", err)
+	}
+	second, secondDigest := wire(t, f.update(1, 0, 100))
+	for _, c := range []call{
+		{"duplicate", h3, []*pb.SubmitUpdateRequest{header(hdr(nil)), chunk(valid)}, codes.AlreadyExists, "already counted"},
+		{"second update", h3, []*pb.SubmitUpdateRequest{header(hdr(func(h *pb.UpdateHeader) { h.Digest = secondDigest })), chunk(second)}, codes.AlreadyExists, "another update"},
+		{"replay by another hospital", h4, []*pb.SubmitUpdateRequest{header(hdr(nil)), chunk(valid)}, codes.AlreadyExists, "digest"},
+	} {
+		unchanged(c.name, func() { expect(c, sendRaw(reg.ctx(), c.as, c.msgs...)) })
+	}
+	// hospital-4's update completes round 1: hospital-1 and hospital-2, the
+	// only hospitals polling, decrypt it.
+	if err := sendRaw(reg.ctx(), h4, header(hdr(func(h *pb.UpdateHeader) { h.Digest = otherDigest })), chunk(other)); err != nil {
+		t.Fatalf("a valid update: %v", err)
+	}
+	j := reg.waitJob(id, "round 2 collects the updates of hospital-1 and hospital-2", 20*time.Second, collected(2, 2))
+	r1 := j.Rounds[0]
+	if r1.State != fsm.RoundCommitted || len(r1.Contributors) != 4 || j.Models[1].TotalSamples != reg.rows(reg.names[:2])+200 {
+		t.Fatalf("round 1: %s, %d contributors, %d samples", r1.State, len(r1.Contributors), j.Models[1].TotalSamples)
+	}
+
+	for _, c := range []call{
+		{"closed round", h3, []*pb.SubmitUpdateRequest{header(hdr(nil)), chunk(valid)}, codes.FailedPrecondition, "round 1"},
+		{"stale model", h3, []*pb.SubmitUpdateRequest{header(hdr(func(h *pb.UpdateHeader) { h.Round = 2 })), chunk(mustWire(t, f.update(2, 0, 100)))}, codes.FailedPrecondition, "version 0"},
+	} {
+		unchanged(c.name, func() { expect(c, sendRaw(reg.ctx(), c.as, c.msgs...)) })
+	}
+	for _, c := range []*client.Client{h3, h4} {
+		raw, d := wire(t, f.update(2, 1, 100))
+		if err := sendRaw(reg.ctx(), c, header(&pb.UpdateHeader{JobId: id, Round: 2, ModelVersion: 1, ModelHash: f.hash, Size: uint64(len(raw)), Digest: d}), chunk(raw)); err != nil {
+			t.Fatalf("a valid round-2 update: %v", err)
+		}
+	}
+	j = reg.waitDone(id, 20*time.Second)
+	for _, m := range j.Models[1:] {
+		if want := reg.rows(reg.names[:2]) + 200; m.TotalSamples != want {
+			t.Errorf("round %d counted %d samples, want %d", m.Round, m.TotalSamples, want)
+		}
+	}
+}
+
+func mustWire(t *testing.T, u *he.Update) []byte {
+	raw, _ := wire(t, u)
+	return raw
+}
+
+// forgeShare makes a well-formed decryption share from Shamir point 1 with
+// a key of a one-party region of its own.
+func forgeShare(t *testing.T, p he.Params, agg *he.Update) []byte {
+	t.Helper()
+	seed := make([]byte, he.SeedLen)
+	rand.Read(seed)
+	pa, err := he.NewParty(p, 1, 1, 1, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, pub, err := he.NewHPKEKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := pa.SealShares(map[uint32][]byte{1: pub}, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pa.OpenShares(priv, sealed, seed); err != nil {
+		t.Fatal(err)
+	}
+	s, err := pa.DecryptionShare(agg, []uint32{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Two of five hospitals drop after accepting the job: every round waits for
+// them until the deadline, then closes with the K=3 that sent.
+func TestRoundsCloseAtDeadlineWithK(t *testing.T) {
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 5, threshold: 3})
+	reg.startNodes(0, 1, 2, 3, 4)
+	reg.waitCeremony()
+	// hospital-4 and hospital-5 accept the job, then are gone.
+	reg.stopNode(3)
+	reg.stopNode(4)
+	id := reg.submit(reg.spec(2, 3, 2*time.Second), "drop-1")
+	for i := 3; i < 5; i++ {
+		if err := reg.decide(reg.client(reg.names[i], identity.RoleHospital), id, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j := reg.waitDone(id, 30*time.Second)
+	for _, rd := range j.Rounds {
+		if rd.State != fsm.RoundCommitted || !slices.Equal(rd.Contributors, reg.names[:3]) || rd.ClosedMs < rd.DeadlineMs {
+			t.Errorf("round %d %s (%s) closed at %d (deadline %d) with %v", rd.Number, rd.State, rd.Reason, rd.ClosedMs, rd.DeadlineMs, rd.Contributors)
+		}
+	}
+	if len(j.Accepted) != 5 {
+		t.Errorf("accepted by %v", j.Accepted)
+	}
+	reg.checkCounted(j)
+}
+
+// A decryptor dies after the manifest is committed: the attempt times out,
+// two hospitals never asked in the round decrypt instead, and the round
+// commits.
+func TestDecryptorDiesAfterManifest(t *testing.T) {
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 5, threshold: 2})
+	reg.startNodes(0, 1, 2, 3, 4)
+	reg.waitCeremony()
+	for i := 2; i < 5; i++ {
+		reg.stopNode(i)
+	}
+	id := reg.submit(reg.spec(2, 2, 3*time.Second), "decryptor-1")
+	// Hospitals 3-5 accept, so round 1 waits for them until its deadline.
+	for i := 2; i < 5; i++ {
+		if err := reg.decide(reg.client(reg.names[i], identity.RoleHospital), id, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg.waitJob(id, "hospital-1 and hospital-2 sent round 1", 10*time.Second, func(j *fsm.Job) bool {
+		r := j.Current()
+		return r != nil && r.Number == 1 && len(r.Contributions) == 2
+	})
+	reg.stopNode(1) // hospital-2: a contributor, so a chosen decryptor
+	j := reg.waitJob(id, "round 1 closes at its deadline", 10*time.Second, func(j *fsm.Job) bool {
+		return j.Current().State != fsm.RoundCollecting
+	})
+	if r := j.Current(); r.State != fsm.RoundDecrypting || !slices.Equal(r.Active, reg.names[:2]) {
+		t.Fatalf("round 1 %s with decryptors %v, want decrypting by %v", r.State, r.Active, reg.names[:2])
+	}
+	reg.startNodes(2, 3)
+	j = reg.waitJob(id, "round 1 commits", 15*time.Second, func(j *fsm.Job) bool { return j.Rounds[0].State != fsm.RoundDecrypting })
+	r1 := j.Rounds[0]
+	if r1.State != fsm.RoundCommitted || r1.Attempt != 2 || !slices.Equal(r1.Active, reg.names[2:4]) {
+		t.Fatalf("round 1 %s (%s) at attempt %d by %v, want committed at attempt 2 by %v", r1.State, r1.Reason, r1.Attempt, r1.Active, reg.names[2:4])
+	}
+	if !slices.Equal(r1.Asked, reg.names[:4]) {
+		t.Errorf("asked for shares: %v", r1.Asked)
+	}
+	reg.startNodes(1, 4)
+	j = reg.waitDone(id, 20*time.Second)
+	reg.checkCounted(j)
+}
+
+// A decryptor dies after the manifest and too few hospitals never asked in
+// the round are online to decrypt instead: the round aborts with its reason
+// and runs again with fresh updates, and the job finishes.
+func TestDecryptionFailureRerunsRound(t *testing.T) {
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2})
+	reg.startNodes(0, 1, 2)
+	reg.waitCeremony()
+	reg.stopNode(2)
+	id := reg.submit(reg.spec(1, 2, 2*time.Second), "rerun-1")
+	if err := reg.decide(reg.client(reg.names[2], identity.RoleHospital), id, true); err != nil {
+		t.Fatal(err)
+	}
+	reg.waitJob(id, "hospital-1 and hospital-2 sent round 1", 10*time.Second, func(j *fsm.Job) bool {
+		r := j.Current()
+		return r != nil && r.Number == 1 && len(r.Contributions) == 2
+	})
+	reg.stopNode(1)
+	reg.waitJob(id, "round 1 closes at its deadline", 10*time.Second, func(j *fsm.Job) bool {
+		return j.Current().State != fsm.RoundCollecting
+	})
+	reg.startNode(2) // one hospital never asked: fewer than the threshold
+	j := reg.waitDone(id, 20*time.Second)
+	r1, r2 := j.Rounds[0], j.Rounds[1]
+	if r1.State != fsm.RoundAborted || !strings.Contains(r1.Reason, "runs again") {
+		t.Errorf("round 1 %s: %s", r1.State, r1.Reason)
+	}
+	if len(j.Rounds) != 2 || r2.State != fsm.RoundCommitted || r2.ModelVersion != 0 || !slices.Equal(r2.Contributors, []string{reg.names[0], reg.names[2]}) {
+		t.Errorf("round 2 %s on version %d with %v", r2.State, r2.ModelVersion, r2.Contributors)
+	}
+	reg.checkCounted(j)
+}
+
+// collectThenFail runs round 1 until hospital-1..3 sent their updates while
+// hospital-4 is down, fails the cluster with fail, brings hospital-4 back,
+// and checks the round commits with every update counted once and nobody
+// retraining: the new leader has the three resend their updates by digest.
+func collectThenFail(t *testing.T, fail func(reg *region)) {
+	reg := newRegion(t, regionOpts{replicas: 3, hospitals: 4, threshold: 2})
+	reg.startNodes(0, 1, 2, 3)
+	reg.waitCeremony()
+	reg.stopNode(3)
+	id := reg.submit(reg.spec(2, 2, time.Minute), "fail-1")
+	if err := reg.decide(reg.client(reg.names[3], identity.RoleHospital), id, true); err != nil {
+		t.Fatal(err)
+	}
+	j := reg.waitJob(id, "hospital-1..3 sent round 1", 20*time.Second, func(j *fsm.Job) bool {
+		r := j.Current()
+		return r != nil && r.Number == 1 && len(r.Contributions) == 3
+	})
+	sent := slices.Clone(j.Current().Contributions)
+
+	fail(reg)
+	reg.startNode(3)
+	j = reg.waitDone(id, 30*time.Second)
+	r1 := j.Rounds[0]
+	if r1.State != fsm.RoundCommitted || len(r1.Contributors) != 4 {
+		t.Fatalf("round 1 %s (%s) with %v", r1.State, r1.Reason, r1.Contributors)
+	}
+	for _, c := range sent {
+		if got := r1.ContributionOf(c.Hospital); got == nil || string(got.Digest) != string(c.Digest) {
+			t.Errorf("%s's update changed across the failure", c.Hospital)
+		}
+		if n := reg.logs.count("update accepted", map[string]string{"hospital": c.Hospital, "round": "1", "resent": "true"}); n != 1 {
+			t.Errorf("%s's update was folded again %d times by the new leader, want 1", c.Hospital, n)
+		}
+	}
+	if len(j.Rounds) != 2 {
+		t.Errorf("%d rounds ran for 2 trained", len(j.Rounds))
+	}
+	reg.checkCounted(j)
+	reg.checkTrainedOnce(j)
+}
+
+// The leader dies while round 1 collects, after three updates were counted.
+func TestLeaderDiesMidCollection(t *testing.T) {
+	collectThenFail(t, func(reg *region) {
+		old := reg.leaderIndex()
+		reg.stopReplica(old)
+		if reg.leaderIndex() == old {
+			t.Fatal("the stopped replica still leads")
+		}
+	})
+}
+
+// Every replica dies while round 1 collects and restarts on its directory
+// and addresses.
+func TestAllReplicasRestartMidRound(t *testing.T) {
+	collectThenFail(t, func(reg *region) {
+		for i := range reg.replicas {
+			reg.stopReplica(i)
+		}
+		for i := range reg.replicas {
+			reg.restartReplica(i)
+		}
+	})
+}

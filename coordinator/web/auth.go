@@ -1,0 +1,257 @@
+package web
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"regionfl/identity"
+)
+
+// Login links and sessions.
+//
+// A login token is "PAYLOAD.MAC", both base64url without padding. PAYLOAD is
+// "regionfl-ui/v1|PURPOSE|ROLE|NAME|EXPIRY_UNIX" and MAC its HMAC-SHA256 under
+// the replica's UI secret. PURPOSE is "login" for the link that
+// `regionfl ui login` mints and "session" for the cookie the login page sets,
+// so neither can stand in for the other. Names and roles are validated by
+// identity, so they never contain the separator.
+
+// Token limits.
+const (
+	// MaxLoginTTL is the longest a login link may stay valid.
+	MaxLoginTTL = 24 * time.Hour
+	// MaxSessionTTL is the longest a browser session lasts after login.
+	MaxSessionTTL = 8 * time.Hour
+	// MinSecretLen is the shortest UI secret New accepts.
+	MinSecretLen = 32
+	// SecretFileName is the UI secret's file name in a replica's data dir.
+	SecretFileName = "ui-secret"
+	// SessionCookie is the name of the session cookie.
+	SessionCookie = "regionfl_ui_session"
+
+	tokenVersion   = "regionfl-ui/v1"
+	purposeLogin   = "login"
+	purposeSession = "session"
+	maxTokenLen    = 512
+)
+
+// Errors of token verification (all answered with 403).
+var (
+	ErrBadToken     = errors.New("web: invalid or tampered token")
+	ErrExpiredToken = errors.New("web: token expired")
+	ErrRoleRefused  = errors.New("web: this role may not use the web view")
+)
+
+// AllowedRoles may read the web view.
+var AllowedRoles = []identity.Role{identity.RoleAuditor, identity.RoleResearcher, identity.RoleOperator}
+
+// RoleAllowed reports whether role may read the web view.
+func RoleAllowed(r identity.Role) bool { return slices.Contains(AllowedRoles, r) }
+
+// MintLoginToken returns a login token for id valid until now+ttl. Give it to
+// the holder as LoginURL(base, token); the web view accepts it until then
+// (ttl beyond MaxLoginTTL is refused at login).
+func MintLoginToken(secret []byte, id identity.Identity, ttl time.Duration, now time.Time) string {
+	return mint(secret, purposeLogin, id, now.Add(ttl))
+}
+
+// LoginURL is the link that logs a browser in with token: base is the web
+// view's https://HOST:PORT.
+func LoginURL(base, token string) string {
+	return strings.TrimRight(base, "/") + "/login?token=" + token
+}
+
+func mint(secret []byte, purpose string, id identity.Identity, exp time.Time) string {
+	payload := strings.Join([]string{tokenVersion, purpose, string(id.Role), id.Name, strconv.FormatInt(exp.Unix(), 10)}, "|")
+	enc := base64.RawURLEncoding
+	return enc.EncodeToString([]byte(payload)) + "." + enc.EncodeToString(sign(secret, []byte(payload)))
+}
+
+func sign(secret, payload []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write(payload)
+	return m.Sum(nil)
+}
+
+// verifyToken checks token's MAC, purpose, expiry (and that it does not
+// reach further than maxTTL from now) and role.
+func verifyToken(secret []byte, token, purpose string, now time.Time, maxTTL time.Duration) (identity.Identity, time.Time, error) {
+	if len(secret) == 0 || token == "" || len(token) > maxTokenLen {
+		return identity.Identity{}, time.Time{}, ErrBadToken
+	}
+	p64, m64, ok := strings.Cut(token, ".")
+	if !ok {
+		return identity.Identity{}, time.Time{}, ErrBadToken
+	}
+	enc := base64.RawURLEncoding
+	payload, err1 := enc.DecodeString(p64)
+	mac, err2 := enc.DecodeString(m64)
+	if err1 != nil || err2 != nil {
+		return identity.Identity{}, time.Time{}, ErrBadToken
+	}
+	if !hmac.Equal(mac, sign(secret, payload)) {
+		return identity.Identity{}, time.Time{}, ErrBadToken
+	}
+	f := strings.Split(string(payload), "|")
+	if len(f) != 5 || f[0] != tokenVersion || f[1] != purpose {
+		return identity.Identity{}, time.Time{}, ErrBadToken
+	}
+	role, err := identity.ParseRole(f[2])
+	if err != nil || identity.ValidName(f[3]) != nil {
+		return identity.Identity{}, time.Time{}, ErrBadToken
+	}
+	sec, err := strconv.ParseInt(f[4], 10, 64)
+	if err != nil {
+		return identity.Identity{}, time.Time{}, ErrBadToken
+	}
+	exp := time.Unix(sec, 0)
+	if !now.Before(exp) {
+		return identity.Identity{}, time.Time{}, ErrExpiredToken
+	}
+	if exp.Sub(now) > maxTTL+time.Minute { // a minute of slack for clock steps
+		return identity.Identity{}, time.Time{}, fmt.Errorf("%w: valid for longer than %s", ErrBadToken, maxTTL)
+	}
+	id := identity.Identity{Name: f[3], Role: role}
+	if !RoleAllowed(role) {
+		return identity.Identity{}, time.Time{}, ErrRoleRefused
+	}
+	return id, exp, nil
+}
+
+// viewer is who reads a page and how they proved it.
+type viewer struct {
+	ID  identity.Identity
+	Via string // "certificate" or "login link"
+}
+
+type viewerKey struct{}
+
+// authenticate returns the caller of r: a verified client certificate with an
+// allowed role, else a valid session cookie.
+func (s *Server) authenticate(r *http.Request) (viewer, error) {
+	var certErr error
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+		id, err := identity.FromCertificate(r.TLS.VerifiedChains[0][0])
+		switch {
+		case err != nil:
+			certErr = err
+		case !RoleAllowed(id.Role):
+			certErr = fmt.Errorf("%w: %s", ErrRoleRefused, id)
+		default:
+			return viewer{ID: id, Via: "certificate"}, nil
+		}
+	}
+	if c, err := r.Cookie(SessionCookie); err == nil && len(s.cfg.Secret) > 0 {
+		id, _, err := verifyToken(s.cfg.Secret, c.Value, purposeSession, s.now(), MaxSessionTTL)
+		if err == nil {
+			return viewer{ID: id, Via: "login link"}, nil
+		}
+		return viewer{}, err
+	}
+	if certErr != nil {
+		return viewer{}, certErr
+	}
+	return viewer{}, identity.ErrNoIdentity
+}
+
+// login turns a login token into a session cookie and sends the browser to
+// the jobs page.
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	if len(s.cfg.Secret) == 0 {
+		s.fail(w, r, http.StatusForbidden, "Login links are disabled on this replica.")
+		return
+	}
+	now := s.now()
+	id, _, err := verifyToken(s.cfg.Secret, r.URL.Query().Get("token"), purposeLogin, now, MaxLoginTTL)
+	if err != nil {
+		s.log.Warn("web login refused", "err", err, "remote", r.RemoteAddr)
+		msg := "This login link is invalid. Ask the operator for a new one (regionfl ui login)."
+		if errors.Is(err, ErrExpiredToken) {
+			msg = "This login link has expired. Ask the operator for a new one (regionfl ui login)."
+		}
+		s.fail(w, r, http.StatusForbidden, msg)
+		return
+	}
+	exp := now.Add(s.sessionTTL())
+	http.SetCookie(w, &http.Cookie{
+		Name:     SessionCookie,
+		Value:    mint(s.cfg.Secret, purposeSession, id, exp),
+		Path:     "/",
+		Expires:  exp,
+		MaxAge:   int(s.sessionTTL() / time.Second),
+		Secure:   true,
+		HttpOnly: true,
+		SameSite: http.SameSiteStrictMode,
+	})
+	s.log.Info("web login", "identity", id.String(), "remote", r.RemoteAddr, "session_until", exp.UTC().Format(time.RFC3339))
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+func (s *Server) sessionTTL() time.Duration {
+	if s.cfg.SessionTTL <= 0 || s.cfg.SessionTTL > MaxSessionTTL {
+		return MaxSessionTTL
+	}
+	return s.cfg.SessionTTL
+}
+
+// LoadOrCreateSecret reads the UI secret at path, creating it (32 random
+// bytes, hex, mode 0600) if it does not exist. A secret readable by group or
+// others is refused.
+func LoadOrCreateSecret(path string) ([]byte, error) {
+	b, err := ReadSecret(path)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return b, err
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) { // created concurrently
+		return ReadSecret(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("web: create UI secret: %w", err)
+	}
+	if _, err := f.WriteString(hex.EncodeToString(raw) + "\n"); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("web: write UI secret: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("web: write UI secret: %w", err)
+	}
+	return raw, nil
+}
+
+// ReadSecret reads the UI secret at path (hex), refusing a file that group
+// or others can read.
+func ReadSecret(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("web: UI secret %s has mode %v; it must be readable by its owner only (chmod 600)", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(raw) < MinSecretLen {
+		return nil, fmt.Errorf("web: UI secret %s: want at least %d hex-encoded bytes", path, MinSecretLen)
+	}
+	return raw, nil
+}

@@ -1,0 +1,119 @@
+package node
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// keptDir holds, per job, the encrypted update the node made for the job's
+// collecting round. The node keeps it until no poll names the round any more
+// (it closed or aborted): a retried task, a restarted node and a new leader
+// asking for a resend all get these same bytes, so a hospital makes one
+// update per round and the coordinator counts it once. The update is
+// encrypted under the region's key; the file holds nothing in the clear.
+const keptDir = "kept"
+
+// maxKeptMeta bounds the metadata line of a kept-update file.
+const maxKeptMeta = 4096
+
+// keptUpdate describes a kept update: what its header says.
+type keptUpdate struct {
+	JobID        string `json:"job_id"`
+	Round        uint32 `json:"round"`
+	ModelVersion uint32 `json:"model_version"`
+	ModelHash    string `json:"model_hash"`
+	Digest       []byte `json:"digest"`
+	Size         uint64 `json:"size"`
+}
+
+// keptPath names a job's file by a hash of the job ID, which comes from the
+// coordinator and is not trusted as a file name.
+func keptPath(dir, jobID string) string {
+	h := sha256.Sum256([]byte(jobID))
+	return filepath.Join(dir, keptDir, hex.EncodeToString(h[:16])+".upd")
+}
+
+// saveKept writes a job's kept update, replacing the one of its previous
+// round: one JSON line of metadata, then the encrypted bytes.
+func saveKept(dir string, k *keptUpdate, raw []byte) error {
+	meta, err := json.Marshal(k)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, keptDir), 0o700); err != nil {
+		return err
+	}
+	return writeAtomic(keptPath(dir, k.JobID), append(meta, '\n'), raw)
+}
+
+// loadKept reads the metadata of every kept update, by job ID.
+func loadKept(dir string) (map[string]*keptUpdate, error) {
+	entries, err := os.ReadDir(filepath.Join(dir, keptDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string]*keptUpdate{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]*keptUpdate{}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".upd") {
+			continue // a temporary file of an interrupted write
+		}
+		k, _, err := readKept(filepath.Join(dir, keptDir, e.Name()), false)
+		if err != nil {
+			return nil, err
+		}
+		out[k.JobID] = k
+	}
+	return out, nil
+}
+
+// readKept reads a kept-update file, with its bytes when withRaw is set.
+func readKept(path string, withRaw bool) (*keptUpdate, []byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	r := bufio.NewReader(io.LimitReader(f, maxKeptMeta))
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		return nil, nil, fmt.Errorf("node: kept update %s: no metadata line: %w", path, err)
+	}
+	k := &keptUpdate{}
+	if err := json.Unmarshal(line, k); err != nil {
+		return nil, nil, fmt.Errorf("node: kept update %s: %w", path, err)
+	}
+	if !withRaw {
+		return k, nil, nil
+	}
+	if _, err := f.Seek(int64(len(line)), io.SeekStart); err != nil {
+		return nil, nil, err
+	}
+	raw, err := io.ReadAll(io.LimitReader(f, int64(k.Size)+1))
+	if err != nil {
+		return nil, nil, err
+	}
+	if uint64(len(raw)) != k.Size {
+		return nil, nil, fmt.Errorf("node: kept update %s: %d bytes, its metadata says %d", path, len(raw), k.Size)
+	}
+	return k, raw, nil
+}
+
+func removeKept(dir, jobID string) error {
+	err := os.Remove(keptPath(dir, jobID))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}

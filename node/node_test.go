@@ -1,0 +1,274 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"regionfl/he"
+	"regionfl/identity"
+	"regionfl/jobspec"
+	"regionfl/models"
+	"regionfl/node/dataset"
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// fakeCoordinator serves what a decryptor fetches, and records the shares
+// it is given; the test decides which aggregate it serves.
+type fakeCoordinator struct {
+	pb.UnimplementedHospitalServiceServer
+	region *pb.Region
+
+	mu     sync.Mutex
+	agg    []byte
+	shares [][]byte
+}
+
+func (f *fakeCoordinator) GetRegion(context.Context, *pb.GetRegionRequest) (*pb.GetRegionResponse, error) {
+	return &pb.GetRegionResponse{Region: f.region}, nil
+}
+
+func (f *fakeCoordinator) GetAggregate(_ *pb.GetAggregateRequest, stream pb.HospitalService_GetAggregateServer) error {
+	f.mu.Lock()
+	agg := f.agg
+	f.mu.Unlock()
+	return stream.Send(&pb.GetAggregateResponse{Chunk: agg})
+}
+
+func (f *fakeCoordinator) SubmitDecryptionShare(_ context.Context, req *pb.SubmitDecryptionShareRequest) (*pb.SubmitDecryptionShareResponse, error) {
+	f.mu.Lock()
+	f.shares = append(f.shares, req.Share)
+	f.mu.Unlock()
+	return &pb.SubmitDecryptionShareResponse{}, nil
+}
+
+func (f *fakeCoordinator) serve(agg []byte) {
+	f.mu.Lock()
+	f.agg = agg
+	f.mu.Unlock()
+}
+
+func (f *fakeCoordinator) given() [][]byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([][]byte(nil), f.shares...)
+}
+
+// threshold runs a whole key ceremony of n parties in this process.
+func threshold(t *testing.T, p he.Params, seed []byte, n, thr int) ([]*he.Party, *he.PublicKey) {
+	t.Helper()
+	var (
+		parties  []*he.Party
+		privs    [][]byte
+		pkShares []*he.PublicKeyShare
+	)
+	recipients := map[uint32][]byte{}
+	for i := 1; i <= n; i++ {
+		pa, err := he.NewParty(p, uint32(i), n, thr, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		priv, pub, err := he.NewHPKEKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := pa.PublicKeyShare()
+		if err != nil {
+			t.Fatal(err)
+		}
+		parties, privs, pkShares = append(parties, pa), append(privs, priv), append(pkShares, s)
+		recipients[uint32(i)] = pub
+	}
+	pk, err := he.AggregatePublicKey(p, seed, n, pkShares)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox := make([][]*he.SealedShare, n)
+	for _, pa := range parties {
+		sealed, err := pa.SealShares(recipients, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range sealed {
+			inbox[s.To-1] = append(inbox[s.To-1], s)
+		}
+	}
+	for i, pa := range parties {
+		if err := pa.OpenShares(privs[i], inbox[i], seed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return parties, pk
+}
+
+// A node gives one decryption share per round: asked again for another
+// aggregate or another set of decryptors it refuses, asked again for the
+// same it sends the same share, and a restart changes none of this.
+func TestOneDecryptionSharePerRound(t *testing.T) {
+	p := he.RegionParams()
+	seed := make([]byte, he.SeedLen)
+	rand.Read(seed)
+	parties, pk := threshold(t, p, seed, 3, 2)
+	pkb, err := pk.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hospitals := []string{"h1", "h2", "h3"}
+	fake := &fakeCoordinator{region: &pb.Region{Params: p.Name(), Hospitals: hospitals, Threshold: 2, Seed: seed, PublicKey: pkb}}
+
+	ca, err := identity.NewCA("test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	coordCert, err := ca.Issue(identity.Identity{Name: "replica-1", Role: identity.RoleCoordinator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(identity.ServerConfig(coordCert, ca.Pool()))))
+	pb.RegisterHospitalServiceServer(g, fake)
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+
+	// h1's data directory holds its threshold key share, as after a ceremony.
+	dir := t.TempDir()
+	st, err := loadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Party, err = parties[0].MarshalBinary(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.save(dir); err != nil {
+		t.Fatal(err)
+	}
+	sites, _, err := dataset.Synthetic(dataset.SyntheticConfig{Hospitals: 3, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Issue(identity.Identity{Name: "h1", Role: identity.RoleHospital}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{ID: "h1", Coordinators: []string{lis.Addr().String()}, Cert: cert, CA: ca.Pool(), DataDir: dir, Data: sites[0]}
+	start := func() *Node {
+		n, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.c.Close() })
+		return n
+	}
+
+	spec := &pb.JobSpec{Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: len(sites[0].Train.Features)}),
+		MinHospitals: 2, ClipNorm: 10, Scaling: jobspec.ScalingSite}
+	hash := jobspec.FromProto(spec.Model).Hash()
+	enc, err := he.NewEncryptor(p, pk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aggregate := func() ([]byte, []byte) {
+		v := make([]float64, jobspec.VectorLen(spec, 1))
+		u, err := enc.Encrypt(v, 10, jobspec.EncodingClip(spec, 1), jobspec.Binding("job-1", 1, 0, hash))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := u.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := u.Digest()
+		return b, d[:]
+	}
+	aggA, digestA := aggregate()
+	aggB, digestB := aggregate()
+	task := func(digest []byte, active ...string) *pb.DecryptTask {
+		return &pb.DecryptTask{JobId: "job-1", Round: 1, AggregateDigest: digest, Active: active, Attempt: 1,
+			Contributors: []string{"h1", "h2"}, ModelHash: hash, AggregateSize: uint64(len(aggA)), Spec: spec}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	n := start()
+	fake.serve(aggA)
+	if err := n.decrypt(ctx, task(digestA, "h1", "h2")); err != nil {
+		t.Fatalf("first share: %v", err)
+	}
+	first := fake.given()
+	if len(first) != 1 {
+		t.Fatalf("%d shares sent", len(first))
+	}
+	refused := func(n *Node, tk *pb.DecryptTask, what string) {
+		t.Helper()
+		before := len(fake.given())
+		err := n.decrypt(ctx, tk)
+		if err == nil || !strings.Contains(err.Error(), "refusing") {
+			t.Errorf("%s: %v, want a refusal", what, err)
+		}
+		if len(fake.given()) != before {
+			t.Errorf("%s: a share was sent", what)
+		}
+	}
+	again := func(n *Node) {
+		t.Helper()
+		if err := n.decrypt(ctx, task(digestA, "h1", "h2")); err != nil {
+			t.Fatalf("the same request again: %v", err)
+		}
+		got := fake.given()
+		if string(got[len(got)-1]) != string(first[0]) {
+			t.Error("the same request again got a different share")
+		}
+	}
+
+	fake.serve(aggB)
+	refused(n, task(digestB, "h1", "h2"), "another aggregate")
+	fake.serve(aggA)
+	refused(n, task(digestA, "h1", "h3"), "another set of decryptors")
+	again(n)
+
+	// The record is on disk: a restarted node refuses and resends alike.
+	n2 := start()
+	fake.serve(aggB)
+	refused(n2, task(digestB, "h1", "h2"), "another aggregate after a restart")
+	fake.serve(aggA)
+	again(n2)
+}
+
+// A kept update survives a restart with its bytes, and goes when a poll no
+// longer names its round.
+func TestKeptUpdateLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	raw := []byte("encrypted update bytes")
+	k := &keptUpdate{JobID: "job-1", Round: 3, ModelVersion: 2, ModelHash: "sha256:x", Digest: []byte{1, 2, 3}, Size: uint64(len(raw))}
+	if err := saveKept(dir, k, raw); err != nil {
+		t.Fatal(err)
+	}
+	kept, err := loadKept(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, b, err := readKept(keptPath(dir, "job-1"), true)
+	if err != nil || string(b) != string(raw) || kept["job-1"] == nil || kept["job-1"].Round != 3 || got.ModelVersion != 2 {
+		t.Fatalf("after a restart: %+v %q %v", kept, b, err)
+	}
+	n := &Node{cfg: Config{DataDir: dir}, kept: kept}
+	if err := n.settle(&pb.PollResponse{Kept: []*pb.KeptUpdate{{JobId: "job-1", Round: 3}}}); err != nil || n.keptFor("job-1", 3) == nil {
+		t.Fatalf("a round still collecting lost its update: %v", err)
+	}
+	if err := n.settle(&pb.PollResponse{}); err != nil || n.keptFor("job-1", 3) != nil {
+		t.Fatalf("a settled round kept its update: %v", err)
+	}
+	if kept, _ := loadKept(dir); len(kept) != 0 {
+		t.Fatalf("the file stayed: %v", kept)
+	}
+}
