@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,6 +59,12 @@ type Options struct {
 	Dir      string       // where state goes; "" = a temporary directory removed at the end
 	Logger   *slog.Logger // component logs (discarded by default)
 	Progress io.Writer    // one line per round; nil = quiet
+	// KillLeaderRound stops the leader replica when round N starts
+	// collecting (0: never); the others elect a new leader that finishes it.
+	KillLeaderRound int
+	// DropHospitals takes this many hospitals offline from the middle of
+	// the run on (at most hospitals − threshold, so t can still decrypt).
+	DropHospitals int
 	// Hold, when set, is called with the result before the region shuts
 	// down (e.g. to keep the web view up until interrupted).
 	Hold func(*Result)
@@ -75,6 +82,22 @@ type Round struct {
 	Contributors int     `json:"contributors"`
 	Accuracy     float64 `json:"accuracy"`
 	State        string  `json:"state"`
+	// SiteMetrics are the figures of the model this round started from on
+	// the hospitals' own test rows, decrypted from encrypted sums: what a
+	// researcher sees without any site's data or own figures.
+	SiteMetrics *SiteMetrics `json:"site_metrics,omitempty"`
+}
+
+// SiteMetrics are region figures built from the sites' encrypted sums.
+type SiteMetrics struct {
+	ModelVersion uint32  `json:"model_version"`
+	N            uint64  `json:"n"`
+	Accuracy     float64 `json:"accuracy"`
+	AUROC        float64 `json:"auroc"`
+	Sensitivity  float64 `json:"sensitivity"`
+	Specificity  float64 `json:"specificity"`
+	AlarmsPer100 float64 `json:"alarms_per_100"`
+	Brier        float64 `json:"brier"`
 }
 
 // Final compares, for one hospital, a model trained on its data alone, the
@@ -114,6 +137,10 @@ type Result struct {
 	MeanPooledAccuracy    float64 `json:"mean_pooled_accuracy"`
 	// WebURL is a login link to the web view (valid while the demo runs).
 	WebURL string `json:"web_url"`
+	// LeaderChanges counts changes of the Raft leader after the first
+	// election; AbortedRounds the rounds that ended without a model.
+	LeaderChanges int `json:"leader_changes"`
+	AbortedRounds int `json:"aborted_rounds"`
 	// AuditFile is the exported audit log (with --keep).
 	AuditFile string  `json:"audit_file,omitempty"`
 	Seconds   float64 `json:"seconds"`
@@ -167,10 +194,18 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		return nil, err
 	}
 	// Coordinator replicas: the first bootstraps, the others join it.
-	var replicas []*coordinator.Replica
+	var (
+		replicas []*coordinator.Replica
+		stopped  = map[int]bool{}
+		repMu    sync.Mutex
+	)
 	defer func() {
-		for _, r := range replicas {
-			r.Stop()
+		repMu.Lock()
+		defer repMu.Unlock()
+		for i, r := range replicas {
+			if !stopped[i] {
+				r.Stop()
+			}
 		}
 	}()
 	for i := 1; i <= opt.Replicas; i++ {
@@ -215,6 +250,22 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	}
 	threshold := len(sites)/2 + 1
 	res.Threshold = threshold
+	if opt.DropHospitals < 0 || opt.DropHospitals > len(sites)-threshold {
+		return nil, fmt.Errorf("demo: can drop at most %d of %d hospitals (t = %d must stay online)", len(sites)-threshold, len(sites), threshold)
+	}
+	if opt.KillLeaderRound > 0 && opt.Replicas < 3 {
+		return nil, errors.New("demo: killing the leader needs at least 3 replicas")
+	}
+	leaderChanges := watchLeader(ctx, func() (int, bool) {
+		repMu.Lock()
+		defer repMu.Unlock()
+		for i, r := range replicas {
+			if !stopped[i] && r.IsLeader() {
+				return i, true
+			}
+		}
+		return 0, false
+	})
 
 	operator, err := newClient(ca, "operator", identity.RoleOperator, addrs)
 	if err != nil {
@@ -233,7 +284,8 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	for _, s := range sites {
+	nodeStop := make([]context.CancelFunc, len(sites))
+	for i, s := range sites {
 		c, err := ca.Issue(identity.Identity{Name: s.Name, Role: identity.RoleHospital}, 24*time.Hour)
 		if err != nil {
 			return nil, err
@@ -245,8 +297,43 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
+		nctx, stop := context.WithCancel(ctx)
+		nodeStop[i] = stop
 		wg.Add(1)
-		go func() { defer wg.Done(); n.Run(ctx) }()
+		go func() { defer wg.Done(); n.Run(nctx) }()
+	}
+	// Faults, injected once each as the watch below sees rounds open.
+	killed, dropped := false, false
+	inject := func(r *pb.RoundInfo) {
+		if r.State != fsm.RoundCollecting {
+			return
+		}
+		if !killed && opt.KillLeaderRound > 0 && int(r.Round) == opt.KillLeaderRound {
+			killed = true
+			repMu.Lock()
+			for i, rep := range replicas {
+				if !stopped[i] && rep.IsLeader() {
+					stopped[i] = true
+					rep.Stop()
+					if opt.Progress != nil {
+						fmt.Fprintf(opt.Progress, "round %2d  collecting: stopped the leader %s\n", r.Round, rep.ID())
+					}
+					break
+				}
+			}
+			repMu.Unlock()
+		}
+		if !dropped && opt.DropHospitals > 0 && int(r.Round) >= opt.Rounds/2+1 {
+			dropped = true
+			var names []string
+			for i := len(sites) - opt.DropHospitals; i < len(sites); i++ {
+				nodeStop[i]()
+				names = append(names, sites[i].Name)
+			}
+			if opt.Progress != nil {
+				fmt.Fprintf(opt.Progress, "round %2d  collecting: took %s offline\n", r.Round, strings.Join(names, ", "))
+			}
+		}
 	}
 
 	researcher, err := newClient(ca, "researcher", identity.RoleResearcher, addrs)
@@ -260,7 +347,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		Name: "deterioration-early-warning", Model: jobspec.ToProto(model),
 		Rounds: uint32(opt.Rounds), LocalSteps: uint32(opt.LocalSteps), BatchSize: uint32(opt.BatchSize),
 		LearningRate: opt.LR, Optimizer: opt.Optimizer, ProxMu: opt.ProxMu,
-		MinHospitals: uint32(threshold), RoundDeadlineMs: 20_000, Purpose: "early warning of clinical deterioration (demo)",
+		MinHospitals: uint32(threshold), RoundDeadlineMs: 5_000, Purpose: "early warning of clinical deterioration (demo)",
 		LegalBasis: "demo data, no patients", ClipNorm: 10, SampleScale: 1000, Seed: uint64(opt.Seed),
 		Strategy: &pb.Strategy{Name: st.Name, ServerLr: st.ServerLR, Beta1: st.Beta1, Beta2: st.Beta2, Tau: st.Tau},
 		Scaling:  opt.Scaling,
@@ -300,6 +387,9 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 				return err
 			}
 			final = m.Job
+			if cur := m.Job.Rounds; len(cur) > 0 {
+				inject(cur[len(cur)-1])
+			}
 			for _, r := range m.Job.Rounds {
 				if reported[r.Round] || (r.State != fsm.RoundCommitted && r.State != fsm.RoundAborted) {
 					continue
@@ -313,6 +403,10 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 					continue
 				}
 				row := Round{Round: r.Round, Contributors: len(r.Contributors), State: r.State}
+				if m := r.RegionMetrics; m != nil {
+					row.SiteMetrics = &SiteMetrics{ModelVersion: m.ModelVersion, N: m.N, Accuracy: m.Accuracy, AUROC: m.Auroc,
+						Sensitivity: m.Sensitivity, Specificity: m.Specificity, AlarmsPer100: m.AlarmsPer_100, Brier: m.Brier}
+				}
 				if r.State == fsm.RoundCommitted {
 					if ev == nil {
 						ev = newEvaluator(model, m.Job.Spec, sites, heldOut)
@@ -325,10 +419,17 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 						return err
 					}
 				}
+				if r.State == fsm.RoundAborted {
+					res.AbortedRounds++
+				}
 				res.Rounds = append(res.Rounds, row)
 				if opt.Progress != nil {
-					fmt.Fprintf(opt.Progress, "round %2d  %-9s  hospitals %d/%d  global accuracy %.3f\n",
-						row.Round, row.State, row.Contributors, len(sites), row.Accuracy)
+					fmt.Fprintf(opt.Progress, "round %2d  %-9s  hospitals %d/%d  global accuracy %.3f", row.Round, row.State, row.Contributors, len(sites), row.Accuracy)
+					if m := row.SiteMetrics; m != nil {
+						fmt.Fprintf(opt.Progress, "   sites' tests, model v%d (encrypted sums): accuracy %.3f AUROC %.3f alarms/100 %.1f",
+							m.ModelVersion, m.Accuracy, m.AUROC, m.AlarmsPer100)
+					}
+					fmt.Fprintln(opt.Progress)
 				}
 			}
 		}
@@ -336,6 +437,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watch job: %w", err)
 	}
+	res.LeaderChanges = leaderChanges()
 	if final.State != fsm.JobDone {
 		return nil, fmt.Errorf("job %s ended %s: %s", jobID, final.State, final.Reason)
 	}
@@ -407,6 +509,38 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		opt.Hold(res)
 	}
 	return res, nil
+}
+
+// watchLeader counts changes of leader after the first one it sees, until
+// ctx ends; the returned function reads the count so far.
+func watchLeader(ctx context.Context, leader func() (int, bool)) func() int {
+	var (
+		mu      sync.Mutex
+		changes int
+	)
+	go func() {
+		last, seen := -1, false
+		for {
+			if i, ok := leader(); ok {
+				if seen && i != last {
+					mu.Lock()
+					changes++
+					mu.Unlock()
+				}
+				last, seen = i, true
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return changes
+	}
 }
 
 // webLink mints a one-hour login link to the first replica's web view for

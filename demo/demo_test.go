@@ -41,3 +41,37 @@ func TestDemoRegionLearns(t *testing.T) {
 		t.Errorf("federated mean %.3f is worse than local-only %.3f", fed/4, local/4)
 	}
 }
+
+// The demo's fault injection: the leader dies during a round's collection
+// and a hospital goes offline mid-run; every round still commits and the
+// model still learns.
+func TestDemoSurvivesLeaderLossAndDropout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a whole region")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	opt := DefaultOptions()
+	opt.Rounds, opt.KillLeaderRound, opt.DropHospitals = 4, 2, 1
+	res, err := Run(ctx, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.LeaderChanges < 1 {
+		t.Errorf("leader changes %d, want at least 1", res.LeaderChanges)
+	}
+	if len(res.Rounds) != opt.Rounds+res.AbortedRounds {
+		t.Fatalf("%d rounds reported with %d aborted, want %d committed", len(res.Rounds), res.AbortedRounds, opt.Rounds)
+	}
+	last := res.Rounds[len(res.Rounds)-1]
+	if last.State != "committed" || last.Contributors != opt.Hospitals-opt.DropHospitals {
+		t.Errorf("last round %s with %d contributors, want committed with %d", last.State, last.Contributors, opt.Hospitals-opt.DropHospitals)
+	}
+	if res.GlobalAccuracy < 0.8 {
+		t.Errorf("held-out accuracy %.3f after the faults", res.GlobalAccuracy)
+	}
+	opt.DropHospitals = 3
+	if _, err := Run(ctx, opt); err == nil {
+		t.Error("dropping below the decryption threshold was accepted")
+	}
+}

@@ -325,12 +325,40 @@ func NeedsScaling(s *pb.JobSpec) bool {
 }
 
 // VectorLen is the length of the vector a site encrypts in a round: the
-// statistics vector in the statistics round, the model update otherwise.
+// statistics vector in the statistics round; otherwise the model update
+// followed by the site's metric sums for the model it trained from
+// (models.MetricSums), from which the region's clinical figures are
+// decrypted without any site's own.
 func VectorLen(s *pb.JobSpec, round uint32) int {
 	if round == StatsRound {
 		return 2 * int(s.GetModel().GetInputs())
 	}
-	return FromProto(s.GetModel()).NumParams()
+	return NumParams(s) + models.MetricSumsLen
+}
+
+// NumParams is the number of model parameters of a job.
+func NumParams(s *pb.JobSpec) int { return FromProto(s.GetModel()).NumParams() }
+
+// MetricsBound is the L2 bound of the metric block of a site's vector.
+const MetricsBound = 10
+
+// MetricScale divides a site's metric sums before encryption. The sums of
+// n test rows have norm at most 28·n, so dividing by 30·sample_scale keeps
+// the block below n/sample_scale; sites evaluate on at most MaxMetricRows
+// rows so it stays within MetricsBound. Counts come back within 1e-3.
+func MetricScale(s *pb.JobSpec) float64 { return 30 * float64(s.GetSampleScale()) }
+
+// MaxMetricRows is the most test rows a site evaluates on.
+func MaxMetricRows(s *pb.JobSpec) int { return MetricsBound * int(s.GetSampleScale()) }
+
+// UpdateBound is the L2 bound of the update part: the clip norm, or with
+// DP the clip norm plus room for the noise (so the encoding never clips
+// the noise away).
+func UpdateBound(s *pb.JobSpec) float64 {
+	if std := NoiseShareStd(s); std > 0 {
+		return privacy.EncodingBound(s.GetClipNorm(), std, NumParams(s))
+	}
+	return s.GetClipNorm()
 }
 
 // NoiseShareStd is the standard deviation of the Gaussian noise one site
@@ -344,14 +372,11 @@ func NoiseShareStd(s *pb.JobSpec) float64 {
 }
 
 // EncodingClip is the L2 bound an encrypted vector is encoded with: the
-// statistics bound, the clip norm, or with DP the clip norm plus room for
-// the noise (so the encoding never clips the noise away).
+// statistics bound, or the update's bound plus the metric block's. Sites
+// bound each part themselves, so the encoding never rescales anything.
 func EncodingClip(s *pb.JobSpec, round uint32) float64 {
 	if round == StatsRound {
 		return StatsBound
 	}
-	if std := NoiseShareStd(s); std > 0 {
-		return privacy.EncodingBound(s.GetClipNorm(), std, VectorLen(s, round))
-	}
-	return s.GetClipNorm()
+	return UpdateBound(s) + MetricsBound
 }

@@ -518,15 +518,19 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 	if err := n.spendRound(t); err != nil {
 		return err
 	}
+	// Clip so one site's influence is bounded by clip_norm; with DP, add
+	// this site's share of the aggregate's Gaussian noise.
+	privacy.Clip(update, t.Spec.ClipNorm)
 	if std := jobspec.NoiseShareStd(t.Spec); std > 0 {
-		// Clip first so one site's influence is bounded by clip_norm, then
-		// add this site's share of the aggregate's Gaussian noise.
-		privacy.Clip(update, t.Spec.ClipNorm)
 		if err := privacy.AddNoise(update, std); err != nil {
 			return err
 		}
 	}
-	ct, err := n.encrypt(ctx, t, update, uint64(rows))
+	sums, err := n.metricSums(t.Spec, spec, model.Params)
+	if err != nil {
+		return err
+	}
+	ct, err := n.encrypt(ctx, t, append(update, sums...), uint64(rows))
 	if err != nil {
 		return err
 	}
@@ -659,6 +663,33 @@ func closeErr(stream pb.HospitalService_SubmitUpdateClient, conn client.Conn, er
 }
 
 // ---- decryption ----
+
+// metricSums evaluates the model this round trains from on the site's
+// test rows: the site's share of the region's clinical figures, scaled for
+// encryption (jobspec.MetricScale). Only their sum over sites is decrypted.
+func (n *Node) metricSums(job *pb.JobSpec, spec models.Spec, params []float64) ([]float64, error) {
+	test := Scale(job, n.cfg.Data.Train, n.cfg.Data.Test)
+	if max := jobspec.MaxMetricRows(job); test.Len() > max {
+		test.X, test.Y = test.X[:max], test.Y[:max]
+	}
+	var sums []float64
+	if test.Len() == 0 {
+		sums = make([]float64, models.MetricSumsLen)
+	} else {
+		p, err := models.Predict(spec, params, test.X)
+		if err != nil {
+			return nil, err
+		}
+		if sums, err = models.MetricSums(p, test.Y, job.AlertThreshold); err != nil {
+			return nil, err
+		}
+	}
+	scale := jobspec.MetricScale(job)
+	for i := range sums {
+		sums[i] /= scale
+	}
+	return sums, nil
+}
 
 // encrypt encrypts a round's vector under the region's collective key,
 // bound to the job, round and model version.

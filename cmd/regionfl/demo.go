@@ -126,6 +126,8 @@ Heart Disease centres with the FLamby preprocessing.`,
 	f.StringVar(&csvOpts.Missing, "missing", "error", "with --csv: missing or non-numeric cells: error, or drop the row")
 	f.Float64Var(&testFrac, "test-fraction", 0.3, "with --csv: share of each site's rows kept for testing")
 	f.StringVar(&heart, "heart-disease", "", "directory with the four UCI Heart Disease files (scripts/fetch-heart-disease.sh)")
+	f.IntVar(&opt.KillLeaderRound, "kill-leader-round", 0, "stop the leader replica while round N collects updates (0: never)")
+	f.IntVar(&opt.DropHospitals, "drop-hospitals", 0, "take this many hospitals offline from the middle of the run")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object instead of tables")
 	f.StringVar(&logLevel, "log-level", "", "also write component logs to stderr at this level (debug, info, warn, error)")
 	f.StringVar(&opt.Dir, "keep", "", "keep the region's state in this directory (and write audit.jsonl and ca.crt there)")

@@ -286,6 +286,13 @@ func jobJSON(j *pb.JobInfo) map[string]any {
 			"round": r.Round, "state": r.State, "contributors": nonNil(r.Contributors), "reason": r.Reason,
 			"total_samples": r.TotalSamples, "update_norm": r.UpdateNorm,
 		}
+		if m := r.RegionMetrics; m != nil {
+			rounds[i]["region_metrics"] = map[string]any{
+				"model_version": m.ModelVersion, "n": m.N, "accuracy": m.Accuracy, "auroc": m.Auroc,
+				"sensitivity": m.Sensitivity, "specificity": m.Specificity, "alarms_per_100": m.AlarmsPer_100,
+				"brier": m.Brier, "loss": m.Loss,
+			}
+		}
 	}
 	return map[string]any{
 		"job_id": j.JobId, "name": j.Spec.GetName(), "state": j.State, "reason": j.Reason,
@@ -335,9 +342,14 @@ func printJob(w io.Writer, j *pb.JobInfo) {
 		fmt.Fprintln(w)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nROUND\tSTATE\tHOSPITALS\tSAMPLES\tREASON")
+	fmt.Fprintln(tw, "\nROUND\tSTATE\tHOSPITALS\tSAMPLES\tSTARTING MODEL ON SITES' TESTS\tREASON")
 	for _, r := range j.Rounds {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\n", r.Round, r.State, strings.Join(r.Contributors, ","), r.TotalSamples, r.Reason)
+		figures := "-"
+		if m := r.RegionMetrics; m != nil {
+			figures = fmt.Sprintf("v%d acc %.3f AUROC %.3f sens %.2f spec %.2f alarms/100 %.1f",
+				m.ModelVersion, m.Accuracy, m.Auroc, m.Sensitivity, m.Specificity, m.AlarmsPer_100)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", r.Round, r.State, strings.Join(r.Contributors, ","), r.TotalSamples, figures, r.Reason)
 	}
 	tw.Flush()
 }

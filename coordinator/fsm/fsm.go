@@ -622,6 +622,7 @@ func (s *State) commitModel(c *pb.CommitModelCommand) error {
 		CommittedMs:  c.UnixMs,
 	})
 	j.OptimizerState = c.OptimizerState
+	r.RegionMetrics = c.RegionMetrics
 	r.State = RoundCommitted
 	r.Aggregate = nil
 	r.Shares = nil

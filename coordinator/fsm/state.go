@@ -225,22 +225,25 @@ type Contribution struct {
 
 // Round is one round of a job.
 type Round struct {
-	Number        uint32            `json:"number"`
-	ModelVersion  uint32            `json:"model_version"`
-	State         string            `json:"state"`
-	Reason        string            `json:"reason,omitempty"`
-	OpenedMs      int64             `json:"opened_ms"`
-	DeadlineMs    int64             `json:"deadline_ms"`
-	ClosedMs      int64             `json:"closed_ms,omitempty"`
-	Contributions []Contribution    `json:"contributions"`
-	Aggregate     []byte            `json:"aggregate,omitempty"` // dropped once the round ends
-	AggDigest     []byte            `json:"agg_digest,omitempty"`
-	Contributors  []string          `json:"contributors,omitempty"` // the manifest
-	Attempt       uint32            `json:"attempt"`
-	AttemptMs     int64             `json:"attempt_ms,omitempty"` // when the current attempt began
-	Active        []string          `json:"active,omitempty"`     // decryptors of the current attempt
-	Asked         []string          `json:"asked,omitempty"`      // decryptors of every attempt so far
-	Shares        map[string][]byte `json:"shares,omitempty"`
+	// RegionMetrics are the region's figures of the model this round
+	// trained from, decrypted with the update (sums over sites only).
+	RegionMetrics *pb.ClinicalMetrics `json:"region_metrics,omitempty"`
+	Number        uint32              `json:"number"`
+	ModelVersion  uint32              `json:"model_version"`
+	State         string              `json:"state"`
+	Reason        string              `json:"reason,omitempty"`
+	OpenedMs      int64               `json:"opened_ms"`
+	DeadlineMs    int64               `json:"deadline_ms"`
+	ClosedMs      int64               `json:"closed_ms,omitempty"`
+	Contributions []Contribution      `json:"contributions"`
+	Aggregate     []byte              `json:"aggregate,omitempty"` // dropped once the round ends
+	AggDigest     []byte              `json:"agg_digest,omitempty"`
+	Contributors  []string            `json:"contributors,omitempty"` // the manifest
+	Attempt       uint32              `json:"attempt"`
+	AttemptMs     int64               `json:"attempt_ms,omitempty"` // when the current attempt began
+	Active        []string            `json:"active,omitempty"`     // decryptors of the current attempt
+	Asked         []string            `json:"asked,omitempty"`      // decryptors of every attempt so far
+	Shares        map[string][]byte   `json:"shares,omitempty"`
 }
 
 // Contributed reports whether hospital h has an accepted update in the round.

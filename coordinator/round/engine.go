@@ -405,11 +405,22 @@ func (e *Engine) commit(j *fsm.Job, r *fsm.Round, res *he.Result) error {
 			JobId: j.ID, Round: r.Number, FeatureMean: mean, FeatureStd: std, TotalSamples: res.Count, UnixMs: e.NowMs(),
 		})
 	}
+	// The vector is the update, then the sites' metric sums.
+	np := jobspec.NumParams(j.Spec)
+	sum, metricSums := res.Sum[:np], res.Sum[np:]
+	for i := range metricSums {
+		metricSums[i] *= jobspec.MetricScale(j.Spec)
+	}
+	var regionMetrics *pb.ClinicalMetrics
+	if m, err := models.MetricsFromSums(metricSums); err == nil {
+		regionMetrics = &pb.ClinicalMetrics{N: uint64(m.N), Accuracy: m.Accuracy, Auroc: m.AUROC, Sensitivity: m.Sensitivity,
+			Specificity: m.Specificity, AlarmsPer_100: m.AlarmsPer100, Brier: m.Brier, Loss: m.Loss, ModelVersion: r.ModelVersion}
+	}
 	// Nodes send (n_i / sample_scale)·Δ_i; dividing the sum by Σn_i /
 	// sample_scale gives the sample-weighted mean update.
 	scale := float64(j.Spec.SampleScale) / float64(res.Count)
-	avg := make([]float64, len(res.Sum))
-	for i, v := range res.Sum {
+	avg := make([]float64, len(sum))
+	for i, v := range sum {
 		avg[i] = v * scale
 	}
 	opt, err := models.NewServerOptimizer(jobspec.Strategy(j.Spec), len(avg))
@@ -425,7 +436,7 @@ func (e *Engine) commit(j *fsm.Job, r *fsm.Round, res *he.Result) error {
 		"contributors", len(r.Contributors), "total_samples", res.Count, "update_norm", norm)
 	return e.store.Propose(fsm.CmdCommitModel, &pb.CommitModelCommand{
 		JobId: j.ID, Round: r.Number, Version: v, Params: next, TotalSamples: res.Count,
-		UpdateNorm: norm, UnixMs: e.NowMs(), OptimizerState: saveOptimizer(opt),
+		UpdateNorm: l2(sum), UnixMs: e.NowMs(), OptimizerState: saveOptimizer(opt), RegionMetrics: regionMetrics,
 	})
 }
 

@@ -185,7 +185,8 @@ func jobInfo(j *fsm.Job) *pb.JobInfo {
 	}
 	info.EpsilonSpent = j.EpsilonSpent()
 	for _, r := range j.Rounds {
-		ri := &pb.RoundInfo{Round: r.Number, State: r.State, Reason: r.Reason, OpenedUnixMs: r.OpenedMs, ClosedUnixMs: r.ClosedMs}
+		ri := &pb.RoundInfo{Round: r.Number, State: r.State, Reason: r.Reason, OpenedUnixMs: r.OpenedMs, ClosedUnixMs: r.ClosedMs,
+			RegionMetrics: r.RegionMetrics}
 		for _, c := range r.Contributions {
 			ri.Contributors = append(ri.Contributors, c.Hospital)
 		}

@@ -303,7 +303,20 @@ func buildJob(s *fsm.State, j *fsm.Job, extra func(*fsm.Job) []Series) jobView {
 		}
 	}
 
+	// The region's clinical figures, decrypted from the sites' encrypted
+	// metric sums: x is the model version they describe.
+	acc, auroc, loss := Series{Name: "accuracy"}, Series{Name: "AUROC"}, Series{Name: "log loss"}
+	for _, r := range j.Rounds {
+		if m := r.RegionMetrics; m != nil {
+			x := float64(m.ModelVersion)
+			acc.Points = append(acc.Points, Point{x, m.Accuracy})
+			auroc.Points = append(auroc.Points, Point{x, m.Auroc})
+			loss.Points = append(loss.Points, Point{x, m.Loss})
+		}
+	}
 	v.Plots = append(v.Plots,
+		NewPlot("Accuracy and AUROC on the sites' tests, by model version (encrypted sums)", acc, auroc),
+		NewPlot("Log loss on the sites' tests, by model version", loss),
 		NewPlot("Update norm per round", norm),
 		NewPlot("Contributors per round", contrib),
 		NewPlot("Samples per round", samples),

@@ -957,8 +957,10 @@ type CommitModelCommand struct {
 	// Server optimizer state after this step (moments), so a new leader
 	// continues the same optimizer.
 	OptimizerState []float64 `protobuf:"fixed64,8,rep,packed,name=optimizer_state,json=optimizerState,proto3" json:"optimizer_state,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The region's figures of the model the round trained from.
+	RegionMetrics *ClinicalMetrics `protobuf:"bytes,9,opt,name=region_metrics,json=regionMetrics,proto3" json:"region_metrics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommitModelCommand) Reset() {
@@ -1043,6 +1045,13 @@ func (x *CommitModelCommand) GetUnixMs() int64 {
 func (x *CommitModelCommand) GetOptimizerState() []float64 {
 	if x != nil {
 		return x.OptimizerState
+	}
+	return nil
+}
+
+func (x *CommitModelCommand) GetRegionMetrics() *ClinicalMetrics {
+	if x != nil {
+		return x.RegionMetrics
 	}
 	return nil
 }
@@ -1528,7 +1537,7 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x16\n" +
 	"\x06active\x18\x04 \x03(\tR\x06active\x12\x17\n" +
-	"\aunix_ms\x18\x05 \x01(\x03R\x06unixMs\"\xfb\x01\n" +
+	"\aunix_ms\x18\x05 \x01(\x03R\x06unixMs\"\xc0\x02\n" +
 	"\x12CommitModelCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x18\n" +
@@ -1538,7 +1547,8 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\vupdate_norm\x18\x06 \x01(\x01R\n" +
 	"updateNorm\x12\x17\n" +
 	"\aunix_ms\x18\a \x01(\x03R\x06unixMs\x12'\n" +
-	"\x0foptimizer_state\x18\b \x03(\x01R\x0eoptimizerState\"\xbf\x01\n" +
+	"\x0foptimizer_state\x18\b \x03(\x01R\x0eoptimizerState\x12C\n" +
+	"\x0eregion_metrics\x18\t \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\rregionMetrics\"\xbf\x01\n" +
 	"\x0eScalingCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12!\n" +
@@ -1607,14 +1617,16 @@ var file_regionfl_v1_commands_proto_goTypes = []any{
 	(*CheckpointCommand)(nil),      // 19: regionfl.v1.CheckpointCommand
 	(*AuthzRefusedCommand)(nil),    // 20: regionfl.v1.AuthzRefusedCommand
 	(*JobSpec)(nil),                // 21: regionfl.v1.JobSpec
+	(*ClinicalMetrics)(nil),        // 22: regionfl.v1.ClinicalMetrics
 }
 var file_regionfl_v1_commands_proto_depIdxs = []int32{
 	21, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
-	1,  // [1:1] is the sub-list for method output_type
-	1,  // [1:1] is the sub-list for method input_type
-	1,  // [1:1] is the sub-list for extension type_name
-	1,  // [1:1] is the sub-list for extension extendee
-	0,  // [0:1] is the sub-list for field type_name
+	22, // 1: regionfl.v1.CommitModelCommand.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	2,  // [2:2] is the sub-list for method output_type
+	2,  // [2:2] is the sub-list for method input_type
+	2,  // [2:2] is the sub-list for extension type_name
+	2,  // [2:2] is the sub-list for extension extendee
+	0,  // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_regionfl_v1_commands_proto_init() }

@@ -2868,15 +2868,18 @@ func (x *GetJobRequest) GetJobId() string {
 }
 
 type RoundInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Round         uint32                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
-	State         string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
-	Contributors  []string               `protobuf:"bytes,3,rep,name=contributors,proto3" json:"contributors,omitempty"`
-	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
-	TotalSamples  uint64                 `protobuf:"varint,5,opt,name=total_samples,json=totalSamples,proto3" json:"total_samples,omitempty"`
-	OpenedUnixMs  int64                  `protobuf:"varint,6,opt,name=opened_unix_ms,json=openedUnixMs,proto3" json:"opened_unix_ms,omitempty"`
-	ClosedUnixMs  int64                  `protobuf:"varint,7,opt,name=closed_unix_ms,json=closedUnixMs,proto3" json:"closed_unix_ms,omitempty"`
-	UpdateNorm    float64                `protobuf:"fixed64,8,opt,name=update_norm,json=updateNorm,proto3" json:"update_norm,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Round        uint32                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	State        string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Contributors []string               `protobuf:"bytes,3,rep,name=contributors,proto3" json:"contributors,omitempty"`
+	Reason       string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	TotalSamples uint64                 `protobuf:"varint,5,opt,name=total_samples,json=totalSamples,proto3" json:"total_samples,omitempty"`
+	OpenedUnixMs int64                  `protobuf:"varint,6,opt,name=opened_unix_ms,json=openedUnixMs,proto3" json:"opened_unix_ms,omitempty"`
+	ClosedUnixMs int64                  `protobuf:"varint,7,opt,name=closed_unix_ms,json=closedUnixMs,proto3" json:"closed_unix_ms,omitempty"`
+	UpdateNorm   float64                `protobuf:"fixed64,8,opt,name=update_norm,json=updateNorm,proto3" json:"update_norm,omitempty"`
+	// The region's clinical figures of the model this round trained from,
+	// decrypted from the sites' encrypted metric sums (no site's own).
+	RegionMetrics *ClinicalMetrics `protobuf:"bytes,9,opt,name=region_metrics,json=regionMetrics,proto3" json:"region_metrics,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2967,6 +2970,124 @@ func (x *RoundInfo) GetUpdateNorm() float64 {
 	return 0
 }
 
+func (x *RoundInfo) GetRegionMetrics() *ClinicalMetrics {
+	if x != nil {
+		return x.RegionMetrics
+	}
+	return nil
+}
+
+// ClinicalMetrics are a model's figures on test rows at the job's alert
+// threshold.
+type ClinicalMetrics struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	N             uint64                 `protobuf:"varint,1,opt,name=n,proto3" json:"n,omitempty"`
+	Accuracy      float64                `protobuf:"fixed64,2,opt,name=accuracy,proto3" json:"accuracy,omitempty"`
+	Auroc         float64                `protobuf:"fixed64,3,opt,name=auroc,proto3" json:"auroc,omitempty"`
+	Sensitivity   float64                `protobuf:"fixed64,4,opt,name=sensitivity,proto3" json:"sensitivity,omitempty"`
+	Specificity   float64                `protobuf:"fixed64,5,opt,name=specificity,proto3" json:"specificity,omitempty"`
+	AlarmsPer_100 float64                `protobuf:"fixed64,6,opt,name=alarms_per_100,json=alarmsPer100,proto3" json:"alarms_per_100,omitempty"`
+	Brier         float64                `protobuf:"fixed64,7,opt,name=brier,proto3" json:"brier,omitempty"`
+	Loss          float64                `protobuf:"fixed64,8,opt,name=loss,proto3" json:"loss,omitempty"`
+	// The model version these figures are of.
+	ModelVersion  uint32 `protobuf:"varint,9,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClinicalMetrics) Reset() {
+	*x = ClinicalMetrics{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClinicalMetrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClinicalMetrics) ProtoMessage() {}
+
+func (x *ClinicalMetrics) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClinicalMetrics.ProtoReflect.Descriptor instead.
+func (*ClinicalMetrics) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ClinicalMetrics) GetN() uint64 {
+	if x != nil {
+		return x.N
+	}
+	return 0
+}
+
+func (x *ClinicalMetrics) GetAccuracy() float64 {
+	if x != nil {
+		return x.Accuracy
+	}
+	return 0
+}
+
+func (x *ClinicalMetrics) GetAuroc() float64 {
+	if x != nil {
+		return x.Auroc
+	}
+	return 0
+}
+
+func (x *ClinicalMetrics) GetSensitivity() float64 {
+	if x != nil {
+		return x.Sensitivity
+	}
+	return 0
+}
+
+func (x *ClinicalMetrics) GetSpecificity() float64 {
+	if x != nil {
+		return x.Specificity
+	}
+	return 0
+}
+
+func (x *ClinicalMetrics) GetAlarmsPer_100() float64 {
+	if x != nil {
+		return x.AlarmsPer_100
+	}
+	return 0
+}
+
+func (x *ClinicalMetrics) GetBrier() float64 {
+	if x != nil {
+		return x.Brier
+	}
+	return 0
+}
+
+func (x *ClinicalMetrics) GetLoss() float64 {
+	if x != nil {
+		return x.Loss
+	}
+	return 0
+}
+
+func (x *ClinicalMetrics) GetModelVersion() uint32 {
+	if x != nil {
+		return x.ModelVersion
+	}
+	return 0
+}
+
 type JobInfo struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	JobId           string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -2988,7 +3109,7 @@ type JobInfo struct {
 
 func (x *JobInfo) Reset() {
 	*x = JobInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3000,7 +3121,7 @@ func (x *JobInfo) String() string {
 func (*JobInfo) ProtoMessage() {}
 
 func (x *JobInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3013,7 +3134,7 @@ func (x *JobInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobInfo.ProtoReflect.Descriptor instead.
 func (*JobInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *JobInfo) GetJobId() string {
@@ -3102,7 +3223,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3114,7 +3235,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3127,7 +3248,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetJobResponse) GetJob() *JobInfo {
@@ -3145,7 +3266,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3157,7 +3278,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3170,7 +3291,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
 }
 
 type ListJobsResponse struct {
@@ -3182,7 +3303,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3194,7 +3315,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3207,7 +3328,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListJobsResponse) GetJobs() []*JobInfo {
@@ -3226,7 +3347,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3238,7 +3359,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3251,7 +3372,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -3270,7 +3391,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3282,7 +3403,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3295,7 +3416,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *WatchJobResponse) GetJob() *JobInfo {
@@ -3315,7 +3436,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3327,7 +3448,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3340,7 +3461,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -3365,7 +3486,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3377,7 +3498,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3390,7 +3511,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
 }
 
 type CreateRegionRequest struct {
@@ -3403,7 +3524,7 @@ type CreateRegionRequest struct {
 
 func (x *CreateRegionRequest) Reset() {
 	*x = CreateRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3415,7 +3536,7 @@ func (x *CreateRegionRequest) String() string {
 func (*CreateRegionRequest) ProtoMessage() {}
 
 func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3428,7 +3549,7 @@ func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionRequest.ProtoReflect.Descriptor instead.
 func (*CreateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CreateRegionRequest) GetHospitals() []string {
@@ -3453,7 +3574,7 @@ type CreateRegionResponse struct {
 
 func (x *CreateRegionResponse) Reset() {
 	*x = CreateRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3465,7 +3586,7 @@ func (x *CreateRegionResponse) String() string {
 func (*CreateRegionResponse) ProtoMessage() {}
 
 func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3478,7 +3599,7 @@ func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionResponse.ProtoReflect.Descriptor instead.
 func (*CreateRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{59}
 }
 
 type Replica struct {
@@ -3494,7 +3615,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[59]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3506,7 +3627,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[59]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3519,7 +3640,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{59}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *Replica) GetId() string {
@@ -3565,7 +3686,7 @@ type ListReplicasRequest struct {
 
 func (x *ListReplicasRequest) Reset() {
 	*x = ListReplicasRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3577,7 +3698,7 @@ func (x *ListReplicasRequest) String() string {
 func (*ListReplicasRequest) ProtoMessage() {}
 
 func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3590,7 +3711,7 @@ func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ListReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
 }
 
 type ListReplicasResponse struct {
@@ -3602,7 +3723,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3614,7 +3735,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3627,7 +3748,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -3648,7 +3769,7 @@ type JoinReplicaRequest struct {
 
 func (x *JoinReplicaRequest) Reset() {
 	*x = JoinReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3660,7 +3781,7 @@ func (x *JoinReplicaRequest) String() string {
 func (*JoinReplicaRequest) ProtoMessage() {}
 
 func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3673,7 +3794,7 @@ func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaRequest.ProtoReflect.Descriptor instead.
 func (*JoinReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *JoinReplicaRequest) GetId() string {
@@ -3705,7 +3826,7 @@ type JoinReplicaResponse struct {
 
 func (x *JoinReplicaResponse) Reset() {
 	*x = JoinReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3717,7 +3838,7 @@ func (x *JoinReplicaResponse) String() string {
 func (*JoinReplicaResponse) ProtoMessage() {}
 
 func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3730,7 +3851,7 @@ func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaResponse.ProtoReflect.Descriptor instead.
 func (*JoinReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
 }
 
 type RemoveReplicaRequest struct {
@@ -3742,7 +3863,7 @@ type RemoveReplicaRequest struct {
 
 func (x *RemoveReplicaRequest) Reset() {
 	*x = RemoveReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3754,7 +3875,7 @@ func (x *RemoveReplicaRequest) String() string {
 func (*RemoveReplicaRequest) ProtoMessage() {}
 
 func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3767,7 +3888,7 @@ func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *RemoveReplicaRequest) GetId() string {
@@ -3785,7 +3906,7 @@ type RemoveReplicaResponse struct {
 
 func (x *RemoveReplicaResponse) Reset() {
 	*x = RemoveReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3797,7 +3918,7 @@ func (x *RemoveReplicaResponse) String() string {
 func (*RemoveReplicaResponse) ProtoMessage() {}
 
 func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3810,7 +3931,7 @@ func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{66}
 }
 
 var File_regionfl_v1_region_proto protoreflect.FileDescriptor
@@ -4008,7 +4129,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x11SubmitJobResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"&\n" +
 	"\rGetJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x85\x02\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xca\x02\n" +
 	"\tRoundInfo\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\rR\x05round\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\"\n" +
@@ -4018,7 +4139,18 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x0eopened_unix_ms\x18\x06 \x01(\x03R\fopenedUnixMs\x12$\n" +
 	"\x0eclosed_unix_ms\x18\a \x01(\x03R\fclosedUnixMs\x12\x1f\n" +
 	"\vupdate_norm\x18\b \x01(\x01R\n" +
-	"updateNorm\"\xbf\x04\n" +
+	"updateNorm\x12C\n" +
+	"\x0eregion_metrics\x18\t \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\rregionMetrics\"\x8a\x02\n" +
+	"\x0fClinicalMetrics\x12\f\n" +
+	"\x01n\x18\x01 \x01(\x04R\x01n\x12\x1a\n" +
+	"\baccuracy\x18\x02 \x01(\x01R\baccuracy\x12\x14\n" +
+	"\x05auroc\x18\x03 \x01(\x01R\x05auroc\x12 \n" +
+	"\vsensitivity\x18\x04 \x01(\x01R\vsensitivity\x12 \n" +
+	"\vspecificity\x18\x05 \x01(\x01R\vspecificity\x12$\n" +
+	"\x0ealarms_per_100\x18\x06 \x01(\x01R\falarmsPer100\x12\x14\n" +
+	"\x05brier\x18\a \x01(\x01R\x05brier\x12\x12\n" +
+	"\x04loss\x18\b \x01(\x01R\x04loss\x12#\n" +
+	"\rmodel_version\x18\t \x01(\rR\fmodelVersion\"\xbf\x04\n" +
 	"\aJobInfo\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12\x14\n" +
@@ -4123,7 +4255,7 @@ func file_regionfl_v1_region_proto_rawDescGZIP() []byte {
 }
 
 var file_regionfl_v1_region_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
+var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_regionfl_v1_region_proto_goTypes = []any{
 	(CeremonyStep)(0),                     // 0: regionfl.v1.CeremonyStep
 	(*ExportAuditRequest)(nil),            // 1: regionfl.v1.ExportAuditRequest
@@ -4175,25 +4307,26 @@ var file_regionfl_v1_region_proto_goTypes = []any{
 	(*SubmitJobResponse)(nil),             // 47: regionfl.v1.SubmitJobResponse
 	(*GetJobRequest)(nil),                 // 48: regionfl.v1.GetJobRequest
 	(*RoundInfo)(nil),                     // 49: regionfl.v1.RoundInfo
-	(*JobInfo)(nil),                       // 50: regionfl.v1.JobInfo
-	(*GetJobResponse)(nil),                // 51: regionfl.v1.GetJobResponse
-	(*ListJobsRequest)(nil),               // 52: regionfl.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),              // 53: regionfl.v1.ListJobsResponse
-	(*WatchJobRequest)(nil),               // 54: regionfl.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),              // 55: regionfl.v1.WatchJobResponse
-	(*CancelJobRequest)(nil),              // 56: regionfl.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),             // 57: regionfl.v1.CancelJobResponse
-	(*CreateRegionRequest)(nil),           // 58: regionfl.v1.CreateRegionRequest
-	(*CreateRegionResponse)(nil),          // 59: regionfl.v1.CreateRegionResponse
-	(*Replica)(nil),                       // 60: regionfl.v1.Replica
-	(*ListReplicasRequest)(nil),           // 61: regionfl.v1.ListReplicasRequest
-	(*ListReplicasResponse)(nil),          // 62: regionfl.v1.ListReplicasResponse
-	(*JoinReplicaRequest)(nil),            // 63: regionfl.v1.JoinReplicaRequest
-	(*JoinReplicaResponse)(nil),           // 64: regionfl.v1.JoinReplicaResponse
-	(*RemoveReplicaRequest)(nil),          // 65: regionfl.v1.RemoveReplicaRequest
-	(*RemoveReplicaResponse)(nil),         // 66: regionfl.v1.RemoveReplicaResponse
-	nil,                                   // 67: regionfl.v1.JobInfo.RefusedEntry
-	nil,                                   // 68: regionfl.v1.JobInfo.EpsilonSpentEntry
+	(*ClinicalMetrics)(nil),               // 50: regionfl.v1.ClinicalMetrics
+	(*JobInfo)(nil),                       // 51: regionfl.v1.JobInfo
+	(*GetJobResponse)(nil),                // 52: regionfl.v1.GetJobResponse
+	(*ListJobsRequest)(nil),               // 53: regionfl.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),              // 54: regionfl.v1.ListJobsResponse
+	(*WatchJobRequest)(nil),               // 55: regionfl.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),              // 56: regionfl.v1.WatchJobResponse
+	(*CancelJobRequest)(nil),              // 57: regionfl.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 58: regionfl.v1.CancelJobResponse
+	(*CreateRegionRequest)(nil),           // 59: regionfl.v1.CreateRegionRequest
+	(*CreateRegionResponse)(nil),          // 60: regionfl.v1.CreateRegionResponse
+	(*Replica)(nil),                       // 61: regionfl.v1.Replica
+	(*ListReplicasRequest)(nil),           // 62: regionfl.v1.ListReplicasRequest
+	(*ListReplicasResponse)(nil),          // 63: regionfl.v1.ListReplicasResponse
+	(*JoinReplicaRequest)(nil),            // 64: regionfl.v1.JoinReplicaRequest
+	(*JoinReplicaResponse)(nil),           // 65: regionfl.v1.JoinReplicaResponse
+	(*RemoveReplicaRequest)(nil),          // 66: regionfl.v1.RemoveReplicaRequest
+	(*RemoveReplicaResponse)(nil),         // 67: regionfl.v1.RemoveReplicaResponse
+	nil,                                   // 68: regionfl.v1.JobInfo.RefusedEntry
+	nil,                                   // 69: regionfl.v1.JobInfo.EpsilonSpentEntry
 }
 var file_regionfl_v1_region_proto_depIdxs = []int32{
 	6,  // 0: regionfl.v1.ListRevokedResponse.revoked:type_name -> regionfl.v1.Revocation
@@ -4216,69 +4349,70 @@ var file_regionfl_v1_region_proto_depIdxs = []int32{
 	43, // 17: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
 	44, // 18: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
 	45, // 19: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
-	45, // 20: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
-	67, // 21: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
-	49, // 22: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
-	68, // 23: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
-	50, // 24: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
-	50, // 25: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
-	50, // 26: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
-	60, // 27: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
-	8,  // 28: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
-	15, // 29: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
-	17, // 30: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
-	20, // 31: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
-	22, // 32: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
-	24, // 33: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
-	26, // 34: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
-	29, // 35: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
-	32, // 36: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
-	34, // 37: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
-	36, // 38: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
-	40, // 39: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
-	46, // 40: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
-	48, // 41: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
-	52, // 42: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
-	54, // 43: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
-	56, // 44: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
-	38, // 45: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
-	1,  // 46: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
-	58, // 47: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
-	61, // 48: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
-	63, // 49: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
-	65, // 50: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
-	3,  // 51: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
-	5,  // 52: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
-	9,  // 53: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
-	16, // 54: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
-	18, // 55: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
-	21, // 56: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
-	23, // 57: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
-	25, // 58: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
-	28, // 59: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
-	30, // 60: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
-	33, // 61: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
-	35, // 62: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
-	37, // 63: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
-	41, // 64: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
-	47, // 65: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
-	51, // 66: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
-	53, // 67: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
-	55, // 68: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
-	57, // 69: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
-	39, // 70: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
-	2,  // 71: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
-	59, // 72: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
-	62, // 73: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
-	64, // 74: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
-	66, // 75: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
-	4,  // 76: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
-	7,  // 77: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
-	53, // [53:78] is the sub-list for method output_type
-	28, // [28:53] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	50, // 20: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	45, // 21: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
+	68, // 22: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
+	49, // 23: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
+	69, // 24: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
+	51, // 25: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
+	51, // 26: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
+	51, // 27: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
+	61, // 28: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
+	8,  // 29: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
+	15, // 30: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
+	17, // 31: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
+	20, // 32: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
+	22, // 33: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
+	24, // 34: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
+	26, // 35: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
+	29, // 36: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
+	32, // 37: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
+	34, // 38: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
+	36, // 39: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
+	40, // 40: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
+	46, // 41: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
+	48, // 42: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
+	53, // 43: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
+	55, // 44: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
+	57, // 45: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
+	38, // 46: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
+	1,  // 47: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
+	59, // 48: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
+	62, // 49: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
+	64, // 50: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
+	66, // 51: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
+	3,  // 52: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
+	5,  // 53: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
+	9,  // 54: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
+	16, // 55: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
+	18, // 56: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
+	21, // 57: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
+	23, // 58: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
+	25, // 59: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
+	28, // 60: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
+	30, // 61: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
+	33, // 62: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
+	35, // 63: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
+	37, // 64: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
+	41, // 65: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
+	47, // 66: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
+	52, // 67: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
+	54, // 68: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
+	56, // 69: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
+	58, // 70: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
+	39, // 71: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
+	2,  // 72: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
+	60, // 73: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
+	63, // 74: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
+	65, // 75: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
+	67, // 76: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
+	4,  // 77: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
+	7,  // 78: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
+	54, // [54:79] is the sub-list for method output_type
+	29, // [29:54] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_regionfl_v1_region_proto_init() }
@@ -4296,7 +4430,7 @@ func file_regionfl_v1_region_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_region_proto_rawDesc), len(file_regionfl_v1_region_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   68,
+			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
