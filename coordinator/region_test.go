@@ -21,6 +21,7 @@ import (
 	"regionfl/models"
 	"regionfl/node"
 	"regionfl/node/dataset"
+	"regionfl/node/policy"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -33,6 +34,9 @@ type regionOpts struct {
 	// defaults); small values make a compacted log lose its old entries.
 	trailingLogs uint64
 	segmentSize  int
+	// serverOptions are passed to every replica (e.g. a recorder of what
+	// it receives).
+	serverOptions []grpc.ServerOption
 }
 
 // region is a whole region in this process: coordinator replicas, hospital
@@ -51,6 +55,7 @@ type region struct {
 	names    []string
 	nodes    []*runningNode // nil while stopped
 	logs     *logRecorder
+	policies map[int]*policy.File // site policies by hospital index
 
 	researcher *client.Client
 }
@@ -87,7 +92,7 @@ func newRegion(t *testing.T, o regionOpts) *region {
 		}
 		cfg := coordinator.Config{ID: id, DataDir: filepath.Join(r.dir, id), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
 			Bootstrap: i == 1, Cert: cert, CA: ca.Pool(), Fast: true, TrailingLogs: o.trailingLogs, SegmentSize: o.segmentSize,
-			Logger: slog.New(r.logs)}
+			Logger: slog.New(r.logs), ServerOptions: o.serverOptions}
 		if i > 1 {
 			cfg.Join = []string{r.addrs[0]}
 		}
@@ -158,7 +163,7 @@ func (r *region) startNode(i int) {
 		r.t.Fatal(err)
 	}
 	n, err := node.New(node.Config{ID: r.names[i], Coordinators: r.addrs, Cert: cert, CA: r.ca.Pool(),
-		DataDir: filepath.Join(r.dir, r.names[i]), Data: r.sites[i], Logger: slog.New(r.logs)})
+		DataDir: filepath.Join(r.dir, r.names[i]), Data: r.sites[i], Logger: slog.New(r.logs), Policy: r.policies[i]})
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -50,6 +50,10 @@ type Config struct {
 	// authentication, so it belongs on loopback ("" = off).
 	WebAddr     string
 	MetricsAddr string
+	// ServerOptions are added to the gRPC server's own (e.g. interceptors
+	// chained after authorization, for tracing or for a test that records
+	// everything a replica receives).
+	ServerOptions []grpc.ServerOption
 }
 
 // Replica is a running coordinator replica.
@@ -135,6 +139,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		return nil, err
 	}
 	opts := append(srv.GRPCOptions(), grpc.Creds(credentials.NewTLS(identity.ServerConfig(cfg.Cert, cfg.CA))))
+	opts = append(opts, cfg.ServerOptions...)
 	g := grpc.NewServer(opts...)
 	srv.Register(g)
 

@@ -372,8 +372,8 @@ func (n *Node) openShares(ctx context.Context) error {
 // ---- jobs ----
 
 // check says why this site cannot run a job, or "" if it can.
-func (n *Node) check(spec *pb.JobSpec) string {
-	if reason := n.checkPolicy(spec, ""); reason != "" {
+func (n *Node) check(jobID string, spec *pb.JobSpec) string {
+	if reason := n.checkPolicy(spec, jobID); reason != "" {
 		return reason
 	}
 	m := jobspec.FromProto(spec.Model)
@@ -448,7 +448,7 @@ func (n *Node) spendRound(t *pb.TrainTask) error {
 }
 
 func (n *Node) decide(ctx context.Context, o *pb.JobOffer) error {
-	reason := n.check(o.Spec)
+	reason := n.check(o.JobId, o.Spec)
 	accept := reason == ""
 	n.log.Info("job decision", "job_id", o.JobId, "accept", accept, "reason", reason, "purpose", o.Spec.Purpose)
 	return n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
@@ -475,7 +475,7 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 		// or the node restarted): send the same one, never a second.
 		return n.sendKept(ctx, k)
 	}
-	if reason := n.check(t.Spec); reason != "" {
+	if reason := n.check(t.JobId, t.Spec); reason != "" {
 		return errors.New(reason)
 	}
 	if t.Round == jobspec.StatsRound {

@@ -1,0 +1,345 @@
+package coordinator_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"regionfl/audit"
+	"regionfl/client"
+	"regionfl/coordinator/fsm"
+	"regionfl/identity"
+	"regionfl/jobspec"
+	"regionfl/models"
+	"regionfl/node"
+	"regionfl/node/policy"
+	"regionfl/privacy"
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// A site refuses a job outside its policy, with the reason visible to the
+// researcher, and the others carry on since K still holds. A site whose
+// privacy budget covers two rounds contributes to two and then declines;
+// the replicated ledger shows what it spent.
+func TestSitePolicyAndPrivacyBudget(t *testing.T) {
+	r := newRegion(t, regionOpts{replicas: 1, hospitals: 4, threshold: 2})
+	dir := t.TempDir()
+	acc := privacy.Accountant{NoiseMultiplier: 1, Delta: 1e-5}
+	budget := (acc.Epsilon(2) + acc.Epsilon(3)) / 2
+	write := func(name, text string) *policy.File {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := policy.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	r.policies = map[int]*policy.File{
+		2: write("h3.yaml", "epsilon_budget: "+strconv.FormatFloat(budget, 'g', -1, 64)+"\n"),
+		3: write("h4.yaml", "purposes: [sepsis screening]\n"),
+	}
+	r.startNodes(0, 1, 2, 3)
+	r.waitCeremony()
+
+	spec := r.spec(4, 2, 2*time.Second)
+	spec.DpNoiseMultiplier, spec.DpDelta = 1, 1e-5
+	id := r.submit(spec, "policy-and-budget")
+	j := r.waitDone(id, 90*time.Second)
+
+	if reason := j.Refused["hospital-4"]; !strings.Contains(reason, "purpose") {
+		t.Errorf("hospital-4 refused with %q, want a purpose reason", reason)
+	}
+	if slices.Contains(j.Accepted, "hospital-4") {
+		t.Error("hospital-4 accepted a job outside its policy")
+	}
+	rounds := 0
+	for _, rd := range j.Rounds {
+		if rd.Number != jobspec.StatsRound && rd.State == fsm.RoundCommitted && slices.Contains(rd.Contributors, "hospital-3") {
+			rounds++
+		}
+	}
+	if rounds != 2 {
+		for _, rd := range j.Rounds {
+			t.Logf("round %d %s %v %s", rd.Number, rd.State, rd.Contributors, rd.Reason)
+		}
+		t.Errorf("hospital-3 contributed to %d rounds, its budget covers 2", rounds)
+	}
+	eps := j.EpsilonSpent()
+	if got := eps["hospital-3"]; math.Abs(got-acc.Epsilon(2)) > 1e-9 || got > budget {
+		t.Errorf("ledger: hospital-3 spent ε %.4f, want %.4f within %.4f", got, acc.Epsilon(2), budget)
+	}
+	if eps["hospital-1"] <= eps["hospital-3"] {
+		t.Errorf("ledger: hospital-1 spent %.3f, no more than the capped hospital-3 %.3f", eps["hospital-1"], eps["hospital-3"])
+	}
+	// The researcher sees the refusal and the ledger.
+	var info *pb.JobInfo
+	err := r.researcher.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
+		resp, err := conn.Researcher.GetJob(ctx, &pb.GetJobRequest{JobId: id}, grpc.Trailer(conn.Trailer))
+		info = resp.GetJob()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(info.Refused["hospital-4"], "site policy") || info.EpsilonSpent["hospital-3"] != eps["hospital-3"] {
+		t.Errorf("job status: refused %v, ε %v", info.Refused, info.EpsilonSpent)
+	}
+}
+
+
+// Every replica holds the same audit log after a leader failover, and an
+// export from the new leader verifies offline against the region CA.
+func TestAuditChainSameOnEveryReplica(t *testing.T) {
+	r := newRegion(t, regionOpts{replicas: 3, hospitals: 3, threshold: 2})
+	r.startNodes(0, 1, 2)
+	r.waitCeremony()
+	id := r.submit(r.spec(4, 2, 5*time.Second), "audit-failover")
+	r.waitJob(id, "round 1 commits", 30*time.Second, func(j *fsm.Job) bool { return j.TrainedRounds() >= 1 })
+	old := r.leaderIndex()
+	r.stopReplica(old)
+	j := r.waitDone(id, 60*time.Second)
+	r.restartReplica(old)
+
+	var roots []audit.Hash
+	r.waitFor("every replica holds the same audit log", 20*time.Second, func() bool {
+		roots = roots[:0]
+		var sizes []uint64
+		for _, rep := range r.replicas {
+			rep.Store().FSM().Read(func(s *fsm.State) {
+				roots = append(roots, s.Audit.Root())
+				sizes = append(sizes, s.Audit.Len())
+			})
+		}
+		return len(roots) == 3 && roots[0] == roots[1] && roots[1] == roots[2] && sizes[0] > 0
+	})
+
+	// The log tells the job's story: submitted, accepted by each site,
+	// every contribution with its digest, every model version.
+	counts := map[audit.Action]int{}
+	r.leader().Store().FSM().Read(func(s *fsm.State) {
+		for i := range s.Audit.Len() {
+			rec, err := s.Audit.Record(i)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.JobID == id {
+				counts[rec.Action]++
+				if rec.Purpose != j.Spec.Purpose || rec.LegalBasis != j.Spec.LegalBasis {
+					t.Fatalf("record %d lacks the job's purpose and legal basis: %+v", i, rec)
+				}
+			}
+		}
+	})
+	contributions := 0
+	for _, rd := range j.Rounds {
+		contributions += len(rd.Contributions)
+	}
+	if counts[audit.ActionJobSubmitted] != 1 || counts[audit.ActionJobAccepted] != 3 ||
+		counts[audit.ActionModelCommitted] != 4 || counts[audit.ActionContributionAccepted] != contributions {
+		t.Errorf("audit counts %v; %d contributions", counts, contributions)
+	}
+
+	auditor := r.client("compliance", identity.RoleAuditor)
+	var export bytes.Buffer
+	err := auditor.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
+		export.Reset()
+		stream, err := conn.Auditor.ExportAudit(ctx, &pb.ExportAuditRequest{JobId: id})
+		if err != nil {
+			return err
+		}
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				if err.Error() == "EOF" {
+					return nil
+				}
+				*conn.Trailer = stream.Trailer()
+				return err
+			}
+			export.Write(m.Chunk)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.Verify(bytes.NewReader(export.Bytes()), r.ca.Pool())
+	if err != nil {
+		t.Fatalf("export of job %s does not verify: %v", id, err)
+	}
+	if rep.Records == 0 {
+		t.Fatalf("empty export: %+v", rep)
+	}
+}
+
+// recorder keeps the bytes of every message a replica receives.
+type recorder struct {
+	mu   sync.Mutex
+	msgs [][]byte
+}
+
+func (rc *recorder) keep(m any) {
+	if pm, ok := m.(proto.Message); ok {
+		b, _ := proto.Marshal(pm)
+		rc.mu.Lock()
+		rc.msgs = append(rc.msgs, b)
+		rc.mu.Unlock()
+	}
+}
+
+func (rc *recorder) options() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			rc.keep(req)
+			return h(ctx, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			return h(srv, recordingStream{ss, rc})
+		}),
+	}
+}
+
+type recordingStream struct {
+	grpc.ServerStream
+	rc *recorder
+}
+
+func (s recordingStream) RecvMsg(m any) error {
+	err := s.ServerStream.RecvMsg(m)
+	if err == nil {
+		s.rc.keep(m)
+	}
+	return err
+}
+
+// Over a whole job, nothing the coordinator receives or stores holds a
+// hospital's plaintext update or a secret key share. The test recomputes
+// each site's update exactly as its node did (training is deterministic)
+// and looks for its values, as float64 or float32 in either byte order,
+// in every message the replicas received and every file they wrote; and
+// for the secret key shares in the nodes' state files.
+func TestCoordinatorNeverSeesPlaintext(t *testing.T) {
+	rc := &recorder{}
+	r := newRegion(t, regionOpts{replicas: 3, hospitals: 3, threshold: 2, serverOptions: rc.options()})
+	r.startNodes(0, 1, 2)
+	r.waitCeremony()
+	spec := r.spec(3, 3, 10*time.Second)
+	id := r.submit(spec, "plaintext")
+	j := r.waitDone(id, 60*time.Second)
+	r.stopAll()
+
+	var haystack [][]byte
+	rc.mu.Lock()
+	haystack = append(haystack, rc.msgs...)
+	rc.mu.Unlock()
+	for _, cfg := range r.cfgs {
+		filepath.Walk(cfg.DataDir, func(path string, fi os.FileInfo, err error) error {
+			if err == nil && fi.Mode().IsRegular() {
+				if b, err := os.ReadFile(path); err == nil {
+					haystack = append(haystack, b)
+				}
+			}
+			return nil
+		})
+	}
+	if len(haystack) < 10 {
+		t.Fatalf("only %d messages and files recorded", len(haystack))
+	}
+	find := func(needle []byte) bool {
+		for _, h := range haystack {
+			if bytes.Contains(h, needle) {
+				return true
+			}
+		}
+		return false
+	}
+
+	// Secret key shares: the party state each node keeps (0600, never sent).
+	for _, name := range r.names {
+		b, err := os.ReadFile(filepath.Join(r.dir, name, "node-state.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st struct {
+			Party []byte `json:"party"`
+		}
+		if err := json.Unmarshal(b, &st); err != nil || len(st.Party) < 1024 {
+			t.Fatalf("%s: no party state (%v)", name, err)
+		}
+		// The second half is the threshold secret share (the first holds
+		// the region's public seed).
+		party := st.Party[len(st.Party)/2:]
+		for off := 0; off+32 <= len(party); off += len(party) / 16 {
+			if find(party[off : off+32]) {
+				t.Fatalf("32 bytes of %s's secret key share reached the coordinator", name)
+			}
+		}
+	}
+
+	// Plaintext updates, recomputed round by round from the committed models.
+	model := jobspec.FromProto(spec.Model)
+	checked := 0
+	for _, rd := range j.Rounds {
+		if rd.State != fsm.RoundCommitted || rd.Number == jobspec.StatsRound {
+			continue
+		}
+		global := j.Models[rd.ModelVersion].Params
+		for _, h := range rd.Contributors {
+			site := r.sites[slices.Index(r.names, h)]
+			data := node.Scale(j.Spec, site.Train, site.Train)
+			local, err := models.Train(model, global, data.X, data.Y, jobspec.TrainConfig(j.Spec, h, rd.Number))
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := float64(data.Len()) / float64(j.Spec.SampleScale)
+			update := make([]float64, len(local))
+			for i := range local {
+				update[i] = (local[i] - global[i]) * w
+			}
+			for i := range update {
+				if update[i] == 0 {
+					continue
+				}
+				for _, enc := range encodings(update[i:min(i+2, len(update))]) {
+					if find(enc) {
+						t.Fatalf("%s's plaintext update (value %d of round %d) reached the coordinator", h, i, rd.Number)
+					}
+				}
+				checked++
+			}
+		}
+	}
+	if checked < 3*3*model.NumParams()/2 {
+		t.Fatalf("only %d update values checked", checked)
+	}
+}
+
+// encodings of consecutive update values as a node might leak them: each
+// value alone as float64 (8 bytes), and a pair as float32, big and little
+// endian. Shorter patterns would match ciphertext bytes by chance.
+func encodings(v []float64) [][]byte {
+	var out [][]byte
+	for _, order := range []binary.AppendByteOrder{binary.BigEndian, binary.LittleEndian} {
+		out = append(out, order.AppendUint64(nil, math.Float64bits(v[0])))
+		if len(v) > 1 {
+			pair := order.AppendUint32(nil, math.Float32bits(float32(v[0])))
+			out = append(out, order.AppendUint32(pair, math.Float32bits(float32(v[1]))))
+		}
+	}
+	return out
+}
