@@ -102,7 +102,6 @@ func TestSitePolicyAndPrivacyBudget(t *testing.T) {
 	}
 }
 
-
 // Every replica holds the same audit log after a leader failover, and an
 // export from the new leader verifies offline against the region CA.
 func TestAuditChainSameOnEveryReplica(t *testing.T) {
