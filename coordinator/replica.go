@@ -18,13 +18,13 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"regionfl/client"
-	"regionfl/coordinator/metrics"
 	"regionfl/coordinator/round"
 	"regionfl/coordinator/server"
 	"regionfl/coordinator/store"
 	"regionfl/coordinator/web"
 	"regionfl/he"
 	"regionfl/identity"
+	"regionfl/metrics"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -133,6 +133,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	}
 	engine := round.New(st, params, log, nil)
 	srv := server.New(st, engine, log)
+	srv.SetMetrics(m)
 	if err := srv.SetSigner(cfg.Cert); err != nil {
 		st.Close()
 		lis.Close()

@@ -27,6 +27,7 @@ import (
 	"regionfl/he"
 	"regionfl/identity"
 	"regionfl/jobspec"
+	"regionfl/metrics"
 	"regionfl/models"
 	"regionfl/node/dataset"
 	"regionfl/node/policy"
@@ -49,6 +50,8 @@ type Config struct {
 	// Policy is the site's own rules (nil: accept every job that fits the
 	// data); reloaded from its file when it changes.
 	Policy *policy.File
+	// Metrics counts what the node does (nil: not counted).
+	Metrics *metrics.Node
 }
 
 // ErrBudgetExhausted: the site's privacy budget does not cover another
@@ -120,6 +123,7 @@ func (n *Node) Run(ctx context.Context) error {
 				break
 			}
 			n.log.Warn("work failed, retrying", "err", err)
+			n.cfg.Metrics.CoordinatorError()
 			version = 0 // poll again at once after the pause
 			sleep(ctx, backoff)
 			backoff = min(backoff*2, 5*time.Second)
@@ -450,6 +454,7 @@ func (n *Node) spendRound(t *pb.TrainTask) error {
 func (n *Node) decide(ctx context.Context, o *pb.JobOffer) error {
 	reason := n.check(o.JobId, o.Spec)
 	accept := reason == ""
+	n.cfg.Metrics.JobDecided(accept)
 	n.log.Info("job decision", "job_id", o.JobId, "accept", accept, "reason", reason, "purpose", o.Spec.Purpose)
 	return n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
 		_, err := conn.Hospital.DecideJob(ctx, &pb.DecideJobRequest{JobId: o.JobId, Accept: accept, Reason: reason}, grpc.Trailer(conn.Trailer))
@@ -535,6 +540,7 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 		return err
 	}
 	n.log.Info("update trained", "job_id", t.JobId, "round", t.Round, "rows", rows, "train_ms", trainDur.Milliseconds())
+	n.cfg.Metrics.RoundTrained(trainDur)
 	return n.submit(ctx, t, ct)
 }
 
@@ -591,6 +597,7 @@ func (n *Node) send(ctx context.Context, k *keptUpdate, raw []byte, again bool) 
 	if err != nil {
 		return err
 	}
+	n.cfg.Metrics.UpdateSent(int(k.Size))
 	n.log.Info("update sent", "job_id", k.JobID, "round", k.Round, "size", k.Size,
 		"digest", fmt.Sprintf("%x", k.Digest[:8]), "again", again)
 	return nil
@@ -832,6 +839,7 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 }
 
 func (n *Node) submitShare(ctx context.Context, t *pb.DecryptTask, b []byte) error {
+	n.cfg.Metrics.ShareGiven()
 	n.log.Info("decryption share sent", "job_id", t.JobId, "round", t.Round, "size", len(b))
 	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
 		_, err := conn.Hospital.SubmitDecryptionShare(ctx, &pb.SubmitDecryptionShareRequest{

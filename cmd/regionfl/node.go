@@ -2,9 +2,11 @@ package main
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/spf13/cobra"
 
+	"regionfl/metrics"
 	"regionfl/node"
 	"regionfl/node/dataset"
 	"regionfl/node/policy"
@@ -23,6 +25,7 @@ func newNodeCmd() *cobra.Command {
 		logLevel    string
 		datasetName string
 		policyPath  string
+		metricsAddr string
 	)
 	run := &cobra.Command{
 		Use:   "run",
@@ -56,6 +59,14 @@ func newNodeCmd() *cobra.Command {
 					return err
 				}
 			}
+			if metricsAddr != "" {
+				cfg.Metrics = metrics.NewNode()
+				ep, err := metrics.Listen(metricsAddr, cfg.Metrics.Handler())
+				if err != nil {
+					return fmt.Errorf("--metrics-addr: %w", err)
+				}
+				defer ep.Close()
+			}
 			n, err := node.New(cfg)
 			if err != nil {
 				return err
@@ -79,6 +90,7 @@ func newNodeCmd() *cobra.Command {
 	f.Float64Var(&testFrac, "test-fraction", 0.3, "share of rows kept for local evaluation")
 	f.Int64Var(&seed, "seed", 1, "seed of the train/test split")
 	f.StringVar(&policyPath, "policy", "", "the site's policy file (YAML, reloaded when it changes): accepted models, purposes, K, rounds, DP floor, ε budget")
+	f.StringVar(&metricsAddr, "metrics-addr", "", "host:port for Prometheus /metrics (plain HTTP, no auth: keep it on loopback, e.g. 127.0.0.1:9465); empty: off")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	tf.register(f)
 	cmd.AddCommand(run, newIdentityInitCmd("hospital"), newIdentityRenewCmd("hospital"))

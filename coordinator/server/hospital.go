@@ -3,11 +3,13 @@ package server
 import (
 	"context"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"regionfl/client"
 	"regionfl/coordinator/fsm"
 	"regionfl/he"
 	"regionfl/jobspec"
@@ -281,8 +283,13 @@ func (s hospitalService) DecideJob(ctx context.Context, req *pb.DecideJobRequest
 	return &pb.DecideJobResponse{}, nil
 }
 
-func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServer) error {
+func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServer) (err error) {
 	ctx := stream.Context()
+	defer func() {
+		if err != nil {
+			s.metrics.RefusedUpdate(refusalReason(err))
+		}
+	}()
 	if err := s.leader(ctx); err != nil {
 		return err
 	}
@@ -323,7 +330,31 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 	if err := s.engine.Accept(h, hdr, raw); err != nil {
 		return toStatus(ctx, err)
 	}
+	s.metrics.ReceivedBytes(len(raw))
 	return stream.SendAndClose(&pb.SubmitUpdateResponse{Digest: hdr.Digest})
+}
+
+// refusalReason maps a refused update's status to a metrics label.
+func refusalReason(err error) string {
+	st, _ := status.FromError(err)
+	msg := st.Message()
+	switch {
+	case strings.Contains(msg, client.NotLeaderPrefix):
+		return "not_leader"
+	case st.Code() == codes.AlreadyExists:
+		return "duplicate"
+	case st.Code() == codes.PermissionDenied:
+		return "not_accepted"
+	case strings.HasPrefix(msg, "size") || strings.Contains(msg, "bytes"):
+		return "bad_length"
+	case strings.Contains(msg, "digest"):
+		return "digest_mismatch"
+	case st.Code() == codes.FailedPrecondition:
+		return "wrong_round"
+	case st.Code() == codes.InvalidArgument:
+		return "bad_encoding"
+	}
+	return "other"
 }
 
 // decryptingRound returns the caller's view of a round waiting for shares.

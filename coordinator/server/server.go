@@ -34,6 +34,7 @@ import (
 	"regionfl/coordinator/store"
 	"regionfl/identity"
 	"regionfl/jobspec"
+	"regionfl/metrics"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -55,7 +56,11 @@ type Server struct {
 	signer  crypto.Signer
 	certDER []byte
 	refused refusals
+	metrics *metrics.Metrics // nil-safe
 }
+
+// SetMetrics makes the server count refused updates and bytes received.
+func (s *Server) SetMetrics(m *metrics.Metrics) { s.metrics = m }
 
 var (
 	_ pb.HospitalServiceServer   = (*Server)(nil)
