@@ -59,6 +59,7 @@ func TestSitePolicyAndPrivacyBudget(t *testing.T) {
 
 	spec := r.spec(4, 2, 2*time.Second)
 	spec.DpNoiseMultiplier, spec.DpDelta = 1, 1e-5
+	spec.ShareSiteMetrics = true
 	id := r.submit(spec, "policy-and-budget")
 	j := r.waitDone(id, 90*time.Second)
 
@@ -99,6 +100,24 @@ func TestSitePolicyAndPrivacyBudget(t *testing.T) {
 	}
 	if !strings.Contains(info.Refused["hospital-4"], "site policy") || info.EpsilonSpent["hospital-3"] != eps["hospital-3"] {
 		t.Errorf("job status: refused %v, ε %v", info.Refused, info.EpsilonSpent)
+	}
+	// The job shares site figures: each contributor's own, and the region's
+	// from the encrypted sums, whose row count is the contributors' tests.
+	for _, ri := range info.Rounds {
+		if ri.State != fsm.RoundCommitted {
+			continue
+		}
+		var tests uint64
+		for _, h := range ri.Contributors {
+			m := ri.SiteMetrics[h]
+			if m == nil || m.ModelVersion != ri.RegionMetrics.GetModelVersion() {
+				t.Fatalf("round %d: no figures of %s's own test (%v)", ri.Round, h, ri.SiteMetrics)
+			}
+			tests += m.N
+		}
+		if rm := ri.RegionMetrics; rm == nil || rm.N != tests {
+			t.Fatalf("round %d: region figures %v, want %d test rows", ri.Round, rm, tests)
+		}
 	}
 }
 
@@ -183,6 +202,14 @@ func TestAuditChainSameOnEveryReplica(t *testing.T) {
 	}
 	if rep.Records == 0 {
 		t.Fatalf("empty export: %+v", rep)
+	}
+	// This job does not share site figures: none were kept.
+	for _, rd := range j.Rounds {
+		for _, c := range rd.Contributions {
+			if c.SiteMetrics != nil {
+				t.Fatalf("round %d kept %s's own figures", rd.Number, c.Hospital)
+			}
+		}
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	pb "regionfl/proto/regionfl/v1"
 )
 
 // keptDir holds, per job, the encrypted update the node made for the job's
@@ -33,6 +35,8 @@ type keptUpdate struct {
 	ModelHash    string `json:"model_hash"`
 	Digest       []byte `json:"digest"`
 	Size         uint64 `json:"size"`
+	// SiteMetrics go with the update when the job shares site figures.
+	SiteMetrics *pb.ClinicalMetrics `json:"site_metrics,omitempty"`
 }
 
 // keptPath names a job's file by a hash of the job ID, which comes from the

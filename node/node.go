@@ -531,7 +531,7 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 			return err
 		}
 	}
-	sums, err := n.metricSums(t.Spec, spec, model.Params)
+	sums, site, err := n.metricSums(t.Spec, spec, model.Params, t.ModelVersion)
 	if err != nil {
 		return err
 	}
@@ -541,17 +541,18 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 	}
 	n.log.Info("update trained", "job_id", t.JobId, "round", t.Round, "rows", rows, "train_ms", trainDur.Milliseconds())
 	n.cfg.Metrics.RoundTrained(trainDur)
-	return n.submit(ctx, t, ct)
+	return n.submit(ctx, t, ct, site)
 }
 
 // submit keeps a round's encrypted update on disk, then sends it.
-func (n *Node) submit(ctx context.Context, t *pb.TrainTask, ct *he.Update) error {
+func (n *Node) submit(ctx context.Context, t *pb.TrainTask, ct *he.Update, site *pb.ClinicalMetrics) error {
 	raw, err := ct.MarshalBinary()
 	if err != nil {
 		return err
 	}
 	d := ct.Digest()
-	k := &keptUpdate{JobID: t.JobId, Round: t.Round, ModelVersion: t.ModelVersion, ModelHash: t.ModelHash, Digest: d[:], Size: uint64(len(raw))}
+	k := &keptUpdate{JobID: t.JobId, Round: t.Round, ModelVersion: t.ModelVersion, ModelHash: t.ModelHash, Digest: d[:], Size: uint64(len(raw)),
+		SiteMetrics: site}
 	n.mu.Lock()
 	err = saveKept(n.cfg.DataDir, k, raw)
 	if err == nil {
@@ -588,7 +589,7 @@ func (n *Node) send(ctx context.Context, k *keptUpdate, raw []byte, again bool) 
 	err := n.call(ctx, 2*time.Minute, func(ctx context.Context, conn client.Conn) error {
 		return sendUpdate(ctx, conn, &pb.UpdateHeader{
 			JobId: k.JobID, Round: k.Round, ModelVersion: k.ModelVersion, ModelHash: k.ModelHash,
-			Size: k.Size, Digest: k.Digest,
+			Size: k.Size, Digest: k.Digest, SiteMetrics: k.SiteMetrics,
 		}, raw)
 	})
 	if status.Code(err) == codes.AlreadyExists {
@@ -674,7 +675,8 @@ func closeErr(stream pb.HospitalService_SubmitUpdateClient, conn client.Conn, er
 // metricSums evaluates the model this round trains from on the site's
 // test rows: the site's share of the region's clinical figures, scaled for
 // encryption (jobspec.MetricScale). Only their sum over sites is decrypted.
-func (n *Node) metricSums(job *pb.JobSpec, spec models.Spec, params []float64) ([]float64, error) {
+// The site's own figures are returned too when the job shares them.
+func (n *Node) metricSums(job *pb.JobSpec, spec models.Spec, params []float64, version uint32) ([]float64, *pb.ClinicalMetrics, error) {
 	test := Scale(job, n.cfg.Data.Train, n.cfg.Data.Test)
 	if max := jobspec.MaxMetricRows(job); test.Len() > max {
 		test.X, test.Y = test.X[:max], test.Y[:max]
@@ -685,17 +687,22 @@ func (n *Node) metricSums(job *pb.JobSpec, spec models.Spec, params []float64) (
 	} else {
 		p, err := models.Predict(spec, params, test.X)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if sums, err = models.MetricSums(p, test.Y, job.AlertThreshold); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+	}
+	var site *pb.ClinicalMetrics
+	if m, err := models.MetricsFromSums(sums); err == nil && job.ShareSiteMetrics {
+		site = &pb.ClinicalMetrics{N: uint64(m.N), Accuracy: m.Accuracy, Auroc: m.AUROC, Sensitivity: m.Sensitivity,
+			Specificity: m.Specificity, AlarmsPer_100: m.AlarmsPer100, Brier: m.Brier, Loss: m.Loss, ModelVersion: version}
 	}
 	scale := jobspec.MetricScale(job)
 	for i := range sums {
 		sums[i] /= scale
 	}
-	return sums, nil
+	return sums, site, nil
 }
 
 // encrypt encrypts a round's vector under the region's collective key,
@@ -734,7 +741,7 @@ func (n *Node) sendStats(ctx context.Context, t *pb.TrainTask) error {
 		return err
 	}
 	n.log.Info("statistics encrypted", "job_id", t.JobId, "rows", train.Len(), "features", len(train.Features))
-	return n.submit(ctx, t, ct)
+	return n.submit(ctx, t, ct, nil)
 }
 
 func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {

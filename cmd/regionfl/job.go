@@ -286,6 +286,14 @@ func jobJSON(j *pb.JobInfo) map[string]any {
 			"round": r.Round, "state": r.State, "contributors": nonNil(r.Contributors), "reason": r.Reason,
 			"total_samples": r.TotalSamples, "update_norm": r.UpdateNorm,
 		}
+		if len(r.SiteMetrics) > 0 {
+			site := map[string]any{}
+			for h, m := range r.SiteMetrics {
+				site[h] = map[string]any{"model_version": m.ModelVersion, "n": m.N, "accuracy": m.Accuracy, "auroc": m.Auroc,
+					"sensitivity": m.Sensitivity, "specificity": m.Specificity, "alarms_per_100": m.AlarmsPer_100, "brier": m.Brier}
+			}
+			rounds[i]["site_metrics"] = site
+		}
 		if m := r.RegionMetrics; m != nil {
 			rounds[i]["region_metrics"] = map[string]any{
 				"model_version": m.ModelVersion, "n": m.N, "accuracy": m.Accuracy, "auroc": m.Auroc,
@@ -350,6 +358,11 @@ func printJob(w io.Writer, j *pb.JobInfo) {
 				m.ModelVersion, m.Accuracy, m.Auroc, m.Sensitivity, m.Specificity, m.AlarmsPer_100)
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", r.Round, r.State, strings.Join(r.Contributors, ","), r.TotalSamples, figures, r.Reason)
+		for _, h := range slices.Sorted(maps.Keys(r.SiteMetrics)) {
+			m := r.SiteMetrics[h]
+			fmt.Fprintf(tw, "\t  %s (own test, shared by the job)\t\t\tv%d acc %.3f AUROC %.3f sens %.2f spec %.2f alarms/100 %.1f\t\n",
+				h, m.ModelVersion, m.Accuracy, m.Auroc, m.Sensitivity, m.Specificity, m.AlarmsPer_100)
+		}
 	}
 	tw.Flush()
 }

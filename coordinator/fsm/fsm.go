@@ -513,7 +513,10 @@ func (s *State) contribution(c *pb.ContributionCommand) error {
 	if r.HasDigest(c.Digest) {
 		return rejectf("an update with this digest was already counted in round %d", r.Number)
 	}
-	r.Contributions = append(r.Contributions, Contribution{Hospital: c.Hospital, Digest: c.Digest, Size: c.Size})
+	if c.SiteMetrics != nil && !j.Spec.GetShareSiteMetrics() {
+		return rejectf("job %s does not share site metrics", j.ID)
+	}
+	r.Contributions = append(r.Contributions, Contribution{Hospital: c.Hospital, Digest: c.Digest, Size: c.Size, SiteMetrics: c.SiteMetrics})
 	return nil
 }
 

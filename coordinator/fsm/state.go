@@ -221,6 +221,9 @@ type Contribution struct {
 	Hospital string `json:"hospital"`
 	Digest   []byte `json:"digest"`
 	Size     uint64 `json:"size"`
+	// SiteMetrics are the site's own test figures, kept only for jobs that
+	// allow sharing them.
+	SiteMetrics *pb.ClinicalMetrics `json:"site_metrics,omitempty"`
 }
 
 // Round is one round of a job.

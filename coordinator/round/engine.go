@@ -482,6 +482,8 @@ func (e *Engine) check(hospital string, h *pb.UpdateHeader) (*fsm.Job, *fsm.Roun
 		return nil, nil, fmt.Errorf("%w: %s, job %s", ErrNotAccepted, hospital, j.ID)
 	case h.ModelVersion != r.ModelVersion:
 		return nil, nil, fmt.Errorf("%w: trained on version %d, round %d uses version %d", ErrStaleModel, h.ModelVersion, r.Number, r.ModelVersion)
+	case h.SiteMetrics != nil && !j.Spec.GetShareSiteMetrics():
+		return nil, nil, fmt.Errorf("%w: site_metrics: job %s does not share site figures", ErrBadUpdate, j.ID)
 	}
 	if c := r.ContributionOf(hospital); c != nil {
 		if string(c.Digest) != string(h.Digest) {
@@ -569,6 +571,7 @@ func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw []byte) error {
 	if !resend {
 		err = e.store.Propose(fsm.CmdContribution, &pb.ContributionCommand{
 			JobId: j.ID, Round: r.Number, Hospital: hospital, Digest: digest[:], Size: uint64(len(raw)),
+			SiteMetrics: h.SiteMetrics,
 		})
 		if err != nil {
 			return err // leadership lost, or refused: the round closed meanwhile

@@ -189,6 +189,12 @@ func jobInfo(j *fsm.Job) *pb.JobInfo {
 			RegionMetrics: r.RegionMetrics}
 		for _, c := range r.Contributions {
 			ri.Contributors = append(ri.Contributors, c.Hospital)
+			if c.SiteMetrics != nil && j.Spec.GetShareSiteMetrics() {
+				if ri.SiteMetrics == nil {
+					ri.SiteMetrics = map[string]*pb.ClinicalMetrics{}
+				}
+				ri.SiteMetrics[c.Hospital] = c.SiteMetrics
+			}
 		}
 		slices.Sort(ri.Contributors)
 		for _, m := range j.Models {

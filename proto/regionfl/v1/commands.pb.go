@@ -629,6 +629,7 @@ type ContributionCommand struct {
 	Hospital      string                 `protobuf:"bytes,3,opt,name=hospital,proto3" json:"hospital,omitempty"`
 	Digest        []byte                 `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`
 	Size          uint64                 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	SiteMetrics   *ClinicalMetrics       `protobuf:"bytes,6,opt,name=site_metrics,json=siteMetrics,proto3" json:"site_metrics,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -696,6 +697,13 @@ func (x *ContributionCommand) GetSize() uint64 {
 		return x.Size
 	}
 	return 0
+}
+
+func (x *ContributionCommand) GetSiteMetrics() *ClinicalMetrics {
+	if x != nil {
+		return x.SiteMetrics
+	}
+	return nil
 }
 
 type CloseRoundCommand struct {
@@ -1511,13 +1519,14 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x17\n" +
 	"\aunix_ms\x18\x03 \x01(\x03R\x06unixMs\x12(\n" +
-	"\x10deadline_unix_ms\x18\x04 \x01(\x03R\x0edeadlineUnixMs\"\x8a\x01\n" +
+	"\x10deadline_unix_ms\x18\x04 \x01(\x03R\x0edeadlineUnixMs\"\xcb\x01\n" +
 	"\x13ContributionCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x1a\n" +
 	"\bhospital\x18\x03 \x01(\tR\bhospital\x12\x16\n" +
 	"\x06digest\x18\x04 \x01(\fR\x06digest\x12\x12\n" +
-	"\x04size\x18\x05 \x01(\x04R\x04size\"\xde\x01\n" +
+	"\x04size\x18\x05 \x01(\x04R\x04size\x12?\n" +
+	"\fsite_metrics\x18\x06 \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\vsiteMetrics\"\xde\x01\n" +
 	"\x11CloseRoundCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x17\n" +
@@ -1621,12 +1630,13 @@ var file_regionfl_v1_commands_proto_goTypes = []any{
 }
 var file_regionfl_v1_commands_proto_depIdxs = []int32{
 	21, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
-	22, // 1: regionfl.v1.CommitModelCommand.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	2,  // [2:2] is the sub-list for method output_type
-	2,  // [2:2] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	22, // 1: regionfl.v1.ContributionCommand.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	22, // 2: regionfl.v1.CommitModelCommand.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	3,  // [3:3] is the sub-list for method output_type
+	3,  // [3:3] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_regionfl_v1_commands_proto_init() }

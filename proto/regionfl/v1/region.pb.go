@@ -1661,7 +1661,10 @@ type UpdateHeader struct {
 	Digest       []byte                 `protobuf:"bytes,5,opt,name=digest,proto3" json:"digest,omitempty"`
 	// Hash of the model architecture the update was trained for; it must be
 	// the job's, checked before any byte of the update is buffered.
-	ModelHash     string `protobuf:"bytes,6,opt,name=model_hash,json=modelHash,proto3" json:"model_hash,omitempty"`
+	ModelHash string `protobuf:"bytes,6,opt,name=model_hash,json=modelHash,proto3" json:"model_hash,omitempty"`
+	// The site's own test figures of the model it trained from, sent only
+	// when the job's share_site_metrics allows it (refused otherwise).
+	SiteMetrics   *ClinicalMetrics `protobuf:"bytes,7,opt,name=site_metrics,json=siteMetrics,proto3" json:"site_metrics,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1736,6 +1739,13 @@ func (x *UpdateHeader) GetModelHash() string {
 		return x.ModelHash
 	}
 	return ""
+}
+
+func (x *UpdateHeader) GetSiteMetrics() *ClinicalMetrics {
+	if x != nil {
+		return x.SiteMetrics
+	}
+	return nil
 }
 
 type SubmitUpdateRequest struct {
@@ -2880,6 +2890,8 @@ type RoundInfo struct {
 	// The region's clinical figures of the model this round trained from,
 	// decrypted from the sites' encrypted metric sums (no site's own).
 	RegionMetrics *ClinicalMetrics `protobuf:"bytes,9,opt,name=region_metrics,json=regionMetrics,proto3" json:"region_metrics,omitempty"`
+	// Per-site figures, only for jobs whose share_site_metrics allows them.
+	SiteMetrics   map[string]*ClinicalMetrics `protobuf:"bytes,10,rep,name=site_metrics,json=siteMetrics,proto3" json:"site_metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2973,6 +2985,13 @@ func (x *RoundInfo) GetUpdateNorm() float64 {
 func (x *RoundInfo) GetRegionMetrics() *ClinicalMetrics {
 	if x != nil {
 		return x.RegionMetrics
+	}
+	return nil
+}
+
+func (x *RoundInfo) GetSiteMetrics() map[string]*ClinicalMetrics {
+	if x != nil {
+		return x.SiteMetrics
 	}
 	return nil
 }
@@ -4036,7 +4055,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
 	"\x06accept\x18\x02 \x01(\bR\x06accept\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x13\n" +
-	"\x11DecideJobResponse\"\xab\x01\n" +
+	"\x11DecideJobResponse\"\xec\x01\n" +
 	"\fUpdateHeader\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12#\n" +
@@ -4044,7 +4063,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12\x16\n" +
 	"\x06digest\x18\x05 \x01(\fR\x06digest\x12\x1d\n" +
 	"\n" +
-	"model_hash\x18\x06 \x01(\tR\tmodelHash\"i\n" +
+	"model_hash\x18\x06 \x01(\tR\tmodelHash\x12?\n" +
+	"\fsite_metrics\x18\a \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\vsiteMetrics\"i\n" +
 	"\x13SubmitUpdateRequest\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.regionfl.v1.UpdateHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
@@ -4129,7 +4149,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x11SubmitJobResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"&\n" +
 	"\rGetJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xca\x02\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xf4\x03\n" +
 	"\tRoundInfo\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\rR\x05round\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\"\n" +
@@ -4140,7 +4160,12 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x0eclosed_unix_ms\x18\a \x01(\x03R\fclosedUnixMs\x12\x1f\n" +
 	"\vupdate_norm\x18\b \x01(\x01R\n" +
 	"updateNorm\x12C\n" +
-	"\x0eregion_metrics\x18\t \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\rregionMetrics\"\x8a\x02\n" +
+	"\x0eregion_metrics\x18\t \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\rregionMetrics\x12J\n" +
+	"\fsite_metrics\x18\n" +
+	" \x03(\v2'.regionfl.v1.RoundInfo.SiteMetricsEntryR\vsiteMetrics\x1a\\\n" +
+	"\x10SiteMetricsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
+	"\x05value\x18\x02 \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\x05value:\x028\x01\"\x8a\x02\n" +
 	"\x0fClinicalMetrics\x12\f\n" +
 	"\x01n\x18\x01 \x01(\x04R\x01n\x12\x1a\n" +
 	"\baccuracy\x18\x02 \x01(\x01R\baccuracy\x12\x14\n" +
@@ -4255,7 +4280,7 @@ func file_regionfl_v1_region_proto_rawDescGZIP() []byte {
 }
 
 var file_regionfl_v1_region_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
 var file_regionfl_v1_region_proto_goTypes = []any{
 	(CeremonyStep)(0),                     // 0: regionfl.v1.CeremonyStep
 	(*ExportAuditRequest)(nil),            // 1: regionfl.v1.ExportAuditRequest
@@ -4325,8 +4350,9 @@ var file_regionfl_v1_region_proto_goTypes = []any{
 	(*JoinReplicaResponse)(nil),           // 65: regionfl.v1.JoinReplicaResponse
 	(*RemoveReplicaRequest)(nil),          // 66: regionfl.v1.RemoveReplicaRequest
 	(*RemoveReplicaResponse)(nil),         // 67: regionfl.v1.RemoveReplicaResponse
-	nil,                                   // 68: regionfl.v1.JobInfo.RefusedEntry
-	nil,                                   // 69: regionfl.v1.JobInfo.EpsilonSpentEntry
+	nil,                                   // 68: regionfl.v1.RoundInfo.SiteMetricsEntry
+	nil,                                   // 69: regionfl.v1.JobInfo.RefusedEntry
+	nil,                                   // 70: regionfl.v1.JobInfo.EpsilonSpentEntry
 }
 var file_regionfl_v1_region_proto_depIdxs = []int32{
 	6,  // 0: regionfl.v1.ListRevokedResponse.revoked:type_name -> regionfl.v1.Revocation
@@ -4342,77 +4368,80 @@ var file_regionfl_v1_region_proto_depIdxs = []int32{
 	19, // 10: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
 	0,  // 11: regionfl.v1.Region.step:type_name -> regionfl.v1.CeremonyStep
 	27, // 12: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
-	31, // 13: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
-	42, // 14: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
-	42, // 15: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
-	43, // 16: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
-	43, // 17: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
-	44, // 18: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
-	45, // 19: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
-	50, // 20: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	45, // 21: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
-	68, // 22: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
-	49, // 23: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
-	69, // 24: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
-	51, // 25: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
-	51, // 26: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
-	51, // 27: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
-	61, // 28: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
-	8,  // 29: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
-	15, // 30: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
-	17, // 31: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
-	20, // 32: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
-	22, // 33: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
-	24, // 34: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
-	26, // 35: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
-	29, // 36: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
-	32, // 37: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
-	34, // 38: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
-	36, // 39: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
-	40, // 40: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
-	46, // 41: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
-	48, // 42: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
-	53, // 43: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
-	55, // 44: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
-	57, // 45: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
-	38, // 46: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
-	1,  // 47: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
-	59, // 48: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
-	62, // 49: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
-	64, // 50: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
-	66, // 51: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
-	3,  // 52: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
-	5,  // 53: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
-	9,  // 54: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
-	16, // 55: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
-	18, // 56: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
-	21, // 57: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
-	23, // 58: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
-	25, // 59: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
-	28, // 60: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
-	30, // 61: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
-	33, // 62: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
-	35, // 63: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
-	37, // 64: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
-	41, // 65: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
-	47, // 66: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
-	52, // 67: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
-	54, // 68: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
-	56, // 69: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
-	58, // 70: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
-	39, // 71: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
-	2,  // 72: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
-	60, // 73: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
-	63, // 74: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
-	65, // 75: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
-	67, // 76: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
-	4,  // 77: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
-	7,  // 78: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
-	54, // [54:79] is the sub-list for method output_type
-	29, // [29:54] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	50, // 13: regionfl.v1.UpdateHeader.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	31, // 14: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
+	42, // 15: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
+	42, // 16: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
+	43, // 17: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
+	43, // 18: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
+	44, // 19: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
+	45, // 20: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
+	50, // 21: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	68, // 22: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
+	45, // 23: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
+	69, // 24: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
+	49, // 25: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
+	70, // 26: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
+	51, // 27: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
+	51, // 28: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
+	51, // 29: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
+	61, // 30: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
+	50, // 31: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
+	8,  // 32: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
+	15, // 33: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
+	17, // 34: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
+	20, // 35: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
+	22, // 36: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
+	24, // 37: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
+	26, // 38: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
+	29, // 39: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
+	32, // 40: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
+	34, // 41: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
+	36, // 42: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
+	40, // 43: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
+	46, // 44: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
+	48, // 45: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
+	53, // 46: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
+	55, // 47: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
+	57, // 48: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
+	38, // 49: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
+	1,  // 50: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
+	59, // 51: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
+	62, // 52: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
+	64, // 53: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
+	66, // 54: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
+	3,  // 55: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
+	5,  // 56: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
+	9,  // 57: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
+	16, // 58: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
+	18, // 59: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
+	21, // 60: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
+	23, // 61: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
+	25, // 62: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
+	28, // 63: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
+	30, // 64: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
+	33, // 65: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
+	35, // 66: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
+	37, // 67: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
+	41, // 68: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
+	47, // 69: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
+	52, // 70: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
+	54, // 71: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
+	56, // 72: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
+	58, // 73: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
+	39, // 74: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
+	2,  // 75: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
+	60, // 76: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
+	63, // 77: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
+	65, // 78: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
+	67, // 79: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
+	4,  // 80: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
+	7,  // 81: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
+	57, // [57:82] is the sub-list for method output_type
+	32, // [32:57] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_regionfl_v1_region_proto_init() }
@@ -4430,7 +4459,7 @@ func file_regionfl_v1_region_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_region_proto_rawDesc), len(file_regionfl_v1_region_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   69,
+			NumMessages:   70,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
