@@ -314,24 +314,49 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 	if hdr.Size != uint64(want) {
 		return status.Errorf(codes.InvalidArgument, "size: %d bytes announced, an update of this model is exactly %d", hdr.Size, want)
 	}
-	raw, err := receiveAll(want, func() ([]byte, error) {
-		m, err := stream.Recv()
-		if err != nil {
-			return nil, err
+	// A slow sender must not hold a stream (and its buffer) open for long:
+	// the upload gets a deadline from its size at a modest minimum rate.
+	type received struct {
+		raw []byte
+		err error
+	}
+	done := make(chan received, 1)
+	go func() {
+		raw, err := receiveAll(want, func() ([]byte, error) {
+			m, err := stream.Recv()
+			if err != nil {
+				return nil, err
+			}
+			if m.GetChunk() == nil {
+				return nil, status.Error(codes.InvalidArgument, "only chunks may follow the header")
+			}
+			return m.GetChunk(), nil
+		})
+		done <- received{raw, err}
+	}()
+	var raw []byte
+	select {
+	case got := <-done:
+		if got.err != nil {
+			return toStatus(ctx, got.err)
 		}
-		if m.GetChunk() == nil {
-			return nil, status.Error(codes.InvalidArgument, "only chunks may follow the header")
-		}
-		return m.GetChunk(), nil
-	})
-	if err != nil {
-		return toStatus(ctx, err)
+		raw = got.raw
+	case <-time.After(UploadDeadline(want)):
+		return status.Errorf(codes.DeadlineExceeded, "update of %d bytes not received within %s; the sender is too slow", want, UploadDeadline(want))
 	}
 	if err := s.engine.Accept(h, hdr, raw); err != nil {
 		return toStatus(ctx, err)
 	}
 	s.metrics.ReceivedBytes(len(raw))
 	return stream.SendAndClose(&pb.SubmitUpdateResponse{Digest: hdr.Digest})
+}
+
+// MinUploadRate is the slowest upload the coordinator waits for.
+const MinUploadRate = 64 << 10 // bytes per second
+
+// UploadDeadline is how long an update of size bytes may take to arrive.
+func UploadDeadline(size int) time.Duration {
+	return 30*time.Second + time.Duration(size/MinUploadRate)*time.Second
 }
 
 // refusalReason maps a refused update's status to a metrics label.
