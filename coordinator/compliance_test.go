@@ -85,6 +85,19 @@ func TestSitePolicyAndPrivacyBudget(t *testing.T) {
 	if got := eps["hospital-3"]; math.Abs(got-acc.Epsilon(2)) > 1e-9 || got > budget {
 		t.Errorf("ledger: hospital-3 spent ε %.4f, want %.4f within %.4f", got, acc.Epsilon(2), budget)
 	}
+	// The audit log carries the ledger with each contribution.
+	var last string
+	r.leader().Store().FSM().Read(func(s *fsm.State) {
+		for i := range s.Audit.Len() {
+			rec, _ := s.Audit.Record(i)
+			if rec.JobID == id && rec.Action == audit.ActionContributionAccepted && rec.Hospital == "hospital-3" {
+				last = rec.Details["epsilon"]
+			}
+		}
+	})
+	if got, _ := strconv.ParseFloat(last, 64); math.Abs(got-acc.Epsilon(2)) > 1e-4 {
+		t.Errorf("audit: hospital-3's last contribution records ε %q, want %.4f", last, acc.Epsilon(2))
+	}
 	if eps["hospital-1"] <= eps["hospital-3"] {
 		t.Errorf("ledger: hospital-1 spent %.3f, no more than the capped hospital-3 %.3f", eps["hospital-1"], eps["hospital-3"])
 	}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"regionfl/audit"
 	"regionfl/client"
 	"regionfl/coordinator/fsm"
 	"regionfl/identity"
@@ -170,4 +171,37 @@ func revokedOn(f *fsm.FSM, serial string) bool {
 	var ok bool
 	f.Read(func(s *fsm.State) { ok = s.IsRevoked(serial) })
 	return ok
+}
+
+// Removing a replica is recorded in the audit log before Raft forgets it.
+func TestReplicaRemovalIsAudited(t *testing.T) {
+	c := startCluster(t, 3)
+	op := c.client("ops", identity.RoleOperator, c.leader().GRPCAddr())
+	gone := c.follower().ID()
+	err := op.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Operator.RemoveReplica(ctx, &pb.RemoveReplicaRequest{Id: gone}, grpc.Trailer(conn.Trailer))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	c.leader().Store().FSM().Read(func(s *fsm.State) {
+		for i := range s.Audit.Len() {
+			r, _ := s.Audit.Record(i)
+			if r.Action == audit.ActionReplicaRemoved && r.Details["replica"] == gone && r.Actor == "ops" && r.Role == "operator" {
+				found = true
+			}
+		}
+		if _, ok := s.Replicas[gone]; ok {
+			t.Errorf("%s still listed", gone)
+		}
+	})
+	if !found {
+		t.Fatal("no replica.removed record by operator/ops")
+	}
+	rs, err := c.leader().Store().Replicas()
+	if err != nil || len(rs) != 2 {
+		t.Fatalf("raft configuration after removal: %v %v", rs, err)
+	}
 }

@@ -12,6 +12,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"regionfl/audit"
+	"regionfl/jobspec"
+	"regionfl/privacy"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -80,6 +82,13 @@ func (s *State) auditRecord(m proto.Message, meta Meta) (rec audit.Record, ok bo
 		job(c.JobId)
 		rec.Action, rec.Round = audit.ActionContributionAccepted, c.Round
 		rec.Digest, rec.Size = hex.EncodeToString(c.Digest), c.Size
+		if j, ok := s.Jobs[c.JobId]; ok && j.Spec.GetDpNoiseMultiplier() > 0 && c.Round != jobspec.StatsRound {
+			// The privacy ledger, as of this contribution.
+			acc := privacy.Accountant{NoiseMultiplier: j.Spec.DpNoiseMultiplier, Delta: j.Spec.DpDelta}
+			rounds := j.ContributedRounds(c.Hospital) + 1
+			rec.Details = map[string]string{"epsilon": strconv.FormatFloat(acc.Epsilon(rounds), 'g', 6, 64),
+				"delta": strconv.FormatFloat(j.Spec.DpDelta, 'g', -1, 64)}
+		}
 	case *pb.CloseRoundCommand:
 		job(c.JobId)
 		rec.Action, rec.Round = audit.ActionRoundClosed, c.Round
@@ -119,6 +128,9 @@ func (s *State) auditRecord(m proto.Message, meta Meta) (rec audit.Record, ok bo
 		}
 		rec.Action, rec.Reason = audit.ActionCertificateRevoked, c.Reason
 		rec.Details = map[string]string{"serial": c.Serial}
+	case *pb.ReplicaRemovedCommand:
+		rec.Action = audit.ActionReplicaRemoved
+		rec.Details = map[string]string{"replica": c.Id}
 	case *pb.AuthzRefusedCommand:
 		actor = c.Identity
 		rec.Action, rec.Reason = audit.ActionAuthzRefused, c.Reason

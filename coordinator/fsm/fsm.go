@@ -56,6 +56,7 @@ const (
 	CmdRevoke
 	CmdCheckpoint
 	CmdAuthzRefused
+	CmdReplicaRemoved
 )
 
 // Errors returned by Apply for commands that lost a race or break a rule.
@@ -235,6 +236,8 @@ func newCommand(t CommandType) proto.Message {
 		return &pb.CheckpointCommand{}
 	case CmdAuthzRefused:
 		return &pb.AuthzRefusedCommand{}
+	case CmdReplicaRemoved:
+		return &pb.ReplicaRemovedCommand{}
 	}
 	return nil
 }
@@ -288,6 +291,12 @@ func (s *State) apply(m proto.Message) error {
 		return s.checkpoint(c)
 	case *pb.AuthzRefusedCommand:
 		return nil // recorded in the audit log only
+	case *pb.ReplicaRemovedCommand:
+		if _, ok := s.Replicas[c.Id]; !ok {
+			return errUnchanged
+		}
+		delete(s.Replicas, c.Id)
+		return nil
 	}
 	return rejectf("unhandled command %T", m)
 }

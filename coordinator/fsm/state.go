@@ -195,6 +195,18 @@ func (j *Job) EpsilonSpent() map[string]float64 {
 	return out
 }
 
+// ContributedRounds counts the training rounds a hospital's update was
+// counted in.
+func (j *Job) ContributedRounds(h string) int {
+	n := 0
+	for _, r := range j.Rounds {
+		if r.Number != jobspec.StatsRound && r.ContributionOf(h) != nil {
+			n++
+		}
+	}
+	return n
+}
+
 // TrainedRounds counts the rounds that committed a model version.
 func (j *Job) TrainedRounds() int { return len(j.Models) - 1 }
 

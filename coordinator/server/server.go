@@ -357,6 +357,11 @@ func (s *Server) RemoveReplica(ctx context.Context, req *pb.RemoveReplicaRequest
 	if !slices.ContainsFunc(rs, func(r store.Replica) bool { return r.ID == req.Id }) {
 		return nil, status.Errorf(codes.NotFound, "no replica %q", req.Id)
 	}
+	// The removal goes into the audit log first, then into Raft's
+	// configuration.
+	if err := s.store.ProposeAs(caller(ctx).String(), fsm.CmdReplicaRemoved, &pb.ReplicaRemovedCommand{Id: req.Id}); err != nil {
+		return nil, toStatus(ctx, err)
+	}
 	if err := s.store.Remove(req.Id); err != nil {
 		return nil, toStatus(ctx, err)
 	}

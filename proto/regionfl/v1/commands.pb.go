@@ -1472,6 +1472,52 @@ func (x *AuthzRefusedCommand) GetSerial() string {
 	return ""
 }
 
+// ReplicaRemovedCommand records an operator's removal of a replica; it is
+// proposed before the Raft membership change so the log holds both.
+type ReplicaRemovedCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaRemovedCommand) Reset() {
+	*x = ReplicaRemovedCommand{}
+	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaRemovedCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaRemovedCommand) ProtoMessage() {}
+
+func (x *ReplicaRemovedCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaRemovedCommand.ProtoReflect.Descriptor instead.
+func (*ReplicaRemovedCommand) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ReplicaRemovedCommand) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 var File_regionfl_v1_commands_proto protoreflect.FileDescriptor
 
 const file_regionfl_v1_commands_proto_rawDesc = "" +
@@ -1588,7 +1634,9 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x16\n" +
 	"\x06method\x18\x02 \x01(\tR\x06method\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x16\n" +
-	"\x06serial\x18\x04 \x01(\tR\x06serialB'Z%regionfl/proto/regionfl/v1;regionflv1b\x06proto3"
+	"\x06serial\x18\x04 \x01(\tR\x06serial\"'\n" +
+	"\x15ReplicaRemovedCommand\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02idB'Z%regionfl/proto/regionfl/v1;regionflv1b\x06proto3"
 
 var (
 	file_regionfl_v1_commands_proto_rawDescOnce sync.Once
@@ -1602,7 +1650,7 @@ func file_regionfl_v1_commands_proto_rawDescGZIP() []byte {
 	return file_regionfl_v1_commands_proto_rawDescData
 }
 
-var file_regionfl_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_regionfl_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_regionfl_v1_commands_proto_goTypes = []any{
 	(*RegisterReplicaCommand)(nil), // 0: regionfl.v1.RegisterReplicaCommand
 	(*CreateRegionCommand)(nil),    // 1: regionfl.v1.CreateRegionCommand
@@ -1625,13 +1673,14 @@ var file_regionfl_v1_commands_proto_goTypes = []any{
 	(*RevokeCommand)(nil),          // 18: regionfl.v1.RevokeCommand
 	(*CheckpointCommand)(nil),      // 19: regionfl.v1.CheckpointCommand
 	(*AuthzRefusedCommand)(nil),    // 20: regionfl.v1.AuthzRefusedCommand
-	(*JobSpec)(nil),                // 21: regionfl.v1.JobSpec
-	(*ClinicalMetrics)(nil),        // 22: regionfl.v1.ClinicalMetrics
+	(*ReplicaRemovedCommand)(nil),  // 21: regionfl.v1.ReplicaRemovedCommand
+	(*JobSpec)(nil),                // 22: regionfl.v1.JobSpec
+	(*ClinicalMetrics)(nil),        // 23: regionfl.v1.ClinicalMetrics
 }
 var file_regionfl_v1_commands_proto_depIdxs = []int32{
-	21, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
-	22, // 1: regionfl.v1.ContributionCommand.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	22, // 2: regionfl.v1.CommitModelCommand.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	22, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
+	23, // 1: regionfl.v1.ContributionCommand.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	23, // 2: regionfl.v1.CommitModelCommand.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
 	3,  // [3:3] is the sub-list for method output_type
 	3,  // [3:3] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
@@ -1651,7 +1700,7 @@ func file_regionfl_v1_commands_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_commands_proto_rawDesc), len(file_regionfl_v1_commands_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
