@@ -52,6 +52,9 @@ type Config struct {
 	Policy *policy.File
 	// Metrics counts what the node does (nil: not counted).
 	Metrics *metrics.Node
+	// HPKEKeyFile is the HPKE key pair made by `regionfl node init`; ""
+	// makes one on first start. Either way it stays in the node's files.
+	HPKEKeyFile string
 }
 
 // ErrBudgetExhausted: the site's privacy budget does not cover another
@@ -222,7 +225,11 @@ func (n *Node) ceremony(ctx context.Context, step pb.CeremonyStep) error {
 func (n *Node) enroll(ctx context.Context) error {
 	n.mu.Lock()
 	if n.state.HPKEPrivate == nil {
-		priv, pub, err := he.NewHPKEKey()
+		newKey := he.NewHPKEKey
+		if n.cfg.HPKEKeyFile != "" {
+			newKey = func() ([]byte, []byte, error) { return LoadHPKEKey(n.cfg.HPKEKeyFile) }
+		}
+		priv, pub, err := newKey()
 		if err != nil {
 			n.mu.Unlock()
 			return err

@@ -54,6 +54,9 @@ func newNodeCmd() *cobra.Command {
 			cfg.Data = dataset.Site{Name: datasetName, Train: train, Test: test}
 			cfg.Logger.Info("site data loaded", "rows", table.Len(), "dropped", dropped,
 				"features", len(table.Features), "train", train.Len(), "test", test.Len())
+			if cfg.HPKEKeyFile, err = node.HPKEKeyBeside(tf.key); err != nil {
+				return err
+			}
 			if policyPath != "" {
 				if cfg.Policy, err = policy.Open(policyPath); err != nil {
 					return err

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"regionfl/identity"
+	"regionfl/node"
 )
 
 func newCACmd() *cobra.Command {
@@ -88,7 +89,14 @@ func newIdentityInitCmd(role string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "key and CSR for %s written; send %s to the region CA\n", id, csr)
+			if role == "hospital" {
+				// The key the ceremony's Shamir shares are sealed to; like the
+				// TLS key it never leaves DIR (node run finds it beside --key).
+				if _, err := node.InitHPKEKey(dir); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "keys and CSR for %s written in %s; send %s to the region CA\n", id, dir, csr)
 			return nil
 		},
 	}
