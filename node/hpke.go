@@ -84,7 +84,6 @@ func LoadHPKEKey(path string) (priv, pub []byte, err error) {
 	return priv, pub, nil
 }
 
-
 // HPKEKeyBeside returns the path of hpke.key next to a TLS key file, or ""
 // when there is none (the node then makes its key on first start).
 func HPKEKeyBeside(tlsKey string) (string, error) {
