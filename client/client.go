@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -36,7 +38,8 @@ type Client struct {
 	mu     sync.Mutex
 	addrs  []string
 	conns  map[string]*grpc.ClientConn
-	leader string // the address that answered last
+	leader string               // the address that answered last
+	failed map[string]time.Time // addresses that were just unreachable
 }
 
 // New prepares a client for the given replica addresses; it dials lazily.
@@ -44,7 +47,7 @@ func New(addrs []string, cfg *tls.Config) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("client: no coordinator address")
 	}
-	return &Client{tls: cfg, addrs: addrs, conns: map[string]*grpc.ClientConn{}, leader: addrs[0]}, nil
+	return &Client{tls: cfg, addrs: addrs, conns: map[string]*grpc.ClientConn{}, leader: addrs[0], failed: map[string]time.Time{}}, nil
 }
 
 // Close closes every connection.
@@ -67,6 +70,13 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(c.tls)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessage), grpc.MaxCallSendMsgSize(MaxMessage)),
+		// A dead replica must cost seconds, not gRPC's default 20 s
+		// connect timeout, and a half-open connection must be noticed.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 	)
 	if err != nil {
 		return nil, err
@@ -123,6 +133,14 @@ func (c *Client) Do(ctx context.Context, fn func(ctx context.Context, conn Conn)
 				c.setLeader(hint[0])
 			}
 		case codes.Unavailable:
+			c.markFailed(addr)
+			c.next(addr)
+		case codes.DeadlineExceeded:
+			if ctx.Err() != nil {
+				return err
+			}
+			// The attempt's own deadline: this replica is slow or gone.
+			c.markFailed(addr)
 			c.next(addr)
 		default:
 			return err
@@ -145,10 +163,25 @@ func IsNotLeader(err error) bool {
 // NotLeaderPrefix starts every "not the leader" status message.
 const NotLeaderPrefix = "not the leader"
 
+// setLeader follows a leader hint, unless the hinted replica was just
+// unreachable (a follower may still name a leader that died): then the
+// next replica is tried.
 func (c *Client) setLeader(addr string) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.leader = addr
+	failed := time.Since(c.failed[addr]) < 3*time.Second
+	if !failed {
+		c.leader = addr
+	}
+	c.mu.Unlock()
+	if failed {
+		c.next(c.leader)
+	}
+}
+
+func (c *Client) markFailed(addr string) {
+	c.mu.Lock()
+	c.failed[addr] = time.Now()
+	c.mu.Unlock()
 }
 
 // next moves to the replica after addr in the configured list.

@@ -202,7 +202,7 @@ func (r *Replica) join(ctx context.Context) error {
 func (r *Replica) ID() string { return r.cfg.ID }
 
 // GRPCAddr is the address the replica serves gRPC on.
-func (r *Replica) GRPCAddr() string { return r.lis.Addr().String() }
+func (r *Replica) GRPCAddr() string { return store.Advertise(r.cfg.GRPCAddr, r.lis.Addr()) }
 
 // RaftAddr is the address of the replica's Raft transport.
 func (r *Replica) RaftAddr() string { return r.store.RaftAddr() }

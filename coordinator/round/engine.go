@@ -59,6 +59,8 @@ type Engine struct {
 	term     uint64                // the term the in-memory sums belong to; 0 when not leading
 	inflight map[roundKey]*running // running sums of collecting rounds
 	seen     map[string]time.Time  // hospital -> last poll
+	// regionReadyMs is when this engine first saw the key ceremony done.
+	regionReadyMs int64
 }
 
 type roundKey struct {
@@ -162,6 +164,11 @@ func (e *Engine) step() error {
 	if region.Step() != pb.CeremonyStep_CEREMONY_STEP_DONE {
 		return nil
 	}
+	e.mu.Lock()
+	if e.regionReadyMs == 0 {
+		e.regionReadyMs = e.NowMs()
+	}
+	e.mu.Unlock()
 	var errs []error
 	for _, j := range jobs {
 		if err := e.stepJob(region, j); err != nil {
@@ -197,7 +204,13 @@ func (e *Engine) stepJob(region *fsm.Region, j *fsm.Job) error {
 	now := e.NowMs()
 	if j.State == fsm.JobPending {
 		decided := len(j.Accepted) + len(j.Refused)
-		waited := now - j.SubmittedMs
+		// Hospitals see offers only once the key ceremony is done: a job
+		// submitted before gets its full decision window from then (as
+		// this leader saw it; a new leader starts the window again).
+		e.mu.Lock()
+		from := max(j.SubmittedMs, e.regionReadyMs)
+		e.mu.Unlock()
+		waited := now - from
 		switch {
 		case len(j.Accepted) >= int(j.Spec.MinHospitals) && (decided == len(region.Hospitals) || waited > int64(j.Spec.RoundDeadlineMs)):
 			return e.openRound(j, j.NextRound())

@@ -322,8 +322,32 @@ func (s *Store) Close() error {
 // configured: replicas authenticate each other with their certificates.
 type streamLayer struct {
 	net.Listener
-	tls *tls.Config
+	tls       *tls.Config
+	advertise net.Addr
 }
+
+// Addr is the address peers are told to reach this replica at: the one it
+// was configured with (a host name or fixed address survives a restart on
+// another IP), or the bound one when that was a wildcard or port 0.
+func (l *streamLayer) Addr() net.Addr { return l.advertise }
+
+// Advertise returns configured when it names a concrete host and port,
+// else the address actually bound.
+func Advertise(configured string, bound net.Addr) string {
+	host, port, err := net.SplitHostPort(configured)
+	if err != nil || host == "" || port == "0" {
+		return bound.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return bound.String()
+	}
+	return configured
+}
+
+type advertisedAddr string
+
+func (a advertisedAddr) Network() string { return "tcp" }
+func (a advertisedAddr) String() string  { return string(a) }
 
 // refuseRevoked makes the Raft transport refuse peers whose certificate
 // serial is on the replicated revocation list, in both directions.
@@ -355,10 +379,11 @@ func listen(addr string, cfg *tls.Config) (*streamLayer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: raft listen %s: %w", addr, err)
 	}
+	adv := advertisedAddr(Advertise(addr, ln.Addr()))
 	if cfg != nil {
 		ln = tls.NewListener(ln, cfg)
 	}
-	return &streamLayer{Listener: ln, tls: cfg}, nil
+	return &streamLayer{Listener: ln, tls: cfg, advertise: adv}, nil
 }
 
 func (l *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
