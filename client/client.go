@@ -135,13 +135,6 @@ func (c *Client) Do(ctx context.Context, fn func(ctx context.Context, conn Conn)
 		case codes.Unavailable:
 			c.markFailed(addr)
 			c.next(addr)
-		case codes.DeadlineExceeded:
-			if ctx.Err() != nil {
-				return err
-			}
-			// The attempt's own deadline: this replica is slow or gone.
-			c.markFailed(addr)
-			c.next(addr)
 		default:
 			return err
 		}

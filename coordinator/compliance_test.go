@@ -16,11 +16,14 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"regionfl/audit"
 	"regionfl/client"
 	"regionfl/coordinator/fsm"
+	"regionfl/he"
 	"regionfl/identity"
 	"regionfl/jobspec"
 	"regionfl/models"
@@ -381,4 +384,49 @@ func encodings(v []float64) [][]byte {
 		}
 	}
 	return out
+}
+
+// A hospital that announces an update and then sends it too slowly is cut
+// off at the upload deadline; nothing is counted and the round goes on.
+func TestSlowSenderIsCutOff(t *testing.T) {
+	r := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, uploadTimeout: 500 * time.Millisecond})
+	r.startNodes(0, 1, 2)
+	r.waitCeremony()
+	r.stopNode(2)
+	spec := r.spec(1, 2, time.Minute)
+	id := r.submit(spec, "slow")
+	slow := r.client(r.names[2], identity.RoleHospital)
+	if err := r.decide(slow, id, true); err != nil {
+		t.Fatal(err)
+	}
+	r.waitJob(id, "the other two sent round 1", 20*time.Second, func(j *fsm.Job) bool {
+		c := j.Current()
+		return c != nil && c.Number == 1 && c.State == fsm.RoundCollecting && len(c.Contributions) == 2
+	})
+	j, _ := r.job(id)
+	size := he.UpdateSize(he.RegionParams(), jobspec.VectorLen(spec, 1))
+	start := time.Now()
+	err := slow.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
+		stream, err := conn.Hospital.SubmitUpdate(ctx)
+		if err != nil {
+			return err
+		}
+		digest := make([]byte, 32)
+		stream.Send(&pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Header{Header: &pb.UpdateHeader{
+			JobId: id, Round: 1, ModelVersion: 0, ModelHash: j.ModelHash, Size: uint64(size), Digest: digest}}})
+		stream.Send(&pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Chunk{Chunk: make([]byte, 1024)}})
+		// ...and nothing more: wait for the coordinator's answer.
+		err = stream.RecvMsg(new(pb.SubmitUpdateResponse))
+		*conn.Trailer = stream.Trailer()
+		return err
+	})
+	if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(err.Error(), "too slow") {
+		t.Fatalf("slow upload: %v, want DeadlineExceeded", err)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Fatalf("cut off after %s", took)
+	}
+	if j, _ := r.job(id); j.Current().ContributionOf(r.names[2]) != nil {
+		t.Fatal("the slow update was counted")
+	}
 }

@@ -37,6 +37,7 @@ type regionOpts struct {
 	// serverOptions are passed to every replica (e.g. a recorder of what
 	// it receives).
 	serverOptions []grpc.ServerOption
+	uploadTimeout time.Duration
 }
 
 // region is a whole region in this process: coordinator replicas, hospital
@@ -92,7 +93,7 @@ func newRegion(t *testing.T, o regionOpts) *region {
 		}
 		cfg := coordinator.Config{ID: id, DataDir: filepath.Join(r.dir, id), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
 			Bootstrap: i == 1, Cert: cert, CA: ca.Pool(), Fast: true, TrailingLogs: o.trailingLogs, SegmentSize: o.segmentSize,
-			Logger: slog.New(r.logs), ServerOptions: o.serverOptions}
+			Logger: slog.New(r.logs), ServerOptions: o.serverOptions, UploadTimeout: o.uploadTimeout}
 		if i > 1 {
 			cfg.Join = []string{r.addrs[0]}
 		}

@@ -54,6 +54,9 @@ type Config struct {
 	// chained after authorization, for tracing or for a test that records
 	// everything a replica receives).
 	ServerOptions []grpc.ServerOption
+	// UploadTimeout is the base of the deadline an update upload gets, on
+	// top of its size at 64 KiB/s (0: 30 s).
+	UploadTimeout time.Duration
 }
 
 // Replica is a running coordinator replica.
@@ -134,6 +137,9 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	engine := round.New(st, params, log, nil)
 	srv := server.New(st, engine, log)
 	srv.SetMetrics(m)
+	if cfg.UploadTimeout > 0 {
+		srv.SetUploadTimeout(cfg.UploadTimeout)
+	}
 	if err := srv.SetSigner(cfg.Cert); err != nil {
 		st.Close()
 		lis.Close()

@@ -341,8 +341,8 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 			return toStatus(ctx, got.err)
 		}
 		raw = got.raw
-	case <-time.After(UploadDeadline(want)):
-		return status.Errorf(codes.DeadlineExceeded, "update of %d bytes not received within %s; the sender is too slow", want, UploadDeadline(want))
+	case <-time.After(s.uploadDeadline(want)):
+		return status.Errorf(codes.DeadlineExceeded, "update of %d bytes not received within %s; the sender is too slow", want, s.uploadDeadline(want))
 	}
 	if err := s.engine.Accept(h, hdr, raw); err != nil {
 		return toStatus(ctx, err)
@@ -354,9 +354,13 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 // MinUploadRate is the slowest upload the coordinator waits for.
 const MinUploadRate = 64 << 10 // bytes per second
 
-// UploadDeadline is how long an update of size bytes may take to arrive.
-func UploadDeadline(size int) time.Duration {
-	return 30*time.Second + time.Duration(size/MinUploadRate)*time.Second
+// DefaultUploadTimeout is the base of an upload's deadline.
+const DefaultUploadTimeout = 30 * time.Second
+
+// uploadDeadline is how long an update of size bytes may take to arrive:
+// the base timeout plus its transfer at MinUploadRate.
+func (s *Server) uploadDeadline(size int) time.Duration {
+	return s.uploadTimeout + time.Duration(size/MinUploadRate)*time.Second
 }
 
 // refusalReason maps a refused update's status to a metrics label.

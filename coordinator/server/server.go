@@ -58,7 +58,13 @@ type Server struct {
 	certDER []byte
 	refused refusals
 	metrics *metrics.Metrics // nil-safe
+	// uploadTimeout is the base of an update upload's deadline.
+	uploadTimeout time.Duration
 }
+
+// SetUploadTimeout changes the base of the upload deadline (tests use a
+// short one to exercise slow senders).
+func (s *Server) SetUploadTimeout(d time.Duration) { s.uploadTimeout = d }
 
 // SetMetrics makes the server count refused updates and bytes received.
 func (s *Server) SetMetrics(m *metrics.Metrics) { s.metrics = m }
@@ -71,7 +77,7 @@ var (
 
 // New returns the services of one replica.
 func New(st *store.Store, engine *round.Engine, log *slog.Logger) *Server {
-	return &Server{store: st, engine: engine, log: log, limit: newLimiter(DefaultLimits)}
+	return &Server{store: st, engine: engine, log: log, limit: newLimiter(DefaultLimits), uploadTimeout: DefaultUploadTimeout}
 }
 
 // Register adds the services to a gRPC server.
