@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"time"
@@ -188,4 +189,23 @@ func (c *Client) next(addr string) {
 		}
 	}
 	c.leader = c.addrs[0]
+}
+
+// Receive reads a server stream to its end, handing each message to fn. On
+// a stream error it keeps the trailer in conn, so Do can follow a "not the
+// leader" hint.
+func Receive[T any](conn Conn, stream grpc.ServerStreamingClient[T], fn func(*T) error) error {
+	for {
+		m, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			*conn.Trailer = stream.Trailer()
+			return err
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
 }

@@ -377,15 +377,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		if err != nil {
 			return err
 		}
-		for {
-			m, err := stream.Recv()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				*conn.Trailer = stream.Trailer()
-				return err
-			}
+		return client.Receive(conn, stream, func(m *pb.WatchJobResponse) error {
 			final = m.Job
 			if cur := m.Job.Rounds; len(cur) > 0 {
 				inject(cur[len(cur)-1])
@@ -432,7 +424,8 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 					fmt.Fprintln(opt.Progress)
 				}
 			}
-		}
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("watch job: %w", err)
@@ -573,17 +566,10 @@ func exportAudit(ctx context.Context, ca *identity.CA, addrs []string, dir strin
 		if err != nil {
 			return err
 		}
-		for {
-			m, err := stream.Recv()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				*conn.Trailer = stream.Trailer()
-				return err
-			}
+		return client.Receive(conn, stream, func(m *pb.ExportAuditResponse) error {
 			buf.Write(m.Chunk)
-		}
+			return nil
+		})
 	})
 	if err != nil {
 		return err

@@ -792,20 +792,13 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 			return err
 		}
 		raw = raw[:0]
-		for {
-			m, err := stream.Recv()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				*conn.Trailer = stream.Trailer()
-				return err
-			}
+		return client.Receive(conn, stream, func(m *pb.GetAggregateResponse) error {
 			if len(raw)+len(m.Chunk) > size {
 				return fmt.Errorf("aggregate longer than %d bytes", size)
 			}
 			raw = append(raw, m.Chunk...)
-		}
+			return nil
+		})
 	})
 	if err != nil {
 		return err

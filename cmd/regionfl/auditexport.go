@@ -65,19 +65,12 @@ func newAuditExportCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				for {
-					m, err := stream.Recv()
-					if err == io.EOF {
-						return nil
-					}
-					if err != nil {
-						*conn.Trailer = stream.Trailer()
-						return err
-					}
+				return client.Receive(conn, stream, func(m *pb.ExportAuditResponse) error {
 					if _, err := tmp.Write(m.Chunk); err != nil {
 						return err
 					}
-				}
+					return nil
+				})
 			})
 			if err != nil {
 				tmp.Close()

@@ -216,21 +216,10 @@ func newJobWatchCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				for {
-					m, err := stream.Recv()
-					if err == io.EOF {
-						return nil
-					}
-					if err != nil {
-						*conn.Trailer = stream.Trailer()
-						return err
-					}
+				return client.Receive(conn, stream, func(m *pb.WatchJobResponse) error {
 					last = m.Job
 					if asJSON {
-						if err := json.NewEncoder(out).Encode(jobJSON(m.Job)); err != nil {
-							return err
-						}
-						continue
+						return json.NewEncoder(out).Encode(jobJSON(m.Job))
 					}
 					for _, r := range m.Job.Rounds {
 						if seen[r.Round] == r.State {
@@ -245,7 +234,8 @@ func newJobWatchCmd() *cobra.Command {
 					if tty {
 						fmt.Fprint(out, "\r\033[K"+progressBar(m.Job, 30))
 					}
-				}
+					return nil
+				})
 			})
 			if tty {
 				fmt.Fprintln(out)
