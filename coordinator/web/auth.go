@@ -95,10 +95,14 @@ func verifyToken(secret []byte, token, purpose string, now time.Time, maxTTL tim
 	if !ok {
 		return identity.Identity{}, time.Time{}, ErrBadToken
 	}
-	enc := base64.RawURLEncoding
+	// A token must have exactly one spelling: an edited spelling is not the
+	// minted token even when it decodes to the same bytes (unpadded base64
+	// has spare bits in its last character; Strict refuses them).
+	enc := base64.RawURLEncoding.Strict()
 	payload, err1 := enc.DecodeString(p64)
 	mac, err2 := enc.DecodeString(m64)
-	if err1 != nil || err2 != nil {
+	// The decoder also skips \r and \n: only the canonical spelling counts.
+	if err1 != nil || err2 != nil || enc.EncodeToString(payload) != p64 || enc.EncodeToString(mac) != m64 {
 		return identity.Identity{}, time.Time{}, ErrBadToken
 	}
 	if !hmac.Equal(mac, sign(secret, payload)) {
