@@ -427,14 +427,6 @@ func (n *Node) epsilonSpent(skip string) float64 {
 	return total
 }
 
-// EpsilonSpent is the ε this site has spent on a job so far.
-func (n *Node) EpsilonSpent(jobID string) float64 {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	e := n.state.Ledger[jobID]
-	return privacy.Accountant{NoiseMultiplier: e.NoiseMultiplier, Delta: e.Delta}.Epsilon(e.Rounds)
-}
-
 // spendRound records one more noised round for a job on disk before the
 // update leaves, or refuses when the site's budget would be exceeded.
 func (n *Node) spendRound(t *pb.TrainTask) error {

@@ -72,19 +72,6 @@ func (a Accountant) Epsilon(rounds int) float64 {
 	return max(best, 0)
 }
 
-// RoundsWithin is the largest number of rounds whose ε stays within the
-// budget: how long a site may keep contributing.
-func (a Accountant) RoundsWithin(budget float64) int {
-	n := 0
-	for a.Epsilon(n+1) <= budget {
-		n++
-		if n >= 1_000_000 {
-			break
-		}
-	}
-	return n
-}
-
 // ShareStd is the standard deviation of the noise one of at least k
 // contributors adds so the sum carries σ·C.
 func ShareStd(sigma, clip float64, k int) float64 {

@@ -36,14 +36,6 @@ func TestEpsilonMonotoneAndKnownValues(t *testing.T) {
 	}
 }
 
-func TestRoundsWithin(t *testing.T) {
-	a := Accountant{NoiseMultiplier: 1.5, Delta: 1e-5}
-	n := a.RoundsWithin(8)
-	if n < 1 || a.Epsilon(n) > 8 || a.Epsilon(n+1) <= 8 {
-		t.Fatalf("RoundsWithin(8) = %d (ε %.3f, next %.3f)", n, a.Epsilon(n), a.Epsilon(n+1))
-	}
-}
-
 func TestValidate(t *testing.T) {
 	for _, bad := range []Accountant{{0, 1e-5}, {math.Inf(1), 1e-5}, {1, 0}, {1, 1}, {math.NaN(), 1e-5}} {
 		if bad.Validate() == nil {
