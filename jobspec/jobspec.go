@@ -270,6 +270,12 @@ func ToProto(m models.Spec) *pb.ModelSpec {
 	return &pb.ModelSpec{Kind: m.Kind, Inputs: uint32(m.Inputs), Hidden: hidden}
 }
 
+// MetricsToProto converts a model version's clinical figures.
+func MetricsToProto(m models.Metrics, modelVersion uint32) *pb.ClinicalMetrics {
+	return &pb.ClinicalMetrics{N: uint64(m.N), Accuracy: m.Accuracy, Auroc: m.AUROC, Sensitivity: m.Sensitivity,
+		Specificity: m.Specificity, AlarmsPer_100: m.AlarmsPer100, Brier: m.Brier, Loss: m.Loss, ModelVersion: modelVersion}
+}
+
 // FromProto converts a model spec.
 func FromProto(m *pb.ModelSpec) models.Spec {
 	var hidden []int

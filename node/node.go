@@ -694,8 +694,7 @@ func (n *Node) metricSums(job *pb.JobSpec, spec models.Spec, params []float64, v
 	}
 	var site *pb.ClinicalMetrics
 	if m, err := models.MetricsFromSums(sums); err == nil && job.ShareSiteMetrics {
-		site = &pb.ClinicalMetrics{N: uint64(m.N), Accuracy: m.Accuracy, Auroc: m.AUROC, Sensitivity: m.Sensitivity,
-			Specificity: m.Specificity, AlarmsPer_100: m.AlarmsPer100, Brier: m.Brier, Loss: m.Loss, ModelVersion: version}
+		site = jobspec.MetricsToProto(m, version)
 	}
 	scale := jobspec.MetricScale(job)
 	for i := range sums {

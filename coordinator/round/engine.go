@@ -421,13 +421,13 @@ func (e *Engine) commit(j *fsm.Job, r *fsm.Round, res *he.Result) error {
 	// The vector is the update, then the sites' metric sums.
 	np := jobspec.NumParams(j.Spec)
 	sum, metricSums := res.Sum[:np], res.Sum[np:]
+	metricScale := jobspec.MetricScale(j.Spec)
 	for i := range metricSums {
-		metricSums[i] *= jobspec.MetricScale(j.Spec)
+		metricSums[i] *= metricScale
 	}
 	var regionMetrics *pb.ClinicalMetrics
 	if m, err := models.MetricsFromSums(metricSums); err == nil {
-		regionMetrics = &pb.ClinicalMetrics{N: uint64(m.N), Accuracy: m.Accuracy, Auroc: m.AUROC, Sensitivity: m.Sensitivity,
-			Specificity: m.Specificity, AlarmsPer_100: m.AlarmsPer100, Brier: m.Brier, Loss: m.Loss, ModelVersion: r.ModelVersion}
+		regionMetrics = jobspec.MetricsToProto(m, r.ModelVersion)
 	}
 	// Nodes send (n_i / sample_scale)·Δ_i; dividing the sum by Σn_i /
 	// sample_scale gives the sample-weighted mean update.
