@@ -2,7 +2,6 @@ package models
 
 import (
 	"fmt"
-	"math"
 	"slices"
 )
 
@@ -39,38 +38,18 @@ func Evaluate(s Spec, params []float64, X [][]float64, y []float64, threshold fl
 	return Score(p, y, threshold)
 }
 
-// Score computes the metrics from predicted probabilities and 0/1 labels.
+// Score computes the metrics from predicted probabilities and 0/1 labels:
+// the same sums a site encrypts for the region (MetricSums), with the exact
+// rank AUROC instead of the histogram's.
 func Score(p, y []float64, threshold float64) (Metrics, error) {
-	m := Metrics{N: len(y)}
-	const eps = 1e-12
-	for i, pi := range p {
-		switch y[i] {
-		case 0, 1:
-		default:
-			return Metrics{}, fmt.Errorf("evaluate: label %g at row %d is not 0 or 1", y[i], i)
-		}
-		alert := pi >= threshold
-		switch {
-		case alert && y[i] == 1:
-			m.TP++
-		case alert:
-			m.FP++
-		case y[i] == 1:
-			m.FN++
-		default:
-			m.TN++
-		}
-		q := min(max(pi, eps), 1-eps)
-		m.Loss -= y[i]*math.Log(q) + (1-y[i])*math.Log(1-q)
-		m.Brier += (pi - y[i]) * (pi - y[i])
+	sums, err := MetricSums(p, y, threshold)
+	if err != nil {
+		return Metrics{}, err
 	}
-	n := float64(m.N)
-	m.Loss /= n
-	m.Brier /= n
-	m.Accuracy = float64(m.TP+m.TN) / n
-	m.Sensitivity = ratio(m.TP, m.TP+m.FN)
-	m.Specificity = ratio(m.TN, m.TN+m.FP)
-	m.AlarmsPer100 = 100 * float64(m.TP+m.FP) / n
+	m, err := MetricsFromSums(sums)
+	if err != nil {
+		return Metrics{}, err
+	}
 	m.AUROC = auroc(p, y)
 	return m, nil
 }
