@@ -218,14 +218,8 @@ func Validate(s *pb.JobSpec) error {
 			return bad("feature_mean", "given with scaling %s; use scaling: reference", s.Scaling)
 		}
 	case ScalingReference:
-		if len(s.FeatureMean) != inputs || len(s.FeatureStd) != inputs {
-			return bad("feature_mean", "reference scaling needs %d means and %d standard deviations, got %d and %d",
-				inputs, inputs, len(s.FeatureMean), len(s.FeatureStd))
-		}
-		for i, v := range s.FeatureStd {
-			if !(v > 0) || math.IsInf(v, 0) || math.IsNaN(s.FeatureMean[i]) || math.IsInf(s.FeatureMean[i], 0) {
-				return bad("feature_std", "feature %d: mean %v std %v (std must be positive, both finite)", i, s.FeatureMean[i], v)
-			}
+		if err := CheckScaling(s.FeatureMean, s.FeatureStd, inputs); err != nil {
+			return bad("feature_mean", "reference scaling: %v", err)
 		}
 	default:
 		return bad("scaling", "%q is not region, site or reference", s.Scaling)
@@ -310,6 +304,20 @@ func parseDuration(s string) (uint32, error) {
 		return 0, fmt.Errorf("%s is not between 0 and 24h", s)
 	}
 	return uint32(d.Milliseconds()), nil
+}
+
+// CheckScaling checks a feature scaling: one mean and one standard
+// deviation per model input, all finite, every deviation positive.
+func CheckScaling(mean, std []float64, inputs int) error {
+	if len(mean) != inputs || len(std) != inputs {
+		return fmt.Errorf("%d means and %d standard deviations for %d inputs", len(mean), len(std), inputs)
+	}
+	for i, v := range std {
+		if !(v > 0) || math.IsInf(v, 0) || math.IsNaN(mean[i]) || math.IsInf(mean[i], 0) {
+			return fmt.Errorf("feature %d: mean %v std %v (std must be positive, both finite)", i, mean[i], v)
+		}
+	}
+	return nil
 }
 
 // StatsRound is the round number of a region-scaled job's statistics

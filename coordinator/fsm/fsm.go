@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"slices"
 	"sync"
 
@@ -695,14 +694,8 @@ func (s *State) scaling(c *pb.ScalingCommand) error {
 	if c.Round != jobspec.StatsRound || !jobspec.NeedsScaling(j.Spec) {
 		return rejectf("job %s has no statistics round %d", j.ID, c.Round)
 	}
-	inputs := int(j.Spec.Model.GetInputs())
-	if len(c.FeatureMean) != inputs || len(c.FeatureStd) != inputs {
-		return rejectf("scaling for %d/%d features, the model has %d", len(c.FeatureMean), len(c.FeatureStd), inputs)
-	}
-	for i, sd := range c.FeatureStd {
-		if !(sd > 0) || math.IsInf(sd, 0) || math.IsNaN(c.FeatureMean[i]) || math.IsInf(c.FeatureMean[i], 0) {
-			return rejectf("feature %d: mean %v std %v", i, c.FeatureMean[i], sd)
-		}
+	if err := jobspec.CheckScaling(c.FeatureMean, c.FeatureStd, int(j.Spec.Model.GetInputs())); err != nil {
+		return rejectf("scaling: %v", err)
 	}
 	// The job's spec now carries the region's scaling: every later task
 	// hands it to the sites with the model.
