@@ -81,13 +81,7 @@ const (
 func (d *dockerRegion) docker(args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "docker", args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.Bytes(), fmt.Errorf("docker %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.Bytes(), nil
+	return output(exec.CommandContext(ctx, "docker", args...), "docker", args)
 }
 
 func (d *dockerRegion) mustDocker(args ...string) []byte {

@@ -598,10 +598,16 @@ func (r *region) cli(args ...string) ([]byte, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, regionflBinary(r.t), args...)
 	cmd.Env = append(os.Environ(), "REGIONFL_COORDINATOR=")
+	return output(cmd, "regionfl", args)
+}
+
+// output runs a command and returns its stdout; a failure carries the
+// command line and its stderr.
+func output(cmd *exec.Cmd, name string, args []string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return stdout.Bytes(), fmt.Errorf("regionfl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return stdout.Bytes(), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.Bytes(), nil
 }
