@@ -6,39 +6,58 @@ import (
 	"time"
 )
 
-// The whole region in one process trains a model that beats chance on the
-// held-out population and helps the hospitals on average.
+// smallHospital is the size below which a hospital counts as small: at the
+// synthetic region's prevalence that is under about 60 deteriorations for
+// 15 features, too few for a reliable model of its own.
+const smallHospital = 300
+
+// The whole region in one process, as `regionfl demo` runs it, trains a
+// model that beats every small hospital's local-only model on that
+// hospital's own population, and comes close to pooled training everywhere.
+// Seed 1 is the demo's default; seed 2 shows it is not one lucky layout.
 func TestDemoRegionLearns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a whole region")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	opt := DefaultOptions()
-	opt.Rounds = 4
-	res, err := Run(ctx, opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(res.Rounds) != opt.Rounds {
-		t.Fatalf("%d rounds reported, want %d", len(res.Rounds), opt.Rounds)
-	}
-	for _, r := range res.Rounds {
-		if r.State != "committed" || r.Contributors != opt.Hospitals {
-			t.Errorf("round %d: %s with %d contributors", r.Round, r.State, r.Contributors)
+	for _, seed := range []int64{1, 2} {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		opt := DefaultOptions()
+		opt.Seed = seed
+		res, err := Run(ctx, opt)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if res.GlobalAccuracy < 0.7 {
-		t.Errorf("held-out accuracy %.3f, want at least 0.7", res.GlobalAccuracy)
-	}
-	var local, fed float64
-	for _, f := range res.Final {
-		local += f.LocalAccuracy
-		fed += f.FederatedAccuracy
-	}
-	t.Logf("held-out %.3f; mean local-only %.3f, federated %.3f", res.GlobalAccuracy, local/4, fed/4)
-	if fed < local-0.02*float64(len(res.Final)) {
-		t.Errorf("federated mean %.3f is worse than local-only %.3f", fed/4, local/4)
+		if len(res.Rounds) != opt.Rounds {
+			t.Fatalf("seed %d: %d rounds reported, want %d", seed, len(res.Rounds), opt.Rounds)
+		}
+		for _, r := range res.Rounds {
+			if r.State != "committed" || r.Contributors != opt.Hospitals {
+				t.Errorf("seed %d: round %d: %s with %d contributors", seed, r.Round, r.State, r.Contributors)
+			}
+		}
+		if res.GlobalAccuracy < 0.8 || res.GlobalAccuracy < res.PooledAccuracy-0.01 {
+			t.Errorf("seed %d: held-out accuracy %.3f, pooled %.3f", seed, res.GlobalAccuracy, res.PooledAccuracy)
+		}
+		small := 0
+		for _, f := range res.Final {
+			t.Logf("seed %d: %s (%d rows): local-only %.3f, federated %.3f, pooled %.3f", seed, f.Hospital, f.TrainRows, f.LocalAccuracy, f.FederatedAccuracy, f.PooledAccuracy)
+			if f.TrainRows < smallHospital {
+				small++
+				if f.FederatedAccuracy <= f.LocalAccuracy {
+					t.Errorf("seed %d: %s (%d rows): federated %.3f does not beat local-only %.3f", seed, f.Hospital, f.TrainRows, f.FederatedAccuracy, f.LocalAccuracy)
+				}
+			}
+			if f.FederatedAccuracy < f.PooledAccuracy-0.02 {
+				t.Errorf("seed %d: %s: federated %.3f, more than 0.02 below pooled %.3f", seed, f.Hospital, f.FederatedAccuracy, f.PooledAccuracy)
+			}
+		}
+		if small == 0 {
+			t.Errorf("seed %d: no hospital under %d rows; the test shows nothing", seed, smallHospital)
+		}
+		if res.MeanFederatedAccuracy <= res.MeanLocalAccuracy {
+			t.Errorf("seed %d: federated mean %.3f does not beat local-only %.3f", seed, res.MeanFederatedAccuracy, res.MeanLocalAccuracy)
+		}
 	}
 }
 

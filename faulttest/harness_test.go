@@ -426,6 +426,8 @@ type region struct {
 	hospitals []*hospital
 	// coordinators is the comma-separated gRPC addresses of every replica.
 	coordinators string
+	// features is the number of feature columns of the hospitals' CSVs.
+	features int
 }
 
 type replica struct {
@@ -474,10 +476,11 @@ func newRegion(t *testing.T, nReplicas, nHospitals int) *region {
 		r.mustCLI("ca", "sign", "--dir", r.path("ca"), "--role", "coordinator", "--dns", rp.id,
 			r.path(rp.id, "tls.csr"), "-o", r.path(rp.id, "tls.crt"))
 	}
-	csvs, _, err := WriteSyntheticCSVs(r.path("csv"), nHospitals, 1)
+	csvs, features, err := WriteSyntheticCSVs(r.path("csv"), nHospitals, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.features = features
 	for i := range nHospitals {
 		h := &hospital{id: fmt.Sprintf("hospital-%d", i+1)}
 		h.csv = csvs[h.id]

@@ -29,7 +29,7 @@ func TestProcessLeaderCrash(t *testing.T) {
 	t.Logf("region up in %v", time.Since(start).Round(time.Millisecond))
 
 	old := r.leader()
-	job := jobFile{Name: "leader-crash", Inputs: 7, Rounds: 4, LocalSteps: 200, MinHospitals: 2, RoundDeadline: "10s"}
+	job := jobFile{Name: "leader-crash", Inputs: r.features, Rounds: 4, LocalSteps: 200, MinHospitals: 2, RoundDeadline: "10s"}
 	id := r.submitJob(job)
 
 	// Pause hospital-3 as round 2 opens (the leader logs it before the
@@ -123,7 +123,7 @@ func TestProcessLeaderCrash(t *testing.T) {
 		}
 	}
 	other.p.kill9()
-	id2 := r.submitJob(jobFile{Name: "after-restart", Inputs: 7, Rounds: 1, LocalSteps: 50, MinHospitals: 2, RoundDeadline: "10s"})
+	id2 := r.submitJob(jobFile{Name: "after-restart", Inputs: r.features, Rounds: 1, LocalSteps: 50, MinHospitals: 2, RoundDeadline: "10s"})
 	j2 := r.waitJob(id2)
 	checkFinishedJob(t, j2, 1, 2, r.trainRows())
 	t.Logf("second job done with %s and %s only; total %v", current.id, old.id, time.Since(start).Round(time.Millisecond))
@@ -141,7 +141,7 @@ func TestProcessHospitalCrash(t *testing.T) {
 	r := newRegion(t, 3, 3)
 	t.Logf("region up in %v", time.Since(start).Round(time.Millisecond))
 
-	job := jobFile{Name: "hospital-crash", Inputs: 7, Rounds: 5, LocalSteps: 200, MinHospitals: 2, RoundDeadline: "5s"}
+	job := jobFile{Name: "hospital-crash", Inputs: r.features, Rounds: 5, LocalSteps: 200, MinHospitals: 2, RoundDeadline: "5s"}
 	id := r.submitJob(job)
 	victim := r.hospitals[1]
 	waitLog(t, victim.p, jobTimeout, `msg="update encrypted"`, "job_id="+id, "round=2 ")

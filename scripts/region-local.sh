@@ -176,7 +176,7 @@ cat >job.yaml <<EOF
 name: deterioration-early-warning
 purpose: early warning of clinical deterioration on general wards
 legal_basis: synthetic data, no patients (scripts/region-local.sh)
-model: {kind: logreg, inputs: 7}   # the synthetic cohorts have 7 vital signs
+model: {kind: logreg, inputs: 15}   # the synthetic cohorts have 15 features
 rounds: $ROUNDS
 local_steps: 50
 batch_size: 32

@@ -1,6 +1,7 @@
-// Command gencsv writes a synthetic region's hospitals as CSV files (header
-// row, seven vital-sign columns, a 0/1 "deteriorated" label) for trying
-// `regionfl node run` without patient data:
+// Command gencsv writes a synthetic region's hospitals as CSV files (a
+// header row, 15 feature columns of vital signs, lactate and routine labs,
+// and a 0/1 "deteriorated" label) for trying `regionfl node run` without
+// patient data:
 //
 //	go run ./faulttest/gencsv -dir data -hospitals 3 -seed 1
 //

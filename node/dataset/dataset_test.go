@@ -338,21 +338,28 @@ func TestSyntheticPrevalenceAndCaseMix(t *testing.T) {
 			_, regionStd := region.MeanStd()
 			// How far apart the hospitals' means are, in region standard
 			// deviations, at most over the features; and their prevalences.
-			maxGap, prevs := 0.0, []float64{}
+			// The prevalence gap is also measured in standard errors of a
+			// difference of two binomial proportions, so that small
+			// hospitals' sampling noise does not count as case mix.
+			maxGap, maxPrevZ, prevs := 0.0, 0.0, []float64{}
 			for a := range sites {
 				ma, _ := sites[a].Train.Stats().MeanStd()
+				pa, na := prevalence(sites[a].Train, sites[a].Test), float64(sites[a].Train.Len()+sites[a].Test.Len())
 				for b := range a {
 					mb, _ := sites[b].Train.Stats().MeanStd()
 					for j := range ma {
 						maxGap = math.Max(maxGap, math.Abs(ma[j]-mb[j])/regionStd[j])
 					}
+					pb, nb := prevalence(sites[b].Train, sites[b].Test), float64(sites[b].Train.Len()+sites[b].Test.Len())
+					p := (pa*na + pb*nb) / (na + nb)
+					maxPrevZ = math.Max(maxPrevZ, math.Abs(pa-pb)/math.Sqrt(p*(1-p)*(1/na+1/nb)))
 				}
-				prevs = append(prevs, prevalence(sites[a].Train, sites[a].Test))
+				prevs = append(prevs, pa)
 			}
 			spread := slices.Max(prevs) - slices.Min(prevs)
 			switch {
-			case shift == 0 && (maxGap > 0.4 || spread > 0.1):
-				t.Errorf("seed %d, no shift: hospital means up to %.2f std apart, prevalences %.2f apart; want alike", seed, maxGap, spread)
+			case shift == 0 && (maxGap > 0.4 || maxPrevZ > 4):
+				t.Errorf("seed %d, no shift: hospital means up to %.2f std apart, prevalences %.1f standard errors apart; want alike", seed, maxGap, maxPrevZ)
 			case shift == 1 && (maxGap < 1.5 || spread < 0.2):
 				t.Errorf("seed %d, shift 1: hospital means at most %.2f std apart, prevalences %.2f apart; want distinct populations", seed, maxGap, spread)
 			}
@@ -428,7 +435,7 @@ func accuracy(w []float64, tab Table) float64 {
 }
 
 func TestSyntheticGroundTruthIsLearnable(t *testing.T) {
-	sites, heldOut, err := Synthetic(SyntheticConfig{Seed: 11, CaseMixShift: 1, Hospitals: 8})
+	sites, heldOut, err := Synthetic(SyntheticConfig{Seed: 11, CaseMixShift: 1, Hospitals: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
