@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"regionfl/jobspec"
 	"regionfl/models"
 	"regionfl/node/dataset"
 	"regionfl/privacy"
@@ -85,6 +86,11 @@ type Config struct {
 	Pooled bool // pooled-training baseline, per scaling
 	Local  bool // local-training baselines, per scaling and centre
 
+	// Synthetic adds the synthetic region with case-mix shift (the region
+	// of `regionfl demo`): FedAvg and pooled training under each scaling,
+	// one region per seed, with the statistics and every round encrypted.
+	Synthetic bool
+
 	// Differential privacy: DPStrategy with DPScaling, one run per noise
 	// multiplier and seed; each centre clips its weighted update to DPClip
 	// and adds privacy.ShareStd(σ, DPClip, centres) of Gaussian noise.
@@ -112,9 +118,10 @@ func DefaultConfig(data string) Config {
 		SampleScale: 1000,
 		Clip:        1,
 		StatsScale:  1000,
-		StatsBound:  32768,
+		StatsBound:  jobspec.StatsBound,
 		Pooled:      true,
 		Local:       true,
+		Synthetic:   true,
 		DPStrategy:  models.StrategyFedAvg,
 		DPScaling:   ScalingRegion,
 		DPSigmas:    []float64{0, 0.5, 1, 2, 4},
@@ -173,11 +180,12 @@ func (c Config) validate() error {
 	return nil
 }
 
-// spec is FLamby's model: Linear(13→1) + sigmoid.
-var spec = models.Spec{Kind: models.KindLogReg, Inputs: 13}
+// heartSpec is FLamby's model: Linear(13→1) + sigmoid.
+var heartSpec = models.Spec{Kind: models.KindLogReg, Inputs: 13}
 
-// split is one seed's data under one scaling.
+// split is one seed's data under one scaling, and the model trained on it.
 type split struct {
+	spec        models.Spec
 	names       []string
 	train, test []dataset.Table
 }
@@ -186,22 +194,18 @@ type split struct {
 // and its error against the plain pooled statistics.
 type regionStats struct {
 	mean, std      []float64
-	maxSiteNorm    float64 // largest centre statistics vector norm (scaled)
+	maxSiteNorm    float64 // largest centre statistics vector norm
 	maxMeanErr     float64 // max_j |mean_enc − mean_plain| / std_plain
 	maxStdRelErr   float64 // max_j |std_enc − std_plain| / std_plain
-	maxSumRelErr   float64 // max over the vector of |sum_enc − sum_plain| / |sum_plain|
 	countExact     bool
 	plainMean      []float64
 	plainStd       []float64
 	encryptedCount uint64
-
-	maxSiteNorm2     float64 // second pass
-	refinedMeanErr   float64
-	refinedStdRelErr float64
 }
 
 // computeRegionStats sums the centres' statistics vectors through agg and
-// turns them into the region scaling (dataset.RegionScaling).
+// turns them into the region scaling, as the node and the coordinator do
+// (dataset.Stats.Vector, dataset.RegionScaling).
 func computeRegionStats(sites []dataset.Site, agg Aggregator, scale, bound float64) (*regionStats, error) {
 	vecs := make([][]float64, len(sites))
 	counts := make([]uint64, len(sites))
@@ -210,7 +214,7 @@ func computeRegionStats(sites []dataset.Site, agg Aggregator, scale, bound float
 	for i, s := range sites {
 		st := s.Train.Stats()
 		plain = plain.Add(st)
-		vecs[i] = st.Vector(scale)
+		vecs[i] = st.Vector(scale, bound)
 		counts[i] = uint64(s.Train.Len())
 		n := norm2(vecs[i])
 		rs.maxSiteNorm = max(rs.maxSiteNorm, n)
@@ -222,19 +226,13 @@ func computeRegionStats(sites []dataset.Site, agg Aggregator, scale, bound float
 	if err != nil {
 		return nil, fmt.Errorf("bench: region statistics: %w", err)
 	}
-	mean, std, err := dataset.RegionScaling(sum, count, scale)
+	mean, std, err := dataset.RegionScaling(sum, count, scale, bound)
 	if err != nil {
 		return nil, fmt.Errorf("bench: region statistics: %w", err)
 	}
 	rs.mean, rs.std, rs.encryptedCount = mean, std, count
 	rs.countExact = float64(count) == plain.Count
 	rs.plainMean, rs.plainStd = plain.MeanStd()
-	want := plain.Vector(scale)
-	for j, w := range want {
-		if w != 0 {
-			rs.maxSumRelErr = max(rs.maxSumRelErr, math.Abs(sum[j]-w)/math.Abs(w))
-		}
-	}
 	for j := range mean {
 		rs.maxMeanErr = max(rs.maxMeanErr, math.Abs(mean[j]-rs.plainMean[j])/rs.plainStd[j])
 		rs.maxStdRelErr = max(rs.maxStdRelErr, math.Abs(std[j]-rs.plainStd[j])/rs.plainStd[j])
@@ -242,41 +240,12 @@ func computeRegionStats(sites []dataset.Site, agg Aggregator, scale, bound float
 	if !rs.countExact {
 		return nil, fmt.Errorf("bench: region statistics: decrypted count %d, the centres hold %g rows", count, plain.Count)
 	}
-
-	// Precision study (not used for training): a second encrypted pass on
-	// features standardized with the first pass's result. The first pass's
-	// precision is limited by the vector's dynamic range (Σchol² dominates
-	// the norm, and the error of every sum is a fixed fraction of the
-	// bound); after standardization every feature is O(1).
-	vecs2 := make([][]float64, len(sites))
-	for i, s := range sites {
-		vecs2[i] = s.Train.Standardize(mean, std).Stats().Vector(scale)
-		rs.maxSiteNorm2 = max(rs.maxSiteNorm2, norm2(vecs2[i]))
-	}
-	sum2, count2, err := agg.Sum(vecs2, counts, refineBound)
-	if err != nil {
-		return nil, fmt.Errorf("bench: region statistics, second pass: %w", err)
-	}
-	m2, s2, err := dataset.RegionScaling(sum2, count2, scale)
-	if err != nil {
-		return nil, fmt.Errorf("bench: region statistics, second pass: %w", err)
-	}
-	for j := range m2 {
-		rm, rsd := mean[j]+std[j]*m2[j], std[j]*s2[j]
-		rs.refinedMeanErr = max(rs.refinedMeanErr, math.Abs(rm-rs.plainMean[j])/rs.plainStd[j])
-		rs.refinedStdRelErr = max(rs.refinedStdRelErr, math.Abs(rsd-rs.plainStd[j])/rs.plainStd[j])
-	}
 	return rs, nil
 }
 
-// refineBound is the bound on a centre's statistics vector in the second,
-// standardized pass: with scale 1000 a centre's norm is about
-// rows·sqrt(2·features)/1000 (0.9 for the largest centre here).
-const refineBound = 4
-
 // scaleSites standardizes every centre's train and test rows.
-func scaleSites(sites []dataset.Site, scaling string, rs *regionStats) split {
-	var sp split
+func scaleSites(spec models.Spec, sites []dataset.Site, scaling string, rs *regionStats) split {
+	sp := split{spec: spec}
 	for _, s := range sites {
 		mean, std := s.Train.Stats().MeanStd()
 		if scaling == ScalingRegion {
@@ -317,12 +286,9 @@ type fedStats struct {
 // federated runs one federated training: per round each centre trains from
 // the global model, sends its clipped weighted update (noised under DP)
 // through agg, and the server optimizer steps with the decrypted mean.
-func federated(cfg Config, sp split, strategy string, seed int64, agg Aggregator, dp *dpSetting) ([]float64, fedStats, error) {
+func federated(cfg Config, sp split, h Hyper, seed int64, agg Aggregator, dp *dpSetting) ([]float64, fedStats, error) {
 	var fs fedStats
-	h, err := FLambyHyper(strategy)
-	if err != nil {
-		return nil, fs, err
-	}
+	spec := sp.spec
 	opt, err := models.NewServerOptimizer(h.Server, spec.NumParams())
 	if err != nil {
 		return nil, fs, err
@@ -394,7 +360,7 @@ func evaluate(params []float64, sp split) ([]CentreResult, float64, float64, err
 	out := make([]CentreResult, len(sp.test))
 	var acc, auc float64
 	for i, t := range sp.test {
-		m, err := models.Evaluate(spec, params, t.X, t.Y, 0.5)
+		m, err := models.Evaluate(sp.spec, params, t.X, t.Y, 0.5)
 		if err != nil {
 			return nil, 0, 0, err
 		}
@@ -455,7 +421,7 @@ func Run(cfg Config, agg Aggregator) (*Report, error) {
 			scalings = append(scalings, cfg.DPScaling)
 		}
 		for _, sc := range scalings {
-			splits[seed][sc] = scaleSites(sites, sc, rs)
+			splits[seed][sc] = scaleSites(heartSpec, sites, sc, rs)
 		}
 	}
 
@@ -486,6 +452,14 @@ func Run(cfg Config, agg Aggregator) (*Report, error) {
 				return fedRun(cfg, sp, cfg.DPStrategy, cfg.DPScaling, seed, agg, &dpSetting{sigma: sigma})
 			}})
 		}
+	}
+
+	if cfg.Synthetic {
+		synJobs, err := syntheticJobs(cfg, agg, rep)
+		if err != nil {
+			return nil, err
+		}
+		jobs = append(jobs, synJobs...)
 	}
 
 	results := make([]RunResult, len(jobs))
@@ -531,11 +505,15 @@ func Run(cfg Config, agg Aggregator) (*Report, error) {
 
 func fedRun(cfg Config, sp split, strategy, scaling string, seed int64, agg Aggregator, dp *dpSetting) (RunResult, error) {
 	t0 := time.Now()
-	params, fs, err := federated(cfg, sp, strategy, seed, agg, dp)
+	h, err := FLambyHyper(strategy)
 	if err != nil {
 		return RunResult{}, err
 	}
-	res := RunResult{Method: strategy, Scaling: scaling, Seed: seed,
+	params, fs, err := federated(cfg, sp, h, seed, agg, dp)
+	if err != nil {
+		return RunResult{}, err
+	}
+	res := RunResult{Benchmark: BenchmarkHeart, Method: strategy, Scaling: scaling, Seed: seed,
 		MaxUpdateNorm: fs.maxNorm, ClippedUpdates: fs.clipped, Updates: fs.updates, Clip: cfg.Clip}
 	if dp != nil {
 		res.Clip = cfg.DPClip
@@ -549,7 +527,7 @@ func fedRun(cfg Config, sp split, strategy, scaling string, seed int64, agg Aggr
 }
 
 // baselineTrain trains one model on rows alone: Adam, lr 0.001, batch 4.
-func baselineTrain(X [][]float64, Y []float64, steps int, cfg Config, seed int64) ([]float64, error) {
+func baselineTrain(spec models.Spec, X [][]float64, Y []float64, steps int, cfg Config, seed int64) ([]float64, error) {
 	return models.Train(spec, spec.Init(seed), X, Y, models.TrainConfig{
 		Steps: steps, BatchSize: cfg.BatchSize, LR: baselineLR, Optimizer: models.OptAdam, Seed: seed,
 	})
@@ -564,11 +542,11 @@ func pooled(cfg Config, sp split, scaling string, seed int64) (RunResult, error)
 		Y = append(Y, t.Y...)
 	}
 	steps := len(sp.train) * cfg.Rounds * cfg.LocalSteps
-	params, err := baselineTrain(X, Y, steps, cfg, mix(uint64(seed), 1<<40))
+	params, err := baselineTrain(sp.spec, X, Y, steps, cfg, mix(uint64(seed), 1<<40))
 	if err != nil {
 		return RunResult{}, err
 	}
-	res := RunResult{Method: MethodPooled, Scaling: scaling, Seed: seed, Steps: steps}
+	res := RunResult{Benchmark: BenchmarkHeart, Method: MethodPooled, Scaling: scaling, Seed: seed, Steps: steps}
 	res.Centres, res.AvgAccuracy, res.AvgAUROC, err = evaluate(params, sp)
 	res.Params = params
 	res.Seconds = time.Since(t0).Seconds()
@@ -579,11 +557,11 @@ func local(cfg Config, sp split, c int, scaling string, seed int64) (RunResult, 
 	t0 := time.Now()
 	t := sp.train[c]
 	steps := baselineEpochs * ((t.Len() + cfg.BatchSize - 1) / cfg.BatchSize)
-	params, err := baselineTrain(t.X, t.Y, steps, cfg, mix(uint64(seed), 1<<41, uint64(c)))
+	params, err := baselineTrain(sp.spec, t.X, t.Y, steps, cfg, mix(uint64(seed), 1<<41, uint64(c)))
 	if err != nil {
 		return RunResult{}, err
 	}
-	res := RunResult{Method: MethodLocal + sp.names[c], Scaling: scaling, Seed: seed, Steps: steps}
+	res := RunResult{Benchmark: BenchmarkHeart, Method: MethodLocal + sp.names[c], Scaling: scaling, Seed: seed, Steps: steps}
 	res.Centres, res.AvgAccuracy, res.AvgAUROC, err = evaluate(params, sp)
 	res.Params = params
 	res.Seconds = time.Since(t0).Seconds()

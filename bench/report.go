@@ -38,8 +38,15 @@ type CentreResult struct {
 	AUROC    float64 `json:"auroc"`
 }
 
+// Benchmarks a run belongs to.
+const (
+	BenchmarkHeart     = "fed_heart_disease"
+	BenchmarkSynthetic = "synthetic"
+)
+
 // RunResult is one experiment on one seed.
 type RunResult struct {
+	Benchmark      string         `json:"benchmark"`
 	Method         string         `json:"method"`
 	Scaling        string         `json:"scaling"`
 	Seed           int64          `json:"seed"`
@@ -119,27 +126,17 @@ type RegionStatsSeed struct {
 	MaxSiteNorm  float64 `json:"max_site_norm"`
 	MaxMeanErr   float64 `json:"max_mean_err_std_units"`
 	MaxStdRelErr float64 `json:"max_std_rel_err"`
-	MaxSumRelErr float64 `json:"max_sum_rel_err"`
-	// A second encrypted pass on standardized features (precision study).
-	RefinedMaxMeanErr   float64 `json:"refined_max_mean_err_std_units"`
-	RefinedMaxStdRelErr float64 `json:"refined_max_std_rel_err"`
 }
 
 // RegionStatsReport is the precision of the encrypted region statistics
 // against the plain pooled statistics.
 type RegionStatsReport struct {
-	Scale        float64 `json:"scale"`
-	Bound        float64 `json:"bound"`
-	MaxSiteNorm  float64 `json:"max_site_norm"`
-	MaxMeanErr   float64 `json:"max_mean_err_std_units"`
-	MaxStdRelErr float64 `json:"max_std_rel_err"`
-	MaxSumRelErr float64 `json:"max_sum_rel_err"`
-	// The second pass: bound and worst errors.
-	RefinedBound        float64           `json:"refined_bound"`
-	RefinedMaxSiteNorm  float64           `json:"refined_max_site_norm"`
-	RefinedMaxMeanErr   float64           `json:"refined_max_mean_err_std_units"`
-	RefinedMaxStdRelErr float64           `json:"refined_max_std_rel_err"`
-	Seeds               []RegionStatsSeed `json:"seeds"`
+	Scale        float64           `json:"scale"`
+	Bound        float64           `json:"bound"`
+	MaxSiteNorm  float64           `json:"max_site_norm"`
+	MaxMeanErr   float64           `json:"max_mean_err_std_units"`
+	MaxStdRelErr float64           `json:"max_std_rel_err"`
+	Seeds        []RegionStatsSeed `json:"seeds"`
 }
 
 // HEReport is the cost of the encrypted path, per aggregate (one round).
@@ -186,6 +183,7 @@ type Report struct {
 	Summary     []SummaryRow       `json:"summary"`
 	DP          []DPRow            `json:"dp,omitempty"`
 	RegionStats *RegionStatsReport `json:"region_stats,omitempty"`
+	Synthetic   *SyntheticReport   `json:"synthetic,omitempty"`
 	HE          *HEReport          `json:"he,omitempty"`
 	Runs        []RunResult        `json:"runs"`
 	Workers     int                `json:"workers"`
@@ -214,19 +212,14 @@ func newReport(cfg Config, workers int) *Report {
 
 func (r *Report) addRegionStats(seed int64, rs *regionStats) {
 	if r.RegionStats == nil {
-		r.RegionStats = &RegionStatsReport{Scale: r.cfg.StatsScale, Bound: r.cfg.StatsBound, RefinedBound: refineBound}
+		r.RegionStats = &RegionStatsReport{Scale: r.cfg.StatsScale, Bound: r.cfg.StatsBound}
 	}
 	g := r.RegionStats
 	g.Seeds = append(g.Seeds, RegionStatsSeed{Seed: seed, Rows: rs.encryptedCount, MaxSiteNorm: rs.maxSiteNorm,
-		MaxMeanErr: rs.maxMeanErr, MaxStdRelErr: rs.maxStdRelErr, MaxSumRelErr: rs.maxSumRelErr,
-		RefinedMaxMeanErr: rs.refinedMeanErr, RefinedMaxStdRelErr: rs.refinedStdRelErr})
-	g.RefinedMaxSiteNorm = max(g.RefinedMaxSiteNorm, rs.maxSiteNorm2)
-	g.RefinedMaxMeanErr = max(g.RefinedMaxMeanErr, rs.refinedMeanErr)
-	g.RefinedMaxStdRelErr = max(g.RefinedMaxStdRelErr, rs.refinedStdRelErr)
+		MaxMeanErr: rs.maxMeanErr, MaxStdRelErr: rs.maxStdRelErr})
 	g.MaxSiteNorm = max(g.MaxSiteNorm, rs.maxSiteNorm)
 	g.MaxMeanErr = max(g.MaxMeanErr, rs.maxMeanErr)
 	g.MaxStdRelErr = max(g.MaxStdRelErr, rs.maxStdRelErr)
-	g.MaxSumRelErr = max(g.MaxSumRelErr, rs.maxSumRelErr)
 }
 
 // Summarize groups runs by (method, scaling) in a stable order: pooled,
@@ -296,12 +289,23 @@ func summaryOf(sel []RunResult) SummaryRow {
 func (r *Report) finish(runs []RunResult, agg Aggregator, wall time.Duration) {
 	cfg := r.cfg
 	r.Runs = runs
-	if len(runs) > 0 {
-		for _, c := range runs[0].Centres {
+	var heart, synthetic []RunResult
+	for _, x := range runs {
+		if x.Benchmark == BenchmarkSynthetic {
+			synthetic = append(synthetic, x)
+		} else {
+			heart = append(heart, x)
+		}
+	}
+	if len(heart) > 0 {
+		for _, c := range heart[0].Centres {
 			r.Protocol.Centres = append(r.Protocol.Centres, c.Centre)
 		}
 	}
-	r.Summary = summarize(runs, cfg.Strategies, cfg.Scalings)
+	r.Summary = summarize(heart, cfg.Strategies, cfg.Scalings)
+	if r.Synthetic != nil {
+		r.Synthetic.finish(synthetic, cfg.Scalings)
+	}
 	for _, sigma := range cfg.DPSigmas {
 		var sel []RunResult
 		for _, x := range runs {
@@ -315,8 +319,8 @@ func (r *Report) finish(runs []RunResult, agg Aggregator, wall time.Duration) {
 		s := summaryOf(sel)
 		row := DPRow{Sigma: sigma, Delta: cfg.DPDelta, Rounds: cfg.Rounds, Clip: cfg.DPClip,
 			AvgAccuracy: s.AvgAccuracy, AvgAUROC: s.AvgAUROC, ClippedUpdates: s.ClippedUpdates, Updates: s.Updates}
-		row.ShareStd = privacy.ShareStd(sigma, cfg.DPClip, len(runs[0].Centres))
-		row.EncodingBound = privacy.EncodingBound(cfg.DPClip, row.ShareStd, spec.NumParams())
+		row.ShareStd = privacy.ShareStd(sigma, cfg.DPClip, len(sel[0].Centres))
+		row.EncodingBound = privacy.EncodingBound(cfg.DPClip, row.ShareStd, heartSpec.NumParams())
 		if sigma > 0 {
 			e := privacy.Accountant{NoiseMultiplier: sigma, Delta: cfg.DPDelta}.Epsilon(cfg.Rounds)
 			row.Epsilon = &e
@@ -417,31 +421,33 @@ func (r *Report) Markdown() string {
 		hs = append(hs, d)
 	}
 	b.WriteString(strings.Join(hs, "; ") + ".\n")
+	r.perSeedMarkdown(&b)
 
 	if g := r.RegionStats; g != nil {
 		b.WriteString("\n### Region statistics under encryption\n\n")
-		fmt.Fprintf(&b, "Each centre encrypts Stats.Vector(%g) of its training rows (Σx, Σx² per feature; its row count in the count digits) with the he clip set to the bound %g on one centre's vector norm "+
-			"(a centre above it is refused, never clipped). Largest centre norm: %.4g (%.0f%% of the bound). "+
+		fmt.Fprintf(&b, "Each centre encrypts Stats.Vector(%g, %g) of its training rows (Σx, Σx² per feature, each as an integer part, exact after rounding, and an amplified fraction; its row count in the count digits) with the he clip set to the bound %g on one centre's vector norm "+
+			"(a centre above it is refused, never clipped), exactly as a node does in a job's statistics round. Largest centre norm: %.4g. "+
 			"Error of the decrypted region scaling against the plain pooled statistics, worst feature over %d seed(s):\n\n",
-			g.Scale, g.Bound, g.MaxSiteNorm, 100*g.MaxSiteNorm/g.Bound, len(g.Seeds))
-		b.WriteString("| seed | rows | max \\|Δmean\\|/std | max \\|Δstd\\|/std | max relative error of a sum | 2nd pass: max \\|Δmean\\|/std | 2nd pass: max \\|Δstd\\|/std |\n|---|---|---|---|---|---|---|\n")
+			g.Scale, g.Bound, g.Bound, g.MaxSiteNorm, len(g.Seeds))
+		b.WriteString("| seed | rows | max \\|Δmean\\|/std | max \\|Δstd\\|/std |\n|---|---|---|---|\n")
 		for _, s := range g.Seeds {
-			fmt.Fprintf(&b, "| %d | %d | %.2e | %.2e | %.2e | %.2e | %.2e |\n", s.Seed, s.Rows, s.MaxMeanErr, s.MaxStdRelErr, s.MaxSumRelErr, s.RefinedMaxMeanErr, s.RefinedMaxStdRelErr)
+			fmt.Fprintf(&b, "| %d | %d | %.2e | %.2e |\n", s.Seed, s.Rows, s.MaxMeanErr, s.MaxStdRelErr)
 		}
-		fmt.Fprintf(&b, "| **max** | | **%.2e** | **%.2e** | **%.2e** | **%.2e** | **%.2e** |\n\n", g.MaxMeanErr, g.MaxStdRelErr, g.MaxSumRelErr, g.RefinedMaxMeanErr, g.RefinedMaxStdRelErr)
-		fmt.Fprintf(&b, "The error of every decrypted sum is a fixed fraction (about 2^-30·√t) of the bound, so the sums of rare binary features (a few rows) carry the largest relative error: "+
-			"Σchol² sets the vector's norm. The *2nd pass* columns measure an option not used for training: one more encrypted aggregate of the statistics of features standardized with the first result "+
-			"(every feature O(1), bound %g, largest centre norm %.3g), which removes that dynamic range.\n", g.RefinedBound, g.RefinedMaxSiteNorm)
+		fmt.Fprintf(&b, "| **max** | | **%.2e** | **%.2e** |\n", g.MaxMeanErr, g.MaxStdRelErr)
 	}
 
 	if h := r.HE; h != nil {
 		b.WriteString("\n### Cost of the encrypted path\n\n")
 		fmt.Fprintf(&b, "Mean per aggregate (one round: %.0f contributions of %d values; %d aggregates in all, region statistics included), measured with %d experiment(s) running in parallel:\n\n",
-			h.UpdatesPerRound, spec.NumParams(), h.Aggregates, r.Workers)
+			h.UpdatesPerRound, heartSpec.NumParams(), h.Aggregates, r.Workers)
 		b.WriteString("| encrypt (all centres) | serialize + parse | aggregate | decryption shares (t) | combine | **total per round** |\n|---|---|---|---|---|---|\n")
 		fmt.Fprintf(&b, "| %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms | **%.2f ms** |\n\n", h.EncryptMs, h.TransportMs, h.AggregateMs, h.DecryptSharesMs, h.CombineMs, h.TotalMs)
 		fmt.Fprintf(&b, "Encrypted update %d bytes, decryption share %d bytes. Key ceremony (%d-of-%d, HPKE-sealed Shamir shares): %.0f ms, %d run. Encrypted path in all: %.1f s of %.1f s wall time.\n",
 			h.UpdateBytes, h.ShareBytes, h.Threshold, h.Parties, h.CeremonyMs, h.Ceremonies, h.TotalSeconds, r.WallSeconds)
+	}
+
+	if r.Synthetic != nil {
+		r.Synthetic.markdown(&b)
 	}
 
 	if len(r.DP) > 0 {
@@ -475,4 +481,37 @@ func seedList(s []int64) string {
 		parts[i] = fmt.Sprint(v)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// perSeedMarkdown lists every federated strategy's average accuracy per
+// seed next to its target, so a mean is never the only figure.
+func (r *Report) perSeedMarkdown(b *strings.Builder) {
+	if len(r.cfg.Strategies) == 0 {
+		return
+	}
+	b.WriteString("\nAverage accuracy per seed (encrypted runs exactly as in the table):\n\n| method | scaling |")
+	for _, seed := range r.Seeds {
+		fmt.Fprintf(b, " seed %d |", seed)
+	}
+	b.WriteString(" mean |\n|---|---|" + strings.Repeat("---|", len(r.Seeds)+1) + "\n")
+	for _, st := range r.cfg.Strategies {
+		for _, sc := range r.cfg.Scalings {
+			acc := map[int64]float64{}
+			var all []float64
+			for _, x := range r.Runs {
+				if x.Benchmark == BenchmarkHeart && x.Method == st && x.Scaling == sc && x.Sigma == nil {
+					acc[x.Seed] = x.AvgAccuracy
+					all = append(all, x.AvgAccuracy)
+				}
+			}
+			if len(all) == 0 {
+				continue
+			}
+			fmt.Fprintf(b, "| %s | %s |", st, sc)
+			for _, seed := range r.Seeds {
+				fmt.Fprintf(b, " %.3f |", acc[seed])
+			}
+			fmt.Fprintf(b, " %.3f |\n", stat(all).Mean)
+		}
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"regionfl/models"
+	"regionfl/node/dataset"
 	"regionfl/privacy"
 	pb "regionfl/proto/regionfl/v1"
 )
@@ -325,12 +326,17 @@ func CheckScaling(mean, std []float64, inputs int) error {
 // (dataset.Stats.Vector) and only the region's sums are decrypted.
 const StatsRound = 0
 
-// StatsBound is the L2 bound of a site's statistics vector (Σx and Σx²
-// divided by the job's sample scale). The encrypted encoding represents
-// values to about 1e-9 of this bound, so the region's moments come out
-// within ~1e-3 of the exact ones; a site whose vector is longer refuses the
-// round rather than distort the region's scaling.
-const StatsBound = 1e6
+// StatsBound is the L2 bound of a site's statistics vector
+// (dataset.Stats.Vector with the job's sample scale). The encryption error
+// of a decrypted value is about 5e-9 of it, 0.01: the integer parts round
+// to exact integers with a margin of 25 (some 70 standard deviations of
+// that error), and the region's means and standard deviations come back
+// within about 1e-6 of the exact ones. The integer parts fit for a site
+// whose sums per feature stay below about 2·10⁶ times the sample scale
+// (Σx² of 30,000 rows of values near 250 at the default scale); a site
+// whose vector is longer refuses the round rather than distort the
+// region's scaling, and the job can raise sample_scale.
+const StatsBound = 2e6
 
 // NeedsScaling reports whether a job still waits for the region's
 // statistics before it can train.
@@ -345,7 +351,7 @@ func NeedsScaling(s *pb.JobSpec) bool {
 // decrypted without any site's own.
 func VectorLen(s *pb.JobSpec, round uint32) int {
 	if round == StatsRound {
-		return 2 * int(s.GetModel().GetInputs())
+		return dataset.StatsVectorLen(int(s.GetModel().GetInputs()))
 	}
 	return NumParams(s) + models.MetricSumsLen
 }

@@ -726,7 +726,7 @@ func (n *Node) encrypt(ctx context.Context, t *pb.TrainTask, v []float64, count 
 // and Σx², encrypted; only the region's sums are ever decrypted.
 func (n *Node) sendStats(ctx context.Context, t *pb.TrainTask) error {
 	train := n.cfg.Data.Train
-	v := train.Stats().Vector(float64(t.Spec.SampleScale))
+	v := train.Stats().Vector(float64(t.Spec.SampleScale), jobspec.StatsBound)
 	var sq float64
 	for _, x := range v {
 		sq += x * x

@@ -155,7 +155,8 @@ func (t Table) Split(testFraction float64, seed int64) (train, test Table) {
 	if testFraction > 0 {
 		nTest = int(math.Min(math.Round(float64(t.Len())*testFraction), float64(t.Len())))
 	}
-	return t.splitN(nTest, seed)
+	perm := rand.New(rand.NewPCG(uint64(seed), splitStream)).Perm(t.Len())
+	return t.rows(perm[nTest:]), t.rows(perm[:nTest])
 }
 
 // splitStream separates the PCG stream of splits from the synthetic
@@ -163,11 +164,45 @@ func (t Table) Split(testFraction float64, seed int64) (train, test Table) {
 // replay the same random numbers.
 const splitStream = 0x5311_7000_0000_0000
 
-// splitN is Split with the test size given as a row count, for protocols
-// that size the test set their own way (FLamby rounds up).
-func (t Table) splitN(nTest int, seed int64) (train, test Table) {
-	perm := rand.New(rand.NewPCG(uint64(seed), splitStream)).Perm(t.Len())
-	return t.rows(perm[nTest:]), t.rows(perm[:nTest])
+// splitStratified splits off nTest rows of a 0/1-labelled table as the
+// test set keeping each label's share, as scikit-learn's train_test_split
+// with stratify does (FLamby splits Fed-Heart-Disease so): the test rows
+// are divided between the labels in proportion to their counts, the
+// remainder going to the larger fractional part (ties to the more frequent
+// label), and drawn in the order of one shuffle of the table, which also
+// orders both halves.
+func (t Table) splitStratified(nTest int, seed int64) (train, test Table) {
+	n := t.Len()
+	var count [2]int
+	for _, y := range t.Y {
+		count[int(y)]++
+	}
+	var want [2]int
+	var frac [2]float64
+	for c := range want {
+		exact := float64(nTest) * float64(count[c]) / float64(n)
+		want[c] = int(math.Floor(exact))
+		frac[c] = exact - float64(want[c])
+	}
+	if want[0]+want[1] < nTest {
+		c := 0
+		if frac[1] > frac[0] || frac[1] == frac[0] && count[1] > count[0] {
+			c = 1
+		}
+		want[c]++
+	}
+	perm := rand.New(rand.NewPCG(uint64(seed), splitStream)).Perm(n)
+	var trainIdx, testIdx []int
+	for _, i := range perm {
+		c := int(t.Y[i])
+		if want[c] > 0 {
+			want[c]--
+			testIdx = append(testIdx, i)
+		} else {
+			trainIdx = append(trainIdx, i)
+		}
+	}
+	return t.rows(trainIdx), t.rows(testIdx)
 }
 
 // rows returns a copy of t holding the given rows in the given order.

@@ -780,8 +780,14 @@ func TestHeartDisease(t *testing.T) {
 		}
 		checkTable(t, s.Train, features)
 		checkTable(t, s.Test, features)
-		if cases := int(prevalence(s.Train, s.Test) * float64(w.train+w.test)); cases != w.cases {
+		if cases := int(math.Round(prevalence(s.Train, s.Test) * float64(w.train+w.test))); cases != w.cases {
 			t.Errorf("%s: %d patients with num > 0, want %d", s.Name, cases, w.cases)
+		}
+		// Stratified: the test set holds the centre's share of cases, to
+		// within the one row that rounding leaves.
+		testCases := prevalence(s.Test) * float64(w.test)
+		if share := float64(w.cases) * float64(w.test) / float64(w.train+w.test); math.Abs(testCases-share) > 1 {
+			t.Errorf("%s: %.0f cases among %d test rows, want %.1f (stratified)", s.Name, testCases, w.test, share)
 		}
 		for _, row := range append(s.Train.X, s.Test.X...) {
 			if cp := row[8] + row[9] + row[10]; cp > 1 {
@@ -895,19 +901,25 @@ func TestParseHeartDisease(t *testing.T) {
 }
 
 // The region's scaling from summed statistics vectors equals the pooled
-// statistics, and a constant feature gets std 1.
+// statistics, also when every sum carries an error the size the
+// encryption leaves at the bound; a constant feature gets std 1; a high
+// part that is not an integer or a vector of the wrong shape is an error.
 func TestRegionScalingMatchesPooled(t *testing.T) {
 	sites, _, err := Synthetic(SyntheticConfig{Hospitals: 3, Seed: 5, CaseMixShift: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
+	const scale, bound = 1000, 2e6
 	var pooled Stats
 	var sum []float64
 	var count uint64
 	for _, s := range sites {
 		st := s.Train.Stats()
 		pooled = pooled.Add(st)
-		v := st.Vector(1000)
+		v := st.Vector(scale, bound)
+		if len(v) != StatsVectorLen(len(s.Train.Features)) {
+			t.Fatalf("vector of %d values for %d features", len(v), len(s.Train.Features))
+		}
 		if sum == nil {
 			sum = make([]float64, len(v))
 		}
@@ -916,23 +928,44 @@ func TestRegionScalingMatchesPooled(t *testing.T) {
 		}
 		count += uint64(s.Train.Len())
 	}
-	mean, std, err := RegionScaling(sum, count, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
 	wm, ws := pooled.MeanStd()
-	for j := range mean {
-		if math.Abs(mean[j]-wm[j]) > 1e-9*math.Abs(wm[j])+1e-9 || math.Abs(std[j]-ws[j]) > 1e-6*ws[j] {
-			t.Errorf("feature %d: %g±%g, pooled %g±%g", j, mean[j], std[j], wm[j], ws[j])
+	// The encryption's error at this bound is about 0.01 per value at
+	// most; 0.02 on every value, alternating in sign, is worse than it
+	// ever is.
+	noisy := slices.Clone(sum)
+	for i := range noisy {
+		noisy[i] += 0.02 * float64(1-2*(i%2))
+	}
+	for _, tc := range []struct {
+		name string
+		sum  []float64
+		tol  float64 // in standard deviations
+	}{{"exact", sum, 1e-9}, {"with twice the encryption's error", noisy, 1e-3}} {
+		name := tc.name
+		mean, std, err := RegionScaling(tc.sum, count, scale, bound)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for j := range mean {
+			if math.Abs(mean[j]-wm[j]) > tc.tol*ws[j] || math.Abs(std[j]-ws[j]) > tc.tol*ws[j] {
+				t.Errorf("%s: %s: %g±%g, pooled %g±%g", name, sites[0].Train.Features[j], mean[j], std[j], wm[j], ws[j])
+			}
 		}
 	}
-	if _, s, _ := RegionScaling([]float64{2, 4}, 2, 1); s[0] != 1 {
-		t.Errorf("constant feature got std %g", s[0])
+
+	constant := Stats{Count: 2, Sum: []float64{4}, SumSq: []float64{8}}.Vector(1, 10)
+	if _, s, err := RegionScaling(constant, 2, 1, 10); err != nil || s[0] != 1 {
+		t.Errorf("constant feature: std %v, err %v; want 1", s, err)
 	}
-	if _, _, err := RegionScaling([]float64{1, 2, 3}, 2, 1); err == nil {
-		t.Error("odd-length vector accepted")
+	off := slices.Clone(sum)
+	off[0] += 0.4
+	if _, _, err := RegionScaling(off, count, scale, bound); err == nil || !strings.Contains(err.Error(), "not an integer") {
+		t.Errorf("integer part off by 0.4: err = %v", err)
 	}
-	if _, _, err := RegionScaling([]float64{1, 2}, 0, 1); err == nil {
+	if _, _, err := RegionScaling([]float64{1, 2, 3}, 2, 1, 10); err == nil {
+		t.Error("vector of 3 values accepted")
+	}
+	if _, _, err := RegionScaling(sum, 0, scale, bound); err == nil {
 		t.Error("zero count accepted")
 	}
 }

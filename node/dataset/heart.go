@@ -68,10 +68,10 @@ var heartFeatures = []string{"age", "sex", "trestbps", "chol", "fbs", "thalach",
 // and thal are dropped, then every row with a missing value (303, 261, 46
 // and 130 rows remain); the label is num > 0; cp and restecg are one-hot
 // encoded into the 13 features of heartFeatures; each centre is split
-// 66/34 into train and test (199/104, 172/89, 30/16, 85/45) by a shuffle
-// seeded with seed, the same as Table.Split but with the test size rounded
-// up. The shuffle is this package's, not scikit-learn's, so the splits
-// differ from FLamby's own random_state 43.
+// 66/34 into train and test (199/104, 172/89, 30/16, 85/45), stratified by
+// label as FLamby's train_test_split(stratify=...) does, by a shuffle
+// seeded with seed. The shuffle is this package's, not scikit-learn's, so
+// the splits differ from FLamby's own random_state 43.
 //
 // The tables are not standardized: how to scale them (per centre, as
 // FLamby does, or with region-wide statistics) is the caller's experiment.
@@ -88,7 +88,7 @@ func HeartDisease(dir string, seed int64) ([]Site, error) {
 			return nil, fmt.Errorf("heart disease data: %w", err)
 		}
 		nTest := (heartTestPercent*t.Len() + 99) / 100
-		train, test := t.splitN(nTest, seed)
+		train, test := t.splitStratified(nTest, seed)
 		sites = append(sites, Site{Name: f.Site, Train: train, Test: test})
 	}
 	return sites, nil
