@@ -55,7 +55,10 @@ type Options struct {
 	Scaling string
 	// Sites are real site tables, one hospital each (e.g. from --csv or
 	// --heart-disease); nil runs a synthetic region.
-	Sites    []dataset.Site
+	Sites []dataset.Site
+	// Missing is the job's policy for sites that dropped incomplete rows
+	// (dataset.MissingError, the default, or MissingDrop).
+	Missing  string
 	Dir      string       // where state goes; "" = a temporary directory removed at the end
 	Logger   *slog.Logger // component logs (discarded by default)
 	Progress io.Writer    // one line per round; nil = quiet
@@ -351,6 +354,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		LegalBasis: "demo data, no patients", ClipNorm: 10, SampleScale: 1000, Seed: uint64(opt.Seed),
 		Strategy: &pb.Strategy{Name: st.Name, ServerLr: st.ServerLR, Beta1: st.Beta1, Beta2: st.Beta2, Tau: st.Tau},
 		Scaling:  opt.Scaling,
+		Missing:  opt.Missing,
 	}
 	jobspec.Defaults(spec)
 	if err := jobspec.Validate(spec); err != nil {

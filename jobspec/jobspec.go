@@ -52,6 +52,9 @@ type File struct {
 	DP               DP        `yaml:"dp"`
 	AlertThreshold   float64   `yaml:"alert_threshold"`
 	ShareSiteMetrics bool      `yaml:"share_site_metrics"`
+	// Missing is what sites may do with incomplete rows: error (default:
+	// a site that dropped any declines the job) or drop.
+	Missing string `yaml:"missing"`
 }
 
 // DP is the job's per-site differential privacy.
@@ -112,6 +115,7 @@ func Parse(b []byte) (*pb.JobSpec, error) {
 		DpDelta:           f.DP.Delta,
 		AlertThreshold:    f.AlertThreshold,
 		ShareSiteMetrics:  f.ShareSiteMetrics,
+		Missing:           f.Missing,
 	}
 	if f.Deadline != "" {
 		d, err := parseDuration(f.Deadline)
@@ -174,6 +178,9 @@ func Defaults(s *pb.JobSpec) {
 	if s.AlertThreshold == 0 {
 		s.AlertThreshold = 0.5
 	}
+	if s.Missing == "" {
+		s.Missing = dataset.MissingError
+	}
 }
 
 // Validate checks a job spec; the error names the offending field.
@@ -233,6 +240,9 @@ func Validate(s *pb.JobSpec) error {
 	}
 	if !(s.AlertThreshold > 0 && s.AlertThreshold < 1) {
 		return bad("alert_threshold", "%v is not in (0, 1)", s.AlertThreshold)
+	}
+	if s.Missing != dataset.MissingError && s.Missing != dataset.MissingDrop {
+		return bad("missing", "%q is not %s or %s", s.Missing, dataset.MissingError, dataset.MissingDrop)
 	}
 	return nil
 }

@@ -23,8 +23,11 @@ func TestParse(t *testing.T) {
 	if s.Rounds != 5 || s.RoundDeadlineMs != 30_000 || s.Model.Inputs != 8 || s.Strategy.Name != "fedadam" {
 		t.Fatalf("parsed %+v", s)
 	}
-	if s.LocalSteps == 0 || s.ClipNorm == 0 || s.MinHospitals == 0 {
+	if s.LocalSteps == 0 || s.ClipNorm == 0 || s.MinHospitals == 0 || s.Missing != "error" {
 		t.Fatal("defaults not applied")
+	}
+	if s, err := Parse([]byte(valid + "missing: drop\n")); err != nil || s.Missing != "drop" {
+		t.Fatalf("missing: drop gave %q, %v", s.GetMissing(), err)
 	}
 }
 
@@ -37,6 +40,7 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"bad optimizer", valid + "optimizer: lbfgs\n", "optimizer"},
 		{"negative clip", valid + "clip_norm: -1\n", "clip_norm"},
 		{"unknown strategy", "purpose: x\nmodel: {kind: logreg, inputs: 8}\nstrategy: {name: magic}\n", "strategy"},
+		{"unknown missing policy", valid + "missing: impute\n", "missing"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -397,6 +397,9 @@ func (n *Node) check(jobID string, spec *pb.JobSpec) string {
 		return fmt.Sprintf("reference scaling has %d means and %d deviations for %d features", len(spec.FeatureMean), len(spec.FeatureStd), features)
 	case spec.Dataset != "" && spec.Dataset != n.cfg.Data.Name && n.cfg.Data.Name != "":
 		return fmt.Sprintf("job wants dataset %q, this site serves %q", spec.Dataset, n.cfg.Data.Name)
+	case n.cfg.Data.Dropped.Rows > 0 && spec.Missing != dataset.MissingDrop:
+		// The count only: where the rows are stays in the node's log.
+		return fmt.Sprintf("job keeps every row (missing: %s) and this site dropped %d rows with missing or unusable cells", spec.GetMissing(), n.cfg.Data.Dropped.Rows)
 	}
 	return ""
 }

@@ -111,6 +111,34 @@ func threshold(t *testing.T, p he.Params, seed []byte, n, thr int) ([]*he.Party,
 // A node gives one decryption share per round: asked again for another
 // aggregate or another set of decryptors it refuses, asked again for the
 // same it sends the same share, and a restart changes none of this.
+// A site that dropped incomplete rows takes only jobs that allow it
+// (missing: drop), and its reason carries the count, not where the rows
+// are.
+func TestJobMissingPolicy(t *testing.T) {
+	sites, _, err := dataset.Synthetic(dataset.SyntheticConfig{Hospitals: 1, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := sites[0]
+	spec := &pb.JobSpec{Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: len(site.Train.Features)}),
+		Purpose: "test", MinHospitals: 1, Scaling: jobspec.ScalingSite}
+	jobspec.Defaults(spec)
+	complete := &Node{cfg: Config{Data: site}}
+	if reason := complete.check("job-1", spec); reason != "" {
+		t.Fatalf("complete data, missing: error: declined: %s", reason)
+	}
+	site.Dropped = dataset.Dropped{Rows: 3, Line: 17, Column: "spo2"}
+	incomplete := &Node{cfg: Config{Data: site}}
+	reason := incomplete.check("job-1", spec)
+	if !strings.Contains(reason, "missing: error") || !strings.Contains(reason, "dropped 3 rows") || strings.Contains(reason, "17") || strings.Contains(reason, "spo2") {
+		t.Errorf("3 dropped rows, missing: error: reason %q", reason)
+	}
+	spec.Missing = dataset.MissingDrop
+	if reason := incomplete.check("job-1", spec); reason != "" {
+		t.Errorf("3 dropped rows, missing: drop: declined: %s", reason)
+	}
+}
+
 func TestOneDecryptionSharePerRound(t *testing.T) {
 	p := he.RegionParams()
 	seed := make([]byte, he.SeedLen)

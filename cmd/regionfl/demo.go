@@ -56,7 +56,8 @@ Heart Disease centres with the FLamby preprocessing.`,
 				if err != nil {
 					return err
 				}
-				opt.Sites = sites
+				// The demo's job allows what the hospitals' files needed.
+				opt.Sites, opt.Missing = sites, csvOpts.Missing
 			case heart != "":
 				sites, err := dataset.HeartDisease(heart, opt.Seed)
 				if err != nil {
@@ -123,7 +124,7 @@ Heart Disease centres with the FLamby preprocessing.`,
 	f.StringArrayVar(&csvSites, "csv", nil, "a hospital's CSV file as NAME=PATH (repeat for each hospital)")
 	f.StringVar(&csvOpts.Label, "label", "label", "with --csv: the 0/1 label column")
 	f.StringSliceVar(&csvOpts.Columns, "columns", nil, "with --csv: feature columns (default: all but the label)")
-	f.StringVar(&csvOpts.Missing, "missing", "error", "with --csv: missing or non-numeric cells: error, or drop the row")
+	f.StringVar(&csvOpts.Missing, "missing", "error", "with --csv: missing or non-numeric cells: error, or drop the row (the demo's job then allows dropped rows: missing: drop)")
 	f.Float64Var(&testFrac, "test-fraction", 0.3, "with --csv: share of each site's rows kept for testing")
 	f.StringVar(&heart, "heart-disease", "", "directory with the four UCI Heart Disease files (scripts/fetch-heart-disease.sh)")
 	f.IntVar(&opt.KillLeaderRound, "kill-leader-round", 0, "stop the leader replica while round N collects updates (0: never)")
@@ -148,7 +149,7 @@ func loadCSVSites(args []string, opts dataset.CSVOptions, testFrac float64, seed
 			return nil, usageError{fmt.Errorf("--csv: hospital %q named twice", name)}
 		}
 		seen[name] = true
-		t, _, err := dataset.ReadCSV(path, opts)
+		t, dropped, err := dataset.ReadCSV(path, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -156,7 +157,7 @@ func loadCSVSites(args []string, opts dataset.CSVOptions, testFrac float64, seed
 		if train.Len() == 0 || test.Len() == 0 {
 			return nil, fmt.Errorf("%s: %d rows are too few to split into train and test", path, t.Len())
 		}
-		sites = append(sites, dataset.Site{Name: name, Train: train, Test: test})
+		sites = append(sites, dataset.Site{Name: name, Train: train, Test: test, Dropped: dropped})
 	}
 	return sites, nil
 }

@@ -51,9 +51,13 @@ func newNodeCmd() *cobra.Command {
 				return err
 			}
 			train, test := table.Split(testFrac, seed)
-			cfg.Data = dataset.Site{Name: datasetName, Train: train, Test: test}
-			cfg.Logger.Info("site data loaded", "rows", table.Len(), "dropped", dropped,
+			cfg.Data = dataset.Site{Name: datasetName, Train: train, Test: test, Dropped: dropped}
+			cfg.Logger.Info("site data loaded", "rows", table.Len(), "dropped", dropped.Rows,
 				"features", len(table.Features), "train", train.Len(), "test", test.Len())
+			if dropped.Rows > 0 {
+				cfg.Logger.Warn("rows with missing or unusable cells dropped; jobs with missing: error will be declined",
+					"rows", dropped.Rows, "first_line", dropped.Line, "first_column", dropped.Column)
+			}
 			if cfg.HPKEKeyFile, err = node.HPKEKeyBeside(tf.key); err != nil {
 				return err
 			}

@@ -46,21 +46,29 @@ type CSVOptions struct {
 	Missing string
 }
 
-// Missing-value policies.
+// Missing-value policies, of a site's CSVOptions and of a job.
 const (
-	missingError = "error"
-	missingDrop  = "drop"
+	MissingError = "error"
+	MissingDrop  = "drop"
 )
+
+// Dropped counts the rows a table lost under MissingDrop, and where the
+// first of them is (never its values, which are patient data).
+type Dropped struct {
+	Rows   int
+	Line   int    // 1-based line of the first dropped row in its file
+	Column string // the first unusable column in that row
+}
 
 // ReadCSV reads a site's table from the CSV file at path: a header row, then
 // one row per patient, with the label column holding 0 or 1 and every
-// selected feature a finite number. It returns the table and the number of
-// rows dropped under Missing "drop". Errors name the file, the 1-based line
+// selected feature a finite number. It returns the table and the rows
+// dropped under Missing "drop". Errors name the file, the 1-based line
 // (the header is line 1) and the column.
-func ReadCSV(path string, opts CSVOptions) (t Table, dropped int, err error) {
+func ReadCSV(path string, opts CSVOptions) (t Table, dropped Dropped, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return Table{}, 0, err
+		return Table{}, Dropped{}, err
 	}
 	defer f.Close()
 	return ParseCSV(f, path, opts)
@@ -71,27 +79,27 @@ func ReadCSV(path string, opts CSVOptions) (t Table, dropped int, err error) {
 // order mark; blank lines are skipped. Only binary labels are supported: a
 // label that is a number other than 0 or 1 is an error even under "drop",
 // since dropping it would silently discard a whole class.
-func ParseCSV(r io.Reader, name string, opts CSVOptions) (Table, int, error) {
+func ParseCSV(r io.Reader, name string, opts CSVOptions) (Table, Dropped, error) {
 	var drop bool
 	switch opts.Missing {
-	case "", missingError:
-	case missingDrop:
+	case "", MissingError:
+	case MissingDrop:
 		drop = true
 	default:
-		return Table{}, 0, fmt.Errorf("%s: unknown missing-value policy %q (want %q or %q)", name, opts.Missing, missingError, missingDrop)
+		return Table{}, Dropped{}, fmt.Errorf("%s: unknown missing-value policy %q (want %q or %q)", name, opts.Missing, MissingError, MissingDrop)
 	}
 	if opts.Label == "" {
-		return Table{}, 0, fmt.Errorf("%s: no label column given", name)
+		return Table{}, Dropped{}, fmt.Errorf("%s: no label column given", name)
 	}
 
 	lim := &recordLimiter{r: r, line: 1, recordLine: 1}
 	cr := csv.NewReader(lim)
 	header, err := cr.Read()
 	if err == io.EOF {
-		return Table{}, 0, fmt.Errorf("%s: empty file (a header row is required)", name)
+		return Table{}, Dropped{}, fmt.Errorf("%s: empty file (a header row is required)", name)
 	}
 	if err != nil {
-		return Table{}, 0, csvError(name, lim, err, 0, 0)
+		return Table{}, Dropped{}, csvError(name, lim, err, 0, 0)
 	}
 	headerLine, _ := cr.FieldPos(0)
 	// cr now checks every record against the header's field count, since
@@ -100,7 +108,7 @@ func ParseCSV(r io.Reader, name string, opts CSVOptions) (Table, int, error) {
 	cr.ReuseRecord = true
 	label, cols, err := resolveColumns(header, opts)
 	if err != nil {
-		return Table{}, 0, fmt.Errorf("%s:%d: %w", name, headerLine, err)
+		return Table{}, Dropped{}, fmt.Errorf("%s:%d: %w", name, headerLine, err)
 	}
 
 	// fields are the columns parsed, the label first; names name them.
@@ -112,18 +120,18 @@ func ParseCSV(r io.Reader, name string, opts CSVOptions) (Table, int, error) {
 	t := Table{Features: names[1:]}
 	nf := len(cols)
 	var slab []float64 // rows are carved out of slabs, not allocated one by one
-	dropped := 0
+	var dropped Dropped
 	for {
 		rec, err := cr.Read()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return Table{}, 0, csvError(name, lim, err, len(rec), len(header))
+			return Table{}, Dropped{}, csvError(name, lim, err, len(rec), len(header))
 		}
 		line, _ := cr.FieldPos(0)
 		if (t.Len()+1)*nf > MaxValues {
-			return Table{}, 0, fmt.Errorf("%s:%d: more than %d values (rows × features); split the file", name, line, MaxValues)
+			return Table{}, Dropped{}, fmt.Errorf("%s:%d: more than %d values (rows × features); split the file", name, line, MaxValues)
 		}
 		if len(slab) < len(fields) {
 			slab = make([]float64, len(fields)*1024)
@@ -133,7 +141,7 @@ func ParseCSV(r io.Reader, name string, opts CSVOptions) (Table, int, error) {
 		// Hard errors fail whatever the policy; soft ones (unusable cells)
 		// fail under "error" and drop the row under "drop", once the rest
 		// of the row has been checked for hard errors.
-		skip := false
+		skip := ""
 		for k, c := range fields {
 			v, soft, hard := parseCell(rec[c])
 			if k == 0 && soft == nil && hard == nil && v != 0 && v != 1 {
@@ -143,13 +151,18 @@ func ParseCSV(r io.Reader, name string, opts CSVOptions) (Table, int, error) {
 				hard = soft
 			}
 			if hard != nil {
-				return Table{}, 0, fmt.Errorf("%s:%d: column %q: %w", name, line, names[k], hard)
+				return Table{}, Dropped{}, fmt.Errorf("%s:%d: column %q: %w", name, line, names[k], hard)
 			}
-			skip = skip || soft != nil
+			if soft != nil && skip == "" {
+				skip = names[k]
+			}
 			vals[k] = v
 		}
-		if skip {
-			dropped++
+		if skip != "" {
+			if dropped.Rows == 0 {
+				dropped.Line, dropped.Column = line, skip
+			}
+			dropped.Rows++
 			continue
 		}
 		slab = slab[len(fields):]
@@ -157,10 +170,10 @@ func ParseCSV(r io.Reader, name string, opts CSVOptions) (Table, int, error) {
 		t.X = append(t.X, vals[1:])
 	}
 	if t.Len() == 0 {
-		if dropped > 0 {
-			return Table{}, dropped, fmt.Errorf("%s: no rows left: all %d data rows had missing or unusable values and were dropped", name, dropped)
+		if dropped.Rows > 0 {
+			return Table{}, dropped, fmt.Errorf("%s: no rows left: all %d data rows had missing or unusable values and were dropped", name, dropped.Rows)
 		}
-		return Table{}, 0, fmt.Errorf("%s: no data rows after the header", name)
+		return Table{}, Dropped{}, fmt.Errorf("%s: no data rows after the header", name)
 	}
 	return t, dropped, nil
 }

@@ -227,4 +227,7 @@ func (t Table) rows(idx []int) Table {
 type Site struct {
 	Name        string
 	Train, Test Table
+	// Dropped are the rows the site's file lost to missing or unusable
+	// cells; a job that does not allow that (missing: error) is declined.
+	Dropped Dropped
 }

@@ -569,8 +569,8 @@ func TestParseCSV(t *testing.T) {
 		X:        [][]float64{{80, 97}, {120, 88}, {95, 100}},
 		Y:        []float64{0, 1, 0},
 	}
-	if dropped != 0 || !reflect.DeepEqual(tab, want) {
-		t.Fatalf("got %+v (dropped %d), want %+v", tab, dropped, want)
+	if dropped != (Dropped{}) || !reflect.DeepEqual(tab, want) {
+		t.Fatalf("got %+v (dropped %+v), want %+v", tab, dropped, want)
 	}
 
 	// Columns in the order asked for; nil means all but the label.
@@ -600,8 +600,8 @@ func TestReadCSV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tab.Len() != 2 || dropped != 1 {
-		t.Errorf("%d rows, %d dropped; want 2 and 1", tab.Len(), dropped)
+	if want := (Dropped{Rows: 1, Line: 4, Column: "y"}); tab.Len() != 2 || dropped != want {
+		t.Errorf("%d rows, dropped %+v; want 2 and %+v", tab.Len(), dropped, want)
 	}
 	_, _, err = ReadCSV(path, CSVOptions{Label: "y"})
 	if err == nil || !strings.Contains(err.Error(), path+":4: column \"y\": missing value \"?\"") {
@@ -690,8 +690,8 @@ func TestParseCSVDrop(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Table{Features: []string{"hr", "spo2"}, X: [][]float64{{80, 97}, {85, 94}, {87, 93}}, Y: []float64{0, 1, 1}}
-	if dropped != 6 || !reflect.DeepEqual(tab, want) {
-		t.Fatalf("got %+v, %d dropped; want %+v, 6 dropped", tab, dropped, want)
+	if wantDropped := (Dropped{Rows: 6, Line: 3, Column: "hr"}); dropped != wantDropped || !reflect.DeepEqual(tab, want) {
+		t.Fatalf("got %+v, dropped %+v; want %+v, dropped %+v", tab, dropped, want, wantDropped)
 	}
 }
 
@@ -727,8 +727,8 @@ func FuzzParseCSV(f *testing.F) {
 			}
 			return
 		}
-		if dropped < 0 || (!drop && dropped != 0) {
-			t.Fatalf("dropped %d with Missing %q", dropped, opts.Missing)
+		if dropped.Rows < 0 || (!drop && dropped != (Dropped{})) || (dropped.Rows > 0) != (dropped.Line > 1 && dropped.Column != "") {
+			t.Fatalf("dropped %+v with Missing %q", dropped, opts.Missing)
 		}
 		if tab.Len() == 0 || len(tab.Features) == 0 {
 			t.Fatalf("accepted an empty table: %+v", tab)

@@ -2534,8 +2534,12 @@ type JobSpec struct {
 	// Whether sites report their own test metrics to the researcher; region
 	// metrics are always built from encrypted sums.
 	ShareSiteMetrics bool `protobuf:"varint,24,opt,name=share_site_metrics,json=shareSiteMetrics,proto3" json:"share_site_metrics,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// What a site may do with rows that have missing or unusable cells:
+	// "error" (default: a site that had to drop any declines the job) or
+	// "drop" (train and test on the complete rows).
+	Missing       string `protobuf:"bytes,25,opt,name=missing,proto3" json:"missing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
@@ -2734,6 +2738,13 @@ func (x *JobSpec) GetShareSiteMetrics() bool {
 		return x.ShareSiteMetrics
 	}
 	return false
+}
+
+func (x *JobSpec) GetMissing() string {
+	if x != nil {
+		return x.Missing
+	}
+	return ""
 }
 
 type SubmitJobRequest struct {
@@ -4111,7 +4122,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\tserver_lr\x18\x02 \x01(\x01R\bserverLr\x12\x14\n" +
 	"\x05beta1\x18\x03 \x01(\x01R\x05beta1\x12\x14\n" +
 	"\x05beta2\x18\x04 \x01(\x01R\x05beta2\x12\x10\n" +
-	"\x03tau\x18\x05 \x01(\x01R\x03tau\"\xac\x06\n" +
+	"\x03tau\x18\x05 \x01(\x01R\x03tau\"\xc6\x06\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
 	"\x05model\x18\x02 \x01(\v2\x16.regionfl.v1.ModelSpecR\x05model\x12\x16\n" +
@@ -4141,7 +4152,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x13dp_noise_multiplier\x18\x15 \x01(\x01R\x11dpNoiseMultiplier\x12\x19\n" +
 	"\bdp_delta\x18\x16 \x01(\x01R\adpDelta\x12'\n" +
 	"\x0falert_threshold\x18\x17 \x01(\x01R\x0ealertThreshold\x12,\n" +
-	"\x12share_site_metrics\x18\x18 \x01(\bR\x10shareSiteMetrics\"[\n" +
+	"\x12share_site_metrics\x18\x18 \x01(\bR\x10shareSiteMetrics\x12\x18\n" +
+	"\amissing\x18\x19 \x01(\tR\amissing\"[\n" +
 	"\x10SubmitJobRequest\x12(\n" +
 	"\x04spec\x18\x01 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12\x1d\n" +
 	"\n" +
