@@ -520,6 +520,12 @@ func fedRun(cfg Config, sp split, strategy, scaling string, seed int64, agg Aggr
 		s := dp.sigma
 		res.Sigma = &s
 	}
+	return finishRun(res, params, sp, t0)
+}
+
+// finishRun evaluates params on every test split into res.
+func finishRun(res RunResult, params []float64, sp split, t0 time.Time) (RunResult, error) {
+	var err error
 	res.Centres, res.AvgAccuracy, res.AvgAUROC, err = evaluate(params, sp)
 	res.Params = params
 	res.Seconds = time.Since(t0).Seconds()
@@ -533,24 +539,25 @@ func baselineTrain(spec models.Spec, X [][]float64, Y []float64, steps int, cfg 
 	})
 }
 
-func pooled(cfg Config, sp split, scaling string, seed int64) (RunResult, error) {
-	t0 := time.Now()
-	var X [][]float64
-	var Y []float64
+// pooledRows puts every centre's training rows together.
+func (sp split) pooledRows() (X [][]float64, Y []float64) {
 	for _, t := range sp.train {
 		X = append(X, t.X...)
 		Y = append(Y, t.Y...)
 	}
+	return X, Y
+}
+
+func pooled(cfg Config, sp split, scaling string, seed int64) (RunResult, error) {
+	t0 := time.Now()
+	X, Y := sp.pooledRows()
 	steps := len(sp.train) * cfg.Rounds * cfg.LocalSteps
 	params, err := baselineTrain(sp.spec, X, Y, steps, cfg, mix(uint64(seed), 1<<40))
 	if err != nil {
 		return RunResult{}, err
 	}
 	res := RunResult{Benchmark: BenchmarkHeart, Method: MethodPooled, Scaling: scaling, Seed: seed, Steps: steps}
-	res.Centres, res.AvgAccuracy, res.AvgAUROC, err = evaluate(params, sp)
-	res.Params = params
-	res.Seconds = time.Since(t0).Seconds()
-	return res, err
+	return finishRun(res, params, sp, t0)
 }
 
 func local(cfg Config, sp split, c int, scaling string, seed int64) (RunResult, error) {
@@ -562,8 +569,5 @@ func local(cfg Config, sp split, c int, scaling string, seed int64) (RunResult, 
 		return RunResult{}, err
 	}
 	res := RunResult{Benchmark: BenchmarkHeart, Method: MethodLocal + sp.names[c], Scaling: scaling, Seed: seed, Steps: steps}
-	res.Centres, res.AvgAccuracy, res.AvgAUROC, err = evaluate(params, sp)
-	res.Params = params
-	res.Seconds = time.Since(t0).Seconds()
-	return res, err
+	return finishRun(res, params, sp, t0)
 }

@@ -88,12 +88,7 @@ func syntheticJobs(cfg Config, agg Aggregator, rep *Report) ([]job, error) {
 				}},
 				job{fmt.Sprintf("synthetic pooled %s seed %d", sc, seed), func() (RunResult, error) {
 					t0 := time.Now()
-					var X [][]float64
-					var Y []float64
-					for _, t := range sp.train {
-						X = append(X, t.X...)
-						Y = append(Y, t.Y...)
-					}
+					X, Y := sp.pooledRows()
 					// As many SGD steps as all hospitals take in the
 					// federated run, at the same learning rate.
 					steps := len(sp.train) * syntheticRounds * syntheticLocalSteps
@@ -109,15 +104,6 @@ func syntheticJobs(cfg Config, agg Aggregator, rep *Report) ([]job, error) {
 		}
 	}
 	return jobs, nil
-}
-
-// finishRun evaluates params on every test split into res.
-func finishRun(res RunResult, params []float64, sp split, t0 time.Time) (RunResult, error) {
-	var err error
-	res.Centres, res.AvgAccuracy, res.AvgAUROC, err = evaluate(params, sp)
-	res.Params = params
-	res.Seconds = time.Since(t0).Seconds()
-	return res, err
 }
 
 func (sr *SyntheticReport) finish(runs []RunResult, scalings []string) {
