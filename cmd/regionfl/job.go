@@ -120,47 +120,19 @@ func newJobStatusCmd() *cobra.Command {
 }
 
 func newJobListCmd() *cobra.Command {
-	var (
-		cf     clientFlags
-		asJSON bool
-	)
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List jobs",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var jobs []*pb.JobInfo
-			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				resp, err := conn.Researcher.ListJobs(ctx, &pb.ListJobsRequest{}, grpc.Trailer(conn.Trailer))
-				jobs = resp.GetJobs()
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				out := make([]map[string]any, len(jobs))
-				for i, j := range jobs {
-					out[i] = jobJSON(j)
-				}
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "JOB\tNAME\tSTATE\tROUNDS\tMODEL VERSION")
-			for _, j := range jobs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%d\n", j.JobId, j.Spec.GetName(), j.State, len(j.Rounds), j.Spec.GetRounds(), j.ModelVersion)
-			}
-			return tw.Flush()
+	return newListCmd(listing[*pb.JobInfo]{
+		use:   "list",
+		short: "List jobs",
+		fetch: func(ctx context.Context, conn client.Conn) ([]*pb.JobInfo, error) {
+			resp, err := conn.Researcher.ListJobs(ctx, &pb.ListJobsRequest{}, grpc.Trailer(conn.Trailer))
+			return resp.GetJobs(), err
 		},
-	}
-	cf.register(cmd.Flags())
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
+		json:   jobJSON,
+		header: "JOB\tNAME\tSTATE\tROUNDS\tMODEL VERSION",
+		row: func(j *pb.JobInfo) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%d/%d\t%d", j.JobId, j.Spec.GetName(), j.State, len(j.Rounds), j.Spec.GetRounds(), j.ModelVersion)
+		},
+	})
 }
 
 func newJobCancelCmd() *cobra.Command {

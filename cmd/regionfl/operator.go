@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -22,47 +21,21 @@ func newOperatorCmd() *cobra.Command {
 }
 
 func newRaftListCmd() *cobra.Command {
-	var (
-		cf     clientFlags
-		asJSON bool
-	)
-	cmd := &cobra.Command{
-		Use:   "list-replicas",
-		Short: "List the coordinator replicas and which one leads",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var rs []*pb.Replica
-			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				resp, err := conn.Operator.ListReplicas(ctx, &pb.ListReplicasRequest{}, grpc.Trailer(conn.Trailer))
-				rs = resp.GetReplicas()
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				out := make([]map[string]any, len(rs))
-				for i, r := range rs {
-					out[i] = map[string]any{"id": r.Id, "raft_addr": r.RaftAddr, "grpc_addr": r.GrpcAddr, "leader": r.Leader, "suffrage": r.Suffrage}
-				}
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tRAFT ADDRESS\tGRPC ADDRESS\tSUFFRAGE\tLEADER")
-			for _, r := range rs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", r.Id, r.RaftAddr, r.GrpcAddr, r.Suffrage, r.Leader)
-			}
-			return tw.Flush()
+	return newListCmd(listing[*pb.Replica]{
+		use:   "list-replicas",
+		short: "List the coordinator replicas and which one leads",
+		fetch: func(ctx context.Context, conn client.Conn) ([]*pb.Replica, error) {
+			resp, err := conn.Operator.ListReplicas(ctx, &pb.ListReplicasRequest{}, grpc.Trailer(conn.Trailer))
+			return resp.GetReplicas(), err
 		},
-	}
-	cf.register(cmd.Flags())
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
+		json: func(r *pb.Replica) map[string]any {
+			return map[string]any{"id": r.Id, "raft_addr": r.RaftAddr, "grpc_addr": r.GrpcAddr, "leader": r.Leader, "suffrage": r.Suffrage}
+		},
+		header: "ID\tRAFT ADDRESS\tGRPC ADDRESS\tSUFFRAGE\tLEADER",
+		row: func(r *pb.Replica) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%v", r.Id, r.RaftAddr, r.GrpcAddr, r.Suffrage, r.Leader)
+		},
+	})
 }
 
 func newRaftRemoveCmd() *cobra.Command {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -75,45 +74,19 @@ func newRevokeCmd() *cobra.Command {
 }
 
 func newListRevokedCmd() *cobra.Command {
-	var (
-		cf     clientFlags
-		asJSON bool
-	)
-	cmd := &cobra.Command{
-		Use:   "list-revoked",
-		Short: "List revoked certificate serials",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var rs []*pb.Revocation
-			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				resp, err := conn.Operator.ListRevoked(ctx, &pb.ListRevokedRequest{}, grpc.Trailer(conn.Trailer))
-				rs = resp.GetRevoked()
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				out := make([]map[string]any, len(rs))
-				for i, r := range rs {
-					out[i] = map[string]any{"serial": r.Serial, "reason": r.Reason, "revoked_by": r.RevokedBy, "unix_ms": r.UnixMs}
-				}
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "SERIAL\tREVOKED\tBY\tREASON")
-			for _, r := range rs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Serial, time.UnixMilli(r.UnixMs).UTC().Format(time.RFC3339), r.RevokedBy, r.Reason)
-			}
-			return tw.Flush()
+	return newListCmd(listing[*pb.Revocation]{
+		use:   "list-revoked",
+		short: "List revoked certificate serials",
+		fetch: func(ctx context.Context, conn client.Conn) ([]*pb.Revocation, error) {
+			resp, err := conn.Operator.ListRevoked(ctx, &pb.ListRevokedRequest{}, grpc.Trailer(conn.Trailer))
+			return resp.GetRevoked(), err
 		},
-	}
-	cf.register(cmd.Flags())
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
+		json: func(r *pb.Revocation) map[string]any {
+			return map[string]any{"serial": r.Serial, "reason": r.Reason, "revoked_by": r.RevokedBy, "unix_ms": r.UnixMs}
+		},
+		header: "SERIAL\tREVOKED\tBY\tREASON",
+		row: func(r *pb.Revocation) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s", r.Serial, time.UnixMilli(r.UnixMs).UTC().Format(time.RFC3339), r.RevokedBy, r.Reason)
+		},
+	})
 }
