@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"math/big"
 	"os"
@@ -268,26 +267,12 @@ func (d *dockerRegion) cli(who, coordinators string, args ...string) ([]byte, er
 
 func (d *dockerRegion) listReplicas(coordinators string) ([]replicaInfo, error) {
 	out, err := d.cli("ops", coordinators, "operator", "raft", "list-replicas", "--json")
-	if err != nil {
-		return nil, err
-	}
-	var rs []replicaInfo
-	if err := json.Unmarshal(out, &rs); err != nil {
-		return nil, fmt.Errorf("list-replicas --json: %v: %s", err, out)
-	}
-	return rs, nil
+	return decodeJSON[[]replicaInfo]("list-replicas", out, err)
 }
 
 func (d *dockerRegion) jobStatus(id string) (*jobStatus, error) {
 	out, err := d.cli("alice", d.coordinators(), "job", "status", id, "--json")
-	if err != nil {
-		return nil, err
-	}
-	var j jobStatus
-	if err := json.Unmarshal(out, &j); err != nil {
-		return nil, fmt.Errorf("job status --json: %v: %s", err, out)
-	}
-	return &j, nil
+	return decodeJSON[*jobStatus]("job status", out, err)
 }
 
 // logs returns a container's output (stdout and stderr), optionally only

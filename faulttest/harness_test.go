@@ -641,14 +641,21 @@ func (r *region) researcherArgs(args ...string) []string {
 // answers, from its own view of the Raft configuration).
 func (r *region) listReplicas(coordinators string) ([]replicaInfo, error) {
 	out, err := r.cli(r.identityArgs("ops", coordinators, "operator", "raft", "list-replicas", "--json")...)
+	return decodeJSON[[]replicaInfo]("list-replicas", out, err)
+}
+
+// decodeJSON parses what a `regionfl ... --json` command printed, or
+// passes on the error of running it; what names the command in errors.
+func decodeJSON[T any](what string, out []byte, err error) (T, error) {
+	var v T
 	if err != nil {
-		return nil, err
+		return v, err
 	}
-	var rs []replicaInfo
-	if err := json.Unmarshal(out, &rs); err != nil {
-		return nil, fmt.Errorf("list-replicas --json: %v: %s", err, out)
+	if err := json.Unmarshal(out, &v); err != nil {
+		var zero T
+		return zero, fmt.Errorf("%s --json: %v: %s", what, err, out)
 	}
-	return rs, nil
+	return v, nil
 }
 
 func countVoters(rs []replicaInfo) int {
@@ -708,14 +715,7 @@ func (r *region) submitJob(spec jobFile) string {
 
 func (r *region) jobStatus(id string) (*jobStatus, error) {
 	out, err := r.cli(r.researcherArgs("job", "status", id, "--json")...)
-	if err != nil {
-		return nil, err
-	}
-	var j jobStatus
-	if err := json.Unmarshal(out, &j); err != nil {
-		return nil, fmt.Errorf("job status --json: %v: %s", err, out)
-	}
-	return &j, nil
+	return decodeJSON[*jobStatus]("job status", out, err)
 }
 
 // waitJob polls the job's status until it ends.

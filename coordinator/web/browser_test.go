@@ -36,15 +36,7 @@ func TestBrowser(t *testing.T) {
 		t.Skip("chromium not on PATH (apt-get install chromium; scripts/ci-deps.sh)")
 	}
 	fx := newFixture(t, func(c *Config) { c.Now = nil }) // real clock: the browser checks cookie expiry
-	serverCert, err := fx.ca.Issue(identity.Identity{Name: "c1", Role: identity.RoleCoordinator}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, err := fx.srv.Start("127.0.0.1:0", TLSConfig(serverCert, fx.ca.Pool()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fx.srv.Close() })
+	addr := fx.serveTLS(t)
 
 	// Log in through the link (it redirects to the jobs list), then load the
 	// job page with the same profile, which keeps the session cookie.

@@ -134,6 +134,22 @@ func newFixture(t testing.TB, mod func(*Config)) *fixture {
 	return fx
 }
 
+// serveTLS serves the view over real TLS on a loopback port, with a
+// coordinator certificate of the fixture's CA, until the test ends.
+func (fx *fixture) serveTLS(t testing.TB) string {
+	t.Helper()
+	serverCert, err := fx.ca.Issue(identity.Identity{Name: "c1", Role: identity.RoleCoordinator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := fx.srv.Start("127.0.0.1:0", TLSConfig(serverCert, fx.ca.Pool()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fx.srv.Close() })
+	return addr
+}
+
 func (fx *fixture) cert(t testing.TB, name string, role identity.Role) *x509.Certificate {
 	t.Helper()
 	c, err := fx.ca.Issue(identity.Identity{Name: name, Role: role}, time.Hour)
@@ -463,15 +479,7 @@ func TestMetricsBehindAuth(t *testing.T) {
 // TestOverRealTLS serves the view with TLSConfig and checks who gets in.
 func TestOverRealTLS(t *testing.T) {
 	fx := newFixture(t, nil)
-	serverCert, err := fx.ca.Issue(identity.Identity{Name: "c1", Role: identity.RoleCoordinator}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, err := fx.srv.Start("127.0.0.1:0", TLSConfig(serverCert, fx.ca.Pool()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fx.srv.Close() })
+	addr := fx.serveTLS(t)
 	get := func(cert *tls.Certificate) (int, error) {
 		cfg := &tls.Config{RootCAs: fx.ca.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS13}
 		if cert != nil { // always present it, even if the server names other CAs
