@@ -111,16 +111,20 @@ func (sr *SyntheticReport) finish(runs []RunResult, scalings []string) {
 	for i := range sr.Summary {
 		sr.Summary[i].FLamby = nil // FLamby has no synthetic region
 	}
-	byKey := map[string]float64{}
+	type key struct {
+		scaling string
+		seed    int64
+	}
+	fedavg := map[key]float64{}
 	for _, r := range runs {
 		if r.Method == models.StrategyFedAvg {
-			byKey[fmt.Sprint(r.Scaling, r.Seed)] = r.AvgAccuracy
+			fedavg[key{r.Scaling, r.Seed}] = r.AvgAccuracy
 		}
 	}
 	sr.RegionGain = nil
 	for _, seed := range sr.seeds {
-		site, ok1 := byKey[fmt.Sprint(ScalingSite, seed)]
-		region, ok2 := byKey[fmt.Sprint(ScalingRegion, seed)]
+		site, ok1 := fedavg[key{ScalingSite, seed}]
+		region, ok2 := fedavg[key{ScalingRegion, seed}]
 		if ok1 && ok2 {
 			sr.RegionGain = append(sr.RegionGain, region-site)
 		}
