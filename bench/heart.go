@@ -61,7 +61,12 @@ var AllStrategies = []string{models.StrategyFedAvg, models.StrategyFedProx, mode
 // Config is a Fed-Heart-Disease benchmark run.
 type Config struct {
 	Data  string  // directory with the four UCI files
-	Seeds []int64 // each seed: the per-centre train/test split and the training order
+	Seeds []int64 // each seed: the training order (and with Resplit the split)
+
+	// Resplit draws every seed's own per-centre split (scikit-learn's
+	// random_state = seed) instead of FLamby's fixed random_state 43, so
+	// the spread over seeds includes the split's.
+	Resplit bool
 
 	Rounds     int // federated rounds (FLamby: 15)
 	LocalSteps int // local SGD steps per round (FLamby: 100)
@@ -146,6 +151,8 @@ func (c Config) validate() error {
 		return errors.New("bench: no data directory")
 	case len(c.Seeds) == 0:
 		return errors.New("bench: no seeds")
+	case c.Resplit && slices.ContainsFunc(c.Seeds, func(s int64) bool { return s < 0 || s > math.MaxUint32 }):
+		return errors.New("bench: with Resplit every seed is a random_state, from 0 to 2^32−1")
 	case c.Rounds < 1 || c.LocalSteps < 1 || c.BatchSize < 1:
 		return fmt.Errorf("bench: rounds %d, local steps %d, batch size %d must be positive", c.Rounds, c.LocalSteps, c.BatchSize)
 	case !(c.SampleScale > 0) || !(c.Clip > 0) || !(c.StatsScale > 0) || !(c.StatsBound > 0):
@@ -401,7 +408,7 @@ func Run(cfg Config, agg Aggregator) (*Report, error) {
 	splits := map[int64]map[string]split{}
 	var jobs []job
 	for _, seed := range cfg.Seeds {
-		sites, err := dataset.HeartDisease(cfg.Data, seed)
+		sites, err := dataset.HeartDisease(cfg.Data, cfg.splitSeed(seed))
 		if err != nil {
 			return nil, err
 		}
@@ -501,6 +508,22 @@ func Run(cfg Config, agg Aggregator) (*Report, error) {
 	}
 	rep.finish(results, agg, time.Since(start))
 	return rep, nil
+}
+
+// splitSeed is the random_state that splits the centres for seed.
+func (cfg Config) splitSeed(seed int64) uint32 {
+	if cfg.Resplit {
+		return uint32(seed)
+	}
+	return dataset.FLambySplitSeed
+}
+
+// splitName says in the report which split the runs used.
+func (cfg Config) splitName() string {
+	if cfg.Resplit {
+		return "scikit-learn's stratified train_test_split with random_state = seed"
+	}
+	return fmt.Sprintf("FLamby's, scikit-learn's stratified train_test_split with random_state %d, the same for every seed", dataset.FLambySplitSeed)
 }
 
 func fedRun(cfg Config, sp split, strategy, scaling string, seed int64, agg Aggregator, dp *dpSetting) (RunResult, error) {

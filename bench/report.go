@@ -163,6 +163,7 @@ type HEReport struct {
 type Protocol struct {
 	Benchmark   string           `json:"benchmark"`
 	Centres     []string         `json:"centres"`
+	Split       string           `json:"split"`
 	Rounds      int              `json:"rounds"`
 	LocalSteps  int              `json:"local_steps"`
 	BatchSize   int              `json:"batch_size"`
@@ -198,7 +199,7 @@ func newReport(cfg Config, workers int) *Report {
 	r.Protocol = Protocol{
 		Benchmark: "fed_heart_disease", Rounds: cfg.Rounds, LocalSteps: cfg.LocalSteps, BatchSize: cfg.BatchSize,
 		SampleScale: cfg.SampleScale, Clip: cfg.Clip, Strategies: map[string]Hyper{}, Scalings: slices.Clone(cfg.Scalings),
-		BaselineLR: baselineLR, Threshold: 0.5,
+		BaselineLR: baselineLR, Threshold: 0.5, Split: cfg.splitName(),
 	}
 	for _, s := range cfg.Strategies {
 		r.Protocol.Strategies[s], _ = FLambyHyper(s)
@@ -376,10 +377,11 @@ func (r *Report) Markdown() string {
 	}
 	fmt.Fprintf(&b, "## Fed-Heart-Disease (FLamby protocol), %s\n\n", map[bool]string{true: "encrypted aggregation", false: "plain aggregation"}[r.HE != nil])
 	fmt.Fprintf(&b, "%d centres (%s), %d rounds × %d local SGD steps, batch %d; aggregation: %s. "+
-		"Seeds %s (each seed: the per-centre 66/34 train/test split and the training order). "+
+		"Per-centre 66/34 train/test split: %s. Seeds %s (each seed: the training order%s). "+
 		"Accuracy at 0.5 on each centre's test split, mean ± sample std over seeds; *average* is the unweighted mean over the centres (FLamby's metric); "+
 		"AUROC is the mean of the per-centre AUROCs. Updates are (n_i/%g)·Δ_i clipped to L2 %g; *clipped* counts updates the clip shortened.\n\n",
-		len(p.Centres), strings.Join(p.Centres, ", "), p.Rounds, p.LocalSteps, p.BatchSize, agg, seedList(r.Seeds), p.SampleScale, p.Clip)
+		len(p.Centres), strings.Join(p.Centres, ", "), p.Rounds, p.LocalSteps, p.BatchSize, agg, p.Split, seedList(r.Seeds),
+		map[bool]string{true: " and the split", false: ""}[cfg.Resplit], p.SampleScale, p.Clip)
 
 	fmt.Fprintf(&b, "| method | scaling |")
 	for _, c := range p.Centres {

@@ -16,6 +16,7 @@ func newBenchCmd() *cobra.Command {
 	var (
 		data    string
 		seeds   int
+		resplit bool
 		outMD   string
 		outJSON string
 		quick   bool
@@ -33,8 +34,10 @@ shares, and the server optimizer steps.
 It runs FedAvg, FedProx, FedAdam, FedYogi and FedAdagrad with per-centre
 ("site", FLamby's choice) and region-wide scaling (statistics summed under
 the same encryption), pooled and local baselines, and FedAvg with
-differential privacy at several noise multipliers, over seeds 1..N (each
-seed: the train/test split and the training order).
+differential privacy at several noise multipliers, over seeds 1..N. Each
+seed sets the training order; every centre is split as FLamby splits it
+(scikit-learn's stratified train_test_split, random_state 43, reproduced
+exactly), or with --resplit by random_state = seed.
 
 The Markdown report goes to stdout (and to --out-md); --out-json writes the
 same as JSON. Progress goes to stderr.`,
@@ -55,6 +58,7 @@ same as JSON. Progress goes to stderr.`,
 				cfg.Seeds = append(cfg.Seeds, int64(s))
 			}
 			cfg.Workers = workers
+			cfg.Resplit = resplit
 			cfg.Progress = cmd.ErrOrStderr()
 			agg, err := bench.NewEncrypted(4, 3)
 			if err != nil {
@@ -89,6 +93,7 @@ same as JSON. Progress goes to stderr.`,
 	f.StringVar(&outMD, "out-md", "", "also write the Markdown report to this file")
 	f.StringVar(&outJSON, "out-json", "", "write the report as JSON to this file")
 	f.BoolVar(&quick, "quick", false, "one seed only")
+	f.BoolVar(&resplit, "resplit", false, "each seed splits the centres anew (random_state = seed) instead of FLamby's random_state 43")
 	f.IntVar(&workers, "workers", 0, "experiments run in parallel (default: GOMAXPROCS)")
 	cmd.AddCommand(heart)
 	return cmd

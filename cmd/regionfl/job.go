@@ -130,7 +130,9 @@ func newJobListCmd() *cobra.Command {
 		json:   jobJSON,
 		header: "JOB\tNAME\tSTATE\tROUNDS\tMODEL VERSION",
 		row: func(j *pb.JobInfo) string {
-			return fmt.Sprintf("%s\t%s\t%s\t%d/%d\t%d", j.JobId, j.Spec.GetName(), j.State, len(j.Rounds), j.Spec.GetRounds(), j.ModelVersion)
+			// Training rounds done: the statistics round and aborted
+			// attempts are rounds too, but train no model version.
+			return fmt.Sprintf("%s\t%s\t%s\t%d/%d\t%d", j.JobId, j.Spec.GetName(), j.State, j.ModelVersion, j.Spec.GetRounds(), j.ModelVersion)
 		},
 	})
 }

@@ -13,7 +13,8 @@
 //
 // Everything random here (splits, synthetic cohorts) is driven by an explicit
 // seed through math/rand/v2's PCG, so a run is reproducible for a given seed
-// and Go release.
+// and Go release; the Fed-Heart-Disease split instead reproduces
+// scikit-learn's, NumPy's generator included, so that it is FLamby's.
 package dataset
 
 import (
@@ -163,47 +164,6 @@ func (t Table) Split(testFraction float64, seed int64) (train, test Table) {
 // generator's streams, so a split seed equal to a generator seed does not
 // replay the same random numbers.
 const splitStream = 0x5311_7000_0000_0000
-
-// splitStratified splits off nTest rows of a 0/1-labelled table as the
-// test set keeping each label's share, as scikit-learn's train_test_split
-// with stratify does (FLamby splits Fed-Heart-Disease so): the test rows
-// are divided between the labels in proportion to their counts, the
-// remainder going to the larger fractional part (ties to the more frequent
-// label), and drawn in the order of one shuffle of the table, which also
-// orders both halves.
-func (t Table) splitStratified(nTest int, seed int64) (train, test Table) {
-	n := t.Len()
-	var count [2]int
-	for _, y := range t.Y {
-		count[int(y)]++
-	}
-	var want [2]int
-	var frac [2]float64
-	for c := range want {
-		exact := float64(nTest) * float64(count[c]) / float64(n)
-		want[c] = int(math.Floor(exact))
-		frac[c] = exact - float64(want[c])
-	}
-	if want[0]+want[1] < nTest {
-		c := 0
-		if frac[1] > frac[0] || frac[1] == frac[0] && count[1] > count[0] {
-			c = 1
-		}
-		want[c]++
-	}
-	perm := rand.New(rand.NewPCG(uint64(seed), splitStream)).Perm(n)
-	var trainIdx, testIdx []int
-	for _, i := range perm {
-		c := int(t.Y[i])
-		if want[c] > 0 {
-			want[c]--
-			testIdx = append(testIdx, i)
-		} else {
-			trainIdx = append(trainIdx, i)
-		}
-	}
-	return t.rows(trainIdx), t.rows(testIdx)
-}
 
 // rows returns a copy of t holding the given rows in the given order.
 func (t Table) rows(idx []int) Table {

@@ -32,9 +32,12 @@ const (
 	// heartMaxFileBytes bounds what HeartDisease reads into memory; the
 	// largest real file is 18 KiB.
 	heartMaxFileBytes = 1 << 20
-	// heartTestPercent is FLamby's 34% test share per centre. The test set
-	// has ceil(0.34·n) rows, as scikit-learn's train_test_split sizes it.
-	heartTestPercent = 34
+	// heartTrainFraction is FLamby's train share per centre; its test
+	// share is 1 − 0.66, as a float64 (0.33999999999999997).
+	heartTrainFraction = 0.66
+	// FLambySplitSeed is the random_state with which FLamby splits every
+	// centre.
+	FLambySplitSeed = 43
 )
 
 // heartColumns are the 14 columns of the UCI files, in file order.
@@ -68,14 +71,16 @@ var heartFeatures = []string{"age", "sex", "trestbps", "chol", "fbs", "thalach",
 // and thal are dropped, then every row with a missing value (303, 261, 46
 // and 130 rows remain); the label is num > 0; cp and restecg are one-hot
 // encoded into the 13 features of heartFeatures; each centre is split
-// 66/34 into train and test (199/104, 172/89, 30/16, 85/45), stratified by
-// label as FLamby's train_test_split(stratify=...) does, by a shuffle
-// seeded with seed. The shuffle is this package's, not scikit-learn's, so
-// the splits differ from FLamby's own random_state 43.
+// 66/34 into train and test (199/104, 172/89, 30/16, 85/45) exactly as
+// FLamby's scikit-learn call train_test_split(train_size=0.66,
+// test_size=1−0.66, random_state=splitSeed, stratify=labels) splits it,
+// stratified when each label has more than 2 rows, as FLamby decides.
+// splitSeed FLambySplitSeed gives FLamby's own split; the train rows come
+// in the order train_test_split returns them.
 //
 // The tables are not standardized: how to scale them (per centre, as
 // FLamby does, or with region-wide statistics) is the caller's experiment.
-func HeartDisease(dir string, seed int64) ([]Site, error) {
+func HeartDisease(dir string, splitSeed uint32) ([]Site, error) {
 	sites := make([]Site, 0, len(HeartDiseaseFiles))
 	for _, f := range HeartDiseaseFiles {
 		path := filepath.Join(dir, f.File)
@@ -87,11 +92,32 @@ func HeartDisease(dir string, seed int64) ([]Site, error) {
 		if err != nil {
 			return nil, fmt.Errorf("heart disease data: %w", err)
 		}
-		nTest := (heartTestPercent*t.Len() + 99) / 100
-		train, test := t.splitStratified(nTest, seed)
+		train, test, err := flambySplit(t, splitSeed)
+		if err != nil {
+			return nil, fmt.Errorf("heart disease data: %s: %w", path, err)
+		}
 		sites = append(sites, Site{Name: f.Site, Train: train, Test: test})
 	}
 	return sites, nil
+}
+
+// flambySplit splits one centre as FLamby's dataset does: sizes as
+// scikit-learn rounds them (test ceil, train floor), stratified by label
+// only when both labels have more than 2 rows.
+func flambySplit(t Table, seed uint32) (train, test Table, err error) {
+	n := float64(t.Len())
+	nTest := int(math.Ceil((1.0 - heartTrainFraction) * n))
+	nTrain := int(math.Floor(heartTrainFraction * n))
+	var count [2]int
+	for _, y := range t.Y {
+		count[int(y)]++
+	}
+	stratify := count[0] > 2 && count[1] > 2
+	trainIdx, testIdx, err := trainTestSplit(t.Y, nTrain, nTest, seed, stratify)
+	if err != nil {
+		return Table{}, Table{}, err
+	}
+	return t.rows(trainIdx), t.rows(testIdx), nil
 }
 
 // readVerified reads the regular file at path, at most heartMaxFileBytes,
