@@ -119,22 +119,23 @@ func newJobStatusCmd() *cobra.Command {
 	return cmd
 }
 
-func newJobListCmd() *cobra.Command {
-	return newListCmd(listing[*pb.JobInfo]{
-		use:   "list",
-		short: "List jobs",
-		fetch: func(ctx context.Context, conn client.Conn) ([]*pb.JobInfo, error) {
-			resp, err := conn.Researcher.ListJobs(ctx, &pb.ListJobsRequest{}, grpc.Trailer(conn.Trailer))
-			return resp.GetJobs(), err
-		},
-		json:   jobJSON,
-		header: "JOB\tNAME\tSTATE\tROUNDS\tMODEL VERSION",
-		row: func(j *pb.JobInfo) string {
-			// Training rounds done: the statistics round and aborted
-			// attempts are rounds too, but train no model version.
-			return fmt.Sprintf("%s\t%s\t%s\t%d/%d\t%d", j.JobId, j.Spec.GetName(), j.State, j.ModelVersion, j.Spec.GetRounds(), j.ModelVersion)
-		},
-	})
+func newJobListCmd() *cobra.Command { return newListCmd(jobListing) }
+
+var jobListing = listing[*pb.JobInfo]{
+	use:   "list",
+	short: "List jobs",
+	fetch: func(ctx context.Context, conn client.Conn) ([]*pb.JobInfo, error) {
+		resp, err := conn.Researcher.ListJobs(ctx, &pb.ListJobsRequest{}, grpc.Trailer(conn.Trailer))
+		return resp.GetJobs(), err
+	},
+	json:   jobJSON,
+	header: "JOB\tNAME\tSTATE\tROUNDS\tHOSPITALS",
+	row: func(j *pb.JobInfo) string {
+		// ROUNDS counts trained rounds (the model version): the
+		// statistics round and aborted attempts train none.
+		// HOSPITALS are those that accepted the job.
+		return fmt.Sprintf("%s\t%s\t%s\t%d/%d\t%d", j.JobId, j.Spec.GetName(), j.State, j.ModelVersion, j.Spec.GetRounds(), len(j.Accepted))
+	},
 }
 
 func newJobCancelCmd() *cobra.Command {
