@@ -14,8 +14,8 @@ import (
 )
 
 // Aggregator sums one round's contributions. The benchmark runs every
-// experiment through this interface, so that a test can run the identical
-// experiment with a plain sum and compare.
+// experiment through this interface, so that the identical experiment can
+// run with the plain sum (Config.PlainReference) and be compared.
 type Aggregator interface {
 	// Sum returns Σ updates[i] and Σ counts[i]. All updates have the same
 	// length and every one must have L2 norm ≤ bound: an implementation
@@ -57,6 +57,28 @@ func checkContributions(updates [][]float64, counts []uint64, bound float64) err
 // boundSlack is the rounding a clip to exactly the bound may leave: a
 // vector scaled by bound/norm can come out a few ulps longer than bound.
 const boundSlack = 1e-12
+
+// plainSum is the exact reference of the encrypted path: the sum in the
+// clear, with the same bound check. It exists for the benchmark's
+// encrypted-versus-plain comparison (and its tests) only; the benchmark
+// holds every centre's public benchmark data in one process anyway, and
+// the coordinator and the nodes have no plaintext path.
+type plainSum struct{}
+
+func (plainSum) Sum(updates [][]float64, counts []uint64, bound float64) ([]float64, uint64, error) {
+	if err := checkContributions(updates, counts, bound); err != nil {
+		return nil, 0, err
+	}
+	sum := make([]float64, len(updates[0]))
+	var n uint64
+	for i, u := range updates {
+		for j, v := range u {
+			sum[j] += v
+		}
+		n += counts[i]
+	}
+	return sum, n, nil
+}
 
 func norm2(v []float64) float64 {
 	var s float64

@@ -88,6 +88,12 @@ type Config struct {
 	StatsScale float64
 	StatsBound float64
 
+	// PlainReference runs every federated experiment but the DP ones a
+	// second time with the plain sum (region statistics included), on the
+	// same seeds, and reports how far the encrypted run's accuracy and
+	// parameters are from it.
+	PlainReference bool
+
 	Pooled bool // pooled-training baseline, per scaling
 	Local  bool // local-training baselines, per scaling and centre
 
@@ -113,25 +119,26 @@ type Config struct {
 // package comment, over seeds 1..5.
 func DefaultConfig(data string) Config {
 	return Config{
-		Data:        data,
-		Seeds:       []int64{1, 2, 3, 4, 5},
-		Rounds:      15,
-		LocalSteps:  100,
-		BatchSize:   4,
-		Strategies:  slices.Clone(AllStrategies),
-		Scalings:    []string{ScalingSite, ScalingRegion},
-		SampleScale: 1000,
-		Clip:        1,
-		StatsScale:  1000,
-		StatsBound:  jobspec.StatsBound,
-		Pooled:      true,
-		Local:       true,
-		Synthetic:   true,
-		DPStrategy:  models.StrategyFedAvg,
-		DPScaling:   ScalingRegion,
-		DPSigmas:    []float64{0, 0.5, 1, 2, 4},
-		DPClip:      0.005,
-		DPDelta:     1e-5,
+		Data:           data,
+		Seeds:          []int64{1, 2, 3, 4, 5},
+		Rounds:         15,
+		LocalSteps:     100,
+		BatchSize:      4,
+		Strategies:     slices.Clone(AllStrategies),
+		Scalings:       []string{ScalingSite, ScalingRegion},
+		SampleScale:    1000,
+		Clip:           1,
+		StatsScale:     1000,
+		StatsBound:     jobspec.StatsBound,
+		PlainReference: true,
+		Pooled:         true,
+		Local:          true,
+		Synthetic:      true,
+		DPStrategy:     models.StrategyFedAvg,
+		DPScaling:      ScalingRegion,
+		DPSigmas:       []float64{0, 0.5, 1, 2, 4},
+		DPClip:         0.005,
+		DPDelta:        1e-5,
 	}
 }
 
@@ -381,8 +388,9 @@ func evaluate(params []float64, sp split) ([]CentreResult, float64, float64, err
 
 // job is one experiment; it fills its result slot.
 type job struct {
-	name string
-	run  func() (RunResult, error)
+	name  string
+	run   func() (RunResult, error)
+	plain bool // a Config.PlainReference run
 }
 
 // Run runs the benchmark with agg as the aggregation of every federated
@@ -406,6 +414,7 @@ func Run(cfg Config, agg Aggregator) (*Report, error) {
 	// aggregate per seed, sequential), then the scaled splits.
 	needRegion := slices.Contains(cfg.Scalings, ScalingRegion) || (len(cfg.DPSigmas) > 0 && cfg.DPScaling == ScalingRegion)
 	splits := map[int64]map[string]split{}
+	plainSplits := map[int64]map[string]split{} // Config.PlainReference
 	var jobs []job
 	for _, seed := range cfg.Seeds {
 		sites, err := dataset.HeartDisease(cfg.Data, cfg.splitSeed(seed))
@@ -430,32 +439,50 @@ func Run(cfg Config, agg Aggregator) (*Report, error) {
 		for _, sc := range scalings {
 			splits[seed][sc] = scaleSites(heartSpec, sites, sc, rs)
 		}
+		if cfg.PlainReference {
+			var plainRS *regionStats
+			if slices.Contains(cfg.Scalings, ScalingRegion) {
+				if plainRS, err = computeRegionStats(sites, plainSum{}, cfg.StatsScale, cfg.StatsBound); err != nil {
+					return nil, fmt.Errorf("seed %d: %w", seed, err)
+				}
+			}
+			plainSplits[seed] = map[string]split{}
+			for _, sc := range cfg.Scalings {
+				plainSplits[seed][sc] = scaleSites(heartSpec, sites, sc, plainRS)
+			}
+		}
 	}
 
 	for _, seed := range cfg.Seeds {
 		for _, sc := range cfg.Scalings {
 			sp := splits[seed][sc]
 			if cfg.Pooled {
-				jobs = append(jobs, job{fmt.Sprintf("pooled %s seed %d", sc, seed), func() (RunResult, error) {
+				jobs = append(jobs, job{name: fmt.Sprintf("pooled %s seed %d", sc, seed), run: func() (RunResult, error) {
 					return pooled(cfg, sp, sc, seed)
 				}})
 			}
 			if cfg.Local {
 				for c := range sp.train {
-					jobs = append(jobs, job{fmt.Sprintf("local %s %s seed %d", sp.names[c], sc, seed), func() (RunResult, error) {
+					jobs = append(jobs, job{name: fmt.Sprintf("local %s %s seed %d", sp.names[c], sc, seed), run: func() (RunResult, error) {
 						return local(cfg, sp, c, sc, seed)
 					}})
 				}
 			}
 			for _, st := range cfg.Strategies {
-				jobs = append(jobs, job{fmt.Sprintf("%s %s seed %d", st, sc, seed), func() (RunResult, error) {
+				jobs = append(jobs, job{name: fmt.Sprintf("%s %s seed %d", st, sc, seed), run: func() (RunResult, error) {
 					return fedRun(cfg, sp, st, sc, seed, agg, nil)
 				}})
+				if cfg.PlainReference {
+					psp := plainSplits[seed][sc]
+					jobs = append(jobs, job{name: fmt.Sprintf("plain %s %s seed %d", st, sc, seed), plain: true, run: func() (RunResult, error) {
+						return fedRun(cfg, psp, st, sc, seed, plainSum{}, nil)
+					}})
+				}
 			}
 		}
 		for _, sigma := range cfg.DPSigmas {
 			sp := splits[seed][cfg.DPScaling]
-			jobs = append(jobs, job{fmt.Sprintf("dp σ=%g %s %s seed %d", sigma, cfg.DPStrategy, cfg.DPScaling, seed), func() (RunResult, error) {
+			jobs = append(jobs, job{name: fmt.Sprintf("dp σ=%g %s %s seed %d", sigma, cfg.DPStrategy, cfg.DPScaling, seed), run: func() (RunResult, error) {
 				return fedRun(cfg, sp, cfg.DPStrategy, cfg.DPScaling, seed, agg, &dpSetting{sigma: sigma})
 			}})
 		}
@@ -506,7 +533,16 @@ func Run(cfg Config, agg Aggregator) (*Report, error) {
 	if firstErr != nil {
 		return nil, firstErr
 	}
-	rep.finish(results, agg, time.Since(start))
+	var runs, plain []RunResult
+	for i, r := range results {
+		if jobs[i].plain {
+			plain = append(plain, r)
+		} else {
+			runs = append(runs, r)
+		}
+	}
+	rep.finish(runs, agg, time.Since(start))
+	rep.comparePlain(plain)
 	return rep, nil
 }
 

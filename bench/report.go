@@ -61,6 +61,15 @@ type RunResult struct {
 	Updates        int            `json:"updates,omitempty"`
 	Params         []float64      `json:"params"`
 	Seconds        float64        `json:"seconds"`
+	// Plain is the same experiment with the plain sum (Config.PlainReference).
+	Plain *PlainComparison `json:"plain,omitempty"`
+}
+
+// PlainComparison sets a run against the identical run with the plain sum.
+type PlainComparison struct {
+	AvgAccuracy  float64 `json:"avg_accuracy"`   // the plain run's
+	AccuracyDiff float64 `json:"accuracy_diff"`  // encrypted − plain average accuracy
+	MaxParamDiff float64 `json:"max_param_diff"` // max_j |w_enc − w_plain|
 }
 
 // Stat is a mean and sample standard deviation over seeds.
@@ -102,6 +111,10 @@ type SummaryRow struct {
 	MaxUpdateNorm  float64         `json:"max_update_norm,omitempty"`
 	ClippedUpdates int             `json:"clipped_updates"`
 	Updates        int             `json:"updates,omitempty"`
+	// Against the plain sum on the same seeds (Config.PlainReference):
+	// the largest |encrypted − plain| average accuracy and parameter.
+	MaxPlainAccuracyDiff *float64 `json:"max_plain_accuracy_diff,omitempty"`
+	MaxPlainParamDiff    *float64 `json:"max_plain_param_diff,omitempty"`
 }
 
 // DPRow is the DP strategy at one noise multiplier over all seeds.
@@ -355,6 +368,43 @@ func (r *Report) finish(runs []RunResult, agg Aggregator, wall time.Duration) {
 	r.WallSeconds = wall.Seconds()
 }
 
+// comparePlain attaches to every run the identical run of plain, by
+// method, scaling and seed, and to the summary rows their largest
+// differences.
+func (r *Report) comparePlain(plain []RunResult) {
+	type key struct {
+		method, scaling string
+		seed            int64
+	}
+	byKey := map[key]RunResult{}
+	for _, p := range plain {
+		byKey[key{p.Method, p.Scaling, p.Seed}] = p
+	}
+	for i := range r.Runs {
+		x := &r.Runs[i]
+		p, ok := byKey[key{x.Method, x.Scaling, x.Seed}]
+		if !ok || x.Benchmark != BenchmarkHeart || x.Sigma != nil {
+			continue
+		}
+		c := &PlainComparison{AvgAccuracy: p.AvgAccuracy, AccuracyDiff: x.AvgAccuracy - p.AvgAccuracy}
+		for j := range x.Params {
+			c.MaxParamDiff = max(c.MaxParamDiff, math.Abs(x.Params[j]-p.Params[j]))
+		}
+		x.Plain = c
+		for k := range r.Summary {
+			row := &r.Summary[k]
+			if row.Method != x.Method || row.Scaling != x.Scaling {
+				continue
+			}
+			if row.MaxPlainAccuracyDiff == nil {
+				row.MaxPlainAccuracyDiff, row.MaxPlainParamDiff = new(float64), new(float64)
+			}
+			*row.MaxPlainAccuracyDiff = max(*row.MaxPlainAccuracyDiff, math.Abs(c.AccuracyDiff))
+			*row.MaxPlainParamDiff = max(*row.MaxPlainParamDiff, c.MaxParamDiff)
+		}
+	}
+}
+
 // Row returns the summary row of a method under a scaling.
 func (r *Report) Row(method, scaling string) (SummaryRow, bool) {
 	for _, row := range r.Summary {
@@ -424,6 +474,7 @@ func (r *Report) Markdown() string {
 	}
 	b.WriteString(strings.Join(hs, "; ") + ".\n")
 	r.perSeedMarkdown(&b)
+	r.plainMarkdown(&b)
 
 	if g := r.RegionStats; g != nil {
 		b.WriteString("\n### Region statistics under encryption\n\n")
@@ -483,6 +534,34 @@ func seedList(s []int64) string {
 		parts[i] = fmt.Sprint(v)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// plainMarkdown lists, per federated strategy, scaling and seed, how far
+// the encrypted run's average accuracy is from the identical run with the
+// plain sum, and the largest parameter difference.
+func (r *Report) plainMarkdown(b *strings.Builder) {
+	rows := slices.DeleteFunc(slices.Clone(r.Summary), func(row SummaryRow) bool { return row.MaxPlainAccuracyDiff == nil })
+	if len(rows) == 0 {
+		return
+	}
+	b.WriteString("\nEncrypted minus plain aggregation, the identical runs on the same seeds (the plain runs sum in the clear, region statistics included): average accuracy per seed, and the largest parameter difference over the seeds:\n\n| method | scaling |")
+	for _, seed := range r.Seeds {
+		fmt.Fprintf(b, " seed %d |", seed)
+	}
+	b.WriteString(" max \\|Δ accuracy\\| | max \\|Δ parameter\\| |\n|---|---|" + strings.Repeat("---|", len(r.Seeds)+2) + "\n")
+	for _, row := range rows {
+		fmt.Fprintf(b, "| %s | %s |", row.Method, row.Scaling)
+		for _, seed := range r.Seeds {
+			cell := " — |"
+			for _, x := range r.Runs {
+				if x.Plain != nil && x.Method == row.Method && x.Scaling == row.Scaling && x.Seed == seed {
+					cell = fmt.Sprintf(" %+.4f |", x.Plain.AccuracyDiff)
+				}
+			}
+			b.WriteString(cell)
+		}
+		fmt.Fprintf(b, " %.4f | %.2g |\n", *row.MaxPlainAccuracyDiff, *row.MaxPlainParamDiff)
+	}
 }
 
 // perSeedMarkdown lists every federated strategy's average accuracy per

@@ -76,7 +76,7 @@ func syntheticJobs(cfg Config, agg Aggregator, rep *Report) ([]job, error) {
 		for _, sc := range cfg.Scalings {
 			sp := scaleSites(spec, sites, sc, rs)
 			jobs = append(jobs,
-				job{fmt.Sprintf("synthetic fedavg %s seed %d", sc, seed), func() (RunResult, error) {
+				job{name: fmt.Sprintf("synthetic fedavg %s seed %d", sc, seed), run: func() (RunResult, error) {
 					t0 := time.Now()
 					params, fs, err := federated(run, sp, hyper, seed, agg, nil)
 					if err != nil {
@@ -86,7 +86,7 @@ func syntheticJobs(cfg Config, agg Aggregator, rep *Report) ([]job, error) {
 						MaxUpdateNorm: fs.maxNorm, ClippedUpdates: fs.clipped, Updates: fs.updates, Clip: run.Clip}
 					return finishRun(res, params, sp, t0)
 				}},
-				job{fmt.Sprintf("synthetic pooled %s seed %d", sc, seed), func() (RunResult, error) {
+				job{name: fmt.Sprintf("synthetic pooled %s seed %d", sc, seed), run: func() (RunResult, error) {
 					t0 := time.Now()
 					X, Y := sp.pooledRows()
 					// As many SGD steps as all hospitals take in the

@@ -37,7 +37,9 @@ the same encryption), pooled and local baselines, and FedAvg with
 differential privacy at several noise multipliers, over seeds 1..N. Each
 seed sets the training order; every centre is split as FLamby splits it
 (scikit-learn's stratified train_test_split, random_state 43, reproduced
-exactly), or with --resplit by random_state = seed.
+exactly), or with --resplit by random_state = seed. Every federated run
+is repeated with the plain sum on the same seed, and the report shows the
+encrypted minus plain accuracy per seed.
 
 The Markdown report goes to stdout (and to --out-md); --out-json writes the
 same as JSON. Progress goes to stderr.`,
