@@ -295,6 +295,13 @@ func summaryOf(sel []RunResult) SummaryRow {
 		row.MaxUpdateNorm = max(row.MaxUpdateNorm, r.MaxUpdateNorm)
 		row.ClippedUpdates += r.ClippedUpdates
 		row.Updates += r.Updates
+		if c := r.Plain; c != nil {
+			if row.MaxPlainAccuracyDiff == nil {
+				row.MaxPlainAccuracyDiff, row.MaxPlainParamDiff = new(float64), new(float64)
+			}
+			*row.MaxPlainAccuracyDiff = max(*row.MaxPlainAccuracyDiff, math.Abs(c.AccuracyDiff))
+			*row.MaxPlainParamDiff = max(*row.MaxPlainParamDiff, c.MaxParamDiff)
+		}
 	}
 	row.AvgAccuracy, row.AvgAUROC = stat(acc), stat(auc)
 	return row
@@ -368,10 +375,9 @@ func (r *Report) finish(runs []RunResult, agg Aggregator, wall time.Duration) {
 	r.WallSeconds = wall.Seconds()
 }
 
-// comparePlain attaches to every run the identical run of plain, by
-// method, scaling and seed, and to the summary rows their largest
-// differences.
-func (r *Report) comparePlain(plain []RunResult) {
+// attachPlain sets on every heart run but the DP ones the identical run
+// of plain (Config.PlainReference), matched by method, scaling and seed.
+func attachPlain(runs, plain []RunResult) {
 	type key struct {
 		method, scaling string
 		seed            int64
@@ -380,8 +386,8 @@ func (r *Report) comparePlain(plain []RunResult) {
 	for _, p := range plain {
 		byKey[key{p.Method, p.Scaling, p.Seed}] = p
 	}
-	for i := range r.Runs {
-		x := &r.Runs[i]
+	for i := range runs {
+		x := &runs[i]
 		p, ok := byKey[key{x.Method, x.Scaling, x.Seed}]
 		if !ok || x.Benchmark != BenchmarkHeart || x.Sigma != nil {
 			continue
@@ -391,17 +397,6 @@ func (r *Report) comparePlain(plain []RunResult) {
 			c.MaxParamDiff = max(c.MaxParamDiff, math.Abs(x.Params[j]-p.Params[j]))
 		}
 		x.Plain = c
-		for k := range r.Summary {
-			row := &r.Summary[k]
-			if row.Method != x.Method || row.Scaling != x.Scaling {
-				continue
-			}
-			if row.MaxPlainAccuracyDiff == nil {
-				row.MaxPlainAccuracyDiff, row.MaxPlainParamDiff = new(float64), new(float64)
-			}
-			*row.MaxPlainAccuracyDiff = max(*row.MaxPlainAccuracyDiff, math.Abs(c.AccuracyDiff))
-			*row.MaxPlainParamDiff = max(*row.MaxPlainParamDiff, c.MaxParamDiff)
-		}
 	}
 }
 
