@@ -289,17 +289,9 @@ func buildJob(s *fsm.State, j *fsm.Job, extra func(*fsm.Job) []Series) jobView {
 		v.Delta = fmt.Sprintf("%g", j.Spec.GetDpDelta())
 		v.ClipNorm = fmtFloat(j.Spec.GetClipNorm())
 		spent := j.EpsilonSpent()
-		counted := map[string]int{}
-		for _, r := range j.Rounds {
-			if r.Number == jobspec.StatsRound {
-				continue
-			}
-			for _, c := range r.Contributions {
-				counted[c.Hospital]++
-			}
-		}
 		for _, h := range hs {
-			v.Budget = append(v.Budget, budgetRow{Hospital: h, Rounds: counted[h], Epsilon: fmtEps(spent[h], counted[h])})
+			n := j.ContributedRounds(h)
+			v.Budget = append(v.Budget, budgetRow{Hospital: h, Rounds: n, Epsilon: fmtEps(spent[h], n)})
 		}
 	}
 
