@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"regionfl/coordinator/fsm"
+	"regionfl/identity"
 )
 
 //go:embed templates/*.html
@@ -285,13 +286,10 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
 // and a client certificate from the region CA is verified if the browser
 // offers one but not required (login links let browsers in without one).
 func TLSConfig(cert tls.Certificate, ca *x509.CertPool) *tls.Config {
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		ClientCAs:    ca,
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		NextProtos:   []string{"h2", "http/1.1"},
-	}
+	c := identity.ServerConfig(cert, ca) // the replica's TLS policy, one place
+	c.ClientAuth = tls.VerifyClientCertIfGiven
+	c.NextProtos = []string{"h2", "http/1.1"}
+	return c
 }
 
 func (s *Server) httpServer() (*http.Server, error) {
