@@ -211,10 +211,9 @@ func (v *verifier) complete(c Commitment) *VerifyError {
 		}
 		return nil
 	}
+	// The head line was only accepted after a job_index line (readLine).
 	job := v.filter.JobID
 	switch {
-	case !v.jobIdx:
-		return at(v.headLine, "head", "the export is for job %q but has no job_index line", job)
 	case v.jobLast < 0 && v.have:
 		return at(v.jobIdxLine, "job index", "says job %q has no record, but the export holds some", job)
 	case v.jobLast >= 0 && !v.have:
