@@ -13,7 +13,6 @@ import (
 
 	"regionfl/audit"
 	"regionfl/jobspec"
-	"regionfl/privacy"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -84,9 +83,8 @@ func (s *State) auditRecord(m proto.Message, meta Meta) (rec audit.Record, ok bo
 		rec.Digest, rec.Size = hex.EncodeToString(c.Digest), c.Size
 		if j, ok := s.Jobs[c.JobId]; ok && j.Spec.GetDpNoiseMultiplier() > 0 && c.Round != jobspec.StatsRound {
 			// The privacy ledger, as of this contribution.
-			acc := privacy.Accountant{NoiseMultiplier: j.Spec.DpNoiseMultiplier, Delta: j.Spec.DpDelta}
 			rounds := j.ContributedRounds(c.Hospital) + 1
-			rec.Details = map[string]string{"epsilon": strconv.FormatFloat(acc.Epsilon(rounds), 'g', 6, 64),
+			rec.Details = map[string]string{"epsilon": strconv.FormatFloat(j.accountant().Epsilon(rounds), 'g', 6, 64),
 				"delta": strconv.FormatFloat(j.Spec.DpDelta, 'g', -1, 64)}
 		}
 	case *pb.CloseRoundCommand:

@@ -659,7 +659,7 @@ func (s *State) checkpoint(c *pb.CheckpointCommand) error {
 }
 
 func (s *State) revoke(c *pb.RevokeCommand) error {
-	if !validSerial(c.Serial) {
+	if !ValidSerial(c.Serial) {
 		return rejectf("serial %q is not lowercase hex", c.Serial)
 	}
 	if _, ok := s.Revoked[c.Serial]; ok {
@@ -672,9 +672,9 @@ func (s *State) revoke(c *pb.RevokeCommand) error {
 	return nil
 }
 
-// validSerial accepts what identity.SerialHex produces: 1 to 40 lowercase
+// ValidSerial accepts what identity.SerialHex produces: 1 to 40 lowercase
 // hex digits (RFC 5280 caps serials at 20 bytes).
-func validSerial(s string) bool {
+func ValidSerial(s string) bool {
 	if len(s) == 0 || len(s) > 40 {
 		return false
 	}

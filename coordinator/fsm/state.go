@@ -178,6 +178,26 @@ func (j *Job) EpsilonSpent() map[string]float64 {
 	if j.Spec.GetDpNoiseMultiplier() == 0 {
 		return nil
 	}
+	rounds, acc := j.contributedRounds(), j.accountant()
+	out := make(map[string]float64, len(rounds))
+	for h, n := range rounds {
+		out[h] = acc.Epsilon(n)
+	}
+	return out
+}
+
+// accountant turns a DP job's rounds into ε at its δ.
+func (j *Job) accountant() privacy.Accountant {
+	return privacy.Accountant{NoiseMultiplier: j.Spec.GetDpNoiseMultiplier(), Delta: j.Spec.GetDpDelta()}
+}
+
+// ContributedRounds counts the training rounds a hospital's update was
+// counted in.
+func (j *Job) ContributedRounds(h string) int { return j.contributedRounds()[h] }
+
+// contributedRounds counts, per hospital, the training rounds its update
+// was counted in (a round holds at most one update per hospital).
+func (j *Job) contributedRounds() map[string]int {
 	rounds := map[string]int{}
 	for _, r := range j.Rounds {
 		if r.Number == jobspec.StatsRound {
@@ -187,24 +207,7 @@ func (j *Job) EpsilonSpent() map[string]float64 {
 			rounds[c.Hospital]++
 		}
 	}
-	acc := privacy.Accountant{NoiseMultiplier: j.Spec.DpNoiseMultiplier, Delta: j.Spec.DpDelta}
-	out := make(map[string]float64, len(rounds))
-	for h, n := range rounds {
-		out[h] = acc.Epsilon(n)
-	}
-	return out
-}
-
-// ContributedRounds counts the training rounds a hospital's update was
-// counted in.
-func (j *Job) ContributedRounds(h string) int {
-	n := 0
-	for _, r := range j.Rounds {
-		if r.Number != jobspec.StatsRound && r.ContributionOf(h) != nil {
-			n++
-		}
-	}
-	return n
+	return rounds
 }
 
 // TrainedRounds counts the rounds that committed a model version.
@@ -262,14 +265,7 @@ type Round struct {
 }
 
 // Contributed reports whether hospital h has an accepted update in the round.
-func (r *Round) Contributed(h string) bool {
-	for _, c := range r.Contributions {
-		if c.Hospital == h {
-			return true
-		}
-	}
-	return false
-}
+func (r *Round) Contributed(h string) bool { return r.ContributionOf(h) != nil }
 
 // ContributionOf returns hospital h's accepted update in the round, or nil.
 func (r *Round) ContributionOf(h string) *Contribution {

@@ -324,7 +324,7 @@ func (s *Server) RevokeCertificate(ctx context.Context, req *pb.RevokeCertificat
 		return nil, err
 	}
 	serial := strings.ToLower(strings.TrimLeft(strings.ReplaceAll(req.Serial, ":", ""), "0"))
-	if serial == "" || len(serial) > 40 || strings.Trim(serial, "0123456789abcdef") != "" {
+	if !fsm.ValidSerial(serial) {
 		return nil, status.Errorf(codes.InvalidArgument, "serial: %q is not a hexadecimal certificate serial", req.Serial)
 	}
 	if len(req.Reason) > 512 {
