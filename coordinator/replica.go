@@ -222,9 +222,6 @@ func (r *Replica) Store() *store.Store { return r.store }
 // WebAddr is the address of the web view ("" when off).
 func (r *Replica) WebAddr() string { return r.webAddr }
 
-// Metrics are the replica's Prometheus metrics.
-func (r *Replica) Metrics() *metrics.Metrics { return r.metrics }
-
 // Stop stops serving and shuts Raft down; the data directory stays, so a
 // replica started again on it resumes.
 func (r *Replica) Stop() error {

@@ -12,8 +12,8 @@
 //
 // Serving: /metrics carries no secrets but tells a lot about the region's
 // activity. Serve it on its own plain-HTTP listener bound to loopback
-// (--metrics-addr, default 127.0.0.1:9464 for a coordinator and
-// 127.0.0.1:9465 for a node) with Listen, and let a local Prometheus or an
+// (--metrics-addr, off by default; e.g. 127.0.0.1:9464 for a coordinator
+// and 127.0.0.1:9465 for a node) with Listen, and let a local Prometheus or an
 // authenticating proxy scrape it; or serve it inside the web view, which puts
 // it behind the same certificate/login check as the pages.
 package metrics
@@ -32,12 +32,6 @@ import (
 
 	"regionfl/coordinator/fsm"
 	"regionfl/jobspec"
-)
-
-// Default listen addresses (loopback only).
-const (
-	DefaultCoordinatorAddr = "127.0.0.1:9464"
-	DefaultNodeAddr        = "127.0.0.1:9465"
 )
 
 // Buckets for round phases, in seconds: from sub-second (in-process tests)
@@ -341,7 +335,7 @@ type Endpoint struct {
 }
 
 // Listen serves h at /metrics on addr (plain HTTP, no authentication: keep
-// addr on loopback, e.g. DefaultCoordinatorAddr) until Close.
+// addr on loopback, e.g. 127.0.0.1:9464) until Close.
 func Listen(addr string, h http.Handler) (*Endpoint, error) {
 	if h == nil {
 		return nil, errors.New("metrics: nil handler")

@@ -255,10 +255,6 @@ func (s *Store) VerifyLeader() error {
 	return nil
 }
 
-// Barrier waits until every entry committed before it is applied here: a new
-// leader calls it before acting on the state.
-func (s *Store) Barrier(timeout time.Duration) error { return s.raft.Barrier(timeout).Error() }
-
 // Replica is one member of the Raft configuration.
 type Replica struct {
 	ID, RaftAddr, GRPCAddr string

@@ -188,26 +188,19 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusForbidden, msg)
 		return
 	}
-	exp := now.Add(s.sessionTTL())
+	exp := now.Add(MaxSessionTTL)
 	http.SetCookie(w, &http.Cookie{
 		Name:     SessionCookie,
 		Value:    mint(s.cfg.Secret, purposeSession, id, exp),
 		Path:     "/",
 		Expires:  exp,
-		MaxAge:   int(s.sessionTTL() / time.Second),
+		MaxAge:   int(MaxSessionTTL / time.Second),
 		Secure:   true,
 		HttpOnly: true,
 		SameSite: http.SameSiteStrictMode,
 	})
 	s.log.Info("web login", "identity", id.String(), "remote", r.RemoteAddr, "session_until", exp.UTC().Format(time.RFC3339))
 	http.Redirect(w, r, "/", http.StatusSeeOther)
-}
-
-func (s *Server) sessionTTL() time.Duration {
-	if s.cfg.SessionTTL <= 0 || s.cfg.SessionTTL > MaxSessionTTL {
-		return MaxSessionTTL
-	}
-	return s.cfg.SessionTTL
 }
 
 // LoadOrCreateSecret reads the UI secret at path, creating it (32 random

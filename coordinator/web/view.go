@@ -136,23 +136,20 @@ func fmtFloat(v float64) string {
 }
 
 func newJobRow(j *fsm.Job) jobRow {
-	row := jobRow{
-		ID:          j.ID,
-		Name:        j.Spec.GetName(),
-		Purpose:     j.Spec.GetPurpose(),
-		LegalBasis:  j.Spec.GetLegalBasis(),
-		State:       j.State,
-		Reason:      j.Reason,
-		SubmittedBy: j.SubmittedBy,
-		Submitted:   fmtMs(j.SubmittedMs),
-		RoundsDone:  len(committedModels(j)),
-		RoundsTotal: int(j.Spec.GetRounds()),
-		Live:        !j.Finished(),
+	return jobRow{
+		ID:           j.ID,
+		Name:         j.Spec.GetName(),
+		Purpose:      j.Spec.GetPurpose(),
+		LegalBasis:   j.Spec.GetLegalBasis(),
+		State:        j.State,
+		Reason:       j.Reason,
+		SubmittedBy:  j.SubmittedBy,
+		Submitted:    fmtMs(j.SubmittedMs),
+		RoundsDone:   j.TrainedRounds(),
+		RoundsTotal:  int(j.Spec.GetRounds()),
+		ModelVersion: j.Latest().Version,
+		Live:         !j.Finished(),
 	}
-	if len(j.Models) > 0 {
-		row.ModelVersion = j.Latest().Version
-	}
-	return row
 }
 
 func buildIndex(s *fsm.State) indexView {
@@ -175,21 +172,12 @@ func buildIndex(s *fsm.State) indexView {
 
 // modelOf returns the model version committed by round n, or nil.
 func modelOf(j *fsm.Job, n uint32) *fsm.Model {
-	for _, m := range committedModels(j) {
+	for _, m := range j.Models[1:] { // version 0 is the initial model
 		if m.Round == n {
 			return m
 		}
 	}
 	return nil
-}
-
-// committedModels are the versions rounds committed (all but the initial
-// model, version 0).
-func committedModels(j *fsm.Job) []*fsm.Model {
-	if len(j.Models) < 2 {
-		return nil
-	}
-	return j.Models[1:]
 }
 
 func roundLabel(r *fsm.Round) string {
@@ -199,18 +187,15 @@ func roundLabel(r *fsm.Round) string {
 	return fmt.Sprint(r.Number)
 }
 
-func buildJob(s *fsm.State, j *fsm.Job, extra func(*fsm.Job) []Series) jobView {
+func buildJob(s *fsm.State, j *fsm.Job) jobView {
 	v := jobView{
 		jobRow:       newJobRow(j),
 		Dataset:      j.Spec.GetDataset(),
-		Strategy:     j.Spec.GetStrategy().GetName(),
+		Strategy:     jobspec.Strategy(j.Spec).WithDefaults().Name,
 		Scaling:      j.Spec.GetScaling(),
 		ModelHash:    j.ModelHash,
 		MinHospitals: j.Spec.GetMinHospitals(),
 		Accepted:     slices.Clone(j.Accepted),
-	}
-	if v.Strategy == "" {
-		v.Strategy = "fedavg"
 	}
 	if s.Region != nil {
 		for _, h := range s.Region.Hospitals {
@@ -314,11 +299,6 @@ func buildJob(s *fsm.State, j *fsm.Job, extra func(*fsm.Job) []Series) jobView {
 		NewPlot("Samples per round", samples),
 		NewPlot("Round duration (open to commit, s)", secs),
 	)
-	if extra != nil {
-		for _, sr := range extra(j) {
-			v.Plots = append(v.Plots, NewPlot(sr.Name, sr))
-		}
-	}
 	return v
 }
 

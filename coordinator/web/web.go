@@ -68,19 +68,12 @@ type Config struct {
 	// bytes; see LoadOrCreateSecret). Empty disables login links: only
 	// client certificates get in.
 	Secret []byte
-	// SessionTTL is how long a login lasts (default and maximum
-	// MaxSessionTTL).
-	SessionTTL time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Metrics, if set, is served at /metrics behind the same access check
 	// as the pages. (An unauthenticated scrape endpoint belongs on its own
 	// loopback listener: see package metrics.)
 	Metrics http.Handler
-	// Series, if set, adds per-round series to a job's plots (accuracy,
-	// loss, ... once the state or a side store holds them). It runs under
-	// the state's read lock and must not keep references into the job.
-	Series func(j *fsm.Job) []Series
 	// Logger logs logins and refusals (optional).
 	Logger *slog.Logger
 }
@@ -250,7 +243,7 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request) {
 	s.cfg.State(func(st *fsm.State) {
 		if j := st.Jobs[id]; j != nil {
 			found = true
-			v = buildJob(st, j, s.cfg.Series)
+			v = buildJob(st, j)
 		}
 	})
 	if !found {
@@ -319,21 +312,6 @@ func serveTLS(hs *http.Server, lis net.Listener, tlsCfg *tls.Config) error {
 	return err
 }
 
-// Serve serves the view over TLS on lis until Close; it returns nil after
-// Close. tlsCfg is required (see TLSConfig).
-func (s *Server) Serve(lis net.Listener, tlsCfg *tls.Config) error {
-	if tlsCfg == nil {
-		lis.Close()
-		return errors.New("web: the web view is served over TLS only")
-	}
-	hs, err := s.httpServer()
-	if err != nil {
-		lis.Close()
-		return err
-	}
-	return serveTLS(hs, lis, tlsCfg)
-}
-
 // Start listens on addr and serves in the background until Close; it
 // returns the address it listens on (useful with port 0).
 func (s *Server) Start(addr string, tlsCfg *tls.Config) (string, error) {
@@ -354,27 +332,6 @@ func (s *Server) Start(addr string, tlsCfg *tls.Config) (string, error) {
 		}
 	}()
 	return lis.Addr().String(), nil
-}
-
-// ListenAndServeTLS serves on addr until ctx ends, then shuts down.
-func (s *Server) ListenAndServeTLS(ctx context.Context, addr string, tlsCfg *tls.Config) error {
-	if tlsCfg == nil {
-		return errors.New("web: the web view is served over TLS only")
-	}
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("web: listen: %w", err)
-	}
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		select {
-		case <-ctx.Done():
-			s.Close()
-		case <-done:
-		}
-	}()
-	return s.Serve(lis, tlsCfg)
 }
 
 // Close stops every listener the server serves, letting requests in flight

@@ -428,18 +428,6 @@ func TestIndexPage(t *testing.T) {
 	}
 }
 
-func TestExtraSeriesArePlotted(t *testing.T) {
-	fx := newFixture(t, func(c *Config) {
-		c.Series = func(j *fsm.Job) []Series {
-			return []Series{{Name: "Accuracy", Points: []Point{{1, 0.7}, {2, 0.8}}}}
-		}
-	})
-	b := wantStatus(t, fx.do("GET", "/jobs/"+jobID, fx.cert(t, "alice", identity.RoleResearcher)), http.StatusOK)
-	if !strings.Contains(b, "<figcaption>Accuracy</figcaption>") {
-		t.Fatal("extra series not plotted")
-	}
-}
-
 func TestAuditPage(t *testing.T) {
 	fx := newFixture(t, nil)
 	alice := fx.cert(t, "alice", identity.RoleAuditor)
