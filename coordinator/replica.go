@@ -137,6 +137,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	engine := round.New(st, params, log, nil)
 	srv := server.New(st, engine, log)
 	srv.SetMetrics(m)
+	engine.SetMetrics(m)
 	if cfg.UploadTimeout > 0 {
 		srv.SetUploadTimeout(cfg.UploadTimeout)
 	}
@@ -221,6 +222,14 @@ func (r *Replica) Store() *store.Store { return r.store }
 
 // WebAddr is the address of the web view ("" when off).
 func (r *Replica) WebAddr() string { return r.webAddr }
+
+// MetricsAddr is the address of the /metrics listener ("" when off).
+func (r *Replica) MetricsAddr() string {
+	if r.metEP == nil {
+		return ""
+	}
+	return r.metEP.Addr()
+}
 
 // Stop stops serving and shuts Raft down; the data directory stays, so a
 // replica started again on it resumes.

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -494,7 +496,7 @@ func forgeShare(t *testing.T, p he.Params, agg *he.Update) []byte {
 // Two of five hospitals drop after accepting the job: every round waits for
 // them until the deadline, then closes with the K=3 that sent.
 func TestRoundsCloseAtDeadlineWithK(t *testing.T) {
-	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 5, threshold: 3})
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 5, threshold: 3, metrics: true})
 	reg.startNodes(0, 1, 2, 3, 4)
 	reg.waitCeremony()
 	// hospital-4 and hospital-5 accept the job, then are gone.
@@ -516,6 +518,25 @@ func TestRoundsCloseAtDeadlineWithK(t *testing.T) {
 		t.Errorf("accepted by %v", j.Accepted)
 	}
 	reg.checkCounted(j)
+	// The engine timed every combining of decryption shares.
+	resp, err := http.Get("http://" + reg.leader().MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var combined int
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "regionfl_decryption_compute_seconds_count "); ok {
+			combined, _ = strconv.Atoi(v)
+		}
+	}
+	if combined < len(j.Rounds) {
+		t.Errorf("regionfl_decryption_compute_seconds_count %d, want at least the job's %d committed rounds", combined, len(j.Rounds))
+	}
 }
 
 // A decryptor dies after the manifest is committed: the attempt times out,

@@ -27,6 +27,7 @@ import (
 	"regionfl/coordinator/store"
 	"regionfl/he"
 	"regionfl/jobspec"
+	"regionfl/metrics"
 	"regionfl/models"
 	"regionfl/node/dataset"
 	pb "regionfl/proto/regionfl/v1"
@@ -54,6 +55,8 @@ type Engine struct {
 	params he.Params
 	log    *slog.Logger
 	now    Clock
+	// metrics times the combining of decryption shares (nil-safe).
+	metrics *metrics.Metrics
 
 	mu       sync.Mutex
 	term     uint64                // the term the in-memory sums belong to; 0 when not leading
@@ -98,6 +101,9 @@ func New(st *store.Store, params he.Params, log *slog.Logger, now Clock) *Engine
 	return &Engine{store: st, params: params, log: log, now: now,
 		inflight: map[roundKey]*running{}, seen: map[string]time.Time{}}
 }
+
+// SetMetrics makes the engine time the combining of decryption shares.
+func (e *Engine) SetMetrics(m *metrics.Metrics) { e.metrics = m }
 
 // Params are the region's HE parameters.
 func (e *Engine) Params() he.Params { return e.params }
@@ -389,7 +395,9 @@ func (e *Engine) stepDecrypting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 		}
 		shares = append(shares, s)
 	}
+	t0 := time.Now()
 	res, err := he.Combine(e.params, agg, shares, region.Threshold)
+	e.metrics.ObserveDecryption(time.Since(t0))
 	if err != nil {
 		return e.abort(j, r, "combining decryption shares: "+err.Error())
 	}
