@@ -243,6 +243,18 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// metricsJSON is the stable JSON form of clinical figures.
+func metricsJSON(m *pb.ClinicalMetrics) map[string]any {
+	return map[string]any{"model_version": m.ModelVersion, "n": m.N, "accuracy": m.Accuracy, "auroc": m.Auroc,
+		"sensitivity": m.Sensitivity, "specificity": m.Specificity, "alarms_per_100": m.AlarmsPer_100, "brier": m.Brier}
+}
+
+// metricsText is clinical figures on one line.
+func metricsText(m *pb.ClinicalMetrics) string {
+	return fmt.Sprintf("v%d acc %.3f AUROC %.3f sens %.2f spec %.2f alarms/100 %.1f",
+		m.ModelVersion, m.Accuracy, m.Auroc, m.Sensitivity, m.Specificity, m.AlarmsPer_100)
+}
+
 // jobJSON is the stable JSON form of a job for scripts.
 func jobJSON(j *pb.JobInfo) map[string]any {
 	rounds := make([]map[string]any, len(j.Rounds))
@@ -254,17 +266,14 @@ func jobJSON(j *pb.JobInfo) map[string]any {
 		if len(r.SiteMetrics) > 0 {
 			site := map[string]any{}
 			for h, m := range r.SiteMetrics {
-				site[h] = map[string]any{"model_version": m.ModelVersion, "n": m.N, "accuracy": m.Accuracy, "auroc": m.Auroc,
-					"sensitivity": m.Sensitivity, "specificity": m.Specificity, "alarms_per_100": m.AlarmsPer_100, "brier": m.Brier}
+				site[h] = metricsJSON(m)
 			}
 			rounds[i]["site_metrics"] = site
 		}
 		if m := r.RegionMetrics; m != nil {
-			rounds[i]["region_metrics"] = map[string]any{
-				"model_version": m.ModelVersion, "n": m.N, "accuracy": m.Accuracy, "auroc": m.Auroc,
-				"sensitivity": m.Sensitivity, "specificity": m.Specificity, "alarms_per_100": m.AlarmsPer_100,
-				"brier": m.Brier, "loss": m.Loss,
-			}
+			region := metricsJSON(m)
+			region["loss"] = m.Loss // sites' figures carry no loss
+			rounds[i]["region_metrics"] = region
 		}
 	}
 	return map[string]any{
@@ -319,14 +328,11 @@ func printJob(w io.Writer, j *pb.JobInfo) {
 	for _, r := range j.Rounds {
 		figures := "-"
 		if m := r.RegionMetrics; m != nil {
-			figures = fmt.Sprintf("v%d acc %.3f AUROC %.3f sens %.2f spec %.2f alarms/100 %.1f",
-				m.ModelVersion, m.Accuracy, m.Auroc, m.Sensitivity, m.Specificity, m.AlarmsPer_100)
+			figures = metricsText(m)
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", r.Round, r.State, strings.Join(r.Contributors, ","), r.TotalSamples, figures, r.Reason)
 		for _, h := range slices.Sorted(maps.Keys(r.SiteMetrics)) {
-			m := r.SiteMetrics[h]
-			fmt.Fprintf(tw, "\t  %s (own test, shared by the job)\t\t\tv%d acc %.3f AUROC %.3f sens %.2f spec %.2f alarms/100 %.1f\t\n",
-				h, m.ModelVersion, m.Accuracy, m.Auroc, m.Sensitivity, m.Specificity, m.AlarmsPer_100)
+			fmt.Fprintf(tw, "\t  %s (own test, shared by the job)\t\t\t%s\t\n", h, metricsText(r.SiteMetrics[h]))
 		}
 	}
 	tw.Flush()
