@@ -400,16 +400,6 @@ func attachPlain(runs, plain []RunResult) {
 	}
 }
 
-// Row returns the summary row of a method under a scaling.
-func (r *Report) Row(method, scaling string) (SummaryRow, bool) {
-	for _, row := range r.Summary {
-		if row.Method == method && row.Scaling == scaling {
-			return row, true
-		}
-	}
-	return SummaryRow{}, false
-}
-
 // Markdown renders the report.
 func (r *Report) Markdown() string {
 	var b strings.Builder

@@ -77,14 +77,7 @@ func syntheticJobs(cfg Config, agg Aggregator, rep *Report) ([]job, error) {
 			sp := scaleSites(spec, sites, sc, rs)
 			jobs = append(jobs,
 				job{name: fmt.Sprintf("synthetic fedavg %s seed %d", sc, seed), run: func() (RunResult, error) {
-					t0 := time.Now()
-					params, fs, err := federated(run, sp, hyper, seed, agg, nil)
-					if err != nil {
-						return RunResult{}, err
-					}
-					res := RunResult{Benchmark: BenchmarkSynthetic, Method: models.StrategyFedAvg, Scaling: sc, Seed: seed,
-						MaxUpdateNorm: fs.maxNorm, ClippedUpdates: fs.clipped, Updates: fs.updates, Clip: run.Clip}
-					return finishRun(res, params, sp, t0)
+					return runFederated(run, sp, BenchmarkSynthetic, hyper, sc, seed, agg, nil)
 				}},
 				job{name: fmt.Sprintf("synthetic pooled %s seed %d", sc, seed), run: func() (RunResult, error) {
 					t0 := time.Now()
