@@ -107,15 +107,24 @@ func FromCertificate(c *x509.Certificate) (Identity, error) {
 // FromContext returns the identity of the gRPC peer, taken from its verified
 // client certificate.
 func FromContext(ctx context.Context) (Identity, error) {
+	cert, err := PeerCertificate(ctx)
+	if err != nil {
+		return Identity{}, err
+	}
+	return FromCertificate(cert)
+}
+
+// PeerCertificate returns the gRPC peer's verified client certificate.
+func PeerCertificate(ctx context.Context) (*x509.Certificate, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.AuthInfo == nil {
-		return Identity{}, ErrNoIdentity
+		return nil, ErrNoIdentity
 	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
-		return Identity{}, ErrNoIdentity
+		return nil, ErrNoIdentity
 	}
-	return FromCertificate(info.State.VerifiedChains[0][0])
+	return info.State.VerifiedChains[0][0], nil
 }
 
 // CA is a region certificate authority.

@@ -22,10 +22,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -114,14 +112,18 @@ var allowed = map[string][]identity.Role{
 var joinMethod = pb.OperatorService_JoinReplica_FullMethodName
 
 func (s *Server) authorize(ctx context.Context, method string) (context.Context, error) {
-	id, err := identity.FromContext(ctx)
+	cert, err := identity.PeerCertificate(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unauthenticated, err.Error())
+	}
+	id, err := identity.FromCertificate(cert)
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
 	// Revocation is checked on every call against the replicated list, so
 	// a revoked certificate is refused from the request after the
 	// revocation commits, even on a connection opened before it.
-	serial := peerSerial(ctx)
+	serial := identity.SerialHex(cert)
 	if serial == "" || s.revoked(serial) {
 		s.log.Warn("refused: revoked certificate", "caller", id.String(), "serial", serial, "method", method)
 		s.recordRefusal(id, serial, method, "certificate revoked")
@@ -147,19 +149,6 @@ func (s *Server) revoked(serial string) bool {
 	var r bool
 	s.read(func(st *fsm.State) { r = st.IsRevoked(serial) })
 	return r
-}
-
-// peerSerial is the serial of the verified client certificate.
-func peerSerial(ctx context.Context) string {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return ""
-	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
-		return ""
-	}
-	return identity.SerialHex(info.State.VerifiedChains[0][0])
 }
 
 func (s *Server) authorizeUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
