@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -54,27 +53,57 @@ func InitCA(dir, name string, validity time.Duration) (*CA, error) {
 
 // LoadCA reads a CA created by InitCA.
 func LoadCA(dir string) (*CA, error) {
-	certDER, err := readPEM(filepath.Join(dir, CACertFile), "CERTIFICATE")
+	cert, err := readCertificate(filepath.Join(dir, CACertFile))
 	if err != nil {
 		return nil, err
 	}
-	cert, err := x509.ParseCertificate(certDER)
+	signer, err := readSigner(filepath.Join(dir, CAKeyFile))
 	if err != nil {
 		return nil, err
 	}
-	keyDER, err := readPEM(filepath.Join(dir, CAKeyFile), "PRIVATE KEY")
+	return &CA{Cert: cert, Key: signer}, nil
+}
+
+// readCertificate reads one PEM certificate.
+func readCertificate(path string) (*x509.Certificate, error) {
+	der, err := readPEM(path, "CERTIFICATE")
 	if err != nil {
 		return nil, err
 	}
-	key, err := x509.ParsePKCS8PrivateKey(keyDER)
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("identity: %s: %w", path, err)
+	}
+	return cert, nil
+}
+
+// readSigner reads one PEM PKCS #8 private key that can sign.
+func readSigner(path string) (crypto.Signer, error) {
+	der, err := readPEM(path, "PRIVATE KEY")
 	if err != nil {
 		return nil, err
+	}
+	key, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("identity: %s: %w", path, err)
 	}
 	signer, ok := key.(crypto.Signer)
 	if !ok {
-		return nil, errors.New("identity: CA key cannot sign")
+		return nil, fmt.Errorf("identity: %s: the key cannot sign", path)
 	}
-	return &CA{Cert: cert, Key: signer}, nil
+	return signer, nil
+}
+
+// writeCSR writes dir's CSR for name, signed by key, and returns its path.
+func writeCSR(dir, name string, key crypto.Signer) (string, error) {
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: name},
+	}, key)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, CSRFile)
+	return path, writePEM(path, "CERTIFICATE REQUEST", csr, 0o644)
 }
 
 // InitIdentity creates a private key and a CSR for name in dir. The key
@@ -90,12 +119,6 @@ func InitIdentity(dir, name string) (csrPath string, err error) {
 	if err != nil {
 		return "", err
 	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: name},
-	}, key)
-	if err != nil {
-		return "", err
-	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
@@ -106,8 +129,7 @@ func InitIdentity(dir, name string) (csrPath string, err error) {
 	if err := writePEM(filepath.Join(dir, KeyFile), "PRIVATE KEY", der, 0o600); err != nil {
 		return "", err
 	}
-	csrPath = filepath.Join(dir, CSRFile)
-	return csrPath, writePEM(csrPath, "CERTIFICATE REQUEST", csr, 0o644)
+	return writeCSR(dir, name, key)
 }
 
 // SignCSR checks a CSR's signature and name and issues a certificate for it
@@ -158,38 +180,19 @@ func readPEM(path, typ string) ([]byte, error) {
 // the identity's current certificate: certificates are short-lived, and a
 // renewal must not need a new key to travel or a new name to be checked.
 func RenewCSR(dir string) (csrPath string, err error) {
-	keyDER, err := readPEM(filepath.Join(dir, KeyFile), "PRIVATE KEY")
+	signer, err := readSigner(filepath.Join(dir, KeyFile))
 	if err != nil {
 		return "", err
 	}
-	key, err := x509.ParsePKCS8PrivateKey(keyDER)
-	if err != nil {
-		return "", fmt.Errorf("identity: %s: %w", filepath.Join(dir, KeyFile), err)
-	}
-	signer, ok := key.(crypto.Signer)
-	if !ok {
-		return "", errors.New("identity: the key cannot sign")
-	}
-	certDER, err := readPEM(filepath.Join(dir, CertFile), "CERTIFICATE")
+	cert, err := readCertificate(filepath.Join(dir, CertFile))
 	if err != nil {
 		return "", err
-	}
-	cert, err := x509.ParseCertificate(certDER)
-	if err != nil {
-		return "", fmt.Errorf("identity: %s: %w", filepath.Join(dir, CertFile), err)
 	}
 	id, err := FromCertificate(cert)
 	if err != nil {
 		return "", err
 	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: id.Name},
-	}, signer)
-	if err != nil {
-		return "", err
-	}
-	csrPath = filepath.Join(dir, CSRFile)
-	return csrPath, writePEM(csrPath, "CERTIFICATE REQUEST", csr, 0o644)
+	return writeCSR(dir, id.Name, signer)
 }
 
 // SerialHex is the form of a certificate serial used in revocation lists.
