@@ -259,15 +259,19 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if opt.KillLeaderRound > 0 && opt.Replicas < 3 {
 		return nil, errors.New("demo: killing the leader needs at least 3 replicas")
 	}
-	leaderChanges := watchLeader(ctx, func() (int, bool) {
-		repMu.Lock()
-		defer repMu.Unlock()
+	// leader is the running replica that leads; the caller holds repMu.
+	leader := func() (int, bool) {
 		for i, r := range replicas {
 			if !stopped[i] && r.IsLeader() {
 				return i, true
 			}
 		}
 		return 0, false
+	}
+	leaderChanges := watchLeader(ctx, func() (int, bool) {
+		repMu.Lock()
+		defer repMu.Unlock()
+		return leader()
 	})
 
 	operator, err := newClient(ca, "operator", identity.RoleOperator, addrs)
@@ -314,14 +318,11 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		if !killed && opt.KillLeaderRound > 0 && int(r.Round) == opt.KillLeaderRound {
 			killed = true
 			repMu.Lock()
-			for i, rep := range replicas {
-				if !stopped[i] && rep.IsLeader() {
-					stopped[i] = true
-					rep.Stop()
-					if opt.Progress != nil {
-						fmt.Fprintf(opt.Progress, "round %2d  collecting: stopped the leader %s\n", r.Round, rep.ID())
-					}
-					break
+			if i, ok := leader(); ok {
+				stopped[i] = true
+				replicas[i].Stop()
+				if opt.Progress != nil {
+					fmt.Fprintf(opt.Progress, "round %2d  collecting: stopped the leader %s\n", r.Round, replicas[i].ID())
 				}
 			}
 			repMu.Unlock()
