@@ -160,23 +160,18 @@ func jobLeafData(job string, last uint64) []byte {
 // jobEntries lists the job index of the first size records; the caller
 // holds the lock.
 func (l *Log) jobEntries(size uint64) []jobEntry {
-	var out []jobEntry
-	if size == uint64(len(l.records)) {
-		out = make([]jobEntry, 0, len(l.jobs))
-		for j, s := range l.jobs {
-			out = append(out, jobEntry{j, s})
-		}
-	} else {
-		last := make(map[string]uint64)
+	last := l.jobs // each job's last record, for the whole log
+	if size != uint64(len(l.records)) {
+		last = make(map[string]uint64)
 		for _, r := range l.records[:size] {
 			if r.JobID != "" {
 				last[r.JobID] = r.Seq
 			}
 		}
-		out = make([]jobEntry, 0, len(last))
-		for j, s := range last {
-			out = append(out, jobEntry{j, s})
-		}
+	}
+	out := make([]jobEntry, 0, len(last))
+	for j, s := range last {
+		out = append(out, jobEntry{j, s})
 	}
 	slices.SortFunc(out, func(a, b jobEntry) int { return strings.Compare(a.job, b.job) })
 	return out
