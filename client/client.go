@@ -2,6 +2,11 @@
 // follows the leader: a replica that is not the leader answers
 // FailedPrecondition with the leader's address in the "regionfl-leader"
 // trailer, and the call is retried there. Nodes and CLIs use it alike.
+//
+// A hint is followed only to an address the client was configured with:
+// one compromised replica must not be able to redirect every hospital to a
+// server of its choosing. A hint naming any other address ends the call
+// with ErrUnlistedLeader.
 package client
 
 import (
@@ -10,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +30,10 @@ import (
 
 	pb "regionfl/proto/regionfl/v1"
 )
+
+// ErrUnlistedLeader: a replica named a leader outside the configured
+// coordinator addresses, and the client did not follow it.
+var ErrUnlistedLeader = errors.New("client: leader hint names an address that is not a configured coordinator")
 
 // LeaderKey is the trailer that names the leader's gRPC address.
 const LeaderKey = "regionfl-leader"
@@ -48,7 +58,7 @@ func New(addrs []string, cfg *tls.Config) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("client: no coordinator address")
 	}
-	return &Client{tls: cfg, addrs: addrs, conns: map[string]*grpc.ClientConn{}, leader: addrs[0], failed: map[string]time.Time{}}, nil
+	return &Client{tls: cfg, addrs: slices.Clone(addrs), conns: map[string]*grpc.ClientConn{}, leader: addrs[0], failed: map[string]time.Time{}}, nil
 }
 
 // Close closes every connection.
@@ -130,6 +140,8 @@ func (c *Client) Do(ctx context.Context, fn func(ctx context.Context, conn Conn)
 					return err
 				}
 				c.next(addr) // no leader known yet: wait and look around
+			} else if !c.listed(hint[0]) {
+				return fmt.Errorf("%w: %s answered that the leader is %q; add that address to the coordinator list if it is a replica of the region", ErrUnlistedLeader, addr, hint[0])
 			} else {
 				c.setLeader(hint[0])
 			}
@@ -170,6 +182,11 @@ func (c *Client) setLeader(addr string) {
 	if failed {
 		c.next(c.leader)
 	}
+}
+
+// listed reports whether addr is one of the configured addresses.
+func (c *Client) listed(addr string) bool {
+	return slices.Contains(c.addrs, addr)
 }
 
 func (c *Client) markFailed(addr string) {

@@ -1,0 +1,105 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"regionfl/identity"
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// replica answers GetRegion: the leader with a region, a follower with
+// "not the leader" and a hint naming leaderAddr.
+type replica struct {
+	pb.UnimplementedHospitalServiceServer
+	leader     bool
+	leaderAddr string
+	calls      atomic.Int32
+}
+
+func (r *replica) GetRegion(ctx context.Context, _ *pb.GetRegionRequest) (*pb.GetRegionResponse, error) {
+	r.calls.Add(1)
+	if r.leader {
+		return &pb.GetRegionResponse{Region: &pb.Region{Params: "p"}}, nil
+	}
+	grpc.SetTrailer(ctx, metadata.Pairs(LeaderKey, r.leaderAddr))
+	return nil, status.Error(codes.FailedPrecondition, NotLeaderPrefix)
+}
+
+func serve(t *testing.T, ca *identity.CA, r *replica) string {
+	t.Helper()
+	cert, err := ca.Issue(identity.Identity{Name: "replica", Role: identity.RoleCoordinator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(identity.ServerConfig(cert, ca.Pool()))))
+	pb.RegisterHospitalServiceServer(srv, r)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+// TestLeaderHints: a hint to a configured replica is followed; a hint to
+// any other address, even one serving a valid coordinator certificate, is
+// not (a compromised follower must not redirect hospitals to itself or to
+// a server it runs).
+func TestLeaderHints(t *testing.T) {
+	ca, err := identity.NewCA("test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := &replica{leader: true}
+	leaderAddr := serve(t, ca, leader)
+	rogue := &replica{leader: true}
+	rogueAddr := serve(t, ca, rogue)
+	honest := &replica{leaderAddr: leaderAddr}
+	honestAddr := serve(t, ca, honest)
+	evil := &replica{leaderAddr: rogueAddr}
+	evilAddr := serve(t, ca, evil)
+
+	cert, err := ca.Issue(identity.Identity{Name: "h1", Role: identity.RoleHospital}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(addrs ...string) error {
+		c, err := New(addrs, identity.ClientConfig(cert, ca.Pool()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return c.Do(ctx, func(ctx context.Context, conn Conn) error {
+			_, err := conn.Hospital.GetRegion(ctx, &pb.GetRegionRequest{}, grpc.Trailer(conn.Trailer))
+			return err
+		})
+	}
+
+	if err := call(honestAddr, leaderAddr); err != nil {
+		t.Fatalf("hint to a listed replica: %v", err)
+	}
+	if leader.calls.Load() != 1 {
+		t.Fatalf("leader answered %d calls, want 1", leader.calls.Load())
+	}
+	err = call(evilAddr, leaderAddr)
+	if !errors.Is(err, ErrUnlistedLeader) {
+		t.Fatalf("hint to an unlisted address: got %v, want ErrUnlistedLeader", err)
+	}
+	if rogue.calls.Load() != 0 {
+		t.Fatalf("the client followed the hint to an unlisted address (%d calls)", rogue.calls.Load())
+	}
+}
