@@ -53,11 +53,11 @@ func serve(t *testing.T, ca *identity.CA, r *replica) string {
 	return lis.Addr().String()
 }
 
-// TestLeaderHints: a hint to a configured replica is followed; a hint to
+// TestAdversaryRedirectToUnlistedAddress: a hint to a configured replica is followed; a hint to
 // any other address, even one serving a valid coordinator certificate, is
 // not (a compromised follower must not redirect hospitals to itself or to
 // a server it runs).
-func TestLeaderHints(t *testing.T) {
+func TestAdversaryRedirectToUnlistedAddress(t *testing.T) {
 	ca, err := identity.NewCA("test", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -102,4 +102,5 @@ func TestLeaderHints(t *testing.T) {
 	if rogue.calls.Load() != 0 {
 		t.Fatalf("the client followed the hint to an unlisted address (%d calls)", rogue.calls.Load())
 	}
+	t.Logf("attack: redirect to an unlisted address | refused by: client | reason: %v", err)
 }

@@ -128,11 +128,17 @@ func ctx(t *testing.T) context.Context {
 	return ctx
 }
 
-// A client that knows only a follower is sent to the leader and its write
-// lands on every replica.
+// A client that asks a follower first is sent to the leader (a listed
+// address) and its write lands on every replica.
 func TestFollowsLeaderAndReplicates(t *testing.T) {
 	c := startCluster(t, 3)
-	op := c.client("ops", identity.RoleOperator, c.follower().GRPCAddr())
+	addrs := []string{c.follower().GRPCAddr()}
+	for _, r := range c.replicas {
+		if r.GRPCAddr() != addrs[0] {
+			addrs = append(addrs, r.GRPCAddr())
+		}
+	}
+	op := c.client("ops", identity.RoleOperator, addrs...)
 	err := op.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
 		_, err := conn.Operator.CreateRegion(ctx, &pb.CreateRegionRequest{Hospitals: []string{"h2", "h1", "h3"}, Threshold: 2}, grpc.Trailer(conn.Trailer))
 		return err
@@ -160,11 +166,11 @@ func TestLeaderFailoverAndRestart(t *testing.T) {
 	op := c.client("ops", identity.RoleOperator, addrs...)
 	create := func(h []string) error {
 		return op.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
-			_, err := conn.Operator.CreateRegion(ctx, &pb.CreateRegionRequest{Hospitals: h, Threshold: 1}, grpc.Trailer(conn.Trailer))
+			_, err := conn.Operator.CreateRegion(ctx, &pb.CreateRegionRequest{Hospitals: h, Threshold: 2}, grpc.Trailer(conn.Trailer))
 			return err
 		})
 	}
-	if err := create([]string{"h1"}); err != nil {
+	if err := create([]string{"h1", "h2"}); err != nil {
 		t.Fatal(err)
 	}
 	old := c.leader()
@@ -184,7 +190,7 @@ func TestLeaderFailoverAndRestart(t *testing.T) {
 		t.Fatal("stopped replica still leads")
 	}
 	// The region survived: a second create is refused by the new leader.
-	if err := create([]string{"h9"}); status.Code(err) != codes.FailedPrecondition {
+	if err := create([]string{"h8", "h9"}); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("second region on the new leader: %v", err)
 	}
 	cfg := c.cfgs[idx]

@@ -8,6 +8,7 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -60,6 +61,12 @@ type Config struct {
 // ErrBudgetExhausted: the site's privacy budget does not cover another
 // round; the node declines to contribute.
 var ErrBudgetExhausted = errors.New("privacy budget exhausted")
+
+// ErrUntrusted: the coordinator served something this node cannot verify
+// or that contradicts what it pinned (another region, an unsigned or
+// wrongly signed ceremony message, another collective key). The node acts
+// on nothing it cannot verify.
+var ErrUntrusted = errors.New("refused: not verifiable against the region CA and this node's pinned state")
 
 // Node is a running hospital agent.
 type Node struct {
@@ -205,7 +212,64 @@ func (n *Node) region(ctx context.Context) (*pb.Region, uint32, error) {
 	if r.Params != n.params.Name() {
 		return nil, 0, fmt.Errorf("region uses parameters %q, this node %q", r.Params, n.params.Name())
 	}
+	if r.Threshold < 2 || int(r.Threshold) > len(r.Hospitals) {
+		return nil, 0, n.untrusted("region", fmt.Sprintf("threshold %d of %d hospitals (a threshold below 2 lets one hospital decrypt alone)", r.Threshold, len(r.Hospitals)))
+	}
+	if err := n.pinRegion(r); err != nil {
+		return nil, 0, err
+	}
 	return r, uint32(i + 1), nil
+}
+
+// untrusted logs why the node refuses what the coordinator served and
+// returns the error that says so.
+func (n *Node) untrusted(what, reason string) error {
+	n.log.Warn("refusing what the coordinator served", "what", what, "reason", reason)
+	return fmt.Errorf("%w: %s: %s", ErrUntrusted, what, reason)
+}
+
+// pinRegion pins the region's digest on first sight (fsync'd before the
+// node acts on it) and refuses any other region afterwards.
+func (n *Node) pinRegion(r *pb.Region) error {
+	d := identity.RegionDigest(r.Params, r.Hospitals, r.Threshold, r.Seed)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.state.RegionDigest != nil {
+		if string(n.state.RegionDigest) != string(d[:]) {
+			return n.untrusted("region", fmt.Sprintf("digest %x differs from the pinned %x (hospitals, threshold, parameters or seed changed)", d[:8], n.state.RegionDigest[:min(8, len(n.state.RegionDigest))]))
+		}
+		return nil
+	}
+	n.state.RegionDigest = d[:]
+	if err := n.state.save(n.cfg.DataDir); err != nil {
+		n.state.RegionDigest = nil
+		return err
+	}
+	n.log.Info("region pinned", "region_digest", fmt.Sprintf("%x", d[:8]), "hospitals", len(r.Hospitals), "threshold", r.Threshold)
+	return nil
+}
+
+// verifyStatement checks a ceremony statement of hospital i (0-based):
+// the certificate the region relays for it must be the region CA's for
+// exactly that hospital, and sig its signature over (kind, fields...).
+func (n *Node) verifyStatement(r *pb.Region, i int, sig []byte, kind string, fields ...[]byte) error {
+	if i < 0 || i >= len(r.Hospitals) || i >= len(r.Certificates) {
+		return n.untrusted(kind, fmt.Sprintf("no certificate for hospital %d", i+1))
+	}
+	want := identity.Identity{Name: r.Hospitals[i], Role: identity.RoleHospital}
+	if err := identity.VerifyStatement(n.cfg.CA, r.Certificates[i], want, time.Now(), sig, kind, fields...); err != nil {
+		return n.untrusted(kind+" of "+r.Hospitals[i], err.Error())
+	}
+	return nil
+}
+
+func (n *Node) sign(kind string, fields ...[]byte) ([]byte, error) {
+	return identity.SignStatement(n.cfg.Cert.PrivateKey, kind, fields...)
+}
+
+func regionDigest(r *pb.Region) []byte {
+	d := identity.RegionDigest(r.Params, r.Hospitals, r.Threshold, r.Seed)
+	return d[:]
 }
 
 func (n *Node) ceremony(ctx context.Context, step pb.CeremonyStep) error {
@@ -242,9 +306,17 @@ func (n *Node) enroll(ctx context.Context) error {
 	}
 	pub := n.state.HPKEPublic
 	n.mu.Unlock()
+	r, _, err := n.region(ctx)
+	if err != nil {
+		return err
+	}
+	sig, err := n.sign(identity.StatementHPKEKey, regionDigest(r), []byte(n.cfg.ID), pub)
+	if err != nil {
+		return err
+	}
 	n.log.Info("enrolling", "hpke_key_size", len(pub))
 	return n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Hospital.Enroll(ctx, &pb.EnrollRequest{HpkePublicKey: pub}, grpc.Trailer(conn.Trailer))
+		_, err := conn.Hospital.Enroll(ctx, &pb.EnrollRequest{HpkePublicKey: pub, Signature: sig}, grpc.Trailer(conn.Trailer))
 		return err
 	})
 }
@@ -276,9 +348,14 @@ func (n *Node) publicKeyShare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d := sha256.Sum256(b)
+	sig, err := n.sign(identity.StatementPublicKeyShare, regionDigest(r), []byte(n.cfg.ID), d[:])
+	if err != nil {
+		return err
+	}
 	n.log.Info("sending public-key share", "size", len(b))
 	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Hospital.SubmitPublicKeyShare(ctx, &pb.SubmitPublicKeyShareRequest{Share: b}, grpc.Trailer(conn.Trailer))
+		_, err := conn.Hospital.SubmitPublicKeyShare(ctx, &pb.SubmitPublicKeyShareRequest{Share: b, Signature: sig}, grpc.Trailer(conn.Trailer))
 		return err
 	})
 }
@@ -309,8 +386,17 @@ func (n *Node) sealShares(ctx context.Context) error {
 	if party == nil {
 		return errors.New("no key share: the public-key step did not run on this node")
 	}
+	// Seal only to HPKE keys their hospitals signed: a relay that swapped
+	// one for its own could open that share.
+	rd := regionDigest(r)
+	if len(r.HpkePublicKeys) != len(r.Hospitals) || len(r.HpkeSignatures) != len(r.Hospitals) {
+		return n.untrusted("HPKE keys", fmt.Sprintf("%d keys and %d signatures for %d hospitals", len(r.HpkePublicKeys), len(r.HpkeSignatures), len(r.Hospitals)))
+	}
 	recipients := map[uint32][]byte{}
 	for i, pub := range r.HpkePublicKeys {
+		if err := n.verifyStatement(r, i, r.HpkeSignatures[i], identity.StatementHPKEKey, rd, []byte(r.Hospitals[i]), pub); err != nil {
+			return err
+		}
 		recipients[uint32(i+1)] = pub
 	}
 	sealed, err := party.SealShares(recipients, r.Seed)
@@ -323,7 +409,13 @@ func (n *Node) sealShares(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		req.Shares = append(req.Shares, &pb.SealedShare{To: r.Hospitals[s.To-1], Sealed: b})
+		to := r.Hospitals[s.To-1]
+		d := sha256.Sum256(b)
+		sig, err := n.sign(identity.StatementSealedShare, rd, []byte(n.cfg.ID), []byte(to), d[:])
+		if err != nil {
+			return err
+		}
+		req.Shares = append(req.Shares, &pb.SealedShare{To: to, Sealed: b, Signature: sig})
 	}
 	n.log.Info("sending sealed Shamir shares", "count", len(req.Shares))
 	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
@@ -337,39 +429,61 @@ func (n *Node) openShares(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var raw [][]byte
+	var raw, sigs [][]byte
 	err = n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
 		resp, err := conn.Hospital.GetSealedShares(ctx, &pb.GetSealedSharesRequest{}, grpc.Trailer(conn.Trailer))
-		raw = resp.GetShares()
+		raw, sigs = resp.GetShares(), resp.GetSignatures()
 		return err
 	})
 	if err != nil {
 		return err
 	}
+	if len(raw) != len(r.Hospitals) || len(sigs) != len(raw) {
+		return n.untrusted("sealed shares", fmt.Sprintf("%d shares and %d signatures for %d hospitals", len(raw), len(sigs), len(r.Hospitals)))
+	}
+	rd := regionDigest(r)
 	shares := make([]*he.SealedShare, len(raw))
 	for i, b := range raw {
 		if shares[i], err = he.UnmarshalSealedShare(b); err != nil {
 			return fmt.Errorf("sealed share %d: %w", i+1, err)
 		}
+		from := int(shares[i].From) - 1
+		if from < 0 || from >= len(r.Hospitals) {
+			return n.untrusted("sealed shares", fmt.Sprintf("share %d claims sender %d", i+1, shares[i].From))
+		}
+		d := sha256.Sum256(b)
+		if err := n.verifyStatement(r, from, sigs[i], identity.StatementSealedShare, rd, []byte(r.Hospitals[from]), []byte(n.cfg.ID), d[:]); err != nil {
+			return err
+		}
 	}
-	pk, err := he.UnmarshalPublicKey(n.params, r.PublicKey)
+	pk, err := n.collectiveKey(r)
 	if err != nil {
-		return fmt.Errorf("collective public key: %w", err)
+		return err
 	}
 	n.mu.Lock()
 	if n.party == nil {
 		n.mu.Unlock()
 		return errors.New("no key share: the public-key step did not run on this node")
 	}
+	pkb, err := pk.MarshalBinary()
+	if err != nil {
+		n.mu.Unlock()
+		return err
+	}
+	if n.state.PublicKey != nil && string(n.state.PublicKey) != string(pkb) {
+		n.mu.Unlock()
+		return n.untrusted("collective public key", "the signed shares give another key than the one pinned")
+	}
+	n.state.PublicKey = pkb
 	if !n.party.Ready() {
 		if err := n.party.OpenShares(n.state.HPKEPrivate, shares, r.Seed); err != nil {
 			n.mu.Unlock()
 			return err
 		}
-		if err := n.saveParty(n.party); err != nil {
-			n.mu.Unlock()
-			return err
-		}
+	}
+	if err := n.saveParty(n.party); err != nil { // saves the pinned key too
+		n.mu.Unlock()
+		return err
 	}
 	n.mu.Unlock()
 	d := pk.Digest()
@@ -378,6 +492,40 @@ func (n *Node) openShares(ctx context.Context) error {
 		_, err := conn.Hospital.ConfirmKeyReady(ctx, &pb.ConfirmKeyReadyRequest{PublicKeyDigest: d[:]}, grpc.Trailer(conn.Trailer))
 		return err
 	})
+}
+
+// collectiveKey builds the region's public key from the hospitals' signed
+// public-key shares, each verified against the region CA, and checks that
+// the coordinator serves the same key.
+func (n *Node) collectiveKey(r *pb.Region) (*he.PublicKey, error) {
+	if len(r.PublicKeyShares) != len(r.Hospitals) || len(r.PublicKeyShareSignatures) != len(r.Hospitals) {
+		return nil, n.untrusted("public-key shares", fmt.Sprintf("%d shares and %d signatures for %d hospitals", len(r.PublicKeyShares), len(r.PublicKeyShareSignatures), len(r.Hospitals)))
+	}
+	rd := regionDigest(r)
+	shares := make([]*he.PublicKeyShare, len(r.Hospitals))
+	for i, b := range r.PublicKeyShares {
+		d := sha256.Sum256(b)
+		if err := n.verifyStatement(r, i, r.PublicKeyShareSignatures[i], identity.StatementPublicKeyShare, rd, []byte(r.Hospitals[i]), d[:]); err != nil {
+			return nil, err
+		}
+		s, err := he.UnmarshalPublicKeyShare(n.params, b)
+		if err != nil {
+			return nil, n.untrusted("public-key share of "+r.Hospitals[i], err.Error())
+		}
+		if int(s.From()) != i+1 {
+			return nil, n.untrusted("public-key share of "+r.Hospitals[i], fmt.Sprintf("made for point %d", s.From()))
+		}
+		shares[i] = s
+	}
+	pk, err := he.AggregatePublicKey(n.params, r.Seed, len(r.Hospitals), shares)
+	if err != nil {
+		return nil, n.untrusted("public-key shares", err.Error())
+	}
+	served, err := he.UnmarshalPublicKey(n.params, r.PublicKey)
+	if err != nil || served.Digest() != pk.Digest() {
+		return nil, n.untrusted("collective public key", "the key the coordinator serves is not the sum of the hospitals' signed shares")
+	}
+	return pk, nil
 }
 
 // ---- jobs ----
@@ -537,7 +685,7 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 	if err != nil {
 		return err
 	}
-	ct, err := n.encrypt(ctx, t, append(update, sums...), uint64(rows))
+	ct, err := n.encrypt(t, append(update, sums...), uint64(rows))
 	if err != nil {
 		return err
 	}
@@ -706,16 +854,19 @@ func (n *Node) metricSums(job *pb.JobSpec, spec models.Spec, params []float64, v
 	return sums, site, nil
 }
 
-// encrypt encrypts a round's vector under the region's collective key,
-// bound to the job, round and model version.
-func (n *Node) encrypt(ctx context.Context, t *pb.TrainTask, v []float64, count uint64) (*he.Update, error) {
-	r, _, err := n.region(ctx)
-	if err != nil {
-		return nil, err
+// encrypt encrypts a round's vector under the collective key this node
+// built and pinned during the ceremony (never one the coordinator serves
+// now), bound to the job, round and model version.
+func (n *Node) encrypt(t *pb.TrainTask, v []float64, count uint64) (*he.Update, error) {
+	n.mu.Lock()
+	pkb := n.state.PublicKey
+	n.mu.Unlock()
+	if pkb == nil {
+		return nil, errors.New("no pinned collective public key: this node has not completed the key ceremony")
 	}
-	pk, err := he.UnmarshalPublicKey(n.params, r.PublicKey)
+	pk, err := he.UnmarshalPublicKey(n.params, pkb)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pinned collective public key: %w", err)
 	}
 	enc, err := he.NewEncryptor(n.params, pk)
 	if err != nil {
@@ -737,7 +888,7 @@ func (n *Node) sendStats(ctx context.Context, t *pb.TrainTask) error {
 	if norm := math.Sqrt(sq); norm > jobspec.StatsBound {
 		return fmt.Errorf("statistics vector norm %.3g exceeds the bound %g: raise the job's sample_scale", norm, jobspec.StatsBound)
 	}
-	ct, err := n.encrypt(ctx, t, v, uint64(train.Len()))
+	ct, err := n.encrypt(t, v, uint64(train.Len()))
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,14 @@ type diskState struct {
 	HPKEPrivate []byte `json:"hpke_private,omitempty"`
 	HPKEPublic  []byte `json:"hpke_public,omitempty"`
 	Party       []byte `json:"party,omitempty"`
+	// RegionDigest pins the region (identity.RegionDigest) on first sight:
+	// a coordinator that later serves other hospitals, another threshold,
+	// parameter set or ceremony seed is refused.
+	RegionDigest []byte `json:"region_digest,omitempty"`
+	// PublicKey is the collective public key this node built itself from
+	// the hospitals' signed public-key shares; it encrypts under this key
+	// only, never under one the coordinator serves.
+	PublicKey []byte `json:"public_key,omitempty"`
 	// SharesGiven holds, per "job/round", the one decryption share made for
 	// it. It is written before the share leaves, so a retry or a restart
 	// resends the same share and never makes a second one.

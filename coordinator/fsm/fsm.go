@@ -312,8 +312,10 @@ func (s *State) createRegion(c *pb.CreateRegionCommand) error {
 		return rejectf("hospitals must be sorted and distinct")
 	}
 	sealed := make([][][]byte, n)
+	sealedSig := make([][][]byte, n)
 	for i := range sealed {
 		sealed[i] = make([][]byte, n)
+		sealedSig[i] = make([][]byte, n)
 	}
 	s.Region = &Region{
 		Params:    c.Params,
@@ -322,8 +324,12 @@ func (s *State) createRegion(c *pb.CreateRegionCommand) error {
 		Seed:      c.Seed,
 		CreatedMs: c.UnixMs,
 		HPKE:      make([][]byte, n),
+		HPKESig:   make([][]byte, n),
+		Certs:     make([][]byte, n),
 		PKShares:  make([][]byte, n),
+		PKSig:     make([][]byte, n),
 		Sealed:    sealed,
+		SealedSig: sealedSig,
 		Ready:     make([]bool, n),
 	}
 	return nil
@@ -349,6 +355,8 @@ func (s *State) enroll(c *pb.EnrollCommand) error {
 		return rejectf("%s already enrolled", c.Hospital)
 	}
 	s.Region.HPKE[i] = c.HpkePublicKey
+	s.Region.HPKESig[i] = c.Signature
+	s.Region.Certs[i] = c.Certificate
 	return nil
 }
 
@@ -361,6 +369,7 @@ func (s *State) publicKeyShare(c *pb.PublicKeyShareCommand) error {
 		return rejectf("%s already sent its public-key share", c.Hospital)
 	}
 	s.Region.PKShares[i] = c.Share
+	s.Region.PKSig[i] = c.Signature
 	return nil
 }
 
@@ -387,8 +396,14 @@ func (s *State) sealedShares(c *pb.SealedSharesCommand) error {
 	if r.Sealed[0][from] != nil {
 		return rejectf("%s already sent its sealed shares", c.From)
 	}
+	if len(c.Signatures) != 0 && len(c.Signatures) != len(c.Shares) {
+		return rejectf("%d signatures for %d sealed shares", len(c.Signatures), len(c.Shares))
+	}
 	for to := range r.Hospitals {
 		r.Sealed[to][from] = c.Shares[to]
+		if len(c.Signatures) != 0 {
+			r.SealedSig[to][from] = c.Signatures[to]
+		}
 	}
 	return nil
 }

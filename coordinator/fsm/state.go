@@ -59,6 +59,14 @@ type Region struct {
 	// Sealed[to][from] is the Shamir share from 'from' sealed to 'to'.
 	Sealed [][][]byte `json:"sealed"`
 	Ready  []bool     `json:"ready"`
+	// What each hospital signed (identity.Statement*), relayed so every
+	// hospital verifies every other's ceremony messages itself: its
+	// certificate as enrolled, its signatures over its HPKE key and its
+	// public-key share, and SealedSig[to][from] over each sealed share.
+	Certs     [][]byte   `json:"certs,omitempty"`
+	HPKESig   [][]byte   `json:"hpke_sig,omitempty"`
+	PKSig     [][]byte   `json:"pk_sig,omitempty"`
+	SealedSig [][][]byte `json:"sealed_sig,omitempty"`
 }
 
 // Clone copies the region deeply enough to be read outside the state's
@@ -68,11 +76,27 @@ func (r *Region) Clone() *Region {
 	c.HPKE = slices.Clone(r.HPKE)
 	c.PKShares = slices.Clone(r.PKShares)
 	c.Ready = slices.Clone(r.Ready)
+	c.Certs = slices.Clone(r.Certs)
+	c.HPKESig = slices.Clone(r.HPKESig)
+	c.PKSig = slices.Clone(r.PKSig)
 	c.Sealed = make([][][]byte, len(r.Sealed))
 	for i, row := range r.Sealed {
 		c.Sealed[i] = slices.Clone(row)
 	}
+	c.SealedSig = make([][][]byte, len(r.SealedSig))
+	for i, row := range r.SealedSig {
+		c.SealedSig[i] = slices.Clone(row)
+	}
 	return &c
+}
+
+// Cert returns the certificate hospital point (1-based) enrolled with, or
+// nil.
+func (r *Region) Cert(point uint32) []byte {
+	if point < 1 || int(point) > len(r.Certs) {
+		return nil
+	}
+	return r.Certs[point-1]
 }
 
 // Index returns the position of hospital h, or -1.

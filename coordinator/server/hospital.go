@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"slices"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"regionfl/client"
 	"regionfl/coordinator/fsm"
 	"regionfl/he"
+	"regionfl/identity"
 	"regionfl/jobspec"
 	pb "regionfl/proto/regionfl/v1"
 )
@@ -116,18 +118,32 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 }
 
 func (s hospitalService) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.EnrollResponse, error) {
-	if err := s.leader(ctx); err != nil {
-		return nil, err
-	}
 	if err := checkHPKEKey(req.HpkePublicKey); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "hpke_public_key: %v", err)
 	}
 	h := caller(ctx).Name
-	if err := s.store.Propose(fsm.CmdEnroll, &pb.EnrollCommand{Hospital: h, HpkePublicKey: req.HpkePublicKey}); err != nil {
+	r, _, err := s.region(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := identity.PeerCertificate(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Unauthenticated, "%v", err)
+	}
+	rd := regionDigest(r)
+	if err := identity.CheckSignature(cert.Raw, req.Signature, identity.StatementHPKEKey, rd[:], []byte(h), req.HpkePublicKey); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
+	}
+	if err := s.store.Propose(fsm.CmdEnroll, &pb.EnrollCommand{Hospital: h, HpkePublicKey: req.HpkePublicKey,
+		Signature: req.Signature, Certificate: cert.Raw}); err != nil {
 		return nil, toStatus(ctx, err)
 	}
 	s.log.Info("hospital enrolled", "hospital", h)
 	return &pb.EnrollResponse{}, nil
+}
+
+func regionDigest(r *fsm.Region) [32]byte {
+	return identity.RegionDigest(r.Params, r.Hospitals, uint32(r.Threshold), r.Seed)
 }
 
 func (s hospitalService) region(ctx context.Context) (*fsm.Region, uint32, error) {
@@ -151,7 +167,7 @@ func (s hospitalService) region(ctx context.Context) (*fsm.Region, uint32, error
 }
 
 func (s hospitalService) SubmitPublicKeyShare(ctx context.Context, req *pb.SubmitPublicKeyShareRequest) (*pb.SubmitPublicKeyShareResponse, error) {
-	_, point, err := s.region(ctx)
+	r, point, err := s.region(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +179,11 @@ func (s hospitalService) SubmitPublicKeyShare(ctx context.Context, req *pb.Submi
 		return nil, status.Errorf(codes.PermissionDenied, "share is from party %d, the caller is party %d", share.From(), point)
 	}
 	h := caller(ctx).Name
-	if err := s.store.Propose(fsm.CmdPublicKeyShare, &pb.PublicKeyShareCommand{Hospital: h, Share: req.Share}); err != nil {
+	rd, sd := regionDigest(r), sha256.Sum256(req.Share)
+	if err := identity.CheckSignature(r.Cert(point), req.Signature, identity.StatementPublicKeyShare, rd[:], []byte(h), sd[:]); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
+	}
+	if err := s.store.Propose(fsm.CmdPublicKeyShare, &pb.PublicKeyShareCommand{Hospital: h, Share: req.Share, Signature: req.Signature}); err != nil {
 		return nil, toStatus(ctx, err)
 	}
 	s.log.Info("public-key share accepted", "hospital", h, "size", len(req.Share), "digest", digestHex(req.Share))
@@ -179,6 +199,8 @@ func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitS
 		return nil, status.Errorf(codes.InvalidArgument, "shares: %d, the region has %d hospitals", len(req.Shares), len(r.Hospitals))
 	}
 	ordered := make([][]byte, len(r.Hospitals))
+	sigs := make([][]byte, len(r.Hospitals))
+	rd := regionDigest(r)
 	for _, sh := range req.Shares {
 		i := r.Index(sh.To)
 		if i < 0 || ordered[i] != nil {
@@ -191,10 +213,14 @@ func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitS
 		if ss.From != point || ss.To != uint32(i+1) {
 			return nil, status.Errorf(codes.InvalidArgument, "shares[%s]: addressed from %d to %d, want from %d to %d", sh.To, ss.From, ss.To, point, i+1)
 		}
-		ordered[i] = sh.Sealed
+		d := sha256.Sum256(sh.Sealed)
+		if err := identity.CheckSignature(r.Cert(point), sh.Signature, identity.StatementSealedShare, rd[:], []byte(caller(ctx).Name), []byte(sh.To), d[:]); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "shares[%s].signature: %v", sh.To, err)
+		}
+		ordered[i], sigs[i] = sh.Sealed, sh.Signature
 	}
 	h := caller(ctx).Name
-	if err := s.store.Propose(fsm.CmdSealedShares, &pb.SealedSharesCommand{From: h, Shares: ordered}); err != nil {
+	if err := s.store.Propose(fsm.CmdSealedShares, &pb.SealedSharesCommand{From: h, Shares: ordered, Signatures: sigs}); err != nil {
 		return nil, toStatus(ctx, err)
 	}
 	s.log.Info("sealed shares relayed", "hospital", h, "count", len(ordered))
@@ -210,7 +236,7 @@ func (s hospitalService) GetSealedShares(ctx context.Context, _ *pb.GetSealedSha
 	if slices.ContainsFunc(row, func(b []byte) bool { return b == nil }) {
 		return nil, status.Error(codes.FailedPrecondition, "not every hospital has sealed its shares yet")
 	}
-	return &pb.GetSealedSharesResponse{Shares: row}, nil
+	return &pb.GetSealedSharesResponse{Shares: row, Signatures: r.SealedSig[point-1]}, nil
 }
 
 func (s hospitalService) ConfirmKeyReady(ctx context.Context, req *pb.ConfirmKeyReadyRequest) (*pb.ConfirmKeyReadyResponse, error) {
@@ -240,7 +266,8 @@ func (s hospitalService) GetRegion(ctx context.Context, _ *pb.GetRegionRequest) 
 		return nil, err
 	}
 	out := &pb.Region{Params: r.Params, Hospitals: r.Hospitals, Threshold: uint32(r.Threshold), Seed: r.Seed,
-		HpkePublicKeys: r.HPKE, PublicKey: r.PublicKey, Step: r.Step()}
+		HpkePublicKeys: r.HPKE, PublicKey: r.PublicKey, Step: r.Step(),
+		Certificates: r.Certs, HpkeSignatures: r.HPKESig, PublicKeyShares: r.PKShares, PublicKeyShareSignatures: r.PKSig}
 	for i, ok := range r.Ready {
 		if ok {
 			out.Ready = append(out.Ready, r.Hospitals[i])

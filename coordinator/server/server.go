@@ -239,8 +239,8 @@ func (s *Server) CreateRegion(ctx context.Context, req *pb.CreateRegionRequest) 
 	}
 	hs := slices.Clone(req.Hospitals)
 	slices.Sort(hs)
-	if len(hs) == 0 || len(slices.Compact(slices.Clone(hs))) != len(hs) {
-		return nil, status.Error(codes.InvalidArgument, "hospitals: need at least one, without repeats")
+	if len(hs) < 2 || len(slices.Compact(slices.Clone(hs))) != len(hs) {
+		return nil, status.Error(codes.InvalidArgument, "hospitals: need at least two, without repeats")
 	}
 	for _, h := range hs {
 		if err := identity.ValidName(h); err != nil {
@@ -250,8 +250,10 @@ func (s *Server) CreateRegion(ctx context.Context, req *pb.CreateRegionRequest) 
 	if len(hs) > s.engine.Params().MaxParties() {
 		return nil, status.Errorf(codes.InvalidArgument, "hospitals: %d, the region parameters allow at most %d", len(hs), s.engine.Params().MaxParties())
 	}
-	if req.Threshold < 1 || int(req.Threshold) > len(hs) {
-		return nil, status.Errorf(codes.InvalidArgument, "threshold: %d is not between 1 and %d", req.Threshold, len(hs))
+	// t = 1 would let any single hospital decrypt any aggregate, and so
+	// (with the coordinator) any one hospital's update.
+	if req.Threshold < 2 || int(req.Threshold) > len(hs) {
+		return nil, status.Errorf(codes.InvalidArgument, "threshold: %d is not between 2 and %d (the number of hospitals)", req.Threshold, len(hs))
 	}
 	seed := make([]byte, 32)
 	rand.Read(seed)

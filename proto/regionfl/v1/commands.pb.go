@@ -153,6 +153,10 @@ type EnrollCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Hospital      string                 `protobuf:"bytes,1,opt,name=hospital,proto3" json:"hospital,omitempty"`
 	HpkePublicKey []byte                 `protobuf:"bytes,2,opt,name=hpke_public_key,json=hpkePublicKey,proto3" json:"hpke_public_key,omitempty"`
+	// The hospital's signature over its HPKE key (identity.StatementHPKEKey)
+	// and the certificate it signed with, relayed to every other hospital.
+	Signature     []byte `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	Certificate   []byte `protobuf:"bytes,4,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -201,10 +205,26 @@ func (x *EnrollCommand) GetHpkePublicKey() []byte {
 	return nil
 }
 
+func (x *EnrollCommand) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *EnrollCommand) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
 type PublicKeyShareCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hospital      string                 `protobuf:"bytes,1,opt,name=hospital,proto3" json:"hospital,omitempty"`
-	Share         []byte                 `protobuf:"bytes,2,opt,name=share,proto3" json:"share,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Hospital string                 `protobuf:"bytes,1,opt,name=hospital,proto3" json:"hospital,omitempty"`
+	Share    []byte                 `protobuf:"bytes,2,opt,name=share,proto3" json:"share,omitempty"`
+	// identity.StatementPublicKeyShare, by the enrolled certificate.
+	Signature     []byte `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -249,6 +269,13 @@ func (x *PublicKeyShareCommand) GetHospital() string {
 func (x *PublicKeyShareCommand) GetShare() []byte {
 	if x != nil {
 		return x.Share
+	}
+	return nil
+}
+
+func (x *PublicKeyShareCommand) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
 	}
 	return nil
 }
@@ -301,7 +328,9 @@ type SealedSharesCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	From  string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
 	// Sealed shares in the order of the region's hospitals.
-	Shares        [][]byte `protobuf:"bytes,2,rep,name=shares,proto3" json:"shares,omitempty"`
+	Shares [][]byte `protobuf:"bytes,2,rep,name=shares,proto3" json:"shares,omitempty"`
+	// identity.StatementSealedShare for each share, in the same order.
+	Signatures    [][]byte `protobuf:"bytes,3,rep,name=signatures,proto3" json:"signatures,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -346,6 +375,13 @@ func (x *SealedSharesCommand) GetFrom() string {
 func (x *SealedSharesCommand) GetShares() [][]byte {
 	if x != nil {
 		return x.Shares
+	}
+	return nil
+}
+
+func (x *SealedSharesCommand) GetSignatures() [][]byte {
+	if x != nil {
+		return x.Signatures
 	}
 	return nil
 }
@@ -1531,19 +1567,25 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\thospitals\x18\x02 \x03(\tR\thospitals\x12\x1c\n" +
 	"\tthreshold\x18\x03 \x01(\rR\tthreshold\x12\x12\n" +
 	"\x04seed\x18\x04 \x01(\fR\x04seed\x12\x17\n" +
-	"\aunix_ms\x18\x05 \x01(\x03R\x06unixMs\"S\n" +
+	"\aunix_ms\x18\x05 \x01(\x03R\x06unixMs\"\x93\x01\n" +
 	"\rEnrollCommand\x12\x1a\n" +
 	"\bhospital\x18\x01 \x01(\tR\bhospital\x12&\n" +
-	"\x0fhpke_public_key\x18\x02 \x01(\fR\rhpkePublicKey\"I\n" +
+	"\x0fhpke_public_key\x18\x02 \x01(\fR\rhpkePublicKey\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\x12 \n" +
+	"\vcertificate\x18\x04 \x01(\fR\vcertificate\"g\n" +
 	"\x15PublicKeyShareCommand\x12\x1a\n" +
 	"\bhospital\x18\x01 \x01(\tR\bhospital\x12\x14\n" +
-	"\x05share\x18\x02 \x01(\fR\x05share\"1\n" +
+	"\x05share\x18\x02 \x01(\fR\x05share\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"1\n" +
 	"\x10PublicKeyCommand\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x01 \x01(\fR\tpublicKey\"A\n" +
+	"public_key\x18\x01 \x01(\fR\tpublicKey\"a\n" +
 	"\x13SealedSharesCommand\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x16\n" +
-	"\x06shares\x18\x02 \x03(\fR\x06shares\"-\n" +
+	"\x06shares\x18\x02 \x03(\fR\x06shares\x12\x1e\n" +
+	"\n" +
+	"signatures\x18\x03 \x03(\fR\n" +
+	"signatures\"-\n" +
 	"\x0fKeyReadyCommand\x12\x1a\n" +
 	"\bhospital\x18\x01 \x01(\tR\bhospital\"\xf4\x01\n" +
 	"\x10SubmitJobCommand\x12\x15\n" +

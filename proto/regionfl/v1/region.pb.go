@@ -923,6 +923,9 @@ func (x *DecryptTask) GetModelVersion() uint32 {
 type EnrollRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	HpkePublicKey []byte                 `protobuf:"bytes,1,opt,name=hpke_public_key,json=hpkePublicKey,proto3" json:"hpke_public_key,omitempty"`
+	// identity.StatementHPKEKey signed with the key of the caller's TLS
+	// certificate.
+	Signature     []byte `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -964,6 +967,13 @@ func (x *EnrollRequest) GetHpkePublicKey() []byte {
 	return nil
 }
 
+func (x *EnrollRequest) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 type EnrollResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1001,8 +1011,10 @@ func (*EnrollResponse) Descriptor() ([]byte, []int) {
 }
 
 type SubmitPublicKeyShareRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Share         []byte                 `protobuf:"bytes,1,opt,name=share,proto3" json:"share,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Share []byte                 `protobuf:"bytes,1,opt,name=share,proto3" json:"share,omitempty"`
+	// identity.StatementPublicKeyShare by the caller's certificate key.
+	Signature     []byte `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1044,6 +1056,13 @@ func (x *SubmitPublicKeyShareRequest) GetShare() []byte {
 	return nil
 }
 
+func (x *SubmitPublicKeyShareRequest) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 type SubmitPublicKeyShareResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1081,9 +1100,11 @@ func (*SubmitPublicKeyShareResponse) Descriptor() ([]byte, []int) {
 }
 
 type SealedShare struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	To            string                 `protobuf:"bytes,1,opt,name=to,proto3" json:"to,omitempty"`
-	Sealed        []byte                 `protobuf:"bytes,2,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	To     string                 `protobuf:"bytes,1,opt,name=to,proto3" json:"to,omitempty"`
+	Sealed []byte                 `protobuf:"bytes,2,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	// identity.StatementSealedShare by the sender's certificate key.
+	Signature     []byte `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1128,6 +1149,13 @@ func (x *SealedShare) GetTo() string {
 func (x *SealedShare) GetSealed() []byte {
 	if x != nil {
 		return x.Sealed
+	}
+	return nil
+}
+
+func (x *SealedShare) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
 	}
 	return nil
 }
@@ -1251,7 +1279,9 @@ func (*GetSealedSharesRequest) Descriptor() ([]byte, []int) {
 type GetSealedSharesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Shares addressed to the caller, one per hospital of the region.
-	Shares        [][]byte `protobuf:"bytes,1,rep,name=shares,proto3" json:"shares,omitempty"`
+	Shares [][]byte `protobuf:"bytes,1,rep,name=shares,proto3" json:"shares,omitempty"`
+	// The senders' signatures (identity.StatementSealedShare), same order.
+	Signatures    [][]byte `protobuf:"bytes,2,rep,name=signatures,proto3" json:"signatures,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1289,6 +1319,13 @@ func (*GetSealedSharesResponse) Descriptor() ([]byte, []int) {
 func (x *GetSealedSharesResponse) GetShares() [][]byte {
 	if x != nil {
 		return x.Shares
+	}
+	return nil
+}
+
+func (x *GetSealedSharesResponse) GetSignatures() [][]byte {
+	if x != nil {
+		return x.Signatures
 	}
 	return nil
 }
@@ -1419,11 +1456,19 @@ type Region struct {
 	// HPKE public keys in the order of hospitals (empty until enrolled).
 	HpkePublicKeys [][]byte `protobuf:"bytes,5,rep,name=hpke_public_keys,json=hpkePublicKeys,proto3" json:"hpke_public_keys,omitempty"`
 	// Collective public key, once all public-key shares are in.
-	PublicKey     []byte       `protobuf:"bytes,6,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
-	Step          CeremonyStep `protobuf:"varint,7,opt,name=step,proto3,enum=regionfl.v1.CeremonyStep" json:"step,omitempty"`
-	Ready         []string     `protobuf:"bytes,8,rep,name=ready,proto3" json:"ready,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PublicKey []byte       `protobuf:"bytes,6,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	Step      CeremonyStep `protobuf:"varint,7,opt,name=step,proto3,enum=regionfl.v1.CeremonyStep" json:"step,omitempty"`
+	Ready     []string     `protobuf:"bytes,8,rep,name=ready,proto3" json:"ready,omitempty"`
+	// In the order of hospitals: each hospital's certificate as enrolled, its
+	// signature over its HPKE key, its public-key share and its signature
+	// over that share. Hospitals verify these themselves and build the
+	// collective key from the shares; they never take public_key on trust.
+	Certificates             [][]byte `protobuf:"bytes,9,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	HpkeSignatures           [][]byte `protobuf:"bytes,10,rep,name=hpke_signatures,json=hpkeSignatures,proto3" json:"hpke_signatures,omitempty"`
+	PublicKeyShares          [][]byte `protobuf:"bytes,11,rep,name=public_key_shares,json=publicKeyShares,proto3" json:"public_key_shares,omitempty"`
+	PublicKeyShareSignatures [][]byte `protobuf:"bytes,12,rep,name=public_key_share_signatures,json=publicKeyShareSignatures,proto3" json:"public_key_share_signatures,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *Region) Reset() {
@@ -1508,6 +1553,34 @@ func (x *Region) GetStep() CeremonyStep {
 func (x *Region) GetReady() []string {
 	if x != nil {
 		return x.Ready
+	}
+	return nil
+}
+
+func (x *Region) GetCertificates() [][]byte {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+func (x *Region) GetHpkeSignatures() [][]byte {
+	if x != nil {
+		return x.HpkeSignatures
+	}
+	return nil
+}
+
+func (x *Region) GetPublicKeyShares() [][]byte {
+	if x != nil {
+		return x.PublicKeyShares
+	}
+	return nil
+}
+
+func (x *Region) GetPublicKeyShareSignatures() [][]byte {
+	if x != nil {
+		return x.PublicKeyShareSignatures
 	}
 	return nil
 }
@@ -4030,26 +4103,32 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x0eaggregate_size\x18\b \x01(\x04R\raggregateSize\x12(\n" +
 	"\x04spec\x18\t \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12#\n" +
 	"\rmodel_version\x18\n" +
-	" \x01(\rR\fmodelVersion\"7\n" +
+	" \x01(\rR\fmodelVersion\"U\n" +
 	"\rEnrollRequest\x12&\n" +
-	"\x0fhpke_public_key\x18\x01 \x01(\fR\rhpkePublicKey\"\x10\n" +
-	"\x0eEnrollResponse\"3\n" +
+	"\x0fhpke_public_key\x18\x01 \x01(\fR\rhpkePublicKey\x12\x1c\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\"\x10\n" +
+	"\x0eEnrollResponse\"Q\n" +
 	"\x1bSubmitPublicKeyShareRequest\x12\x14\n" +
-	"\x05share\x18\x01 \x01(\fR\x05share\"\x1e\n" +
-	"\x1cSubmitPublicKeyShareResponse\"5\n" +
+	"\x05share\x18\x01 \x01(\fR\x05share\x12\x1c\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\"\x1e\n" +
+	"\x1cSubmitPublicKeyShareResponse\"S\n" +
 	"\vSealedShare\x12\x0e\n" +
 	"\x02to\x18\x01 \x01(\tR\x02to\x12\x16\n" +
-	"\x06sealed\x18\x02 \x01(\fR\x06sealed\"M\n" +
+	"\x06sealed\x18\x02 \x01(\fR\x06sealed\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"M\n" +
 	"\x19SubmitSealedSharesRequest\x120\n" +
 	"\x06shares\x18\x01 \x03(\v2\x18.regionfl.v1.SealedShareR\x06shares\"\x1c\n" +
 	"\x1aSubmitSealedSharesResponse\"\x18\n" +
-	"\x16GetSealedSharesRequest\"1\n" +
+	"\x16GetSealedSharesRequest\"Q\n" +
 	"\x17GetSealedSharesResponse\x12\x16\n" +
-	"\x06shares\x18\x01 \x03(\fR\x06shares\"D\n" +
+	"\x06shares\x18\x01 \x03(\fR\x06shares\x12\x1e\n" +
+	"\n" +
+	"signatures\x18\x02 \x03(\fR\n" +
+	"signatures\"D\n" +
 	"\x16ConfirmKeyReadyRequest\x12*\n" +
 	"\x11public_key_digest\x18\x01 \x01(\fR\x0fpublicKeyDigest\"\x19\n" +
 	"\x17ConfirmKeyReadyResponse\"\x12\n" +
-	"\x10GetRegionRequest\"\xfe\x01\n" +
+	"\x10GetRegionRequest\"\xb6\x03\n" +
 	"\x06Region\x12\x16\n" +
 	"\x06params\x18\x01 \x01(\tR\x06params\x12\x1c\n" +
 	"\thospitals\x18\x02 \x03(\tR\thospitals\x12\x1c\n" +
@@ -4059,7 +4138,12 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\n" +
 	"public_key\x18\x06 \x01(\fR\tpublicKey\x12-\n" +
 	"\x04step\x18\a \x01(\x0e2\x19.regionfl.v1.CeremonyStepR\x04step\x12\x14\n" +
-	"\x05ready\x18\b \x03(\tR\x05ready\"@\n" +
+	"\x05ready\x18\b \x03(\tR\x05ready\x12\"\n" +
+	"\fcertificates\x18\t \x03(\fR\fcertificates\x12'\n" +
+	"\x0fhpke_signatures\x18\n" +
+	" \x03(\fR\x0ehpkeSignatures\x12*\n" +
+	"\x11public_key_shares\x18\v \x03(\fR\x0fpublicKeyShares\x12=\n" +
+	"\x1bpublic_key_share_signatures\x18\f \x03(\fR\x18publicKeyShareSignatures\"@\n" +
 	"\x11GetRegionResponse\x12+\n" +
 	"\x06region\x18\x01 \x01(\v2\x13.regionfl.v1.RegionR\x06region\"Y\n" +
 	"\x10DecideJobRequest\x12\x15\n" +

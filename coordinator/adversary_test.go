@@ -1,0 +1,278 @@
+package coordinator_test
+
+// The coordinator as the attacker: each test runs a real region whose
+// replicas all run the real server code with one attack switched on (a
+// gRPC interceptor that rewrites what hospitals are served), and checks
+// that no hospital acts on it: the refusal is logged with its reason and
+// nothing a hospital sent can be decrypted by the attacker.
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"regionfl/coordinator/fsm"
+	"regionfl/he"
+	pb "regionfl/proto/regionfl/v1"
+)
+
+// evilLeader rewrites the responses of one method with tamper while on.
+type evilLeader struct {
+	method string // e.g. "GetRegion"
+	on     atomic.Bool
+	tamper func(resp any)
+	hits   atomic.Int32
+}
+
+func (e *evilLeader) option() grpc.ServerOption {
+	return grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		resp, err := h(ctx, req)
+		if err == nil && e.on.Load() && strings.HasSuffix(info.FullMethod, "/"+e.method) {
+			e.tamper(resp)
+			e.hits.Add(1)
+		}
+		return resp, err
+	})
+}
+
+// attackerKey is a collective public key from a ceremony the attacker ran
+// alone on the region's own seed: it holds every secret share, so anything
+// encrypted under it decrypts without a hospital.
+type attackerKey struct {
+	once sync.Once
+	pk   []byte
+	pks  [][]byte // its public-key shares, one per hospital point
+	err  error
+}
+
+func (a *attackerKey) get(seed []byte, n, t int) ([]byte, [][]byte, error) {
+	a.once.Do(func() {
+		p := he.RegionParams()
+		var shares []*he.PublicKeyShare
+		for i := 1; i <= n; i++ {
+			party, err := he.NewParty(p, uint32(i), n, t, seed)
+			if err != nil {
+				a.err = err
+				return
+			}
+			s, err := party.PublicKeyShare()
+			if err != nil {
+				a.err = err
+				return
+			}
+			b, err := s.MarshalBinary()
+			if err != nil {
+				a.err = err
+				return
+			}
+			shares, a.pks = append(shares, s), append(a.pks, b)
+		}
+		pk, err := he.AggregatePublicKey(p, seed, n, shares)
+		if err != nil {
+			a.err = err
+			return
+		}
+		a.pk, a.err = pk.MarshalBinary()
+	})
+	return a.pk, a.pks, a.err
+}
+
+// refusal waits for a hospital's log line saying it refused what the
+// coordinator served, about what (a prefix), and returns its reason.
+func (r *region) refusal(what string) (hospital, reason string) {
+	r.t.Helper()
+	r.waitFor("a hospital refuses "+what, 30*time.Second, func() bool {
+		root := r.logs.root()
+		root.mu.Lock()
+		defer root.mu.Unlock()
+		for _, rec := range root.records {
+			if rec.msg == "refusing what the coordinator served" && strings.HasPrefix(rec.attrs["what"], what) {
+				hospital, reason = rec.attrs["hospital"], rec.attrs["reason"]
+				return true
+			}
+		}
+		return false
+	})
+	return hospital, reason
+}
+
+func reportRefusal(t *testing.T, attack, by, reason string) {
+	t.Logf("attack: %s | refused by: %s | reason: %s", attack, by, reason)
+}
+
+func regionResp(resp any) *pb.Region { return resp.(*pb.GetRegionResponse).Region }
+
+// TestAdversaryPublicKeySubstitutionInCeremony: the leader serves its own
+// collective key while the hospitals open their shares. They build the
+// key from the hospitals' signed shares themselves, see the difference and
+// never pin or encrypt under it.
+func TestAdversaryPublicKeySubstitutionInCeremony(t *testing.T) {
+	key := &attackerKey{}
+	evil := &evilLeader{method: "GetRegion"}
+	evil.tamper = func(resp any) {
+		r := regionResp(resp)
+		if r.PublicKey == nil {
+			return
+		}
+		pk, _, err := key.get(r.Seed, len(r.Hospitals), int(r.Threshold))
+		if err == nil {
+			r.PublicKey = pk
+		}
+	}
+	evil.on.Store(true)
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
+	reg.startNodes(0, 1, 2)
+	by, reason := reg.refusal("collective public key")
+	reportRefusal(t, "public key substituted during the ceremony", by, reason)
+	reg.expectNoReadyHospital()
+}
+
+// TestAdversaryPublicKeySharesForged: the leader serves its own public-key
+// shares and the key they sum to, consistent with each other; the shares
+// carry no hospital's signature and are refused.
+func TestAdversaryPublicKeySharesForged(t *testing.T) {
+	key := &attackerKey{}
+	evil := &evilLeader{method: "GetRegion"}
+	evil.tamper = func(resp any) {
+		r := regionResp(resp)
+		if r.PublicKey == nil {
+			return
+		}
+		pk, pks, err := key.get(r.Seed, len(r.Hospitals), int(r.Threshold))
+		if err == nil {
+			r.PublicKey, r.PublicKeyShares = pk, pks
+		}
+	}
+	evil.on.Store(true)
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
+	reg.startNodes(0, 1, 2)
+	by, reason := reg.refusal("ceremony public-key share of ")
+	reportRefusal(t, "public-key shares and key forged together", by, reason)
+	reg.expectNoReadyHospital()
+}
+
+// TestAdversaryPublicKeySubstitutionAfterCeremony: once the ceremony is
+// done the leader serves its own key for every round. Nodes encrypt under
+// the key they pinned, so the job still decrypts with the hospitals'
+// threshold shares, which it could not if anything had been encrypted
+// under the attacker's key.
+func TestAdversaryPublicKeySubstitutionAfterCeremony(t *testing.T) {
+	key := &attackerKey{}
+	evil := &evilLeader{method: "GetRegion"}
+	evil.tamper = func(resp any) {
+		r := regionResp(resp)
+		if pk, _, err := key.get(r.Seed, len(r.Hospitals), int(r.Threshold)); err == nil {
+			r.PublicKey = pk
+		}
+	}
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
+	reg.startNodes(0, 1, 2)
+	reg.waitCeremony()
+	evil.on.Store(true)
+	id := reg.submit(reg.spec(2, 3, 10*time.Second), "pk-after")
+	j := reg.waitDone(id, 60*time.Second)
+	if j.State != fsm.JobDone {
+		t.Fatalf("job %s (%s): the pinned key was not used", j.State, j.Reason)
+	}
+	reg.checkCounted(j)
+	if evil.hits.Load() == 0 {
+		t.Fatal("the attacker's key was never served")
+	}
+	reportRefusal(t, "public key substituted after the ceremony", "every hospital", "encrypts under its pinned key only (the key served was never read)")
+}
+
+// TestAdversaryHPKEKeySwapped: the relay in the middle swaps one
+// hospital's HPKE key for its own, to open the Shamir shares sealed to it.
+// Senders check each key's signature and seal nothing.
+func TestAdversaryHPKEKeySwapped(t *testing.T) {
+	attackerPub := func() []byte {
+		_, pub, err := he.NewHPKEKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pub
+	}()
+	evil := &evilLeader{method: "GetRegion"}
+	evil.tamper = func(resp any) {
+		r := regionResp(resp)
+		if len(r.HpkePublicKeys) > 1 && r.HpkePublicKeys[1] != nil {
+			r.HpkePublicKeys = slices.Clone(r.HpkePublicKeys)
+			r.HpkePublicKeys[1] = attackerPub
+		}
+	}
+	evil.on.Store(true)
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
+	reg.startNodes(0, 1, 2)
+	by, reason := reg.refusal("ceremony hpke key of hospital-2")
+	reportRefusal(t, "HPKE key swapped by the relay", by, reason)
+	if n := reg.logs.count("sending sealed Shamir shares", nil); n != 0 {
+		t.Fatalf("%d hospitals sealed their shares under a swapped key", n)
+	}
+}
+
+// TestAdversarySealedShareInjected: the relay hands a hospital another
+// hospital's sealed share in place of the one addressed to it (a share it
+// could have made itself would do the same): its signature does not cover
+// this recipient, and the hospital refuses to open anything.
+func TestAdversarySealedShareInjected(t *testing.T) {
+	evil := &evilLeader{method: "GetSealedShares"}
+	evil.tamper = func(resp any) {
+		r := resp.(*pb.GetSealedSharesResponse)
+		if len(r.Signatures) > 1 {
+			r.Signatures = slices.Clone(r.Signatures)
+			r.Signatures[0], r.Signatures[1] = r.Signatures[1], r.Signatures[0]
+		}
+	}
+	evil.on.Store(true)
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
+	reg.startNodes(0, 1, 2)
+	by, reason := reg.refusal("ceremony sealed share of ")
+	reportRefusal(t, "sealed share re-addressed by the relay", by, reason)
+	reg.expectNoReadyHospital()
+}
+
+// TestAdversaryRegionChanged: after the ceremony the leader serves another
+// region: threshold 1 (one decryptor would do), or a fresh ceremony seed
+// (a ceremony of its own). Every hospital pinned the region it joined and
+// refuses to give a decryption share for any other.
+func TestAdversaryRegionChanged(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tamper func(r *pb.Region)
+	}{
+		{"region rewritten to threshold 1", func(r *pb.Region) { r.Threshold = 1 }},
+		{"region served with a new ceremony seed", func(r *pb.Region) { r.Seed = make([]byte, len(r.Seed)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			evil := &evilLeader{method: "GetRegion"}
+			evil.tamper = func(resp any) { tc.tamper(regionResp(resp)) }
+			reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
+			reg.startNodes(0, 1, 2)
+			reg.waitCeremony()
+			evil.on.Store(true)
+			reg.submit(reg.spec(1, 3, 5*time.Second), "region-changed")
+			by, reason := reg.refusal("region")
+			reportRefusal(t, tc.name, by, reason)
+			if n := reg.logs.count("decryption share sent", nil); n != 0 {
+				t.Fatalf("%d decryption shares given for a rewritten region", n)
+			}
+		})
+	}
+}
+
+// expectNoReadyHospital checks that the ceremony never completed: no
+// hospital confirmed a threshold key under the attacked ceremony.
+func (r *region) expectNoReadyHospital() {
+	r.t.Helper()
+	r.leader().Store().FSM().Read(func(s *fsm.State) {
+		if s.Region != nil && slices.Contains(s.Region.Ready, true) {
+			r.t.Fatalf("hospitals confirmed a key despite the attack: %v", s.Region.Ready)
+		}
+	})
+}

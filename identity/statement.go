@@ -1,0 +1,107 @@
+package identity
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrBadStatement: a signed statement does not verify (wrong signer,
+// certificate outside the region CA, another role or name, or a signature
+// over other content).
+var ErrBadStatement = errors.New("identity: signed statement does not verify")
+
+// statementLabel starts every signed statement, so that a signature made
+// for regionfl never verifies as anything else (a TLS handshake, a CSR).
+const statementLabel = "regionfl/identity/v1 statement"
+
+// maxStatementSig caps an ECDSA P-256 ASN.1 signature (at most 72 bytes).
+const maxStatementSig = 80
+
+// statementDigest is SHA-256 over an injective encoding of the kind and
+// the fields: each is length-prefixed, so no two field lists share an
+// encoding.
+func statementDigest(kind string, fields ...[]byte) []byte {
+	h := sha256.New()
+	var n [8]byte
+	write := func(b []byte) {
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	write([]byte(statementLabel))
+	write([]byte(kind))
+	for _, f := range fields {
+		write(f)
+	}
+	return h.Sum(nil)
+}
+
+// SignStatement signs (kind, fields...) with the key of a certificate.
+// kind names what is being said, e.g. "ceremony hpke key"; the fields are
+// its content, each bound by length.
+func SignStatement(key crypto.PrivateKey, kind string, fields ...[]byte) ([]byte, error) {
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("identity: %T cannot sign", key)
+	}
+	return signer.Sign(rand.Reader, statementDigest(kind, fields...), crypto.SHA256)
+}
+
+// VerifyStatement checks that certDER is a certificate of the region CA for
+// exactly want (name and role), valid at now, and that sig is its key's
+// signature over (kind, fields...).
+func VerifyStatement(ca *x509.CertPool, certDER []byte, want Identity, now time.Time, sig []byte, kind string, fields ...[]byte) error {
+	if len(certDER) == 0 || len(certDER) > 16<<10 {
+		return fmt.Errorf("%w: certificate of %d bytes", ErrBadStatement, len(certDER))
+	}
+	if len(sig) == 0 || len(sig) > maxStatementSig {
+		return fmt.Errorf("%w: signature of %d bytes", ErrBadStatement, len(sig))
+	}
+	cert, err := x509.ParseCertificate(certDER)
+	if err != nil {
+		return fmt.Errorf("%w: certificate: %v", ErrBadStatement, err)
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: ca, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return fmt.Errorf("%w: certificate is not from the region CA: %v", ErrBadStatement, err)
+	}
+	id, err := FromCertificate(cert)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadStatement, err)
+	}
+	if id != want {
+		return fmt.Errorf("%w: signed by %s, want %s", ErrBadStatement, id, want)
+	}
+	return checkSignature(cert, sig, kind, fields...)
+}
+
+// CheckSignature checks only that sig is the signature of certDER's key
+// over (kind, fields...): for a server that has verified the certificate
+// already (it is the caller's, from the TLS handshake).
+func CheckSignature(certDER, sig []byte, kind string, fields ...[]byte) error {
+	if len(certDER) == 0 || len(certDER) > 16<<10 || len(sig) == 0 || len(sig) > maxStatementSig {
+		return fmt.Errorf("%w: certificate of %d bytes, signature of %d", ErrBadStatement, len(certDER), len(sig))
+	}
+	cert, err := x509.ParseCertificate(certDER)
+	if err != nil {
+		return fmt.Errorf("%w: certificate: %v", ErrBadStatement, err)
+	}
+	return checkSignature(cert, sig, kind, fields...)
+}
+
+func checkSignature(cert *x509.Certificate, sig []byte, kind string, fields ...[]byte) error {
+	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		return fmt.Errorf("%w: certificate has a %T key", ErrBadStatement, cert.PublicKey)
+	}
+	if !ecdsa.VerifyASN1(pub, statementDigest(kind, fields...), sig) {
+		return fmt.Errorf("%w: signature over %q is wrong", ErrBadStatement, kind)
+	}
+	return nil
+}
