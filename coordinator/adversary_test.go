@@ -16,9 +16,14 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"regionfl/audit"
+	"regionfl/client"
 	"regionfl/coordinator/fsm"
 	"regionfl/he"
+	"regionfl/identity"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -274,5 +279,42 @@ func (r *region) expectNoReadyHospital() {
 		if s.Region != nil && slices.Contains(s.Region.Ready, true) {
 			r.t.Fatalf("hospitals confirmed a key despite the attack: %v", s.Region.Ready)
 		}
+	})
+}
+
+// TestFetchModelOnlyForAcceptingHospitals: a job's model goes only to the
+// hospitals that accepted the job; a hospital outside the region, or one
+// that never accepted, is refused and the refusal is audited.
+func TestFetchModelOnlyForAcceptingHospitals(t *testing.T) {
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2})
+	reg.startNodes(0, 1, 2)
+	reg.waitCeremony()
+	reg.stopNode(2)
+	id := reg.submit(reg.spec(1, 2, 5*time.Second), "fetch-model")
+	reg.waitJob(id, "accepted by two hospitals", 30*time.Second, func(j *fsm.Job) bool { return len(j.Accepted) >= 2 })
+	fetch := func(name string) error {
+		c := reg.client(name, identity.RoleHospital)
+		return c.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
+			_, err := conn.Hospital.FetchModel(ctx, &pb.FetchModelRequest{JobId: id}, grpc.Trailer(conn.Trailer))
+			return err
+		})
+	}
+	if err := fetch("hospital-1"); err != nil {
+		t.Fatalf("an accepting hospital: %v", err)
+	}
+	for _, name := range []string{"hospital-3", "outsider"} {
+		if err := fetch(name); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s: got %v, want PermissionDenied", name, err)
+		}
+	}
+	reg.waitFor("the refusal is audited", 10*time.Second, func() bool {
+		var found bool
+		reg.leader().Store().FSM().Read(func(s *fsm.State) {
+			for i := range s.Audit.Len() {
+				rec, _ := s.Audit.Record(i)
+				found = found || (rec.Action == audit.ActionAuthzRefused && rec.Actor == "hospital-3")
+			}
+		})
+		return found
 	})
 }

@@ -95,9 +95,10 @@ func TestProcessLeaderCrash(t *testing.T) {
 		self := slices.IndexFunc(rs, func(x replicaInfo) bool { return x.ID == old.id })
 		return countVoters(rs) == 3 && self >= 0 && rs[self].Suffrage == "voter" && leaderOf(rs) != "" && leaderOf(rs) != old.id, nil
 	})
-	// The job's status through the restarted replica (it redirects to the
-	// leader, whose address it knows from its replayed state).
-	out, err := r.cli(r.identityArgs("alice", old.grpcAddr, "job", "status", id, "--json")...)
+	// The job's status through the restarted replica, asked first (it
+	// redirects to the leader, whose address it knows from its replayed
+	// state; the client follows because the leader is a listed replica).
+	out, err := r.cli(r.identityArgs("alice", old.grpcAddr+","+r.coordinators, "job", "status", id, "--json")...)
 	if err != nil {
 		t.Fatalf("job status through the restarted %s: %v", old.id, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"gopkg.in/yaml.v3"
 
 	"regionfl/models"
@@ -183,7 +184,17 @@ func Defaults(s *pb.JobSpec) {
 	}
 }
 
-// Validate checks a job spec; the error names the offending field.
+// MaxHospitals bounds min_hospitals: no region is larger.
+const MaxHospitals = 1024
+
+// MaxSampleScale bounds sample_scale, the divisor of every site's row
+// count: above it the weights underflow the encoding's precision, and the
+// rows a site evaluates on (MaxMetricRows) would overflow.
+const MaxSampleScale = 1_000_000
+
+// Validate checks a job spec; the error names the offending field. Nodes
+// run it too (ValidateOffered), on what the coordinator offers: a job
+// outside these ranges is declined, never run.
 func Validate(s *pb.JobSpec) error {
 	bad := func(field, format string, args ...any) error {
 		return fmt.Errorf("%w: %s: %s", ErrInvalid, field, fmt.Sprintf(format, args...))
@@ -207,8 +218,11 @@ func Validate(s *pb.JobSpec) error {
 		return bad("learning_rate", "%v is not in (0, 10]", s.LearningRate)
 	case s.Optimizer != "sgd" && s.Optimizer != "adam":
 		return bad("optimizer", "%q is not sgd or adam", s.Optimizer)
-	case s.MinHospitals < 1:
-		return bad("min_hospitals", "must be at least 1")
+	case s.MinHospitals < 2 || s.MinHospitals > MaxHospitals:
+		// An aggregate of one contributor is that hospital's update.
+		return bad("min_hospitals", "%d is not between 2 and %d", s.MinHospitals, MaxHospitals)
+	case s.SampleScale < 1 || s.SampleScale > MaxSampleScale:
+		return bad("sample_scale", "%d is not between 1 and %d", s.SampleScale, MaxSampleScale)
 	case s.RoundDeadlineMs < 100 || s.RoundDeadlineMs > 24*3600*1000:
 		return bad("round_deadline", "%dms is not between 100ms and 24h", s.RoundDeadlineMs)
 	case !(s.ClipNorm > 0) || math.IsInf(s.ClipNorm, 0):
@@ -245,6 +259,25 @@ func Validate(s *pb.JobSpec) error {
 		return bad("missing", "%q is not %s or %s", s.Missing, dataset.MissingError, dataset.MissingDrop)
 	}
 	return nil
+}
+
+// ValidateOffered is Validate for a job as the coordinator serves it to
+// nodes: with region scaling, the region's statistics are committed into
+// feature_mean and feature_std once decrypted, and are checked as a
+// reference scaling would be.
+func ValidateOffered(s *pb.JobSpec) error {
+	if s.GetScaling() != ScalingRegion || len(s.FeatureMean)+len(s.FeatureStd) == 0 {
+		return Validate(s)
+	}
+	if s.Model == nil {
+		return fmt.Errorf("%w: model: missing", ErrInvalid)
+	}
+	if err := CheckScaling(s.FeatureMean, s.FeatureStd, int(s.Model.Inputs)); err != nil {
+		return fmt.Errorf("%w: feature_mean: region scaling: %v", ErrInvalid, err)
+	}
+	c := proto.Clone(s).(*pb.JobSpec)
+	c.FeatureMean, c.FeatureStd = nil, nil
+	return Validate(c)
 }
 
 // Strategy converts the job's strategy for models.NewServerOptimizer.

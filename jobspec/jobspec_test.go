@@ -2,8 +2,12 @@ package jobspec
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
+
+	"regionfl/models"
+	pb "regionfl/proto/regionfl/v1"
 )
 
 const valid = `
@@ -84,5 +88,32 @@ func TestBindingSeparatesFields(t *testing.T) {
 		if b == base {
 			t.Errorf("changing the %s does not change the binding", name)
 		}
+	}
+}
+
+// TestValidateOffered: a region-scaled job carries the region's committed
+// statistics when nodes see it; they are checked like a reference scaling,
+// and the rest of the spec like any job.
+func TestValidateOffered(t *testing.T) {
+	spec := &pb.JobSpec{Model: ToProto(models.Spec{Kind: "logreg", Inputs: 2}), Purpose: "test"}
+	Defaults(spec)
+	if err := ValidateOffered(spec); err != nil {
+		t.Fatalf("before the statistics round: %v", err)
+	}
+	spec.FeatureMean, spec.FeatureStd = []float64{0, 1}, []float64{1, 2}
+	if err := ValidateOffered(spec); err != nil {
+		t.Fatalf("with the region's statistics: %v", err)
+	}
+	if spec.FeatureMean == nil {
+		t.Fatal("ValidateOffered changed the spec")
+	}
+	spec.FeatureStd = []float64{1, math.NaN()}
+	if err := ValidateOffered(spec); err == nil || !strings.Contains(err.Error(), "feature_mean") {
+		t.Fatalf("NaN in the region's statistics: %v", err)
+	}
+	spec.FeatureStd = []float64{1, 2}
+	spec.SampleScale = math.MaxUint64
+	if err := ValidateOffered(spec); err == nil || !strings.Contains(err.Error(), "sample_scale") {
+		t.Fatalf("sample_scale 2^64-1: %v", err)
 	}
 }

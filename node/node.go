@@ -166,7 +166,7 @@ func (n *Node) handle(ctx context.Context, resp *pb.PollResponse) error {
 		}
 	}
 	for _, o := range resp.JobOffers {
-		if err := n.decide(ctx, o); err != nil {
+		if err := n.safely(func() error { return n.decide(ctx, o) }); err != nil {
 			return fmt.Errorf("job %s: %w", o.JobId, err)
 		}
 	}
@@ -181,16 +181,29 @@ func (n *Node) handle(ctx context.Context, resp *pb.PollResponse) error {
 		}
 	}
 	for _, t := range resp.Train {
-		if err := n.train(ctx, t); err != nil {
+		if err := n.safely(func() error { return n.train(ctx, t) }); err != nil {
 			return fmt.Errorf("job %s round %d: %w", t.JobId, t.Round, err)
 		}
 	}
 	for _, t := range resp.Decrypt {
-		if err := n.decrypt(ctx, t); err != nil {
+		if err := n.safely(func() error { return n.decrypt(ctx, t) }); err != nil {
 			return fmt.Errorf("decrypting job %s round %d: %w", t.JobId, t.Round, err)
 		}
 	}
 	return nil
+}
+
+// safely runs one piece of work on a job and turns a panic into an error:
+// an input this node cannot handle (which validation should have caught)
+// fails that job's work, and never crashes the node into a restart loop.
+func (n *Node) safely(work func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			n.log.Error("job work failed on an input this node cannot handle", "panic", fmt.Sprint(p))
+			err = fmt.Errorf("refusing a job this node cannot handle: %v", p)
+		}
+	}()
+	return work()
 }
 
 // ---- key ceremony ----
@@ -532,6 +545,9 @@ func (n *Node) collectiveKey(r *pb.Region) (*he.PublicKey, error) {
 
 // check says why this site cannot run a job, or "" if it can.
 func (n *Node) check(jobID string, spec *pb.JobSpec) string {
+	if err := jobspec.ValidateOffered(spec); err != nil {
+		return err.Error()
+	}
 	if reason := n.checkPolicy(spec, jobID); reason != "" {
 		return reason
 	}

@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -121,7 +123,7 @@ func TestJobMissingPolicy(t *testing.T) {
 	}
 	site := sites[0]
 	spec := &pb.JobSpec{Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: len(site.Train.Features)}),
-		Purpose: "test", MinHospitals: 1, Scaling: jobspec.ScalingSite}
+		Purpose: "test", MinHospitals: 2, Scaling: jobspec.ScalingSite}
 	jobspec.Defaults(spec)
 	complete := &Node{cfg: Config{Data: site}}
 	if reason := complete.check("job-1", spec); reason != "" {
@@ -299,4 +301,70 @@ func TestKeptUpdateLifecycle(t *testing.T) {
 	if kept, _ := loadKept(dir); len(kept) != 0 {
 		t.Fatalf("the file stayed: %v", kept)
 	}
+}
+
+// TestPoisonJobDeclined: a job at the edge of its fields' types, as a
+// hostile or careless coordinator could offer it, is declined with the
+// field named; the node does not crash on it.
+func TestPoisonJobDeclined(t *testing.T) {
+	sites, _, err := dataset.Synthetic(dataset.SyntheticConfig{Hospitals: 1, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{cfg: Config{Data: sites[0]}, log: slog.New(slog.DiscardHandler)}
+	base := func() *pb.JobSpec {
+		s := &pb.JobSpec{Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: len(sites[0].Train.Features)}),
+			Purpose: "test", Scaling: jobspec.ScalingSite}
+		jobspec.Defaults(s)
+		return s
+	}
+	for field, poison := range map[string]func(*pb.JobSpec){
+		"sample_scale":   func(s *pb.JobSpec) { s.SampleScale = math.MaxUint64 },
+		"min_hospitals":  func(s *pb.JobSpec) { s.MinHospitals = 1 },
+		"learning_rate":  func(s *pb.JobSpec) { s.LearningRate = math.NaN() },
+		"clip_norm":      func(s *pb.JobSpec) { s.ClipNorm = math.Inf(1) },
+		"round_deadline": func(s *pb.JobSpec) { s.RoundDeadlineMs = 0 },
+	} {
+		s := base()
+		poison(s)
+		reason := n.check("job-1", s)
+		if !strings.Contains(reason, field) {
+			t.Errorf("%s poisoned: reason %q does not name it", field, reason)
+		}
+	}
+	// Past validation, a panic in job work fails that work, not the node.
+	err = n.safely(func() error { var s []int; _ = s[:-len(s)-1]; return nil })
+	if err == nil || !strings.Contains(err.Error(), "cannot handle") {
+		t.Errorf("a panic in job work: %v", err)
+	}
+}
+
+// FuzzJobSpec feeds job specs built from random field values through the
+// node's checks and, when they pass, its evaluation of a model on the
+// site's rows (where a huge sample_scale once crashed every node).
+func FuzzJobSpec(f *testing.F) {
+	f.Add(uint64(1000), uint32(2), 0.1, 10.0, uint32(60000), 0.5, uint32(32))
+	f.Add(uint64(math.MaxUint64), uint32(1), math.NaN(), math.Inf(1), uint32(0), 2.0, uint32(0))
+	sites, _, err := dataset.Synthetic(dataset.SyntheticConfig{Hospitals: 1, Seed: 1})
+	if err != nil {
+		f.Fatal(err)
+	}
+	n := &Node{cfg: Config{Data: sites[0]}, log: slog.New(slog.DiscardHandler)}
+	f.Fuzz(func(t *testing.T, scale uint64, k uint32, lr, clip float64, deadline uint32, alert float64, batch uint32) {
+		spec := &pb.JobSpec{Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: len(sites[0].Train.Features)}),
+			Purpose: "fuzz", Scaling: jobspec.ScalingSite, SampleScale: scale, MinHospitals: k, LearningRate: lr,
+			ClipNorm: clip, RoundDeadlineMs: deadline, AlertThreshold: alert, BatchSize: batch,
+			Rounds: 1, LocalSteps: 1, Optimizer: "sgd", Strategy: &pb.Strategy{Name: "fedavg"}, Missing: dataset.MissingError}
+		if reason := n.check("job-1", spec); reason != "" {
+			return
+		}
+		m := jobspec.FromProto(spec.Model)
+		err := n.safely(func() error {
+			_, _, err := n.metricSums(spec, m, make([]float64, m.NumParams()), 0)
+			return err
+		})
+		if err != nil && strings.Contains(err.Error(), "cannot handle") {
+			t.Fatalf("a job that passed validation panicked: %v", err)
+		}
+	})
 }

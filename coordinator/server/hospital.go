@@ -497,7 +497,28 @@ func (s hospitalService) SubmitDecryptionShare(ctx context.Context, req *pb.Subm
 	return &pb.SubmitDecryptionShareResponse{}, nil
 }
 
+// FetchModel serves a job's model only to a hospital of the region that
+// accepted that job; any other hospital's request is refused and the
+// refusal goes into the audit log.
 func (s hospitalService) FetchModel(ctx context.Context, req *pb.FetchModelRequest) (*pb.FetchModelResponse, error) {
+	if _, _, err := s.region(ctx); err != nil {
+		return nil, err
+	}
+	h := caller(ctx).Name
+	var accepted bool
+	s.read(func(st *fsm.State) {
+		if j, ok := st.Jobs[req.JobId]; ok {
+			accepted = slices.Contains(j.Accepted, h)
+		}
+	})
+	if !accepted {
+		serial := ""
+		if cert, err := identity.PeerCertificate(ctx); err == nil {
+			serial = identity.SerialHex(cert)
+		}
+		s.recordRefusal(caller(ctx), serial, pb.HospitalService_FetchModel_FullMethodName, "model of a job this hospital did not accept")
+		return nil, status.Errorf(codes.PermissionDenied, "job_id: %s did not accept job %q", h, req.JobId)
+	}
 	m, err := s.model(ctx, req.JobId, req.Version)
 	if err != nil {
 		return nil, err
