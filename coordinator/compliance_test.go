@@ -53,7 +53,11 @@ func TestSitePolicyAndPrivacyBudget(t *testing.T) {
 		}
 		return f
 	}
+	// hospital-1 and hospital-2 let the node share their own figures;
+	// hospital-3 does not (the default), whatever the job asks.
 	r.policies = map[int]*policy.File{
+		0: write("h1.yaml", "share_site_metrics: true\n"),
+		1: write("h2.yaml", "share_site_metrics: true\n"),
 		2: write("h3.yaml", "epsilon_budget: "+strconv.FormatFloat(budget, 'g', -1, 64)+"\n"),
 		3: write("h4.yaml", "purposes: [sepsis screening]\n"),
 	}
@@ -117,8 +121,9 @@ func TestSitePolicyAndPrivacyBudget(t *testing.T) {
 	if !strings.Contains(info.Refused["hospital-4"], "site policy") || info.EpsilonSpent["hospital-3"] != eps["hospital-3"] {
 		t.Errorf("job status: refused %v, ε %v", info.Refused, info.EpsilonSpent)
 	}
-	// The job shares site figures: each contributor's own, and the region's
-	// from the encrypted sums, whose row count is the contributors' tests.
+	// The job asks for site figures: each contributor whose policy allows
+	// it sends its own, hospital-3 none; the region's come from the
+	// encrypted sums, whose row count is every contributor's tests.
 	for _, ri := range info.Rounds {
 		if ri.State != fsm.RoundCommitted {
 			continue
@@ -126,6 +131,13 @@ func TestSitePolicyAndPrivacyBudget(t *testing.T) {
 		var tests uint64
 		for _, h := range ri.Contributors {
 			m := ri.SiteMetrics[h]
+			if h == "hospital-3" {
+				if m != nil {
+					t.Fatalf("round %d: hospital-3 sent its own figures without its policy's consent", ri.Round)
+				}
+				tests += uint64(min(r.sites[2].Test.Len(), jobspec.MaxMetricRows(spec)))
+				continue
+			}
 			if m == nil || m.ModelVersion != ri.RegionMetrics.GetModelVersion() {
 				t.Fatalf("round %d: no figures of %s's own test (%v)", ri.Round, h, ri.SiteMetrics)
 			}

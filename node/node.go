@@ -581,6 +581,16 @@ func (n *Node) checkPolicy(spec *pb.JobSpec, jobID string) string {
 	return p.Check(spec, n.epsilonSpent(jobID))
 }
 
+// sharesSiteMetrics reports whether the site policy lets the node send its
+// own figures in the clear (off without a policy).
+func (n *Node) sharesSiteMetrics() bool {
+	if n.cfg.Policy == nil {
+		return false
+	}
+	p, _ := n.cfg.Policy.Current()
+	return p.ShareSiteMetrics
+}
+
 // epsilonSpent is the ε this site has spent on every DP job but skip.
 func (n *Node) epsilonSpent(skip string) float64 {
 	n.mu.Lock()
@@ -860,7 +870,7 @@ func (n *Node) metricSums(job *pb.JobSpec, spec models.Spec, params []float64, v
 		}
 	}
 	var site *pb.ClinicalMetrics
-	if m, err := models.MetricsFromSums(sums); err == nil && job.ShareSiteMetrics {
+	if m, err := models.MetricsFromSums(sums); err == nil && job.ShareSiteMetrics && n.sharesSiteMetrics() {
 		site = jobspec.MetricsToProto(m, version)
 	}
 	scale := jobspec.MetricScale(job)

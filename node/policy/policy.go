@@ -44,6 +44,11 @@ type Policy struct {
 	// job's δ); 0 means no budget. Jobs without DP cannot be accounted and
 	// are refused when a budget is set.
 	EpsilonBudget float64 `yaml:"epsilon_budget"`
+	// ShareSiteMetrics lets the node send its own clinical figures in the
+	// clear when a job asks for them (share_site_metrics). Off by default:
+	// the researcher's wish alone never makes a site's own figures leave
+	// it; only the region's encrypted sum is decrypted.
+	ShareSiteMetrics bool `yaml:"share_site_metrics"`
 }
 
 // Parse decodes and validates a policy; unknown keys are an error so a typo
