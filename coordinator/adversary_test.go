@@ -107,6 +107,20 @@ func (r *region) refusal(what string) (hospital, reason string) {
 	return hospital, reason
 }
 
+// attackCeremony runs a region whose replicas serve evil from the first
+// call, starts every hospital, and waits for one to refuse what (a prefix
+// of the refusal's "what"); the ceremony must not have completed.
+func attackCeremony(t *testing.T, evil *evilLeader, attack, what string) *region {
+	t.Helper()
+	evil.on.Store(true)
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
+	reg.startNodes(0, 1, 2)
+	by, reason := reg.refusal(what)
+	reportRefusal(t, attack, by, reason)
+	reg.expectNoReadyHospital()
+	return reg
+}
+
 func reportRefusal(t *testing.T, attack, by, reason string) {
 	t.Logf("attack: %s | refused by: %s | reason: %s", attack, by, reason)
 }
@@ -130,12 +144,7 @@ func TestAdversaryPublicKeySubstitutionInCeremony(t *testing.T) {
 			r.PublicKey = pk
 		}
 	}
-	evil.on.Store(true)
-	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
-	reg.startNodes(0, 1, 2)
-	by, reason := reg.refusal("collective public key")
-	reportRefusal(t, "public key substituted during the ceremony", by, reason)
-	reg.expectNoReadyHospital()
+	attackCeremony(t, evil, "public key substituted during the ceremony", "collective public key")
 }
 
 // TestAdversaryPublicKeySharesForged: the leader serves its own public-key
@@ -154,12 +163,7 @@ func TestAdversaryPublicKeySharesForged(t *testing.T) {
 			r.PublicKey, r.PublicKeyShares = pk, pks
 		}
 	}
-	evil.on.Store(true)
-	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
-	reg.startNodes(0, 1, 2)
-	by, reason := reg.refusal("ceremony public-key share of ")
-	reportRefusal(t, "public-key shares and key forged together", by, reason)
-	reg.expectNoReadyHospital()
+	attackCeremony(t, evil, "public-key shares and key forged together", "ceremony public-key share of ")
 }
 
 // TestAdversaryPublicKeySubstitutionAfterCeremony: once the ceremony is
@@ -211,11 +215,7 @@ func TestAdversaryHPKEKeySwapped(t *testing.T) {
 			r.HpkePublicKeys[1] = attackerPub
 		}
 	}
-	evil.on.Store(true)
-	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
-	reg.startNodes(0, 1, 2)
-	by, reason := reg.refusal("ceremony hpke key of hospital-2")
-	reportRefusal(t, "HPKE key swapped by the relay", by, reason)
+	reg := attackCeremony(t, evil, "HPKE key swapped by the relay", "ceremony hpke key of hospital-2")
 	if n := reg.logs.count("sending sealed Shamir shares", nil); n != 0 {
 		t.Fatalf("%d hospitals sealed their shares under a swapped key", n)
 	}
@@ -234,12 +234,7 @@ func TestAdversarySealedShareInjected(t *testing.T) {
 			r.Signatures[0], r.Signatures[1] = r.Signatures[1], r.Signatures[0]
 		}
 	}
-	evil.on.Store(true)
-	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
-	reg.startNodes(0, 1, 2)
-	by, reason := reg.refusal("ceremony sealed share of ")
-	reportRefusal(t, "sealed share re-addressed by the relay", by, reason)
-	reg.expectNoReadyHospital()
+	attackCeremony(t, evil, "sealed share re-addressed by the relay", "ceremony sealed share of ")
 }
 
 // TestAdversaryRegionChanged: after the ceremony the leader serves another

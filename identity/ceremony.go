@@ -1,9 +1,6 @@
 package identity
 
-import (
-	"crypto/sha256"
-	"encoding/binary"
-)
+import "encoding/binary"
 
 // Statement kinds of the key ceremony. Every hospital signs each of its
 // ceremony messages with its certificate key, and every hospital verifies
@@ -25,24 +22,14 @@ const (
 // ceremony seed. Hospitals pin it on first sight and bind every ceremony
 // statement to it.
 func RegionDigest(params string, hospitals []string, threshold uint32, seed []byte) [32]byte {
-	h := sha256.New()
-	var n [8]byte
-	write := func(b []byte) {
-		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
-		h.Write(n[:])
-		h.Write(b)
-	}
-	write([]byte("regionfl/identity/v1 region"))
-	write([]byte(params))
-	binary.BigEndian.PutUint64(n[:], uint64(len(hospitals)))
-	h.Write(n[:])
+	var count, t [8]byte
+	binary.BigEndian.PutUint64(count[:], uint64(len(hospitals)))
+	binary.BigEndian.PutUint64(t[:], uint64(threshold))
+	fields := [][]byte{[]byte("regionfl/identity/v1 region"), []byte(params), count[:]}
 	for _, name := range hospitals {
-		write([]byte(name))
+		fields = append(fields, []byte(name))
 	}
-	binary.BigEndian.PutUint64(n[:], uint64(threshold))
-	h.Write(n[:])
-	write(seed)
 	var d [32]byte
-	h.Sum(d[:0])
+	copy(d[:], lengthPrefixed(append(fields, t[:], seed)...))
 	return d
 }

@@ -24,23 +24,23 @@ const statementLabel = "regionfl/identity/v1 statement"
 // maxStatementSig caps an ECDSA P-256 ASN.1 signature (at most 72 bytes).
 const maxStatementSig = 80
 
-// statementDigest is SHA-256 over an injective encoding of the kind and
-// the fields: each is length-prefixed, so no two field lists share an
-// encoding.
-func statementDigest(kind string, fields ...[]byte) []byte {
+// lengthPrefixed hashes fields with SHA-256, each preceded by its length,
+// so that no two field lists share an encoding.
+func lengthPrefixed(fields ...[]byte) []byte {
 	h := sha256.New()
 	var n [8]byte
-	write := func(b []byte) {
-		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
-		h.Write(n[:])
-		h.Write(b)
-	}
-	write([]byte(statementLabel))
-	write([]byte(kind))
 	for _, f := range fields {
-		write(f)
+		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
+		h.Write(n[:])
+		h.Write(f)
 	}
 	return h.Sum(nil)
+}
+
+// statementDigest is the digest a statement's signature covers: the
+// label, the kind, then the fields, injectively encoded.
+func statementDigest(kind string, fields ...[]byte) []byte {
+	return lengthPrefixed(append([][]byte{[]byte(statementLabel), []byte(kind)}, fields...)...)
 }
 
 // SignStatement signs (kind, fields...) with the key of a certificate.

@@ -244,16 +244,16 @@ func (n *Node) untrusted(what, reason string) error {
 // pinRegion pins the region's digest on first sight (fsync'd before the
 // node acts on it) and refuses any other region afterwards.
 func (n *Node) pinRegion(r *pb.Region) error {
-	d := identity.RegionDigest(r.Params, r.Hospitals, r.Threshold, r.Seed)
+	d := regionDigest(r)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.state.RegionDigest != nil {
-		if string(n.state.RegionDigest) != string(d[:]) {
+		if string(n.state.RegionDigest) != string(d) {
 			return n.untrusted("region", fmt.Sprintf("digest %x differs from the pinned %x (hospitals, threshold, parameters or seed changed)", d[:8], n.state.RegionDigest[:min(8, len(n.state.RegionDigest))]))
 		}
 		return nil
 	}
-	n.state.RegionDigest = d[:]
+	n.state.RegionDigest = d
 	if err := n.state.save(n.cfg.DataDir); err != nil {
 		n.state.RegionDigest = nil
 		return err

@@ -198,6 +198,7 @@ func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitS
 	if len(req.Shares) != len(r.Hospitals) {
 		return nil, status.Errorf(codes.InvalidArgument, "shares: %d, the region has %d hospitals", len(req.Shares), len(r.Hospitals))
 	}
+	h := caller(ctx).Name
 	ordered := make([][]byte, len(r.Hospitals))
 	sigs := make([][]byte, len(r.Hospitals))
 	rd := regionDigest(r)
@@ -214,12 +215,11 @@ func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitS
 			return nil, status.Errorf(codes.InvalidArgument, "shares[%s]: addressed from %d to %d, want from %d to %d", sh.To, ss.From, ss.To, point, i+1)
 		}
 		d := sha256.Sum256(sh.Sealed)
-		if err := identity.CheckSignature(r.Cert(point), sh.Signature, identity.StatementSealedShare, rd[:], []byte(caller(ctx).Name), []byte(sh.To), d[:]); err != nil {
+		if err := identity.CheckSignature(r.Cert(point), sh.Signature, identity.StatementSealedShare, rd[:], []byte(h), []byte(sh.To), d[:]); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "shares[%s].signature: %v", sh.To, err)
 		}
 		ordered[i], sigs[i] = sh.Sealed, sh.Signature
 	}
-	h := caller(ctx).Name
 	if err := s.store.Propose(fsm.CmdSealedShares, &pb.SealedSharesCommand{From: h, Shares: ordered, Signatures: sigs}); err != nil {
 		return nil, toStatus(ctx, err)
 	}
