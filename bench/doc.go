@@ -49,7 +49,7 @@
 // centre's dataset.Stats.Vector(StatsScale, StatsBound) (every sum as its
 // integer part, exact after rounding, and its amplified fraction) summed
 // through the same Aggregator (each centre's row count in the count
-// digits) and decoded by dataset.RegionScaling. StatsBound, the he clip of that aggregate, is a
+// digits) and decoded by jobspec.RegionScaling. StatsBound, the he clip of that aggregate, is a
 // bound on one centre's vector norm: a centre above it is an error
 // (ErrOverBound), never clipped. It defaults to the product's
 // jobspec.StatsBound at the product's default sample scale 1000. The

@@ -216,7 +216,7 @@ type regionStats struct {
 
 // computeRegionStats sums the centres' statistics vectors through agg and
 // turns them into the region scaling, as the node and the coordinator do
-// (dataset.Stats.Vector, dataset.RegionScaling).
+// (dataset.Stats.Vector, jobspec.RegionScaling).
 func computeRegionStats(sites []dataset.Site, agg Aggregator, scale, bound float64) (*regionStats, error) {
 	vecs := make([][]float64, len(sites))
 	counts := make([]uint64, len(sites))
@@ -237,7 +237,7 @@ func computeRegionStats(sites []dataset.Site, agg Aggregator, scale, bound float
 	if err != nil {
 		return nil, fmt.Errorf("bench: region statistics: %w", err)
 	}
-	mean, std, err := dataset.RegionScaling(sum, count, scale, bound)
+	mean, std, err := jobspec.RegionScaling(sum, count, scale, bound)
 	if err != nil {
 		return nil, fmt.Errorf("bench: region statistics: %w", err)
 	}

@@ -18,13 +18,13 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"regionfl/client"
+	"regionfl/coordinator/metrics"
 	"regionfl/coordinator/round"
 	"regionfl/coordinator/server"
 	"regionfl/coordinator/store"
 	"regionfl/coordinator/web"
 	"regionfl/he"
 	"regionfl/identity"
-	"regionfl/metrics"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -77,10 +77,10 @@ type Replica struct {
 // Start opens the replica's state, starts Raft and serves gRPC.
 func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	if err := identity.ValidName(cfg.ID); err != nil {
-		return nil, fmt.Errorf("--id: %w", err)
+		return nil, fmt.Errorf("coordinator: replica ID: %w", err)
 	}
 	if cfg.Bootstrap && len(cfg.Join) > 0 {
-		return nil, errors.New("--bootstrap and --join exclude each other")
+		return nil, errors.New("coordinator: a replica either bootstraps a new cluster or joins one, not both")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -92,7 +92,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	}
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
-		return nil, fmt.Errorf("--grpc-addr: %w", err)
+		return nil, fmt.Errorf("coordinator: gRPC address: %w", err)
 	}
 	st, err := store.Open(store.Config{
 		ID: cfg.ID, Dir: cfg.DataDir, RaftAddr: cfg.RaftAddr, Bootstrap: cfg.Bootstrap,
@@ -121,7 +121,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		if err != nil {
 			st.Close()
 			lis.Close()
-			return nil, fmt.Errorf("--web-addr: %w", err)
+			return nil, fmt.Errorf("coordinator: web view: %w", err)
 		}
 	}
 	if cfg.MetricsAddr != "" {
@@ -131,7 +131,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 			}
 			st.Close()
 			lis.Close()
-			return nil, fmt.Errorf("--metrics-addr: %w", err)
+			return nil, fmt.Errorf("coordinator: metrics address: %w", err)
 		}
 	}
 	engine := round.New(st, params, log, nil)

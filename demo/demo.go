@@ -57,7 +57,7 @@ type Options struct {
 	// --heart-disease); nil runs a synthetic region.
 	Sites []dataset.Site
 	// Missing is the job's policy for sites that dropped incomplete rows
-	// (dataset.MissingError, the default, or MissingDrop).
+	// (jobspec.MissingError, the default, or MissingDrop).
 	Missing  string
 	Dir      string       // where state goes; "" = a temporary directory removed at the end
 	Logger   *slog.Logger // component logs (discarded by default)

@@ -18,7 +18,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"regionfl/models"
-	"regionfl/node/dataset"
 	"regionfl/privacy"
 	pb "regionfl/proto/regionfl/v1"
 )
@@ -180,7 +179,7 @@ func Defaults(s *pb.JobSpec) {
 		s.AlertThreshold = 0.5
 	}
 	if s.Missing == "" {
-		s.Missing = dataset.MissingError
+		s.Missing = MissingError
 	}
 }
 
@@ -255,8 +254,8 @@ func Validate(s *pb.JobSpec) error {
 	if !(s.AlertThreshold > 0 && s.AlertThreshold < 1) {
 		return bad("alert_threshold", "%v is not in (0, 1)", s.AlertThreshold)
 	}
-	if s.Missing != dataset.MissingError && s.Missing != dataset.MissingDrop {
-		return bad("missing", "%q is not %s or %s", s.Missing, dataset.MissingError, dataset.MissingDrop)
+	if s.Missing != MissingError && s.Missing != MissingDrop {
+		return bad("missing", "%q is not %s or %s", s.Missing, MissingError, MissingDrop)
 	}
 	return nil
 }
@@ -366,11 +365,11 @@ func CheckScaling(mean, std []float64, inputs int) error {
 
 // StatsRound is the round number of a region-scaled job's statistics
 // round: before training, every site encrypts its per-feature Σx and Σx²
-// (dataset.Stats.Vector) and only the region's sums are decrypted.
+// (StatsVector) and only the region's sums are decrypted.
 const StatsRound = 0
 
 // StatsBound is the L2 bound of a site's statistics vector
-// (dataset.Stats.Vector with the job's sample scale). The encryption error
+// (StatsVector with the job's sample scale). The encryption error
 // of a decrypted value is about 5e-9 of it, 0.01: the integer parts round
 // to exact integers with a margin of 25 (some 70 standard deviations of
 // that error), and the region's means and standard deviations come back
@@ -394,7 +393,7 @@ func NeedsScaling(s *pb.JobSpec) bool {
 // decrypted without any site's own.
 func VectorLen(s *pb.JobSpec, round uint32) int {
 	if round == StatsRound {
-		return dataset.StatsVectorLen(int(s.GetModel().GetInputs()))
+		return StatsVectorLen(int(s.GetModel().GetInputs()))
 	}
 	return NumParams(s) + models.MetricSumsLen
 }

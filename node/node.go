@@ -28,9 +28,9 @@ import (
 	"regionfl/he"
 	"regionfl/identity"
 	"regionfl/jobspec"
-	"regionfl/metrics"
 	"regionfl/models"
 	"regionfl/node/dataset"
+	"regionfl/node/metrics"
 	"regionfl/node/policy"
 	"regionfl/privacy"
 	pb "regionfl/proto/regionfl/v1"
@@ -84,7 +84,7 @@ type Node struct {
 // New loads the node's state from its data directory.
 func New(cfg Config) (*Node, error) {
 	if err := identity.ValidName(cfg.ID); err != nil {
-		return nil, fmt.Errorf("--id: %w", err)
+		return nil, fmt.Errorf("node: hospital ID: %w", err)
 	}
 	if cfg.Data.Train.Len() == 0 {
 		return nil, errors.New("node: no training rows")
@@ -561,7 +561,7 @@ func (n *Node) check(jobID string, spec *pb.JobSpec) string {
 		return fmt.Sprintf("reference scaling has %d means and %d deviations for %d features", len(spec.FeatureMean), len(spec.FeatureStd), features)
 	case spec.Dataset != "" && spec.Dataset != n.cfg.Data.Name && n.cfg.Data.Name != "":
 		return fmt.Sprintf("job wants dataset %q, this site serves %q", spec.Dataset, n.cfg.Data.Name)
-	case n.cfg.Data.Dropped.Rows > 0 && spec.Missing != dataset.MissingDrop:
+	case n.cfg.Data.Dropped.Rows > 0 && spec.Missing != jobspec.MissingDrop:
 		// The count only: where the rows are stays in the node's log.
 		return fmt.Sprintf("job keeps every row (missing: %s) and this site dropped %d rows with missing or unusable cells", spec.GetMissing(), n.cfg.Data.Dropped.Rows)
 	}

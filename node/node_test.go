@@ -135,7 +135,7 @@ func TestJobMissingPolicy(t *testing.T) {
 	if !strings.Contains(reason, "missing: error") || !strings.Contains(reason, "dropped 3 rows") || strings.Contains(reason, "17") || strings.Contains(reason, "spo2") {
 		t.Errorf("3 dropped rows, missing: error: reason %q", reason)
 	}
-	spec.Missing = dataset.MissingDrop
+	spec.Missing = jobspec.MissingDrop
 	if reason := incomplete.check("job-1", spec); reason != "" {
 		t.Errorf("3 dropped rows, missing: drop: declined: %s", reason)
 	}
@@ -354,7 +354,7 @@ func FuzzJobSpec(f *testing.F) {
 		spec := &pb.JobSpec{Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: len(sites[0].Train.Features)}),
 			Purpose: "fuzz", Scaling: jobspec.ScalingSite, SampleScale: scale, MinHospitals: k, LearningRate: lr,
 			ClipNorm: clip, RoundDeadlineMs: deadline, AlertThreshold: alert, BatchSize: batch,
-			Rounds: 1, LocalSteps: 1, Optimizer: "sgd", Strategy: &pb.Strategy{Name: "fedavg"}, Missing: dataset.MissingError}
+			Rounds: 1, LocalSteps: 1, Optimizer: "sgd", Strategy: &pb.Strategy{Name: "fedavg"}, Missing: jobspec.MissingError}
 		if reason := n.check("job-1", spec); reason != "" {
 			return
 		}

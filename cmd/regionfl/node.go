@@ -6,9 +6,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"regionfl/metrics"
 	"regionfl/node"
 	"regionfl/node/dataset"
+	"regionfl/node/metrics"
 	"regionfl/node/policy"
 )
 
@@ -68,11 +68,11 @@ func newNodeCmd() *cobra.Command {
 			}
 			if metricsAddr != "" {
 				cfg.Metrics = metrics.NewNode()
-				ep, err := metrics.Listen(metricsAddr, cfg.Metrics.Handler())
+				_, stop, err := cfg.Metrics.Serve(metricsAddr)
 				if err != nil {
 					return fmt.Errorf("--metrics-addr: %w", err)
 				}
-				defer ep.Close()
+				defer stop()
 			}
 			n, err := node.New(cfg)
 			if err != nil {

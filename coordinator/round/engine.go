@@ -24,12 +24,11 @@ import (
 	"time"
 
 	"regionfl/coordinator/fsm"
+	"regionfl/coordinator/metrics"
 	"regionfl/coordinator/store"
 	"regionfl/he"
 	"regionfl/jobspec"
-	"regionfl/metrics"
 	"regionfl/models"
-	"regionfl/node/dataset"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -417,7 +416,7 @@ func (e *Engine) commit(j *fsm.Job, r *fsm.Round, res *he.Result) error {
 		return e.abort(j, r, fmt.Sprintf("aggregate norm %.4g exceeds %d·%g", norm, len(r.Contributors), clip))
 	}
 	if r.Number == jobspec.StatsRound {
-		mean, std, err := dataset.RegionScaling(res.Sum, res.Count, float64(j.Spec.SampleScale), jobspec.StatsBound)
+		mean, std, err := jobspec.RegionScaling(res.Sum, res.Count, float64(j.Spec.SampleScale), jobspec.StatsBound)
 		if err != nil {
 			return e.abort(j, r, "region statistics: "+err.Error())
 		}

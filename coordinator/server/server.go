@@ -29,11 +29,11 @@ import (
 
 	"regionfl/client"
 	"regionfl/coordinator/fsm"
+	"regionfl/coordinator/metrics"
 	"regionfl/coordinator/round"
 	"regionfl/coordinator/store"
 	"regionfl/identity"
 	"regionfl/jobspec"
-	"regionfl/metrics"
 	pb "regionfl/proto/regionfl/v1"
 )
 

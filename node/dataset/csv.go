@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"regionfl/jobspec"
 	"strconv"
 	"strings"
 )
@@ -46,13 +47,7 @@ type CSVOptions struct {
 	Missing string
 }
 
-// Missing-value policies, of a site's CSVOptions and of a job.
-const (
-	MissingError = "error"
-	MissingDrop  = "drop"
-)
-
-// Dropped counts the rows a table lost under MissingDrop, and where the
+// Dropped counts the rows a table lost under jobspec.MissingDrop, and where the
 // first of them is (never its values, which are patient data).
 type Dropped struct {
 	Rows   int
@@ -82,11 +77,11 @@ func ReadCSV(path string, opts CSVOptions) (t Table, dropped Dropped, err error)
 func ParseCSV(r io.Reader, name string, opts CSVOptions) (Table, Dropped, error) {
 	var drop bool
 	switch opts.Missing {
-	case "", MissingError:
-	case MissingDrop:
+	case "", jobspec.MissingError:
+	case jobspec.MissingDrop:
 		drop = true
 	default:
-		return Table{}, Dropped{}, fmt.Errorf("%s: unknown missing-value policy %q (want %q or %q)", name, opts.Missing, MissingError, MissingDrop)
+		return Table{}, Dropped{}, fmt.Errorf("%s: unknown missing-value policy %q (want %q or %q)", name, opts.Missing, jobspec.MissingError, jobspec.MissingDrop)
 	}
 	if opts.Label == "" {
 		return Table{}, Dropped{}, fmt.Errorf("%s: no label column given", name)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regionfl/jobspec"
 	"slices"
 	"strings"
 	"testing"
@@ -917,7 +918,7 @@ func TestRegionScalingMatchesPooled(t *testing.T) {
 		st := s.Train.Stats()
 		pooled = pooled.Add(st)
 		v := st.Vector(scale, bound)
-		if len(v) != StatsVectorLen(len(s.Train.Features)) {
+		if len(v) != jobspec.StatsVectorLen(len(s.Train.Features)) {
 			t.Fatalf("vector of %d values for %d features", len(v), len(s.Train.Features))
 		}
 		if sum == nil {
@@ -942,7 +943,7 @@ func TestRegionScalingMatchesPooled(t *testing.T) {
 		tol  float64 // in standard deviations
 	}{{"exact", sum, 1e-9}, {"with twice the encryption's error", noisy, 1e-3}} {
 		name := tc.name
-		mean, std, err := RegionScaling(tc.sum, count, scale, bound)
+		mean, std, err := jobspec.RegionScaling(tc.sum, count, scale, bound)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -954,18 +955,18 @@ func TestRegionScalingMatchesPooled(t *testing.T) {
 	}
 
 	constant := Stats{Count: 2, Sum: []float64{4}, SumSq: []float64{8}}.Vector(1, 10)
-	if _, s, err := RegionScaling(constant, 2, 1, 10); err != nil || s[0] != 1 {
+	if _, s, err := jobspec.RegionScaling(constant, 2, 1, 10); err != nil || s[0] != 1 {
 		t.Errorf("constant feature: std %v, err %v; want 1", s, err)
 	}
 	off := slices.Clone(sum)
 	off[0] += 0.4
-	if _, _, err := RegionScaling(off, count, scale, bound); err == nil || !strings.Contains(err.Error(), "not an integer") {
+	if _, _, err := jobspec.RegionScaling(off, count, scale, bound); err == nil || !strings.Contains(err.Error(), "not an integer") {
 		t.Errorf("integer part off by 0.4: err = %v", err)
 	}
-	if _, _, err := RegionScaling([]float64{1, 2, 3}, 2, 1, 10); err == nil {
+	if _, _, err := jobspec.RegionScaling([]float64{1, 2, 3}, 2, 1, 10); err == nil {
 		t.Error("vector of 3 values accepted")
 	}
-	if _, _, err := RegionScaling(sum, 0, scale, bound); err == nil {
+	if _, _, err := jobspec.RegionScaling(sum, 0, scale, bound); err == nil {
 		t.Error("zero count accepted")
 	}
 }

@@ -1,6 +1,15 @@
+// Package metrics is a hospital node's Prometheus metrics: what it sent,
+// trained and decided, never a value of its data or its updates.
+//
+// Serve them on loopback (--metrics-addr, off by default; e.g.
+// 127.0.0.1:9465) and let a local Prometheus scrape them: the endpoint is
+// plain HTTP with no authentication.
 package metrics
 
 import (
+	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"time"
 
@@ -8,6 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
+
+// durationBuckets cover local training, from an in-process test's
+// milliseconds to an hour.
+var durationBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
 
 // Node is a hospital node's metrics, in a registry of its own. Every method
 // is safe on a nil *Node, so a node without metrics passes nil.
@@ -41,7 +54,7 @@ func NewNode() *Node {
 		}),
 		TrainSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "regionfl_node_train_seconds", Help: "Local training time per round (train, clip, noise, encrypt).",
-			Buckets: DurationBuckets,
+			Buckets: durationBuckets,
 		}),
 		JobDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "regionfl_node_job_decisions_total", Help: "Jobs this site's policy accepted or refused.",
@@ -112,4 +125,21 @@ func (n *Node) CoordinatorError() {
 		return
 	}
 	n.CoordinatorErr.Inc()
+}
+
+// Serve serves the node's metrics at /metrics on addr until the returned
+// stop is called; bound is the address it listens on.
+func (n *Node) Serve(addr string) (bound string, stop func() error, err error) {
+	if n == nil {
+		return "", nil, errors.New("metrics: no node metrics to serve")
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("metrics: listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", n.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(lis)
+	return lis.Addr().String(), srv.Close, nil
 }

@@ -127,38 +127,6 @@ func TestNilSafe(t *testing.T) {
 	m.RefusedUpdate("duplicate")
 	m.ReceivedBytes(1)
 	m.ObserveDecryption(time.Second)
-	var n *Node
-	n.UpdateSent(1)
-	n.RoundTrained(time.Second)
-	n.ShareGiven()
-	n.JobDecided(true)
-	n.CoordinatorError()
-}
-
-func TestNodeMetrics(t *testing.T) {
-	n := NewNode()
-	n.UpdateSent(1000)
-	n.UpdateSent(500)
-	n.RoundTrained(2 * time.Second)
-	n.ShareGiven()
-	n.JobDecided(false)
-	out := scrape(t, n.Handler())
-	for _, want := range []string{
-		"regionfl_node_updates_sent_total 2",
-		"regionfl_node_update_bytes_sent_total 1500",
-		"regionfl_node_rounds_trained_total 1",
-		"regionfl_node_decryption_shares_total 1",
-		"regionfl_node_train_seconds_sum 2",
-		`regionfl_node_job_decisions_total{decision="refused"} 1`,
-		`regionfl_node_job_decisions_total{decision="accepted"} 0`,
-	} {
-		if !strings.Contains(out, want+"\n") {
-			t.Errorf("node metrics lack %q", want)
-		}
-	}
-	if probs, err := promlint.New(strings.NewReader(out)).Lint(); err != nil || len(probs) > 0 {
-		t.Errorf("lint: %v %v", probs, err)
-	}
 }
 
 func TestListenLoopback(t *testing.T) {

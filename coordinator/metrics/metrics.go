@@ -1,7 +1,7 @@
-// Package metrics exposes Prometheus metrics for a coordinator replica and
-// for a hospital node.
+// Package metrics exposes a coordinator replica's Prometheus metrics (a
+// hospital node's are in regionfl/node/metrics).
 //
-// The coordinator's metrics come from two places. Most are read from the
+// They come from two places. Most are read from the
 // replicated state at scrape time (jobs and rounds by state, round and
 // decryption durations, accepted updates and their bytes), so every replica
 // reports the same numbers and nothing has to be incremented on the apply
@@ -12,8 +12,7 @@
 //
 // Serving: /metrics carries no secrets but tells a lot about the region's
 // activity. Serve it on its own plain-HTTP listener bound to loopback
-// (--metrics-addr, off by default; e.g. 127.0.0.1:9464 for a coordinator
-// and 127.0.0.1:9465 for a node) with Listen, and let a local Prometheus or an
+// (off by default; e.g. 127.0.0.1:9464) with Listen, and let a local Prometheus or an
 // authenticating proxy scrape it; or serve it inside the web view, which puts
 // it behind the same certificate/login check as the pages.
 package metrics
