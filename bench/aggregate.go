@@ -90,8 +90,8 @@ func norm2(v []float64) float64 {
 
 // Encrypted is the real encrypted aggregation of package he, run in one
 // process: a t-of-N threshold key ceremony (HPKE-sealed Shamir shares),
-// then for every Sum: each contribution is encrypted under the collective
-// key (he.Encryptor, clip = the bound, the count in the reserved digits),
+// then for every Sum: contribution i is encrypted under party i's own key
+// (he.Party.Encrypt, clip = the bound, the count in the reserved digits),
 // serialized and parsed as the coordinator would receive it, folded with
 // he.Aggregator, and decrypted by t parties' decryption shares (also
 // serialized) and he.Combine. Active sets rotate over the parties, so every
@@ -106,7 +106,6 @@ type Encrypted struct {
 	p       he.Params
 	n, t    int
 	parties []*he.Party
-	enc     *he.Encryptor
 	used    int    // decryptions under the current key
 	counter uint64 // aggregates so far: binding and active-set rotation
 	timing  HETiming
@@ -120,7 +119,7 @@ type HETiming struct {
 	Ceremony           time.Duration // total time of the ceremonies
 	Aggregates         int           // Sum calls (one decryption each)
 	Updates            int           // contributions encrypted
-	Encrypt            time.Duration // he.Encryptor.Encrypt, all contributions
+	Encrypt            time.Duration // he.Party.Encrypt, all contributions
 	Transport          time.Duration // marshal + parse of updates and decryption shares
 	Aggregate          time.Duration // he.Aggregator.Add and Result
 	DecryptShares      time.Duration // t × Party.DecryptionShare
@@ -144,8 +143,8 @@ func NewEncrypted(n, t int) (*Encrypted, error) {
 	return e, nil
 }
 
-// ceremony runs the key ceremony: public-key shares, the collective key,
-// Shamir shares sealed to each party's HPKE key and opened by it.
+// ceremony runs the key ceremony: Shamir shares of every party's key sealed
+// to each party's HPKE key and opened by it.
 func (e *Encrypted) ceremony() error {
 	start := time.Now()
 	seed := make([]byte, he.SeedLen)
@@ -155,7 +154,6 @@ func (e *Encrypted) ceremony() error {
 	parties := make([]*he.Party, e.n)
 	hpkePriv := make([][]byte, e.n)
 	recipients := map[uint32][]byte{}
-	var pkShares []*he.PublicKeyShare
 	for i := range parties {
 		pa, err := he.NewParty(e.p, uint32(i+1), e.n, e.t, seed)
 		if err != nil {
@@ -168,15 +166,6 @@ func (e *Encrypted) ceremony() error {
 		}
 		hpkePriv[i] = priv
 		recipients[uint32(i+1)] = pub
-		s, err := pa.PublicKeyShare()
-		if err != nil {
-			return fmt.Errorf("bench: ceremony: %w", err)
-		}
-		pkShares = append(pkShares, s)
-	}
-	pk, err := he.AggregatePublicKey(e.p, seed, e.n, pkShares)
-	if err != nil {
-		return fmt.Errorf("bench: ceremony: %w", err)
 	}
 	inbox := map[uint32][]*he.SealedShare{}
 	for _, pa := range parties {
@@ -194,11 +183,7 @@ func (e *Encrypted) ceremony() error {
 		}
 		clear(hpkePriv[i])
 	}
-	enc, err := he.NewEncryptor(e.p, pk)
-	if err != nil {
-		return fmt.Errorf("bench: ceremony: %w", err)
-	}
-	e.parties, e.enc, e.used = parties, enc, 0
+	e.parties, e.used = parties, 0
 	e.timing.Ceremonies++
 	e.timing.Ceremony += time.Since(start)
 	return nil
@@ -209,8 +194,8 @@ func (e *Encrypted) Sum(updates [][]float64, counts []uint64, bound float64) ([]
 	if err := checkContributions(updates, counts, bound); err != nil {
 		return nil, 0, err
 	}
-	if len(updates) > e.p.MaxParties() {
-		return nil, 0, fmt.Errorf("bench: %d contributions exceed he's %d per aggregate", len(updates), e.p.MaxParties())
+	if len(updates) > e.n {
+		return nil, 0, fmt.Errorf("bench: %d contributions from a region of %d parties (one each)", len(updates), e.n)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -233,7 +218,7 @@ func (e *Encrypted) Sum(updates [][]float64, counts []uint64, bound float64) ([]
 	agg := he.NewAggregator(e.p, length, bound, binding)
 	for i, u := range updates {
 		t0 := time.Now()
-		ct, err := e.enc.Encrypt(u, counts[i], bound, binding)
+		ct, err := e.parties[i].Encrypt(u, counts[i], bound, binding)
 		if err != nil {
 			return nil, 0, fmt.Errorf("bench: encrypting contribution %d: %w", i, err)
 		}
@@ -269,10 +254,14 @@ func (e *Encrypted) Sum(updates [][]float64, counts []uint64, bound float64) ([]
 	for j := range active {
 		active[j] = uint32((int(k%uint64(e.n))+j)%e.n) + 1
 	}
+	contributors := make([]uint32, len(updates))
+	for i := range contributors {
+		contributors[i] = uint32(i + 1)
+	}
 	shares := make([]*he.DecryptionShare, 0, e.t)
 	for _, a := range active {
 		t0 := time.Now()
-		s, err := e.parties[a-1].DecryptionShare(sum, active)
+		s, err := e.parties[a-1].DecryptionShare(sum, contributors, active)
 		if err != nil {
 			return nil, 0, fmt.Errorf("bench: decryption share of party %d: %w", a, err)
 		}

@@ -3,9 +3,12 @@ package coordinator_test
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -207,47 +210,48 @@ func TestRetriedRequestsApplyOnce(t *testing.T) {
 	}
 }
 
-// forger makes the updates and shares a hospital could send for a job,
-// for the tests that act as a hospital whose node is stopped.
+// forger makes the updates a hospital could send for a job, with the key
+// share in its node's data directory, for the tests that act as a hospital
+// whose node is stopped.
 type forger struct {
 	t     *testing.T
 	p     he.Params
-	enc   *he.Encryptor
+	party map[string]*he.Party
 	spec  *pb.JobSpec
 	jobID string
 	hash  string
 }
 
-func newForger(t *testing.T, reg *region, c *client.Client, jobID string, spec *pb.JobSpec) *forger {
-	var pkb []byte
-	err := c.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Hospital.GetRegion(ctx, &pb.GetRegionRequest{}, grpc.Trailer(conn.Trailer))
-		pkb = resp.GetRegion().GetPublicKey()
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+func newForger(t *testing.T, reg *region, jobID string, spec *pb.JobSpec, hospitals ...string) *forger {
 	p := he.RegionParams()
-	pk, err := he.UnmarshalPublicKey(p, pkb)
-	if err != nil {
-		t.Fatal(err)
+	f := &forger{t: t, p: p, party: map[string]*he.Party{}, spec: spec, jobID: jobID, hash: jobspec.FromProto(spec.Model).Hash()}
+	for _, h := range hospitals {
+		b, err := os.ReadFile(filepath.Join(reg.dir, h, "node-state.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st struct {
+			Party []byte `json:"party"`
+		}
+		if err := json.Unmarshal(b, &st); err != nil {
+			t.Fatal(err)
+		}
+		if f.party[h], err = he.UnmarshalParty(p, st.Party); err != nil {
+			t.Fatalf("%s: %v", h, err)
+		}
 	}
-	enc, err := he.NewEncryptor(p, pk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &forger{t: t, p: p, enc: enc, spec: spec, jobID: jobID, hash: jobspec.FromProto(spec.Model).Hash()}
+	return f
 }
 
-// update encrypts a small update of count samples for a round.
-func (f *forger) update(round, version uint32, count uint64) *he.Update {
+// update encrypts a small update of count samples for a round, as the
+// hospital would.
+func (f *forger) update(hospital string, round, version uint32, count uint64) *he.Update {
 	f.t.Helper()
 	v := make([]float64, jobspec.VectorLen(f.spec, round))
 	for i := range v {
 		v[i] = 0.001
 	}
-	u, err := f.enc.Encrypt(v, count, jobspec.EncodingClip(f.spec, round), jobspec.Binding(f.jobID, round, version, f.hash))
+	u, err := f.party[hospital].Encrypt(v, count, jobspec.EncodingClip(f.spec, round), jobspec.Binding(f.jobID, round, version, f.hash))
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -332,8 +336,9 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 	reg.waitJob(id, "hospital-1 and hospital-2 sent round 1", 20*time.Second, collected(1, 2))
 
-	f := newForger(t, reg, h3, id, spec)
-	valid, validDigest := wire(t, f.update(1, 0, 100))
+	h3name, h4name := reg.names[2], reg.names[3]
+	f := newForger(t, reg, id, spec, h3name, h4name)
+	valid, validDigest := wire(t, f.update(h3name, 1, 0, 100))
 	want := len(valid)
 	hdr := func(mut func(h *pb.UpdateHeader)) *pb.UpdateHeader {
 		h := &pb.UpdateHeader{JobId: id, Round: 1, ModelVersion: 0, ModelHash: f.hash, Size: uint64(want), Digest: validDigest}
@@ -342,12 +347,12 @@ func TestBadInputChangesNothing(t *testing.T) {
 		}
 		return h
 	}
-	other, otherDigest := wire(t, f.update(1, 0, 100))
+	other, otherDigest := wire(t, f.update(h4name, 1, 0, 100))
 	garbage := make([]byte, want)
 	rand.Read(garbage)
 	agg := he.NewAggregator(f.p, jobspec.VectorLen(spec, 1), jobspec.EncodingClip(spec, 1), jobspec.Binding(id, 1, 0, f.hash))
-	for range 2 {
-		if err := agg.Add(f.update(1, 0, 50)); err != nil {
+	for _, h := range []string{h3name, h4name} {
+		if err := agg.Add(f.update(h, 1, 0, 50)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -378,7 +383,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"overlong", h3, []*pb.SubmitUpdateRequest{header(hdr(nil)), chunk(valid), chunk([]byte{0})}, codes.InvalidArgument, "more than"},
 		{"garbage", h3, []*pb.SubmitUpdateRequest{header(hdr(nil)), chunk(garbage)}, codes.InvalidArgument, "refused"},
 		{"digest of other bytes", h3, []*pb.SubmitUpdateRequest{header(hdr(func(h *pb.UpdateHeader) { h.Digest = otherDigest })), chunk(valid)}, codes.InvalidArgument, "digest"},
-		{"bound to another round", h3, []*pb.SubmitUpdateRequest{header(hdr(nil)), chunk(mustWire(t, f.update(2, 0, 100)))}, codes.InvalidArgument, ""},
+		{"bound to another round", h3, []*pb.SubmitUpdateRequest{header(hdr(nil)), chunk(mustWire(t, f.update(h3name, 2, 0, 100)))}, codes.InvalidArgument, ""},
 		{"an aggregate posing as one update", h3, []*pb.SubmitUpdateRequest{header(hdr(func(h *pb.UpdateHeader) { h.Digest = doubleDigest })), chunk(double)}, codes.InvalidArgument, "parties"},
 		{"hospital outside the job", stranger, []*pb.SubmitUpdateRequest{header(hdr(nil)), chunk(valid)}, codes.PermissionDenied, ""},
 	}
@@ -403,7 +408,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 
 	// A decryption share made by party 1 and sent by hospital-4.
-	share := forgeShare(t, f.p, sum)
+	share := forgeShare(t, f.p, jobspec.VectorLen(spec, 1), jobspec.EncodingClip(spec, 1), jobspec.Binding(id, 1, 0, f.hash))
 	unchanged("share in another's name", func() {
 		err := paced(reg.ctx(), h4, func(ctx context.Context, conn client.Conn) error {
 			_, err := conn.Hospital.SubmitDecryptionShare(ctx, &pb.SubmitDecryptionShareRequest{JobId: id, Round: 1, Attempt: 1, Share: share}, grpc.Trailer(conn.Trailer))
@@ -417,7 +422,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	if err := sendRaw(reg.ctx(), h3, header(hdr(nil)), chunk(valid)); err != nil {
 		t.Fatalf("a valid update: %v", err)
 	}
-	second, secondDigest := wire(t, f.update(1, 0, 100))
+	second, secondDigest := wire(t, f.update(h3name, 1, 0, 100))
 	for _, c := range []call{
 		{"duplicate", h3, []*pb.SubmitUpdateRequest{header(hdr(nil)), chunk(valid)}, codes.AlreadyExists, "already counted"},
 		{"second update", h3, []*pb.SubmitUpdateRequest{header(hdr(func(h *pb.UpdateHeader) { h.Digest = secondDigest })), chunk(second)}, codes.AlreadyExists, "another update"},
@@ -438,12 +443,12 @@ func TestBadInputChangesNothing(t *testing.T) {
 
 	for _, c := range []call{
 		{"closed round", h3, []*pb.SubmitUpdateRequest{header(hdr(nil)), chunk(valid)}, codes.FailedPrecondition, "round 1"},
-		{"stale model", h3, []*pb.SubmitUpdateRequest{header(hdr(func(h *pb.UpdateHeader) { h.Round = 2 })), chunk(mustWire(t, f.update(2, 0, 100)))}, codes.FailedPrecondition, "version 0"},
+		{"stale model", h3, []*pb.SubmitUpdateRequest{header(hdr(func(h *pb.UpdateHeader) { h.Round = 2 })), chunk(mustWire(t, f.update(h3name, 2, 0, 100)))}, codes.FailedPrecondition, "version 0"},
 	} {
 		unchanged(c.name, func() { expect(c, sendRaw(reg.ctx(), c.as, c.msgs...)) })
 	}
-	for _, c := range []*client.Client{h3, h4} {
-		raw, d := wire(t, f.update(2, 1, 100))
+	for c, h := range map[*client.Client]string{h3: h3name, h4: h4name} {
+		raw, d := wire(t, f.update(h, 2, 1, 100))
 		if err := sendRaw(reg.ctx(), c, header(&pb.UpdateHeader{JobId: id, Round: 2, ModelVersion: 1, ModelHash: f.hash, Size: uint64(len(raw)), Digest: d}), chunk(raw)); err != nil {
 			t.Fatalf("a valid round-2 update: %v", err)
 		}
@@ -462,8 +467,8 @@ func mustWire(t *testing.T, u *he.Update) []byte {
 }
 
 // forgeShare makes a well-formed decryption share from Shamir point 1 with
-// a key of a one-party region of its own.
-func forgeShare(t *testing.T, p he.Params, agg *he.Update) []byte {
+// a key of a one-party region of its own, for an update of its own.
+func forgeShare(t *testing.T, p he.Params, length int, clip float64, binding [32]byte) []byte {
 	t.Helper()
 	seed := make([]byte, he.SeedLen)
 	rand.Read(seed)
@@ -482,7 +487,11 @@ func forgeShare(t *testing.T, p he.Params, agg *he.Update) []byte {
 	if err := pa.OpenShares(priv, sealed, seed); err != nil {
 		t.Fatal(err)
 	}
-	s, err := pa.DecryptionShare(agg, []uint32{1})
+	u, err := pa.Encrypt(make([]float64, length), 1, clip, binding)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := pa.DecryptionShare(u, []uint32{1}, []uint32{1})
 	if err != nil {
 		t.Fatal(err)
 	}

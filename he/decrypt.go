@@ -12,21 +12,44 @@ import (
 )
 
 // DecryptionShare is one decryptor's share of the threshold decryption of
-// an aggregate: for each ciphertext, c1·s'_i + e_i, where s'_i is the
-// party's Lagrange-weighted threshold share for the active set and e_i is
-// smudging noise (Params.SmudgingSigma). It is bound to the aggregate's
-// digest and to the active set, so the coordinator cannot mix shares made
-// for different aggregates or sets.
+// the sum of the updates of a contributor set S: for each ciphertext,
+// a·λ_j·Σ_{i∈S} f_i(j) + e_j, where λ_j is the decryptor's Lagrange
+// weight in the active set, f_i(j) its Shamir share of contributor i's key
+// and e_j smudging noise (Params.SmudgingSigma). It names the aggregate's
+// digest, S and the active set, so shares made for different aggregates,
+// contributor sets or active sets are never combined.
 type DecryptionShare struct {
-	p         Params
-	from      uint32
-	aggDigest [32]byte
-	active    []uint32 // sorted, exactly t points
-	values    []ring.Poly
+	p            Params
+	from         uint32
+	aggDigest    [32]byte
+	contributors []uint32 // sorted distinct points
+	active       []uint32 // sorted, exactly t points
+	values       []ring.Poly
 }
 
 // From is the Shamir point of the party that made the share.
 func (s *DecryptionShare) From() uint32 { return s.from }
+
+// Contributors is the contributor set the share decrypts the sum of.
+func (s *DecryptionShare) Contributors() []uint32 { return slices.Clone(s.contributors) }
+
+// checkContributors validates and sorts a contributor set of points in 1..n.
+func checkContributors(contributors []uint32, n int) ([]uint32, error) {
+	if len(contributors) < 1 || len(contributors) > n {
+		return nil, fmt.Errorf("%w: %d contributors, region has %d parties", ErrWrongShape, len(contributors), n)
+	}
+	s := slices.Clone(contributors)
+	slices.Sort(s)
+	for i, c := range s {
+		if c < 1 || int(c) > n {
+			return nil, fmt.Errorf("%w: contributor point %d not in 1..%d", ErrWrongShape, c, n)
+		}
+		if i > 0 && s[i-1] == c {
+			return nil, fmt.Errorf("%w: contributor point %d listed twice", ErrWrongShape, c)
+		}
+	}
+	return s, nil
+}
 
 // checkActive validates and sorts an active set of t points in 1..n.
 func checkActive(active []uint32, n, t int) ([]uint32, error) {
@@ -46,15 +69,18 @@ func checkActive(active []uint32, n, t int) ([]uint32, error) {
 	return s, nil
 }
 
-// DecryptionShare computes the party's share of the decryption of agg by
-// the active set (exactly t points, this party among them): a key switch to
-// the zero key, with smudging noise.
+// DecryptionShare computes the party's share of the decryption of agg, the
+// sum of the updates of the given contributors, by the active set (exactly
+// t points, this party among them). The aggregate must claim exactly as
+// many updates as there are contributors.
 //
-// A share reveals nothing about the party's key beyond an RLWE sample, but
-// it does let the coordinator decrypt agg once t shares are in: the caller
-// must check first that agg is an aggregate it agreed to decrypt (the
-// round's manifest, agg.Digest and agg.Binding).
-func (pa *Party) DecryptionShare(agg *Update, active []uint32) (*DecryptionShare, error) {
+// If agg is not the sum of exactly those contributors' updates under this
+// binding, the combined shares decrypt to noise masked by a·s_i of every
+// missing contributor: nobody can fake a contributor. But a share does let
+// the coordinator decrypt the sum of whatever set it names once t shares
+// are in: the caller decides which sets it serves (enough contributors,
+// one set per binding).
+func (pa *Party) DecryptionShare(agg *Update, contributors, active []uint32) (*DecryptionShare, error) {
 	if !pa.ready {
 		return nil, fmt.Errorf("%w: no threshold share yet", ErrNotReady)
 	}
@@ -68,6 +94,13 @@ func (pa *Party) DecryptionShare(agg *Update, active []uint32) (*DecryptionShare
 	if err != nil {
 		return nil, err
 	}
+	contrib, err := checkContributors(contributors, pa.n)
+	if err != nil {
+		return nil, err
+	}
+	if agg.parties != len(contrib) {
+		return nil, fmt.Errorf("%w: aggregate claims %d updates, contributor set has %d", ErrShareMismatch, agg.parties, len(contrib))
+	}
 	if !slices.Contains(set, pa.self) {
 		return nil, fmt.Errorf("%w: party %d is not in the active set %v", ErrWrongShape, pa.self, set)
 	}
@@ -77,10 +110,18 @@ func (pa *Party) DecryptionShare(agg *Update, active []uint32) (*DecryptionShare
 	for i, a := range set {
 		points[i] = mhe.ShamirPublicPoint(a)
 	}
-	// s'_i = λ_i(set)·share_i, so that Σ_{i∈set} s'_i = Σ_j s_j.
+	// s'_j = λ_j(set)·Σ_{i∈S} f_i(j), so that Σ_{j∈set} s'_j = Σ_{i∈S} s_i.
+	ringQP := rp.RingQP()
+	sum := ringQP.NewPoly()
+	for _, c := range contrib {
+		ringQP.Add(sum, pa.shares[c-1], sum)
+	}
 	skT := rlwe.NewSecretKey(rp)
 	cmb := mhe.NewCombiner(rp, mhe.ShamirPublicPoint(pa.self), points, pa.t)
-	if err := cmb.GenAdditiveShare(points, mhe.ShamirPublicPoint(pa.self), mhe.ShamirSecretShare{Poly: pa.share}, skT); err != nil {
+	err = cmb.GenAdditiveShare(points, mhe.ShamirPublicPoint(pa.self), mhe.ShamirSecretShare{Poly: sum}, skT)
+	clear(sum.Q.Coeffs[0])
+	clear(sum.P.Coeffs[0])
+	if err != nil {
 		return nil, fmt.Errorf("he: combining threshold share: %w", err)
 	}
 	zero := rlwe.NewSecretKey(rp)
@@ -89,13 +130,16 @@ func (pa *Party) DecryptionShare(agg *Update, active []uint32) (*DecryptionShare
 	if err != nil {
 		return nil, fmt.Errorf("he: key-switch protocol: %w", err)
 	}
-	s := &DecryptionShare{p: p, from: pa.self, aggDigest: agg.Digest(), active: set, values: make([]ring.Poly, len(agg.cts))}
-	err = parallel(len(agg.cts), func() func(int) error {
+	seed := seedHash(pa.seed[:])
+	s := &DecryptionShare{p: p, from: pa.self, aggDigest: agg.Digest(), contributors: contrib, active: set, values: make([]ring.Poly, len(agg.c0))}
+	err = parallel(len(agg.c0), func() func(int) error {
 		ks := cks.ShallowCopy()
 		ringQ := p.ckks.RingQ().AtLevel(0)
+		ct := p.newCiphertext()
 		return func(i int) error {
+			ct.Value[1] = p.uniformA(seed, agg.binding, i)
 			sh := ks.AllocateShare(0)
-			ks.GenShare(skT, zero, agg.cts[i], &sh)
+			ks.GenShare(skT, zero, ct, &sh)
 			// GenShare leaves coefficients lazily reduced (in [0, 2Q));
 			// the encoding promises canonical values.
 			ringQ.Reduce(sh.Value, sh.Value)
@@ -111,15 +155,19 @@ func (pa *Party) DecryptionShare(agg *Update, active []uint32) (*DecryptionShare
 	return s, nil
 }
 
-func (p Params) decryptionShareFixed() int { return headerLen + tagLen + 4 + 32 + 4 }
+func (p Params) decryptionShareFixed() int { return headerLen + tagLen + 4 + 32 + 4 + 4 }
 
 // MarshalBinary encodes the share.
 func (s *DecryptionShare) MarshalBinary() ([]byte, error) {
-	size := s.p.decryptionShareFixed() + 4*len(s.active) + 4 + len(s.values)*s.p.polyQLen()
+	size := s.p.decryptionShareFixed() + 4*len(s.contributors) + 4*len(s.active) + 4 + len(s.values)*s.p.polyQLen()
 	w := newWriter(size, kindDecryptionShare)
 	w.tag(s.p)
 	w.u32(s.from)
 	w.bytes(s.aggDigest[:])
+	w.u32(uint32(len(s.contributors)))
+	for _, c := range s.contributors {
+		w.u32(c)
+	}
 	w.u32(uint32(len(s.active)))
 	for _, a := range s.active {
 		w.u32(a)
@@ -149,6 +197,20 @@ func UnmarshalDecryptionShare(p Params, b []byte) (*DecryptionShare, error) {
 	}
 	s := &DecryptionShare{p: p, from: r.u32()}
 	copy(s.aggDigest[:], r.bytes(32))
+	nc := int(r.u32())
+	if nc < 1 || nc > p.maxParties {
+		return nil, fmt.Errorf("%w: decryption share: %d contributors", ErrMalformed, nc)
+	}
+	if err := r.need(4*nc + 4); err != nil {
+		return nil, err
+	}
+	s.contributors = make([]uint32, nc)
+	for i := range s.contributors {
+		s.contributors[i] = r.u32()
+		if s.contributors[i] < 1 || int(s.contributors[i]) > p.maxParties || (i > 0 && s.contributors[i] <= s.contributors[i-1]) {
+			return nil, fmt.Errorf("%w: decryption share: contributors not sorted distinct points in 1..%d", ErrMalformed, p.maxParties)
+		}
+	}
 	t := int(r.u32())
 	if t < 1 || t > p.maxParties {
 		return nil, fmt.Errorf("%w: decryption share: active set of %d", ErrMalformed, t)
@@ -195,8 +257,9 @@ type Result struct {
 }
 
 // Combine decrypts agg from the decryption shares of the t active parties.
-// It refuses fewer than t shares, duplicates, shares for another aggregate
-// or active set, and senders outside the set; it then checks the decrypted
+// It refuses fewer than t shares, duplicates, shares for another aggregate,
+// contributor set or active set, a contributor set whose size is not the
+// aggregate's update count, and senders outside the set; it then checks the decrypted
 // plaintext's structure (norm bound, integer count digits, zero padding),
 // which catches a tampered share with overwhelming probability.
 func Combine(p Params, agg *Update, shares []*DecryptionShare, t int) (*Result, error) {
@@ -230,12 +293,16 @@ func Combine(p Params, agg *Update, shares []*DecryptionShare, t int) (*Result, 
 			return nil, fmt.Errorf("%w: decryption share from %d names %d active parties, threshold is %d", ErrShareMismatch, s.from, len(s.active), t)
 		case set != nil && !slices.Equal(set, s.active):
 			return nil, fmt.Errorf("%w: decryption share from %d is for active set %v, not %v", ErrShareMismatch, s.from, s.active, set)
+		case len(s.contributors) != agg.parties:
+			return nil, fmt.Errorf("%w: decryption share from %d is for %d contributors, aggregate holds %d", ErrShareMismatch, s.from, len(s.contributors), agg.parties)
+		case i > 0 && !slices.Equal(shares[0].contributors, s.contributors):
+			return nil, fmt.Errorf("%w: decryption share from %d is for contributors %v, not %v", ErrShareMismatch, s.from, s.contributors, shares[0].contributors)
 		case !slices.Contains(s.active, s.from):
 			return nil, fmt.Errorf("%w: decryption share from %d, who is not in the active set %v", ErrShareMismatch, s.from, s.active)
 		case seen[s.from]:
 			return nil, fmt.Errorf("%w: two decryption shares from %d", ErrDuplicateShare, s.from)
-		case len(s.values) != len(agg.cts):
-			return nil, fmt.Errorf("%w: decryption share from %d covers %d ciphertexts, aggregate has %d", ErrShareMismatch, s.from, len(s.values), len(agg.cts))
+		case len(s.values) != len(agg.c0):
+			return nil, fmt.Errorf("%w: decryption share from %d covers %d ciphertexts, aggregate has %d", ErrShareMismatch, s.from, len(s.values), len(agg.c0))
 		}
 		set = s.active
 		seen[s.from] = true
@@ -245,19 +312,18 @@ func Combine(p Params, agg *Update, shares []*DecryptionShare, t int) (*Result, 
 	n := p.SlotsPerCiphertext()
 	res := &Result{Sum: make([]float64, agg.length)}
 	digits := make([]float64, p.countDigits)
-	norms := make([]float64, len(agg.cts)) // squared scaled norm per ciphertext
+	norms := make([]float64, len(agg.c0)) // squared scaled norm per ciphertext
 	digitBase := float64(uint64(1) << p.countDigitBits)
 	bound := float64(agg.parties) // every clipped update has scaled L2 norm <= 1
 	const tol = 1e-3              // far above the decryption noise (~2^-28), far below any garbage
 
-	err := parallel(len(agg.cts), func() func(int) error {
+	err := parallel(len(agg.c0), func() func(int) error {
 		ringQ := p.ckks.RingQ().AtLevel(0)
 		enc := ckks.NewEncoder(p.ckks, p.encPrec)
 		pt := p.newPlaintext()
 		buf := make([]float64, n)
 		return func(i int) error {
-			ct := agg.cts[i]
-			pt.Value.CopyLvl(0, ct.Value[0])
+			pt.Value.CopyLvl(0, agg.c0[i])
 			for _, s := range shares {
 				ringQ.Add(pt.Value, s.values[i], pt.Value)
 			}

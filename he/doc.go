@@ -6,36 +6,52 @@
 //
 // # Scheme
 //
-// Multiparty threshold CKKS (lattigo v5, packages mhe and schemes/ckks):
+// Multiparty threshold CKKS (lattigo v5, packages mhe and schemes/ckks),
+// keyed by contributor:
 //
 //   - Key ceremony. Each hospital i draws a ternary secret s_i and sends
 //     -a·s_i + e_i, with a sampled from the region's public seed; the
 //     coordinator sums the shares into the collective public key
-//     (Σ -a·s_i + e_i, a) (AggregatePublicKey). Nobody, the coordinator
-//     included, ever holds s = Σ s_i.
+//     (AggregatePublicKey), which records the ceremony.
 //   - Threshold. Hospital i evaluates a random polynomial f_i of degree t-1
 //     with f_i(0) = s_i at every point j and seals f_i(j) to hospital j with
 //     HPKE (ML-KEM-768+X25519, HKDF-SHA256, AES-256-GCM; the HPKE info binds
 //     the parameter set, sender, recipient and ceremony). The coordinator
-//     relays the sealed shares and cannot open them. Hospital j's threshold
-//     share is Σ_i f_i(j); any t of them reconstruct s by Lagrange
-//     interpolation, inside the decryption protocol (never in the clear).
-//   - Encryption (Encryptor). An update is clipped to L2 norm <= clip,
+//     relays the sealed shares and cannot open them. Hospital j keeps every
+//     f_i(j) apart; any t hospitals reconstruct any sum Σ_{i∈S} s_i by
+//     Lagrange interpolation, inside the decryption protocol (never in the
+//     clear).
+//   - Encryption (Party.Encrypt). An update is clipped to L2 norm <= clip,
 //     scaled by 1/clip so every coefficient is in [-1, 1], and packed one
 //     value per ring coefficient (coefficient encoding, 8192 values per
 //     ciphertext), followed by the sample count as four base-2^10 digits
-//     scaled into [0, 1). NaN and Inf are refused: one out-of-range value
-//     corrupts other values of the aggregate after decryption.
-//   - Aggregation (Aggregator). Ciphertext addition, streaming, in any
-//     order, at most MaxParties = 16 updates: |Σ coefficient| <= 16, times
-//     the scale 2^54, stays below Q/2 ≈ 2^59.
-//   - Decryption (Party.DecryptionShare, Combine). Each of the t active
-//     hospitals sends c1·λ_i·share_i + e_i for every ciphertext, a key switch
-//     to the zero key with smudging noise e_i of std 2^24; the coordinator
-//     adds the shares to c0 and decodes. Shares are bound to the aggregate's
-//     digest and the active set. Combine checks the decoded plaintext's
-//     structure (norm bound, integral count digits, zero padding), which a
-//     wrong or tampered share breaks with overwhelming probability.
+//     scaled into [0, 1). It is encrypted under the hospital's own key:
+//     c0 = -a·s_i + m + e with a expanded from the ceremony seed, the
+//     update's binding and the ciphertext index, so a is public, the same
+//     for every update of one aggregate, and chosen by nobody. Only c0
+//     travels. NaN and Inf are refused: one out-of-range value corrupts
+//     other values of the aggregate after decryption.
+//   - Aggregation (Aggregator). Addition of c0, streaming, in any order, at
+//     most MaxParties = 16 updates: |Σ coefficient| <= 16, times the scale
+//     2^54, stays below Q/2 ≈ 2^59.
+//   - Decryption (Party.DecryptionShare, Combine). The coordinator names
+//     the contributor set S and t active hospitals; each sends
+//     a·λ_j·Σ_{i∈S} f_i(j) + e_j for every ciphertext, with smudging noise
+//     e_j of std 2^24; the shares sum to a·Σ_{i∈S} s_i, which added to
+//     Σ c0 leaves Σ m. Shares name the aggregate's digest, S and the active
+//     set. Combine checks the decoded plaintext's structure (norm bound,
+//     integral count digits, zero padding), which a wrong or tampered
+//     share, or an aggregate that is not the sum of exactly S's updates,
+//     breaks with overwhelming probability.
+//
+// Why the coordinator cannot fake a contributor: it would need -a·s_i +
+// small for a fresh a without s_i (an RLWE sample). A set S naming a
+// hospital whose c0 is missing decrypts to noise masked by a·s_i; so does
+// an update of another binding (its a differs). What it can still do is
+// choose which subset of the real updates to name: the decryptors decide
+// which sets they serve (at least K contributors, one set per binding), and
+// a hospital encrypts once per binding (two vectors under one a give away
+// their difference).
 //
 // # Parameters
 //
@@ -44,8 +60,8 @@
 // additions, no rescaling), a 55-bit auxiliary modulus P for key generation
 // and encryption, scale 2^54, encoder precision 53 (float64 arithmetic;
 // higher precision switches lattigo to big.Float, 10-60x slower). An update
-// of L values is ceil((L+4)/8192) ciphertexts of 128 KiB: 16.12 bytes per
-// value at 1M values (4.03x float32).
+// of L values is ceil((L+4)/8192) c0 polynomials of 64 KiB: 8.06 bytes per
+// value at 1M values (2.01x float32).
 //
 // Security: log2(QP) = 115 <= 218, the HomomorphicEncryption.org standard's
 // bound for 128-bit security at N = 2^13 with a uniform ternary secret and
@@ -59,21 +75,20 @@
 //   - A hospital sees its own update, the collective public key, the
 //     Shamir shares sealed to it, and the aggregates it helps decrypt (as
 //     ciphertexts). Its decryption share is an RLWE sample; it reveals
-//     nothing about its key.
+//     nothing about the keys it holds shares of.
 //   - The coordinator sees public-key shares, sealed Shamir shares (opaque),
 //     ciphertexts, decryption shares and the decrypted sum of values and of
 //     sample counts. It never sees one hospital's update or count in the
-//     clear, unless t hospitals collude with it, or the aggregate holds one
-//     update only: the decryptors must check the round's manifest (enough
-//     distinct contributors) before sending a share; this package cannot
-//     tell how many updates an aggregate really holds.
+//     clear, unless t hospitals collude with it, or t decryptors agree to
+//     decrypt a set S of one contributor: the decryptors check S (enough
+//     distinct contributors, one set per binding) before sending a share.
 //   - Fewer than t hospitals together learn nothing beyond their own data.
 //
 // Not covered: a malicious hospital can make decryption fail (a bad
 // public-key or Shamir share is not detected at the ceremony, only by
 // Combine's checks), but cannot learn more than the sum. Threshold 1 is
-// allowed (the coordinator accepts it), and then every hospital holds the
-// whole key.
+// allowed here (the coordinator and nodes refuse it), and then every
+// hospital holds every key.
 //
 // # Encodings
 //

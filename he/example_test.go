@@ -17,20 +17,16 @@ func Example() {
 	rand.Read(seed)
 
 	// 1. Key ceremony: each hospital makes its secret state and an HPKE key
-	// to receive its Shamir shares; the coordinator builds the public key.
+	// to receive its Shamir shares.
 	parties := make([]*he.Party, n)
 	hpkePriv := make([][]byte, n)
 	recipients := map[uint32][]byte{}
-	var pkShares []*he.PublicKeyShare
 	for i := range parties {
 		parties[i], _ = he.NewParty(p, uint32(i+1), n, t, seed)
 		var pub []byte
 		hpkePriv[i], pub, _ = he.NewHPKEKey()
 		recipients[uint32(i+1)] = pub
-		s, _ := parties[i].PublicKeyShare()
-		pkShares = append(pkShares, s)
 	}
-	pk, _ := he.AggregatePublicKey(p, seed, n, pkShares)
 
 	// 2. Threshold: every hospital seals a Shamir share to every other one;
 	// the coordinator relays them without being able to open them.
@@ -49,15 +45,15 @@ func Example() {
 	}
 
 	// 3. A round: each hospital encrypts its update (clip norm 10) with its
-	// sample count; the coordinator sums them without decrypting anything.
+	// sample count under its own key; the coordinator sums them without
+	// decrypting anything.
 	var round [32]byte
 	copy(round[:], "job-1/round-1/model-hash")
 	updates := [][]float64{{1, 2, 3}, {0.5, -1, 0}, {100, 0, 0}} // the last is clipped to norm 10
 	counts := []uint64{120, 80, 200}
-	enc, _ := he.NewEncryptor(p, pk)
 	agg := he.NewAggregator(p, 3, 10, round)
 	for i, u := range updates {
-		ct, _ := enc.Encrypt(u, counts[i], 10, round)
+		ct, _ := parties[i].Encrypt(u, counts[i], 10, round)
 		if err := agg.Add(ct); err != nil {
 			fmt.Println(err)
 			return
@@ -66,11 +62,13 @@ func Example() {
 	sum, _ := agg.Result()
 
 	// 4. Decryption: the coordinator picks two hospitals; each sends a share
-	// bound to this aggregate and this set; only the sum is revealed.
+	// of the decryption of the sum of the three contributors' updates, for
+	// this set of decryptors; only the sum is revealed.
+	contributors := []uint32{1, 2, 3}
 	active := []uint32{1, 3}
 	var shares []*he.DecryptionShare
 	for _, a := range active {
-		s, _ := parties[a-1].DecryptionShare(sum, active)
+		s, _ := parties[a-1].DecryptionShare(sum, contributors, active)
 		shares = append(shares, s)
 	}
 	res, err := he.Combine(p, sum, shares, t)

@@ -14,11 +14,7 @@ import (
 // seed corpora.
 func fuzzFixture(f *testing.F) (*region, *Update) {
 	r := ceremony(f, 2, 2)
-	enc, err := NewEncryptor(r.p, r.pk)
-	if err != nil {
-		f.Fatal(err)
-	}
-	u, err := enc.Encrypt([]float64{1, 2, 3}, 5, 10, binding("fuzz"))
+	u, err := r.parties[0].Encrypt([]float64{1, 2, 3}, 5, 10, binding("fuzz"))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -38,7 +34,7 @@ func fuzzPadded(f *testing.F, valid []byte, header int, decode func([]byte)) {
 	}
 	f.Add(valid[:9], uint32(0), byte(0))
 	f.Add([]byte{}, uint32(0), byte(0))
-	f.Add([]byte("RFHE\x01\x07\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"), uint32(0), byte(0))
+	f.Add([]byte("RFHE\x02\x07\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"), uint32(0), byte(0))
 	f.Fuzz(func(t *testing.T, b []byte, total uint32, pad byte) {
 		if n := int(total) % limit; n > len(b) {
 			b = append(b, bytes.Repeat([]byte{pad}, n-len(b))...)
@@ -77,7 +73,7 @@ func FuzzUnmarshalUpdate(f *testing.F) {
 
 func FuzzUnmarshalDecryptionShare(f *testing.F) {
 	r, u := fuzzFixture(f)
-	s, err := r.parties[0].DecryptionShare(u, []uint32{1, 2})
+	s, err := r.parties[0].DecryptionShare(u, []uint32{1}, []uint32{1, 2})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -117,10 +113,10 @@ func FuzzUnmarshalSealedShare(f *testing.F) {
 
 func FuzzUnmarshalParty(f *testing.F) {
 	r, _ := fuzzFixture(f)
-	// The seeds cover both states: ready (with the threshold share) and
+	// The seeds cover both states: ready (with the Shamir shares) and
 	// fresh; the fixed part is the whole fresh state.
 	ready, _ := r.parties[0].MarshalBinary()
-	f.Add(ready[:r.p.partyLen(false)], uint32(len(ready)), byte(0))
+	f.Add(ready[:r.p.partyLen(2, false)], uint32(len(ready)), byte(0))
 	fresh, err := NewParty(r.p, 1, 2, 2, r.seed)
 	if err != nil {
 		f.Fatal(err)

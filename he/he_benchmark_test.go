@@ -10,13 +10,10 @@ const benchLen = 1_000_000
 
 // benchFixture: a region of 4 hospitals with threshold 3 (the prototype's
 // shape) and one encrypted 1M-value update.
-func benchFixture(b *testing.B) (*region, *Encryptor, []float64, *Update) {
+func benchFixture(b *testing.B) (*region, *Party, []float64, *Update) {
 	b.Helper()
 	r := ceremony(b, 4, 3)
-	enc, err := NewEncryptor(r.p, r.pk)
-	if err != nil {
-		b.Fatal(err)
-	}
+	enc := r.parties[0]
 	v := randomUpdate(rand.New(rand.NewPCG(5, 6)), benchLen, 1)
 	u, err := enc.Encrypt(v, 1000, 1, binding("bench"))
 	if err != nil {
@@ -84,7 +81,7 @@ func BenchmarkDecryptionShare1M(b *testing.B) {
 	r, _, _, u := benchFixture(b)
 	active := []uint32{1, 2, 3}
 	for b.Loop() {
-		if _, err := r.parties[0].DecryptionShare(u, active); err != nil {
+		if _, err := r.parties[0].DecryptionShare(u, []uint32{1}, active); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -96,7 +93,7 @@ func BenchmarkCombine1M(b *testing.B) {
 	active := []uint32{1, 2, 3}
 	var shares []*DecryptionShare
 	for _, a := range active {
-		s, err := r.parties[a-1].DecryptionShare(u, active)
+		s, err := r.parties[a-1].DecryptionShare(u, []uint32{1}, active)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -7,6 +7,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 )
 
 func binding(s string) [32]byte {
@@ -85,10 +87,6 @@ func TestParams(t *testing.T) {
 func TestCeremonyAndEveryThresholdSubset(t *testing.T) {
 	const n, th, length = 5, 3, 20000 // 3 ciphertexts
 	r := ceremony(t, n, th)
-	enc, err := NewEncryptor(r.p, r.pk)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	b := binding("job/1/round/1")
 	agg := NewAggregator(r.p, length, 10, b)
@@ -97,10 +95,7 @@ func TestCeremonyAndEveryThresholdSubset(t *testing.T) {
 	for h := range n {
 		v := randomUpdate(rng, length, 10)
 		count := uint64(1000*h + 7)
-		u, err := enc.Encrypt(v, count, 10, b)
-		if err != nil {
-			t.Fatal(err)
-		}
+		u := r.encrypt(t, uint32(h+1), v, count, 10, b)
 		if u.NumCiphertexts() != 3 || u.Len() != length || u.Clip() != 10 || u.Binding() != b || u.Parties() != 1 {
 			t.Fatalf("update shape: %d %d %g", u.NumCiphertexts(), u.Len(), u.Clip())
 		}
@@ -119,13 +114,14 @@ func TestCeremonyAndEveryThresholdSubset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	all := []uint32{5, 1, 2, 3, 4} // unsorted: order must not matter
 	subsets := 0
 	for a := uint32(1); a <= n; a++ {
 		for b := a + 1; b <= n; b++ {
 			for c := b + 1; c <= n; c++ {
 				// Pass the set unsorted for one of them: order must not matter.
 				active := []uint32{c, a, b}
-				res, err := r.decrypt(t, sum, active)
+				res, err := r.decrypt(t, sum, all, active)
 				if err != nil {
 					t.Fatalf("subset %v: %v", active, err)
 				}
@@ -146,7 +142,7 @@ func TestCeremonyAndEveryThresholdSubset(t *testing.T) {
 	// Two shares are not enough.
 	var two []*DecryptionShare
 	for _, a := range []uint32{1, 2} {
-		s, err := r.parties[a-1].DecryptionShare(sum, []uint32{1, 2, 3})
+		s, err := r.parties[a-1].DecryptionShare(sum, all, []uint32{1, 2, 3})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,24 +163,16 @@ func TestMillionValues(t *testing.T) {
 	}
 	const n, th, length, clip = 5, 3, 1_000_000, 1.0
 	r := ceremony(t, n, th)
-	enc, err := NewEncryptor(r.p, r.pk)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	b := binding("1M")
 	agg := NewAggregator(r.p, length, clip, b)
 	want := make([]float64, length)
 	var wantCount uint64
-	for range n {
+	for h := range uint32(n) {
 		// Independent updates at the full clip norm: the hardest case for
 		// relative error (the sum is only sqrt(n) times one update).
 		v := randomUpdate(rng, length, clip*(1-1e-9))
-		u, err := enc.Encrypt(v, 1<<30, clip, b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := agg.Add(u); err != nil {
+		if err := agg.Add(r.encrypt(t, h+1, v, 1<<30, clip, b)); err != nil {
 			t.Fatal(err)
 		}
 		for i := range v {
@@ -196,7 +184,7 @@ func TestMillionValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := r.decrypt(t, sum, []uint32{2, 4, 5})
+	res, err := r.decrypt(t, sum, []uint32{1, 2, 3, 4, 5}, []uint32{2, 4, 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,10 +200,6 @@ func TestMillionValues(t *testing.T) {
 
 func TestEncryptRefusesBadInput(t *testing.T) {
 	r := ceremony(t, 1, 1)
-	enc, err := NewEncryptor(r.p, r.pk)
-	if err != nil {
-		t.Fatal(err)
-	}
 	b := binding("x")
 	cases := []struct {
 		name   string
@@ -236,20 +220,22 @@ func TestEncryptRefusesBadInput(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if _, err := enc.Encrypt(c.values, c.count, c.clip, b); !errors.Is(err, c.want) {
+			if _, err := r.parties[0].Encrypt(c.values, c.count, c.clip, b); !errors.Is(err, c.want) {
 				t.Fatalf("got %v, want %v", err, c.want)
 			}
 		})
 	}
-	if _, err := NewEncryptor(r.p, nil); !errors.Is(err, ErrInvalidValue) {
-		t.Fatalf("nil key: %v", err)
+	fresh, err := NewParty(r.p, 1, 1, 1, r.seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fresh.Encrypt([]float64{1}, 1, 1, b); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("before the ceremony: %v", err)
 	}
 }
 
 func TestClipping(t *testing.T) {
 	r := ceremony(t, 3, 2)
-	enc, _ := NewEncryptor(r.p, r.pk)
-	b := binding("clip")
 	cases := []struct {
 		name   string
 		values []float64
@@ -263,11 +249,8 @@ func TestClipping(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			u, err := enc.Encrypt(c.values, 3, c.clip, b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := r.decrypt(t, u, []uint32{1, 3})
+			u := r.encrypt(t, 2, c.values, 3, c.clip, binding("clip/"+c.name))
+			res, err := r.decrypt(t, u, []uint32{2}, []uint32{1, 3})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -285,14 +268,9 @@ func TestClipping(t *testing.T) {
 
 func TestAggregatorRefuses(t *testing.T) {
 	r := ceremony(t, 2, 2)
-	enc, _ := NewEncryptor(r.p, r.pk)
 	b := binding("job")
 	mk := func(length int, clip float64, bind [32]byte) *Update {
-		u, err := enc.Encrypt(make([]float64, length), 1, clip, bind)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return u
+		return r.encrypt(t, 1, make([]float64, length), 1, clip, bind)
 	}
 	good := mk(100, 1, b)
 	cases := []struct {
@@ -327,11 +305,6 @@ func TestAggregatorRefuses(t *testing.T) {
 	if err := agg.Add(good); !errors.Is(err, ErrTooManyParties) {
 		t.Fatalf("update %d: %v", r.p.MaxParties()+1, err)
 	}
-	// A full aggregate still decrypts: |sum| stays within the bound.
-	sum, _ := agg.Result()
-	if res, err := r.decrypt(t, sum, []uint32{1, 2}); err != nil || res.Count != 16 {
-		t.Fatalf("full aggregate: %v", err)
-	}
 	if _, err := NewAggregator(r.p, 100, 1, b).Result(); !errors.Is(err, ErrEmptyAggregate) {
 		t.Fatalf("empty: %v", err)
 	}
@@ -345,16 +318,19 @@ func TestAggregatorRefuses(t *testing.T) {
 
 func TestCombineRefuses(t *testing.T) {
 	r := ceremony(t, 5, 3)
-	enc, _ := NewEncryptor(r.p, r.pk)
 	b := binding("job")
 	v := []float64{1, 2, 3}
-	u1, _ := enc.Encrypt(v, 10, 10, b)
-	u2, _ := enc.Encrypt(v, 10, 10, b)
+	u1 := r.encrypt(t, 4, v, 10, 10, b)
+	u2 := r.encrypt(t, 5, v, 10, 10, b)
 	active := []uint32{1, 2, 3}
 	shares := func(agg *Update, active []uint32, from ...uint32) []*DecryptionShare {
 		var out []*DecryptionShare
+		contributors := []uint32{4}
+		if agg == u2 {
+			contributors = []uint32{5}
+		}
 		for _, f := range from {
-			s, err := r.parties[f-1].DecryptionShare(agg, active)
+			s, err := r.parties[f-1].DecryptionShare(agg, contributors, active)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -363,6 +339,10 @@ func TestCombineRefuses(t *testing.T) {
 		return out
 	}
 	good := shares(u1, active, 1, 2, 3)
+	otherSet, err := r.parties[2].DecryptionShare(u1, []uint32{5}, active)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tampered := func() *DecryptionShare {
 		raw, _ := good[1].MarshalBinary()
 		raw[len(raw)-8*100] ^= 1 // one bit of one coefficient
@@ -381,6 +361,7 @@ func TestCombineRefuses(t *testing.T) {
 		{"duplicate", []*DecryptionShare{good[0], good[1], good[1]}, ErrDuplicateShare},
 		{"share for another aggregate", append(good[:2:2], shares(u2, active, 3)...), ErrShareMismatch},
 		{"share for another active set", append(good[:2:2], shares(u1, []uint32{1, 2, 4}, 4)...), ErrShareMismatch},
+		{"share for another contributor set", append(good[:2:2], otherSet), ErrShareMismatch},
 		{"tampered share", []*DecryptionShare{good[0], tampered, good[2]}, ErrDecrypt},
 		{"nil share", []*DecryptionShare{good[0], nil, good[2]}, ErrInvalidValue},
 	}
@@ -398,8 +379,18 @@ func TestCombineRefuses(t *testing.T) {
 	}
 	// Decryptors refuse bad active sets.
 	for _, set := range [][]uint32{{1, 2}, {1, 2, 2}, {1, 2, 6}, {2, 3, 4}} {
-		if _, err := r.parties[0].DecryptionShare(u1, set); !errors.Is(err, ErrWrongShape) {
+		if _, err := r.parties[0].DecryptionShare(u1, []uint32{4}, set); !errors.Is(err, ErrWrongShape) {
 			t.Fatalf("active set %v: %v", set, err)
+		}
+	}
+	// ... and contributor sets that are malformed or do not match the
+	// aggregate's update count.
+	for _, c := range []struct {
+		set  []uint32
+		want error
+	}{{nil, ErrWrongShape}, {[]uint32{6}, ErrWrongShape}, {[]uint32{4, 4}, ErrWrongShape}, {[]uint32{4, 5}, ErrShareMismatch}} {
+		if _, err := r.parties[0].DecryptionShare(u1, c.set, active); !errors.Is(err, c.want) {
+			t.Fatalf("contributors %v: %v, want %v", c.set, err, c.want)
 		}
 	}
 }
@@ -490,9 +481,8 @@ func TestCeremonyRefuses(t *testing.T) {
 	if err := r.parties[0].OpenShares(r.hpkePriv[0], toOne, r.seed); err != nil {
 		t.Fatal(err)
 	}
-	enc, _ := NewEncryptor(p, r.pk)
-	u, _ := enc.Encrypt([]float64{0.5}, 1, 1, binding("x"))
-	if res, err := r.decrypt(t, u, []uint32{1, 2}); err != nil || math.Abs(res.Sum[0]-0.5) > 1e-6 {
+	u := r.encrypt(t, 1, []float64{0.5}, 1, 1, binding("x"))
+	if res, err := r.decrypt(t, u, []uint32{1}, []uint32{1, 2}); err != nil || math.Abs(res.Sum[0]-0.5) > 1e-6 {
 		t.Fatalf("after resealing: %v", err)
 	}
 }
@@ -500,11 +490,8 @@ func TestCeremonyRefuses(t *testing.T) {
 func TestSerializationRoundTrips(t *testing.T) {
 	r := ceremony(t, 3, 2)
 	p := r.p
-	enc, _ := NewEncryptor(p, r.pk)
-	u, err := enc.Encrypt([]float64{1, -2, 3}, 42, 10, binding("rt"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	u := r.encrypt(t, 3, []float64{1, -2, 3}, 42, 10, binding("rt"))
+	pk := r.pk
 
 	t.Run("PublicKeyShare", func(t *testing.T) {
 		s, _ := r.parties[1].PublicKeyShare()
@@ -519,19 +506,14 @@ func TestSerializationRoundTrips(t *testing.T) {
 		}
 	})
 	t.Run("PublicKey", func(t *testing.T) {
-		b1, _ := r.pk.MarshalBinary()
+		b1, _ := pk.MarshalBinary()
 		k, err := UnmarshalPublicKey(p, b1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		b2, _ := k.MarshalBinary()
-		if !bytes.Equal(b1, b2) || k.Digest() != r.pk.Digest() {
+		if !bytes.Equal(b1, b2) || k.Digest() != pk.Digest() {
 			t.Fatal("round trip differs")
-		}
-		enc2, _ := NewEncryptor(p, k)
-		u2, _ := enc2.Encrypt([]float64{0.25}, 1, 1, binding("pk"))
-		if res, err := r.decrypt(t, u2, []uint32{2, 3}); err != nil || math.Abs(res.Sum[0]-0.25) > 1e-6 {
-			t.Fatalf("decoded key does not encrypt: %v", err)
 		}
 	})
 	t.Run("SealedShare", func(t *testing.T) {
@@ -564,20 +546,20 @@ func TestSerializationRoundTrips(t *testing.T) {
 		if _, err := UnmarshalUpdate(p, 4, b1); err == nil {
 			t.Fatal("wrong length accepted")
 		}
-		res, err := r.decrypt(t, u2, []uint32{1, 2})
+		res, err := r.decrypt(t, u2, []uint32{3}, []uint32{1, 2})
 		if err != nil || res.Count != 42 || math.Abs(res.Sum[1]+2) > 1e-6 {
 			t.Fatalf("decoded update: %v", err)
 		}
 	})
 	t.Run("DecryptionShare", func(t *testing.T) {
-		s, _ := r.parties[0].DecryptionShare(u, []uint32{1, 3})
+		s, _ := r.parties[0].DecryptionShare(u, []uint32{3}, []uint32{1, 3})
 		b1, _ := s.MarshalBinary()
 		s2, err := UnmarshalDecryptionShare(p, b1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		b2, _ := s2.MarshalBinary()
-		if !bytes.Equal(b1, b2) || s2.From() != 1 {
+		if !bytes.Equal(b1, b2) || s2.From() != 1 || len(s2.Contributors()) != 1 || s2.Contributors()[0] != 3 {
 			t.Fatal("round trip differs")
 		}
 	})
@@ -611,7 +593,7 @@ func TestSerializationRoundTrips(t *testing.T) {
 		}
 		rr := *r
 		rr.parties = restored
-		res, err := rr.decrypt(t, u, []uint32{2, 3})
+		res, err := rr.decrypt(t, u, []uint32{3}, []uint32{2, 3})
 		if err != nil || res.Count != 42 || math.Abs(res.Sum[2]-3) > 1e-6 {
 			t.Fatalf("restored parties: %v", err)
 		}
@@ -621,7 +603,7 @@ func TestSerializationRoundTrips(t *testing.T) {
 		if _, err := UnmarshalDecryptionShare(p, ub); !errors.Is(err, ErrMalformed) {
 			t.Fatalf("update as share: %v", err)
 		}
-		pkb, _ := r.pk.MarshalBinary()
+		pkb, _ := pk.MarshalBinary()
 		if _, err := UnmarshalPublicKeyShare(p, pkb); !errors.Is(err, ErrMalformed) {
 			t.Fatalf("key as key share: %v", err)
 		}
@@ -650,5 +632,81 @@ func TestErrorsNameTheField(t *testing.T) {
 	_, err := UnmarshalUpdate(RegionParams(), 10, []byte("short"))
 	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("update of 5 bytes")) {
 		t.Fatalf("error %q", fmt.Sprint(err))
+	}
+}
+
+// TestUniformAMatchesEncryptor holds uniformA (what decryptors expand) to
+// the c1 that lattigo's encryptor draws from the same PRNG in Encrypt.
+func TestUniformAMatchesEncryptor(t *testing.T) {
+	r := ceremony(t, 2, 2)
+	b := binding("a")
+	seed := seedHash(r.seed)
+	pt := r.p.newPlaintext()
+	for i := range 3 {
+		ct := r.p.newCiphertext()
+		if err := rlwe.NewEncryptor(r.p.ckks, r.parties[0].sk).WithPRNG(aPRNG(seed, b, i)).Encrypt(pt, ct); err != nil {
+			t.Fatal(err)
+		}
+		if !r.p.ckks.RingQ().AtLevel(0).Equal(ct.Value[1], r.p.uniformA(seed, b, i)) {
+			t.Fatalf("ciphertext %d: the encryptor's c1 is not uniformA", i)
+		}
+	}
+	if r.p.ckks.RingQ().AtLevel(0).Equal(r.p.uniformA(seed, b, 0), r.p.uniformA(seed, binding("other"), 0)) {
+		t.Fatal("two bindings share a")
+	}
+}
+
+// TestNobodyFakesAContributor is the forged-manifest attack: the
+// coordinator holds one victim's update and wants it decrypted, so it adds
+// encryptions of zero of its own making (under a key of its own, or under
+// the collective public key) and names two other hospitals as their
+// contributors. Every honest decryptor's share removes a·s_i of each named
+// contributor, which the forgeries do not carry: the decryption is noise,
+// and Combine's structure checks refuse it.
+func TestNobodyFakesAContributor(t *testing.T) {
+	r := ceremony(t, 4, 3)
+	b := binding("job/round")
+	victim := []float64{0.3, -0.2, 0.1}
+	agg := NewAggregator(r.p, len(victim), 1, b)
+	if err := agg.Add(r.encrypt(t, 1, victim, 40, 1, b)); err != nil {
+		t.Fatal(err)
+	}
+	attacker := ceremony(t, 1, 1) // a key of the attacker's own, same seed space
+	for range 2 {
+		if err := agg.Add(attacker.encrypt(t, 1, make([]float64, len(victim)), 0, 1, b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forged, _ := agg.Result()
+	if _, err := r.decrypt(t, forged, []uint32{1, 2, 3}, []uint32{2, 3, 4}); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("forged contributors decrypted: %v", err)
+	}
+
+	// The victim's update alone, named as the sum of three contributors
+	// whose updates it does not hold: noise again.
+	alone := NewAggregator(r.p, len(victim), 1, b)
+	if err := alone.Add(r.encrypt(t, 1, victim, 40, 1, b)); err != nil {
+		t.Fatal(err)
+	}
+	one, _ := alone.Result()
+	one.parties = 3 // the claimed count is the coordinator's to write
+	if _, err := r.decrypt(t, one, []uint32{1, 2, 3}, []uint32{2, 3, 4}); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("one update decrypted as three: %v", err)
+	}
+
+	// A real contribution of the same hospital under another binding (an
+	// earlier round) does not stand in for this round's: its a differs.
+	relabel := NewAggregator(r.p, len(victim), 1, b)
+	if err := relabel.Add(r.encrypt(t, 1, victim, 40, 1, b)); err != nil {
+		t.Fatal(err)
+	}
+	old := r.encrypt(t, 2, make([]float64, len(victim)), 1, 1, binding("job/earlier round"))
+	old.binding = b // the coordinator rewrites the header
+	if err := relabel.Add(old); err != nil {
+		t.Fatal(err)
+	}
+	mixed, _ := relabel.Result()
+	if _, err := r.decrypt(t, mixed, []uint32{1, 2}, []uint32{2, 3, 4}); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("an update of another round stood in: %v", err)
 	}
 }

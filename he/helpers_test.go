@@ -73,16 +73,27 @@ func ceremony(tb testing.TB, n, t int) *region {
 	return r
 }
 
-// decrypt has the parties at the given points make shares and combines them.
-func (r *region) decrypt(tb testing.TB, agg *Update, active []uint32) (*Result, error) {
+// decrypt has the parties at the given active points make shares of the
+// decryption of the sum of the contributors' updates, and combines them.
+func (r *region) decrypt(tb testing.TB, agg *Update, contributors, active []uint32) (*Result, error) {
 	tb.Helper()
 	shares := make([]*DecryptionShare, 0, len(active))
 	for _, a := range active {
-		s, err := r.parties[a-1].DecryptionShare(agg, active)
+		s, err := r.parties[a-1].DecryptionShare(agg, contributors, active)
 		if err != nil {
 			tb.Fatal(err)
 		}
 		shares = append(shares, s)
 	}
 	return Combine(r.p, agg, shares, len(active))
+}
+
+// encrypt has the party at point from encrypt v.
+func (r *region) encrypt(tb testing.TB, from uint32, v []float64, count uint64, clip float64, b [32]byte) *Update {
+	tb.Helper()
+	u, err := r.parties[from-1].Encrypt(v, count, clip, b)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return u
 }

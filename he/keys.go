@@ -31,6 +31,7 @@ const (
 	labelSK     = "regionfl/he/v1 secret key"
 	labelShamir = "regionfl/he/v1 shamir polynomial"
 	labelHPKE   = "regionfl/he/v1 shamir share"
+	labelA      = "regionfl/he/v2 update a"
 )
 
 // hpkeSuite is the one HPKE suite: a hybrid post-quantum KEM, so that a
@@ -94,10 +95,12 @@ func (p Params) checkRegion(n, t int) error {
 	return nil
 }
 
-// Party is one hospital's secret state: its additive key share s_i (kept as
-// a 32-byte seed it is derived from), the seed of its Shamir polynomial, and
-// after the ceremony its t-of-N threshold share. It never leaves the
-// hospital except as the node's 0600 state file.
+// Party is one hospital's secret state: its own key s_i (kept as the
+// 32-byte seed it is derived from), the seed of its Shamir polynomial, and
+// after the ceremony the Shamir share f_i(self) of every party's key, kept
+// apart (not summed) so that the party can help decrypt the sum of any
+// set of contributors' updates. It never leaves the hospital except as the
+// node's 0600 state file.
 type Party struct {
 	p          Params
 	self       uint32
@@ -106,7 +109,7 @@ type Party struct {
 	skSeed     [32]byte
 	shamirSeed [32]byte
 	ready      bool
-	share      ringqp.Poly // threshold share Σ_j f_j(self); valid when ready
+	shares     []ringqp.Poly // shares[i-1] = f_i(self), party i's Shamir share; valid when ready
 
 	sk *rlwe.SecretKey // derived from skSeed
 }
@@ -450,8 +453,8 @@ func (pa *Party) SealShares(recipients map[uint32][]byte, context []byte) ([]*Se
 }
 
 // OpenShares opens one sealed share from each of the N parties, all
-// addressed to this party, and sums them into the party's threshold share.
-// On error the party is unchanged.
+// addressed to this party, and keeps each of them. On error the party is
+// unchanged.
 func (pa *Party) OpenShares(hpkePriv []byte, shares []*SealedShare, context []byte) error {
 	kem, kdf, aead := hpkeSuite()
 	priv, err := kem.NewPrivateKey(hpkePriv)
@@ -464,8 +467,7 @@ func (pa *Party) OpenShares(hpkePriv []byte, shares []*SealedShare, context []by
 	if len(shares) > pa.n {
 		return fmt.Errorf("%w: %d sealed shares for %d parties", ErrWrongShape, len(shares), pa.n)
 	}
-	thr := mhe.NewThresholdizer(pa.p.ckks)
-	sum := thr.AllocateThresholdSecretShare()
+	opened := make([]ringqp.Poly, pa.n)
 	seen := make([]bool, pa.n+1)
 	wantSeed := seedHash(pa.seed[:])
 	for i, s := range shares {
@@ -489,11 +491,9 @@ func (pa *Party) OpenShares(hpkePriv []byte, shares []*SealedShare, context []by
 		if err != nil {
 			return err
 		}
-		if err := thr.AggregateShares(sum, v, &sum); err != nil {
-			return fmt.Errorf("he: aggregating Shamir shares: %w", err)
-		}
+		opened[s.From-1] = v.Poly
 	}
-	pa.share = sum.Poly
+	pa.shares = opened
 	pa.ready = true
 	return nil
 }
@@ -519,18 +519,18 @@ func (pa *Party) readShamir(plain []byte, from uint32, wantSeed [32]byte) (mhe.S
 	return mhe.ShamirSecretShare{Poly: v}, r.done()
 }
 
-func (p Params) partyLen(ready bool) int {
-	n := headerLen + tagLen + 4 + 4 + 4 + SeedLen + 32 + 32 + 1
+func (p Params) partyLen(n int, ready bool) int {
+	l := headerLen + tagLen + 4 + 4 + 4 + SeedLen + 32 + 32 + 1
 	if ready {
-		n += p.polyQPLen()
+		l += n * p.polyQPLen()
 	}
-	return n
+	return l
 }
 
 // MarshalBinary encodes the party's secret state for the node's 0600 state
 // file. The bytes are key material: never log or send them.
 func (pa *Party) MarshalBinary() ([]byte, error) {
-	w := newWriter(pa.p.partyLen(pa.ready), kindParty)
+	w := newWriter(pa.p.partyLen(pa.n, pa.ready), kindParty)
 	w.tag(pa.p)
 	w.u32(pa.self)
 	w.u32(uint32(pa.n))
@@ -540,28 +540,28 @@ func (pa *Party) MarshalBinary() ([]byte, error) {
 	w.bytes(pa.shamirSeed[:])
 	if pa.ready {
 		w.u8(1)
-		w.poly(pa.share.Q)
-		w.poly(pa.share.P)
+		for _, sh := range pa.shares {
+			w.poly(sh.Q)
+			w.poly(sh.P)
+		}
 	} else {
 		w.u8(0)
 	}
 	return w.b, nil
 }
 
-// UnmarshalParty decodes a party's state written by MarshalBinary.
+// UnmarshalParty decodes a party's state written by MarshalBinary. The
+// region size in the header is range-checked, and the length checked
+// against it, before anything is allocated.
 func UnmarshalParty(p Params, b []byte) (*Party, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	var want int
-	switch len(b) {
-	case p.partyLen(false), p.partyLen(true):
-		want = len(b)
-	default:
-		return nil, fmt.Errorf("%w: party state of %d bytes, want %d or %d", ErrMalformed, len(b), p.partyLen(false), p.partyLen(true))
-	}
-	r, err := newReader(b, kindParty, want)
+	r, err := newReader(b, kindParty, -1)
 	if err != nil {
+		return nil, err
+	}
+	if err := r.need(p.partyLen(0, false) - headerLen); err != nil {
 		return nil, err
 	}
 	if err := r.tag(p); err != nil {
@@ -574,16 +574,22 @@ func UnmarshalParty(p Params, b []byte) (*Party, error) {
 	if pa.self < 1 || int(pa.self) > pa.n {
 		return nil, fmt.Errorf("%w: party state: point %d not in 1..%d", ErrMalformed, pa.self, pa.n)
 	}
+	if len(b) != p.partyLen(pa.n, false) && len(b) != p.partyLen(pa.n, true) {
+		return nil, fmt.Errorf("%w: party state of %d bytes, a party of %d needs %d or %d", ErrMalformed, len(b), pa.n, p.partyLen(pa.n, false), p.partyLen(pa.n, true))
+	}
 	copy(pa.seed[:], r.bytes(SeedLen))
 	copy(pa.skSeed[:], r.bytes(32))
 	copy(pa.shamirSeed[:], r.bytes(32))
 	switch flag := r.u8(); {
-	case flag == 1 && want == p.partyLen(true):
-		if pa.share, err = p.readQP(r, "threshold share"); err != nil {
-			return nil, err
+	case flag == 1 && len(b) == p.partyLen(pa.n, true):
+		pa.shares = make([]ringqp.Poly, pa.n)
+		for i := range pa.shares {
+			if pa.shares[i], err = p.readQP(r, fmt.Sprintf("Shamir share from %d", i+1)); err != nil {
+				return nil, err
+			}
 		}
 		pa.ready = true
-	case flag == 0 && want == p.partyLen(false):
+	case flag == 0 && len(b) == p.partyLen(pa.n, false):
 	default:
 		return nil, fmt.Errorf("%w: party state: ready flag %d does not match its length", ErrMalformed, flag)
 	}

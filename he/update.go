@@ -2,6 +2,7 @@ package he
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"runtime"
@@ -9,13 +10,23 @@ import (
 	"sync/atomic"
 
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
+	"github.com/tuneinsight/lattigo/v5/ring"
+	"github.com/tuneinsight/lattigo/v5/ring/ringqp"
 	"github.com/tuneinsight/lattigo/v5/schemes/ckks"
+	"github.com/tuneinsight/lattigo/v5/utils/sampling"
 )
 
 // Update is an encrypted vector: either one hospital's clipped update or
 // the coordinator's sum of several. Coefficient g of the packed plaintext
 // (ciphertext g/N, coefficient g%N) holds value g divided by the clip norm;
 // the sample count's digits follow the values; the rest is zero.
+//
+// Only the c0 half of each ciphertext is kept: c0 = −a·s_i + m + e under
+// the contributor's own key s_i, where a is expanded from the region's
+// ceremony seed, the binding and the ciphertext's index (uniformA), so
+// every party can recompute it and nobody, the coordinator included,
+// chooses it. A sum of such updates decrypts only with the keys of exactly
+// the parties whose updates it holds.
 //
 // An Update is immutable once made.
 type Update struct {
@@ -24,7 +35,7 @@ type Update struct {
 	parties int // updates summed into this one (1 for a fresh update)
 	clip    float64
 	binding [32]byte
-	cts     []*rlwe.Ciphertext
+	c0      []ring.Poly // one per ciphertext, NTT domain
 }
 
 // Len is the number of values.
@@ -37,7 +48,7 @@ func (u *Update) Clip() float64 { return u.clip }
 func (u *Update) Binding() [32]byte { return u.binding }
 
 // NumCiphertexts is the number of ciphertexts the update spans.
-func (u *Update) NumCiphertexts() int { return len(u.cts) }
+func (u *Update) NumCiphertexts() int { return len(u.c0) }
 
 // Parties is the number of updates summed into this one, as claimed by
 // whoever made it (1 for a fresh update). It is not authenticated: a
@@ -45,12 +56,30 @@ func (u *Update) NumCiphertexts() int { return len(u.cts) }
 func (u *Update) Parties() int { return u.parties }
 
 // newCiphertext allocates a level-0 ciphertext with the metadata lattigo's
-// encryptor gives a coefficient-encoded plaintext at the region scale, so
-// that decoded ciphertexts behave exactly like freshly encrypted ones.
+// encryptor gives a coefficient-encoded plaintext at the region scale.
 func (p Params) newCiphertext() *rlwe.Ciphertext {
 	ct := ckks.NewCiphertext(p.ckks, 1, 0)
 	p.setMeta(ct.MetaData)
 	return ct
+}
+
+// aPRNG is the source of the public polynomial a of ciphertext index of
+// every update bound to binding in the region of the given ceremony seed
+// hash: a PRNG keyed by an injective encoding of the three (fixed lengths).
+func aPRNG(seedHash, binding [32]byte, index int) *sampling.KeyedPRNG {
+	key := make([]byte, 0, 32+32+4)
+	key = append(key, seedHash[:]...)
+	key = append(key, binding[:]...)
+	key = binary.LittleEndian.AppendUint32(key, uint32(index))
+	return keyedPRNG(labelA, key)
+}
+
+// uniformA expands a from aPRNG exactly as lattigo's secret-key encryptor
+// reads its c1 (TestUniformAMatchesEncryptor holds the two together).
+func (p Params) uniformA(seedHash, binding [32]byte, index int) ring.Poly {
+	a := p.ckks.RingQ().AtLevel(0).NewPoly()
+	ringqp.NewUniformSampler(aPRNG(seedHash, binding, index), *p.ckks.GetRLWEParameters().RingQP()).AtLevel(0, -1).Read(ringqp.Poly{Q: a})
+	return a
 }
 
 func (p Params) newPlaintext() *rlwe.Plaintext {
@@ -74,16 +103,15 @@ func UpdateSize(p Params, length int) int {
 	if p.Validate() != nil || length < 1 || length > MaxLength {
 		return 0
 	}
-	return p.updateFixed() + p.numCiphertexts(length)*2*p.polyQLen()
+	return p.updateFixed() + p.numCiphertexts(length)*p.polyQLen()
 }
 
 // MarshalBinary encodes the update; the result has UpdateSize bytes.
 func (u *Update) MarshalBinary() ([]byte, error) {
 	w := newWriter(UpdateSize(u.p, u.length), kindUpdate)
 	u.writeHeader(w)
-	for _, ct := range u.cts {
-		w.poly(ct.Value[0])
-		w.poly(ct.Value[1])
+	for _, c := range u.c0 {
+		w.poly(c)
 	}
 	return w.b, nil
 }
@@ -104,12 +132,10 @@ func (u *Update) Digest() [32]byte {
 	u.writeHeader(w)
 	h.Write(w.b)
 	buf := &writer{b: make([]byte, 0, u.p.polyQLen())}
-	for _, ct := range u.cts {
-		for _, v := range ct.Value {
-			buf.b = buf.b[:0]
-			buf.poly(v)
-			h.Write(buf.b)
-		}
+	for _, c := range u.c0 {
+		buf.b = buf.b[:0]
+		buf.poly(c)
+		h.Write(buf.b)
 	}
 	var d [32]byte
 	h.Sum(d[:0])
@@ -147,16 +173,12 @@ func UnmarshalUpdate(p Params, length int, b []byte) (*Update, error) {
 		return nil, fmt.Errorf("%w: update: clip %g", ErrMalformed, u.clip)
 	}
 	q := p.ckks.GetRLWEParameters().Q()
-	u.cts = make([]*rlwe.Ciphertext, p.numCiphertexts(length))
-	for i := range u.cts {
-		ct := p.newCiphertext()
-		if err := r.poly(ct.Value[0], q, fmt.Sprintf("ciphertext %d c0", i)); err != nil {
+	u.c0 = make([]ring.Poly, p.numCiphertexts(length))
+	for i := range u.c0 {
+		u.c0[i] = p.ckks.RingQ().AtLevel(0).NewPoly()
+		if err := r.poly(u.c0[i], q, fmt.Sprintf("ciphertext %d", i)); err != nil {
 			return nil, err
 		}
-		if err := r.poly(ct.Value[1], q, fmt.Sprintf("ciphertext %d c1", i)); err != nil {
-			return nil, err
-		}
-		u.cts[i] = ct
 	}
 	return u, r.done()
 }
@@ -168,33 +190,21 @@ func checkClip(clip float64) error {
 	return nil
 }
 
-// Encryptor encrypts updates under the region's collective public key.
-// It is safe for concurrent use.
-type Encryptor struct {
-	p  Params
-	pk *PublicKey
-}
-
-// NewEncryptor returns an encryptor for the collective key pk.
-func NewEncryptor(p Params, pk *PublicKey) (*Encryptor, error) {
-	if err := p.Validate(); err != nil {
-		return nil, err
-	}
-	if pk == nil || pk.pk == nil {
-		return nil, fmt.Errorf("%w: nil public key", ErrInvalidValue)
-	}
-	if pk.p.tag != p.tag {
-		return nil, fmt.Errorf("%w: public key", ErrWrongParams)
-	}
-	return &Encryptor{p: p, pk: pk}, nil
-}
-
 // Encrypt clips values to L2 norm clip, scales them by 1/clip (so every
 // coefficient is in [-1, 1]), appends count as base-2^10 digits and
-// encrypts the lot. NaN or Inf anywhere is an error: one out-of-range
-// coefficient would corrupt other values of the aggregate.
-func (e *Encryptor) Encrypt(values []float64, count uint64, clip float64, binding [32]byte) (*Update, error) {
-	p := e.p
+// encrypts the lot under the party's own key, with the public a of every
+// ciphertext expanded from the ceremony seed and binding (uniformA). NaN or
+// Inf anywhere is an error: one out-of-range coefficient would corrupt
+// other values of the aggregate.
+//
+// Two different vectors encrypted under the same binding give away their
+// difference (the a·s_i terms cancel): the caller must encrypt once per
+// binding and resend the same bytes, never re-encrypt.
+func (pa *Party) Encrypt(values []float64, count uint64, clip float64, binding [32]byte) (*Update, error) {
+	p := pa.p
+	if !pa.ready {
+		return nil, fmt.Errorf("%w: the key ceremony is not complete", ErrNotReady)
+	}
 	if len(values) < 1 || len(values) > MaxLength {
 		return nil, fmt.Errorf("%w: %d values, want 1..%d", ErrWrongShape, len(values), MaxLength)
 	}
@@ -212,11 +222,12 @@ func (e *Encryptor) Encrypt(values []float64, count uint64, clip float64, bindin
 
 	n := p.SlotsPerCiphertext()
 	digitBase := float64(uint64(1) << p.countDigitBits)
+	seed := seedHash(pa.seed[:])
 	u := &Update{p: p, length: len(values), parties: 1, clip: clip, binding: binding,
-		cts: make([]*rlwe.Ciphertext, p.numCiphertexts(len(values)))}
-	err = parallel(len(u.cts), func() func(int) error {
+		c0: make([]ring.Poly, p.numCiphertexts(len(values)))}
+	err = parallel(len(u.c0), func() func(int) error {
 		enc := ckks.NewEncoder(p.ckks, p.encPrec)
-		encryptor := rlwe.NewEncryptor(p.ckks, e.pk.pk)
+		base := rlwe.NewEncryptor(p.ckks, pa.sk)
 		pt := p.newPlaintext()
 		buf := make([]float64, n)
 		return func(i int) error {
@@ -237,10 +248,10 @@ func (e *Encryptor) Encrypt(values []float64, count uint64, clip float64, bindin
 				return fmt.Errorf("he: encoding ciphertext %d: %w", i, err)
 			}
 			ct := p.newCiphertext()
-			if err := encryptor.Encrypt(pt, ct); err != nil {
+			if err := base.WithPRNG(aPRNG(seed, binding, i)).Encrypt(pt, ct); err != nil {
 				return fmt.Errorf("he: encrypting ciphertext %d: %w", i, err)
 			}
-			u.cts[i] = ct
+			u.c0[i] = ct.Value[0]
 			return nil
 		}
 	})
@@ -351,8 +362,8 @@ func (a *Aggregator) Add(u *Update) error {
 		return fmt.Errorf("%w: update clip norm %g, aggregate uses %g", ErrBindingMismatch, u.clip, a.clip)
 	case u.binding != a.binding:
 		return fmt.Errorf("%w: update bound to another job, round or model", ErrBindingMismatch)
-	case len(u.cts) != a.p.numCiphertexts(a.length):
-		return fmt.Errorf("%w: update of %d ciphertexts", ErrWrongShape, len(u.cts))
+	case len(u.c0) != a.p.numCiphertexts(a.length):
+		return fmt.Errorf("%w: update of %d ciphertexts", ErrWrongShape, len(u.c0))
 	}
 	if a.acc != nil && a.acc.parties+u.parties > a.p.maxParties {
 		return fmt.Errorf("%w: %d + %d exceeds %d", ErrTooManyParties, a.acc.parties, u.parties, a.p.maxParties)
@@ -361,10 +372,8 @@ func (a *Aggregator) Add(u *Update) error {
 		a.acc = u.clone()
 	} else {
 		ringQ := a.p.ckks.RingQ().AtLevel(0)
-		for i, ct := range u.cts {
-			acc := a.acc.cts[i]
-			ringQ.Add(acc.Value[0], ct.Value[0], acc.Value[0])
-			ringQ.Add(acc.Value[1], ct.Value[1], acc.Value[1])
+		for i, c := range u.c0 {
+			ringQ.Add(a.acc.c0[i], c, a.acc.c0[i])
 		}
 		a.acc.parties += u.parties
 	}
@@ -395,9 +404,9 @@ func (a *Aggregator) Result() (*Update, error) {
 
 func (u *Update) clone() *Update {
 	c := *u
-	c.cts = make([]*rlwe.Ciphertext, len(u.cts))
-	for i, ct := range u.cts {
-		c.cts[i] = ct.CopyNew()
+	c.c0 = make([]ring.Poly, len(u.c0))
+	for i, p := range u.c0 {
+		c.c0[i] = *p.CopyNew()
 	}
 	return &c
 }

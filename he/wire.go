@@ -22,7 +22,7 @@ import (
 // it).
 const (
 	magic       = "RFHE"
-	wireVersion = 1
+	wireVersion = 2 // 2: contributor-keyed updates (c0 only), per-sender Shamir shares
 	headerLen   = 4 + 1 + 1
 	tagLen      = 8
 )

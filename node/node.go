@@ -7,10 +7,13 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -880,26 +883,49 @@ func (n *Node) metricSums(job *pb.JobSpec, spec models.Spec, params []float64, v
 	return sums, site, nil
 }
 
-// encrypt encrypts a round's vector under the collective key this node
-// built and pinned during the ceremony (never one the coordinator serves
-// now), bound to the job, round and model version.
+// encrypt encrypts a round's vector under this hospital's own key, bound
+// to the job, round and model version. Two different vectors under one
+// binding would give their difference away (the a·s_i terms cancel), so
+// the node records a digest of every vector it encrypted, by binding, on
+// disk before the update exists, and refuses a second, different one,
+// whatever the coordinator asks.
 func (n *Node) encrypt(t *pb.TrainTask, v []float64, count uint64) (*he.Update, error) {
 	n.mu.Lock()
-	pkb := n.state.PublicKey
+	party := n.party
 	n.mu.Unlock()
-	if pkb == nil {
-		return nil, errors.New("no pinned collective public key: this node has not completed the key ceremony")
-	}
-	pk, err := he.UnmarshalPublicKey(n.params, pkb)
-	if err != nil {
-		return nil, fmt.Errorf("pinned collective public key: %w", err)
-	}
-	enc, err := he.NewEncryptor(n.params, pk)
-	if err != nil {
-		return nil, err
+	if party == nil || !party.Ready() {
+		return nil, errors.New("this node has not completed the key ceremony")
 	}
 	binding := jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash)
-	return enc.Encrypt(v, count, jobspec.EncodingClip(t.Spec, t.Round), binding)
+	if err := n.recordEncryption(binding, v, count); err != nil {
+		return nil, err
+	}
+	return party.Encrypt(v, count, jobspec.EncodingClip(t.Spec, t.Round), binding)
+}
+
+// recordEncryption notes that v (with count) is encrypted under binding,
+// or refuses if another vector already was.
+func (n *Node) recordEncryption(binding [32]byte, v []float64, count uint64) error {
+	h := sha256.New()
+	var buf [8]byte
+	for _, x := range v {
+		binary.LittleEndian.PutUint64(buf[:], math.Float64bits(x))
+		h.Write(buf[:])
+	}
+	binary.LittleEndian.PutUint64(buf[:], count)
+	h.Write(buf[:])
+	digest := h.Sum(nil)
+	key := hex.EncodeToString(binding[:])
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if prev, ok := n.state.Encrypted[key]; ok {
+		if !bytes.Equal(prev, digest) {
+			return n.untrusted("a second update under one binding", "this node already encrypted another vector for this job, round and model; a second one would reveal the difference")
+		}
+		return nil
+	}
+	n.state.Encrypted[key] = digest
+	return n.state.save(n.cfg.DataDir)
 }
 
 // sendStats is the site's part of region-wide scaling: its per-feature Σx
@@ -922,34 +948,73 @@ func (n *Node) sendStats(ctx context.Context, t *pb.TrainTask) error {
 	return n.submit(ctx, t, ct, nil)
 }
 
+// decrypt gives this hospital's decryption share of a round's aggregate,
+// after checking what it can: the job is one its policy accepts (so at
+// least K ≥ 2 contributors), the contributors are distinct hospitals of the
+// pinned region, at least K of them, and the aggregate is bound to the
+// job's model. One contributor set per binding, ever: a second request for
+// the same binding is answered with the same share, only for the same
+// contributors and decryptors. A coordinator naming contributors whose
+// updates the aggregate does not hold gets noise (he.Party.DecryptionShare).
 func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
-	key := roundKey(t.JobId, t.Round)
+	binding := jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash)
+	key := hex.EncodeToString(binding[:])
+	contributors := slices.Sorted(slices.Values(t.Contributors))
 	n.mu.Lock()
 	given, gave := n.state.SharesGiven[key]
 	party := n.party
 	n.mu.Unlock()
 	if gave {
-		// One share per round, ever: resend the share already made, and
-		// only for what it was made for.
-		if string(given.AggregateDigest) != string(t.AggregateDigest) || !slices.Equal(given.Active, t.Active) {
-			return fmt.Errorf("a decryption share of round %d was already given for another aggregate or decryptor set: refusing a second one", t.Round)
+		if string(given.AggregateDigest) != string(t.AggregateDigest) || !slices.Equal(given.Active, t.Active) || !slices.Equal(given.Contributors, contributors) {
+			return n.untrusted("a second decryption", fmt.Sprintf("a share of round %d was already given for another aggregate, contributor set or decryptor set", t.Round))
 		}
 		return n.submitShare(ctx, t, given.Share)
 	}
 	if party == nil || !party.Ready() {
 		return errors.New("no threshold key share on this node")
 	}
-	// Check the manifest before touching the aggregate: enough distinct
-	// contributors, the model this node agreed to train.
+	// Check the manifest before touching the aggregate: a job this site
+	// accepts, enough distinct contributors, the model it agreed to train.
+	if err := jobspec.ValidateOffered(t.Spec); err != nil {
+		return n.untrusted("the job of a decryption", err.Error())
+	}
+	if reason := n.checkPolicy(t.Spec, t.JobId); reason != "" {
+		return n.untrusted("the job of a decryption", reason)
+	}
 	spec := jobspec.FromProto(t.Spec.GetModel())
-	contributors := slices.Compact(slices.Sorted(slices.Values(t.Contributors)))
+	k := int(t.Spec.GetMinHospitals())
 	switch {
-	case len(contributors) != len(t.Contributors) || len(contributors) < int(t.Spec.GetMinHospitals()):
-		return fmt.Errorf("manifest lists %d distinct contributors, the job needs %d: refusing to decrypt", len(contributors), t.Spec.GetMinHospitals())
+	case len(slices.Compact(slices.Clone(contributors))) != len(contributors):
+		return n.untrusted("a decryption manifest", "a contributor is listed twice")
+	case len(contributors) < k:
+		return n.untrusted("a decryption manifest", fmt.Sprintf("%d contributors, the job needs %d", len(contributors), k))
 	case spec.Hash() != t.ModelHash:
-		return errors.New("manifest names another model: refusing to decrypt")
+		return n.untrusted("a decryption manifest", "it names another model")
 	case !slices.Contains(t.Active, n.cfg.ID):
 		return errors.New("this hospital is not among the decryptors")
+	}
+	r, _, err := n.region(ctx)
+	if err != nil {
+		return err
+	}
+	points := func(what string, names []string) ([]uint32, error) {
+		out := make([]uint32, len(names))
+		for i, h := range names {
+			p := slices.Index(r.Hospitals, h)
+			if p < 0 {
+				return nil, n.untrusted("a decryption manifest", fmt.Sprintf("%s %q is not a hospital of the region", what, h))
+			}
+			out[i] = uint32(p + 1)
+		}
+		return out, nil
+	}
+	active, err := points("decryptor", t.Active)
+	if err != nil {
+		return err
+	}
+	contributorPoints, err := points("contributor", contributors)
+	if err != nil {
+		return err
 	}
 	length := jobspec.VectorLen(t.Spec, t.Round)
 	size := he.UpdateSize(n.params, length)
@@ -957,7 +1022,7 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 		return fmt.Errorf("aggregate of %d bytes, this model's is %d", t.AggregateSize, size)
 	}
 	var raw []byte
-	err := n.call(ctx, time.Minute, func(ctx context.Context, conn client.Conn) error {
+	err = n.call(ctx, time.Minute, func(ctx context.Context, conn client.Conn) error {
 		stream, err := conn.Hospital.GetAggregate(ctx, &pb.GetAggregateRequest{JobId: t.JobId, Round: t.Round})
 		if err != nil {
 			return err
@@ -979,24 +1044,12 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 		return fmt.Errorf("aggregate: %w", err)
 	}
 	if d := agg.Digest(); string(d[:]) != string(t.AggregateDigest) {
-		return errors.New("aggregate does not match the committed digest: refusing to decrypt")
+		return n.untrusted("an aggregate", "it does not match the committed digest")
 	}
-	if agg.Binding() != jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash) {
-		return errors.New("aggregate is bound to another job, round or model: refusing to decrypt")
+	if agg.Binding() != binding {
+		return n.untrusted("an aggregate", "it is bound to another job, round or model")
 	}
-	r, _, err := n.region(ctx)
-	if err != nil {
-		return err
-	}
-	active := make([]uint32, len(t.Active))
-	for i, h := range t.Active {
-		p := slices.Index(r.Hospitals, h)
-		if p < 0 {
-			return fmt.Errorf("decryptor %q is not a hospital of the region", h)
-		}
-		active[i] = uint32(p + 1)
-	}
-	share, err := party.DecryptionShare(agg, active)
+	share, err := party.DecryptionShare(agg, contributorPoints, active)
 	if err != nil {
 		return err
 	}
@@ -1007,7 +1060,7 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	// Record the share before it leaves: a crash after this line can lose
 	// the share but never give a second one.
 	n.mu.Lock()
-	n.state.SharesGiven[key] = givenShare{AggregateDigest: t.AggregateDigest, Active: t.Active, Share: b}
+	n.state.SharesGiven[key] = givenShare{AggregateDigest: t.AggregateDigest, Contributors: contributors, Active: t.Active, Share: b}
 	err = n.state.save(n.cfg.DataDir)
 	n.mu.Unlock()
 	if err != nil {

@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"errors"
+	"google.golang.org/protobuf/proto"
 	"log/slog"
 	"math"
 	"net"
@@ -110,9 +112,11 @@ func threshold(t *testing.T, p he.Params, seed []byte, n, thr int) ([]*he.Party,
 	return parties, pk
 }
 
-// A node gives one decryption share per round: asked again for another
-// aggregate or another set of decryptors it refuses, asked again for the
-// same it sends the same share, and a restart changes none of this.
+// A node gives one decryption share per binding: asked again for another
+// aggregate, contributor set or set of decryptors it refuses, asked again
+// for the same it sends the same share, and a restart changes none of this;
+// manifests of one contributor, or naming hospitals outside the region,
+// are refused.
 // A site that dropped incomplete rows takes only jobs that allow it
 // (missing: drop), and its reason carries the count, not where the rows
 // are.
@@ -146,6 +150,7 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	seed := make([]byte, he.SeedLen)
 	rand.Read(seed)
 	parties, pk := threshold(t, p, seed, 3, 2)
+
 	pkb, err := pk.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -201,15 +206,27 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	}
 
 	spec := &pb.JobSpec{Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: len(sites[0].Train.Features)}),
-		MinHospitals: 2, ClipNorm: 10, Scaling: jobspec.ScalingSite}
+		Purpose: "test", MinHospitals: 2, ClipNorm: 10, Scaling: jobspec.ScalingSite}
+	jobspec.Defaults(spec)
 	hash := jobspec.FromProto(spec.Model).Hash()
-	enc, err := he.NewEncryptor(p, pk)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bind := jobspec.Binding("job-1", 1, 0, hash)
+	// An aggregate of h1's and h2's updates.
+	made := 0
 	aggregate := func() ([]byte, []byte) {
-		v := make([]float64, jobspec.VectorLen(spec, 1))
-		u, err := enc.Encrypt(v, 10, jobspec.EncodingClip(spec, 1), jobspec.Binding("job-1", 1, 0, hash))
+		made++
+		agg := he.NewAggregator(p, jobspec.VectorLen(spec, 1), jobspec.EncodingClip(spec, 1), bind)
+		for _, pa := range parties[:2] {
+			v := make([]float64, jobspec.VectorLen(spec, 1))
+			v[0] = float64(made)
+			u, err := pa.Encrypt(v, 10, jobspec.EncodingClip(spec, 1), bind)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := agg.Add(u); err != nil {
+				t.Fatal(err)
+			}
+		}
+		u, err := agg.Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -224,7 +241,7 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	aggB, digestB := aggregate()
 	task := func(digest []byte, active ...string) *pb.DecryptTask {
 		return &pb.DecryptTask{JobId: "job-1", Round: 1, AggregateDigest: digest, Active: active, Attempt: 1,
-			Contributors: []string{"h1", "h2"}, ModelHash: hash, AggregateSize: uint64(len(aggA)), Spec: spec}
+			Contributors: []string{"h2", "h1"}, ModelHash: hash, AggregateSize: uint64(len(aggA)), Spec: spec}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -242,7 +259,7 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 		t.Helper()
 		before := len(fake.given())
 		err := n.decrypt(ctx, tk)
-		if err == nil || !strings.Contains(err.Error(), "refusing") {
+		if !errors.Is(err, ErrUntrusted) {
 			t.Errorf("%s: %v, want a refusal", what, err)
 		}
 		if len(fake.given()) != before {
@@ -264,7 +281,27 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	refused(n, task(digestB, "h1", "h2"), "another aggregate")
 	fake.serve(aggA)
 	refused(n, task(digestA, "h1", "h3"), "another set of decryptors")
+	three := task(digestA, "h1", "h2")
+	three.Contributors = []string{"h1", "h2", "h3"}
+	refused(n, three, "another contributor set for the same binding")
 	again(n)
+
+	// A fresh round: manifests the node cannot accept are refused before
+	// any share exists.
+	fresh := func(mod func(*pb.DecryptTask)) *pb.DecryptTask {
+		tk := task(digestA, "h1", "h2")
+		tk.Round = 2
+		mod(tk)
+		return tk
+	}
+	refused(n, fresh(func(tk *pb.DecryptTask) { tk.Contributors = []string{"h2"} }), "one contributor")
+	refused(n, fresh(func(tk *pb.DecryptTask) { tk.Contributors = []string{"h2", "h2"} }), "a contributor listed twice")
+	refused(n, fresh(func(tk *pb.DecryptTask) { tk.Contributors = []string{"h2", "mallory"} }), "a contributor outside the region")
+	refused(n, fresh(func(tk *pb.DecryptTask) {
+		tk.Spec = proto.Clone(spec).(*pb.JobSpec)
+		tk.Spec.MinHospitals = 1
+	}), "a job of min_hospitals 1")
+	refused(n, fresh(func(tk *pb.DecryptTask) {}), "an aggregate bound to another round")
 
 	// The record is on disk: a restarted node refuses and resends alike.
 	n2 := start()
@@ -367,4 +404,49 @@ func FuzzJobSpec(f *testing.F) {
 			t.Fatalf("a job that passed validation panicked: %v", err)
 		}
 	})
+}
+
+// A node encrypts one vector per binding, ever: the same vector again is
+// fine (a region-statistics round that runs again), another one is refused
+// (its difference with the first would come out of two ciphertexts under
+// one a), and a restart changes nothing.
+func TestOneVectorPerBinding(t *testing.T) {
+	p := he.RegionParams()
+	seed := make([]byte, he.SeedLen)
+	rand.Read(seed)
+	parties, _ := threshold(t, p, seed, 2, 2)
+	dir := t.TempDir()
+	st, err := loadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{cfg: Config{DataDir: dir}, params: p, state: st, party: parties[0], log: slog.New(slog.DiscardHandler)}
+	spec := &pb.JobSpec{Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: 3}), ClipNorm: 10}
+	task := &pb.TrainTask{JobId: "job-1", Round: 1, Spec: spec, ModelHash: jobspec.FromProto(spec.Model).Hash()}
+	v := []float64{0.1, 0.2, 0.3, 0.4}
+	if _, err := n.encrypt(task, v, 7); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.encrypt(task, v, 7); err != nil {
+		t.Fatalf("the same vector again: %v", err)
+	}
+	if _, err := n.encrypt(task, []float64{0.1, 0.2, 0.3, 0.5}, 7); !errors.Is(err, ErrUntrusted) {
+		t.Fatalf("another vector under the same binding: %v", err)
+	}
+	if _, err := n.encrypt(task, v, 8); !errors.Is(err, ErrUntrusted) {
+		t.Fatalf("another count under the same binding: %v", err)
+	}
+	next := proto.Clone(task).(*pb.TrainTask)
+	next.Round = 2
+	if _, err := n.encrypt(next, []float64{0.1, 0.2, 0.3, 0.5}, 7); err != nil {
+		t.Fatalf("the next round: %v", err)
+	}
+	st2, err := loadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.state = st2
+	if _, err := n.encrypt(task, []float64{0, 0, 0, 1}, 7); !errors.Is(err, ErrUntrusted) {
+		t.Fatalf("another vector after a restart: %v", err)
+	}
 }

@@ -23,13 +23,17 @@ type diskState struct {
 	// parameter set or ceremony seed is refused.
 	RegionDigest []byte `json:"region_digest,omitempty"`
 	// PublicKey is the collective public key this node built itself from
-	// the hospitals' signed public-key shares; it encrypts under this key
-	// only, never under one the coordinator serves.
+	// the hospitals' signed public-key shares: the ceremony's record, held
+	// against what the coordinator serves. (Updates are encrypted under the
+	// node's own key.)
 	PublicKey []byte `json:"public_key,omitempty"`
-	// SharesGiven holds, per "job/round", the one decryption share made for
-	// it. It is written before the share leaves, so a retry or a restart
-	// resends the same share and never makes a second one.
+	// SharesGiven holds, per update binding (hex), the one decryption share
+	// made for it. It is written before the share leaves, so a retry or a
+	// restart resends the same share and never makes a second one.
 	SharesGiven map[string]givenShare `json:"shares_given"`
+	// Encrypted holds, per update binding (hex), the SHA-256 of the one
+	// vector this node encrypted under it (see Node.encrypt).
+	Encrypted map[string][]byte `json:"encrypted,omitempty"`
 	// Ledger is the site's privacy ledger: per job, the noise it ran with
 	// and the rounds this site sent a noised update for. A round is counted
 	// before its update leaves.
@@ -37,10 +41,11 @@ type diskState struct {
 }
 
 // givenShare is a decryption share and what it was made for: the node
-// resends it only for the same aggregate and active set, and refuses any
-// other request for the round.
+// resends it only for the same aggregate, contributors and active set, and
+// refuses any other request for the binding.
 type givenShare struct {
 	AggregateDigest []byte   `json:"aggregate_digest"`
+	Contributors    []string `json:"contributors"`
 	Active          []string `json:"active"`
 	Share           []byte   `json:"share"`
 }
@@ -52,7 +57,7 @@ type privacyEntry struct {
 }
 
 func loadState(dir string) (*diskState, error) {
-	st := &diskState{SharesGiven: map[string]givenShare{}, Ledger: map[string]privacyEntry{}}
+	st := &diskState{SharesGiven: map[string]givenShare{}, Encrypted: map[string][]byte{}, Ledger: map[string]privacyEntry{}}
 	b, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return st, nil
@@ -65,6 +70,9 @@ func loadState(dir string) (*diskState, error) {
 	}
 	if st.SharesGiven == nil {
 		st.SharesGiven = map[string]givenShare{}
+	}
+	if st.Encrypted == nil {
+		st.Encrypted = map[string][]byte{}
 	}
 	if st.Ledger == nil {
 		st.Ledger = map[string]privacyEntry{}

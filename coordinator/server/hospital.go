@@ -458,7 +458,7 @@ func (s hospitalService) GetAggregate(req *pb.GetAggregateRequest, stream pb.Hos
 func (s hospitalService) SubmitDecryptionShare(ctx context.Context, req *pb.SubmitDecryptionShareRequest) (*pb.SubmitDecryptionShareResponse, error) {
 	// Who the share is from is checked first: identity comes from the
 	// certificate only, whatever the state of the round.
-	_, point, err := s.region(ctx)
+	region, point, err := s.region(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -476,6 +476,14 @@ func (s hospitalService) SubmitDecryptionShare(ctx context.Context, req *pb.Subm
 	h := caller(ctx).Name
 	if !slices.Contains(r.Active, h) {
 		return nil, status.Errorf(codes.PermissionDenied, "%s is not a decryptor of attempt %d of round %d", h, r.Attempt, r.Number)
+	}
+	want := make([]uint32, len(r.Contributors))
+	for i, c := range r.Contributors {
+		want[i] = region.Point(c)
+	}
+	slices.Sort(want)
+	if got := share.Contributors(); !slices.Equal(got, want) {
+		return nil, status.Errorf(codes.InvalidArgument, "share decrypts the updates of parties %v, round %d holds those of %v", got, r.Number, want)
 	}
 	var retry bool
 	s.read(func(st *fsm.State) {
