@@ -43,6 +43,7 @@ const (
 	ActionContributionAccepted Action = "contribution.accepted"
 	ActionDecryptionShareGiven Action = "decryption_share.given"
 	ActionDecryptionRetried    Action = "decryption.retried"
+	ActionContributorsApproved Action = "contributors.approved" // a contributor signed the round's contributor set
 
 	// A model version committed; ModelHash is its hash.
 	ActionModelCommitted Action = "model.committed"
@@ -61,7 +62,7 @@ var Actions = []Action{
 	ActionCeremonyPublicKey, ActionCeremonySealedShares, ActionCeremonyKeyReady,
 	ActionJobSubmitted, ActionJobAccepted, ActionJobRefused, ActionJobCancelled, ActionJobEnded,
 	ActionRoundOpened, ActionRoundClosed, ActionRoundAborted,
-	ActionContributionAccepted, ActionDecryptionShareGiven, ActionDecryptionRetried,
+	ActionContributionAccepted, ActionDecryptionShareGiven, ActionDecryptionRetried, ActionContributorsApproved,
 	ActionModelCommitted,
 	ActionReplicaJoined, ActionReplicaRemoved, ActionCertificateIssued, ActionCertificateRevoked,
 	ActionAuthzRefused,

@@ -313,3 +313,48 @@ func TestFetchModelOnlyForAcceptingHospitals(t *testing.T) {
 		return found
 	})
 }
+
+// TestAdversaryContributorSet: the leader serves the decryptors another
+// contributor set than the one every contributor signed. Dropping one
+// contributor would let it difference the two sums (the dropped one's
+// update); adding a hospital that never sent, or whose approval it lacks,
+// is the forged manifest. Decryptors check each contributor's signed
+// approval of exactly the set they are asked to serve, and refuse.
+func TestAdversaryContributorSet(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tamper func(d *pb.DecryptTask)
+	}{
+		{"one contributor dropped (differencing)", func(d *pb.DecryptTask) {
+			d.Contributors, d.Approvals = d.Contributors[1:], d.Approvals[1:]
+		}},
+		{"a hospital that never sent added", func(d *pb.DecryptTask) {
+			d.Contributors = append(d.Contributors, "hospital-4")
+		}},
+		{"an approval replaced by another contributor's", func(d *pb.DecryptTask) {
+			d.Approvals[0].Signature = d.Approvals[1].Signature
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			evil := &evilLeader{method: "Poll"}
+			evil.tamper = func(resp any) {
+				for _, d := range resp.(*pb.PollResponse).Decrypt {
+					tc.tamper(d)
+				}
+			}
+			reg := newRegion(t, regionOpts{replicas: 1, hospitals: 4, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
+			reg.startNodes(0, 1, 2, 3)
+			reg.waitCeremony()
+			reg.stopNode(3) // hospital-4 accepts and never sends
+			if err := reg.decide(reg.client("hospital-4", identity.RoleHospital), reg.submit(reg.spec(1, 2, 3*time.Second), "contributors"), true); err != nil {
+				t.Fatal(err)
+			}
+			evil.on.Store(true)
+			by, reason := reg.refusal("") // only decryption tasks are tampered with
+			reportRefusal(t, tc.name, by, reason)
+			if n := reg.logs.count("decryption share sent", nil); n != 0 {
+				t.Fatalf("%d decryption shares given for a contributor set its members did not approve", n)
+			}
+		})
+	}
+}

@@ -407,7 +407,7 @@ func TestSlowSenderIsCutOff(t *testing.T) {
 	r.stopNode(2)
 	spec := r.spec(1, 2, time.Minute)
 	id := r.submit(spec, "slow")
-	slow := r.client(r.names[2], identity.RoleHospital)
+	slow, slowCert := r.clientCert(r.names[2], identity.RoleHospital)
 	if err := r.decide(slow, id, true); err != nil {
 		t.Fatal(err)
 	}
@@ -423,9 +423,9 @@ func TestSlowSenderIsCutOff(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		digest := make([]byte, 32)
-		stream.Send(&pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Header{Header: &pb.UpdateHeader{
-			JobId: id, Round: 1, ModelVersion: 0, ModelHash: j.ModelHash, Size: uint64(size), Digest: digest}}})
+		hdr := &pb.UpdateHeader{JobId: id, Round: 1, ModelVersion: 0, ModelHash: j.ModelHash, Size: uint64(size), Digest: make([]byte, 32)}
+		r.signHeader(slowCert, r.names[2], hdr)
+		stream.Send(&pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Header{Header: hdr}})
 		stream.Send(&pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Chunk{Chunk: make([]byte, 1024)}})
 		// ...and nothing more: wait for the coordinator's answer.
 		err = stream.RecvMsg(new(pb.SubmitUpdateResponse))

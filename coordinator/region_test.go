@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -143,6 +144,29 @@ func (r *region) ctx() context.Context {
 
 // client connects to every replica as name with role.
 func (r *region) client(name string, role identity.Role) *client.Client {
+	c, _ := r.clientCert(name, role)
+	return c
+}
+
+// signHeader signs an update header as hospital name would, with the key
+// of cert (identity.StatementContribution).
+func (r *region) signHeader(cert tls.Certificate, name string, h *pb.UpdateHeader) {
+	r.t.Helper()
+	var rd [32]byte
+	r.leader().Store().FSM().Read(func(st *fsm.State) {
+		rd = identity.RegionDigest(st.Region.Params, st.Region.Hospitals, uint32(st.Region.Threshold), st.Region.Seed)
+	})
+	b := jobspec.Binding(h.JobId, h.Round, h.ModelVersion, h.ModelHash)
+	sig, err := identity.SignStatement(cert.PrivateKey, identity.StatementContribution, identity.ContributionFields(rd[:], b[:], h.Digest, name, h.Size)...)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	h.Signature = sig
+}
+
+// clientCert is client, with the certificate it connects with (for tests
+// that sign as that identity).
+func (r *region) clientCert(name string, role identity.Role) (*client.Client, tls.Certificate) {
 	r.t.Helper()
 	cert, err := r.ca.Issue(identity.Identity{Name: name, Role: role}, time.Hour)
 	if err != nil {
@@ -153,7 +177,7 @@ func (r *region) client(name string, role identity.Role) *client.Client {
 		r.t.Fatal(err)
 	}
 	r.t.Cleanup(func() { c.Close() })
-	return c
+	return c, cert
 }
 
 // startNode runs hospital i's node on its data directory (again, after

@@ -3,6 +3,7 @@ package coordinator_test
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"regionfl/client"
 	"regionfl/coordinator/fsm"
@@ -321,8 +324,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 	reg.stopNode(3)
 	spec := reg.spec(2, 2, time.Minute)
 	id := reg.submit(spec, "bad-1")
-	h3 := reg.client(reg.names[2], identity.RoleHospital)
-	h4 := reg.client(reg.names[3], identity.RoleHospital)
+	h3, h3cert := reg.clientCert(reg.names[2], identity.RoleHospital)
+	h4, h4cert := reg.clientCert(reg.names[3], identity.RoleHospital)
 	for _, c := range []*client.Client{h3, h4} {
 		if err := reg.decide(c, id, true); err != nil {
 			t.Fatal(err)
@@ -362,6 +365,53 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 	double, doubleDigest := wire(t, sum)
 	stranger := reg.client("hospital-9", identity.RoleHospital)
+	// send signs every header as the hospital the client connects as (a
+	// stranger's stays unsigned), then streams the messages.
+	var rd [32]byte
+	reg.leader().Store().FSM().Read(func(st *fsm.State) {
+		rd = identity.RegionDigest(st.Region.Params, st.Region.Hospitals, uint32(st.Region.Threshold), st.Region.Seed)
+	})
+	signers := map[*client.Client]struct {
+		name string
+		cert tls.Certificate
+	}{h3: {reg.names[2], h3cert}, h4: {reg.names[3], h4cert}}
+	send := func(as *client.Client, msgs ...*pb.SubmitUpdateRequest) error {
+		if sg, ok := signers[as]; ok {
+			for i, m := range msgs {
+				if h := m.GetHeader(); h != nil {
+					h = proto.Clone(h).(*pb.UpdateHeader)
+					reg.signHeader(sg.cert, sg.name, h)
+					msgs[i] = header(h)
+				}
+			}
+		}
+		return sendRaw(reg.ctx(), as, msgs...)
+	}
+	// approve has hospital-3 and hospital-4 approve the contributor set of
+	// a closed round, as their nodes would.
+	approve := func(round, version uint32) {
+		t.Helper()
+		j := reg.waitJob(id, fmt.Sprintf("round %d closes", round), 20*time.Second, func(j *fsm.Job) bool {
+			r := j.Current()
+			return r != nil && r.Number == round && r.State == fsm.RoundDecrypting
+		})
+		r := j.Current()
+		b := jobspec.Binding(id, round, version, f.hash)
+		for c, sg := range signers {
+			sig, err := identity.SignStatement(sg.cert.PrivateKey, identity.StatementApproval,
+				identity.ApprovalFields(rd[:], b[:], r.ContributionOf(sg.name).Digest, sg.name, r.Contributors)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = paced(reg.ctx(), c, func(ctx context.Context, conn client.Conn) error {
+				_, err := conn.Hospital.ApproveContributors(ctx, &pb.ApproveContributorsRequest{JobId: id, Round: round, Signature: sig}, grpc.Trailer(conn.Trailer))
+				return err
+			})
+			if err != nil {
+				t.Fatalf("%s approves round %d: %v", sg.name, round, err)
+			}
+		}
+	}
 
 	type call struct {
 		name string
@@ -404,7 +454,15 @@ func TestBadInputChangesNothing(t *testing.T) {
 		}
 	}
 	for _, c := range badUpdates {
-		unchanged(c.name, func() { expect(c, sendRaw(reg.ctx(), c.as, c.msgs...)) })
+		unchanged(c.name, func() { expect(c, send(c.as, c.msgs...)) })
+	}
+
+	// A header hospital-3 did not sign: unsigned, or signed by hospital-4.
+	unsigned, forged := hdr(nil), hdr(nil)
+	reg.signHeader(h4cert, reg.names[3], forged)
+	for name, h := range map[string]*pb.UpdateHeader{"unsigned header": unsigned, "header signed by another hospital": forged} {
+		c := call{name, h3, []*pb.SubmitUpdateRequest{header(h), chunk(valid)}, codes.InvalidArgument, "signature"}
+		unchanged(c.name, func() { expect(c, sendRaw(reg.ctx(), h3, c.msgs...)) })
 	}
 
 	// A decryption share made by party 1 and sent by hospital-4.
@@ -419,7 +477,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 
 	// hospital-3's update counts once; a copy, a second update and a
 	// replay of its bytes by hospital-4 do not.
-	if err := sendRaw(reg.ctx(), h3, header(hdr(nil)), chunk(valid)); err != nil {
+	if err := send(h3, header(hdr(nil)), chunk(valid)); err != nil {
 		t.Fatalf("a valid update: %v", err)
 	}
 	second, secondDigest := wire(t, f.update(h3name, 1, 0, 100))
@@ -428,13 +486,14 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"second update", h3, []*pb.SubmitUpdateRequest{header(hdr(func(h *pb.UpdateHeader) { h.Digest = secondDigest })), chunk(second)}, codes.AlreadyExists, "another update"},
 		{"replay by another hospital", h4, []*pb.SubmitUpdateRequest{header(hdr(nil)), chunk(valid)}, codes.AlreadyExists, "digest"},
 	} {
-		unchanged(c.name, func() { expect(c, sendRaw(reg.ctx(), c.as, c.msgs...)) })
+		unchanged(c.name, func() { expect(c, send(c.as, c.msgs...)) })
 	}
 	// hospital-4's update completes round 1: hospital-1 and hospital-2, the
 	// only hospitals polling, decrypt it.
-	if err := sendRaw(reg.ctx(), h4, header(hdr(func(h *pb.UpdateHeader) { h.Digest = otherDigest })), chunk(other)); err != nil {
+	if err := send(h4, header(hdr(func(h *pb.UpdateHeader) { h.Digest = otherDigest })), chunk(other)); err != nil {
 		t.Fatalf("a valid update: %v", err)
 	}
+	approve(1, 0)
 	j := reg.waitJob(id, "round 2 collects the updates of hospital-1 and hospital-2", 20*time.Second, collected(2, 2))
 	r1 := j.Rounds[0]
 	if r1.State != fsm.RoundCommitted || len(r1.Contributors) != 4 || j.Models[1].TotalSamples != reg.rows(reg.names[:2])+200 {
@@ -445,14 +504,15 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"closed round", h3, []*pb.SubmitUpdateRequest{header(hdr(nil)), chunk(valid)}, codes.FailedPrecondition, "round 1"},
 		{"stale model", h3, []*pb.SubmitUpdateRequest{header(hdr(func(h *pb.UpdateHeader) { h.Round = 2 })), chunk(mustWire(t, f.update(h3name, 2, 0, 100)))}, codes.FailedPrecondition, "version 0"},
 	} {
-		unchanged(c.name, func() { expect(c, sendRaw(reg.ctx(), c.as, c.msgs...)) })
+		unchanged(c.name, func() { expect(c, send(c.as, c.msgs...)) })
 	}
 	for c, h := range map[*client.Client]string{h3: h3name, h4: h4name} {
 		raw, d := wire(t, f.update(h, 2, 1, 100))
-		if err := sendRaw(reg.ctx(), c, header(&pb.UpdateHeader{JobId: id, Round: 2, ModelVersion: 1, ModelHash: f.hash, Size: uint64(len(raw)), Digest: d}), chunk(raw)); err != nil {
+		if err := send(c, header(&pb.UpdateHeader{JobId: id, Round: 2, ModelVersion: 1, ModelHash: f.hash, Size: uint64(len(raw)), Digest: d}), chunk(raw)); err != nil {
 			t.Fatalf("a valid round-2 update: %v", err)
 		}
 	}
+	approve(2, 1)
 	j = reg.waitDone(id, 20*time.Second)
 	for _, m := range j.Models[1:] {
 		if want := reg.rows(reg.names[:2]) + 200; m.TotalSamples != want {
@@ -548,11 +608,22 @@ func TestRoundsCloseAtDeadlineWithK(t *testing.T) {
 	}
 }
 
-// A decryptor dies after the manifest is committed: the attempt times out,
-// two hospitals never asked in the round decrypt instead, and the round
-// commits.
+// A decryptor dies after the manifest is committed and approved (its share
+// never arrives): the attempt times out, two hospitals never asked in the
+// round decrypt instead, and the round commits.
 func TestDecryptorDiesAfterManifest(t *testing.T) {
-	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 5, threshold: 2})
+	var dead atomic.Bool // hospital-2's shares are lost from now on
+	lose := grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if info.FullMethod == pb.HospitalService_SubmitDecryptionShare_FullMethodName && dead.Load() {
+			if cert, err := identity.PeerCertificate(ctx); err == nil {
+				if id, err := identity.FromCertificate(cert); err == nil && id.Name == "hospital-2" {
+					return nil, status.Error(codes.Unavailable, "hospital-2 is gone")
+				}
+			}
+		}
+		return handler(ctx, req)
+	})
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 5, threshold: 2, serverOptions: []grpc.ServerOption{lose}})
 	reg.startNodes(0, 1, 2, 3, 4)
 	reg.waitCeremony()
 	for i := 2; i < 5; i++ {
@@ -569,13 +640,14 @@ func TestDecryptorDiesAfterManifest(t *testing.T) {
 		r := j.Current()
 		return r != nil && r.Number == 1 && len(r.Contributions) == 2
 	})
-	reg.stopNode(1) // hospital-2: a contributor, so a chosen decryptor
-	j := reg.waitJob(id, "round 1 closes at its deadline", 10*time.Second, func(j *fsm.Job) bool {
-		return j.Current().State != fsm.RoundCollecting
+	dead.Store(true) // hospital-2: a contributor, so a chosen decryptor
+	j := reg.waitJob(id, "round 1 closes at its deadline and both contributors approve it", 10*time.Second, func(j *fsm.Job) bool {
+		return j.Current().State != fsm.RoundCollecting && j.Current().Approved()
 	})
 	if r := j.Current(); r.State != fsm.RoundDecrypting || !slices.Equal(r.Active, reg.names[:2]) {
 		t.Fatalf("round 1 %s with decryptors %v, want decrypting by %v", r.State, r.Active, reg.names[:2])
 	}
+	reg.stopNode(1)
 	reg.startNodes(2, 3)
 	j = reg.waitJob(id, "round 1 commits", 15*time.Second, func(j *fsm.Job) bool { return j.Rounds[0].State != fsm.RoundDecrypting })
 	r1 := j.Rounds[0]

@@ -17,6 +17,34 @@ const (
 	StatementSealedShare = "ceremony sealed share"
 )
 
+// Statement kinds of a round. A hospital signs each update it sends and
+// its approval of the round's contributor set; decryptors check every
+// approval, an auditor every contribution.
+const (
+	// StatementContribution: (region digest, hospital, update binding,
+	// SHA-256 of the update, its size as 8 bytes big endian).
+	StatementContribution = "round contribution"
+	// StatementApproval: (region digest, hospital, update binding, the
+	// hospital's own update digest, then the sorted contributor names).
+	StatementApproval = "round contributor set"
+)
+
+// ApprovalFields are the signed fields of a StatementApproval.
+func ApprovalFields(region, binding, updateDigest []byte, hospital string, contributors []string) [][]byte {
+	f := [][]byte{region, []byte(hospital), binding, updateDigest}
+	for _, c := range contributors {
+		f = append(f, []byte(c))
+	}
+	return f
+}
+
+// ContributionFields are the signed fields of a StatementContribution.
+func ContributionFields(region, binding, updateDigest []byte, hospital string, size uint64) [][]byte {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], size)
+	return [][]byte{region, []byte(hospital), binding, updateDigest, n[:]}
+}
+
 // RegionDigest is the SHA-256 of an injective encoding of what fixes a
 // region: its parameter set, its sorted hospitals, its threshold and its
 // ceremony seed. Hospitals pin it on first sight and bind every ceremony

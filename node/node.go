@@ -188,6 +188,11 @@ func (n *Node) handle(ctx context.Context, resp *pb.PollResponse) error {
 			return fmt.Errorf("job %s round %d: %w", t.JobId, t.Round, err)
 		}
 	}
+	for _, t := range resp.Approve {
+		if err := n.safely(func() error { return n.approve(ctx, t) }); err != nil {
+			return fmt.Errorf("approving the contributors of job %s round %d: %w", t.JobId, t.Round, err)
+		}
+	}
 	for _, t := range resp.Decrypt {
 		if err := n.safely(func() error { return n.decrypt(ctx, t) }); err != nil {
 			return fmt.Errorf("decrypting job %s round %d: %w", t.JobId, t.Round, err)
@@ -765,10 +770,18 @@ func (n *Node) sendKept(ctx context.Context, k *keptUpdate) error {
 }
 
 func (n *Node) send(ctx context.Context, k *keptUpdate, raw []byte, again bool) error {
-	err := n.call(ctx, 2*time.Minute, func(ctx context.Context, conn client.Conn) error {
+	n.mu.Lock()
+	rd := n.state.RegionDigest
+	n.mu.Unlock()
+	binding := jobspec.Binding(k.JobID, k.Round, k.ModelVersion, k.ModelHash)
+	sig, err := n.sign(identity.StatementContribution, identity.ContributionFields(rd, binding[:], k.Digest, n.cfg.ID, k.Size)...)
+	if err != nil {
+		return err
+	}
+	err = n.call(ctx, 2*time.Minute, func(ctx context.Context, conn client.Conn) error {
 		return sendUpdate(ctx, conn, &pb.UpdateHeader{
 			JobId: k.JobID, Round: k.Round, ModelVersion: k.ModelVersion, ModelHash: k.ModelHash,
-			Size: k.Size, Digest: k.Digest, SiteMetrics: k.SiteMetrics,
+			Size: k.Size, Digest: k.Digest, SiteMetrics: k.SiteMetrics, Signature: sig,
 		}, raw)
 	})
 	if status.Code(err) == codes.AlreadyExists {
@@ -900,7 +913,20 @@ func (n *Node) encrypt(t *pb.TrainTask, v []float64, count uint64) (*he.Update, 
 	if err := n.recordEncryption(binding, v, count); err != nil {
 		return nil, err
 	}
-	return party.Encrypt(v, count, jobspec.EncodingClip(t.Spec, t.Round), binding)
+	u, err := party.Encrypt(v, count, jobspec.EncodingClip(t.Spec, t.Round), binding)
+	if err != nil {
+		return nil, err
+	}
+	// The digest of what will be sent, for this node's approval of the
+	// round's contributor set.
+	d := u.Digest()
+	key := hex.EncodeToString(binding[:])
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	rec := n.state.Encrypted[key]
+	rec.Update = d[:]
+	n.state.Encrypted[key] = rec
+	return u, n.state.save(n.cfg.DataDir)
 }
 
 // recordEncryption notes that v (with count) is encrypted under binding,
@@ -919,12 +945,12 @@ func (n *Node) recordEncryption(binding [32]byte, v []float64, count uint64) err
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if prev, ok := n.state.Encrypted[key]; ok {
-		if !bytes.Equal(prev, digest) {
+		if !bytes.Equal(prev.Vector, digest) {
 			return n.untrusted("a second update under one binding", "this node already encrypted another vector for this job, round and model; a second one would reveal the difference")
 		}
 		return nil
 	}
-	n.state.Encrypted[key] = digest
+	n.state.Encrypted[key] = encryption{Vector: digest}
 	return n.state.save(n.cfg.DataDir)
 }
 
@@ -1016,6 +1042,9 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	if err != nil {
 		return err
 	}
+	if err := n.checkApprovals(r, binding, contributors, t.Approvals); err != nil {
+		return err
+	}
 	length := jobspec.VectorLen(t.Spec, t.Round)
 	size := he.UpdateSize(n.params, length)
 	if t.AggregateSize != uint64(size) {
@@ -1067,6 +1096,90 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 		return err
 	}
 	return n.submitShare(ctx, t, b)
+}
+
+// checkApprovals verifies that every contributor signed its approval of
+// exactly this contributor set for this binding, against its enrolled
+// certificate: a decryptor serves a set only its members approved.
+func (n *Node) checkApprovals(r *pb.Region, binding [32]byte, contributors []string, approvals []*pb.Approval) error {
+	if len(approvals) != len(contributors) {
+		return n.untrusted("a decryption manifest", fmt.Sprintf("%d approvals for %d contributors", len(approvals), len(contributors)))
+	}
+	rd := regionDigest(r)
+	for _, a := range approvals {
+		if !slices.Contains(contributors, a.Hospital) || slices.ContainsFunc(approvals, func(b *pb.Approval) bool { return b != a && b.Hospital == a.Hospital }) {
+			return n.untrusted("a decryption manifest", fmt.Sprintf("approval of %q does not match the contributors", a.Hospital))
+		}
+		want := identity.Identity{Name: a.Hospital, Role: identity.RoleHospital}
+		if err := identity.VerifyStatement(n.cfg.CA, a.Certificate, want, time.Now(), a.Signature, identity.StatementApproval,
+			identity.ApprovalFields(rd, binding[:], a.UpdateDigest, a.Hospital, contributors)...); err != nil {
+			return n.untrusted("the approval of "+a.Hospital, err.Error())
+		}
+	}
+	return nil
+}
+
+// approve signs this node's approval of a closed round's contributor set,
+// once per binding, after the same checks a decryptor makes: a job the site
+// accepts, at least K distinct hospitals of the pinned region, this node
+// among them with the update it made under this binding.
+func (n *Node) approve(ctx context.Context, t *pb.ApprovalTask) error {
+	binding := jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash)
+	key := hex.EncodeToString(binding[:])
+	contributors := slices.Sorted(slices.Values(t.Contributors))
+	n.mu.Lock()
+	prev, approved := n.state.Approved[key]
+	made := n.state.Encrypted[key].Update
+	n.mu.Unlock()
+	if approved && !slices.Equal(prev, contributors) {
+		return n.untrusted("a second contributor set", fmt.Sprintf("this node approved %v for round %d, not %v", prev, t.Round, contributors))
+	}
+	if made == nil {
+		return n.untrusted("a contributor set", fmt.Sprintf("it names this hospital, which made no update for round %d", t.Round))
+	}
+	if err := jobspec.ValidateOffered(t.Spec); err != nil {
+		return n.untrusted("the job of a contributor set", err.Error())
+	}
+	if reason := n.checkPolicy(t.Spec, t.JobId); reason != "" {
+		return n.untrusted("the job of a contributor set", reason)
+	}
+	if jobspec.FromProto(t.Spec.GetModel()).Hash() != t.ModelHash {
+		return n.untrusted("a contributor set", "it names another model")
+	}
+	if k := int(t.Spec.GetMinHospitals()); len(contributors) < k || len(slices.Compact(slices.Clone(contributors))) != len(contributors) {
+		return n.untrusted("a contributor set", fmt.Sprintf("%d contributors (distinct), the job needs %d", len(contributors), k))
+	}
+	r, _, err := n.region(ctx)
+	if err != nil {
+		return err
+	}
+	for _, c := range contributors {
+		if !slices.Contains(r.Hospitals, c) {
+			return n.untrusted("a contributor set", fmt.Sprintf("%q is not a hospital of the region", c))
+		}
+	}
+	if !slices.Contains(contributors, n.cfg.ID) {
+		return n.untrusted("a contributor set", "it does not name this hospital")
+	}
+	if !approved {
+		// On disk before the signature leaves: one set per binding, ever.
+		n.mu.Lock()
+		n.state.Approved[key] = contributors
+		err = n.state.save(n.cfg.DataDir)
+		n.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	sig, err := n.sign(identity.StatementApproval, identity.ApprovalFields(regionDigest(r), binding[:], made, n.cfg.ID, contributors)...)
+	if err != nil {
+		return err
+	}
+	n.log.Info("contributor set approved", "job_id", t.JobId, "round", t.Round, "contributors", len(contributors))
+	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Hospital.ApproveContributors(ctx, &pb.ApproveContributorsRequest{JobId: t.JobId, Round: t.Round, Signature: sig}, grpc.Trailer(conn.Trailer))
+		return err
+	})
 }
 
 func (n *Node) submitShare(ctx context.Context, t *pb.DecryptTask, b []byte) error {

@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"google.golang.org/protobuf/proto"
 	"log/slog"
@@ -30,9 +32,17 @@ type fakeCoordinator struct {
 	pb.UnimplementedHospitalServiceServer
 	region *pb.Region
 
-	mu     sync.Mutex
-	agg    []byte
-	shares [][]byte
+	mu        sync.Mutex
+	agg       []byte
+	shares    [][]byte
+	approvals [][]byte
+}
+
+func (f *fakeCoordinator) ApproveContributors(_ context.Context, req *pb.ApproveContributorsRequest) (*pb.ApproveContributorsResponse, error) {
+	f.mu.Lock()
+	f.approvals = append(f.approvals, req.Signature)
+	f.mu.Unlock()
+	return &pb.ApproveContributorsResponse{}, nil
 }
 
 func (f *fakeCoordinator) GetRegion(context.Context, *pb.GetRegionRequest) (*pb.GetRegionResponse, error) {
@@ -191,10 +201,14 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := ca.Issue(identity.Identity{Name: "h1", Role: identity.RoleHospital}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
+	certs := map[string]tls.Certificate{}
+	for _, h := range hospitals {
+		if certs[h], err = ca.Issue(identity.Identity{Name: h, Role: identity.RoleHospital}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		fake.region.Certificates = append(fake.region.Certificates, certs[h].Certificate[0])
 	}
+	cert := certs["h1"]
 	cfg := Config{ID: "h1", Coordinators: []string{lis.Addr().String()}, Cert: cert, CA: ca.Pool(), DataDir: dir, Data: sites[0]}
 	start := func() *Node {
 		n, err := New(cfg)
@@ -210,17 +224,22 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	jobspec.Defaults(spec)
 	hash := jobspec.FromProto(spec.Model).Hash()
 	bind := jobspec.Binding("job-1", 1, 0, hash)
-	// An aggregate of h1's and h2's updates.
+	// An aggregate of h1's and h2's updates, and their digests.
 	made := 0
+	updates := map[string][]byte{}
 	aggregate := func() ([]byte, []byte) {
 		made++
 		agg := he.NewAggregator(p, jobspec.VectorLen(spec, 1), jobspec.EncodingClip(spec, 1), bind)
-		for _, pa := range parties[:2] {
+		for i, pa := range parties[:2] {
 			v := make([]float64, jobspec.VectorLen(spec, 1))
 			v[0] = float64(made)
 			u, err := pa.Encrypt(v, 10, jobspec.EncodingClip(spec, 1), bind)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if made == 1 {
+				d := u.Digest()
+				updates[hospitals[i]] = d[:]
 			}
 			if err := agg.Add(u); err != nil {
 				t.Fatal(err)
@@ -239,9 +258,26 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	}
 	aggA, digestA := aggregate()
 	aggB, digestB := aggregate()
+	// Each contributor's signed approval of the set, as the coordinator
+	// relays them.
+	rd := regionDigest(fake.region)
+	approvals := func(round uint32, contributors []string) []*pb.Approval {
+		b := jobspec.Binding("job-1", round, 0, hash)
+		var out []*pb.Approval
+		for _, c := range contributors {
+			sig, err := identity.SignStatement(certs[c].PrivateKey, identity.StatementApproval,
+				identity.ApprovalFields(rd, b[:], updates[c], c, contributors)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, &pb.Approval{Hospital: c, UpdateDigest: updates[c], Signature: sig, Certificate: certs[c].Certificate[0]})
+		}
+		return out
+	}
 	task := func(digest []byte, active ...string) *pb.DecryptTask {
 		return &pb.DecryptTask{JobId: "job-1", Round: 1, AggregateDigest: digest, Active: active, Attempt: 1,
-			Contributors: []string{"h2", "h1"}, ModelHash: hash, AggregateSize: uint64(len(aggA)), Spec: spec}
+			Contributors: []string{"h2", "h1"}, ModelHash: hash, AggregateSize: uint64(len(aggA)), Spec: spec,
+			Approvals: approvals(1, []string{"h1", "h2"})}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -301,7 +337,16 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 		tk.Spec = proto.Clone(spec).(*pb.JobSpec)
 		tk.Spec.MinHospitals = 1
 	}), "a job of min_hospitals 1")
-	refused(n, fresh(func(tk *pb.DecryptTask) {}), "an aggregate bound to another round")
+	refused(n, fresh(func(tk *pb.DecryptTask) { tk.Approvals = approvals(2, []string{"h1", "h2"}) }), "an aggregate bound to another round")
+	refused(n, fresh(func(tk *pb.DecryptTask) {}), "approvals of another round")
+	refused(n, fresh(func(tk *pb.DecryptTask) { tk.Approvals = approvals(2, []string{"h1", "h2"})[:1] }), "an approval missing")
+	refused(n, fresh(func(tk *pb.DecryptTask) {
+		tk.Approvals = approvals(2, []string{"h1", "h2"})
+		tk.Approvals[1].Signature = tk.Approvals[0].Signature
+	}), "an approval signed by another hospital")
+	refused(n, fresh(func(tk *pb.DecryptTask) {
+		tk.Approvals = approvals(2, []string{"h1", "h2", "h3"})[:2]
+	}), "approvals of another contributor set")
 
 	// The record is on disk: a restarted node refuses and resends alike.
 	n2 := start()
@@ -309,6 +354,49 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	refused(n2, task(digestB, "h1", "h2"), "another aggregate after a restart")
 	fake.serve(aggA)
 	again(n2)
+
+	// Approvals: one contributor set per binding, naming this hospital,
+	// for an update it made; the signature verifies as a decryptor checks.
+	approve := func(round uint32, contributors ...string) error {
+		return n2.approve(ctx, &pb.ApprovalTask{JobId: "job-1", Round: round, ModelHash: hash, Contributors: contributors, Spec: spec})
+	}
+	if err := approve(1, "h1", "h2"); !errors.Is(err, ErrUntrusted) {
+		t.Errorf("approval without an update of this node: %v", err)
+	}
+	n2.mu.Lock()
+	n2.state.Encrypted[hex.EncodeToString(bind[:])] = encryption{Vector: []byte{1}, Update: updates["h1"]}
+	n2.mu.Unlock()
+	if err := approve(1, "h2", "h1"); err != nil {
+		t.Fatalf("approval: %v", err)
+	}
+	fake.mu.Lock()
+	sig := fake.approvals[len(fake.approvals)-1]
+	fake.mu.Unlock()
+	if err := identity.VerifyStatement(ca.Pool(), certs["h1"].Certificate[0], identity.Identity{Name: "h1", Role: identity.RoleHospital}, time.Now(), sig,
+		identity.StatementApproval, identity.ApprovalFields(rd, bind[:], updates["h1"], "h1", []string{"h1", "h2"})...); err != nil {
+		t.Fatalf("the approval does not verify: %v", err)
+	}
+	if err := approve(1, "h1", "h2"); err != nil {
+		t.Fatalf("the same approval again: %v", err)
+	}
+	for what, set := range map[string][]string{
+		"another contributor set":       {"h1", "h2", "h3"},
+		"a set without this node":       {"h2", "h3"},
+		"one contributor":               {"h1"},
+		"a hospital outside the region": {"h1", "mallory"},
+	} {
+		fake.mu.Lock()
+		before := len(fake.approvals)
+		fake.mu.Unlock()
+		if err := approve(1, set...); !errors.Is(err, ErrUntrusted) {
+			t.Errorf("%s: %v", what, err)
+		}
+		fake.mu.Lock()
+		if len(fake.approvals) != before {
+			t.Errorf("%s: an approval was sent", what)
+		}
+		fake.mu.Unlock()
+	}
 }
 
 // A kept update survives a restart with its bytes, and goes when a poll no

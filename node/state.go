@@ -31,13 +31,23 @@ type diskState struct {
 	// made for it. It is written before the share leaves, so a retry or a
 	// restart resends the same share and never makes a second one.
 	SharesGiven map[string]givenShare `json:"shares_given"`
-	// Encrypted holds, per update binding (hex), the SHA-256 of the one
-	// vector this node encrypted under it (see Node.encrypt).
-	Encrypted map[string][]byte `json:"encrypted,omitempty"`
+	// Encrypted holds, per update binding (hex), the one vector this node
+	// encrypted under it (see Node.encrypt).
+	Encrypted map[string]encryption `json:"encrypted,omitempty"`
+	// Approved holds, per update binding (hex), the one contributor set
+	// this node signed for it.
+	Approved map[string][]string `json:"approved,omitempty"`
 	// Ledger is the site's privacy ledger: per job, the noise it ran with
 	// and the rounds this site sent a noised update for. A round is counted
 	// before its update leaves.
 	Ledger map[string]privacyEntry `json:"privacy_ledger,omitempty"`
+}
+
+// encryption is what a node encrypted under one binding: the SHA-256 of
+// the vector and count, and the digest of the update it sent.
+type encryption struct {
+	Vector []byte `json:"vector"`
+	Update []byte `json:"update,omitempty"`
 }
 
 // givenShare is a decryption share and what it was made for: the node
@@ -57,7 +67,7 @@ type privacyEntry struct {
 }
 
 func loadState(dir string) (*diskState, error) {
-	st := &diskState{SharesGiven: map[string]givenShare{}, Encrypted: map[string][]byte{}, Ledger: map[string]privacyEntry{}}
+	st := &diskState{SharesGiven: map[string]givenShare{}, Encrypted: map[string]encryption{}, Approved: map[string][]string{}, Ledger: map[string]privacyEntry{}}
 	b, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return st, nil
@@ -72,7 +82,10 @@ func loadState(dir string) (*diskState, error) {
 		st.SharesGiven = map[string]givenShare{}
 	}
 	if st.Encrypted == nil {
-		st.Encrypted = map[string][]byte{}
+		st.Encrypted = map[string]encryption{}
+	}
+	if st.Approved == nil {
+		st.Approved = map[string][]string{}
 	}
 	if st.Ledger == nil {
 		st.Ledger = map[string]privacyEntry{}

@@ -81,17 +81,37 @@ func (s *State) auditRecord(m proto.Message, meta Meta) (rec audit.Record, ok bo
 		job(c.JobId)
 		rec.Action, rec.Round = audit.ActionContributionAccepted, c.Round
 		rec.Digest, rec.Size = hex.EncodeToString(c.Digest), c.Size
+		rec.Details = map[string]string{}
+		if len(c.Signature) > 0 {
+			// identity.StatementContribution, checkable offline with the
+			// hospital's enrolled certificate.
+			rec.Details["signature"] = hex.EncodeToString(c.Signature)
+			rec.Details["certificate"] = hex.EncodeToString(c.Certificate)
+		}
 		if j, ok := s.Jobs[c.JobId]; ok && j.Spec.GetDpNoiseMultiplier() > 0 && c.Round != jobspec.StatsRound {
 			// The privacy ledger, as of this contribution.
 			rounds := j.ContributedRounds(c.Hospital) + 1
-			rec.Details = map[string]string{"epsilon": strconv.FormatFloat(j.accountant().Epsilon(rounds), 'g', 6, 64),
-				"delta": strconv.FormatFloat(j.Spec.DpDelta, 'g', -1, 64)}
+			rec.Details["epsilon"] = strconv.FormatFloat(j.accountant().Epsilon(rounds), 'g', 6, 64)
+			rec.Details["delta"] = strconv.FormatFloat(j.Spec.DpDelta, 'g', -1, 64)
+		}
+		if len(rec.Details) == 0 {
+			rec.Details = nil
 		}
 	case *pb.CloseRoundCommand:
 		job(c.JobId)
 		rec.Action, rec.Round = audit.ActionRoundClosed, c.Round
 		rec.Digest, rec.Size = hex.EncodeToString(c.AggregateDigest), uint64(len(c.Aggregate))
 		rec.Details = map[string]string{"contributors": strings.Join(c.Contributors, ","), "decryptors": strings.Join(c.Active, ",")}
+	case *pb.ApprovalCommand:
+		actor, rec.Hospital = "hospital/"+c.Hospital, c.Hospital
+		job(c.JobId)
+		rec.Action, rec.Round = audit.ActionContributorsApproved, c.Round
+		rec.Details = map[string]string{"signature": hex.EncodeToString(c.Signature), "certificate": hex.EncodeToString(c.Certificate)}
+		if j, ok := s.Jobs[c.JobId]; ok {
+			if r := j.Current(); r != nil && r.Number == c.Round {
+				rec.Details["contributors"] = strings.Join(r.Contributors, ",")
+			}
+		}
 	case *pb.DecryptionShareCommand:
 		actor, rec.Hospital = "hospital/"+c.Hospital, c.Hospital
 		job(c.JobId)

@@ -56,6 +56,7 @@ const (
 	CmdCheckpoint
 	CmdAuthzRefused
 	CmdReplicaRemoved
+	CmdApproval
 )
 
 // Errors returned by Apply for commands that lost a race or break a rule.
@@ -237,6 +238,8 @@ func newCommand(t CommandType) proto.Message {
 		return &pb.AuthzRefusedCommand{}
 	case CmdReplicaRemoved:
 		return &pb.ReplicaRemovedCommand{}
+	case CmdApproval:
+		return &pb.ApprovalCommand{}
 	}
 	return nil
 }
@@ -274,6 +277,8 @@ func (s *State) apply(m proto.Message) error {
 		return s.closeRound(c)
 	case *pb.DecryptionShareCommand:
 		return s.decryptionShare(c)
+	case *pb.ApprovalCommand:
+		return s.approval(c)
 	case *pb.RetryDecryptionCommand:
 		return s.retryDecryption(c)
 	case *pb.CommitModelCommand:
@@ -539,7 +544,7 @@ func (s *State) contribution(c *pb.ContributionCommand) error {
 	if c.SiteMetrics != nil && !j.Spec.GetShareSiteMetrics() {
 		return rejectf("job %s does not share site metrics", j.ID)
 	}
-	r.Contributions = append(r.Contributions, Contribution{Hospital: c.Hospital, Digest: c.Digest, Size: c.Size, SiteMetrics: c.SiteMetrics})
+	r.Contributions = append(r.Contributions, Contribution{Hospital: c.Hospital, Digest: c.Digest, Size: c.Size, SiteMetrics: c.SiteMetrics, Signed: Signed{c.Signature, c.Certificate}})
 	return nil
 }
 
@@ -569,6 +574,33 @@ func (s *State) closeRound(c *pb.CloseRoundCommand) error {
 	r.Active = slices.Clone(c.Active)
 	r.Asked = slices.Clone(c.Active)
 	r.Shares = map[string][]byte{}
+	r.Approvals = map[string]Signed{}
+	return nil
+}
+
+// approval records a contributor's signed approval of the round's
+// contributor set (the server checked the signature).
+func (s *State) approval(c *pb.ApprovalCommand) error {
+	_, r, err := s.round(c.JobId, c.Round, RoundDecrypting)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(r.Contributors, c.Hospital) {
+		return rejectf("%s is not a contributor of round %d", c.Hospital, r.Number)
+	}
+	if prev, ok := r.Approvals[c.Hospital]; ok {
+		if string(prev.Signature) == string(c.Signature) {
+			return errUnchanged
+		}
+		return rejectf("%s already approved round %d", c.Hospital, r.Number)
+	}
+	if r.Approvals == nil {
+		r.Approvals = map[string]Signed{}
+	}
+	r.Approvals[c.Hospital] = Signed{c.Signature, c.Certificate}
+	if r.Approved() {
+		r.AttemptMs = c.UnixMs // the decryptors' time starts now
+	}
 	return nil
 }
 

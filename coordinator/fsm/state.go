@@ -263,6 +263,14 @@ type Contribution struct {
 	// SiteMetrics are the site's own test figures, kept only for jobs that
 	// allow sharing them.
 	SiteMetrics *pb.ClinicalMetrics `json:"site_metrics,omitempty"`
+	// Signed is the hospital's identity.StatementContribution.
+	Signed Signed `json:"signed"`
+}
+
+// Signed is a statement's signature and the certificate whose key made it.
+type Signed struct {
+	Signature   []byte `json:"signature,omitempty"`
+	Certificate []byte `json:"certificate,omitempty"`
 }
 
 // Round is one round of a job.
@@ -286,6 +294,19 @@ type Round struct {
 	Active        []string            `json:"active,omitempty"`     // decryptors of the current attempt
 	Asked         []string            `json:"asked,omitempty"`      // decryptors of every attempt so far
 	Shares        map[string][]byte   `json:"shares,omitempty"`
+	// Approvals holds each contributor's identity.StatementApproval of
+	// Contributors; decryptors are asked only once all are in.
+	Approvals map[string]Signed `json:"approvals,omitempty"`
+}
+
+// Approved reports whether every contributor approved the contributor set.
+func (r *Round) Approved() bool {
+	for _, h := range r.Contributors {
+		if _, ok := r.Approvals[h]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // Contributed reports whether hospital h has an accepted update in the round.

@@ -360,6 +360,21 @@ func (e *Engine) chooseDecryptors(region *fsm.Region, contributors, exclude []st
 }
 
 func (e *Engine) stepDecrypting(region *fsm.Region, j *fsm.Job, r *fsm.Round, now int64) error {
+	if !r.Approved() {
+		// Decryptors serve a contributor set only once every contributor
+		// signed it; a contributor that does not approve within the
+		// deadline ends the round, and the next one runs without it.
+		if now < r.AttemptMs+int64(j.Spec.RoundDeadlineMs) {
+			return nil
+		}
+		var missing []string
+		for _, h := range r.Contributors {
+			if _, ok := r.Approvals[h]; !ok {
+				missing = append(missing, h)
+			}
+		}
+		return e.abort(j, r, fmt.Sprintf("%v did not approve the contributor set before the deadline; the round runs again", missing))
+	}
 	if len(r.Shares) < len(r.Active) {
 		if now < r.AttemptMs+int64(j.Spec.RoundDeadlineMs) {
 			return nil
@@ -522,8 +537,8 @@ func (e *Engine) check(hospital string, h *pb.UpdateHeader) (*fsm.Job, *fsm.Roun
 // log and folds it into the round's running sum; the update a hospital was
 // already counted with is folded without a second log entry (a resend to a
 // new leader). The SubmitUpdate handler calls it with exactly the size
-// CheckHeader returned.
-func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw []byte) error {
+// CheckHeader returned, and the certificate whose key signed the header.
+func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw, certificate []byte) error {
 	j, r, err := e.check(hospital, h)
 	if err != nil {
 		return err
@@ -591,7 +606,7 @@ func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw []byte) error {
 	if !resend {
 		err = e.store.Propose(fsm.CmdContribution, &pb.ContributionCommand{
 			JobId: j.ID, Round: r.Number, Hospital: hospital, Digest: digest[:], Size: uint64(len(raw)),
-			SiteMetrics: h.SiteMetrics,
+			SiteMetrics: h.SiteMetrics, Signature: h.Signature, Certificate: certificate,
 		})
 		if err != nil {
 			return err // leadership lost, or refused: the round closed meanwhile

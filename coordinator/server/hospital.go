@@ -105,11 +105,24 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 				})
 			}
 		case fsm.RoundDecrypting:
-			if _, gave := cur.Shares[h]; !gave && slices.Contains(cur.Active, h) {
+			if _, approved := cur.Approvals[h]; !approved && slices.Contains(cur.Contributors, h) {
+				resp.Approve = append(resp.Approve, &pb.ApprovalTask{
+					JobId: j.ID, Round: cur.Number, ModelVersion: cur.ModelVersion, ModelHash: j.ModelHash,
+					Contributors: cur.Contributors, Spec: j.Spec,
+				})
+			}
+			// Decryptors are asked once every contributor approved the set.
+			if _, gave := cur.Shares[h]; !gave && slices.Contains(cur.Active, h) && cur.Approved() {
+				approvals := make([]*pb.Approval, len(cur.Contributors))
+				for i, c := range cur.Contributors {
+					a := cur.Approvals[c]
+					approvals[i] = &pb.Approval{Hospital: c, UpdateDigest: cur.ContributionOf(c).Digest, Signature: a.Signature, Certificate: a.Certificate}
+				}
 				resp.Decrypt = append(resp.Decrypt, &pb.DecryptTask{
 					JobId: j.ID, Round: cur.Number, AggregateDigest: cur.AggDigest, Active: cur.Active,
 					Attempt: cur.Attempt, Contributors: cur.Contributors, ModelHash: j.ModelHash,
 					AggregateSize: uint64(len(cur.Aggregate)), Spec: j.Spec, ModelVersion: cur.ModelVersion,
+					Approvals: approvals,
 				})
 			}
 		}
@@ -341,6 +354,22 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 	if hdr.Size != uint64(want) {
 		return status.Errorf(codes.InvalidArgument, "size: %d bytes announced, an update of this model is exactly %d", hdr.Size, want)
 	}
+	// The update is the hospital's own statement, signed with the key of
+	// the certificate it connects with (the CA verified it for this name):
+	// the signature and certificate go into the audit record.
+	region, _, err := s.region(ctx)
+	if err != nil {
+		return err
+	}
+	cert, err := identity.PeerCertificate(ctx)
+	if err != nil {
+		return status.Error(codes.Unauthenticated, err.Error())
+	}
+	rd, binding := regionDigest(region), jobspec.Binding(hdr.JobId, hdr.Round, hdr.ModelVersion, hdr.ModelHash)
+	if err := identity.CheckSignature(cert.Raw, hdr.Signature, identity.StatementContribution,
+		identity.ContributionFields(rd[:], binding[:], hdr.Digest, h, hdr.Size)...); err != nil {
+		return status.Errorf(codes.InvalidArgument, "signature: %v", err)
+	}
 	// A slow sender must not hold a stream (and its buffer) open for long:
 	// the upload gets a deadline from its size at a modest minimum rate.
 	type received struct {
@@ -371,7 +400,7 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 	case <-time.After(s.uploadDeadline(want)):
 		return status.Errorf(codes.DeadlineExceeded, "update of %d bytes not received within %s; the sender is too slow", want, s.uploadDeadline(want))
 	}
-	if err := s.engine.Accept(h, hdr, raw); err != nil {
+	if err := s.engine.Accept(h, hdr, raw, cert.Raw); err != nil {
 		return toStatus(ctx, err)
 	}
 	s.metrics.ReceivedBytes(len(raw))
@@ -453,6 +482,64 @@ func (s hospitalService) GetAggregate(req *pb.GetAggregateRequest, stream pb.Hos
 		b = b[n:]
 	}
 	return nil
+}
+
+// ApproveContributors records a contributor's signed approval of the
+// contributor set of a closed round, after checking the signature against
+// its enrolled certificate, over the round's set and its own update.
+func (s hospitalService) ApproveContributors(ctx context.Context, req *pb.ApproveContributorsRequest) (*pb.ApproveContributorsResponse, error) {
+	region, _, err := s.region(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := identity.PeerCertificate(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unauthenticated, err.Error())
+	}
+	h := caller(ctx).Name
+	var (
+		contributors      []string
+		version           uint32
+		hash              string
+		rerr              error
+		updateDigest, had []byte
+	)
+	s.read(func(st *fsm.State) {
+		j, ok := st.Jobs[req.JobId]
+		if !ok {
+			rerr = status.Errorf(codes.NotFound, "job_id: no job %q", req.JobId)
+			return
+		}
+		cur := j.Current()
+		if cur == nil || cur.Number != req.Round || cur.State != fsm.RoundDecrypting {
+			rerr = status.Errorf(codes.FailedPrecondition, "round %d of job %s is not waiting for decryption", req.Round, req.JobId)
+			return
+		}
+		contributors, version, hash, had = slices.Clone(cur.Contributors), cur.ModelVersion, j.ModelHash, cur.Approvals[h].Signature
+		if u := cur.ContributionOf(h); u != nil && slices.Contains(cur.Contributors, h) {
+			updateDigest = u.Digest
+		}
+	})
+	if rerr != nil {
+		return nil, rerr
+	}
+	if updateDigest == nil {
+		return nil, status.Errorf(codes.PermissionDenied, "%s is not a contributor of round %d", h, req.Round)
+	}
+	if had != nil && string(had) == string(req.Signature) {
+		return &pb.ApproveContributorsResponse{}, nil // a retry after a lost answer
+	}
+	rd, binding := regionDigest(region), jobspec.Binding(req.JobId, req.Round, version, hash)
+	if err := identity.CheckSignature(cert.Raw, req.Signature, identity.StatementApproval,
+		identity.ApprovalFields(rd[:], binding[:], updateDigest, h, contributors)...); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
+	}
+	err = s.store.Propose(fsm.CmdApproval, &pb.ApprovalCommand{JobId: req.JobId, Round: req.Round, Hospital: h, Signature: req.Signature, UnixMs: s.engine.NowMs(), Certificate: cert.Raw})
+	if err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	s.log.Info("contributor set approved", "job_id", req.JobId, "round", req.Round, "hospital", h)
+	return &pb.ApproveContributorsResponse{}, nil
 }
 
 func (s hospitalService) SubmitDecryptionShare(ctx context.Context, req *pb.SubmitDecryptionShareRequest) (*pb.SubmitDecryptionShareResponse, error) {

@@ -20,6 +20,7 @@ import (
 var costly = map[string]bool{
 	pb.HospitalService_SubmitUpdate_FullMethodName:          true,
 	pb.HospitalService_SubmitDecryptionShare_FullMethodName: true,
+	pb.HospitalService_ApproveContributors_FullMethodName:   true,
 	pb.HospitalService_GetAggregate_FullMethodName:          true,
 	pb.HospitalService_FetchModel_FullMethodName:            true,
 	pb.HospitalService_SubmitSealedShares_FullMethodName:    true,

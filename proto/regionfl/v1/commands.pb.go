@@ -659,13 +659,17 @@ func (x *OpenRoundCommand) GetDeadlineUnixMs() int64 {
 }
 
 type ContributionCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Round         uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
-	Hospital      string                 `protobuf:"bytes,3,opt,name=hospital,proto3" json:"hospital,omitempty"`
-	Digest        []byte                 `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`
-	Size          uint64                 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
-	SiteMetrics   *ClinicalMetrics       `protobuf:"bytes,6,opt,name=site_metrics,json=siteMetrics,proto3" json:"site_metrics,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	JobId       string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round       uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Hospital    string                 `protobuf:"bytes,3,opt,name=hospital,proto3" json:"hospital,omitempty"`
+	Digest      []byte                 `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`
+	Size        uint64                 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	SiteMetrics *ClinicalMetrics       `protobuf:"bytes,6,opt,name=site_metrics,json=siteMetrics,proto3" json:"site_metrics,omitempty"`
+	// identity.StatementContribution by the hospital's certificate key, and
+	// that certificate (DER), so an auditor can check it offline.
+	Signature     []byte `protobuf:"bytes,7,opt,name=signature,proto3" json:"signature,omitempty"`
+	Certificate   []byte `protobuf:"bytes,8,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -738,6 +742,20 @@ func (x *ContributionCommand) GetSize() uint64 {
 func (x *ContributionCommand) GetSiteMetrics() *ClinicalMetrics {
 	if x != nil {
 		return x.SiteMetrics
+	}
+	return nil
+}
+
+func (x *ContributionCommand) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *ContributionCommand) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
 	}
 	return nil
 }
@@ -834,6 +852,94 @@ func (x *CloseRoundCommand) GetActive() []string {
 	return nil
 }
 
+// ApprovalCommand records a contributor's signed approval of the
+// contributor set of a closed round.
+type ApprovalCommand struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	JobId     string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round     uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Hospital  string                 `protobuf:"bytes,3,opt,name=hospital,proto3" json:"hospital,omitempty"`
+	Signature []byte                 `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
+	// The last approval starts the decryptors' deadline.
+	UnixMs int64 `protobuf:"varint,5,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	// The certificate (DER) whose key made the signature.
+	Certificate   []byte `protobuf:"bytes,6,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApprovalCommand) Reset() {
+	*x = ApprovalCommand{}
+	mi := &file_regionfl_v1_commands_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApprovalCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApprovalCommand) ProtoMessage() {}
+
+func (x *ApprovalCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_commands_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApprovalCommand.ProtoReflect.Descriptor instead.
+func (*ApprovalCommand) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ApprovalCommand) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ApprovalCommand) GetRound() uint32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *ApprovalCommand) GetHospital() string {
+	if x != nil {
+		return x.Hospital
+	}
+	return ""
+}
+
+func (x *ApprovalCommand) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *ApprovalCommand) GetUnixMs() int64 {
+	if x != nil {
+		return x.UnixMs
+	}
+	return 0
+}
+
+func (x *ApprovalCommand) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
 type DecryptionShareCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -847,7 +953,7 @@ type DecryptionShareCommand struct {
 
 func (x *DecryptionShareCommand) Reset() {
 	*x = DecryptionShareCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[12]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +965,7 @@ func (x *DecryptionShareCommand) String() string {
 func (*DecryptionShareCommand) ProtoMessage() {}
 
 func (x *DecryptionShareCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[12]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +978,7 @@ func (x *DecryptionShareCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptionShareCommand.ProtoReflect.Descriptor instead.
 func (*DecryptionShareCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{12}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DecryptionShareCommand) GetJobId() string {
@@ -926,7 +1032,7 @@ type RetryDecryptionCommand struct {
 
 func (x *RetryDecryptionCommand) Reset() {
 	*x = RetryDecryptionCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[13]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +1044,7 @@ func (x *RetryDecryptionCommand) String() string {
 func (*RetryDecryptionCommand) ProtoMessage() {}
 
 func (x *RetryDecryptionCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[13]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1057,7 @@ func (x *RetryDecryptionCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryDecryptionCommand.ProtoReflect.Descriptor instead.
 func (*RetryDecryptionCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{13}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RetryDecryptionCommand) GetJobId() string {
@@ -1009,7 +1115,7 @@ type CommitModelCommand struct {
 
 func (x *CommitModelCommand) Reset() {
 	*x = CommitModelCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[14]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1021,7 +1127,7 @@ func (x *CommitModelCommand) String() string {
 func (*CommitModelCommand) ProtoMessage() {}
 
 func (x *CommitModelCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[14]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1140,7 @@ func (x *CommitModelCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitModelCommand.ProtoReflect.Descriptor instead.
 func (*CommitModelCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{14}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CommitModelCommand) GetJobId() string {
@@ -1116,7 +1222,7 @@ type ScalingCommand struct {
 
 func (x *ScalingCommand) Reset() {
 	*x = ScalingCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[15]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1128,7 +1234,7 @@ func (x *ScalingCommand) String() string {
 func (*ScalingCommand) ProtoMessage() {}
 
 func (x *ScalingCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[15]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1141,7 +1247,7 @@ func (x *ScalingCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScalingCommand.ProtoReflect.Descriptor instead.
 func (*ScalingCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{15}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ScalingCommand) GetJobId() string {
@@ -1198,7 +1304,7 @@ type AbortRoundCommand struct {
 
 func (x *AbortRoundCommand) Reset() {
 	*x = AbortRoundCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[16]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1316,7 @@ func (x *AbortRoundCommand) String() string {
 func (*AbortRoundCommand) ProtoMessage() {}
 
 func (x *AbortRoundCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[16]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1329,7 @@ func (x *AbortRoundCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRoundCommand.ProtoReflect.Descriptor instead.
 func (*AbortRoundCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{16}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AbortRoundCommand) GetJobId() string {
@@ -1266,7 +1372,7 @@ type EndJobCommand struct {
 
 func (x *EndJobCommand) Reset() {
 	*x = EndJobCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[17]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1384,7 @@ func (x *EndJobCommand) String() string {
 func (*EndJobCommand) ProtoMessage() {}
 
 func (x *EndJobCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[17]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1397,7 @@ func (x *EndJobCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndJobCommand.ProtoReflect.Descriptor instead.
 func (*EndJobCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{17}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EndJobCommand) GetJobId() string {
@@ -1335,7 +1441,7 @@ type RevokeCommand struct {
 
 func (x *RevokeCommand) Reset() {
 	*x = RevokeCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[18]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1453,7 @@ func (x *RevokeCommand) String() string {
 func (*RevokeCommand) ProtoMessage() {}
 
 func (x *RevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[18]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1466,7 @@ func (x *RevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCommand.ProtoReflect.Descriptor instead.
 func (*RevokeCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{18}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RevokeCommand) GetSerial() string {
@@ -1403,7 +1509,7 @@ type CheckpointCommand struct {
 
 func (x *CheckpointCommand) Reset() {
 	*x = CheckpointCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1521,7 @@ func (x *CheckpointCommand) String() string {
 func (*CheckpointCommand) ProtoMessage() {}
 
 func (x *CheckpointCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1534,7 @@ func (x *CheckpointCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointCommand.ProtoReflect.Descriptor instead.
 func (*CheckpointCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{19}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CheckpointCommand) GetTreeHead() []byte {
@@ -1452,7 +1558,7 @@ type AuthzRefusedCommand struct {
 
 func (x *AuthzRefusedCommand) Reset() {
 	*x = AuthzRefusedCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1570,7 @@ func (x *AuthzRefusedCommand) String() string {
 func (*AuthzRefusedCommand) ProtoMessage() {}
 
 func (x *AuthzRefusedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1583,7 @@ func (x *AuthzRefusedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthzRefusedCommand.ProtoReflect.Descriptor instead.
 func (*AuthzRefusedCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{20}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AuthzRefusedCommand) GetIdentity() string {
@@ -1519,7 +1625,7 @@ type ReplicaRemovedCommand struct {
 
 func (x *ReplicaRemovedCommand) Reset() {
 	*x = ReplicaRemovedCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1531,7 +1637,7 @@ func (x *ReplicaRemovedCommand) String() string {
 func (*ReplicaRemovedCommand) ProtoMessage() {}
 
 func (x *ReplicaRemovedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1544,7 +1650,7 @@ func (x *ReplicaRemovedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaRemovedCommand.ProtoReflect.Descriptor instead.
 func (*ReplicaRemovedCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{21}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReplicaRemovedCommand) GetId() string {
@@ -1607,14 +1713,16 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x17\n" +
 	"\aunix_ms\x18\x03 \x01(\x03R\x06unixMs\x12(\n" +
-	"\x10deadline_unix_ms\x18\x04 \x01(\x03R\x0edeadlineUnixMs\"\xcb\x01\n" +
+	"\x10deadline_unix_ms\x18\x04 \x01(\x03R\x0edeadlineUnixMs\"\x8b\x02\n" +
 	"\x13ContributionCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x1a\n" +
 	"\bhospital\x18\x03 \x01(\tR\bhospital\x12\x16\n" +
 	"\x06digest\x18\x04 \x01(\fR\x06digest\x12\x12\n" +
 	"\x04size\x18\x05 \x01(\x04R\x04size\x12?\n" +
-	"\fsite_metrics\x18\x06 \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\vsiteMetrics\"\xde\x01\n" +
+	"\fsite_metrics\x18\x06 \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\vsiteMetrics\x12\x1c\n" +
+	"\tsignature\x18\a \x01(\fR\tsignature\x12 \n" +
+	"\vcertificate\x18\b \x01(\fR\vcertificate\"\xde\x01\n" +
 	"\x11CloseRoundCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x17\n" +
@@ -1622,7 +1730,14 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\taggregate\x18\x04 \x01(\fR\taggregate\x12)\n" +
 	"\x10aggregate_digest\x18\x05 \x01(\fR\x0faggregateDigest\x12\"\n" +
 	"\fcontributors\x18\x06 \x03(\tR\fcontributors\x12\x16\n" +
-	"\x06active\x18\a \x03(\tR\x06active\"\x91\x01\n" +
+	"\x06active\x18\a \x03(\tR\x06active\"\xb3\x01\n" +
+	"\x0fApprovalCommand\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\rR\x05round\x12\x1a\n" +
+	"\bhospital\x18\x03 \x01(\tR\bhospital\x12\x1c\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\x12\x17\n" +
+	"\aunix_ms\x18\x05 \x01(\x03R\x06unixMs\x12 \n" +
+	"\vcertificate\x18\x06 \x01(\fR\vcertificate\"\x91\x01\n" +
 	"\x16DecryptionShareCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x18\n" +
@@ -1692,7 +1807,7 @@ func file_regionfl_v1_commands_proto_rawDescGZIP() []byte {
 	return file_regionfl_v1_commands_proto_rawDescData
 }
 
-var file_regionfl_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_regionfl_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_regionfl_v1_commands_proto_goTypes = []any{
 	(*RegisterReplicaCommand)(nil), // 0: regionfl.v1.RegisterReplicaCommand
 	(*CreateRegionCommand)(nil),    // 1: regionfl.v1.CreateRegionCommand
@@ -1706,23 +1821,24 @@ var file_regionfl_v1_commands_proto_goTypes = []any{
 	(*OpenRoundCommand)(nil),       // 9: regionfl.v1.OpenRoundCommand
 	(*ContributionCommand)(nil),    // 10: regionfl.v1.ContributionCommand
 	(*CloseRoundCommand)(nil),      // 11: regionfl.v1.CloseRoundCommand
-	(*DecryptionShareCommand)(nil), // 12: regionfl.v1.DecryptionShareCommand
-	(*RetryDecryptionCommand)(nil), // 13: regionfl.v1.RetryDecryptionCommand
-	(*CommitModelCommand)(nil),     // 14: regionfl.v1.CommitModelCommand
-	(*ScalingCommand)(nil),         // 15: regionfl.v1.ScalingCommand
-	(*AbortRoundCommand)(nil),      // 16: regionfl.v1.AbortRoundCommand
-	(*EndJobCommand)(nil),          // 17: regionfl.v1.EndJobCommand
-	(*RevokeCommand)(nil),          // 18: regionfl.v1.RevokeCommand
-	(*CheckpointCommand)(nil),      // 19: regionfl.v1.CheckpointCommand
-	(*AuthzRefusedCommand)(nil),    // 20: regionfl.v1.AuthzRefusedCommand
-	(*ReplicaRemovedCommand)(nil),  // 21: regionfl.v1.ReplicaRemovedCommand
-	(*JobSpec)(nil),                // 22: regionfl.v1.JobSpec
-	(*ClinicalMetrics)(nil),        // 23: regionfl.v1.ClinicalMetrics
+	(*ApprovalCommand)(nil),        // 12: regionfl.v1.ApprovalCommand
+	(*DecryptionShareCommand)(nil), // 13: regionfl.v1.DecryptionShareCommand
+	(*RetryDecryptionCommand)(nil), // 14: regionfl.v1.RetryDecryptionCommand
+	(*CommitModelCommand)(nil),     // 15: regionfl.v1.CommitModelCommand
+	(*ScalingCommand)(nil),         // 16: regionfl.v1.ScalingCommand
+	(*AbortRoundCommand)(nil),      // 17: regionfl.v1.AbortRoundCommand
+	(*EndJobCommand)(nil),          // 18: regionfl.v1.EndJobCommand
+	(*RevokeCommand)(nil),          // 19: regionfl.v1.RevokeCommand
+	(*CheckpointCommand)(nil),      // 20: regionfl.v1.CheckpointCommand
+	(*AuthzRefusedCommand)(nil),    // 21: regionfl.v1.AuthzRefusedCommand
+	(*ReplicaRemovedCommand)(nil),  // 22: regionfl.v1.ReplicaRemovedCommand
+	(*JobSpec)(nil),                // 23: regionfl.v1.JobSpec
+	(*ClinicalMetrics)(nil),        // 24: regionfl.v1.ClinicalMetrics
 }
 var file_regionfl_v1_commands_proto_depIdxs = []int32{
-	22, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
-	23, // 1: regionfl.v1.ContributionCommand.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	23, // 2: regionfl.v1.CommitModelCommand.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	23, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
+	24, // 1: regionfl.v1.ContributionCommand.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	24, // 2: regionfl.v1.CommitModelCommand.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
 	3,  // [3:3] is the sub-list for method output_type
 	3,  // [3:3] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
@@ -1742,7 +1858,7 @@ func file_regionfl_v1_commands_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_commands_proto_rawDesc), len(file_regionfl_v1_commands_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

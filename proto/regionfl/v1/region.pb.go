@@ -481,7 +481,9 @@ type PollResponse struct {
 	Train     []*TrainTask           `protobuf:"bytes,4,rep,name=train,proto3" json:"train,omitempty"`
 	Decrypt   []*DecryptTask         `protobuf:"bytes,5,rep,name=decrypt,proto3" json:"decrypt,omitempty"`
 	// The hospital's updates counted in rounds that still collect.
-	Kept          []*KeptUpdate `protobuf:"bytes,6,rep,name=kept,proto3" json:"kept,omitempty"`
+	Kept []*KeptUpdate `protobuf:"bytes,6,rep,name=kept,proto3" json:"kept,omitempty"`
+	// Closed rounds whose contributor set this hospital has to approve.
+	Approve       []*ApprovalTask `protobuf:"bytes,7,rep,name=approve,proto3" json:"approve,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -558,6 +560,270 @@ func (x *PollResponse) GetKept() []*KeptUpdate {
 	return nil
 }
 
+func (x *PollResponse) GetApprove() []*ApprovalTask {
+	if x != nil {
+		return x.Approve
+	}
+	return nil
+}
+
+// ApprovalTask asks a contributor to approve the contributor set of a
+// closed round (identity.StatementApproval).
+type ApprovalTask struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	JobId        string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round        uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	ModelVersion uint32                 `protobuf:"varint,3,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	ModelHash    string                 `protobuf:"bytes,4,opt,name=model_hash,json=modelHash,proto3" json:"model_hash,omitempty"`
+	// Sorted hospital names.
+	Contributors  []string `protobuf:"bytes,5,rep,name=contributors,proto3" json:"contributors,omitempty"`
+	Spec          *JobSpec `protobuf:"bytes,6,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApprovalTask) Reset() {
+	*x = ApprovalTask{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApprovalTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApprovalTask) ProtoMessage() {}
+
+func (x *ApprovalTask) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApprovalTask.ProtoReflect.Descriptor instead.
+func (*ApprovalTask) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ApprovalTask) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ApprovalTask) GetRound() uint32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *ApprovalTask) GetModelVersion() uint32 {
+	if x != nil {
+		return x.ModelVersion
+	}
+	return 0
+}
+
+func (x *ApprovalTask) GetModelHash() string {
+	if x != nil {
+		return x.ModelHash
+	}
+	return ""
+}
+
+func (x *ApprovalTask) GetContributors() []string {
+	if x != nil {
+		return x.Contributors
+	}
+	return nil
+}
+
+func (x *ApprovalTask) GetSpec() *JobSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type ApproveContributorsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	// identity.StatementApproval by the caller's certificate key, over the
+	// round's contributor set and the caller's own update digest.
+	Signature     []byte `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveContributorsRequest) Reset() {
+	*x = ApproveContributorsRequest{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveContributorsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveContributorsRequest) ProtoMessage() {}
+
+func (x *ApproveContributorsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveContributorsRequest.ProtoReflect.Descriptor instead.
+func (*ApproveContributorsRequest) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ApproveContributorsRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ApproveContributorsRequest) GetRound() uint32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *ApproveContributorsRequest) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+type ApproveContributorsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveContributorsResponse) Reset() {
+	*x = ApproveContributorsResponse{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveContributorsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveContributorsResponse) ProtoMessage() {}
+
+func (x *ApproveContributorsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveContributorsResponse.ProtoReflect.Descriptor instead.
+func (*ApproveContributorsResponse) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{11}
+}
+
+// Approval is one contributor's signed approval of a round's contributor
+// set, relayed to the decryptors, who verify it themselves.
+type Approval struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Hospital     string                 `protobuf:"bytes,1,opt,name=hospital,proto3" json:"hospital,omitempty"`
+	UpdateDigest []byte                 `protobuf:"bytes,2,opt,name=update_digest,json=updateDigest,proto3" json:"update_digest,omitempty"`
+	Signature    []byte                 `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	// The certificate (DER) whose key made the signature; the decryptor
+	// checks it against the region CA and the hospital's name.
+	Certificate   []byte `protobuf:"bytes,4,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Approval) Reset() {
+	*x = Approval{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Approval) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Approval) ProtoMessage() {}
+
+func (x *Approval) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Approval.ProtoReflect.Descriptor instead.
+func (*Approval) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Approval) GetHospital() string {
+	if x != nil {
+		return x.Hospital
+	}
+	return ""
+}
+
+func (x *Approval) GetUpdateDigest() []byte {
+	if x != nil {
+		return x.UpdateDigest
+	}
+	return nil
+}
+
+func (x *Approval) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *Approval) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
 type CeremonyTask struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Step          CeremonyStep           `protobuf:"varint,1,opt,name=step,proto3,enum=regionfl.v1.CeremonyStep" json:"step,omitempty"`
@@ -567,7 +833,7 @@ type CeremonyTask struct {
 
 func (x *CeremonyTask) Reset() {
 	*x = CeremonyTask{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[9]
+	mi := &file_regionfl_v1_region_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -579,7 +845,7 @@ func (x *CeremonyTask) String() string {
 func (*CeremonyTask) ProtoMessage() {}
 
 func (x *CeremonyTask) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[9]
+	mi := &file_regionfl_v1_region_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -592,7 +858,7 @@ func (x *CeremonyTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CeremonyTask.ProtoReflect.Descriptor instead.
 func (*CeremonyTask) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{9}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CeremonyTask) GetStep() CeremonyStep {
@@ -612,7 +878,7 @@ type JobOffer struct {
 
 func (x *JobOffer) Reset() {
 	*x = JobOffer{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[10]
+	mi := &file_regionfl_v1_region_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +890,7 @@ func (x *JobOffer) String() string {
 func (*JobOffer) ProtoMessage() {}
 
 func (x *JobOffer) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[10]
+	mi := &file_regionfl_v1_region_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +903,7 @@ func (x *JobOffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobOffer.ProtoReflect.Descriptor instead.
 func (*JobOffer) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{10}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JobOffer) GetJobId() string {
@@ -667,7 +933,7 @@ type TrainTask struct {
 
 func (x *TrainTask) Reset() {
 	*x = TrainTask{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[11]
+	mi := &file_regionfl_v1_region_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +945,7 @@ func (x *TrainTask) String() string {
 func (*TrainTask) ProtoMessage() {}
 
 func (x *TrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[11]
+	mi := &file_regionfl_v1_region_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +958,7 @@ func (x *TrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainTask.ProtoReflect.Descriptor instead.
 func (*TrainTask) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{11}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TrainTask) GetJobId() string {
@@ -748,7 +1014,7 @@ type KeptUpdate struct {
 
 func (x *KeptUpdate) Reset() {
 	*x = KeptUpdate{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[12]
+	mi := &file_regionfl_v1_region_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +1026,7 @@ func (x *KeptUpdate) String() string {
 func (*KeptUpdate) ProtoMessage() {}
 
 func (x *KeptUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[12]
+	mi := &file_regionfl_v1_region_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +1039,7 @@ func (x *KeptUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeptUpdate.ProtoReflect.Descriptor instead.
 func (*KeptUpdate) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{12}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KeptUpdate) GetJobId() string {
@@ -816,13 +1082,15 @@ type DecryptTask struct {
 	AggregateSize   uint64                 `protobuf:"varint,8,opt,name=aggregate_size,json=aggregateSize,proto3" json:"aggregate_size,omitempty"`
 	Spec            *JobSpec               `protobuf:"bytes,9,opt,name=spec,proto3" json:"spec,omitempty"`
 	ModelVersion    uint32                 `protobuf:"varint,10,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// One per contributor, in the order of contributors.
+	Approvals     []*Approval `protobuf:"bytes,11,rep,name=approvals,proto3" json:"approvals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[13]
+	mi := &file_regionfl_v1_region_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +1102,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[13]
+	mi := &file_regionfl_v1_region_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +1115,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{13}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DecryptTask) GetJobId() string {
@@ -920,6 +1188,13 @@ func (x *DecryptTask) GetModelVersion() uint32 {
 	return 0
 }
 
+func (x *DecryptTask) GetApprovals() []*Approval {
+	if x != nil {
+		return x.Approvals
+	}
+	return nil
+}
+
 type EnrollRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	HpkePublicKey []byte                 `protobuf:"bytes,1,opt,name=hpke_public_key,json=hpkePublicKey,proto3" json:"hpke_public_key,omitempty"`
@@ -932,7 +1207,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[14]
+	mi := &file_regionfl_v1_region_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +1219,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[14]
+	mi := &file_regionfl_v1_region_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +1232,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{14}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EnrollRequest) GetHpkePublicKey() []byte {
@@ -982,7 +1257,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[15]
+	mi := &file_regionfl_v1_region_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1269,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[15]
+	mi := &file_regionfl_v1_region_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1282,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{15}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{19}
 }
 
 type SubmitPublicKeyShareRequest struct {
@@ -1021,7 +1296,7 @@ type SubmitPublicKeyShareRequest struct {
 
 func (x *SubmitPublicKeyShareRequest) Reset() {
 	*x = SubmitPublicKeyShareRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[16]
+	mi := &file_regionfl_v1_region_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1308,7 @@ func (x *SubmitPublicKeyShareRequest) String() string {
 func (*SubmitPublicKeyShareRequest) ProtoMessage() {}
 
 func (x *SubmitPublicKeyShareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[16]
+	mi := &file_regionfl_v1_region_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1321,7 @@ func (x *SubmitPublicKeyShareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitPublicKeyShareRequest.ProtoReflect.Descriptor instead.
 func (*SubmitPublicKeyShareRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{16}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SubmitPublicKeyShareRequest) GetShare() []byte {
@@ -1071,7 +1346,7 @@ type SubmitPublicKeyShareResponse struct {
 
 func (x *SubmitPublicKeyShareResponse) Reset() {
 	*x = SubmitPublicKeyShareResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[17]
+	mi := &file_regionfl_v1_region_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1358,7 @@ func (x *SubmitPublicKeyShareResponse) String() string {
 func (*SubmitPublicKeyShareResponse) ProtoMessage() {}
 
 func (x *SubmitPublicKeyShareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[17]
+	mi := &file_regionfl_v1_region_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1371,7 @@ func (x *SubmitPublicKeyShareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitPublicKeyShareResponse.ProtoReflect.Descriptor instead.
 func (*SubmitPublicKeyShareResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{17}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{21}
 }
 
 type SealedShare struct {
@@ -1111,7 +1386,7 @@ type SealedShare struct {
 
 func (x *SealedShare) Reset() {
 	*x = SealedShare{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[18]
+	mi := &file_regionfl_v1_region_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1398,7 @@ func (x *SealedShare) String() string {
 func (*SealedShare) ProtoMessage() {}
 
 func (x *SealedShare) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[18]
+	mi := &file_regionfl_v1_region_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1411,7 @@ func (x *SealedShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealedShare.ProtoReflect.Descriptor instead.
 func (*SealedShare) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{18}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SealedShare) GetTo() string {
@@ -1169,7 +1444,7 @@ type SubmitSealedSharesRequest struct {
 
 func (x *SubmitSealedSharesRequest) Reset() {
 	*x = SubmitSealedSharesRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[19]
+	mi := &file_regionfl_v1_region_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1456,7 @@ func (x *SubmitSealedSharesRequest) String() string {
 func (*SubmitSealedSharesRequest) ProtoMessage() {}
 
 func (x *SubmitSealedSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[19]
+	mi := &file_regionfl_v1_region_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1469,7 @@ func (x *SubmitSealedSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSealedSharesRequest.ProtoReflect.Descriptor instead.
 func (*SubmitSealedSharesRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{19}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SubmitSealedSharesRequest) GetShares() []*SealedShare {
@@ -1212,7 +1487,7 @@ type SubmitSealedSharesResponse struct {
 
 func (x *SubmitSealedSharesResponse) Reset() {
 	*x = SubmitSealedSharesResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[20]
+	mi := &file_regionfl_v1_region_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1499,7 @@ func (x *SubmitSealedSharesResponse) String() string {
 func (*SubmitSealedSharesResponse) ProtoMessage() {}
 
 func (x *SubmitSealedSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[20]
+	mi := &file_regionfl_v1_region_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1512,7 @@ func (x *SubmitSealedSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSealedSharesResponse.ProtoReflect.Descriptor instead.
 func (*SubmitSealedSharesResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{20}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{24}
 }
 
 type GetSealedSharesRequest struct {
@@ -1248,7 +1523,7 @@ type GetSealedSharesRequest struct {
 
 func (x *GetSealedSharesRequest) Reset() {
 	*x = GetSealedSharesRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[21]
+	mi := &file_regionfl_v1_region_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1535,7 @@ func (x *GetSealedSharesRequest) String() string {
 func (*GetSealedSharesRequest) ProtoMessage() {}
 
 func (x *GetSealedSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[21]
+	mi := &file_regionfl_v1_region_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1548,7 @@ func (x *GetSealedSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSealedSharesRequest.ProtoReflect.Descriptor instead.
 func (*GetSealedSharesRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{21}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{25}
 }
 
 type GetSealedSharesResponse struct {
@@ -1288,7 +1563,7 @@ type GetSealedSharesResponse struct {
 
 func (x *GetSealedSharesResponse) Reset() {
 	*x = GetSealedSharesResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[22]
+	mi := &file_regionfl_v1_region_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1575,7 @@ func (x *GetSealedSharesResponse) String() string {
 func (*GetSealedSharesResponse) ProtoMessage() {}
 
 func (x *GetSealedSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[22]
+	mi := &file_regionfl_v1_region_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1588,7 @@ func (x *GetSealedSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSealedSharesResponse.ProtoReflect.Descriptor instead.
 func (*GetSealedSharesResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{22}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetSealedSharesResponse) GetShares() [][]byte {
@@ -1340,7 +1615,7 @@ type ConfirmKeyReadyRequest struct {
 
 func (x *ConfirmKeyReadyRequest) Reset() {
 	*x = ConfirmKeyReadyRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[23]
+	mi := &file_regionfl_v1_region_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1627,7 @@ func (x *ConfirmKeyReadyRequest) String() string {
 func (*ConfirmKeyReadyRequest) ProtoMessage() {}
 
 func (x *ConfirmKeyReadyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[23]
+	mi := &file_regionfl_v1_region_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1640,7 @@ func (x *ConfirmKeyReadyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmKeyReadyRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmKeyReadyRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{23}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ConfirmKeyReadyRequest) GetPublicKeyDigest() []byte {
@@ -1383,7 +1658,7 @@ type ConfirmKeyReadyResponse struct {
 
 func (x *ConfirmKeyReadyResponse) Reset() {
 	*x = ConfirmKeyReadyResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[24]
+	mi := &file_regionfl_v1_region_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1670,7 @@ func (x *ConfirmKeyReadyResponse) String() string {
 func (*ConfirmKeyReadyResponse) ProtoMessage() {}
 
 func (x *ConfirmKeyReadyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[24]
+	mi := &file_regionfl_v1_region_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1683,7 @@ func (x *ConfirmKeyReadyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmKeyReadyResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmKeyReadyResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{24}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{28}
 }
 
 type GetRegionRequest struct {
@@ -1419,7 +1694,7 @@ type GetRegionRequest struct {
 
 func (x *GetRegionRequest) Reset() {
 	*x = GetRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[25]
+	mi := &file_regionfl_v1_region_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1431,7 +1706,7 @@ func (x *GetRegionRequest) String() string {
 func (*GetRegionRequest) ProtoMessage() {}
 
 func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[25]
+	mi := &file_regionfl_v1_region_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1444,7 +1719,7 @@ func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegionRequest.ProtoReflect.Descriptor instead.
 func (*GetRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{25}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{29}
 }
 
 type Region struct {
@@ -1473,7 +1748,7 @@ type Region struct {
 
 func (x *Region) Reset() {
 	*x = Region{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[26]
+	mi := &file_regionfl_v1_region_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1485,7 +1760,7 @@ func (x *Region) String() string {
 func (*Region) ProtoMessage() {}
 
 func (x *Region) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[26]
+	mi := &file_regionfl_v1_region_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1498,7 +1773,7 @@ func (x *Region) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Region.ProtoReflect.Descriptor instead.
 func (*Region) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{26}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Region) GetParams() string {
@@ -1594,7 +1869,7 @@ type GetRegionResponse struct {
 
 func (x *GetRegionResponse) Reset() {
 	*x = GetRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[27]
+	mi := &file_regionfl_v1_region_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1881,7 @@ func (x *GetRegionResponse) String() string {
 func (*GetRegionResponse) ProtoMessage() {}
 
 func (x *GetRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[27]
+	mi := &file_regionfl_v1_region_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1894,7 @@ func (x *GetRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegionResponse.ProtoReflect.Descriptor instead.
 func (*GetRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{27}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetRegionResponse) GetRegion() *Region {
@@ -1640,7 +1915,7 @@ type DecideJobRequest struct {
 
 func (x *DecideJobRequest) Reset() {
 	*x = DecideJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[28]
+	mi := &file_regionfl_v1_region_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1927,7 @@ func (x *DecideJobRequest) String() string {
 func (*DecideJobRequest) ProtoMessage() {}
 
 func (x *DecideJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[28]
+	mi := &file_regionfl_v1_region_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1940,7 @@ func (x *DecideJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideJobRequest.ProtoReflect.Descriptor instead.
 func (*DecideJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{28}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DecideJobRequest) GetJobId() string {
@@ -1697,7 +1972,7 @@ type DecideJobResponse struct {
 
 func (x *DecideJobResponse) Reset() {
 	*x = DecideJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[29]
+	mi := &file_regionfl_v1_region_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1709,7 +1984,7 @@ func (x *DecideJobResponse) String() string {
 func (*DecideJobResponse) ProtoMessage() {}
 
 func (x *DecideJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[29]
+	mi := &file_regionfl_v1_region_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1722,7 +1997,7 @@ func (x *DecideJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideJobResponse.ProtoReflect.Descriptor instead.
 func (*DecideJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{29}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{33}
 }
 
 type UpdateHeader struct {
@@ -1737,14 +2012,17 @@ type UpdateHeader struct {
 	ModelHash string `protobuf:"bytes,6,opt,name=model_hash,json=modelHash,proto3" json:"model_hash,omitempty"`
 	// The site's own test figures of the model it trained from, sent only
 	// when the job's share_site_metrics allows it (refused otherwise).
-	SiteMetrics   *ClinicalMetrics `protobuf:"bytes,7,opt,name=site_metrics,json=siteMetrics,proto3" json:"site_metrics,omitempty"`
+	SiteMetrics *ClinicalMetrics `protobuf:"bytes,7,opt,name=site_metrics,json=siteMetrics,proto3" json:"site_metrics,omitempty"`
+	// identity.StatementContribution by the sender's certificate key; it
+	// goes into the contribution's audit record.
+	Signature     []byte `protobuf:"bytes,8,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[30]
+	mi := &file_regionfl_v1_region_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +2034,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[30]
+	mi := &file_regionfl_v1_region_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +2047,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{30}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UpdateHeader) GetJobId() string {
@@ -1821,6 +2099,13 @@ func (x *UpdateHeader) GetSiteMetrics() *ClinicalMetrics {
 	return nil
 }
 
+func (x *UpdateHeader) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 type SubmitUpdateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -1834,7 +2119,7 @@ type SubmitUpdateRequest struct {
 
 func (x *SubmitUpdateRequest) Reset() {
 	*x = SubmitUpdateRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[31]
+	mi := &file_regionfl_v1_region_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1846,7 +2131,7 @@ func (x *SubmitUpdateRequest) String() string {
 func (*SubmitUpdateRequest) ProtoMessage() {}
 
 func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[31]
+	mi := &file_regionfl_v1_region_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1859,7 +2144,7 @@ func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateRequest.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{31}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SubmitUpdateRequest) GetMsg() isSubmitUpdateRequest_Msg {
@@ -1912,7 +2197,7 @@ type SubmitUpdateResponse struct {
 
 func (x *SubmitUpdateResponse) Reset() {
 	*x = SubmitUpdateResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[32]
+	mi := &file_regionfl_v1_region_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +2209,7 @@ func (x *SubmitUpdateResponse) String() string {
 func (*SubmitUpdateResponse) ProtoMessage() {}
 
 func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[32]
+	mi := &file_regionfl_v1_region_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +2222,7 @@ func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateResponse.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{32}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SubmitUpdateResponse) GetDigest() []byte {
@@ -1957,7 +2242,7 @@ type GetAggregateRequest struct {
 
 func (x *GetAggregateRequest) Reset() {
 	*x = GetAggregateRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[33]
+	mi := &file_regionfl_v1_region_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2254,7 @@ func (x *GetAggregateRequest) String() string {
 func (*GetAggregateRequest) ProtoMessage() {}
 
 func (x *GetAggregateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[33]
+	mi := &file_regionfl_v1_region_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2267,7 @@ func (x *GetAggregateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAggregateRequest.ProtoReflect.Descriptor instead.
 func (*GetAggregateRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{33}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetAggregateRequest) GetJobId() string {
@@ -2008,7 +2293,7 @@ type GetAggregateResponse struct {
 
 func (x *GetAggregateResponse) Reset() {
 	*x = GetAggregateResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[34]
+	mi := &file_regionfl_v1_region_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2305,7 @@ func (x *GetAggregateResponse) String() string {
 func (*GetAggregateResponse) ProtoMessage() {}
 
 func (x *GetAggregateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[34]
+	mi := &file_regionfl_v1_region_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2318,7 @@ func (x *GetAggregateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAggregateResponse.ProtoReflect.Descriptor instead.
 func (*GetAggregateResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{34}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetAggregateResponse) GetChunk() []byte {
@@ -2055,7 +2340,7 @@ type SubmitDecryptionShareRequest struct {
 
 func (x *SubmitDecryptionShareRequest) Reset() {
 	*x = SubmitDecryptionShareRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[35]
+	mi := &file_regionfl_v1_region_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2067,7 +2352,7 @@ func (x *SubmitDecryptionShareRequest) String() string {
 func (*SubmitDecryptionShareRequest) ProtoMessage() {}
 
 func (x *SubmitDecryptionShareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[35]
+	mi := &file_regionfl_v1_region_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2080,7 +2365,7 @@ func (x *SubmitDecryptionShareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDecryptionShareRequest.ProtoReflect.Descriptor instead.
 func (*SubmitDecryptionShareRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{35}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SubmitDecryptionShareRequest) GetJobId() string {
@@ -2119,7 +2404,7 @@ type SubmitDecryptionShareResponse struct {
 
 func (x *SubmitDecryptionShareResponse) Reset() {
 	*x = SubmitDecryptionShareResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[36]
+	mi := &file_regionfl_v1_region_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2131,7 +2416,7 @@ func (x *SubmitDecryptionShareResponse) String() string {
 func (*SubmitDecryptionShareResponse) ProtoMessage() {}
 
 func (x *SubmitDecryptionShareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[36]
+	mi := &file_regionfl_v1_region_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2144,7 +2429,7 @@ func (x *SubmitDecryptionShareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDecryptionShareResponse.ProtoReflect.Descriptor instead.
 func (*SubmitDecryptionShareResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{36}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{40}
 }
 
 type GetModelRequest struct {
@@ -2158,7 +2443,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[37]
+	mi := &file_regionfl_v1_region_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2170,7 +2455,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[37]
+	mi := &file_regionfl_v1_region_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2183,7 +2468,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{37}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetModelRequest) GetJobId() string {
@@ -2209,7 +2494,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[38]
+	mi := &file_regionfl_v1_region_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2506,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[38]
+	mi := &file_regionfl_v1_region_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2519,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{38}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetModelResponse) GetModel() *Model {
@@ -2254,7 +2539,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[39]
+	mi := &file_regionfl_v1_region_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2551,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[39]
+	mi := &file_regionfl_v1_region_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2564,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{39}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *FetchModelRequest) GetJobId() string {
@@ -2305,7 +2590,7 @@ type FetchModelResponse struct {
 
 func (x *FetchModelResponse) Reset() {
 	*x = FetchModelResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[40]
+	mi := &file_regionfl_v1_region_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2602,7 @@ func (x *FetchModelResponse) String() string {
 func (*FetchModelResponse) ProtoMessage() {}
 
 func (x *FetchModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[40]
+	mi := &file_regionfl_v1_region_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2615,7 @@ func (x *FetchModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelResponse.ProtoReflect.Descriptor instead.
 func (*FetchModelResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{40}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *FetchModelResponse) GetModel() *Model {
@@ -2356,7 +2641,7 @@ type Model struct {
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[41]
+	mi := &file_regionfl_v1_region_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2368,7 +2653,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[41]
+	mi := &file_regionfl_v1_region_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2381,7 +2666,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{41}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Model) GetJobId() string {
@@ -2444,7 +2729,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[42]
+	mi := &file_regionfl_v1_region_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2456,7 +2741,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[42]
+	mi := &file_regionfl_v1_region_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2469,7 +2754,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{42}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -2506,7 +2791,7 @@ type Strategy struct {
 
 func (x *Strategy) Reset() {
 	*x = Strategy{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[43]
+	mi := &file_regionfl_v1_region_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2518,7 +2803,7 @@ func (x *Strategy) String() string {
 func (*Strategy) ProtoMessage() {}
 
 func (x *Strategy) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[43]
+	mi := &file_regionfl_v1_region_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2531,7 +2816,7 @@ func (x *Strategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Strategy.ProtoReflect.Descriptor instead.
 func (*Strategy) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{43}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Strategy) GetName() string {
@@ -2617,7 +2902,7 @@ type JobSpec struct {
 
 func (x *JobSpec) Reset() {
 	*x = JobSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[44]
+	mi := &file_regionfl_v1_region_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2629,7 +2914,7 @@ func (x *JobSpec) String() string {
 func (*JobSpec) ProtoMessage() {}
 
 func (x *JobSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[44]
+	mi := &file_regionfl_v1_region_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2642,7 +2927,7 @@ func (x *JobSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobSpec.ProtoReflect.Descriptor instead.
 func (*JobSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{44}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *JobSpec) GetName() string {
@@ -2831,7 +3116,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[45]
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2843,7 +3128,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[45]
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2856,7 +3141,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{45}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SubmitJobRequest) GetSpec() *JobSpec {
@@ -2882,7 +3167,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2894,7 +3179,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2907,7 +3192,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{46}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SubmitJobResponse) GetJobId() string {
@@ -2926,7 +3211,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[47]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2938,7 +3223,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[47]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2951,7 +3236,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{47}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -2982,7 +3267,7 @@ type RoundInfo struct {
 
 func (x *RoundInfo) Reset() {
 	*x = RoundInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[48]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2994,7 +3279,7 @@ func (x *RoundInfo) String() string {
 func (*RoundInfo) ProtoMessage() {}
 
 func (x *RoundInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[48]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3007,7 +3292,7 @@ func (x *RoundInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundInfo.ProtoReflect.Descriptor instead.
 func (*RoundInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{48}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RoundInfo) GetRound() uint32 {
@@ -3100,7 +3385,7 @@ type ClinicalMetrics struct {
 
 func (x *ClinicalMetrics) Reset() {
 	*x = ClinicalMetrics{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3112,7 +3397,7 @@ func (x *ClinicalMetrics) String() string {
 func (*ClinicalMetrics) ProtoMessage() {}
 
 func (x *ClinicalMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3125,7 +3410,7 @@ func (x *ClinicalMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClinicalMetrics.ProtoReflect.Descriptor instead.
 func (*ClinicalMetrics) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ClinicalMetrics) GetN() uint64 {
@@ -3212,7 +3497,7 @@ type JobInfo struct {
 
 func (x *JobInfo) Reset() {
 	*x = JobInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3224,7 +3509,7 @@ func (x *JobInfo) String() string {
 func (*JobInfo) ProtoMessage() {}
 
 func (x *JobInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3237,7 +3522,7 @@ func (x *JobInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobInfo.ProtoReflect.Descriptor instead.
 func (*JobInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *JobInfo) GetJobId() string {
@@ -3326,7 +3611,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3338,7 +3623,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3351,7 +3636,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetJobResponse) GetJob() *JobInfo {
@@ -3369,7 +3654,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3381,7 +3666,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3394,7 +3679,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
 }
 
 type ListJobsResponse struct {
@@ -3406,7 +3691,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3418,7 +3703,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3431,7 +3716,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListJobsResponse) GetJobs() []*JobInfo {
@@ -3450,7 +3735,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3462,7 +3747,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3475,7 +3760,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -3494,7 +3779,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3506,7 +3791,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3519,7 +3804,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *WatchJobResponse) GetJob() *JobInfo {
@@ -3539,7 +3824,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3551,7 +3836,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3564,7 +3849,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -3589,7 +3874,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3601,7 +3886,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3614,7 +3899,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
 }
 
 type CreateRegionRequest struct {
@@ -3627,7 +3912,7 @@ type CreateRegionRequest struct {
 
 func (x *CreateRegionRequest) Reset() {
 	*x = CreateRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3639,7 +3924,7 @@ func (x *CreateRegionRequest) String() string {
 func (*CreateRegionRequest) ProtoMessage() {}
 
 func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3652,7 +3937,7 @@ func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionRequest.ProtoReflect.Descriptor instead.
 func (*CreateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *CreateRegionRequest) GetHospitals() []string {
@@ -3677,7 +3962,7 @@ type CreateRegionResponse struct {
 
 func (x *CreateRegionResponse) Reset() {
 	*x = CreateRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[59]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3689,7 +3974,7 @@ func (x *CreateRegionResponse) String() string {
 func (*CreateRegionResponse) ProtoMessage() {}
 
 func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[59]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3702,7 +3987,7 @@ func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionResponse.ProtoReflect.Descriptor instead.
 func (*CreateRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{59}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
 }
 
 type Replica struct {
@@ -3718,7 +4003,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3730,7 +4015,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3743,7 +4028,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *Replica) GetId() string {
@@ -3789,7 +4074,7 @@ type ListReplicasRequest struct {
 
 func (x *ListReplicasRequest) Reset() {
 	*x = ListReplicasRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3801,7 +4086,7 @@ func (x *ListReplicasRequest) String() string {
 func (*ListReplicasRequest) ProtoMessage() {}
 
 func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3814,7 +4099,7 @@ func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ListReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
 }
 
 type ListReplicasResponse struct {
@@ -3826,7 +4111,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3838,7 +4123,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3851,7 +4136,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -3872,7 +4157,7 @@ type JoinReplicaRequest struct {
 
 func (x *JoinReplicaRequest) Reset() {
 	*x = JoinReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3884,7 +4169,7 @@ func (x *JoinReplicaRequest) String() string {
 func (*JoinReplicaRequest) ProtoMessage() {}
 
 func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3897,7 +4182,7 @@ func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaRequest.ProtoReflect.Descriptor instead.
 func (*JoinReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *JoinReplicaRequest) GetId() string {
@@ -3929,7 +4214,7 @@ type JoinReplicaResponse struct {
 
 func (x *JoinReplicaResponse) Reset() {
 	*x = JoinReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3941,7 +4226,7 @@ func (x *JoinReplicaResponse) String() string {
 func (*JoinReplicaResponse) ProtoMessage() {}
 
 func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3954,7 +4239,7 @@ func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaResponse.ProtoReflect.Descriptor instead.
 func (*JoinReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{68}
 }
 
 type RemoveReplicaRequest struct {
@@ -3966,7 +4251,7 @@ type RemoveReplicaRequest struct {
 
 func (x *RemoveReplicaRequest) Reset() {
 	*x = RemoveReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3978,7 +4263,7 @@ func (x *RemoveReplicaRequest) String() string {
 func (*RemoveReplicaRequest) ProtoMessage() {}
 
 func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3991,7 +4276,7 @@ func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *RemoveReplicaRequest) GetId() string {
@@ -4009,7 +4294,7 @@ type RemoveReplicaResponse struct {
 
 func (x *RemoveReplicaResponse) Reset() {
 	*x = RemoveReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[66]
+	mi := &file_regionfl_v1_region_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4021,7 +4306,7 @@ func (x *RemoveReplicaResponse) String() string {
 func (*RemoveReplicaResponse) ProtoMessage() {}
 
 func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[66]
+	mi := &file_regionfl_v1_region_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4034,7 +4319,7 @@ func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{66}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{70}
 }
 
 var File_regionfl_v1_region_proto protoreflect.FileDescriptor
@@ -4064,7 +4349,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\arevoked\x18\x01 \x03(\v2\x17.regionfl.v1.RevocationR\arevoked\"K\n" +
 	"\vPollRequest\x12#\n" +
 	"\rafter_version\x18\x01 \x01(\x04R\fafterVersion\x12\x17\n" +
-	"\await_ms\x18\x02 \x01(\rR\x06waitMs\"\xa4\x02\n" +
+	"\await_ms\x18\x02 \x01(\rR\x06waitMs\"\xd9\x02\n" +
 	"\fPollResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x125\n" +
 	"\bceremony\x18\x02 \x01(\v2\x19.regionfl.v1.CeremonyTaskR\bceremony\x124\n" +
@@ -4072,7 +4357,26 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"job_offers\x18\x03 \x03(\v2\x15.regionfl.v1.JobOfferR\tjobOffers\x12,\n" +
 	"\x05train\x18\x04 \x03(\v2\x16.regionfl.v1.TrainTaskR\x05train\x122\n" +
 	"\adecrypt\x18\x05 \x03(\v2\x18.regionfl.v1.DecryptTaskR\adecrypt\x12+\n" +
-	"\x04kept\x18\x06 \x03(\v2\x17.regionfl.v1.KeptUpdateR\x04kept\"=\n" +
+	"\x04kept\x18\x06 \x03(\v2\x17.regionfl.v1.KeptUpdateR\x04kept\x123\n" +
+	"\aapprove\x18\a \x03(\v2\x19.regionfl.v1.ApprovalTaskR\aapprove\"\xcd\x01\n" +
+	"\fApprovalTask\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\rR\x05round\x12#\n" +
+	"\rmodel_version\x18\x03 \x01(\rR\fmodelVersion\x12\x1d\n" +
+	"\n" +
+	"model_hash\x18\x04 \x01(\tR\tmodelHash\x12\"\n" +
+	"\fcontributors\x18\x05 \x03(\tR\fcontributors\x12(\n" +
+	"\x04spec\x18\x06 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\"g\n" +
+	"\x1aApproveContributorsRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\rR\x05round\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"\x1d\n" +
+	"\x1bApproveContributorsResponse\"\x8b\x01\n" +
+	"\bApproval\x12\x1a\n" +
+	"\bhospital\x18\x01 \x01(\tR\bhospital\x12#\n" +
+	"\rupdate_digest\x18\x02 \x01(\fR\fupdateDigest\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\x12 \n" +
+	"\vcertificate\x18\x04 \x01(\fR\vcertificate\"=\n" +
 	"\fCeremonyTask\x12-\n" +
 	"\x04step\x18\x01 \x01(\x0e2\x19.regionfl.v1.CeremonyStepR\x04step\"K\n" +
 	"\bJobOffer\x12\x15\n" +
@@ -4090,7 +4394,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x16\n" +
 	"\x06digest\x18\x03 \x01(\fR\x06digest\x12\x16\n" +
-	"\x06resend\x18\x04 \x01(\bR\x06resend\"\xd0\x02\n" +
+	"\x06resend\x18\x04 \x01(\bR\x06resend\"\x85\x03\n" +
 	"\vDecryptTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12)\n" +
@@ -4103,7 +4407,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x0eaggregate_size\x18\b \x01(\x04R\raggregateSize\x12(\n" +
 	"\x04spec\x18\t \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12#\n" +
 	"\rmodel_version\x18\n" +
-	" \x01(\rR\fmodelVersion\"U\n" +
+	" \x01(\rR\fmodelVersion\x123\n" +
+	"\tapprovals\x18\v \x03(\v2\x15.regionfl.v1.ApprovalR\tapprovals\"U\n" +
 	"\rEnrollRequest\x12&\n" +
 	"\x0fhpke_public_key\x18\x01 \x01(\fR\rhpkePublicKey\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\"\x10\n" +
@@ -4150,7 +4455,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
 	"\x06accept\x18\x02 \x01(\bR\x06accept\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x13\n" +
-	"\x11DecideJobResponse\"\xec\x01\n" +
+	"\x11DecideJobResponse\"\x8a\x02\n" +
 	"\fUpdateHeader\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12#\n" +
@@ -4159,7 +4464,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x06digest\x18\x05 \x01(\fR\x06digest\x12\x1d\n" +
 	"\n" +
 	"model_hash\x18\x06 \x01(\tR\tmodelHash\x12?\n" +
-	"\fsite_metrics\x18\a \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\vsiteMetrics\"i\n" +
+	"\fsite_metrics\x18\a \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\vsiteMetrics\x12\x1c\n" +
+	"\tsignature\x18\b \x01(\fR\tsignature\"i\n" +
 	"\x13SubmitUpdateRequest\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.regionfl.v1.UpdateHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
@@ -4331,7 +4637,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x1eCEREMONY_STEP_PUBLIC_KEY_SHARE\x10\x02\x12\x1d\n" +
 	"\x19CEREMONY_STEP_SEAL_SHARES\x10\x03\x12\x1d\n" +
 	"\x19CEREMONY_STEP_OPEN_SHARES\x10\x04\x12\x16\n" +
-	"\x12CEREMONY_STEP_DONE\x10\x052\xa6\b\n" +
+	"\x12CEREMONY_STEP_DONE\x10\x052\x90\t\n" +
 	"\x0fHospitalService\x12;\n" +
 	"\x04Poll\x12\x18.regionfl.v1.PollRequest\x1a\x19.regionfl.v1.PollResponse\x12A\n" +
 	"\x06Enroll\x12\x1a.regionfl.v1.EnrollRequest\x1a\x1b.regionfl.v1.EnrollResponse\x12k\n" +
@@ -4343,7 +4649,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\tDecideJob\x12\x1d.regionfl.v1.DecideJobRequest\x1a\x1e.regionfl.v1.DecideJobResponse\x12U\n" +
 	"\fSubmitUpdate\x12 .regionfl.v1.SubmitUpdateRequest\x1a!.regionfl.v1.SubmitUpdateResponse(\x01\x12U\n" +
 	"\fGetAggregate\x12 .regionfl.v1.GetAggregateRequest\x1a!.regionfl.v1.GetAggregateResponse0\x01\x12n\n" +
-	"\x15SubmitDecryptionShare\x12).regionfl.v1.SubmitDecryptionShareRequest\x1a*.regionfl.v1.SubmitDecryptionShareResponse\x12M\n" +
+	"\x15SubmitDecryptionShare\x12).regionfl.v1.SubmitDecryptionShareRequest\x1a*.regionfl.v1.SubmitDecryptionShareResponse\x12h\n" +
+	"\x13ApproveContributors\x12'.regionfl.v1.ApproveContributorsRequest\x1a(.regionfl.v1.ApproveContributorsResponse\x12M\n" +
 	"\n" +
 	"FetchModel\x12\x1e.regionfl.v1.FetchModelRequest\x1a\x1f.regionfl.v1.FetchModelResponse2\xcb\x03\n" +
 	"\x11ResearcherService\x12J\n" +
@@ -4376,7 +4683,7 @@ func file_regionfl_v1_region_proto_rawDescGZIP() []byte {
 }
 
 var file_regionfl_v1_region_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
+var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
 var file_regionfl_v1_region_proto_goTypes = []any{
 	(CeremonyStep)(0),                     // 0: regionfl.v1.CeremonyStep
 	(*ExportAuditRequest)(nil),            // 1: regionfl.v1.ExportAuditRequest
@@ -4388,156 +4695,165 @@ var file_regionfl_v1_region_proto_goTypes = []any{
 	(*ListRevokedResponse)(nil),           // 7: regionfl.v1.ListRevokedResponse
 	(*PollRequest)(nil),                   // 8: regionfl.v1.PollRequest
 	(*PollResponse)(nil),                  // 9: regionfl.v1.PollResponse
-	(*CeremonyTask)(nil),                  // 10: regionfl.v1.CeremonyTask
-	(*JobOffer)(nil),                      // 11: regionfl.v1.JobOffer
-	(*TrainTask)(nil),                     // 12: regionfl.v1.TrainTask
-	(*KeptUpdate)(nil),                    // 13: regionfl.v1.KeptUpdate
-	(*DecryptTask)(nil),                   // 14: regionfl.v1.DecryptTask
-	(*EnrollRequest)(nil),                 // 15: regionfl.v1.EnrollRequest
-	(*EnrollResponse)(nil),                // 16: regionfl.v1.EnrollResponse
-	(*SubmitPublicKeyShareRequest)(nil),   // 17: regionfl.v1.SubmitPublicKeyShareRequest
-	(*SubmitPublicKeyShareResponse)(nil),  // 18: regionfl.v1.SubmitPublicKeyShareResponse
-	(*SealedShare)(nil),                   // 19: regionfl.v1.SealedShare
-	(*SubmitSealedSharesRequest)(nil),     // 20: regionfl.v1.SubmitSealedSharesRequest
-	(*SubmitSealedSharesResponse)(nil),    // 21: regionfl.v1.SubmitSealedSharesResponse
-	(*GetSealedSharesRequest)(nil),        // 22: regionfl.v1.GetSealedSharesRequest
-	(*GetSealedSharesResponse)(nil),       // 23: regionfl.v1.GetSealedSharesResponse
-	(*ConfirmKeyReadyRequest)(nil),        // 24: regionfl.v1.ConfirmKeyReadyRequest
-	(*ConfirmKeyReadyResponse)(nil),       // 25: regionfl.v1.ConfirmKeyReadyResponse
-	(*GetRegionRequest)(nil),              // 26: regionfl.v1.GetRegionRequest
-	(*Region)(nil),                        // 27: regionfl.v1.Region
-	(*GetRegionResponse)(nil),             // 28: regionfl.v1.GetRegionResponse
-	(*DecideJobRequest)(nil),              // 29: regionfl.v1.DecideJobRequest
-	(*DecideJobResponse)(nil),             // 30: regionfl.v1.DecideJobResponse
-	(*UpdateHeader)(nil),                  // 31: regionfl.v1.UpdateHeader
-	(*SubmitUpdateRequest)(nil),           // 32: regionfl.v1.SubmitUpdateRequest
-	(*SubmitUpdateResponse)(nil),          // 33: regionfl.v1.SubmitUpdateResponse
-	(*GetAggregateRequest)(nil),           // 34: regionfl.v1.GetAggregateRequest
-	(*GetAggregateResponse)(nil),          // 35: regionfl.v1.GetAggregateResponse
-	(*SubmitDecryptionShareRequest)(nil),  // 36: regionfl.v1.SubmitDecryptionShareRequest
-	(*SubmitDecryptionShareResponse)(nil), // 37: regionfl.v1.SubmitDecryptionShareResponse
-	(*GetModelRequest)(nil),               // 38: regionfl.v1.GetModelRequest
-	(*GetModelResponse)(nil),              // 39: regionfl.v1.GetModelResponse
-	(*FetchModelRequest)(nil),             // 40: regionfl.v1.FetchModelRequest
-	(*FetchModelResponse)(nil),            // 41: regionfl.v1.FetchModelResponse
-	(*Model)(nil),                         // 42: regionfl.v1.Model
-	(*ModelSpec)(nil),                     // 43: regionfl.v1.ModelSpec
-	(*Strategy)(nil),                      // 44: regionfl.v1.Strategy
-	(*JobSpec)(nil),                       // 45: regionfl.v1.JobSpec
-	(*SubmitJobRequest)(nil),              // 46: regionfl.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),             // 47: regionfl.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),                 // 48: regionfl.v1.GetJobRequest
-	(*RoundInfo)(nil),                     // 49: regionfl.v1.RoundInfo
-	(*ClinicalMetrics)(nil),               // 50: regionfl.v1.ClinicalMetrics
-	(*JobInfo)(nil),                       // 51: regionfl.v1.JobInfo
-	(*GetJobResponse)(nil),                // 52: regionfl.v1.GetJobResponse
-	(*ListJobsRequest)(nil),               // 53: regionfl.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),              // 54: regionfl.v1.ListJobsResponse
-	(*WatchJobRequest)(nil),               // 55: regionfl.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),              // 56: regionfl.v1.WatchJobResponse
-	(*CancelJobRequest)(nil),              // 57: regionfl.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),             // 58: regionfl.v1.CancelJobResponse
-	(*CreateRegionRequest)(nil),           // 59: regionfl.v1.CreateRegionRequest
-	(*CreateRegionResponse)(nil),          // 60: regionfl.v1.CreateRegionResponse
-	(*Replica)(nil),                       // 61: regionfl.v1.Replica
-	(*ListReplicasRequest)(nil),           // 62: regionfl.v1.ListReplicasRequest
-	(*ListReplicasResponse)(nil),          // 63: regionfl.v1.ListReplicasResponse
-	(*JoinReplicaRequest)(nil),            // 64: regionfl.v1.JoinReplicaRequest
-	(*JoinReplicaResponse)(nil),           // 65: regionfl.v1.JoinReplicaResponse
-	(*RemoveReplicaRequest)(nil),          // 66: regionfl.v1.RemoveReplicaRequest
-	(*RemoveReplicaResponse)(nil),         // 67: regionfl.v1.RemoveReplicaResponse
-	nil,                                   // 68: regionfl.v1.RoundInfo.SiteMetricsEntry
-	nil,                                   // 69: regionfl.v1.JobInfo.RefusedEntry
-	nil,                                   // 70: regionfl.v1.JobInfo.EpsilonSpentEntry
+	(*ApprovalTask)(nil),                  // 10: regionfl.v1.ApprovalTask
+	(*ApproveContributorsRequest)(nil),    // 11: regionfl.v1.ApproveContributorsRequest
+	(*ApproveContributorsResponse)(nil),   // 12: regionfl.v1.ApproveContributorsResponse
+	(*Approval)(nil),                      // 13: regionfl.v1.Approval
+	(*CeremonyTask)(nil),                  // 14: regionfl.v1.CeremonyTask
+	(*JobOffer)(nil),                      // 15: regionfl.v1.JobOffer
+	(*TrainTask)(nil),                     // 16: regionfl.v1.TrainTask
+	(*KeptUpdate)(nil),                    // 17: regionfl.v1.KeptUpdate
+	(*DecryptTask)(nil),                   // 18: regionfl.v1.DecryptTask
+	(*EnrollRequest)(nil),                 // 19: regionfl.v1.EnrollRequest
+	(*EnrollResponse)(nil),                // 20: regionfl.v1.EnrollResponse
+	(*SubmitPublicKeyShareRequest)(nil),   // 21: regionfl.v1.SubmitPublicKeyShareRequest
+	(*SubmitPublicKeyShareResponse)(nil),  // 22: regionfl.v1.SubmitPublicKeyShareResponse
+	(*SealedShare)(nil),                   // 23: regionfl.v1.SealedShare
+	(*SubmitSealedSharesRequest)(nil),     // 24: regionfl.v1.SubmitSealedSharesRequest
+	(*SubmitSealedSharesResponse)(nil),    // 25: regionfl.v1.SubmitSealedSharesResponse
+	(*GetSealedSharesRequest)(nil),        // 26: regionfl.v1.GetSealedSharesRequest
+	(*GetSealedSharesResponse)(nil),       // 27: regionfl.v1.GetSealedSharesResponse
+	(*ConfirmKeyReadyRequest)(nil),        // 28: regionfl.v1.ConfirmKeyReadyRequest
+	(*ConfirmKeyReadyResponse)(nil),       // 29: regionfl.v1.ConfirmKeyReadyResponse
+	(*GetRegionRequest)(nil),              // 30: regionfl.v1.GetRegionRequest
+	(*Region)(nil),                        // 31: regionfl.v1.Region
+	(*GetRegionResponse)(nil),             // 32: regionfl.v1.GetRegionResponse
+	(*DecideJobRequest)(nil),              // 33: regionfl.v1.DecideJobRequest
+	(*DecideJobResponse)(nil),             // 34: regionfl.v1.DecideJobResponse
+	(*UpdateHeader)(nil),                  // 35: regionfl.v1.UpdateHeader
+	(*SubmitUpdateRequest)(nil),           // 36: regionfl.v1.SubmitUpdateRequest
+	(*SubmitUpdateResponse)(nil),          // 37: regionfl.v1.SubmitUpdateResponse
+	(*GetAggregateRequest)(nil),           // 38: regionfl.v1.GetAggregateRequest
+	(*GetAggregateResponse)(nil),          // 39: regionfl.v1.GetAggregateResponse
+	(*SubmitDecryptionShareRequest)(nil),  // 40: regionfl.v1.SubmitDecryptionShareRequest
+	(*SubmitDecryptionShareResponse)(nil), // 41: regionfl.v1.SubmitDecryptionShareResponse
+	(*GetModelRequest)(nil),               // 42: regionfl.v1.GetModelRequest
+	(*GetModelResponse)(nil),              // 43: regionfl.v1.GetModelResponse
+	(*FetchModelRequest)(nil),             // 44: regionfl.v1.FetchModelRequest
+	(*FetchModelResponse)(nil),            // 45: regionfl.v1.FetchModelResponse
+	(*Model)(nil),                         // 46: regionfl.v1.Model
+	(*ModelSpec)(nil),                     // 47: regionfl.v1.ModelSpec
+	(*Strategy)(nil),                      // 48: regionfl.v1.Strategy
+	(*JobSpec)(nil),                       // 49: regionfl.v1.JobSpec
+	(*SubmitJobRequest)(nil),              // 50: regionfl.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),             // 51: regionfl.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),                 // 52: regionfl.v1.GetJobRequest
+	(*RoundInfo)(nil),                     // 53: regionfl.v1.RoundInfo
+	(*ClinicalMetrics)(nil),               // 54: regionfl.v1.ClinicalMetrics
+	(*JobInfo)(nil),                       // 55: regionfl.v1.JobInfo
+	(*GetJobResponse)(nil),                // 56: regionfl.v1.GetJobResponse
+	(*ListJobsRequest)(nil),               // 57: regionfl.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),              // 58: regionfl.v1.ListJobsResponse
+	(*WatchJobRequest)(nil),               // 59: regionfl.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),              // 60: regionfl.v1.WatchJobResponse
+	(*CancelJobRequest)(nil),              // 61: regionfl.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 62: regionfl.v1.CancelJobResponse
+	(*CreateRegionRequest)(nil),           // 63: regionfl.v1.CreateRegionRequest
+	(*CreateRegionResponse)(nil),          // 64: regionfl.v1.CreateRegionResponse
+	(*Replica)(nil),                       // 65: regionfl.v1.Replica
+	(*ListReplicasRequest)(nil),           // 66: regionfl.v1.ListReplicasRequest
+	(*ListReplicasResponse)(nil),          // 67: regionfl.v1.ListReplicasResponse
+	(*JoinReplicaRequest)(nil),            // 68: regionfl.v1.JoinReplicaRequest
+	(*JoinReplicaResponse)(nil),           // 69: regionfl.v1.JoinReplicaResponse
+	(*RemoveReplicaRequest)(nil),          // 70: regionfl.v1.RemoveReplicaRequest
+	(*RemoveReplicaResponse)(nil),         // 71: regionfl.v1.RemoveReplicaResponse
+	nil,                                   // 72: regionfl.v1.RoundInfo.SiteMetricsEntry
+	nil,                                   // 73: regionfl.v1.JobInfo.RefusedEntry
+	nil,                                   // 74: regionfl.v1.JobInfo.EpsilonSpentEntry
 }
 var file_regionfl_v1_region_proto_depIdxs = []int32{
 	6,  // 0: regionfl.v1.ListRevokedResponse.revoked:type_name -> regionfl.v1.Revocation
-	10, // 1: regionfl.v1.PollResponse.ceremony:type_name -> regionfl.v1.CeremonyTask
-	11, // 2: regionfl.v1.PollResponse.job_offers:type_name -> regionfl.v1.JobOffer
-	12, // 3: regionfl.v1.PollResponse.train:type_name -> regionfl.v1.TrainTask
-	14, // 4: regionfl.v1.PollResponse.decrypt:type_name -> regionfl.v1.DecryptTask
-	13, // 5: regionfl.v1.PollResponse.kept:type_name -> regionfl.v1.KeptUpdate
-	0,  // 6: regionfl.v1.CeremonyTask.step:type_name -> regionfl.v1.CeremonyStep
-	45, // 7: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
-	45, // 8: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
-	45, // 9: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
-	19, // 10: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
-	0,  // 11: regionfl.v1.Region.step:type_name -> regionfl.v1.CeremonyStep
-	27, // 12: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
-	50, // 13: regionfl.v1.UpdateHeader.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	31, // 14: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
-	42, // 15: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
-	42, // 16: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
-	43, // 17: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
-	43, // 18: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
-	44, // 19: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
-	45, // 20: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
-	50, // 21: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	68, // 22: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
-	45, // 23: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
-	69, // 24: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
-	49, // 25: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
-	70, // 26: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
-	51, // 27: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
-	51, // 28: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
-	51, // 29: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
-	61, // 30: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
-	50, // 31: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
-	8,  // 32: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
-	15, // 33: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
-	17, // 34: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
-	20, // 35: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
-	22, // 36: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
-	24, // 37: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
-	26, // 38: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
-	29, // 39: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
-	32, // 40: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
-	34, // 41: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
-	36, // 42: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
-	40, // 43: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
-	46, // 44: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
-	48, // 45: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
-	53, // 46: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
-	55, // 47: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
-	57, // 48: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
-	38, // 49: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
-	1,  // 50: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
-	59, // 51: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
-	62, // 52: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
-	64, // 53: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
-	66, // 54: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
-	3,  // 55: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
-	5,  // 56: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
-	9,  // 57: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
-	16, // 58: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
-	18, // 59: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
-	21, // 60: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
-	23, // 61: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
-	25, // 62: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
-	28, // 63: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
-	30, // 64: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
-	33, // 65: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
-	35, // 66: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
-	37, // 67: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
-	41, // 68: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
-	47, // 69: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
-	52, // 70: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
-	54, // 71: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
-	56, // 72: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
-	58, // 73: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
-	39, // 74: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
-	2,  // 75: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
-	60, // 76: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
-	63, // 77: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
-	65, // 78: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
-	67, // 79: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
-	4,  // 80: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
-	7,  // 81: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
-	57, // [57:82] is the sub-list for method output_type
-	32, // [32:57] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	14, // 1: regionfl.v1.PollResponse.ceremony:type_name -> regionfl.v1.CeremonyTask
+	15, // 2: regionfl.v1.PollResponse.job_offers:type_name -> regionfl.v1.JobOffer
+	16, // 3: regionfl.v1.PollResponse.train:type_name -> regionfl.v1.TrainTask
+	18, // 4: regionfl.v1.PollResponse.decrypt:type_name -> regionfl.v1.DecryptTask
+	17, // 5: regionfl.v1.PollResponse.kept:type_name -> regionfl.v1.KeptUpdate
+	10, // 6: regionfl.v1.PollResponse.approve:type_name -> regionfl.v1.ApprovalTask
+	49, // 7: regionfl.v1.ApprovalTask.spec:type_name -> regionfl.v1.JobSpec
+	0,  // 8: regionfl.v1.CeremonyTask.step:type_name -> regionfl.v1.CeremonyStep
+	49, // 9: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
+	49, // 10: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
+	49, // 11: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
+	13, // 12: regionfl.v1.DecryptTask.approvals:type_name -> regionfl.v1.Approval
+	23, // 13: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
+	0,  // 14: regionfl.v1.Region.step:type_name -> regionfl.v1.CeremonyStep
+	31, // 15: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
+	54, // 16: regionfl.v1.UpdateHeader.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	35, // 17: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
+	46, // 18: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
+	46, // 19: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
+	47, // 20: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
+	47, // 21: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
+	48, // 22: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
+	49, // 23: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
+	54, // 24: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	72, // 25: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
+	49, // 26: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
+	73, // 27: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
+	53, // 28: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
+	74, // 29: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
+	55, // 30: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
+	55, // 31: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
+	55, // 32: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
+	65, // 33: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
+	54, // 34: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
+	8,  // 35: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
+	19, // 36: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
+	21, // 37: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
+	24, // 38: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
+	26, // 39: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
+	28, // 40: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
+	30, // 41: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
+	33, // 42: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
+	36, // 43: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
+	38, // 44: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
+	40, // 45: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
+	11, // 46: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
+	44, // 47: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
+	50, // 48: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
+	52, // 49: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
+	57, // 50: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
+	59, // 51: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
+	61, // 52: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
+	42, // 53: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
+	1,  // 54: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
+	63, // 55: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
+	66, // 56: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
+	68, // 57: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
+	70, // 58: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
+	3,  // 59: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
+	5,  // 60: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
+	9,  // 61: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
+	20, // 62: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
+	22, // 63: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
+	25, // 64: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
+	27, // 65: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
+	29, // 66: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
+	32, // 67: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
+	34, // 68: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
+	37, // 69: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
+	39, // 70: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
+	41, // 71: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
+	12, // 72: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
+	45, // 73: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
+	51, // 74: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
+	56, // 75: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
+	58, // 76: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
+	60, // 77: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
+	62, // 78: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
+	43, // 79: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
+	2,  // 80: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
+	64, // 81: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
+	67, // 82: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
+	69, // 83: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
+	71, // 84: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
+	4,  // 85: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
+	7,  // 86: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
+	61, // [61:87] is the sub-list for method output_type
+	35, // [35:61] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_regionfl_v1_region_proto_init() }
@@ -4545,7 +4861,7 @@ func file_regionfl_v1_region_proto_init() {
 	if File_regionfl_v1_region_proto != nil {
 		return
 	}
-	file_regionfl_v1_region_proto_msgTypes[31].OneofWrappers = []any{
+	file_regionfl_v1_region_proto_msgTypes[35].OneofWrappers = []any{
 		(*SubmitUpdateRequest_Header)(nil),
 		(*SubmitUpdateRequest_Chunk)(nil),
 	}
@@ -4555,7 +4871,7 @@ func file_regionfl_v1_region_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_region_proto_rawDesc), len(file_regionfl_v1_region_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   70,
+			NumMessages:   74,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

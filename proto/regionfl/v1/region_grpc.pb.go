@@ -30,6 +30,7 @@ const (
 	HospitalService_SubmitUpdate_FullMethodName          = "/regionfl.v1.HospitalService/SubmitUpdate"
 	HospitalService_GetAggregate_FullMethodName          = "/regionfl.v1.HospitalService/GetAggregate"
 	HospitalService_SubmitDecryptionShare_FullMethodName = "/regionfl.v1.HospitalService/SubmitDecryptionShare"
+	HospitalService_ApproveContributors_FullMethodName   = "/regionfl.v1.HospitalService/ApproveContributors"
 	HospitalService_FetchModel_FullMethodName            = "/regionfl.v1.HospitalService/FetchModel"
 )
 
@@ -58,6 +59,10 @@ type HospitalServiceClient interface {
 	// GetAggregate streams the committed aggregate a decryption share is for.
 	GetAggregate(ctx context.Context, in *GetAggregateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetAggregateResponse], error)
 	SubmitDecryptionShare(ctx context.Context, in *SubmitDecryptionShareRequest, opts ...grpc.CallOption) (*SubmitDecryptionShareResponse, error)
+	// ApproveContributors signs the contributor set of a closed round this
+	// hospital contributed to; decryptors give shares only when every
+	// contributor approved the same set.
+	ApproveContributors(ctx context.Context, in *ApproveContributorsRequest, opts ...grpc.CallOption) (*ApproveContributorsResponse, error)
 	// FetchModel returns a committed global model version to train from.
 	FetchModel(ctx context.Context, in *FetchModelRequest, opts ...grpc.CallOption) (*FetchModelResponse, error)
 }
@@ -192,6 +197,16 @@ func (c *hospitalServiceClient) SubmitDecryptionShare(ctx context.Context, in *S
 	return out, nil
 }
 
+func (c *hospitalServiceClient) ApproveContributors(ctx context.Context, in *ApproveContributorsRequest, opts ...grpc.CallOption) (*ApproveContributorsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApproveContributorsResponse)
+	err := c.cc.Invoke(ctx, HospitalService_ApproveContributors_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *hospitalServiceClient) FetchModel(ctx context.Context, in *FetchModelRequest, opts ...grpc.CallOption) (*FetchModelResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(FetchModelResponse)
@@ -227,6 +242,10 @@ type HospitalServiceServer interface {
 	// GetAggregate streams the committed aggregate a decryption share is for.
 	GetAggregate(*GetAggregateRequest, grpc.ServerStreamingServer[GetAggregateResponse]) error
 	SubmitDecryptionShare(context.Context, *SubmitDecryptionShareRequest) (*SubmitDecryptionShareResponse, error)
+	// ApproveContributors signs the contributor set of a closed round this
+	// hospital contributed to; decryptors give shares only when every
+	// contributor approved the same set.
+	ApproveContributors(context.Context, *ApproveContributorsRequest) (*ApproveContributorsResponse, error)
 	// FetchModel returns a committed global model version to train from.
 	FetchModel(context.Context, *FetchModelRequest) (*FetchModelResponse, error)
 	mustEmbedUnimplementedHospitalServiceServer()
@@ -271,6 +290,9 @@ func (UnimplementedHospitalServiceServer) GetAggregate(*GetAggregateRequest, grp
 }
 func (UnimplementedHospitalServiceServer) SubmitDecryptionShare(context.Context, *SubmitDecryptionShareRequest) (*SubmitDecryptionShareResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SubmitDecryptionShare not implemented")
+}
+func (UnimplementedHospitalServiceServer) ApproveContributors(context.Context, *ApproveContributorsRequest) (*ApproveContributorsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ApproveContributors not implemented")
 }
 func (UnimplementedHospitalServiceServer) FetchModel(context.Context, *FetchModelRequest) (*FetchModelResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method FetchModel not implemented")
@@ -476,6 +498,24 @@ func _HospitalService_SubmitDecryptionShare_Handler(srv interface{}, ctx context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _HospitalService_ApproveContributors_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApproveContributorsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HospitalServiceServer).ApproveContributors(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HospitalService_ApproveContributors_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HospitalServiceServer).ApproveContributors(ctx, req.(*ApproveContributorsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _HospitalService_FetchModel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(FetchModelRequest)
 	if err := dec(in); err != nil {
@@ -536,6 +576,10 @@ var HospitalService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SubmitDecryptionShare",
 			Handler:    _HospitalService_SubmitDecryptionShare_Handler,
+		},
+		{
+			MethodName: "ApproveContributors",
+			Handler:    _HospitalService_ApproveContributors_Handler,
 		},
 		{
 			MethodName: "FetchModel",
