@@ -126,7 +126,7 @@ func (pa *Party) DecryptionShare(agg *Update, contributors, active []uint32) (*D
 	}
 	zero := rlwe.NewSecretKey(rp)
 	sigma := p.SmudgingSigma()
-	cks, err := mhe.NewKeySwitchProtocol(p.ckks, ring.DiscreteGaussian{Sigma: sigma, Bound: 6 * sigma})
+	cks, err := mhe.NewKeySwitchProtocol(p.ckks, ring.DiscreteGaussian{Sigma: sigma, Bound: smudgeTail * sigma})
 	if err != nil {
 		return nil, fmt.Errorf("he: key-switch protocol: %w", err)
 	}
@@ -138,6 +138,9 @@ func (pa *Party) DecryptionShare(agg *Update, contributors, active []uint32) (*D
 		ct := p.newCiphertext()
 		return func(i int) error {
 			ct.Value[1] = p.uniformA(seed, agg.binding, i)
+			if err := checkA(ct.Value[1], i); err != nil {
+				return err
+			}
 			sh := ks.AllocateShare(0)
 			ks.GenShare(skT, zero, ct, &sh)
 			// GenShare leaves coefficients lazily reduced (in [0, 2Q));

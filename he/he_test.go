@@ -72,7 +72,7 @@ func TestParams(t *testing.T) {
 		{"too many parties", 13, 60, 55, 54, 64, 24, 1 << 12},
 		{"smudging too small", 13, 60, 55, 54, 16, 16, 1 << 12},
 		{"smudging too large", 13, 60, 55, 54, 16, 34, 1 << 12},
-		{"too many decryptions", 13, 60, 55, 54, 16, 24, 1 << 20},
+		{"too many decryptions", 13, 60, 55, 54, 16, 24, 1 << 24},
 	}
 	for _, c := range unsafe {
 		t.Run(c.name, func(t *testing.T) {
@@ -708,5 +708,17 @@ func TestNobodyFakesAContributor(t *testing.T) {
 	mixed, _ := relabel.Result()
 	if _, err := r.decrypt(t, mixed, []uint32{1, 2}, []uint32{2, 3, 4}); !errors.Is(err, ErrDecrypt) {
 		t.Fatalf("an update of another round stood in: %v", err)
+	}
+}
+
+func TestCheckA(t *testing.T) {
+	p := RegionParams()
+	a := p.uniformA(seedHash(newSeed(t)), binding("a"), 0)
+	if err := checkA(a, 0); err != nil {
+		t.Fatal(err)
+	}
+	a.Coeffs[0][17] = 0
+	if err := checkA(a, 3); !errors.Is(err, ErrInvalidValue) {
+		t.Fatalf("a zero NTT coefficient: %v", err)
 	}
 }

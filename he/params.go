@@ -65,7 +65,14 @@ type Params struct {
 	//
 	//  - from below, by a Rényi-divergence argument: a decryption shows the
 	//    coordinator m + e_agg + e_smudge, where e_agg (|e_agg| <= B, see
-	//    aggregateNoiseBound) depends on secret material. The Rényi
+	//    aggregateNoiseBound), the contributors' encryption noise, would
+	//    give away a·Σ s_i and so the keys: only the honest decryptors'
+	//    e_smudge hides it (colluding decryptors know their own). Each
+	//    decryptor adds its noise after weighting its key share by its
+	//    Lagrange coefficient, so the coordinator's choice of decryptor set
+	//    does not amplify anything; shares of one contributor set from
+	//    different decryptor sets only recombine with factors λ'/λ that
+	//    multiply the noise. The Rényi
 	//    divergence of order 2 between transcripts with and without e_agg is
 	//    at most exp(D·N·B²/σ²) after D decryptions under one key; we require
 	//    it to stay <= e for D = maxDecryptions, so a key-recovery attack
@@ -76,13 +83,17 @@ type Params struct {
 	//    key recovery on exact CKKS decryptions: the coordinator sees an RLWE
 	//    sample (c1, c1·s + e_smudge) rather than c1·s.
 	//  - from above, by precision: the decrypted sum carries t·σ² of extra
-	//    variance per coefficient; σ·6·sqrt(maxParties) must stay below
-	//    2^(logScale-20), i.e. an absolute error under 2^-20 of one clip unit
-	//    per coefficient even at the 6σ tail.
+	//    variance per coefficient; σ·smudgeTail·sqrt(maxParties) must stay
+	//    below 2^(logScale-20), i.e. an absolute error under 2^-20 of one
+	//    clip unit per coefficient even at the sampler's tail cut.
 	//
-	// For the region set, σ = 2^24, B ≈ 2^11 and N = 2^13 give
-	// D·N·B² <= σ² for D = 2^12 decryptions per key ceremony (more rounds
-	// than a region runs before it should re-key), and a decryption error
+	// The sampler cuts its tail at smudgeTail = 13σ: at 6σ the statistical
+	// distance from a true Gaussian, summed over 2^12 decryptions of 2^13
+	// coefficients, is about 0.2; at 13σ it is below 2^-100.
+	//
+	// For the region set, σ = 2^24, B ≈ 2^6.3 (sixteen fresh encryption
+	// errors of σ 3.2) and N = 2^13 give D·N·B² <= σ² with a wide margin for
+	// D = 2^12 decryptions per key ceremony, and a decryption error
 	// of std 2^-30·sqrt(t) clip units per coefficient: a relative L2 error
 	// of 7e-7 on the sum of five independent 1M-value updates at full clip
 	// norm with t = 3 (the worst case; correlated updates do better).
@@ -200,7 +211,7 @@ func (p Params) Validate() error {
 		return fmt.Errorf("%w: maxParties=%d", ErrWrongParams, p.maxParties)
 	}
 	// Headroom: |sum coefficient| <= maxParties, times the scale, plus the
-	// decryption noise (6σ·sqrt(maxParties) below 2^(logScale-20), checked
+	// decryption noise (13σ·sqrt(maxParties) below 2^(logScale-20), checked
 	// next), must stay below Q/2, or the coefficient wraps around mod Q.
 	q := float64(rp.Q()[0])
 	if float64(p.maxParties)*p.scale()*(1+0x1p-10) >= q/2 {
@@ -217,30 +228,27 @@ func (p Params) Validate() error {
 			ErrWrongParams, p.smudgeLogSigma, p.maxDecryptions, b, math.Sqrt(float64(p.maxDecryptions)*float64(p.ckks.N()))*b)
 	}
 	// ... and from above (precision).
-	if 6*sigma*math.Sqrt(float64(p.maxParties)) > math.Exp2(float64(p.logScale-20)) {
+	if smudgeTail*sigma*math.Sqrt(float64(p.maxParties)) > math.Exp2(float64(p.logScale-20)) {
 		return fmt.Errorf("%w: smudging sigma 2^%d too large for scale 2^%d", ErrWrongParams, p.smudgeLogSigma, p.logScale)
 	}
-	// A count digit must decode exactly: the 6σ decryption error must be
+	// A count digit must decode exactly: the worst decryption error must be
 	// far below half a digit step.
-	if 6*sigma*math.Sqrt(float64(p.maxParties)) > math.Exp2(float64(p.logScale-p.countDigitBits-4)) {
+	if smudgeTail*sigma*math.Sqrt(float64(p.maxParties)) > math.Exp2(float64(p.logScale-p.countDigitBits-4)) {
 		return fmt.Errorf("%w: count digits of %d bits do not survive the decryption noise", ErrWrongParams, p.countDigitBits)
 	}
 	return nil
 }
 
 // aggregateNoiseBound is a 6σ bound on the noise of a sum of maxParties
-// fresh public-key encryptions under a collective key of maxParties
-// ternary shares. With the auxiliary modulus P, the noise of one encryption
-// is the rounding error of the division by P: r0 + r1·s with r0, r1 uniform
-// in [-1/2, 1/2], so its variance is (1 + ||s||²)/12 where ||s||² ≈
-// N·(2/3)·parties for a sum of uniform ternary secrets. The key-switching
-// protocol's own fresh noise (σ = 3.2) is negligible next to it.
+// fresh secret-key encryptions, each c0 = -a·s_i + m + e_i with e_i a
+// discrete Gaussian of the parameters' σ (3.2).
 func (p Params) aggregateNoiseBound() float64 {
-	n := float64(p.ckks.N())
-	k := float64(p.maxParties)
-	fresh := math.Sqrt((1 + n*2/3*k) / 12)
-	return 6 * math.Sqrt(k) * fresh
+	sigma := p.ckks.GetRLWEParameters().Xe().(ring.DiscreteGaussian).Sigma
+	return 6 * math.Sqrt(float64(p.maxParties)) * sigma
 }
+
+// smudgeTail is where the smudging sampler cuts its tail, in σ.
+const smudgeTail = 13
 
 // numCiphertexts is how many ciphertexts an update of length values uses:
 // the values, then the count digits, packed into consecutive coefficients.

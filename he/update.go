@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -72,6 +73,18 @@ func aPRNG(seedHash, binding [32]byte, index int) *sampling.KeyedPRNG {
 	key = append(key, binding[:]...)
 	key = binary.LittleEndian.AppendUint32(key, uint32(index))
 	return keyedPRNG(labelA, key)
+}
+
+// checkA refuses an a with a zero NTT coefficient modulo any prime: it is
+// not invertible, and a·s would then not hide s in that slot. (A uniform a
+// has one with probability about N/q, 2^-47 here.)
+func checkA(a ring.Poly, index int) error {
+	for _, row := range a.Coeffs {
+		if slices.Contains(row, 0) {
+			return fmt.Errorf("%w: the public polynomial of ciphertext %d is not invertible", ErrInvalidValue, index)
+		}
+	}
+	return nil
 }
 
 // uniformA expands a from aPRNG exactly as lattigo's secret-key encryptor
@@ -250,6 +263,9 @@ func (pa *Party) Encrypt(values []float64, count uint64, clip float64, binding [
 			ct := p.newCiphertext()
 			if err := base.WithPRNG(aPRNG(seed, binding, i)).Encrypt(pt, ct); err != nil {
 				return fmt.Errorf("he: encrypting ciphertext %d: %w", i, err)
+			}
+			if err := checkA(ct.Value[1], i); err != nil {
+				return err
 			}
 			u.c0[i] = ct.Value[0]
 			return nil

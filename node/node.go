@@ -1078,6 +1078,13 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	if agg.Binding() != binding {
 		return n.untrusted("an aggregate", "it is bound to another job, round or model")
 	}
+	n.mu.Lock()
+	used := n.state.Decrypted
+	n.mu.Unlock()
+	if budget := n.params.MaxDecryptions(); used+agg.NumCiphertexts() > budget {
+		n.log.Warn("decryption budget of this key spent", "decrypted", used, "budget", budget, "job_id", t.JobId, "round", t.Round)
+		return fmt.Errorf("refusing to decrypt: %d of the %d ciphertexts this key may decrypt are spent, and this aggregate has %d; the region needs a new key ceremony", used, budget, agg.NumCiphertexts())
+	}
 	share, err := party.DecryptionShare(agg, contributorPoints, active)
 	if err != nil {
 		return err
@@ -1086,10 +1093,12 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	if err != nil {
 		return err
 	}
-	// Record the share before it leaves: a crash after this line can lose
-	// the share but never give a second one.
+	// Record the share, and count it against the budget, before it leaves:
+	// a crash after this line can lose the share but never give a second
+	// one.
 	n.mu.Lock()
 	n.state.SharesGiven[key] = givenShare{AggregateDigest: t.AggregateDigest, Contributors: contributors, Active: t.Active, Share: b}
+	n.state.Decrypted += agg.NumCiphertexts()
 	err = n.state.save(n.cfg.DataDir)
 	n.mu.Unlock()
 	if err != nil {

@@ -355,6 +355,42 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	fake.serve(aggA)
 	again(n2)
 
+	// The decryption budget: a node whose key decrypted as many ciphertexts
+	// as the parameters allow gives no more shares.
+	n2.mu.Lock()
+	spent := n2.state.Decrypted
+	n2.state.Decrypted = p.MaxDecryptions()
+	n2.mu.Unlock()
+	if spent != 1 {
+		t.Errorf("%d ciphertexts counted for one share of a one-ciphertext aggregate", spent)
+	}
+	bind2 := jobspec.Binding("job-1", 2, 0, hash)
+	agg2 := he.NewAggregator(p, jobspec.VectorLen(spec, 2), jobspec.EncodingClip(spec, 2), bind2)
+	for _, pa := range parties[:2] {
+		u, err := pa.Encrypt(make([]float64, jobspec.VectorLen(spec, 2)), 10, jobspec.EncodingClip(spec, 2), bind2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := agg2.Add(u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum2, _ := agg2.Result()
+	raw2, d2 := wire(t, sum2)
+	fake.serve(raw2)
+	before := len(fake.given())
+	if err := n2.decrypt(ctx, fresh(func(tk *pb.DecryptTask) {
+		tk.AggregateDigest, tk.Approvals = d2, approvals(2, []string{"h1", "h2"})
+	})); err == nil || !strings.Contains(err.Error(), "spent") {
+		t.Errorf("past the budget: %v", err)
+	}
+	if len(fake.given()) != before {
+		t.Error("a share was given past the budget")
+	}
+	n2.mu.Lock()
+	n2.state.Decrypted = spent
+	n2.mu.Unlock()
+
 	// Approvals: one contributor set per binding, naming this hospital,
 	// for an update it made; the signature verifies as a decryptor checks.
 	approve := func(round uint32, contributors ...string) error {
@@ -537,4 +573,14 @@ func TestOneVectorPerBinding(t *testing.T) {
 	if _, err := n.encrypt(task, []float64{0, 0, 0, 1}, 7); !errors.Is(err, ErrUntrusted) {
 		t.Fatalf("another vector after a restart: %v", err)
 	}
+}
+
+func wire(t *testing.T, u *he.Update) ([]byte, []byte) {
+	t.Helper()
+	b, err := u.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := u.Digest()
+	return b, d[:]
 }

@@ -34,6 +34,10 @@ type diskState struct {
 	// Encrypted holds, per update binding (hex), the one vector this node
 	// encrypted under it (see Node.encrypt).
 	Encrypted map[string]encryption `json:"encrypted,omitempty"`
+	// Decrypted counts the ciphertexts this node gave decryption shares for
+	// under its key: the smudging argument covers he.Params.MaxDecryptions
+	// of them, and the node refuses past that.
+	Decrypted int `json:"decrypted"`
 	// Approved holds, per update binding (hex), the one contributor set
 	// this node signed for it.
 	Approved map[string][]string `json:"approved,omitempty"`
