@@ -3,6 +3,7 @@ package coordinator_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"math"
@@ -17,6 +18,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -440,5 +443,34 @@ func TestSlowSenderIsCutOff(t *testing.T) {
 	}
 	if j, _ := r.job(id); j.Current().ContributionOf(r.names[2]) != nil {
 		t.Fatal("the slow update was counted")
+	}
+}
+
+// Every replica serves the standard gRPC health service to any certificate
+// of the region (a container health check, grpcurl), and nothing to a
+// connection without one.
+func TestHealthService(t *testing.T) {
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 2, threshold: 2})
+	rep := reg.replicas[0]
+	check := func(cfg *tls.Config) (healthpb.HealthCheckResponse_ServingStatus, error) {
+		conn, err := grpc.NewClient(rep.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		if err != nil {
+			return 0, err
+		}
+		defer conn.Close()
+		resp, err := healthpb.NewHealthClient(conn).Check(reg.ctx(), &healthpb.HealthCheckRequest{})
+		return resp.GetStatus(), err
+	}
+	for _, role := range []identity.Role{identity.RoleHospital, identity.RoleOperator, identity.RoleAuditor} {
+		cert, err := reg.ca.Issue(identity.Identity{Name: "probe", Role: role}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := check(identity.ClientConfig(cert, reg.ca.Pool())); err != nil || st != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("%s: %v %v", role, st, err)
+		}
+	}
+	if _, err := check(&tls.Config{RootCAs: reg.ca.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS13}); err == nil {
+		t.Error("a connection without a client certificate got an answer")
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
 
 	"regionfl/client"
 	"regionfl/coordinator/metrics"
@@ -64,6 +65,7 @@ type Replica struct {
 	cfg    Config
 	store  *store.Store
 	grpc   *grpc.Server
+	health *health.Server
 	lis    net.Listener
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -149,10 +151,10 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	opts := append(srv.GRPCOptions(), grpc.Creds(credentials.NewTLS(identity.ServerConfig(cfg.Cert, cfg.CA))))
 	opts = append(opts, cfg.ServerOptions...)
 	g := grpc.NewServer(opts...)
-	srv.Register(g)
+	hs := srv.Register(g)
 
 	ctx, cancel := context.WithCancel(ctx)
-	r := &Replica{cfg: cfg, store: st, grpc: g, lis: lis, cancel: cancel, metrics: m, web: ws, webAddr: webAddr, metEP: mep}
+	r := &Replica{cfg: cfg, store: st, grpc: g, health: hs, lis: lis, cancel: cancel, metrics: m, web: ws, webAddr: webAddr, metEP: mep}
 	r.wg.Add(4)
 	go func() { defer r.wg.Done(); g.Serve(lis) }()
 	go func() { defer r.wg.Done(); r.checkpoints(ctx, log) }()
@@ -235,6 +237,7 @@ func (r *Replica) MetricsAddr() string {
 // replica started again on it resumes.
 func (r *Replica) Stop() error {
 	r.cancel()
+	r.health.Shutdown()
 	r.grpc.Stop()
 	if r.web != nil {
 		r.web.Close()

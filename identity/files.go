@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -133,24 +134,25 @@ func InitIdentity(dir, name string) (csrPath string, err error) {
 }
 
 // SignCSR checks a CSR's signature and name and issues a certificate for it
-// with the role the CA operator chose.
-func (ca *CA) SignCSR(csrPath string, role Role, validity time.Duration, dnsNames []string) ([]byte, error) {
+// with the role the CA operator chose; it returns the certificate and its
+// PEM encoding.
+func (ca *CA) SignCSR(csrPath string, role Role, validity time.Duration, dnsNames []string, ips []net.IP) (*x509.Certificate, []byte, error) {
 	der, err := readPEM(csrPath, "CERTIFICATE REQUEST")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {
-		return nil, fmt.Errorf("identity: %s: %w", csrPath, err)
+		return nil, nil, fmt.Errorf("identity: %s: %w", csrPath, err)
 	}
 	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("identity: %s: bad signature: %w", csrPath, err)
+		return nil, nil, fmt.Errorf("identity: %s: bad signature: %w", csrPath, err)
 	}
-	cert, err := ca.Sign(csr.PublicKey, Identity{Name: csr.Subject.CommonName, Role: role}, validity, dnsNames)
+	cert, err := ca.Sign(csr.PublicKey, Identity{Name: csr.Subject.CommonName, Role: role}, validity, dnsNames, ips)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), nil
+	return cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), nil
 }
 
 func writePEM(path, typ string, der []byte, mode os.FileMode) error {

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/url"
 	"regexp"
 	"time"
@@ -174,7 +175,12 @@ func (ca *CA) Pool() *x509.CertPool {
 
 // Sign issues a certificate for id bound to pub. dnsNames and ips are added
 // for servers (replicas) so clients can verify the address they dial.
-func (ca *CA) Sign(pub crypto.PublicKey, id Identity, validity time.Duration, dnsNames []string) (*x509.Certificate, error) {
+func (ca *CA) Sign(pub crypto.PublicKey, id Identity, validity time.Duration, dnsNames []string, ips []net.IP) (*x509.Certificate, error) {
+	for _, d := range dnsNames {
+		if net.ParseIP(d) != nil {
+			return nil, fmt.Errorf("identity: %q is an IP address, not a DNS name: give it as an IP SAN", d)
+		}
+	}
 	if _, err := ParseRole(string(id.Role)); err != nil {
 		return nil, err
 	}
@@ -195,6 +201,7 @@ func (ca *CA) Sign(pub crypto.PublicKey, id Identity, validity time.Duration, dn
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
 		URIs:         []*url.URL{id.uri()},
 		DNSNames:     dnsNames,
+		IPAddresses:  ips,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
 	if err != nil {
@@ -210,11 +217,14 @@ func (ca *CA) Issue(id Identity, validity time.Duration) (tls.Certificate, error
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	var dns []string
+	var (
+		dns []string
+		ips []net.IP
+	)
 	if id.Role == RoleCoordinator {
-		dns = []string{"localhost", id.Name}
+		dns, ips = []string{"localhost", id.Name}, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
 	}
-	cert, err := ca.Sign(key.Public(), id, validity, dns)
+	cert, err := ca.Sign(key.Public(), id, validity, dns, ips)
 	if err != nil {
 		return tls.Certificate{}, err
 	}

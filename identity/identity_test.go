@@ -1,6 +1,9 @@
 package identity
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"net"
 	"os"
@@ -113,7 +116,7 @@ func TestCSRFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pemCert, err := loaded.SignCSR(csr, RoleHospital, time.Hour, nil)
+	_, pemCert, err := loaded.SignCSR(csr, RoleHospital, time.Hour, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +137,7 @@ func TestCSRFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pem2, err := loaded.SignCSR(csr2, RoleHospital, time.Hour, nil)
+	_, pem2, err := loaded.SignCSR(csr2, RoleHospital, time.Hour, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,4 +163,31 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// A replica's certificate names IP addresses as IP SANs, so tools dialing
+// https://127.0.0.1:... verify it; an IP given as a DNS name is refused.
+func TestSignIPAddresses(t *testing.T) {
+	ca, err := NewCA("test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := Identity{Name: "replica-1", Role: RoleCoordinator}
+	cert, err := ca.Sign(key.Public(), id, time.Hour, []string{"coord.example"}, []net.IP{net.ParseIP("10.0.0.7")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cert.VerifyHostname("10.0.0.7"); err != nil {
+		t.Errorf("IP SAN: %v", err)
+	}
+	if err := cert.VerifyHostname("coord.example"); err != nil {
+		t.Errorf("DNS SAN: %v", err)
+	}
+	if _, err := ca.Sign(key.Public(), id, time.Hour, []string{"127.0.0.1"}, nil); err == nil {
+		t.Error("an IP address was accepted as a DNS name")
+	}
 }

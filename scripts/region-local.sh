@@ -129,7 +129,7 @@ done
 run regionfl researcher init --id alice --dir alice
 run regionfl operator init --id ops --dir ops
 for i in 1 2 3; do
-  run regionfl ca sign --dir ca --role coordinator --dns "replica-$i" "replica-$i/tls.csr" -o "replica-$i/tls.crt"
+  run regionfl ca sign --dir ca --role coordinator --dns "replica-$i" --ip 127.0.0.1 "replica-$i/tls.csr" -o "replica-$i/tls.crt"
 done
 for h in "${HOSPITALS[@]}"; do
   run regionfl ca sign --dir ca --role hospital "$h/tls.csr" -o "$h/tls.crt"

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -40,7 +41,7 @@ func newCACmd() *cobra.Command {
 	var (
 		signDir, role, out string
 		certValidity       time.Duration
-		dnsNames           []string
+		dnsNames, ipAddrs  []string
 	)
 	sign := &cobra.Command{
 		Use:   "sign CSR",
@@ -58,11 +59,29 @@ func newCACmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			pem, err := ca.SignCSR(args[0], r, certValidity, dnsNames)
+			var ips []net.IP
+			for _, a := range ipAddrs {
+				ip := net.ParseIP(a)
+				if ip == nil {
+					return usageError{fmt.Errorf("--ip: %q is not an IP address", a)}
+				}
+				ips = append(ips, ip)
+			}
+			for _, d := range dnsNames {
+				if net.ParseIP(d) != nil {
+					return usageError{fmt.Errorf("--dns: %q is an IP address: give it with --ip", d)}
+				}
+			}
+			cert, pem, err := ca.SignCSR(args[0], r, certValidity, dnsNames, ips)
 			if err != nil {
 				return err
 			}
-			return os.WriteFile(out, pem, 0o644)
+			if err := os.WriteFile(out, pem, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %s %s, serial %s, valid until %s\n", out, r, cert.Subject.CommonName,
+				identity.SerialHex(cert), cert.NotAfter.UTC().Format(time.RFC3339))
+			return nil
 		},
 	}
 	sign.Flags().StringVar(&signDir, "dir", "", "the CA directory")
@@ -70,6 +89,7 @@ func newCACmd() *cobra.Command {
 	sign.Flags().StringVarP(&out, "output", "o", "", "certificate file to write")
 	sign.Flags().DurationVar(&certValidity, "validity", 30*24*time.Hour, "certificate lifetime (short-lived by default)")
 	sign.Flags().StringSliceVar(&dnsNames, "dns", nil, "DNS names for a replica's certificate")
+	sign.Flags().StringSliceVar(&ipAddrs, "ip", nil, "IP addresses for a replica's certificate (IP SANs), e.g. 127.0.0.1")
 	cmd.AddCommand(initCmd, sign)
 	return cmd
 }

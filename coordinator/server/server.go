@@ -22,6 +22,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -78,12 +80,17 @@ func New(st *store.Store, engine *round.Engine, log *slog.Logger) *Server {
 	return &Server{store: st, engine: engine, log: log, limit: newLimiter(DefaultLimits), uploadTimeout: DefaultUploadTimeout}
 }
 
-// Register adds the services to a gRPC server.
-func (s *Server) Register(g *grpc.Server) {
+// Register adds the services to a gRPC server, with the standard health
+// service (grpc.health.v1): SERVING while the replica runs, for any
+// certificate of the region.
+func (s *Server) Register(g *grpc.Server) *health.Server {
 	pb.RegisterHospitalServiceServer(g, hospitalService{s})
 	pb.RegisterResearcherServiceServer(g, researcherService{s})
 	pb.RegisterOperatorServiceServer(g, s)
 	pb.RegisterAuditorServiceServer(g, auditorService{Server: s})
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(g, hs)
+	return hs
 }
 
 // GRPCOptions are the server options every replica uses: message caps and
@@ -106,6 +113,8 @@ var allowed = map[string][]identity.Role{
 	pb.ResearcherService_ServiceDesc.ServiceName: {identity.RoleResearcher},
 	pb.OperatorService_ServiceDesc.ServiceName:   {identity.RoleOperator},
 	pb.AuditorService_ServiceDesc.ServiceName:    {identity.RoleAuditor},
+	healthpb.Health_ServiceDesc.ServiceName: {identity.RoleHospital, identity.RoleResearcher, identity.RoleOperator,
+		identity.RoleAuditor, identity.RoleCoordinator},
 }
 
 // joinMethod may also be called by replicas joining the cluster.
