@@ -66,7 +66,7 @@ func (r *Replica) checkpoints(ctx context.Context, log *slog.Logger) {
 		if err != nil {
 			continue
 		}
-		err = r.store.Propose(fsm.CmdCheckpoint, &pb.CheckpointCommand{TreeHead: b})
+		err = r.store.Propose(&pb.CheckpointCommand{TreeHead: b})
 		switch {
 		case err == nil:
 			lastAt = time.Now()

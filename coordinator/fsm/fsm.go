@@ -22,6 +22,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"regionfl/audit"
 	"regionfl/jobspec"
@@ -85,10 +86,14 @@ type Meta struct {
 // maxActor bounds the actor field of an entry.
 const maxActor = 255
 
-// Encode builds a log entry: the type byte, the time (8 bytes, big
-// endian), the actor (1-byte length, then the bytes) and the protobuf
-// command.
-func Encode(t CommandType, m proto.Message, meta Meta) ([]byte, error) {
+// Encode builds a log entry: the type byte (from the command table), the
+// time (8 bytes, big endian), the actor (1-byte length, then the bytes) and
+// the protobuf command.
+func Encode(m proto.Message, meta Meta) ([]byte, error) {
+	t, err := TypeOf(m)
+	if err != nil {
+		return nil, err
+	}
 	if len(meta.Actor) > maxActor {
 		return nil, fmt.Errorf("fsm: actor of %d bytes", len(meta.Actor))
 	}
@@ -164,12 +169,13 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if err != nil {
 		panic(fmt.Sprintf("%v: index %d: %v", ErrCorrupt, l.Index, err))
 	}
-	m := newCommand(t)
-	if m == nil {
+	c, ok := commands[t]
+	if !ok {
 		// An entry written by a newer version: refuse loudly rather than
 		// silently diverge from replicas that understand it.
 		panic(fmt.Sprintf("%v: unknown command type %d at index %d", ErrCorrupt, t, l.Index))
 	}
+	m := c.new()
 	if err := proto.Unmarshal(body, m); err != nil {
 		panic(fmt.Sprintf("%v: type %d at index %d: %v", ErrCorrupt, t, l.Index, err))
 	}
@@ -179,7 +185,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if err != nil {
 		return rejectf("audit record: %v", err)
 	}
-	if err := f.state.apply(m); err == errUnchanged {
+	if err := c.apply(f.state, m); err == errUnchanged {
 		return nil
 	} else if err != nil {
 		return err
@@ -192,117 +198,83 @@ func (f *FSM) Apply(l *raft.Log) any {
 	return nil
 }
 
-func newCommand(t CommandType) proto.Message {
-	switch t {
-	case CmdRegisterReplica:
-		return &pb.RegisterReplicaCommand{}
-	case CmdCreateRegion:
-		return &pb.CreateRegionCommand{}
-	case CmdEnroll:
-		return &pb.EnrollCommand{}
-	case CmdPublicKeyShare:
-		return &pb.PublicKeyShareCommand{}
-	case CmdPublicKey:
-		return &pb.PublicKeyCommand{}
-	case CmdSealedShares:
-		return &pb.SealedSharesCommand{}
-	case CmdKeyReady:
-		return &pb.KeyReadyCommand{}
-	case CmdSubmitJob:
-		return &pb.SubmitJobCommand{}
-	case CmdDecideJob:
-		return &pb.DecideJobCommand{}
-	case CmdOpenRound:
-		return &pb.OpenRoundCommand{}
-	case CmdContribution:
-		return &pb.ContributionCommand{}
-	case CmdCloseRound:
-		return &pb.CloseRoundCommand{}
-	case CmdDecryptionShare:
-		return &pb.DecryptionShareCommand{}
-	case CmdRetryDecryption:
-		return &pb.RetryDecryptionCommand{}
-	case CmdCommitModel:
-		return &pb.CommitModelCommand{}
-	case CmdAbortRound:
-		return &pb.AbortRoundCommand{}
-	case CmdEndJob:
-		return &pb.EndJobCommand{}
-	case CmdScaling:
-		return &pb.ScalingCommand{}
-	case CmdRevoke:
-		return &pb.RevokeCommand{}
-	case CmdCheckpoint:
-		return &pb.CheckpointCommand{}
-	case CmdAuthzRefused:
-		return &pb.AuthzRefusedCommand{}
-	case CmdReplicaRemoved:
-		return &pb.ReplicaRemovedCommand{}
-	case CmdApproval:
-		return &pb.ApprovalCommand{}
-	}
-	return nil
+// command is one entry of the command table: how an entry's protobuf is
+// made for decoding, and how it changes the state. Every command is listed
+// once, in commands; its audit record is built by auditRecord.
+type command struct {
+	new   func() proto.Message
+	apply func(*State, proto.Message) error
 }
 
-// apply changes the state for one command; it returns nil or a rejection.
-func (s *State) apply(m proto.Message) error {
-	switch c := m.(type) {
-	case *pb.RegisterReplicaCommand:
+// entry makes a table entry from a typed apply function.
+func entry[M any, P interface {
+	*M
+	proto.Message
+}](apply func(*State, P) error) command {
+	return command{
+		new:   func() proto.Message { return P(new(M)) },
+		apply: func(s *State, m proto.Message) error { return apply(s, m.(P)) },
+	}
+}
+
+// commands is the command table.
+var commands = map[CommandType]command{
+	CmdRegisterReplica: entry(func(s *State, c *pb.RegisterReplicaCommand) error {
 		if addr, ok := s.Replicas[c.Id]; ok && addr == c.GrpcAddr {
 			return errUnchanged
 		}
 		s.Replicas[c.Id] = c.GrpcAddr
 		return nil
-	case *pb.CreateRegionCommand:
-		return s.createRegion(c)
-	case *pb.EnrollCommand:
-		return s.enroll(c)
-	case *pb.PublicKeyShareCommand:
-		return s.publicKeyShare(c)
-	case *pb.PublicKeyCommand:
-		return s.publicKey(c)
-	case *pb.SealedSharesCommand:
-		return s.sealedShares(c)
-	case *pb.KeyReadyCommand:
-		return s.keyReady(c)
-	case *pb.SubmitJobCommand:
-		return s.submitJob(c)
-	case *pb.DecideJobCommand:
-		return s.decideJob(c)
-	case *pb.OpenRoundCommand:
-		return s.openRound(c)
-	case *pb.ContributionCommand:
-		return s.contribution(c)
-	case *pb.CloseRoundCommand:
-		return s.closeRound(c)
-	case *pb.DecryptionShareCommand:
-		return s.decryptionShare(c)
-	case *pb.ApprovalCommand:
-		return s.approval(c)
-	case *pb.RetryDecryptionCommand:
-		return s.retryDecryption(c)
-	case *pb.CommitModelCommand:
-		return s.commitModel(c)
-	case *pb.AbortRoundCommand:
-		return s.abortRound(c)
-	case *pb.EndJobCommand:
-		return s.endJob(c)
-	case *pb.ScalingCommand:
-		return s.scaling(c)
-	case *pb.RevokeCommand:
-		return s.revoke(c)
-	case *pb.CheckpointCommand:
-		return s.checkpoint(c)
-	case *pb.AuthzRefusedCommand:
+	}),
+	CmdCreateRegion:    entry((*State).createRegion),
+	CmdEnroll:          entry((*State).enroll),
+	CmdPublicKeyShare:  entry((*State).publicKeyShare),
+	CmdPublicKey:       entry((*State).publicKey),
+	CmdSealedShares:    entry((*State).sealedShares),
+	CmdKeyReady:        entry((*State).keyReady),
+	CmdSubmitJob:       entry((*State).submitJob),
+	CmdDecideJob:       entry((*State).decideJob),
+	CmdOpenRound:       entry((*State).openRound),
+	CmdContribution:    entry((*State).contribution),
+	CmdCloseRound:      entry((*State).closeRound),
+	CmdDecryptionShare: entry((*State).decryptionShare),
+	CmdRetryDecryption: entry((*State).retryDecryption),
+	CmdCommitModel:     entry((*State).commitModel),
+	CmdAbortRound:      entry((*State).abortRound),
+	CmdEndJob:          entry((*State).endJob),
+	CmdScaling:         entry((*State).scaling),
+	CmdRevoke:          entry((*State).revoke),
+	CmdCheckpoint:      entry((*State).checkpoint),
+	CmdAuthzRefused: entry(func(*State, *pb.AuthzRefusedCommand) error {
 		return nil // recorded in the audit log only
-	case *pb.ReplicaRemovedCommand:
+	}),
+	CmdReplicaRemoved: entry(func(s *State, c *pb.ReplicaRemovedCommand) error {
 		if _, ok := s.Replicas[c.Id]; !ok {
 			return errUnchanged
 		}
 		delete(s.Replicas, c.Id)
 		return nil
+	}),
+	CmdApproval: entry((*State).approval),
+}
+
+// typeOf maps each command's protobuf message to its type byte.
+var typeOf = func() map[protoreflect.FullName]CommandType {
+	m := make(map[protoreflect.FullName]CommandType, len(commands))
+	for t, c := range commands {
+		m[c.new().ProtoReflect().Descriptor().FullName()] = t
 	}
-	return rejectf("unhandled command %T", m)
+	return m
+}()
+
+// TypeOf is the command type of m, or an error for a message that is not a
+// command.
+func TypeOf(m proto.Message) (CommandType, error) {
+	t, ok := typeOf[m.ProtoReflect().Descriptor().FullName()]
+	if !ok {
+		return 0, fmt.Errorf("fsm: %T is not a command", m)
+	}
+	return t, nil
 }
 
 func (s *State) createRegion(c *pb.CreateRegionCommand) error {

@@ -19,9 +19,9 @@ type applier struct {
 	idx uint64
 }
 
-func (a *applier) apply(ct CommandType, m proto.Message) error {
+func (a *applier) apply(m proto.Message) error {
 	a.t.Helper()
-	b, err := Encode(ct, m, Meta{Actor: "coordinator/replica-1", UnixMs: int64(a.idx+1) * 1000})
+	b, err := Encode(m, Meta{Actor: "coordinator/replica-1", UnixMs: int64(a.idx+1) * 1000})
 	if err != nil {
 		a.t.Fatal(err)
 	}
@@ -33,10 +33,10 @@ func (a *applier) apply(ct CommandType, m proto.Message) error {
 	return res.(error)
 }
 
-func (a *applier) must(ct CommandType, m proto.Message) {
+func (a *applier) must(m proto.Message) {
 	a.t.Helper()
-	if err := a.apply(ct, m); err != nil {
-		a.t.Fatalf("command %d: %v", ct, err)
+	if err := a.apply(m); err != nil {
+		a.t.Fatalf("command %T: %v", m, err)
 	}
 }
 
@@ -45,21 +45,21 @@ func (a *applier) must(ct CommandType, m proto.Message) {
 func readyRegion(t *testing.T) *applier {
 	a := &applier{t: t, f: New()}
 	hs := []string{"h1", "h2", "h3"}
-	a.must(CmdCreateRegion, &pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2, Seed: []byte("seed")})
+	a.must(&pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2, Seed: []byte("seed")})
 	for _, h := range hs {
-		a.must(CmdEnroll, &pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
-		a.must(CmdPublicKeyShare, &pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s" + h)})
+		a.must(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
+		a.must(&pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s" + h)})
 	}
-	a.must(CmdPublicKey, &pb.PublicKeyCommand{PublicKey: []byte("pk")})
+	a.must(&pb.PublicKeyCommand{PublicKey: []byte("pk")})
 	for _, h := range hs {
-		a.must(CmdSealedShares, &pb.SealedSharesCommand{From: h, Shares: [][]byte{{1}, {2}, {3}}})
+		a.must(&pb.SealedSharesCommand{From: h, Shares: [][]byte{{1}, {2}, {3}}})
 	}
 	for _, h := range hs {
-		a.must(CmdKeyReady, &pb.KeyReadyCommand{Hospital: h})
+		a.must(&pb.KeyReadyCommand{Hospital: h})
 	}
-	a.must(CmdSubmitJob, &pb.SubmitJobCommand{JobId: "j", Spec: &pb.JobSpec{MinHospitals: 2, Rounds: 2}, RequestId: "r1", InitialParams: []float64{0, 0}})
+	a.must(&pb.SubmitJobCommand{JobId: "j", Spec: &pb.JobSpec{MinHospitals: 2, Rounds: 2}, RequestId: "r1", InitialParams: []float64{0, 0}})
 	for _, h := range hs {
-		a.must(CmdDecideJob, &pb.DecideJobCommand{JobId: "j", Hospital: h, Accept: true})
+		a.must(&pb.DecideJobCommand{JobId: "j", Hospital: h, Accept: true})
 	}
 	return a
 }
@@ -78,13 +78,13 @@ func TestCeremonyStep(t *testing.T) {
 
 func TestRoundLifecycle(t *testing.T) {
 	a := readyRegion(t)
-	a.must(CmdOpenRound, &pb.OpenRoundCommand{JobId: "j", Round: 1, UnixMs: 10, DeadlineUnixMs: 20})
-	a.must(CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("d1"), Size: 5})
-	a.must(CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h2", Digest: []byte("d2"), Size: 5})
-	a.must(CmdCloseRound, &pb.CloseRoundCommand{JobId: "j", Round: 1, Aggregate: []byte("agg"), AggregateDigest: []byte("ad"),
+	a.must(&pb.OpenRoundCommand{JobId: "j", Round: 1, UnixMs: 10, DeadlineUnixMs: 20})
+	a.must(&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("d1"), Size: 5})
+	a.must(&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h2", Digest: []byte("d2"), Size: 5})
+	a.must(&pb.CloseRoundCommand{JobId: "j", Round: 1, Aggregate: []byte("agg"), AggregateDigest: []byte("ad"),
 		Contributors: []string{"h1", "h2"}, Active: []string{"h1", "h3"}})
-	a.must(CmdDecryptionShare, &pb.DecryptionShareCommand{JobId: "j", Round: 1, Attempt: 1, Hospital: "h3", Share: []byte("x")})
-	a.must(CmdCommitModel, &pb.CommitModelCommand{JobId: "j", Round: 1, Version: 1, Params: []float64{1, 2}, TotalSamples: 9})
+	a.must(&pb.DecryptionShareCommand{JobId: "j", Round: 1, Attempt: 1, Hospital: "h3", Share: []byte("x")})
+	a.must(&pb.CommitModelCommand{JobId: "j", Round: 1, Version: 1, Params: []float64{1, 2}, TotalSamples: 9})
 	a.f.Read(func(s *State) {
 		j := s.Jobs["j"]
 		if j.Latest().Version != 1 || j.Current().State != RoundCommitted || j.Current().Aggregate != nil {
@@ -96,29 +96,28 @@ func TestRoundLifecycle(t *testing.T) {
 func TestRejections(t *testing.T) {
 	tests := []struct {
 		name string
-		ct   CommandType
 		m    proto.Message
 	}{
-		{"duplicate contribution", CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("other")}},
-		{"replayed digest", CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h2", Digest: []byte("d1")}},
-		{"stale round", CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 2, Hospital: "h2", Digest: []byte("d2")}},
-		{"unknown hospital", CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "eve", Digest: []byte("d9")}},
-		{"unknown job", CmdContribution, &pb.ContributionCommand{JobId: "nope", Round: 1, Hospital: "h2", Digest: []byte("d2")}},
-		{"close below K", CmdCloseRound, &pb.CloseRoundCommand{JobId: "j", Round: 1, Contributors: []string{"h1"}, Active: []string{"h1", "h2"}}},
-		{"manifest lists a non-contributor", CmdCloseRound, &pb.CloseRoundCommand{JobId: "j", Round: 1, Contributors: []string{"h1", "h3"}, Active: []string{"h1", "h2"}}},
-		{"too few decryptors", CmdCloseRound, &pb.CloseRoundCommand{JobId: "j", Round: 1, Contributors: []string{"h1"}, Active: []string{"h1"}}},
-		{"share while collecting", CmdDecryptionShare, &pb.DecryptionShareCommand{JobId: "j", Round: 1, Attempt: 1, Hospital: "h1"}},
-		{"second region", CmdCreateRegion, &pb.CreateRegionCommand{Hospitals: []string{"a"}, Threshold: 1}},
-		{"second decision", CmdDecideJob, &pb.DecideJobCommand{JobId: "j", Hospital: "h1", Accept: false}},
-		{"round out of order", CmdOpenRound, &pb.OpenRoundCommand{JobId: "j", Round: 3}},
+		{"duplicate contribution", &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("other")}},
+		{"replayed digest", &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h2", Digest: []byte("d1")}},
+		{"stale round", &pb.ContributionCommand{JobId: "j", Round: 2, Hospital: "h2", Digest: []byte("d2")}},
+		{"unknown hospital", &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "eve", Digest: []byte("d9")}},
+		{"unknown job", &pb.ContributionCommand{JobId: "nope", Round: 1, Hospital: "h2", Digest: []byte("d2")}},
+		{"close below K", &pb.CloseRoundCommand{JobId: "j", Round: 1, Contributors: []string{"h1"}, Active: []string{"h1", "h2"}}},
+		{"manifest lists a non-contributor", &pb.CloseRoundCommand{JobId: "j", Round: 1, Contributors: []string{"h1", "h3"}, Active: []string{"h1", "h2"}}},
+		{"too few decryptors", &pb.CloseRoundCommand{JobId: "j", Round: 1, Contributors: []string{"h1"}, Active: []string{"h1"}}},
+		{"share while collecting", &pb.DecryptionShareCommand{JobId: "j", Round: 1, Attempt: 1, Hospital: "h1"}},
+		{"second region", &pb.CreateRegionCommand{Hospitals: []string{"a"}, Threshold: 1}},
+		{"second decision", &pb.DecideJobCommand{JobId: "j", Hospital: "h1", Accept: false}},
+		{"round out of order", &pb.OpenRoundCommand{JobId: "j", Round: 3}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			a := readyRegion(t)
-			a.must(CmdOpenRound, &pb.OpenRoundCommand{JobId: "j", Round: 1})
-			a.must(CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("d1")})
+			a.must(&pb.OpenRoundCommand{JobId: "j", Round: 1})
+			a.must(&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("d1")})
 			before := snapshotBytes(t, a.f)
-			err := a.apply(tc.ct, tc.m)
+			err := a.apply(tc.m)
 			if !errors.Is(err, ErrRejected) {
 				t.Fatalf("got %v, want a rejection", err)
 			}
@@ -133,7 +132,7 @@ func TestRejections(t *testing.T) {
 
 func TestIdempotentSubmit(t *testing.T) {
 	a := readyRegion(t)
-	a.must(CmdSubmitJob, &pb.SubmitJobCommand{JobId: "j2", Spec: &pb.JobSpec{}, RequestId: "r1", InitialParams: []float64{0}})
+	a.must(&pb.SubmitJobCommand{JobId: "j2", Spec: &pb.JobSpec{}, RequestId: "r1", InitialParams: []float64{0}})
 	a.f.Read(func(s *State) {
 		if len(s.Jobs) != 1 || s.Requests["r1"] != "j" {
 			t.Fatalf("a retried submit created a job: %d jobs", len(s.Jobs))
@@ -143,7 +142,7 @@ func TestIdempotentSubmit(t *testing.T) {
 
 func TestSnapshotRestore(t *testing.T) {
 	a := readyRegion(t)
-	a.must(CmdOpenRound, &pb.OpenRoundCommand{JobId: "j", Round: 1})
+	a.must(&pb.OpenRoundCommand{JobId: "j", Round: 1})
 	b := snapshotBytes(t, a.f)
 	g := New()
 	if err := g.Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
@@ -199,4 +198,25 @@ func stripIndex(t *testing.T, b []byte) []byte {
 	}
 	j := i + bytes.IndexAny(b[i:], ",}")
 	return append(append([]byte{}, b[:i]...), b[j:]...)
+}
+
+// Every command type has one entry in the table, and a message's type is
+// derived from the message: a caller cannot pair a type with the wrong
+// command.
+func TestCommandTable(t *testing.T) {
+	for ct := CmdRegisterReplica; ct <= CmdApproval; ct++ {
+		c, ok := commands[ct]
+		if !ok {
+			t.Fatalf("command type %d has no entry", ct)
+		}
+		if got, err := TypeOf(c.new()); err != nil || got != ct {
+			t.Errorf("type %d: TypeOf says %d, %v", ct, got, err)
+		}
+	}
+	if len(commands) != int(CmdApproval) {
+		t.Errorf("%d entries for %d types", len(commands), CmdApproval)
+	}
+	if _, err := Encode(&pb.JobSpec{}, Meta{}); err == nil {
+		t.Error("a message that is not a command was encoded")
+	}
 }

@@ -12,18 +12,17 @@ import (
 )
 
 type cmd struct {
-	ct CommandType
-	m  proto.Message
+	m proto.Message
 }
 
 // Every command applied a second time (a client's retry proposed again, a
 // leader's decision made twice) leaves the state as the first left it.
 func TestCommandAppliedTwiceChangesStateOnce(t *testing.T) {
-	open := cmd{CmdOpenRound, &pb.OpenRoundCommand{JobId: "j", Round: 1, UnixMs: 10, DeadlineUnixMs: 20}}
+	open := cmd{&pb.OpenRoundCommand{JobId: "j", Round: 1, UnixMs: 10, DeadlineUnixMs: 20}}
 	contrib := func(h, d string) cmd {
-		return cmd{CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: h, Digest: []byte(d), Size: 5}}
+		return cmd{&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: h, Digest: []byte(d), Size: 5}}
 	}
-	closeRound := cmd{CmdCloseRound, &pb.CloseRoundCommand{JobId: "j", Round: 1, UnixMs: 30, Aggregate: []byte("agg"),
+	closeRound := cmd{&pb.CloseRoundCommand{JobId: "j", Round: 1, UnixMs: 30, Aggregate: []byte("agg"),
 		AggregateDigest: []byte("ad"), Contributors: []string{"h1", "h2"}, Active: []string{"h1", "h2"}}}
 	collected := []cmd{open, contrib("h1", "d1"), contrib("h2", "d2")}
 	decrypting := append(collected[:len(collected):len(collected)], closeRound)
@@ -32,19 +31,19 @@ func TestCommandAppliedTwiceChangesStateOnce(t *testing.T) {
 		setup []cmd
 		c     cmd
 	}{
-		{"register replica", nil, cmd{CmdRegisterReplica, &pb.RegisterReplicaCommand{Id: "r1", GrpcAddr: "a"}}},
-		{"submit job", nil, cmd{CmdSubmitJob, &pb.SubmitJobCommand{JobId: "j2", Spec: &pb.JobSpec{}, RequestId: "r2", InitialParams: []float64{0}}}},
-		{"decide job", []cmd{{CmdSubmitJob, &pb.SubmitJobCommand{JobId: "j2", Spec: &pb.JobSpec{}, InitialParams: []float64{0}}}},
-			cmd{CmdDecideJob, &pb.DecideJobCommand{JobId: "j2", Hospital: "h1", Accept: true}}},
-		{"key ready", nil, cmd{CmdKeyReady, &pb.KeyReadyCommand{Hospital: "h1"}}},
+		{"register replica", nil, cmd{&pb.RegisterReplicaCommand{Id: "r1", GrpcAddr: "a"}}},
+		{"submit job", nil, cmd{&pb.SubmitJobCommand{JobId: "j2", Spec: &pb.JobSpec{}, RequestId: "r2", InitialParams: []float64{0}}}},
+		{"decide job", []cmd{{&pb.SubmitJobCommand{JobId: "j2", Spec: &pb.JobSpec{}, InitialParams: []float64{0}}}},
+			cmd{&pb.DecideJobCommand{JobId: "j2", Hospital: "h1", Accept: true}}},
+		{"key ready", nil, cmd{&pb.KeyReadyCommand{Hospital: "h1"}}},
 		{"open round", nil, open},
 		{"contribution", []cmd{open}, contrib("h1", "d1")},
 		{"close round", collected, closeRound},
-		{"decryption share", decrypting, cmd{CmdDecryptionShare, &pb.DecryptionShareCommand{JobId: "j", Round: 1, Attempt: 1, Hospital: "h1", Share: []byte("s")}}},
-		{"retry decryption", decrypting, cmd{CmdRetryDecryption, &pb.RetryDecryptionCommand{JobId: "j", Round: 1, Attempt: 2, Active: []string{"h3"}, UnixMs: 40}}},
-		{"commit model", decrypting, cmd{CmdCommitModel, &pb.CommitModelCommand{JobId: "j", Round: 1, Version: 1, Params: []float64{1, 2}, TotalSamples: 9}}},
-		{"abort round", collected, cmd{CmdAbortRound, &pb.AbortRoundCommand{JobId: "j", Round: 1, Reason: "test"}}},
-		{"end job", nil, cmd{CmdEndJob, &pb.EndJobCommand{JobId: "j", State: JobCancelled}}},
+		{"decryption share", decrypting, cmd{&pb.DecryptionShareCommand{JobId: "j", Round: 1, Attempt: 1, Hospital: "h1", Share: []byte("s")}}},
+		{"retry decryption", decrypting, cmd{&pb.RetryDecryptionCommand{JobId: "j", Round: 1, Attempt: 2, Active: []string{"h3"}, UnixMs: 40}}},
+		{"commit model", decrypting, cmd{&pb.CommitModelCommand{JobId: "j", Round: 1, Version: 1, Params: []float64{1, 2}, TotalSamples: 9}}},
+		{"abort round", collected, cmd{&pb.AbortRoundCommand{JobId: "j", Round: 1, Reason: "test"}}},
+		{"end job", nil, cmd{&pb.EndJobCommand{JobId: "j", State: JobCancelled}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -54,14 +53,14 @@ func TestCommandAppliedTwiceChangesStateOnce(t *testing.T) {
 				a.f.state.Region.Threshold = 1
 				c := proto.Clone(closeRound.m).(*pb.CloseRoundCommand)
 				c.Active = []string{"h1"}
-				tc.setup = append(slices.Clone(collected), cmd{CmdCloseRound, c})
+				tc.setup = append(slices.Clone(collected), cmd{c})
 			}
 			for _, c := range tc.setup {
-				a.must(c.ct, c.m)
+				a.must(c.m)
 			}
-			a.must(tc.c.ct, tc.c.m)
+			a.must(tc.c.m)
 			once := stripIndex(t, snapshotBytes(t, a.f))
-			if err := a.apply(tc.c.ct, tc.c.m); err != nil && !errors.Is(err, ErrRejected) {
+			if err := a.apply(tc.c.m); err != nil && !errors.Is(err, ErrRejected) {
 				t.Fatalf("second apply: %v", err)
 			}
 			if !bytes.Equal(once, stripIndex(t, snapshotBytes(t, a.f))) {
@@ -76,14 +75,14 @@ func TestCommandAppliedTwiceChangesStateOnce(t *testing.T) {
 func TestRetryDecryptionAsksNewHospitals(t *testing.T) {
 	a := readyRegion(t)
 	a.f.state.Region.Threshold = 1
-	a.must(CmdOpenRound, &pb.OpenRoundCommand{JobId: "j", Round: 1, UnixMs: 10, DeadlineUnixMs: 20})
-	a.must(CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("d1")})
-	a.must(CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h2", Digest: []byte("d2")})
-	a.must(CmdCloseRound, &pb.CloseRoundCommand{JobId: "j", Round: 1, UnixMs: 30, Contributors: []string{"h1", "h2"}, Active: []string{"h1"}})
-	a.must(CmdDecryptionShare, &pb.DecryptionShareCommand{JobId: "j", Round: 1, Attempt: 1, Hospital: "h1", Share: []byte("s")})
-	a.must(CmdRetryDecryption, &pb.RetryDecryptionCommand{JobId: "j", Round: 1, Attempt: 2, Active: []string{"h2"}, UnixMs: 50})
+	a.must(&pb.OpenRoundCommand{JobId: "j", Round: 1, UnixMs: 10, DeadlineUnixMs: 20})
+	a.must(&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("d1")})
+	a.must(&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h2", Digest: []byte("d2")})
+	a.must(&pb.CloseRoundCommand{JobId: "j", Round: 1, UnixMs: 30, Contributors: []string{"h1", "h2"}, Active: []string{"h1"}})
+	a.must(&pb.DecryptionShareCommand{JobId: "j", Round: 1, Attempt: 1, Hospital: "h1", Share: []byte("s")})
+	a.must(&pb.RetryDecryptionCommand{JobId: "j", Round: 1, Attempt: 2, Active: []string{"h2"}, UnixMs: 50})
 	for _, h := range []string{"h1", "h2"} {
-		err := a.apply(CmdRetryDecryption, &pb.RetryDecryptionCommand{JobId: "j", Round: 1, Attempt: 3, Active: []string{h}, UnixMs: 60})
+		err := a.apply(&pb.RetryDecryptionCommand{JobId: "j", Round: 1, Attempt: 3, Active: []string{h}, UnixMs: 60})
 		if !errors.Is(err, ErrRejected) {
 			t.Errorf("attempt 3 asking %s again: %v, want a rejection", h, err)
 		}
@@ -95,7 +94,7 @@ func TestRetryDecryptionAsksNewHospitals(t *testing.T) {
 		}
 	})
 	// An old attempt's share is refused.
-	if err := a.apply(CmdDecryptionShare, &pb.DecryptionShareCommand{JobId: "j", Round: 1, Attempt: 1, Hospital: "h2", Share: []byte("s")}); !errors.Is(err, ErrRejected) {
+	if err := a.apply(&pb.DecryptionShareCommand{JobId: "j", Round: 1, Attempt: 1, Hospital: "h2", Share: []byte("s")}); !errors.Is(err, ErrRejected) {
 		t.Errorf("a share for attempt 1 during attempt 2: %v", err)
 	}
 }

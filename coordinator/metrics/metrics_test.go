@@ -16,15 +16,15 @@ import (
 	pb "regionfl/proto/regionfl/v1"
 )
 
-func apply(t *testing.T, f *fsm.FSM, idx *uint64, ct fsm.CommandType, m proto.Message) {
+func apply(t *testing.T, f *fsm.FSM, idx *uint64, m proto.Message) {
 	t.Helper()
-	b, err := fsm.Encode(ct, m, fsm.Meta{Actor: "coordinator/c1", UnixMs: int64(*idx+1) * 1000})
+	b, err := fsm.Encode(m, fsm.Meta{Actor: "coordinator/c1", UnixMs: int64(*idx+1) * 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
 	*idx++
 	if res := f.Apply(&raft.Log{Index: *idx, Type: raft.LogCommand, Data: b}); res != nil {
-		t.Fatalf("command %d: %v", ct, res)
+		t.Fatalf("command %T: %v", m, res)
 	}
 }
 
@@ -34,29 +34,29 @@ func state(t *testing.T) *fsm.FSM {
 	f := fsm.New()
 	var i uint64
 	hs := []string{"h1", "h2"}
-	apply(t, f, &i, fsm.CmdCreateRegion, &pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2})
+	apply(t, f, &i, &pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2})
 	for _, h := range hs {
-		apply(t, f, &i, fsm.CmdEnroll, &pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
-		apply(t, f, &i, fsm.CmdPublicKeyShare, &pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s")})
+		apply(t, f, &i, &pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
+		apply(t, f, &i, &pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s")})
 	}
-	apply(t, f, &i, fsm.CmdPublicKey, &pb.PublicKeyCommand{PublicKey: []byte("pk")})
+	apply(t, f, &i, &pb.PublicKeyCommand{PublicKey: []byte("pk")})
 	for _, h := range hs {
-		apply(t, f, &i, fsm.CmdSealedShares, &pb.SealedSharesCommand{From: h, Shares: [][]byte{{1}, {2}}})
+		apply(t, f, &i, &pb.SealedSharesCommand{From: h, Shares: [][]byte{{1}, {2}}})
 	}
 	for _, h := range hs {
-		apply(t, f, &i, fsm.CmdKeyReady, &pb.KeyReadyCommand{Hospital: h})
+		apply(t, f, &i, &pb.KeyReadyCommand{Hospital: h})
 	}
-	apply(t, f, &i, fsm.CmdSubmitJob, &pb.SubmitJobCommand{JobId: "j", Spec: &pb.JobSpec{MinHospitals: 2, Rounds: 2}, InitialParams: []float64{0}})
+	apply(t, f, &i, &pb.SubmitJobCommand{JobId: "j", Spec: &pb.JobSpec{MinHospitals: 2, Rounds: 2}, InitialParams: []float64{0}})
 	for _, h := range hs {
-		apply(t, f, &i, fsm.CmdDecideJob, &pb.DecideJobCommand{JobId: "j", Hospital: h, Accept: true})
+		apply(t, f, &i, &pb.DecideJobCommand{JobId: "j", Hospital: h, Accept: true})
 	}
-	apply(t, f, &i, fsm.CmdOpenRound, &pb.OpenRoundCommand{JobId: "j", Round: 1, UnixMs: 1_000})
-	apply(t, f, &i, fsm.CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("a"), Size: 100})
-	apply(t, f, &i, fsm.CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h2", Digest: []byte("b"), Size: 150})
-	apply(t, f, &i, fsm.CmdCloseRound, &pb.CloseRoundCommand{JobId: "j", Round: 1, UnixMs: 4_000, Contributors: hs, Active: hs})
-	apply(t, f, &i, fsm.CmdCommitModel, &pb.CommitModelCommand{JobId: "j", Round: 1, Version: 1, Params: []float64{1}, UnixMs: 6_000})
-	apply(t, f, &i, fsm.CmdOpenRound, &pb.OpenRoundCommand{JobId: "j", Round: 2, UnixMs: 7_000})
-	apply(t, f, &i, fsm.CmdContribution, &pb.ContributionCommand{JobId: "j", Round: 2, Hospital: "h1", Digest: []byte("c"), Size: 100})
+	apply(t, f, &i, &pb.OpenRoundCommand{JobId: "j", Round: 1, UnixMs: 1_000})
+	apply(t, f, &i, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("a"), Size: 100})
+	apply(t, f, &i, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h2", Digest: []byte("b"), Size: 150})
+	apply(t, f, &i, &pb.CloseRoundCommand{JobId: "j", Round: 1, UnixMs: 4_000, Contributors: hs, Active: hs})
+	apply(t, f, &i, &pb.CommitModelCommand{JobId: "j", Round: 1, Version: 1, Params: []float64{1}, UnixMs: 6_000})
+	apply(t, f, &i, &pb.OpenRoundCommand{JobId: "j", Round: 2, UnixMs: 7_000})
+	apply(t, f, &i, &pb.ContributionCommand{JobId: "j", Round: 2, Hospital: "h1", Digest: []byte("c"), Size: 100})
 	return f
 }
 

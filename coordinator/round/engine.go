@@ -202,7 +202,7 @@ func (e *Engine) publishPublicKey(r *fsm.Region) error {
 	}
 	d := pk.Digest()
 	e.log.Info("collective public key ready", "size", len(b), "digest", fmt.Sprintf("%x", d[:8]))
-	return e.store.Propose(fsm.CmdPublicKey, &pb.PublicKeyCommand{PublicKey: b})
+	return e.store.Propose(&pb.PublicKeyCommand{PublicKey: b})
 }
 
 func (e *Engine) stepJob(region *fsm.Region, j *fsm.Job) error {
@@ -253,14 +253,14 @@ func trailingAborts(j *fsm.Job) int {
 func (e *Engine) openRound(j *fsm.Job, number uint32) error {
 	now := e.NowMs()
 	e.log.Info("round open", "job_id", j.ID, "round", number)
-	return e.store.Propose(fsm.CmdOpenRound, &pb.OpenRoundCommand{
+	return e.store.Propose(&pb.OpenRoundCommand{
 		JobId: j.ID, Round: number, UnixMs: now, DeadlineUnixMs: now + int64(j.Spec.RoundDeadlineMs),
 	})
 }
 
 func (e *Engine) endJob(j *fsm.Job, state, reason string) error {
 	e.log.Info("job end", "job_id", j.ID, "state", state, "reason", reason)
-	return e.store.Propose(fsm.CmdEndJob, &pb.EndJobCommand{JobId: j.ID, State: state, Reason: reason, UnixMs: e.NowMs()})
+	return e.store.Propose(&pb.EndJobCommand{JobId: j.ID, State: state, Reason: reason, UnixMs: e.NowMs()})
 }
 
 func (e *Engine) abort(j *fsm.Job, r *fsm.Round, reason string) error {
@@ -268,7 +268,7 @@ func (e *Engine) abort(j *fsm.Job, r *fsm.Round, reason string) error {
 	delete(e.inflight, roundKey{j.ID, r.Number})
 	e.mu.Unlock()
 	e.log.Warn("round aborted", "job_id", j.ID, "round", r.Number, "reason", reason)
-	return e.store.Propose(fsm.CmdAbortRound, &pb.AbortRoundCommand{JobId: j.ID, Round: r.Number, Reason: reason, UnixMs: e.NowMs()})
+	return e.store.Propose(&pb.AbortRoundCommand{JobId: j.ID, Round: r.Number, Reason: reason, UnixMs: e.NowMs()})
 }
 
 func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, now int64) error {
@@ -319,7 +319,7 @@ func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 	active := e.chooseDecryptors(region, contributors, nil, 0)
 	e.log.Info("round closed", "job_id", j.ID, "round", r.Number, "contributors", len(contributors),
 		"aggregate_size", len(b), "aggregate_digest", fmt.Sprintf("%x", digest[:8]), "decryptors", active)
-	err = e.store.Propose(fsm.CmdCloseRound, &pb.CloseRoundCommand{
+	err = e.store.Propose(&pb.CloseRoundCommand{
 		JobId: j.ID, Round: r.Number, UnixMs: now, Aggregate: b, AggregateDigest: digest[:],
 		Contributors: contributors, Active: active,
 	})
@@ -393,7 +393,7 @@ func (e *Engine) stepDecrypting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 			return e.abort(j, r, fmt.Sprintf("no decryption share from %v before the deadline, and fewer than %d other hospitals are online; the round runs again", missing, region.Threshold))
 		}
 		e.log.Warn("decryption retried", "job_id", j.ID, "round", r.Number, "attempt", r.Attempt+1, "missing", missing, "decryptors", active)
-		return e.store.Propose(fsm.CmdRetryDecryption, &pb.RetryDecryptionCommand{
+		return e.store.Propose(&pb.RetryDecryptionCommand{
 			JobId: j.ID, Round: r.Number, Attempt: r.Attempt + 1, Active: active, UnixMs: now,
 		})
 	}
@@ -436,7 +436,7 @@ func (e *Engine) commit(j *fsm.Job, r *fsm.Round, res *he.Result) error {
 			return e.abort(j, r, "region statistics: "+err.Error())
 		}
 		e.log.Info("region scaling committed", "job_id", j.ID, "contributors", len(r.Contributors), "total_samples", res.Count)
-		return e.store.Propose(fsm.CmdScaling, &pb.ScalingCommand{
+		return e.store.Propose(&pb.ScalingCommand{
 			JobId: j.ID, Round: r.Number, FeatureMean: mean, FeatureStd: std, TotalSamples: res.Count, UnixMs: e.NowMs(),
 		})
 	}
@@ -469,7 +469,7 @@ func (e *Engine) commit(j *fsm.Job, r *fsm.Round, res *he.Result) error {
 	v := j.Latest().Version + 1
 	e.log.Info("model committed", "job_id", j.ID, "round", r.Number, "version", v,
 		"contributors", len(r.Contributors), "total_samples", res.Count, "update_norm", norm)
-	return e.store.Propose(fsm.CmdCommitModel, &pb.CommitModelCommand{
+	return e.store.Propose(&pb.CommitModelCommand{
 		JobId: j.ID, Round: r.Number, Version: v, Params: next, TotalSamples: res.Count,
 		UpdateNorm: l2(sum), UnixMs: e.NowMs(), OptimizerState: saveOptimizer(opt), RegionMetrics: regionMetrics,
 	})
@@ -604,7 +604,7 @@ func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw, certificate []
 		e.inflight[key] = run
 	}
 	if !resend {
-		err = e.store.Propose(fsm.CmdContribution, &pb.ContributionCommand{
+		err = e.store.Propose(&pb.ContributionCommand{
 			JobId: j.ID, Round: r.Number, Hospital: hospital, Digest: digest[:], Size: uint64(len(raw)),
 			SiteMetrics: h.SiteMetrics, Signature: h.Signature, Certificate: certificate,
 		})

@@ -147,7 +147,7 @@ func (s hospitalService) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb
 	if err := identity.CheckSignature(cert.Raw, req.Signature, identity.StatementHPKEKey, rd[:], []byte(h), req.HpkePublicKey); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
 	}
-	if err := s.store.Propose(fsm.CmdEnroll, &pb.EnrollCommand{Hospital: h, HpkePublicKey: req.HpkePublicKey,
+	if err := s.store.Propose(&pb.EnrollCommand{Hospital: h, HpkePublicKey: req.HpkePublicKey,
 		Signature: req.Signature, Certificate: cert.Raw}); err != nil {
 		return nil, toStatus(ctx, err)
 	}
@@ -196,7 +196,7 @@ func (s hospitalService) SubmitPublicKeyShare(ctx context.Context, req *pb.Submi
 	if err := identity.CheckSignature(r.Cert(point), req.Signature, identity.StatementPublicKeyShare, rd[:], []byte(h), sd[:]); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
 	}
-	if err := s.store.Propose(fsm.CmdPublicKeyShare, &pb.PublicKeyShareCommand{Hospital: h, Share: req.Share, Signature: req.Signature}); err != nil {
+	if err := s.store.Propose(&pb.PublicKeyShareCommand{Hospital: h, Share: req.Share, Signature: req.Signature}); err != nil {
 		return nil, toStatus(ctx, err)
 	}
 	s.log.Info("public-key share accepted", "hospital", h, "size", len(req.Share), "digest", digestHex(req.Share))
@@ -233,7 +233,7 @@ func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitS
 		}
 		ordered[i], sigs[i] = sh.Sealed, sh.Signature
 	}
-	if err := s.store.Propose(fsm.CmdSealedShares, &pb.SealedSharesCommand{From: h, Shares: ordered, Signatures: sigs}); err != nil {
+	if err := s.store.Propose(&pb.SealedSharesCommand{From: h, Shares: ordered, Signatures: sigs}); err != nil {
 		return nil, toStatus(ctx, err)
 	}
 	s.log.Info("sealed shares relayed", "hospital", h, "count", len(ordered))
@@ -266,7 +266,7 @@ func (s hospitalService) ConfirmKeyReady(ctx context.Context, req *pb.ConfirmKey
 		return nil, status.Error(codes.InvalidArgument, "public_key_digest: does not match the region's collective key")
 	}
 	h := caller(ctx).Name
-	if err := s.store.Propose(fsm.CmdKeyReady, &pb.KeyReadyCommand{Hospital: h}); err != nil {
+	if err := s.store.Propose(&pb.KeyReadyCommand{Hospital: h}); err != nil {
 		return nil, toStatus(ctx, err)
 	}
 	s.log.Info("hospital holds its threshold key", "hospital", h)
@@ -315,7 +315,7 @@ func (s hospitalService) DecideJob(ctx context.Context, req *pb.DecideJobRequest
 	case same:
 		return &pb.DecideJobResponse{}, nil // a retry after a lost answer
 	}
-	err := s.store.Propose(fsm.CmdDecideJob, &pb.DecideJobCommand{JobId: req.JobId, Hospital: h, Accept: req.Accept, Reason: req.Reason})
+	err := s.store.Propose(&pb.DecideJobCommand{JobId: req.JobId, Hospital: h, Accept: req.Accept, Reason: req.Reason})
 	if err != nil {
 		return nil, toStatus(ctx, err)
 	}
@@ -534,7 +534,7 @@ func (s hospitalService) ApproveContributors(ctx context.Context, req *pb.Approv
 		identity.ApprovalFields(rd[:], binding[:], updateDigest, h, contributors)...); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
 	}
-	err = s.store.Propose(fsm.CmdApproval, &pb.ApprovalCommand{JobId: req.JobId, Round: req.Round, Hospital: h, Signature: req.Signature, UnixMs: s.engine.NowMs(), Certificate: cert.Raw})
+	err = s.store.Propose(&pb.ApprovalCommand{JobId: req.JobId, Round: req.Round, Hospital: h, Signature: req.Signature, UnixMs: s.engine.NowMs(), Certificate: cert.Raw})
 	if err != nil {
 		return nil, toStatus(ctx, err)
 	}
@@ -582,7 +582,7 @@ func (s hospitalService) SubmitDecryptionShare(ctx context.Context, req *pb.Subm
 	if retry {
 		return &pb.SubmitDecryptionShareResponse{}, nil // a retry after a lost answer
 	}
-	err = s.store.Propose(fsm.CmdDecryptionShare, &pb.DecryptionShareCommand{
+	err = s.store.Propose(&pb.DecryptionShareCommand{
 		JobId: req.JobId, Round: req.Round, Attempt: req.Attempt, Hospital: h, Share: req.Share,
 	})
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"sync"
 	"time"
 
-	"regionfl/coordinator/fsm"
 	"regionfl/identity"
 	pb "regionfl/proto/regionfl/v1"
 )
@@ -46,7 +45,7 @@ func (s *Server) recordRefusal(id identity.Identity, serial, method, reason stri
 	}
 	s.refused.mu.Unlock()
 	go func() {
-		err := s.store.Propose(fsm.CmdAuthzRefused, &pb.AuthzRefusedCommand{
+		err := s.store.Propose(&pb.AuthzRefusedCommand{
 			Identity: id.String(), Method: method, Reason: reason, Serial: serial,
 		})
 		if err != nil {

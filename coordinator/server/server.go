@@ -266,7 +266,7 @@ func (s *Server) CreateRegion(ctx context.Context, req *pb.CreateRegionRequest) 
 	}
 	seed := make([]byte, 32)
 	rand.Read(seed)
-	err := s.store.ProposeAs(caller(ctx).String(), fsm.CmdCreateRegion, &pb.CreateRegionCommand{
+	err := s.store.ProposeAs(caller(ctx).String(), &pb.CreateRegionCommand{
 		Params: s.engine.Params().Name(), Hospitals: hs, Threshold: req.Threshold, Seed: seed, UnixMs: s.engine.NowMs(),
 	})
 	if err != nil {
@@ -310,7 +310,7 @@ func (s *Server) JoinReplica(ctx context.Context, req *pb.JoinReplicaRequest) (*
 	if err := s.store.AddVoter(req.Id, req.RaftAddr); err != nil {
 		return nil, toStatus(ctx, err)
 	}
-	if err := s.store.ProposeAs(caller(ctx).String(), fsm.CmdRegisterReplica, &pb.RegisterReplicaCommand{Id: req.Id, GrpcAddr: req.GrpcAddr}); err != nil {
+	if err := s.store.ProposeAs(caller(ctx).String(), &pb.RegisterReplicaCommand{Id: req.Id, GrpcAddr: req.GrpcAddr}); err != nil {
 		return nil, toStatus(ctx, err)
 	}
 	s.log.Info("replica joined", "replica", req.Id, "raft_addr", req.RaftAddr)
@@ -330,7 +330,7 @@ func (s *Server) RevokeCertificate(ctx context.Context, req *pb.RevokeCertificat
 	if len(req.Reason) > 512 {
 		return nil, status.Error(codes.InvalidArgument, "reason: longer than 512 bytes")
 	}
-	err := s.store.Propose(fsm.CmdRevoke, &pb.RevokeCommand{
+	err := s.store.Propose(&pb.RevokeCommand{
 		Serial: serial, Reason: req.Reason, RevokedBy: caller(ctx).String(), UnixMs: s.engine.NowMs(),
 	})
 	if err != nil {
@@ -368,7 +368,7 @@ func (s *Server) RemoveReplica(ctx context.Context, req *pb.RemoveReplicaRequest
 	}
 	// The removal goes into the audit log first, then into Raft's
 	// configuration.
-	if err := s.store.ProposeAs(caller(ctx).String(), fsm.CmdReplicaRemoved, &pb.ReplicaRemovedCommand{Id: req.Id}); err != nil {
+	if err := s.store.ProposeAs(caller(ctx).String(), &pb.ReplicaRemovedCommand{Id: req.Id}); err != nil {
 		return nil, toStatus(ctx, err)
 	}
 	if err := s.store.Remove(req.Id); err != nil {
@@ -386,7 +386,7 @@ func (s *Server) RegisterSelf(grpcAddr string) error {
 	if known == grpcAddr {
 		return nil
 	}
-	return s.store.Propose(fsm.CmdRegisterReplica, &pb.RegisterReplicaCommand{Id: s.store.ID(), GrpcAddr: grpcAddr})
+	return s.store.Propose(&pb.RegisterReplicaCommand{Id: s.store.ID(), GrpcAddr: grpcAddr})
 }
 
 // ---- shared ----

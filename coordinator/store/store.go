@@ -191,17 +191,17 @@ func (s *Store) NotLeader() error {
 
 // Propose replicates a command and waits until this replica applied it. A
 // command the state machine refused returns its rejection.
-func (s *Store) Propose(t fsm.CommandType, m proto.Message) error {
-	return s.ProposeAs("coordinator/"+s.cfg.ID, t, m)
+func (s *Store) Propose(m proto.Message) error {
+	return s.ProposeAs("coordinator/"+s.cfg.ID, m)
 }
 
 // ProposeAs proposes a command caused by a client: actor is its
 // certificate identity ("role/name"), recorded in the audit trail.
-func (s *Store) ProposeAs(actor string, t fsm.CommandType, m proto.Message) error {
+func (s *Store) ProposeAs(actor string, m proto.Message) error {
 	if !s.IsLeader() {
 		return s.NotLeader()
 	}
-	b, err := fsm.Encode(t, m, fsm.Meta{Actor: actor, UnixMs: time.Now().UnixMilli()})
+	b, err := fsm.Encode(m, fsm.Meta{Actor: actor, UnixMs: time.Now().UnixMilli()})
 	if err != nil {
 		return err
 	}

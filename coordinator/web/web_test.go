@@ -34,15 +34,15 @@ type applier struct {
 	idx uint64
 }
 
-func (a *applier) must(ct fsm.CommandType, m proto.Message) {
+func (a *applier) must(m proto.Message) {
 	a.t.Helper()
-	b, err := fsm.Encode(ct, m, fsm.Meta{Actor: "coordinator/c1", UnixMs: t0 + int64(a.idx)})
+	b, err := fsm.Encode(m, fsm.Meta{Actor: "coordinator/c1", UnixMs: t0 + int64(a.idx)})
 	if err != nil {
 		a.t.Fatal(err)
 	}
 	a.idx++
 	if res := a.f.Apply(&raft.Log{Index: a.idx, Type: raft.LogCommand, Data: b}); res != nil {
-		a.t.Fatalf("command %d: %v", ct, res)
+		a.t.Fatalf("command %T: %v", m, res)
 	}
 }
 
@@ -57,42 +57,42 @@ const (
 func testState(t testing.TB) *fsm.FSM {
 	a := &applier{t: t, f: fsm.New()}
 	hs := []string{"h1", "h2", "h3"}
-	a.must(fsm.CmdRegisterReplica, &pb.RegisterReplicaCommand{Id: "c1", GrpcAddr: "127.0.0.1:7001"})
-	a.must(fsm.CmdCreateRegion, &pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2, Seed: []byte("seed"), UnixMs: t0})
+	a.must(&pb.RegisterReplicaCommand{Id: "c1", GrpcAddr: "127.0.0.1:7001"})
+	a.must(&pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2, Seed: []byte("seed"), UnixMs: t0})
 	for _, h := range hs {
-		a.must(fsm.CmdEnroll, &pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
-		a.must(fsm.CmdPublicKeyShare, &pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s" + h)})
+		a.must(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
+		a.must(&pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s" + h)})
 	}
-	a.must(fsm.CmdPublicKey, &pb.PublicKeyCommand{PublicKey: []byte("pk")})
+	a.must(&pb.PublicKeyCommand{PublicKey: []byte("pk")})
 	for _, h := range hs {
-		a.must(fsm.CmdSealedShares, &pb.SealedSharesCommand{From: h, Shares: [][]byte{{1}, {2}, {3}}})
+		a.must(&pb.SealedSharesCommand{From: h, Shares: [][]byte{{1}, {2}, {3}}})
 	}
 	for _, h := range hs {
-		a.must(fsm.CmdKeyReady, &pb.KeyReadyCommand{Hospital: h})
+		a.must(&pb.KeyReadyCommand{Hospital: h})
 	}
 	spec := &pb.JobSpec{
 		Name: "sepsis-lr", Purpose: "early sepsis warning", LegalBasis: "GDPR art. 9(2)(j)", Dataset: "icu",
 		MinHospitals: 2, Rounds: 3, ClipNorm: 1, DpNoiseMultiplier: 1.1, DpDelta: 1e-5,
 		Strategy: &pb.Strategy{Name: "fedavg"},
 	}
-	a.must(fsm.CmdSubmitJob, &pb.SubmitJobCommand{JobId: jobID, Spec: spec, SubmittedBy: "researcher/alice", UnixMs: t0, InitialParams: []float64{0, 0}, ModelHash: "abc123"})
-	a.must(fsm.CmdDecideJob, &pb.DecideJobCommand{JobId: jobID, Hospital: "h1", Accept: true})
-	a.must(fsm.CmdDecideJob, &pb.DecideJobCommand{JobId: jobID, Hospital: "h2", Accept: true})
-	a.must(fsm.CmdDecideJob, &pb.DecideJobCommand{JobId: jobID, Hospital: "h3", Reason: evilReason})
+	a.must(&pb.SubmitJobCommand{JobId: jobID, Spec: spec, SubmittedBy: "researcher/alice", UnixMs: t0, InitialParams: []float64{0, 0}, ModelHash: "abc123"})
+	a.must(&pb.DecideJobCommand{JobId: jobID, Hospital: "h1", Accept: true})
+	a.must(&pb.DecideJobCommand{JobId: jobID, Hospital: "h2", Accept: true})
+	a.must(&pb.DecideJobCommand{JobId: jobID, Hospital: "h3", Reason: evilReason})
 	for r, norm := range []float64{0.5, 0.25} {
 		n := uint32(r + 1)
 		at := t0 + int64(r)*60_000
-		a.must(fsm.CmdOpenRound, &pb.OpenRoundCommand{JobId: jobID, Round: n, UnixMs: at, DeadlineUnixMs: at + 30_000})
-		a.must(fsm.CmdContribution, &pb.ContributionCommand{JobId: jobID, Round: n, Hospital: "h1", Digest: []byte{byte(n), 1}, Size: 1 << 20})
-		a.must(fsm.CmdContribution, &pb.ContributionCommand{JobId: jobID, Round: n, Hospital: "h2", Digest: []byte{byte(n), 2}, Size: 1 << 20})
-		a.must(fsm.CmdCloseRound, &pb.CloseRoundCommand{JobId: jobID, Round: n, UnixMs: at + 4_000, Aggregate: []byte("agg"),
+		a.must(&pb.OpenRoundCommand{JobId: jobID, Round: n, UnixMs: at, DeadlineUnixMs: at + 30_000})
+		a.must(&pb.ContributionCommand{JobId: jobID, Round: n, Hospital: "h1", Digest: []byte{byte(n), 1}, Size: 1 << 20})
+		a.must(&pb.ContributionCommand{JobId: jobID, Round: n, Hospital: "h2", Digest: []byte{byte(n), 2}, Size: 1 << 20})
+		a.must(&pb.CloseRoundCommand{JobId: jobID, Round: n, UnixMs: at + 4_000, Aggregate: []byte("agg"),
 			AggregateDigest: []byte("ad"), Contributors: []string{"h1", "h2"}, Active: []string{"h1", "h3"}})
-		a.must(fsm.CmdDecryptionShare, &pb.DecryptionShareCommand{JobId: jobID, Round: n, Attempt: 1, Hospital: "h1", Share: []byte("x")})
-		a.must(fsm.CmdCommitModel, &pb.CommitModelCommand{JobId: jobID, Round: n, Version: n, Params: []float64{1, 2},
+		a.must(&pb.DecryptionShareCommand{JobId: jobID, Round: n, Attempt: 1, Hospital: "h1", Share: []byte("x")})
+		a.must(&pb.CommitModelCommand{JobId: jobID, Round: n, Version: n, Params: []float64{1, 2},
 			TotalSamples: 1000 + uint64(r), UpdateNorm: norm, UnixMs: at + 6_500})
 	}
-	a.must(fsm.CmdOpenRound, &pb.OpenRoundCommand{JobId: jobID, Round: 3, UnixMs: t0 + 120_000, DeadlineUnixMs: t0 + 150_000})
-	a.must(fsm.CmdContribution, &pb.ContributionCommand{JobId: jobID, Round: 3, Hospital: "h1", Digest: []byte{3, 1}, Size: 1 << 20})
+	a.must(&pb.OpenRoundCommand{JobId: jobID, Round: 3, UnixMs: t0 + 120_000, DeadlineUnixMs: t0 + 150_000})
+	a.must(&pb.ContributionCommand{JobId: jobID, Round: 3, Hospital: "h1", Digest: []byte{3, 1}, Size: 1 << 20})
 	return a.f
 }
 
@@ -601,7 +601,7 @@ func TestAuditFromState(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := &applier{t: t, f: fx.f, idx: 1000}
-	a.must(fsm.CmdCheckpoint, &pb.CheckpointCommand{TreeHead: b})
+	a.must(&pb.CheckpointCommand{TreeHead: b})
 	st = status()
 	if !st.Verified || st.LastCheckpointSize != th.Size || st.LastCheckpointRoot != th.RootHash || st.Records < int(th.Size) {
 		t.Fatalf("after a checkpoint: %+v", st)
