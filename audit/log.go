@@ -365,8 +365,8 @@ func (l *Log) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// check verifies that r is what Append would have stored as record i of n.
-func (n *Log) check(r Record, i uint64) error {
+// check verifies that r is what Append would have stored as record i of l.
+func (l *Log) check(r Record, i uint64) error {
 	if err := r.Validate(); err != nil {
 		return err
 	}
@@ -377,15 +377,15 @@ func (n *Log) check(r Record, i uint64) error {
 		return fmt.Errorf("seq %d at position %d", r.Seq, i)
 	}
 	if i > 0 {
-		if want := n.tree.levels[0][i-1].String(); r.PrevHash != want {
+		if want := l.tree.levels[0][i-1].String(); r.PrevHash != want {
 			return fmt.Errorf("prev_hash %s, want %s", r.PrevHash, want)
 		}
-		if prev := n.records[i-1].TimeUnixMs; r.TimeUnixMs < prev {
+		if prev := l.records[i-1].TimeUnixMs; r.TimeUnixMs < prev {
 			return fmt.Errorf("time %d before the previous record's %d", r.TimeUnixMs, prev)
 		}
 	}
 	want := noPrevJobRecord
-	if s, ok := n.jobs[r.JobID]; ok && r.JobID != "" {
+	if s, ok := l.jobs[r.JobID]; ok && r.JobID != "" {
 		want = int64(s)
 	}
 	if r.PrevJobSeq != want {

@@ -543,16 +543,16 @@ func Run(cfg Config, agg Aggregator) (*Report, error) {
 }
 
 // splitSeed is the random_state that splits the centres for seed.
-func (cfg Config) splitSeed(seed int64) uint32 {
-	if cfg.Resplit {
+func (c Config) splitSeed(seed int64) uint32 {
+	if c.Resplit {
 		return uint32(seed)
 	}
 	return dataset.FLambySplitSeed
 }
 
 // splitName says in the report which split the runs used.
-func (cfg Config) splitName() string {
-	if cfg.Resplit {
+func (c Config) splitName() string {
+	if c.Resplit {
 		return "scikit-learn's stratified train_test_split with random_state = seed"
 	}
 	return fmt.Sprintf("FLamby's, scikit-learn's stratified train_test_split with random_state %d, the same for every seed", dataset.FLambySplitSeed)

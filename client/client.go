@@ -31,7 +31,7 @@ import (
 	pb "regionfl/proto/regionfl/v1"
 )
 
-// ErrUnlistedLeader: a replica named a leader outside the configured
+// ErrUnlistedLeader means a replica named a leader outside the configured
 // coordinator addresses, and the client did not follow it.
 var ErrUnlistedLeader = errors.New("client: leader hint names an address that is not a configured coordinator")
 

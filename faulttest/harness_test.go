@@ -337,12 +337,6 @@ func (j *jobStatus) finished() bool {
 	return j.State == "done" || j.State == "failed" || j.State == "cancelled"
 }
 
-// committed reports whether training round n (1-based; round 0 is the
-// region statistics) has committed.
-func (j *jobStatus) committed(n uint32) bool {
-	return slices.ContainsFunc(j.Rounds, func(r roundInfo) bool { return r.Round == n && r.State == "committed" })
-}
-
 func (j *jobStatus) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "job %s %s", j.JobID, j.State)

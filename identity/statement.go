@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// ErrBadStatement: a signed statement does not verify (wrong signer,
+// ErrBadStatement means a signed statement does not verify (wrong signer,
 // certificate outside the region CA, another role or name, or a signature
 // over other content).
 var ErrBadStatement = errors.New("identity: signed statement does not verify")

@@ -61,11 +61,11 @@ type Config struct {
 	HPKEKeyFile string
 }
 
-// ErrBudgetExhausted: the site's privacy budget does not cover another
+// ErrBudgetExhausted means the site's privacy budget does not cover another
 // round; the node declines to contribute.
 var ErrBudgetExhausted = errors.New("privacy budget exhausted")
 
-// ErrUntrusted: the coordinator served something this node cannot verify
+// ErrUntrusted means the coordinator served something this node cannot verify
 // or that contradicts what it pinned (another region, an unsigned or
 // wrongly signed ceremony message, another collective key). The node acts
 // on nothing it cannot verify.

@@ -2,8 +2,6 @@ package main
 
 import (
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -17,7 +15,7 @@ func TestLayering(t *testing.T) {
 		{"regionfl/node/...", "regionfl/coordinator"},
 		{"regionfl/coordinator/...", "regionfl/node"},
 	} {
-		out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "list", "-deps", tc.pkgs).CombinedOutput()
+		out, err := exec.Command("go", "list", "-deps", tc.pkgs).CombinedOutput()
 		if err != nil {
 			t.Fatalf("go list -deps %s: %v\n%s", tc.pkgs, err, out)
 		}

@@ -33,7 +33,7 @@ import (
 	"regionfl/jobspec"
 )
 
-// Buckets for round phases, in seconds: from sub-second (in-process tests)
+// DurationBuckets are the buckets for round phases, in seconds: from sub-second (in-process tests)
 // to hours (real deadlines).
 var DurationBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200}
 

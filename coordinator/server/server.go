@@ -317,7 +317,6 @@ func (s *Server) JoinReplica(ctx context.Context, req *pb.JoinReplicaRequest) (*
 	return &pb.JoinReplicaResponse{}, nil
 }
 
-// RemoveReplica takes a replica out of the cluster.
 // RevokeCertificate adds a serial to the replicated revocation list.
 func (s *Server) RevokeCertificate(ctx context.Context, req *pb.RevokeCertificateRequest) (*pb.RevokeCertificateResponse, error) {
 	if err := s.leader(ctx); err != nil {
@@ -355,6 +354,7 @@ func (s *Server) ListRevoked(ctx context.Context, _ *pb.ListRevokedRequest) (*pb
 	return resp, nil
 }
 
+// RemoveReplica takes a replica out of the cluster.
 func (s *Server) RemoveReplica(ctx context.Context, req *pb.RemoveReplicaRequest) (*pb.RemoveReplicaResponse, error) {
 	if err := s.leader(ctx); err != nil {
 		return nil, err

@@ -71,7 +71,7 @@ func Parse(b []byte) (Policy, error) {
 	}
 	for _, h := range p.ModelHashes {
 		if !strings.HasPrefix(h, "sha256:") {
-			return Policy{}, fmt.Errorf("policy: model hash %q does not start with sha256:", h)
+			return Policy{}, fmt.Errorf("policy: model hash %q does not start with \"sha256:\"", h)
 		}
 	}
 	return p, nil
