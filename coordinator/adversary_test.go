@@ -358,3 +358,30 @@ func TestAdversaryContributorSet(t *testing.T) {
 		})
 	}
 }
+
+// TestAdversaryRegionNotSignedByOperator: from the first call on, the
+// leader serves a region other than the one the operator signed (a
+// threshold it prefers, a seed of its choosing, or no signature at all).
+// Pinning on first sight would have accepted it; the nodes check the
+// operator's genesis signature first and never enroll.
+func TestAdversaryRegionNotSignedByOperator(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tamper func(r *pb.Region)
+	}{
+		{"threshold rewritten before first sight", func(r *pb.Region) { r.Threshold = 3 }},
+		{"seed of the leader's choosing", func(r *pb.Region) { r.Seed = make([]byte, len(r.Seed)) }},
+		{"genesis signature stripped", func(r *pb.Region) { r.GenesisSignature, r.GenesisCertificate = nil, nil }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			evil := &evilLeader{method: "GetRegion"}
+			evil.tamper = func(resp any) { tc.tamper(regionResp(resp)) }
+			reg := attackCeremony(t, evil, tc.name, "region")
+			reg.leader().Store().FSM().Read(func(s *fsm.State) {
+				if slices.ContainsFunc(s.Region.HPKE, func(b []byte) bool { return b != nil }) {
+					t.Error("a hospital enrolled in a region its operator did not sign")
+				}
+			})
+		})
+	}
+}

@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"regionfl/client"
 	"regionfl/coordinator"
 	"regionfl/coordinator/fsm"
+	"regionfl/he"
 	"regionfl/identity"
 	pb "regionfl/proto/regionfl/v1"
 )
@@ -99,6 +101,11 @@ func (c *cluster) waitVoters(n int) {
 }
 
 func (c *cluster) client(name string, role identity.Role, addrs ...string) *client.Client {
+	cl, _ := c.clientCert(name, role, addrs...)
+	return cl
+}
+
+func (c *cluster) clientCert(name string, role identity.Role, addrs ...string) (*client.Client, tls.Certificate) {
 	c.t.Helper()
 	cert, err := c.ca.Issue(identity.Identity{Name: name, Role: role}, time.Hour)
 	if err != nil {
@@ -109,7 +116,20 @@ func (c *cluster) client(name string, role identity.Role, addrs ...string) *clie
 		c.t.Fatal(err)
 	}
 	c.t.Cleanup(func() { cl.Close() })
-	return cl
+	return cl, cert
+}
+
+// createRegion has op, holding opCert, create a region of hospitals.
+func createRegion(t *testing.T, op *client.Client, opCert tls.Certificate, hospitals []string) error {
+	t.Helper()
+	req, err := client.CreateRegionRequest(opCert, he.RegionParamsName, hospitals, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return op.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Operator.CreateRegion(ctx, req, grpc.Trailer(conn.Trailer))
+		return err
+	})
 }
 
 func (c *cluster) follower() *coordinator.Replica {
@@ -138,12 +158,8 @@ func TestFollowsLeaderAndReplicates(t *testing.T) {
 			addrs = append(addrs, r.GRPCAddr())
 		}
 	}
-	op := c.client("ops", identity.RoleOperator, addrs...)
-	err := op.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Operator.CreateRegion(ctx, &pb.CreateRegionRequest{Hospitals: []string{"h2", "h1", "h3"}, Threshold: 2}, grpc.Trailer(conn.Trailer))
-		return err
-	})
-	if err != nil {
+	op, opCert := c.clientCert("ops", identity.RoleOperator, addrs...)
+	if err := createRegion(t, op, opCert, []string{"h2", "h1", "h3"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range c.replicas {
@@ -163,13 +179,8 @@ func TestLeaderFailoverAndRestart(t *testing.T) {
 	for _, r := range c.replicas {
 		addrs = append(addrs, r.GRPCAddr())
 	}
-	op := c.client("ops", identity.RoleOperator, addrs...)
-	create := func(h []string) error {
-		return op.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
-			_, err := conn.Operator.CreateRegion(ctx, &pb.CreateRegionRequest{Hospitals: h, Threshold: 2}, grpc.Trailer(conn.Trailer))
-			return err
-		})
-	}
+	op, opCert := c.clientCert("ops", identity.RoleOperator, addrs...)
+	create := func(h []string) error { return createRegion(t, op, opCert, h) }
 	if err := create([]string{"h1", "h2"}); err != nil {
 		t.Fatal(err)
 	}

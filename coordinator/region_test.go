@@ -17,6 +17,7 @@ import (
 	"regionfl/client"
 	"regionfl/coordinator"
 	"regionfl/coordinator/fsm"
+	"regionfl/he"
 	"regionfl/identity"
 	"regionfl/jobspec"
 	"regionfl/models"
@@ -124,9 +125,13 @@ func newRegion(t *testing.T, o regionOpts) *region {
 		return err == nil && ready == o.replicas
 	})
 	r.researcher = r.client("alice", identity.RoleResearcher)
-	op := r.client("ops", identity.RoleOperator)
+	op, opCert := r.clientCert("ops", identity.RoleOperator)
+	req, err := client.CreateRegionRequest(opCert, he.RegionParamsName, r.names, uint32(o.threshold))
+	if err != nil {
+		t.Fatal(err)
+	}
 	err = op.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Operator.CreateRegion(ctx, &pb.CreateRegionRequest{Hospitals: r.names, Threshold: uint32(o.threshold)}, grpc.Trailer(conn.Trailer))
+		_, err := conn.Operator.CreateRegion(ctx, req, grpc.Trailer(conn.Trailer))
 		return err
 	})
 	if err != nil {

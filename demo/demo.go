@@ -26,6 +26,7 @@ import (
 	"regionfl/coordinator"
 	"regionfl/coordinator/fsm"
 	"regionfl/coordinator/web"
+	"regionfl/he"
 	"regionfl/identity"
 	"regionfl/jobspec"
 	"regionfl/models"
@@ -274,13 +275,21 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		return leader()
 	})
 
-	operator, err := newClient(ca, "operator", identity.RoleOperator, addrs)
+	opCert, err := ca.Issue(identity.Identity{Name: "operator", Role: identity.RoleOperator}, 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	operator, err := client.New(addrs, identity.ClientConfig(opCert, ca.Pool()))
 	if err != nil {
 		return nil, err
 	}
 	defer operator.Close()
+	req, err := client.CreateRegionRequest(opCert, he.RegionParamsName, hospitals, uint32(threshold))
+	if err != nil {
+		return nil, err
+	}
 	err = operator.Do(ctx, func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Operator.CreateRegion(ctx, &pb.CreateRegionRequest{Hospitals: hospitals, Threshold: uint32(threshold)}, grpc.Trailer(conn.Trailer))
+		_, err := conn.Operator.CreateRegion(ctx, req, grpc.Trailer(conn.Trailer))
 		return err
 	})
 	if err != nil {

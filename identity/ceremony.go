@@ -1,6 +1,12 @@
 package identity
 
-import "encoding/binary"
+import (
+	"crypto"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"slices"
+)
 
 // Statement kinds of the key ceremony. Every hospital signs each of its
 // ceremony messages with its certificate key, and every hospital verifies
@@ -16,6 +22,37 @@ const (
 	// the sealed share's encoding).
 	StatementSealedShare = "ceremony sealed share"
 )
+
+// StatementGenesis is the statement (region digest), signed by an operator:
+// the region's hospitals, threshold, parameter set and ceremony seed, as
+// the operator fixed them. Nodes accept no other region.
+const StatementGenesis = "region genesis"
+
+// Genesis is a region as an operator signs it.
+type Genesis struct {
+	Params    string
+	Hospitals []string // sorted
+	Threshold uint32
+	Seed      []byte
+	Signature []byte // StatementGenesis over RegionDigest
+}
+
+// NewGenesis draws a ceremony seed and signs the region with key (an
+// operator certificate's). Hospitals are sorted; duplicates are the
+// coordinator's to refuse.
+func NewGenesis(key crypto.PrivateKey, params string, hospitals []string, threshold uint32) (*Genesis, error) {
+	g := &Genesis{Params: params, Hospitals: slices.Sorted(slices.Values(hospitals)), Threshold: threshold, Seed: make([]byte, 32)}
+	if _, err := rand.Read(g.Seed); err != nil {
+		return nil, fmt.Errorf("identity: ceremony seed: %w", err)
+	}
+	d := RegionDigest(g.Params, g.Hospitals, g.Threshold, g.Seed)
+	sig, err := SignStatement(key, StatementGenesis, d[:])
+	if err != nil {
+		return nil, err
+	}
+	g.Signature = sig
+	return g, nil
+}
 
 // Statement kinds of a round. A hospital signs each update it sends and
 // its approval of the round's contributor set; decryptors check every

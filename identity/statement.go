@@ -81,6 +81,24 @@ func VerifyStatement(ca *x509.CertPool, certDER []byte, want Identity, now time.
 	return checkSignature(cert, sig, kind, fields...)
 }
 
+// VerifyRoleStatement is VerifyStatement for a signer known only by its
+// role (the region's operator, whoever holds that role): it returns the
+// signer's identity.
+func VerifyRoleStatement(ca *x509.CertPool, certDER []byte, role Role, now time.Time, sig []byte, kind string, fields ...[]byte) (Identity, error) {
+	cert, err := x509.ParseCertificate(certDER)
+	if len(certDER) == 0 || len(certDER) > 16<<10 || err != nil {
+		return Identity{}, fmt.Errorf("%w: certificate of %d bytes does not parse", ErrBadStatement, len(certDER))
+	}
+	id, err := FromCertificate(cert)
+	if err != nil {
+		return Identity{}, fmt.Errorf("%w: %v", ErrBadStatement, err)
+	}
+	if id.Role != role {
+		return Identity{}, fmt.Errorf("%w: signed by %s, want a %s", ErrBadStatement, id, role)
+	}
+	return id, VerifyStatement(ca, certDER, id, now, sig, kind, fields...)
+}
+
 // CheckSignature checks only that sig is the signature of certDER's key
 // over (kind, fields...): for a server that has verified the certificate
 // already (it is the caller's, from the TLS handshake).

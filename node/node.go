@@ -236,7 +236,14 @@ func (n *Node) region(ctx context.Context) (*pb.Region, uint32, error) {
 	if r.Threshold < 2 || int(r.Threshold) > len(r.Hospitals) {
 		return nil, 0, n.untrusted("region", fmt.Sprintf("threshold %d of %d hospitals (a threshold below 2 lets one hospital decrypt alone)", r.Threshold, len(r.Hospitals)))
 	}
-	if err := n.pinRegion(r); err != nil {
+	// Only a region an operator of the region CA signed, whatever the
+	// coordinator says; then only the one pinned.
+	d := regionDigest(r)
+	op, err := identity.VerifyRoleStatement(n.cfg.CA, r.GenesisCertificate, identity.RoleOperator, time.Now(), r.GenesisSignature, identity.StatementGenesis, d)
+	if err != nil {
+		return nil, 0, n.untrusted("region", "not signed by an operator of the region CA: "+err.Error())
+	}
+	if err := n.pinRegion(r, op); err != nil {
 		return nil, 0, err
 	}
 	return r, uint32(i + 1), nil
@@ -250,8 +257,9 @@ func (n *Node) untrusted(what, reason string) error {
 }
 
 // pinRegion pins the region's digest on first sight (fsync'd before the
-// node acts on it) and refuses any other region afterwards.
-func (n *Node) pinRegion(r *pb.Region) error {
+// node acts on it) and refuses any other region afterwards; op is the
+// operator who signed it.
+func (n *Node) pinRegion(r *pb.Region, op identity.Identity) error {
 	d := regionDigest(r)
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -266,7 +274,7 @@ func (n *Node) pinRegion(r *pb.Region) error {
 		n.state.RegionDigest = nil
 		return err
 	}
-	n.log.Info("region pinned", "region_digest", fmt.Sprintf("%x", d[:8]), "hospitals", len(r.Hospitals), "threshold", r.Threshold)
+	n.log.Info("region pinned", "region_digest", fmt.Sprintf("%x", d[:8]), "hospitals", len(r.Hospitals), "threshold", r.Threshold, "signed_by", op.String())
 	return nil
 }
 

@@ -176,6 +176,15 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The region, as its operator signed it.
+	opCert, err := ca.Issue(identity.Identity{Name: "ops", Role: identity.RoleOperator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.region.GenesisCertificate = opCert.Certificate[0]
+	if fake.region.GenesisSignature, err = identity.SignStatement(opCert.PrivateKey, identity.StatementGenesis, regionDigest(fake.region)); err != nil {
+		t.Fatal(err)
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

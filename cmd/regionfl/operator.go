@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
 	"regionfl/client"
+	"regionfl/he"
+	"regionfl/identity"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -74,15 +77,32 @@ func newRegionCreateCmd() *cobra.Command {
 			if len(hospitals) == 0 || threshold == 0 {
 				return usageError{errors.New("--hospitals and --threshold are required")}
 			}
+			cert, _, err := cf.load()
+			if err != nil {
+				return err
+			}
+			// The operator signs the region (and draws its ceremony seed):
+			// nodes accept no region an operator did not sign.
+			req, err := client.CreateRegionRequest(cert, he.RegionParamsName, hospitals, threshold)
+			if err != nil {
+				return err
+			}
 			c, err := cf.dial()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			return call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Operator.CreateRegion(ctx, &pb.CreateRegionRequest{Hospitals: hospitals, Threshold: threshold}, grpc.Trailer(conn.Trailer))
+			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
+				_, err := conn.Operator.CreateRegion(ctx, req, grpc.Trailer(conn.Trailer))
 				return err
 			})
+			if err != nil {
+				return err
+			}
+			d := identity.RegionDigest(req.Params, req.Hospitals, req.Threshold, req.Seed)
+			fmt.Fprintf(cmd.OutOrStdout(), "region created: %d hospitals (%s), threshold %d, parameters %s, digest %x\n",
+				len(req.Hospitals), strings.Join(req.Hospitals, ","), req.Threshold, req.Params, d[:8])
+			return nil
 		},
 	}
 	cf.register(cmd.Flags())

@@ -295,19 +295,21 @@ func (s *State) createRegion(c *pb.CreateRegionCommand) error {
 		sealedSig[i] = make([][]byte, n)
 	}
 	s.Region = &Region{
-		Params:    c.Params,
-		Hospitals: slices.Clone(c.Hospitals),
-		Threshold: int(c.Threshold),
-		Seed:      c.Seed,
-		CreatedMs: c.UnixMs,
-		HPKE:      make([][]byte, n),
-		HPKESig:   make([][]byte, n),
-		Certs:     make([][]byte, n),
-		PKShares:  make([][]byte, n),
-		PKSig:     make([][]byte, n),
-		Sealed:    sealed,
-		SealedSig: sealedSig,
-		Ready:     make([]bool, n),
+		Params:      c.Params,
+		Hospitals:   slices.Clone(c.Hospitals),
+		Threshold:   int(c.Threshold),
+		Seed:        c.Seed,
+		CreatedMs:   c.UnixMs,
+		GenesisSig:  c.GenesisSignature,
+		GenesisCert: c.GenesisCertificate,
+		HPKE:        make([][]byte, n),
+		HPKESig:     make([][]byte, n),
+		Certs:       make([][]byte, n),
+		PKShares:    make([][]byte, n),
+		PKSig:       make([][]byte, n),
+		Sealed:      sealed,
+		SealedSig:   sealedSig,
+		Ready:       make([]bool, n),
 	}
 	return nil
 }

@@ -67,6 +67,10 @@ type Region struct {
 	HPKESig   [][]byte   `json:"hpke_sig,omitempty"`
 	PKSig     [][]byte   `json:"pk_sig,omitempty"`
 	SealedSig [][][]byte `json:"sealed_sig,omitempty"`
+	// The operator's identity.StatementGenesis of the region, and the
+	// certificate that made it.
+	GenesisSig  []byte `json:"genesis_sig,omitempty"`
+	GenesisCert []byte `json:"genesis_cert,omitempty"`
 }
 
 // Clone copies the region deeply enough to be read outside the state's

@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/hpke"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -34,6 +33,7 @@ import (
 	"regionfl/coordinator/metrics"
 	"regionfl/coordinator/round"
 	"regionfl/coordinator/store"
+	"regionfl/he"
 	"regionfl/identity"
 	"regionfl/jobspec"
 	pb "regionfl/proto/regionfl/v1"
@@ -240,16 +240,26 @@ func (s *Server) read(fn func(st *fsm.State)) { s.store.FSM().Read(fn) }
 
 // ---- Operator service ----
 
-// CreateRegion fixes the hospitals and the threshold and starts the key
-// ceremony with a fresh public seed.
+// CreateRegion records the region an operator signed (hospitals,
+// threshold, parameter set, ceremony seed) and starts the key ceremony.
+// Nodes check the operator's signature themselves.
 func (s *Server) CreateRegion(ctx context.Context, req *pb.CreateRegionRequest) (*pb.CreateRegionResponse, error) {
 	if err := s.leader(ctx); err != nil {
 		return nil, err
 	}
-	hs := slices.Clone(req.Hospitals)
-	slices.Sort(hs)
-	if len(hs) < 2 || len(slices.Compact(slices.Clone(hs))) != len(hs) {
-		return nil, status.Error(codes.InvalidArgument, "hospitals: need at least two, without repeats")
+	hs := req.Hospitals
+	if len(hs) < 2 || !slices.IsSorted(hs) || len(slices.Compact(slices.Clone(hs))) != len(hs) {
+		return nil, status.Error(codes.InvalidArgument, "hospitals: need at least two, sorted, without repeats")
+	}
+	if req.Params != s.engine.Params().Name() {
+		return nil, status.Errorf(codes.InvalidArgument, "params: %q, this region runs %q", req.Params, s.engine.Params().Name())
+	}
+	if len(req.Seed) != he.SeedLen {
+		return nil, status.Errorf(codes.InvalidArgument, "seed: %d bytes, want %d", len(req.Seed), he.SeedLen)
+	}
+	cert, err := identity.PeerCertificate(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
 	for _, h := range hs {
 		if err := identity.ValidName(h); err != nil {
@@ -264,10 +274,13 @@ func (s *Server) CreateRegion(ctx context.Context, req *pb.CreateRegionRequest) 
 	if req.Threshold < 2 || int(req.Threshold) > len(hs) {
 		return nil, status.Errorf(codes.InvalidArgument, "threshold: %d is not between 2 and %d (the number of hospitals)", req.Threshold, len(hs))
 	}
-	seed := make([]byte, 32)
-	rand.Read(seed)
-	err := s.store.ProposeAs(caller(ctx).String(), &pb.CreateRegionCommand{
-		Params: s.engine.Params().Name(), Hospitals: hs, Threshold: req.Threshold, Seed: seed, UnixMs: s.engine.NowMs(),
+	d := identity.RegionDigest(req.Params, hs, req.Threshold, req.Seed)
+	if err := identity.CheckSignature(cert.Raw, req.Signature, identity.StatementGenesis, d[:]); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
+	}
+	err = s.store.ProposeAs(caller(ctx).String(), &pb.CreateRegionCommand{
+		Params: req.Params, Hospitals: hs, Threshold: req.Threshold, Seed: req.Seed, UnixMs: s.engine.NowMs(),
+		GenesisSignature: req.Signature, GenesisCertificate: cert.Raw,
 	})
 	if err != nil {
 		return nil, toStatus(ctx, err)

@@ -74,14 +74,17 @@ func (x *RegisterReplicaCommand) GetGrpcAddr() string {
 }
 
 type CreateRegionCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Params        string                 `protobuf:"bytes,1,opt,name=params,proto3" json:"params,omitempty"`
-	Hospitals     []string               `protobuf:"bytes,2,rep,name=hospitals,proto3" json:"hospitals,omitempty"`
-	Threshold     uint32                 `protobuf:"varint,3,opt,name=threshold,proto3" json:"threshold,omitempty"`
-	Seed          []byte                 `protobuf:"bytes,4,opt,name=seed,proto3" json:"seed,omitempty"`
-	UnixMs        int64                  `protobuf:"varint,5,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Params    string                 `protobuf:"bytes,1,opt,name=params,proto3" json:"params,omitempty"`
+	Hospitals []string               `protobuf:"bytes,2,rep,name=hospitals,proto3" json:"hospitals,omitempty"`
+	Threshold uint32                 `protobuf:"varint,3,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	Seed      []byte                 `protobuf:"bytes,4,opt,name=seed,proto3" json:"seed,omitempty"`
+	UnixMs    int64                  `protobuf:"varint,5,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	// The operator's identity.StatementGenesis and its certificate (DER).
+	GenesisSignature   []byte `protobuf:"bytes,6,opt,name=genesis_signature,json=genesisSignature,proto3" json:"genesis_signature,omitempty"`
+	GenesisCertificate []byte `protobuf:"bytes,7,opt,name=genesis_certificate,json=genesisCertificate,proto3" json:"genesis_certificate,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *CreateRegionCommand) Reset() {
@@ -147,6 +150,20 @@ func (x *CreateRegionCommand) GetUnixMs() int64 {
 		return x.UnixMs
 	}
 	return 0
+}
+
+func (x *CreateRegionCommand) GetGenesisSignature() []byte {
+	if x != nil {
+		return x.GenesisSignature
+	}
+	return nil
+}
+
+func (x *CreateRegionCommand) GetGenesisCertificate() []byte {
+	if x != nil {
+		return x.GenesisCertificate
+	}
+	return nil
 }
 
 type EnrollCommand struct {
@@ -1667,13 +1684,15 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x1aregionfl/v1/commands.proto\x12\vregionfl.v1\x1a\x18regionfl/v1/region.proto\"E\n" +
 	"\x16RegisterReplicaCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
-	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\"\x96\x01\n" +
+	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\"\xf4\x01\n" +
 	"\x13CreateRegionCommand\x12\x16\n" +
 	"\x06params\x18\x01 \x01(\tR\x06params\x12\x1c\n" +
 	"\thospitals\x18\x02 \x03(\tR\thospitals\x12\x1c\n" +
 	"\tthreshold\x18\x03 \x01(\rR\tthreshold\x12\x12\n" +
 	"\x04seed\x18\x04 \x01(\fR\x04seed\x12\x17\n" +
-	"\aunix_ms\x18\x05 \x01(\x03R\x06unixMs\"\x93\x01\n" +
+	"\aunix_ms\x18\x05 \x01(\x03R\x06unixMs\x12+\n" +
+	"\x11genesis_signature\x18\x06 \x01(\fR\x10genesisSignature\x12/\n" +
+	"\x13genesis_certificate\x18\a \x01(\fR\x12genesisCertificate\"\x93\x01\n" +
 	"\rEnrollCommand\x12\x1a\n" +
 	"\bhospital\x18\x01 \x01(\tR\bhospital\x12&\n" +
 	"\x0fhpke_public_key\x18\x02 \x01(\fR\rhpkePublicKey\x12\x1c\n" +

@@ -1742,8 +1742,13 @@ type Region struct {
 	HpkeSignatures           [][]byte `protobuf:"bytes,10,rep,name=hpke_signatures,json=hpkeSignatures,proto3" json:"hpke_signatures,omitempty"`
 	PublicKeyShares          [][]byte `protobuf:"bytes,11,rep,name=public_key_shares,json=publicKeyShares,proto3" json:"public_key_shares,omitempty"`
 	PublicKeyShareSignatures [][]byte `protobuf:"bytes,12,rep,name=public_key_share_signatures,json=publicKeyShareSignatures,proto3" json:"public_key_share_signatures,omitempty"`
-	unknownFields            protoimpl.UnknownFields
-	sizeCache                protoimpl.SizeCache
+	// The operator's identity.StatementGenesis over the region digest, and
+	// the operator certificate (DER) that made it: nodes accept only a
+	// region an operator of the region CA signed.
+	GenesisSignature   []byte `protobuf:"bytes,13,opt,name=genesis_signature,json=genesisSignature,proto3" json:"genesis_signature,omitempty"`
+	GenesisCertificate []byte `protobuf:"bytes,14,opt,name=genesis_certificate,json=genesisCertificate,proto3" json:"genesis_certificate,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Region) Reset() {
@@ -1856,6 +1861,20 @@ func (x *Region) GetPublicKeyShares() [][]byte {
 func (x *Region) GetPublicKeyShareSignatures() [][]byte {
 	if x != nil {
 		return x.PublicKeyShareSignatures
+	}
+	return nil
+}
+
+func (x *Region) GetGenesisSignature() []byte {
+	if x != nil {
+		return x.GenesisSignature
+	}
+	return nil
+}
+
+func (x *Region) GetGenesisCertificate() []byte {
+	if x != nil {
+		return x.GenesisCertificate
 	}
 	return nil
 }
@@ -3903,9 +3922,17 @@ func (*CancelJobResponse) Descriptor() ([]byte, []int) {
 }
 
 type CreateRegionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hospitals     []string               `protobuf:"bytes,1,rep,name=hospitals,proto3" json:"hospitals,omitempty"`
-	Threshold     uint32                 `protobuf:"varint,2,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sorted, distinct.
+	Hospitals []string `protobuf:"bytes,1,rep,name=hospitals,proto3" json:"hospitals,omitempty"`
+	Threshold uint32   `protobuf:"varint,2,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// The ceremony seed (32 bytes), drawn by the operator.
+	Seed []byte `protobuf:"bytes,3,opt,name=seed,proto3" json:"seed,omitempty"`
+	// The parameter set's name, e.g. ckks-n13-q60-s54.
+	Params string `protobuf:"bytes,4,opt,name=params,proto3" json:"params,omitempty"`
+	// identity.StatementGenesis by the caller's certificate key over
+	// identity.RegionDigest(params, hospitals, threshold, seed).
+	Signature     []byte `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3952,6 +3979,27 @@ func (x *CreateRegionRequest) GetThreshold() uint32 {
 		return x.Threshold
 	}
 	return 0
+}
+
+func (x *CreateRegionRequest) GetSeed() []byte {
+	if x != nil {
+		return x.Seed
+	}
+	return nil
+}
+
+func (x *CreateRegionRequest) GetParams() string {
+	if x != nil {
+		return x.Params
+	}
+	return ""
+}
+
+func (x *CreateRegionRequest) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
 }
 
 type CreateRegionResponse struct {
@@ -4433,7 +4481,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x16ConfirmKeyReadyRequest\x12*\n" +
 	"\x11public_key_digest\x18\x01 \x01(\fR\x0fpublicKeyDigest\"\x19\n" +
 	"\x17ConfirmKeyReadyResponse\"\x12\n" +
-	"\x10GetRegionRequest\"\xb6\x03\n" +
+	"\x10GetRegionRequest\"\x94\x04\n" +
 	"\x06Region\x12\x16\n" +
 	"\x06params\x18\x01 \x01(\tR\x06params\x12\x1c\n" +
 	"\thospitals\x18\x02 \x03(\tR\thospitals\x12\x1c\n" +
@@ -4448,7 +4496,9 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x0fhpke_signatures\x18\n" +
 	" \x03(\fR\x0ehpkeSignatures\x12*\n" +
 	"\x11public_key_shares\x18\v \x03(\fR\x0fpublicKeyShares\x12=\n" +
-	"\x1bpublic_key_share_signatures\x18\f \x03(\fR\x18publicKeyShareSignatures\"@\n" +
+	"\x1bpublic_key_share_signatures\x18\f \x03(\fR\x18publicKeyShareSignatures\x12+\n" +
+	"\x11genesis_signature\x18\r \x01(\fR\x10genesisSignature\x12/\n" +
+	"\x13genesis_certificate\x18\x0e \x01(\fR\x12genesisCertificate\"@\n" +
 	"\x11GetRegionResponse\x12+\n" +
 	"\x06region\x18\x01 \x01(\v2\x13.regionfl.v1.RegionR\x06region\"Y\n" +
 	"\x10DecideJobRequest\x12\x15\n" +
@@ -4609,10 +4659,13 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x10CancelJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x13\n" +
-	"\x11CancelJobResponse\"Q\n" +
+	"\x11CancelJobResponse\"\x9b\x01\n" +
 	"\x13CreateRegionRequest\x12\x1c\n" +
 	"\thospitals\x18\x01 \x03(\tR\thospitals\x12\x1c\n" +
-	"\tthreshold\x18\x02 \x01(\rR\tthreshold\"\x16\n" +
+	"\tthreshold\x18\x02 \x01(\rR\tthreshold\x12\x12\n" +
+	"\x04seed\x18\x03 \x01(\fR\x04seed\x12\x16\n" +
+	"\x06params\x18\x04 \x01(\tR\x06params\x12\x1c\n" +
+	"\tsignature\x18\x05 \x01(\fR\tsignature\"\x16\n" +
 	"\x14CreateRegionResponse\"\x87\x01\n" +
 	"\aReplica\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
