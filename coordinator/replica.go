@@ -114,7 +114,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	if cfg.WebAddr != "" {
 		secret, err := web.LoadOrCreateSecret(filepath.Join(cfg.DataDir, web.SecretFileName))
 		if err == nil {
-			ws, err = web.New(web.Config{State: st.FSM().Read, IsLeader: st.IsLeader, ReplicaID: cfg.ID, Secret: secret,
+			ws, err = web.New(web.Config{State: st.FSM().Read, IsLeader: st.IsLeader, ReplicaID: cfg.ID, Secret: secret, UsedLinksFile: filepath.Join(cfg.DataDir, "ui-used-links.json"),
 				Metrics: m.Handler(), Audit: web.AuditFromState(st.FSM().Read, cfg.CA), Logger: log})
 		}
 		if err == nil {

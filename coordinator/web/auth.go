@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"regionfl/coordinator/fsm"
 	"regionfl/identity"
 )
 
@@ -52,6 +54,8 @@ var (
 	ErrBadToken     = errors.New("web: invalid or tampered token")
 	ErrExpiredToken = errors.New("web: token expired")
 	ErrRoleRefused  = errors.New("web: this role may not use the web view")
+	ErrRevoked      = errors.New("web: certificate revoked")
+	ErrUsedToken    = errors.New("web: login link already used")
 )
 
 // AllowedRoles may read the web view.
@@ -147,10 +151,15 @@ type viewerKey struct{}
 func (s *Server) authenticate(r *http.Request) (viewer, error) {
 	var certErr error
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
-		id, err := identity.FromCertificate(r.TLS.VerifiedChains[0][0])
+		cert := r.TLS.VerifiedChains[0][0]
+		id, err := identity.FromCertificate(cert)
+		var revoked bool
+		s.cfg.State(func(st *fsm.State) { revoked = st.IsRevoked(identity.SerialHex(cert)) })
 		switch {
 		case err != nil:
 			certErr = err
+		case revoked:
+			return viewer{}, fmt.Errorf("%w: certificate %s of %s", ErrRevoked, identity.SerialHex(cert), id)
 		case !RoleAllowed(id.Role):
 			certErr = fmt.Errorf("%w: %s", ErrRoleRefused, id)
 		default:
@@ -178,12 +187,19 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.now()
-	id, _, err := verifyToken(s.cfg.Secret, r.URL.Query().Get("token"), purposeLogin, now, MaxLoginTTL)
+	token := r.URL.Query().Get("token")
+	id, linkExp, err := verifyToken(s.cfg.Secret, token, purposeLogin, now, MaxLoginTTL)
+	if err == nil {
+		err = s.useLink(token, linkExp, now)
+	}
 	if err != nil {
 		s.log.Warn("web login refused", "err", err, "remote", r.RemoteAddr)
 		msg := "This login link is invalid. Ask the operator for a new one (regionfl ui login)."
-		if errors.Is(err, ErrExpiredToken) {
+		switch {
+		case errors.Is(err, ErrExpiredToken):
 			msg = "This login link has expired. Ask the operator for a new one (regionfl ui login)."
+		case errors.Is(err, ErrUsedToken):
+			msg = "This login link was used already: each link logs in once. Ask the operator for a new one (regionfl ui login)."
 		}
 		s.fail(w, r, http.StatusForbidden, msg)
 		return
@@ -201,6 +217,71 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	})
 	s.log.Info("web login", "identity", id.String(), "remote", r.RemoteAddr, "session_until", exp.UTC().Format(time.RFC3339))
 	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// maxUsedLinks bounds the record of used login links; links expire within
+// MaxLoginTTL, so only a flood of fresh links could fill it, and then new
+// logins are refused rather than old links forgotten.
+const maxUsedLinks = 100_000
+
+// useLink marks a verified login link as used, or refuses it if it was.
+// The record is saved before the session exists.
+func (s *Server) useLink(token string, exp, now time.Time) error {
+	_, mac, _ := strings.Cut(token, ".")
+	s.usedMu.Lock()
+	defer s.usedMu.Unlock()
+	if _, ok := s.used[mac]; ok {
+		return ErrUsedToken
+	}
+	for m, e := range s.used {
+		if e < now.Unix() {
+			delete(s.used, m)
+		}
+	}
+	if len(s.used) >= maxUsedLinks {
+		return fmt.Errorf("%w: %d unexpired links used, no room to record another", ErrBadToken, len(s.used))
+	}
+	s.used[mac] = exp.Unix()
+	if s.cfg.UsedLinksFile == "" {
+		return nil
+	}
+	b, err := json.Marshal(s.used)
+	if err != nil {
+		return err
+	}
+	tmp := s.cfg.UsedLinksFile + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		delete(s.used, mac)
+		return err
+	}
+	if err := os.Rename(tmp, s.cfg.UsedLinksFile); err != nil {
+		delete(s.used, mac)
+		return err
+	}
+	return nil
+}
+
+// loadUsedLinks reads the record of used login links (empty if path is
+// empty or absent).
+func loadUsedLinks(path string) (map[string]int64, error) {
+	used := map[string]int64{}
+	if path == "" {
+		return used, nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return used, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > 16<<20 {
+		return nil, fmt.Errorf("web: %s: %d bytes, more than any record of used links", path, len(b))
+	}
+	if err := json.Unmarshal(b, &used); err != nil {
+		return nil, fmt.Errorf("web: %s: %w", path, err)
+	}
+	return used, nil
 }
 
 // LoadOrCreateSecret reads the UI secret at path, creating it (32 random

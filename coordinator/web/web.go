@@ -66,8 +66,12 @@ type Config struct {
 	Audit func() AuditStatus
 	// Secret keys login links and session cookies (at least MinSecretLen
 	// bytes; see LoadOrCreateSecret). Empty disables login links: only
-	// client certificates get in.
+	// client certificates get in. A new secret ends every link and session.
 	Secret []byte
+	// UsedLinksFile records the login links already used, so each link
+	// logs in once, across restarts (optional: without it the record is
+	// kept in memory only).
+	UsedLinksFile string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Metrics, if set, is served at /metrics behind the same access check
@@ -88,6 +92,9 @@ type Server struct {
 	mu      sync.Mutex
 	servers []*http.Server
 	closed  bool
+
+	usedMu sync.Mutex
+	used   map[string]int64 // login link MAC (hex) -> its expiry (Unix s)
 }
 
 // New checks cfg and prepares the pages.
@@ -102,6 +109,11 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, pages: map[string]*template.Template{}}
+	used, err := loadUsedLinks(cfg.UsedLinksFile)
+	if err != nil {
+		return nil, err
+	}
+	s.used = used
 	base, err := template.New("base").ParseFS(templateFS, "templates/base.html", "templates/plot.html")
 	if err != nil {
 		return nil, err

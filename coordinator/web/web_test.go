@@ -622,3 +622,45 @@ func TestAuditFromState(t *testing.T) {
 		t.Fatalf("audit page:\n%s", b2)
 	}
 }
+
+// A login link logs in once: used again, on this replica or after its
+// restart (the record is on disk), it is refused and sets no cookie.
+func TestLoginLinkIsSingleUse(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "used-links.json")
+	fx := newFixture(t, func(c *Config) { c.UsedLinksFile = file })
+	tok := MintLoginToken(fx.secret, identity.Identity{Name: "carol", Role: identity.RoleAuditor}, 15*time.Minute, fx.now)
+	if res, c := fx.login(t, tok); res.StatusCode != http.StatusSeeOther || c == nil {
+		t.Fatalf("first use: %d", res.StatusCode)
+	}
+	res, c := fx.login(t, tok)
+	if b := wantStatus(t, res, http.StatusForbidden); !strings.Contains(b, "used already") || c != nil {
+		t.Fatalf("second use: %s (cookie %v)", b, c)
+	}
+	restarted := newFixture(t, func(c *Config) { c.UsedLinksFile = file })
+	restarted.now = fx.now
+	res, c = restarted.login(t, tok)
+	if wantStatus(t, res, http.StatusForbidden); c != nil {
+		t.Fatal("a used link logged in after a restart")
+	}
+	// Another link for the same person works.
+	other := MintLoginToken(fx.secret, identity.Identity{Name: "carol", Role: identity.RoleAuditor}, 14*time.Minute, fx.now)
+	if res, _ := restarted.login(t, other); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("a fresh link: %d", res.StatusCode)
+	}
+}
+
+// A revoked certificate no longer opens the web view.
+func TestRevokedCertificateRefused(t *testing.T) {
+	fx := newFixture(t, nil)
+	cert := fx.cert(t, "alice", identity.RoleAuditor)
+	wantStatus(t, fx.do("GET", "/", cert), http.StatusOK)
+	b, err := fsm.Encode(&pb.RevokeCommand{Serial: identity.SerialHex(cert), Reason: "left", RevokedBy: "operator/ops", UnixMs: t0}, fsm.Meta{Actor: "operator/ops", UnixMs: t0 + 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := fx.f.Apply(&raft.Log{Index: 1000, Type: raft.LogCommand, Data: b}); res != nil {
+		t.Fatal(res)
+	}
+	wantStatus(t, fx.do("GET", "/", cert), http.StatusForbidden)
+	wantStatus(t, fx.do("GET", "/", fx.cert(t, "alice", identity.RoleAuditor)), http.StatusOK) // a new certificate
+}
