@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -472,5 +473,68 @@ func TestHealthService(t *testing.T) {
 	}
 	if _, err := check(&tls.Config{RootCAs: reg.ca.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS13}); err == nil {
 		t.Error("a connection without a client certificate got an answer")
+	}
+}
+
+// A site's statistics go into one decryption per dataset: a second job
+// wanting region scaling on the same dataset reuses the committed scaling
+// of the first (no statistics round); a coordinator that hides the
+// committed scaling to ask the sites for their statistics again (two
+// decryptions with different contributors would isolate a site) gets a
+// refusal from every node.
+func TestStatisticsOncePerDataset(t *testing.T) {
+	var hide atomic.Bool
+	hideScaling := grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		resp, err := h(ctx, req)
+		if p, ok := resp.(*pb.PollResponse); ok && err == nil && hide.Load() {
+			for _, o := range p.JobOffers {
+				o.Spec = proto.Clone(o.Spec).(*pb.JobSpec) // the state's own spec is not ours to change
+				o.Spec.FeatureMean, o.Spec.FeatureStd = nil, nil
+			}
+		}
+		return resp, err
+	})
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{hideScaling}})
+	reg.startNodes(0, 1, 2)
+	reg.waitCeremony()
+	regionScaled := func() *pb.JobSpec {
+		s := reg.spec(1, 2, 10*time.Second)
+		s.Scaling, s.FeatureMean, s.FeatureStd = jobspec.ScalingRegion, nil, nil
+		return s
+	}
+	first := reg.submit(regionScaled(), "stats-1")
+	j1 := reg.waitDone(first, 60*time.Second)
+	if j1.Rounds[0].Number != jobspec.StatsRound || len(j1.Spec.FeatureMean) == 0 {
+		t.Fatalf("first job: first round %d, scaling %v", j1.Rounds[0].Number, j1.Spec.FeatureMean)
+	}
+	submit := func(requestID string) (id, from string) {
+		err := reg.researcher.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
+			resp, err := conn.Researcher.SubmitJob(ctx, &pb.SubmitJobRequest{Spec: regionScaled(), RequestId: requestID}, grpc.Trailer(conn.Trailer))
+			id, from = resp.GetJobId(), resp.GetScalingFrom()
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id, from
+	}
+	second, from := submit("stats-2")
+	if from != first {
+		t.Fatalf("second job: scaling from %q, want %q", from, first)
+	}
+	j2 := reg.waitDone(second, 60*time.Second)
+	if j2.Rounds[0].Number == jobspec.StatsRound || !slices.Equal(j2.Spec.FeatureMean, j1.Spec.FeatureMean) {
+		t.Fatalf("second job: first round %d", j2.Rounds[0].Number)
+	}
+	hide.Store(true)
+	third, _ := submit("stats-3")
+	j3 := reg.waitJob(third, "the third job ends", 60*time.Second, (*fsm.Job).Finished)
+	if j3.State != fsm.JobFailed || len(j3.Refused) != 3 {
+		t.Fatalf("third job: %s (%s), refused by %v", j3.State, j3.Reason, j3.Refused)
+	}
+	for h, why := range j3.Refused {
+		if !strings.Contains(why, "statistics were already contributed") {
+			t.Errorf("%s refused the third job for another reason: %s", h, why)
+		}
 	}
 }

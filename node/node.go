@@ -580,6 +580,8 @@ func (n *Node) check(jobID string, spec *pb.JobSpec) string {
 	case n.cfg.Data.Dropped.Rows > 0 && spec.Missing != jobspec.MissingDrop:
 		// The count only: where the rows are stays in the node's log.
 		return fmt.Sprintf("job keeps every row (missing: %s) and this site dropped %d rows with missing or unusable cells", spec.GetMissing(), n.cfg.Data.Dropped.Rows)
+	case jobspec.NeedsScaling(spec) && n.statsGivenElsewhere(jobID, m.Hash()):
+		return "this site's statistics were already contributed to another job's region scaling (once per dataset); submit on the same dataset to reuse the committed scaling, or use scaling: site or reference"
 	}
 	return ""
 }
@@ -962,6 +964,41 @@ func (n *Node) recordEncryption(binding [32]byte, v []float64, count uint64) err
 	return n.state.save(n.cfg.DataDir)
 }
 
+// statsGivenElsewhere reports whether this site's statistics went to a
+// statistics round other than job jobID's.
+func (n *Node) statsGivenElsewhere(jobID, modelHash string) bool {
+	d := n.cfg.Data.Train.Digest()
+	b := jobspec.Binding(jobID, jobspec.StatsRound, 0, modelHash)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.state == nil {
+		return false
+	}
+	prev, ok := n.state.StatsGiven[hex.EncodeToString(d[:])]
+	return ok && prev != hex.EncodeToString(b[:])
+}
+
+// recordStats notes that this site's statistics go to the statistics
+// round of t, or refuses if they went to another job's already: later
+// jobs reuse the region's committed statistics (the coordinator fills
+// them in) or scale otherwise.
+func (n *Node) recordStats(t *pb.TrainTask) error {
+	d := n.cfg.Data.Train.Digest()
+	key := hex.EncodeToString(d[:])
+	binding := jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash)
+	b := hex.EncodeToString(binding[:])
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if prev, ok := n.state.StatsGiven[key]; ok {
+		if prev != b {
+			return n.untrusted("a second statistics round", "this site's statistics were already contributed to another job's region scaling; reuse its committed scaling (the coordinator does for jobs on the same dataset) or scale per site")
+		}
+		return nil
+	}
+	n.state.StatsGiven[key] = b
+	return n.state.save(n.cfg.DataDir)
+}
+
 // sendStats is the site's part of region-wide scaling: its per-feature Σx
 // and Σx², encrypted; only the region's sums are ever decrypted.
 func (n *Node) sendStats(ctx context.Context, t *pb.TrainTask) error {
@@ -973,6 +1010,9 @@ func (n *Node) sendStats(ctx context.Context, t *pb.TrainTask) error {
 	}
 	if norm := math.Sqrt(sq); norm > jobspec.StatsBound {
 		return fmt.Errorf("statistics vector norm %.3g exceeds the bound %g: raise the job's sample_scale", norm, jobspec.StatsBound)
+	}
+	if err := n.recordStats(t); err != nil {
+		return err
 	}
 	ct, err := n.encrypt(t, v, uint64(train.Len()))
 	if err != nil {

@@ -34,6 +34,11 @@ type diskState struct {
 	// Encrypted holds, per update binding (hex), the one vector this node
 	// encrypted under it (see Node.encrypt).
 	Encrypted map[string]encryption `json:"encrypted,omitempty"`
+	// StatsGiven holds, per dataset digest (hex), the binding (hex) of the
+	// one statistics update this site encrypted for it: a site's statistics
+	// go into one decryption per dataset, ever (two, with different
+	// contributor sets, would isolate it by their difference).
+	StatsGiven map[string]string `json:"stats_given,omitempty"`
 	// Decrypted counts the ciphertexts this node gave decryption shares for
 	// under its key: the smudging argument covers he.Params.MaxDecryptions
 	// of them, and the node refuses past that.
@@ -71,7 +76,7 @@ type privacyEntry struct {
 }
 
 func loadState(dir string) (*diskState, error) {
-	st := &diskState{SharesGiven: map[string]givenShare{}, Encrypted: map[string]encryption{}, Approved: map[string][]string{}, Ledger: map[string]privacyEntry{}}
+	st := &diskState{SharesGiven: map[string]givenShare{}, Encrypted: map[string]encryption{}, Approved: map[string][]string{}, StatsGiven: map[string]string{}, Ledger: map[string]privacyEntry{}}
 	b, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return st, nil
@@ -90,6 +95,9 @@ func loadState(dir string) (*diskState, error) {
 	}
 	if st.Approved == nil {
 		st.Approved = map[string][]string{}
+	}
+	if st.StatsGiven == nil {
+		st.StatsGiven = map[string]string{}
 	}
 	if st.Ledger == nil {
 		st.Ledger = map[string]privacyEntry{}

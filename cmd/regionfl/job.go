@@ -50,17 +50,24 @@ func newJobSubmitCmd() *cobra.Command {
 			if requestID == "" {
 				requestID = fmt.Sprintf("%s-%d", spec.Name, time.Now().UnixNano())
 			}
-			var id string
+			var id, scalingFrom string
 			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
 				resp, err := conn.Researcher.SubmitJob(ctx, &pb.SubmitJobRequest{Spec: spec, RequestId: requestID}, grpc.Trailer(conn.Trailer))
-				id = resp.GetJobId()
+				id, scalingFrom = resp.GetJobId(), resp.GetScalingFrom()
 				return err
 			})
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]string{"job_id": id})
+				out := map[string]string{"job_id": id}
+				if scalingFrom != "" {
+					out["scaling_from"] = scalingFrom
+				}
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(out)
+			}
+			if scalingFrom != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "region scaling: reusing the statistics committed for job %s (a site's statistics are decrypted once per dataset)\n", scalingFrom)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), id)
 			return nil

@@ -52,6 +52,23 @@ func (s researcherService) SubmitJob(ctx context.Context, req *pb.SubmitJobReque
 			return nil, status.Errorf(codes.AlreadyExists, "request_id: %q was used by another researcher", req.RequestId)
 		}
 	}
+	// A site contributes its statistics to one decryption per dataset
+	// (two would let their difference isolate a site): a job wanting region
+	// scaling reuses the statistics the region committed for an earlier
+	// job on the same dataset and inputs, if there is one.
+	var scalingFrom string
+	if jobspec.NeedsScaling(spec) {
+		s.read(func(st *fsm.State) {
+			for _, id := range slices.Backward(st.JobOrder) {
+				j := st.Jobs[id]
+				if j.Spec.GetScaling() == jobspec.ScalingRegion && len(j.Spec.FeatureMean) > 0 &&
+					j.Spec.Dataset == spec.Dataset && j.Spec.Model.GetInputs() == spec.Model.GetInputs() {
+					spec.FeatureMean, spec.FeatureStd, scalingFrom = slices.Clone(j.Spec.FeatureMean), slices.Clone(j.Spec.FeatureStd), j.ID
+					return
+				}
+			}
+		})
+	}
 	model := jobspec.FromProto(spec.Model)
 	id := newJobID()
 	err := s.store.Propose(&pb.SubmitJobCommand{
@@ -64,8 +81,8 @@ func (s researcherService) SubmitJob(ctx context.Context, req *pb.SubmitJobReque
 	if req.RequestId != "" {
 		s.read(func(st *fsm.State) { id = st.Requests[req.RequestId] })
 	}
-	s.log.Info("job submitted", "job_id", id, "by", by.String(), "model_hash", model.Hash(), "purpose", spec.Purpose)
-	return &pb.SubmitJobResponse{JobId: id}, nil
+	s.log.Info("job submitted", "job_id", id, "by", by.String(), "model_hash", model.Hash(), "purpose", spec.Purpose, "scaling_from", scalingFrom)
+	return &pb.SubmitJobResponse{JobId: id, ScalingFrom: scalingFrom}, nil
 }
 
 func newJobID() string {

@@ -18,6 +18,8 @@
 package dataset
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -33,6 +35,34 @@ type Table struct {
 
 // Len returns the number of rows.
 func (t Table) Len() int { return len(t.X) }
+
+// Digest is the SHA-256 of an injective encoding of the table: feature
+// names, then every row's values and label. It names a dataset without
+// revealing it.
+func (t Table) Digest() [32]byte {
+	h := sha256.New()
+	var b [8]byte
+	put := func(v uint64) {
+		binary.BigEndian.PutUint64(b[:], v)
+		h.Write(b[:])
+	}
+	put(uint64(len(t.Features)))
+	for _, f := range t.Features {
+		put(uint64(len(f)))
+		h.Write([]byte(f))
+	}
+	put(uint64(len(t.X)))
+	for i, row := range t.X {
+		put(uint64(len(row)))
+		for _, x := range row {
+			put(math.Float64bits(x))
+		}
+		put(math.Float64bits(t.Y[i]))
+	}
+	var d [32]byte
+	h.Sum(d[:0])
+	return d
+}
 
 // Stats are the per-feature sums a site can share under encryption: Count,
 // Σx and Σx². They are plain sums so that the region can add them up

@@ -3178,8 +3178,11 @@ func (x *SubmitJobRequest) GetRequestId() string {
 }
 
 type SubmitJobResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The earlier job whose committed region statistics this job reuses
+	// (a site's statistics are decrypted once per dataset); empty if none.
+	ScalingFrom   string `protobuf:"bytes,2,opt,name=scaling_from,json=scalingFrom,proto3" json:"scaling_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3217,6 +3220,13 @@ func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
 func (x *SubmitJobResponse) GetJobId() string {
 	if x != nil {
 		return x.JobId
+	}
+	return ""
+}
+
+func (x *SubmitJobResponse) GetScalingFrom() string {
+	if x != nil {
+		return x.ScalingFrom
 	}
 	return ""
 }
@@ -4597,9 +4607,10 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x10SubmitJobRequest\x12(\n" +
 	"\x04spec\x18\x01 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"*\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"M\n" +
 	"\x11SubmitJobResponse\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"&\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12!\n" +
+	"\fscaling_from\x18\x02 \x01(\tR\vscalingFrom\"&\n" +
 	"\rGetJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xf4\x03\n" +
 	"\tRoundInfo\x12\x14\n" +
