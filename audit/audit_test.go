@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"regionfl/identity"
+	"regionfl/jobspec"
 )
 
 // ---------------------------------------------------------------------------
@@ -1032,4 +1034,55 @@ func TestConcurrentAppendAndExport(t *testing.T) {
 		mustVerify(t, b.String())
 	}
 	wg.Wait()
+}
+
+// A contribution record's signed statement verifies offline for the
+// hospital named, and fails for any edit of what it covers or a
+// certificate of another hospital.
+func TestCheckContribution(t *testing.T) {
+	ca, err := identity.NewCA("test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(name string) tls.Certificate {
+		c, err := ca.Issue(identity.Identity{Name: name, Role: identity.RoleHospital}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	h1, h2 := issue("h1"), issue("h2")
+	region := bytes.Repeat([]byte{7}, 32)
+	digest := bytes.Repeat([]byte{9}, 32)
+	binding := jobspec.Binding("job-1", 3, 2, "sha256:m")
+	sig, err := identity.SignStatement(h1.PrivateKey, identity.StatementContribution, identity.ContributionFields(region, binding[:], digest, "h1", 1234)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	record := func() *Record {
+		return &Record{JobID: "job-1", Round: 3, Hospital: "h1", Digest: hex.EncodeToString(digest), Size: 1234, ModelHash: "sha256:m",
+			TimeUnixMs: time.Now().UnixMilli(), Action: ActionContributionAccepted,
+			Details: map[string]string{"signature": hex.EncodeToString(sig), "certificate": hex.EncodeToString(h1.Certificate[0]),
+				"region_digest": hex.EncodeToString(region), "model_version": "2"}}
+	}
+	for _, roots := range []*x509.CertPool{ca.Pool(), nil} {
+		if err := checkContribution(record(), roots); err != nil {
+			t.Fatalf("a genuine statement (roots %v): %v", roots != nil, err)
+		}
+	}
+	for name, edit := range map[string]func(r *Record){
+		"size":          func(r *Record) { r.Size++ },
+		"round":         func(r *Record) { r.Round = 4 },
+		"model version": func(r *Record) { r.Details["model_version"] = "3" },
+		"hospital":      func(r *Record) { r.Hospital = "h2" },
+		"digest":        func(r *Record) { r.Digest = strings.Repeat("ab", 32) },
+		"certificate":   func(r *Record) { r.Details["certificate"] = hex.EncodeToString(h2.Certificate[0]) },
+		"no signature":  func(r *Record) { r.Details["signature"] = "zz" },
+	} {
+		r := record()
+		edit(r)
+		if err := checkContribution(r, ca.Pool()); err == nil {
+			t.Errorf("%s edited: the statement still verifies", name)
+		}
+	}
 }

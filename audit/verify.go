@@ -4,13 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"regionfl/identity"
+	"regionfl/jobspec"
 )
 
 // MaxLineBytes bounds one line of an export file.
@@ -29,6 +32,10 @@ type Report struct {
 	Signer      identity.Identity // of the final head
 	CAChecked   bool              // the signers' certificates chain to the given CA
 	Checkpoints int               // checkpoints, all consistent with the final head
+	// SignedContributions counts the contribution records whose hospital's
+	// signed statement verified: that hospital sent exactly that update
+	// (digest, size) for that job, round and model.
+	SignedContributions int
 }
 
 // VerifyError is a verification failure, tied to the first line of the
@@ -495,6 +502,12 @@ func (v *verifier) record(b []byte, boundary bool) *VerifyError {
 			return v.fail(subject, "first record of job %q in the export, but the job's previous record seq %d is missing", f.JobID, r.PrevJobSeq)
 		}
 	}
+	if r.Action == ActionContributionAccepted && r.Details["signature"] != "" {
+		if err := checkContribution(&r, v.roots); err != nil {
+			return v.fail(subject, "contribution statement: %v", err)
+		}
+		v.rep.SignedContributions++
+	}
 	v.claims.add(rl.Proof.TreeSize, implied, v.fail(subject, "inclusion proof does not match the signed head (record edited, or not in the signed log)"))
 	v.have, v.prev, v.prevLeaf, v.prevLine = true, r, leaf, v.line
 	if boundary {
@@ -507,6 +520,56 @@ func (v *verifier) record(b []byte, boundary bool) *VerifyError {
 		v.rep.LastSeq = int64(r.Seq)
 	}
 	return nil
+}
+
+// checkContribution verifies a contribution record's signed statement
+// (identity.StatementContribution): the certificate names the record's
+// hospital (and chains to roots, when given), and its key signed the
+// region, the binding of the record's job, round, model version and model,
+// the update's digest and its size.
+func checkContribution(r *Record, roots *x509.CertPool) error {
+	field := func(k string) ([]byte, error) {
+		b, err := hex.DecodeString(r.Details[k])
+		if err != nil || len(b) == 0 {
+			return nil, fmt.Errorf("details[%s] is not hex", k)
+		}
+		return b, nil
+	}
+	sig, err := field("signature")
+	if err != nil {
+		return err
+	}
+	cert, err := field("certificate")
+	if err != nil {
+		return err
+	}
+	region, err := field("region_digest")
+	if err != nil {
+		return err
+	}
+	digest, err := hex.DecodeString(r.Digest)
+	if err != nil || len(digest) != 32 {
+		return errors.New("digest is not a SHA-256")
+	}
+	version, err := strconv.ParseUint(r.Details["model_version"], 10, 32)
+	if err != nil {
+		return errors.New("details[model_version] is not a number")
+	}
+	binding := jobspec.Binding(r.JobID, r.Round, uint32(version), r.ModelHash)
+	fields := identity.ContributionFields(region, binding[:], digest, r.Hospital, r.Size)
+	want := identity.Identity{Name: r.Hospital, Role: identity.RoleHospital}
+	if roots != nil {
+		at := time.UnixMilli(r.TimeUnixMs)
+		return identity.VerifyStatement(roots, cert, want, at, sig, identity.StatementContribution, fields...)
+	}
+	c, err := x509.ParseCertificate(cert)
+	if err != nil {
+		return fmt.Errorf("certificate: %v", err)
+	}
+	if id, err := identity.FromCertificate(c); err != nil || id != want {
+		return fmt.Errorf("certificate is not %s's", want)
+	}
+	return identity.CheckSignature(cert, sig, identity.StatementContribution, fields...)
 }
 
 func seqRange(a, b uint64) string {

@@ -235,6 +235,9 @@ func TestAuditChainSameOnEveryReplica(t *testing.T) {
 	if rep.Records == 0 {
 		t.Fatalf("empty export: %+v", rep)
 	}
+	if rep.SignedContributions != contributions {
+		t.Errorf("%d contributions verified offline as signed by their hospitals, want %d", rep.SignedContributions, contributions)
+	}
 	// This job does not share site figures: none were kept.
 	for _, rd := range j.Rounds {
 		for _, c := range rd.Contributions {
@@ -497,19 +500,21 @@ func TestStatisticsOncePerDataset(t *testing.T) {
 	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{hideScaling}})
 	reg.startNodes(0, 1, 2)
 	reg.waitCeremony()
-	regionScaled := func() *pb.JobSpec {
+	// Each job starts from another initial model: a site trains one
+	// update per model, rows and configuration, ever.
+	regionScaled := func(seed uint64) *pb.JobSpec {
 		s := reg.spec(1, 2, 10*time.Second)
-		s.Scaling, s.FeatureMean, s.FeatureStd = jobspec.ScalingRegion, nil, nil
+		s.Scaling, s.FeatureMean, s.FeatureStd, s.Seed = jobspec.ScalingRegion, nil, nil, seed
 		return s
 	}
-	first := reg.submit(regionScaled(), "stats-1")
+	first := reg.submit(regionScaled(1), "stats-1")
 	j1 := reg.waitDone(first, 60*time.Second)
 	if j1.Rounds[0].Number != jobspec.StatsRound || len(j1.Spec.FeatureMean) == 0 {
 		t.Fatalf("first job: first round %d, scaling %v", j1.Rounds[0].Number, j1.Spec.FeatureMean)
 	}
-	submit := func(requestID string) (id, from string) {
+	submit := func(requestID string, seed uint64) (id, from string) {
 		err := reg.researcher.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
-			resp, err := conn.Researcher.SubmitJob(ctx, &pb.SubmitJobRequest{Spec: regionScaled(), RequestId: requestID}, grpc.Trailer(conn.Trailer))
+			resp, err := conn.Researcher.SubmitJob(ctx, &pb.SubmitJobRequest{Spec: regionScaled(seed), RequestId: requestID}, grpc.Trailer(conn.Trailer))
 			id, from = resp.GetJobId(), resp.GetScalingFrom()
 			return err
 		})
@@ -518,7 +523,7 @@ func TestStatisticsOncePerDataset(t *testing.T) {
 		}
 		return id, from
 	}
-	second, from := submit("stats-2")
+	second, from := submit("stats-2", 2)
 	if from != first {
 		t.Fatalf("second job: scaling from %q, want %q", from, first)
 	}
@@ -527,7 +532,7 @@ func TestStatisticsOncePerDataset(t *testing.T) {
 		t.Fatalf("second job: first round %d", j2.Rounds[0].Number)
 	}
 	hide.Store(true)
-	third, _ := submit("stats-3")
+	third, _ := submit("stats-3", 3)
 	j3 := reg.waitJob(third, "the third job ends", 60*time.Second, (*fsm.Job).Finished)
 	if j3.State != fsm.JobFailed || len(j3.Refused) != 3 {
 		t.Fatalf("third job: %s (%s), refused by %v", j3.State, j3.Reason, j3.Refused)

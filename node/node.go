@@ -697,8 +697,12 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 		return fmt.Errorf("model has %d parameters, the spec %d", len(model.Params), spec.NumParams())
 	}
 	data := Scale(t.Spec, n.cfg.Data.Train, n.cfg.Data.Train)
+	cfg := jobspec.TrainConfig(t.Spec, n.cfg.ID, t.Round)
+	if err := n.recordTraining(t, model.Params, data, cfg); err != nil {
+		return err
+	}
 	start := time.Now()
-	local, err := models.Train(spec, model.Params, data.X, data.Y, jobspec.TrainConfig(t.Spec, n.cfg.ID, t.Round))
+	local, err := models.Train(spec, model.Params, data.X, data.Y, cfg)
 	if err != nil {
 		return err
 	}
@@ -937,6 +941,46 @@ func (n *Node) encrypt(t *pb.TrainTask, v []float64, count uint64) (*he.Update, 
 	rec.Update = d[:]
 	n.state.Encrypted[key] = rec
 	return u, n.state.save(n.cfg.DataDir)
+}
+
+// recordTraining notes that this site trains the given model on the given
+// (scaled) rows with cfg for t's binding, or refuses if it already did so
+// for another binding: "once" is keyed on what the update is made of, not
+// on labels the coordinator picks, so a second job on the same model and
+// data gets no second update (overlapping sums of nearly the same updates
+// would let a leader solve for each one).
+func (n *Node) recordTraining(t *pb.TrainTask, params []float64, data dataset.Table, cfg models.TrainConfig) error {
+	h := sha256.New()
+	var b [8]byte
+	put := func(v uint64) {
+		binary.BigEndian.PutUint64(b[:], v)
+		h.Write(b[:])
+	}
+	h.Write([]byte(t.ModelHash))
+	put(uint64(len(params)))
+	for _, p := range params {
+		put(math.Float64bits(p))
+	}
+	d := data.Digest()
+	h.Write(d[:])
+	for _, v := range []uint64{uint64(cfg.Steps), uint64(cfg.BatchSize), math.Float64bits(cfg.LR), math.Float64bits(cfg.ProxMu), uint64(cfg.Seed),
+		math.Float64bits(t.Spec.ClipNorm), t.Spec.SampleScale, math.Float64bits(jobspec.NoiseShareStd(t.Spec))} {
+		put(v)
+	}
+	h.Write([]byte(cfg.Optimizer))
+	key := hex.EncodeToString(h.Sum(nil))
+	binding := jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash)
+	bhex := hex.EncodeToString(binding[:])
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if prev, ok := n.state.Trained[key]; ok {
+		if prev != bhex {
+			return n.untrusted("a second update of the same training", "this site already trained this exact model on these rows with this configuration for another job or round; it sends one update per content")
+		}
+		return nil
+	}
+	n.state.Trained[key] = bhex
+	return n.state.save(n.cfg.DataDir)
 }
 
 // recordEncryption notes that v (with count) is encrypted under binding,

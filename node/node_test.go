@@ -593,3 +593,43 @@ func wire(t *testing.T, u *he.Update) ([]byte, []byte) {
 	d := u.Digest()
 	return b, d[:]
 }
+
+// A site trains one update per model, rows and training configuration,
+// whatever job or round the coordinator labels it with: the same task
+// again is fine (a retry), the same content under another binding is
+// refused, and other content is not.
+func TestOneUpdatePerContent(t *testing.T) {
+	sites, _, err := dataset.Synthetic(dataset.SyntheticConfig{Hospitals: 1, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	st, err := loadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{cfg: Config{ID: "h1", DataDir: dir}, state: st, log: slog.New(slog.DiscardHandler)}
+	spec := &pb.JobSpec{Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: len(sites[0].Train.Features)}), LocalSteps: 5, BatchSize: 8, LearningRate: 0.1, ClipNorm: 1, SampleScale: 100}
+	params := make([]float64, 4)
+	task := func(job string, round uint32) *pb.TrainTask {
+		return &pb.TrainTask{JobId: job, Round: round, Spec: spec, ModelHash: "sha256:m"}
+	}
+	train := func(tk *pb.TrainTask, p []float64) error {
+		return n.recordTraining(tk, p, sites[0].Train, jobspec.TrainConfig(tk.Spec, "h1", tk.Round))
+	}
+	if err := train(task("job-1", 1), params); err != nil {
+		t.Fatal(err)
+	}
+	if err := train(task("job-1", 1), params); err != nil {
+		t.Fatalf("the same task again: %v", err)
+	}
+	if err := train(task("job-2", 1), params); !errors.Is(err, ErrUntrusted) {
+		t.Fatalf("the same model, rows and configuration for another job: %v", err)
+	}
+	if err := train(task("job-2", 1), []float64{0, 0, 0, 1}); err != nil {
+		t.Fatalf("another model: %v", err)
+	}
+	if err := train(task("job-3", 2), params); err != nil {
+		t.Fatalf("another round's configuration (its seed): %v", err)
+	}
+}

@@ -34,6 +34,10 @@ type diskState struct {
 	// Encrypted holds, per update binding (hex), the one vector this node
 	// encrypted under it (see Node.encrypt).
 	Encrypted map[string]encryption `json:"encrypted,omitempty"`
+	// Trained holds, per digest of what an update is made of (model,
+	// scaled rows, training configuration), the binding (hex) it was made
+	// for (see Node.recordTraining).
+	Trained map[string]string `json:"trained,omitempty"`
 	// StatsGiven holds, per dataset digest (hex), the binding (hex) of the
 	// one statistics update this site encrypted for it: a site's statistics
 	// go into one decryption per dataset, ever (two, with different
@@ -76,7 +80,7 @@ type privacyEntry struct {
 }
 
 func loadState(dir string) (*diskState, error) {
-	st := &diskState{SharesGiven: map[string]givenShare{}, Encrypted: map[string]encryption{}, Approved: map[string][]string{}, StatsGiven: map[string]string{}, Ledger: map[string]privacyEntry{}}
+	st := &diskState{SharesGiven: map[string]givenShare{}, Encrypted: map[string]encryption{}, Approved: map[string][]string{}, StatsGiven: map[string]string{}, Trained: map[string]string{}, Ledger: map[string]privacyEntry{}}
 	b, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return st, nil
@@ -98,6 +102,9 @@ func loadState(dir string) (*diskState, error) {
 	}
 	if st.StatsGiven == nil {
 		st.StatsGiven = map[string]string{}
+	}
+	if st.Trained == nil {
+		st.Trained = map[string]string{}
 	}
 	if st.Ledger == nil {
 		st.Ledger = map[string]privacyEntry{}

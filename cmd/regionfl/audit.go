@@ -107,6 +107,9 @@ func printAuditReport(w io.Writer, rep audit.Report) {
 		}
 		fmt.Fprintln(w)
 	}
+	if rep.SignedContributions > 0 {
+		fmt.Fprintf(w, "%d contributions carry their hospital's verified signature\n", rep.SignedContributions)
+	}
 	fmt.Fprintf(w, "root %s\n", rep.RootHash)
 }
 
@@ -122,6 +125,7 @@ func auditJSON(rep audit.Report, err error) map[string]any {
 		"ok": err == nil, "filter": rep.Filter, "records": rep.Records, "boundaries": rep.Boundaries,
 		"first_seq": rep.FirstSeq, "last_seq": rep.LastSeq, "tree_size": rep.TreeSize,
 		"root_hash": rep.RootHash, "checkpoints": rep.Checkpoints, "ca_checked": rep.CAChecked,
+		"signed_contributions": rep.SignedContributions,
 	}
 	if rep.Signer.Name != "" {
 		out["signer"] = rep.Signer.Name

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"regionfl/audit"
+	"regionfl/identity"
 	"regionfl/jobspec"
 	pb "regionfl/proto/regionfl/v1"
 )
@@ -83,10 +84,21 @@ func (s *State) auditRecord(m proto.Message, meta Meta) (rec audit.Record, ok bo
 		rec.Digest, rec.Size = hex.EncodeToString(c.Digest), c.Size
 		rec.Details = map[string]string{}
 		if len(c.Signature) > 0 {
-			// identity.StatementContribution, checkable offline with the
-			// hospital's enrolled certificate.
+			// identity.StatementContribution with what it covers, checked
+			// offline by audit.Verify: the region, the job's model and the
+			// round's model version fix the binding.
 			rec.Details["signature"] = hex.EncodeToString(c.Signature)
 			rec.Details["certificate"] = hex.EncodeToString(c.Certificate)
+			if s.Region != nil {
+				d := identity.RegionDigest(s.Region.Params, s.Region.Hospitals, uint32(s.Region.Threshold), s.Region.Seed)
+				rec.Details["region_digest"] = hex.EncodeToString(d[:])
+			}
+			if j, ok := s.Jobs[c.JobId]; ok {
+				rec.ModelHash = j.ModelHash
+				if r := j.Current(); r != nil && r.Number == c.Round {
+					rec.Details["model_version"] = strconv.Itoa(int(r.ModelVersion))
+				}
+			}
 		}
 		if j, ok := s.Jobs[c.JobId]; ok && j.Spec.GetDpNoiseMultiplier() > 0 && c.Round != jobspec.StatsRound {
 			// The privacy ledger, as of this contribution.
