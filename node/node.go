@@ -729,7 +729,11 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 			return err
 		}
 	}
-	sums, site, err := n.metricSums(t.Spec, spec, model.Params, t.ModelVersion)
+	released, err := n.releaseMetrics(t, model.Params, n.metricRows(t.Spec))
+	if err != nil {
+		return err
+	}
+	sums, site, err := n.metricSums(t.Spec, spec, model.Params, t.ModelVersion, released)
 	if err != nil {
 		return err
 	}
@@ -882,15 +886,16 @@ func closeErr(stream pb.HospitalService_SubmitUpdateClient, conn client.Conn, er
 // test rows: the site's share of the region's clinical figures, scaled for
 // encryption (jobspec.MetricScale). Only their sum over sites is decrypted.
 // The site's own figures are returned too when the job shares them.
-func (n *Node) metricSums(job *pb.JobSpec, spec models.Spec, params []float64, version uint32) ([]float64, *pb.ClinicalMetrics, error) {
-	test := Scale(job, n.cfg.Data.Train, n.cfg.Data.Test)
-	if max := jobspec.MaxMetricRows(job); test.Len() > max {
-		test.X, test.Y = test.X[:max], test.Y[:max]
-	}
+// Unless released (see releaseMetrics), the sums are zeros.
+func (n *Node) metricSums(job *pb.JobSpec, spec models.Spec, params []float64, version uint32, released bool) ([]float64, *pb.ClinicalMetrics, error) {
+	test := n.metricRows(job)
 	var sums []float64
-	if test.Len() == 0 {
+	switch {
+	case test.Len() == 0 || !released:
+		// The sums are additive over sites: zeros leave this site out of
+		// the region's figures of this model.
 		sums = make([]float64, models.MetricSumsLen)
-	} else {
+	default:
 		p, err := models.Predict(spec, params, test.X)
 		if err != nil {
 			return nil, nil, err
@@ -941,6 +946,47 @@ func (n *Node) encrypt(t *pb.TrainTask, v []float64, count uint64) (*he.Update, 
 	rec.Update = d[:]
 	n.state.Encrypted[key] = rec
 	return u, n.state.save(n.cfg.DataDir)
+}
+
+// metricRows are the site's test rows a job's metrics are computed on.
+func (n *Node) metricRows(job *pb.JobSpec) dataset.Table {
+	test := Scale(job, n.cfg.Data.Train, n.cfg.Data.Test)
+	if max := jobspec.MaxMetricRows(job); test.Len() > max {
+		test.X, test.Y = test.X[:max], test.Y[:max]
+	}
+	return test
+}
+
+// releaseMetrics reports whether this site's metric sums of the model
+// params (on these test rows, at this alert threshold) may go out with t's
+// update: once per model, ever, so that two aggregates with different
+// contributor sets cannot be differenced into one site's figures. The
+// first release is recorded on disk before the update exists.
+func (n *Node) releaseMetrics(t *pb.TrainTask, params []float64, test dataset.Table) (bool, error) {
+	h := sha256.New()
+	var b [8]byte
+	h.Write([]byte(t.ModelHash))
+	for _, p := range params {
+		binary.BigEndian.PutUint64(b[:], math.Float64bits(p))
+		h.Write(b[:])
+	}
+	binary.BigEndian.PutUint64(b[:], math.Float64bits(t.Spec.AlertThreshold))
+	h.Write(b[:])
+	d := test.Digest()
+	h.Write(d[:])
+	key := hex.EncodeToString(h.Sum(nil))
+	binding := jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash)
+	bhex := hex.EncodeToString(binding[:])
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if prev, ok := n.state.MetricsReleased[key]; ok {
+		if prev != bhex {
+			n.log.Info("metric sums of this model already released; this update carries none", "job_id", t.JobId, "round", t.Round)
+		}
+		return prev == bhex, nil
+	}
+	n.state.MetricsReleased[key] = bhex
+	return true, n.state.save(n.cfg.DataDir)
 }
 
 // recordTraining notes that this site trains the given model on the given

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -530,7 +531,7 @@ func FuzzJobSpec(f *testing.F) {
 		}
 		m := jobspec.FromProto(spec.Model)
 		err := n.safely(func() error {
-			_, _, err := n.metricSums(spec, m, make([]float64, m.NumParams()), 0)
+			_, _, err := n.metricSums(spec, m, make([]float64, m.NumParams()), 0, true)
 			return err
 		})
 		if err != nil && strings.Contains(err.Error(), "cannot handle") {
@@ -631,5 +632,48 @@ func TestOneUpdatePerContent(t *testing.T) {
 	}
 	if err := train(task("job-3", 2), params); err != nil {
 		t.Fatalf("another round's configuration (its seed): %v", err)
+	}
+}
+
+// A site's metric sums of one model go out once: the same task again is
+// fine, another binding of the same model on the same rows gets none, and
+// another model gets its own.
+func TestMetricSumsOncePerModel(t *testing.T) {
+	sites, _, err := dataset.Synthetic(dataset.SyntheticConfig{Hospitals: 1, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	st, err := loadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{cfg: Config{ID: "h1", DataDir: dir, Data: sites[0]}, state: st, log: slog.New(slog.DiscardHandler)}
+	spec := &pb.JobSpec{Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: len(sites[0].Train.Features)}), AlertThreshold: 0.5, Scaling: jobspec.ScalingSite, Purpose: "test"}
+	jobspec.Defaults(spec)
+	m := jobspec.FromProto(spec.Model)
+	params := make([]float64, m.NumParams())
+	release := func(job string, p []float64) bool {
+		t.Helper()
+		ok, err := n.releaseMetrics(&pb.TrainTask{JobId: job, Round: 1, Spec: spec, ModelHash: m.Hash()}, p, n.metricRows(spec))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !release("job-1", params) || !release("job-1", params) {
+		t.Fatal("the first release, or its retry, was withheld")
+	}
+	if release("job-2", params) {
+		t.Fatal("the same model's sums were released twice")
+	}
+	other := slices.Clone(params)
+	other[0] = 0.5
+	if !release("job-2", other) {
+		t.Fatal("another model's sums were withheld")
+	}
+	sums, _, err := n.metricSums(spec, m, params, 0, false)
+	if err != nil || slices.ContainsFunc(sums, func(x float64) bool { return x != 0 }) {
+		t.Fatalf("withheld sums are not zeros: %v", err)
 	}
 }

@@ -38,6 +38,10 @@ type diskState struct {
 	// scaled rows, training configuration), the binding (hex) it was made
 	// for (see Node.recordTraining).
 	Trained map[string]string `json:"trained,omitempty"`
+	// MetricsReleased holds, per digest of a model and the test rows, the
+	// binding (hex) whose update carried this site's metric sums of it
+	// (see Node.releaseMetrics).
+	MetricsReleased map[string]string `json:"metrics_released,omitempty"`
 	// StatsGiven holds, per dataset digest (hex), the binding (hex) of the
 	// one statistics update this site encrypted for it: a site's statistics
 	// go into one decryption per dataset, ever (two, with different
@@ -80,7 +84,7 @@ type privacyEntry struct {
 }
 
 func loadState(dir string) (*diskState, error) {
-	st := &diskState{SharesGiven: map[string]givenShare{}, Encrypted: map[string]encryption{}, Approved: map[string][]string{}, StatsGiven: map[string]string{}, Trained: map[string]string{}, Ledger: map[string]privacyEntry{}}
+	st := &diskState{SharesGiven: map[string]givenShare{}, Encrypted: map[string]encryption{}, Approved: map[string][]string{}, StatsGiven: map[string]string{}, Trained: map[string]string{}, MetricsReleased: map[string]string{}, Ledger: map[string]privacyEntry{}}
 	b, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return st, nil
@@ -105,6 +109,9 @@ func loadState(dir string) (*diskState, error) {
 	}
 	if st.Trained == nil {
 		st.Trained = map[string]string{}
+	}
+	if st.MetricsReleased == nil {
+		st.MetricsReleased = map[string]string{}
 	}
 	if st.Ledger == nil {
 		st.Ledger = map[string]privacyEntry{}
