@@ -543,3 +543,17 @@ func TestStatisticsOncePerDataset(t *testing.T) {
 		}
 	}
 }
+
+// A job needing more hospitals than the region has is refused at submit,
+// naming the field, instead of failing after its decision window.
+func TestSubmitRefusesMoreHospitalsThanTheRegion(t *testing.T) {
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2})
+	spec := reg.spec(1, 4, time.Minute)
+	err := reg.researcher.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Researcher.SubmitJob(ctx, &pb.SubmitJobRequest{Spec: spec, RequestId: "too-many"}, grpc.Trailer(conn.Trailer))
+		return err
+	})
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "min_hospitals: 4 is more than the region's 3") {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -1,6 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	pb "regionfl/proto/regionfl/v1"
@@ -39,5 +44,44 @@ func TestJobJSONMetrics(t *testing.T) {
 	}
 	if region["loss"] != 0.4 || site["loss"] != nil {
 		t.Errorf("loss: region %v, site %v; want 0.4 and none", region["loss"], site["loss"])
+	}
+}
+
+func TestDescribeErrors(t *testing.T) {
+	for in, want := range map[string]string{
+		"rpc error: code = FailedPrecondition desc = fsm: command rejected: round 2 of job j is not the current round": "round 2 of job j is not the current round (FailedPrecondition)",
+		"create region: rpc error: code = InvalidArgument desc = threshold: 1 is not between 2 and 3":                  "create region: threshold: 1 is not between 2 and 3 (InvalidArgument)",
+		"--coordinator is required": "--coordinator is required",
+	} {
+		if got := describe(errors.New(in)); got != want {
+			t.Errorf("%q: got %q, want %q", in, got, want)
+		}
+	}
+}
+
+// node inspect tells a site what a job on its CSV must say, and never a
+// value of its rows.
+func TestNodeInspect(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "site.csv")
+	if err := os.WriteFile(file, []byte("hr,spo2,deteriorated,temp\n81.5,97,0,37.25\n120.25,88,1,38.5\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := newNodeInspectCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"--data", file, "--label", "deteriorated"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	for _, want := range []string{"2 rows (1 with label 1)", "inputs: 3", "hr", "spo2", "temp"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	for _, value := range []string{"81.5", "120.25", "37.25", "38.5"} {
+		if strings.Contains(got, value) {
+			t.Errorf("output shows the value %s", value)
+		}
 	}
 }

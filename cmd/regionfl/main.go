@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"regexp"
+	"strings"
 	"syscall"
 )
 
@@ -18,12 +20,31 @@ const (
 	exitUsage = 2
 )
 
+// grpcError matches the prefix grpc-go puts on a status's message.
+var grpcError = regexp.MustCompile(`rpc error: code = (\w+) desc = `)
+
+// describe turns an error into the line a person reads: the coordinator's
+// reason first, its gRPC code after it, without the layers' prefixes.
+func describe(err error) string {
+	msg := err.Error()
+	code := ""
+	if m := grpcError.FindStringSubmatch(msg); m != nil {
+		code = m[1]
+		msg = grpcError.ReplaceAllString(msg, "")
+	}
+	msg = strings.ReplaceAll(msg, "fsm: command rejected: ", "")
+	if code != "" {
+		msg += " (" + code + ")"
+	}
+	return msg
+}
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := newRootCmd()
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "regionfl:", err)
+		fmt.Fprintln(os.Stderr, "regionfl:", describe(err))
 		if isUsage(err) {
 			os.Exit(exitUsage)
 		}

@@ -56,8 +56,17 @@ func newModelCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if info, err := getJob(cmd.Context(), c, args[0]); err == nil {
+			info, err := getJob(cmd.Context(), c, args[0])
+			if err == nil {
 				spec = info.Spec
+			}
+			if version == 0 && m.Version == 0 {
+				// Only the initial model exists: nothing was trained.
+				why := ""
+				if info.GetReason() != "" {
+					why = ": " + info.GetReason()
+				}
+				return fmt.Errorf("job %s has no trained model (state %s%s)", args[0], info.GetState(), why)
 			}
 			f := modelFile{JobID: m.JobId, Version: m.Version, ModelHash: m.ModelHash,
 				Model: jobspec.FromProto(m.Model), Params: m.Params,

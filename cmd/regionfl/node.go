@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -100,6 +101,58 @@ func newNodeCmd() *cobra.Command {
 	f.StringVar(&metricsAddr, "metrics-addr", "", "host:port for Prometheus /metrics (plain HTTP, no auth: keep it on loopback, e.g. 127.0.0.1:9465); empty: off")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	tf.register(f)
-	cmd.AddCommand(run, newIdentityInitCmd("hospital"), newIdentityRenewCmd("hospital"))
+	cmd.AddCommand(run, newNodeInspectCmd(), newIdentityInitCmd("hospital"), newIdentityRenewCmd("hospital"))
+	return cmd
+}
+
+// newNodeInspectCmd is `regionfl node inspect`: what a job on this CSV
+// must say (its model's inputs), read exactly as node run reads it, and
+// without printing a single value.
+func newNodeInspectCmd() *cobra.Command {
+	var (
+		data   string
+		csv    dataset.CSVOptions
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "inspect",
+		Short: "Show the features a job on this CSV must use (count, names, rows, label balance); prints no values",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if data == "" {
+				return usageError{errors.New("--data is required")}
+			}
+			table, dropped, err := dataset.ReadCSV(data, csv)
+			if err != nil {
+				return err
+			}
+			var positives int
+			for _, y := range table.Y {
+				if y == 1 {
+					positives++
+				}
+			}
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{
+					"features": len(table.Features), "columns": table.Features, "label": csv.Label,
+					"rows": table.Len(), "positives": positives, "dropped_rows": dropped.Rows,
+				})
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "%s: %d rows (%d with label 1), %d dropped\n", data, table.Len(), positives, dropped.Rows)
+			fmt.Fprintf(w, "label column: %s\n", csv.Label)
+			fmt.Fprintf(w, "features: %d (a job's model needs inputs: %d)\n", len(table.Features), len(table.Features))
+			for i, c := range table.Features {
+				fmt.Fprintf(w, "  %2d  %s\n", i+1, c)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&data, "data", "", "the site's CSV file")
+	f.StringVar(&csv.Label, "label", "label", "name of the 0/1 label column")
+	f.StringSliceVar(&csv.Columns, "columns", nil, "feature columns to use (default: all but the label)")
+	f.StringVar(&csv.Missing, "missing", "error", "missing or non-numeric cells: error, or drop the row")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -48,6 +48,8 @@ func newRevokeCmd() *cobra.Command {
 					return fmt.Errorf("%s: %w", certFile, err)
 				}
 				serial = identity.SerialHex(c)
+			case len(args) == 0:
+				return usageError{errors.New("give the SERIAL (hex) of the certificate to revoke, or --cert-file FILE")}
 			default:
 				return usageError{errors.New("give a SERIAL or --cert-file, not both")}
 			}

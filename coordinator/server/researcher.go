@@ -34,6 +34,17 @@ func (s researcherService) SubmitJob(ctx context.Context, req *pb.SubmitJobReque
 	if err := jobspec.Validate(spec); err != nil {
 		return nil, toStatus(ctx, err)
 	}
+	// A job needing more hospitals than the region has would only fail
+	// after its decision window.
+	var hospitals int
+	s.read(func(st *fsm.State) {
+		if st.Region != nil {
+			hospitals = len(st.Region.Hospitals)
+		}
+	})
+	if hospitals > 0 && int(spec.MinHospitals) > hospitals {
+		return nil, status.Errorf(codes.InvalidArgument, "min_hospitals: %d is more than the region's %d hospitals", spec.MinHospitals, hospitals)
+	}
 	by := caller(ctx)
 	if req.RequestId != "" {
 		// A retry returns the job the key made; the key is its submitter's
