@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -283,24 +282,16 @@ func waitEvery(t *testing.T, timeout, every time.Duration, what string, cond fun
 	}
 }
 
-// freePorts returns n distinct free TCP ports on 127.0.0.1, held open
-// together while choosing so they differ.
+// freePorts returns n free TCP ports on 127.0.0.1 for processes to listen
+// on. They come from below Linux's ephemeral range (freePortRange): a port
+// taken with :0 and closed is an ephemeral one, which any outgoing
+// connection on a busy machine may take before the process binds it.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	base := freePortRange(t, n)
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = base + i
 	}
 	return ports
 }
