@@ -45,6 +45,12 @@ var (
 // MaxAbortedRounds ends a job that keeps failing to gather enough updates.
 const MaxAbortedRounds = 3
 
+// OfflineAfterRounds: an accepted hospital that sent nothing in the job's
+// last OfflineAfterRounds rounds and has not polled since the current
+// round opened is offline; rounds no longer wait for it until it polls
+// again.
+const OfflineAfterRounds = 2
+
 // Clock is injected so tests control time.
 type Clock func() time.Time
 
@@ -291,8 +297,12 @@ func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 	}
 	e.mu.Unlock()
 	// Updates counted under an earlier leader are missing from this one's
-	// sum until their hospitals resend them (Poll asks them to).
-	all := len(r.Contributions) == len(j.Accepted) && len(contributors) == len(r.Contributions)
+	// sum until their hospitals resend them (Poll asks them to). A round
+	// waits for every accepted hospital that is not offline, and closes
+	// early only with at least K updates: with fewer, it waits out its
+	// deadline for anyone coming back.
+	all := len(r.Contributions) >= e.expected(j, r) && len(contributors) == len(r.Contributions) &&
+		len(contributors) >= int(j.Spec.MinHospitals)
 	late := now >= r.DeadlineMs
 	if !all && !late {
 		return nil
@@ -329,6 +339,40 @@ func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 		e.mu.Unlock()
 	}
 	return err
+}
+
+// expected is how many updates round r waits for: one from every accepted
+// hospital that contributed already or is not offline (see
+// OfflineAfterRounds).
+func (e *Engine) expected(j *fsm.Job, r *fsm.Round) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, h := range j.Accepted {
+		if r.Contributed(h) || !e.offline(j, r, h) {
+			n++
+		}
+	}
+	return n
+}
+
+// offline reports whether accepted hospital h of job j counts as offline in
+// round r: nothing from it in the job's last OfflineAfterRounds rounds,
+// and no poll since r opened. Callers hold e.mu.
+func (e *Engine) offline(j *fsm.Job, r *fsm.Round, h string) bool {
+	if e.seen[h].UnixMilli() >= r.OpenedMs {
+		return false
+	}
+	past := j.Rounds[:len(j.Rounds)-1] // the current round is last
+	if len(past) < OfflineAfterRounds {
+		return false
+	}
+	for _, p := range past[len(past)-OfflineAfterRounds:] {
+		if p.Contributed(h) {
+			return false
+		}
+	}
+	return true
 }
 
 // chooseDecryptors picks t hospitals, preferring the round's contributors

@@ -269,3 +269,33 @@ func TestChooseDecryptors(t *testing.T) {
 		}
 	}
 }
+
+// A hospital is offline after OfflineAfterRounds rounds without an update
+// from it and no poll since the current round opened; one poll brings it
+// back, and a round waits for everyone else.
+func TestOffline(t *testing.T) {
+	e := New(nil, he.RegionParams(), slog.New(slog.DiscardHandler), nil)
+	sent := func(hs ...string) *fsm.Round {
+		r := &fsm.Round{State: fsm.RoundCommitted}
+		for _, h := range hs {
+			r.Contributions = append(r.Contributions, fsm.Contribution{Hospital: h})
+		}
+		return r
+	}
+	cur := &fsm.Round{State: fsm.RoundCollecting, OpenedMs: 10_000}
+	j := &fsm.Job{Accepted: []string{"h1", "h2", "h3"}, Rounds: []*fsm.Round{sent("h1", "h2", "h3"), sent("h1", "h2"), sent("h1", "h2"), cur}}
+	if !e.offline(j, cur, "h3") || e.offline(j, cur, "h1") {
+		t.Fatal("h3 missed the last two rounds and is not offline, or h1 is")
+	}
+	if got := e.expected(j, cur); got != 2 {
+		t.Fatalf("the round waits for %d updates, want 2", got)
+	}
+	e.seen["h3"] = time.UnixMilli(10_001)
+	if e.offline(j, cur, "h3") || e.expected(j, cur) != 3 {
+		t.Fatal("a poll since the round opened did not bring h3 back")
+	}
+	short := &fsm.Job{Accepted: j.Accepted, Rounds: []*fsm.Round{sent("h1"), cur}}
+	if e.offline(short, cur, "h2") {
+		t.Fatal("offline after one round")
+	}
+}
