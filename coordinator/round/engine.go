@@ -45,9 +45,10 @@ var (
 // MaxAbortedRounds ends a job that keeps failing to gather enough updates.
 const MaxAbortedRounds = 3
 
-// OfflineAfterRounds: an accepted hospital that sent nothing in the job's
-// last OfflineAfterRounds rounds and has not polled since the current
-// round opened is offline; rounds no longer wait for it until it polls
+// OfflineAfterRounds is how many silent rounds make a hospital offline:
+// an accepted hospital that sent nothing in the job's last
+// OfflineAfterRounds rounds and has not polled since the current round
+// opened is offline, and rounds no longer wait for it until it polls
 // again.
 const OfflineAfterRounds = 2
 
