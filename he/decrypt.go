@@ -38,17 +38,7 @@ func checkContributors(contributors []uint32, n int) ([]uint32, error) {
 	if len(contributors) < 1 || len(contributors) > n {
 		return nil, fmt.Errorf("%w: %d contributors, region has %d parties", ErrWrongShape, len(contributors), n)
 	}
-	s := slices.Clone(contributors)
-	slices.Sort(s)
-	for i, c := range s {
-		if c < 1 || int(c) > n {
-			return nil, fmt.Errorf("%w: contributor point %d not in 1..%d", ErrWrongShape, c, n)
-		}
-		if i > 0 && s[i-1] == c {
-			return nil, fmt.Errorf("%w: contributor point %d listed twice", ErrWrongShape, c)
-		}
-	}
-	return s, nil
+	return sortedPoints(contributors, n, "contributor")
 }
 
 // checkActive validates and sorts an active set of t points in 1..n.
@@ -56,14 +46,20 @@ func checkActive(active []uint32, n, t int) ([]uint32, error) {
 	if len(active) != t {
 		return nil, fmt.Errorf("%w: %d active parties, threshold is %d", ErrWrongShape, len(active), t)
 	}
-	s := slices.Clone(active)
+	return sortedPoints(active, n, "active")
+}
+
+// sortedPoints returns a sorted copy of points, refusing one outside 1..n
+// or listed twice; what names the set in errors.
+func sortedPoints(points []uint32, n int, what string) ([]uint32, error) {
+	s := slices.Clone(points)
 	slices.Sort(s)
 	for i, a := range s {
 		if a < 1 || int(a) > n {
-			return nil, fmt.Errorf("%w: active point %d not in 1..%d", ErrWrongShape, a, n)
+			return nil, fmt.Errorf("%w: %s point %d not in 1..%d", ErrWrongShape, what, a, n)
 		}
 		if i > 0 && s[i-1] == a {
-			return nil, fmt.Errorf("%w: active point %d listed twice", ErrWrongShape, a)
+			return nil, fmt.Errorf("%w: %s point %d listed twice", ErrWrongShape, what, a)
 		}
 	}
 	return s, nil
@@ -200,33 +196,12 @@ func UnmarshalDecryptionShare(p Params, b []byte) (*DecryptionShare, error) {
 	}
 	s := &DecryptionShare{p: p, from: r.u32()}
 	copy(s.aggDigest[:], r.bytes(32))
-	nc := int(r.u32())
-	if nc < 1 || nc > p.maxParties {
-		return nil, fmt.Errorf("%w: decryption share: %d contributors", ErrMalformed, nc)
-	}
-	if err := r.need(4*nc + 4); err != nil {
+	if s.contributors, err = r.points(p.maxParties, "contributors"); err != nil {
 		return nil, err
 	}
-	s.contributors = make([]uint32, nc)
-	for i := range s.contributors {
-		s.contributors[i] = r.u32()
-		if s.contributors[i] < 1 || int(s.contributors[i]) > p.maxParties || (i > 0 && s.contributors[i] <= s.contributors[i-1]) {
-			return nil, fmt.Errorf("%w: decryption share: contributors not sorted distinct points in 1..%d", ErrMalformed, p.maxParties)
-		}
-	}
-	t := int(r.u32())
-	if t < 1 || t > p.maxParties {
-		return nil, fmt.Errorf("%w: decryption share: active set of %d", ErrMalformed, t)
-	}
-	if err := r.need(4*t + 4); err != nil {
+	active, err := r.points(p.maxParties, "active set")
+	if err != nil {
 		return nil, err
-	}
-	active := make([]uint32, t)
-	for i := range active {
-		active[i] = r.u32()
-		if active[i] < 1 || int(active[i]) > p.maxParties || (i > 0 && active[i] <= active[i-1]) {
-			return nil, fmt.Errorf("%w: decryption share: active set not sorted distinct points in 1..%d", ErrMalformed, p.maxParties)
-		}
 	}
 	s.active = active
 	if !slices.Contains(active, s.from) {

@@ -121,6 +121,27 @@ func (r *reader) u32() uint32        { v := binary.LittleEndian.Uint32(r.b); r.b
 func (r *reader) u64() uint64        { v := binary.LittleEndian.Uint64(r.b); r.b = r.b[8:]; return v }
 func (r *reader) f64() float64       { return math.Float64frombits(r.u64()) }
 
+// points reads a count, then that many sorted distinct points in 1..max,
+// followed by at least one more u32 (the caller's next count). The count
+// is checked before anything is allocated.
+func (r *reader) points(max int, what string) ([]uint32, error) {
+	n := int(r.u32())
+	if n < 1 || n > max {
+		return nil, fmt.Errorf("%w: %s: %s of %d", ErrMalformed, kindName(r.kind), what, n)
+	}
+	if err := r.need(4*n + 4); err != nil {
+		return nil, err
+	}
+	out := make([]uint32, n)
+	for i := range out {
+		out[i] = r.u32()
+		if out[i] < 1 || int(out[i]) > max || (i > 0 && out[i] <= out[i-1]) {
+			return nil, fmt.Errorf("%w: %s: %s not sorted distinct points in 1..%d", ErrMalformed, kindName(r.kind), what, max)
+		}
+	}
+	return out, nil
+}
+
 func (r *reader) tag(p Params) error {
 	if string(r.bytes(tagLen)) != string(p.tag[:]) {
 		return fmt.Errorf("%w: %s was made under another parameter set than %q", ErrWrongParams, kindName(r.kind), p.name)
