@@ -107,15 +107,23 @@ func (c *cluster) client(name string, role identity.Role, addrs ...string) *clie
 
 func (c *cluster) clientCert(name string, role identity.Role, addrs ...string) (*client.Client, tls.Certificate) {
 	c.t.Helper()
-	cert, err := c.ca.Issue(identity.Identity{Name: name, Role: role}, time.Hour)
+	return dial(c.t, c.ca, addrs, name, role)
+}
+
+// dial connects to addrs as a fresh certificate of ca for name and role,
+// closed when the test ends; it returns the certificate too, for tests
+// that sign as that identity.
+func dial(t *testing.T, ca *identity.CA, addrs []string, name string, role identity.Role) (*client.Client, tls.Certificate) {
+	t.Helper()
+	cert, err := ca.Issue(identity.Identity{Name: name, Role: role}, time.Hour)
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
-	cl, err := client.New(addrs, identity.ClientConfig(cert, c.ca.Pool()))
+	cl, err := client.New(addrs, identity.ClientConfig(cert, ca.Pool()))
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
-	c.t.Cleanup(func() { cl.Close() })
+	t.Cleanup(func() { cl.Close() })
 	return cl, cert
 }
 

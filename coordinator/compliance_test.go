@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -486,18 +485,13 @@ func TestHealthService(t *testing.T) {
 // decryptions with different contributors would isolate a site) gets a
 // refusal from every node.
 func TestStatisticsOncePerDataset(t *testing.T) {
-	var hide atomic.Bool
-	hideScaling := grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		resp, err := h(ctx, req)
-		if p, ok := resp.(*pb.PollResponse); ok && err == nil && hide.Load() {
-			for _, o := range p.JobOffers {
-				o.Spec = proto.Clone(o.Spec).(*pb.JobSpec) // the state's own spec is not ours to change
-				o.Spec.FeatureMean, o.Spec.FeatureStd = nil, nil
-			}
+	hide := &evilLeader{method: "Poll", tamper: func(resp any) {
+		for _, o := range resp.(*pb.PollResponse).JobOffers {
+			o.Spec = proto.Clone(o.Spec).(*pb.JobSpec) // the state's own spec is not ours to change
+			o.Spec.FeatureMean, o.Spec.FeatureStd = nil, nil
 		}
-		return resp, err
-	})
-	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{hideScaling}})
+	}}
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{hide.option()}})
 	reg.startNodes(0, 1, 2)
 	reg.waitCeremony()
 	// Each job starts from another initial model: a site trains one
@@ -531,7 +525,7 @@ func TestStatisticsOncePerDataset(t *testing.T) {
 	if j2.Rounds[0].Number == jobspec.StatsRound || !slices.Equal(j2.Spec.FeatureMean, j1.Spec.FeatureMean) {
 		t.Fatalf("second job: first round %d", j2.Rounds[0].Number)
 	}
-	hide.Store(true)
+	hide.on.Store(true)
 	third, _ := submit("stats-3", 3)
 	j3 := reg.waitJob(third, "the third job ends", 60*time.Second, (*fsm.Job).Finished)
 	if j3.State != fsm.JobFailed || len(j3.Refused) != 3 {

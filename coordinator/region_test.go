@@ -153,14 +153,18 @@ func (r *region) client(name string, role identity.Role) *client.Client {
 	return c
 }
 
+// regionDigest is the region's digest as the leader holds it.
+func (r *region) regionDigest() [32]byte {
+	var d [32]byte
+	r.leader().Store().FSM().Read(func(st *fsm.State) { d = st.Region.Digest() })
+	return d
+}
+
 // signHeader signs an update header as hospital name would, with the key
 // of cert (identity.StatementContribution).
 func (r *region) signHeader(cert tls.Certificate, name string, h *pb.UpdateHeader) {
 	r.t.Helper()
-	var rd [32]byte
-	r.leader().Store().FSM().Read(func(st *fsm.State) {
-		rd = identity.RegionDigest(st.Region.Params, st.Region.Hospitals, uint32(st.Region.Threshold), st.Region.Seed)
-	})
+	rd := r.regionDigest()
 	b := jobspec.Binding(h.JobId, h.Round, h.ModelVersion, h.ModelHash)
 	sig, err := identity.SignStatement(cert.PrivateKey, identity.StatementContribution, identity.ContributionFields(rd[:], b[:], h.Digest, name, h.Size)...)
 	if err != nil {
@@ -173,16 +177,7 @@ func (r *region) signHeader(cert tls.Certificate, name string, h *pb.UpdateHeade
 // that sign as that identity).
 func (r *region) clientCert(name string, role identity.Role) (*client.Client, tls.Certificate) {
 	r.t.Helper()
-	cert, err := r.ca.Issue(identity.Identity{Name: name, Role: role}, time.Hour)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	c, err := client.New(r.addrs, identity.ClientConfig(cert, r.ca.Pool()))
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.t.Cleanup(func() { c.Close() })
-	return c, cert
+	return dial(r.t, r.ca, r.addrs, name, role)
 }
 
 // startNode runs hospital i's node on its data directory (again, after

@@ -369,10 +369,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	stranger := reg.client("hospital-9", identity.RoleHospital)
 	// send signs every header as the hospital the client connects as (a
 	// stranger's stays unsigned), then streams the messages.
-	var rd [32]byte
-	reg.leader().Store().FSM().Read(func(st *fsm.State) {
-		rd = identity.RegionDigest(st.Region.Params, st.Region.Hospitals, uint32(st.Region.Threshold), st.Region.Seed)
-	})
+	rd := reg.regionDigest()
 	signers := map[*client.Client]struct {
 		name string
 		cert tls.Certificate

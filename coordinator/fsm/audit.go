@@ -12,7 +12,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"regionfl/audit"
-	"regionfl/identity"
 	"regionfl/jobspec"
 	pb "regionfl/proto/regionfl/v1"
 )
@@ -90,7 +89,7 @@ func (s *State) auditRecord(m proto.Message, meta Meta) (rec audit.Record, ok bo
 			rec.Details["signature"] = hex.EncodeToString(c.Signature)
 			rec.Details["certificate"] = hex.EncodeToString(c.Certificate)
 			if s.Region != nil {
-				d := identity.RegionDigest(s.Region.Params, s.Region.Hospitals, uint32(s.Region.Threshold), s.Region.Seed)
+				d := s.Region.Digest()
 				rec.Details["region_digest"] = hex.EncodeToString(d[:])
 			}
 			if j, ok := s.Jobs[c.JobId]; ok {

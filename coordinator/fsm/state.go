@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"regionfl/audit"
+	"regionfl/identity"
 	"regionfl/jobspec"
 	"regionfl/privacy"
 	pb "regionfl/proto/regionfl/v1"
@@ -71,6 +72,12 @@ type Region struct {
 	// certificate that made it.
 	GenesisSig  []byte `json:"genesis_sig,omitempty"`
 	GenesisCert []byte `json:"genesis_cert,omitempty"`
+}
+
+// Digest is identity.RegionDigest of the region: what its operator signed
+// and what every ceremony and round statement is bound to.
+func (r *Region) Digest() [32]byte {
+	return identity.RegionDigest(r.Params, r.Hospitals, uint32(r.Threshold), r.Seed)
 }
 
 // Clone copies the region deeply enough to be read outside the state's

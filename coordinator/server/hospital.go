@@ -139,11 +139,11 @@ func (s hospitalService) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb
 	if err != nil {
 		return nil, err
 	}
-	cert, err := identity.PeerCertificate(ctx)
+	cert, err := peerCert(ctx)
 	if err != nil {
-		return nil, status.Errorf(codes.Unauthenticated, "%v", err)
+		return nil, err
 	}
-	rd := regionDigest(r)
+	rd := r.Digest()
 	if err := identity.CheckSignature(cert.Raw, req.Signature, identity.StatementHPKEKey, rd[:], []byte(h), req.HpkePublicKey); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
 	}
@@ -153,10 +153,6 @@ func (s hospitalService) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb
 	}
 	s.log.Info("hospital enrolled", "hospital", h)
 	return &pb.EnrollResponse{}, nil
-}
-
-func regionDigest(r *fsm.Region) [32]byte {
-	return identity.RegionDigest(r.Params, r.Hospitals, uint32(r.Threshold), r.Seed)
 }
 
 func (s hospitalService) region(ctx context.Context) (*fsm.Region, uint32, error) {
@@ -192,7 +188,7 @@ func (s hospitalService) SubmitPublicKeyShare(ctx context.Context, req *pb.Submi
 		return nil, status.Errorf(codes.PermissionDenied, "share is from party %d, the caller is party %d", share.From(), point)
 	}
 	h := caller(ctx).Name
-	rd, sd := regionDigest(r), sha256.Sum256(req.Share)
+	rd, sd := r.Digest(), sha256.Sum256(req.Share)
 	if err := identity.CheckSignature(r.Cert(point), req.Signature, identity.StatementPublicKeyShare, rd[:], []byte(h), sd[:]); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
 	}
@@ -214,7 +210,7 @@ func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitS
 	h := caller(ctx).Name
 	ordered := make([][]byte, len(r.Hospitals))
 	sigs := make([][]byte, len(r.Hospitals))
-	rd := regionDigest(r)
+	rd := r.Digest()
 	for _, sh := range req.Shares {
 		i := r.Index(sh.To)
 		if i < 0 || ordered[i] != nil {
@@ -362,11 +358,11 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 	if err != nil {
 		return err
 	}
-	cert, err := identity.PeerCertificate(ctx)
+	cert, err := peerCert(ctx)
 	if err != nil {
-		return status.Error(codes.Unauthenticated, err.Error())
+		return err
 	}
-	rd, binding := regionDigest(region), jobspec.Binding(hdr.JobId, hdr.Round, hdr.ModelVersion, hdr.ModelHash)
+	rd, binding := region.Digest(), jobspec.Binding(hdr.JobId, hdr.Round, hdr.ModelVersion, hdr.ModelHash)
 	if err := identity.CheckSignature(cert.Raw, hdr.Signature, identity.StatementContribution,
 		identity.ContributionFields(rd[:], binding[:], hdr.Digest, h, hdr.Size)...); err != nil {
 		return status.Errorf(codes.InvalidArgument, "signature: %v", err)
@@ -493,9 +489,9 @@ func (s hospitalService) ApproveContributors(ctx context.Context, req *pb.Approv
 	if err != nil {
 		return nil, err
 	}
-	cert, err := identity.PeerCertificate(ctx)
+	cert, err := peerCert(ctx)
 	if err != nil {
-		return nil, status.Error(codes.Unauthenticated, err.Error())
+		return nil, err
 	}
 	h := caller(ctx).Name
 	var (
@@ -530,7 +526,7 @@ func (s hospitalService) ApproveContributors(ctx context.Context, req *pb.Approv
 	if had != nil && string(had) == string(req.Signature) {
 		return &pb.ApproveContributorsResponse{}, nil // a retry after a lost answer
 	}
-	rd, binding := regionDigest(region), jobspec.Binding(req.JobId, req.Round, version, hash)
+	rd, binding := region.Digest(), jobspec.Binding(req.JobId, req.Round, version, hash)
 	if err := identity.CheckSignature(cert.Raw, req.Signature, identity.StatementApproval,
 		identity.ApprovalFields(rd[:], binding[:], updateDigest, h, contributors)...); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)

@@ -10,6 +10,7 @@ import (
 	"crypto"
 	"crypto/hpke"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -121,9 +122,9 @@ var allowed = map[string][]identity.Role{
 var joinMethod = pb.OperatorService_JoinReplica_FullMethodName
 
 func (s *Server) authorize(ctx context.Context, method string) (context.Context, error) {
-	cert, err := identity.PeerCertificate(ctx)
+	cert, err := peerCert(ctx)
 	if err != nil {
-		return nil, status.Error(codes.Unauthenticated, err.Error())
+		return nil, err
 	}
 	id, err := identity.FromCertificate(cert)
 	if err != nil {
@@ -152,6 +153,15 @@ func (s *Server) authorize(ctx context.Context, method string) (context.Context,
 		return nil, err
 	}
 	return withCaller(ctx, id), nil
+}
+
+// peerCert is the caller's verified TLS certificate, or Unauthenticated.
+func peerCert(ctx context.Context) (*x509.Certificate, error) {
+	cert, err := identity.PeerCertificate(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unauthenticated, err.Error())
+	}
+	return cert, nil
 }
 
 func (s *Server) revoked(serial string) bool {
@@ -257,9 +267,9 @@ func (s *Server) CreateRegion(ctx context.Context, req *pb.CreateRegionRequest) 
 	if len(req.Seed) != he.SeedLen {
 		return nil, status.Errorf(codes.InvalidArgument, "seed: %d bytes, want %d", len(req.Seed), he.SeedLen)
 	}
-	cert, err := identity.PeerCertificate(ctx)
+	cert, err := peerCert(ctx)
 	if err != nil {
-		return nil, status.Error(codes.Unauthenticated, err.Error())
+		return nil, err
 	}
 	for _, h := range hs {
 		if err := identity.ValidName(h); err != nil {
