@@ -12,7 +12,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -82,6 +81,9 @@ type Node struct {
 	state *diskState
 	party *he.Party
 	kept  map[string]*keptUpdate // by job ID, see keptDir
+	// trainDigest names the site's training rows (dataset.Table.Digest),
+	// computed once: statistics go out once per dataset.
+	trainDigest [32]byte
 }
 
 // New loads the node's state from its data directory.
@@ -104,7 +106,8 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, params: params, state: st, log: cfg.Logger.With("hospital", cfg.ID), kept: kept}
+	n := &Node{cfg: cfg, params: params, state: st, log: cfg.Logger.With("hospital", cfg.ID), kept: kept,
+		trainDigest: cfg.Data.Train.Digest()}
 	if st.Party != nil {
 		if n.party, err = he.UnmarshalParty(params, st.Party); err != nil {
 			return nil, fmt.Errorf("node: key share in %s: %w", cfg.DataDir, err)
@@ -928,7 +931,7 @@ func (n *Node) encrypt(t *pb.TrainTask, v []float64, count uint64) (*he.Update, 
 	if party == nil || !party.Ready() {
 		return nil, errors.New("this node has not completed the key ceremony")
 	}
-	binding := jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash)
+	binding := taskBinding(t)
 	if err := n.recordEncryption(binding, v, count); err != nil {
 		return nil, err
 	}
@@ -963,30 +966,17 @@ func (n *Node) metricRows(job *pb.JobSpec) dataset.Table {
 // contributor sets cannot be differenced into one site's figures. The
 // first release is recorded on disk before the update exists.
 func (n *Node) releaseMetrics(t *pb.TrainTask, params []float64, test dataset.Table) (bool, error) {
-	h := sha256.New()
-	var b [8]byte
-	h.Write([]byte(t.ModelHash))
-	for _, p := range params {
-		binary.BigEndian.PutUint64(b[:], math.Float64bits(p))
-		h.Write(b[:])
-	}
-	binary.BigEndian.PutUint64(b[:], math.Float64bits(t.Spec.AlertThreshold))
-	h.Write(b[:])
+	h := newContentHash()
+	h.text(t.ModelHash)
+	h.floats(params)
+	h.floats([]float64{t.Spec.AlertThreshold})
 	d := test.Digest()
 	h.Write(d[:])
-	key := hex.EncodeToString(h.Sum(nil))
-	binding := jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash)
-	bhex := hex.EncodeToString(binding[:])
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if prev, ok := n.state.MetricsReleased[key]; ok {
-		if prev != bhex {
-			n.log.Info("metric sums of this model already released; this update carries none", "job_id", t.JobId, "round", t.Round)
-		}
-		return prev == bhex, nil
+	owned, err := n.claim(n.state.MetricsReleased, h.hex(), taskBinding(t))
+	if err == nil && !owned {
+		n.log.Info("metric sums of this model already released; this update carries none", "job_id", t.JobId, "round", t.Round)
 	}
-	n.state.MetricsReleased[key] = bhex
-	return true, n.state.save(n.cfg.DataDir)
+	return owned, err
 }
 
 // recordTraining notes that this site trains the given model on the given
@@ -996,50 +986,49 @@ func (n *Node) releaseMetrics(t *pb.TrainTask, params []float64, test dataset.Ta
 // data gets no second update (overlapping sums of nearly the same updates
 // would let a leader solve for each one).
 func (n *Node) recordTraining(t *pb.TrainTask, params []float64, data dataset.Table, cfg models.TrainConfig) error {
-	h := sha256.New()
-	var b [8]byte
-	put := func(v uint64) {
-		binary.BigEndian.PutUint64(b[:], v)
-		h.Write(b[:])
-	}
-	h.Write([]byte(t.ModelHash))
-	put(uint64(len(params)))
-	for _, p := range params {
-		put(math.Float64bits(p))
-	}
+	h := newContentHash()
+	h.text(t.ModelHash)
+	h.floats(params)
 	d := data.Digest()
 	h.Write(d[:])
-	for _, v := range []uint64{uint64(cfg.Steps), uint64(cfg.BatchSize), math.Float64bits(cfg.LR), math.Float64bits(cfg.ProxMu), uint64(cfg.Seed),
-		math.Float64bits(t.Spec.ClipNorm), t.Spec.SampleScale, math.Float64bits(jobspec.NoiseShareStd(t.Spec))} {
-		put(v)
+	h.floats([]float64{cfg.LR, cfg.ProxMu, t.Spec.ClipNorm, jobspec.NoiseShareStd(t.Spec)})
+	for _, v := range []uint64{uint64(cfg.Steps), uint64(cfg.BatchSize), uint64(cfg.Seed), t.Spec.SampleScale} {
+		h.u64(v)
 	}
-	h.Write([]byte(cfg.Optimizer))
-	key := hex.EncodeToString(h.Sum(nil))
-	binding := jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash)
-	bhex := hex.EncodeToString(binding[:])
+	h.text(cfg.Optimizer)
+	owned, err := n.claim(n.state.Trained, h.hex(), taskBinding(t))
+	if err == nil && !owned {
+		return n.untrusted("a second update of the same training", "this site already trained this exact model on these rows with this configuration for another job or round; it sends one update per content")
+	}
+	return err
+}
+
+// claim makes binding the one owner of key in record, one of the node's
+// once-per-content records in its state file (saved before it returns),
+// and reports whether binding owns it: the key was free or already
+// binding's. Another binding's key stays as it is.
+func (n *Node) claim(record map[string]string, key string, binding [32]byte) (bool, error) {
+	b := hex.EncodeToString(binding[:])
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if prev, ok := n.state.Trained[key]; ok {
-		if prev != bhex {
-			return n.untrusted("a second update of the same training", "this site already trained this exact model on these rows with this configuration for another job or round; it sends one update per content")
-		}
-		return nil
+	if prev, ok := record[key]; ok {
+		return prev == b, nil
 	}
-	n.state.Trained[key] = bhex
-	return n.state.save(n.cfg.DataDir)
+	record[key] = b
+	return true, n.state.save(n.cfg.DataDir)
+}
+
+// taskBinding is the binding of the update a train task asks for.
+func taskBinding(t *pb.TrainTask) [32]byte {
+	return jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash)
 }
 
 // recordEncryption notes that v (with count) is encrypted under binding,
 // or refuses if another vector already was.
 func (n *Node) recordEncryption(binding [32]byte, v []float64, count uint64) error {
-	h := sha256.New()
-	var buf [8]byte
-	for _, x := range v {
-		binary.LittleEndian.PutUint64(buf[:], math.Float64bits(x))
-		h.Write(buf[:])
-	}
-	binary.LittleEndian.PutUint64(buf[:], count)
-	h.Write(buf[:])
+	h := newContentHash()
+	h.floats(v)
+	h.u64(count)
 	digest := h.Sum(nil)
 	key := hex.EncodeToString(binding[:])
 	n.mu.Lock()
@@ -1057,14 +1046,13 @@ func (n *Node) recordEncryption(binding [32]byte, v []float64, count uint64) err
 // statsGivenElsewhere reports whether this site's statistics went to a
 // statistics round other than job jobID's.
 func (n *Node) statsGivenElsewhere(jobID, modelHash string) bool {
-	d := n.cfg.Data.Train.Digest()
 	b := jobspec.Binding(jobID, jobspec.StatsRound, 0, modelHash)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.state == nil {
 		return false
 	}
-	prev, ok := n.state.StatsGiven[hex.EncodeToString(d[:])]
+	prev, ok := n.state.StatsGiven[hex.EncodeToString(n.trainDigest[:])]
 	return ok && prev != hex.EncodeToString(b[:])
 }
 
@@ -1073,20 +1061,11 @@ func (n *Node) statsGivenElsewhere(jobID, modelHash string) bool {
 // jobs reuse the region's committed statistics (the coordinator fills
 // them in) or scale otherwise.
 func (n *Node) recordStats(t *pb.TrainTask) error {
-	d := n.cfg.Data.Train.Digest()
-	key := hex.EncodeToString(d[:])
-	binding := jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash)
-	b := hex.EncodeToString(binding[:])
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if prev, ok := n.state.StatsGiven[key]; ok {
-		if prev != b {
-			return n.untrusted("a second statistics round", "this site's statistics were already contributed to another job's region scaling; reuse its committed scaling (the coordinator does for jobs on the same dataset) or scale per site")
-		}
-		return nil
+	owned, err := n.claim(n.state.StatsGiven, hex.EncodeToString(n.trainDigest[:]), taskBinding(t))
+	if err == nil && !owned {
+		return n.untrusted("a second statistics round", "this site's statistics were already contributed to another job's region scaling; reuse its committed scaling (the coordinator does for jobs on the same dataset) or scale per site")
 	}
-	n.state.StatsGiven[key] = b
-	return n.state.save(n.cfg.DataDir)
+	return err
 }
 
 // sendStats is the site's part of region-wide scaling: its per-feature Σx
