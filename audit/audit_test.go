@@ -1086,3 +1086,57 @@ func TestCheckContribution(t *testing.T) {
 		}
 	}
 }
+
+// A job submission's researcher statement verifies offline, and any edit
+// of what it covers, or a signer other than a researcher, is caught.
+func TestCheckJob(t *testing.T) {
+	ca, err := identity.NewCA("test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(name string, role identity.Role) tls.Certificate {
+		c, err := ca.Issue(identity.Identity{Name: name, Role: role}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	alice, bob, h1 := issue("alice", identity.RoleResearcher), issue("bob", identity.RoleResearcher), issue("h1", identity.RoleHospital)
+	digest := bytes.Repeat([]byte{5}, 32)
+	sign := func(c tls.Certificate) string {
+		sig, err := identity.SignStatement(c.PrivateKey, identity.StatementJob, identity.JobFields(digest, "req-1")...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hex.EncodeToString(sig)
+	}
+	record := func() *Record {
+		return &Record{JobID: "job-1", Actor: "alice", Role: string(identity.RoleResearcher), Action: ActionJobSubmitted,
+			TimeUnixMs: time.Now().UnixMilli(),
+			Details: map[string]string{"signature": sign(alice), "certificate": hex.EncodeToString(alice.Certificate[0]),
+				"spec_digest": hex.EncodeToString(digest), "request_id": "req-1"}}
+	}
+	for _, roots := range []*x509.CertPool{ca.Pool(), nil} {
+		if err := checkJob(record(), roots); err != nil {
+			t.Fatalf("a genuine statement (roots %v): %v", roots != nil, err)
+		}
+	}
+	for name, edit := range map[string]func(r *Record){
+		"spec digest": func(r *Record) { r.Details["spec_digest"] = strings.Repeat("ab", 32) },
+		"request id":  func(r *Record) { r.Details["request_id"] = "req-2" },
+		"actor":       func(r *Record) { r.Actor = "bob" },
+		"certificate": func(r *Record) { r.Details["certificate"] = hex.EncodeToString(bob.Certificate[0]) },
+		"a hospital's": func(r *Record) {
+			r.Actor, r.Role, r.Details["certificate"], r.Details["signature"] = "h1", "hospital", hex.EncodeToString(h1.Certificate[0]), sign(h1)
+		},
+		"bad signature":   func(r *Record) { r.Details["signature"] = "zz" },
+		"short digest":    func(r *Record) { r.Details["spec_digest"] = "abcd" },
+		"missing details": func(r *Record) { delete(r.Details, "certificate") },
+	} {
+		r := record()
+		edit(r)
+		if err := checkJob(r, ca.Pool()); err == nil {
+			t.Errorf("%s edited: the statement still verifies", name)
+		}
+	}
+}

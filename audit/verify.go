@@ -36,6 +36,9 @@ type Report struct {
 	// signed statement verified: that hospital sent exactly that update
 	// (digest, size) for that job, round and model.
 	SignedContributions int
+	// SignedJobs counts the job submissions whose researcher's signature
+	// over the spec verified.
+	SignedJobs int
 }
 
 // VerifyError is a verification failure, tied to the first line of the
@@ -508,6 +511,12 @@ func (v *verifier) record(b []byte, boundary bool) *VerifyError {
 		}
 		v.rep.SignedContributions++
 	}
+	if r.Action == ActionJobSubmitted && r.Details["signature"] != "" {
+		if err := checkJob(&r, v.roots); err != nil {
+			return v.fail(subject, "job statement: %v", err)
+		}
+		v.rep.SignedJobs++
+	}
 	v.claims.add(rl.Proof.TreeSize, implied, v.fail(subject, "inclusion proof does not match the signed head (record edited, or not in the signed log)"))
 	v.have, v.prev, v.prevLeaf, v.prevLine = true, r, leaf, v.line
 	if boundary {
@@ -558,9 +567,40 @@ func checkContribution(r *Record, roots *x509.CertPool) error {
 	binding := jobspec.Binding(r.JobID, r.Round, uint32(version), r.ModelHash)
 	fields := identity.ContributionFields(region, binding[:], digest, r.Hospital, r.Size)
 	want := identity.Identity{Name: r.Hospital, Role: identity.RoleHospital}
+	return checkStatement(r, roots, want, cert, sig, identity.StatementContribution, fields...)
+}
+
+// checkJob verifies a job submission's signed statement
+// (identity.StatementJob): the certificate names the record's actor, a
+// researcher (and chains to roots, when given), and its key signed the
+// spec digest and request id the record holds. (The spec itself is not in
+// the log: its digest is what the nodes pinned.)
+func checkJob(r *Record, roots *x509.CertPool) error {
+	sig, err := hex.DecodeString(r.Details["signature"])
+	if err != nil || len(sig) == 0 {
+		return errors.New("details[signature] is not hex")
+	}
+	cert, err := hex.DecodeString(r.Details["certificate"])
+	if err != nil || len(cert) == 0 {
+		return errors.New("details[certificate] is not hex")
+	}
+	digest, err := hex.DecodeString(r.Details["spec_digest"])
+	if err != nil || len(digest) != 32 {
+		return errors.New("details[spec_digest] is not a SHA-256")
+	}
+	want := identity.Identity{Name: r.Actor, Role: identity.Role(r.Role)}
+	if want.Role != identity.RoleResearcher {
+		return fmt.Errorf("submitted by a %s, not a researcher", r.Role)
+	}
+	return checkStatement(r, roots, want, cert, sig, identity.StatementJob, identity.JobFields(digest, r.Details["request_id"])...)
+}
+
+// checkStatement checks that cert is want's (issued by roots at the
+// record's time, when roots is given) and that its key signed (kind,
+// fields...).
+func checkStatement(r *Record, roots *x509.CertPool, want identity.Identity, cert, sig []byte, kind string, fields ...[]byte) error {
 	if roots != nil {
-		at := time.UnixMilli(r.TimeUnixMs)
-		return identity.VerifyStatement(roots, cert, want, at, sig, identity.StatementContribution, fields...)
+		return identity.VerifyStatement(roots, cert, want, time.UnixMilli(r.TimeUnixMs), sig, kind, fields...)
 	}
 	c, err := x509.ParseCertificate(cert)
 	if err != nil {
@@ -569,7 +609,7 @@ func checkContribution(r *Record, roots *x509.CertPool) error {
 	if id, err := identity.FromCertificate(c); err != nil || id != want {
 		return fmt.Errorf("certificate is not %s's", want)
 	}
-	return identity.CheckSignature(cert, sig, identity.StatementContribution, fields...)
+	return identity.CheckSignature(cert, sig, kind, fields...)
 }
 
 func seqRange(a, b uint64) string {

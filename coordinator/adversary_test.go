@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"regionfl/audit"
 	"regionfl/client"
@@ -382,6 +383,67 @@ func TestAdversaryRegionNotSignedByOperator(t *testing.T) {
 					t.Error("a hospital enrolled in a region its operator did not sign")
 				}
 			})
+		})
+	}
+}
+
+// TestAdversaryJobRewritten: the leader relays a job other than the one
+// its researcher signed: K lowered, another purpose, a job of its own with
+// no signature, or, once the job is accepted, decryption and approval
+// tasks claiming K = 1. Every hospital checks the researcher's signature
+// against the region CA, pins the job, and holds each task to it.
+func TestAdversaryJobRewritten(t *testing.T) {
+	offers := func(f func(*pb.JobOffer)) func(resp any) {
+		return func(resp any) {
+			for _, o := range resp.(*pb.PollResponse).JobOffers {
+				// A copy: the response shares the replica's own state.
+				o.Spec = proto.Clone(o.Spec).(*pb.JobSpec)
+				f(o)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		tamper func(resp any)
+		what   string // the refusal's subject
+		failed bool   // the job fails: every hospital refuses it
+	}{
+		{"K lowered in the offer", offers(func(o *pb.JobOffer) { o.Spec.MinHospitals = 2 }), "a job offer", true},
+		{"purpose rewritten in the offer", offers(func(o *pb.JobOffer) { o.Spec.Purpose = "marketing" }), "a job offer", true},
+		{"a job the leader made up", offers(func(o *pb.JobOffer) { o.Signature, o.Certificate = nil, nil }), "a job offer", true},
+		{"K = 1 in the approval and decryption tasks", func(resp any) {
+			p := resp.(*pb.PollResponse)
+			for _, a := range p.Approve {
+				a.Spec = proto.Clone(a.Spec).(*pb.JobSpec)
+				a.Spec.MinHospitals, a.Contributors = 1, a.Contributors[:1]
+			}
+			for _, d := range p.Decrypt {
+				d.Spec = proto.Clone(d.Spec).(*pb.JobSpec)
+				d.Spec.MinHospitals = 1
+			}
+		}, "a task of job", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			evil := &evilLeader{method: "Poll", tamper: tc.tamper}
+			reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
+			reg.startNodes(0, 1, 2)
+			reg.waitCeremony()
+			evil.on.Store(true)
+			id := reg.submit(reg.spec(1, 3, 3*time.Second), "rewritten")
+			by, reason := reg.refusal(tc.what)
+			reportRefusal(t, tc.name, by, reason)
+			if tc.failed {
+				j := reg.waitJob(id, "the job ends", 60*time.Second, (*fsm.Job).Finished)
+				if j.State != fsm.JobFailed || len(j.Accepted) != 0 {
+					t.Fatalf("job %s with %v accepting a job its researcher did not sign", j.State, j.Accepted)
+				}
+			}
+			if n := reg.logs.count("decryption share sent", nil); n != 0 {
+				t.Fatalf("%d decryption shares given for a job its researcher did not sign", n)
+			}
+			if n := reg.logs.count("contributor set approved", nil); n != 0 {
+				t.Fatalf("%d approvals signed for a job its researcher did not sign", n)
+			}
 		})
 	}
 }

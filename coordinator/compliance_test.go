@@ -237,6 +237,9 @@ func TestAuditChainSameOnEveryReplica(t *testing.T) {
 	if rep.SignedContributions != contributions {
 		t.Errorf("%d contributions verified offline as signed by their hospitals, want %d", rep.SignedContributions, contributions)
 	}
+	if rep.SignedJobs != 1 {
+		t.Errorf("%d job submissions verified offline as signed by their researcher, want 1", rep.SignedJobs)
+	}
 	// This job does not share site figures: none were kept.
 	for _, rd := range j.Rounds {
 		for _, c := range rd.Contributions {
@@ -507,8 +510,9 @@ func TestStatisticsOncePerDataset(t *testing.T) {
 		t.Fatalf("first job: first round %d, scaling %v", j1.Rounds[0].Number, j1.Spec.FeatureMean)
 	}
 	submit := func(requestID string, seed uint64) (id, from string) {
+		req := reg.signedJob(regionScaled(seed), requestID)
 		err := reg.researcher.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
-			resp, err := conn.Researcher.SubmitJob(ctx, &pb.SubmitJobRequest{Spec: regionScaled(seed), RequestId: requestID}, grpc.Trailer(conn.Trailer))
+			resp, err := conn.Researcher.SubmitJob(ctx, req, grpc.Trailer(conn.Trailer))
 			id, from = resp.GetJobId(), resp.GetScalingFrom()
 			return err
 		})
@@ -542,12 +546,50 @@ func TestStatisticsOncePerDataset(t *testing.T) {
 // naming the field, instead of failing after its decision window.
 func TestSubmitRefusesMoreHospitalsThanTheRegion(t *testing.T) {
 	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2})
-	spec := reg.spec(1, 4, time.Minute)
+	req := reg.signedJob(reg.spec(1, 4, time.Minute), "too-many")
 	err := reg.researcher.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Researcher.SubmitJob(ctx, &pb.SubmitJobRequest{Spec: spec, RequestId: "too-many"}, grpc.Trailer(conn.Trailer))
+		_, err := conn.Researcher.SubmitJob(ctx, req, grpc.Trailer(conn.Trailer))
 		return err
 	})
 	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "min_hospitals: 4 is more than the region's 3") {
 		t.Fatalf("got %v", err)
 	}
+}
+
+// A job reaches the log only as its researcher signed it: unsigned,
+// signed by someone else, signed without its defaults, or without a
+// request id, it is refused at submit, naming the field.
+func TestSubmitNeedsTheResearchersSignature(t *testing.T) {
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2})
+	spec := reg.spec(1, 2, time.Minute)
+	_, bobCert := reg.clientCert("bob", identity.RoleResearcher)
+	bobs, err := client.SubmitJobRequest(bobCert, spec, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	undefaulted := reg.signedJob(spec, "r")
+	undefaulted.Spec.Optimizer = ""
+	for name, tc := range map[string]struct {
+		req  *pb.SubmitJobRequest
+		want string
+	}{
+		"unsigned":             {&pb.SubmitJobRequest{Spec: reg.signedJob(spec, "r").Spec, RequestId: "r"}, "signature:"},
+		"signed by bob":        {bobs, "signature:"},
+		"defaults left out":    {undefaulted, "optimizer"},
+		"request id rewritten": {func() *pb.SubmitJobRequest { r := reg.signedJob(spec, "r"); r.RequestId = "r2"; return r }(), "signature:"},
+		"no request id":        {&pb.SubmitJobRequest{Spec: spec}, "request_id: missing"},
+	} {
+		err := reg.researcher.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
+			_, err := conn.Researcher.SubmitJob(ctx, tc.req, grpc.Trailer(conn.Trailer))
+			return err
+		})
+		if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), tc.want) {
+			t.Errorf("%s: %v, want InvalidArgument naming %q", name, err, tc.want)
+		}
+	}
+	reg.leader().Store().FSM().Read(func(s *fsm.State) {
+		if len(s.Jobs) != 0 {
+			t.Errorf("%d jobs in the log after refused submits", len(s.Jobs))
+		}
+	})
 }

@@ -61,7 +61,8 @@ type region struct {
 	logs     *logRecorder
 	policies map[int]*policy.File // site policies by hospital index
 
-	researcher *client.Client
+	researcher     *client.Client
+	researcherCert tls.Certificate
 }
 
 type runningNode struct {
@@ -124,7 +125,7 @@ func newRegion(t *testing.T, o regionOpts) *region {
 		}
 		return err == nil && ready == o.replicas
 	})
-	r.researcher = r.client("alice", identity.RoleResearcher)
+	r.researcher, r.researcherCert = r.clientCert("alice", identity.RoleResearcher)
 	op, opCert := r.clientCert("ops", identity.RoleOperator)
 	req, err := client.CreateRegionRequest(opCert, he.RegionParamsName, r.names, uint32(o.threshold))
 	if err != nil {
@@ -300,12 +301,23 @@ func (r *region) spec(rounds, minHospitals int, deadline time.Duration) *pb.JobS
 	}
 }
 
+// signedJob is the researcher's signed request for a job.
+func (r *region) signedJob(spec *pb.JobSpec, requestID string) *pb.SubmitJobRequest {
+	r.t.Helper()
+	req, err := client.SubmitJobRequest(r.researcherCert, spec, requestID)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return req
+}
+
 // submit submits a job as the researcher and returns its ID.
 func (r *region) submit(spec *pb.JobSpec, requestID string) string {
 	r.t.Helper()
+	req := r.signedJob(spec, requestID)
 	var id string
 	err := r.researcher.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Researcher.SubmitJob(ctx, &pb.SubmitJobRequest{Spec: spec, RequestId: requestID}, grpc.Trailer(conn.Trailer))
+		resp, err := conn.Researcher.SubmitJob(ctx, req, grpc.Trailer(conn.Trailer))
 		id = resp.GetJobId()
 		return err
 	})

@@ -178,9 +178,13 @@ func TestRetriedRequestsApplyOnce(t *testing.T) {
 			}
 		})
 	}
-	bob := reg.client("bob", identity.RoleResearcher)
-	err := bob.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Researcher.SubmitJob(ctx, &pb.SubmitJobRequest{Spec: spec, RequestId: "req-1"}, grpc.Trailer(conn.Trailer))
+	bob, bobCert := reg.clientCert("bob", identity.RoleResearcher)
+	req, err := client.SubmitJobRequest(bobCert, spec, "req-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = bob.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Researcher.SubmitJob(ctx, req, grpc.Trailer(conn.Trailer))
 		return err
 	})
 	if status.Code(err) != codes.AlreadyExists {

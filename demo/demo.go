@@ -349,7 +349,11 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		}
 	}
 
-	researcher, err := newClient(ca, "researcher", identity.RoleResearcher, addrs)
+	researcherCert, err := ca.Issue(identity.Identity{Name: "researcher", Role: identity.RoleResearcher}, 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	researcher, err := client.New(addrs, identity.ClientConfig(researcherCert, ca.Pool()))
 	if err != nil {
 		return nil, err
 	}
@@ -370,9 +374,13 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if err := jobspec.Validate(spec); err != nil {
 		return nil, err
 	}
+	submit, err := client.SubmitJobRequest(researcherCert, spec, fmt.Sprintf("demo-%d", opt.Seed))
+	if err != nil {
+		return nil, err
+	}
 	var jobID string
 	err = researcher.Do(ctx, func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Researcher.SubmitJob(ctx, &pb.SubmitJobRequest{Spec: spec, RequestId: fmt.Sprintf("demo-%d", opt.Seed)}, grpc.Trailer(conn.Trailer))
+		resp, err := conn.Researcher.SubmitJob(ctx, submit, grpc.Trailer(conn.Trailer))
 		jobID = resp.GetJobId()
 		return err
 	})

@@ -66,6 +66,18 @@ const (
 	StatementApproval = "round contributor set"
 )
 
+// StatementJob is a researcher's signature over a job: (the job spec's
+// digest, jobspec.SignedDigest, and the submit's request_id). A node
+// accepts only a job a researcher of the region CA signed, pins its digest,
+// and holds every later task of the job against it, so no coordinator can
+// lower K, change the purpose or the model, or offer one signed job twice.
+const StatementJob = "job spec"
+
+// JobFields are the signed fields of a StatementJob.
+func JobFields(specDigest []byte, requestID string) [][]byte {
+	return [][]byte{specDigest, []byte(requestID)}
+}
+
 // ApprovalFields are the signed fields of a StatementApproval.
 func ApprovalFields(region, binding, updateDigest []byte, hospital string, contributors []string) [][]byte {
 	f := [][]byte{region, []byte(hospital), binding, updateDigest}

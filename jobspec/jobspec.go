@@ -338,6 +338,32 @@ func Binding(jobID string, round, modelVersion uint32, modelHash string) [32]byt
 	return out
 }
 
+// SignedDigest is the digest of what a researcher signs of a job
+// (identity.StatementJob): the deterministic protobuf encoding of the spec
+// after Defaults, without the region scaling's mean and deviation when the
+// job asks for region scaling, which the region computes (or reuses) after
+// submission. A node compares it with the digest it pinned when it
+// accepted the job; an encoder that orders fields differently gives another
+// digest, which fails safe (the job is refused).
+func SignedDigest(s *pb.JobSpec) [32]byte {
+	c := proto.Clone(s).(*pb.JobSpec)
+	if c.GetScaling() == ScalingRegion {
+		c.FeatureMean, c.FeatureStd = nil, nil
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	if err != nil {
+		// A JobSpec of scalars and lists always marshals; a failure is a
+		// broken build, and a zero digest matches nothing signed.
+		return [32]byte{}
+	}
+	h := sha256.New()
+	h.Write([]byte("regionfl/job-spec/v1\x00"))
+	h.Write(b)
+	var out [32]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
+
 func parseDuration(s string) (uint32, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil {

@@ -649,7 +649,19 @@ func (n *Node) spendRound(t *pb.TrainTask) error {
 }
 
 func (n *Node) decide(ctx context.Context, o *pb.JobOffer) error {
-	reason := n.check(o.JobId, o.Spec)
+	by, reason := n.vet(o)
+	if reason == "" {
+		reason = n.check(o.JobId, o.Spec)
+		// Pinned, accepted or not: a refusing site may still be asked to
+		// decrypt, and holds the decryption to the job as signed.
+		d := refused
+		if reason == "" {
+			d = accepted
+		}
+		if err := n.pinJob(o, by, d); err != nil {
+			return err
+		}
+	}
 	accept := reason == ""
 	n.cfg.Metrics.JobDecided(accept)
 	n.log.Info("job decision", "job_id", o.JobId, "accept", accept, "reason", reason, "purpose", o.Spec.Purpose)
@@ -676,6 +688,9 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 		// The update of this round was made before (its answer was lost,
 		// or the node restarted): send the same one, never a second.
 		return n.sendKept(ctx, k)
+	}
+	if err := n.vetTask(t.JobId, t.Job, t.Spec, true); err != nil {
+		return err
 	}
 	if reason := n.check(t.JobId, t.Spec); reason != "" {
 		return errors.New(reason)
@@ -1116,8 +1131,12 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	if party == nil || !party.Ready() {
 		return errors.New("no threshold key share on this node")
 	}
-	// Check the manifest before touching the aggregate: a job this site
-	// accepts, enough distinct contributors, the model it agreed to train.
+	// Check the manifest before touching the aggregate: the job as its
+	// researcher signed it (K included), one this site's policy accepts,
+	// enough distinct contributors, the model it names.
+	if err := n.vetTask(t.JobId, t.Job, t.Spec, false); err != nil {
+		return err
+	}
 	if err := jobspec.ValidateOffered(t.Spec); err != nil {
 		return n.untrusted("the job of a decryption", err.Error())
 	}
@@ -1262,6 +1281,9 @@ func (n *Node) approve(ctx context.Context, t *pb.ApprovalTask) error {
 	}
 	if made == nil {
 		return n.untrusted("a contributor set", fmt.Sprintf("it names this hospital, which made no update for round %d", t.Round))
+	}
+	if err := n.vetted(t.JobId, t.Spec, true); err != nil {
+		return err
 	}
 	if err := jobspec.ValidateOffered(t.Spec); err != nil {
 		return n.untrusted("the job of a contributor set", err.Error())

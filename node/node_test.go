@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
-	"google.golang.org/protobuf/proto"
 	"log/slog"
 	"math"
 	"net"
@@ -18,7 +17,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/proto"
 
+	"regionfl/client"
 	"regionfl/he"
 	"regionfl/identity"
 	"regionfl/jobspec"
@@ -292,7 +293,14 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
+	// The job, as its researcher signed it and h1 accepted it (pinned on
+	// disk, so the restarted node below holds it too).
+	researcher, err := ca.Issue(identity.Identity{Name: "alice", Role: identity.RoleResearcher}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
 	n := start()
+	accept(t, n, signedOffer(t, researcher, "job-1", "req-1", spec))
 	fake.serve(aggA)
 	if err := n.decrypt(ctx, task(digestA, "h1", "h2")); err != nil {
 		t.Fatalf("first share: %v", err)
@@ -447,6 +455,126 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 
 // A kept update survives a restart with its bytes, and goes when a poll no
 // longer names its round.
+// signedOffer is a job offer as a coordinator relays it: the spec, signed
+// by the researcher holding cert.
+func signedOffer(t *testing.T, cert tls.Certificate, jobID, requestID string, spec *pb.JobSpec) *pb.JobOffer {
+	t.Helper()
+	req, err := client.SubmitJobRequest(cert, spec, requestID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pb.JobOffer{JobId: jobID, Spec: req.Spec, RequestId: requestID, Signature: req.Signature, Certificate: cert.Certificate[0]}
+}
+
+// accept vets and pins an offer as Node.decide does when the site accepts.
+func accept(t *testing.T, n *Node, o *pb.JobOffer) {
+	t.Helper()
+	by, reason := n.vet(o)
+	if reason != "" {
+		t.Fatalf("offer of %s refused: %s", o.JobId, reason)
+	}
+	if err := n.pinJob(o, by, accepted); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A node acts only on a job a researcher of the region CA signed, and
+// holds every later task to that spec: a coordinator cannot forge a job,
+// lower K, change the purpose, or offer one signed job twice.
+func TestOnlyJobsAResearcherSigned(t *testing.T) {
+	ca, err := identity.NewCA("test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(name string, role identity.Role) tls.Certificate {
+		c, err := ca.Issue(identity.Identity{Name: name, Role: role}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	alice, hospital := issue("alice", identity.RoleResearcher), issue("h2", identity.RoleHospital)
+	other, err := identity.NewCA("elsewhere", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := other.Issue(identity.Identity{Name: "alice", Role: identity.RoleResearcher}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	st, err := loadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{cfg: Config{ID: "h1", CA: ca.Pool(), DataDir: dir}, state: st, log: slog.New(slog.DiscardHandler)}
+	spec := &pb.JobSpec{Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: 3}), Purpose: "sepsis alert", MinHospitals: 3, Scaling: jobspec.ScalingRegion}
+	good := signedOffer(t, alice, "job-1", "req-1", spec)
+
+	refusedOffer := func(o *pb.JobOffer, what, want string) {
+		t.Helper()
+		if _, reason := n.vet(o); !strings.Contains(reason, want) {
+			t.Errorf("%s: reason %q, want it to say %q", what, reason, want)
+		}
+	}
+	unsigned := proto.Clone(good).(*pb.JobOffer)
+	unsigned.Signature = nil
+	refusedOffer(unsigned, "an unsigned job", "not signed as offered")
+	lowered := proto.Clone(good).(*pb.JobOffer)
+	lowered.Spec.MinHospitals = 2
+	refusedOffer(lowered, "K lowered by the coordinator", "not signed as offered")
+	repurposed := proto.Clone(good).(*pb.JobOffer)
+	repurposed.Spec.Purpose = "marketing"
+	refusedOffer(repurposed, "another purpose", "not signed as offered")
+	refusedOffer(signedOffer(t, hospital, "job-1", "req-1", spec), "a job signed by a hospital", "want a researcher")
+	refusedOffer(signedOffer(t, stranger, "job-1", "req-1", spec), "a job signed outside the region CA", "not signed as offered")
+
+	accept(t, n, good)
+	// Region scaling is filled in by the region after submission: the
+	// signature does not cover it.
+	scaled := proto.Clone(good.Spec).(*pb.JobSpec)
+	scaled.FeatureMean, scaled.FeatureStd = []float64{0, 0, 0}, []float64{1, 1, 1}
+	if err := n.vetted("job-1", scaled, true); err != nil {
+		t.Errorf("the signed job with its region scaling: %v", err)
+	}
+	if err := n.vetted("job-1", lowered.Spec, false); !errors.Is(err, ErrUntrusted) {
+		t.Errorf("a decryption task with K lowered: %v", err)
+	}
+	if err := n.vetted("job-2", spec, false); !errors.Is(err, ErrUntrusted) {
+		t.Errorf("a task of a job never offered: %v", err)
+	}
+	replay := proto.Clone(good).(*pb.JobOffer)
+	replay.JobId = "job-2"
+	refusedOffer(replay, "the signed job offered again as another job", "offered before as job job-1")
+	changed := signedOffer(t, alice, "job-1", "req-9", &pb.JobSpec{Model: spec.Model, Purpose: "other", MinHospitals: 3})
+	refusedOffer(changed, "the same job ID with another signed spec", "offered before with another spec")
+
+	// Refused by this site: it may decrypt for the job (as signed), never
+	// train or approve for it. The record survives a restart.
+	declined := signedOffer(t, alice, "job-3", "req-3", spec)
+	declined.Spec.Rounds = 7
+	declined = signedOffer(t, alice, "job-3", "req-3", declined.Spec)
+	by, reason := n.vet(declined)
+	if reason != "" {
+		t.Fatal(reason)
+	}
+	if err := n.pinJob(declined, by, refused); err != nil {
+		t.Fatal(err)
+	}
+	if n.state, err = loadState(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.vetted("job-3", declined.Spec, false); err != nil {
+		t.Errorf("decrypting for a job the site declined: %v", err)
+	}
+	if err := n.vetted("job-3", declined.Spec, true); !errors.Is(err, ErrUntrusted) {
+		t.Errorf("training for a job the site declined: %v", err)
+	}
+	if err := n.vetted("job-1", good.Spec, true); err != nil {
+		t.Errorf("after a restart: %v", err)
+	}
+}
+
 func TestKeptUpdateLifecycle(t *testing.T) {
 	dir := t.TempDir()
 	raw := []byte("encrypted update bytes")

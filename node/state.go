@@ -54,6 +54,9 @@ type diskState struct {
 	// Approved holds, per update binding (hex), the one contributor set
 	// this node signed for it.
 	Approved map[string][]string `json:"approved,omitempty"`
+	// Jobs holds, per job ID, the researcher-signed job this node vetted
+	// (see Node.vet): every later task of the job must carry that spec.
+	Jobs map[string]vettedJob `json:"jobs,omitempty"`
 	// Ledger is the site's privacy ledger: per job, the noise it ran with
 	// and the rounds this site sent a noised update for. A round is counted
 	// before its update leaves.
@@ -84,17 +87,24 @@ type privacyEntry struct {
 }
 
 func loadState(dir string) (*diskState, error) {
-	st := &diskState{SharesGiven: map[string]givenShare{}, Encrypted: map[string]encryption{}, Approved: map[string][]string{}, StatsGiven: map[string]string{}, Trained: map[string]string{}, MetricsReleased: map[string]string{}, Ledger: map[string]privacyEntry{}}
+	st := &diskState{}
 	b, err := os.ReadFile(filepath.Join(dir, stateFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return st, nil
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
 		return nil, err
+	default:
+		if err := json.Unmarshal(b, st); err != nil {
+			return nil, fmt.Errorf("node: %s: %w", filepath.Join(dir, stateFile), err)
+		}
 	}
-	if err := json.Unmarshal(b, st); err != nil {
-		return nil, fmt.Errorf("node: %s: %w", filepath.Join(dir, stateFile), err)
-	}
+	st.makeMaps()
+	return st, nil
+}
+
+// makeMaps gives every record an empty map (a state file written before
+// a record existed has none).
+func (st *diskState) makeMaps() {
 	if st.SharesGiven == nil {
 		st.SharesGiven = map[string]givenShare{}
 	}
@@ -116,7 +126,9 @@ func loadState(dir string) (*diskState, error) {
 	if st.Ledger == nil {
 		st.Ledger = map[string]privacyEntry{}
 	}
-	return st, nil
+	if st.Jobs == nil {
+		st.Jobs = map[string]vettedJob{}
+	}
 }
 
 func (st *diskState) save(dir string) error {

@@ -110,6 +110,9 @@ func printAuditReport(w io.Writer, rep audit.Report) {
 	if rep.SignedContributions > 0 {
 		fmt.Fprintf(w, "%d contributions carry their hospital's verified signature\n", rep.SignedContributions)
 	}
+	if rep.SignedJobs > 0 {
+		fmt.Fprintf(w, "%d job submissions carry their researcher's verified signature\n", rep.SignedJobs)
+	}
 	fmt.Fprintf(w, "root %s\n", rep.RootHash)
 }
 
@@ -125,7 +128,7 @@ func auditJSON(rep audit.Report, err error) map[string]any {
 		"ok": err == nil, "filter": rep.Filter, "records": rep.Records, "boundaries": rep.Boundaries,
 		"first_seq": rep.FirstSeq, "last_seq": rep.LastSeq, "tree_size": rep.TreeSize,
 		"root_hash": rep.RootHash, "checkpoints": rep.Checkpoints, "ca_checked": rep.CAChecked,
-		"signed_contributions": rep.SignedContributions,
+		"signed_contributions": rep.SignedContributions, "signed_jobs": rep.SignedJobs,
 	}
 	if rep.Signer.Name != "" {
 		out["signer"] = rep.Signer.Name

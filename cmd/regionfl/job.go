@@ -42,17 +42,27 @@ func newJobSubmitCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
+			if requestID == "" {
+				requestID = fmt.Sprintf("%s-%d", spec.Name, time.Now().UnixNano())
+			}
+			// Signed here, with the researcher's key: hospitals accept
+			// only the job as signed, whatever the coordinator relays.
+			cert, _, err := cf.load()
+			if err != nil {
+				return err
+			}
+			req, err := client.SubmitJobRequest(cert, spec, requestID)
+			if err != nil {
+				return err
+			}
 			c, err := cf.dial()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			if requestID == "" {
-				requestID = fmt.Sprintf("%s-%d", spec.Name, time.Now().UnixNano())
-			}
 			var id, scalingFrom string
 			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				resp, err := conn.Researcher.SubmitJob(ctx, &pb.SubmitJobRequest{Spec: spec, RequestId: requestID}, grpc.Trailer(conn.Trailer))
+				resp, err := conn.Researcher.SubmitJob(ctx, req, grpc.Trailer(conn.Trailer))
 				id, scalingFrom = resp.GetJobId(), resp.GetScalingFrom()
 				return err
 			})

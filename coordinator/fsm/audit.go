@@ -66,6 +66,15 @@ func (s *State) auditRecord(m proto.Message, meta Meta) (rec audit.Record, ok bo
 		}
 		rec.JobID, rec.Purpose, rec.LegalBasis = c.JobId, c.Spec.GetPurpose(), c.Spec.GetLegalBasis()
 		rec.Action, rec.ModelHash = audit.ActionJobSubmitted, c.ModelHash
+		if len(c.Signature) > 0 {
+			// The researcher's signed statement of the job, checkable
+			// offline (audit.Verify).
+			d := jobspec.SignedDigest(c.Spec)
+			rec.Details = map[string]string{
+				"spec_digest": hex.EncodeToString(d[:]), "request_id": c.RequestId,
+				"signature": hex.EncodeToString(c.Signature), "certificate": hex.EncodeToString(c.Certificate),
+			}
+		}
 	case *pb.DecideJobCommand:
 		actor, rec.Hospital = "hospital/"+c.Hospital, c.Hospital
 		job(c.JobId)

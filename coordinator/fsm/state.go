@@ -158,11 +158,17 @@ func (r *Region) allSealed() bool {
 
 // Job is a training job and its rounds.
 type Job struct {
-	ID          string            `json:"id"`
-	Spec        *pb.JobSpec       `json:"spec"`
-	ModelHash   string            `json:"model_hash"`
-	SubmittedBy string            `json:"submitted_by"`
-	SubmittedMs int64             `json:"submitted_ms"`
+	ID          string      `json:"id"`
+	Spec        *pb.JobSpec `json:"spec"`
+	ModelHash   string      `json:"model_hash"`
+	SubmittedBy string      `json:"submitted_by"`
+	SubmittedMs int64       `json:"submitted_ms"`
+	// RequestID, Signature and Certificate are the submitter's signed
+	// statement of the job (identity.StatementJob), relayed to the nodes,
+	// which accept only a job a researcher signed.
+	RequestID   string            `json:"request_id,omitempty"`
+	Signature   []byte            `json:"signature,omitempty"`
+	Certificate []byte            `json:"certificate,omitempty"`
 	State       string            `json:"state"`
 	Reason      string            `json:"reason,omitempty"`
 	Accepted    []string          `json:"accepted"`

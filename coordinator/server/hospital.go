@@ -87,7 +87,7 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 		}
 		if !j.Decided(h) {
 			if j.State == fsm.JobPending {
-				resp.JobOffers = append(resp.JobOffers, &pb.JobOffer{JobId: j.ID, Spec: j.Spec})
+				resp.JobOffers = append(resp.JobOffers, jobOffer(j))
 			}
 			continue
 		}
@@ -101,7 +101,7 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 				resp.Kept = append(resp.Kept, &pb.KeptUpdate{JobId: j.ID, Round: cur.Number, Digest: c.Digest})
 			} else {
 				resp.Train = append(resp.Train, &pb.TrainTask{
-					JobId: j.ID, Round: cur.Number, ModelVersion: cur.ModelVersion, ModelHash: j.ModelHash, Spec: j.Spec,
+					JobId: j.ID, Round: cur.Number, ModelVersion: cur.ModelVersion, ModelHash: j.ModelHash, Spec: j.Spec, Job: jobOffer(j),
 				})
 			}
 		case fsm.RoundDecrypting:
@@ -122,12 +122,17 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 					JobId: j.ID, Round: cur.Number, AggregateDigest: cur.AggDigest, Active: cur.Active,
 					Attempt: cur.Attempt, Contributors: cur.Contributors, ModelHash: j.ModelHash,
 					AggregateSize: uint64(len(cur.Aggregate)), Spec: j.Spec, ModelVersion: cur.ModelVersion,
-					Approvals: approvals,
+					Approvals: approvals, Job: jobOffer(j),
 				})
 			}
 		}
 	}
 	return resp, nil
+}
+
+// jobOffer is a job as its researcher signed it, for a node to vet.
+func jobOffer(j *fsm.Job) *pb.JobOffer {
+	return &pb.JobOffer{JobId: j.ID, Spec: j.Spec, RequestId: j.RequestID, Signature: j.Signature, Certificate: j.Certificate}
 }
 
 func (s hospitalService) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.EnrollResponse, error) {

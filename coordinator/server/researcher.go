@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"regionfl/coordinator/fsm"
+	"regionfl/identity"
 	"regionfl/jobspec"
 	pb "regionfl/proto/regionfl/v1"
 )
@@ -26,13 +27,25 @@ func (s researcherService) SubmitJob(ctx context.Context, req *pb.SubmitJobReque
 	if req.Spec == nil {
 		return nil, status.Error(codes.InvalidArgument, "spec: missing")
 	}
-	if len(req.RequestId) > 128 {
+	switch {
+	case req.RequestId == "":
+		return nil, status.Error(codes.InvalidArgument, "request_id: missing (it is signed with the spec)")
+	case len(req.RequestId) > 128:
 		return nil, status.Error(codes.InvalidArgument, "request_id: longer than 128 bytes")
 	}
 	spec := proto.Clone(req.Spec).(*pb.JobSpec)
-	jobspec.Defaults(spec)
 	if err := jobspec.Validate(spec); err != nil {
 		return nil, toStatus(ctx, err)
+	}
+	// Nodes accept only what the researcher signed, so the server adds no
+	// default of its own: the signature must cover the spec as sent.
+	cert, err := peerCert(ctx)
+	if err != nil {
+		return nil, err
+	}
+	digest := jobspec.SignedDigest(spec)
+	if err := identity.CheckSignature(cert.Raw, req.Signature, identity.StatementJob, identity.JobFields(digest[:], req.RequestId)...); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "signature: %v (sign the spec with its defaults filled in, as client.SubmitJobRequest does)", err)
 	}
 	// A job needing more hospitals than the region has would only fail
 	// after its decision window.
@@ -46,7 +59,7 @@ func (s researcherService) SubmitJob(ctx context.Context, req *pb.SubmitJobReque
 		return nil, status.Errorf(codes.InvalidArgument, "min_hospitals: %d is more than the region's %d hospitals", spec.MinHospitals, hospitals)
 	}
 	by := caller(ctx)
-	if req.RequestId != "" {
+	{
 		// A retry returns the job the key made; the key is its submitter's
 		// (the job's spec may have changed since, e.g. its region scaling).
 		var existing, owner string
@@ -82,16 +95,15 @@ func (s researcherService) SubmitJob(ctx context.Context, req *pb.SubmitJobReque
 	}
 	model := jobspec.FromProto(spec.Model)
 	id := newJobID()
-	err := s.store.Propose(&pb.SubmitJobCommand{
+	err = s.store.Propose(&pb.SubmitJobCommand{
 		JobId: id, Spec: spec, RequestId: req.RequestId, SubmittedBy: by.String(), UnixMs: s.engine.NowMs(),
 		InitialParams: model.Init(int64(spec.Seed)), ModelHash: model.Hash(),
+		Signature: req.Signature, Certificate: cert.Raw,
 	})
 	if err != nil {
 		return nil, toStatus(ctx, err)
 	}
-	if req.RequestId != "" {
-		s.read(func(st *fsm.State) { id = st.Requests[req.RequestId] })
-	}
+	s.read(func(st *fsm.State) { id = st.Requests[req.RequestId] })
 	s.log.Info("job submitted", "job_id", id, "by", by.String(), "model_hash", model.Hash(), "purpose", spec.Purpose, "scaling_from", scalingFrom)
 	return &pb.SubmitJobResponse{JobId: id, ScalingFrom: scalingFrom}, nil
 }

@@ -456,6 +456,10 @@ type SubmitJobCommand struct {
 	UnixMs        int64                  `protobuf:"varint,5,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
 	InitialParams []float64              `protobuf:"fixed64,6,rep,packed,name=initial_params,json=initialParams,proto3" json:"initial_params,omitempty"`
 	ModelHash     string                 `protobuf:"bytes,7,opt,name=model_hash,json=modelHash,proto3" json:"model_hash,omitempty"`
+	// The submitter's signature over the spec and request_id, and the
+	// certificate it verifies with (nodes check both against the region CA).
+	Signature     []byte `protobuf:"bytes,8,opt,name=signature,proto3" json:"signature,omitempty"`
+	Certificate   []byte `protobuf:"bytes,9,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -537,6 +541,20 @@ func (x *SubmitJobCommand) GetModelHash() string {
 		return x.ModelHash
 	}
 	return ""
+}
+
+func (x *SubmitJobCommand) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *SubmitJobCommand) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
 }
 
 type DecideJobCommand struct {
@@ -1712,7 +1730,7 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"signatures\x18\x03 \x03(\fR\n" +
 	"signatures\"-\n" +
 	"\x0fKeyReadyCommand\x12\x1a\n" +
-	"\bhospital\x18\x01 \x01(\tR\bhospital\"\xf4\x01\n" +
+	"\bhospital\x18\x01 \x01(\tR\bhospital\"\xb4\x02\n" +
 	"\x10SubmitJobCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12\x1d\n" +
@@ -1722,7 +1740,9 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\aunix_ms\x18\x05 \x01(\x03R\x06unixMs\x12%\n" +
 	"\x0einitial_params\x18\x06 \x03(\x01R\rinitialParams\x12\x1d\n" +
 	"\n" +
-	"model_hash\x18\a \x01(\tR\tmodelHash\"u\n" +
+	"model_hash\x18\a \x01(\tR\tmodelHash\x12\x1c\n" +
+	"\tsignature\x18\b \x01(\fR\tsignature\x12 \n" +
+	"\vcertificate\x18\t \x01(\fR\vcertificate\"u\n" +
 	"\x10DecideJobCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1a\n" +
 	"\bhospital\x18\x02 \x01(\tR\bhospital\x12\x16\n" +

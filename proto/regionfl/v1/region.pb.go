@@ -869,9 +869,16 @@ func (x *CeremonyTask) GetStep() CeremonyStep {
 }
 
 type JobOffer struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Spec          *JobSpec               `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Spec  *JobSpec               `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	// The submitting researcher's signature (identity.StatementJob) over the
+	// spec's digest (jobspec.SignedDigest) and request_id, and the
+	// researcher's certificate: a node accepts only a job a researcher of the
+	// region CA signed, whatever the coordinator serves.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Signature     []byte `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
+	Certificate   []byte `protobuf:"bytes,5,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -920,13 +927,37 @@ func (x *JobOffer) GetSpec() *JobSpec {
 	return nil
 }
 
+func (x *JobOffer) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *JobOffer) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *JobOffer) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
 type TrainTask struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Round         uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
-	ModelVersion  uint32                 `protobuf:"varint,3,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
-	ModelHash     string                 `protobuf:"bytes,4,opt,name=model_hash,json=modelHash,proto3" json:"model_hash,omitempty"`
-	Spec          *JobSpec               `protobuf:"bytes,5,opt,name=spec,proto3" json:"spec,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	JobId        string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round        uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	ModelVersion uint32                 `protobuf:"varint,3,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	ModelHash    string                 `protobuf:"bytes,4,opt,name=model_hash,json=modelHash,proto3" json:"model_hash,omitempty"`
+	Spec         *JobSpec               `protobuf:"bytes,5,opt,name=spec,proto3" json:"spec,omitempty"`
+	// The job as its researcher signed it: a node that was never offered
+	// the job (offline while it was decided) vets it from here.
+	Job           *JobOffer `protobuf:"bytes,6,opt,name=job,proto3" json:"job,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -992,6 +1023,13 @@ func (x *TrainTask) GetModelHash() string {
 func (x *TrainTask) GetSpec() *JobSpec {
 	if x != nil {
 		return x.Spec
+	}
+	return nil
+}
+
+func (x *TrainTask) GetJob() *JobOffer {
+	if x != nil {
+		return x.Job
 	}
 	return nil
 }
@@ -1083,7 +1121,10 @@ type DecryptTask struct {
 	Spec            *JobSpec               `protobuf:"bytes,9,opt,name=spec,proto3" json:"spec,omitempty"`
 	ModelVersion    uint32                 `protobuf:"varint,10,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
 	// One per contributor, in the order of contributors.
-	Approvals     []*Approval `protobuf:"bytes,11,rep,name=approvals,proto3" json:"approvals,omitempty"`
+	Approvals []*Approval `protobuf:"bytes,11,rep,name=approvals,proto3" json:"approvals,omitempty"`
+	// The job as its researcher signed it: a decryptor that was never
+	// offered the job (offline while it was decided) vets it from here.
+	Job           *JobOffer `protobuf:"bytes,12,opt,name=job,proto3" json:"job,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1191,6 +1232,13 @@ func (x *DecryptTask) GetModelVersion() uint32 {
 func (x *DecryptTask) GetApprovals() []*Approval {
 	if x != nil {
 		return x.Approvals
+	}
+	return nil
+}
+
+func (x *DecryptTask) GetJob() *JobOffer {
+	if x != nil {
+		return x.Job
 	}
 	return nil
 }
@@ -3126,9 +3174,15 @@ func (x *JobSpec) GetMissing() string {
 
 type SubmitJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Spec  *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
-	// Idempotency key: a retried submit with the same key returns the same job.
-	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The spec with jobspec.Defaults applied: the signature covers it as sent.
+	Spec *JobSpec `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	// Idempotency key: a retried submit with the same key returns the same
+	// job. Required: it is signed with the spec, and a node accepts one job
+	// per signed (spec, request_id).
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The caller's signature (identity.StatementJob) over
+	// jobspec.SignedDigest(spec) and request_id (client.SubmitJobRequest).
+	Signature     []byte `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3175,6 +3229,13 @@ func (x *SubmitJobRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *SubmitJobRequest) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
 }
 
 type SubmitJobResponse struct {
@@ -4436,23 +4497,28 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\tsignature\x18\x03 \x01(\fR\tsignature\x12 \n" +
 	"\vcertificate\x18\x04 \x01(\fR\vcertificate\"=\n" +
 	"\fCeremonyTask\x12-\n" +
-	"\x04step\x18\x01 \x01(\x0e2\x19.regionfl.v1.CeremonyStepR\x04step\"K\n" +
+	"\x04step\x18\x01 \x01(\x0e2\x19.regionfl.v1.CeremonyStepR\x04step\"\xaa\x01\n" +
 	"\bJobOffer\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12(\n" +
-	"\x04spec\x18\x02 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\"\xa6\x01\n" +
+	"\x04spec\x18\x02 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12\x1c\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\x12 \n" +
+	"\vcertificate\x18\x05 \x01(\fR\vcertificate\"\xcf\x01\n" +
 	"\tTrainTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12#\n" +
 	"\rmodel_version\x18\x03 \x01(\rR\fmodelVersion\x12\x1d\n" +
 	"\n" +
 	"model_hash\x18\x04 \x01(\tR\tmodelHash\x12(\n" +
-	"\x04spec\x18\x05 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\"i\n" +
+	"\x04spec\x18\x05 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12'\n" +
+	"\x03job\x18\x06 \x01(\v2\x15.regionfl.v1.JobOfferR\x03job\"i\n" +
 	"\n" +
 	"KeptUpdate\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x16\n" +
 	"\x06digest\x18\x03 \x01(\fR\x06digest\x12\x16\n" +
-	"\x06resend\x18\x04 \x01(\bR\x06resend\"\x85\x03\n" +
+	"\x06resend\x18\x04 \x01(\bR\x06resend\"\xae\x03\n" +
 	"\vDecryptTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12)\n" +
@@ -4466,7 +4532,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x04spec\x18\t \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12#\n" +
 	"\rmodel_version\x18\n" +
 	" \x01(\rR\fmodelVersion\x123\n" +
-	"\tapprovals\x18\v \x03(\v2\x15.regionfl.v1.ApprovalR\tapprovals\"U\n" +
+	"\tapprovals\x18\v \x03(\v2\x15.regionfl.v1.ApprovalR\tapprovals\x12'\n" +
+	"\x03job\x18\f \x01(\v2\x15.regionfl.v1.JobOfferR\x03job\"U\n" +
 	"\rEnrollRequest\x12&\n" +
 	"\x0fhpke_public_key\x18\x01 \x01(\fR\rhpkePublicKey\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\"\x10\n" +
@@ -4603,11 +4670,12 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\bdp_delta\x18\x16 \x01(\x01R\adpDelta\x12'\n" +
 	"\x0falert_threshold\x18\x17 \x01(\x01R\x0ealertThreshold\x12,\n" +
 	"\x12share_site_metrics\x18\x18 \x01(\bR\x10shareSiteMetrics\x12\x18\n" +
-	"\amissing\x18\x19 \x01(\tR\amissing\"[\n" +
+	"\amissing\x18\x19 \x01(\tR\amissing\"y\n" +
 	"\x10SubmitJobRequest\x12(\n" +
 	"\x04spec\x18\x01 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"M\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"M\n" +
 	"\x11SubmitJobResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12!\n" +
 	"\fscaling_from\x18\x02 \x01(\tR\vscalingFrom\"&\n" +
@@ -4837,87 +4905,89 @@ var file_regionfl_v1_region_proto_depIdxs = []int32{
 	0,  // 8: regionfl.v1.CeremonyTask.step:type_name -> regionfl.v1.CeremonyStep
 	49, // 9: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
 	49, // 10: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
-	49, // 11: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
-	13, // 12: regionfl.v1.DecryptTask.approvals:type_name -> regionfl.v1.Approval
-	23, // 13: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
-	0,  // 14: regionfl.v1.Region.step:type_name -> regionfl.v1.CeremonyStep
-	31, // 15: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
-	54, // 16: regionfl.v1.UpdateHeader.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	35, // 17: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
-	46, // 18: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
-	46, // 19: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
-	47, // 20: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
-	47, // 21: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
-	48, // 22: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
-	49, // 23: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
-	54, // 24: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	72, // 25: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
-	49, // 26: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
-	73, // 27: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
-	53, // 28: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
-	74, // 29: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
-	55, // 30: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
-	55, // 31: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
-	55, // 32: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
-	65, // 33: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
-	54, // 34: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
-	8,  // 35: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
-	19, // 36: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
-	21, // 37: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
-	24, // 38: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
-	26, // 39: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
-	28, // 40: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
-	30, // 41: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
-	33, // 42: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
-	36, // 43: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
-	38, // 44: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
-	40, // 45: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
-	11, // 46: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
-	44, // 47: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
-	50, // 48: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
-	52, // 49: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
-	57, // 50: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
-	59, // 51: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
-	61, // 52: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
-	42, // 53: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
-	1,  // 54: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
-	63, // 55: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
-	66, // 56: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
-	68, // 57: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
-	70, // 58: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
-	3,  // 59: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
-	5,  // 60: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
-	9,  // 61: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
-	20, // 62: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
-	22, // 63: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
-	25, // 64: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
-	27, // 65: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
-	29, // 66: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
-	32, // 67: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
-	34, // 68: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
-	37, // 69: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
-	39, // 70: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
-	41, // 71: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
-	12, // 72: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
-	45, // 73: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
-	51, // 74: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
-	56, // 75: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
-	58, // 76: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
-	60, // 77: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
-	62, // 78: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
-	43, // 79: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
-	2,  // 80: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
-	64, // 81: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
-	67, // 82: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
-	69, // 83: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
-	71, // 84: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
-	4,  // 85: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
-	7,  // 86: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
-	61, // [61:87] is the sub-list for method output_type
-	35, // [35:61] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	15, // 11: regionfl.v1.TrainTask.job:type_name -> regionfl.v1.JobOffer
+	49, // 12: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
+	13, // 13: regionfl.v1.DecryptTask.approvals:type_name -> regionfl.v1.Approval
+	15, // 14: regionfl.v1.DecryptTask.job:type_name -> regionfl.v1.JobOffer
+	23, // 15: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
+	0,  // 16: regionfl.v1.Region.step:type_name -> regionfl.v1.CeremonyStep
+	31, // 17: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
+	54, // 18: regionfl.v1.UpdateHeader.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	35, // 19: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
+	46, // 20: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
+	46, // 21: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
+	47, // 22: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
+	47, // 23: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
+	48, // 24: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
+	49, // 25: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
+	54, // 26: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	72, // 27: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
+	49, // 28: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
+	73, // 29: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
+	53, // 30: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
+	74, // 31: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
+	55, // 32: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
+	55, // 33: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
+	55, // 34: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
+	65, // 35: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
+	54, // 36: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
+	8,  // 37: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
+	19, // 38: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
+	21, // 39: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
+	24, // 40: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
+	26, // 41: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
+	28, // 42: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
+	30, // 43: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
+	33, // 44: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
+	36, // 45: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
+	38, // 46: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
+	40, // 47: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
+	11, // 48: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
+	44, // 49: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
+	50, // 50: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
+	52, // 51: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
+	57, // 52: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
+	59, // 53: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
+	61, // 54: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
+	42, // 55: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
+	1,  // 56: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
+	63, // 57: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
+	66, // 58: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
+	68, // 59: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
+	70, // 60: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
+	3,  // 61: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
+	5,  // 62: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
+	9,  // 63: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
+	20, // 64: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
+	22, // 65: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
+	25, // 66: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
+	27, // 67: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
+	29, // 68: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
+	32, // 69: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
+	34, // 70: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
+	37, // 71: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
+	39, // 72: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
+	41, // 73: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
+	12, // 74: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
+	45, // 75: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
+	51, // 76: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
+	56, // 77: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
+	58, // 78: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
+	60, // 79: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
+	62, // 80: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
+	43, // 81: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
+	2,  // 82: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
+	64, // 83: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
+	67, // 84: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
+	69, // 85: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
+	71, // 86: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
+	4,  // 87: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
+	7,  // 88: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
+	63, // [63:89] is the sub-list for method output_type
+	37, // [37:63] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_regionfl_v1_region_proto_init() }
