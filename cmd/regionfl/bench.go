@@ -4,7 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -97,6 +101,95 @@ same as JSON. Progress goes to stderr.`,
 	f.BoolVar(&quick, "quick", false, "one seed only")
 	f.BoolVar(&resplit, "resplit", false, "each seed splits the centres anew (random_state = seed) instead of FLamby's random_state 43")
 	f.IntVar(&workers, "workers", 0, "experiments run in parallel (default: GOMAXPROCS)")
-	cmd.AddCommand(heart)
+	cmd.AddCommand(heart, newBenchHECmd())
 	return cmd
+}
+
+func newBenchHECmd() *cobra.Command {
+	var (
+		params, hospitals string
+		threshold         int
+		asJSON, noRound   bool
+		seed              uint64
+	)
+	cmd := &cobra.Command{
+		Use:   "he",
+		Short: "What encryption costs: bytes, encrypt, fold, share and combine per model and region size",
+		Long: `Measures the encrypted aggregation of package he in one process, for every
+combination of --params and --hospitals: each hospital encrypts a clipped
+random update under its own key and sends the bytes; the coordinator parses
+and folds each into its running sum as it arrives (memory: the sums and one
+update in flight); t decryptors give their shares and the sum is combined.
+The same vectors, sent as float32, are folded in the same run as the
+baseline of fold_vs_float32. At 1M parameters and 4 hospitals it also times
+one end-to-end round of a ~1M-parameter MLP with the encrypted and the
+plain sum (round_ratio). Run it alone on the machine: it is timed.
+
+Keys of --json, one object per row: params, hospitals, threshold,
+bytes_per_param (what one hospital sends), share_bytes_per_param,
+encrypt_s (one hospital), fold_s (all updates, parsing included),
+fold_vs_float32, share_s (one decryptor), combine_s,
+coordinator_peak_bytes, update_bytes, max_rel_error (largest error over
+the largest value of the exact sum), round_encrypted_s, round_plain_s,
+round_ratio.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ps, err := intList("--params", params)
+			if err != nil {
+				return err
+			}
+			hs, err := intList("--hospitals", hospitals)
+			if err != nil {
+				return err
+			}
+			rows, err := bench.RunHE(bench.HEConfig{Params: ps, Hospitals: hs, Threshold: threshold, Round: !noRound, Seed: seed, Progress: cmd.ErrOrStderr()})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(rows)
+			}
+			printHERows(cmd.OutOrStdout(), rows)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&params, "params", "10000,1000000", "model sizes (values per update), comma-separated, each 1 to 10000000")
+	f.StringVar(&hospitals, "hospitals", "4,16", "region sizes (updates per aggregate), comma-separated")
+	f.IntVar(&threshold, "threshold", 0, "decryptors per aggregate (default: 3, or fewer hospitals)")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	f.BoolVar(&noRound, "no-round", false, "skip the end-to-end MLP round")
+	f.Uint64Var(&seed, "seed", 1, "seed of the random updates and the round's data")
+	return cmd
+}
+
+// intList parses a comma-separated list of positive integers.
+func intList(flag, s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, usageError{fmt.Errorf("%s: %q is not a positive integer", flag, f)}
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func printHERows(w io.Writer, rows []bench.HERow) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "params\thospitals\tt\tB/param\tshare B/param\tencrypt s\tfold s\tfold/float32\tshare s\tcombine s\tpeak MB\tmax rel err\tround enc s\tround plain s\tround ratio\t")
+	for _, r := range rows {
+		round := "-\t-\t-"
+		if r.RoundRatio != nil {
+			round = fmt.Sprintf("%.3f\t%.3f\t%.2f", *r.RoundEncryptedS, *r.RoundPlainS, *r.RoundRatio)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%.3f\t%.3f\t%.4f\t%.4f\t%.2f\t%.4f\t%.4f\t%.1f\t%.1e\t%s\t\n",
+			r.Params, r.Hospitals, r.Threshold, r.BytesPerParam, r.ShareBytesPerParam, r.EncryptS, r.FoldS, r.FoldVsFloat32,
+			r.ShareS, r.CombineS, float64(r.CoordinatorPeakBytes)/1e6, r.MaxRelError, round)
+	}
+	tw.Flush()
 }
