@@ -327,6 +327,21 @@ func (r *region) submit(spec *pb.JobSpec, requestID string) string {
 	return id
 }
 
+// jobInfo is the researcher's view of a job (GetJob).
+func (r *region) jobInfo(id string) *pb.JobInfo {
+	r.t.Helper()
+	var info *pb.JobInfo
+	err := r.researcher.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
+		resp, err := conn.Researcher.GetJob(ctx, &pb.GetJobRequest{JobId: id}, grpc.Trailer(conn.Trailer))
+		info = resp.GetJob()
+		return err
+	})
+	if err != nil {
+		r.t.Fatalf("job status: %v", err)
+	}
+	return info
+}
+
 // decide records hospital i's decision on a job through a client holding
 // its certificate, as a node would (used while the node is stopped).
 func (r *region) decide(c *client.Client, jobID string, accept bool) error {

@@ -601,7 +601,16 @@ func TestRoundsCloseAtDeadlineWithK(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The researcher's status names them once rounds stop waiting.
+	reg.waitFor("job status lists hospital-4 and hospital-5 offline", 30*time.Second, func() bool {
+		return slices.Equal(reg.jobInfo(id).Offline, reg.names[3:5])
+	})
 	j := reg.waitDone(id, 40*time.Second)
+	for _, ri := range reg.jobInfo(id).Rounds {
+		if !slices.Equal(ri.Missing, reg.names[3:5]) {
+			t.Errorf("round %d: status says %v sent nothing, want %v", ri.Round, ri.Missing, reg.names[3:5])
+		}
+	}
 	for i, rd := range j.Rounds {
 		// After round.OfflineAfterRounds rounds without a word from them,
 		// the two are offline: later rounds close as soon as the others sent.
@@ -725,7 +734,7 @@ func TestDecryptionFailureRerunsRound(t *testing.T) {
 // hospital-4 is down, fails the cluster with fail, brings hospital-4 back,
 // and checks the round commits with every update counted once and nobody
 // retraining: the new leader has the three resend their updates by digest.
-func collectThenFail(t *testing.T, fail func(reg *region)) {
+func collectThenFail(t *testing.T, fail func(reg *region)) *fsm.Job {
 	reg := newRegion(t, regionOpts{replicas: 3, hospitals: 4, threshold: 2})
 	reg.startNodes(0, 1, 2, 3)
 	reg.waitCeremony()
@@ -764,23 +773,28 @@ func collectThenFail(t *testing.T, fail func(reg *region)) {
 	}
 	reg.checkCounted(j)
 	reg.checkTrainedOnce(j)
+	return j
 }
 
 // The leader dies while round 1 collects, after three updates were counted.
 func TestLeaderDiesMidCollection(t *testing.T) {
-	collectThenFail(t, func(reg *region) {
+	j := collectThenFail(t, func(reg *region) {
 		old := reg.leaderIndex()
 		reg.stopReplica(old)
 		if reg.leaderIndex() == old {
 			t.Fatal("the stopped replica still leads")
 		}
 	})
+	// The researcher sees the leader change in the round's record.
+	if r1 := j.Rounds[0]; r1.OpenedBy == "" || r1.ClosedBy == "" || r1.OpenedBy == r1.ClosedBy {
+		t.Errorf("round 1 opened by %q and closed by %q: the leader change does not show", r1.OpenedBy, r1.ClosedBy)
+	}
 }
 
 // Every replica dies while round 1 collects and restarts on its directory
 // and addresses.
 func TestAllReplicasRestartMidRound(t *testing.T) {
-	collectThenFail(t, func(reg *region) {
+	_ = collectThenFail(t, func(reg *region) {
 		for i := range reg.replicas {
 			reg.stopReplica(i)
 		}

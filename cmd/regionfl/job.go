@@ -279,6 +279,8 @@ func jobJSON(j *pb.JobInfo) map[string]any {
 		rounds[i] = map[string]any{
 			"round": r.Round, "state": r.State, "contributors": nonNil(r.Contributors), "reason": r.Reason,
 			"total_samples": r.TotalSamples, "update_norm": r.UpdateNorm,
+			"attempts": r.Attempts, "decryptors": nonNil(r.Decryptors), "missing": nonNil(r.Missing),
+			"opened_by": r.OpenedBy, "closed_by": r.ClosedBy,
 		}
 		if len(r.SiteMetrics) > 0 {
 			site := map[string]any{}
@@ -298,7 +300,7 @@ func jobJSON(j *pb.JobInfo) map[string]any {
 		"purpose": j.Spec.GetPurpose(), "legal_basis": j.Spec.GetLegalBasis(),
 		"accepted": nonNil(j.Accepted), "refused": j.Refused, "rounds": rounds,
 		"model_version": j.ModelVersion, "submitted_by": j.SubmittedBy,
-		"epsilon_spent": nonNilMap(j.EpsilonSpent),
+		"epsilon_spent": nonNilMap(j.EpsilonSpent), "offline": nonNil(j.Offline),
 	}
 }
 
@@ -314,6 +316,34 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// roundLeader names the replica that led the round, or the change of
+// leader mid-round ("replica-1→replica-2").
+func roundLeader(r *pb.RoundInfo) string {
+	switch {
+	case r.OpenedBy == "":
+		return "-"
+	case r.ClosedBy == "" || r.ClosedBy == r.OpenedBy:
+		return r.OpenedBy
+	}
+	return r.OpenedBy + "→" + r.ClosedBy
+}
+
+// roundNotes says what a researcher needs to know about a round beyond
+// its state: why it ended, who did not send, decryption retries.
+func roundNotes(r *pb.RoundInfo) string {
+	var notes []string
+	if r.Reason != "" {
+		notes = append(notes, r.Reason)
+	}
+	if len(r.Missing) > 0 {
+		notes = append(notes, "no update from "+strings.Join(r.Missing, ","))
+	}
+	if r.Attempts > 1 {
+		notes = append(notes, fmt.Sprintf("decryption attempt %d, by %s", r.Attempts, strings.Join(r.Decryptors, ",")))
+	}
+	return strings.Join(notes, "; ")
 }
 
 func printJob(w io.Writer, j *pb.JobInfo) {
@@ -333,6 +363,9 @@ func printJob(w io.Writer, j *pb.JobInfo) {
 	for _, h := range refused {
 		fmt.Fprintf(w, "refused by %s: %s\n", h, j.Refused[h])
 	}
+	if len(j.Offline) > 0 {
+		fmt.Fprintf(w, "offline: %s (silent for the last rounds; rounds stop waiting for them until they poll again)\n", strings.Join(j.Offline, ", "))
+	}
 	if len(j.EpsilonSpent) > 0 {
 		fmt.Fprintf(w, "differential privacy: noise multiplier %g, δ %g; ε spent:", j.Spec.GetDpNoiseMultiplier(), j.Spec.GetDpDelta())
 		for _, h := range slices.Sorted(maps.Keys(j.EpsilonSpent)) {
@@ -341,13 +374,13 @@ func printJob(w io.Writer, j *pb.JobInfo) {
 		fmt.Fprintln(w)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nROUND\tSTATE\tHOSPITALS\tSAMPLES\tSTARTING MODEL ON SITES' TESTS\tREASON")
+	fmt.Fprintln(tw, "\nROUND\tSTATE\tHOSPITALS\tSAMPLES\tSTARTING MODEL ON SITES' TESTS\tLEADER\tNOTES")
 	for _, r := range j.Rounds {
 		figures := "-"
 		if m := r.RegionMetrics; m != nil {
 			figures = metricsText(m)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", r.Round, r.State, strings.Join(r.Contributors, ","), r.TotalSamples, figures, r.Reason)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Round, r.State, strings.Join(r.Contributors, ","), r.TotalSamples, figures, roundLeader(r), roundNotes(r))
 		for _, h := range slices.Sorted(maps.Keys(r.SiteMetrics)) {
 			fmt.Fprintf(tw, "\t  %s (own test, shared by the job)\t\t\t%s\t\n", h, metricsText(r.SiteMetrics[h]))
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -83,5 +84,31 @@ func TestNodeInspect(t *testing.T) {
 		if strings.Contains(got, value) {
 			t.Errorf("output shows the value %s", value)
 		}
+	}
+}
+
+// job status shows what a fault did to a round: a leader change, who sent
+// nothing, a decryption that needed another attempt.
+func TestJobStatusShowsFaults(t *testing.T) {
+	j := &pb.JobInfo{JobId: "job-1", State: "running", Accepted: []string{"h1", "h2", "h3"}, Offline: []string{"h3"},
+		Rounds: []*pb.RoundInfo{
+			{Round: 1, State: "committed", Contributors: []string{"h1", "h2"}, Missing: []string{"h3"}, Attempts: 2,
+				Decryptors: []string{"h1", "h2"}, OpenedBy: "replica-1", ClosedBy: "replica-2"},
+			{Round: 2, State: "aborted", Reason: "1 of the 2 updates needed arrived by the deadline", OpenedBy: "replica-2", ClosedBy: "replica-2"},
+		}}
+	var out bytes.Buffer
+	printJob(&out, j)
+	for _, want := range []string{"offline: h3", "replica-1→replica-2", "no update from h3", "decryption attempt 2, by h1,h2", "1 of the 2 updates needed"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+	js := jobJSON(j)
+	if !slices.Equal(js["offline"].([]string), []string{"h3"}) {
+		t.Errorf("offline: %v", js["offline"])
+	}
+	r1 := js["rounds"].([]map[string]any)[0]
+	if r1["opened_by"] != "replica-1" || r1["closed_by"] != "replica-2" || r1["attempts"] != uint32(2) {
+		t.Errorf("round 1 JSON: %v", r1)
 	}
 }

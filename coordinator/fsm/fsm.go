@@ -484,6 +484,7 @@ func (s *State) openRound(c *pb.OpenRoundCommand) error {
 		State:        RoundCollecting,
 		OpenedMs:     c.UnixMs,
 		DeadlineMs:   c.DeadlineUnixMs,
+		OpenedBy:     c.Leader,
 	})
 	return nil
 }
@@ -542,7 +543,7 @@ func (s *State) closeRound(c *pb.CloseRoundCommand) error {
 		return err
 	}
 	r.State = RoundDecrypting
-	r.ClosedMs = c.UnixMs
+	r.ClosedMs, r.ClosedBy = c.UnixMs, c.Leader
 	r.Aggregate = c.Aggregate
 	r.AggDigest = c.AggregateDigest
 	r.Contributors = slices.Clone(c.Contributors)
@@ -743,7 +744,7 @@ func (s *State) abortRound(c *pb.AbortRoundCommand) error {
 	}
 	r.State = RoundAborted
 	r.Reason = c.Reason
-	r.ClosedMs = c.UnixMs
+	r.ClosedMs, r.ClosedBy = c.UnixMs, c.Leader
 	r.Aggregate = nil
 	r.Shares = nil
 	return nil

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"maps"
 	"slices"
 
 	"regionfl/audit"
@@ -179,6 +180,28 @@ type Job struct {
 	OptimizerState []float64 `json:"optimizer_state,omitempty"`
 }
 
+// Clone copies a job deep enough to be read outside the FSM's lock (the
+// round engine and the server do): every slice and map a command changes
+// in place. Byte slices are shared; commands replace them, never edit them.
+func (j *Job) Clone() *Job {
+	c := *j
+	c.Accepted = slices.Clone(j.Accepted)
+	c.Refused = maps.Clone(j.Refused)
+	c.Rounds = make([]*Round, len(j.Rounds))
+	for i, r := range j.Rounds {
+		rc := *r
+		rc.Contributions = slices.Clone(r.Contributions)
+		rc.Contributors = slices.Clone(r.Contributors)
+		rc.Active = slices.Clone(r.Active)
+		rc.Asked = slices.Clone(r.Asked)
+		rc.Shares = maps.Clone(r.Shares)
+		rc.Approvals = maps.Clone(r.Approvals)
+		c.Rounds[i] = &rc
+	}
+	c.Models = slices.Clone(j.Models)
+	return &c
+}
+
 // Decided reports whether hospital h has accepted or refused the job.
 func (j *Job) Decided(h string) bool {
 	_, refused := j.Refused[h]
@@ -302,15 +325,20 @@ type Round struct {
 	OpenedMs      int64               `json:"opened_ms"`
 	DeadlineMs    int64               `json:"deadline_ms"`
 	ClosedMs      int64               `json:"closed_ms,omitempty"`
-	Contributions []Contribution      `json:"contributions"`
-	Aggregate     []byte              `json:"aggregate,omitempty"` // dropped once the round ends
-	AggDigest     []byte              `json:"agg_digest,omitempty"`
-	Contributors  []string            `json:"contributors,omitempty"` // the manifest
-	Attempt       uint32              `json:"attempt"`
-	AttemptMs     int64               `json:"attempt_ms,omitempty"` // when the current attempt began
-	Active        []string            `json:"active,omitempty"`     // decryptors of the current attempt
-	Asked         []string            `json:"asked,omitempty"`      // decryptors of every attempt so far
-	Shares        map[string][]byte   `json:"shares,omitempty"`
+	// OpenedBy and ClosedBy are the replicas that led when the round
+	// opened and when it closed (or was aborted): a leader change
+	// mid-round shows as two names.
+	OpenedBy      string            `json:"opened_by,omitempty"`
+	ClosedBy      string            `json:"closed_by,omitempty"`
+	Contributions []Contribution    `json:"contributions"`
+	Aggregate     []byte            `json:"aggregate,omitempty"` // dropped once the round ends
+	AggDigest     []byte            `json:"agg_digest,omitempty"`
+	Contributors  []string          `json:"contributors,omitempty"` // the manifest
+	Attempt       uint32            `json:"attempt"`
+	AttemptMs     int64             `json:"attempt_ms,omitempty"` // when the current attempt began
+	Active        []string          `json:"active,omitempty"`     // decryptors of the current attempt
+	Asked         []string          `json:"asked,omitempty"`      // decryptors of every attempt so far
+	Shares        map[string][]byte `json:"shares,omitempty"`
 	// Approvals holds each contributor's identity.StatementApproval of
 	// Contributors; decryptors are asked only once all are in.
 	Approvals map[string]Signed `json:"approvals,omitempty"`

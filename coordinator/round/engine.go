@@ -163,7 +163,7 @@ func (e *Engine) step() error {
 		}
 		for _, id := range s.JobOrder {
 			if j := s.Jobs[id]; !j.Finished() {
-				jobs = append(jobs, cloneJob(j))
+				jobs = append(jobs, j.Clone())
 			}
 		}
 	})
@@ -261,7 +261,7 @@ func (e *Engine) openRound(j *fsm.Job, number uint32) error {
 	now := e.NowMs()
 	e.log.Info("round open", "job_id", j.ID, "round", number)
 	return e.store.Propose(&pb.OpenRoundCommand{
-		JobId: j.ID, Round: number, UnixMs: now, DeadlineUnixMs: now + int64(j.Spec.RoundDeadlineMs),
+		JobId: j.ID, Round: number, UnixMs: now, DeadlineUnixMs: now + int64(j.Spec.RoundDeadlineMs), Leader: e.store.ID(),
 	})
 }
 
@@ -275,7 +275,7 @@ func (e *Engine) abort(j *fsm.Job, r *fsm.Round, reason string) error {
 	delete(e.inflight, roundKey{j.ID, r.Number})
 	e.mu.Unlock()
 	e.log.Warn("round aborted", "job_id", j.ID, "round", r.Number, "reason", reason)
-	return e.store.Propose(&pb.AbortRoundCommand{JobId: j.ID, Round: r.Number, Reason: reason, UnixMs: e.NowMs()})
+	return e.store.Propose(&pb.AbortRoundCommand{JobId: j.ID, Round: r.Number, Reason: reason, UnixMs: e.NowMs(), Leader: e.store.ID()})
 }
 
 func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, now int64) error {
@@ -332,7 +332,7 @@ func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 		"aggregate_size", len(b), "aggregate_digest", fmt.Sprintf("%x", digest[:8]), "decryptors", active)
 	err = e.store.Propose(&pb.CloseRoundCommand{
 		JobId: j.ID, Round: r.Number, UnixMs: now, Aggregate: b, AggregateDigest: digest[:],
-		Contributors: contributors, Active: active,
+		Contributors: contributors, Active: active, Leader: e.store.ID(),
 	})
 	if err == nil {
 		e.mu.Lock()
@@ -355,6 +355,25 @@ func (e *Engine) expected(j *fsm.Job, r *fsm.Round) int {
 		}
 	}
 	return n
+}
+
+// Offline lists the accepted hospitals of job j that its current round
+// does not wait for (see OfflineAfterRounds); nil when no round collects.
+// Only the leader knows: it sees the polls.
+func (e *Engine) Offline(j *fsm.Job) []string {
+	r := j.Current()
+	if r == nil || r.State != fsm.RoundCollecting {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for _, h := range j.Accepted {
+		if !r.Contributed(h) && e.offline(j, r, h) {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // offline reports whether accepted hospital h of job j counts as offline in
@@ -546,7 +565,7 @@ func (e *Engine) check(hospital string, h *pb.UpdateHeader) (*fsm.Job, *fsm.Roun
 	var j *fsm.Job
 	e.store.FSM().Read(func(s *fsm.State) {
 		if job, ok := s.Jobs[h.JobId]; ok {
-			j = cloneJob(job)
+			j = job.Clone()
 		}
 	})
 	if j == nil {
@@ -681,26 +700,6 @@ func (e *Engine) Holds(jobID string, round uint32, digest []byte) bool {
 	e.lead(term)
 	run := e.inflight[roundKey{jobID, round}]
 	return run != nil && run.folded[string(digest)]
-}
-
-// cloneJob copies what the engine reads outside the FSM lock.
-func cloneJob(j *fsm.Job) *fsm.Job {
-	c := *j
-	c.Accepted = slices.Clone(j.Accepted)
-	c.Rounds = make([]*fsm.Round, len(j.Rounds))
-	for i, r := range j.Rounds {
-		rc := *r
-		rc.Contributions = slices.Clone(r.Contributions)
-		rc.Active = slices.Clone(r.Active)
-		rc.Asked = slices.Clone(r.Asked)
-		rc.Shares = make(map[string][]byte, len(r.Shares))
-		for k, v := range r.Shares {
-			rc.Shares[k] = v
-		}
-		c.Rounds[i] = &rc
-	}
-	c.Models = slices.Clone(j.Models)
-	return &c
 }
 
 // stateful is implemented by server optimizers with moments; their state

@@ -100,7 +100,7 @@ func (f *fixture) advance(d time.Duration) { f.now = f.now.Add(d) }
 
 func (f *fixture) job(id string) *fsm.Job {
 	var j *fsm.Job
-	f.st.FSM().Read(func(s *fsm.State) { j = cloneJob(s.Jobs[id]) })
+	f.st.FSM().Read(func(s *fsm.State) { j = s.Jobs[id].Clone() })
 	return j
 }
 

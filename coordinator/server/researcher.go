@@ -200,15 +200,21 @@ func (s researcherService) GetModel(ctx context.Context, req *pb.GetModelRequest
 }
 
 func (s *Server) jobInfo(id string) (*pb.JobInfo, error) {
-	var info *pb.JobInfo
+	var (
+		info *pb.JobInfo
+		job  *fsm.Job
+	)
 	s.read(func(st *fsm.State) {
 		if j, ok := st.Jobs[id]; ok {
-			info = jobInfo(j)
+			info, job = jobInfo(j), j.Clone()
 		}
 	})
 	if info == nil {
 		return nil, status.Errorf(codes.NotFound, "job_id: no job %q", id)
 	}
+	// Outside the FSM's lock: the engine folds updates under its own lock
+	// and reads the FSM while holding it.
+	info.Offline = s.engine.Offline(job)
 	return info, nil
 }
 
@@ -226,7 +232,16 @@ func jobInfo(j *fsm.Job) *pb.JobInfo {
 	info.EpsilonSpent = j.EpsilonSpent()
 	for _, r := range j.Rounds {
 		ri := &pb.RoundInfo{Round: r.Number, State: r.State, Reason: r.Reason, OpenedUnixMs: r.OpenedMs, ClosedUnixMs: r.ClosedMs,
-			RegionMetrics: r.RegionMetrics}
+			RegionMetrics: r.RegionMetrics, Attempts: r.Attempt, Decryptors: slices.Clone(r.Active),
+			OpenedBy: r.OpenedBy, ClosedBy: r.ClosedBy}
+		if r.State != fsm.RoundCollecting {
+			for _, h := range j.Accepted {
+				if !r.Contributed(h) {
+					ri.Missing = append(ri.Missing, h)
+				}
+			}
+			slices.Sort(ri.Missing)
+		}
 		for _, c := range r.Contributions {
 			ri.Contributors = append(ri.Contributors, c.Hospital)
 			if c.SiteMetrics != nil && j.Spec.GetShareSiteMetrics() {

@@ -631,8 +631,10 @@ type OpenRoundCommand struct {
 	Round          uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
 	UnixMs         int64                  `protobuf:"varint,3,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
 	DeadlineUnixMs int64                  `protobuf:"varint,4,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The replica that led when the round opened.
+	Leader        string `protobuf:"bytes,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OpenRoundCommand) Reset() {
@@ -691,6 +693,13 @@ func (x *OpenRoundCommand) GetDeadlineUnixMs() int64 {
 		return x.DeadlineUnixMs
 	}
 	return 0
+}
+
+func (x *OpenRoundCommand) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
 }
 
 type ContributionCommand struct {
@@ -804,8 +813,10 @@ type CloseRoundCommand struct {
 	AggregateDigest []byte                 `protobuf:"bytes,5,opt,name=aggregate_digest,json=aggregateDigest,proto3" json:"aggregate_digest,omitempty"`
 	Contributors    []string               `protobuf:"bytes,6,rep,name=contributors,proto3" json:"contributors,omitempty"`
 	Active          []string               `protobuf:"bytes,7,rep,name=active,proto3" json:"active,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The replica that led when the round closed.
+	Leader        string `protobuf:"bytes,8,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CloseRoundCommand) Reset() {
@@ -885,6 +896,13 @@ func (x *CloseRoundCommand) GetActive() []string {
 		return x.Active
 	}
 	return nil
+}
+
+func (x *CloseRoundCommand) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
 }
 
 // ApprovalCommand records a contributor's signed approval of the
@@ -1328,11 +1346,13 @@ func (x *ScalingCommand) GetUnixMs() int64 {
 }
 
 type AbortRoundCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Round         uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
-	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	UnixMs        int64                  `protobuf:"varint,4,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	JobId  string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round  uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Reason string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	UnixMs int64                  `protobuf:"varint,4,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	// The replica that led when the round was aborted.
+	Leader        string `protobuf:"bytes,5,opt,name=leader,proto3" json:"leader,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1393,6 +1413,13 @@ func (x *AbortRoundCommand) GetUnixMs() int64 {
 		return x.UnixMs
 	}
 	return 0
+}
+
+func (x *AbortRoundCommand) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
 }
 
 type EndJobCommand struct {
@@ -1747,12 +1774,13 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1a\n" +
 	"\bhospital\x18\x02 \x01(\tR\bhospital\x12\x16\n" +
 	"\x06accept\x18\x03 \x01(\bR\x06accept\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x82\x01\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x9a\x01\n" +
 	"\x10OpenRoundCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x17\n" +
 	"\aunix_ms\x18\x03 \x01(\x03R\x06unixMs\x12(\n" +
-	"\x10deadline_unix_ms\x18\x04 \x01(\x03R\x0edeadlineUnixMs\"\x8b\x02\n" +
+	"\x10deadline_unix_ms\x18\x04 \x01(\x03R\x0edeadlineUnixMs\x12\x16\n" +
+	"\x06leader\x18\x05 \x01(\tR\x06leader\"\x8b\x02\n" +
 	"\x13ContributionCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x1a\n" +
@@ -1761,7 +1789,7 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x04size\x18\x05 \x01(\x04R\x04size\x12?\n" +
 	"\fsite_metrics\x18\x06 \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\vsiteMetrics\x12\x1c\n" +
 	"\tsignature\x18\a \x01(\fR\tsignature\x12 \n" +
-	"\vcertificate\x18\b \x01(\fR\vcertificate\"\xde\x01\n" +
+	"\vcertificate\x18\b \x01(\fR\vcertificate\"\xf6\x01\n" +
 	"\x11CloseRoundCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x17\n" +
@@ -1769,7 +1797,8 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\taggregate\x18\x04 \x01(\fR\taggregate\x12)\n" +
 	"\x10aggregate_digest\x18\x05 \x01(\fR\x0faggregateDigest\x12\"\n" +
 	"\fcontributors\x18\x06 \x03(\tR\fcontributors\x12\x16\n" +
-	"\x06active\x18\a \x03(\tR\x06active\"\xb3\x01\n" +
+	"\x06active\x18\a \x03(\tR\x06active\x12\x16\n" +
+	"\x06leader\x18\b \x01(\tR\x06leader\"\xb3\x01\n" +
 	"\x0fApprovalCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x1a\n" +
@@ -1807,12 +1836,13 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\vfeature_std\x18\x04 \x03(\x01R\n" +
 	"featureStd\x12#\n" +
 	"\rtotal_samples\x18\x05 \x01(\x04R\ftotalSamples\x12\x17\n" +
-	"\aunix_ms\x18\x06 \x01(\x03R\x06unixMs\"q\n" +
+	"\aunix_ms\x18\x06 \x01(\x03R\x06unixMs\"\x89\x01\n" +
 	"\x11AbortRoundCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x17\n" +
-	"\aunix_ms\x18\x04 \x01(\x03R\x06unixMs\"m\n" +
+	"\aunix_ms\x18\x04 \x01(\x03R\x06unixMs\x12\x16\n" +
+	"\x06leader\x18\x05 \x01(\tR\x06leader\"m\n" +
 	"\rEndJobCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +

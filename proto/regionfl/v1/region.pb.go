@@ -3350,7 +3350,17 @@ type RoundInfo struct {
 	// decrypted from the sites' encrypted metric sums (no site's own).
 	RegionMetrics *ClinicalMetrics `protobuf:"bytes,9,opt,name=region_metrics,json=regionMetrics,proto3" json:"region_metrics,omitempty"`
 	// Per-site figures, only for jobs whose share_site_metrics allows them.
-	SiteMetrics   map[string]*ClinicalMetrics `protobuf:"bytes,10,rep,name=site_metrics,json=siteMetrics,proto3" json:"site_metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	SiteMetrics map[string]*ClinicalMetrics `protobuf:"bytes,10,rep,name=site_metrics,json=siteMetrics,proto3" json:"site_metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Decryption attempts (a decryptor that went away is replaced).
+	Attempts uint32 `protobuf:"varint,11,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// The decryptors of the last attempt.
+	Decryptors []string `protobuf:"bytes,12,rep,name=decryptors,proto3" json:"decryptors,omitempty"`
+	// Hospitals that accepted the job and sent nothing for a closed round.
+	Missing []string `protobuf:"bytes,13,rep,name=missing,proto3" json:"missing,omitempty"`
+	// The replicas that led when the round opened and when it closed or
+	// was aborted: two names mean a leader change mid-round.
+	OpenedBy      string `protobuf:"bytes,14,opt,name=opened_by,json=openedBy,proto3" json:"opened_by,omitempty"`
+	ClosedBy      string `protobuf:"bytes,15,opt,name=closed_by,json=closedBy,proto3" json:"closed_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3453,6 +3463,41 @@ func (x *RoundInfo) GetSiteMetrics() map[string]*ClinicalMetrics {
 		return x.SiteMetrics
 	}
 	return nil
+}
+
+func (x *RoundInfo) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *RoundInfo) GetDecryptors() []string {
+	if x != nil {
+		return x.Decryptors
+	}
+	return nil
+}
+
+func (x *RoundInfo) GetMissing() []string {
+	if x != nil {
+		return x.Missing
+	}
+	return nil
+}
+
+func (x *RoundInfo) GetOpenedBy() string {
+	if x != nil {
+		return x.OpenedBy
+	}
+	return ""
+}
+
+func (x *RoundInfo) GetClosedBy() string {
+	if x != nil {
+		return x.ClosedBy
+	}
+	return ""
 }
 
 // ClinicalMetrics are a model's figures on test rows at the job's alert
@@ -3580,7 +3625,10 @@ type JobInfo struct {
 	SubmittedUnixMs int64                  `protobuf:"varint,10,opt,name=submitted_unix_ms,json=submittedUnixMs,proto3" json:"submitted_unix_ms,omitempty"`
 	// Differential privacy spent per hospital on this job (ε at the job's
 	// δ), from the replicated record of the rounds each one contributed to.
-	EpsilonSpent  map[string]float64 `protobuf:"bytes,11,rep,name=epsilon_spent,json=epsilonSpent,proto3" json:"epsilon_spent,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	EpsilonSpent map[string]float64 `protobuf:"bytes,11,rep,name=epsilon_spent,json=epsilonSpent,proto3" json:"epsilon_spent,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// Accepted hospitals the current round no longer waits for: silent for
+	// the last rounds and not polling since the round opened.
+	Offline       []string `protobuf:"bytes,12,rep,name=offline,proto3" json:"offline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3688,6 +3736,13 @@ func (x *JobInfo) GetSubmittedUnixMs() int64 {
 func (x *JobInfo) GetEpsilonSpent() map[string]float64 {
 	if x != nil {
 		return x.EpsilonSpent
+	}
+	return nil
+}
+
+func (x *JobInfo) GetOffline() []string {
+	if x != nil {
+		return x.Offline
 	}
 	return nil
 }
@@ -4680,7 +4735,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12!\n" +
 	"\fscaling_from\x18\x02 \x01(\tR\vscalingFrom\"&\n" +
 	"\rGetJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xf4\x03\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x84\x05\n" +
 	"\tRoundInfo\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\rR\x05round\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\"\n" +
@@ -4693,7 +4748,14 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"updateNorm\x12C\n" +
 	"\x0eregion_metrics\x18\t \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\rregionMetrics\x12J\n" +
 	"\fsite_metrics\x18\n" +
-	" \x03(\v2'.regionfl.v1.RoundInfo.SiteMetricsEntryR\vsiteMetrics\x1a\\\n" +
+	" \x03(\v2'.regionfl.v1.RoundInfo.SiteMetricsEntryR\vsiteMetrics\x12\x1a\n" +
+	"\battempts\x18\v \x01(\rR\battempts\x12\x1e\n" +
+	"\n" +
+	"decryptors\x18\f \x03(\tR\n" +
+	"decryptors\x12\x18\n" +
+	"\amissing\x18\r \x03(\tR\amissing\x12\x1b\n" +
+	"\topened_by\x18\x0e \x01(\tR\bopenedBy\x12\x1b\n" +
+	"\tclosed_by\x18\x0f \x01(\tR\bclosedBy\x1a\\\n" +
 	"\x10SiteMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
 	"\x05value\x18\x02 \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\x05value:\x028\x01\"\x8a\x02\n" +
@@ -4706,7 +4768,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x0ealarms_per_100\x18\x06 \x01(\x01R\falarmsPer100\x12\x14\n" +
 	"\x05brier\x18\a \x01(\x01R\x05brier\x12\x12\n" +
 	"\x04loss\x18\b \x01(\x01R\x04loss\x12#\n" +
-	"\rmodel_version\x18\t \x01(\rR\fmodelVersion\"\xbf\x04\n" +
+	"\rmodel_version\x18\t \x01(\rR\fmodelVersion\"\xd9\x04\n" +
 	"\aJobInfo\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12\x14\n" +
@@ -4719,7 +4781,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\fsubmitted_by\x18\t \x01(\tR\vsubmittedBy\x12*\n" +
 	"\x11submitted_unix_ms\x18\n" +
 	" \x01(\x03R\x0fsubmittedUnixMs\x12K\n" +
-	"\repsilon_spent\x18\v \x03(\v2&.regionfl.v1.JobInfo.EpsilonSpentEntryR\fepsilonSpent\x1a:\n" +
+	"\repsilon_spent\x18\v \x03(\v2&.regionfl.v1.JobInfo.EpsilonSpentEntryR\fepsilonSpent\x12\x18\n" +
+	"\aoffline\x18\f \x03(\tR\aoffline\x1a:\n" +
 	"\fRefusedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
