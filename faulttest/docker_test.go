@@ -70,11 +70,14 @@ type dockerRegion struct {
 	replicas  []string // replica-1 …, also their host names
 	hospitals []string // hospital-1 …
 	trainRows map[string]int
+	features  int       // feature columns of the hospitals' CSVs
+	started   time.Time // when the region began to come up
 }
 
 const (
-	raftPort = 7000
-	grpcPort = 7443
+	raftPort    = 7000
+	grpcPort    = 7443
+	metricsPort = 9464 // plain HTTP, on the private network only
 )
 
 func (d *dockerRegion) docker(args ...string) ([]byte, error) {
@@ -237,7 +240,8 @@ func (d *dockerRegion) startReplica(i int) {
 		"--user", d.user(), "--label", "regionfl.faulttest=" + d.prefix,
 		"-v", d.path(id) + ":/srv", d.image,
 		"coordinator", "run", "--id", id, "--data-dir", "/srv/data",
-		"--raft-addr", fmt.Sprintf("%s:%d", id, raftPort), "--grpc-addr", fmt.Sprintf("%s:%d", id, grpcPort)}
+		"--raft-addr", fmt.Sprintf("%s:%d", id, raftPort), "--grpc-addr", fmt.Sprintf("%s:%d", id, grpcPort),
+		"--metrics-addr", fmt.Sprintf("0.0.0.0:%d", metricsPort)}
 	if i == 1 {
 		args = append(args, "--bootstrap")
 	} else {
@@ -299,13 +303,17 @@ func (d *dockerRegion) logHas(name string, parts ...string) bool {
 // finish with every round committed and nothing counted twice, the
 // reconnected hospital must contribute again, and the killed replica, started
 // again on its data, must rejoin as a voter.
-func TestDockerRegion(t *testing.T) {
-	skipUnlessLong(t)
-	requireDocker(t)
+// startDockerRegion builds the image and brings a region up in containers
+// on a private network: the CA and every identity made through the CLI on
+// the host, three replicas (one bootstrapping, two joining), the region
+// created by the operator, and the given number of hospital nodes on
+// synthetic CSVs, through the key ceremony.
+func startDockerRegion(t *testing.T, hospitals int) *dockerRegion {
+	t.Helper()
 	start := time.Now()
 	suffix := make([]byte, 4)
 	rand.Read(suffix)
-	d := &dockerRegion{t: t, dir: t.TempDir(), prefix: "rflft-" + hex.EncodeToString(suffix),
+	d := &dockerRegion{t: t, dir: t.TempDir(), prefix: "rflft-" + hex.EncodeToString(suffix), started: start,
 		replicas: []string{"replica-1", "replica-2", "replica-3"}, trainRows: map[string]int{}}
 	t.Cleanup(d.cleanup)
 
@@ -318,11 +326,12 @@ func TestDockerRegion(t *testing.T) {
 	for _, r := range d.replicas {
 		d.identity("coordinator", "coordinator", r, r)
 	}
-	csvs, features, err := WriteSyntheticCSVs(d.path("csv"), 3, 1)
+	csvs, features, err := WriteSyntheticCSVs(d.path("csv"), hospitals, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 3 {
+	d.features = features
+	for i := range hospitals {
 		h := fmt.Sprintf("hospital-%d", i+1)
 		d.hospitals = append(d.hospitals, h)
 		d.identity("node", "hospital", h)
@@ -336,6 +345,7 @@ func TestDockerRegion(t *testing.T) {
 	}
 	d.identity("researcher", "researcher", "alice")
 	d.identity("operator", "operator", "ops")
+	d.identity("auditor", "auditor", "compliance")
 
 	for i := range d.replicas {
 		d.startReplica(i + 1)
@@ -366,6 +376,15 @@ func TestDockerRegion(t *testing.T) {
 		d.trainRows[h] = trainRowsFromLog(t, h, d.logs(h, time.Time{}))
 	}
 	t.Logf("region up in %v", time.Since(start).Round(time.Millisecond))
+	return d
+}
+
+func TestDockerRegion(t *testing.T) {
+	skipUnlessLong(t)
+	requireDocker(t)
+	res := record(t, "leader killed (docker kill -9), hospital cut off (network disconnect)")
+	d := startDockerRegion(t, 3)
+	start := d.started
 
 	rs, err := d.listReplicas(d.coordinators())
 	if err != nil {
@@ -386,7 +405,7 @@ func TestDockerRegion(t *testing.T) {
 	if v := os.Getenv("REGIONFL_DOCKER_ROUND_DEADLINE"); v != "" {
 		deadline = v
 	}
-	job := jobFile{Name: "docker-faults", Inputs: features, Rounds: 30, LocalSteps: 200, MinHospitals: 2, RoundDeadline: deadline}
+	job := jobFile{Name: "docker-faults", Inputs: d.features, Rounds: 30, LocalSteps: 200, MinHospitals: 2, RoundDeadline: deadline}
 	if err := os.WriteFile(d.path("alice", "job.yaml"), []byte(job.yaml()), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -427,6 +446,7 @@ func TestDockerRegion(t *testing.T) {
 		return l != "" && l != leader, nil
 	})
 	newLeader := time.Now()
+	res.RecoveryS = newLeader.Sub(killed).Seconds()
 	t.Logf("a new leader %v after the kill", newLeader.Sub(killed).Round(100*time.Millisecond))
 
 	// Fault 2: cut hospital-3 off the network once it works with the new
@@ -490,6 +510,7 @@ func TestDockerRegion(t *testing.T) {
 		return j.finished(), nil
 	})
 	checkFinishedJob(t, j, uint32(job.Rounds), job.MinHospitals, d.trainRows)
+	res.counted(j, d.trainRows)
 	t.Logf("job done %v after start", time.Since(start).Round(time.Millisecond))
 
 	// The killed replica's container, started again on its data and address.
@@ -507,5 +528,6 @@ func TestDockerRegion(t *testing.T) {
 	if _, err := d.cli("alice", fmt.Sprintf("%s:%d,%s", leader, grpcPort, d.coordinators()), "job", "status", id, "--json"); err != nil {
 		t.Errorf("job status through the restarted %s: %v", leader, err)
 	}
+	d.checkAudit()
 	t.Logf("total %v", time.Since(start).Round(time.Millisecond))
 }

@@ -312,6 +312,8 @@ type roundInfo struct {
 	Contributors []string `json:"contributors"`
 	Reason       string   `json:"reason"`
 	TotalSamples uint64   `json:"total_samples"`
+	OpenedBy     string   `json:"opened_by"`
+	ClosedBy     string   `json:"closed_by"`
 }
 
 type jobStatus struct {

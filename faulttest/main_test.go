@@ -39,7 +39,12 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(binDir)
-	return m.Run()
+	code := m.Run()
+	if err := reportScenarios(os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "faulttest: fault-suite report:", err)
+		return 1
+	}
+	return code
 }
 
 // regionflBinary returns the regionfl binary the tests run, building it on

@@ -1,11 +1,18 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"regionfl/coordinator"
+	"regionfl/identity"
 )
 
 func newCoordinatorCmd() *cobra.Command {
@@ -55,6 +62,54 @@ func newCoordinatorCmd() *cobra.Command {
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "host:port for Prometheus /metrics (plain HTTP, no auth: keep it on loopback, e.g. 127.0.0.1:9464); empty: off")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	tf.register(f)
-	cmd.AddCommand(run, newIdentityInitCmd("replica"), newIdentityRenewCmd("replica"))
+	cmd.AddCommand(run, newCoordinatorHealthCmd(), newIdentityInitCmd("replica"), newIdentityRenewCmd("replica"))
+	return cmd
+}
+
+// newCoordinatorHealthCmd asks one replica's grpc.health.v1 service, with
+// any certificate of the region: for container health checks and
+// scripts, which need an exit status and no shell.
+func newCoordinatorHealthCmd() *cobra.Command {
+	var (
+		tf      tlsFlags
+		addr    string
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "health --addr HOST:PORT",
+		Short: "Check one replica's gRPC health service: exit 0 if it serves",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if addr == "" {
+				return usageError{errors.New("--addr is required")}
+			}
+			if timeout <= 0 || timeout > time.Minute {
+				return usageError{fmt.Errorf("--timeout: %v is not between 0 and 1m", timeout)}
+			}
+			cert, pool, err := tf.load()
+			if err != nil {
+				return err
+			}
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(identity.ClientConfig(cert, pool))))
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+			if err != nil {
+				return fmt.Errorf("%s: %w", addr, err)
+			}
+			if resp.Status != healthpb.HealthCheckResponse_SERVING {
+				return fmt.Errorf("%s: %s", addr, resp.Status)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", addr, resp.Status)
+			return nil
+		},
+	}
+	tf.register(cmd.Flags())
+	cmd.Flags().StringVar(&addr, "addr", "", "the replica's gRPC address")
+	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "how long to wait for the answer")
 	return cmd
 }

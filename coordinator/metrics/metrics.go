@@ -181,6 +181,10 @@ var (
 		"Hospitals in the region.", nil, nil)
 	descReplicas = prometheus.NewDesc("regionfl_replicas_registered",
 		"Replicas that registered their gRPC address.", nil, nil)
+	descAuditSize = prometheus.NewDesc("regionfl_audit_records",
+		"Records in this replica's audit log (its Merkle tree size).", nil, nil)
+	descAuditRoot = prometheus.NewDesc("regionfl_audit_root_info",
+		"The root hash of this replica's audit log, as a label (1 always): every replica at one size has one root.", []string{"root_hash"}, nil)
 )
 
 var (
@@ -190,7 +194,8 @@ var (
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descJobs, descRounds, descAccepted, descAcceptedBytes, descModels,
-		descCollect, descDecrypt, descRound, descLeader, descRaftState, descIndex, descHospitals, descReplicas} {
+		descCollect, descDecrypt, descRound, descLeader, descRaftState, descIndex, descHospitals, descReplicas,
+		descAuditSize, descAuditRoot} {
 		ch <- d
 	}
 }
@@ -231,12 +236,17 @@ type snapshot struct {
 	collect, decrypt, total *hist
 	index                   uint64
 	hospitals, replicas     int
+	auditSize               uint64
+	auditRoot               string
 }
 
 func take(s *fsm.State) snapshot {
 	out := snapshot{jobs: map[string]int{}, rounds: map[string]int{},
 		collect: newHist(), decrypt: newHist(), total: newHist(),
 		index: s.Index, replicas: len(s.Replicas)}
+	if s.Audit != nil {
+		out.auditSize, out.auditRoot = s.Audit.Len(), s.Audit.Root().String()
+	}
 	if s.Region != nil {
 		out.hospitals = len(s.Region.Hospitals)
 	}
@@ -293,6 +303,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descIndex, float64(snap.index))
 	gauge(descHospitals, float64(snap.hospitals))
 	gauge(descReplicas, float64(snap.replicas))
+	gauge(descAuditSize, float64(snap.auditSize))
+	gauge(descAuditRoot, 1, snap.auditRoot)
 	if c.isLeader != nil {
 		leader := c.isLeader()
 		gauge(descLeader, b2f(leader))

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -112,6 +113,15 @@ func TestCoordinatorMetrics(t *testing.T) {
 	}
 	if strings.Contains(out, "free text") {
 		t.Error("free-text reason became a label")
+	}
+	// The audit log's size and root, for comparing replicas.
+	var size uint64
+	var root string
+	f.Read(func(s *fsm.State) { size, root = s.Audit.Len(), s.Audit.Root().String() })
+	for _, want := range []string{fmt.Sprintf("regionfl_audit_records %d\n", size), `regionfl_audit_root_info{root_hash="` + root + `"} 1`} {
+		if size == 0 || !strings.Contains(out, want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 	leader = false
 	if out := scrape(t, m.Handler()); !strings.Contains(out, "regionfl_raft_leader 0\n") {

@@ -1,0 +1,440 @@
+//go:build linux
+
+package faulttest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"text/tabwriter"
+	"time"
+)
+
+// The fault suite: the reliability scenarios (README, "Fault suite") that need separate
+// hosts, each on a region of its own in containers (startDockerRegion).
+// TestDockerRegion runs whenever Docker answers (it is CI's quick subset);
+// the TestFault* scenarios run only with REGIONFL_FAULT_SUITE=1, which
+// scripts/fault-suite.sh sets. Every scenario records a result; TestMain
+// prints them as a table and, with REGIONFL_FAULT_JSON=FILE, writes them
+// as a JSON array with the keys of scenarioResult.
+const (
+	suiteEnvVar = "REGIONFL_FAULT_SUITE"
+	jsonEnvVar  = "REGIONFL_FAULT_JSON"
+)
+
+func requireSuite(t *testing.T) {
+	t.Helper()
+	skipUnlessLong(t)
+	if os.Getenv(suiteEnvVar) != "1" {
+		t.Skipf("a fault-suite scenario: set %s=1 (scripts/fault-suite.sh does)", suiteEnvVar)
+	}
+	t.Setenv(dockerEnvVar, "1") // the suite needs Docker: its absence fails it
+	requireDocker(t)
+}
+
+// scenarioResult is one scenario's line of the suite's table.
+type scenarioResult struct {
+	Scenario string `json:"scenario"`
+	Passed   bool   `json:"passed"`
+	// RecoveryS is the time from the fault to the region working again
+	// (a new leader elected, or the first round committed after it).
+	RecoveryS       float64 `json:"recovery_s"`
+	RoundsCommitted int     `json:"rounds_committed"`
+	// UpdatesLost and DoubleCounted count the committed rounds whose
+	// decrypted sample count falls short of, or exceeds, the training rows
+	// of the contributors the log acknowledged (each is at least one
+	// update lost or counted twice).
+	UpdatesLost   int `json:"updates_lost"`
+	DoubleCounted int `json:"double_counted"`
+}
+
+var results struct {
+	sync.Mutex
+	list []*scenarioResult
+}
+
+// record starts a scenario's result; it is filed, passed or not, when the
+// test ends.
+func record(t *testing.T, scenario string) *scenarioResult {
+	r := &scenarioResult{Scenario: scenario}
+	t.Cleanup(func() {
+		r.Passed = !t.Failed() && !t.Skipped()
+		if t.Skipped() {
+			return
+		}
+		results.Lock()
+		results.list = append(results.list, r)
+		results.Unlock()
+	})
+	return r
+}
+
+// counted fills the counts of a finished job.
+func (r *scenarioResult) counted(j *jobStatus, trainRows map[string]int) {
+	for _, rd := range j.Rounds {
+		if rd.State != "committed" || rd.Round == 0 {
+			continue
+		}
+		r.RoundsCommitted++
+		want := 0
+		for _, h := range rd.Contributors {
+			want += trainRows[h]
+		}
+		switch {
+		case rd.TotalSamples < uint64(want):
+			r.UpdatesLost++
+		case rd.TotalSamples > uint64(want):
+			r.DoubleCounted++
+		}
+	}
+}
+
+// reportScenarios prints the suite's table and writes its JSON file.
+func reportScenarios(w io.Writer) error {
+	results.Lock()
+	defer results.Unlock()
+	if len(results.list) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SCENARIO\tRESULT\tRECOVERY\tROUNDS COMMITTED\tUPDATES LOST\tDOUBLE COUNTED")
+	for _, r := range results.list {
+		result := "pass"
+		if !r.Passed {
+			result = "FAIL"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.1f s\t%d\t%d\t%d\n", r.Scenario, result, r.RecoveryS, r.RoundsCommitted, r.UpdatesLost, r.DoubleCounted)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	file := os.Getenv(jsonEnvVar)
+	if file == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(results.list, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, append(b, '\n'), 0o644)
+}
+
+// metrics scrapes replica i's /metrics (1-based) from the host, which
+// reaches the private network's addresses.
+func (d *dockerRegion) metrics(i int) (map[string]string, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://%s:%d/metrics", d.ip(i), metricsPort))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		if k, v, ok := strings.Cut(line, " "); ok {
+			out[k] = v
+		}
+	}
+	return out, sc.Err()
+}
+
+// auditHead is a replica's audit log size and root, from its metrics.
+func (d *dockerRegion) auditHead(i int) (string, error) {
+	m, err := d.metrics(i)
+	if err != nil {
+		return "", err
+	}
+	for k := range m {
+		if root, ok := strings.CutPrefix(k, `regionfl_audit_root_info{root_hash="`); ok {
+			return m["regionfl_audit_records"] + " " + strings.TrimSuffix(root, `"}`), nil
+		}
+	}
+	return "", fmt.Errorf("replica %d: no audit root in its metrics", i)
+}
+
+// checkAudit waits until every replica holds the same audit log (size and
+// Merkle root: no split brain left a replica with another history), then
+// exports it through the coordinators as the auditor and verifies the
+// export offline against the region CA.
+func (d *dockerRegion) checkAudit() {
+	d.t.Helper()
+	var heads []string
+	waitFor(d.t, clusterTimeout, "the same audit log on every replica", func() (bool, error) {
+		heads = heads[:0]
+		for i := range d.replicas {
+			h, err := d.auditHead(i + 1)
+			if err != nil {
+				return false, err
+			}
+			heads = append(heads, h)
+		}
+		return len(slices.Compact(slices.Clone(heads))) == 1, nil
+	})
+	d.t.Logf("audit log on every replica: %s", heads[0])
+	out := d.path("export")
+	if err := os.MkdirAll(out, 0o777); err != nil {
+		d.t.Fatal(err)
+	}
+	if _, err := d.docker(append([]string{"run", "--rm", "--network", d.network, "--user", d.user(),
+		"--label", "regionfl.faulttest=" + d.prefix, "-v", d.path("compliance") + ":/srv:ro", "-v", out + ":/out", d.image,
+		"audit", "export", "-o", "/out/audit.jsonl", "--coordinator", d.coordinators()}, tlsArgs...)...); err != nil {
+		d.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	rep, err := exec.CommandContext(ctx, regionflBinary(d.t), "audit", "verify", filepath.Join(out, "audit.jsonl"),
+		"--ca", d.path("ca", "ca.crt"), "--json").CombinedOutput()
+	if err != nil {
+		d.t.Fatalf("audit verify: %v: %s", err, rep)
+	}
+	d.t.Logf("audit verify: %s", strings.TrimSpace(string(rep)))
+}
+
+// leader is the replica that leads, asked through the given addresses.
+func (d *dockerRegion) leader(coordinators string) string {
+	d.t.Helper()
+	rs, err := d.listReplicas(coordinators)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return leaderOf(rs)
+}
+
+// others is the gRPC addresses of every replica but one.
+func (d *dockerRegion) others(but string) string {
+	var addrs []string
+	for _, r := range d.replicas {
+		if r != but {
+			addrs = append(addrs, fmt.Sprintf("%s:%d", r, grpcPort))
+		}
+	}
+	return strings.Join(addrs, ",")
+}
+
+// waitNewLeader waits for a leader other than old among the replicas
+// reachable at coordinators and returns it.
+func (d *dockerRegion) waitNewLeader(old, coordinators string) string {
+	d.t.Helper()
+	var l string
+	waitFor(d.t, clusterTimeout, "a leader other than "+old, func() (bool, error) {
+		rs, err := d.listReplicas(coordinators)
+		if err != nil {
+			return false, err
+		}
+		l = leaderOf(rs)
+		return l != "" && l != old, nil
+	})
+	return l
+}
+
+// submit submits a job as the researcher and returns its ID.
+func (d *dockerRegion) submit(job jobFile) string {
+	d.t.Helper()
+	if err := os.WriteFile(d.path("alice", "job.yaml"), []byte(job.yaml()), 0o644); err != nil {
+		d.t.Fatal(err)
+	}
+	out, err := d.cli("alice", d.coordinators(), "job", "submit", "/srv/job.yaml")
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// waitSent waits until some hospital sent an update of the job's round.
+func (d *dockerRegion) waitSent(id string, round int) {
+	d.t.Helper()
+	waitEvery(d.t, jobTimeout, 50*time.Millisecond, fmt.Sprintf("an update of round %d", round), func() (bool, error) {
+		for _, h := range d.hospitals {
+			if d.logHas(h, `msg="update sent"`, "job_id="+id, fmt.Sprintf("round=%d ", round)) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
+// waitEnd waits for the job to end and returns its status.
+func (d *dockerRegion) waitEnd(id string) *jobStatus {
+	d.t.Helper()
+	var j *jobStatus
+	waitFor(d.t, jobTimeout, "job "+id+" to end", func() (bool, error) {
+		var err error
+		j, err = d.jobStatus(id)
+		if err != nil {
+			return false, err
+		}
+		return j.finished(), nil
+	})
+	return j
+}
+
+// waitVoters waits for three voters and a leader, asked through every
+// replica.
+func (d *dockerRegion) waitVoters() {
+	d.t.Helper()
+	waitFor(d.t, clusterTimeout, "3 voters and a leader", func() (bool, error) {
+		rs, err := d.listReplicas(d.coordinators())
+		if err != nil {
+			return false, err
+		}
+		return countVoters(rs) == 3 && leaderOf(rs) != "", nil
+	})
+}
+
+// suiteJob is the scenarios' job: enough rounds to outlast the fault.
+func (d *dockerRegion) suiteJob(name string, rounds int) jobFile {
+	return jobFile{Name: name, Inputs: d.features, Rounds: rounds, LocalSteps: 200, MinHospitals: 2, RoundDeadline: "5s"}
+}
+
+// TestFaultMinorityPartition cuts the leader off the network mid-round. The
+// two others elect a leader and the job goes on; nothing the cut-off
+// leader did while alone reaches the log (every round that closed during
+// the cut was closed by the majority's leader); healed, it rejoins and
+// every replica holds the same audit log.
+func TestFaultMinorityPartition(t *testing.T) {
+	requireSuite(t)
+	res := record(t, "minority partition: the leader cut off mid-round")
+	d := startDockerRegion(t, 3)
+	job := d.suiteJob("partition", 8)
+	id := d.submit(job)
+	old := d.leader(d.coordinators())
+	d.waitSent(id, 2)
+	d.mustDocker("network", "disconnect", d.network, d.container(old))
+	cut := time.Now()
+	t.Logf("disconnected the leader %s", old)
+	majority := d.waitNewLeader(old, d.others(old))
+	res.RecoveryS = time.Since(cut).Seconds()
+	t.Logf("%s leads the majority %.1f s after the cut", majority, res.RecoveryS)
+	var during []roundInfo
+	waitFor(t, jobTimeout, "a round to commit on the majority side", func() (bool, error) {
+		j, err := d.jobStatus(id)
+		if err != nil {
+			return false, err
+		}
+		during = nil
+		for _, r := range j.Rounds {
+			if r.OpenedBy == majority && r.State == "committed" {
+				during = append(during, r)
+			}
+		}
+		return len(during) > 0 || j.finished(), nil
+	})
+	// Back with its address and name: the others know it by both.
+	d.mustDocker("network", "connect", "--ip", d.ip(slices.Index(d.replicas, old)+1), "--alias", old, d.network, d.container(old))
+	t.Logf("reconnected %s after %d rounds committed without it", old, len(during))
+	j := d.waitEnd(id)
+	checkFinishedJob(t, j, uint32(job.Rounds), job.MinHospitals, d.trainRows)
+	res.counted(j, d.trainRows)
+	for _, r := range j.Rounds {
+		if r.OpenedBy == majority && r.ClosedBy == old {
+			t.Errorf("round %d, opened by the majority's %s, was closed by the cut-off %s", r.Round, majority, old)
+		}
+	}
+	d.waitVoters()
+	d.checkAudit()
+}
+
+// TestFaultLeaderPaused freezes the leader's container (docker pause: every
+// process stopped, as by SIGSTOP, connections left open) for longer than
+// an election takes. The others elect a leader and the job goes on; the
+// frozen leader, thawed, finds a newer term, steps down and catches up.
+func TestFaultLeaderPaused(t *testing.T) {
+	requireSuite(t)
+	res := record(t, "leader paused (SIGSTOP) for 10 s, then resumed")
+	d := startDockerRegion(t, 3)
+	job := d.suiteJob("pause", 8)
+	id := d.submit(job)
+	old := d.leader(d.coordinators())
+	d.waitSent(id, 2)
+	d.mustDocker("pause", d.container(old))
+	paused := time.Now()
+	t.Logf("paused the leader %s", old)
+	d.waitNewLeader(old, d.others(old))
+	res.RecoveryS = time.Since(paused).Seconds()
+	// Frozen for 10 s in all, whatever the election took: long enough that
+	// the others move on, short enough to leave rounds for after.
+	waitEvery(t, 15*time.Second, time.Second, "10 s of pause", func() (bool, error) { return time.Since(paused) >= 10*time.Second, nil })
+	d.mustDocker("unpause", d.container(old))
+	t.Logf("resumed %s after %v; a new leader came %.1f s after the pause", old, time.Since(paused).Round(time.Second), res.RecoveryS)
+	j := d.waitEnd(id)
+	checkFinishedJob(t, j, uint32(job.Rounds), job.MinHospitals, d.trainRows)
+	res.counted(j, d.trainRows)
+	d.waitVoters()
+	if l := d.leader(d.coordinators()); l == "" {
+		t.Error("no leader after the resume")
+	}
+	d.checkAudit()
+}
+
+// TestFaultAllReplicasKilled kills every replica's container mid-round
+// (docker kill -s KILL) and starts them again on their data: the region
+// recovers from disk alone, the hospitals resend what the new leader lacks,
+// and the job finishes with nothing counted twice.
+func TestFaultAllReplicasKilled(t *testing.T) {
+	requireSuite(t)
+	res := record(t, "every replica killed -9 mid-round, then restarted")
+	d := startDockerRegion(t, 3)
+	job := d.suiteJob("kill-all", 6)
+	id := d.submit(job)
+	d.waitSent(id, 2)
+	for _, r := range d.replicas {
+		d.mustDocker("kill", "-s", "KILL", d.container(r))
+	}
+	killed := time.Now()
+	t.Log("killed every replica")
+	for _, r := range d.replicas {
+		d.mustDocker("start", d.container(r))
+	}
+	d.waitVoters()
+	res.RecoveryS = time.Since(killed).Seconds()
+	t.Logf("3 voters and a leader %.1f s after the kill", res.RecoveryS)
+	j := d.waitEnd(id)
+	checkFinishedJob(t, j, uint32(job.Rounds), job.MinHospitals, d.trainRows)
+	res.counted(j, d.trainRows)
+	d.checkAudit()
+}
+
+// TestFaultPoisonJob submits the job that once crashed every hospital
+// (sample_scale: 18446744073709551615): it is refused at submit, naming
+// the field, no node restarts, and the next job runs.
+func TestFaultPoisonJob(t *testing.T) {
+	requireSuite(t)
+	res := record(t, "poison job (sample_scale 2^64-1)")
+	d := startDockerRegion(t, 3)
+	poison := d.suiteJob("poison", 2).yaml() + "sample_scale: 18446744073709551615\n"
+	if err := os.WriteFile(d.path("alice", "poison.yaml"), []byte(poison), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := d.cli("alice", d.coordinators(), "job", "submit", "/srv/poison.yaml")
+	if err == nil || !strings.Contains(string(out)+err.Error(), "sample_scale") {
+		t.Fatalf("the poison job: %v: %s", err, out)
+	}
+	start := time.Now()
+	job := d.suiteJob("after-poison", 3)
+	j := d.waitEnd(d.submit(job))
+	res.RecoveryS = time.Since(start).Seconds()
+	checkFinishedJob(t, j, uint32(job.Rounds), job.MinHospitals, d.trainRows)
+	res.counted(j, d.trainRows)
+	for _, h := range d.hospitals {
+		out := d.mustDocker("inspect", "--format", "{{.RestartCount}} {{.State.Running}}", d.container(h))
+		if strings.TrimSpace(string(out)) != "0 true" {
+			t.Errorf("%s: restarts and running: %s", h, out)
+		}
+	}
+	d.checkAudit()
+}
