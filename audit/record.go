@@ -54,6 +54,7 @@ const (
 	ActionCertificateIssued  Action = "certificate.issued"
 	ActionCertificateRevoked Action = "certificate.revoked"
 	ActionAuthzRefused       Action = "authz.refused"
+	ActionWebSessionsEnded   Action = "web.sessions_ended" // an identity's web-view sessions ended
 )
 
 // Actions lists every action Log.Append accepts.
@@ -65,7 +66,7 @@ var Actions = []Action{
 	ActionContributionAccepted, ActionDecryptionShareGiven, ActionDecryptionRetried, ActionContributorsApproved,
 	ActionModelCommitted,
 	ActionReplicaJoined, ActionReplicaRemoved, ActionCertificateIssued, ActionCertificateRevoked,
-	ActionAuthzRefused,
+	ActionAuthzRefused, ActionWebSessionsEnded,
 }
 
 // Known reports whether a is one of Actions.

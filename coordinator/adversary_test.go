@@ -447,3 +447,65 @@ func TestAdversaryJobRewritten(t *testing.T) {
 		})
 	}
 }
+
+// TestAdversaryRevocationWithheld: an operator revokes the researcher's
+// certificate while the researcher's job runs. Every hospital verifies the
+// operator's signed revocation and pins it; then the leader serves a
+// revocation list without it (as a coordinator that wants the job to go
+// on would), and the hospitals still refuse every later task of the job.
+// A revocation the leader makes up (no operator signature) is ignored.
+func TestAdversaryRevocationWithheld(t *testing.T) {
+	evil := &evilLeader{method: "GetRevocations"}
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
+	reg.startNodes(0, 1, 2)
+	reg.waitCeremony()
+
+	// A made-up revocation of the researcher: not signed by an operator,
+	// so no hospital takes it in, and the job trains.
+	serial := identity.SerialHex(reg.researcherCert.Leaf)
+	evil.tamper = func(resp any) {
+		r := resp.(*pb.GetRevocationsResponse)
+		r.Revoked = append(r.Revoked, &pb.Revocation{Serial: serial, Reason: "made up", SignedUnixMs: time.Now().UnixMilli(),
+			Certificate: reg.researcherCert.Leaf.Raw, Signature: []byte("not a signature")})
+	}
+	evil.on.Store(true)
+	id := reg.submit(reg.spec(40, 3, 2*time.Second), "revoked-later")
+	by, reason := reg.refusal("the revocation of " + serial)
+	reportRefusal(t, "a revocation the leader made up", by, reason)
+	reg.waitJob(id, "a round committed", 60*time.Second, func(j *fsm.Job) bool { return len(j.Models) > 1 })
+
+	// The operator's signed revocation reaches every hospital once.
+	evil.on.Store(false)
+	admin, opCert := reg.clientCert("ops", identity.RoleOperator)
+	req, err := client.RevokeRequest(opCert, serial, "researcher left", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Operator.RevokeCertificate(ctx, req, grpc.Trailer(conn.Trailer))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reg.waitFor("every hospital pins the revocation", 30*time.Second, func() bool {
+		return reg.logs.count("certificate revocation pinned", map[string]string{"serial": serial}) == 3
+	})
+	// From now on the leader withholds it.
+	evil.tamper = func(resp any) { resp.(*pb.GetRevocationsResponse).Revoked = nil }
+	evil.on.Store(true)
+	by, reason = reg.refusal("a task of job " + id)
+	reportRefusal(t, "a revoked researcher's job kept running, the revocation withheld", by, reason)
+	if !strings.Contains(reason, "revoked") {
+		t.Fatalf("refused for %q, want the revocation", reason)
+	}
+	// At most the round in flight when the revocation was pinned commits.
+	j, _ := reg.job(id)
+	committed := len(j.Models)
+	time.Sleep(3 * 2 * time.Second)
+	if j, _ = reg.job(id); len(j.Models) > committed+1 {
+		t.Fatalf("%d more rounds committed after every hospital pinned the researcher's revocation", len(j.Models)-committed)
+	}
+	if evil.hits.Load() == 0 {
+		t.Fatal("the withheld list was never served")
+	}
+}

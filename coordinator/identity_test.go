@@ -3,6 +3,7 @@ package coordinator_test
 import (
 	"context"
 	"crypto/tls"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"regionfl/audit"
 	"regionfl/client"
@@ -103,13 +105,31 @@ func TestRevokedCertificateRefusedWithinOneRequest(t *testing.T) {
 		t.Fatalf("before revocation: %v", err)
 	}
 
-	admin := c.client("ops", identity.RoleOperator, addrs...)
+	admin, opCert := c.clientCert("ops", identity.RoleOperator, addrs...)
 	serial := identity.SerialHex(cert.Leaf)
-	err = admin.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Operator.RevokeCertificate(ctx, &pb.RevokeCertificateRequest{Serial: serial, Reason: "laptop stolen"}, grpc.Trailer(conn.Trailer))
-		return err
-	})
+	revoke := func(req *pb.RevokeCertificateRequest) error {
+		return admin.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
+			_, err := conn.Operator.RevokeCertificate(ctx, req, grpc.Trailer(conn.Trailer))
+			return err
+		})
+	}
+	// Unsigned, or signed over another reason: refused, nothing revoked.
+	if err := revoke(&pb.RevokeCertificateRequest{Serial: serial, Reason: "laptop stolen"}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "signature") {
+		t.Fatalf("unsigned revocation: %v", err)
+	}
+	req, err := client.RevokeRequest(opCert, serial, "laptop stolen", time.Now())
 	if err != nil {
+		t.Fatal(err)
+	}
+	forged := proto.Clone(req).(*pb.RevokeCertificateRequest)
+	forged.Reason = "another reason"
+	if err := revoke(forged); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("revocation signed over another reason: %v", err)
+	}
+	if err := listReplicas(ctx(t), stolen); err != nil {
+		t.Fatalf("after refused revocations: %v", err)
+	}
+	if err := revoke(req); err != nil {
 		t.Fatal(err)
 	}
 	if err := listReplicas(ctx(t), stolen); status.Code(err) != codes.Unauthenticated {
@@ -122,12 +142,11 @@ func TestRevokedCertificateRefusedWithinOneRequest(t *testing.T) {
 
 	// A second revocation of the same serial and a malformed serial are
 	// refused with a reason.
-	err = admin.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Operator.RevokeCertificate(ctx, &pb.RevokeCertificateRequest{Serial: "not-hex"}, grpc.Trailer(conn.Trailer))
-		return err
-	})
-	if status.Code(err) != codes.InvalidArgument {
+	if err := revoke(&pb.RevokeCertificateRequest{Serial: "not-hex"}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("malformed serial: %v", err)
+	}
+	if err := revoke(req); status.Code(err) != codes.FailedPrecondition && status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("second revocation of %s: %v", serial, err)
 	}
 	var list []*pb.Revocation
 	err = admin.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
@@ -137,6 +156,10 @@ func TestRevokedCertificateRefusedWithinOneRequest(t *testing.T) {
 	})
 	if err != nil || len(list) != 1 || list[0].Serial != serial || list[0].RevokedBy != "operator/ops" {
 		t.Fatalf("revocation list %v: %v", list, err)
+	}
+	// The list carries the operator's statement, which verifies offline.
+	if _, err := identity.VerifyRevocation(c.ca.Pool(), list[0].Certificate, list[0].Signature, list[0].Serial, list[0].Reason, list[0].SignedUnixMs, time.Now()); err != nil {
+		t.Fatalf("the listed revocation does not verify: %v", err)
 	}
 }
 
@@ -203,5 +226,33 @@ func TestReplicaRemovalIsAudited(t *testing.T) {
 	rs, err := c.leader().Store().Replicas()
 	if err != nil || len(rs) != 2 {
 		t.Fatalf("raft configuration after removal: %v %v", rs, err)
+	}
+}
+
+// An operator ends an identity's web sessions on every replica; the
+// request names a valid ROLE/NAME, and only an operator may make it.
+func TestEndWebSessions(t *testing.T) {
+	c := startCluster(t, 1)
+	addr := c.replicas[0].GRPCAddr()
+	end := func(cl *client.Client, who string) error {
+		return cl.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
+			_, err := conn.Operator.EndWebSessions(ctx, &pb.EndWebSessionsRequest{Identity: who}, grpc.Trailer(conn.Trailer))
+			return err
+		})
+	}
+	ops := c.client("ops", identity.RoleOperator, addr)
+	if err := end(ops, "auditor"); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("no name: %v", err)
+	}
+	if err := end(c.client("alice", identity.RoleResearcher, addr), "auditor/alice"); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a researcher: %v", err)
+	}
+	if err := end(ops, "auditor/alice"); err != nil {
+		t.Fatal(err)
+	}
+	var ended int64
+	c.replicas[0].Store().FSM().Read(func(st *fsm.State) { ended = st.WebSessionsEnded["auditor/alice"] })
+	if ended == 0 {
+		t.Fatal("sessions of auditor/alice not ended in the state")
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/credentials"
@@ -66,6 +67,22 @@ type Identity struct {
 }
 
 func (id Identity) String() string { return string(id.Role) + "/" + id.Name }
+
+// ParseIdentity reads ROLE/NAME, the form String writes.
+func ParseIdentity(s string) (Identity, error) {
+	role, name, ok := strings.Cut(s, "/")
+	if !ok {
+		return Identity{}, fmt.Errorf("%w: %q is not ROLE/NAME", ErrBadName, s)
+	}
+	r, err := ParseRole(role)
+	if err != nil {
+		return Identity{}, err
+	}
+	if err := ValidName(name); err != nil {
+		return Identity{}, err
+	}
+	return Identity{Name: name, Role: r}, nil
+}
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 

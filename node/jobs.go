@@ -15,10 +15,13 @@ import (
 // the digest of the signed spec (jobspec.SignedDigest), the signed request
 // id, who signed, and what the site decided.
 type vettedJob struct {
-	SpecDigest []byte   `json:"spec_digest"`
-	RequestID  string   `json:"request_id"`
-	Submitter  string   `json:"submitter"`
-	Decision   decision `json:"decision,omitempty"`
+	SpecDigest []byte `json:"spec_digest"`
+	RequestID  string `json:"request_id"`
+	Submitter  string `json:"submitter"`
+	// Serial is the researcher's certificate serial: once it is revoked,
+	// no task of the job is served.
+	Serial   string   `json:"serial,omitempty"`
+	Decision decision `json:"decision,omitempty"`
 }
 
 // decision is what a site decided on a job it vetted.
@@ -42,6 +45,9 @@ func (n *Node) vet(o *pb.JobOffer) (identity.Identity, string) {
 	if err != nil {
 		return by, n.untrusted("a job offer", "not signed as offered by a researcher of the region CA: "+err.Error()).Error()
 	}
+	if err := n.notRevoked("a job offer", o.Certificate); err != nil {
+		return by, err.Error()
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if v, ok := n.state.Jobs[o.JobId]; ok && string(v.SpecDigest) != string(d[:]) {
@@ -61,7 +67,8 @@ func (n *Node) pinJob(o *pb.JobOffer, by identity.Identity, d decision) error {
 	digest := jobspec.SignedDigest(o.Spec)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.state.Jobs[o.JobId] = vettedJob{SpecDigest: digest[:], RequestID: o.RequestId, Submitter: by.String(), Decision: d}
+	serial, _ := identity.CertificateSerial(o.Certificate) // vet parsed it
+	n.state.Jobs[o.JobId] = vettedJob{SpecDigest: digest[:], RequestID: o.RequestId, Submitter: by.String(), Serial: serial, Decision: d}
 	return n.state.save(n.cfg.DataDir)
 }
 
@@ -80,6 +87,8 @@ func (n *Node) vetted(jobID string, spec *pb.JobSpec, train bool) error {
 		return n.untrusted("a task of job "+jobID, "this node did not accept the job")
 	case string(v.SpecDigest) != string(d[:]):
 		return n.untrusted("a task of job "+jobID, fmt.Sprintf("its spec (digest %s) is not the one %s signed (%s)", hex.EncodeToString(d[:8]), v.Submitter, hex.EncodeToString(v.SpecDigest[:min(8, len(v.SpecDigest))])))
+	case v.Serial != "":
+		return n.serialNotRevoked("a task of job "+jobID, v.Serial)
 	}
 	return nil
 }

@@ -166,6 +166,11 @@ func (n *Node) call(ctx context.Context, timeout time.Duration, fn func(context.
 }
 
 func (n *Node) handle(ctx context.Context, resp *pb.PollResponse) error {
+	if needsRevocations(resp) {
+		if err := n.refreshRevocations(ctx); err != nil {
+			return err
+		}
+	}
 	if t := resp.GetCeremony(); t != nil {
 		if err := n.ceremony(ctx, t.Step); err != nil {
 			return fmt.Errorf("key ceremony step %s: %w", t.Step, err)
@@ -292,7 +297,7 @@ func (n *Node) verifyStatement(r *pb.Region, i int, sig []byte, kind string, fie
 	if err := identity.VerifyStatement(n.cfg.CA, r.Certificates[i], want, time.Now(), sig, kind, fields...); err != nil {
 		return n.untrusted(kind+" of "+r.Hospitals[i], err.Error())
 	}
-	return nil
+	return n.notRevoked(kind+" of "+r.Hospitals[i], r.Certificates[i])
 }
 
 func (n *Node) sign(kind string, fields ...[]byte) ([]byte, error) {
@@ -1259,6 +1264,9 @@ func (n *Node) checkApprovals(r *pb.Region, binding [32]byte, contributors []str
 		if err := identity.VerifyStatement(n.cfg.CA, a.Certificate, want, time.Now(), a.Signature, identity.StatementApproval,
 			identity.ApprovalFields(rd, binding[:], a.UpdateDigest, a.Hospital, contributors)...); err != nil {
 			return n.untrusted("the approval of "+a.Hospital, err.Error())
+		}
+		if err := n.notRevoked("the approval of "+a.Hospital, a.Certificate); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -57,6 +57,11 @@ type diskState struct {
 	// Jobs holds, per job ID, the researcher-signed job this node vetted
 	// (see Node.vet): every later task of the job must carry that spec.
 	Jobs map[string]vettedJob `json:"jobs,omitempty"`
+	// Revoked holds the certificate serials an operator's signed
+	// revocation named (see Node.refreshRevocations), with the reason:
+	// statements made with them are refused, whatever the coordinator
+	// serves later.
+	Revoked map[string]string `json:"revoked,omitempty"`
 	// Ledger is the site's privacy ledger: per job, the noise it ran with
 	// and the rounds this site sent a noised update for. A round is counted
 	// before its update leaves.
@@ -128,6 +133,9 @@ func (st *diskState) makeMaps() {
 	}
 	if st.Jobs == nil {
 		st.Jobs = map[string]vettedJob{}
+	}
+	if st.Revoked == nil {
+		st.Revoked = map[string]string{}
 	}
 }
 

@@ -27,7 +27,7 @@ func newRevokeCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "revoke [SERIAL]",
-		Short: "Revoke a certificate by serial (hex) or with --cert-file; replicas refuse it from the next request",
+		Short: "Revoke a certificate by serial (hex) or with --cert-file, signed with the operator's key; replicas refuse it from the next request, hospitals once they verify the signature",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var serial string
@@ -53,13 +53,25 @@ func newRevokeCmd() *cobra.Command {
 			default:
 				return usageError{errors.New("give a SERIAL or --cert-file, not both")}
 			}
+			if len(reason) > 512 {
+				return usageError{errors.New("--reason: longer than 512 bytes")}
+			}
+			cert, _, err := cf.load()
+			if err != nil {
+				return err
+			}
+			req, err := client.RevokeRequest(cert, serial, reason, time.Now())
+			if err != nil {
+				return usageError{err}
+			}
+			serial = req.Serial
 			c, err := cf.dial()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
 			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Operator.RevokeCertificate(ctx, &pb.RevokeCertificateRequest{Serial: serial, Reason: reason}, grpc.Trailer(conn.Trailer))
+				_, err := conn.Operator.RevokeCertificate(ctx, req, grpc.Trailer(conn.Trailer))
 				return err
 			})
 			if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/url"
@@ -8,14 +9,52 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
+	"regionfl/client"
 	"regionfl/coordinator/web"
 	"regionfl/identity"
+	pb "regionfl/proto/regionfl/v1"
 )
 
 func newUICmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "ui", Short: "The coordinator's read-only web view"}
-	cmd.AddCommand(newUILoginCmd())
+	cmd.AddCommand(newUILoginCmd(), newUIEndSessionsCmd())
+	return cmd
+}
+
+// newUIEndSessionsCmd is `regionfl ui end-sessions ROLE/NAME`: an
+// operator ends an identity's web-view sessions on every replica (a
+// session opened with a login link has no certificate to revoke).
+func newUIEndSessionsCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:     "end-sessions ROLE/NAME",
+		Short:   "End every web-view session of one identity that began before now, on every replica (operator)",
+		Example: "  regionfl ui end-sessions auditor/alice --coordinator c1:7443,c2:7443,c3:7443 --ca ca.crt --cert ops.crt --key ops.key",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := identity.ParseIdentity(args[0])
+			if err != nil {
+				return usageError{fmt.Errorf("ROLE/NAME: %w", err)}
+			}
+			c, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
+				_, err := conn.Operator.EndWebSessions(ctx, &pb.EndWebSessionsRequest{Identity: id.String()}, grpc.Trailer(conn.Trailer))
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "web sessions of %s ended\n", id)
+			return nil
+		},
+	}
+	cf.register(cmd.Flags())
 	return cmd
 }
 

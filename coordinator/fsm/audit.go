@@ -166,6 +166,12 @@ func (s *State) auditRecord(m proto.Message, meta Meta) (rec audit.Record, ok bo
 		}
 		rec.Action, rec.Reason = audit.ActionCertificateRevoked, c.Reason
 		rec.Details = map[string]string{"serial": c.Serial}
+	case *pb.EndWebSessionsCommand:
+		if c.EndedBy != "" {
+			actor = c.EndedBy
+		}
+		rec.Action = audit.ActionWebSessionsEnded
+		rec.Details = map[string]string{"identity": c.Identity}
 	case *pb.ReplicaRemovedCommand:
 		rec.Action = audit.ActionReplicaRemoved
 		rec.Details = map[string]string{"replica": c.Id}

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"regionfl/audit"
+	"regionfl/identity"
 	"regionfl/jobspec"
 	pb "regionfl/proto/regionfl/v1"
 )
@@ -58,6 +59,7 @@ const (
 	CmdAuthzRefused
 	CmdReplicaRemoved
 	CmdApproval
+	CmdEndWebSessions
 )
 
 // Errors returned by Apply for commands that lost a race or break a rule.
@@ -256,6 +258,16 @@ var commands = map[CommandType]command{
 		return nil
 	}),
 	CmdApproval: entry((*State).approval),
+	CmdEndWebSessions: entry(func(s *State, c *pb.EndWebSessionsCommand) error {
+		if _, err := identity.ParseIdentity(c.Identity); err != nil {
+			return rejectf("identity: %v", err)
+		}
+		if s.WebSessionsEnded == nil {
+			s.WebSessionsEnded = map[string]int64{}
+		}
+		s.WebSessionsEnded[c.Identity] = max(s.WebSessionsEnded[c.Identity], c.UnixMs)
+		return nil
+	}),
 }
 
 // typeOf maps each command's protobuf message to its type byte.
@@ -684,7 +696,7 @@ func (s *State) checkpoint(c *pb.CheckpointCommand) error {
 }
 
 func (s *State) revoke(c *pb.RevokeCommand) error {
-	if !ValidSerial(c.Serial) {
+	if !validSerial(c.Serial) {
 		return rejectf("serial %q is not lowercase hex", c.Serial)
 	}
 	if _, ok := s.Revoked[c.Serial]; ok {
@@ -693,23 +705,14 @@ func (s *State) revoke(c *pb.RevokeCommand) error {
 	if s.Revoked == nil {
 		s.Revoked = map[string]*pb.Revocation{}
 	}
-	s.Revoked[c.Serial] = &pb.Revocation{Serial: c.Serial, Reason: c.Reason, RevokedBy: c.RevokedBy, UnixMs: c.UnixMs}
+	s.Revoked[c.Serial] = &pb.Revocation{Serial: c.Serial, Reason: c.Reason, RevokedBy: c.RevokedBy, UnixMs: c.UnixMs,
+		SignedUnixMs: c.SignedUnixMs, Signature: c.Signature, Certificate: c.Certificate}
 	return nil
 }
 
-// ValidSerial accepts what identity.SerialHex produces: 1 to 40 lowercase
-// hex digits (RFC 5280 caps serials at 20 bytes).
-func ValidSerial(s string) bool {
-	if len(s) == 0 || len(s) > 40 {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
+// validSerial accepts what identity.SerialHex produces: 1 to 40 lowercase
+// hex digits (RFC 5280 caps serials at 20 bytes), no leading zero.
+func validSerial(s string) bool { return s != "" && identity.NormalizeSerial(s) == s }
 
 func (s *State) scaling(c *pb.ScalingCommand) error {
 	j, r, err := s.round(c.JobId, c.Round, RoundDecrypting)

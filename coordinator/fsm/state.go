@@ -42,6 +42,9 @@ type State struct {
 	Requests map[string]string `json:"requests"` // idempotency key -> job ID
 	// Revoked certificate serials (lowercase hex): refused on every request.
 	Revoked map[string]*pb.Revocation `json:"revoked,omitempty"`
+	// WebSessionsEnded holds, per identity (ROLE/NAME), the time (Unix ms)
+	// before which its web-view sessions are ended.
+	WebSessionsEnded map[string]int64 `json:"web_sessions_ended,omitempty"`
 	// Audit is the tamper-evident record of every action, appended in the
 	// same entry as the action.
 	Audit *audit.Log `json:"audit"`

@@ -50,6 +50,15 @@ func (s hospitalService) Poll(ctx context.Context, req *pb.PollRequest) (*pb.Pol
 	return resp, nil
 }
 
+// GetRevocations returns the revocation list with the operators'
+// signatures; the node verifies them itself.
+func (s hospitalService) GetRevocations(ctx context.Context, _ *pb.GetRevocationsRequest) (*pb.GetRevocationsResponse, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, err
+	}
+	return &pb.GetRevocationsResponse{Revoked: s.revocations()}, nil
+}
+
 // work lists what hospital h has to do in state st.
 func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 	resp := &pb.PollResponse{Version: st.Index}

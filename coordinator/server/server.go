@@ -340,20 +340,38 @@ func (s *Server) JoinReplica(ctx context.Context, req *pb.JoinReplicaRequest) (*
 	return &pb.JoinReplicaResponse{}, nil
 }
 
-// RevokeCertificate adds a serial to the replicated revocation list.
+// RevokeCertificate adds a serial to the replicated revocation list. The
+// request carries the operator's signature over it, kept with the
+// certificate that made it, for hospitals to verify (GetRevocations).
 func (s *Server) RevokeCertificate(ctx context.Context, req *pb.RevokeCertificateRequest) (*pb.RevokeCertificateResponse, error) {
 	if err := s.leader(ctx); err != nil {
 		return nil, err
 	}
-	serial := strings.ToLower(strings.TrimLeft(strings.ReplaceAll(req.Serial, ":", ""), "0"))
-	if !fsm.ValidSerial(serial) {
+	serial := identity.NormalizeSerial(req.Serial)
+	switch {
+	case serial == "":
 		return nil, status.Errorf(codes.InvalidArgument, "serial: %q is not a hexadecimal certificate serial", req.Serial)
-	}
-	if len(req.Reason) > 512 {
+	case serial != req.Serial:
+		return nil, status.Errorf(codes.InvalidArgument, "serial: %q is not written as signed revocations are (lowercase hex, no separators or leading zeros: %s)", req.Serial, serial)
+	case len(req.Reason) > 512:
 		return nil, status.Error(codes.InvalidArgument, "reason: longer than 512 bytes")
+	case len(req.Signature) == 0:
+		return nil, status.Error(codes.InvalidArgument, "signature: a revocation must be signed by the operator (regionfl operator revoke does)")
 	}
-	err := s.store.Propose(&pb.RevokeCommand{
-		Serial: serial, Reason: req.Reason, RevokedBy: caller(ctx).String(), UnixMs: s.engine.NowMs(),
+	now := s.engine.NowMs()
+	if d := req.SignedUnixMs - now; d > identity.MaxClockSkew.Milliseconds() || -d > identity.MaxClockSkew.Milliseconds() {
+		return nil, status.Errorf(codes.InvalidArgument, "signed_unix_ms: %d is more than %v from this replica's clock", req.SignedUnixMs, identity.MaxClockSkew)
+	}
+	cert, err := peerCert(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := identity.CheckSignature(cert.Raw, req.Signature, identity.StatementRevocation, identity.RevocationFields(serial, req.Reason, req.SignedUnixMs)...); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
+	}
+	err = s.store.Propose(&pb.RevokeCommand{
+		Serial: serial, Reason: req.Reason, RevokedBy: caller(ctx).String(), UnixMs: now,
+		SignedUnixMs: req.SignedUnixMs, Signature: req.Signature, Certificate: cert.Raw,
 	})
 	if err != nil {
 		return nil, toStatus(ctx, err)
@@ -362,19 +380,43 @@ func (s *Server) RevokeCertificate(ctx context.Context, req *pb.RevokeCertificat
 	return &pb.RevokeCertificateResponse{}, nil
 }
 
+// EndWebSessions ends the web-view sessions of one identity that began
+// before now, on every replica.
+func (s *Server) EndWebSessions(ctx context.Context, req *pb.EndWebSessionsRequest) (*pb.EndWebSessionsResponse, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, err
+	}
+	id, err := identity.ParseIdentity(req.Identity)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "identity: %v", err)
+	}
+	if err := s.store.Propose(&pb.EndWebSessionsCommand{Identity: id.String(), EndedBy: caller(ctx).String(), UnixMs: s.engine.NowMs()}); err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	s.log.Info("web sessions ended", "identity", id.String(), "by", caller(ctx).String())
+	return &pb.EndWebSessionsResponse{}, nil
+}
+
 // ListRevoked returns the revocation list, oldest first.
 func (s *Server) ListRevoked(ctx context.Context, _ *pb.ListRevokedRequest) (*pb.ListRevokedResponse, error) {
 	if err := s.leader(ctx); err != nil {
 		return nil, err
 	}
-	resp := &pb.ListRevokedResponse{}
+	return &pb.ListRevokedResponse{Revoked: s.revocations()}, nil
+}
+
+// revocations is the revocation list, oldest first.
+func (s *Server) revocations() []*pb.Revocation {
+	var out []*pb.Revocation
 	s.read(func(st *fsm.State) {
 		for _, r := range st.Revoked {
-			resp.Revoked = append(resp.Revoked, proto.Clone(r).(*pb.Revocation))
+			out = append(out, proto.Clone(r).(*pb.Revocation))
 		}
 	})
-	slices.SortFunc(resp.Revoked, func(a, b *pb.Revocation) int { return cmp.Compare(a.UnixMs, b.UnixMs) })
-	return resp, nil
+	slices.SortFunc(out, func(a, b *pb.Revocation) int {
+		return cmp.Or(cmp.Compare(a.UnixMs, b.UnixMs), cmp.Compare(a.Serial, b.Serial))
+	})
+	return out
 }
 
 // RemoveReplica takes a replica out of the cluster.

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,6 +57,7 @@ var (
 	ErrRoleRefused  = errors.New("web: this role may not use the web view")
 	ErrRevoked      = errors.New("web: certificate revoked")
 	ErrUsedToken    = errors.New("web: login link already used")
+	ErrSessionEnded = errors.New("web: session ended")
 )
 
 // AllowedRoles may read the web view.
@@ -167,16 +169,57 @@ func (s *Server) authenticate(r *http.Request) (viewer, error) {
 		}
 	}
 	if c, err := r.Cookie(SessionCookie); err == nil && len(s.cfg.Secret) > 0 {
-		id, _, err := verifyToken(s.cfg.Secret, c.Value, purposeSession, s.now(), MaxSessionTTL)
-		if err == nil {
-			return viewer{ID: id, Via: "login link"}, nil
+		id, exp, err := verifyToken(s.cfg.Secret, c.Value, purposeSession, s.now(), MaxSessionTTL)
+		if err != nil {
+			return viewer{}, err
 		}
-		return viewer{}, err
+		if err := s.sessionLive(c.Value, id, exp); err != nil {
+			return viewer{}, err
+		}
+		return viewer{ID: id, Via: "login link"}, nil
 	}
 	if certErr != nil {
 		return viewer{}, certErr
 	}
 	return viewer{}, identity.ErrNoIdentity
+}
+
+// sessionLive refuses a session that was signed out here, or that began
+// before an operator ended the identity's sessions (on every replica:
+// regionfl ui end-sessions).
+func (s *Server) sessionLive(token string, id identity.Identity, exp time.Time) error {
+	_, mac, _ := strings.Cut(token, ".")
+	s.usedMu.Lock()
+	_, out := s.used[mac]
+	s.usedMu.Unlock()
+	if out {
+		return fmt.Errorf("%w: %s signed out", ErrSessionEnded, id)
+	}
+	began := exp.Add(-MaxSessionTTL).UnixMilli()
+	var endedBefore int64
+	s.cfg.State(func(st *fsm.State) { endedBefore = st.WebSessionsEnded[id.String()] })
+	if began <= endedBefore {
+		return fmt.Errorf("%w: the sessions of %s were ended", ErrSessionEnded, id)
+	}
+	return nil
+}
+
+// logout ends the browser's session on this replica (recorded like a used
+// login link, until the session would have expired) and clears its cookie.
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie(SessionCookie); err == nil && len(s.cfg.Secret) > 0 {
+		now := s.now()
+		if id, exp, err := verifyToken(s.cfg.Secret, c.Value, purposeSession, now, MaxSessionTTL); err == nil {
+			if err := s.useToken(c.Value, exp, now); err != nil && !errors.Is(err, ErrUsedToken) {
+				s.log.Error("web logout not recorded", "identity", id.String(), "err", err)
+				s.fail(w, r, http.StatusInternalServerError, "The session could not be ended; try again.")
+				return
+			}
+			s.log.Info("web logout", "identity", id.String(), "remote", r.RemoteAddr)
+		}
+	}
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	s.render(w, r, http.StatusOK, "error", "Signed out", 0, "You are signed out. A new login link (regionfl ui login) signs you in again.")
 }
 
 // login turns a login token into a session cookie and sends the browser to
@@ -190,7 +233,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	token := r.URL.Query().Get("token")
 	id, linkExp, err := verifyToken(s.cfg.Secret, token, purposeLogin, now, MaxLoginTTL)
 	if err == nil {
-		err = s.useLink(token, linkExp, now)
+		err = s.useToken(token, linkExp, now)
 	}
 	if err != nil {
 		s.log.Warn("web login refused", "err", err, "remote", r.RemoteAddr)
@@ -224,9 +267,10 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 // logins are refused rather than old links forgotten.
 const maxUsedLinks = 100_000
 
-// useLink marks a verified login link as used, or refuses it if it was.
-// The record is saved before the session exists.
-func (s *Server) useLink(token string, exp, now time.Time) error {
+// useToken marks a verified token as used (a login link that logged in, a
+// session that signed out), or refuses it if it was. The record is saved
+// before the session exists, or before the signing out is confirmed.
+func (s *Server) useToken(token string, exp, now time.Time) error {
 	_, mac, _ := strings.Cut(token, ".")
 	s.usedMu.Lock()
 	defer s.usedMu.Unlock()
@@ -249,16 +293,42 @@ func (s *Server) useLink(token string, exp, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	tmp := s.cfg.UsedLinksFile + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		delete(s.used, mac)
-		return err
-	}
-	if err := os.Rename(tmp, s.cfg.UsedLinksFile); err != nil {
+	if err := writeSynced(s.cfg.UsedLinksFile, b); err != nil {
 		delete(s.used, mac)
 		return err
 	}
 	return nil
+}
+
+// writeSynced replaces path with b durably: a temporary file, fsync'd,
+// renamed over path, and the directory fsync'd, so that a power loss never
+// forgets a used link or a signed-out session.
+func writeSynced(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // loadUsedLinks reads the record of used login links (empty if path is

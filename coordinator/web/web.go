@@ -94,7 +94,7 @@ type Server struct {
 	closed  bool
 
 	usedMu sync.Mutex
-	used   map[string]int64 // login link MAC (hex) -> its expiry (Unix s)
+	used   map[string]int64 // MAC of a used login link or a signed-out session -> its expiry (Unix s)
 }
 
 // New checks cfg and prepares the pages.
@@ -133,6 +133,7 @@ func New(cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /static/", http.StripPrefix("/static/", staticHandler(http.FileServerFS(static))))
 	mux.HandleFunc("GET /login", s.login)
+	mux.HandleFunc("POST /logout", s.logout)
 	mux.Handle("GET /{$}", s.auth(s.index))
 	mux.Handle("GET /jobs/{id}", s.auth(s.job))
 	mux.Handle("GET /audit", s.auth(s.audit))
@@ -149,16 +150,16 @@ func New(cfg Config) (*Server, error) {
 // ServeHTTP answers GET and HEAD with security headers on every response.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
-	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && (r.Method != http.MethodPost || r.URL.Path != "/logout") {
 		h.Set("Allow", "GET, HEAD")
-		http.Error(w, "read-only: only GET and HEAD", http.StatusMethodNotAllowed)
+		http.Error(w, "read-only: only GET and HEAD (and POST /logout)", http.StatusMethodNotAllowed)
 		return
 	}
 	s.mux.ServeHTTP(w, r)

@@ -664,3 +664,60 @@ func TestRevokedCertificateRefused(t *testing.T) {
 	wantStatus(t, fx.do("GET", "/", cert), http.StatusForbidden)
 	wantStatus(t, fx.do("GET", "/", fx.cert(t, "alice", identity.RoleAuditor)), http.StatusOK) // a new certificate
 }
+
+// A session ends when its browser signs out (on this replica, across a
+// restart) or when an operator ends the identity's sessions (replicated:
+// every session that began before then, on every replica).
+func TestSessionsEnd(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "used-links.json")
+	fx := newFixture(t, func(c *Config) { c.UsedLinksFile = file })
+	carol := identity.Identity{Name: "carol", Role: identity.RoleAuditor}
+	session := func() *http.Cookie {
+		t.Helper()
+		fx.advance(time.Second) // a link of its own
+		res, c := fx.login(t, MintLoginToken(fx.secret, carol, 15*time.Minute, fx.now))
+		if res.StatusCode != http.StatusSeeOther || c == nil {
+			t.Fatalf("login: %d", res.StatusCode)
+		}
+		return c
+	}
+
+	// Signing out.
+	c := session()
+	if b := wantStatus(t, fx.do("GET", "/", nil, c), http.StatusOK); !strings.Contains(b, `action="/logout"`) {
+		t.Fatalf("no sign-out button for a login-link session:\n%s", b)
+	}
+	if b := wantStatus(t, fx.do("GET", "/", fx.cert(t, "alice", identity.RoleAuditor)), http.StatusOK); strings.Contains(b, `action="/logout"`) {
+		t.Fatal("a sign-out button for a certificate, which has no session")
+	}
+	res := fx.do("POST", "/logout", nil, c)
+	wantStatus(t, res, http.StatusOK)
+	if cleared := res.Cookies(); len(cleared) != 1 || cleared[0].Name != SessionCookie || cleared[0].MaxAge >= 0 {
+		t.Fatalf("sign-out cookies %v", cleared)
+	}
+	wantStatus(t, fx.do("GET", "/", nil, c), http.StatusForbidden) // the kept cookie
+	restarted := newFixture(t, func(cfg *Config) { cfg.UsedLinksFile = file })
+	restarted.now = fx.now
+	wantStatus(t, restarted.do("GET", "/", nil, c), http.StatusForbidden)
+
+	// Ended by an operator: sessions that began before, not after.
+	c1 := session()
+	other := identity.Identity{Name: "dave", Role: identity.RoleAuditor}
+	res, c2 := fx.login(t, MintLoginToken(fx.secret, other, 15*time.Minute, fx.now))
+	if res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login of %s: %d", other, res.StatusCode)
+	}
+	fx.advance(time.Second)
+	ms := fx.now.UnixMilli()
+	b, err := fsm.Encode(&pb.EndWebSessionsCommand{Identity: carol.String(), EndedBy: "operator/ops", UnixMs: ms}, fsm.Meta{Actor: "operator/ops", UnixMs: ms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := fx.f.Apply(&raft.Log{Index: 1000, Type: raft.LogCommand, Data: b}); res != nil {
+		t.Fatal(res)
+	}
+	wantStatus(t, fx.do("GET", "/", nil, c1), http.StatusForbidden)
+	wantStatus(t, fx.do("GET", "/", nil, c2), http.StatusOK) // another identity's
+	fx.advance(time.Second)
+	wantStatus(t, fx.do("GET", "/", nil, session()), http.StatusOK) // a new login
+}

@@ -1490,6 +1490,68 @@ func (x *EndJobCommand) GetUnixMs() int64 {
 	return 0
 }
 
+// EndWebSessionsCommand ends the web-view sessions of one identity
+// (ROLE/NAME) that began before unix_ms.
+type EndWebSessionsCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Identity      string                 `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	EndedBy       string                 `protobuf:"bytes,2,opt,name=ended_by,json=endedBy,proto3" json:"ended_by,omitempty"`
+	UnixMs        int64                  `protobuf:"varint,3,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndWebSessionsCommand) Reset() {
+	*x = EndWebSessionsCommand{}
+	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndWebSessionsCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndWebSessionsCommand) ProtoMessage() {}
+
+func (x *EndWebSessionsCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndWebSessionsCommand.ProtoReflect.Descriptor instead.
+func (*EndWebSessionsCommand) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *EndWebSessionsCommand) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *EndWebSessionsCommand) GetEndedBy() string {
+	if x != nil {
+		return x.EndedBy
+	}
+	return ""
+}
+
+func (x *EndWebSessionsCommand) GetUnixMs() int64 {
+	if x != nil {
+		return x.UnixMs
+	}
+	return 0
+}
+
 // RevokeCommand adds a certificate serial to the region's revocation list.
 type RevokeCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1497,13 +1559,16 @@ type RevokeCommand struct {
 	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	RevokedBy     string                 `protobuf:"bytes,3,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
 	UnixMs        int64                  `protobuf:"varint,4,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	SignedUnixMs  int64                  `protobuf:"varint,5,opt,name=signed_unix_ms,json=signedUnixMs,proto3" json:"signed_unix_ms,omitempty"`
+	Signature     []byte                 `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
+	Certificate   []byte                 `protobuf:"bytes,7,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RevokeCommand) Reset() {
 	*x = RevokeCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1580,7 @@ func (x *RevokeCommand) String() string {
 func (*RevokeCommand) ProtoMessage() {}
 
 func (x *RevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1593,7 @@ func (x *RevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCommand.ProtoReflect.Descriptor instead.
 func (*RevokeCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{19}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RevokeCommand) GetSerial() string {
@@ -1559,6 +1624,27 @@ func (x *RevokeCommand) GetUnixMs() int64 {
 	return 0
 }
 
+func (x *RevokeCommand) GetSignedUnixMs() int64 {
+	if x != nil {
+		return x.SignedUnixMs
+	}
+	return 0
+}
+
+func (x *RevokeCommand) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *RevokeCommand) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
 // CheckpointCommand stores a tree head of the audit log signed by the
 // leader (the JSON of audit.TreeHead); every replica checks it against its
 // own copy of the log before keeping it.
@@ -1571,7 +1657,7 @@ type CheckpointCommand struct {
 
 func (x *CheckpointCommand) Reset() {
 	*x = CheckpointCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1669,7 @@ func (x *CheckpointCommand) String() string {
 func (*CheckpointCommand) ProtoMessage() {}
 
 func (x *CheckpointCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1682,7 @@ func (x *CheckpointCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointCommand.ProtoReflect.Descriptor instead.
 func (*CheckpointCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{20}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CheckpointCommand) GetTreeHead() []byte {
@@ -1620,7 +1706,7 @@ type AuthzRefusedCommand struct {
 
 func (x *AuthzRefusedCommand) Reset() {
 	*x = AuthzRefusedCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1718,7 @@ func (x *AuthzRefusedCommand) String() string {
 func (*AuthzRefusedCommand) ProtoMessage() {}
 
 func (x *AuthzRefusedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1731,7 @@ func (x *AuthzRefusedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthzRefusedCommand.ProtoReflect.Descriptor instead.
 func (*AuthzRefusedCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{21}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AuthzRefusedCommand) GetIdentity() string {
@@ -1687,7 +1773,7 @@ type ReplicaRemovedCommand struct {
 
 func (x *ReplicaRemovedCommand) Reset() {
 	*x = ReplicaRemovedCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1699,7 +1785,7 @@ func (x *ReplicaRemovedCommand) String() string {
 func (*ReplicaRemovedCommand) ProtoMessage() {}
 
 func (x *ReplicaRemovedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1712,7 +1798,7 @@ func (x *ReplicaRemovedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaRemovedCommand.ProtoReflect.Descriptor instead.
 func (*ReplicaRemovedCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{22}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReplicaRemovedCommand) GetId() string {
@@ -1847,13 +1933,20 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x17\n" +
-	"\aunix_ms\x18\x04 \x01(\x03R\x06unixMs\"w\n" +
+	"\aunix_ms\x18\x04 \x01(\x03R\x06unixMs\"g\n" +
+	"\x15EndWebSessionsCommand\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x19\n" +
+	"\bended_by\x18\x02 \x01(\tR\aendedBy\x12\x17\n" +
+	"\aunix_ms\x18\x03 \x01(\x03R\x06unixMs\"\xdd\x01\n" +
 	"\rRevokeCommand\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1d\n" +
 	"\n" +
 	"revoked_by\x18\x03 \x01(\tR\trevokedBy\x12\x17\n" +
-	"\aunix_ms\x18\x04 \x01(\x03R\x06unixMs\"0\n" +
+	"\aunix_ms\x18\x04 \x01(\x03R\x06unixMs\x12$\n" +
+	"\x0esigned_unix_ms\x18\x05 \x01(\x03R\fsignedUnixMs\x12\x1c\n" +
+	"\tsignature\x18\x06 \x01(\fR\tsignature\x12 \n" +
+	"\vcertificate\x18\a \x01(\fR\vcertificate\"0\n" +
 	"\x11CheckpointCommand\x12\x1b\n" +
 	"\ttree_head\x18\x01 \x01(\fR\btreeHead\"y\n" +
 	"\x13AuthzRefusedCommand\x12\x1a\n" +
@@ -1876,7 +1969,7 @@ func file_regionfl_v1_commands_proto_rawDescGZIP() []byte {
 	return file_regionfl_v1_commands_proto_rawDescData
 }
 
-var file_regionfl_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_regionfl_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_regionfl_v1_commands_proto_goTypes = []any{
 	(*RegisterReplicaCommand)(nil), // 0: regionfl.v1.RegisterReplicaCommand
 	(*CreateRegionCommand)(nil),    // 1: regionfl.v1.CreateRegionCommand
@@ -1897,17 +1990,18 @@ var file_regionfl_v1_commands_proto_goTypes = []any{
 	(*ScalingCommand)(nil),         // 16: regionfl.v1.ScalingCommand
 	(*AbortRoundCommand)(nil),      // 17: regionfl.v1.AbortRoundCommand
 	(*EndJobCommand)(nil),          // 18: regionfl.v1.EndJobCommand
-	(*RevokeCommand)(nil),          // 19: regionfl.v1.RevokeCommand
-	(*CheckpointCommand)(nil),      // 20: regionfl.v1.CheckpointCommand
-	(*AuthzRefusedCommand)(nil),    // 21: regionfl.v1.AuthzRefusedCommand
-	(*ReplicaRemovedCommand)(nil),  // 22: regionfl.v1.ReplicaRemovedCommand
-	(*JobSpec)(nil),                // 23: regionfl.v1.JobSpec
-	(*ClinicalMetrics)(nil),        // 24: regionfl.v1.ClinicalMetrics
+	(*EndWebSessionsCommand)(nil),  // 19: regionfl.v1.EndWebSessionsCommand
+	(*RevokeCommand)(nil),          // 20: regionfl.v1.RevokeCommand
+	(*CheckpointCommand)(nil),      // 21: regionfl.v1.CheckpointCommand
+	(*AuthzRefusedCommand)(nil),    // 22: regionfl.v1.AuthzRefusedCommand
+	(*ReplicaRemovedCommand)(nil),  // 23: regionfl.v1.ReplicaRemovedCommand
+	(*JobSpec)(nil),                // 24: regionfl.v1.JobSpec
+	(*ClinicalMetrics)(nil),        // 25: regionfl.v1.ClinicalMetrics
 }
 var file_regionfl_v1_commands_proto_depIdxs = []int32{
-	23, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
-	24, // 1: regionfl.v1.ContributionCommand.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	24, // 2: regionfl.v1.CommitModelCommand.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	24, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
+	25, // 1: regionfl.v1.ContributionCommand.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	25, // 2: regionfl.v1.CommitModelCommand.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
 	3,  // [3:3] is the sub-list for method output_type
 	3,  // [3:3] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
@@ -1927,7 +2021,7 @@ func file_regionfl_v1_commands_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_commands_proto_rawDesc), len(file_regionfl_v1_commands_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

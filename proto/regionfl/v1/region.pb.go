@@ -183,18 +183,104 @@ func (x *ExportAuditResponse) GetChunk() []byte {
 	return nil
 }
 
+type EndWebSessionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// identity is ROLE/NAME, e.g. auditor/alice.
+	Identity      string `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndWebSessionsRequest) Reset() {
+	*x = EndWebSessionsRequest{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndWebSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndWebSessionsRequest) ProtoMessage() {}
+
+func (x *EndWebSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndWebSessionsRequest.ProtoReflect.Descriptor instead.
+func (*EndWebSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *EndWebSessionsRequest) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+type EndWebSessionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndWebSessionsResponse) Reset() {
+	*x = EndWebSessionsResponse{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndWebSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndWebSessionsResponse) ProtoMessage() {}
+
+func (x *EndWebSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndWebSessionsResponse.ProtoReflect.Descriptor instead.
+func (*EndWebSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{3}
+}
+
 type RevokeCertificateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Serial number of the certificate, lowercase hex without separators.
-	Serial        string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
-	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// signed_unix_ms is when the operator signed the revocation.
+	SignedUnixMs int64 `protobuf:"varint,3,opt,name=signed_unix_ms,json=signedUnixMs,proto3" json:"signed_unix_ms,omitempty"`
+	// signature is the operator's certificate key's signature over
+	// identity.RevocationFields(serial, reason, signed_unix_ms).
+	Signature     []byte `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RevokeCertificateRequest) Reset() {
 	*x = RevokeCertificateRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[2]
+	mi := &file_regionfl_v1_region_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -206,7 +292,7 @@ func (x *RevokeCertificateRequest) String() string {
 func (*RevokeCertificateRequest) ProtoMessage() {}
 
 func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[2]
+	mi := &file_regionfl_v1_region_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -219,7 +305,7 @@ func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{2}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RevokeCertificateRequest) GetSerial() string {
@@ -236,6 +322,20 @@ func (x *RevokeCertificateRequest) GetReason() string {
 	return ""
 }
 
+func (x *RevokeCertificateRequest) GetSignedUnixMs() int64 {
+	if x != nil {
+		return x.SignedUnixMs
+	}
+	return 0
+}
+
+func (x *RevokeCertificateRequest) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 type RevokeCertificateResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -244,7 +344,7 @@ type RevokeCertificateResponse struct {
 
 func (x *RevokeCertificateResponse) Reset() {
 	*x = RevokeCertificateResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[3]
+	mi := &file_regionfl_v1_region_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -256,7 +356,7 @@ func (x *RevokeCertificateResponse) String() string {
 func (*RevokeCertificateResponse) ProtoMessage() {}
 
 func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[3]
+	mi := &file_regionfl_v1_region_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -269,7 +369,7 @@ func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{3}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{5}
 }
 
 type ListRevokedRequest struct {
@@ -280,7 +380,7 @@ type ListRevokedRequest struct {
 
 func (x *ListRevokedRequest) Reset() {
 	*x = ListRevokedRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[4]
+	mi := &file_regionfl_v1_region_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -292,7 +392,7 @@ func (x *ListRevokedRequest) String() string {
 func (*ListRevokedRequest) ProtoMessage() {}
 
 func (x *ListRevokedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[4]
+	mi := &file_regionfl_v1_region_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -305,22 +405,28 @@ func (x *ListRevokedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevokedRequest.ProtoReflect.Descriptor instead.
 func (*ListRevokedRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{4}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{6}
 }
 
 type Revocation struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
-	RevokedBy     string                 `protobuf:"bytes,3,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
-	UnixMs        int64                  `protobuf:"varint,4,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Serial       string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	Reason       string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	RevokedBy    string                 `protobuf:"bytes,3,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	UnixMs       int64                  `protobuf:"varint,4,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	SignedUnixMs int64                  `protobuf:"varint,5,opt,name=signed_unix_ms,json=signedUnixMs,proto3" json:"signed_unix_ms,omitempty"`
+	// signature and certificate: the revoking operator's statement and
+	// certificate, for hospitals to verify (empty on revocations made
+	// before revocations were signed).
+	Signature     []byte `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
+	Certificate   []byte `protobuf:"bytes,7,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[5]
+	mi := &file_regionfl_v1_region_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -332,7 +438,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[5]
+	mi := &file_regionfl_v1_region_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -345,7 +451,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{5}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Revocation) GetSerial() string {
@@ -376,6 +482,107 @@ func (x *Revocation) GetUnixMs() int64 {
 	return 0
 }
 
+func (x *Revocation) GetSignedUnixMs() int64 {
+	if x != nil {
+		return x.SignedUnixMs
+	}
+	return 0
+}
+
+func (x *Revocation) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *Revocation) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+type GetRevocationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRevocationsRequest) Reset() {
+	*x = GetRevocationsRequest{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRevocationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRevocationsRequest) ProtoMessage() {}
+
+func (x *GetRevocationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRevocationsRequest.ProtoReflect.Descriptor instead.
+func (*GetRevocationsRequest) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{8}
+}
+
+type GetRevocationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revoked       []*Revocation          `protobuf:"bytes,1,rep,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRevocationsResponse) Reset() {
+	*x = GetRevocationsResponse{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRevocationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRevocationsResponse) ProtoMessage() {}
+
+func (x *GetRevocationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRevocationsResponse.ProtoReflect.Descriptor instead.
+func (*GetRevocationsResponse) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetRevocationsResponse) GetRevoked() []*Revocation {
+	if x != nil {
+		return x.Revoked
+	}
+	return nil
+}
+
 type ListRevokedResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Revoked       []*Revocation          `protobuf:"bytes,1,rep,name=revoked,proto3" json:"revoked,omitempty"`
@@ -385,7 +592,7 @@ type ListRevokedResponse struct {
 
 func (x *ListRevokedResponse) Reset() {
 	*x = ListRevokedResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[6]
+	mi := &file_regionfl_v1_region_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +604,7 @@ func (x *ListRevokedResponse) String() string {
 func (*ListRevokedResponse) ProtoMessage() {}
 
 func (x *ListRevokedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[6]
+	mi := &file_regionfl_v1_region_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +617,7 @@ func (x *ListRevokedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevokedResponse.ProtoReflect.Descriptor instead.
 func (*ListRevokedResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{6}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListRevokedResponse) GetRevoked() []*Revocation {
@@ -431,7 +638,7 @@ type PollRequest struct {
 
 func (x *PollRequest) Reset() {
 	*x = PollRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[7]
+	mi := &file_regionfl_v1_region_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +650,7 @@ func (x *PollRequest) String() string {
 func (*PollRequest) ProtoMessage() {}
 
 func (x *PollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[7]
+	mi := &file_regionfl_v1_region_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +663,7 @@ func (x *PollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PollRequest.ProtoReflect.Descriptor instead.
 func (*PollRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{7}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PollRequest) GetAfterVersion() uint64 {
@@ -490,7 +697,7 @@ type PollResponse struct {
 
 func (x *PollResponse) Reset() {
 	*x = PollResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[8]
+	mi := &file_regionfl_v1_region_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +709,7 @@ func (x *PollResponse) String() string {
 func (*PollResponse) ProtoMessage() {}
 
 func (x *PollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[8]
+	mi := &file_regionfl_v1_region_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +722,7 @@ func (x *PollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PollResponse.ProtoReflect.Descriptor instead.
 func (*PollResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{8}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PollResponse) GetVersion() uint64 {
@@ -584,7 +791,7 @@ type ApprovalTask struct {
 
 func (x *ApprovalTask) Reset() {
 	*x = ApprovalTask{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[9]
+	mi := &file_regionfl_v1_region_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +803,7 @@ func (x *ApprovalTask) String() string {
 func (*ApprovalTask) ProtoMessage() {}
 
 func (x *ApprovalTask) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[9]
+	mi := &file_regionfl_v1_region_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +816,7 @@ func (x *ApprovalTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalTask.ProtoReflect.Descriptor instead.
 func (*ApprovalTask) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{9}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ApprovalTask) GetJobId() string {
@@ -667,7 +874,7 @@ type ApproveContributorsRequest struct {
 
 func (x *ApproveContributorsRequest) Reset() {
 	*x = ApproveContributorsRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[10]
+	mi := &file_regionfl_v1_region_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +886,7 @@ func (x *ApproveContributorsRequest) String() string {
 func (*ApproveContributorsRequest) ProtoMessage() {}
 
 func (x *ApproveContributorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[10]
+	mi := &file_regionfl_v1_region_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +899,7 @@ func (x *ApproveContributorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveContributorsRequest.ProtoReflect.Descriptor instead.
 func (*ApproveContributorsRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{10}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ApproveContributorsRequest) GetJobId() string {
@@ -724,7 +931,7 @@ type ApproveContributorsResponse struct {
 
 func (x *ApproveContributorsResponse) Reset() {
 	*x = ApproveContributorsResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[11]
+	mi := &file_regionfl_v1_region_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +943,7 @@ func (x *ApproveContributorsResponse) String() string {
 func (*ApproveContributorsResponse) ProtoMessage() {}
 
 func (x *ApproveContributorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[11]
+	mi := &file_regionfl_v1_region_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +956,7 @@ func (x *ApproveContributorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveContributorsResponse.ProtoReflect.Descriptor instead.
 func (*ApproveContributorsResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{11}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{15}
 }
 
 // Approval is one contributor's signed approval of a round's contributor
@@ -768,7 +975,7 @@ type Approval struct {
 
 func (x *Approval) Reset() {
 	*x = Approval{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[12]
+	mi := &file_regionfl_v1_region_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +987,7 @@ func (x *Approval) String() string {
 func (*Approval) ProtoMessage() {}
 
 func (x *Approval) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[12]
+	mi := &file_regionfl_v1_region_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +1000,7 @@ func (x *Approval) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Approval.ProtoReflect.Descriptor instead.
 func (*Approval) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{12}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Approval) GetHospital() string {
@@ -833,7 +1040,7 @@ type CeremonyTask struct {
 
 func (x *CeremonyTask) Reset() {
 	*x = CeremonyTask{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[13]
+	mi := &file_regionfl_v1_region_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +1052,7 @@ func (x *CeremonyTask) String() string {
 func (*CeremonyTask) ProtoMessage() {}
 
 func (x *CeremonyTask) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[13]
+	mi := &file_regionfl_v1_region_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +1065,7 @@ func (x *CeremonyTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CeremonyTask.ProtoReflect.Descriptor instead.
 func (*CeremonyTask) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{13}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CeremonyTask) GetStep() CeremonyStep {
@@ -885,7 +1092,7 @@ type JobOffer struct {
 
 func (x *JobOffer) Reset() {
 	*x = JobOffer{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[14]
+	mi := &file_regionfl_v1_region_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1104,7 @@ func (x *JobOffer) String() string {
 func (*JobOffer) ProtoMessage() {}
 
 func (x *JobOffer) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[14]
+	mi := &file_regionfl_v1_region_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1117,7 @@ func (x *JobOffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobOffer.ProtoReflect.Descriptor instead.
 func (*JobOffer) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{14}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JobOffer) GetJobId() string {
@@ -964,7 +1171,7 @@ type TrainTask struct {
 
 func (x *TrainTask) Reset() {
 	*x = TrainTask{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[15]
+	mi := &file_regionfl_v1_region_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1183,7 @@ func (x *TrainTask) String() string {
 func (*TrainTask) ProtoMessage() {}
 
 func (x *TrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[15]
+	mi := &file_regionfl_v1_region_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1196,7 @@ func (x *TrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainTask.ProtoReflect.Descriptor instead.
 func (*TrainTask) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{15}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TrainTask) GetJobId() string {
@@ -1052,7 +1259,7 @@ type KeptUpdate struct {
 
 func (x *KeptUpdate) Reset() {
 	*x = KeptUpdate{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[16]
+	mi := &file_regionfl_v1_region_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1271,7 @@ func (x *KeptUpdate) String() string {
 func (*KeptUpdate) ProtoMessage() {}
 
 func (x *KeptUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[16]
+	mi := &file_regionfl_v1_region_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1284,7 @@ func (x *KeptUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeptUpdate.ProtoReflect.Descriptor instead.
 func (*KeptUpdate) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{16}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *KeptUpdate) GetJobId() string {
@@ -1131,7 +1338,7 @@ type DecryptTask struct {
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[17]
+	mi := &file_regionfl_v1_region_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1350,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[17]
+	mi := &file_regionfl_v1_region_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1363,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{17}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DecryptTask) GetJobId() string {
@@ -1255,7 +1462,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[18]
+	mi := &file_regionfl_v1_region_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1474,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[18]
+	mi := &file_regionfl_v1_region_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1487,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{18}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EnrollRequest) GetHpkePublicKey() []byte {
@@ -1305,7 +1512,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[19]
+	mi := &file_regionfl_v1_region_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1317,7 +1524,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[19]
+	mi := &file_regionfl_v1_region_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1330,7 +1537,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{19}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{23}
 }
 
 type SubmitPublicKeyShareRequest struct {
@@ -1344,7 +1551,7 @@ type SubmitPublicKeyShareRequest struct {
 
 func (x *SubmitPublicKeyShareRequest) Reset() {
 	*x = SubmitPublicKeyShareRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[20]
+	mi := &file_regionfl_v1_region_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1563,7 @@ func (x *SubmitPublicKeyShareRequest) String() string {
 func (*SubmitPublicKeyShareRequest) ProtoMessage() {}
 
 func (x *SubmitPublicKeyShareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[20]
+	mi := &file_regionfl_v1_region_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1576,7 @@ func (x *SubmitPublicKeyShareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitPublicKeyShareRequest.ProtoReflect.Descriptor instead.
 func (*SubmitPublicKeyShareRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{20}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SubmitPublicKeyShareRequest) GetShare() []byte {
@@ -1394,7 +1601,7 @@ type SubmitPublicKeyShareResponse struct {
 
 func (x *SubmitPublicKeyShareResponse) Reset() {
 	*x = SubmitPublicKeyShareResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[21]
+	mi := &file_regionfl_v1_region_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1613,7 @@ func (x *SubmitPublicKeyShareResponse) String() string {
 func (*SubmitPublicKeyShareResponse) ProtoMessage() {}
 
 func (x *SubmitPublicKeyShareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[21]
+	mi := &file_regionfl_v1_region_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1626,7 @@ func (x *SubmitPublicKeyShareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitPublicKeyShareResponse.ProtoReflect.Descriptor instead.
 func (*SubmitPublicKeyShareResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{21}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{25}
 }
 
 type SealedShare struct {
@@ -1434,7 +1641,7 @@ type SealedShare struct {
 
 func (x *SealedShare) Reset() {
 	*x = SealedShare{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[22]
+	mi := &file_regionfl_v1_region_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1653,7 @@ func (x *SealedShare) String() string {
 func (*SealedShare) ProtoMessage() {}
 
 func (x *SealedShare) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[22]
+	mi := &file_regionfl_v1_region_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1666,7 @@ func (x *SealedShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealedShare.ProtoReflect.Descriptor instead.
 func (*SealedShare) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{22}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SealedShare) GetTo() string {
@@ -1492,7 +1699,7 @@ type SubmitSealedSharesRequest struct {
 
 func (x *SubmitSealedSharesRequest) Reset() {
 	*x = SubmitSealedSharesRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[23]
+	mi := &file_regionfl_v1_region_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +1711,7 @@ func (x *SubmitSealedSharesRequest) String() string {
 func (*SubmitSealedSharesRequest) ProtoMessage() {}
 
 func (x *SubmitSealedSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[23]
+	mi := &file_regionfl_v1_region_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +1724,7 @@ func (x *SubmitSealedSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSealedSharesRequest.ProtoReflect.Descriptor instead.
 func (*SubmitSealedSharesRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{23}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SubmitSealedSharesRequest) GetShares() []*SealedShare {
@@ -1535,7 +1742,7 @@ type SubmitSealedSharesResponse struct {
 
 func (x *SubmitSealedSharesResponse) Reset() {
 	*x = SubmitSealedSharesResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[24]
+	mi := &file_regionfl_v1_region_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1754,7 @@ func (x *SubmitSealedSharesResponse) String() string {
 func (*SubmitSealedSharesResponse) ProtoMessage() {}
 
 func (x *SubmitSealedSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[24]
+	mi := &file_regionfl_v1_region_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1767,7 @@ func (x *SubmitSealedSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSealedSharesResponse.ProtoReflect.Descriptor instead.
 func (*SubmitSealedSharesResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{24}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{28}
 }
 
 type GetSealedSharesRequest struct {
@@ -1571,7 +1778,7 @@ type GetSealedSharesRequest struct {
 
 func (x *GetSealedSharesRequest) Reset() {
 	*x = GetSealedSharesRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[25]
+	mi := &file_regionfl_v1_region_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1790,7 @@ func (x *GetSealedSharesRequest) String() string {
 func (*GetSealedSharesRequest) ProtoMessage() {}
 
 func (x *GetSealedSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[25]
+	mi := &file_regionfl_v1_region_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1803,7 @@ func (x *GetSealedSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSealedSharesRequest.ProtoReflect.Descriptor instead.
 func (*GetSealedSharesRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{25}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{29}
 }
 
 type GetSealedSharesResponse struct {
@@ -1611,7 +1818,7 @@ type GetSealedSharesResponse struct {
 
 func (x *GetSealedSharesResponse) Reset() {
 	*x = GetSealedSharesResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[26]
+	mi := &file_regionfl_v1_region_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1830,7 @@ func (x *GetSealedSharesResponse) String() string {
 func (*GetSealedSharesResponse) ProtoMessage() {}
 
 func (x *GetSealedSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[26]
+	mi := &file_regionfl_v1_region_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1843,7 @@ func (x *GetSealedSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSealedSharesResponse.ProtoReflect.Descriptor instead.
 func (*GetSealedSharesResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{26}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetSealedSharesResponse) GetShares() [][]byte {
@@ -1663,7 +1870,7 @@ type ConfirmKeyReadyRequest struct {
 
 func (x *ConfirmKeyReadyRequest) Reset() {
 	*x = ConfirmKeyReadyRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[27]
+	mi := &file_regionfl_v1_region_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1675,7 +1882,7 @@ func (x *ConfirmKeyReadyRequest) String() string {
 func (*ConfirmKeyReadyRequest) ProtoMessage() {}
 
 func (x *ConfirmKeyReadyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[27]
+	mi := &file_regionfl_v1_region_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1688,7 +1895,7 @@ func (x *ConfirmKeyReadyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmKeyReadyRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmKeyReadyRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{27}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ConfirmKeyReadyRequest) GetPublicKeyDigest() []byte {
@@ -1706,7 +1913,7 @@ type ConfirmKeyReadyResponse struct {
 
 func (x *ConfirmKeyReadyResponse) Reset() {
 	*x = ConfirmKeyReadyResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[28]
+	mi := &file_regionfl_v1_region_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +1925,7 @@ func (x *ConfirmKeyReadyResponse) String() string {
 func (*ConfirmKeyReadyResponse) ProtoMessage() {}
 
 func (x *ConfirmKeyReadyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[28]
+	mi := &file_regionfl_v1_region_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +1938,7 @@ func (x *ConfirmKeyReadyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmKeyReadyResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmKeyReadyResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{28}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{32}
 }
 
 type GetRegionRequest struct {
@@ -1742,7 +1949,7 @@ type GetRegionRequest struct {
 
 func (x *GetRegionRequest) Reset() {
 	*x = GetRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[29]
+	mi := &file_regionfl_v1_region_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1754,7 +1961,7 @@ func (x *GetRegionRequest) String() string {
 func (*GetRegionRequest) ProtoMessage() {}
 
 func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[29]
+	mi := &file_regionfl_v1_region_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1767,7 +1974,7 @@ func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegionRequest.ProtoReflect.Descriptor instead.
 func (*GetRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{29}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{33}
 }
 
 type Region struct {
@@ -1801,7 +2008,7 @@ type Region struct {
 
 func (x *Region) Reset() {
 	*x = Region{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[30]
+	mi := &file_regionfl_v1_region_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +2020,7 @@ func (x *Region) String() string {
 func (*Region) ProtoMessage() {}
 
 func (x *Region) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[30]
+	mi := &file_regionfl_v1_region_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +2033,7 @@ func (x *Region) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Region.ProtoReflect.Descriptor instead.
 func (*Region) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{30}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Region) GetParams() string {
@@ -1936,7 +2143,7 @@ type GetRegionResponse struct {
 
 func (x *GetRegionResponse) Reset() {
 	*x = GetRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[31]
+	mi := &file_regionfl_v1_region_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1948,7 +2155,7 @@ func (x *GetRegionResponse) String() string {
 func (*GetRegionResponse) ProtoMessage() {}
 
 func (x *GetRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[31]
+	mi := &file_regionfl_v1_region_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1961,7 +2168,7 @@ func (x *GetRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegionResponse.ProtoReflect.Descriptor instead.
 func (*GetRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{31}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetRegionResponse) GetRegion() *Region {
@@ -1982,7 +2189,7 @@ type DecideJobRequest struct {
 
 func (x *DecideJobRequest) Reset() {
 	*x = DecideJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[32]
+	mi := &file_regionfl_v1_region_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1994,7 +2201,7 @@ func (x *DecideJobRequest) String() string {
 func (*DecideJobRequest) ProtoMessage() {}
 
 func (x *DecideJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[32]
+	mi := &file_regionfl_v1_region_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2007,7 +2214,7 @@ func (x *DecideJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideJobRequest.ProtoReflect.Descriptor instead.
 func (*DecideJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{32}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DecideJobRequest) GetJobId() string {
@@ -2039,7 +2246,7 @@ type DecideJobResponse struct {
 
 func (x *DecideJobResponse) Reset() {
 	*x = DecideJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[33]
+	mi := &file_regionfl_v1_region_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2051,7 +2258,7 @@ func (x *DecideJobResponse) String() string {
 func (*DecideJobResponse) ProtoMessage() {}
 
 func (x *DecideJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[33]
+	mi := &file_regionfl_v1_region_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2064,7 +2271,7 @@ func (x *DecideJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideJobResponse.ProtoReflect.Descriptor instead.
 func (*DecideJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{33}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{37}
 }
 
 type UpdateHeader struct {
@@ -2089,7 +2296,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[34]
+	mi := &file_regionfl_v1_region_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2101,7 +2308,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[34]
+	mi := &file_regionfl_v1_region_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2114,7 +2321,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{34}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UpdateHeader) GetJobId() string {
@@ -2186,7 +2393,7 @@ type SubmitUpdateRequest struct {
 
 func (x *SubmitUpdateRequest) Reset() {
 	*x = SubmitUpdateRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[35]
+	mi := &file_regionfl_v1_region_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2198,7 +2405,7 @@ func (x *SubmitUpdateRequest) String() string {
 func (*SubmitUpdateRequest) ProtoMessage() {}
 
 func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[35]
+	mi := &file_regionfl_v1_region_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2211,7 +2418,7 @@ func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateRequest.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{35}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SubmitUpdateRequest) GetMsg() isSubmitUpdateRequest_Msg {
@@ -2264,7 +2471,7 @@ type SubmitUpdateResponse struct {
 
 func (x *SubmitUpdateResponse) Reset() {
 	*x = SubmitUpdateResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[36]
+	mi := &file_regionfl_v1_region_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2276,7 +2483,7 @@ func (x *SubmitUpdateResponse) String() string {
 func (*SubmitUpdateResponse) ProtoMessage() {}
 
 func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[36]
+	mi := &file_regionfl_v1_region_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2289,7 +2496,7 @@ func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateResponse.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{36}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SubmitUpdateResponse) GetDigest() []byte {
@@ -2309,7 +2516,7 @@ type GetAggregateRequest struct {
 
 func (x *GetAggregateRequest) Reset() {
 	*x = GetAggregateRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[37]
+	mi := &file_regionfl_v1_region_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2528,7 @@ func (x *GetAggregateRequest) String() string {
 func (*GetAggregateRequest) ProtoMessage() {}
 
 func (x *GetAggregateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[37]
+	mi := &file_regionfl_v1_region_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2541,7 @@ func (x *GetAggregateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAggregateRequest.ProtoReflect.Descriptor instead.
 func (*GetAggregateRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{37}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetAggregateRequest) GetJobId() string {
@@ -2360,7 +2567,7 @@ type GetAggregateResponse struct {
 
 func (x *GetAggregateResponse) Reset() {
 	*x = GetAggregateResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[38]
+	mi := &file_regionfl_v1_region_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2372,7 +2579,7 @@ func (x *GetAggregateResponse) String() string {
 func (*GetAggregateResponse) ProtoMessage() {}
 
 func (x *GetAggregateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[38]
+	mi := &file_regionfl_v1_region_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2385,7 +2592,7 @@ func (x *GetAggregateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAggregateResponse.ProtoReflect.Descriptor instead.
 func (*GetAggregateResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{38}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetAggregateResponse) GetChunk() []byte {
@@ -2407,7 +2614,7 @@ type SubmitDecryptionShareRequest struct {
 
 func (x *SubmitDecryptionShareRequest) Reset() {
 	*x = SubmitDecryptionShareRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[39]
+	mi := &file_regionfl_v1_region_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2419,7 +2626,7 @@ func (x *SubmitDecryptionShareRequest) String() string {
 func (*SubmitDecryptionShareRequest) ProtoMessage() {}
 
 func (x *SubmitDecryptionShareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[39]
+	mi := &file_regionfl_v1_region_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2432,7 +2639,7 @@ func (x *SubmitDecryptionShareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDecryptionShareRequest.ProtoReflect.Descriptor instead.
 func (*SubmitDecryptionShareRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{39}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SubmitDecryptionShareRequest) GetJobId() string {
@@ -2471,7 +2678,7 @@ type SubmitDecryptionShareResponse struct {
 
 func (x *SubmitDecryptionShareResponse) Reset() {
 	*x = SubmitDecryptionShareResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[40]
+	mi := &file_regionfl_v1_region_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2483,7 +2690,7 @@ func (x *SubmitDecryptionShareResponse) String() string {
 func (*SubmitDecryptionShareResponse) ProtoMessage() {}
 
 func (x *SubmitDecryptionShareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[40]
+	mi := &file_regionfl_v1_region_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2496,7 +2703,7 @@ func (x *SubmitDecryptionShareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDecryptionShareResponse.ProtoReflect.Descriptor instead.
 func (*SubmitDecryptionShareResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{40}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{44}
 }
 
 type GetModelRequest struct {
@@ -2510,7 +2717,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[41]
+	mi := &file_regionfl_v1_region_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +2729,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[41]
+	mi := &file_regionfl_v1_region_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +2742,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{41}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetModelRequest) GetJobId() string {
@@ -2561,7 +2768,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[42]
+	mi := &file_regionfl_v1_region_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2573,7 +2780,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[42]
+	mi := &file_regionfl_v1_region_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2586,7 +2793,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{42}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetModelResponse) GetModel() *Model {
@@ -2606,7 +2813,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[43]
+	mi := &file_regionfl_v1_region_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2618,7 +2825,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[43]
+	mi := &file_regionfl_v1_region_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2631,7 +2838,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{43}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *FetchModelRequest) GetJobId() string {
@@ -2657,7 +2864,7 @@ type FetchModelResponse struct {
 
 func (x *FetchModelResponse) Reset() {
 	*x = FetchModelResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[44]
+	mi := &file_regionfl_v1_region_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2669,7 +2876,7 @@ func (x *FetchModelResponse) String() string {
 func (*FetchModelResponse) ProtoMessage() {}
 
 func (x *FetchModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[44]
+	mi := &file_regionfl_v1_region_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2682,7 +2889,7 @@ func (x *FetchModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelResponse.ProtoReflect.Descriptor instead.
 func (*FetchModelResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{44}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *FetchModelResponse) GetModel() *Model {
@@ -2708,7 +2915,7 @@ type Model struct {
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[45]
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2720,7 +2927,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[45]
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2733,7 +2940,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{45}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Model) GetJobId() string {
@@ -2796,7 +3003,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2808,7 +3015,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2821,7 +3028,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{46}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -2858,7 +3065,7 @@ type Strategy struct {
 
 func (x *Strategy) Reset() {
 	*x = Strategy{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[47]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2870,7 +3077,7 @@ func (x *Strategy) String() string {
 func (*Strategy) ProtoMessage() {}
 
 func (x *Strategy) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[47]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2883,7 +3090,7 @@ func (x *Strategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Strategy.ProtoReflect.Descriptor instead.
 func (*Strategy) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{47}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Strategy) GetName() string {
@@ -2969,7 +3176,7 @@ type JobSpec struct {
 
 func (x *JobSpec) Reset() {
 	*x = JobSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[48]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2981,7 +3188,7 @@ func (x *JobSpec) String() string {
 func (*JobSpec) ProtoMessage() {}
 
 func (x *JobSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[48]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2994,7 +3201,7 @@ func (x *JobSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobSpec.ProtoReflect.Descriptor instead.
 func (*JobSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{48}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *JobSpec) GetName() string {
@@ -3189,7 +3396,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3201,7 +3408,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3214,7 +3421,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SubmitJobRequest) GetSpec() *JobSpec {
@@ -3250,7 +3457,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3262,7 +3469,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3275,7 +3482,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SubmitJobResponse) GetJobId() string {
@@ -3301,7 +3508,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3313,7 +3520,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3326,7 +3533,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -3367,7 +3574,7 @@ type RoundInfo struct {
 
 func (x *RoundInfo) Reset() {
 	*x = RoundInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3379,7 +3586,7 @@ func (x *RoundInfo) String() string {
 func (*RoundInfo) ProtoMessage() {}
 
 func (x *RoundInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3392,7 +3599,7 @@ func (x *RoundInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundInfo.ProtoReflect.Descriptor instead.
 func (*RoundInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RoundInfo) GetRound() uint32 {
@@ -3520,7 +3727,7 @@ type ClinicalMetrics struct {
 
 func (x *ClinicalMetrics) Reset() {
 	*x = ClinicalMetrics{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3532,7 +3739,7 @@ func (x *ClinicalMetrics) String() string {
 func (*ClinicalMetrics) ProtoMessage() {}
 
 func (x *ClinicalMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3545,7 +3752,7 @@ func (x *ClinicalMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClinicalMetrics.ProtoReflect.Descriptor instead.
 func (*ClinicalMetrics) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ClinicalMetrics) GetN() uint64 {
@@ -3635,7 +3842,7 @@ type JobInfo struct {
 
 func (x *JobInfo) Reset() {
 	*x = JobInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3647,7 +3854,7 @@ func (x *JobInfo) String() string {
 func (*JobInfo) ProtoMessage() {}
 
 func (x *JobInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3660,7 +3867,7 @@ func (x *JobInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobInfo.ProtoReflect.Descriptor instead.
 func (*JobInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *JobInfo) GetJobId() string {
@@ -3756,7 +3963,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3768,7 +3975,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3781,7 +3988,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetJobResponse) GetJob() *JobInfo {
@@ -3799,7 +4006,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3811,7 +4018,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3824,7 +4031,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
 }
 
 type ListJobsResponse struct {
@@ -3836,7 +4043,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3848,7 +4055,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3861,7 +4068,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListJobsResponse) GetJobs() []*JobInfo {
@@ -3880,7 +4087,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3892,7 +4099,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3905,7 +4112,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -3924,7 +4131,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[59]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3936,7 +4143,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[59]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3949,7 +4156,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{59}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *WatchJobResponse) GetJob() *JobInfo {
@@ -3969,7 +4176,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3981,7 +4188,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3994,7 +4201,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -4019,7 +4226,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4031,7 +4238,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4044,7 +4251,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
 }
 
 type CreateRegionRequest struct {
@@ -4065,7 +4272,7 @@ type CreateRegionRequest struct {
 
 func (x *CreateRegionRequest) Reset() {
 	*x = CreateRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4077,7 +4284,7 @@ func (x *CreateRegionRequest) String() string {
 func (*CreateRegionRequest) ProtoMessage() {}
 
 func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4090,7 +4297,7 @@ func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionRequest.ProtoReflect.Descriptor instead.
 func (*CreateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *CreateRegionRequest) GetHospitals() []string {
@@ -4136,7 +4343,7 @@ type CreateRegionResponse struct {
 
 func (x *CreateRegionResponse) Reset() {
 	*x = CreateRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4148,7 +4355,7 @@ func (x *CreateRegionResponse) String() string {
 func (*CreateRegionResponse) ProtoMessage() {}
 
 func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4161,7 +4368,7 @@ func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionResponse.ProtoReflect.Descriptor instead.
 func (*CreateRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{67}
 }
 
 type Replica struct {
@@ -4177,7 +4384,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4189,7 +4396,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4202,7 +4409,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *Replica) GetId() string {
@@ -4248,7 +4455,7 @@ type ListReplicasRequest struct {
 
 func (x *ListReplicasRequest) Reset() {
 	*x = ListReplicasRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4260,7 +4467,7 @@ func (x *ListReplicasRequest) String() string {
 func (*ListReplicasRequest) ProtoMessage() {}
 
 func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4273,7 +4480,7 @@ func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ListReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{69}
 }
 
 type ListReplicasResponse struct {
@@ -4285,7 +4492,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[66]
+	mi := &file_regionfl_v1_region_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4297,7 +4504,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[66]
+	mi := &file_regionfl_v1_region_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4310,7 +4517,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{66}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -4331,7 +4538,7 @@ type JoinReplicaRequest struct {
 
 func (x *JoinReplicaRequest) Reset() {
 	*x = JoinReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[67]
+	mi := &file_regionfl_v1_region_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4343,7 +4550,7 @@ func (x *JoinReplicaRequest) String() string {
 func (*JoinReplicaRequest) ProtoMessage() {}
 
 func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[67]
+	mi := &file_regionfl_v1_region_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4356,7 +4563,7 @@ func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaRequest.ProtoReflect.Descriptor instead.
 func (*JoinReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{67}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *JoinReplicaRequest) GetId() string {
@@ -4388,7 +4595,7 @@ type JoinReplicaResponse struct {
 
 func (x *JoinReplicaResponse) Reset() {
 	*x = JoinReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[68]
+	mi := &file_regionfl_v1_region_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4400,7 +4607,7 @@ func (x *JoinReplicaResponse) String() string {
 func (*JoinReplicaResponse) ProtoMessage() {}
 
 func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[68]
+	mi := &file_regionfl_v1_region_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4413,7 +4620,7 @@ func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaResponse.ProtoReflect.Descriptor instead.
 func (*JoinReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{68}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{72}
 }
 
 type RemoveReplicaRequest struct {
@@ -4425,7 +4632,7 @@ type RemoveReplicaRequest struct {
 
 func (x *RemoveReplicaRequest) Reset() {
 	*x = RemoveReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[69]
+	mi := &file_regionfl_v1_region_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4437,7 +4644,7 @@ func (x *RemoveReplicaRequest) String() string {
 func (*RemoveReplicaRequest) ProtoMessage() {}
 
 func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[69]
+	mi := &file_regionfl_v1_region_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4450,7 +4657,7 @@ func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{69}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *RemoveReplicaRequest) GetId() string {
@@ -4468,7 +4675,7 @@ type RemoveReplicaResponse struct {
 
 func (x *RemoveReplicaResponse) Reset() {
 	*x = RemoveReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[70]
+	mi := &file_regionfl_v1_region_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4480,7 +4687,7 @@ func (x *RemoveReplicaResponse) String() string {
 func (*RemoveReplicaResponse) ProtoMessage() {}
 
 func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[70]
+	mi := &file_regionfl_v1_region_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4493,7 +4700,7 @@ func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{70}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{74}
 }
 
 var File_regionfl_v1_region_proto protoreflect.FileDescriptor
@@ -4506,19 +4713,30 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\rsince_unix_ms\x18\x02 \x01(\x03R\vsinceUnixMs\x12\"\n" +
 	"\runtil_unix_ms\x18\x03 \x01(\x03R\vuntilUnixMs\"+\n" +
 	"\x13ExportAuditResponse\x12\x14\n" +
-	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"J\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"3\n" +
+	"\x15EndWebSessionsRequest\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\tR\bidentity\"\x18\n" +
+	"\x16EndWebSessionsResponse\"\x8e\x01\n" +
 	"\x18RevokeCertificateRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x1b\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12$\n" +
+	"\x0esigned_unix_ms\x18\x03 \x01(\x03R\fsignedUnixMs\x12\x1c\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\"\x1b\n" +
 	"\x19RevokeCertificateResponse\"\x14\n" +
-	"\x12ListRevokedRequest\"t\n" +
+	"\x12ListRevokedRequest\"\xda\x01\n" +
 	"\n" +
 	"Revocation\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1d\n" +
 	"\n" +
 	"revoked_by\x18\x03 \x01(\tR\trevokedBy\x12\x17\n" +
-	"\aunix_ms\x18\x04 \x01(\x03R\x06unixMs\"H\n" +
+	"\aunix_ms\x18\x04 \x01(\x03R\x06unixMs\x12$\n" +
+	"\x0esigned_unix_ms\x18\x05 \x01(\x03R\fsignedUnixMs\x12\x1c\n" +
+	"\tsignature\x18\x06 \x01(\fR\tsignature\x12 \n" +
+	"\vcertificate\x18\a \x01(\fR\vcertificate\"\x17\n" +
+	"\x15GetRevocationsRequest\"K\n" +
+	"\x16GetRevocationsResponse\x121\n" +
+	"\arevoked\x18\x01 \x03(\v2\x17.regionfl.v1.RevocationR\arevoked\"H\n" +
 	"\x13ListRevokedResponse\x121\n" +
 	"\arevoked\x18\x01 \x03(\v2\x17.regionfl.v1.RevocationR\arevoked\"K\n" +
 	"\vPollRequest\x12#\n" +
@@ -4832,7 +5050,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x1eCEREMONY_STEP_PUBLIC_KEY_SHARE\x10\x02\x12\x1d\n" +
 	"\x19CEREMONY_STEP_SEAL_SHARES\x10\x03\x12\x1d\n" +
 	"\x19CEREMONY_STEP_OPEN_SHARES\x10\x04\x12\x16\n" +
-	"\x12CEREMONY_STEP_DONE\x10\x052\x90\t\n" +
+	"\x12CEREMONY_STEP_DONE\x10\x052\xeb\t\n" +
 	"\x0fHospitalService\x12;\n" +
 	"\x04Poll\x12\x18.regionfl.v1.PollRequest\x1a\x19.regionfl.v1.PollResponse\x12A\n" +
 	"\x06Enroll\x12\x1a.regionfl.v1.EnrollRequest\x1a\x1b.regionfl.v1.EnrollResponse\x12k\n" +
@@ -4847,7 +5065,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x15SubmitDecryptionShare\x12).regionfl.v1.SubmitDecryptionShareRequest\x1a*.regionfl.v1.SubmitDecryptionShareResponse\x12h\n" +
 	"\x13ApproveContributors\x12'.regionfl.v1.ApproveContributorsRequest\x1a(.regionfl.v1.ApproveContributorsResponse\x12M\n" +
 	"\n" +
-	"FetchModel\x12\x1e.regionfl.v1.FetchModelRequest\x1a\x1f.regionfl.v1.FetchModelResponse2\xcb\x03\n" +
+	"FetchModel\x12\x1e.regionfl.v1.FetchModelRequest\x1a\x1f.regionfl.v1.FetchModelResponse\x12Y\n" +
+	"\x0eGetRevocations\x12\".regionfl.v1.GetRevocationsRequest\x1a#.regionfl.v1.GetRevocationsResponse2\xcb\x03\n" +
 	"\x11ResearcherService\x12J\n" +
 	"\tSubmitJob\x12\x1d.regionfl.v1.SubmitJobRequest\x1a\x1e.regionfl.v1.SubmitJobResponse\x12A\n" +
 	"\x06GetJob\x12\x1a.regionfl.v1.GetJobRequest\x1a\x1b.regionfl.v1.GetJobResponse\x12G\n" +
@@ -4856,14 +5075,15 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\tCancelJob\x12\x1d.regionfl.v1.CancelJobRequest\x1a\x1e.regionfl.v1.CancelJobResponse\x12G\n" +
 	"\bGetModel\x12\x1c.regionfl.v1.GetModelRequest\x1a\x1d.regionfl.v1.GetModelResponse2d\n" +
 	"\x0eAuditorService\x12R\n" +
-	"\vExportAudit\x12\x1f.regionfl.v1.ExportAuditRequest\x1a .regionfl.v1.ExportAuditResponse0\x012\x9b\x04\n" +
+	"\vExportAudit\x12\x1f.regionfl.v1.ExportAuditRequest\x1a .regionfl.v1.ExportAuditResponse0\x012\xf6\x04\n" +
 	"\x0fOperatorService\x12S\n" +
 	"\fCreateRegion\x12 .regionfl.v1.CreateRegionRequest\x1a!.regionfl.v1.CreateRegionResponse\x12S\n" +
 	"\fListReplicas\x12 .regionfl.v1.ListReplicasRequest\x1a!.regionfl.v1.ListReplicasResponse\x12P\n" +
 	"\vJoinReplica\x12\x1f.regionfl.v1.JoinReplicaRequest\x1a .regionfl.v1.JoinReplicaResponse\x12V\n" +
 	"\rRemoveReplica\x12!.regionfl.v1.RemoveReplicaRequest\x1a\".regionfl.v1.RemoveReplicaResponse\x12b\n" +
 	"\x11RevokeCertificate\x12%.regionfl.v1.RevokeCertificateRequest\x1a&.regionfl.v1.RevokeCertificateResponse\x12P\n" +
-	"\vListRevoked\x12\x1f.regionfl.v1.ListRevokedRequest\x1a .regionfl.v1.ListRevokedResponseB'Z%regionfl/proto/regionfl/v1;regionflv1b\x06proto3"
+	"\vListRevoked\x12\x1f.regionfl.v1.ListRevokedRequest\x1a .regionfl.v1.ListRevokedResponse\x12Y\n" +
+	"\x0eEndWebSessions\x12\".regionfl.v1.EndWebSessionsRequest\x1a#.regionfl.v1.EndWebSessionsResponseB'Z%regionfl/proto/regionfl/v1;regionflv1b\x06proto3"
 
 var (
 	file_regionfl_v1_region_proto_rawDescOnce sync.Once
@@ -4878,179 +5098,188 @@ func file_regionfl_v1_region_proto_rawDescGZIP() []byte {
 }
 
 var file_regionfl_v1_region_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
+var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
 var file_regionfl_v1_region_proto_goTypes = []any{
 	(CeremonyStep)(0),                     // 0: regionfl.v1.CeremonyStep
 	(*ExportAuditRequest)(nil),            // 1: regionfl.v1.ExportAuditRequest
 	(*ExportAuditResponse)(nil),           // 2: regionfl.v1.ExportAuditResponse
-	(*RevokeCertificateRequest)(nil),      // 3: regionfl.v1.RevokeCertificateRequest
-	(*RevokeCertificateResponse)(nil),     // 4: regionfl.v1.RevokeCertificateResponse
-	(*ListRevokedRequest)(nil),            // 5: regionfl.v1.ListRevokedRequest
-	(*Revocation)(nil),                    // 6: regionfl.v1.Revocation
-	(*ListRevokedResponse)(nil),           // 7: regionfl.v1.ListRevokedResponse
-	(*PollRequest)(nil),                   // 8: regionfl.v1.PollRequest
-	(*PollResponse)(nil),                  // 9: regionfl.v1.PollResponse
-	(*ApprovalTask)(nil),                  // 10: regionfl.v1.ApprovalTask
-	(*ApproveContributorsRequest)(nil),    // 11: regionfl.v1.ApproveContributorsRequest
-	(*ApproveContributorsResponse)(nil),   // 12: regionfl.v1.ApproveContributorsResponse
-	(*Approval)(nil),                      // 13: regionfl.v1.Approval
-	(*CeremonyTask)(nil),                  // 14: regionfl.v1.CeremonyTask
-	(*JobOffer)(nil),                      // 15: regionfl.v1.JobOffer
-	(*TrainTask)(nil),                     // 16: regionfl.v1.TrainTask
-	(*KeptUpdate)(nil),                    // 17: regionfl.v1.KeptUpdate
-	(*DecryptTask)(nil),                   // 18: regionfl.v1.DecryptTask
-	(*EnrollRequest)(nil),                 // 19: regionfl.v1.EnrollRequest
-	(*EnrollResponse)(nil),                // 20: regionfl.v1.EnrollResponse
-	(*SubmitPublicKeyShareRequest)(nil),   // 21: regionfl.v1.SubmitPublicKeyShareRequest
-	(*SubmitPublicKeyShareResponse)(nil),  // 22: regionfl.v1.SubmitPublicKeyShareResponse
-	(*SealedShare)(nil),                   // 23: regionfl.v1.SealedShare
-	(*SubmitSealedSharesRequest)(nil),     // 24: regionfl.v1.SubmitSealedSharesRequest
-	(*SubmitSealedSharesResponse)(nil),    // 25: regionfl.v1.SubmitSealedSharesResponse
-	(*GetSealedSharesRequest)(nil),        // 26: regionfl.v1.GetSealedSharesRequest
-	(*GetSealedSharesResponse)(nil),       // 27: regionfl.v1.GetSealedSharesResponse
-	(*ConfirmKeyReadyRequest)(nil),        // 28: regionfl.v1.ConfirmKeyReadyRequest
-	(*ConfirmKeyReadyResponse)(nil),       // 29: regionfl.v1.ConfirmKeyReadyResponse
-	(*GetRegionRequest)(nil),              // 30: regionfl.v1.GetRegionRequest
-	(*Region)(nil),                        // 31: regionfl.v1.Region
-	(*GetRegionResponse)(nil),             // 32: regionfl.v1.GetRegionResponse
-	(*DecideJobRequest)(nil),              // 33: regionfl.v1.DecideJobRequest
-	(*DecideJobResponse)(nil),             // 34: regionfl.v1.DecideJobResponse
-	(*UpdateHeader)(nil),                  // 35: regionfl.v1.UpdateHeader
-	(*SubmitUpdateRequest)(nil),           // 36: regionfl.v1.SubmitUpdateRequest
-	(*SubmitUpdateResponse)(nil),          // 37: regionfl.v1.SubmitUpdateResponse
-	(*GetAggregateRequest)(nil),           // 38: regionfl.v1.GetAggregateRequest
-	(*GetAggregateResponse)(nil),          // 39: regionfl.v1.GetAggregateResponse
-	(*SubmitDecryptionShareRequest)(nil),  // 40: regionfl.v1.SubmitDecryptionShareRequest
-	(*SubmitDecryptionShareResponse)(nil), // 41: regionfl.v1.SubmitDecryptionShareResponse
-	(*GetModelRequest)(nil),               // 42: regionfl.v1.GetModelRequest
-	(*GetModelResponse)(nil),              // 43: regionfl.v1.GetModelResponse
-	(*FetchModelRequest)(nil),             // 44: regionfl.v1.FetchModelRequest
-	(*FetchModelResponse)(nil),            // 45: regionfl.v1.FetchModelResponse
-	(*Model)(nil),                         // 46: regionfl.v1.Model
-	(*ModelSpec)(nil),                     // 47: regionfl.v1.ModelSpec
-	(*Strategy)(nil),                      // 48: regionfl.v1.Strategy
-	(*JobSpec)(nil),                       // 49: regionfl.v1.JobSpec
-	(*SubmitJobRequest)(nil),              // 50: regionfl.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),             // 51: regionfl.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),                 // 52: regionfl.v1.GetJobRequest
-	(*RoundInfo)(nil),                     // 53: regionfl.v1.RoundInfo
-	(*ClinicalMetrics)(nil),               // 54: regionfl.v1.ClinicalMetrics
-	(*JobInfo)(nil),                       // 55: regionfl.v1.JobInfo
-	(*GetJobResponse)(nil),                // 56: regionfl.v1.GetJobResponse
-	(*ListJobsRequest)(nil),               // 57: regionfl.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),              // 58: regionfl.v1.ListJobsResponse
-	(*WatchJobRequest)(nil),               // 59: regionfl.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),              // 60: regionfl.v1.WatchJobResponse
-	(*CancelJobRequest)(nil),              // 61: regionfl.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),             // 62: regionfl.v1.CancelJobResponse
-	(*CreateRegionRequest)(nil),           // 63: regionfl.v1.CreateRegionRequest
-	(*CreateRegionResponse)(nil),          // 64: regionfl.v1.CreateRegionResponse
-	(*Replica)(nil),                       // 65: regionfl.v1.Replica
-	(*ListReplicasRequest)(nil),           // 66: regionfl.v1.ListReplicasRequest
-	(*ListReplicasResponse)(nil),          // 67: regionfl.v1.ListReplicasResponse
-	(*JoinReplicaRequest)(nil),            // 68: regionfl.v1.JoinReplicaRequest
-	(*JoinReplicaResponse)(nil),           // 69: regionfl.v1.JoinReplicaResponse
-	(*RemoveReplicaRequest)(nil),          // 70: regionfl.v1.RemoveReplicaRequest
-	(*RemoveReplicaResponse)(nil),         // 71: regionfl.v1.RemoveReplicaResponse
-	nil,                                   // 72: regionfl.v1.RoundInfo.SiteMetricsEntry
-	nil,                                   // 73: regionfl.v1.JobInfo.RefusedEntry
-	nil,                                   // 74: regionfl.v1.JobInfo.EpsilonSpentEntry
+	(*EndWebSessionsRequest)(nil),         // 3: regionfl.v1.EndWebSessionsRequest
+	(*EndWebSessionsResponse)(nil),        // 4: regionfl.v1.EndWebSessionsResponse
+	(*RevokeCertificateRequest)(nil),      // 5: regionfl.v1.RevokeCertificateRequest
+	(*RevokeCertificateResponse)(nil),     // 6: regionfl.v1.RevokeCertificateResponse
+	(*ListRevokedRequest)(nil),            // 7: regionfl.v1.ListRevokedRequest
+	(*Revocation)(nil),                    // 8: regionfl.v1.Revocation
+	(*GetRevocationsRequest)(nil),         // 9: regionfl.v1.GetRevocationsRequest
+	(*GetRevocationsResponse)(nil),        // 10: regionfl.v1.GetRevocationsResponse
+	(*ListRevokedResponse)(nil),           // 11: regionfl.v1.ListRevokedResponse
+	(*PollRequest)(nil),                   // 12: regionfl.v1.PollRequest
+	(*PollResponse)(nil),                  // 13: regionfl.v1.PollResponse
+	(*ApprovalTask)(nil),                  // 14: regionfl.v1.ApprovalTask
+	(*ApproveContributorsRequest)(nil),    // 15: regionfl.v1.ApproveContributorsRequest
+	(*ApproveContributorsResponse)(nil),   // 16: regionfl.v1.ApproveContributorsResponse
+	(*Approval)(nil),                      // 17: regionfl.v1.Approval
+	(*CeremonyTask)(nil),                  // 18: regionfl.v1.CeremonyTask
+	(*JobOffer)(nil),                      // 19: regionfl.v1.JobOffer
+	(*TrainTask)(nil),                     // 20: regionfl.v1.TrainTask
+	(*KeptUpdate)(nil),                    // 21: regionfl.v1.KeptUpdate
+	(*DecryptTask)(nil),                   // 22: regionfl.v1.DecryptTask
+	(*EnrollRequest)(nil),                 // 23: regionfl.v1.EnrollRequest
+	(*EnrollResponse)(nil),                // 24: regionfl.v1.EnrollResponse
+	(*SubmitPublicKeyShareRequest)(nil),   // 25: regionfl.v1.SubmitPublicKeyShareRequest
+	(*SubmitPublicKeyShareResponse)(nil),  // 26: regionfl.v1.SubmitPublicKeyShareResponse
+	(*SealedShare)(nil),                   // 27: regionfl.v1.SealedShare
+	(*SubmitSealedSharesRequest)(nil),     // 28: regionfl.v1.SubmitSealedSharesRequest
+	(*SubmitSealedSharesResponse)(nil),    // 29: regionfl.v1.SubmitSealedSharesResponse
+	(*GetSealedSharesRequest)(nil),        // 30: regionfl.v1.GetSealedSharesRequest
+	(*GetSealedSharesResponse)(nil),       // 31: regionfl.v1.GetSealedSharesResponse
+	(*ConfirmKeyReadyRequest)(nil),        // 32: regionfl.v1.ConfirmKeyReadyRequest
+	(*ConfirmKeyReadyResponse)(nil),       // 33: regionfl.v1.ConfirmKeyReadyResponse
+	(*GetRegionRequest)(nil),              // 34: regionfl.v1.GetRegionRequest
+	(*Region)(nil),                        // 35: regionfl.v1.Region
+	(*GetRegionResponse)(nil),             // 36: regionfl.v1.GetRegionResponse
+	(*DecideJobRequest)(nil),              // 37: regionfl.v1.DecideJobRequest
+	(*DecideJobResponse)(nil),             // 38: regionfl.v1.DecideJobResponse
+	(*UpdateHeader)(nil),                  // 39: regionfl.v1.UpdateHeader
+	(*SubmitUpdateRequest)(nil),           // 40: regionfl.v1.SubmitUpdateRequest
+	(*SubmitUpdateResponse)(nil),          // 41: regionfl.v1.SubmitUpdateResponse
+	(*GetAggregateRequest)(nil),           // 42: regionfl.v1.GetAggregateRequest
+	(*GetAggregateResponse)(nil),          // 43: regionfl.v1.GetAggregateResponse
+	(*SubmitDecryptionShareRequest)(nil),  // 44: regionfl.v1.SubmitDecryptionShareRequest
+	(*SubmitDecryptionShareResponse)(nil), // 45: regionfl.v1.SubmitDecryptionShareResponse
+	(*GetModelRequest)(nil),               // 46: regionfl.v1.GetModelRequest
+	(*GetModelResponse)(nil),              // 47: regionfl.v1.GetModelResponse
+	(*FetchModelRequest)(nil),             // 48: regionfl.v1.FetchModelRequest
+	(*FetchModelResponse)(nil),            // 49: regionfl.v1.FetchModelResponse
+	(*Model)(nil),                         // 50: regionfl.v1.Model
+	(*ModelSpec)(nil),                     // 51: regionfl.v1.ModelSpec
+	(*Strategy)(nil),                      // 52: regionfl.v1.Strategy
+	(*JobSpec)(nil),                       // 53: regionfl.v1.JobSpec
+	(*SubmitJobRequest)(nil),              // 54: regionfl.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),             // 55: regionfl.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),                 // 56: regionfl.v1.GetJobRequest
+	(*RoundInfo)(nil),                     // 57: regionfl.v1.RoundInfo
+	(*ClinicalMetrics)(nil),               // 58: regionfl.v1.ClinicalMetrics
+	(*JobInfo)(nil),                       // 59: regionfl.v1.JobInfo
+	(*GetJobResponse)(nil),                // 60: regionfl.v1.GetJobResponse
+	(*ListJobsRequest)(nil),               // 61: regionfl.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),              // 62: regionfl.v1.ListJobsResponse
+	(*WatchJobRequest)(nil),               // 63: regionfl.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),              // 64: regionfl.v1.WatchJobResponse
+	(*CancelJobRequest)(nil),              // 65: regionfl.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 66: regionfl.v1.CancelJobResponse
+	(*CreateRegionRequest)(nil),           // 67: regionfl.v1.CreateRegionRequest
+	(*CreateRegionResponse)(nil),          // 68: regionfl.v1.CreateRegionResponse
+	(*Replica)(nil),                       // 69: regionfl.v1.Replica
+	(*ListReplicasRequest)(nil),           // 70: regionfl.v1.ListReplicasRequest
+	(*ListReplicasResponse)(nil),          // 71: regionfl.v1.ListReplicasResponse
+	(*JoinReplicaRequest)(nil),            // 72: regionfl.v1.JoinReplicaRequest
+	(*JoinReplicaResponse)(nil),           // 73: regionfl.v1.JoinReplicaResponse
+	(*RemoveReplicaRequest)(nil),          // 74: regionfl.v1.RemoveReplicaRequest
+	(*RemoveReplicaResponse)(nil),         // 75: regionfl.v1.RemoveReplicaResponse
+	nil,                                   // 76: regionfl.v1.RoundInfo.SiteMetricsEntry
+	nil,                                   // 77: regionfl.v1.JobInfo.RefusedEntry
+	nil,                                   // 78: regionfl.v1.JobInfo.EpsilonSpentEntry
 }
 var file_regionfl_v1_region_proto_depIdxs = []int32{
-	6,  // 0: regionfl.v1.ListRevokedResponse.revoked:type_name -> regionfl.v1.Revocation
-	14, // 1: regionfl.v1.PollResponse.ceremony:type_name -> regionfl.v1.CeremonyTask
-	15, // 2: regionfl.v1.PollResponse.job_offers:type_name -> regionfl.v1.JobOffer
-	16, // 3: regionfl.v1.PollResponse.train:type_name -> regionfl.v1.TrainTask
-	18, // 4: regionfl.v1.PollResponse.decrypt:type_name -> regionfl.v1.DecryptTask
-	17, // 5: regionfl.v1.PollResponse.kept:type_name -> regionfl.v1.KeptUpdate
-	10, // 6: regionfl.v1.PollResponse.approve:type_name -> regionfl.v1.ApprovalTask
-	49, // 7: regionfl.v1.ApprovalTask.spec:type_name -> regionfl.v1.JobSpec
-	0,  // 8: regionfl.v1.CeremonyTask.step:type_name -> regionfl.v1.CeremonyStep
-	49, // 9: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
-	49, // 10: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
-	15, // 11: regionfl.v1.TrainTask.job:type_name -> regionfl.v1.JobOffer
-	49, // 12: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
-	13, // 13: regionfl.v1.DecryptTask.approvals:type_name -> regionfl.v1.Approval
-	15, // 14: regionfl.v1.DecryptTask.job:type_name -> regionfl.v1.JobOffer
-	23, // 15: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
-	0,  // 16: regionfl.v1.Region.step:type_name -> regionfl.v1.CeremonyStep
-	31, // 17: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
-	54, // 18: regionfl.v1.UpdateHeader.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	35, // 19: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
-	46, // 20: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
-	46, // 21: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
-	47, // 22: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
-	47, // 23: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
-	48, // 24: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
-	49, // 25: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
-	54, // 26: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	72, // 27: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
-	49, // 28: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
-	73, // 29: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
-	53, // 30: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
-	74, // 31: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
-	55, // 32: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
-	55, // 33: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
-	55, // 34: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
-	65, // 35: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
-	54, // 36: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
-	8,  // 37: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
-	19, // 38: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
-	21, // 39: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
-	24, // 40: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
-	26, // 41: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
-	28, // 42: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
-	30, // 43: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
-	33, // 44: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
-	36, // 45: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
-	38, // 46: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
-	40, // 47: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
-	11, // 48: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
-	44, // 49: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
-	50, // 50: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
-	52, // 51: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
-	57, // 52: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
-	59, // 53: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
-	61, // 54: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
-	42, // 55: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
-	1,  // 56: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
-	63, // 57: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
-	66, // 58: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
-	68, // 59: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
-	70, // 60: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
-	3,  // 61: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
-	5,  // 62: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
-	9,  // 63: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
-	20, // 64: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
-	22, // 65: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
-	25, // 66: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
-	27, // 67: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
-	29, // 68: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
-	32, // 69: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
-	34, // 70: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
-	37, // 71: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
-	39, // 72: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
-	41, // 73: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
-	12, // 74: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
-	45, // 75: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
-	51, // 76: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
-	56, // 77: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
-	58, // 78: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
-	60, // 79: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
-	62, // 80: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
-	43, // 81: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
-	2,  // 82: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
-	64, // 83: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
-	67, // 84: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
-	69, // 85: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
-	71, // 86: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
-	4,  // 87: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
-	7,  // 88: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
-	63, // [63:89] is the sub-list for method output_type
-	37, // [37:63] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	8,  // 0: regionfl.v1.GetRevocationsResponse.revoked:type_name -> regionfl.v1.Revocation
+	8,  // 1: regionfl.v1.ListRevokedResponse.revoked:type_name -> regionfl.v1.Revocation
+	18, // 2: regionfl.v1.PollResponse.ceremony:type_name -> regionfl.v1.CeremonyTask
+	19, // 3: regionfl.v1.PollResponse.job_offers:type_name -> regionfl.v1.JobOffer
+	20, // 4: regionfl.v1.PollResponse.train:type_name -> regionfl.v1.TrainTask
+	22, // 5: regionfl.v1.PollResponse.decrypt:type_name -> regionfl.v1.DecryptTask
+	21, // 6: regionfl.v1.PollResponse.kept:type_name -> regionfl.v1.KeptUpdate
+	14, // 7: regionfl.v1.PollResponse.approve:type_name -> regionfl.v1.ApprovalTask
+	53, // 8: regionfl.v1.ApprovalTask.spec:type_name -> regionfl.v1.JobSpec
+	0,  // 9: regionfl.v1.CeremonyTask.step:type_name -> regionfl.v1.CeremonyStep
+	53, // 10: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
+	53, // 11: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
+	19, // 12: regionfl.v1.TrainTask.job:type_name -> regionfl.v1.JobOffer
+	53, // 13: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
+	17, // 14: regionfl.v1.DecryptTask.approvals:type_name -> regionfl.v1.Approval
+	19, // 15: regionfl.v1.DecryptTask.job:type_name -> regionfl.v1.JobOffer
+	27, // 16: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
+	0,  // 17: regionfl.v1.Region.step:type_name -> regionfl.v1.CeremonyStep
+	35, // 18: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
+	58, // 19: regionfl.v1.UpdateHeader.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	39, // 20: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
+	50, // 21: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
+	50, // 22: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
+	51, // 23: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
+	51, // 24: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
+	52, // 25: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
+	53, // 26: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
+	58, // 27: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	76, // 28: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
+	53, // 29: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
+	77, // 30: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
+	57, // 31: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
+	78, // 32: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
+	59, // 33: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
+	59, // 34: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
+	59, // 35: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
+	69, // 36: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
+	58, // 37: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
+	12, // 38: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
+	23, // 39: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
+	25, // 40: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
+	28, // 41: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
+	30, // 42: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
+	32, // 43: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
+	34, // 44: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
+	37, // 45: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
+	40, // 46: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
+	42, // 47: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
+	44, // 48: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
+	15, // 49: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
+	48, // 50: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
+	9,  // 51: regionfl.v1.HospitalService.GetRevocations:input_type -> regionfl.v1.GetRevocationsRequest
+	54, // 52: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
+	56, // 53: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
+	61, // 54: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
+	63, // 55: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
+	65, // 56: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
+	46, // 57: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
+	1,  // 58: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
+	67, // 59: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
+	70, // 60: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
+	72, // 61: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
+	74, // 62: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
+	5,  // 63: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
+	7,  // 64: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
+	3,  // 65: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
+	13, // 66: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
+	24, // 67: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
+	26, // 68: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
+	29, // 69: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
+	31, // 70: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
+	33, // 71: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
+	36, // 72: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
+	38, // 73: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
+	41, // 74: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
+	43, // 75: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
+	45, // 76: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
+	16, // 77: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
+	49, // 78: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
+	10, // 79: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
+	55, // 80: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
+	60, // 81: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
+	62, // 82: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
+	64, // 83: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
+	66, // 84: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
+	47, // 85: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
+	2,  // 86: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
+	68, // 87: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
+	71, // 88: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
+	73, // 89: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
+	75, // 90: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
+	6,  // 91: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
+	11, // 92: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
+	4,  // 93: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
+	66, // [66:94] is the sub-list for method output_type
+	38, // [38:66] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_regionfl_v1_region_proto_init() }
@@ -5058,7 +5287,7 @@ func file_regionfl_v1_region_proto_init() {
 	if File_regionfl_v1_region_proto != nil {
 		return
 	}
-	file_regionfl_v1_region_proto_msgTypes[35].OneofWrappers = []any{
+	file_regionfl_v1_region_proto_msgTypes[39].OneofWrappers = []any{
 		(*SubmitUpdateRequest_Header)(nil),
 		(*SubmitUpdateRequest_Chunk)(nil),
 	}
@@ -5068,7 +5297,7 @@ func file_regionfl_v1_region_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_region_proto_rawDesc), len(file_regionfl_v1_region_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   74,
+			NumMessages:   78,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

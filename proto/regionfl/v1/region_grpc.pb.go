@@ -32,6 +32,7 @@ const (
 	HospitalService_SubmitDecryptionShare_FullMethodName = "/regionfl.v1.HospitalService/SubmitDecryptionShare"
 	HospitalService_ApproveContributors_FullMethodName   = "/regionfl.v1.HospitalService/ApproveContributors"
 	HospitalService_FetchModel_FullMethodName            = "/regionfl.v1.HospitalService/FetchModel"
+	HospitalService_GetRevocations_FullMethodName        = "/regionfl.v1.HospitalService/GetRevocations"
 )
 
 // HospitalServiceClient is the client API for HospitalService service.
@@ -65,6 +66,10 @@ type HospitalServiceClient interface {
 	ApproveContributors(ctx context.Context, in *ApproveContributorsRequest, opts ...grpc.CallOption) (*ApproveContributorsResponse, error)
 	// FetchModel returns a committed global model version to train from.
 	FetchModel(ctx context.Context, in *FetchModelRequest, opts ...grpc.CallOption) (*FetchModelResponse, error)
+	// GetRevocations returns the operator-signed revocations: a node checks
+	// each signature itself and pins the serials it has seen, so a
+	// coordinator can delay a revocation but never undo one.
+	GetRevocations(ctx context.Context, in *GetRevocationsRequest, opts ...grpc.CallOption) (*GetRevocationsResponse, error)
 }
 
 type hospitalServiceClient struct {
@@ -217,6 +222,16 @@ func (c *hospitalServiceClient) FetchModel(ctx context.Context, in *FetchModelRe
 	return out, nil
 }
 
+func (c *hospitalServiceClient) GetRevocations(ctx context.Context, in *GetRevocationsRequest, opts ...grpc.CallOption) (*GetRevocationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRevocationsResponse)
+	err := c.cc.Invoke(ctx, HospitalService_GetRevocations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HospitalServiceServer is the server API for HospitalService service.
 // All implementations must embed UnimplementedHospitalServiceServer
 // for forward compatibility.
@@ -248,6 +263,10 @@ type HospitalServiceServer interface {
 	ApproveContributors(context.Context, *ApproveContributorsRequest) (*ApproveContributorsResponse, error)
 	// FetchModel returns a committed global model version to train from.
 	FetchModel(context.Context, *FetchModelRequest) (*FetchModelResponse, error)
+	// GetRevocations returns the operator-signed revocations: a node checks
+	// each signature itself and pins the serials it has seen, so a
+	// coordinator can delay a revocation but never undo one.
+	GetRevocations(context.Context, *GetRevocationsRequest) (*GetRevocationsResponse, error)
 	mustEmbedUnimplementedHospitalServiceServer()
 }
 
@@ -296,6 +315,9 @@ func (UnimplementedHospitalServiceServer) ApproveContributors(context.Context, *
 }
 func (UnimplementedHospitalServiceServer) FetchModel(context.Context, *FetchModelRequest) (*FetchModelResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method FetchModel not implemented")
+}
+func (UnimplementedHospitalServiceServer) GetRevocations(context.Context, *GetRevocationsRequest) (*GetRevocationsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetRevocations not implemented")
 }
 func (UnimplementedHospitalServiceServer) mustEmbedUnimplementedHospitalServiceServer() {}
 func (UnimplementedHospitalServiceServer) testEmbeddedByValue()                         {}
@@ -534,6 +556,24 @@ func _HospitalService_FetchModel_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _HospitalService_GetRevocations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRevocationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HospitalServiceServer).GetRevocations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HospitalService_GetRevocations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HospitalServiceServer).GetRevocations(ctx, req.(*GetRevocationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // HospitalService_ServiceDesc is the grpc.ServiceDesc for HospitalService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -584,6 +624,10 @@ var HospitalService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "FetchModel",
 			Handler:    _HospitalService_FetchModel_Handler,
+		},
+		{
+			MethodName: "GetRevocations",
+			Handler:    _HospitalService_GetRevocations_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -1029,6 +1073,7 @@ const (
 	OperatorService_RemoveReplica_FullMethodName     = "/regionfl.v1.OperatorService/RemoveReplica"
 	OperatorService_RevokeCertificate_FullMethodName = "/regionfl.v1.OperatorService/RevokeCertificate"
 	OperatorService_ListRevoked_FullMethodName       = "/regionfl.v1.OperatorService/ListRevoked"
+	OperatorService_EndWebSessions_FullMethodName    = "/regionfl.v1.OperatorService/EndWebSessions"
 )
 
 // OperatorServiceClient is the client API for OperatorService service.
@@ -1044,6 +1089,10 @@ type OperatorServiceClient interface {
 	// on, on every replica and on the Raft transport.
 	RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error)
 	ListRevoked(ctx context.Context, in *ListRevokedRequest, opts ...grpc.CallOption) (*ListRevokedResponse, error)
+	// EndWebSessions ends, on every replica, the web-view sessions of one
+	// identity that began before now (a login link's session has no
+	// certificate to revoke).
+	EndWebSessions(ctx context.Context, in *EndWebSessionsRequest, opts ...grpc.CallOption) (*EndWebSessionsResponse, error)
 }
 
 type operatorServiceClient struct {
@@ -1114,6 +1163,16 @@ func (c *operatorServiceClient) ListRevoked(ctx context.Context, in *ListRevoked
 	return out, nil
 }
 
+func (c *operatorServiceClient) EndWebSessions(ctx context.Context, in *EndWebSessionsRequest, opts ...grpc.CallOption) (*EndWebSessionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EndWebSessionsResponse)
+	err := c.cc.Invoke(ctx, OperatorService_EndWebSessions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServiceServer is the server API for OperatorService service.
 // All implementations must embed UnimplementedOperatorServiceServer
 // for forward compatibility.
@@ -1127,6 +1186,10 @@ type OperatorServiceServer interface {
 	// on, on every replica and on the Raft transport.
 	RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error)
 	ListRevoked(context.Context, *ListRevokedRequest) (*ListRevokedResponse, error)
+	// EndWebSessions ends, on every replica, the web-view sessions of one
+	// identity that began before now (a login link's session has no
+	// certificate to revoke).
+	EndWebSessions(context.Context, *EndWebSessionsRequest) (*EndWebSessionsResponse, error)
 	mustEmbedUnimplementedOperatorServiceServer()
 }
 
@@ -1154,6 +1217,9 @@ func (UnimplementedOperatorServiceServer) RevokeCertificate(context.Context, *Re
 }
 func (UnimplementedOperatorServiceServer) ListRevoked(context.Context, *ListRevokedRequest) (*ListRevokedResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListRevoked not implemented")
+}
+func (UnimplementedOperatorServiceServer) EndWebSessions(context.Context, *EndWebSessionsRequest) (*EndWebSessionsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method EndWebSessions not implemented")
 }
 func (UnimplementedOperatorServiceServer) mustEmbedUnimplementedOperatorServiceServer() {}
 func (UnimplementedOperatorServiceServer) testEmbeddedByValue()                         {}
@@ -1284,6 +1350,24 @@ func _OperatorService_ListRevoked_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OperatorService_EndWebSessions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EndWebSessionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).EndWebSessions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_EndWebSessions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).EndWebSessions(ctx, req.(*EndWebSessionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // OperatorService_ServiceDesc is the grpc.ServiceDesc for OperatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1314,6 +1398,10 @@ var OperatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListRevoked",
 			Handler:    _OperatorService_ListRevoked_Handler,
+		},
+		{
+			MethodName: "EndWebSessions",
+			Handler:    _OperatorService_EndWebSessions_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,67 @@
+package identity
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestRevocations(t *testing.T) {
+	ca, err := NewCA("region", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := ca.Issue(Identity{Name: "ops", Role: RoleOperator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hospital, err := ca.Issue(Identity{Name: "h1", Role: RoleHospital}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	serial := SerialHex(hospital.Leaf)
+	sig, ms, err := SignRevocation(op.PrivateKey, serial, "key lost", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der := op.Certificate[0]
+	if by, err := VerifyRevocation(ca.Pool(), der, sig, serial, "key lost", ms, now); err != nil || by.Name != "ops" {
+		t.Fatalf("a good revocation: %v by %v", err, by)
+	}
+	// Checked at the time it was signed: it outlives the operator's
+	// certificate.
+	if _, err := VerifyRevocation(ca.Pool(), der, sig, serial, "key lost", ms, now.Add(48*time.Hour)); err != nil {
+		t.Fatalf("a revocation made by a certificate that expired since: %v", err)
+	}
+	hsig, hms, err := SignRevocation(hospital.PrivateKey, serial, "key lost", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	future, fms, err := SignRevocation(op.PrivateKey, serial, "key lost", now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, serial, reason string
+		der, sig             []byte
+		ms                   int64
+	}{
+		{"another serial", "abc", "key lost", der, sig, ms},
+		{"another reason", serial, "left", der, sig, ms},
+		{"another time", serial, "key lost", der, sig, ms + 1},
+		{"signed by a hospital", serial, "key lost", hospital.Certificate[0], hsig, hms},
+		{"signed in the future", serial, "key lost", der, future, fms},
+		{"serial not normalized", "00" + serial, "key lost", der, sig, ms},
+		{"no signature", serial, "key lost", der, nil, ms},
+	} {
+		if _, err := VerifyRevocation(ca.Pool(), tc.der, tc.sig, tc.serial, tc.reason, tc.ms, now); !errors.Is(err, ErrBadStatement) {
+			t.Errorf("%s: got %v, want ErrBadStatement", tc.name, err)
+		}
+	}
+	for in, want := range map[string]string{"0A:bC": "abc", "00ff": "ff", "xyz": "", "": "", "0": ""} {
+		if got := NormalizeSerial(in); got != want {
+			t.Errorf("NormalizeSerial(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
