@@ -283,6 +283,16 @@ func (d *dockerRegion) waitEnd(id string) *jobStatus {
 	return j
 }
 
+// finish waits for the job to end, checks that it finished by its rules
+// with nothing lost or counted twice, and fills res's counts.
+func (d *dockerRegion) finish(res *scenarioResult, id string, job jobFile) *jobStatus {
+	d.t.Helper()
+	j := d.waitEnd(id)
+	checkFinishedJob(d.t, j, uint32(job.Rounds), job.MinHospitals, d.trainRows)
+	res.counted(j, d.trainRows)
+	return j
+}
+
 // waitVoters waits for three voters and a leader, asked through every
 // replica.
 func (d *dockerRegion) waitVoters() {
@@ -337,9 +347,7 @@ func TestFaultMinorityPartition(t *testing.T) {
 	// Back with its address and name: the others know it by both.
 	d.mustDocker("network", "connect", "--ip", d.ip(slices.Index(d.replicas, old)+1), "--alias", old, d.network, d.container(old))
 	t.Logf("reconnected %s after %d rounds committed without it", old, len(during))
-	j := d.waitEnd(id)
-	checkFinishedJob(t, j, uint32(job.Rounds), job.MinHospitals, d.trainRows)
-	res.counted(j, d.trainRows)
+	j := d.finish(res, id, job)
 	for _, r := range j.Rounds {
 		if r.OpenedBy == majority && r.ClosedBy == old {
 			t.Errorf("round %d, opened by the majority's %s, was closed by the cut-off %s", r.Round, majority, old)
@@ -371,9 +379,7 @@ func TestFaultLeaderPaused(t *testing.T) {
 	waitEvery(t, 15*time.Second, time.Second, "10 s of pause", func() (bool, error) { return time.Since(paused) >= 10*time.Second, nil })
 	d.mustDocker("unpause", d.container(old))
 	t.Logf("resumed %s after %v; a new leader came %.1f s after the pause", old, time.Since(paused).Round(time.Second), res.RecoveryS)
-	j := d.waitEnd(id)
-	checkFinishedJob(t, j, uint32(job.Rounds), job.MinHospitals, d.trainRows)
-	res.counted(j, d.trainRows)
+	d.finish(res, id, job)
 	d.waitVoters()
 	if l := d.leader(d.coordinators()); l == "" {
 		t.Error("no leader after the resume")
@@ -403,9 +409,7 @@ func TestFaultAllReplicasKilled(t *testing.T) {
 	d.waitVoters()
 	res.RecoveryS = time.Since(killed).Seconds()
 	t.Logf("3 voters and a leader %.1f s after the kill", res.RecoveryS)
-	j := d.waitEnd(id)
-	checkFinishedJob(t, j, uint32(job.Rounds), job.MinHospitals, d.trainRows)
-	res.counted(j, d.trainRows)
+	d.finish(res, id, job)
 	d.checkAudit()
 }
 
@@ -426,10 +430,8 @@ func TestFaultPoisonJob(t *testing.T) {
 	}
 	start := time.Now()
 	job := d.suiteJob("after-poison", 3)
-	j := d.waitEnd(d.submit(job))
+	d.finish(res, d.submit(job), job)
 	res.RecoveryS = time.Since(start).Seconds()
-	checkFinishedJob(t, j, uint32(job.Rounds), job.MinHospitals, d.trainRows)
-	res.counted(j, d.trainRows)
 	for _, h := range d.hospitals {
 		out := d.mustDocker("inspect", "--format", "{{.RestartCount}} {{.State.Running}}", d.container(h))
 		if strings.TrimSpace(string(out)) != "0 true" {
