@@ -17,6 +17,9 @@ import (
 // back but never forge or undo one.
 const StatementRevocation = "certificate revocation"
 
+// MaxRevocationReason caps a revocation's reason, in bytes.
+const MaxRevocationReason = 512
+
 // MaxClockSkew bounds how far in the future a signed revocation's time
 // may lie.
 const MaxClockSkew = 5 * time.Minute
@@ -72,12 +75,9 @@ func VerifyRevocation(ca *x509.CertPool, certDER, sig []byte, serial, reason str
 
 // CertificateSerial is SerialHex of a DER certificate.
 func CertificateSerial(der []byte) (string, error) {
-	if len(der) == 0 || len(der) > 16<<10 {
-		return "", fmt.Errorf("%w: certificate of %d bytes", ErrBadStatement, len(der))
-	}
-	c, err := x509.ParseCertificate(der)
+	c, err := statementCertificate(der)
 	if err != nil {
-		return "", fmt.Errorf("%w: certificate: %v", ErrBadStatement, err)
+		return "", err
 	}
 	return SerialHex(c), nil
 }

@@ -24,6 +24,22 @@ const statementLabel = "regionfl/identity/v1 statement"
 // maxStatementSig caps an ECDSA P-256 ASN.1 signature (at most 72 bytes).
 const maxStatementSig = 80
 
+// maxStatementCert caps a certificate relayed with a statement.
+const maxStatementCert = 16 << 10
+
+// statementCertificate parses a certificate relayed with a statement,
+// its size checked before the parser sees it.
+func statementCertificate(der []byte) (*x509.Certificate, error) {
+	if len(der) == 0 || len(der) > maxStatementCert {
+		return nil, fmt.Errorf("%w: certificate of %d bytes", ErrBadStatement, len(der))
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("%w: certificate: %v", ErrBadStatement, err)
+	}
+	return cert, nil
+}
+
 // lengthPrefixed hashes fields with SHA-256, each preceded by its length,
 // so that no two field lists share an encoding.
 func lengthPrefixed(fields ...[]byte) []byte {
@@ -58,15 +74,12 @@ func SignStatement(key crypto.PrivateKey, kind string, fields ...[]byte) ([]byte
 // exactly want (name and role), valid at now, and that sig is its key's
 // signature over (kind, fields...).
 func VerifyStatement(ca *x509.CertPool, certDER []byte, want Identity, now time.Time, sig []byte, kind string, fields ...[]byte) error {
-	if len(certDER) == 0 || len(certDER) > 16<<10 {
-		return fmt.Errorf("%w: certificate of %d bytes", ErrBadStatement, len(certDER))
-	}
 	if len(sig) == 0 || len(sig) > maxStatementSig {
 		return fmt.Errorf("%w: signature of %d bytes", ErrBadStatement, len(sig))
 	}
-	cert, err := x509.ParseCertificate(certDER)
+	cert, err := statementCertificate(certDER)
 	if err != nil {
-		return fmt.Errorf("%w: certificate: %v", ErrBadStatement, err)
+		return err
 	}
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: ca, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return fmt.Errorf("%w: certificate is not from the region CA: %v", ErrBadStatement, err)
@@ -85,9 +98,9 @@ func VerifyStatement(ca *x509.CertPool, certDER []byte, want Identity, now time.
 // role (the region's operator, whoever holds that role): it returns the
 // signer's identity.
 func VerifyRoleStatement(ca *x509.CertPool, certDER []byte, role Role, now time.Time, sig []byte, kind string, fields ...[]byte) (Identity, error) {
-	cert, err := x509.ParseCertificate(certDER)
-	if len(certDER) == 0 || len(certDER) > 16<<10 || err != nil {
-		return Identity{}, fmt.Errorf("%w: certificate of %d bytes does not parse", ErrBadStatement, len(certDER))
+	cert, err := statementCertificate(certDER)
+	if err != nil {
+		return Identity{}, err
 	}
 	id, err := FromCertificate(cert)
 	if err != nil {
@@ -103,12 +116,12 @@ func VerifyRoleStatement(ca *x509.CertPool, certDER []byte, role Role, now time.
 // over (kind, fields...): for a server that has verified the certificate
 // already (it is the caller's, from the TLS handshake).
 func CheckSignature(certDER, sig []byte, kind string, fields ...[]byte) error {
-	if len(certDER) == 0 || len(certDER) > 16<<10 || len(sig) == 0 || len(sig) > maxStatementSig {
-		return fmt.Errorf("%w: certificate of %d bytes, signature of %d", ErrBadStatement, len(certDER), len(sig))
+	if len(sig) == 0 || len(sig) > maxStatementSig {
+		return fmt.Errorf("%w: signature of %d bytes", ErrBadStatement, len(sig))
 	}
-	cert, err := x509.ParseCertificate(certDER)
+	cert, err := statementCertificate(certDER)
 	if err != nil {
-		return fmt.Errorf("%w: certificate: %v", ErrBadStatement, err)
+		return err
 	}
 	return checkSignature(cert, sig, kind, fields...)
 }

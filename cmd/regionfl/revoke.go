@@ -53,8 +53,8 @@ func newRevokeCmd() *cobra.Command {
 			default:
 				return usageError{errors.New("give a SERIAL or --cert-file, not both")}
 			}
-			if len(reason) > 512 {
-				return usageError{errors.New("--reason: longer than 512 bytes")}
+			if len(reason) > identity.MaxRevocationReason {
+				return usageError{fmt.Errorf("--reason: longer than %d bytes", identity.MaxRevocationReason)}
 			}
 			cert, _, err := cf.load()
 			if err != nil {

@@ -353,8 +353,8 @@ func (s *Server) RevokeCertificate(ctx context.Context, req *pb.RevokeCertificat
 		return nil, status.Errorf(codes.InvalidArgument, "serial: %q is not a hexadecimal certificate serial", req.Serial)
 	case serial != req.Serial:
 		return nil, status.Errorf(codes.InvalidArgument, "serial: %q is not written as signed revocations are (lowercase hex, no separators or leading zeros: %s)", req.Serial, serial)
-	case len(req.Reason) > 512:
-		return nil, status.Error(codes.InvalidArgument, "reason: longer than 512 bytes")
+	case len(req.Reason) > identity.MaxRevocationReason:
+		return nil, status.Errorf(codes.InvalidArgument, "reason: longer than %d bytes", identity.MaxRevocationReason)
 	case len(req.Signature) == 0:
 		return nil, status.Error(codes.InvalidArgument, "signature: a revocation must be signed by the operator (regionfl operator revoke does)")
 	}
