@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"regionfl/durable"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -56,7 +57,7 @@ func saveKept(dir string, k *keptUpdate, raw []byte) error {
 	if err := os.MkdirAll(filepath.Join(dir, keptDir), 0o700); err != nil {
 		return err
 	}
-	return writeAtomic(keptPath(dir, k.JobID), append(meta, '\n'), raw)
+	return durable.WriteFile(keptPath(dir, k.JobID), append(meta, '\n'), raw)
 }
 
 // loadKept reads the metadata of every kept update, by job ID.

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"regionfl/durable"
 )
 
 // stateFile holds what a hospital must never lose or leak: its HPKE private
@@ -147,30 +149,5 @@ func (st *diskState) save(dir string) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(dir, stateFile), b)
-}
-
-// writeAtomic writes parts to path with mode 0600: to a temporary file,
-// fsync'd, then renamed over path, so a crash leaves the old file or the
-// new one, never a mix.
-func writeAtomic(path string, parts ...[]byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	for _, p := range parts {
-		if _, err := f.Write(p); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return durable.WriteFile(filepath.Join(dir, stateFile), b)
 }

@@ -9,7 +9,7 @@ import (
 // TestLayering holds the rule that keeps a hospital's binary free of the
 // coordinator and the coordinator free of the hospital agent: the two
 // sides share only the packages both need (proto, he, models, jobspec,
-// identity, audit, client, privacy). Only cmd/ links both.
+// identity, audit, client, privacy, durable). Only cmd/ links both.
 func TestLayering(t *testing.T) {
 	for _, tc := range []struct{ pkgs, forbidden string }{
 		{"regionfl/node/...", "regionfl/coordinator"},

@@ -12,13 +12,13 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"regionfl/coordinator/fsm"
+	"regionfl/durable"
 	"regionfl/identity"
 )
 
@@ -293,42 +293,11 @@ func (s *Server) useToken(token string, exp, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if err := writeSynced(s.cfg.UsedLinksFile, b); err != nil {
+	if err := durable.WriteFile(s.cfg.UsedLinksFile, b); err != nil {
 		delete(s.used, mac)
 		return err
 	}
 	return nil
-}
-
-// writeSynced replaces path with b durably: a temporary file, fsync'd,
-// renamed over path, and the directory fsync'd, so that a power loss never
-// forgets a used link or a signed-out session.
-func writeSynced(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // loadUsedLinks reads the record of used login links (empty if path is
