@@ -454,28 +454,34 @@ func TestAdversaryJobRewritten(t *testing.T) {
 // revocation list without it (as a coordinator that wants the job to go
 // on would), and the hospitals still refuse every later task of the job.
 // A revocation the leader makes up (no operator signature) is ignored.
+// Nodes fetch the list when a poll answer gives it another length, so the
+// leader also inflates that length to make them fetch what it serves.
 func TestAdversaryRevocationWithheld(t *testing.T) {
-	evil := &evilLeader{method: "GetRevocations"}
-	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
+	var inflate atomic.Uint32
+	poll := &evilLeader{method: "Poll", tamper: func(resp any) { resp.(*pb.PollResponse).Revocations += inflate.Load() }}
+	list := &evilLeader{method: "GetRevocations"}
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{poll.option(), list.option()}})
 	reg.startNodes(0, 1, 2)
 	reg.waitCeremony()
+	poll.on.Store(true)
 
 	// A made-up revocation of the researcher: not signed by an operator,
 	// so no hospital takes it in, and the job trains.
 	serial := identity.SerialHex(reg.researcherCert.Leaf)
-	evil.tamper = func(resp any) {
+	list.tamper = func(resp any) {
 		r := resp.(*pb.GetRevocationsResponse)
 		r.Revoked = append(r.Revoked, &pb.Revocation{Serial: serial, Reason: "made up", SignedUnixMs: time.Now().UnixMilli(),
 			Certificate: reg.researcherCert.Leaf.Raw, Signature: []byte("not a signature")})
 	}
-	evil.on.Store(true)
+	list.on.Store(true)
+	inflate.Store(1)
 	id := reg.submit(reg.spec(40, 3, 2*time.Second), "revoked-later")
 	by, reason := reg.refusal("the revocation of " + serial)
 	reportRefusal(t, "a revocation the leader made up", by, reason)
 	reg.waitJob(id, "a round committed", 60*time.Second, func(j *fsm.Job) bool { return len(j.Models) > 1 })
 
 	// The operator's signed revocation reaches every hospital once.
-	evil.on.Store(false)
+	list.on.Store(false)
 	admin, opCert := reg.clientCert("ops", identity.RoleOperator)
 	req, err := client.RevokeRequest(opCert, serial, "researcher left", time.Now())
 	if err != nil {
@@ -490,9 +496,12 @@ func TestAdversaryRevocationWithheld(t *testing.T) {
 	reg.waitFor("every hospital pins the revocation", 30*time.Second, func() bool {
 		return reg.logs.count("certificate revocation pinned", map[string]string{"serial": serial}) == 3
 	})
-	// From now on the leader withholds it.
-	evil.tamper = func(resp any) { resp.(*pb.GetRevocationsResponse).Revoked = nil }
-	evil.on.Store(true)
+	// From now on the leader withholds it, and says the list changed so
+	// that the hospitals fetch the list without it.
+	list.tamper = func(resp any) { resp.(*pb.GetRevocationsResponse).Revoked = nil }
+	list.hits.Store(0)
+	list.on.Store(true)
+	inflate.Store(2)
 	by, reason = reg.refusal("a task of job " + id)
 	reportRefusal(t, "a revoked researcher's job kept running, the revocation withheld", by, reason)
 	if !strings.Contains(reason, "revoked") {
@@ -505,7 +514,7 @@ func TestAdversaryRevocationWithheld(t *testing.T) {
 	if j, _ = reg.job(id); len(j.Models) > committed+1 {
 		t.Fatalf("%d more rounds committed after every hospital pinned the researcher's revocation", len(j.Models)-committed)
 	}
-	if evil.hits.Load() == 0 {
+	if list.hits.Load() == 0 {
 		t.Fatal("the withheld list was never served")
 	}
 }

@@ -84,6 +84,9 @@ type Node struct {
 	// trainDigest names the site's training rows (dataset.Table.Digest),
 	// computed once: statistics go out once per dataset.
 	trainDigest [32]byte
+	// revocationsTaken is the length of the revocation list at the last
+	// refreshRevocations (read and written by Run's loop only).
+	revocationsTaken uint32
 }
 
 // New loads the node's state from its data directory.
@@ -166,10 +169,11 @@ func (n *Node) call(ctx context.Context, timeout time.Duration, fn func(context.
 }
 
 func (n *Node) handle(ctx context.Context, resp *pb.PollResponse) error {
-	if needsRevocations(resp) {
+	if resp.Revocations != n.revocationsTaken {
 		if err := n.refreshRevocations(ctx); err != nil {
 			return err
 		}
+		n.revocationsTaken = resp.Revocations
 	}
 	if t := resp.GetCeremony(); t != nil {
 		if err := n.ceremony(ctx, t.Step); err != nil {

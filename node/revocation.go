@@ -16,7 +16,10 @@ import (
 // coordinator is flooding, not revoking.
 const maxRevocations = 100_000
 
-// refreshRevocations takes in the revocations the coordinator relays: each
+// refreshRevocations takes in the revocations the coordinator relays; the
+// node calls it whenever a poll answer gives another length of the list
+// than the last it took in (a coordinator that lies about the length can
+// only delay a revocation, which it can do anyway). Each
 // must carry an operator's signature that verifies against the region CA
 // (a forged one is logged and ignored), and each verified serial is pinned
 // on disk before the node acts on anything else. The coordinator can
@@ -86,10 +89,4 @@ func (n *Node) serialNotRevoked(what, serial string) error {
 		return n.untrusted(what, fmt.Sprintf("signed with certificate %s, which is revoked: %s", serial, why))
 	}
 	return nil
-}
-
-// needsRevocations says whether a poll answer asks the node to act on a
-// signed statement (a ceremony message, a job, an approval).
-func needsRevocations(resp *pb.PollResponse) bool {
-	return resp.GetCeremony() != nil || len(resp.JobOffers)+len(resp.Train)+len(resp.Approve)+len(resp.Decrypt) > 0
 }

@@ -61,7 +61,7 @@ func (s hospitalService) GetRevocations(ctx context.Context, _ *pb.GetRevocation
 
 // work lists what hospital h has to do in state st.
 func work(st *fsm.State, h string) (*pb.PollResponse, error) {
-	resp := &pb.PollResponse{Version: st.Index}
+	resp := &pb.PollResponse{Version: st.Index, Revocations: uint32(len(st.Revoked))}
 	r := st.Region
 	if r == nil {
 		return resp, nil

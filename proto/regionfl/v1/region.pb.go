@@ -690,7 +690,10 @@ type PollResponse struct {
 	// The hospital's updates counted in rounds that still collect.
 	Kept []*KeptUpdate `protobuf:"bytes,6,rep,name=kept,proto3" json:"kept,omitempty"`
 	// Closed rounds whose contributor set this hospital has to approve.
-	Approve       []*ApprovalTask `protobuf:"bytes,7,rep,name=approve,proto3" json:"approve,omitempty"`
+	Approve []*ApprovalTask `protobuf:"bytes,7,rep,name=approve,proto3" json:"approve,omitempty"`
+	// revocations is the length of the revocation list: a node fetches the
+	// list (GetRevocations) when it changes.
+	Revocations   uint32 `protobuf:"varint,8,opt,name=revocations,proto3" json:"revocations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -772,6 +775,13 @@ func (x *PollResponse) GetApprove() []*ApprovalTask {
 		return x.Approve
 	}
 	return nil
+}
+
+func (x *PollResponse) GetRevocations() uint32 {
+	if x != nil {
+		return x.Revocations
+	}
+	return 0
 }
 
 // ApprovalTask asks a contributor to approve the contributor set of a
@@ -4741,7 +4751,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\arevoked\x18\x01 \x03(\v2\x17.regionfl.v1.RevocationR\arevoked\"K\n" +
 	"\vPollRequest\x12#\n" +
 	"\rafter_version\x18\x01 \x01(\x04R\fafterVersion\x12\x17\n" +
-	"\await_ms\x18\x02 \x01(\rR\x06waitMs\"\xd9\x02\n" +
+	"\await_ms\x18\x02 \x01(\rR\x06waitMs\"\xfb\x02\n" +
 	"\fPollResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x125\n" +
 	"\bceremony\x18\x02 \x01(\v2\x19.regionfl.v1.CeremonyTaskR\bceremony\x124\n" +
@@ -4750,7 +4760,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x05train\x18\x04 \x03(\v2\x16.regionfl.v1.TrainTaskR\x05train\x122\n" +
 	"\adecrypt\x18\x05 \x03(\v2\x18.regionfl.v1.DecryptTaskR\adecrypt\x12+\n" +
 	"\x04kept\x18\x06 \x03(\v2\x17.regionfl.v1.KeptUpdateR\x04kept\x123\n" +
-	"\aapprove\x18\a \x03(\v2\x19.regionfl.v1.ApprovalTaskR\aapprove\"\xcd\x01\n" +
+	"\aapprove\x18\a \x03(\v2\x19.regionfl.v1.ApprovalTaskR\aapprove\x12 \n" +
+	"\vrevocations\x18\b \x01(\rR\vrevocations\"\xcd\x01\n" +
 	"\fApprovalTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12#\n" +
