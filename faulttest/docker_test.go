@@ -296,13 +296,6 @@ func (d *dockerRegion) logHas(name string, parts ...string) bool {
 	return linesWithAll(d.logs(name, time.Time{}), parts) > 0
 }
 
-// TestDockerRegion runs the region in containers of the FROM scratch image
-// on a private network: it kills the leading replica's container (docker
-// kill -s KILL) mid-job, then cuts a hospital off the network (docker
-// network disconnect) for at least one round and reconnects it. The job must
-// finish with every round committed and nothing counted twice, the
-// reconnected hospital must contribute again, and the killed replica, started
-// again on its data, must rejoin as a voter.
 // startDockerRegion builds the image and brings a region up in containers
 // on a private network: the CA and every identity made through the CLI on
 // the host, three replicas (one bootstrapping, two joining), the region
@@ -379,6 +372,13 @@ func startDockerRegion(t *testing.T, hospitals int) *dockerRegion {
 	return d
 }
 
+// TestDockerRegion runs the region in containers of the FROM scratch image
+// on a private network: it kills the leading replica's container (docker
+// kill -s KILL) mid-job, then cuts a hospital off the network (docker
+// network disconnect) for at least one round and reconnects it. The job must
+// finish with every round committed and nothing counted twice, the
+// reconnected hospital must contribute again, and the killed replica, started
+// again on its data, must rejoin as a voter.
 func TestDockerRegion(t *testing.T) {
 	skipUnlessLong(t)
 	requireDocker(t)
@@ -406,45 +406,18 @@ func TestDockerRegion(t *testing.T) {
 		deadline = v
 	}
 	job := jobFile{Name: "docker-faults", Inputs: d.features, Rounds: 30, LocalSteps: 200, MinHospitals: 2, RoundDeadline: deadline}
-	if err := os.WriteFile(d.path("alice", "job.yaml"), []byte(job.yaml()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := d.cli("alice", d.coordinators(), "job", "submit", "/srv/job.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := strings.TrimSpace(string(out))
+	id := d.submit(job)
 	t.Logf("submitted %s; %s leads", id, leader)
 
 	// Fault 1: SIGKILL the leader's container once round 2 has updates in flight.
-	waitEvery(t, jobTimeout, 50*time.Millisecond, "an update of round 2", func() (bool, error) {
-		for _, h := range d.hospitals {
-			if d.logHas(h, `msg="update sent"`, "job_id="+id, "round=2 ") {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
+	d.waitSent(id, 2)
 	d.mustDocker("kill", "-s", "KILL", d.container(leader))
 	killed := time.Now()
 	t.Logf("docker kill -s KILL %s", d.container(leader))
 	if d.logHas(leader, `msg="job end"`, "job_id="+id) {
 		t.Fatalf("job %s ended before its leader was killed", id)
 	}
-	var others []string
-	for _, r := range d.replicas {
-		if r != leader {
-			others = append(others, fmt.Sprintf("%s:%d", r, grpcPort))
-		}
-	}
-	waitFor(t, clusterTimeout, "a new leader", func() (bool, error) {
-		rs, err := d.listReplicas(strings.Join(others, ","))
-		if err != nil {
-			return false, err
-		}
-		l := leaderOf(rs)
-		return l != "" && l != leader, nil
-	})
+	d.waitNewLeader(leader, d.others(leader))
 	newLeader := time.Now()
 	res.RecoveryS = newLeader.Sub(killed).Seconds()
 	t.Logf("a new leader %v after the kill", newLeader.Sub(killed).Round(100*time.Millisecond))
@@ -500,17 +473,7 @@ func TestDockerRegion(t *testing.T) {
 	})
 	t.Logf("%s sent an update %v after it was reconnected", victim, time.Since(reconnected).Round(100*time.Millisecond))
 
-	var j *jobStatus
-	waitFor(t, jobTimeout, "job "+id+" to end", func() (bool, error) {
-		var err error
-		j, err = d.jobStatus(id)
-		if err != nil {
-			return false, err
-		}
-		return j.finished(), nil
-	})
-	checkFinishedJob(t, j, uint32(job.Rounds), job.MinHospitals, d.trainRows)
-	res.counted(j, d.trainRows)
+	d.finish(res, id, job)
 	t.Logf("job done %v after start", time.Since(start).Round(time.Millisecond))
 
 	// The killed replica's container, started again on its data and address.

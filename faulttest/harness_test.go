@@ -708,10 +708,16 @@ func (r *region) jobStatus(id string) (*jobStatus, error) {
 // waitJob polls the job's status until it ends.
 func (r *region) waitJob(id string) *jobStatus {
 	r.t.Helper()
+	return waitJobEnd(r.t, id, r.jobStatus)
+}
+
+// waitJobEnd polls a job's status, read by status, until the job ends.
+func waitJobEnd(t *testing.T, id string, status func(id string) (*jobStatus, error)) *jobStatus {
+	t.Helper()
 	var j *jobStatus
-	waitFor(r.t, jobTimeout, "job "+id+" to end", func() (bool, error) {
+	waitFor(t, jobTimeout, "job "+id+" to end", func() (bool, error) {
 		var err error
-		j, err = r.jobStatus(id)
+		j, err = status(id)
 		if err != nil {
 			return false, err
 		}

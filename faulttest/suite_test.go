@@ -268,26 +268,11 @@ func (d *dockerRegion) waitSent(id string, round int) {
 	})
 }
 
-// waitEnd waits for the job to end and returns its status.
-func (d *dockerRegion) waitEnd(id string) *jobStatus {
-	d.t.Helper()
-	var j *jobStatus
-	waitFor(d.t, jobTimeout, "job "+id+" to end", func() (bool, error) {
-		var err error
-		j, err = d.jobStatus(id)
-		if err != nil {
-			return false, err
-		}
-		return j.finished(), nil
-	})
-	return j
-}
-
 // finish waits for the job to end, checks that it finished by its rules
 // with nothing lost or counted twice, and fills res's counts.
 func (d *dockerRegion) finish(res *scenarioResult, id string, job jobFile) *jobStatus {
 	d.t.Helper()
-	j := d.waitEnd(id)
+	j := waitJobEnd(d.t, id, d.jobStatus)
 	checkFinishedJob(d.t, j, uint32(job.Rounds), job.MinHospitals, d.trainRows)
 	res.counted(j, d.trainRows)
 	return j
