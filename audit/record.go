@@ -26,6 +26,7 @@ const (
 	ActionCeremonyPublicKey      Action = "ceremony.public_key"       // the collective public key fixed
 	ActionCeremonySealedShares   Action = "ceremony.sealed_shares"    // a hospital's sealed secret shares stored
 	ActionCeremonyKeyReady       Action = "ceremony.key_ready"        // the region key is usable
+	ActionCeremonyEpochStarted   Action = "ceremony.epoch_started"    // a re-key: the ceremony of a new key epoch began
 
 	// Jobs. job.accepted and job.refused are per hospital (Hospital set).
 	ActionJobSubmitted Action = "job.submitted"
@@ -60,7 +61,7 @@ const (
 // Actions lists every action Log.Append accepts.
 var Actions = []Action{
 	ActionRegionCreated, ActionCeremonyEnrolled, ActionCeremonyPublicKeyShare,
-	ActionCeremonyPublicKey, ActionCeremonySealedShares, ActionCeremonyKeyReady,
+	ActionCeremonyPublicKey, ActionCeremonySealedShares, ActionCeremonyKeyReady, ActionCeremonyEpochStarted,
 	ActionJobSubmitted, ActionJobAccepted, ActionJobRefused, ActionJobCancelled, ActionJobEnded,
 	ActionRoundOpened, ActionRoundClosed, ActionRoundAborted,
 	ActionContributionAccepted, ActionDecryptionShareGiven, ActionDecryptionRetried, ActionContributorsApproved,

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
-	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -338,15 +337,13 @@ func TestCoordinatorNeverSeesPlaintext(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var st struct {
-			Party []byte `json:"party"`
-		}
-		if err := json.Unmarshal(b, &st); err != nil || len(st.Party) < 1024 {
+		party, err := partyState(b, 0)
+		if err != nil || len(party) < 1024 {
 			t.Fatalf("%s: no party state (%v)", name, err)
 		}
 		// The second half is the threshold secret share (the first holds
 		// the region's public seed).
-		party := st.Party[len(st.Party)/2:]
+		party = party[len(party)/2:]
 		for off := 0; off+32 <= len(party); off += len(party) / 16 {
 			if find(party[off : off+32]) {
 				t.Fatalf("32 bytes of %s's secret key share reached the coordinator", name)

@@ -41,6 +41,7 @@ type regionOpts struct {
 	serverOptions []grpc.ServerOption
 	uploadTimeout time.Duration
 	metrics       bool // serve /metrics on a loopback port
+	rekeyAt       int  // coordinator.Config.RekeyAt
 }
 
 // region is a whole region in this process: coordinator replicas, hospital
@@ -97,7 +98,7 @@ func newRegion(t *testing.T, o regionOpts) *region {
 		}
 		cfg := coordinator.Config{ID: id, DataDir: filepath.Join(r.dir, id), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
 			Bootstrap: i == 1, Cert: cert, CA: ca.Pool(), Fast: true, TrailingLogs: o.trailingLogs, SegmentSize: o.segmentSize,
-			Logger: slog.New(r.logs), ServerOptions: o.serverOptions, UploadTimeout: o.uploadTimeout}
+			Logger: slog.New(r.logs), ServerOptions: o.serverOptions, UploadTimeout: o.uploadTimeout, RekeyAt: o.rekeyAt}
 		if o.metrics {
 			cfg.MetricsAddr = "127.0.0.1:0"
 		}

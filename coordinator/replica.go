@@ -58,6 +58,10 @@ type Config struct {
 	// UploadTimeout is the base of the deadline an update upload gets, on
 	// top of its size at 64 KiB/s (0: 30 s).
 	UploadTimeout time.Duration
+	// RekeyAt is how many ciphertexts the region's key may decrypt before
+	// the leader starts a new key epoch (0: half the parameter set's
+	// budget, he.Params.MaxDecryptions).
+	RekeyAt int
 }
 
 // Replica is a running coordinator replica.
@@ -142,6 +146,9 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	engine.SetMetrics(m)
 	if cfg.UploadTimeout > 0 {
 		srv.SetUploadTimeout(cfg.UploadTimeout)
+	}
+	if cfg.RekeyAt > 0 {
+		engine.SetRekeyAt(cfg.RekeyAt)
 	}
 	if err := srv.SetSigner(cfg.Cert); err != nil {
 		st.Close()

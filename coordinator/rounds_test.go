@@ -239,13 +239,11 @@ func newForger(t *testing.T, reg *region, jobID string, spec *pb.JobSpec, hospit
 		if err != nil {
 			t.Fatal(err)
 		}
-		var st struct {
-			Party []byte `json:"party"`
-		}
-		if err := json.Unmarshal(b, &st); err != nil {
+		party, err := partyState(b, 0)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if f.party[h], err = he.UnmarshalParty(p, st.Party); err != nil {
+		if f.party[h], err = he.UnmarshalParty(p, party); err != nil {
 			t.Fatalf("%s: %v", h, err)
 		}
 	}
@@ -802,4 +800,23 @@ func TestAllReplicasRestartMidRound(t *testing.T) {
 			reg.restartReplica(i)
 		}
 	})
+}
+
+// partyState reads a hospital's secret state of key epoch epoch out of
+// its node-state.json, as someone with access to its disk would.
+func partyState(stateFile []byte, epoch uint32) ([]byte, error) {
+	var st struct {
+		Epochs map[uint32]struct {
+			Party  []byte `json:"party"`
+			Erased bool   `json:"erased"`
+		} `json:"epochs"`
+	}
+	if err := json.Unmarshal(stateFile, &st); err != nil {
+		return nil, err
+	}
+	e, ok := st.Epochs[epoch]
+	if !ok {
+		return nil, fmt.Errorf("no key epoch %d", epoch)
+	}
+	return e.Party, nil
 }

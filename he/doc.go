@@ -44,6 +44,15 @@
 //     share, or an aggregate that is not the sum of exactly S's updates,
 //     breaks with overwhelming probability.
 //
+//   - Key epochs. The smudging argument covers MaxDecryptions decrypted
+//     ciphertexts per key, so a region re-keys: the ceremony runs again
+//     on EpochSeed(seed, epoch), which gives every epoch independent
+//     secrets s_i, Shamir polynomials, HPKE contexts and masks a. Parties
+//     of different epochs share nothing, and an update's epoch is the
+//     Party that encrypted it. Callers count decryptions per epoch and
+//     erase a Party (and the HPKE key its shares were sealed to) once no
+//     aggregate of its epoch is left to decrypt.
+//
 // Why the coordinator cannot fake a contributor: it would need -a·s_i +
 // small for a fresh a without s_i (an RLWE sample). A set S naming a
 // hospital whose c0 is missing decrypts to noise masked by a·s_i; so does

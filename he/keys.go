@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/mhe"
@@ -71,6 +73,21 @@ func keyedPRNG(label string, seed []byte) *sampling.KeyedPRNG {
 
 func seedHash(seed []byte) [32]byte {
 	return sha256.Sum256(append([]byte(labelCRP+" commitment\x00"), seed...))
+}
+
+// EpochSeed is the ceremony seed of key epoch epoch of a region whose
+// genesis seed is seed: the genesis seed itself for epoch 0, then a
+// domain-separated hash of it and the epoch. Nobody chooses it, every
+// party derives it alone, and each epoch's keys, Shamir shares, HPKE
+// contexts and update masks a are independent of every other's.
+func EpochSeed(seed []byte, epoch uint32) []byte {
+	if epoch == 0 {
+		return seed
+	}
+	var e [4]byte
+	binary.BigEndian.PutUint32(e[:], epoch)
+	d := sha256.Sum256(slices.Concat([]byte(labelCRP+" epoch\x00"), e[:], seed))
+	return d[:]
 }
 
 func checkSeed(seed []byte) error {

@@ -54,6 +54,22 @@ func NewGenesis(key crypto.PrivateKey, params string, hospitals []string, thresh
 	return g, nil
 }
 
+// CeremonyDigest is what the ceremony statements of key epoch epoch are
+// bound to: the region digest itself for the first ceremony, and for a
+// later one (a re-key, see he.EpochSeed) the digest of (region digest,
+// epoch), so no statement of one epoch's ceremony can be replayed in
+// another's.
+func CeremonyDigest(region [32]byte, epoch uint32) [32]byte {
+	if epoch == 0 {
+		return region
+	}
+	var e [4]byte
+	binary.BigEndian.PutUint32(e[:], epoch)
+	var d [32]byte
+	copy(d[:], lengthPrefixed([]byte("regionfl/identity/v1 key epoch"), region[:], e[:]))
+	return d
+}
+
 // Statement kinds of a round. A hospital signs each update it sends and
 // its approval of the round's contributor set; decryptors check every
 // approval, an auditor every contribution.

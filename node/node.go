@@ -79,8 +79,10 @@ type Node struct {
 
 	mu    sync.Mutex
 	state *diskState
-	party *he.Party
-	kept  map[string]*keptUpdate // by job ID, see keptDir
+	// parties holds this node's secret state per key epoch (see
+	// epochKeys), from the public-key step of its ceremony on.
+	parties map[uint32]*he.Party
+	kept    map[string]*keptUpdate // by job ID, see keptDir
 	// trainDigest names the site's training rows (dataset.Table.Digest),
 	// computed once: statistics go out once per dataset.
 	trainDigest [32]byte
@@ -110,10 +112,13 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, params: params, state: st, log: cfg.Logger.With("hospital", cfg.ID), kept: kept,
-		trainDigest: cfg.Data.Train.Digest()}
-	if st.Party != nil {
-		if n.party, err = he.UnmarshalParty(params, st.Party); err != nil {
-			return nil, fmt.Errorf("node: key share in %s: %w", cfg.DataDir, err)
+		trainDigest: cfg.Data.Train.Digest(), parties: map[uint32]*he.Party{}}
+	for e, k := range st.Epochs {
+		if k.Party == nil {
+			continue
+		}
+		if n.parties[e], err = he.UnmarshalParty(params, k.Party); err != nil {
+			return nil, fmt.Errorf("node: key share of epoch %d in %s: %w", e, cfg.DataDir, err)
 		}
 	}
 	n.c, err = client.New(cfg.Coordinators, identity.ClientConfig(cfg.Cert, cfg.CA))
@@ -179,6 +184,9 @@ func (n *Node) handle(ctx context.Context, resp *pb.PollResponse) error {
 		if err := n.ceremony(ctx, t.Step); err != nil {
 			return fmt.Errorf("key ceremony step %s: %w", t.Step, err)
 		}
+	}
+	if err := n.retire(resp.RetiredBelow); err != nil {
+		return err
 	}
 	for _, o := range resp.JobOffers {
 		if err := n.safely(func() error { return n.decide(ctx, o) }); err != nil {
@@ -258,7 +266,84 @@ func (n *Node) region(ctx context.Context) (*pb.Region, uint32, error) {
 	if err := n.pinRegion(r, op); err != nil {
 		return nil, 0, err
 	}
+	n.mu.Lock()
+	newest, seen := n.newestEpoch()
+	n.mu.Unlock()
+	if seen && r.Epoch < newest {
+		return nil, 0, n.untrusted("region", fmt.Sprintf("its ceremony is of key epoch %d, this node holds epoch %d already (an epoch's ceremony never runs twice)", r.Epoch, newest))
+	}
 	return r, uint32(i + 1), nil
+}
+
+// newestEpoch is the newest key epoch this node took part in; callers
+// hold n.mu.
+func (n *Node) newestEpoch() (uint32, bool) {
+	var newest uint32
+	for e := range n.state.Epochs {
+		newest = max(newest, e)
+	}
+	return newest, len(n.state.Epochs) > 0
+}
+
+// epoch returns this node's record of key epoch e, made on first use;
+// callers hold n.mu.
+func (n *Node) epoch(e uint32) *epochKeys {
+	k := n.state.Epochs[e]
+	if k == nil {
+		k = &epochKeys{}
+		n.state.Epochs[e] = k
+	}
+	return k
+}
+
+// readyParty returns this node's threshold key of epoch e.
+func (n *Node) readyParty(e uint32) (*he.Party, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if k := n.state.Epochs[e]; k != nil && k.Erased {
+		return nil, n.untrusted(fmt.Sprintf("a task of key epoch %d", e), "this node erased that epoch's keys when it was retired")
+	}
+	p := n.parties[e]
+	if p == nil || !p.Ready() {
+		return nil, fmt.Errorf("this node has not completed the key ceremony of epoch %d", e)
+	}
+	return p, nil
+}
+
+// retire erases the keys of every key epoch below below, except the
+// newest one this node holds a ready key of (so a coordinator that says
+// too much can only cost a decryption, never this node's current key).
+// The HPKE key the epoch's Shamir shares were sealed to goes too: with it,
+// the sealed shares the coordinator keeps would open again.
+func (n *Node) retire(below uint32) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var current uint32
+	have := false
+	for e, p := range n.parties {
+		if p.Ready() && (!have || e > current) {
+			current, have = e, true
+		}
+	}
+	var erased []uint32
+	for e, k := range n.state.Epochs {
+		if e >= below || (have && e >= current) || k.Erased || (n.parties[e] != nil && !n.parties[e].Ready()) {
+			continue
+		}
+		*k = epochKeys{Decrypted: k.Decrypted, Erased: true}
+		delete(n.parties, e)
+		erased = append(erased, e)
+	}
+	if len(erased) == 0 {
+		return nil
+	}
+	if err := n.state.save(n.cfg.DataDir); err != nil {
+		return err
+	}
+	for _, e := range erased {
+		n.log.Info("key epoch retired: its Shamir shares and HPKE key erased", "epoch", e)
+	}
+	return nil
 }
 
 // untrusted logs why the node refuses what the coordinator served and
@@ -313,6 +398,16 @@ func regionDigest(r *pb.Region) []byte {
 	return d[:]
 }
 
+// ceremonyDigest is what the statements of the region's current ceremony
+// are bound to (identity.CeremonyDigest).
+func ceremonyDigest(r *pb.Region) []byte {
+	d := identity.CeremonyDigest(identity.RegionDigest(r.Params, r.Hospitals, r.Threshold, r.Seed), r.Epoch)
+	return d[:]
+}
+
+// ceremonySeed is the seed of the region's current ceremony.
+func ceremonySeed(r *pb.Region) []byte { return he.EpochSeed(r.Seed, r.Epoch) }
+
 func (n *Node) ceremony(ctx context.Context, step pb.CeremonyStep) error {
 	switch step {
 	case pb.CeremonyStep_CEREMONY_STEP_ENROLL:
@@ -328,10 +423,21 @@ func (n *Node) ceremony(ctx context.Context, step pb.CeremonyStep) error {
 }
 
 func (n *Node) enroll(ctx context.Context) error {
+	r, _, err := n.region(ctx)
+	if err != nil {
+		return err
+	}
 	n.mu.Lock()
-	if n.state.HPKEPrivate == nil {
+	k := n.epoch(r.Epoch)
+	if k.Erased {
+		n.mu.Unlock()
+		return n.untrusted("a ceremony", fmt.Sprintf("key epoch %d was retired here", r.Epoch))
+	}
+	if k.HPKEPrivate == nil {
+		// The key `regionfl node init` made serves the genesis ceremony;
+		// every later epoch gets a fresh one, erased with the epoch.
 		newKey := he.NewHPKEKey
-		if n.cfg.HPKEKeyFile != "" {
+		if n.cfg.HPKEKeyFile != "" && r.Epoch == 0 {
 			newKey = func() ([]byte, []byte, error) { return LoadHPKEKey(n.cfg.HPKEKeyFile) }
 		}
 		priv, pub, err := newKey()
@@ -339,23 +445,20 @@ func (n *Node) enroll(ctx context.Context) error {
 			n.mu.Unlock()
 			return err
 		}
-		n.state.HPKEPrivate, n.state.HPKEPublic = priv, pub
+		k.HPKEPrivate, k.HPKEPublic = priv, pub
 		if err := n.state.save(n.cfg.DataDir); err != nil {
+			k.HPKEPrivate, k.HPKEPublic = nil, nil
 			n.mu.Unlock()
 			return err
 		}
 	}
-	pub := n.state.HPKEPublic
+	pub := k.HPKEPublic
 	n.mu.Unlock()
-	r, _, err := n.region(ctx)
+	sig, err := n.sign(identity.StatementHPKEKey, ceremonyDigest(r), []byte(n.cfg.ID), pub)
 	if err != nil {
 		return err
 	}
-	sig, err := n.sign(identity.StatementHPKEKey, regionDigest(r), []byte(n.cfg.ID), pub)
-	if err != nil {
-		return err
-	}
-	n.log.Info("enrolling", "hpke_key_size", len(pub))
+	n.log.Info("enrolling", "epoch", r.Epoch, "hpke_key_size", len(pub))
 	return n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
 		_, err := conn.Hospital.Enroll(ctx, &pb.EnrollRequest{HpkePublicKey: pub, Signature: sig}, grpc.Trailer(conn.Trailer))
 		return err
@@ -368,18 +471,22 @@ func (n *Node) publicKeyShare(ctx context.Context) error {
 		return err
 	}
 	n.mu.Lock()
-	if n.party == nil {
-		p, err := he.NewParty(n.params, point, len(r.Hospitals), int(r.Threshold), r.Seed)
+	if n.epoch(r.Epoch).Erased {
+		n.mu.Unlock()
+		return n.untrusted("a ceremony", fmt.Sprintf("key epoch %d was retired here", r.Epoch))
+	}
+	if n.parties[r.Epoch] == nil {
+		p, err := he.NewParty(n.params, point, len(r.Hospitals), int(r.Threshold), ceremonySeed(r))
 		if err != nil {
 			n.mu.Unlock()
 			return err
 		}
-		if err := n.saveParty(p); err != nil {
+		if err := n.saveParty(r.Epoch, p); err != nil {
 			n.mu.Unlock()
 			return err
 		}
 	}
-	party := n.party
+	party := n.parties[r.Epoch]
 	n.mu.Unlock()
 	share, err := party.PublicKeyShare()
 	if err != nil {
@@ -390,29 +497,32 @@ func (n *Node) publicKeyShare(ctx context.Context) error {
 		return err
 	}
 	d := sha256.Sum256(b)
-	sig, err := n.sign(identity.StatementPublicKeyShare, regionDigest(r), []byte(n.cfg.ID), d[:])
+	sig, err := n.sign(identity.StatementPublicKeyShare, ceremonyDigest(r), []byte(n.cfg.ID), d[:])
 	if err != nil {
 		return err
 	}
-	n.log.Info("sending public-key share", "size", len(b))
+	n.log.Info("sending public-key share", "epoch", r.Epoch, "size", len(b))
 	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
 		_, err := conn.Hospital.SubmitPublicKeyShare(ctx, &pb.SubmitPublicKeyShareRequest{Share: b, Signature: sig}, grpc.Trailer(conn.Trailer))
 		return err
 	})
 }
 
-// saveParty persists the secret key share before anything derived from it
-// leaves the node. Callers hold n.mu.
-func (n *Node) saveParty(p *he.Party) error {
+// saveParty persists the secret key share of key epoch e before anything
+// derived from it leaves the node. Callers hold n.mu.
+func (n *Node) saveParty(e uint32, p *he.Party) error {
 	b, err := p.MarshalBinary()
 	if err != nil {
 		return err
 	}
-	n.state.Party = b
+	k := n.epoch(e)
+	prev := k.Party
+	k.Party = b
 	if err := n.state.save(n.cfg.DataDir); err != nil {
+		k.Party = prev
 		return err
 	}
-	n.party = p
+	n.parties[e] = p
 	return nil
 }
 
@@ -422,14 +532,14 @@ func (n *Node) sealShares(ctx context.Context) error {
 		return err
 	}
 	n.mu.Lock()
-	party := n.party
+	party := n.parties[r.Epoch]
 	n.mu.Unlock()
 	if party == nil {
-		return errors.New("no key share: the public-key step did not run on this node")
+		return fmt.Errorf("no key share of epoch %d: the public-key step did not run on this node", r.Epoch)
 	}
 	// Seal only to HPKE keys their hospitals signed: a relay that swapped
 	// one for its own could open that share.
-	rd := regionDigest(r)
+	rd := ceremonyDigest(r)
 	if len(r.HpkePublicKeys) != len(r.Hospitals) || len(r.HpkeSignatures) != len(r.Hospitals) {
 		return n.untrusted("HPKE keys", fmt.Sprintf("%d keys and %d signatures for %d hospitals", len(r.HpkePublicKeys), len(r.HpkeSignatures), len(r.Hospitals)))
 	}
@@ -440,7 +550,7 @@ func (n *Node) sealShares(ctx context.Context) error {
 		}
 		recipients[uint32(i+1)] = pub
 	}
-	sealed, err := party.SealShares(recipients, r.Seed)
+	sealed, err := party.SealShares(recipients, ceremonySeed(r))
 	if err != nil {
 		return err
 	}
@@ -458,7 +568,7 @@ func (n *Node) sealShares(ctx context.Context) error {
 		}
 		req.Shares = append(req.Shares, &pb.SealedShare{To: to, Sealed: b, Signature: sig})
 	}
-	n.log.Info("sending sealed Shamir shares", "count", len(req.Shares))
+	n.log.Info("sending sealed Shamir shares", "epoch", r.Epoch, "count", len(req.Shares))
 	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
 		_, err := conn.Hospital.SubmitSealedShares(ctx, req, grpc.Trailer(conn.Trailer))
 		return err
@@ -482,7 +592,7 @@ func (n *Node) openShares(ctx context.Context) error {
 	if len(raw) != len(r.Hospitals) || len(sigs) != len(raw) {
 		return n.untrusted("sealed shares", fmt.Sprintf("%d shares and %d signatures for %d hospitals", len(raw), len(sigs), len(r.Hospitals)))
 	}
-	rd := regionDigest(r)
+	rd := ceremonyDigest(r)
 	shares := make([]*he.SealedShare, len(raw))
 	for i, b := range raw {
 		if shares[i], err = he.UnmarshalSealedShare(b); err != nil {
@@ -502,33 +612,34 @@ func (n *Node) openShares(ctx context.Context) error {
 		return err
 	}
 	n.mu.Lock()
-	if n.party == nil {
+	party, k := n.parties[r.Epoch], n.epoch(r.Epoch)
+	if party == nil || k.HPKEPrivate == nil {
 		n.mu.Unlock()
-		return errors.New("no key share: the public-key step did not run on this node")
+		return fmt.Errorf("no key share of epoch %d: the earlier ceremony steps did not run on this node", r.Epoch)
 	}
 	pkb, err := pk.MarshalBinary()
 	if err != nil {
 		n.mu.Unlock()
 		return err
 	}
-	if n.state.PublicKey != nil && string(n.state.PublicKey) != string(pkb) {
+	if k.PublicKey != nil && string(k.PublicKey) != string(pkb) {
 		n.mu.Unlock()
 		return n.untrusted("collective public key", "the signed shares give another key than the one pinned")
 	}
-	n.state.PublicKey = pkb
-	if !n.party.Ready() {
-		if err := n.party.OpenShares(n.state.HPKEPrivate, shares, r.Seed); err != nil {
+	k.PublicKey = pkb
+	if !party.Ready() {
+		if err := party.OpenShares(k.HPKEPrivate, shares, ceremonySeed(r)); err != nil {
 			n.mu.Unlock()
 			return err
 		}
 	}
-	if err := n.saveParty(n.party); err != nil { // saves the pinned key too
+	if err := n.saveParty(r.Epoch, party); err != nil { // saves the pinned key too
 		n.mu.Unlock()
 		return err
 	}
 	n.mu.Unlock()
 	d := pk.Digest()
-	n.log.Info("threshold key share ready", "public_key_digest", fmt.Sprintf("%x", d[:8]))
+	n.log.Info("threshold key share ready", "epoch", r.Epoch, "public_key_digest", fmt.Sprintf("%x", d[:8]))
 	return n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
 		_, err := conn.Hospital.ConfirmKeyReady(ctx, &pb.ConfirmKeyReadyRequest{PublicKeyDigest: d[:]}, grpc.Trailer(conn.Trailer))
 		return err
@@ -542,7 +653,7 @@ func (n *Node) collectiveKey(r *pb.Region) (*he.PublicKey, error) {
 	if len(r.PublicKeyShares) != len(r.Hospitals) || len(r.PublicKeyShareSignatures) != len(r.Hospitals) {
 		return nil, n.untrusted("public-key shares", fmt.Sprintf("%d shares and %d signatures for %d hospitals", len(r.PublicKeyShares), len(r.PublicKeyShareSignatures), len(r.Hospitals)))
 	}
-	rd := regionDigest(r)
+	rd := ceremonyDigest(r)
 	shares := make([]*he.PublicKeyShare, len(r.Hospitals))
 	for i, b := range r.PublicKeyShares {
 		d := sha256.Sum256(b)
@@ -558,7 +669,7 @@ func (n *Node) collectiveKey(r *pb.Region) (*he.PublicKey, error) {
 		}
 		shares[i] = s
 	}
-	pk, err := he.AggregatePublicKey(n.params, r.Seed, len(r.Hospitals), shares)
+	pk, err := he.AggregatePublicKey(n.params, ceremonySeed(r), len(r.Hospitals), shares)
 	if err != nil {
 		return nil, n.untrusted("public-key shares", err.Error())
 	}
@@ -949,11 +1060,9 @@ func (n *Node) metricSums(job *pb.JobSpec, spec models.Spec, params []float64, v
 // disk before the update exists, and refuses a second, different one,
 // whatever the coordinator asks.
 func (n *Node) encrypt(t *pb.TrainTask, v []float64, count uint64) (*he.Update, error) {
-	n.mu.Lock()
-	party := n.party
-	n.mu.Unlock()
-	if party == nil || !party.Ready() {
-		return nil, errors.New("this node has not completed the key ceremony")
+	party, err := n.readyParty(t.Epoch)
+	if err != nil {
+		return nil, err
 	}
 	binding := taskBinding(t)
 	if err := n.recordEncryption(binding, v, count); err != nil {
@@ -1129,7 +1238,6 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	contributors := slices.Sorted(slices.Values(t.Contributors))
 	n.mu.Lock()
 	given, gave := n.state.SharesGiven[key]
-	party := n.party
 	n.mu.Unlock()
 	if gave {
 		if string(given.AggregateDigest) != string(t.AggregateDigest) || !slices.Equal(given.Active, t.Active) || !slices.Equal(given.Contributors, contributors) {
@@ -1137,8 +1245,9 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 		}
 		return n.submitShare(ctx, t, given.Share)
 	}
-	if party == nil || !party.Ready() {
-		return errors.New("no threshold key share on this node")
+	party, err := n.readyParty(t.Epoch)
+	if err != nil {
+		return err
 	}
 	// Check the manifest before touching the aggregate: the job as its
 	// researcher signed it (K included), one this site's policy accepts,
@@ -1224,11 +1333,11 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 		return n.untrusted("an aggregate", "it is bound to another job, round or model")
 	}
 	n.mu.Lock()
-	used := n.state.Decrypted
+	used := n.epoch(t.Epoch).Decrypted
 	n.mu.Unlock()
 	if budget := n.params.MaxDecryptions(); used+agg.NumCiphertexts() > budget {
-		n.log.Warn("decryption budget of this key spent", "decrypted", used, "budget", budget, "job_id", t.JobId, "round", t.Round)
-		return fmt.Errorf("refusing to decrypt: %d of the %d ciphertexts this key may decrypt are spent, and this aggregate has %d; the region needs a new key ceremony", used, budget, agg.NumCiphertexts())
+		n.log.Warn("decryption budget of this key spent", "epoch", t.Epoch, "decrypted", used, "budget", budget, "job_id", t.JobId, "round", t.Round)
+		return fmt.Errorf("refusing to decrypt: %d of the %d ciphertexts the key of epoch %d may decrypt are spent, and this aggregate has %d; the region needs a new key epoch", used, budget, t.Epoch, agg.NumCiphertexts())
 	}
 	share, err := party.DecryptionShare(agg, contributorPoints, active)
 	if err != nil {
@@ -1243,7 +1352,7 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	// one.
 	n.mu.Lock()
 	n.state.SharesGiven[key] = givenShare{AggregateDigest: t.AggregateDigest, Contributors: contributors, Active: t.Active, Share: b}
-	n.state.Decrypted += agg.NumCiphertexts()
+	n.epoch(t.Epoch).Decrypted += agg.NumCiphertexts()
 	err = n.state.save(n.cfg.DataDir)
 	n.mu.Unlock()
 	if err != nil {

@@ -5,10 +5,13 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"math"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -202,7 +205,7 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Party, err = parties[0].MarshalBinary(); err != nil {
+	if st.epoch0().Party, err = parties[0].MarshalBinary(); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.save(dir); err != nil {
@@ -376,8 +379,8 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	// The decryption budget: a node whose key decrypted as many ciphertexts
 	// as the parameters allow gives no more shares.
 	n2.mu.Lock()
-	spent := n2.state.Decrypted
-	n2.state.Decrypted = p.MaxDecryptions()
+	spent := n2.state.Epochs[0].Decrypted
+	n2.state.Epochs[0].Decrypted = p.MaxDecryptions()
 	n2.mu.Unlock()
 	if spent != 1 {
 		t.Errorf("%d ciphertexts counted for one share of a one-ciphertext aggregate", spent)
@@ -682,7 +685,7 @@ func TestOneVectorPerBinding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &Node{cfg: Config{DataDir: dir}, params: p, state: st, party: parties[0], log: slog.New(slog.DiscardHandler)}
+	n := &Node{cfg: Config{DataDir: dir}, params: p, state: st, parties: map[uint32]*he.Party{0: parties[0]}, log: slog.New(slog.DiscardHandler)}
 	spec := &pb.JobSpec{Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: 3}), ClipNorm: 10}
 	task := &pb.TrainTask{JobId: "job-1", Round: 1, Spec: spec, ModelHash: jobspec.FromProto(spec.Model).Hash()}
 	v := []float64{0.1, 0.2, 0.3, 0.4}
@@ -806,5 +809,52 @@ func TestMetricSumsOncePerModel(t *testing.T) {
 	sums, _, err := n.metricSums(spec, m, params, 0, false)
 	if err != nil || slices.ContainsFunc(sums, func(x float64) bool { return x != 0 }) {
 		t.Fatalf("withheld sums are not zeros: %v", err)
+	}
+}
+
+// epoch0 is the record of the genesis key epoch, made on first use.
+func (st *diskState) epoch0() *epochKeys {
+	if st.Epochs[0] == nil {
+		st.Epochs[0] = &epochKeys{}
+	}
+	return st.Epochs[0]
+}
+
+// A state file from before key epochs held one key, epoch 0's: loading it
+// moves that key into the epoch records, and the next save drops the old
+// fields.
+func TestStateMigratesToKeyEpochs(t *testing.T) {
+	dir := t.TempDir()
+	legacy := `{"hpke_private":"AQI=","hpke_public":"AwQ=","party":"BQY=","public_key":"Bwg=","decrypted":5,"shares_given":{}}`
+	if err := os.WriteFile(filepath.Join(dir, stateFile), []byte(legacy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := loadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e0 := st.Epochs[0]
+	if e0 == nil || string(e0.HPKEPrivate) != "\x01\x02" || string(e0.Party) != "\x05\x06" || string(e0.PublicKey) != "\x07\x08" || e0.Decrypted != 5 {
+		t.Fatalf("epoch 0 after migration: %+v", e0)
+	}
+	if err := st.save(dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var top map[string]any
+	if err := json.Unmarshal(b, &top); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"hpke_private", "party", "public_key", "decrypted"} {
+		if _, ok := top[k]; ok {
+			t.Errorf("%s still at the top of the saved state", k)
+		}
+	}
+	again, err := loadState(dir)
+	if err != nil || again.Epochs[0] == nil || again.Epochs[0].Decrypted != 5 {
+		t.Fatalf("reloaded: %v, %+v", err, again.Epochs[0])
 	}
 }

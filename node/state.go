@@ -17,18 +17,16 @@ import (
 const stateFile = "node-state.json"
 
 type diskState struct {
-	HPKEPrivate []byte `json:"hpke_private,omitempty"`
-	HPKEPublic  []byte `json:"hpke_public,omitempty"`
-	Party       []byte `json:"party,omitempty"`
+	// Epochs holds this node's keys per key epoch (see epochKeys).
+	Epochs map[uint32]*epochKeys `json:"epochs,omitempty"`
+	// legacyEpoch0 is where a state file written before key epochs kept
+	// epoch 0's keys; loadState moves them into Epochs[0] and the next
+	// save drops them.
+	legacyEpoch0
 	// RegionDigest pins the region (identity.RegionDigest) on first sight:
 	// a coordinator that later serves other hospitals, another threshold,
 	// parameter set or ceremony seed is refused.
 	RegionDigest []byte `json:"region_digest,omitempty"`
-	// PublicKey is the collective public key this node built itself from
-	// the hospitals' signed public-key shares: the ceremony's record, held
-	// against what the coordinator serves. (Updates are encrypted under the
-	// node's own key.)
-	PublicKey []byte `json:"public_key,omitempty"`
 	// SharesGiven holds, per update binding (hex), the one decryption share
 	// made for it. It is written before the share leaves, so a retry or a
 	// restart resends the same share and never makes a second one.
@@ -49,10 +47,6 @@ type diskState struct {
 	// go into one decryption per dataset, ever (two, with different
 	// contributor sets, would isolate it by their difference).
 	StatsGiven map[string]string `json:"stats_given,omitempty"`
-	// Decrypted counts the ciphertexts this node gave decryption shares for
-	// under its key: the smudging argument covers he.Params.MaxDecryptions
-	// of them, and the node refuses past that.
-	Decrypted int `json:"decrypted"`
 	// Approved holds, per update binding (hex), the one contributor set
 	// this node signed for it.
 	Approved map[string][]string `json:"approved,omitempty"`
@@ -68,6 +62,34 @@ type diskState struct {
 	// and the rounds this site sent a noised update for. A round is counted
 	// before its update leaves.
 	Ledger map[string]privacyEntry `json:"privacy_ledger,omitempty"`
+}
+
+// epochKeys is what a node holds for one key epoch: the HPKE key its
+// Shamir shares were sealed to, its secret state (he.Party: its own key
+// and the Shamir shares it holds), the collective public key it built
+// itself from the hospitals' signed shares (the ceremony's record, held
+// against what the coordinator serves), and the ciphertexts it gave
+// decryption shares for under the key: the smudging argument covers
+// he.Params.MaxDecryptions of them, and the node refuses past that.
+// Once the epoch is retired the keys are erased and Erased stays set, so
+// the epoch's ceremony is never run again on this node.
+type epochKeys struct {
+	HPKEPrivate []byte `json:"hpke_private,omitempty"`
+	HPKEPublic  []byte `json:"hpke_public,omitempty"`
+	Party       []byte `json:"party,omitempty"`
+	PublicKey   []byte `json:"public_key,omitempty"`
+	Decrypted   int    `json:"decrypted"`
+	Erased      bool   `json:"erased,omitempty"`
+}
+
+// legacyEpoch0 are the key fields of a state file written before key
+// epochs (format migration only; see loadState).
+type legacyEpoch0 struct {
+	HPKEPrivate []byte `json:"hpke_private,omitempty"`
+	HPKEPublic  []byte `json:"hpke_public,omitempty"`
+	Party       []byte `json:"party,omitempty"`
+	PublicKey   []byte `json:"public_key,omitempty"`
+	Decrypted   int    `json:"decrypted,omitempty"`
 }
 
 // encryption is what a node encrypted under one binding: the SHA-256 of
@@ -106,12 +128,22 @@ func loadState(dir string) (*diskState, error) {
 		}
 	}
 	st.makeMaps()
+	// Migration: a file from before key epochs held one key, epoch 0's.
+	if l := st.legacyEpoch0; l.HPKEPrivate != nil || l.Party != nil {
+		if _, ok := st.Epochs[0]; !ok {
+			st.Epochs[0] = &epochKeys{HPKEPrivate: l.HPKEPrivate, HPKEPublic: l.HPKEPublic, Party: l.Party, PublicKey: l.PublicKey, Decrypted: l.Decrypted}
+		}
+		st.legacyEpoch0 = legacyEpoch0{}
+	}
 	return st, nil
 }
 
 // makeMaps gives every record an empty map (a state file written before
 // a record existed has none).
 func (st *diskState) makeMaps() {
+	if st.Epochs == nil {
+		st.Epochs = map[uint32]*epochKeys{}
+	}
 	if st.SharesGiven == nil {
 		st.SharesGiven = map[string]givenShare{}
 	}

@@ -19,7 +19,7 @@ func newOperatorCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "operator", Short: "Manage the coordinator cluster and the region"}
 	raft := &cobra.Command{Use: "raft", Short: "Inspect and change the replica set"}
 	raft.AddCommand(newRaftListCmd(), newRaftRemoveCmd())
-	cmd.AddCommand(raft, newRegionCreateCmd(), newRevokeCmd(), newListRevokedCmd(), newIdentityInitCmd("operator"), newIdentityRenewCmd("operator"))
+	cmd.AddCommand(raft, newRegionCreateCmd(), newRekeyCmd(), newRevokeCmd(), newListRevokedCmd(), newIdentityInitCmd("operator"), newIdentityRenewCmd("operator"))
 	return cmd
 }
 
@@ -60,6 +60,46 @@ func newRaftRemoveCmd() *cobra.Command {
 		},
 	}
 	cf.register(cmd.Flags())
+	return cmd
+}
+
+func newRekeyCmd() *cobra.Command {
+	var (
+		cf     clientFlags
+		reason string
+	)
+	cmd := &cobra.Command{
+		Use:   "rekey",
+		Short: "Start a new key epoch now: every hospital runs a fresh key ceremony, rounds switch to the new key at their next model version, and the old Shamir shares are erased",
+		Long: `Start a new key epoch now. The region re-keys on its own when its key has
+spent half of its decryption budget; run this after a hospital's host was
+reinstalled or its key material may have leaked. Rounds keep the old key
+until every hospital holds the new one, so training does not stop.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if strings.TrimSpace(reason) == "" {
+				return usageError{errors.New("--reason is required: it goes into the audit log")}
+			}
+			c, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var resp *pb.StartKeyEpochResponse
+			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
+				var err error
+				resp, err = conn.Operator.StartKeyEpoch(ctx, &pb.StartKeyEpochRequest{Reason: reason}, grpc.Trailer(conn.Trailer))
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "key epoch %d started: hospitals run its ceremony as they poll; rounds switch to it at their next model version\n", resp.Epoch)
+			return nil
+		},
+	}
+	cf.register(cmd.Flags())
+	cmd.Flags().StringVar(&reason, "reason", "", "why the region re-keys (recorded in the audit log)")
 	return cmd
 }
 

@@ -60,6 +60,15 @@ func (s *State) auditRecord(m proto.Message, meta Meta) (rec audit.Record, ok bo
 	case *pb.KeyReadyCommand:
 		actor, rec.Hospital = "hospital/"+c.Hospital, c.Hospital
 		rec.Action = audit.ActionCeremonyKeyReady
+		if s.Region != nil && s.Region.Epoch > 0 {
+			rec.Details = map[string]string{"epoch": strconv.FormatUint(uint64(s.Region.Epoch), 10)}
+		}
+	case *pb.StartKeyEpochCommand:
+		if c.StartedBy != "" {
+			actor = c.StartedBy
+		}
+		rec.Action, rec.Reason = audit.ActionCeremonyEpochStarted, c.Reason
+		rec.Details = map[string]string{"epoch": strconv.FormatUint(uint64(c.Epoch), 10)}
 	case *pb.SubmitJobCommand:
 		if c.SubmittedBy != "" {
 			actor = c.SubmittedBy

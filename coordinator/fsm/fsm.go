@@ -60,6 +60,9 @@ const (
 	CmdReplicaRemoved
 	CmdApproval
 	CmdEndWebSessions
+	CmdStartKeyEpoch
+
+	cmdEnd // one past the last type
 )
 
 // Errors returned by Apply for commands that lost a race or break a rule.
@@ -257,7 +260,8 @@ var commands = map[CommandType]command{
 		delete(s.Replicas, c.Id)
 		return nil
 	}),
-	CmdApproval: entry((*State).approval),
+	CmdApproval:      entry((*State).approval),
+	CmdStartKeyEpoch: entry((*State).startKeyEpoch),
 	CmdEndWebSessions: entry(func(s *State, c *pb.EndWebSessionsCommand) error {
 		if _, err := identity.ParseIdentity(c.Identity); err != nil {
 			return rejectf("identity: %v", err)
@@ -300,12 +304,6 @@ func (s *State) createRegion(c *pb.CreateRegionCommand) error {
 	if !slices.IsSorted(c.Hospitals) || len(slices.Compact(slices.Clone(c.Hospitals))) != n {
 		return rejectf("hospitals must be sorted and distinct")
 	}
-	sealed := make([][][]byte, n)
-	sealedSig := make([][][]byte, n)
-	for i := range sealed {
-		sealed[i] = make([][]byte, n)
-		sealedSig[i] = make([][]byte, n)
-	}
 	s.Region = &Region{
 		Params:      c.Params,
 		Hospitals:   slices.Clone(c.Hospitals),
@@ -314,15 +312,28 @@ func (s *State) createRegion(c *pb.CreateRegionCommand) error {
 		CreatedMs:   c.UnixMs,
 		GenesisSig:  c.GenesisSignature,
 		GenesisCert: c.GenesisCertificate,
-		HPKE:        make([][]byte, n),
-		HPKESig:     make([][]byte, n),
-		Certs:       make([][]byte, n),
-		PKShares:    make([][]byte, n),
-		PKSig:       make([][]byte, n),
-		Sealed:      sealed,
-		SealedSig:   sealedSig,
-		Ready:       make([]bool, n),
 	}
+	s.Region.resetCeremony()
+	return nil
+}
+
+// startKeyEpoch begins the ceremony of the next key epoch. Rounds that
+// are open keep their epoch; rounds opened from now on use the previous
+// epoch's key until the new ceremony is done.
+func (s *State) startKeyEpoch(c *pb.StartKeyEpochCommand) error {
+	r := s.Region
+	switch {
+	case r == nil:
+		return rejectf("no region yet")
+	case c.Epoch <= r.Epoch:
+		return rejectf("key epoch %d has already started", c.Epoch)
+	case c.Epoch != r.Epoch+1:
+		return rejectf("key epoch %d does not follow the region's %d", c.Epoch, r.Epoch)
+	case r.Step() != pb.CeremonyStep_CEREMONY_STEP_DONE:
+		return rejectf("the ceremony of key epoch %d is still running", r.Epoch)
+	}
+	r.Epoch = c.Epoch
+	r.resetCeremony()
 	return nil
 }
 
@@ -489,10 +500,22 @@ func (s *State) openRound(c *pb.OpenRoundCommand) error {
 	if want := j.NextRound(); c.Round != want {
 		return rejectf("round %d opened out of order (next is %d)", c.Round, want)
 	}
+	epoch, ok := s.Region.KeyEpoch()
+	if !ok {
+		return rejectf("round %d of job %s opened before the region has a key", c.Round, j.ID)
+	}
+	version := j.Latest().Version
+	// A round reopened on the same model keeps its predecessor's epoch:
+	// the hospitals resend the updates they kept, encrypted in it. The
+	// switch to a new key happens at a model-version boundary only.
+	if cur := j.Current(); cur != nil && cur.ModelVersion == version {
+		epoch = cur.Epoch
+	}
 	j.State = JobRunning
 	j.Rounds = append(j.Rounds, &Round{
 		Number:       c.Round,
-		ModelVersion: j.Latest().Version,
+		ModelVersion: version,
+		Epoch:        epoch,
 		State:        RoundCollecting,
 		OpenedMs:     c.UnixMs,
 		DeadlineMs:   c.DeadlineUnixMs,

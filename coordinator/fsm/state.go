@@ -76,6 +76,40 @@ type Region struct {
 	// certificate that made it.
 	GenesisSig  []byte `json:"genesis_sig,omitempty"`
 	GenesisCert []byte `json:"genesis_cert,omitempty"`
+	// Epoch is the key epoch of the ceremony held above: 0 for the
+	// genesis ceremony, one more per re-key (StartKeyEpochCommand). While
+	// a re-key runs, rounds keep using the previous epoch's key.
+	Epoch uint32 `json:"epoch,omitempty"`
+}
+
+// CeremonyDigest is what the statements of the region's current ceremony
+// are bound to (identity.CeremonyDigest).
+func (r *Region) CeremonyDigest() [32]byte {
+	return identity.CeremonyDigest(r.Digest(), r.Epoch)
+}
+
+// KeyEpoch is the newest key epoch whose ceremony is done, the one new
+// rounds encrypt in; ok is false before the genesis ceremony is done.
+func (r *Region) KeyEpoch() (epoch uint32, ok bool) {
+	switch {
+	case r.Step() == pb.CeremonyStep_CEREMONY_STEP_DONE:
+		return r.Epoch, true
+	case r.Epoch > 0:
+		return r.Epoch - 1, true // a new epoch's ceremony starts only once the last one is done
+	}
+	return 0, false
+}
+
+// resetCeremony clears the ceremony messages for a new key epoch.
+func (r *Region) resetCeremony() {
+	n := len(r.Hospitals)
+	r.HPKE, r.HPKESig, r.Certs = make([][]byte, n), make([][]byte, n), make([][]byte, n)
+	r.PKShares, r.PKSig, r.PublicKey = make([][]byte, n), make([][]byte, n), nil
+	r.Sealed, r.SealedSig = make([][][]byte, n), make([][][]byte, n)
+	for i := range n {
+		r.Sealed[i], r.SealedSig[i] = make([][]byte, n), make([][]byte, n)
+	}
+	r.Ready = make([]bool, n)
 }
 
 // Digest is identity.RegionDigest of the region: what its operator signed
@@ -323,11 +357,13 @@ type Round struct {
 	RegionMetrics *pb.ClinicalMetrics `json:"region_metrics,omitempty"`
 	Number        uint32              `json:"number"`
 	ModelVersion  uint32              `json:"model_version"`
-	State         string              `json:"state"`
-	Reason        string              `json:"reason,omitempty"`
-	OpenedMs      int64               `json:"opened_ms"`
-	DeadlineMs    int64               `json:"deadline_ms"`
-	ClosedMs      int64               `json:"closed_ms,omitempty"`
+	// Epoch is the key epoch the round's updates are encrypted in.
+	Epoch      uint32 `json:"epoch,omitempty"`
+	State      string `json:"state"`
+	Reason     string `json:"reason,omitempty"`
+	OpenedMs   int64  `json:"opened_ms"`
+	DeadlineMs int64  `json:"deadline_ms"`
+	ClosedMs   int64  `json:"closed_ms,omitempty"`
 	// OpenedBy and ClosedBy are the replicas that led when the round
 	// opened and when it closed (or was aborted): a leader change
 	// mid-round shows as two names.

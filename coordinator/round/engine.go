@@ -70,6 +70,9 @@ type Engine struct {
 	seen     map[string]time.Time  // hospital -> last poll
 	// regionReadyMs is when this engine first saw the key ceremony done.
 	regionReadyMs int64
+	// rekeyAt is how many ciphertexts the current key may have decrypted
+	// before the engine starts the next key epoch's ceremony.
+	rekeyAt int
 }
 
 type roundKey struct {
@@ -105,7 +108,17 @@ func New(st *store.Store, params he.Params, log *slog.Logger, now Clock) *Engine
 		now = time.Now
 	}
 	return &Engine{store: st, params: params, log: log, now: now,
-		inflight: map[roundKey]*running{}, seen: map[string]time.Time{}}
+		inflight: map[roundKey]*running{}, seen: map[string]time.Time{}, rekeyAt: params.MaxDecryptions() / 2}
+}
+
+// SetRekeyAt makes the engine start a new key epoch once the current key
+// has decrypted n ciphertexts (default: half the parameter set's
+// MaxDecryptions, so the new ceremony ends long before hospitals refuse to
+// decrypt under the old key). n is clamped to [1, MaxDecryptions].
+func (e *Engine) SetRekeyAt(n int) {
+	e.mu.Lock()
+	e.rekeyAt = min(max(n, 1), e.params.MaxDecryptions())
+	e.mu.Unlock()
 }
 
 // SetMetrics makes the engine time the combining of decryption shares.
@@ -154,17 +167,21 @@ func (e *Engine) Run(ctx context.Context) {
 // step looks at the state once and proposes at most one decision per job.
 func (e *Engine) step() error {
 	var (
-		region *fsm.Region
-		jobs   []*fsm.Job
+		region    *fsm.Region
+		jobs      []*fsm.Job
+		decrypted int
 	)
 	e.store.FSM().Read(func(s *fsm.State) {
-		if s.Region != nil {
-			region = s.Region.Clone()
+		if s.Region == nil {
+			return
 		}
+		region = s.Region.Clone()
 		for _, id := range s.JobOrder {
-			if j := s.Jobs[id]; !j.Finished() {
+			j := s.Jobs[id]
+			if !j.Finished() {
 				jobs = append(jobs, j.Clone())
 			}
+			decrypted += e.decryptedIn(j, region.Epoch)
 		}
 	})
 	if region == nil {
@@ -173,8 +190,19 @@ func (e *Engine) step() error {
 	if region.PublicKey == nil && !slices.ContainsFunc(region.PKShares, func(b []byte) bool { return b == nil }) {
 		return e.publishPublicKey(region)
 	}
-	if region.Step() != pb.CeremonyStep_CEREMONY_STEP_DONE {
+	if _, keyed := region.KeyEpoch(); !keyed {
 		return nil
+	}
+	e.mu.Lock()
+	rekeyAt := e.rekeyAt
+	e.mu.Unlock()
+	if region.Step() == pb.CeremonyStep_CEREMONY_STEP_DONE && decrypted >= rekeyAt {
+		e.log.Info("starting a new key epoch", "epoch", region.Epoch+1, "decrypted", decrypted, "budget", e.params.MaxDecryptions())
+		err := e.store.Propose(&pb.StartKeyEpochCommand{Epoch: region.Epoch + 1,
+			Reason: fmt.Sprintf("key epoch %d decrypted %d of its %d ciphertexts", region.Epoch, decrypted, e.params.MaxDecryptions())})
+		if err != nil && !errors.Is(err, fsm.ErrRejected) {
+			return err
+		}
 	}
 	e.mu.Lock()
 	if e.regionReadyMs == 0 {
@@ -190,6 +218,19 @@ func (e *Engine) step() error {
 	return errors.Join(errs...)
 }
 
+// decryptedIn bounds the ciphertexts any hospital decrypted under key
+// epoch epoch for job j: each decryption attempt of a round asks each of
+// its decryptors for one share of every ciphertext of the aggregate.
+func (e *Engine) decryptedIn(j *fsm.Job, epoch uint32) int {
+	n := 0
+	for _, r := range j.Rounds {
+		if r.Epoch == epoch && r.Attempt > 0 {
+			n += int(r.Attempt) * e.params.Ciphertexts(jobspec.VectorLen(j.Spec, r.Number))
+		}
+	}
+	return n
+}
+
 func (e *Engine) publishPublicKey(r *fsm.Region) error {
 	shares := make([]*he.PublicKeyShare, len(r.PKShares))
 	for i, b := range r.PKShares {
@@ -199,7 +240,7 @@ func (e *Engine) publishPublicKey(r *fsm.Region) error {
 		}
 		shares[i] = s
 	}
-	pk, err := he.AggregatePublicKey(e.params, r.Seed, len(shares), shares)
+	pk, err := he.AggregatePublicKey(e.params, he.EpochSeed(r.Seed, r.Epoch), len(shares), shares)
 	if err != nil {
 		return err
 	}

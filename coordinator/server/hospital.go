@@ -86,9 +86,11 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 		step = pb.CeremonyStep_CEREMONY_STEP_OPEN_SHARES
 	}
 	resp.Ceremony = &pb.CeremonyTask{Step: step}
-	if r.Step() != pb.CeremonyStep_CEREMONY_STEP_DONE {
+	keyEpoch, keyed := r.KeyEpoch()
+	if !keyed {
 		return resp, nil
 	}
+	resp.RetiredBelow = retiredBelow(st, keyEpoch)
 	for _, id := range st.JobOrder {
 		j := st.Jobs[id]
 		if j.Finished() {
@@ -111,6 +113,7 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 			} else {
 				resp.Train = append(resp.Train, &pb.TrainTask{
 					JobId: j.ID, Round: cur.Number, ModelVersion: cur.ModelVersion, ModelHash: j.ModelHash, Spec: j.Spec, Job: jobOffer(j),
+					Epoch: cur.Epoch,
 				})
 			}
 		case fsm.RoundDecrypting:
@@ -131,12 +134,32 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 					JobId: j.ID, Round: cur.Number, AggregateDigest: cur.AggDigest, Active: cur.Active,
 					Attempt: cur.Attempt, Contributors: cur.Contributors, ModelHash: j.ModelHash,
 					AggregateSize: uint64(len(cur.Aggregate)), Spec: j.Spec, ModelVersion: cur.ModelVersion,
-					Approvals: approvals, Job: jobOffer(j),
+					Approvals: approvals, Job: jobOffer(j), Epoch: cur.Epoch,
 				})
 			}
 		}
 	}
 	return resp, nil
+}
+
+// retiredBelow is the oldest key epoch a round may still be decrypted in:
+// the current key's, or an older one an unfinished round was encrypted in.
+// Hospitals erase their Shamir shares of every epoch below it.
+func retiredBelow(st *fsm.State, keyEpoch uint32) uint32 {
+	oldest := keyEpoch
+	for _, id := range st.JobOrder {
+		j := st.Jobs[id]
+		if j.Finished() {
+			continue
+		}
+		// A round reopened on the same model keeps its epoch (see
+		// fsm openRound): the last round of an unfinished job holds its
+		// epoch's key in use until a model version is committed from it.
+		if cur := j.Current(); cur != nil && cur.ModelVersion == j.Latest().Version {
+			oldest = min(oldest, cur.Epoch)
+		}
+	}
+	return oldest
 }
 
 // jobOffer is a job as its researcher signed it, for a node to vet.
@@ -157,7 +180,7 @@ func (s hospitalService) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb
 	if err != nil {
 		return nil, err
 	}
-	rd := r.Digest()
+	rd := r.CeremonyDigest()
 	if err := identity.CheckSignature(cert.Raw, req.Signature, identity.StatementHPKEKey, rd[:], []byte(h), req.HpkePublicKey); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
 	}
@@ -202,7 +225,7 @@ func (s hospitalService) SubmitPublicKeyShare(ctx context.Context, req *pb.Submi
 		return nil, status.Errorf(codes.PermissionDenied, "share is from party %d, the caller is party %d", share.From(), point)
 	}
 	h := caller(ctx).Name
-	rd, sd := r.Digest(), sha256.Sum256(req.Share)
+	rd, sd := r.CeremonyDigest(), sha256.Sum256(req.Share)
 	if err := identity.CheckSignature(r.Cert(point), req.Signature, identity.StatementPublicKeyShare, rd[:], []byte(h), sd[:]); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
 	}
@@ -224,7 +247,7 @@ func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitS
 	h := caller(ctx).Name
 	ordered := make([][]byte, len(r.Hospitals))
 	sigs := make([][]byte, len(r.Hospitals))
-	rd := r.Digest()
+	rd := r.CeremonyDigest()
 	for _, sh := range req.Shares {
 		i := r.Index(sh.To)
 		if i < 0 || ordered[i] != nil {
@@ -291,7 +314,7 @@ func (s hospitalService) GetRegion(ctx context.Context, _ *pb.GetRegionRequest) 
 	out := &pb.Region{Params: r.Params, Hospitals: r.Hospitals, Threshold: uint32(r.Threshold), Seed: r.Seed,
 		HpkePublicKeys: r.HPKE, PublicKey: r.PublicKey, Step: r.Step(),
 		Certificates: r.Certs, HpkeSignatures: r.HPKESig, PublicKeyShares: r.PKShares, PublicKeyShareSignatures: r.PKSig,
-		GenesisSignature: r.GenesisSig, GenesisCertificate: r.GenesisCert}
+		GenesisSignature: r.GenesisSig, GenesisCertificate: r.GenesisCert, Epoch: r.Epoch}
 	for i, ok := range r.Ready {
 		if ok {
 			out.Ready = append(out.Ready, r.Hospitals[i])

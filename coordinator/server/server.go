@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -395,6 +396,42 @@ func (s *Server) EndWebSessions(ctx context.Context, req *pb.EndWebSessionsReque
 	}
 	s.log.Info("web sessions ended", "identity", id.String(), "by", caller(ctx).String())
 	return &pb.EndWebSessionsResponse{}, nil
+}
+
+// MaxKeyEpochReason caps the reason an operator gives for a re-key, in bytes.
+const MaxKeyEpochReason = 512
+
+// StartKeyEpoch starts the ceremony of the next key epoch now (the engine
+// does on its own once the current key's decryption budget is half spent).
+func (s *Server) StartKeyEpoch(ctx context.Context, req *pb.StartKeyEpochRequest) (*pb.StartKeyEpochResponse, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, err
+	}
+	reason := strings.TrimSpace(req.Reason)
+	switch {
+	case reason == "":
+		return nil, status.Error(codes.InvalidArgument, "reason: empty; say why the region re-keys (it goes into the audit log)")
+	case len(reason) > MaxKeyEpochReason || !utf8.ValidString(reason):
+		return nil, status.Errorf(codes.InvalidArgument, "reason: not UTF-8 of at most %d bytes", MaxKeyEpochReason)
+	}
+	var r *fsm.Region
+	s.read(func(st *fsm.State) {
+		if st.Region != nil {
+			r = st.Region.Clone()
+		}
+	})
+	switch {
+	case r == nil:
+		return nil, status.Error(codes.FailedPrecondition, "the region has not been created yet")
+	case r.Step() != pb.CeremonyStep_CEREMONY_STEP_DONE:
+		return nil, status.Errorf(codes.FailedPrecondition, "the ceremony of key epoch %d is still running (step %s)", r.Epoch, strings.ToLower(strings.TrimPrefix(r.Step().String(), "CEREMONY_STEP_")))
+	}
+	next := r.Epoch + 1
+	if err := s.store.Propose(&pb.StartKeyEpochCommand{Epoch: next, Reason: reason, StartedBy: caller(ctx).String()}); err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	s.log.Info("key epoch started", "epoch", next, "by", caller(ctx).String())
+	return &pb.StartKeyEpochResponse{Epoch: next}, nil
 }
 
 // ListRevoked returns the revocation list, oldest first.

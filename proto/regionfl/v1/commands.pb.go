@@ -447,6 +447,70 @@ func (x *KeyReadyCommand) GetHospital() string {
 	return ""
 }
 
+// StartKeyEpochCommand starts the ceremony of key epoch epoch (one more
+// than the region's), once the current one is done: proposed by the
+// leader when the current key's decryption budget is half spent, or by an
+// operator.
+type StartKeyEpochCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint32                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	StartedBy     string                 `protobuf:"bytes,3,opt,name=started_by,json=startedBy,proto3" json:"started_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartKeyEpochCommand) Reset() {
+	*x = StartKeyEpochCommand{}
+	mi := &file_regionfl_v1_commands_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartKeyEpochCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartKeyEpochCommand) ProtoMessage() {}
+
+func (x *StartKeyEpochCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_commands_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartKeyEpochCommand.ProtoReflect.Descriptor instead.
+func (*StartKeyEpochCommand) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *StartKeyEpochCommand) GetEpoch() uint32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *StartKeyEpochCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *StartKeyEpochCommand) GetStartedBy() string {
+	if x != nil {
+		return x.StartedBy
+	}
+	return ""
+}
+
 type SubmitJobCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -466,7 +530,7 @@ type SubmitJobCommand struct {
 
 func (x *SubmitJobCommand) Reset() {
 	*x = SubmitJobCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[7]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -478,7 +542,7 @@ func (x *SubmitJobCommand) String() string {
 func (*SubmitJobCommand) ProtoMessage() {}
 
 func (x *SubmitJobCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[7]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -491,7 +555,7 @@ func (x *SubmitJobCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobCommand.ProtoReflect.Descriptor instead.
 func (*SubmitJobCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{7}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SubmitJobCommand) GetJobId() string {
@@ -569,7 +633,7 @@ type DecideJobCommand struct {
 
 func (x *DecideJobCommand) Reset() {
 	*x = DecideJobCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[8]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +645,7 @@ func (x *DecideJobCommand) String() string {
 func (*DecideJobCommand) ProtoMessage() {}
 
 func (x *DecideJobCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[8]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +658,7 @@ func (x *DecideJobCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideJobCommand.ProtoReflect.Descriptor instead.
 func (*DecideJobCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{8}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DecideJobCommand) GetJobId() string {
@@ -639,7 +703,7 @@ type OpenRoundCommand struct {
 
 func (x *OpenRoundCommand) Reset() {
 	*x = OpenRoundCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[9]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +715,7 @@ func (x *OpenRoundCommand) String() string {
 func (*OpenRoundCommand) ProtoMessage() {}
 
 func (x *OpenRoundCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[9]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +728,7 @@ func (x *OpenRoundCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRoundCommand.ProtoReflect.Descriptor instead.
 func (*OpenRoundCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{9}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *OpenRoundCommand) GetJobId() string {
@@ -720,7 +784,7 @@ type ContributionCommand struct {
 
 func (x *ContributionCommand) Reset() {
 	*x = ContributionCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[10]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +796,7 @@ func (x *ContributionCommand) String() string {
 func (*ContributionCommand) ProtoMessage() {}
 
 func (x *ContributionCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[10]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +809,7 @@ func (x *ContributionCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContributionCommand.ProtoReflect.Descriptor instead.
 func (*ContributionCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{10}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ContributionCommand) GetJobId() string {
@@ -821,7 +885,7 @@ type CloseRoundCommand struct {
 
 func (x *CloseRoundCommand) Reset() {
 	*x = CloseRoundCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[11]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -833,7 +897,7 @@ func (x *CloseRoundCommand) String() string {
 func (*CloseRoundCommand) ProtoMessage() {}
 
 func (x *CloseRoundCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[11]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -846,7 +910,7 @@ func (x *CloseRoundCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseRoundCommand.ProtoReflect.Descriptor instead.
 func (*CloseRoundCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{11}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CloseRoundCommand) GetJobId() string {
@@ -923,7 +987,7 @@ type ApprovalCommand struct {
 
 func (x *ApprovalCommand) Reset() {
 	*x = ApprovalCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[12]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +999,7 @@ func (x *ApprovalCommand) String() string {
 func (*ApprovalCommand) ProtoMessage() {}
 
 func (x *ApprovalCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[12]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1012,7 @@ func (x *ApprovalCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalCommand.ProtoReflect.Descriptor instead.
 func (*ApprovalCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{12}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ApprovalCommand) GetJobId() string {
@@ -1006,7 +1070,7 @@ type DecryptionShareCommand struct {
 
 func (x *DecryptionShareCommand) Reset() {
 	*x = DecryptionShareCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[13]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1082,7 @@ func (x *DecryptionShareCommand) String() string {
 func (*DecryptionShareCommand) ProtoMessage() {}
 
 func (x *DecryptionShareCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[13]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1095,7 @@ func (x *DecryptionShareCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptionShareCommand.ProtoReflect.Descriptor instead.
 func (*DecryptionShareCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{13}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DecryptionShareCommand) GetJobId() string {
@@ -1085,7 +1149,7 @@ type RetryDecryptionCommand struct {
 
 func (x *RetryDecryptionCommand) Reset() {
 	*x = RetryDecryptionCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[14]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1161,7 @@ func (x *RetryDecryptionCommand) String() string {
 func (*RetryDecryptionCommand) ProtoMessage() {}
 
 func (x *RetryDecryptionCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[14]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1174,7 @@ func (x *RetryDecryptionCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryDecryptionCommand.ProtoReflect.Descriptor instead.
 func (*RetryDecryptionCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{14}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RetryDecryptionCommand) GetJobId() string {
@@ -1168,7 +1232,7 @@ type CommitModelCommand struct {
 
 func (x *CommitModelCommand) Reset() {
 	*x = CommitModelCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[15]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1244,7 @@ func (x *CommitModelCommand) String() string {
 func (*CommitModelCommand) ProtoMessage() {}
 
 func (x *CommitModelCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[15]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1257,7 @@ func (x *CommitModelCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitModelCommand.ProtoReflect.Descriptor instead.
 func (*CommitModelCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{15}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CommitModelCommand) GetJobId() string {
@@ -1275,7 +1339,7 @@ type ScalingCommand struct {
 
 func (x *ScalingCommand) Reset() {
 	*x = ScalingCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[16]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1351,7 @@ func (x *ScalingCommand) String() string {
 func (*ScalingCommand) ProtoMessage() {}
 
 func (x *ScalingCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[16]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1364,7 @@ func (x *ScalingCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScalingCommand.ProtoReflect.Descriptor instead.
 func (*ScalingCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{16}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ScalingCommand) GetJobId() string {
@@ -1359,7 +1423,7 @@ type AbortRoundCommand struct {
 
 func (x *AbortRoundCommand) Reset() {
 	*x = AbortRoundCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[17]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1371,7 +1435,7 @@ func (x *AbortRoundCommand) String() string {
 func (*AbortRoundCommand) ProtoMessage() {}
 
 func (x *AbortRoundCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[17]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1384,7 +1448,7 @@ func (x *AbortRoundCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRoundCommand.ProtoReflect.Descriptor instead.
 func (*AbortRoundCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{17}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AbortRoundCommand) GetJobId() string {
@@ -1434,7 +1498,7 @@ type EndJobCommand struct {
 
 func (x *EndJobCommand) Reset() {
 	*x = EndJobCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[18]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1510,7 @@ func (x *EndJobCommand) String() string {
 func (*EndJobCommand) ProtoMessage() {}
 
 func (x *EndJobCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[18]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1523,7 @@ func (x *EndJobCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndJobCommand.ProtoReflect.Descriptor instead.
 func (*EndJobCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{18}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EndJobCommand) GetJobId() string {
@@ -1503,7 +1567,7 @@ type EndWebSessionsCommand struct {
 
 func (x *EndWebSessionsCommand) Reset() {
 	*x = EndWebSessionsCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1579,7 @@ func (x *EndWebSessionsCommand) String() string {
 func (*EndWebSessionsCommand) ProtoMessage() {}
 
 func (x *EndWebSessionsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1592,7 @@ func (x *EndWebSessionsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndWebSessionsCommand.ProtoReflect.Descriptor instead.
 func (*EndWebSessionsCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{19}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EndWebSessionsCommand) GetIdentity() string {
@@ -1568,7 +1632,7 @@ type RevokeCommand struct {
 
 func (x *RevokeCommand) Reset() {
 	*x = RevokeCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1580,7 +1644,7 @@ func (x *RevokeCommand) String() string {
 func (*RevokeCommand) ProtoMessage() {}
 
 func (x *RevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1593,7 +1657,7 @@ func (x *RevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCommand.ProtoReflect.Descriptor instead.
 func (*RevokeCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{20}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RevokeCommand) GetSerial() string {
@@ -1657,7 +1721,7 @@ type CheckpointCommand struct {
 
 func (x *CheckpointCommand) Reset() {
 	*x = CheckpointCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1733,7 @@ func (x *CheckpointCommand) String() string {
 func (*CheckpointCommand) ProtoMessage() {}
 
 func (x *CheckpointCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1746,7 @@ func (x *CheckpointCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointCommand.ProtoReflect.Descriptor instead.
 func (*CheckpointCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{21}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CheckpointCommand) GetTreeHead() []byte {
@@ -1706,7 +1770,7 @@ type AuthzRefusedCommand struct {
 
 func (x *AuthzRefusedCommand) Reset() {
 	*x = AuthzRefusedCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +1782,7 @@ func (x *AuthzRefusedCommand) String() string {
 func (*AuthzRefusedCommand) ProtoMessage() {}
 
 func (x *AuthzRefusedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +1795,7 @@ func (x *AuthzRefusedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthzRefusedCommand.ProtoReflect.Descriptor instead.
 func (*AuthzRefusedCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{22}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AuthzRefusedCommand) GetIdentity() string {
@@ -1773,7 +1837,7 @@ type ReplicaRemovedCommand struct {
 
 func (x *ReplicaRemovedCommand) Reset() {
 	*x = ReplicaRemovedCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[23]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +1849,7 @@ func (x *ReplicaRemovedCommand) String() string {
 func (*ReplicaRemovedCommand) ProtoMessage() {}
 
 func (x *ReplicaRemovedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[23]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +1862,7 @@ func (x *ReplicaRemovedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaRemovedCommand.ProtoReflect.Descriptor instead.
 func (*ReplicaRemovedCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{23}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReplicaRemovedCommand) GetId() string {
@@ -1843,7 +1907,12 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"signatures\x18\x03 \x03(\fR\n" +
 	"signatures\"-\n" +
 	"\x0fKeyReadyCommand\x12\x1a\n" +
-	"\bhospital\x18\x01 \x01(\tR\bhospital\"\xb4\x02\n" +
+	"\bhospital\x18\x01 \x01(\tR\bhospital\"c\n" +
+	"\x14StartKeyEpochCommand\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\rR\x05epoch\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"started_by\x18\x03 \x01(\tR\tstartedBy\"\xb4\x02\n" +
 	"\x10SubmitJobCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12\x1d\n" +
@@ -1969,7 +2038,7 @@ func file_regionfl_v1_commands_proto_rawDescGZIP() []byte {
 	return file_regionfl_v1_commands_proto_rawDescData
 }
 
-var file_regionfl_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_regionfl_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_regionfl_v1_commands_proto_goTypes = []any{
 	(*RegisterReplicaCommand)(nil), // 0: regionfl.v1.RegisterReplicaCommand
 	(*CreateRegionCommand)(nil),    // 1: regionfl.v1.CreateRegionCommand
@@ -1978,30 +2047,31 @@ var file_regionfl_v1_commands_proto_goTypes = []any{
 	(*PublicKeyCommand)(nil),       // 4: regionfl.v1.PublicKeyCommand
 	(*SealedSharesCommand)(nil),    // 5: regionfl.v1.SealedSharesCommand
 	(*KeyReadyCommand)(nil),        // 6: regionfl.v1.KeyReadyCommand
-	(*SubmitJobCommand)(nil),       // 7: regionfl.v1.SubmitJobCommand
-	(*DecideJobCommand)(nil),       // 8: regionfl.v1.DecideJobCommand
-	(*OpenRoundCommand)(nil),       // 9: regionfl.v1.OpenRoundCommand
-	(*ContributionCommand)(nil),    // 10: regionfl.v1.ContributionCommand
-	(*CloseRoundCommand)(nil),      // 11: regionfl.v1.CloseRoundCommand
-	(*ApprovalCommand)(nil),        // 12: regionfl.v1.ApprovalCommand
-	(*DecryptionShareCommand)(nil), // 13: regionfl.v1.DecryptionShareCommand
-	(*RetryDecryptionCommand)(nil), // 14: regionfl.v1.RetryDecryptionCommand
-	(*CommitModelCommand)(nil),     // 15: regionfl.v1.CommitModelCommand
-	(*ScalingCommand)(nil),         // 16: regionfl.v1.ScalingCommand
-	(*AbortRoundCommand)(nil),      // 17: regionfl.v1.AbortRoundCommand
-	(*EndJobCommand)(nil),          // 18: regionfl.v1.EndJobCommand
-	(*EndWebSessionsCommand)(nil),  // 19: regionfl.v1.EndWebSessionsCommand
-	(*RevokeCommand)(nil),          // 20: regionfl.v1.RevokeCommand
-	(*CheckpointCommand)(nil),      // 21: regionfl.v1.CheckpointCommand
-	(*AuthzRefusedCommand)(nil),    // 22: regionfl.v1.AuthzRefusedCommand
-	(*ReplicaRemovedCommand)(nil),  // 23: regionfl.v1.ReplicaRemovedCommand
-	(*JobSpec)(nil),                // 24: regionfl.v1.JobSpec
-	(*ClinicalMetrics)(nil),        // 25: regionfl.v1.ClinicalMetrics
+	(*StartKeyEpochCommand)(nil),   // 7: regionfl.v1.StartKeyEpochCommand
+	(*SubmitJobCommand)(nil),       // 8: regionfl.v1.SubmitJobCommand
+	(*DecideJobCommand)(nil),       // 9: regionfl.v1.DecideJobCommand
+	(*OpenRoundCommand)(nil),       // 10: regionfl.v1.OpenRoundCommand
+	(*ContributionCommand)(nil),    // 11: regionfl.v1.ContributionCommand
+	(*CloseRoundCommand)(nil),      // 12: regionfl.v1.CloseRoundCommand
+	(*ApprovalCommand)(nil),        // 13: regionfl.v1.ApprovalCommand
+	(*DecryptionShareCommand)(nil), // 14: regionfl.v1.DecryptionShareCommand
+	(*RetryDecryptionCommand)(nil), // 15: regionfl.v1.RetryDecryptionCommand
+	(*CommitModelCommand)(nil),     // 16: regionfl.v1.CommitModelCommand
+	(*ScalingCommand)(nil),         // 17: regionfl.v1.ScalingCommand
+	(*AbortRoundCommand)(nil),      // 18: regionfl.v1.AbortRoundCommand
+	(*EndJobCommand)(nil),          // 19: regionfl.v1.EndJobCommand
+	(*EndWebSessionsCommand)(nil),  // 20: regionfl.v1.EndWebSessionsCommand
+	(*RevokeCommand)(nil),          // 21: regionfl.v1.RevokeCommand
+	(*CheckpointCommand)(nil),      // 22: regionfl.v1.CheckpointCommand
+	(*AuthzRefusedCommand)(nil),    // 23: regionfl.v1.AuthzRefusedCommand
+	(*ReplicaRemovedCommand)(nil),  // 24: regionfl.v1.ReplicaRemovedCommand
+	(*JobSpec)(nil),                // 25: regionfl.v1.JobSpec
+	(*ClinicalMetrics)(nil),        // 26: regionfl.v1.ClinicalMetrics
 }
 var file_regionfl_v1_commands_proto_depIdxs = []int32{
-	24, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
-	25, // 1: regionfl.v1.ContributionCommand.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	25, // 2: regionfl.v1.CommitModelCommand.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	25, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
+	26, // 1: regionfl.v1.ContributionCommand.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	26, // 2: regionfl.v1.CommitModelCommand.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
 	3,  // [3:3] is the sub-list for method output_type
 	3,  // [3:3] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
@@ -2021,7 +2091,7 @@ func file_regionfl_v1_commands_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_commands_proto_rawDesc), len(file_regionfl_v1_commands_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -183,6 +183,96 @@ func (x *ExportAuditResponse) GetChunk() []byte {
 	return nil
 }
 
+type StartKeyEpochRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Why, for the audit log (e.g. "hospital-2's host was reinstalled").
+	Reason        string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartKeyEpochRequest) Reset() {
+	*x = StartKeyEpochRequest{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartKeyEpochRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartKeyEpochRequest) ProtoMessage() {}
+
+func (x *StartKeyEpochRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartKeyEpochRequest.ProtoReflect.Descriptor instead.
+func (*StartKeyEpochRequest) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *StartKeyEpochRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type StartKeyEpochResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key epoch whose ceremony started.
+	Epoch         uint32 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartKeyEpochResponse) Reset() {
+	*x = StartKeyEpochResponse{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartKeyEpochResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartKeyEpochResponse) ProtoMessage() {}
+
+func (x *StartKeyEpochResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartKeyEpochResponse.ProtoReflect.Descriptor instead.
+func (*StartKeyEpochResponse) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StartKeyEpochResponse) GetEpoch() uint32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 type EndWebSessionsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// identity is ROLE/NAME, e.g. auditor/alice.
@@ -193,7 +283,7 @@ type EndWebSessionsRequest struct {
 
 func (x *EndWebSessionsRequest) Reset() {
 	*x = EndWebSessionsRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[2]
+	mi := &file_regionfl_v1_region_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -205,7 +295,7 @@ func (x *EndWebSessionsRequest) String() string {
 func (*EndWebSessionsRequest) ProtoMessage() {}
 
 func (x *EndWebSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[2]
+	mi := &file_regionfl_v1_region_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -218,7 +308,7 @@ func (x *EndWebSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndWebSessionsRequest.ProtoReflect.Descriptor instead.
 func (*EndWebSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{2}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EndWebSessionsRequest) GetIdentity() string {
@@ -236,7 +326,7 @@ type EndWebSessionsResponse struct {
 
 func (x *EndWebSessionsResponse) Reset() {
 	*x = EndWebSessionsResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[3]
+	mi := &file_regionfl_v1_region_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -248,7 +338,7 @@ func (x *EndWebSessionsResponse) String() string {
 func (*EndWebSessionsResponse) ProtoMessage() {}
 
 func (x *EndWebSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[3]
+	mi := &file_regionfl_v1_region_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -261,7 +351,7 @@ func (x *EndWebSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndWebSessionsResponse.ProtoReflect.Descriptor instead.
 func (*EndWebSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{3}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{5}
 }
 
 type RevokeCertificateRequest struct {
@@ -280,7 +370,7 @@ type RevokeCertificateRequest struct {
 
 func (x *RevokeCertificateRequest) Reset() {
 	*x = RevokeCertificateRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[4]
+	mi := &file_regionfl_v1_region_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -292,7 +382,7 @@ func (x *RevokeCertificateRequest) String() string {
 func (*RevokeCertificateRequest) ProtoMessage() {}
 
 func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[4]
+	mi := &file_regionfl_v1_region_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -305,7 +395,7 @@ func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{4}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RevokeCertificateRequest) GetSerial() string {
@@ -344,7 +434,7 @@ type RevokeCertificateResponse struct {
 
 func (x *RevokeCertificateResponse) Reset() {
 	*x = RevokeCertificateResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[5]
+	mi := &file_regionfl_v1_region_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -356,7 +446,7 @@ func (x *RevokeCertificateResponse) String() string {
 func (*RevokeCertificateResponse) ProtoMessage() {}
 
 func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[5]
+	mi := &file_regionfl_v1_region_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -369,7 +459,7 @@ func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{5}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{7}
 }
 
 type ListRevokedRequest struct {
@@ -380,7 +470,7 @@ type ListRevokedRequest struct {
 
 func (x *ListRevokedRequest) Reset() {
 	*x = ListRevokedRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[6]
+	mi := &file_regionfl_v1_region_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -392,7 +482,7 @@ func (x *ListRevokedRequest) String() string {
 func (*ListRevokedRequest) ProtoMessage() {}
 
 func (x *ListRevokedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[6]
+	mi := &file_regionfl_v1_region_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -405,7 +495,7 @@ func (x *ListRevokedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevokedRequest.ProtoReflect.Descriptor instead.
 func (*ListRevokedRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{6}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{8}
 }
 
 type Revocation struct {
@@ -426,7 +516,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[7]
+	mi := &file_regionfl_v1_region_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +528,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[7]
+	mi := &file_regionfl_v1_region_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +541,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{7}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Revocation) GetSerial() string {
@@ -511,7 +601,7 @@ type GetRevocationsRequest struct {
 
 func (x *GetRevocationsRequest) Reset() {
 	*x = GetRevocationsRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[8]
+	mi := &file_regionfl_v1_region_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -523,7 +613,7 @@ func (x *GetRevocationsRequest) String() string {
 func (*GetRevocationsRequest) ProtoMessage() {}
 
 func (x *GetRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[8]
+	mi := &file_regionfl_v1_region_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -536,7 +626,7 @@ func (x *GetRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*GetRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{8}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{10}
 }
 
 type GetRevocationsResponse struct {
@@ -548,7 +638,7 @@ type GetRevocationsResponse struct {
 
 func (x *GetRevocationsResponse) Reset() {
 	*x = GetRevocationsResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[9]
+	mi := &file_regionfl_v1_region_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +650,7 @@ func (x *GetRevocationsResponse) String() string {
 func (*GetRevocationsResponse) ProtoMessage() {}
 
 func (x *GetRevocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[9]
+	mi := &file_regionfl_v1_region_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +663,7 @@ func (x *GetRevocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRevocationsResponse.ProtoReflect.Descriptor instead.
 func (*GetRevocationsResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{9}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetRevocationsResponse) GetRevoked() []*Revocation {
@@ -592,7 +682,7 @@ type ListRevokedResponse struct {
 
 func (x *ListRevokedResponse) Reset() {
 	*x = ListRevokedResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[10]
+	mi := &file_regionfl_v1_region_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +694,7 @@ func (x *ListRevokedResponse) String() string {
 func (*ListRevokedResponse) ProtoMessage() {}
 
 func (x *ListRevokedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[10]
+	mi := &file_regionfl_v1_region_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +707,7 @@ func (x *ListRevokedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevokedResponse.ProtoReflect.Descriptor instead.
 func (*ListRevokedResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{10}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListRevokedResponse) GetRevoked() []*Revocation {
@@ -638,7 +728,7 @@ type PollRequest struct {
 
 func (x *PollRequest) Reset() {
 	*x = PollRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[11]
+	mi := &file_regionfl_v1_region_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -650,7 +740,7 @@ func (x *PollRequest) String() string {
 func (*PollRequest) ProtoMessage() {}
 
 func (x *PollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[11]
+	mi := &file_regionfl_v1_region_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -663,7 +753,7 @@ func (x *PollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PollRequest.ProtoReflect.Descriptor instead.
 func (*PollRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{11}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PollRequest) GetAfterVersion() uint64 {
@@ -693,14 +783,18 @@ type PollResponse struct {
 	Approve []*ApprovalTask `protobuf:"bytes,7,rep,name=approve,proto3" json:"approve,omitempty"`
 	// revocations is the length of the revocation list: a node fetches the
 	// list (GetRevocations) when it changes.
-	Revocations   uint32 `protobuf:"varint,8,opt,name=revocations,proto3" json:"revocations,omitempty"`
+	Revocations uint32 `protobuf:"varint,8,opt,name=revocations,proto3" json:"revocations,omitempty"`
+	// Key epochs below retired_below have no round left to decrypt: a node
+	// erases its Shamir shares of them (never those of its newest ready
+	// epoch, whatever this says).
+	RetiredBelow  uint32 `protobuf:"varint,9,opt,name=retired_below,json=retiredBelow,proto3" json:"retired_below,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PollResponse) Reset() {
 	*x = PollResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[12]
+	mi := &file_regionfl_v1_region_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +806,7 @@ func (x *PollResponse) String() string {
 func (*PollResponse) ProtoMessage() {}
 
 func (x *PollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[12]
+	mi := &file_regionfl_v1_region_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,7 +819,7 @@ func (x *PollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PollResponse.ProtoReflect.Descriptor instead.
 func (*PollResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{12}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PollResponse) GetVersion() uint64 {
@@ -784,6 +878,13 @@ func (x *PollResponse) GetRevocations() uint32 {
 	return 0
 }
 
+func (x *PollResponse) GetRetiredBelow() uint32 {
+	if x != nil {
+		return x.RetiredBelow
+	}
+	return 0
+}
+
 // ApprovalTask asks a contributor to approve the contributor set of a
 // closed round (identity.StatementApproval).
 type ApprovalTask struct {
@@ -801,7 +902,7 @@ type ApprovalTask struct {
 
 func (x *ApprovalTask) Reset() {
 	*x = ApprovalTask{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[13]
+	mi := &file_regionfl_v1_region_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +914,7 @@ func (x *ApprovalTask) String() string {
 func (*ApprovalTask) ProtoMessage() {}
 
 func (x *ApprovalTask) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[13]
+	mi := &file_regionfl_v1_region_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +927,7 @@ func (x *ApprovalTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalTask.ProtoReflect.Descriptor instead.
 func (*ApprovalTask) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{13}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ApprovalTask) GetJobId() string {
@@ -884,7 +985,7 @@ type ApproveContributorsRequest struct {
 
 func (x *ApproveContributorsRequest) Reset() {
 	*x = ApproveContributorsRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[14]
+	mi := &file_regionfl_v1_region_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +997,7 @@ func (x *ApproveContributorsRequest) String() string {
 func (*ApproveContributorsRequest) ProtoMessage() {}
 
 func (x *ApproveContributorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[14]
+	mi := &file_regionfl_v1_region_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1010,7 @@ func (x *ApproveContributorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveContributorsRequest.ProtoReflect.Descriptor instead.
 func (*ApproveContributorsRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{14}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ApproveContributorsRequest) GetJobId() string {
@@ -941,7 +1042,7 @@ type ApproveContributorsResponse struct {
 
 func (x *ApproveContributorsResponse) Reset() {
 	*x = ApproveContributorsResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[15]
+	mi := &file_regionfl_v1_region_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1054,7 @@ func (x *ApproveContributorsResponse) String() string {
 func (*ApproveContributorsResponse) ProtoMessage() {}
 
 func (x *ApproveContributorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[15]
+	mi := &file_regionfl_v1_region_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1067,7 @@ func (x *ApproveContributorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveContributorsResponse.ProtoReflect.Descriptor instead.
 func (*ApproveContributorsResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{15}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{17}
 }
 
 // Approval is one contributor's signed approval of a round's contributor
@@ -985,7 +1086,7 @@ type Approval struct {
 
 func (x *Approval) Reset() {
 	*x = Approval{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[16]
+	mi := &file_regionfl_v1_region_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1098,7 @@ func (x *Approval) String() string {
 func (*Approval) ProtoMessage() {}
 
 func (x *Approval) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[16]
+	mi := &file_regionfl_v1_region_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1111,7 @@ func (x *Approval) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Approval.ProtoReflect.Descriptor instead.
 func (*Approval) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{16}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Approval) GetHospital() string {
@@ -1050,7 +1151,7 @@ type CeremonyTask struct {
 
 func (x *CeremonyTask) Reset() {
 	*x = CeremonyTask{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[17]
+	mi := &file_regionfl_v1_region_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1163,7 @@ func (x *CeremonyTask) String() string {
 func (*CeremonyTask) ProtoMessage() {}
 
 func (x *CeremonyTask) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[17]
+	mi := &file_regionfl_v1_region_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1176,7 @@ func (x *CeremonyTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CeremonyTask.ProtoReflect.Descriptor instead.
 func (*CeremonyTask) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{17}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CeremonyTask) GetStep() CeremonyStep {
@@ -1102,7 +1203,7 @@ type JobOffer struct {
 
 func (x *JobOffer) Reset() {
 	*x = JobOffer{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[18]
+	mi := &file_regionfl_v1_region_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1215,7 @@ func (x *JobOffer) String() string {
 func (*JobOffer) ProtoMessage() {}
 
 func (x *JobOffer) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[18]
+	mi := &file_regionfl_v1_region_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1228,7 @@ func (x *JobOffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobOffer.ProtoReflect.Descriptor instead.
 func (*JobOffer) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{18}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *JobOffer) GetJobId() string {
@@ -1174,14 +1275,16 @@ type TrainTask struct {
 	Spec         *JobSpec               `protobuf:"bytes,5,opt,name=spec,proto3" json:"spec,omitempty"`
 	// The job as its researcher signed it: a node that was never offered
 	// the job (offline while it was decided) vets it from here.
-	Job           *JobOffer `protobuf:"bytes,6,opt,name=job,proto3" json:"job,omitempty"`
+	Job *JobOffer `protobuf:"bytes,6,opt,name=job,proto3" json:"job,omitempty"`
+	// The key epoch the round's updates are encrypted in.
+	Epoch         uint32 `protobuf:"varint,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TrainTask) Reset() {
 	*x = TrainTask{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[19]
+	mi := &file_regionfl_v1_region_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1296,7 @@ func (x *TrainTask) String() string {
 func (*TrainTask) ProtoMessage() {}
 
 func (x *TrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[19]
+	mi := &file_regionfl_v1_region_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1309,7 @@ func (x *TrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainTask.ProtoReflect.Descriptor instead.
 func (*TrainTask) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{19}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TrainTask) GetJobId() string {
@@ -1251,6 +1354,13 @@ func (x *TrainTask) GetJob() *JobOffer {
 	return nil
 }
 
+func (x *TrainTask) GetEpoch() uint32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 // KeptUpdate names an encrypted update the coordinator counted in a round
 // that still collects. The hospital keeps the update's bytes until no poll
 // names it any more (the round closed or aborted). resend asks for the bytes
@@ -1269,7 +1379,7 @@ type KeptUpdate struct {
 
 func (x *KeptUpdate) Reset() {
 	*x = KeptUpdate{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[20]
+	mi := &file_regionfl_v1_region_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1391,7 @@ func (x *KeptUpdate) String() string {
 func (*KeptUpdate) ProtoMessage() {}
 
 func (x *KeptUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[20]
+	mi := &file_regionfl_v1_region_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1404,7 @@ func (x *KeptUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeptUpdate.ProtoReflect.Descriptor instead.
 func (*KeptUpdate) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{20}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *KeptUpdate) GetJobId() string {
@@ -1341,14 +1451,16 @@ type DecryptTask struct {
 	Approvals []*Approval `protobuf:"bytes,11,rep,name=approvals,proto3" json:"approvals,omitempty"`
 	// The job as its researcher signed it: a decryptor that was never
 	// offered the job (offline while it was decided) vets it from here.
-	Job           *JobOffer `protobuf:"bytes,12,opt,name=job,proto3" json:"job,omitempty"`
+	Job *JobOffer `protobuf:"bytes,12,opt,name=job,proto3" json:"job,omitempty"`
+	// The key epoch the aggregate was encrypted in.
+	Epoch         uint32 `protobuf:"varint,13,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DecryptTask) Reset() {
 	*x = DecryptTask{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[21]
+	mi := &file_regionfl_v1_region_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +1472,7 @@ func (x *DecryptTask) String() string {
 func (*DecryptTask) ProtoMessage() {}
 
 func (x *DecryptTask) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[21]
+	mi := &file_regionfl_v1_region_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +1485,7 @@ func (x *DecryptTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptTask.ProtoReflect.Descriptor instead.
 func (*DecryptTask) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{21}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DecryptTask) GetJobId() string {
@@ -1460,6 +1572,13 @@ func (x *DecryptTask) GetJob() *JobOffer {
 	return nil
 }
 
+func (x *DecryptTask) GetEpoch() uint32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 type EnrollRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	HpkePublicKey []byte                 `protobuf:"bytes,1,opt,name=hpke_public_key,json=hpkePublicKey,proto3" json:"hpke_public_key,omitempty"`
@@ -1472,7 +1591,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[22]
+	mi := &file_regionfl_v1_region_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1603,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[22]
+	mi := &file_regionfl_v1_region_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1616,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{22}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *EnrollRequest) GetHpkePublicKey() []byte {
@@ -1522,7 +1641,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[23]
+	mi := &file_regionfl_v1_region_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1653,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[23]
+	mi := &file_regionfl_v1_region_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1666,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{23}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{25}
 }
 
 type SubmitPublicKeyShareRequest struct {
@@ -1561,7 +1680,7 @@ type SubmitPublicKeyShareRequest struct {
 
 func (x *SubmitPublicKeyShareRequest) Reset() {
 	*x = SubmitPublicKeyShareRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[24]
+	mi := &file_regionfl_v1_region_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1573,7 +1692,7 @@ func (x *SubmitPublicKeyShareRequest) String() string {
 func (*SubmitPublicKeyShareRequest) ProtoMessage() {}
 
 func (x *SubmitPublicKeyShareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[24]
+	mi := &file_regionfl_v1_region_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1586,7 +1705,7 @@ func (x *SubmitPublicKeyShareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitPublicKeyShareRequest.ProtoReflect.Descriptor instead.
 func (*SubmitPublicKeyShareRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{24}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SubmitPublicKeyShareRequest) GetShare() []byte {
@@ -1611,7 +1730,7 @@ type SubmitPublicKeyShareResponse struct {
 
 func (x *SubmitPublicKeyShareResponse) Reset() {
 	*x = SubmitPublicKeyShareResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[25]
+	mi := &file_regionfl_v1_region_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1742,7 @@ func (x *SubmitPublicKeyShareResponse) String() string {
 func (*SubmitPublicKeyShareResponse) ProtoMessage() {}
 
 func (x *SubmitPublicKeyShareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[25]
+	mi := &file_regionfl_v1_region_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1755,7 @@ func (x *SubmitPublicKeyShareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitPublicKeyShareResponse.ProtoReflect.Descriptor instead.
 func (*SubmitPublicKeyShareResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{25}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{27}
 }
 
 type SealedShare struct {
@@ -1651,7 +1770,7 @@ type SealedShare struct {
 
 func (x *SealedShare) Reset() {
 	*x = SealedShare{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[26]
+	mi := &file_regionfl_v1_region_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +1782,7 @@ func (x *SealedShare) String() string {
 func (*SealedShare) ProtoMessage() {}
 
 func (x *SealedShare) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[26]
+	mi := &file_regionfl_v1_region_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +1795,7 @@ func (x *SealedShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealedShare.ProtoReflect.Descriptor instead.
 func (*SealedShare) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{26}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SealedShare) GetTo() string {
@@ -1709,7 +1828,7 @@ type SubmitSealedSharesRequest struct {
 
 func (x *SubmitSealedSharesRequest) Reset() {
 	*x = SubmitSealedSharesRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[27]
+	mi := &file_regionfl_v1_region_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1721,7 +1840,7 @@ func (x *SubmitSealedSharesRequest) String() string {
 func (*SubmitSealedSharesRequest) ProtoMessage() {}
 
 func (x *SubmitSealedSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[27]
+	mi := &file_regionfl_v1_region_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1734,7 +1853,7 @@ func (x *SubmitSealedSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSealedSharesRequest.ProtoReflect.Descriptor instead.
 func (*SubmitSealedSharesRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{27}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SubmitSealedSharesRequest) GetShares() []*SealedShare {
@@ -1752,7 +1871,7 @@ type SubmitSealedSharesResponse struct {
 
 func (x *SubmitSealedSharesResponse) Reset() {
 	*x = SubmitSealedSharesResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[28]
+	mi := &file_regionfl_v1_region_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1883,7 @@ func (x *SubmitSealedSharesResponse) String() string {
 func (*SubmitSealedSharesResponse) ProtoMessage() {}
 
 func (x *SubmitSealedSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[28]
+	mi := &file_regionfl_v1_region_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +1896,7 @@ func (x *SubmitSealedSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSealedSharesResponse.ProtoReflect.Descriptor instead.
 func (*SubmitSealedSharesResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{28}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{30}
 }
 
 type GetSealedSharesRequest struct {
@@ -1788,7 +1907,7 @@ type GetSealedSharesRequest struct {
 
 func (x *GetSealedSharesRequest) Reset() {
 	*x = GetSealedSharesRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[29]
+	mi := &file_regionfl_v1_region_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1800,7 +1919,7 @@ func (x *GetSealedSharesRequest) String() string {
 func (*GetSealedSharesRequest) ProtoMessage() {}
 
 func (x *GetSealedSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[29]
+	mi := &file_regionfl_v1_region_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1813,7 +1932,7 @@ func (x *GetSealedSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSealedSharesRequest.ProtoReflect.Descriptor instead.
 func (*GetSealedSharesRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{29}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{31}
 }
 
 type GetSealedSharesResponse struct {
@@ -1828,7 +1947,7 @@ type GetSealedSharesResponse struct {
 
 func (x *GetSealedSharesResponse) Reset() {
 	*x = GetSealedSharesResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[30]
+	mi := &file_regionfl_v1_region_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +1959,7 @@ func (x *GetSealedSharesResponse) String() string {
 func (*GetSealedSharesResponse) ProtoMessage() {}
 
 func (x *GetSealedSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[30]
+	mi := &file_regionfl_v1_region_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +1972,7 @@ func (x *GetSealedSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSealedSharesResponse.ProtoReflect.Descriptor instead.
 func (*GetSealedSharesResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{30}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetSealedSharesResponse) GetShares() [][]byte {
@@ -1880,7 +1999,7 @@ type ConfirmKeyReadyRequest struct {
 
 func (x *ConfirmKeyReadyRequest) Reset() {
 	*x = ConfirmKeyReadyRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[31]
+	mi := &file_regionfl_v1_region_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1892,7 +2011,7 @@ func (x *ConfirmKeyReadyRequest) String() string {
 func (*ConfirmKeyReadyRequest) ProtoMessage() {}
 
 func (x *ConfirmKeyReadyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[31]
+	mi := &file_regionfl_v1_region_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1905,7 +2024,7 @@ func (x *ConfirmKeyReadyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmKeyReadyRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmKeyReadyRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{31}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ConfirmKeyReadyRequest) GetPublicKeyDigest() []byte {
@@ -1923,7 +2042,7 @@ type ConfirmKeyReadyResponse struct {
 
 func (x *ConfirmKeyReadyResponse) Reset() {
 	*x = ConfirmKeyReadyResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[32]
+	mi := &file_regionfl_v1_region_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2054,7 @@ func (x *ConfirmKeyReadyResponse) String() string {
 func (*ConfirmKeyReadyResponse) ProtoMessage() {}
 
 func (x *ConfirmKeyReadyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[32]
+	mi := &file_regionfl_v1_region_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2067,7 @@ func (x *ConfirmKeyReadyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmKeyReadyResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmKeyReadyResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{32}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{34}
 }
 
 type GetRegionRequest struct {
@@ -1959,7 +2078,7 @@ type GetRegionRequest struct {
 
 func (x *GetRegionRequest) Reset() {
 	*x = GetRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[33]
+	mi := &file_regionfl_v1_region_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1971,7 +2090,7 @@ func (x *GetRegionRequest) String() string {
 func (*GetRegionRequest) ProtoMessage() {}
 
 func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[33]
+	mi := &file_regionfl_v1_region_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1984,7 +2103,7 @@ func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegionRequest.ProtoReflect.Descriptor instead.
 func (*GetRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{33}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{35}
 }
 
 type Region struct {
@@ -2012,13 +2131,17 @@ type Region struct {
 	// region an operator of the region CA signed.
 	GenesisSignature   []byte `protobuf:"bytes,13,opt,name=genesis_signature,json=genesisSignature,proto3" json:"genesis_signature,omitempty"`
 	GenesisCertificate []byte `protobuf:"bytes,14,opt,name=genesis_certificate,json=genesisCertificate,proto3" json:"genesis_certificate,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The key epoch of the ceremony above: 0 for the genesis ceremony, then
+	// one more per re-key. Its seed is he.EpochSeed(seed, epoch), and its
+	// statements are bound to identity.CeremonyDigest(region digest, epoch).
+	Epoch         uint32 `protobuf:"varint,15,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Region) Reset() {
 	*x = Region{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[34]
+	mi := &file_regionfl_v1_region_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2030,7 +2153,7 @@ func (x *Region) String() string {
 func (*Region) ProtoMessage() {}
 
 func (x *Region) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[34]
+	mi := &file_regionfl_v1_region_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2043,7 +2166,7 @@ func (x *Region) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Region.ProtoReflect.Descriptor instead.
 func (*Region) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{34}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Region) GetParams() string {
@@ -2144,6 +2267,13 @@ func (x *Region) GetGenesisCertificate() []byte {
 	return nil
 }
 
+func (x *Region) GetEpoch() uint32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 type GetRegionResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Region        *Region                `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
@@ -2153,7 +2283,7 @@ type GetRegionResponse struct {
 
 func (x *GetRegionResponse) Reset() {
 	*x = GetRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[35]
+	mi := &file_regionfl_v1_region_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2165,7 +2295,7 @@ func (x *GetRegionResponse) String() string {
 func (*GetRegionResponse) ProtoMessage() {}
 
 func (x *GetRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[35]
+	mi := &file_regionfl_v1_region_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2178,7 +2308,7 @@ func (x *GetRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegionResponse.ProtoReflect.Descriptor instead.
 func (*GetRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{35}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetRegionResponse) GetRegion() *Region {
@@ -2199,7 +2329,7 @@ type DecideJobRequest struct {
 
 func (x *DecideJobRequest) Reset() {
 	*x = DecideJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[36]
+	mi := &file_regionfl_v1_region_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2341,7 @@ func (x *DecideJobRequest) String() string {
 func (*DecideJobRequest) ProtoMessage() {}
 
 func (x *DecideJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[36]
+	mi := &file_regionfl_v1_region_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2354,7 @@ func (x *DecideJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideJobRequest.ProtoReflect.Descriptor instead.
 func (*DecideJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{36}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DecideJobRequest) GetJobId() string {
@@ -2256,7 +2386,7 @@ type DecideJobResponse struct {
 
 func (x *DecideJobResponse) Reset() {
 	*x = DecideJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[37]
+	mi := &file_regionfl_v1_region_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2268,7 +2398,7 @@ func (x *DecideJobResponse) String() string {
 func (*DecideJobResponse) ProtoMessage() {}
 
 func (x *DecideJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[37]
+	mi := &file_regionfl_v1_region_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2281,7 +2411,7 @@ func (x *DecideJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideJobResponse.ProtoReflect.Descriptor instead.
 func (*DecideJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{37}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{39}
 }
 
 type UpdateHeader struct {
@@ -2306,7 +2436,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[38]
+	mi := &file_regionfl_v1_region_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2318,7 +2448,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[38]
+	mi := &file_regionfl_v1_region_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2331,7 +2461,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{38}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *UpdateHeader) GetJobId() string {
@@ -2403,7 +2533,7 @@ type SubmitUpdateRequest struct {
 
 func (x *SubmitUpdateRequest) Reset() {
 	*x = SubmitUpdateRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[39]
+	mi := &file_regionfl_v1_region_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2415,7 +2545,7 @@ func (x *SubmitUpdateRequest) String() string {
 func (*SubmitUpdateRequest) ProtoMessage() {}
 
 func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[39]
+	mi := &file_regionfl_v1_region_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2428,7 +2558,7 @@ func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateRequest.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{39}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SubmitUpdateRequest) GetMsg() isSubmitUpdateRequest_Msg {
@@ -2481,7 +2611,7 @@ type SubmitUpdateResponse struct {
 
 func (x *SubmitUpdateResponse) Reset() {
 	*x = SubmitUpdateResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[40]
+	mi := &file_regionfl_v1_region_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2493,7 +2623,7 @@ func (x *SubmitUpdateResponse) String() string {
 func (*SubmitUpdateResponse) ProtoMessage() {}
 
 func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[40]
+	mi := &file_regionfl_v1_region_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2506,7 +2636,7 @@ func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateResponse.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{40}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SubmitUpdateResponse) GetDigest() []byte {
@@ -2526,7 +2656,7 @@ type GetAggregateRequest struct {
 
 func (x *GetAggregateRequest) Reset() {
 	*x = GetAggregateRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[41]
+	mi := &file_regionfl_v1_region_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2538,7 +2668,7 @@ func (x *GetAggregateRequest) String() string {
 func (*GetAggregateRequest) ProtoMessage() {}
 
 func (x *GetAggregateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[41]
+	mi := &file_regionfl_v1_region_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2551,7 +2681,7 @@ func (x *GetAggregateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAggregateRequest.ProtoReflect.Descriptor instead.
 func (*GetAggregateRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{41}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetAggregateRequest) GetJobId() string {
@@ -2577,7 +2707,7 @@ type GetAggregateResponse struct {
 
 func (x *GetAggregateResponse) Reset() {
 	*x = GetAggregateResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[42]
+	mi := &file_regionfl_v1_region_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2589,7 +2719,7 @@ func (x *GetAggregateResponse) String() string {
 func (*GetAggregateResponse) ProtoMessage() {}
 
 func (x *GetAggregateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[42]
+	mi := &file_regionfl_v1_region_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2602,7 +2732,7 @@ func (x *GetAggregateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAggregateResponse.ProtoReflect.Descriptor instead.
 func (*GetAggregateResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{42}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetAggregateResponse) GetChunk() []byte {
@@ -2624,7 +2754,7 @@ type SubmitDecryptionShareRequest struct {
 
 func (x *SubmitDecryptionShareRequest) Reset() {
 	*x = SubmitDecryptionShareRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[43]
+	mi := &file_regionfl_v1_region_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2636,7 +2766,7 @@ func (x *SubmitDecryptionShareRequest) String() string {
 func (*SubmitDecryptionShareRequest) ProtoMessage() {}
 
 func (x *SubmitDecryptionShareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[43]
+	mi := &file_regionfl_v1_region_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2649,7 +2779,7 @@ func (x *SubmitDecryptionShareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDecryptionShareRequest.ProtoReflect.Descriptor instead.
 func (*SubmitDecryptionShareRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{43}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SubmitDecryptionShareRequest) GetJobId() string {
@@ -2688,7 +2818,7 @@ type SubmitDecryptionShareResponse struct {
 
 func (x *SubmitDecryptionShareResponse) Reset() {
 	*x = SubmitDecryptionShareResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[44]
+	mi := &file_regionfl_v1_region_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2700,7 +2830,7 @@ func (x *SubmitDecryptionShareResponse) String() string {
 func (*SubmitDecryptionShareResponse) ProtoMessage() {}
 
 func (x *SubmitDecryptionShareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[44]
+	mi := &file_regionfl_v1_region_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2713,7 +2843,7 @@ func (x *SubmitDecryptionShareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDecryptionShareResponse.ProtoReflect.Descriptor instead.
 func (*SubmitDecryptionShareResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{44}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{46}
 }
 
 type GetModelRequest struct {
@@ -2727,7 +2857,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[45]
+	mi := &file_regionfl_v1_region_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2739,7 +2869,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[45]
+	mi := &file_regionfl_v1_region_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2752,7 +2882,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{45}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetModelRequest) GetJobId() string {
@@ -2778,7 +2908,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	mi := &file_regionfl_v1_region_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2790,7 +2920,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	mi := &file_regionfl_v1_region_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2803,7 +2933,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{46}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetModelResponse) GetModel() *Model {
@@ -2823,7 +2953,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[47]
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2835,7 +2965,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[47]
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2848,7 +2978,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{47}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *FetchModelRequest) GetJobId() string {
@@ -2874,7 +3004,7 @@ type FetchModelResponse struct {
 
 func (x *FetchModelResponse) Reset() {
 	*x = FetchModelResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[48]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2886,7 +3016,7 @@ func (x *FetchModelResponse) String() string {
 func (*FetchModelResponse) ProtoMessage() {}
 
 func (x *FetchModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[48]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2899,7 +3029,7 @@ func (x *FetchModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelResponse.ProtoReflect.Descriptor instead.
 func (*FetchModelResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{48}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *FetchModelResponse) GetModel() *Model {
@@ -2925,7 +3055,7 @@ type Model struct {
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2937,7 +3067,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2950,7 +3080,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Model) GetJobId() string {
@@ -3013,7 +3143,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3025,7 +3155,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3038,7 +3168,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -3075,7 +3205,7 @@ type Strategy struct {
 
 func (x *Strategy) Reset() {
 	*x = Strategy{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3087,7 +3217,7 @@ func (x *Strategy) String() string {
 func (*Strategy) ProtoMessage() {}
 
 func (x *Strategy) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3100,7 +3230,7 @@ func (x *Strategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Strategy.ProtoReflect.Descriptor instead.
 func (*Strategy) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Strategy) GetName() string {
@@ -3186,7 +3316,7 @@ type JobSpec struct {
 
 func (x *JobSpec) Reset() {
 	*x = JobSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3198,7 +3328,7 @@ func (x *JobSpec) String() string {
 func (*JobSpec) ProtoMessage() {}
 
 func (x *JobSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3211,7 +3341,7 @@ func (x *JobSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobSpec.ProtoReflect.Descriptor instead.
 func (*JobSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *JobSpec) GetName() string {
@@ -3406,7 +3536,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3418,7 +3548,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3431,7 +3561,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SubmitJobRequest) GetSpec() *JobSpec {
@@ -3467,7 +3597,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3479,7 +3609,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3492,7 +3622,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SubmitJobResponse) GetJobId() string {
@@ -3518,7 +3648,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3530,7 +3660,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3543,7 +3673,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -3584,7 +3714,7 @@ type RoundInfo struct {
 
 func (x *RoundInfo) Reset() {
 	*x = RoundInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3596,7 +3726,7 @@ func (x *RoundInfo) String() string {
 func (*RoundInfo) ProtoMessage() {}
 
 func (x *RoundInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3609,7 +3739,7 @@ func (x *RoundInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundInfo.ProtoReflect.Descriptor instead.
 func (*RoundInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RoundInfo) GetRound() uint32 {
@@ -3737,7 +3867,7 @@ type ClinicalMetrics struct {
 
 func (x *ClinicalMetrics) Reset() {
 	*x = ClinicalMetrics{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3749,7 +3879,7 @@ func (x *ClinicalMetrics) String() string {
 func (*ClinicalMetrics) ProtoMessage() {}
 
 func (x *ClinicalMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3762,7 +3892,7 @@ func (x *ClinicalMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClinicalMetrics.ProtoReflect.Descriptor instead.
 func (*ClinicalMetrics) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ClinicalMetrics) GetN() uint64 {
@@ -3852,7 +3982,7 @@ type JobInfo struct {
 
 func (x *JobInfo) Reset() {
 	*x = JobInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3864,7 +3994,7 @@ func (x *JobInfo) String() string {
 func (*JobInfo) ProtoMessage() {}
 
 func (x *JobInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3877,7 +4007,7 @@ func (x *JobInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobInfo.ProtoReflect.Descriptor instead.
 func (*JobInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *JobInfo) GetJobId() string {
@@ -3973,7 +4103,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[59]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3985,7 +4115,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[59]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3998,7 +4128,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{59}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetJobResponse) GetJob() *JobInfo {
@@ -4016,7 +4146,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4028,7 +4158,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4041,7 +4171,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
 }
 
 type ListJobsResponse struct {
@@ -4053,7 +4183,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4065,7 +4195,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4078,7 +4208,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListJobsResponse) GetJobs() []*JobInfo {
@@ -4097,7 +4227,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4109,7 +4239,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4122,7 +4252,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -4141,7 +4271,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4153,7 +4283,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4166,7 +4296,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *WatchJobResponse) GetJob() *JobInfo {
@@ -4186,7 +4316,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4198,7 +4328,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4211,7 +4341,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -4236,7 +4366,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4248,7 +4378,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4261,7 +4391,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{67}
 }
 
 type CreateRegionRequest struct {
@@ -4282,7 +4412,7 @@ type CreateRegionRequest struct {
 
 func (x *CreateRegionRequest) Reset() {
 	*x = CreateRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[66]
+	mi := &file_regionfl_v1_region_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4294,7 +4424,7 @@ func (x *CreateRegionRequest) String() string {
 func (*CreateRegionRequest) ProtoMessage() {}
 
 func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[66]
+	mi := &file_regionfl_v1_region_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4307,7 +4437,7 @@ func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionRequest.ProtoReflect.Descriptor instead.
 func (*CreateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{66}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *CreateRegionRequest) GetHospitals() []string {
@@ -4353,7 +4483,7 @@ type CreateRegionResponse struct {
 
 func (x *CreateRegionResponse) Reset() {
 	*x = CreateRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[67]
+	mi := &file_regionfl_v1_region_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4365,7 +4495,7 @@ func (x *CreateRegionResponse) String() string {
 func (*CreateRegionResponse) ProtoMessage() {}
 
 func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[67]
+	mi := &file_regionfl_v1_region_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4378,7 +4508,7 @@ func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionResponse.ProtoReflect.Descriptor instead.
 func (*CreateRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{67}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{69}
 }
 
 type Replica struct {
@@ -4394,7 +4524,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[68]
+	mi := &file_regionfl_v1_region_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4406,7 +4536,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[68]
+	mi := &file_regionfl_v1_region_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4419,7 +4549,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{68}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *Replica) GetId() string {
@@ -4465,7 +4595,7 @@ type ListReplicasRequest struct {
 
 func (x *ListReplicasRequest) Reset() {
 	*x = ListReplicasRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[69]
+	mi := &file_regionfl_v1_region_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4477,7 +4607,7 @@ func (x *ListReplicasRequest) String() string {
 func (*ListReplicasRequest) ProtoMessage() {}
 
 func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[69]
+	mi := &file_regionfl_v1_region_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4490,7 +4620,7 @@ func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ListReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{69}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{71}
 }
 
 type ListReplicasResponse struct {
@@ -4502,7 +4632,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[70]
+	mi := &file_regionfl_v1_region_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4514,7 +4644,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[70]
+	mi := &file_regionfl_v1_region_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4527,7 +4657,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{70}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -4548,7 +4678,7 @@ type JoinReplicaRequest struct {
 
 func (x *JoinReplicaRequest) Reset() {
 	*x = JoinReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[71]
+	mi := &file_regionfl_v1_region_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4560,7 +4690,7 @@ func (x *JoinReplicaRequest) String() string {
 func (*JoinReplicaRequest) ProtoMessage() {}
 
 func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[71]
+	mi := &file_regionfl_v1_region_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4573,7 +4703,7 @@ func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaRequest.ProtoReflect.Descriptor instead.
 func (*JoinReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{71}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *JoinReplicaRequest) GetId() string {
@@ -4605,7 +4735,7 @@ type JoinReplicaResponse struct {
 
 func (x *JoinReplicaResponse) Reset() {
 	*x = JoinReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[72]
+	mi := &file_regionfl_v1_region_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4617,7 +4747,7 @@ func (x *JoinReplicaResponse) String() string {
 func (*JoinReplicaResponse) ProtoMessage() {}
 
 func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[72]
+	mi := &file_regionfl_v1_region_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4630,7 +4760,7 @@ func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaResponse.ProtoReflect.Descriptor instead.
 func (*JoinReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{72}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{74}
 }
 
 type RemoveReplicaRequest struct {
@@ -4642,7 +4772,7 @@ type RemoveReplicaRequest struct {
 
 func (x *RemoveReplicaRequest) Reset() {
 	*x = RemoveReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[73]
+	mi := &file_regionfl_v1_region_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4654,7 +4784,7 @@ func (x *RemoveReplicaRequest) String() string {
 func (*RemoveReplicaRequest) ProtoMessage() {}
 
 func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[73]
+	mi := &file_regionfl_v1_region_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4667,7 +4797,7 @@ func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{73}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *RemoveReplicaRequest) GetId() string {
@@ -4685,7 +4815,7 @@ type RemoveReplicaResponse struct {
 
 func (x *RemoveReplicaResponse) Reset() {
 	*x = RemoveReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[74]
+	mi := &file_regionfl_v1_region_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4697,7 +4827,7 @@ func (x *RemoveReplicaResponse) String() string {
 func (*RemoveReplicaResponse) ProtoMessage() {}
 
 func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[74]
+	mi := &file_regionfl_v1_region_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4710,7 +4840,7 @@ func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{74}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{76}
 }
 
 var File_regionfl_v1_region_proto protoreflect.FileDescriptor
@@ -4723,7 +4853,11 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\rsince_unix_ms\x18\x02 \x01(\x03R\vsinceUnixMs\x12\"\n" +
 	"\runtil_unix_ms\x18\x03 \x01(\x03R\vuntilUnixMs\"+\n" +
 	"\x13ExportAuditResponse\x12\x14\n" +
-	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"3\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\".\n" +
+	"\x14StartKeyEpochRequest\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"-\n" +
+	"\x15StartKeyEpochResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\rR\x05epoch\"3\n" +
 	"\x15EndWebSessionsRequest\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\"\x18\n" +
 	"\x16EndWebSessionsResponse\"\x8e\x01\n" +
@@ -4751,7 +4885,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\arevoked\x18\x01 \x03(\v2\x17.regionfl.v1.RevocationR\arevoked\"K\n" +
 	"\vPollRequest\x12#\n" +
 	"\rafter_version\x18\x01 \x01(\x04R\fafterVersion\x12\x17\n" +
-	"\await_ms\x18\x02 \x01(\rR\x06waitMs\"\xfb\x02\n" +
+	"\await_ms\x18\x02 \x01(\rR\x06waitMs\"\xa0\x03\n" +
 	"\fPollResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x125\n" +
 	"\bceremony\x18\x02 \x01(\v2\x19.regionfl.v1.CeremonyTaskR\bceremony\x124\n" +
@@ -4761,7 +4895,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\adecrypt\x18\x05 \x03(\v2\x18.regionfl.v1.DecryptTaskR\adecrypt\x12+\n" +
 	"\x04kept\x18\x06 \x03(\v2\x17.regionfl.v1.KeptUpdateR\x04kept\x123\n" +
 	"\aapprove\x18\a \x03(\v2\x19.regionfl.v1.ApprovalTaskR\aapprove\x12 \n" +
-	"\vrevocations\x18\b \x01(\rR\vrevocations\"\xcd\x01\n" +
+	"\vrevocations\x18\b \x01(\rR\vrevocations\x12#\n" +
+	"\rretired_below\x18\t \x01(\rR\fretiredBelow\"\xcd\x01\n" +
 	"\fApprovalTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12#\n" +
@@ -4788,7 +4923,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x12\x1c\n" +
 	"\tsignature\x18\x04 \x01(\fR\tsignature\x12 \n" +
-	"\vcertificate\x18\x05 \x01(\fR\vcertificate\"\xcf\x01\n" +
+	"\vcertificate\x18\x05 \x01(\fR\vcertificate\"\xe5\x01\n" +
 	"\tTrainTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12#\n" +
@@ -4796,13 +4931,14 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\n" +
 	"model_hash\x18\x04 \x01(\tR\tmodelHash\x12(\n" +
 	"\x04spec\x18\x05 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12'\n" +
-	"\x03job\x18\x06 \x01(\v2\x15.regionfl.v1.JobOfferR\x03job\"i\n" +
+	"\x03job\x18\x06 \x01(\v2\x15.regionfl.v1.JobOfferR\x03job\x12\x14\n" +
+	"\x05epoch\x18\a \x01(\rR\x05epoch\"i\n" +
 	"\n" +
 	"KeptUpdate\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x16\n" +
 	"\x06digest\x18\x03 \x01(\fR\x06digest\x12\x16\n" +
-	"\x06resend\x18\x04 \x01(\bR\x06resend\"\xae\x03\n" +
+	"\x06resend\x18\x04 \x01(\bR\x06resend\"\xc4\x03\n" +
 	"\vDecryptTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12)\n" +
@@ -4817,7 +4953,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\rmodel_version\x18\n" +
 	" \x01(\rR\fmodelVersion\x123\n" +
 	"\tapprovals\x18\v \x03(\v2\x15.regionfl.v1.ApprovalR\tapprovals\x12'\n" +
-	"\x03job\x18\f \x01(\v2\x15.regionfl.v1.JobOfferR\x03job\"U\n" +
+	"\x03job\x18\f \x01(\v2\x15.regionfl.v1.JobOfferR\x03job\x12\x14\n" +
+	"\x05epoch\x18\r \x01(\rR\x05epoch\"U\n" +
 	"\rEnrollRequest\x12&\n" +
 	"\x0fhpke_public_key\x18\x01 \x01(\fR\rhpkePublicKey\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\"\x10\n" +
@@ -4842,7 +4979,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x16ConfirmKeyReadyRequest\x12*\n" +
 	"\x11public_key_digest\x18\x01 \x01(\fR\x0fpublicKeyDigest\"\x19\n" +
 	"\x17ConfirmKeyReadyResponse\"\x12\n" +
-	"\x10GetRegionRequest\"\x94\x04\n" +
+	"\x10GetRegionRequest\"\xaa\x04\n" +
 	"\x06Region\x12\x16\n" +
 	"\x06params\x18\x01 \x01(\tR\x06params\x12\x1c\n" +
 	"\thospitals\x18\x02 \x03(\tR\thospitals\x12\x1c\n" +
@@ -4859,7 +4996,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x11public_key_shares\x18\v \x03(\fR\x0fpublicKeyShares\x12=\n" +
 	"\x1bpublic_key_share_signatures\x18\f \x03(\fR\x18publicKeyShareSignatures\x12+\n" +
 	"\x11genesis_signature\x18\r \x01(\fR\x10genesisSignature\x12/\n" +
-	"\x13genesis_certificate\x18\x0e \x01(\fR\x12genesisCertificate\"@\n" +
+	"\x13genesis_certificate\x18\x0e \x01(\fR\x12genesisCertificate\x12\x14\n" +
+	"\x05epoch\x18\x0f \x01(\rR\x05epoch\"@\n" +
 	"\x11GetRegionResponse\x12+\n" +
 	"\x06region\x18\x01 \x01(\v2\x13.regionfl.v1.RegionR\x06region\"Y\n" +
 	"\x10DecideJobRequest\x12\x15\n" +
@@ -5086,7 +5224,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\tCancelJob\x12\x1d.regionfl.v1.CancelJobRequest\x1a\x1e.regionfl.v1.CancelJobResponse\x12G\n" +
 	"\bGetModel\x12\x1c.regionfl.v1.GetModelRequest\x1a\x1d.regionfl.v1.GetModelResponse2d\n" +
 	"\x0eAuditorService\x12R\n" +
-	"\vExportAudit\x12\x1f.regionfl.v1.ExportAuditRequest\x1a .regionfl.v1.ExportAuditResponse0\x012\xf6\x04\n" +
+	"\vExportAudit\x12\x1f.regionfl.v1.ExportAuditRequest\x1a .regionfl.v1.ExportAuditResponse0\x012\xce\x05\n" +
 	"\x0fOperatorService\x12S\n" +
 	"\fCreateRegion\x12 .regionfl.v1.CreateRegionRequest\x1a!.regionfl.v1.CreateRegionResponse\x12S\n" +
 	"\fListReplicas\x12 .regionfl.v1.ListReplicasRequest\x1a!.regionfl.v1.ListReplicasResponse\x12P\n" +
@@ -5094,7 +5232,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\rRemoveReplica\x12!.regionfl.v1.RemoveReplicaRequest\x1a\".regionfl.v1.RemoveReplicaResponse\x12b\n" +
 	"\x11RevokeCertificate\x12%.regionfl.v1.RevokeCertificateRequest\x1a&.regionfl.v1.RevokeCertificateResponse\x12P\n" +
 	"\vListRevoked\x12\x1f.regionfl.v1.ListRevokedRequest\x1a .regionfl.v1.ListRevokedResponse\x12Y\n" +
-	"\x0eEndWebSessions\x12\".regionfl.v1.EndWebSessionsRequest\x1a#.regionfl.v1.EndWebSessionsResponseB'Z%regionfl/proto/regionfl/v1;regionflv1b\x06proto3"
+	"\x0eEndWebSessions\x12\".regionfl.v1.EndWebSessionsRequest\x1a#.regionfl.v1.EndWebSessionsResponse\x12V\n" +
+	"\rStartKeyEpoch\x12!.regionfl.v1.StartKeyEpochRequest\x1a\".regionfl.v1.StartKeyEpochResponseB'Z%regionfl/proto/regionfl/v1;regionflv1b\x06proto3"
 
 var (
 	file_regionfl_v1_region_proto_rawDescOnce sync.Once
@@ -5109,185 +5248,189 @@ func file_regionfl_v1_region_proto_rawDescGZIP() []byte {
 }
 
 var file_regionfl_v1_region_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
+var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
 var file_regionfl_v1_region_proto_goTypes = []any{
 	(CeremonyStep)(0),                     // 0: regionfl.v1.CeremonyStep
 	(*ExportAuditRequest)(nil),            // 1: regionfl.v1.ExportAuditRequest
 	(*ExportAuditResponse)(nil),           // 2: regionfl.v1.ExportAuditResponse
-	(*EndWebSessionsRequest)(nil),         // 3: regionfl.v1.EndWebSessionsRequest
-	(*EndWebSessionsResponse)(nil),        // 4: regionfl.v1.EndWebSessionsResponse
-	(*RevokeCertificateRequest)(nil),      // 5: regionfl.v1.RevokeCertificateRequest
-	(*RevokeCertificateResponse)(nil),     // 6: regionfl.v1.RevokeCertificateResponse
-	(*ListRevokedRequest)(nil),            // 7: regionfl.v1.ListRevokedRequest
-	(*Revocation)(nil),                    // 8: regionfl.v1.Revocation
-	(*GetRevocationsRequest)(nil),         // 9: regionfl.v1.GetRevocationsRequest
-	(*GetRevocationsResponse)(nil),        // 10: regionfl.v1.GetRevocationsResponse
-	(*ListRevokedResponse)(nil),           // 11: regionfl.v1.ListRevokedResponse
-	(*PollRequest)(nil),                   // 12: regionfl.v1.PollRequest
-	(*PollResponse)(nil),                  // 13: regionfl.v1.PollResponse
-	(*ApprovalTask)(nil),                  // 14: regionfl.v1.ApprovalTask
-	(*ApproveContributorsRequest)(nil),    // 15: regionfl.v1.ApproveContributorsRequest
-	(*ApproveContributorsResponse)(nil),   // 16: regionfl.v1.ApproveContributorsResponse
-	(*Approval)(nil),                      // 17: regionfl.v1.Approval
-	(*CeremonyTask)(nil),                  // 18: regionfl.v1.CeremonyTask
-	(*JobOffer)(nil),                      // 19: regionfl.v1.JobOffer
-	(*TrainTask)(nil),                     // 20: regionfl.v1.TrainTask
-	(*KeptUpdate)(nil),                    // 21: regionfl.v1.KeptUpdate
-	(*DecryptTask)(nil),                   // 22: regionfl.v1.DecryptTask
-	(*EnrollRequest)(nil),                 // 23: regionfl.v1.EnrollRequest
-	(*EnrollResponse)(nil),                // 24: regionfl.v1.EnrollResponse
-	(*SubmitPublicKeyShareRequest)(nil),   // 25: regionfl.v1.SubmitPublicKeyShareRequest
-	(*SubmitPublicKeyShareResponse)(nil),  // 26: regionfl.v1.SubmitPublicKeyShareResponse
-	(*SealedShare)(nil),                   // 27: regionfl.v1.SealedShare
-	(*SubmitSealedSharesRequest)(nil),     // 28: regionfl.v1.SubmitSealedSharesRequest
-	(*SubmitSealedSharesResponse)(nil),    // 29: regionfl.v1.SubmitSealedSharesResponse
-	(*GetSealedSharesRequest)(nil),        // 30: regionfl.v1.GetSealedSharesRequest
-	(*GetSealedSharesResponse)(nil),       // 31: regionfl.v1.GetSealedSharesResponse
-	(*ConfirmKeyReadyRequest)(nil),        // 32: regionfl.v1.ConfirmKeyReadyRequest
-	(*ConfirmKeyReadyResponse)(nil),       // 33: regionfl.v1.ConfirmKeyReadyResponse
-	(*GetRegionRequest)(nil),              // 34: regionfl.v1.GetRegionRequest
-	(*Region)(nil),                        // 35: regionfl.v1.Region
-	(*GetRegionResponse)(nil),             // 36: regionfl.v1.GetRegionResponse
-	(*DecideJobRequest)(nil),              // 37: regionfl.v1.DecideJobRequest
-	(*DecideJobResponse)(nil),             // 38: regionfl.v1.DecideJobResponse
-	(*UpdateHeader)(nil),                  // 39: regionfl.v1.UpdateHeader
-	(*SubmitUpdateRequest)(nil),           // 40: regionfl.v1.SubmitUpdateRequest
-	(*SubmitUpdateResponse)(nil),          // 41: regionfl.v1.SubmitUpdateResponse
-	(*GetAggregateRequest)(nil),           // 42: regionfl.v1.GetAggregateRequest
-	(*GetAggregateResponse)(nil),          // 43: regionfl.v1.GetAggregateResponse
-	(*SubmitDecryptionShareRequest)(nil),  // 44: regionfl.v1.SubmitDecryptionShareRequest
-	(*SubmitDecryptionShareResponse)(nil), // 45: regionfl.v1.SubmitDecryptionShareResponse
-	(*GetModelRequest)(nil),               // 46: regionfl.v1.GetModelRequest
-	(*GetModelResponse)(nil),              // 47: regionfl.v1.GetModelResponse
-	(*FetchModelRequest)(nil),             // 48: regionfl.v1.FetchModelRequest
-	(*FetchModelResponse)(nil),            // 49: regionfl.v1.FetchModelResponse
-	(*Model)(nil),                         // 50: regionfl.v1.Model
-	(*ModelSpec)(nil),                     // 51: regionfl.v1.ModelSpec
-	(*Strategy)(nil),                      // 52: regionfl.v1.Strategy
-	(*JobSpec)(nil),                       // 53: regionfl.v1.JobSpec
-	(*SubmitJobRequest)(nil),              // 54: regionfl.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),             // 55: regionfl.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),                 // 56: regionfl.v1.GetJobRequest
-	(*RoundInfo)(nil),                     // 57: regionfl.v1.RoundInfo
-	(*ClinicalMetrics)(nil),               // 58: regionfl.v1.ClinicalMetrics
-	(*JobInfo)(nil),                       // 59: regionfl.v1.JobInfo
-	(*GetJobResponse)(nil),                // 60: regionfl.v1.GetJobResponse
-	(*ListJobsRequest)(nil),               // 61: regionfl.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),              // 62: regionfl.v1.ListJobsResponse
-	(*WatchJobRequest)(nil),               // 63: regionfl.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),              // 64: regionfl.v1.WatchJobResponse
-	(*CancelJobRequest)(nil),              // 65: regionfl.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),             // 66: regionfl.v1.CancelJobResponse
-	(*CreateRegionRequest)(nil),           // 67: regionfl.v1.CreateRegionRequest
-	(*CreateRegionResponse)(nil),          // 68: regionfl.v1.CreateRegionResponse
-	(*Replica)(nil),                       // 69: regionfl.v1.Replica
-	(*ListReplicasRequest)(nil),           // 70: regionfl.v1.ListReplicasRequest
-	(*ListReplicasResponse)(nil),          // 71: regionfl.v1.ListReplicasResponse
-	(*JoinReplicaRequest)(nil),            // 72: regionfl.v1.JoinReplicaRequest
-	(*JoinReplicaResponse)(nil),           // 73: regionfl.v1.JoinReplicaResponse
-	(*RemoveReplicaRequest)(nil),          // 74: regionfl.v1.RemoveReplicaRequest
-	(*RemoveReplicaResponse)(nil),         // 75: regionfl.v1.RemoveReplicaResponse
-	nil,                                   // 76: regionfl.v1.RoundInfo.SiteMetricsEntry
-	nil,                                   // 77: regionfl.v1.JobInfo.RefusedEntry
-	nil,                                   // 78: regionfl.v1.JobInfo.EpsilonSpentEntry
+	(*StartKeyEpochRequest)(nil),          // 3: regionfl.v1.StartKeyEpochRequest
+	(*StartKeyEpochResponse)(nil),         // 4: regionfl.v1.StartKeyEpochResponse
+	(*EndWebSessionsRequest)(nil),         // 5: regionfl.v1.EndWebSessionsRequest
+	(*EndWebSessionsResponse)(nil),        // 6: regionfl.v1.EndWebSessionsResponse
+	(*RevokeCertificateRequest)(nil),      // 7: regionfl.v1.RevokeCertificateRequest
+	(*RevokeCertificateResponse)(nil),     // 8: regionfl.v1.RevokeCertificateResponse
+	(*ListRevokedRequest)(nil),            // 9: regionfl.v1.ListRevokedRequest
+	(*Revocation)(nil),                    // 10: regionfl.v1.Revocation
+	(*GetRevocationsRequest)(nil),         // 11: regionfl.v1.GetRevocationsRequest
+	(*GetRevocationsResponse)(nil),        // 12: regionfl.v1.GetRevocationsResponse
+	(*ListRevokedResponse)(nil),           // 13: regionfl.v1.ListRevokedResponse
+	(*PollRequest)(nil),                   // 14: regionfl.v1.PollRequest
+	(*PollResponse)(nil),                  // 15: regionfl.v1.PollResponse
+	(*ApprovalTask)(nil),                  // 16: regionfl.v1.ApprovalTask
+	(*ApproveContributorsRequest)(nil),    // 17: regionfl.v1.ApproveContributorsRequest
+	(*ApproveContributorsResponse)(nil),   // 18: regionfl.v1.ApproveContributorsResponse
+	(*Approval)(nil),                      // 19: regionfl.v1.Approval
+	(*CeremonyTask)(nil),                  // 20: regionfl.v1.CeremonyTask
+	(*JobOffer)(nil),                      // 21: regionfl.v1.JobOffer
+	(*TrainTask)(nil),                     // 22: regionfl.v1.TrainTask
+	(*KeptUpdate)(nil),                    // 23: regionfl.v1.KeptUpdate
+	(*DecryptTask)(nil),                   // 24: regionfl.v1.DecryptTask
+	(*EnrollRequest)(nil),                 // 25: regionfl.v1.EnrollRequest
+	(*EnrollResponse)(nil),                // 26: regionfl.v1.EnrollResponse
+	(*SubmitPublicKeyShareRequest)(nil),   // 27: regionfl.v1.SubmitPublicKeyShareRequest
+	(*SubmitPublicKeyShareResponse)(nil),  // 28: regionfl.v1.SubmitPublicKeyShareResponse
+	(*SealedShare)(nil),                   // 29: regionfl.v1.SealedShare
+	(*SubmitSealedSharesRequest)(nil),     // 30: regionfl.v1.SubmitSealedSharesRequest
+	(*SubmitSealedSharesResponse)(nil),    // 31: regionfl.v1.SubmitSealedSharesResponse
+	(*GetSealedSharesRequest)(nil),        // 32: regionfl.v1.GetSealedSharesRequest
+	(*GetSealedSharesResponse)(nil),       // 33: regionfl.v1.GetSealedSharesResponse
+	(*ConfirmKeyReadyRequest)(nil),        // 34: regionfl.v1.ConfirmKeyReadyRequest
+	(*ConfirmKeyReadyResponse)(nil),       // 35: regionfl.v1.ConfirmKeyReadyResponse
+	(*GetRegionRequest)(nil),              // 36: regionfl.v1.GetRegionRequest
+	(*Region)(nil),                        // 37: regionfl.v1.Region
+	(*GetRegionResponse)(nil),             // 38: regionfl.v1.GetRegionResponse
+	(*DecideJobRequest)(nil),              // 39: regionfl.v1.DecideJobRequest
+	(*DecideJobResponse)(nil),             // 40: regionfl.v1.DecideJobResponse
+	(*UpdateHeader)(nil),                  // 41: regionfl.v1.UpdateHeader
+	(*SubmitUpdateRequest)(nil),           // 42: regionfl.v1.SubmitUpdateRequest
+	(*SubmitUpdateResponse)(nil),          // 43: regionfl.v1.SubmitUpdateResponse
+	(*GetAggregateRequest)(nil),           // 44: regionfl.v1.GetAggregateRequest
+	(*GetAggregateResponse)(nil),          // 45: regionfl.v1.GetAggregateResponse
+	(*SubmitDecryptionShareRequest)(nil),  // 46: regionfl.v1.SubmitDecryptionShareRequest
+	(*SubmitDecryptionShareResponse)(nil), // 47: regionfl.v1.SubmitDecryptionShareResponse
+	(*GetModelRequest)(nil),               // 48: regionfl.v1.GetModelRequest
+	(*GetModelResponse)(nil),              // 49: regionfl.v1.GetModelResponse
+	(*FetchModelRequest)(nil),             // 50: regionfl.v1.FetchModelRequest
+	(*FetchModelResponse)(nil),            // 51: regionfl.v1.FetchModelResponse
+	(*Model)(nil),                         // 52: regionfl.v1.Model
+	(*ModelSpec)(nil),                     // 53: regionfl.v1.ModelSpec
+	(*Strategy)(nil),                      // 54: regionfl.v1.Strategy
+	(*JobSpec)(nil),                       // 55: regionfl.v1.JobSpec
+	(*SubmitJobRequest)(nil),              // 56: regionfl.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),             // 57: regionfl.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),                 // 58: regionfl.v1.GetJobRequest
+	(*RoundInfo)(nil),                     // 59: regionfl.v1.RoundInfo
+	(*ClinicalMetrics)(nil),               // 60: regionfl.v1.ClinicalMetrics
+	(*JobInfo)(nil),                       // 61: regionfl.v1.JobInfo
+	(*GetJobResponse)(nil),                // 62: regionfl.v1.GetJobResponse
+	(*ListJobsRequest)(nil),               // 63: regionfl.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),              // 64: regionfl.v1.ListJobsResponse
+	(*WatchJobRequest)(nil),               // 65: regionfl.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),              // 66: regionfl.v1.WatchJobResponse
+	(*CancelJobRequest)(nil),              // 67: regionfl.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 68: regionfl.v1.CancelJobResponse
+	(*CreateRegionRequest)(nil),           // 69: regionfl.v1.CreateRegionRequest
+	(*CreateRegionResponse)(nil),          // 70: regionfl.v1.CreateRegionResponse
+	(*Replica)(nil),                       // 71: regionfl.v1.Replica
+	(*ListReplicasRequest)(nil),           // 72: regionfl.v1.ListReplicasRequest
+	(*ListReplicasResponse)(nil),          // 73: regionfl.v1.ListReplicasResponse
+	(*JoinReplicaRequest)(nil),            // 74: regionfl.v1.JoinReplicaRequest
+	(*JoinReplicaResponse)(nil),           // 75: regionfl.v1.JoinReplicaResponse
+	(*RemoveReplicaRequest)(nil),          // 76: regionfl.v1.RemoveReplicaRequest
+	(*RemoveReplicaResponse)(nil),         // 77: regionfl.v1.RemoveReplicaResponse
+	nil,                                   // 78: regionfl.v1.RoundInfo.SiteMetricsEntry
+	nil,                                   // 79: regionfl.v1.JobInfo.RefusedEntry
+	nil,                                   // 80: regionfl.v1.JobInfo.EpsilonSpentEntry
 }
 var file_regionfl_v1_region_proto_depIdxs = []int32{
-	8,  // 0: regionfl.v1.GetRevocationsResponse.revoked:type_name -> regionfl.v1.Revocation
-	8,  // 1: regionfl.v1.ListRevokedResponse.revoked:type_name -> regionfl.v1.Revocation
-	18, // 2: regionfl.v1.PollResponse.ceremony:type_name -> regionfl.v1.CeremonyTask
-	19, // 3: regionfl.v1.PollResponse.job_offers:type_name -> regionfl.v1.JobOffer
-	20, // 4: regionfl.v1.PollResponse.train:type_name -> regionfl.v1.TrainTask
-	22, // 5: regionfl.v1.PollResponse.decrypt:type_name -> regionfl.v1.DecryptTask
-	21, // 6: regionfl.v1.PollResponse.kept:type_name -> regionfl.v1.KeptUpdate
-	14, // 7: regionfl.v1.PollResponse.approve:type_name -> regionfl.v1.ApprovalTask
-	53, // 8: regionfl.v1.ApprovalTask.spec:type_name -> regionfl.v1.JobSpec
+	10, // 0: regionfl.v1.GetRevocationsResponse.revoked:type_name -> regionfl.v1.Revocation
+	10, // 1: regionfl.v1.ListRevokedResponse.revoked:type_name -> regionfl.v1.Revocation
+	20, // 2: regionfl.v1.PollResponse.ceremony:type_name -> regionfl.v1.CeremonyTask
+	21, // 3: regionfl.v1.PollResponse.job_offers:type_name -> regionfl.v1.JobOffer
+	22, // 4: regionfl.v1.PollResponse.train:type_name -> regionfl.v1.TrainTask
+	24, // 5: regionfl.v1.PollResponse.decrypt:type_name -> regionfl.v1.DecryptTask
+	23, // 6: regionfl.v1.PollResponse.kept:type_name -> regionfl.v1.KeptUpdate
+	16, // 7: regionfl.v1.PollResponse.approve:type_name -> regionfl.v1.ApprovalTask
+	55, // 8: regionfl.v1.ApprovalTask.spec:type_name -> regionfl.v1.JobSpec
 	0,  // 9: regionfl.v1.CeremonyTask.step:type_name -> regionfl.v1.CeremonyStep
-	53, // 10: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
-	53, // 11: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
-	19, // 12: regionfl.v1.TrainTask.job:type_name -> regionfl.v1.JobOffer
-	53, // 13: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
-	17, // 14: regionfl.v1.DecryptTask.approvals:type_name -> regionfl.v1.Approval
-	19, // 15: regionfl.v1.DecryptTask.job:type_name -> regionfl.v1.JobOffer
-	27, // 16: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
+	55, // 10: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
+	55, // 11: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
+	21, // 12: regionfl.v1.TrainTask.job:type_name -> regionfl.v1.JobOffer
+	55, // 13: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
+	19, // 14: regionfl.v1.DecryptTask.approvals:type_name -> regionfl.v1.Approval
+	21, // 15: regionfl.v1.DecryptTask.job:type_name -> regionfl.v1.JobOffer
+	29, // 16: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
 	0,  // 17: regionfl.v1.Region.step:type_name -> regionfl.v1.CeremonyStep
-	35, // 18: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
-	58, // 19: regionfl.v1.UpdateHeader.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	39, // 20: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
-	50, // 21: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
-	50, // 22: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
-	51, // 23: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
-	51, // 24: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
-	52, // 25: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
-	53, // 26: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
-	58, // 27: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	76, // 28: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
-	53, // 29: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
-	77, // 30: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
-	57, // 31: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
-	78, // 32: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
-	59, // 33: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
-	59, // 34: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
-	59, // 35: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
-	69, // 36: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
-	58, // 37: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
-	12, // 38: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
-	23, // 39: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
-	25, // 40: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
-	28, // 41: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
-	30, // 42: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
-	32, // 43: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
-	34, // 44: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
-	37, // 45: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
-	40, // 46: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
-	42, // 47: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
-	44, // 48: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
-	15, // 49: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
-	48, // 50: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
-	9,  // 51: regionfl.v1.HospitalService.GetRevocations:input_type -> regionfl.v1.GetRevocationsRequest
-	54, // 52: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
-	56, // 53: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
-	61, // 54: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
-	63, // 55: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
-	65, // 56: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
-	46, // 57: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
+	37, // 18: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
+	60, // 19: regionfl.v1.UpdateHeader.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	41, // 20: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
+	52, // 21: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
+	52, // 22: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
+	53, // 23: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
+	53, // 24: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
+	54, // 25: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
+	55, // 26: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
+	60, // 27: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	78, // 28: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
+	55, // 29: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
+	79, // 30: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
+	59, // 31: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
+	80, // 32: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
+	61, // 33: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
+	61, // 34: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
+	61, // 35: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
+	71, // 36: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
+	60, // 37: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
+	14, // 38: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
+	25, // 39: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
+	27, // 40: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
+	30, // 41: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
+	32, // 42: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
+	34, // 43: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
+	36, // 44: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
+	39, // 45: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
+	42, // 46: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
+	44, // 47: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
+	46, // 48: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
+	17, // 49: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
+	50, // 50: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
+	11, // 51: regionfl.v1.HospitalService.GetRevocations:input_type -> regionfl.v1.GetRevocationsRequest
+	56, // 52: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
+	58, // 53: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
+	63, // 54: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
+	65, // 55: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
+	67, // 56: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
+	48, // 57: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
 	1,  // 58: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
-	67, // 59: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
-	70, // 60: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
-	72, // 61: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
-	74, // 62: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
-	5,  // 63: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
-	7,  // 64: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
-	3,  // 65: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
-	13, // 66: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
-	24, // 67: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
-	26, // 68: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
-	29, // 69: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
-	31, // 70: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
-	33, // 71: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
-	36, // 72: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
-	38, // 73: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
-	41, // 74: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
-	43, // 75: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
-	45, // 76: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
-	16, // 77: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
-	49, // 78: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
-	10, // 79: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
-	55, // 80: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
-	60, // 81: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
-	62, // 82: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
-	64, // 83: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
-	66, // 84: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
-	47, // 85: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
-	2,  // 86: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
-	68, // 87: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
-	71, // 88: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
-	73, // 89: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
-	75, // 90: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
-	6,  // 91: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
-	11, // 92: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
-	4,  // 93: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
-	66, // [66:94] is the sub-list for method output_type
-	38, // [38:66] is the sub-list for method input_type
+	69, // 59: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
+	72, // 60: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
+	74, // 61: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
+	76, // 62: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
+	7,  // 63: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
+	9,  // 64: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
+	5,  // 65: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
+	3,  // 66: regionfl.v1.OperatorService.StartKeyEpoch:input_type -> regionfl.v1.StartKeyEpochRequest
+	15, // 67: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
+	26, // 68: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
+	28, // 69: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
+	31, // 70: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
+	33, // 71: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
+	35, // 72: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
+	38, // 73: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
+	40, // 74: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
+	43, // 75: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
+	45, // 76: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
+	47, // 77: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
+	18, // 78: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
+	51, // 79: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
+	12, // 80: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
+	57, // 81: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
+	62, // 82: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
+	64, // 83: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
+	66, // 84: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
+	68, // 85: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
+	49, // 86: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
+	2,  // 87: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
+	70, // 88: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
+	73, // 89: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
+	75, // 90: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
+	77, // 91: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
+	8,  // 92: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
+	13, // 93: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
+	6,  // 94: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
+	4,  // 95: regionfl.v1.OperatorService.StartKeyEpoch:output_type -> regionfl.v1.StartKeyEpochResponse
+	67, // [67:96] is the sub-list for method output_type
+	38, // [38:67] is the sub-list for method input_type
 	38, // [38:38] is the sub-list for extension type_name
 	38, // [38:38] is the sub-list for extension extendee
 	0,  // [0:38] is the sub-list for field type_name
@@ -5298,7 +5441,7 @@ func file_regionfl_v1_region_proto_init() {
 	if File_regionfl_v1_region_proto != nil {
 		return
 	}
-	file_regionfl_v1_region_proto_msgTypes[39].OneofWrappers = []any{
+	file_regionfl_v1_region_proto_msgTypes[41].OneofWrappers = []any{
 		(*SubmitUpdateRequest_Header)(nil),
 		(*SubmitUpdateRequest_Chunk)(nil),
 	}
@@ -5308,7 +5451,7 @@ func file_regionfl_v1_region_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_region_proto_rawDesc), len(file_regionfl_v1_region_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   78,
+			NumMessages:   80,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -1074,6 +1074,7 @@ const (
 	OperatorService_RevokeCertificate_FullMethodName = "/regionfl.v1.OperatorService/RevokeCertificate"
 	OperatorService_ListRevoked_FullMethodName       = "/regionfl.v1.OperatorService/ListRevoked"
 	OperatorService_EndWebSessions_FullMethodName    = "/regionfl.v1.OperatorService/EndWebSessions"
+	OperatorService_StartKeyEpoch_FullMethodName     = "/regionfl.v1.OperatorService/StartKeyEpoch"
 )
 
 // OperatorServiceClient is the client API for OperatorService service.
@@ -1093,6 +1094,9 @@ type OperatorServiceClient interface {
 	// identity that began before now (a login link's session has no
 	// certificate to revoke).
 	EndWebSessions(ctx context.Context, in *EndWebSessionsRequest, opts ...grpc.CallOption) (*EndWebSessionsResponse, error)
+	// StartKeyEpoch starts a fresh key ceremony (the next key epoch) now,
+	// before the current key's decryption budget would start it on its own.
+	StartKeyEpoch(ctx context.Context, in *StartKeyEpochRequest, opts ...grpc.CallOption) (*StartKeyEpochResponse, error)
 }
 
 type operatorServiceClient struct {
@@ -1173,6 +1177,16 @@ func (c *operatorServiceClient) EndWebSessions(ctx context.Context, in *EndWebSe
 	return out, nil
 }
 
+func (c *operatorServiceClient) StartKeyEpoch(ctx context.Context, in *StartKeyEpochRequest, opts ...grpc.CallOption) (*StartKeyEpochResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartKeyEpochResponse)
+	err := c.cc.Invoke(ctx, OperatorService_StartKeyEpoch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServiceServer is the server API for OperatorService service.
 // All implementations must embed UnimplementedOperatorServiceServer
 // for forward compatibility.
@@ -1190,6 +1204,9 @@ type OperatorServiceServer interface {
 	// identity that began before now (a login link's session has no
 	// certificate to revoke).
 	EndWebSessions(context.Context, *EndWebSessionsRequest) (*EndWebSessionsResponse, error)
+	// StartKeyEpoch starts a fresh key ceremony (the next key epoch) now,
+	// before the current key's decryption budget would start it on its own.
+	StartKeyEpoch(context.Context, *StartKeyEpochRequest) (*StartKeyEpochResponse, error)
 	mustEmbedUnimplementedOperatorServiceServer()
 }
 
@@ -1220,6 +1237,9 @@ func (UnimplementedOperatorServiceServer) ListRevoked(context.Context, *ListRevo
 }
 func (UnimplementedOperatorServiceServer) EndWebSessions(context.Context, *EndWebSessionsRequest) (*EndWebSessionsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method EndWebSessions not implemented")
+}
+func (UnimplementedOperatorServiceServer) StartKeyEpoch(context.Context, *StartKeyEpochRequest) (*StartKeyEpochResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method StartKeyEpoch not implemented")
 }
 func (UnimplementedOperatorServiceServer) mustEmbedUnimplementedOperatorServiceServer() {}
 func (UnimplementedOperatorServiceServer) testEmbeddedByValue()                         {}
@@ -1368,6 +1388,24 @@ func _OperatorService_EndWebSessions_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OperatorService_StartKeyEpoch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartKeyEpochRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).StartKeyEpoch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_StartKeyEpoch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).StartKeyEpoch(ctx, req.(*StartKeyEpochRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // OperatorService_ServiceDesc is the grpc.ServiceDesc for OperatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1402,6 +1440,10 @@ var OperatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "EndWebSessions",
 			Handler:    _OperatorService_EndWebSessions_Handler,
+		},
+		{
+			MethodName: "StartKeyEpoch",
+			Handler:    _OperatorService_StartKeyEpoch_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
