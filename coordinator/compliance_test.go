@@ -45,15 +45,7 @@ func TestSitePolicyAndPrivacyBudget(t *testing.T) {
 	acc := privacy.Accountant{NoiseMultiplier: 1, Delta: 1e-5}
 	budget := (acc.Epsilon(2) + acc.Epsilon(3)) / 2
 	write := func(name, text string) *policy.File {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		f, err := policy.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return f
+		return writePolicy(t, filepath.Join(dir, name), testSitePolicy+text)
 	}
 	// hospital-1 and hospital-2 let the node share their own figures;
 	// hospital-3 does not (the default), whatever the job asks.
@@ -589,4 +581,27 @@ func TestSubmitNeedsTheResearchersSignature(t *testing.T) {
 			t.Errorf("%d jobs in the log after refused submits", len(s.Jobs))
 		}
 	})
+}
+
+// Without a policy file a site takes part only in jobs of K ≥ t + 1: at
+// K = t, the coordinator and the t − 1 other decryptors could isolate one
+// update. Every hospital declines a K = t job with the reason; a job of
+// K = t + 1 runs.
+func TestDefaultMinimumK(t *testing.T) {
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, noPolicy: true})
+	reg.startNodes(0, 1, 2)
+	reg.waitCeremony()
+	low := reg.submit(reg.spec(1, 2, 5*time.Second), "k-equals-t")
+	j := reg.waitJob(low, "every hospital decided", 30*time.Second, func(j *fsm.Job) bool {
+		return len(j.Refused)+len(j.Accepted) == 3
+	})
+	for _, h := range reg.names {
+		if reason := j.Refused[h]; !strings.Contains(reason, "below the default minimum of 3 (threshold 2 + 1)") {
+			t.Errorf("%s on a K = t job: refused %q (accepted: %v)", h, reason, j.Accepted)
+		}
+	}
+	ok := reg.submit(reg.spec(1, 3, 10*time.Second), "k-above-t")
+	if j := reg.waitDone(ok, time.Minute); j.State != fsm.JobDone || len(j.Accepted) != 3 {
+		t.Errorf("a K = t + 1 job: %s, accepted by %v, refused %v", j.State, j.Accepted, j.Refused)
+	}
 }

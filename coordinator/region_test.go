@@ -1,11 +1,13 @@
 package coordinator_test
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -42,7 +44,17 @@ type regionOpts struct {
 	uploadTimeout time.Duration
 	metrics       bool // serve /metrics on a loopback port
 	rekeyAt       int  // coordinator.Config.RekeyAt
+	// sitePolicy is every node's policy (YAML) unless a test sets
+	// region.policies; "" is testSitePolicy. noPolicy runs the nodes
+	// without a policy file, under the defaults.
+	sitePolicy string
+	noPolicy   bool
 }
+
+// testSitePolicy lets the tests' small regions run jobs of K = 2 at
+// t = 2 (below a site's default minimum of t + 1), so one hospital of
+// three can drop out of a round.
+const testSitePolicy = "min_participants: 2\n"
 
 // region is a whole region in this process: coordinator replicas, hospital
 // nodes with synthetic cohorts and a researcher, all over mutual TLS on
@@ -61,6 +73,8 @@ type region struct {
 	nodes    []*runningNode // nil while stopped
 	logs     *logRecorder
 	policies map[int]*policy.File // site policies by hospital index
+	// sitePolicy is the policy of a node policies leaves out (nil: none).
+	sitePolicy *policy.File
 
 	researcher     *client.Client
 	researcherCert tls.Certificate
@@ -86,6 +100,10 @@ func newRegion(t *testing.T, o regionOpts) *region {
 	}
 	r := &region{t: t, ca: ca, dir: t.TempDir(), sites: sites, heldOut: heldOut,
 		nodes: make([]*runningNode, len(sites)), logs: &logRecorder{}}
+	if !o.noPolicy {
+		text := cmp.Or(o.sitePolicy, testSitePolicy)
+		r.sitePolicy = writePolicy(t, filepath.Join(r.dir, "site-policy.yaml"), text)
+	}
 	for _, s := range sites {
 		r.names = append(r.names, s.Name)
 	}
@@ -194,7 +212,7 @@ func (r *region) startNode(i int) {
 		r.t.Fatal(err)
 	}
 	n, err := node.New(node.Config{ID: r.names[i], Coordinators: r.addrs, Cert: cert, CA: r.ca.Pool(),
-		DataDir: filepath.Join(r.dir, r.names[i]), Data: r.sites[i], Logger: slog.New(r.logs), Policy: r.policies[i]})
+		DataDir: filepath.Join(r.dir, r.names[i]), Data: r.sites[i], Logger: slog.New(r.logs), Policy: cmp.Or(r.policies[i], r.sitePolicy)})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -511,4 +529,17 @@ func (l *logRecorder) count(msg string, want map[string]string) int {
 		}
 	}
 	return n
+}
+
+// writePolicy writes a site policy file and opens it.
+func writePolicy(t *testing.T, path, text string) *policy.File {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := policy.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

@@ -67,7 +67,8 @@ type Options struct {
 	// collecting (0: never); the others elect a new leader that finishes it.
 	KillLeaderRound int
 	// DropHospitals takes this many hospitals offline from the middle of
-	// the run on (at most hospitals − threshold, so t can still decrypt).
+	// the run on (at most hospitals − K, so every round still has K
+	// updates and t decryptors).
 	DropHospitals int
 	// Hold, when set, is called with the result before the region shuts
 	// down (e.g. to keep the web view up until interrupted).
@@ -168,8 +169,8 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	} else {
 		res.Data = "site files"
 	}
-	if opt.Replicas < 1 || len(sites) < 2 || opt.Rounds < 1 {
-		return nil, errors.New("demo: need at least 1 replica, 2 hospitals and 1 round")
+	if opt.Replicas < 1 || len(sites) < 3 || opt.Rounds < 1 {
+		return nil, errors.New("demo: need at least 1 replica, 3 hospitals (K = t + 1 contributors with t ≥ 2) and 1 round")
 	}
 	if len(sites) > 16 {
 		return nil, fmt.Errorf("demo: %d hospitals; a region aggregates at most 16", len(sites))
@@ -252,10 +253,14 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	for i, s := range sites {
 		hospitals[i] = s.Name
 	}
-	threshold := len(sites)/2 + 1
+	// t = half the region (at least 2), and K = t + 1, the sites' default
+	// minimum: an update hides among K − (t − 1) = 2 honest contributors
+	// even if t − 1 hospitals collude with the coordinator.
+	threshold := max(2, len(sites)/2)
+	k := threshold + 1
 	res.Threshold = threshold
-	if opt.DropHospitals < 0 || opt.DropHospitals > len(sites)-threshold {
-		return nil, fmt.Errorf("demo: can drop at most %d of %d hospitals (t = %d must stay online)", len(sites)-threshold, len(sites), threshold)
+	if opt.DropHospitals < 0 || opt.DropHospitals > len(sites)-k {
+		return nil, fmt.Errorf("demo: can drop at most %d of %d hospitals (K = t + 1 = %d must keep sending)", len(sites)-k, len(sites), k)
 	}
 	if opt.KillLeaderRound > 0 && opt.Replicas < 3 {
 		return nil, errors.New("demo: killing the leader needs at least 3 replicas")
@@ -364,7 +369,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		Name: "deterioration-early-warning", Model: jobspec.ToProto(model),
 		Rounds: uint32(opt.Rounds), LocalSteps: uint32(opt.LocalSteps), BatchSize: uint32(opt.BatchSize),
 		LearningRate: opt.LR, Optimizer: opt.Optimizer, ProxMu: opt.ProxMu,
-		MinHospitals: uint32(threshold), RoundDeadlineMs: 5_000, Purpose: "early warning of clinical deterioration (demo)",
+		MinHospitals: uint32(k), RoundDeadlineMs: 5_000, Purpose: "early warning of clinical deterioration (demo)",
 		LegalBasis: "demo data, no patients", ClipNorm: 10, SampleScale: 1000, Seed: uint64(opt.Seed),
 		Strategy: &pb.Strategy{Name: st.Name, ServerLr: st.ServerLR, Beta1: st.Beta1, Beta2: st.Beta2, Tau: st.Tau},
 		Scaling:  opt.Scaling,

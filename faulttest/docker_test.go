@@ -256,7 +256,7 @@ func (d *dockerRegion) startHospital(id string) {
 		"--network", d.network, "--user", d.user(), "--label", "regionfl.faulttest=" + d.prefix,
 		"-v", d.path(id) + ":/srv", d.image,
 		"node", "run", "--id", id, "--coordinator", d.coordinators(),
-		"--data", "/srv/site.csv", "--label", LabelColumn, "--data-dir", "/srv/data"}, tlsArgs...)...)
+		"--data", "/srv/site.csv", "--label", LabelColumn, "--data-dir", "/srv/data", "--policy", "/srv/policy.yaml"}, tlsArgs...)...)
 }
 
 // cli runs one CLI command in a throwaway container on the region's network
@@ -328,6 +328,7 @@ func startDockerRegion(t *testing.T, hospitals int) *dockerRegion {
 		h := fmt.Sprintf("hospital-%d", i+1)
 		d.hospitals = append(d.hospitals, h)
 		d.identity("node", "hospital", h)
+		writeSitePolicy(t, d.path(h, "policy.yaml"))
 		b, err := os.ReadFile(csvs[h])
 		if err != nil {
 			t.Fatal(err)

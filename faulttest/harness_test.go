@@ -473,6 +473,7 @@ func newRegion(t *testing.T, nReplicas, nHospitals int) *region {
 		h.csv = csvs[h.id]
 		r.hospitals = append(r.hospitals, h)
 		r.mustCLI("node", "init", "--id", h.id, "--dir", r.path(h.id))
+		writeSitePolicy(t, r.path(h.id, "policy.yaml"))
 		r.mustCLI("ca", "sign", "--dir", r.path("ca"), "--role", "hospital", r.path(h.id, "tls.csr"), "-o", r.path(h.id, "tls.crt"))
 	}
 	r.mustCLI("researcher", "init", "--id", "alice", "--dir", r.path("alice"))
@@ -511,7 +512,7 @@ func newRegion(t *testing.T, nReplicas, nHospitals int) *region {
 	for _, h := range r.hospitals {
 		h.p = startProc(t, h.id, r.path("logs", h.id+".log"),
 			"node", "run", "--id", h.id, "--coordinator", r.coordinators,
-			"--data", h.csv, "--label", LabelColumn, "--data-dir", r.path("data", h.id),
+			"--data", h.csv, "--label", LabelColumn, "--data-dir", r.path("data", h.id), "--policy", r.path(h.id, "policy.yaml"),
 			"--ca", r.path("ca", "ca.crt"), "--cert", r.path(h.id, "tls.crt"), "--key", r.path(h.id, "tls.key"))
 	}
 	// No CLI command shows the key ceremony, so the nodes' logs tell when
@@ -781,4 +782,17 @@ func killGroup(cmd *exec.Cmd) error {
 		return nil
 	}
 	return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+}
+
+// sitePolicy lets the fault tests' regions run jobs of K = 2 at t = 2
+// (below a site's default minimum of t + 1), so a round survives one
+// hospital of three going away.
+const sitePolicy = "# fault tests: K = 2 at t = 2, so one hospital of three may drop out\nmin_participants: 2\n"
+
+// writeSitePolicy writes sitePolicy where a node (or its container) reads it.
+func writeSitePolicy(t *testing.T, path string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(sitePolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

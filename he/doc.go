@@ -43,7 +43,6 @@
 //     integral count digits, zero padding), which a wrong or tampered
 //     share, or an aggregate that is not the sum of exactly S's updates,
 //     breaks with overwhelming probability.
-//
 //   - Key epochs. The smudging argument covers MaxDecryptions decrypted
 //     ciphertexts per key, so a region re-keys: the ceremony runs again
 //     on EpochSeed(seed, epoch), which gives every epoch independent

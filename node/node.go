@@ -364,11 +364,15 @@ func (n *Node) pinRegion(r *pb.Region, op identity.Identity) error {
 		if string(n.state.RegionDigest) != string(d) {
 			return n.untrusted("region", fmt.Sprintf("digest %x differs from the pinned %x (hospitals, threshold, parameters or seed changed)", d[:8], n.state.RegionDigest[:min(8, len(n.state.RegionDigest))]))
 		}
+		if n.state.Threshold == 0 { // pinned before the threshold was kept
+			n.state.Threshold = r.Threshold
+			return n.state.save(n.cfg.DataDir)
+		}
 		return nil
 	}
-	n.state.RegionDigest = d
+	n.state.RegionDigest, n.state.Threshold = d, r.Threshold
 	if err := n.state.save(n.cfg.DataDir); err != nil {
-		n.state.RegionDigest = nil
+		n.state.RegionDigest, n.state.Threshold = nil, 0
 		return err
 	}
 	n.log.Info("region pinned", "region_digest", fmt.Sprintf("%x", d[:8]), "hospitals", len(r.Hospitals), "threshold", r.Threshold, "signed_by", op.String())
@@ -711,15 +715,22 @@ func (n *Node) check(jobID string, spec *pb.JobSpec) string {
 
 // checkPolicy applies the site policy to a job; jobID, when set, leaves
 // that job's own spending out of the ε already spent elsewhere.
+// Without a policy file the defaults apply (policy.Policy's zero value).
 func (n *Node) checkPolicy(spec *pb.JobSpec, jobID string) string {
-	if n.cfg.Policy == nil {
-		return ""
+	var p policy.Policy
+	if n.cfg.Policy != nil {
+		var err error
+		if p, err = n.cfg.Policy.Current(); err != nil {
+			n.log.Warn("site policy file not reloaded", "err", err)
+		}
 	}
-	p, err := n.cfg.Policy.Current()
-	if err != nil {
-		n.log.Warn("site policy file not reloaded", "err", err)
+	n.mu.Lock()
+	t := n.state.Threshold
+	n.mu.Unlock()
+	if t == 0 {
+		return "the region is not pinned yet: this node has not seen its genesis"
 	}
-	return p.Check(spec, n.epsilonSpent(jobID))
+	return p.Check(spec, n.epsilonSpent(jobID), t)
 }
 
 // sharesSiteMetrics reports whether the site policy lets the node send its
@@ -1258,6 +1269,12 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	if err := jobspec.ValidateOffered(t.Spec); err != nil {
 		return n.untrusted("the job of a decryption", err.Error())
 	}
+	// The pinned region (and its threshold) first: the site's minimum K
+	// follows from it.
+	r, _, err := n.region(ctx)
+	if err != nil {
+		return err
+	}
 	if reason := n.checkPolicy(t.Spec, t.JobId); reason != "" {
 		return n.untrusted("the job of a decryption", reason)
 	}
@@ -1272,10 +1289,6 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 		return n.untrusted("a decryption manifest", "it names another model")
 	case !slices.Contains(t.Active, n.cfg.ID):
 		return errors.New("this hospital is not among the decryptors")
-	}
-	r, _, err := n.region(ctx)
-	if err != nil {
-		return err
 	}
 	points := func(what string, names []string) ([]uint32, error) {
 		out := make([]uint32, len(names))
@@ -1409,6 +1422,12 @@ func (n *Node) approve(ctx context.Context, t *pb.ApprovalTask) error {
 	if err := jobspec.ValidateOffered(t.Spec); err != nil {
 		return n.untrusted("the job of a contributor set", err.Error())
 	}
+	// The pinned region (and its threshold) first: the site's minimum K
+	// follows from it.
+	r, _, err := n.region(ctx)
+	if err != nil {
+		return err
+	}
 	if reason := n.checkPolicy(t.Spec, t.JobId); reason != "" {
 		return n.untrusted("the job of a contributor set", reason)
 	}
@@ -1417,10 +1436,6 @@ func (n *Node) approve(ctx context.Context, t *pb.ApprovalTask) error {
 	}
 	if k := int(t.Spec.GetMinHospitals()); len(contributors) < k || len(slices.Compact(slices.Clone(contributors))) != len(contributors) {
 		return n.untrusted("a contributor set", fmt.Sprintf("%d contributors (distinct), the job needs %d", len(contributors), k))
-	}
-	r, _, err := n.region(ctx)
-	if err != nil {
-		return err
 	}
 	for _, c := range contributors {
 		if !slices.Contains(r.Hospitals, c) {

@@ -28,6 +28,7 @@ import (
 	"regionfl/jobspec"
 	"regionfl/models"
 	"regionfl/node/dataset"
+	"regionfl/node/policy"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -142,14 +143,14 @@ func TestJobMissingPolicy(t *testing.T) {
 	}
 	site := sites[0]
 	spec := &pb.JobSpec{Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: len(site.Train.Features)}),
-		Purpose: "test", MinHospitals: 2, Scaling: jobspec.ScalingSite}
+		Purpose: "test", MinHospitals: 3, Scaling: jobspec.ScalingSite}
 	jobspec.Defaults(spec)
-	complete := &Node{cfg: Config{Data: site}}
+	complete := &Node{cfg: Config{Data: site}, state: &diskState{Threshold: 2}}
 	if reason := complete.check("job-1", spec); reason != "" {
 		t.Fatalf("complete data, missing: error: declined: %s", reason)
 	}
 	site.Dropped = dataset.Dropped{Rows: 3, Line: 17, Column: "spo2"}
-	incomplete := &Node{cfg: Config{Data: site}}
+	incomplete := &Node{cfg: Config{Data: site}, state: &diskState{Threshold: 2}}
 	reason := incomplete.check("job-1", spec)
 	if !strings.Contains(reason, "missing: error") || !strings.Contains(reason, "dropped 3 rows") || strings.Contains(reason, "17") || strings.Contains(reason, "spo2") {
 		t.Errorf("3 dropped rows, missing: error: reason %q", reason)
@@ -223,7 +224,10 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 		fake.region.Certificates = append(fake.region.Certificates, certs[h].Certificate[0])
 	}
 	cert := certs["h1"]
-	cfg := Config{ID: "h1", Coordinators: []string{lis.Addr().String()}, Cert: cert, CA: ca.Pool(), DataDir: dir, Data: sites[0]}
+	// The aggregates below hold two updates: this site accepts K = 2
+	// (below its default t + 1 = 3) explicitly.
+	cfg := Config{ID: "h1", Coordinators: []string{lis.Addr().String()}, Cert: cert, CA: ca.Pool(), DataDir: dir, Data: sites[0],
+		Policy: sitePolicy(t, "min_participants: 2\n")}
 	start := func() *Node {
 		n, err := New(cfg)
 		if err != nil {
@@ -651,7 +655,7 @@ func FuzzJobSpec(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	n := &Node{cfg: Config{Data: sites[0]}, log: slog.New(slog.DiscardHandler)}
+	n := &Node{cfg: Config{Data: sites[0]}, state: &diskState{Threshold: 2}, log: slog.New(slog.DiscardHandler)}
 	f.Fuzz(func(t *testing.T, scale uint64, k uint32, lr, clip float64, deadline uint32, alert float64, batch uint32) {
 		spec := &pb.JobSpec{Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: len(sites[0].Train.Features)}),
 			Purpose: "fuzz", Scaling: jobspec.ScalingSite, SampleScale: scale, MinHospitals: k, LearningRate: lr,
@@ -857,4 +861,18 @@ func TestStateMigratesToKeyEpochs(t *testing.T) {
 	if err != nil || again.Epochs[0] == nil || again.Epochs[0].Decrypted != 5 {
 		t.Fatalf("reloaded: %v, %+v", err, again.Epochs[0])
 	}
+}
+
+// sitePolicy is a site policy file with the given YAML.
+func sitePolicy(t *testing.T, text string) *policy.File {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := policy.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

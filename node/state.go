@@ -27,6 +27,9 @@ type diskState struct {
 	// a coordinator that later serves other hospitals, another threshold,
 	// parameter set or ceremony seed is refused.
 	RegionDigest []byte `json:"region_digest,omitempty"`
+	// Threshold is the pinned region's threshold t: the site's default
+	// minimum K is t + 1 (policy.Policy.MinK).
+	Threshold uint32 `json:"threshold,omitempty"`
 	// SharesGiven holds, per update binding (hex), the one decryption share
 	// made for it. It is written before the share leaves, so a retry or a
 	// restart resends the same share and never makes a second one.

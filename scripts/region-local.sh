@@ -182,7 +182,7 @@ local_steps: 50
 batch_size: 32
 learning_rate: 0.1
 optimizer: sgd
-min_hospitals: 2
+min_hospitals: 3       # K = t + 1: a site's default minimum
 round_deadline: 30s
 clip_norm: 10
 strategy: {name: fedavg}

@@ -106,8 +106,8 @@ three_voters() { [[ $(cli ops operator raft list-replicas --json | grep -c '"suf
 wait_for "three voting replicas" three_voters
 cli ops operator raft list-replicas
 
-step "the operator creates the region: ${#HOSPITALS[@]} hospitals, threshold 3"
-cli ops operator create-region --hospitals "$(IFS=,; echo "${HOSPITALS[*]}")" --threshold 3
+step "the operator creates the region: ${#HOSPITALS[@]} hospitals, threshold 2 (jobs of K = 3 survive one hospital down)"
+cli ops operator create-region --hospitals "$(IFS=,; echo "${HOSPITALS[*]}")" --threshold 2
 
 step "hospital nodes"
 run "${COMPOSE[@]}" up -d "${HOSPITALS[@]}"

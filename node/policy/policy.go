@@ -32,8 +32,11 @@ type Policy struct {
 	// Purposes the site accepts; a job's purpose must equal one of them.
 	Purposes []string `yaml:"purposes"`
 	// MinParticipants is the smallest K (the job's min_hospitals) the site
-	// accepts: fewer contributors would make one site's update easier to
-	// infer from the aggregate.
+	// accepts. 0 means the default, t + 1 for the region's threshold t:
+	// K counts hospitals that may collude with the coordinator, so an
+	// update hides among K − (t − 1) honest contributors, and at K = t
+	// the t − 1 others of a decryption could isolate it. A site that sets
+	// a lower value accepts that.
 	MinParticipants uint32 `yaml:"min_participants"`
 	// MaxRounds is the most rounds one job may ask of the site.
 	MaxRounds uint32 `yaml:"max_rounds"`
@@ -77,16 +80,28 @@ func Parse(b []byte) (Policy, error) {
 	return p, nil
 }
 
-// Check says why the site refuses a job, or "" if it accepts it. spent is
-// the ε the site has already spent on other jobs.
-func (p Policy) Check(spec *pb.JobSpec, spent float64) string {
+// MinK is the smallest K the site accepts in a region of threshold t.
+func (p Policy) MinK(t uint32) uint32 {
+	if p.MinParticipants > 0 {
+		return p.MinParticipants
+	}
+	return t + 1
+}
+
+// Check says why the site refuses a job, or "" if it accepts it, in a
+// region of threshold t. spent is the ε the site has already spent on
+// other jobs.
+func (p Policy) Check(spec *pb.JobSpec, spent float64, t uint32) string {
 	hash := jobspec.FromProto(spec.GetModel()).Hash()
 	switch {
+	case p.MinParticipants == 0 && spec.GetMinHospitals() < p.MinK(t):
+		return fmt.Sprintf("site policy: min_hospitals %d is below the default minimum of %d (threshold %d + 1): with fewer contributors, the coordinator and t − 1 = %d colluding hospitals could isolate one update; a site policy's min_participants sets another minimum",
+			spec.GetMinHospitals(), p.MinK(t), t, t-1)
 	case len(p.ModelHashes) > 0 && !slices.Contains(p.ModelHashes, hash):
 		return fmt.Sprintf("site policy: model %s is not on the accepted list", hash)
 	case len(p.Purposes) > 0 && !slices.Contains(p.Purposes, spec.GetPurpose()):
 		return fmt.Sprintf("site policy: purpose %q is not accepted", spec.GetPurpose())
-	case spec.GetMinHospitals() < p.MinParticipants:
+	case spec.GetMinHospitals() < p.MinK(t):
 		return fmt.Sprintf("site policy: min_hospitals %d is below the site's minimum of %d", spec.GetMinHospitals(), p.MinParticipants)
 	case p.MaxRounds > 0 && spec.GetRounds() > p.MaxRounds:
 		return fmt.Sprintf("site policy: %d rounds exceed the site's maximum of %d", spec.GetRounds(), p.MaxRounds)

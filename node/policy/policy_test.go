@@ -23,7 +23,7 @@ func job() *pb.JobSpec {
 func TestCheck(t *testing.T) {
 	hash := models.Spec{Kind: models.KindLogReg, Inputs: 7}.Hash()
 	ok := Policy{ModelHashes: []string{hash}, Purposes: []string{"early warning"}, MinParticipants: 3, MaxRounds: 10, MinNoiseMultiplier: 0.8, EpsilonBudget: 100}
-	if r := ok.Check(job(), 0); r != "" {
+	if r := ok.Check(job(), 0, 2); r != "" {
 		t.Fatalf("accepted job refused: %s", r)
 	}
 	cases := map[string]struct {
@@ -39,13 +39,24 @@ func TestCheck(t *testing.T) {
 		"budget":  {Policy{EpsilonBudget: 5}, 4.9, "budget exhausted"},
 	}
 	for name, c := range cases {
-		if r := c.p.Check(job(), c.spent); !strings.Contains(r, c.want) {
+		if r := c.p.Check(job(), c.spent, 2); !strings.Contains(r, c.want) {
 			t.Errorf("%s: reason %q, want %q", name, r, c.want)
 		}
 	}
+	// Without min_participants, K must exceed the threshold; a site may
+	// set a lower minimum explicitly.
+	if r := (Policy{}).Check(job(), 0, 3); !strings.Contains(r, "below the default minimum of 4 (threshold 3 + 1)") {
+		t.Errorf("K = t without a site minimum: %q", r)
+	}
+	if r := (Policy{}).Check(job(), 0, 2); r != "" {
+		t.Errorf("K = t + 1 without a site minimum: %q", r)
+	}
+	if r := (Policy{MinParticipants: 2}).Check(job(), 0, 3); r != "" {
+		t.Errorf("K = 3 under an explicit minimum of 2: %q", r)
+	}
 	noDP := job()
 	noDP.DpNoiseMultiplier = 0
-	if r := (Policy{EpsilonBudget: 5}).Check(noDP, 0); !strings.Contains(r, "no differential privacy") {
+	if r := (Policy{EpsilonBudget: 5}).Check(noDP, 0, 2); !strings.Contains(r, "no differential privacy") {
 		t.Errorf("job without DP under a budget: %q", r)
 	}
 }
@@ -124,6 +135,6 @@ func FuzzParse(f *testing.F) {
 		if p.EpsilonBudget < 0 || p.MinNoiseMultiplier < 0 {
 			t.Fatalf("negative limits accepted: %+v", p)
 		}
-		p.Check(job(), 0)
+		p.Check(job(), 0, 3)
 	})
 }
