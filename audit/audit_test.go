@@ -1054,7 +1054,8 @@ func TestCheckContribution(t *testing.T) {
 	h1, h2 := issue("h1"), issue("h2")
 	region := bytes.Repeat([]byte{7}, 32)
 	digest := bytes.Repeat([]byte{9}, 32)
-	binding := jobspec.Binding("job-1", 3, 2, "sha256:m")
+	model := [32]byte{4}
+	binding := jobspec.Binding("job-1", 3, 2, "sha256:m", model)
 	sig, err := identity.SignStatement(h1.PrivateKey, identity.StatementContribution, identity.ContributionFields(region, binding[:], digest, "h1", 1234)...)
 	if err != nil {
 		t.Fatal(err)
@@ -1063,7 +1064,7 @@ func TestCheckContribution(t *testing.T) {
 		return &Record{JobID: "job-1", Round: 3, Hospital: "h1", Digest: hex.EncodeToString(digest), Size: 1234, ModelHash: "sha256:m",
 			TimeUnixMs: time.Now().UnixMilli(), Action: ActionContributionAccepted,
 			Details: map[string]string{"signature": hex.EncodeToString(sig), "certificate": hex.EncodeToString(h1.Certificate[0]),
-				"region_digest": hex.EncodeToString(region), "model_version": "2"}}
+				"region_digest": hex.EncodeToString(region), "model_version": "2", "model_digest": hex.EncodeToString(model[:])}}
 	}
 	for _, roots := range []*x509.CertPool{ca.Pool(), nil} {
 		if err := checkContribution(record(), roots); err != nil {
@@ -1074,10 +1075,12 @@ func TestCheckContribution(t *testing.T) {
 		"size":          func(r *Record) { r.Size++ },
 		"round":         func(r *Record) { r.Round = 4 },
 		"model version": func(r *Record) { r.Details["model_version"] = "3" },
-		"hospital":      func(r *Record) { r.Hospital = "h2" },
-		"digest":        func(r *Record) { r.Digest = strings.Repeat("ab", 32) },
-		"certificate":   func(r *Record) { r.Details["certificate"] = hex.EncodeToString(h2.Certificate[0]) },
-		"no signature":  func(r *Record) { r.Details["signature"] = "zz" },
+		"model digest":  func(r *Record) { r.Details["model_digest"] = strings.Repeat("05", 32) },
+		"no model digest (another model's binding)": func(r *Record) { delete(r.Details, "model_digest") },
+		"hospital":     func(r *Record) { r.Hospital = "h2" },
+		"digest":       func(r *Record) { r.Digest = strings.Repeat("ab", 32) },
+		"certificate":  func(r *Record) { r.Details["certificate"] = hex.EncodeToString(h2.Certificate[0]) },
+		"no signature": func(r *Record) { r.Details["signature"] = "zz" },
 	} {
 		r := record()
 		edit(r)

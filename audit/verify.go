@@ -564,7 +564,17 @@ func checkContribution(r *Record, roots *x509.CertPool) error {
 	if err != nil {
 		return errors.New("details[model_version] is not a number")
 	}
-	binding := jobspec.Binding(r.JobID, r.Round, uint32(version), r.ModelHash)
+	// The digest of the model the update was trained from; records
+	// written before it was kept, and statistics rounds, have none.
+	var model [32]byte
+	if m, ok := r.Details["model_digest"]; ok {
+		b, err := hex.DecodeString(m)
+		if err != nil || len(b) != 32 {
+			return errors.New("details[model_digest] is not a SHA-256")
+		}
+		copy(model[:], b)
+	}
+	binding := jobspec.Binding(r.JobID, r.Round, uint32(version), r.ModelHash, model)
 	fields := identity.ContributionFields(region, binding[:], digest, r.Hospital, r.Size)
 	want := identity.Identity{Name: r.Hospital, Role: identity.RoleHospital}
 	return checkStatement(r, roots, want, cert, sig, identity.StatementContribution, fields...)

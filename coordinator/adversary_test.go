@@ -28,9 +28,11 @@ import (
 	pb "regionfl/proto/regionfl/v1"
 )
 
-// evilLeader rewrites the responses of one method with tamper while on.
+// evilLeader rewrites the responses of one method with tamper while on
+// (to one hospital only, when only is set).
 type evilLeader struct {
 	method string // e.g. "GetRegion"
+	only   string
 	on     atomic.Bool
 	tamper func(resp any)
 	hits   atomic.Int32
@@ -39,6 +41,9 @@ type evilLeader struct {
 func (e *evilLeader) option() grpc.ServerOption {
 	return grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		resp, err := h(ctx, req)
+		if id, _ := identity.FromContext(ctx); e.only != "" && id.Name != e.only {
+			return resp, err
+		}
 		if err == nil && e.on.Load() && strings.HasSuffix(info.FullMethod, "/"+e.method) {
 			e.tamper(resp)
 			e.hits.Add(1)
@@ -516,5 +521,51 @@ func TestAdversaryRevocationWithheld(t *testing.T) {
 	}
 	if list.hits.Load() == 0 {
 		t.Fatal("the withheld list was never served")
+	}
+}
+
+// TestAdversaryModelDiffersForOneHospital: the leader serves hospital-1
+// a model other than the one committed (one parameter nudged), the
+// model-inconsistency attack. hospital-1 binds its update, and derives
+// its mask a, from the digest of the parameters it was served: its
+// update cannot be summed with the others' into anything that decrypts,
+// and its signed contribution does not verify against the round's
+// binding, so it is never counted. (Decryptors refuse an approval set
+// that mixes two models' bindings too: TestOneDecryptionSharePerRound in
+// node/.) The job trains on without it.
+func TestAdversaryModelDiffersForOneHospital(t *testing.T) {
+	evil := &evilLeader{method: "FetchModel", only: "hospital-1", tamper: func(resp any) {
+		resp.(*pb.FetchModelResponse).Model.Params[0] += 0.25
+	}}
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
+	reg.startNodes(0, 1, 2)
+	reg.waitCeremony()
+	evil.on.Store(true)
+	id := reg.submit(reg.spec(2, 2, 2*time.Second), "model-differs")
+	var reason string
+	reg.waitFor("hospital-1's update is refused", 30*time.Second, func() bool {
+		root := reg.logs.root()
+		root.mu.Lock()
+		defer root.mu.Unlock()
+		for _, rec := range root.records {
+			if rec.msg == "work failed, retrying" && rec.attrs["hospital"] == "hospital-1" && strings.Contains(rec.attrs["err"], "signature") {
+				reason = rec.attrs["err"]
+				return true
+			}
+		}
+		return false
+	})
+	reportRefusal(t, "a model that differs for one hospital", "the round's binding (model digest)", reason)
+	j := reg.waitDone(id, time.Minute)
+	if evil.hits.Load() == 0 {
+		t.Fatal("the attack never ran")
+	}
+	for _, r := range j.Rounds {
+		if slices.Contains(r.Contributors, "hospital-1") || r.ContributionOf("hospital-1") != nil {
+			t.Fatalf("round %d counted the update hospital-1 trained from another model", r.Number)
+		}
+	}
+	if j.State != fsm.JobDone {
+		t.Errorf("job %s: %s", j.State, j.Reason)
 	}
 }

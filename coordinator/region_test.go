@@ -185,7 +185,7 @@ func (r *region) regionDigest() [32]byte {
 func (r *region) signHeader(cert tls.Certificate, name string, h *pb.UpdateHeader) {
 	r.t.Helper()
 	rd := r.regionDigest()
-	b := jobspec.Binding(h.JobId, h.Round, h.ModelVersion, h.ModelHash)
+	b := r.binding(h.JobId, h.Round, h.ModelVersion, h.ModelHash)
 	sig, err := identity.SignStatement(cert.PrivateKey, identity.StatementContribution, identity.ContributionFields(rd[:], b[:], h.Digest, name, h.Size)...)
 	if err != nil {
 		r.t.Fatal(err)
@@ -542,4 +542,18 @@ func writePolicy(t *testing.T, path, text string) *policy.File {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// binding is what a hospital binds its update of a job's round to
+// (jobspec.Binding), with the digest of the model version the leader
+// committed.
+func (r *region) binding(jobID string, round, version uint32, hash string) [32]byte {
+	r.t.Helper()
+	var model [32]byte
+	r.leader().Store().FSM().Read(func(s *fsm.State) {
+		if j, ok := s.Jobs[jobID]; ok && round != jobspec.StatsRound && int(version) < len(j.Models) {
+			copy(model[:], j.Models[version].Digest)
+		}
+	})
+	return jobspec.Binding(jobID, round, version, hash, model)
 }

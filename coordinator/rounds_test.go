@@ -224,6 +224,7 @@ func TestRetriedRequestsApplyOnce(t *testing.T) {
 // whose node is stopped.
 type forger struct {
 	t     *testing.T
+	reg   *region
 	p     he.Params
 	party map[string]*he.Party
 	spec  *pb.JobSpec
@@ -233,7 +234,7 @@ type forger struct {
 
 func newForger(t *testing.T, reg *region, jobID string, spec *pb.JobSpec, hospitals ...string) *forger {
 	p := he.RegionParams()
-	f := &forger{t: t, p: p, party: map[string]*he.Party{}, spec: spec, jobID: jobID, hash: jobspec.FromProto(spec.Model).Hash()}
+	f := &forger{t: t, reg: reg, p: p, party: map[string]*he.Party{}, spec: spec, jobID: jobID, hash: jobspec.FromProto(spec.Model).Hash()}
 	for _, h := range hospitals {
 		b, err := os.ReadFile(filepath.Join(reg.dir, h, "node-state.json"))
 		if err != nil {
@@ -258,7 +259,7 @@ func (f *forger) update(hospital string, round, version uint32, count uint64) *h
 	for i := range v {
 		v[i] = 0.001
 	}
-	u, err := f.party[hospital].Encrypt(v, count, jobspec.EncodingClip(f.spec, round), jobspec.Binding(f.jobID, round, version, f.hash))
+	u, err := f.party[hospital].Encrypt(v, count, jobspec.EncodingClip(f.spec, round), f.reg.binding(f.jobID, round, version, f.hash))
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -357,7 +358,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	other, otherDigest := wire(t, f.update(h4name, 1, 0, 100))
 	garbage := make([]byte, want)
 	rand.Read(garbage)
-	agg := he.NewAggregator(f.p, jobspec.VectorLen(spec, 1), jobspec.EncodingClip(spec, 1), jobspec.Binding(id, 1, 0, f.hash))
+	agg := he.NewAggregator(f.p, jobspec.VectorLen(spec, 1), jobspec.EncodingClip(spec, 1), reg.binding(id, 1, 0, f.hash))
 	for _, h := range []string{h3name, h4name} {
 		if err := agg.Add(f.update(h, 1, 0, 50)); err != nil {
 			t.Fatal(err)
@@ -397,7 +398,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 			return r != nil && r.Number == round && r.State == fsm.RoundDecrypting
 		})
 		r := j.Current()
-		b := jobspec.Binding(id, round, version, f.hash)
+		b := reg.binding(id, round, version, f.hash)
 		for c, sg := range signers {
 			sig, err := identity.SignStatement(sg.cert.PrivateKey, identity.StatementApproval,
 				identity.ApprovalFields(rd[:], b[:], r.ContributionOf(sg.name).Digest, sg.name, r.Contributors)...)
@@ -487,7 +488,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 
 	// A decryption share made by party 1 and sent by hospital-4.
-	share := forgeShare(t, f.p, jobspec.VectorLen(spec, 1), jobspec.EncodingClip(spec, 1), jobspec.Binding(id, 1, 0, f.hash))
+	share := forgeShare(t, f.p, jobspec.VectorLen(spec, 1), jobspec.EncodingClip(spec, 1), reg.binding(id, 1, 0, f.hash))
 	unchanged("share in another's name", func() {
 		err := paced(reg.ctx(), h4, func(ctx context.Context, conn client.Conn) error {
 			_, err := conn.Hospital.SubmitDecryptionShare(ctx, &pb.SubmitDecryptionShareRequest{JobId: id, Round: 1, Attempt: 1, Share: share}, grpc.Trailer(conn.Trailer))

@@ -322,9 +322,16 @@ func FromProto(m *pb.ModelSpec) models.Spec {
 	return models.Spec{Kind: m.GetKind(), Inputs: int(m.GetInputs()), Hidden: hidden}
 }
 
-// Binding ties an encrypted update to one round of one job and the model
-// version it was trained from; the aggregator refuses anything else.
-func Binding(jobID string, round, modelVersion uint32, modelHash string) [32]byte {
+// Binding ties an encrypted update to one round of one job, the model
+// version it was trained from and the exact parameters of that model
+// (model, ModelDigest): a hospital derives its update's mask a from it,
+// so an update trained on a model that differs for one hospital (the
+// model-inconsistency attack) has another a and cannot be summed with the
+// others' into anything that decrypts. A zero model digest leaves the
+// digest out (the statistics round, which trains no model, and contribution
+// records written before model digests); the encoding stays injective, as
+// the digest is a fixed-length suffix.
+func Binding(jobID string, round, modelVersion uint32, modelHash string, model [32]byte) [32]byte {
 	h := sha256.New()
 	h.Write([]byte("regionfl/update-binding/v1\x00"))
 	for _, s := range []string{jobID, modelHash} {
@@ -333,6 +340,30 @@ func Binding(jobID string, round, modelVersion uint32, modelHash string) [32]byt
 	}
 	binary.Write(h, binary.BigEndian, round)
 	binary.Write(h, binary.BigEndian, modelVersion)
+	if model != ([32]byte{}) {
+		h.Write(model[:])
+	}
+	var out [32]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
+
+// ModelDigest is the SHA-256 of a model's exact parameters (IEEE 754
+// bits, big endian, after a domain tag and the count).
+func ModelDigest(params []float64) [32]byte {
+	h := sha256.New()
+	h.Write([]byte("regionfl/model-params/v1\x00"))
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(len(params)))
+	h.Write(b[:])
+	buf := make([]byte, 0, 8*min(len(params), 4096))
+	for i, v := range params {
+		buf = binary.BigEndian.AppendUint64(buf, math.Float64bits(v))
+		if len(buf) == cap(buf) || i == len(params)-1 {
+			h.Write(buf)
+			buf = buf[:0]
+		}
+	}
 	var out [32]byte
 	copy(out[:], h.Sum(nil))
 	return out

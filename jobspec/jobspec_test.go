@@ -3,6 +3,7 @@ package jobspec
 import (
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -78,16 +79,35 @@ func dedupe(y string) string {
 }
 
 func TestBindingSeparatesFields(t *testing.T) {
-	base := Binding("job", 1, 0, "hash")
+	base := Binding("job", 1, 0, "hash", [32]byte{})
 	for name, b := range map[string][32]byte{
-		"job":     Binding("jo", 1, 0, "bhash"),
-		"round":   Binding("job", 2, 0, "hash"),
-		"version": Binding("job", 1, 1, "hash"),
-		"model":   Binding("job", 1, 0, "hasi"),
+		"job":     Binding("jo", 1, 0, "bhash", [32]byte{}),
+		"round":   Binding("job", 2, 0, "hash", [32]byte{}),
+		"version": Binding("job", 1, 1, "hash", [32]byte{}),
+		"model":   Binding("job", 1, 0, "hasi", [32]byte{}),
+		"params":  Binding("job", 1, 0, "hash", ModelDigest([]float64{0})),
 	} {
 		if b == base {
 			t.Errorf("changing the %s does not change the binding", name)
 		}
+	}
+}
+
+// Two models that differ in one bit of one parameter have different
+// digests, and so do models that differ only in length.
+func TestModelDigest(t *testing.T) {
+	a := []float64{0.5, -1, 3}
+	b := []float64{0.5, -1, math.Nextafter(3, 4)}
+	if ModelDigest(a) == ModelDigest(b) || ModelDigest(a) == ModelDigest(a[:2]) || ModelDigest(nil) == ModelDigest([]float64{0}) {
+		t.Error("distinct parameters share a digest")
+	}
+	big := make([]float64, 10000)
+	big[9999] = 1
+	if ModelDigest(big) == ModelDigest(make([]float64, 10000)) {
+		t.Error("the last parameter of a large model is not covered")
+	}
+	if ModelDigest(a) != ModelDigest(slices.Clone(a)) {
+		t.Error("the digest is not a function of the values")
 	}
 }
 

@@ -34,8 +34,11 @@ type keptUpdate struct {
 	Round        uint32 `json:"round"`
 	ModelVersion uint32 `json:"model_version"`
 	ModelHash    string `json:"model_hash"`
-	Digest       []byte `json:"digest"`
-	Size         uint64 `json:"size"`
+	// ModelDigest is jobspec.ModelDigest of the model trained from (none
+	// for the statistics round): part of the update's binding.
+	ModelDigest []byte `json:"model_digest,omitempty"`
+	Digest      []byte `json:"digest"`
+	Size        uint64 `json:"size"`
 	// SiteMetrics go with the update when the job shares site figures.
 	SiteMetrics *pb.ClinicalMetrics `json:"site_metrics,omitempty"`
 }

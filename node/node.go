@@ -847,7 +847,12 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 	}
 	data := Scale(t.Spec, n.cfg.Data.Train, n.cfg.Data.Train)
 	cfg := jobspec.TrainConfig(t.Spec, n.cfg.ID, t.Round)
-	if err := n.recordTraining(t, model.Params, data, cfg); err != nil {
+	// The update's binding covers the exact parameters this node was
+	// served: a model that differs for one hospital gives its update
+	// another mask a, and a sum with it decrypts to nothing.
+	modelDigest := jobspec.ModelDigest(model.Params)
+	binding := taskBinding(t, modelDigest)
+	if err := n.recordTraining(t, binding, model.Params, data, cfg); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -878,7 +883,7 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 			return err
 		}
 	}
-	released, err := n.releaseMetrics(t, model.Params, n.metricRows(t.Spec))
+	released, err := n.releaseMetrics(t, binding, model.Params, n.metricRows(t.Spec))
 	if err != nil {
 		return err
 	}
@@ -886,23 +891,23 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 	if err != nil {
 		return err
 	}
-	ct, err := n.encrypt(t, append(update, sums...), uint64(rows))
+	ct, err := n.encrypt(t, binding, append(update, sums...), uint64(rows))
 	if err != nil {
 		return err
 	}
 	n.log.Info("update trained", "job_id", t.JobId, "round", t.Round, "rows", rows, "train_ms", trainDur.Milliseconds())
 	n.cfg.Metrics.RoundTrained(trainDur)
-	return n.submit(ctx, t, ct, site)
+	return n.submit(ctx, t, modelDigest, ct, site)
 }
 
 // submit keeps a round's encrypted update on disk, then sends it.
-func (n *Node) submit(ctx context.Context, t *pb.TrainTask, ct *he.Update, site *pb.ClinicalMetrics) error {
+func (n *Node) submit(ctx context.Context, t *pb.TrainTask, model [32]byte, ct *he.Update, site *pb.ClinicalMetrics) error {
 	raw, err := ct.MarshalBinary()
 	if err != nil {
 		return err
 	}
 	d := ct.Digest()
-	k := &keptUpdate{JobID: t.JobId, Round: t.Round, ModelVersion: t.ModelVersion, ModelHash: t.ModelHash, Digest: d[:], Size: uint64(len(raw)),
+	k := &keptUpdate{JobID: t.JobId, Round: t.Round, ModelVersion: t.ModelVersion, ModelHash: t.ModelHash, ModelDigest: digestOrNil(model), Digest: d[:], Size: uint64(len(raw)),
 		SiteMetrics: site}
 	n.mu.Lock()
 	err = saveKept(n.cfg.DataDir, k, raw)
@@ -940,7 +945,11 @@ func (n *Node) send(ctx context.Context, k *keptUpdate, raw []byte, again bool) 
 	n.mu.Lock()
 	rd := n.state.RegionDigest
 	n.mu.Unlock()
-	binding := jobspec.Binding(k.JobID, k.Round, k.ModelVersion, k.ModelHash)
+	model, ok := taskModelDigest(k.ModelDigest)
+	if !ok {
+		return fmt.Errorf("kept update of job %s round %d: model digest of %d bytes", k.JobID, k.Round, len(k.ModelDigest))
+	}
+	binding := jobspec.Binding(k.JobID, k.Round, k.ModelVersion, k.ModelHash, model)
 	sig, err := n.sign(identity.StatementContribution, identity.ContributionFields(rd, binding[:], k.Digest, n.cfg.ID, k.Size)...)
 	if err != nil {
 		return err
@@ -1070,12 +1079,11 @@ func (n *Node) metricSums(job *pb.JobSpec, spec models.Spec, params []float64, v
 // the node records a digest of every vector it encrypted, by binding, on
 // disk before the update exists, and refuses a second, different one,
 // whatever the coordinator asks.
-func (n *Node) encrypt(t *pb.TrainTask, v []float64, count uint64) (*he.Update, error) {
+func (n *Node) encrypt(t *pb.TrainTask, binding [32]byte, v []float64, count uint64) (*he.Update, error) {
 	party, err := n.readyParty(t.Epoch)
 	if err != nil {
 		return nil, err
 	}
-	binding := taskBinding(t)
 	if err := n.recordEncryption(binding, v, count); err != nil {
 		return nil, err
 	}
@@ -1109,14 +1117,14 @@ func (n *Node) metricRows(job *pb.JobSpec) dataset.Table {
 // update: once per model, ever, so that two aggregates with different
 // contributor sets cannot be differenced into one site's figures. The
 // first release is recorded on disk before the update exists.
-func (n *Node) releaseMetrics(t *pb.TrainTask, params []float64, test dataset.Table) (bool, error) {
+func (n *Node) releaseMetrics(t *pb.TrainTask, binding [32]byte, params []float64, test dataset.Table) (bool, error) {
 	h := newContentHash()
 	h.text(t.ModelHash)
 	h.floats(params)
 	h.floats([]float64{t.Spec.AlertThreshold})
 	d := test.Digest()
 	h.Write(d[:])
-	owned, err := n.claim(n.state.MetricsReleased, h.hex(), taskBinding(t))
+	owned, err := n.claim(n.state.MetricsReleased, h.hex(), binding)
 	if err == nil && !owned {
 		n.log.Info("metric sums of this model already released; this update carries none", "job_id", t.JobId, "round", t.Round)
 	}
@@ -1129,7 +1137,7 @@ func (n *Node) releaseMetrics(t *pb.TrainTask, params []float64, test dataset.Ta
 // on labels the coordinator picks, so a second job on the same model and
 // data gets no second update (overlapping sums of nearly the same updates
 // would let a leader solve for each one).
-func (n *Node) recordTraining(t *pb.TrainTask, params []float64, data dataset.Table, cfg models.TrainConfig) error {
+func (n *Node) recordTraining(t *pb.TrainTask, binding [32]byte, params []float64, data dataset.Table, cfg models.TrainConfig) error {
 	h := newContentHash()
 	h.text(t.ModelHash)
 	h.floats(params)
@@ -1140,7 +1148,7 @@ func (n *Node) recordTraining(t *pb.TrainTask, params []float64, data dataset.Ta
 		h.u64(v)
 	}
 	h.text(cfg.Optimizer)
-	owned, err := n.claim(n.state.Trained, h.hex(), taskBinding(t))
+	owned, err := n.claim(n.state.Trained, h.hex(), binding)
 	if err == nil && !owned {
 		return n.untrusted("a second update of the same training", "this site already trained this exact model on these rows with this configuration for another job or round; it sends one update per content")
 	}
@@ -1162,9 +1170,29 @@ func (n *Node) claim(record map[string]string, key string, binding [32]byte) (bo
 	return true, n.state.save(n.cfg.DataDir)
 }
 
-// taskBinding is the binding of the update a train task asks for.
-func taskBinding(t *pb.TrainTask) [32]byte {
-	return jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash)
+// taskBinding is the binding of the update a train task asks for, trained
+// from the model of digest model (zero for the statistics round).
+func taskBinding(t *pb.TrainTask, model [32]byte) [32]byte {
+	return jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash, model)
+}
+
+// digestOrNil is a model digest as the kept file stores it.
+func digestOrNil(d [32]byte) []byte {
+	if d == ([32]byte{}) {
+		return nil
+	}
+	return d[:]
+}
+
+// taskModelDigest reads the model digest a task carries: empty for the
+// statistics round, else 32 bytes.
+func taskModelDigest(b []byte) ([32]byte, bool) {
+	var d [32]byte
+	if len(b) != 0 && len(b) != len(d) {
+		return d, false
+	}
+	copy(d[:], b)
+	return d, true
 }
 
 // recordEncryption notes that v (with count) is encrypted under binding,
@@ -1190,7 +1218,7 @@ func (n *Node) recordEncryption(binding [32]byte, v []float64, count uint64) err
 // statsGivenElsewhere reports whether this site's statistics went to a
 // statistics round other than job jobID's.
 func (n *Node) statsGivenElsewhere(jobID, modelHash string) bool {
-	b := jobspec.Binding(jobID, jobspec.StatsRound, 0, modelHash)
+	b := jobspec.Binding(jobID, jobspec.StatsRound, 0, modelHash, [32]byte{})
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.state == nil {
@@ -1205,7 +1233,7 @@ func (n *Node) statsGivenElsewhere(jobID, modelHash string) bool {
 // jobs reuse the region's committed statistics (the coordinator fills
 // them in) or scale otherwise.
 func (n *Node) recordStats(t *pb.TrainTask) error {
-	owned, err := n.claim(n.state.StatsGiven, hex.EncodeToString(n.trainDigest[:]), taskBinding(t))
+	owned, err := n.claim(n.state.StatsGiven, hex.EncodeToString(n.trainDigest[:]), taskBinding(t, [32]byte{}))
 	if err == nil && !owned {
 		return n.untrusted("a second statistics round", "this site's statistics were already contributed to another job's region scaling; reuse its committed scaling (the coordinator does for jobs on the same dataset) or scale per site")
 	}
@@ -1227,12 +1255,12 @@ func (n *Node) sendStats(ctx context.Context, t *pb.TrainTask) error {
 	if err := n.recordStats(t); err != nil {
 		return err
 	}
-	ct, err := n.encrypt(t, v, uint64(train.Len()))
+	ct, err := n.encrypt(t, taskBinding(t, [32]byte{}), v, uint64(train.Len()))
 	if err != nil {
 		return err
 	}
 	n.log.Info("statistics encrypted", "job_id", t.JobId, "rows", train.Len(), "features", len(train.Features))
-	return n.submit(ctx, t, ct, nil)
+	return n.submit(ctx, t, [32]byte{}, ct, nil)
 }
 
 // decrypt gives this hospital's decryption share of a round's aggregate,
@@ -1244,7 +1272,11 @@ func (n *Node) sendStats(ctx context.Context, t *pb.TrainTask) error {
 // contributors and decryptors. A coordinator naming contributors whose
 // updates the aggregate does not hold gets noise (he.Party.DecryptionShare).
 func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
-	binding := jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash)
+	model, ok := taskModelDigest(t.ModelDigest)
+	if !ok {
+		return n.untrusted("a decryption manifest", fmt.Sprintf("a model digest of %d bytes", len(t.ModelDigest)))
+	}
+	binding := jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash, model)
 	key := hex.EncodeToString(binding[:])
 	contributors := slices.Sorted(slices.Values(t.Contributors))
 	n.mu.Lock()
@@ -1403,7 +1435,11 @@ func (n *Node) checkApprovals(r *pb.Region, binding [32]byte, contributors []str
 // accepts, at least K distinct hospitals of the pinned region, this node
 // among them with the update it made under this binding.
 func (n *Node) approve(ctx context.Context, t *pb.ApprovalTask) error {
-	binding := jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash)
+	model, ok := taskModelDigest(t.ModelDigest)
+	if !ok {
+		return n.untrusted("a contributor set", fmt.Sprintf("a model digest of %d bytes", len(t.ModelDigest)))
+	}
+	binding := jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash, model)
 	key := hex.EncodeToString(binding[:])
 	contributors := slices.Sorted(slices.Values(t.Contributors))
 	n.mu.Lock()

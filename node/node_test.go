@@ -241,7 +241,7 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 		Purpose: "test", MinHospitals: 2, ClipNorm: 10, Scaling: jobspec.ScalingSite}
 	jobspec.Defaults(spec)
 	hash := jobspec.FromProto(spec.Model).Hash()
-	bind := jobspec.Binding("job-1", 1, 0, hash)
+	bind := jobspec.Binding("job-1", 1, 0, hash, [32]byte{})
 	// An aggregate of h1's and h2's updates, and their digests.
 	made := 0
 	updates := map[string][]byte{}
@@ -280,7 +280,7 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	// relays them.
 	rd := regionDigest(fake.region)
 	approvals := func(round uint32, contributors []string) []*pb.Approval {
-		b := jobspec.Binding("job-1", round, 0, hash)
+		b := jobspec.Binding("job-1", round, 0, hash, [32]byte{})
 		var out []*pb.Approval
 		for _, c := range contributors {
 			sig, err := identity.SignStatement(certs[c].PrivateKey, identity.StatementApproval,
@@ -309,6 +309,19 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	n := start()
 	accept(t, n, signedOffer(t, researcher, "job-1", "req-1", spec))
 	fake.serve(aggA)
+	// The model-inconsistency attack: the leader served h2 other
+	// parameters, so h2's update and approval are bound to another model
+	// digest. Asked to serve the set anyway, h1 refuses: the approvals do
+	// not agree on one binding.
+	mixed := task(digestA, "h1", "h2")
+	other := jobspec.Binding("job-1", 1, 0, hash, jobspec.ModelDigest([]float64{1}))
+	if mixed.Approvals[1].Signature, err = identity.SignStatement(certs["h2"].PrivateKey, identity.StatementApproval,
+		identity.ApprovalFields(rd, other[:], updates["h2"], "h2", []string{"h1", "h2"})...); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.decrypt(ctx, mixed); !errors.Is(err, ErrUntrusted) || len(fake.given()) != 0 {
+		t.Fatalf("a contributor set trained from two models: %v, %d shares sent", err, len(fake.given()))
+	}
 	if err := n.decrypt(ctx, task(digestA, "h1", "h2")); err != nil {
 		t.Fatalf("first share: %v", err)
 	}
@@ -389,7 +402,7 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	if spent != 1 {
 		t.Errorf("%d ciphertexts counted for one share of a one-ciphertext aggregate", spent)
 	}
-	bind2 := jobspec.Binding("job-1", 2, 0, hash)
+	bind2 := jobspec.Binding("job-1", 2, 0, hash, [32]byte{})
 	agg2 := he.NewAggregator(p, jobspec.VectorLen(spec, 2), jobspec.EncodingClip(spec, 2), bind2)
 	for _, pa := range parties[:2] {
 		u, err := pa.Encrypt(make([]float64, jobspec.VectorLen(spec, 2)), 10, jobspec.EncodingClip(spec, 2), bind2)
@@ -693,21 +706,21 @@ func TestOneVectorPerBinding(t *testing.T) {
 	spec := &pb.JobSpec{Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: 3}), ClipNorm: 10}
 	task := &pb.TrainTask{JobId: "job-1", Round: 1, Spec: spec, ModelHash: jobspec.FromProto(spec.Model).Hash()}
 	v := []float64{0.1, 0.2, 0.3, 0.4}
-	if _, err := n.encrypt(task, v, 7); err != nil {
+	if _, err := n.encrypt(task, taskBinding(task, [32]byte{}), v, 7); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.encrypt(task, v, 7); err != nil {
+	if _, err := n.encrypt(task, taskBinding(task, [32]byte{}), v, 7); err != nil {
 		t.Fatalf("the same vector again: %v", err)
 	}
-	if _, err := n.encrypt(task, []float64{0.1, 0.2, 0.3, 0.5}, 7); !errors.Is(err, ErrUntrusted) {
+	if _, err := n.encrypt(task, taskBinding(task, [32]byte{}), []float64{0.1, 0.2, 0.3, 0.5}, 7); !errors.Is(err, ErrUntrusted) {
 		t.Fatalf("another vector under the same binding: %v", err)
 	}
-	if _, err := n.encrypt(task, v, 8); !errors.Is(err, ErrUntrusted) {
+	if _, err := n.encrypt(task, taskBinding(task, [32]byte{}), v, 8); !errors.Is(err, ErrUntrusted) {
 		t.Fatalf("another count under the same binding: %v", err)
 	}
 	next := proto.Clone(task).(*pb.TrainTask)
 	next.Round = 2
-	if _, err := n.encrypt(next, []float64{0.1, 0.2, 0.3, 0.5}, 7); err != nil {
+	if _, err := n.encrypt(next, taskBinding(next, [32]byte{}), []float64{0.1, 0.2, 0.3, 0.5}, 7); err != nil {
 		t.Fatalf("the next round: %v", err)
 	}
 	st2, err := loadState(dir)
@@ -715,7 +728,7 @@ func TestOneVectorPerBinding(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.state = st2
-	if _, err := n.encrypt(task, []float64{0, 0, 0, 1}, 7); !errors.Is(err, ErrUntrusted) {
+	if _, err := n.encrypt(task, taskBinding(task, [32]byte{}), []float64{0, 0, 0, 1}, 7); !errors.Is(err, ErrUntrusted) {
 		t.Fatalf("another vector after a restart: %v", err)
 	}
 }
@@ -751,7 +764,7 @@ func TestOneUpdatePerContent(t *testing.T) {
 		return &pb.TrainTask{JobId: job, Round: round, Spec: spec, ModelHash: "sha256:m"}
 	}
 	train := func(tk *pb.TrainTask, p []float64) error {
-		return n.recordTraining(tk, p, sites[0].Train, jobspec.TrainConfig(tk.Spec, "h1", tk.Round))
+		return n.recordTraining(tk, taskBinding(tk, jobspec.ModelDigest(p)), p, sites[0].Train, jobspec.TrainConfig(tk.Spec, "h1", tk.Round))
 	}
 	if err := train(task("job-1", 1), params); err != nil {
 		t.Fatal(err)
@@ -790,7 +803,8 @@ func TestMetricSumsOncePerModel(t *testing.T) {
 	params := make([]float64, m.NumParams())
 	release := func(job string, p []float64) bool {
 		t.Helper()
-		ok, err := n.releaseMetrics(&pb.TrainTask{JobId: job, Round: 1, Spec: spec, ModelHash: m.Hash()}, p, n.metricRows(spec))
+		tk := &pb.TrainTask{JobId: job, Round: 1, Spec: spec, ModelHash: m.Hash()}
+		ok, err := n.releaseMetrics(tk, taskBinding(tk, jobspec.ModelDigest(p)), p, n.metricRows(spec))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -114,6 +114,9 @@ func (s *State) auditRecord(m proto.Message, meta Meta) (rec audit.Record, ok bo
 				rec.ModelHash = j.ModelHash
 				if r := j.Current(); r != nil && r.Number == c.Round {
 					rec.Details["model_version"] = strconv.Itoa(int(r.ModelVersion))
+					if d := j.ModelDigest(r); d != ([32]byte{}) {
+						rec.Details["model_digest"] = hex.EncodeToString(d[:])
+					}
 				}
 			}
 		}

@@ -2,7 +2,8 @@
 // type byte, then a protobuf message), a deterministic Apply and versioned
 // snapshots.
 //
-// Apply never reads a clock, draws randomness, runs cryptography or decodes
+// Apply never reads a clock, draws randomness, runs cryptography (beyond
+// the SHA-256 digest of a model it stores, jobspec.ModelDigest) or decodes
 // hospital-supplied bytes: the leader validates everything before it
 // proposes a command, and each command carries its own timestamp. Apply still
 // re-checks every invariant it depends on (one update per hospital per round,
@@ -445,7 +446,7 @@ func (s *State) submitJob(c *pb.SubmitJobCommand) error {
 		Certificate: c.Certificate,
 		State:       JobPending,
 		Refused:     map[string]string{},
-		Models:      []*Model{{Version: 0, Params: c.InitialParams, CommittedMs: c.UnixMs}},
+		Models:      []*Model{newModel(0, c.InitialParams, c.UnixMs)},
 	}
 	s.Jobs[j.ID] = j
 	s.JobOrder = append(s.JobOrder, j.ID)
@@ -684,14 +685,9 @@ func (s *State) commitModel(c *pb.CommitModelCommand) error {
 	if len(c.Params) != len(j.Latest().Params) {
 		return rejectf("model with %d parameters, job has %d", len(c.Params), len(j.Latest().Params))
 	}
-	j.Models = append(j.Models, &Model{
-		Version:      c.Version,
-		Params:       c.Params,
-		Round:        r.Number,
-		TotalSamples: c.TotalSamples,
-		UpdateNorm:   c.UpdateNorm,
-		CommittedMs:  c.UnixMs,
-	})
+	m := newModel(c.Version, c.Params, c.UnixMs)
+	m.Round, m.TotalSamples, m.UpdateNorm = r.Number, c.TotalSamples, c.UpdateNorm
+	j.Models = append(j.Models, m)
 	j.OptimizerState = c.OptimizerState
 	r.RegionMetrics = c.RegionMetrics
 	r.State = RoundCommitted
@@ -822,6 +818,15 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	if s.Version != SnapshotVersion {
 		return fmt.Errorf("fsm: restore: snapshot format %d, this build reads %d", s.Version, SnapshotVersion)
+	}
+	// Models committed before their digests were kept get them now.
+	for _, j := range s.Jobs {
+		for _, m := range j.Models {
+			if m.Digest == nil {
+				d := jobspec.ModelDigest(m.Params)
+				m.Digest = d[:]
+			}
+		}
 	}
 	f.mu.Lock()
 	f.state = s

@@ -324,12 +324,15 @@ func (j *Job) Finished() bool {
 
 // Model is one committed version of a job's global model.
 type Model struct {
-	Version      uint32    `json:"version"`
-	Params       []float64 `json:"params"`
-	Round        uint32    `json:"round"`
-	TotalSamples uint64    `json:"total_samples"`
-	UpdateNorm   float64   `json:"update_norm"`
-	CommittedMs  int64     `json:"committed_ms"`
+	Version uint32    `json:"version"`
+	Params  []float64 `json:"params"`
+	// Digest is jobspec.ModelDigest(Params): what a round trained from
+	// this model binds its updates to.
+	Digest       []byte  `json:"digest"`
+	Round        uint32  `json:"round"`
+	TotalSamples uint64  `json:"total_samples"`
+	UpdateNorm   float64 `json:"update_norm"`
+	CommittedMs  int64   `json:"committed_ms"`
 }
 
 // Contribution records one accepted encrypted update (never its content).
@@ -424,4 +427,24 @@ func newState() *State {
 		Requests: map[string]string{},
 		Audit:    &audit.Log{},
 	}
+}
+
+func newModel(version uint32, params []float64, unixMs int64) *Model {
+	d := jobspec.ModelDigest(params)
+	return &Model{Version: version, Params: params, Digest: d[:], CommittedMs: unixMs}
+}
+
+// ModelDigest is the digest of the model round r trains from, or zero
+// for the statistics round, which trains none.
+func (j *Job) ModelDigest(r *Round) [32]byte {
+	var d [32]byte
+	if r.Number != jobspec.StatsRound && int(r.ModelVersion) < len(j.Models) {
+		copy(d[:], j.Models[r.ModelVersion].Digest)
+	}
+	return d
+}
+
+// Binding is what round r's updates are bound to (jobspec.Binding).
+func (j *Job) Binding(r *Round) [32]byte {
+	return jobspec.Binding(j.ID, r.Number, r.ModelVersion, j.ModelHash, j.ModelDigest(r))
 }

@@ -657,7 +657,7 @@ func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw, certificate []
 	if string(digest[:]) != string(h.Digest) {
 		return fmt.Errorf("%w: digest does not match the header", ErrBadUpdate)
 	}
-	binding := jobspec.Binding(j.ID, r.Number, r.ModelVersion, j.ModelHash)
+	binding := j.Binding(r)
 	if u.Binding() != binding {
 		return fmt.Errorf("%w: bound to another job, round or model", ErrBadUpdate)
 	}

@@ -120,7 +120,7 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 			if _, approved := cur.Approvals[h]; !approved && slices.Contains(cur.Contributors, h) {
 				resp.Approve = append(resp.Approve, &pb.ApprovalTask{
 					JobId: j.ID, Round: cur.Number, ModelVersion: cur.ModelVersion, ModelHash: j.ModelHash,
-					Contributors: cur.Contributors, Spec: j.Spec,
+					Contributors: cur.Contributors, Spec: j.Spec, ModelDigest: digestBytes(j.ModelDigest(cur)),
 				})
 			}
 			// Decryptors are asked once every contributor approved the set.
@@ -134,7 +134,7 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 					JobId: j.ID, Round: cur.Number, AggregateDigest: cur.AggDigest, Active: cur.Active,
 					Attempt: cur.Attempt, Contributors: cur.Contributors, ModelHash: j.ModelHash,
 					AggregateSize: uint64(len(cur.Aggregate)), Spec: j.Spec, ModelVersion: cur.ModelVersion,
-					Approvals: approvals, Job: jobOffer(j), Epoch: cur.Epoch,
+					Approvals: approvals, Job: jobOffer(j), Epoch: cur.Epoch, ModelDigest: digestBytes(j.ModelDigest(cur)),
 				})
 			}
 		}
@@ -160,6 +160,15 @@ func retiredBelow(st *fsm.State, keyEpoch uint32) uint32 {
 		}
 	}
 	return oldest
+}
+
+// digestBytes is a model digest as a task carries it: empty when zero
+// (the statistics round).
+func digestBytes(d [32]byte) []byte {
+	if d == ([32]byte{}) {
+		return nil
+	}
+	return d[:]
 }
 
 // jobOffer is a job as its researcher signed it, for a node to vet.
@@ -399,7 +408,15 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 	if err != nil {
 		return err
 	}
-	rd, binding := region.Digest(), jobspec.Binding(hdr.JobId, hdr.Round, hdr.ModelVersion, hdr.ModelHash)
+	var model [32]byte // the digest of the model the round trains from
+	s.read(func(st *fsm.State) {
+		if j, ok := st.Jobs[hdr.JobId]; ok {
+			if cur := j.Current(); cur != nil && cur.Number == hdr.Round {
+				model = j.ModelDigest(cur)
+			}
+		}
+	})
+	rd, binding := region.Digest(), jobspec.Binding(hdr.JobId, hdr.Round, hdr.ModelVersion, hdr.ModelHash, model)
 	if err := identity.CheckSignature(cert.Raw, hdr.Signature, identity.StatementContribution,
 		identity.ContributionFields(rd[:], binding[:], hdr.Digest, h, hdr.Size)...); err != nil {
 		return status.Errorf(codes.InvalidArgument, "signature: %v", err)
@@ -537,6 +554,7 @@ func (s hospitalService) ApproveContributors(ctx context.Context, req *pb.Approv
 		hash              string
 		rerr              error
 		updateDigest, had []byte
+		model             [32]byte
 	)
 	s.read(func(st *fsm.State) {
 		j, ok := st.Jobs[req.JobId]
@@ -550,6 +568,7 @@ func (s hospitalService) ApproveContributors(ctx context.Context, req *pb.Approv
 			return
 		}
 		contributors, version, hash, had = slices.Clone(cur.Contributors), cur.ModelVersion, j.ModelHash, cur.Approvals[h].Signature
+		model = j.ModelDigest(cur)
 		if u := cur.ContributionOf(h); u != nil && slices.Contains(cur.Contributors, h) {
 			updateDigest = u.Digest
 		}
@@ -563,7 +582,7 @@ func (s hospitalService) ApproveContributors(ctx context.Context, req *pb.Approv
 	if had != nil && string(had) == string(req.Signature) {
 		return &pb.ApproveContributorsResponse{}, nil // a retry after a lost answer
 	}
-	rd, binding := region.Digest(), jobspec.Binding(req.JobId, req.Round, version, hash)
+	rd, binding := region.Digest(), jobspec.Binding(req.JobId, req.Round, version, hash, model)
 	if err := identity.CheckSignature(cert.Raw, req.Signature, identity.StatementApproval,
 		identity.ApprovalFields(rd[:], binding[:], updateDigest, h, contributors)...); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)

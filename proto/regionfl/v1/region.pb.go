@@ -894,8 +894,11 @@ type ApprovalTask struct {
 	ModelVersion uint32                 `protobuf:"varint,3,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
 	ModelHash    string                 `protobuf:"bytes,4,opt,name=model_hash,json=modelHash,proto3" json:"model_hash,omitempty"`
 	// Sorted hospital names.
-	Contributors  []string `protobuf:"bytes,5,rep,name=contributors,proto3" json:"contributors,omitempty"`
-	Spec          *JobSpec `protobuf:"bytes,6,opt,name=spec,proto3" json:"spec,omitempty"`
+	Contributors []string `protobuf:"bytes,5,rep,name=contributors,proto3" json:"contributors,omitempty"`
+	Spec         *JobSpec `protobuf:"bytes,6,opt,name=spec,proto3" json:"spec,omitempty"`
+	// jobspec.ModelDigest of the model the round trained from (empty for
+	// the statistics round): part of the binding the approval signs.
+	ModelDigest   []byte `protobuf:"bytes,7,opt,name=model_digest,json=modelDigest,proto3" json:"model_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -968,6 +971,13 @@ func (x *ApprovalTask) GetContributors() []string {
 func (x *ApprovalTask) GetSpec() *JobSpec {
 	if x != nil {
 		return x.Spec
+	}
+	return nil
+}
+
+func (x *ApprovalTask) GetModelDigest() []byte {
+	if x != nil {
+		return x.ModelDigest
 	}
 	return nil
 }
@@ -1453,7 +1463,11 @@ type DecryptTask struct {
 	// offered the job (offline while it was decided) vets it from here.
 	Job *JobOffer `protobuf:"bytes,12,opt,name=job,proto3" json:"job,omitempty"`
 	// The key epoch the aggregate was encrypted in.
-	Epoch         uint32 `protobuf:"varint,13,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch uint32 `protobuf:"varint,13,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// jobspec.ModelDigest of the model the round trained from (empty for
+	// the statistics round): every contributor's approval must be over the
+	// binding it gives, so all trained from the same parameters.
+	ModelDigest   []byte `protobuf:"bytes,14,opt,name=model_digest,json=modelDigest,proto3" json:"model_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1577,6 +1591,13 @@ func (x *DecryptTask) GetEpoch() uint32 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *DecryptTask) GetModelDigest() []byte {
+	if x != nil {
+		return x.ModelDigest
+	}
+	return nil
 }
 
 type EnrollRequest struct {
@@ -4896,7 +4917,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x04kept\x18\x06 \x03(\v2\x17.regionfl.v1.KeptUpdateR\x04kept\x123\n" +
 	"\aapprove\x18\a \x03(\v2\x19.regionfl.v1.ApprovalTaskR\aapprove\x12 \n" +
 	"\vrevocations\x18\b \x01(\rR\vrevocations\x12#\n" +
-	"\rretired_below\x18\t \x01(\rR\fretiredBelow\"\xcd\x01\n" +
+	"\rretired_below\x18\t \x01(\rR\fretiredBelow\"\xf0\x01\n" +
 	"\fApprovalTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12#\n" +
@@ -4904,7 +4925,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\n" +
 	"model_hash\x18\x04 \x01(\tR\tmodelHash\x12\"\n" +
 	"\fcontributors\x18\x05 \x03(\tR\fcontributors\x12(\n" +
-	"\x04spec\x18\x06 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\"g\n" +
+	"\x04spec\x18\x06 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12!\n" +
+	"\fmodel_digest\x18\a \x01(\fR\vmodelDigest\"g\n" +
 	"\x1aApproveContributorsRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x1c\n" +
@@ -4938,7 +4960,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x16\n" +
 	"\x06digest\x18\x03 \x01(\fR\x06digest\x12\x16\n" +
-	"\x06resend\x18\x04 \x01(\bR\x06resend\"\xc4\x03\n" +
+	"\x06resend\x18\x04 \x01(\bR\x06resend\"\xe7\x03\n" +
 	"\vDecryptTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12)\n" +
@@ -4954,7 +4976,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	" \x01(\rR\fmodelVersion\x123\n" +
 	"\tapprovals\x18\v \x03(\v2\x15.regionfl.v1.ApprovalR\tapprovals\x12'\n" +
 	"\x03job\x18\f \x01(\v2\x15.regionfl.v1.JobOfferR\x03job\x12\x14\n" +
-	"\x05epoch\x18\r \x01(\rR\x05epoch\"U\n" +
+	"\x05epoch\x18\r \x01(\rR\x05epoch\x12!\n" +
+	"\fmodel_digest\x18\x0e \x01(\fR\vmodelDigest\"U\n" +
 	"\rEnrollRequest\x12&\n" +
 	"\x0fhpke_public_key\x18\x01 \x01(\fR\rhpkePublicKey\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\"\x10\n" +
