@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -467,6 +469,56 @@ func TestHealthService(t *testing.T) {
 	}
 	if _, err := check(&tls.Config{RootCAs: reg.ca.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS13}); err == nil {
 		t.Error("a connection without a client certificate got an answer")
+	}
+}
+
+// gRPC reflection is off unless a replica runs with --reflection; then
+// any certificate of the region lists the services (as grpcurl does), and
+// a connection without one gets nothing.
+func TestReflectionBehindAFlag(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		reg := newRegion(t, regionOpts{replicas: 1, hospitals: 2, threshold: 2, reflection: on})
+		list := func(cfg *tls.Config) ([]string, error) {
+			conn, err := grpc.NewClient(reg.replicas[0].GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+			if err != nil {
+				return nil, err
+			}
+			defer conn.Close()
+			stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(reg.ctx())
+			if err != nil {
+				return nil, err
+			}
+			// A stream the server refused ends Send with io.EOF; Recv
+			// then has the status.
+			if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil && err != io.EOF {
+				return nil, err
+			}
+			resp, err := stream.Recv()
+			if err != nil {
+				return nil, err
+			}
+			var names []string
+			for _, s := range resp.GetListServicesResponse().GetService() {
+				names = append(names, s.Name)
+			}
+			return names, nil
+		}
+		cert, err := reg.ca.Issue(identity.Identity{Name: "probe", Role: identity.RoleResearcher}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names, err := list(identity.ClientConfig(cert, reg.ca.Pool()))
+		switch {
+		case !on && status.Code(err) != codes.Unimplemented:
+			t.Errorf("reflection off: %v %v, want Unimplemented", names, err)
+		case on && (err != nil || !slices.Contains(names, pb.ResearcherService_ServiceDesc.ServiceName)):
+			t.Errorf("reflection on: services %v, %v", names, err)
+		}
+		if on {
+			if _, err := list(&tls.Config{RootCAs: reg.ca.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS13}); err == nil {
+				t.Error("a connection without a client certificate got the schema")
+			}
+		}
 	}
 }
 

@@ -44,6 +44,7 @@ type regionOpts struct {
 	uploadTimeout time.Duration
 	metrics       bool // serve /metrics on a loopback port
 	rekeyAt       int  // coordinator.Config.RekeyAt
+	reflection    bool // coordinator.Config.Reflection
 	// sitePolicy is every node's policy (YAML) unless a test sets
 	// region.policies; "" is testSitePolicy. noPolicy runs the nodes
 	// without a policy file, under the defaults.
@@ -116,7 +117,7 @@ func newRegion(t *testing.T, o regionOpts) *region {
 		}
 		cfg := coordinator.Config{ID: id, DataDir: filepath.Join(r.dir, id), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
 			Bootstrap: i == 1, Cert: cert, CA: ca.Pool(), Fast: true, TrailingLogs: o.trailingLogs, SegmentSize: o.segmentSize,
-			Logger: slog.New(r.logs), ServerOptions: o.serverOptions, UploadTimeout: o.uploadTimeout, RekeyAt: o.rekeyAt}
+			Logger: slog.New(r.logs), ServerOptions: o.serverOptions, UploadTimeout: o.uploadTimeout, RekeyAt: o.rekeyAt, Reflection: o.reflection}
 		if o.metrics {
 			cfg.MetricsAddr = "127.0.0.1:0"
 		}

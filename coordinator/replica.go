@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/reflection"
 
 	"regionfl/client"
 	"regionfl/coordinator/metrics"
@@ -58,6 +59,9 @@ type Config struct {
 	// UploadTimeout is the base of the deadline an update upload gets, on
 	// top of its size at 64 KiB/s (0: 30 s).
 	UploadTimeout time.Duration
+	// Reflection serves gRPC reflection (the API schema, for grpcurl and
+	// similar tools) to any certificate of the region. Off by default.
+	Reflection bool
 	// RekeyAt is how many ciphertexts the region's key may decrypt before
 	// the leader starts a new key epoch (0: half the parameter set's
 	// budget, he.Params.MaxDecryptions).
@@ -159,6 +163,9 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	opts = append(opts, cfg.ServerOptions...)
 	g := grpc.NewServer(opts...)
 	hs := srv.Register(g)
+	if cfg.Reflection {
+		reflection.Register(g)
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	r := &Replica{cfg: cfg, store: st, grpc: g, health: hs, lis: lis, cancel: cancel, metrics: m, web: ws, webAddr: webAddr, metEP: mep}

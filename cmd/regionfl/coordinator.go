@@ -61,6 +61,7 @@ func newCoordinatorCmd() *cobra.Command {
 	f.StringVar(&cfg.WebAddr, "web-addr", "", "host:port for the read-only web view over HTTPS (region certificate or a `regionfl ui login` link); empty: off")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "host:port for Prometheus /metrics (plain HTTP, no auth: keep it on loopback, e.g. 127.0.0.1:9464); empty: off")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&cfg.Reflection, "reflection", false, "serve gRPC reflection (the API schema, for grpcurl) to any certificate of the region")
 	tf.register(f)
 	cmd.AddCommand(run, newCoordinatorHealthCmd(), newIdentityInitCmd("replica"), newIdentityRenewCmd("replica"))
 	return cmd

@@ -27,6 +27,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -115,9 +117,15 @@ var allowed = map[string][]identity.Role{
 	pb.ResearcherService_ServiceDesc.ServiceName: {identity.RoleResearcher},
 	pb.OperatorService_ServiceDesc.ServiceName:   {identity.RoleOperator},
 	pb.AuditorService_ServiceDesc.ServiceName:    {identity.RoleAuditor},
-	healthpb.Health_ServiceDesc.ServiceName: {identity.RoleHospital, identity.RoleResearcher, identity.RoleOperator,
-		identity.RoleAuditor, identity.RoleCoordinator},
+	healthpb.Health_ServiceDesc.ServiceName:      everyRole,
+	// gRPC reflection, registered only when a replica runs with
+	// --reflection (for grpcurl and similar tools): the schema only.
+	reflectionpb.ServerReflection_ServiceDesc.ServiceName:      everyRole,
+	reflectionv1alpha.ServerReflection_ServiceDesc.ServiceName: everyRole,
 }
+
+var everyRole = []identity.Role{identity.RoleHospital, identity.RoleResearcher, identity.RoleOperator,
+	identity.RoleAuditor, identity.RoleCoordinator}
 
 // joinMethod may also be called by replicas joining the cluster.
 var joinMethod = pb.OperatorService_JoinReplica_FullMethodName
