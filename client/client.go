@@ -35,6 +35,17 @@ import (
 // coordinator addresses, and the client did not follow it.
 var ErrUnlistedLeader = errors.New("client: leader hint names an address that is not a configured coordinator")
 
+// ErrUnreachable means no configured coordinator answered within
+// ReachTimeout: every address refused the connection, timed out or failed
+// the TLS handshake (a wrong CA, say).
+var ErrUnreachable = errors.New("cannot reach any coordinator")
+
+// ReachTimeout is how long a call tries the configured addresses, none of
+// which answers, before it gives up with ErrUnreachable. A replica that
+// answers at all (even "not the leader") keeps the call going until its
+// context ends.
+const ReachTimeout = 5 * time.Second
+
 // LeaderKey is the trailer that names the leader's gRPC address.
 const LeaderKey = "regionfl-leader"
 
@@ -109,8 +120,17 @@ type Conn struct {
 
 // Do runs fn against the leader, following "not leader" answers and trying
 // the other replicas when one is unreachable, until ctx ends.
+//
+// When no address answers at all for ReachTimeout (each one tried), Do
+// returns ErrUnreachable naming the addresses and the last error, rather
+// than wait out ctx.
 func (c *Client) Do(ctx context.Context, fn func(ctx context.Context, conn Conn) error) error {
 	backoff := 50 * time.Millisecond
+	var (
+		answered   bool                // some replica answered during this call
+		firstMiss  time.Time           // when the first address failed
+		unanswered = map[string]bool{} // addresses that failed during this call
+	)
 	for attempt := 0; ; attempt++ {
 		c.mu.Lock()
 		addr := c.leader
@@ -148,8 +168,18 @@ func (c *Client) Do(ctx context.Context, fn func(ctx context.Context, conn Conn)
 		case codes.Unavailable:
 			c.markFailed(addr)
 			c.next(addr)
+			if firstMiss.IsZero() {
+				firstMiss = time.Now()
+			}
+			unanswered[addr] = true
+			if !answered && len(unanswered) == len(c.addrs) && time.Since(firstMiss) >= ReachTimeout {
+				return fmt.Errorf("%w (tried %s): %s", ErrUnreachable, strings.Join(c.addrs, ", "), st.Message())
+			}
 		default:
 			return err
+		}
+		if st.Code() != codes.Unavailable {
+			answered = true
 		}
 		select {
 		case <-ctx.Done():

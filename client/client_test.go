@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -103,4 +104,73 @@ func TestAdversaryRedirectToUnlistedAddress(t *testing.T) {
 		t.Fatalf("the client followed the hint to an unlisted address (%d calls)", rogue.calls.Load())
 	}
 	t.Logf("attack: redirect to an unlisted address | refused by: client | reason: %v", err)
+}
+
+// A client whose coordinators do not answer (nothing listens, or the
+// replica's certificate is from another CA) gives up after ReachTimeout
+// with ErrUnreachable, naming every address it tried, instead of waiting
+// out its context. A replica that answers keeps the call going.
+func TestUnreachableCoordinators(t *testing.T) {
+	ca, err := identity.NewCA("region", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := identity.NewCA("elsewhere", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Issue(identity.Identity{Name: "h1", Role: identity.RoleHospital}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing listens here: the listener is closed at once.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := lis.Addr().String()
+	lis.Close()
+	foreign := serve(t, other, &replica{leader: true})
+	for name, addrs := range map[string][]string{
+		"nothing listens":             {closed},
+		"a replica of another CA too": {closed, foreign},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := New(addrs, identity.ClientConfig(cert, ca.Pool()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			start := time.Now()
+			err = c.Do(ctx, func(ctx context.Context, conn Conn) error {
+				_, err := conn.Hospital.GetRegion(ctx, &pb.GetRegionRequest{}, grpc.Trailer(conn.Trailer))
+				return err
+			})
+			if !errors.Is(err, ErrUnreachable) || ctx.Err() != nil {
+				t.Fatalf("after %s: %v", time.Since(start).Round(time.Millisecond), err)
+			}
+			for _, a := range addrs {
+				if !strings.Contains(err.Error(), a) {
+					t.Errorf("%q does not name %s", err, a)
+				}
+			}
+			t.Logf("%s: %v", time.Since(start).Round(100*time.Millisecond), err)
+		})
+	}
+	// A leader that answers is reached, whatever the dead address first.
+	c, err := New([]string{closed, serve(t, ca, &replica{leader: true})}, identity.ClientConfig(cert, ca.Pool()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.Do(ctx, func(ctx context.Context, conn Conn) error {
+		_, err := conn.Hospital.GetRegion(ctx, &pb.GetRegionRequest{}, grpc.Trailer(conn.Trailer))
+		return err
+	}); err != nil {
+		t.Fatalf("a live leader behind a dead address: %v", err)
+	}
 }
