@@ -4,6 +4,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/reflection"
 
+	"regionfl/audit"
 	"regionfl/client"
 	"regionfl/coordinator/metrics"
 	"regionfl/coordinator/round"
@@ -123,7 +125,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		secret, err := web.LoadOrCreateSecret(filepath.Join(cfg.DataDir, web.SecretFileName))
 		if err == nil {
 			ws, err = web.New(web.Config{State: st.FSM().Read, IsLeader: st.IsLeader, ReplicaID: cfg.ID, Secret: secret, UsedLinksFile: filepath.Join(cfg.DataDir, "ui-used-links.json"),
-				Metrics: m.Handler(), Audit: web.AuditFromState(st.FSM().Read, cfg.CA), Logger: log})
+				Metrics: m.Handler(), Audit: web.AuditFromState(st.FSM().Read, cfg.CA), Logger: log, SignHead: headSigner(cfg.Cert)})
 		}
 		if err == nil {
 			webAddr, err = ws.Start(cfg.WebAddr, web.TLSConfig(cfg.Cert, cfg.CA))
@@ -260,4 +262,16 @@ func (r *Replica) Stop() error {
 	err := r.store.Close()
 	r.wg.Wait()
 	return err
+}
+
+// headSigner signs audit tree heads with the replica's certificate key,
+// for the web view's exports; nil if the key cannot sign.
+func headSigner(cert tls.Certificate) func(*audit.Log, uint64) (audit.TreeHead, error) {
+	signer, ok := cert.PrivateKey.(crypto.Signer)
+	if !ok || len(cert.Certificate) == 0 {
+		return nil
+	}
+	return func(l *audit.Log, size uint64) (audit.TreeHead, error) {
+		return l.SignHead(signer, cert.Certificate[0], size, time.Now().UnixMilli())
+	}
 }

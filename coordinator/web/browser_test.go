@@ -59,13 +59,18 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("job page in the browser lacks %q:\n%s", want, job)
 		}
 	}
+	// The compliance officer's page: the audit records, filtered.
+	records := dumpDOM(t, bin, profile, "https://"+addr+"/audit/records?who=h2&action=contribution.accepted")
+	if n := strings.Count(records, `<td class="action">contribution.accepted</td>`); n != 2 || !strings.Contains(records, "GDPR art. 9(2)(j)") || !strings.Contains(records, ">2 of ") {
+		t.Fatalf("audit records for h2's contributions in the browser (%d rows):\n%s", n, records)
+	}
 	// A fresh profile has no session: the browser is refused.
 	denied := dumpDOM(t, bin, t.TempDir(), "https://"+addr+"/jobs/"+jobID)
 	if strings.Contains(denied, "sepsis-lr") || !strings.Contains(denied, "Forbidden") {
 		t.Fatalf("browser without a session saw:\n%s", denied)
 	}
 	if dir := os.Getenv("REGIONFL_SCREENSHOTS"); dir != "" { // for a person to look at
-		for name, path := range map[string]string{"index": "/", "job": "/jobs/" + jobID, "audit": "/audit"} {
+		for name, path := range map[string]string{"index": "/", "job": "/jobs/" + jobID, "audit": "/audit", "records": "/audit/records"} {
 			screenshot(t, bin, profile, "https://"+addr+path, filepath.Join(dir, name+".png"))
 		}
 	}

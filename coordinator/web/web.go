@@ -1,6 +1,7 @@
 // Package web is the coordinator's read-only web view: jobs and rounds, the
 // hospitals that took part in each round, per-round plots, the privacy
-// budget spent per site and the audit-chain status.
+// budget spent per site, the audit-chain status and the audit records
+// (filtered, with inclusion proofs and a verifiable export).
 //
 // Pages are rendered on the server with html/template (which escapes every
 // value); plots are inline SVG laid out in Go, so the pages need no script
@@ -32,6 +33,7 @@ import (
 	"sync"
 	"time"
 
+	"regionfl/audit"
 	"regionfl/coordinator/fsm"
 	"regionfl/identity"
 )
@@ -80,6 +82,10 @@ type Config struct {
 	Metrics http.Handler
 	// Logger logs logins and refusals (optional).
 	Logger *slog.Logger
+	// SignHead signs a tree head of the audit log at size with this
+	// replica's key (audit.Log.SignHead), for the "export this view" link
+	// (optional: nil hides it).
+	SignHead func(l *audit.Log, size uint64) (audit.TreeHead, error)
 }
 
 // Server serves the web view; it is an http.Handler.
@@ -118,7 +124,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range []string{"index", "job", "audit", "error"} {
+	for _, name := range []string{"index", "job", "audit", "records", "error"} {
 		t, err := template.Must(base.Clone()).ParseFS(templateFS, "templates/"+name+".html")
 		if err != nil {
 			return nil, err
@@ -137,6 +143,9 @@ func New(cfg Config) (*Server, error) {
 	mux.Handle("GET /{$}", s.auth(s.index))
 	mux.Handle("GET /jobs/{id}", s.auth(s.job))
 	mux.Handle("GET /audit", s.auth(s.audit))
+	mux.Handle("GET /audit/records", s.auth(s.records))
+	mux.Handle("GET /audit/records/{seq}/proof", s.auth(s.recordProofJSON))
+	mux.Handle("GET /audit/export", s.auth(s.export))
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", s.auth(cfg.Metrics.ServeHTTP))
 	}

@@ -721,3 +721,141 @@ func TestSessionsEnd(t *testing.T) {
 	fx.advance(time.Second)
 	wantStatus(t, fx.do("GET", "/", nil, session()), http.StatusOK) // a new login
 }
+
+// checkpoint signs a tree head of the fixture's whole audit log with a
+// coordinator certificate of its CA and applies it, as the leader does.
+func (fx *fixture) checkpoint(t *testing.T) (tls.Certificate, audit.TreeHead) {
+	t.Helper()
+	replica, err := fx.ca.Issue(identity.Identity{Name: "c1", Role: identity.RoleCoordinator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log *audit.Log
+	fx.f.Read(func(s *fsm.State) { log = s.Audit })
+	th, err := log.SignHead(replica.PrivateKey.(crypto.Signer), replica.Certificate[0], log.Len(), time.Now().UnixMilli())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(th)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &applier{t: t, f: fx.f, idx: 1000}
+	a.must(&pb.CheckpointCommand{TreeHead: b})
+	return replica, th
+}
+
+// The audit-records page lists who did what, when, under which purpose
+// and legal basis, newest first; filters by job, hospital or actor,
+// action and time window; pages; links each record under a checkpoint to
+// its inclusion proof, which verifies; and exports the view as the JSON
+// Lines `audit verify` accepts.
+func TestRecordsPage(t *testing.T) {
+	var signer tls.Certificate
+	fx := newFixture(t, func(c *Config) {
+		c.SignHead = func(l *audit.Log, size uint64) (audit.TreeHead, error) {
+			return l.SignHead(signer.PrivateKey.(crypto.Signer), signer.Certificate[0], size, time.Now().UnixMilli())
+		}
+	})
+	signer, head := fx.checkpoint(t)
+	dora := fx.cert(t, "dora", identity.RoleAuditor)
+	var total int
+	fx.f.Read(func(s *fsm.State) { total = int(s.Audit.Len()) })
+
+	all := wantStatus(t, fx.do("GET", "/audit/records", dora), http.StatusOK)
+	for _, want := range []string{fmt.Sprintf("%d of %d records", total, total), `<td class="action">job.submitted</td>`, "researcher/alice",
+		"early sepsis warning", "GDPR art. 9(2)(j)", `href="/audit/records/0/proof"`, `id="export"`} {
+		if !strings.Contains(all, want) {
+			t.Fatalf("records page lacks %q:\n%s", want, all)
+		}
+	}
+	if strings.Contains(all, "<script") {
+		t.Fatal("a record's text reached the page unescaped")
+	}
+
+	// h2's contributions: rounds 1 and 2.
+	h2 := wantStatus(t, fx.do("GET", "/audit/records?who=h2&action=contribution.accepted", dora), http.StatusOK)
+	if !strings.Contains(h2, "2 of ") || strings.Count(h2, `<td class="action">contribution.accepted</td>`) != 2 || strings.Contains(h2, `<td class="action">job.submitted</td>`) {
+		t.Fatalf("h2's contributions:\n%s", h2)
+	}
+	// A time window (since inclusive, until exclusive; RFC 3339 with
+	// milliseconds, as the fixture's records are a millisecond apart).
+	var first, inWindow int64
+	fx.f.Read(func(s *fsm.State) {
+		r0, _ := s.Audit.Record(0)
+		first = r0.TimeUnixMs
+		for i := range s.Audit.Len() {
+			if r, _ := s.Audit.Record(i); r.TimeUnixMs >= first+10 && r.TimeUnixMs < first+20 {
+				inWindow++
+			}
+		}
+	})
+	if inWindow == 0 || inWindow == int64(total) {
+		t.Fatalf("%d of %d records in the window: it selects nothing to check", inWindow, total)
+	}
+	since := time.UnixMilli(first + 10).UTC().Format(time.RFC3339Nano)
+	until := time.UnixMilli(first + 20).UTC().Format(time.RFC3339Nano)
+	window := wantStatus(t, fx.do("GET", "/audit/records?since="+url.QueryEscape(since)+"&until="+url.QueryEscape(until), dora), http.StatusOK)
+	if !strings.Contains(window, fmt.Sprintf(">%d of %d records", inWindow, total)) {
+		t.Fatalf("records from %s until %s: want %d\n%s", since, until, inWindow, window)
+	}
+	// Bad filters are refused, naming the field.
+	for q, field := range map[string]string{"since=yesterday": "since", "action=job.deleted": "action",
+		"since=2026-01-02&until=2026-01-01": "until", "page=0": "page"} {
+		if b := wantStatus(t, fx.do("GET", "/audit/records?"+q, dora), http.StatusBadRequest); !strings.Contains(b, field+": ") {
+			t.Errorf("%s: the error does not name %s:\n%s", q, field, b)
+		}
+	}
+	// Pages of 5: the first links to the second, the last to none.
+	recordsPerPage = 5
+	t.Cleanup(func() { recordsPerPage = 50 })
+	p1 := wantStatus(t, fx.do("GET", "/audit/records?job="+jobID, dora), http.StatusOK)
+	if strings.Count(p1, `<tr id="record-`) != 5 || !strings.Contains(p1, `id="next" href="/audit/records?job=`+jobID+`&amp;page=2"`) || strings.Contains(p1, `id="prev"`) {
+		t.Fatalf("first page of 5:\n%s", p1)
+	}
+
+	// The inclusion proof of record 3 verifies against the checkpoint.
+	var pr recordProof
+	if err := json.Unmarshal([]byte(wantStatus(t, fx.do("GET", "/audit/records/3/proof", dora), http.StatusOK)), &pr); err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := audit.ParseHash(pr.LeafHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := audit.ParseHash(head.RootHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hashes []audit.Hash
+	for _, h := range pr.Proof.Hashes {
+		x, err := audit.ParseHash(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hashes = append(hashes, x)
+	}
+	if pr.Record.Seq != 3 || pr.Checkpoint.RootHash != head.RootHash || audit.VerifyInclusion(leaf, 3, pr.Proof.TreeSize, hashes, root) != nil {
+		t.Fatalf("proof of record 3 does not verify: %+v", pr)
+	}
+	wantStatus(t, fx.do("GET", fmt.Sprintf("/audit/records/%d/proof", total+5), dora), http.StatusNotFound)
+
+	// The export of the job verifies as `regionfl audit verify` checks it.
+	res := fx.do("GET", "/audit/export?job="+jobID, dora)
+	export := wantStatus(t, res, http.StatusOK)
+	rep, err := audit.Verify(strings.NewReader(export), fx.ca.Pool())
+	if err != nil {
+		t.Fatalf("the export does not verify: %v", err)
+	}
+	if rep.Filter.JobID != jobID || rep.Records == 0 || !rep.CAChecked {
+		t.Errorf("export report: %+v", rep)
+	}
+	// Without a signer there is no export.
+	plain := newFixture(t, nil)
+	if b := wantStatus(t, plain.do("GET", "/audit/records", dora), http.StatusOK); strings.Contains(b, `id="export"`) {
+		t.Error("an export link without a signer")
+	}
+	wantStatus(t, plain.do("GET", "/audit/export", dora), http.StatusNotFound)
+	// Hospitals have no access to the view.
+	wantStatus(t, fx.do("GET", "/audit/records", fx.cert(t, "h1", identity.RoleHospital)), http.StatusForbidden)
+}
