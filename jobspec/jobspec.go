@@ -122,13 +122,80 @@ func Parse(b []byte) (*pb.JobSpec, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: round_deadline: %v", ErrInvalid, err)
 		}
+		if d == 0 {
+			return nil, fmt.Errorf("%w: round_deadline: %q is no time; leave the key out for the default (60s)", ErrInvalid, f.Deadline)
+		}
 		spec.RoundDeadlineMs = d
+	}
+	if err := refuseExplicitZeros(b); err != nil {
+		return nil, err
 	}
 	Defaults(spec)
 	if err := Validate(spec); err != nil {
 		return nil, err
 	}
 	return spec, nil
+}
+
+// defaulted are the job-file keys Defaults fills when they are left out,
+// with the default each gets.
+var defaulted = []struct{ key, def string }{
+	{"rounds", "10"}, {"local_steps", "50"}, {"batch_size", "32"}, {"learning_rate", "0.1"},
+	{"min_hospitals", "2"}, {"clip_norm", "10"}, {"sample_scale", "1000"}, {"optimizer", "sgd"},
+}
+
+// refuseExplicitZeros refuses a key with a default written as 0 (or
+// empty): a default applies only to a key left out, never silently in
+// place of a value someone wrote.
+func refuseExplicitZeros(b []byte) error {
+	var raw map[string]any
+	if err := yaml.Unmarshal(b, &raw); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	for _, d := range defaulted {
+		v, ok := raw[d.key]
+		if !ok {
+			continue
+		}
+		zero := v == nil
+		switch x := v.(type) {
+		case int:
+			zero = x == 0
+		case uint64:
+			zero = x == 0
+		case float64:
+			zero = x == 0
+		case string:
+			zero = x == ""
+		}
+		if zero {
+			return fmt.Errorf("%w: %s: %v is not a value; leave the key out for the default (%s)", ErrInvalid, d.key, v, d.def)
+		}
+	}
+	return nil
+}
+
+// Warnings are what a researcher should read before a valid job runs:
+// the privacy each site spends, and DP noise so large for the model's
+// size and K that the model cannot learn.
+func Warnings(s *pb.JobSpec) []string {
+	sigma := s.GetDpNoiseMultiplier()
+	if sigma == 0 {
+		return nil
+	}
+	acc := privacy.Accountant{NoiseMultiplier: sigma, Delta: s.GetDpDelta()}
+	eps := acc.Epsilon(int(s.GetRounds()))
+	out := []string{fmt.Sprintf("dp: each site that takes part in every round spends ε = %.2f at δ = %g over %d rounds", eps, s.GetDpDelta(), s.GetRounds())}
+	// The K sites' noise shares sum to std σ·C per coordinate; K clipped
+	// updates sum to a norm of at most K·C, so at best K·C/√d per
+	// coordinate. Past a ratio of 1 the noise drowns the whole signal.
+	d := float64(FromProto(s.GetModel()).NumParams())
+	k := float64(max(s.GetMinHospitals(), 1))
+	if ratio := sigma * math.Sqrt(d) / k; ratio > 1 {
+		out = append(out, fmt.Sprintf("dp: with noise_multiplier %g and min_hospitals %d, the noise in each round's sum is %.1f× the largest possible signal per parameter of this %d-parameter model: it will barely learn; raise min_hospitals or lower noise_multiplier",
+			sigma, s.GetMinHospitals(), ratio, int(d)))
+	}
+	return out
 }
 
 // Defaults fills the fields a job file may leave out.

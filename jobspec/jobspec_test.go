@@ -36,6 +36,44 @@ func TestParse(t *testing.T) {
 	}
 }
 
+// A default applies to a key left out, never in place of a value written
+// as 0 or empty: those are refused, naming the key and the default.
+func TestExplicitZerosRefused(t *testing.T) {
+	base := strings.NewReplacer("rounds: 5\n", "", "round_deadline: 30s\n", "").Replace(valid)
+	for _, line := range []string{"rounds: 0", "local_steps: 0", "batch_size: 0", "learning_rate: 0.0", "min_hospitals: 0",
+		"clip_norm: 0", "sample_scale: 0", "optimizer: \"\"", "rounds:", "round_deadline: 0s"} {
+		key := strings.SplitN(line, ":", 2)[0]
+		_, err := Parse([]byte(base + line + "\n"))
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), key+": ") || (key != "round_deadline" && !strings.Contains(err.Error(), "leave the key out for the default")) {
+			t.Errorf("%q: %v", line, err)
+		}
+	}
+	if _, err := Parse([]byte(base)); err != nil {
+		t.Errorf("keys left out: %v", err)
+	}
+}
+
+// A DP job says what each site spends, and warns when the noise drowns
+// the signal at its K and model size.
+func TestWarnings(t *testing.T) {
+	s, err := Parse([]byte(valid + "min_hospitals: 2\ndp: {noise_multiplier: 1, delta: 1e-5}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := Warnings(s)
+	if len(w) != 2 || !strings.Contains(w[0], "ε = ") || !strings.Contains(w[1], "will barely learn") || !strings.Contains(w[1], "1.5×") {
+		t.Fatalf("logreg of 9 parameters, σ = 1, K = 2: %q", w)
+	}
+	s.MinHospitals = 4
+	if w := Warnings(s); len(w) != 1 {
+		t.Errorf("σ·√d/K = 0.75: %q", w)
+	}
+	s.DpNoiseMultiplier = 0
+	if w := Warnings(s); len(w) != 0 {
+		t.Errorf("no DP: %q", w)
+	}
+}
+
 func TestParseErrorsNameTheField(t *testing.T) {
 	tests := []struct{ name, yaml, field string }{
 		{"no purpose", "model: {kind: logreg, inputs: 8}\n", "purpose"},

@@ -69,12 +69,16 @@ func newJobSubmitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			warnings := jobspec.Warnings(spec)
 			if asJSON {
-				out := map[string]string{"job_id": id}
+				out := map[string]any{"job_id": id, "warnings": nonNil(warnings)}
 				if scalingFrom != "" {
 					out["scaling_from"] = scalingFrom
 				}
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(out)
+			}
+			for _, w := range warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
 			}
 			if scalingFrom != "" {
 				fmt.Fprintf(cmd.ErrOrStderr(), "region scaling: reusing the statistics committed for job %s (a site's statistics are decrypted once per dataset)\n", scalingFrom)
@@ -301,6 +305,7 @@ func jobJSON(j *pb.JobInfo) map[string]any {
 		"accepted": nonNil(j.Accepted), "refused": j.Refused, "rounds": rounds,
 		"model_version": j.ModelVersion, "submitted_by": j.SubmittedBy,
 		"epsilon_spent": nonNilMap(j.EpsilonSpent), "offline": nonNil(j.Offline),
+		"warnings": nonNil(jobspec.Warnings(j.Spec)),
 	}
 }
 
@@ -365,6 +370,9 @@ func printJob(w io.Writer, j *pb.JobInfo) {
 	}
 	if len(j.Offline) > 0 {
 		fmt.Fprintf(w, "offline: %s (silent for the last rounds; rounds stop waiting for them until they poll again)\n", strings.Join(j.Offline, ", "))
+	}
+	for _, s := range jobspec.Warnings(j.Spec) {
+		fmt.Fprintln(w, "warning:", s)
 	}
 	if len(j.EpsilonSpent) > 0 {
 		fmt.Fprintf(w, "differential privacy: noise multiplier %g, δ %g; ε spent:", j.Spec.GetDpNoiseMultiplier(), j.Spec.GetDpDelta())
