@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -110,5 +111,36 @@ func TestJobStatusShowsFaults(t *testing.T) {
 	r1 := js["rounds"].([]map[string]any)[0]
 	if r1["opened_by"] != "replica-1" || r1["closed_by"] != "replica-2" || r1["attempts"] != uint32(2) {
 		t.Errorf("round 1 JSON: %v", r1)
+	}
+}
+
+// Exit codes, as documented: 0 done, 1 failed, 2 usage (an unknown
+// command, flag or argument, or a required flag missing).
+func TestExitCodes(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope.yaml")
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"--help"}, exitOK},
+		{[]string{"job"}, exitOK}, // a group prints its help
+		{[]string{"nosuch"}, exitUsage},
+		{[]string{"job", "nosuch"}, exitUsage},
+		{[]string{"job", "status"}, exitUsage},
+		{[]string{"job", "status", "a", "b"}, exitUsage},
+		{[]string{"job", "list", "--bogus"}, exitUsage},
+		{[]string{"operator", "rekey"}, exitUsage},
+		{[]string{"operator", "create-region"}, exitUsage},
+		{[]string{"job", "submit", missing}, exitError},
+		{[]string{"node", "inspect", "--data", missing, "--label", "y"}, exitError},
+	} {
+		var stdout, stderr bytes.Buffer
+		got := run(context.Background(), tc.args, &stdout, &stderr)
+		if got != tc.want {
+			t.Errorf("regionfl %s: exit %d, want %d (%s)", strings.Join(tc.args, " "), got, tc.want, strings.TrimSpace(stderr.String()))
+		}
+		if got != exitOK && !strings.HasPrefix(stderr.String(), "regionfl: ") {
+			t.Errorf("regionfl %s: stderr %q does not start with the one-line error", strings.Join(tc.args, " "), stderr.String())
+		}
 	}
 }

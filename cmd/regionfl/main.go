@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"regexp"
@@ -41,14 +42,24 @@ func describe(err error) string {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one command line and returns its exit code: exitOK,
+// exitError, or exitUsage for a wrong command, flag or argument.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "regionfl:", describe(err))
+		fmt.Fprintln(stderr, "regionfl:", describe(err))
 		if isUsage(err) {
-			os.Exit(exitUsage)
+			return exitUsage
 		}
-		os.Exit(exitError)
+		return exitError
 	}
-	os.Exit(exitOK)
+	return exitOK
 }
