@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +56,8 @@ func TestReadmeWalkthroughScript(t *testing.T) {
 		t.Fatalf("scripts/region-local.sh: %v\n%s", err, out.String())
 	}
 	text := out.String()
-	for _, want := range []string{"+ regionfl ca init --dir ca", "+ regionfl operator create-region", "+ regionfl job submit job.yaml"} {
+	for _, want := range []string{"+ regionfl ca init --dir ca", "+ regionfl operator create-region", "+ regionfl job submit job.yaml",
+		"== 3b. a stopped replica restarts", "+ regionfl audit verify --ca ca/ca.crt audit.jsonl", "OK: ", "audit records verified"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the script's output lacks %q", want)
 		}
@@ -74,6 +76,114 @@ func TestReadmeWalkthroughScript(t *testing.T) {
 	if !bytes.Contains(b, []byte(`"job_id": "`+m[1]+`"`)) || !bytes.Contains(b, []byte(`"params"`)) {
 		t.Errorf("model.json is not the job's model:\n%s", b)
 	}
+}
+
+// TestReadmeWalkthroughIsTheScript: every command of the README's "Run a
+// real region" block is run by scripts/region-local.sh, as the same
+// subcommand with at least the same flags (the script's addresses and
+// paths are its own).
+func TestReadmeWalkthroughIsTheScript(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, err := os.ReadFile(filepath.Join(repoRoot, "scripts", "region-local.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := string(readme)
+	start := strings.Index(block, "```sh\n# 1. The region CA")
+	if start < 0 {
+		t.Fatal("README has no walkthrough block")
+	}
+	block = block[start+len("```sh\n"):]
+	block = block[:strings.Index(block, "```")]
+	want := shellCommands(block, nil)
+	if len(want) < 20 {
+		t.Fatalf("only %d commands found in the README's walkthrough", len(want))
+	}
+	// The script passes identities' TLS flags through arrays.
+	arrays := map[string][]string{}
+	for _, m := range regexp.MustCompile(`\b([A-Za-z_]+)=\(([^)]*)\)`).FindAllStringSubmatch(string(script), -1) {
+		arrays[m[1]] = append(arrays[m[1]], strings.Fields(m[2])...)
+	}
+	have := shellCommands(string(script), arrays)
+	for _, w := range want {
+		found := false
+		for _, h := range have {
+			if h.path == w.path && subset(w.flags, h.flags) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("the script does not run the README's %q with its flags %v", "regionfl "+w.path, w.flags)
+		}
+	}
+}
+
+type shellCommand struct {
+	path  string   // e.g. "ca sign"
+	flags []string // e.g. --dir, --role
+}
+
+// shellCommands finds the regionfl command lines of a shell text
+// (continuation lines joined, arrays "${NAME[@]}" expanded).
+func shellCommands(text string, arrays map[string][]string) []shellCommand {
+	text = strings.ReplaceAll(text, "\\\n", " ")
+	word := regexp.MustCompile(`^[a-z][a-z-]*$`)
+	var out []shellCommand
+	for _, line := range strings.Split(text, "\n") {
+		if i := strings.Index(line, "#"); i >= 0 && !strings.Contains(line[:i], "\"") {
+			line = line[:i]
+		}
+		i := strings.Index(line, "regionfl ")
+		if i < 0 || (i > 0 && !strings.ContainsAny(line[i-1:i], " \t(")) {
+			continue
+		}
+		var tokens []string
+		for _, f := range strings.Fields(line[i+len("regionfl "):]) {
+			if m := regexp.MustCompile(`^"\$\{([A-Za-z_]+)\[@\]\}"\)?$`).FindStringSubmatch(f); m != nil {
+				tokens = append(tokens, arrays[m[1]]...)
+				continue
+			}
+			tokens = append(tokens, strings.Trim(f, `"`))
+		}
+		// The path is the leading lowercase words (subcommands); the first
+		// flag or positional argument ends it.
+		var (
+			c     shellCommand
+			path  []string
+			ended bool
+		)
+		for _, tok := range tokens {
+			switch {
+			case strings.HasPrefix(tok, "-"):
+				ended = true
+				if !slices.Contains(c.flags, tok) {
+					c.flags = append(c.flags, tok)
+				}
+			case !ended && word.MatchString(tok):
+				path = append(path, tok)
+			default:
+				ended = true
+			}
+		}
+		c.path = strings.Join(path, " ")
+		if c.path != "" {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func subset(a, b []string) bool {
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
 }
 
 // freePortRange finds n consecutive free ports on 127.0.0.1 below Linux's

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Runs the README's "Run a real region" walkthrough step by step on this
 # machine, with real processes on 127.0.0.1: a region CA, three coordinator
-# replicas (the first bootstraps, the others join), an operator who creates
-# the region, three hospital nodes on synthetic CSV files, and a researcher
-# who submits a job, watches it to the end, prints its status and downloads
-# the model. Every process is killed when the script exits.
+# replicas (the first bootstraps, the others join; one is stopped and
+# restarted), an operator who creates the region, three hospital nodes on
+# synthetic CSV files, a researcher who submits a job, watches it to the
+# end, prints its status and downloads the model, and an auditor who exports
+# the job's audit records and verifies them offline. Every process is
+# killed when the script exits. faulttest runs it (TestReadmeWalkthroughScript)
+# and checks that it runs every command of the README's walkthrough
+# (TestReadmeWalkthroughIsTheScript).
 #
 #   scripts/region-local.sh                 # everything in a temporary directory, removed at the end
 #   KEEP=/tmp/region scripts/region-local.sh  # keep the directory (certificates, logs, model.json)
@@ -36,6 +40,7 @@ fi
 WORK=$(cd "$WORK" && pwd)
 
 PIDS=()
+declare -A PID_OF
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -98,8 +103,9 @@ start() {
   local name=$1
   shift
   echo "+ $* > logs/$name.log 2>&1 &"
-  "$@" >"logs/$name.log" 2>&1 &
+  "$@" >>"logs/$name.log" 2>&1 &
   PIDS+=($!)
+  PID_OF[$name]=$!
 }
 
 # wait_for WHAT SECONDS CMD...: poll CMD (quietly) until it succeeds.
@@ -128,6 +134,7 @@ for h in "${HOSPITALS[@]}"; do
 done
 run regionfl researcher init --id alice --dir alice
 run regionfl operator init --id ops --dir ops
+run regionfl auditor init --id carol --dir carol
 for i in 1 2 3; do
   run regionfl ca sign --dir ca --role coordinator --dns "replica-$i" --ip 127.0.0.1 "replica-$i/tls.csr" -o "replica-$i/tls.crt"
 done
@@ -136,9 +143,11 @@ for h in "${HOSPITALS[@]}"; do
 done
 run regionfl ca sign --dir ca --role researcher alice/tls.csr -o alice/tls.crt
 run regionfl ca sign --dir ca --role operator ops/tls.csr -o ops/tls.crt
+run regionfl ca sign --dir ca --role auditor carol/tls.csr -o carol/tls.crt
 
 OPS=(--ca ca/ca.crt --cert ops/tls.crt --key ops/tls.key)
 ALICE=(--ca ca/ca.crt --cert alice/tls.crt --key alice/tls.key)
+CAROL=(--ca ca/ca.crt --cert carol/tls.crt --key carol/tls.key)
 
 step "3. coordinator replicas: replica-1 bootstraps, replica-2 and replica-3 join it"
 for i in 1 2 3; do
@@ -154,6 +163,15 @@ three_voters() {
 wait_for "three voting replicas" 60 three_voters
 run regionfl operator raft list-replicas --coordinator "$COORDINATORS" "${OPS[@]}"
 
+step "3b. a stopped replica restarts with its command without --bootstrap or --join"
+kill "${PID_OF[replica-3]}"
+wait "${PID_OF[replica-3]}" 2>/dev/null || true
+start replica-3 regionfl coordinator run --id replica-3 --data-dir data/replica-3 \
+  --raft-addr "$(raft_addr 3)" --grpc-addr "$(grpc_addr 3)" \
+  --ca ca/ca.crt --cert replica-3/tls.crt --key replica-3/tls.key
+wait_for "replica-3 serving again" 60 regionfl coordinator health --addr "$(grpc_addr 3)" "${OPS[@]}"
+wait_for "three voting replicas" 60 three_voters
+
 step "4. the operator fixes the hospitals and the decryption threshold"
 run regionfl operator create-region --hospitals "$(IFS=,; echo "${HOSPITALS[*]}")" --threshold 2 \
   --coordinator "$COORDINATORS" "${OPS[@]}"
@@ -164,6 +182,7 @@ n=1
 for h in "${HOSPITALS[@]}"; do
   # gencsv names its sites hospital-1..3; each hospital gets one file.
   mv "csv/hospital-$n.csv" "csv/$h.csv"
+  run regionfl node inspect --data "csv/$h.csv" --label deteriorated
   start "$h" regionfl node run --id "$h" --coordinator "$COORDINATORS" \
     --data "csv/$h.csv" --label deteriorated --data-dir "data/$h" \
     --ca ca/ca.crt --cert "$h/tls.crt" --key "$h/tls.key"
@@ -202,5 +221,9 @@ if [[ $state != done ]]; then
   echo "job $JOB_ID ended $state" >&2
   exit 1
 fi
+
+step "7. a compliance officer exports the job's audit records and checks them offline"
+run regionfl audit export --job "$JOB_ID" -o audit.jsonl "${CAROL[@]}"
+run regionfl audit verify --ca ca/ca.crt audit.jsonl
 echo
-echo "region-local: job $JOB_ID done; model in $WORK/model.json"
+echo "region-local: job $JOB_ID done; model in $WORK/model.json, audit records verified"

@@ -12,6 +12,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"regionfl/coordinator"
+	"regionfl/coordinator/store"
 	"regionfl/identity"
 )
 
@@ -33,7 +34,14 @@ func newCoordinatorCmd() *cobra.Command {
 			}
 			cfg.Join = splitAddrs(join)
 			if !cfg.Bootstrap && len(cfg.Join) == 0 {
-				return usageError{errors.New("give --bootstrap for the first replica or --join ADDR for the others")}
+				// A restart: the data directory holds the replica's state.
+				has, err := store.HasState(cfg.DataDir)
+				if err != nil {
+					return fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+				}
+				if !has {
+					return usageError{fmt.Errorf("--data-dir %s holds no replica state: give --bootstrap for the first replica of a new cluster or --join ADDR for the others (a replica restarts from its data directory without either)", cfg.DataDir)}
+				}
 			}
 			var err error
 			if cfg.Cert, cfg.CA, err = tf.load(); err != nil {

@@ -80,6 +80,29 @@ type Store struct {
 }
 
 // Open starts Raft for one replica.
+// HasState reports whether dir holds a replica's Raft state (a log, its
+// term and vote, or a snapshot): a replica with state restarts from it, so
+// it needs neither Bootstrap nor a cluster to join. Call it before Open,
+// never on a directory a running replica holds.
+func HasState(dir string) (bool, error) {
+	if _, err := os.Stat(filepath.Join(dir, "wal")); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	meta := &metadb.BoltMetaDB{}
+	defer meta.Close()
+	rlog := newHCLog(slog.New(slog.DiscardHandler), "raft")
+	w, err := wal.Open(filepath.Join(dir, "wal"), wal.WithLogger(rlog), wal.WithMetaStore(meta))
+	if err != nil {
+		return false, fmt.Errorf("store: open raft-wal: %w", err)
+	}
+	defer w.Close()
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, rlog)
+	if err != nil {
+		return false, err
+	}
+	return raft.HasExistingState(w, w, snaps)
+}
+
 func Open(cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
