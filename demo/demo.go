@@ -103,6 +103,10 @@ type SiteMetrics struct {
 	Specificity  float64 `json:"specificity"`
 	AlarmsPer100 float64 `json:"alarms_per_100"`
 	Brier        float64 `json:"brier"`
+	PPV          float64 `json:"ppv"`
+	// OperatingPoints are the figures at each threshold k/20, from the
+	// encrypted histogram of predicted probabilities.
+	OperatingPoints []models.OperatingPoint `json:"operating_points"`
 }
 
 // Final compares, for one hospital, a model trained on its data alone, the
@@ -117,6 +121,10 @@ type Final struct {
 	PooledAccuracy    float64 `json:"pooled_accuracy"`
 	FederatedAUROC    float64 `json:"federated_auroc"`
 }
+
+// DemoTargetSensitivity is the sensitivity the demo's job reports its
+// alarm burden at.
+const DemoTargetSensitivity = 0.8
 
 // Result is the demo's summary (`regionfl demo --json`).
 type Result struct {
@@ -374,6 +382,9 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		Strategy: &pb.Strategy{Name: st.Name, ServerLr: st.ServerLR, Beta1: st.Beta1, Beta2: st.Beta2, Tau: st.Tau},
 		Scaling:  opt.Scaling,
 		Missing:  opt.Missing,
+		// Report the alarm burden at the threshold that catches 80% of
+		// deteriorations with the fewest alarms.
+		AlertSensitivity: DemoTargetSensitivity,
 	}
 	jobspec.Defaults(spec)
 	if err := jobspec.Validate(spec); err != nil {
@@ -424,7 +435,8 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 				row := Round{Round: r.Round, Contributors: len(r.Contributors), State: r.State}
 				if m := r.RegionMetrics; m != nil {
 					row.SiteMetrics = &SiteMetrics{ModelVersion: m.ModelVersion, N: m.N, Accuracy: m.Accuracy, AUROC: m.Auroc,
-						Sensitivity: m.Sensitivity, Specificity: m.Specificity, AlarmsPer100: m.AlarmsPer_100, Brier: m.Brier}
+						Sensitivity: m.Sensitivity, Specificity: m.Specificity, AlarmsPer100: m.AlarmsPer_100, Brier: m.Brier,
+						PPV: m.Ppv, OperatingPoints: jobspec.OperatingPointsFromProto(m)}
 				}
 				if r.State == fsm.RoundCommitted {
 					if ev == nil {

@@ -46,15 +46,46 @@ type File struct {
 	Strategy     models.StrategyConfig `yaml:"strategy"`
 	// Scaling is region (default), site or reference; reference takes
 	// FeatureMean and FeatureStd, e.g. clinical reference ranges.
-	Scaling          string    `yaml:"scaling"`
-	FeatureMean      []float64 `yaml:"feature_mean"`
-	FeatureStd       []float64 `yaml:"feature_std"`
-	DP               DP        `yaml:"dp"`
-	AlertThreshold   float64   `yaml:"alert_threshold"`
-	ShareSiteMetrics bool      `yaml:"share_site_metrics"`
+	Scaling          string         `yaml:"scaling"`
+	FeatureMean      []float64      `yaml:"feature_mean"`
+	FeatureStd       []float64      `yaml:"feature_std"`
+	DP               DP             `yaml:"dp"`
+	AlertThreshold   AlertThreshold `yaml:"alert_threshold"`
+	ShareSiteMetrics bool           `yaml:"share_site_metrics"`
 	// Missing is what sites may do with incomplete rows: error (default:
 	// a site that dropped any declines the job) or drop.
 	Missing string `yaml:"missing"`
+}
+
+// AlertThreshold is a job file's alert_threshold: a probability (the
+// alarm fires at or above it), or {sensitivity: x}, which reports the
+// figures at the threshold with the fewest alarms that reaches
+// sensitivity x on the region's test rows.
+type AlertThreshold struct {
+	Probability float64
+	Sensitivity float64
+}
+
+// UnmarshalYAML reads either form.
+func (a *AlertThreshold) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		return n.Decode(&a.Probability)
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if k := n.Content[i].Value; k != "sensitivity" {
+				return fmt.Errorf("alert_threshold: unknown key %q (a probability, or {sensitivity: 0.8})", k)
+			}
+			if err := n.Content[i+1].Decode(&a.Sensitivity); err != nil {
+				return fmt.Errorf("alert_threshold: sensitivity: %w", err)
+			}
+		}
+		if !(a.Sensitivity > 0 && a.Sensitivity <= 1) {
+			return fmt.Errorf("alert_threshold: sensitivity %v is not in (0, 1]", a.Sensitivity)
+		}
+		return nil
+	}
+	return errors.New("alert_threshold: a probability, or {sensitivity: 0.8}")
 }
 
 // DP is the job's per-site differential privacy.
@@ -113,7 +144,8 @@ func Parse(b []byte) (*pb.JobSpec, error) {
 		FeatureStd:        f.FeatureStd,
 		DpNoiseMultiplier: f.DP.NoiseMultiplier,
 		DpDelta:           f.DP.Delta,
-		AlertThreshold:    f.AlertThreshold,
+		AlertThreshold:    f.AlertThreshold.Probability,
+		AlertSensitivity:  f.AlertThreshold.Sensitivity,
 		ShareSiteMetrics:  f.ShareSiteMetrics,
 		Missing:           f.Missing,
 	}
@@ -321,6 +353,9 @@ func Validate(s *pb.JobSpec) error {
 	if !(s.AlertThreshold > 0 && s.AlertThreshold < 1) {
 		return bad("alert_threshold", "%v is not in (0, 1)", s.AlertThreshold)
 	}
+	if !(s.AlertSensitivity >= 0 && s.AlertSensitivity <= 1) {
+		return bad("alert_threshold", "sensitivity %v is not in (0, 1]", s.AlertSensitivity)
+	}
 	if s.Missing != MissingError && s.Missing != MissingDrop {
 		return bad("missing", "%q is not %s or %s", s.Missing, MissingError, MissingDrop)
 	}
@@ -376,8 +411,39 @@ func ToProto(m models.Spec) *pb.ModelSpec {
 
 // MetricsToProto converts a model version's clinical figures.
 func MetricsToProto(m models.Metrics, modelVersion uint32) *pb.ClinicalMetrics {
-	return &pb.ClinicalMetrics{N: uint64(m.N), Accuracy: m.Accuracy, Auroc: m.AUROC, Sensitivity: m.Sensitivity,
-		Specificity: m.Specificity, AlarmsPer_100: m.AlarmsPer100, Brier: m.Brier, Loss: m.Loss, ModelVersion: modelVersion}
+	out := &pb.ClinicalMetrics{N: uint64(m.N), Accuracy: m.Accuracy, Auroc: m.AUROC, Sensitivity: m.Sensitivity,
+		Specificity: m.Specificity, AlarmsPer_100: m.AlarmsPer100, Brier: m.Brier, Loss: m.Loss, ModelVersion: modelVersion, Ppv: m.PPV}
+	for _, op := range m.OperatingPoints {
+		out.OperatingPoints = append(out.OperatingPoints, &pb.OperatingPoint{Threshold: op.Threshold, Sensitivity: op.Sensitivity,
+			Specificity: op.Specificity, Ppv: op.PPV, AlarmsPer_100: op.AlarmsPer100})
+	}
+	return out
+}
+
+// OperatingPointsFromProto converts the alarm-burden table back.
+func OperatingPointsFromProto(m *pb.ClinicalMetrics) []models.OperatingPoint {
+	var out []models.OperatingPoint
+	for _, op := range m.GetOperatingPoints() {
+		out = append(out, models.OperatingPoint{Threshold: op.Threshold, Sensitivity: op.Sensitivity,
+			Specificity: op.Specificity, PPV: op.Ppv, AlarmsPer100: op.AlarmsPer_100})
+	}
+	return out
+}
+
+// ReportedPoint is the operating point a job's figures are reported at:
+// the one with the fewest alarms that reaches the job's target
+// sensitivity (alert_sensitivity), else the alert threshold's. ok is false
+// when no figures or no such point exist.
+func ReportedPoint(s *pb.JobSpec, m *pb.ClinicalMetrics) (op models.OperatingPoint, target bool, ok bool) {
+	if m == nil {
+		return op, false, false
+	}
+	if t := s.GetAlertSensitivity(); t > 0 {
+		op, ok = models.ForSensitivity(OperatingPointsFromProto(m), t)
+		return op, true, ok
+	}
+	return models.OperatingPoint{Threshold: s.GetAlertThreshold(), Sensitivity: m.Sensitivity, Specificity: m.Specificity,
+		PPV: m.Ppv, AlarmsPer100: m.AlarmsPer_100}, false, true
 }
 
 // FromProto converts a model spec.

@@ -53,6 +53,33 @@ func TestExplicitZerosRefused(t *testing.T) {
 	}
 }
 
+// alert_threshold is a probability or {sensitivity: x}: the second keeps
+// the default threshold for the sites' confusion counts and reports the
+// figures at the operating point that reaches x.
+func TestAlertThresholdForms(t *testing.T) {
+	s, err := Parse([]byte(valid + "alert_threshold: {sensitivity: 0.8}\n"))
+	if err != nil || s.AlertSensitivity != 0.8 || s.AlertThreshold != 0.5 {
+		t.Fatalf("{sensitivity: 0.8}: %v, threshold %g sensitivity %g", err, s.GetAlertThreshold(), s.GetAlertSensitivity())
+	}
+	if s, err := Parse([]byte(valid + "alert_threshold: 0.3\n")); err != nil || s.AlertThreshold != 0.3 || s.AlertSensitivity != 0 {
+		t.Fatalf("0.3: %v %v", err, s)
+	}
+	for _, bad := range []string{"{sensitivity: 0}", "{sensitivity: 1.5}", "{specificity: 0.9}", "[0.5]"} {
+		if _, err := Parse([]byte(valid + "alert_threshold: " + bad + "\n")); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "alert_threshold") {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+	m := MetricsToProto(models.Metrics{N: 100, Sensitivity: 0.7, PPV: 0.5, AlarmsPer100: 20, OperatingPoints: []models.OperatingPoint{
+		{Threshold: 0.3, Sensitivity: 0.9, AlarmsPer100: 40}, {Threshold: 0.4, Sensitivity: 0.82, AlarmsPer100: 30}, {Threshold: 0.5, Sensitivity: 0.7, AlarmsPer100: 20}}}, 3)
+	if op, target, ok := ReportedPoint(s, m); !ok || !target || op.Threshold != 0.4 {
+		t.Errorf("reported at %+v (target %v, found %v), want the 0.4 row", op, target, ok)
+	}
+	s.AlertSensitivity = 0
+	if op, target, ok := ReportedPoint(s, m); !ok || target || op.Threshold != 0.5 || op.AlarmsPer100 != 20 || op.PPV != 0.5 {
+		t.Errorf("without a target: %+v", op)
+	}
+}
+
 // A DP job says what each site spends, and warns when the noise drowns
 // the signal at its K and model size.
 func TestWarnings(t *testing.T) {

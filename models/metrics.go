@@ -16,10 +16,15 @@ type Metrics struct {
 	Specificity  float64 `json:"specificity"`
 	Brier        float64 `json:"brier"`
 	AlarmsPer100 float64 `json:"alarms_per_100"` // alerts raised per 100 patients at the threshold
-	TP           int     `json:"tp"`
-	FP           int     `json:"fp"`
-	TN           int     `json:"tn"`
-	FN           int     `json:"fn"`
+	PPV          float64 `json:"ppv"`            // of the alerts raised, the share that were right
+	// OperatingPoints are the figures at every threshold of the AUROC
+	// histogram's bins, so a threshold can be picked for a target
+	// sensitivity or alarm burden.
+	OperatingPoints []OperatingPoint `json:"operating_points"`
+	TP              int              `json:"tp"`
+	FP              int              `json:"fp"`
+	TN              int              `json:"tn"`
+	FN              int              `json:"fn"`
 }
 
 // Evaluate scores a model on labelled rows; threshold is the alert

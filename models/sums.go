@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Region figures are built from sums that sites encrypt next to their
@@ -89,6 +90,8 @@ func MetricsFromSums(s []float64) (Metrics, error) {
 	m.Sensitivity = ratio(m.TP, m.TP+m.FN)
 	m.Specificity = ratio(m.TN, m.TN+m.FP)
 	m.AlarmsPer100 = 100 * float64(m.TP+m.FP) / n
+	m.PPV = ratio(m.TP, m.TP+m.FP)
+	m.OperatingPoints = operatingPoints(s, n)
 	// Mann–Whitney over bins: a positive beats every negative in lower
 	// bins and ties half of those in its own bin.
 	var pos, neg, wins, below float64
@@ -104,4 +107,57 @@ func MetricsFromSums(s []float64) (Metrics, error) {
 		m.AUROC = wins / (pos * neg)
 	}
 	return m, nil
+}
+
+// OperatingPoint is the alarm burden of one alert threshold: a patient
+// raises an alarm when the predicted probability is at least Threshold.
+type OperatingPoint struct {
+	Threshold    float64 `json:"threshold"`
+	Sensitivity  float64 `json:"sensitivity"`
+	Specificity  float64 `json:"specificity"`
+	PPV          float64 `json:"ppv"`
+	AlarmsPer100 float64 `json:"alarms_per_100"`
+}
+
+// operatingPoints reads the figures at each threshold k/AUROCBins
+// (k = 1..AUROCBins-1) off the histogram of predicted probabilities: an
+// alarm at threshold k/AUROCBins is a prediction in bin k or above.
+func operatingPoints(s []float64, n float64) []OperatingPoint {
+	var pos, neg [AUROCBins]float64
+	var allPos, allNeg float64
+	for b := range AUROCBins {
+		pos[b], neg[b] = max(math.Round(s[sumPos+b]), 0), max(math.Round(s[sumNeg+b]), 0)
+		allPos += pos[b]
+		allNeg += neg[b]
+	}
+	out := make([]OperatingPoint, 0, AUROCBins-1)
+	var tp, fp float64 // alarms in bins k and above
+	for b := AUROCBins - 1; b >= 1; b-- {
+		tp += pos[b]
+		fp += neg[b]
+		op := OperatingPoint{Threshold: float64(b) / AUROCBins, AlarmsPer100: 100 * (tp + fp) / n}
+		if allPos > 0 {
+			op.Sensitivity = tp / allPos
+		}
+		if allNeg > 0 {
+			op.Specificity = (allNeg - fp) / allNeg
+		}
+		if tp+fp > 0 {
+			op.PPV = tp / (tp + fp)
+		}
+		out = append(out, op)
+	}
+	slices.Reverse(out) // increasing threshold
+	return out
+}
+
+// ForSensitivity is the operating point with the highest threshold (the
+// fewest alarms) whose sensitivity reaches target, or false if none does.
+func ForSensitivity(ops []OperatingPoint, target float64) (OperatingPoint, bool) {
+	for i := len(ops) - 1; i >= 0; i-- {
+		if ops[i].Sensitivity >= target {
+			return ops[i], true
+		}
+	}
+	return OperatingPoint{}, false
 }

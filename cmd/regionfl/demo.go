@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"regionfl/demo"
+	"regionfl/models"
 	"regionfl/node/dataset"
 )
 
@@ -177,6 +178,17 @@ func printSummary(w io.Writer, res *demo.Result) {
 	}
 	fmt.Fprintf(tw, "mean\t\t\t%.3f\t%.3f\t%.3f\n", res.MeanLocalAccuracy, res.MeanFederatedAccuracy, res.MeanPooledAccuracy)
 	tw.Flush()
+	// The region's figures of the last model the sites evaluated.
+	for i := len(res.Rounds) - 1; i >= 0; i-- {
+		m := res.Rounds[i].SiteMetrics
+		if m == nil || len(m.OperatingPoints) == 0 {
+			continue
+		}
+		a := alarmBurden{ModelVersion: m.ModelVersion, Patients: m.N, Points: m.OperatingPoints, Target: demo.DemoTargetSensitivity}
+		a.Reported, a.Found = models.ForSensitivity(m.OperatingPoints, demo.DemoTargetSensitivity)
+		a.print(w)
+		break
+	}
 	if res.AuditFile != "" {
 		dir := filepath.Dir(res.AuditFile)
 		fmt.Fprintf(w, "\naudit log: %s\ncheck it:  regionfl audit verify %s --ca %s\n", res.AuditFile, res.AuditFile, filepath.Join(dir, "ca.crt"))

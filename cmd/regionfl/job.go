@@ -18,6 +18,7 @@ import (
 
 	"regionfl/client"
 	"regionfl/jobspec"
+	"regionfl/models"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -266,14 +267,81 @@ func printJSON(w io.Writer, v any) error {
 
 // metricsJSON is the stable JSON form of clinical figures.
 func metricsJSON(m *pb.ClinicalMetrics) map[string]any {
+	ops := []map[string]any{}
+	for _, op := range jobspec.OperatingPointsFromProto(m) {
+		ops = append(ops, operatingPointJSON(op))
+	}
 	return map[string]any{"model_version": m.ModelVersion, "n": m.N, "accuracy": m.Accuracy, "auroc": m.Auroc,
-		"sensitivity": m.Sensitivity, "specificity": m.Specificity, "alarms_per_100": m.AlarmsPer_100, "brier": m.Brier}
+		"sensitivity": m.Sensitivity, "specificity": m.Specificity, "alarms_per_100": m.AlarmsPer_100, "brier": m.Brier,
+		"ppv": m.Ppv, "operating_points": ops}
+}
+
+func operatingPointJSON(op models.OperatingPoint) map[string]any {
+	return map[string]any{"threshold": op.Threshold, "sensitivity": op.Sensitivity, "specificity": op.Specificity,
+		"ppv": op.PPV, "alarms_per_100": op.AlarmsPer100}
 }
 
 // metricsText is clinical figures on one line.
 func metricsText(m *pb.ClinicalMetrics) string {
-	return fmt.Sprintf("v%d acc %.3f AUROC %.3f sens %.2f spec %.2f alarms/100 %.1f",
-		m.ModelVersion, m.Accuracy, m.Auroc, m.Sensitivity, m.Specificity, m.AlarmsPer_100)
+	return fmt.Sprintf("v%d acc %.3f AUROC %.3f sens %.2f spec %.2f PPV %.2f alarms/100 %.1f",
+		m.ModelVersion, m.Accuracy, m.Auroc, m.Sensitivity, m.Specificity, m.Ppv, m.AlarmsPer_100)
+}
+
+// latestRegionMetrics are the region's figures of the newest model that
+// has them, or nil.
+func latestRegionMetrics(j *pb.JobInfo) *pb.ClinicalMetrics {
+	for i := len(j.Rounds) - 1; i >= 0; i-- {
+		if m := j.Rounds[i].RegionMetrics; m != nil {
+			return m
+		}
+	}
+	return nil
+}
+
+// alarmBurden is a model's figures at every threshold of the region's
+// encrypted histogram, and the one the job reports at.
+type alarmBurden struct {
+	ModelVersion uint32
+	Patients     uint64
+	Points       []models.OperatingPoint
+	Reported     models.OperatingPoint
+	Found        bool    // Reported exists
+	Target       float64 // the job's target sensitivity; 0: its alert threshold
+}
+
+func alarmBurdenOf(spec *pb.JobSpec, m *pb.ClinicalMetrics) (alarmBurden, bool) {
+	if m == nil || len(m.OperatingPoints) == 0 {
+		return alarmBurden{}, false
+	}
+	op, target, ok := jobspec.ReportedPoint(spec, m)
+	a := alarmBurden{ModelVersion: m.ModelVersion, Patients: m.N, Points: jobspec.OperatingPointsFromProto(m), Reported: op, Found: ok}
+	if target {
+		a.Target = spec.GetAlertSensitivity()
+	}
+	return a, true
+}
+
+// print writes each threshold's sensitivity, specificity, PPV and alarms
+// per 100 patients, marking the row the job reports at, so a researcher
+// can pick the threshold a ward can live with.
+func (a alarmBurden) print(w io.Writer) {
+	fmt.Fprintf(w, "\nalarm burden of model v%d on the sites' test rows (%d patients, from the encrypted histogram):\n", a.ModelVersion, a.Patients)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "THRESHOLD\tSENSITIVITY\tSPECIFICITY\tPPV\tALARMS/100\t")
+	for _, op := range a.Points {
+		mark := ""
+		if a.Found && op.Threshold == a.Reported.Threshold {
+			mark = "← reported (alert threshold)"
+			if a.Target > 0 {
+				mark = fmt.Sprintf("← reported (fewest alarms at sensitivity ≥ %g)", a.Target)
+			}
+		}
+		fmt.Fprintf(tw, "%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t%s\n", op.Threshold, op.Sensitivity, op.Specificity, op.PPV, op.AlarmsPer100, mark)
+	}
+	tw.Flush()
+	if a.Target > 0 && !a.Found {
+		fmt.Fprintf(w, "no threshold reaches the job's target sensitivity %g\n", a.Target)
+	}
 }
 
 // jobJSON is the stable JSON form of a job for scripts.
@@ -305,8 +373,24 @@ func jobJSON(j *pb.JobInfo) map[string]any {
 		"accepted": nonNil(j.Accepted), "refused": j.Refused, "rounds": rounds,
 		"model_version": j.ModelVersion, "submitted_by": j.SubmittedBy,
 		"epsilon_spent": nonNilMap(j.EpsilonSpent), "offline": nonNil(j.Offline),
-		"warnings": nonNil(jobspec.Warnings(j.Spec)),
+		"warnings": nonNil(jobspec.Warnings(j.Spec)), "reported": reportedJSON(j),
 	}
+}
+
+// reportedJSON is the operating point the job reports at for its newest
+// model with region figures, or nil.
+func reportedJSON(j *pb.JobInfo) map[string]any {
+	m := latestRegionMetrics(j)
+	op, target, ok := jobspec.ReportedPoint(j.Spec, m)
+	if !ok {
+		return nil
+	}
+	out := operatingPointJSON(op)
+	out["model_version"] = m.ModelVersion
+	if target {
+		out["target_sensitivity"] = j.Spec.GetAlertSensitivity()
+	}
+	return out
 }
 
 func nonNilMap(m map[string]float64) map[string]float64 {
@@ -394,4 +478,7 @@ func printJob(w io.Writer, j *pb.JobInfo) {
 		}
 	}
 	tw.Flush()
+	if a, ok := alarmBurdenOf(j.Spec, latestRegionMetrics(j)); ok {
+		a.print(w)
+	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"regionfl/coordinator/fsm"
 	"regionfl/jobspec"
+	pb "regionfl/proto/regionfl/v1"
 )
 
 // The views below are plain copies of replicated state, built under
@@ -91,6 +92,23 @@ type jobView struct {
 	NoiseMultiplier, Delta, ClipNorm      string
 	Budget                                []budgetRow
 	Plots                                 []PlotView
+	Alarms                                *alarmView
+}
+
+// alarmView is the alarm burden of the newest model with region figures:
+// each threshold's figures from the encrypted histogram, and the row the
+// job reports at.
+type alarmView struct {
+	ModelVersion uint32
+	Patients     uint64
+	Target       string // the job's target sensitivity, "" for its alert threshold
+	Missed       bool   // no threshold reaches the target
+	Rows         []alarmRow
+}
+
+type alarmRow struct {
+	Threshold, Sensitivity, Specificity, PPV, AlarmsPer100 string
+	Reported                                               bool
 }
 
 func fmtMs(ms int64) string {
@@ -291,6 +309,7 @@ func buildJob(s *fsm.State, j *fsm.Job) jobView {
 			loss.Points = append(loss.Points, Point{x, m.Loss})
 		}
 	}
+	v.Alarms = alarmsOf(j)
 	v.Plots = append(v.Plots,
 		NewPlot("Accuracy and AUROC on the sites' tests, by model version (encrypted sums)", acc, auroc),
 		NewPlot("Log loss on the sites' tests, by model version", loss),
@@ -300,6 +319,27 @@ func buildJob(s *fsm.State, j *fsm.Job) jobView {
 		NewPlot("Round duration (open to commit, s)", secs),
 	)
 	return v
+}
+
+func alarmsOf(j *fsm.Job) *alarmView {
+	var m *pb.ClinicalMetrics
+	for i := len(j.Rounds) - 1; i >= 0 && m == nil; i-- {
+		m = j.Rounds[i].RegionMetrics
+	}
+	if m == nil || len(m.OperatingPoints) == 0 {
+		return nil
+	}
+	reported, target, ok := jobspec.ReportedPoint(j.Spec, m)
+	a := &alarmView{ModelVersion: m.ModelVersion, Patients: m.N, Missed: target && !ok}
+	if target {
+		a.Target = fmtFloat(j.Spec.GetAlertSensitivity())
+	}
+	for _, op := range jobspec.OperatingPointsFromProto(m) {
+		a.Rows = append(a.Rows, alarmRow{Threshold: fmt.Sprintf("%.2f", op.Threshold), Sensitivity: fmt.Sprintf("%.2f", op.Sensitivity),
+			Specificity: fmt.Sprintf("%.2f", op.Specificity), PPV: fmt.Sprintf("%.2f", op.PPV), AlarmsPer100: fmt.Sprintf("%.1f", op.AlarmsPer100),
+			Reported: ok && op.Threshold == reported.Threshold})
+	}
+	return a
 }
 
 func fmtEps(eps float64, rounds int) string {

@@ -24,6 +24,8 @@ import (
 	"regionfl/audit"
 	"regionfl/coordinator/fsm"
 	"regionfl/identity"
+	"regionfl/jobspec"
+	"regionfl/models"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -73,7 +75,7 @@ func testState(t testing.TB) *fsm.FSM {
 	spec := &pb.JobSpec{
 		Name: "sepsis-lr", Purpose: "early sepsis warning", LegalBasis: "GDPR art. 9(2)(j)", Dataset: "icu",
 		MinHospitals: 2, Rounds: 3, ClipNorm: 1, DpNoiseMultiplier: 1.1, DpDelta: 1e-5,
-		Strategy: &pb.Strategy{Name: "fedavg"},
+		Strategy: &pb.Strategy{Name: "fedavg"}, AlertThreshold: 0.5, AlertSensitivity: 0.8,
 	}
 	a.must(&pb.SubmitJobCommand{JobId: jobID, Spec: spec, SubmittedBy: "researcher/alice", UnixMs: t0, InitialParams: []float64{0, 0}, ModelHash: "abc123"})
 	a.must(&pb.DecideJobCommand{JobId: jobID, Hospital: "h1", Accept: true})
@@ -89,11 +91,31 @@ func testState(t testing.TB) *fsm.FSM {
 			AggregateDigest: []byte("ad"), Contributors: []string{"h1", "h2"}, Active: []string{"h1", "h3"}})
 		a.must(&pb.DecryptionShareCommand{JobId: jobID, Round: n, Attempt: 1, Hospital: "h1", Share: []byte("x")})
 		a.must(&pb.CommitModelCommand{JobId: jobID, Round: n, Version: n, Params: []float64{1, 2},
-			TotalSamples: 1000 + uint64(r), UpdateNorm: norm, UnixMs: at + 6_500})
+			TotalSamples: 1000 + uint64(r), UpdateNorm: norm, UnixMs: at + 6_500, RegionMetrics: testMetrics(t, n-1)})
 	}
 	a.must(&pb.OpenRoundCommand{JobId: jobID, Round: 3, UnixMs: t0 + 120_000, DeadlineUnixMs: t0 + 150_000})
 	a.must(&pb.ContributionCommand{JobId: jobID, Round: 3, Hospital: "h1", Digest: []byte{3, 1}, Size: 1 << 20})
 	return a.f
+}
+
+// testMetrics are region figures of model version v on fixed predictions
+// (what the sites' encrypted sums decrypt to).
+func testMetrics(t testing.TB, v uint32) *pb.ClinicalMetrics {
+	t.Helper()
+	var p, y []float64
+	for i := range 400 {
+		p = append(p, float64(i%100)/100+0.005)
+		if i%100 >= 40+i%7 {
+			y = append(y, 1)
+		} else {
+			y = append(y, 0)
+		}
+	}
+	m, err := models.Score(p, y, 0.5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jobspec.MetricsToProto(m, v)
 }
 
 type fixture struct {
@@ -414,6 +436,18 @@ func TestJobPage(t *testing.T) {
 	}
 	if spent["h1"] <= spent["h2"] {
 		t.Error("h1 contributed to more rounds than h2 and must have spent more")
+	}
+	// The alarm burden of the newest model with region figures, with the
+	// row of the job's target sensitivity marked.
+	m := testMetrics(t, 1)
+	op, ok := models.ForSensitivity(jobspec.OperatingPointsFromProto(m), 0.8)
+	if !ok {
+		t.Fatal("the fixture's figures reach no sensitivity of 0.8")
+	}
+	alarms := regexp.MustCompile(`(?s)<section id="alarms">.*?</section>`).FindString(b)
+	if !strings.Contains(alarms, "Model v1 on the sites' test rows (400 patients)") || strings.Count(alarms, "<tr>")+strings.Count(alarms, "<tr class") != 20 ||
+		!regexp.MustCompile(`class="reported"[^>]*><td class="num">`+fmt.Sprintf("%.2f", op.Threshold)+`</td>`).MatchString(alarms) {
+		t.Errorf("alarm burden (want the %.2f row reported):\n%s", op.Threshold, alarms)
 	}
 	wantStatus(t, fx.do("GET", "/jobs/nope", fx.cert(t, "alice", identity.RoleResearcher)), http.StatusNotFound)
 }

@@ -3330,9 +3330,14 @@ type JobSpec struct {
 	// What a site may do with rows that have missing or unusable cells:
 	// "error" (default: a site that had to drop any declines the job) or
 	// "drop" (train and test on the complete rows).
-	Missing       string `protobuf:"bytes,25,opt,name=missing,proto3" json:"missing,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Missing string `protobuf:"bytes,25,opt,name=missing,proto3" json:"missing,omitempty"`
+	// A target sensitivity (0 < x ≤ 1): the figures are reported at the
+	// operating point with the fewest alarms that reaches it, read off the
+	// region's encrypted histogram (alert_threshold then only fixes the
+	// confusion counts the sites also send). 0: report at alert_threshold.
+	AlertSensitivity float64 `protobuf:"fixed64,26,opt,name=alert_sensitivity,json=alertSensitivity,proto3" json:"alert_sensitivity,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
@@ -3538,6 +3543,13 @@ func (x *JobSpec) GetMissing() string {
 		return x.Missing
 	}
 	return ""
+}
+
+func (x *JobSpec) GetAlertSensitivity() float64 {
+	if x != nil {
+		return x.AlertSensitivity
+	}
+	return 0
 }
 
 type SubmitJobRequest struct {
@@ -3881,9 +3893,14 @@ type ClinicalMetrics struct {
 	Brier         float64                `protobuf:"fixed64,7,opt,name=brier,proto3" json:"brier,omitempty"`
 	Loss          float64                `protobuf:"fixed64,8,opt,name=loss,proto3" json:"loss,omitempty"`
 	// The model version these figures are of.
-	ModelVersion  uint32 `protobuf:"varint,9,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ModelVersion uint32 `protobuf:"varint,9,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	// Of the alarms raised at the alert threshold, the share that were right.
+	Ppv float64 `protobuf:"fixed64,10,opt,name=ppv,proto3" json:"ppv,omitempty"`
+	// The alarm burden at each threshold k/20 (k = 1..19), from the
+	// histogram of predicted probabilities.
+	OperatingPoints []*OperatingPoint `protobuf:"bytes,11,rep,name=operating_points,json=operatingPoints,proto3" json:"operating_points,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ClinicalMetrics) Reset() {
@@ -3979,6 +3996,96 @@ func (x *ClinicalMetrics) GetModelVersion() uint32 {
 	return 0
 }
 
+func (x *ClinicalMetrics) GetPpv() float64 {
+	if x != nil {
+		return x.Ppv
+	}
+	return 0
+}
+
+func (x *ClinicalMetrics) GetOperatingPoints() []*OperatingPoint {
+	if x != nil {
+		return x.OperatingPoints
+	}
+	return nil
+}
+
+type OperatingPoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Threshold     float64                `protobuf:"fixed64,1,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	Sensitivity   float64                `protobuf:"fixed64,2,opt,name=sensitivity,proto3" json:"sensitivity,omitempty"`
+	Specificity   float64                `protobuf:"fixed64,3,opt,name=specificity,proto3" json:"specificity,omitempty"`
+	Ppv           float64                `protobuf:"fixed64,4,opt,name=ppv,proto3" json:"ppv,omitempty"`
+	AlarmsPer_100 float64                `protobuf:"fixed64,5,opt,name=alarms_per_100,json=alarmsPer100,proto3" json:"alarms_per_100,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OperatingPoint) Reset() {
+	*x = OperatingPoint{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OperatingPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OperatingPoint) ProtoMessage() {}
+
+func (x *OperatingPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OperatingPoint.ProtoReflect.Descriptor instead.
+func (*OperatingPoint) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *OperatingPoint) GetThreshold() float64 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+func (x *OperatingPoint) GetSensitivity() float64 {
+	if x != nil {
+		return x.Sensitivity
+	}
+	return 0
+}
+
+func (x *OperatingPoint) GetSpecificity() float64 {
+	if x != nil {
+		return x.Specificity
+	}
+	return 0
+}
+
+func (x *OperatingPoint) GetPpv() float64 {
+	if x != nil {
+		return x.Ppv
+	}
+	return 0
+}
+
+func (x *OperatingPoint) GetAlarmsPer_100() float64 {
+	if x != nil {
+		return x.AlarmsPer_100
+	}
+	return 0
+}
+
 type JobInfo struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	JobId           string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -4003,7 +4110,7 @@ type JobInfo struct {
 
 func (x *JobInfo) Reset() {
 	*x = JobInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4015,7 +4122,7 @@ func (x *JobInfo) String() string {
 func (*JobInfo) ProtoMessage() {}
 
 func (x *JobInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4028,7 +4135,7 @@ func (x *JobInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobInfo.ProtoReflect.Descriptor instead.
 func (*JobInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *JobInfo) GetJobId() string {
@@ -4124,7 +4231,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4136,7 +4243,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4149,7 +4256,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *GetJobResponse) GetJob() *JobInfo {
@@ -4167,7 +4274,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4179,7 +4286,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4192,7 +4299,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
 }
 
 type ListJobsResponse struct {
@@ -4204,7 +4311,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4216,7 +4323,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4229,7 +4336,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ListJobsResponse) GetJobs() []*JobInfo {
@@ -4248,7 +4355,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4260,7 +4367,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4273,7 +4380,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -4292,7 +4399,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4304,7 +4411,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4317,7 +4424,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *WatchJobResponse) GetJob() *JobInfo {
@@ -4337,7 +4444,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[66]
+	mi := &file_regionfl_v1_region_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4349,7 +4456,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[66]
+	mi := &file_regionfl_v1_region_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4362,7 +4469,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{66}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -4387,7 +4494,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[67]
+	mi := &file_regionfl_v1_region_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4399,7 +4506,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[67]
+	mi := &file_regionfl_v1_region_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4412,7 +4519,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{67}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{68}
 }
 
 type CreateRegionRequest struct {
@@ -4433,7 +4540,7 @@ type CreateRegionRequest struct {
 
 func (x *CreateRegionRequest) Reset() {
 	*x = CreateRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[68]
+	mi := &file_regionfl_v1_region_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4445,7 +4552,7 @@ func (x *CreateRegionRequest) String() string {
 func (*CreateRegionRequest) ProtoMessage() {}
 
 func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[68]
+	mi := &file_regionfl_v1_region_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4458,7 +4565,7 @@ func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionRequest.ProtoReflect.Descriptor instead.
 func (*CreateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{68}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *CreateRegionRequest) GetHospitals() []string {
@@ -4504,7 +4611,7 @@ type CreateRegionResponse struct {
 
 func (x *CreateRegionResponse) Reset() {
 	*x = CreateRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[69]
+	mi := &file_regionfl_v1_region_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4516,7 +4623,7 @@ func (x *CreateRegionResponse) String() string {
 func (*CreateRegionResponse) ProtoMessage() {}
 
 func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[69]
+	mi := &file_regionfl_v1_region_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4529,7 +4636,7 @@ func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionResponse.ProtoReflect.Descriptor instead.
 func (*CreateRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{69}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{70}
 }
 
 type Replica struct {
@@ -4545,7 +4652,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[70]
+	mi := &file_regionfl_v1_region_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4557,7 +4664,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[70]
+	mi := &file_regionfl_v1_region_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4570,7 +4677,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{70}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *Replica) GetId() string {
@@ -4616,7 +4723,7 @@ type ListReplicasRequest struct {
 
 func (x *ListReplicasRequest) Reset() {
 	*x = ListReplicasRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[71]
+	mi := &file_regionfl_v1_region_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4628,7 +4735,7 @@ func (x *ListReplicasRequest) String() string {
 func (*ListReplicasRequest) ProtoMessage() {}
 
 func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[71]
+	mi := &file_regionfl_v1_region_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4641,7 +4748,7 @@ func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ListReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{71}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{72}
 }
 
 type ListReplicasResponse struct {
@@ -4653,7 +4760,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[72]
+	mi := &file_regionfl_v1_region_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4665,7 +4772,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[72]
+	mi := &file_regionfl_v1_region_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4678,7 +4785,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{72}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -4699,7 +4806,7 @@ type JoinReplicaRequest struct {
 
 func (x *JoinReplicaRequest) Reset() {
 	*x = JoinReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[73]
+	mi := &file_regionfl_v1_region_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4711,7 +4818,7 @@ func (x *JoinReplicaRequest) String() string {
 func (*JoinReplicaRequest) ProtoMessage() {}
 
 func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[73]
+	mi := &file_regionfl_v1_region_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4724,7 +4831,7 @@ func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaRequest.ProtoReflect.Descriptor instead.
 func (*JoinReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{73}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *JoinReplicaRequest) GetId() string {
@@ -4756,7 +4863,7 @@ type JoinReplicaResponse struct {
 
 func (x *JoinReplicaResponse) Reset() {
 	*x = JoinReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[74]
+	mi := &file_regionfl_v1_region_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4768,7 +4875,7 @@ func (x *JoinReplicaResponse) String() string {
 func (*JoinReplicaResponse) ProtoMessage() {}
 
 func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[74]
+	mi := &file_regionfl_v1_region_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4781,7 +4888,7 @@ func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaResponse.ProtoReflect.Descriptor instead.
 func (*JoinReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{74}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{75}
 }
 
 type RemoveReplicaRequest struct {
@@ -4793,7 +4900,7 @@ type RemoveReplicaRequest struct {
 
 func (x *RemoveReplicaRequest) Reset() {
 	*x = RemoveReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[75]
+	mi := &file_regionfl_v1_region_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4805,7 +4912,7 @@ func (x *RemoveReplicaRequest) String() string {
 func (*RemoveReplicaRequest) ProtoMessage() {}
 
 func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[75]
+	mi := &file_regionfl_v1_region_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4818,7 +4925,7 @@ func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{75}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *RemoveReplicaRequest) GetId() string {
@@ -4836,7 +4943,7 @@ type RemoveReplicaResponse struct {
 
 func (x *RemoveReplicaResponse) Reset() {
 	*x = RemoveReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[76]
+	mi := &file_regionfl_v1_region_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4848,7 +4955,7 @@ func (x *RemoveReplicaResponse) String() string {
 func (*RemoveReplicaResponse) ProtoMessage() {}
 
 func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[76]
+	mi := &file_regionfl_v1_region_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4861,7 +4968,7 @@ func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{76}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{77}
 }
 
 var File_regionfl_v1_region_proto protoreflect.FileDescriptor
@@ -5084,7 +5191,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\tserver_lr\x18\x02 \x01(\x01R\bserverLr\x12\x14\n" +
 	"\x05beta1\x18\x03 \x01(\x01R\x05beta1\x12\x14\n" +
 	"\x05beta2\x18\x04 \x01(\x01R\x05beta2\x12\x10\n" +
-	"\x03tau\x18\x05 \x01(\x01R\x03tau\"\xc6\x06\n" +
+	"\x03tau\x18\x05 \x01(\x01R\x03tau\"\xf3\x06\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
 	"\x05model\x18\x02 \x01(\v2\x16.regionfl.v1.ModelSpecR\x05model\x12\x16\n" +
@@ -5115,7 +5222,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\bdp_delta\x18\x16 \x01(\x01R\adpDelta\x12'\n" +
 	"\x0falert_threshold\x18\x17 \x01(\x01R\x0ealertThreshold\x12,\n" +
 	"\x12share_site_metrics\x18\x18 \x01(\bR\x10shareSiteMetrics\x12\x18\n" +
-	"\amissing\x18\x19 \x01(\tR\amissing\"y\n" +
+	"\amissing\x18\x19 \x01(\tR\amissing\x12+\n" +
+	"\x11alert_sensitivity\x18\x1a \x01(\x01R\x10alertSensitivity\"y\n" +
 	"\x10SubmitJobRequest\x12(\n" +
 	"\x04spec\x18\x01 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12\x1d\n" +
 	"\n" +
@@ -5148,7 +5256,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\tclosed_by\x18\x0f \x01(\tR\bclosedBy\x1a\\\n" +
 	"\x10SiteMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
-	"\x05value\x18\x02 \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\x05value:\x028\x01\"\x8a\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\x05value:\x028\x01\"\xe4\x02\n" +
 	"\x0fClinicalMetrics\x12\f\n" +
 	"\x01n\x18\x01 \x01(\x04R\x01n\x12\x1a\n" +
 	"\baccuracy\x18\x02 \x01(\x01R\baccuracy\x12\x14\n" +
@@ -5158,7 +5266,16 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x0ealarms_per_100\x18\x06 \x01(\x01R\falarmsPer100\x12\x14\n" +
 	"\x05brier\x18\a \x01(\x01R\x05brier\x12\x12\n" +
 	"\x04loss\x18\b \x01(\x01R\x04loss\x12#\n" +
-	"\rmodel_version\x18\t \x01(\rR\fmodelVersion\"\xd9\x04\n" +
+	"\rmodel_version\x18\t \x01(\rR\fmodelVersion\x12\x10\n" +
+	"\x03ppv\x18\n" +
+	" \x01(\x01R\x03ppv\x12F\n" +
+	"\x10operating_points\x18\v \x03(\v2\x1b.regionfl.v1.OperatingPointR\x0foperatingPoints\"\xaa\x01\n" +
+	"\x0eOperatingPoint\x12\x1c\n" +
+	"\tthreshold\x18\x01 \x01(\x01R\tthreshold\x12 \n" +
+	"\vsensitivity\x18\x02 \x01(\x01R\vsensitivity\x12 \n" +
+	"\vspecificity\x18\x03 \x01(\x01R\vspecificity\x12\x10\n" +
+	"\x03ppv\x18\x04 \x01(\x01R\x03ppv\x12$\n" +
+	"\x0ealarms_per_100\x18\x05 \x01(\x01R\falarmsPer100\"\xd9\x04\n" +
 	"\aJobInfo\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12\x14\n" +
@@ -5271,7 +5388,7 @@ func file_regionfl_v1_region_proto_rawDescGZIP() []byte {
 }
 
 var file_regionfl_v1_region_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
+var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_regionfl_v1_region_proto_goTypes = []any{
 	(CeremonyStep)(0),                     // 0: regionfl.v1.CeremonyStep
 	(*ExportAuditRequest)(nil),            // 1: regionfl.v1.ExportAuditRequest
@@ -5334,26 +5451,27 @@ var file_regionfl_v1_region_proto_goTypes = []any{
 	(*GetJobRequest)(nil),                 // 58: regionfl.v1.GetJobRequest
 	(*RoundInfo)(nil),                     // 59: regionfl.v1.RoundInfo
 	(*ClinicalMetrics)(nil),               // 60: regionfl.v1.ClinicalMetrics
-	(*JobInfo)(nil),                       // 61: regionfl.v1.JobInfo
-	(*GetJobResponse)(nil),                // 62: regionfl.v1.GetJobResponse
-	(*ListJobsRequest)(nil),               // 63: regionfl.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),              // 64: regionfl.v1.ListJobsResponse
-	(*WatchJobRequest)(nil),               // 65: regionfl.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),              // 66: regionfl.v1.WatchJobResponse
-	(*CancelJobRequest)(nil),              // 67: regionfl.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),             // 68: regionfl.v1.CancelJobResponse
-	(*CreateRegionRequest)(nil),           // 69: regionfl.v1.CreateRegionRequest
-	(*CreateRegionResponse)(nil),          // 70: regionfl.v1.CreateRegionResponse
-	(*Replica)(nil),                       // 71: regionfl.v1.Replica
-	(*ListReplicasRequest)(nil),           // 72: regionfl.v1.ListReplicasRequest
-	(*ListReplicasResponse)(nil),          // 73: regionfl.v1.ListReplicasResponse
-	(*JoinReplicaRequest)(nil),            // 74: regionfl.v1.JoinReplicaRequest
-	(*JoinReplicaResponse)(nil),           // 75: regionfl.v1.JoinReplicaResponse
-	(*RemoveReplicaRequest)(nil),          // 76: regionfl.v1.RemoveReplicaRequest
-	(*RemoveReplicaResponse)(nil),         // 77: regionfl.v1.RemoveReplicaResponse
-	nil,                                   // 78: regionfl.v1.RoundInfo.SiteMetricsEntry
-	nil,                                   // 79: regionfl.v1.JobInfo.RefusedEntry
-	nil,                                   // 80: regionfl.v1.JobInfo.EpsilonSpentEntry
+	(*OperatingPoint)(nil),                // 61: regionfl.v1.OperatingPoint
+	(*JobInfo)(nil),                       // 62: regionfl.v1.JobInfo
+	(*GetJobResponse)(nil),                // 63: regionfl.v1.GetJobResponse
+	(*ListJobsRequest)(nil),               // 64: regionfl.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),              // 65: regionfl.v1.ListJobsResponse
+	(*WatchJobRequest)(nil),               // 66: regionfl.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),              // 67: regionfl.v1.WatchJobResponse
+	(*CancelJobRequest)(nil),              // 68: regionfl.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 69: regionfl.v1.CancelJobResponse
+	(*CreateRegionRequest)(nil),           // 70: regionfl.v1.CreateRegionRequest
+	(*CreateRegionResponse)(nil),          // 71: regionfl.v1.CreateRegionResponse
+	(*Replica)(nil),                       // 72: regionfl.v1.Replica
+	(*ListReplicasRequest)(nil),           // 73: regionfl.v1.ListReplicasRequest
+	(*ListReplicasResponse)(nil),          // 74: regionfl.v1.ListReplicasResponse
+	(*JoinReplicaRequest)(nil),            // 75: regionfl.v1.JoinReplicaRequest
+	(*JoinReplicaResponse)(nil),           // 76: regionfl.v1.JoinReplicaResponse
+	(*RemoveReplicaRequest)(nil),          // 77: regionfl.v1.RemoveReplicaRequest
+	(*RemoveReplicaResponse)(nil),         // 78: regionfl.v1.RemoveReplicaResponse
+	nil,                                   // 79: regionfl.v1.RoundInfo.SiteMetricsEntry
+	nil,                                   // 80: regionfl.v1.JobInfo.RefusedEntry
+	nil,                                   // 81: regionfl.v1.JobInfo.EpsilonSpentEntry
 }
 var file_regionfl_v1_region_proto_depIdxs = []int32{
 	10, // 0: regionfl.v1.GetRevocationsResponse.revoked:type_name -> regionfl.v1.Revocation
@@ -5384,79 +5502,80 @@ var file_regionfl_v1_region_proto_depIdxs = []int32{
 	54, // 25: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
 	55, // 26: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
 	60, // 27: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	78, // 28: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
-	55, // 29: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
-	79, // 30: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
-	59, // 31: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
-	80, // 32: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
-	61, // 33: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
-	61, // 34: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
-	61, // 35: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
-	71, // 36: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
-	60, // 37: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
-	14, // 38: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
-	25, // 39: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
-	27, // 40: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
-	30, // 41: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
-	32, // 42: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
-	34, // 43: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
-	36, // 44: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
-	39, // 45: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
-	42, // 46: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
-	44, // 47: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
-	46, // 48: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
-	17, // 49: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
-	50, // 50: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
-	11, // 51: regionfl.v1.HospitalService.GetRevocations:input_type -> regionfl.v1.GetRevocationsRequest
-	56, // 52: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
-	58, // 53: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
-	63, // 54: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
-	65, // 55: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
-	67, // 56: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
-	48, // 57: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
-	1,  // 58: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
-	69, // 59: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
-	72, // 60: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
-	74, // 61: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
-	76, // 62: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
-	7,  // 63: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
-	9,  // 64: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
-	5,  // 65: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
-	3,  // 66: regionfl.v1.OperatorService.StartKeyEpoch:input_type -> regionfl.v1.StartKeyEpochRequest
-	15, // 67: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
-	26, // 68: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
-	28, // 69: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
-	31, // 70: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
-	33, // 71: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
-	35, // 72: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
-	38, // 73: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
-	40, // 74: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
-	43, // 75: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
-	45, // 76: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
-	47, // 77: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
-	18, // 78: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
-	51, // 79: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
-	12, // 80: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
-	57, // 81: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
-	62, // 82: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
-	64, // 83: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
-	66, // 84: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
-	68, // 85: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
-	49, // 86: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
-	2,  // 87: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
-	70, // 88: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
-	73, // 89: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
-	75, // 90: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
-	77, // 91: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
-	8,  // 92: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
-	13, // 93: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
-	6,  // 94: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
-	4,  // 95: regionfl.v1.OperatorService.StartKeyEpoch:output_type -> regionfl.v1.StartKeyEpochResponse
-	67, // [67:96] is the sub-list for method output_type
-	38, // [38:67] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	79, // 28: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
+	61, // 29: regionfl.v1.ClinicalMetrics.operating_points:type_name -> regionfl.v1.OperatingPoint
+	55, // 30: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
+	80, // 31: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
+	59, // 32: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
+	81, // 33: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
+	62, // 34: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
+	62, // 35: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
+	62, // 36: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
+	72, // 37: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
+	60, // 38: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
+	14, // 39: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
+	25, // 40: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
+	27, // 41: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
+	30, // 42: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
+	32, // 43: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
+	34, // 44: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
+	36, // 45: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
+	39, // 46: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
+	42, // 47: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
+	44, // 48: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
+	46, // 49: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
+	17, // 50: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
+	50, // 51: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
+	11, // 52: regionfl.v1.HospitalService.GetRevocations:input_type -> regionfl.v1.GetRevocationsRequest
+	56, // 53: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
+	58, // 54: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
+	64, // 55: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
+	66, // 56: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
+	68, // 57: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
+	48, // 58: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
+	1,  // 59: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
+	70, // 60: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
+	73, // 61: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
+	75, // 62: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
+	77, // 63: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
+	7,  // 64: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
+	9,  // 65: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
+	5,  // 66: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
+	3,  // 67: regionfl.v1.OperatorService.StartKeyEpoch:input_type -> regionfl.v1.StartKeyEpochRequest
+	15, // 68: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
+	26, // 69: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
+	28, // 70: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
+	31, // 71: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
+	33, // 72: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
+	35, // 73: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
+	38, // 74: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
+	40, // 75: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
+	43, // 76: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
+	45, // 77: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
+	47, // 78: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
+	18, // 79: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
+	51, // 80: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
+	12, // 81: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
+	57, // 82: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
+	63, // 83: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
+	65, // 84: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
+	67, // 85: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
+	69, // 86: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
+	49, // 87: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
+	2,  // 88: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
+	71, // 89: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
+	74, // 90: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
+	76, // 91: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
+	78, // 92: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
+	8,  // 93: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
+	13, // 94: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
+	6,  // 95: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
+	4,  // 96: regionfl.v1.OperatorService.StartKeyEpoch:output_type -> regionfl.v1.StartKeyEpochResponse
+	68, // [68:97] is the sub-list for method output_type
+	39, // [39:68] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_regionfl_v1_region_proto_init() }
@@ -5474,7 +5593,7 @@ func file_regionfl_v1_region_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_region_proto_rawDesc), len(file_regionfl_v1_region_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   80,
+			NumMessages:   81,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
