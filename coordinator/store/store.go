@@ -79,7 +79,6 @@ type Store struct {
 	readyTerm atomic.Uint64
 }
 
-// Open starts Raft for one replica.
 // HasState reports whether dir holds a replica's Raft state (a log, its
 // term and vote, or a snapshot): a replica with state restarts from it, so
 // it needs neither Bootstrap nor a cluster to join. Call it before Open,
@@ -103,6 +102,7 @@ func HasState(dir string) (bool, error) {
 	return raft.HasExistingState(w, w, snaps)
 }
 
+// Open starts Raft for one replica.
 func Open(cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
