@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,6 +33,13 @@ type cluster struct {
 
 func startCluster(t *testing.T, n int) *cluster {
 	t.Helper()
+	return startClusterWith(t, n, true)
+}
+
+// startClusterWith starts n replicas; fast selects the tests' short Raft
+// timeouts, else Raft's defaults (a 500 ms leader lease).
+func startClusterWith(t *testing.T, n int, fast bool) *cluster {
+	t.Helper()
 	ca, err := identity.NewCA("test", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +52,7 @@ func startCluster(t *testing.T, n int) *cluster {
 			t.Fatal(err)
 		}
 		cfg := coordinator.Config{ID: id, DataDir: filepath.Join(c.dir, id), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
-			Bootstrap: i == 1, Cert: cert, CA: ca.Pool(), Fast: true}
+			Bootstrap: i == 1, Cert: cert, CA: ca.Pool(), Fast: fast}
 		if i > 1 {
 			cfg.Join = []string{c.replicas[0].GRPCAddr()}
 		}
@@ -225,6 +233,43 @@ func TestLeaderFailoverAndRestart(t *testing.T) {
 		r.Store().FSM().Read(func(s *fsm.State) { ok = s.Region != nil })
 		return ok
 	})
+}
+
+// A leader cut off from its followers serves no reads: a researcher's
+// ListJobs goes through a quorum check, so the deposed leader answers "not
+// the leader" rather than from its state, which the majority may already
+// have moved past. Raft's default timeouts leave a window (the 500 ms
+// leader lease) in which the leader has not yet noticed; the read comes
+// 100 ms after the followers stop, inside it, once the answers to
+// heartbeats sent before are in.
+func TestDeposedLeaderRefusesReads(t *testing.T) {
+	c := startClusterWith(t, 3, false)
+	old := c.leader()
+	researcher := c.client("alice", identity.RoleResearcher, old.GRPCAddr())
+	list := func(timeout time.Duration) error {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		return researcher.Do(ctx, func(ctx context.Context, conn client.Conn) error {
+			_, err := conn.Researcher.ListJobs(ctx, &pb.ListJobsRequest{}, grpc.Trailer(conn.Trailer))
+			return err
+		})
+	}
+	if err := list(10 * time.Second); err != nil {
+		t.Fatalf("the leader's read: %v", err)
+	}
+	for i, r := range c.replicas {
+		if r != old {
+			if err := r.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			c.replicas[i] = nil
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	err := list(3 * time.Second)
+	if err == nil || !strings.Contains(err.Error(), client.NotLeaderPrefix) {
+		t.Fatalf("a read from the leader without its quorum: %v, want %q", err, client.NotLeaderPrefix)
+	}
 }
 
 // Roles are enforced on every service, from the certificate alone.

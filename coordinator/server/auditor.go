@@ -36,7 +36,7 @@ func (s *Server) SetSigner(cert tls.Certificate) error {
 // by the leader so the export includes everything committed.
 func (s auditorService) ExportAudit(req *pb.ExportAuditRequest, stream pb.AuditorService_ExportAuditServer) error {
 	ctx := stream.Context()
-	if err := s.leader(ctx); err != nil {
+	if err := s.leaderRead(ctx); err != nil {
 		return err
 	}
 	if s.signer == nil {

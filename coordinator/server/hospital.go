@@ -676,7 +676,7 @@ func (s hospitalService) FetchModel(ctx context.Context, req *pb.FetchModelReque
 
 // model returns a committed model version (0 = latest).
 func (s *Server) model(ctx context.Context, jobID string, version uint32) (*pb.Model, error) {
-	if err := s.leader(ctx); err != nil {
+	if err := s.leaderRead(ctx); err != nil {
 		return nil, err
 	}
 	var (

@@ -115,7 +115,7 @@ func newJobID() string {
 }
 
 func (s researcherService) GetJob(ctx context.Context, req *pb.GetJobRequest) (*pb.GetJobResponse, error) {
-	if err := s.leader(ctx); err != nil {
+	if err := s.leaderRead(ctx); err != nil {
 		return nil, err
 	}
 	info, err := s.jobInfo(req.JobId)
@@ -126,7 +126,7 @@ func (s researcherService) GetJob(ctx context.Context, req *pb.GetJobRequest) (*
 }
 
 func (s researcherService) ListJobs(ctx context.Context, _ *pb.ListJobsRequest) (*pb.ListJobsResponse, error) {
-	if err := s.leader(ctx); err != nil {
+	if err := s.leaderRead(ctx); err != nil {
 		return nil, err
 	}
 	out := &pb.ListJobsResponse{}
@@ -142,7 +142,7 @@ func (s researcherService) WatchJob(req *pb.WatchJobRequest, stream pb.Researche
 	ctx := stream.Context()
 	var last *pb.JobInfo
 	for {
-		if err := s.leader(ctx); err != nil {
+		if err := s.leaderRead(ctx); err != nil {
 			return err
 		}
 		ch := s.store.FSM().Changed()

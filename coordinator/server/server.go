@@ -255,6 +255,17 @@ func (s *Server) leader(ctx context.Context) error {
 	return toStatus(ctx, err)
 }
 
+// leaderRead is leader for reads that people and scripts act on (a job's
+// state, a model, the audit log): the leader first confirms with a quorum
+// that it still leads, so a deposed leader that has not noticed yet (cut
+// off, its lease not yet run out) never answers from its stale state.
+func (s *Server) leaderRead(ctx context.Context) error {
+	if err := s.leader(ctx); err != nil {
+		return err
+	}
+	return toStatus(ctx, s.store.VerifyLeader())
+}
+
 func (s *Server) read(fn func(st *fsm.State)) { s.store.FSM().Read(fn) }
 
 // ---- Operator service ----
