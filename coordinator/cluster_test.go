@@ -272,6 +272,45 @@ func TestDeposedLeaderRefusesReads(t *testing.T) {
 	}
 }
 
+// An operator hands leadership to a named follower, or to whichever is
+// most up to date; a replica that is not a voter is refused, naming it.
+func TestTransferLeadership(t *testing.T) {
+	c := startCluster(t, 3)
+	var addrs []string
+	for _, r := range c.replicas {
+		addrs = append(addrs, r.GRPCAddr())
+	}
+	op := c.client("ops", identity.RoleOperator, addrs...)
+	transfer := func(to string) (*pb.TransferLeadershipResponse, error) {
+		var resp *pb.TransferLeadershipResponse
+		err := op.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
+			var err error
+			resp, err = conn.Operator.TransferLeadership(ctx, &pb.TransferLeadershipRequest{To: to}, grpc.Trailer(conn.Trailer))
+			return err
+		})
+		return resp, err
+	}
+	old := c.leader()
+	target := c.follower()
+	resp, err := transfer(target.ID())
+	if err != nil || resp.From != old.ID() || resp.Leader != target.ID() {
+		t.Fatalf("transfer to %s: %v %+v", target.ID(), err, resp)
+	}
+	if l := c.leader(); l != target {
+		t.Fatalf("%s leads after the transfer to %s", l.ID(), target.ID())
+	}
+	resp, err = transfer("")
+	if err != nil || resp.From != target.ID() || resp.Leader == target.ID() {
+		t.Fatalf("transfer to any follower: %v %+v", err, resp)
+	}
+	if _, err := transfer("replica-9"); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "replica-9") {
+		t.Fatalf("transfer to a replica that does not exist: %v", err)
+	}
+	if _, err := transfer(resp.Leader); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("transfer to the leader itself: %v", err)
+	}
+}
+
 // Roles are enforced on every service, from the certificate alone.
 func TestAuthorization(t *testing.T) {
 	c := startCluster(t, 1)

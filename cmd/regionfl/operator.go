@@ -18,7 +18,7 @@ import (
 func newOperatorCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "operator", Short: "Manage the coordinator cluster and the region"}
 	raft := &cobra.Command{Use: "raft", Short: "Inspect and change the replica set"}
-	raft.AddCommand(newRaftListCmd(), newRaftRemoveCmd())
+	raft.AddCommand(newRaftListCmd(), newRaftRemoveCmd(), newRaftTransferCmd())
 	cmd.AddCommand(raft, newRegionCreateCmd(), newRekeyCmd(), newRevokeCmd(), newListRevokedCmd(), newIdentityInitCmd("operator"), newIdentityRenewCmd("operator"))
 	return cmd
 }
@@ -100,6 +100,39 @@ until every hospital holds the new one, so training does not stop.`,
 	}
 	cf.register(cmd.Flags())
 	cmd.Flags().StringVar(&reason, "reason", "", "why the region re-keys (recorded in the audit log)")
+	return cmd
+}
+
+func newRaftTransferCmd() *cobra.Command {
+	var (
+		cf clientFlags
+		to string
+	)
+	cmd := &cobra.Command{
+		Use:   "transfer-leadership",
+		Short: "Hand leadership to another replica (before maintenance on the leader's host); rounds go on under the new leader",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var resp *pb.TransferLeadershipResponse
+			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
+				var err error
+				resp, err = conn.Operator.TransferLeadership(ctx, &pb.TransferLeadershipRequest{To: to}, grpc.Trailer(conn.Trailer))
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "leadership moved from %s to %s\n", resp.From, resp.Leader)
+			return nil
+		},
+	}
+	cf.register(cmd.Flags())
+	cmd.Flags().StringVar(&to, "to", "", "the replica ID to hand leadership to (default: the most up-to-date follower)")
 	return cmd
 }
 

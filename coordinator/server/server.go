@@ -475,6 +475,33 @@ func (s *Server) revocations() []*pb.Revocation {
 	return out
 }
 
+// TransferLeadership hands leadership to another voter and answers once it
+// leads. Rounds go on under the new leader: it re-collects what the
+// running sums held from the hospitals, as after a failover.
+func (s *Server) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, err
+	}
+	if req.To != "" {
+		if err := identity.ValidName(req.To); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "to: %v", err)
+		}
+	}
+	from, _ := s.store.Leader()
+	if req.To == from {
+		return nil, status.Errorf(codes.FailedPrecondition, "to: %s leads already", from)
+	}
+	leader, err := s.store.TransferLeadership(req.To, 15*time.Second)
+	switch {
+	case errors.Is(err, store.ErrUnknownReplica):
+		return nil, status.Errorf(codes.InvalidArgument, "to: %q is not a voter of the cluster (regionfl operator raft list-replicas)", req.To)
+	case err != nil:
+		return nil, toStatus(ctx, err)
+	}
+	s.log.Info("leadership transferred", "from", from, "to", leader, "by", caller(ctx).String())
+	return &pb.TransferLeadershipResponse{From: from, Leader: leader}, nil
+}
+
 // RemoveReplica takes a replica out of the cluster.
 func (s *Server) RemoveReplica(ctx context.Context, req *pb.RemoveReplicaRequest) (*pb.RemoveReplicaResponse, error) {
 	if err := s.leader(ctx); err != nil {

@@ -306,6 +306,48 @@ func (s *Store) Replicas() ([]Replica, error) {
 	return out, nil
 }
 
+// ErrUnknownReplica means a replica ID is not a voter of the cluster.
+var ErrUnknownReplica = errors.New("store: no such voter")
+
+// TransferLeadership hands leadership to the voter to ("": the most
+// up-to-date follower) and waits until some replica other than this one
+// leads, or timeout passes; it returns the new leader's ID.
+func (s *Store) TransferLeadership(to string, timeout time.Duration) (string, error) {
+	if !s.IsLeader() {
+		return "", s.NotLeader()
+	}
+	var f raft.Future
+	if to == "" {
+		f = s.raft.LeadershipTransfer()
+	} else {
+		cf := s.raft.GetConfiguration()
+		if err := cf.Error(); err != nil {
+			return "", err
+		}
+		var addr raft.ServerAddress
+		for _, srv := range cf.Configuration().Servers {
+			if string(srv.ID) == to && srv.Suffrage == raft.Voter {
+				addr = srv.Address
+			}
+		}
+		if addr == "" {
+			return "", fmt.Errorf("%w: %q", ErrUnknownReplica, to)
+		}
+		f = s.raft.LeadershipTransferToServer(raft.ServerID(to), addr)
+	}
+	if err := f.Error(); err != nil {
+		return "", fmt.Errorf("store: leadership transfer: %w", err)
+	}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if _, id := s.raft.LeaderWithID(); id != "" && string(id) != s.cfg.ID {
+			return string(id), nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "", fmt.Errorf("store: leadership transfer: no new leader within %s", timeout)
+}
+
 // AddVoter adds a replica (leader only); adding an existing member with the
 // same address succeeds, so a restarting replica can join again.
 func (s *Store) AddVoter(id, raftAddr string) error {

@@ -4971,6 +4971,104 @@ func (*RemoveReplicaResponse) Descriptor() ([]byte, []int) {
 	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{77}
 }
 
+type TransferLeadershipRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The voter to hand leadership to; empty: the most up-to-date follower.
+	To            string `protobuf:"bytes,1,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipRequest) Reset() {
+	*x = TransferLeadershipRequest{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipRequest) ProtoMessage() {}
+
+func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *TransferLeadershipRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+type TransferLeadershipResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The replica that led before, and the one that leads now.
+	From          string `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	Leader        string `protobuf:"bytes,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipResponse) Reset() {
+	*x = TransferLeadershipResponse{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipResponse) ProtoMessage() {}
+
+func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *TransferLeadershipResponse) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *TransferLeadershipResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
 var File_regionfl_v1_region_proto protoreflect.FileDescriptor
 
 const file_regionfl_v1_region_proto_rawDesc = "" +
@@ -5332,7 +5430,12 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x13JoinReplicaResponse\"&\n" +
 	"\x14RemoveReplicaRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x17\n" +
-	"\x15RemoveReplicaResponse*\xc1\x01\n" +
+	"\x15RemoveReplicaResponse\"+\n" +
+	"\x19TransferLeadershipRequest\x12\x0e\n" +
+	"\x02to\x18\x01 \x01(\tR\x02to\"H\n" +
+	"\x1aTransferLeadershipResponse\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x16\n" +
+	"\x06leader\x18\x02 \x01(\tR\x06leader*\xc1\x01\n" +
 	"\fCeremonyStep\x12\x1d\n" +
 	"\x19CEREMONY_STEP_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CEREMONY_STEP_ENROLL\x10\x01\x12\"\n" +
@@ -5364,12 +5467,13 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\tCancelJob\x12\x1d.regionfl.v1.CancelJobRequest\x1a\x1e.regionfl.v1.CancelJobResponse\x12G\n" +
 	"\bGetModel\x12\x1c.regionfl.v1.GetModelRequest\x1a\x1d.regionfl.v1.GetModelResponse2d\n" +
 	"\x0eAuditorService\x12R\n" +
-	"\vExportAudit\x12\x1f.regionfl.v1.ExportAuditRequest\x1a .regionfl.v1.ExportAuditResponse0\x012\xce\x05\n" +
+	"\vExportAudit\x12\x1f.regionfl.v1.ExportAuditRequest\x1a .regionfl.v1.ExportAuditResponse0\x012\xb5\x06\n" +
 	"\x0fOperatorService\x12S\n" +
 	"\fCreateRegion\x12 .regionfl.v1.CreateRegionRequest\x1a!.regionfl.v1.CreateRegionResponse\x12S\n" +
 	"\fListReplicas\x12 .regionfl.v1.ListReplicasRequest\x1a!.regionfl.v1.ListReplicasResponse\x12P\n" +
 	"\vJoinReplica\x12\x1f.regionfl.v1.JoinReplicaRequest\x1a .regionfl.v1.JoinReplicaResponse\x12V\n" +
-	"\rRemoveReplica\x12!.regionfl.v1.RemoveReplicaRequest\x1a\".regionfl.v1.RemoveReplicaResponse\x12b\n" +
+	"\rRemoveReplica\x12!.regionfl.v1.RemoveReplicaRequest\x1a\".regionfl.v1.RemoveReplicaResponse\x12e\n" +
+	"\x12TransferLeadership\x12&.regionfl.v1.TransferLeadershipRequest\x1a'.regionfl.v1.TransferLeadershipResponse\x12b\n" +
 	"\x11RevokeCertificate\x12%.regionfl.v1.RevokeCertificateRequest\x1a&.regionfl.v1.RevokeCertificateResponse\x12P\n" +
 	"\vListRevoked\x12\x1f.regionfl.v1.ListRevokedRequest\x1a .regionfl.v1.ListRevokedResponse\x12Y\n" +
 	"\x0eEndWebSessions\x12\".regionfl.v1.EndWebSessionsRequest\x1a#.regionfl.v1.EndWebSessionsResponse\x12V\n" +
@@ -5388,7 +5492,7 @@ func file_regionfl_v1_region_proto_rawDescGZIP() []byte {
 }
 
 var file_regionfl_v1_region_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
+var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 83)
 var file_regionfl_v1_region_proto_goTypes = []any{
 	(CeremonyStep)(0),                     // 0: regionfl.v1.CeremonyStep
 	(*ExportAuditRequest)(nil),            // 1: regionfl.v1.ExportAuditRequest
@@ -5469,9 +5573,11 @@ var file_regionfl_v1_region_proto_goTypes = []any{
 	(*JoinReplicaResponse)(nil),           // 76: regionfl.v1.JoinReplicaResponse
 	(*RemoveReplicaRequest)(nil),          // 77: regionfl.v1.RemoveReplicaRequest
 	(*RemoveReplicaResponse)(nil),         // 78: regionfl.v1.RemoveReplicaResponse
-	nil,                                   // 79: regionfl.v1.RoundInfo.SiteMetricsEntry
-	nil,                                   // 80: regionfl.v1.JobInfo.RefusedEntry
-	nil,                                   // 81: regionfl.v1.JobInfo.EpsilonSpentEntry
+	(*TransferLeadershipRequest)(nil),     // 79: regionfl.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil),    // 80: regionfl.v1.TransferLeadershipResponse
+	nil,                                   // 81: regionfl.v1.RoundInfo.SiteMetricsEntry
+	nil,                                   // 82: regionfl.v1.JobInfo.RefusedEntry
+	nil,                                   // 83: regionfl.v1.JobInfo.EpsilonSpentEntry
 }
 var file_regionfl_v1_region_proto_depIdxs = []int32{
 	10, // 0: regionfl.v1.GetRevocationsResponse.revoked:type_name -> regionfl.v1.Revocation
@@ -5502,12 +5608,12 @@ var file_regionfl_v1_region_proto_depIdxs = []int32{
 	54, // 25: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
 	55, // 26: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
 	60, // 27: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	79, // 28: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
+	81, // 28: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
 	61, // 29: regionfl.v1.ClinicalMetrics.operating_points:type_name -> regionfl.v1.OperatingPoint
 	55, // 30: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
-	80, // 31: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
+	82, // 31: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
 	59, // 32: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
-	81, // 33: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
+	83, // 33: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
 	62, // 34: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
 	62, // 35: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
 	62, // 36: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
@@ -5538,41 +5644,43 @@ var file_regionfl_v1_region_proto_depIdxs = []int32{
 	73, // 61: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
 	75, // 62: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
 	77, // 63: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
-	7,  // 64: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
-	9,  // 65: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
-	5,  // 66: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
-	3,  // 67: regionfl.v1.OperatorService.StartKeyEpoch:input_type -> regionfl.v1.StartKeyEpochRequest
-	15, // 68: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
-	26, // 69: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
-	28, // 70: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
-	31, // 71: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
-	33, // 72: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
-	35, // 73: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
-	38, // 74: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
-	40, // 75: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
-	43, // 76: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
-	45, // 77: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
-	47, // 78: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
-	18, // 79: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
-	51, // 80: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
-	12, // 81: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
-	57, // 82: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
-	63, // 83: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
-	65, // 84: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
-	67, // 85: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
-	69, // 86: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
-	49, // 87: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
-	2,  // 88: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
-	71, // 89: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
-	74, // 90: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
-	76, // 91: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
-	78, // 92: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
-	8,  // 93: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
-	13, // 94: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
-	6,  // 95: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
-	4,  // 96: regionfl.v1.OperatorService.StartKeyEpoch:output_type -> regionfl.v1.StartKeyEpochResponse
-	68, // [68:97] is the sub-list for method output_type
-	39, // [39:68] is the sub-list for method input_type
+	79, // 64: regionfl.v1.OperatorService.TransferLeadership:input_type -> regionfl.v1.TransferLeadershipRequest
+	7,  // 65: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
+	9,  // 66: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
+	5,  // 67: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
+	3,  // 68: regionfl.v1.OperatorService.StartKeyEpoch:input_type -> regionfl.v1.StartKeyEpochRequest
+	15, // 69: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
+	26, // 70: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
+	28, // 71: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
+	31, // 72: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
+	33, // 73: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
+	35, // 74: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
+	38, // 75: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
+	40, // 76: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
+	43, // 77: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
+	45, // 78: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
+	47, // 79: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
+	18, // 80: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
+	51, // 81: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
+	12, // 82: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
+	57, // 83: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
+	63, // 84: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
+	65, // 85: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
+	67, // 86: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
+	69, // 87: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
+	49, // 88: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
+	2,  // 89: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
+	71, // 90: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
+	74, // 91: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
+	76, // 92: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
+	78, // 93: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
+	80, // 94: regionfl.v1.OperatorService.TransferLeadership:output_type -> regionfl.v1.TransferLeadershipResponse
+	8,  // 95: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
+	13, // 96: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
+	6,  // 97: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
+	4,  // 98: regionfl.v1.OperatorService.StartKeyEpoch:output_type -> regionfl.v1.StartKeyEpochResponse
+	69, // [69:99] is the sub-list for method output_type
+	39, // [39:69] is the sub-list for method input_type
 	39, // [39:39] is the sub-list for extension type_name
 	39, // [39:39] is the sub-list for extension extendee
 	0,  // [0:39] is the sub-list for field type_name
@@ -5593,7 +5701,7 @@ func file_regionfl_v1_region_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_region_proto_rawDesc), len(file_regionfl_v1_region_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   81,
+			NumMessages:   83,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

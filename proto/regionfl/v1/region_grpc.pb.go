@@ -1067,14 +1067,15 @@ var AuditorService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	OperatorService_CreateRegion_FullMethodName      = "/regionfl.v1.OperatorService/CreateRegion"
-	OperatorService_ListReplicas_FullMethodName      = "/regionfl.v1.OperatorService/ListReplicas"
-	OperatorService_JoinReplica_FullMethodName       = "/regionfl.v1.OperatorService/JoinReplica"
-	OperatorService_RemoveReplica_FullMethodName     = "/regionfl.v1.OperatorService/RemoveReplica"
-	OperatorService_RevokeCertificate_FullMethodName = "/regionfl.v1.OperatorService/RevokeCertificate"
-	OperatorService_ListRevoked_FullMethodName       = "/regionfl.v1.OperatorService/ListRevoked"
-	OperatorService_EndWebSessions_FullMethodName    = "/regionfl.v1.OperatorService/EndWebSessions"
-	OperatorService_StartKeyEpoch_FullMethodName     = "/regionfl.v1.OperatorService/StartKeyEpoch"
+	OperatorService_CreateRegion_FullMethodName       = "/regionfl.v1.OperatorService/CreateRegion"
+	OperatorService_ListReplicas_FullMethodName       = "/regionfl.v1.OperatorService/ListReplicas"
+	OperatorService_JoinReplica_FullMethodName        = "/regionfl.v1.OperatorService/JoinReplica"
+	OperatorService_RemoveReplica_FullMethodName      = "/regionfl.v1.OperatorService/RemoveReplica"
+	OperatorService_TransferLeadership_FullMethodName = "/regionfl.v1.OperatorService/TransferLeadership"
+	OperatorService_RevokeCertificate_FullMethodName  = "/regionfl.v1.OperatorService/RevokeCertificate"
+	OperatorService_ListRevoked_FullMethodName        = "/regionfl.v1.OperatorService/ListRevoked"
+	OperatorService_EndWebSessions_FullMethodName     = "/regionfl.v1.OperatorService/EndWebSessions"
+	OperatorService_StartKeyEpoch_FullMethodName      = "/regionfl.v1.OperatorService/StartKeyEpoch"
 )
 
 // OperatorServiceClient is the client API for OperatorService service.
@@ -1086,6 +1087,9 @@ type OperatorServiceClient interface {
 	// JoinReplica adds a replica as a Raft voter (called by a starting replica with --join).
 	JoinReplica(ctx context.Context, in *JoinReplicaRequest, opts ...grpc.CallOption) (*JoinReplicaResponse, error)
 	RemoveReplica(ctx context.Context, in *RemoveReplicaRequest, opts ...grpc.CallOption) (*RemoveReplicaResponse, error)
+	// TransferLeadership hands leadership to another voter (before
+	// maintenance on the leader's host), and answers once it leads.
+	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
 	// RevokeCertificate refuses a certificate serial from the next request
 	// on, on every replica and on the Raft transport.
 	RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error)
@@ -1147,6 +1151,16 @@ func (c *operatorServiceClient) RemoveReplica(ctx context.Context, in *RemoveRep
 	return out, nil
 }
 
+func (c *operatorServiceClient) TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TransferLeadershipResponse)
+	err := c.cc.Invoke(ctx, OperatorService_TransferLeadership_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *operatorServiceClient) RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RevokeCertificateResponse)
@@ -1196,6 +1210,9 @@ type OperatorServiceServer interface {
 	// JoinReplica adds a replica as a Raft voter (called by a starting replica with --join).
 	JoinReplica(context.Context, *JoinReplicaRequest) (*JoinReplicaResponse, error)
 	RemoveReplica(context.Context, *RemoveReplicaRequest) (*RemoveReplicaResponse, error)
+	// TransferLeadership hands leadership to another voter (before
+	// maintenance on the leader's host), and answers once it leads.
+	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
 	// RevokeCertificate refuses a certificate serial from the next request
 	// on, on every replica and on the Raft transport.
 	RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error)
@@ -1228,6 +1245,9 @@ func (UnimplementedOperatorServiceServer) JoinReplica(context.Context, *JoinRepl
 }
 func (UnimplementedOperatorServiceServer) RemoveReplica(context.Context, *RemoveReplicaRequest) (*RemoveReplicaResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RemoveReplica not implemented")
+}
+func (UnimplementedOperatorServiceServer) TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method TransferLeadership not implemented")
 }
 func (UnimplementedOperatorServiceServer) RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RevokeCertificate not implemented")
@@ -1334,6 +1354,24 @@ func _OperatorService_RemoveReplica_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OperatorService_TransferLeadership_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TransferLeadershipRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).TransferLeadership(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_TransferLeadership_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).TransferLeadership(ctx, req.(*TransferLeadershipRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _OperatorService_RevokeCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RevokeCertificateRequest)
 	if err := dec(in); err != nil {
@@ -1428,6 +1466,10 @@ var OperatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveReplica",
 			Handler:    _OperatorService_RemoveReplica_Handler,
+		},
+		{
+			MethodName: "TransferLeadership",
+			Handler:    _OperatorService_TransferLeadership_Handler,
 		},
 		{
 			MethodName: "RevokeCertificate",
