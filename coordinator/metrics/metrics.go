@@ -49,6 +49,8 @@ var RefusalReasons = []string{
 	"digest_mismatch", // the bytes do not hash to the announced digest
 	"too_large",       // over the size limit
 	"not_leader",      // sent to a follower
+	"bad_signature",   // the contribution statement does not verify (e.g. bound to another model)
+	"too_slow",        // the upload did not arrive within its deadline
 	"unauthorized",    // the caller is not that hospital
 	"other",
 }

@@ -40,6 +40,11 @@ var (
 	ErrStaleModel  = errors.New("update trained on another model version")
 	ErrNotAccepted = errors.New("hospital has not accepted this job")
 	ErrBadUpdate   = errors.New("encrypted update refused")
+	// ErrBadLength and ErrDigestMismatch refine ErrBadUpdate (an error
+	// wraps both): the update's size is not the one its model fixes, or
+	// its bytes do not hash to the announced digest.
+	ErrBadLength      = errors.New("wrong length")
+	ErrDigestMismatch = errors.New("digest mismatch")
 )
 
 // MaxAbortedRounds ends a job that keeps failing to gather enough updates.
@@ -655,7 +660,7 @@ func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw, certificate []
 	}
 	digest := u.Digest()
 	if string(digest[:]) != string(h.Digest) {
-		return fmt.Errorf("%w: digest does not match the header", ErrBadUpdate)
+		return fmt.Errorf("%w: %w: the bytes do not hash to the header's digest", ErrBadUpdate, ErrDigestMismatch)
 	}
 	binding := j.Binding(r)
 	if u.Binding() != binding {

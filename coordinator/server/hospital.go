@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"slices"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"regionfl/client"
 	"regionfl/coordinator/fsm"
 	"regionfl/he"
 	"regionfl/identity"
@@ -373,6 +371,8 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 			s.metrics.RefusedUpdate(refusalReason(err))
 		}
 	}()
+	// Refusals carry their metrics label (see refusal); an error without
+	// one (the stream broke, not the leader) is labelled by refusalReason.
 	if err := s.leader(ctx); err != nil {
 		return err
 	}
@@ -382,20 +382,20 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 	}
 	hdr := first.GetHeader()
 	if hdr == nil {
-		return status.Error(codes.InvalidArgument, "the first message must be the update header")
+		return refuse("bad_encoding", status.Error(codes.InvalidArgument, "the first message must be the update header"))
 	}
 	if len(hdr.Digest) != 32 {
-		return status.Error(codes.InvalidArgument, "digest: want 32 bytes (SHA-256)")
+		return refuse("bad_encoding", status.Error(codes.InvalidArgument, "digest: want 32 bytes (SHA-256)"))
 	}
 	h := caller(ctx).Name
 	// Everything the header says is checked before a byte of the update is
 	// buffered; the size is fixed by the region parameters and the model.
 	want, err := s.engine.CheckHeader(h, hdr)
 	if err != nil {
-		return toStatus(ctx, err)
+		return refuseEngine(ctx, err)
 	}
 	if hdr.Size != uint64(want) {
-		return status.Errorf(codes.InvalidArgument, "size: %d bytes announced, an update of this model is exactly %d", hdr.Size, want)
+		return refuse("bad_length", status.Errorf(codes.InvalidArgument, "size: %d bytes announced, an update of this model is exactly %d", hdr.Size, want))
 	}
 	// The update is the hospital's own statement, signed with the key of
 	// the certificate it connects with (the CA verified it for this name):
@@ -419,7 +419,7 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 	rd, binding := region.Digest(), jobspec.Binding(hdr.JobId, hdr.Round, hdr.ModelVersion, hdr.ModelHash, model)
 	if err := identity.CheckSignature(cert.Raw, hdr.Signature, identity.StatementContribution,
 		identity.ContributionFields(rd[:], binding[:], hdr.Digest, h, hdr.Size)...); err != nil {
-		return status.Errorf(codes.InvalidArgument, "signature: %v", err)
+		return refuse("bad_signature", status.Errorf(codes.InvalidArgument, "signature: %v", err))
 	}
 	// A slow sender must not hold a stream (and its buffer) open for long:
 	// the upload gets a deadline from its size at a modest minimum rate.
@@ -445,14 +445,14 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 	select {
 	case got := <-done:
 		if got.err != nil {
-			return toStatus(ctx, got.err)
+			return refuseEngine(ctx, got.err)
 		}
 		raw = got.raw
 	case <-time.After(s.uploadDeadline(want)):
-		return status.Errorf(codes.DeadlineExceeded, "update of %d bytes not received within %s; the sender is too slow", want, s.uploadDeadline(want))
+		return refuse("too_slow", status.Errorf(codes.DeadlineExceeded, "update of %d bytes not received within %s; the sender is too slow", want, s.uploadDeadline(want)))
 	}
 	if err := s.engine.Accept(h, hdr, raw, cert.Raw); err != nil {
-		return toStatus(ctx, err)
+		return refuseEngine(ctx, err)
 	}
 	s.metrics.ReceivedBytes(len(raw))
 	return stream.SendAndClose(&pb.SubmitUpdateResponse{Digest: hdr.Digest})
@@ -468,29 +468,6 @@ const DefaultUploadTimeout = 30 * time.Second
 // the base timeout plus its transfer at MinUploadRate.
 func (s *Server) uploadDeadline(size int) time.Duration {
 	return s.uploadTimeout + time.Duration(size/MinUploadRate)*time.Second
-}
-
-// refusalReason maps a refused update's status to a metrics label.
-func refusalReason(err error) string {
-	st, _ := status.FromError(err)
-	msg := st.Message()
-	switch {
-	case strings.Contains(msg, client.NotLeaderPrefix):
-		return "not_leader"
-	case st.Code() == codes.AlreadyExists:
-		return "duplicate"
-	case st.Code() == codes.PermissionDenied:
-		return "not_accepted"
-	case strings.HasPrefix(msg, "size") || strings.Contains(msg, "bytes"):
-		return "bad_length"
-	case strings.Contains(msg, "digest"):
-		return "digest_mismatch"
-	case st.Code() == codes.FailedPrecondition:
-		return "wrong_round"
-	case st.Code() == codes.InvalidArgument:
-		return "bad_encoding"
-	}
-	return "other"
 }
 
 // decryptingRound returns the caller's view of a round waiting for shares.

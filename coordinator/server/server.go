@@ -247,6 +247,56 @@ func toStatus(ctx context.Context, err error) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
+// refusal is a refused update's gRPC status with its metrics label
+// (metrics.RefusalReasons), decided where the refusal is made, from the
+// round engine's sentinel errors, never from the message's text.
+type refusal struct {
+	reason string
+	st     *status.Status
+}
+
+func (r refusal) Error() string              { return r.st.Err().Error() }
+func (r refusal) GRPCStatus() *status.Status { return r.st }
+
+func refuse(reason string, err error) error { return refusal{reason, status.Convert(err)} }
+
+// refuseEngine labels an error of the round engine (or of receiveAll) by
+// its sentinel and turns it into the status the hospital gets.
+func refuseEngine(ctx context.Context, err error) error {
+	reason := "other"
+	var nl *store.NotLeaderError
+	switch {
+	case errors.As(err, &nl):
+		reason = "not_leader"
+	case errors.Is(err, round.ErrDuplicate):
+		reason = "duplicate"
+	case errors.Is(err, round.ErrNotAccepted):
+		reason = "not_accepted"
+	case errors.Is(err, round.ErrBadLength):
+		reason = "bad_length"
+	case errors.Is(err, round.ErrDigestMismatch):
+		reason = "digest_mismatch"
+	case errors.Is(err, round.ErrRoundClosed), errors.Is(err, round.ErrStaleModel), errors.Is(err, round.ErrUnknownJob):
+		reason = "wrong_round"
+	case errors.Is(err, round.ErrBadUpdate):
+		reason = "bad_encoding"
+	}
+	return refuse(reason, toStatus(ctx, err))
+}
+
+// refusalReason is the metrics label of a refused update: the one its
+// refusal carries, "not_leader" for a follower's answer, else "other".
+func refusalReason(err error) string {
+	var r refusal
+	switch {
+	case errors.As(err, &r):
+		return r.reason
+	case client.IsNotLeader(err):
+		return "not_leader"
+	}
+	return "other"
+}
+
 // leader fails unless this replica leads and has applied everything its
 // predecessors committed; every call is served by the leader so answers are
 // never stale.
@@ -587,10 +637,10 @@ func receiveAll(size int, next func() ([]byte, error)) ([]byte, error) {
 			return nil, err
 		}
 		if len(chunk) > ChunkSize {
-			return nil, fmt.Errorf("%w: chunk of %d bytes, the limit is %d", round.ErrBadUpdate, len(chunk), ChunkSize)
+			return nil, fmt.Errorf("%w: %w: chunk of %d bytes, the limit is %d", round.ErrBadUpdate, round.ErrBadLength, len(chunk), ChunkSize)
 		}
 		if len(buf)+len(chunk) > size {
-			return nil, fmt.Errorf("%w: more than the announced %d bytes", round.ErrBadUpdate, size)
+			return nil, fmt.Errorf("%w: %w: more than the announced %d bytes", round.ErrBadUpdate, round.ErrBadLength, size)
 		}
 		if need := len(buf) + len(chunk); need > cap(buf) {
 			grown := make([]byte, len(buf), min(size, max(need, 2*cap(buf))))
@@ -600,7 +650,7 @@ func receiveAll(size int, next func() ([]byte, error)) ([]byte, error) {
 		buf = append(buf, chunk...)
 	}
 	if len(buf) != size {
-		return nil, fmt.Errorf("%w: %d of the announced %d bytes arrived", round.ErrBadUpdate, len(buf), size)
+		return nil, fmt.Errorf("%w: %w: %d of the announced %d bytes arrived", round.ErrBadUpdate, round.ErrBadLength, len(buf), size)
 	}
 	return buf, nil
 }
