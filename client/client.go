@@ -99,6 +99,8 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 			MinConnectTimeout: 2 * time.Second,
 		}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.WithChainUnaryInterceptor(captureTrailer),
+		grpc.WithChainStreamInterceptor(captureStreamTrailer),
 	)
 	if err != nil {
 		return nil, err
@@ -113,9 +115,47 @@ type Conn struct {
 	Researcher pb.ResearcherServiceClient
 	Operator   pb.OperatorServiceClient
 	Auditor    pb.AuditorServiceClient
-	// Trailer must be passed to unary calls (grpc.Trailer(conn.Trailer)) so a
-	// "not leader" answer can name the leader.
-	Trailer *metadata.MD
+}
+
+// trailerKey carries, in the context Do gives a call, where the call's
+// trailer goes: a "not the leader" answer names the leader there.
+type trailerKey struct{}
+
+func trailerOf(ctx context.Context) *metadata.MD {
+	md, _ := ctx.Value(trailerKey{}).(*metadata.MD)
+	return md
+}
+
+// captureTrailer keeps every unary call's trailer for Do.
+func captureTrailer(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if md := trailerOf(ctx); md != nil {
+		opts = append(opts, grpc.Trailer(md))
+	}
+	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
+// captureStreamTrailer keeps a stream's trailer for Do once a receive
+// ends it (with the server's status or io.EOF).
+func captureStreamTrailer(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	cs, err := streamer(ctx, desc, cc, method, opts...)
+	md := trailerOf(ctx)
+	if err != nil || md == nil {
+		return cs, err
+	}
+	return &trailerStream{ClientStream: cs, md: md}, nil
+}
+
+type trailerStream struct {
+	grpc.ClientStream
+	md *metadata.MD
+}
+
+func (s *trailerStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil {
+		*s.md = s.ClientStream.Trailer()
+	}
+	return err
 }
 
 // Do runs fn against the leader, following "not leader" answers and trying
@@ -145,9 +185,8 @@ func (c *Client) Do(ctx context.Context, fn func(ctx context.Context, conn Conn)
 			Researcher: pb.NewResearcherServiceClient(cc),
 			Operator:   pb.NewOperatorServiceClient(cc),
 			Auditor:    pb.NewAuditorServiceClient(cc),
-			Trailer:    &md,
 		}
-		err = fn(ctx, conn)
+		err = fn(context.WithValue(ctx, trailerKey{}, &md), conn)
 		if err == nil {
 			return nil
 		}
@@ -238,17 +277,15 @@ func (c *Client) next(addr string) {
 	c.leader = c.addrs[0]
 }
 
-// Receive reads a server stream to its end, handing each message to fn. On
-// a stream error it keeps the trailer in conn, so Do can follow a "not the
-// leader" hint.
-func Receive[T any](conn Conn, stream grpc.ServerStreamingClient[T], fn func(*T) error) error {
+// Receive reads a server stream to its end, handing each message to fn.
+// (Do keeps the stream's trailer, to follow a "not the leader" hint.)
+func Receive[T any](stream grpc.ServerStreamingClient[T], fn func(*T) error) error {
 	for {
 		m, err := stream.Recv()
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
-			*conn.Trailer = stream.Trailer()
 			return err
 		}
 		if err := fn(m); err != nil {

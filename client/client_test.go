@@ -85,7 +85,7 @@ func TestAdversaryRedirectToUnlistedAddress(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		return c.Do(ctx, func(ctx context.Context, conn Conn) error {
-			_, err := conn.Hospital.GetRegion(ctx, &pb.GetRegionRequest{}, grpc.Trailer(conn.Trailer))
+			_, err := conn.Hospital.GetRegion(ctx, &pb.GetRegionRequest{})
 			return err
 		})
 	}
@@ -145,7 +145,7 @@ func TestUnreachableCoordinators(t *testing.T) {
 			defer cancel()
 			start := time.Now()
 			err = c.Do(ctx, func(ctx context.Context, conn Conn) error {
-				_, err := conn.Hospital.GetRegion(ctx, &pb.GetRegionRequest{}, grpc.Trailer(conn.Trailer))
+				_, err := conn.Hospital.GetRegion(ctx, &pb.GetRegionRequest{})
 				return err
 			})
 			if !errors.Is(err, ErrUnreachable) || ctx.Err() != nil {
@@ -168,7 +168,7 @@ func TestUnreachableCoordinators(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := c.Do(ctx, func(ctx context.Context, conn Conn) error {
-		_, err := conn.Hospital.GetRegion(ctx, &pb.GetRegionRequest{}, grpc.Trailer(conn.Trailer))
+		_, err := conn.Hospital.GetRegion(ctx, &pb.GetRegionRequest{})
 		return err
 	}); err != nil {
 		t.Fatalf("a live leader behind a dead address: %v", err)

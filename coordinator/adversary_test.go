@@ -296,7 +296,7 @@ func TestFetchModelOnlyForAcceptingHospitals(t *testing.T) {
 	fetch := func(name string) error {
 		c := reg.client(name, identity.RoleHospital)
 		return c.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
-			_, err := conn.Hospital.FetchModel(ctx, &pb.FetchModelRequest{JobId: id}, grpc.Trailer(conn.Trailer))
+			_, err := conn.Hospital.FetchModel(ctx, &pb.FetchModelRequest{JobId: id})
 			return err
 		})
 	}
@@ -493,7 +493,7 @@ func TestAdversaryRevocationWithheld(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := admin.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Operator.RevokeCertificate(ctx, req, grpc.Trailer(conn.Trailer))
+		_, err := conn.Operator.RevokeCertificate(ctx, req)
 		return err
 	}); err != nil {
 		t.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -143,7 +142,7 @@ func createRegion(t *testing.T, op *client.Client, opCert tls.Certificate, hospi
 		t.Fatal(err)
 	}
 	return op.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Operator.CreateRegion(ctx, req, grpc.Trailer(conn.Trailer))
+		_, err := conn.Operator.CreateRegion(ctx, req)
 		return err
 	})
 }
@@ -250,7 +249,7 @@ func TestDeposedLeaderRefusesReads(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		return researcher.Do(ctx, func(ctx context.Context, conn client.Conn) error {
-			_, err := conn.Researcher.ListJobs(ctx, &pb.ListJobsRequest{}, grpc.Trailer(conn.Trailer))
+			_, err := conn.Researcher.ListJobs(ctx, &pb.ListJobsRequest{})
 			return err
 		})
 	}
@@ -285,7 +284,7 @@ func TestTransferLeadership(t *testing.T) {
 		var resp *pb.TransferLeadershipResponse
 		err := op.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
 			var err error
-			resp, err = conn.Operator.TransferLeadership(ctx, &pb.TransferLeadershipRequest{To: to}, grpc.Trailer(conn.Trailer))
+			resp, err = conn.Operator.TransferLeadership(ctx, &pb.TransferLeadershipRequest{To: to})
 			return err
 		})
 		return resp, err
@@ -323,19 +322,19 @@ func TestAuthorization(t *testing.T) {
 	}{
 		{"hospital submits a job", func(ctx context.Context) error {
 			return hospital.Do(ctx, func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Researcher.SubmitJob(ctx, &pb.SubmitJobRequest{}, grpc.Trailer(conn.Trailer))
+				_, err := conn.Researcher.SubmitJob(ctx, &pb.SubmitJobRequest{})
 				return err
 			})
 		}},
 		{"researcher polls as a hospital", func(ctx context.Context) error {
 			return researcher.Do(ctx, func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Hospital.Poll(ctx, &pb.PollRequest{}, grpc.Trailer(conn.Trailer))
+				_, err := conn.Hospital.Poll(ctx, &pb.PollRequest{})
 				return err
 			})
 		}},
 		{"researcher changes membership", func(ctx context.Context) error {
 			return researcher.Do(ctx, func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Operator.RemoveReplica(ctx, &pb.RemoveReplicaRequest{Id: "replica-1"}, grpc.Trailer(conn.Trailer))
+				_, err := conn.Operator.RemoveReplica(ctx, &pb.RemoveReplicaRequest{Id: "replica-1"})
 				return err
 			})
 		}},

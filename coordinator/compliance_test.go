@@ -107,7 +107,7 @@ func TestSitePolicyAndPrivacyBudget(t *testing.T) {
 	// The researcher sees the refusal and the ledger.
 	var info *pb.JobInfo
 	err := r.researcher.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Researcher.GetJob(ctx, &pb.GetJobRequest{JobId: id}, grpc.Trailer(conn.Trailer))
+		resp, err := conn.Researcher.GetJob(ctx, &pb.GetJobRequest{JobId: id})
 		info = resp.GetJob()
 		return err
 	})
@@ -211,7 +211,6 @@ func TestAuditChainSameOnEveryReplica(t *testing.T) {
 				if err.Error() == "EOF" {
 					return nil
 				}
-				*conn.Trailer = stream.Trailer()
 				return err
 			}
 			export.Write(m.Chunk)
@@ -429,7 +428,6 @@ func TestSlowSenderIsCutOff(t *testing.T) {
 		stream.Send(&pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Chunk{Chunk: make([]byte, 1024)}})
 		// ...and nothing more: wait for the coordinator's answer.
 		err = stream.RecvMsg(new(pb.SubmitUpdateResponse))
-		*conn.Trailer = stream.Trailer()
 		return err
 	})
 	if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(err.Error(), "too slow") {
@@ -553,7 +551,7 @@ func TestStatisticsOncePerDataset(t *testing.T) {
 	submit := func(requestID string, seed uint64) (id, from string) {
 		req := reg.signedJob(regionScaled(seed), requestID)
 		err := reg.researcher.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
-			resp, err := conn.Researcher.SubmitJob(ctx, req, grpc.Trailer(conn.Trailer))
+			resp, err := conn.Researcher.SubmitJob(ctx, req)
 			id, from = resp.GetJobId(), resp.GetScalingFrom()
 			return err
 		})
@@ -589,7 +587,7 @@ func TestSubmitRefusesMoreHospitalsThanTheRegion(t *testing.T) {
 	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2})
 	req := reg.signedJob(reg.spec(1, 4, time.Minute), "too-many")
 	err := reg.researcher.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Researcher.SubmitJob(ctx, req, grpc.Trailer(conn.Trailer))
+		_, err := conn.Researcher.SubmitJob(ctx, req)
 		return err
 	})
 	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "min_hospitals: 4 is more than the region's 3") {
@@ -621,7 +619,7 @@ func TestSubmitNeedsTheResearchersSignature(t *testing.T) {
 		"no request id":        {&pb.SubmitJobRequest{Spec: spec}, "request_id: missing"},
 	} {
 		err := reg.researcher.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
-			_, err := conn.Researcher.SubmitJob(ctx, tc.req, grpc.Trailer(conn.Trailer))
+			_, err := conn.Researcher.SubmitJob(ctx, tc.req)
 			return err
 		})
 		if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), tc.want) {

@@ -123,7 +123,7 @@ func TestStartKeyEpochByOperator(t *testing.T) {
 		var resp *pb.StartKeyEpochResponse
 		err := op.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
 			var err error
-			resp, err = conn.Operator.StartKeyEpoch(ctx, &pb.StartKeyEpochRequest{Reason: reason}, grpc.Trailer(conn.Trailer))
+			resp, err = conn.Operator.StartKeyEpoch(ctx, &pb.StartKeyEpochRequest{Reason: reason})
 			return err
 		})
 		return resp, err
@@ -173,7 +173,7 @@ func TestAdversaryRetiredEpoch(t *testing.T) {
 			reg.startNodes(0, 1, 2)
 			reg.waitCeremony()
 			err := reg.client("ops", identity.RoleOperator).Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Operator.StartKeyEpoch(ctx, &pb.StartKeyEpochRequest{Reason: "test"}, grpc.Trailer(conn.Trailer))
+				_, err := conn.Operator.StartKeyEpoch(ctx, &pb.StartKeyEpochRequest{Reason: "test"})
 				return err
 			})
 			if err != nil {

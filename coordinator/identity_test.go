@@ -23,7 +23,7 @@ import (
 // listReplicas is a cheap operator call used to probe a client's access.
 func listReplicas(ctx context.Context, c *client.Client) error {
 	return c.Do(ctx, func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Operator.ListReplicas(ctx, &pb.ListReplicasRequest{}, grpc.Trailer(conn.Trailer))
+		_, err := conn.Operator.ListReplicas(ctx, &pb.ListReplicasRequest{})
 		return err
 	})
 }
@@ -109,7 +109,7 @@ func TestRevokedCertificateRefusedWithinOneRequest(t *testing.T) {
 	serial := identity.SerialHex(cert.Leaf)
 	revoke := func(req *pb.RevokeCertificateRequest) error {
 		return admin.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
-			_, err := conn.Operator.RevokeCertificate(ctx, req, grpc.Trailer(conn.Trailer))
+			_, err := conn.Operator.RevokeCertificate(ctx, req)
 			return err
 		})
 	}
@@ -150,7 +150,7 @@ func TestRevokedCertificateRefusedWithinOneRequest(t *testing.T) {
 	}
 	var list []*pb.Revocation
 	err = admin.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Operator.ListRevoked(ctx, &pb.ListRevokedRequest{}, grpc.Trailer(conn.Trailer))
+		resp, err := conn.Operator.ListRevoked(ctx, &pb.ListRevokedRequest{})
 		list = resp.GetRevoked()
 		return err
 	})
@@ -171,7 +171,7 @@ func TestRateLimitPerIdentity(t *testing.T) {
 	calm := c.client("calm", identity.RoleResearcher, addr)
 	getModel := func(cl *client.Client) error {
 		return cl.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
-			_, err := conn.Researcher.GetModel(ctx, &pb.GetModelRequest{JobId: "none"}, grpc.Trailer(conn.Trailer))
+			_, err := conn.Researcher.GetModel(ctx, &pb.GetModelRequest{JobId: "none"})
 			return err
 		})
 	}
@@ -202,7 +202,7 @@ func TestReplicaRemovalIsAudited(t *testing.T) {
 	op := c.client("ops", identity.RoleOperator, c.leader().GRPCAddr())
 	gone := c.follower().ID()
 	err := op.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Operator.RemoveReplica(ctx, &pb.RemoveReplicaRequest{Id: gone}, grpc.Trailer(conn.Trailer))
+		_, err := conn.Operator.RemoveReplica(ctx, &pb.RemoveReplicaRequest{Id: gone})
 		return err
 	})
 	if err != nil {
@@ -236,7 +236,7 @@ func TestEndWebSessions(t *testing.T) {
 	addr := c.replicas[0].GRPCAddr()
 	end := func(cl *client.Client, who string) error {
 		return cl.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
-			_, err := conn.Operator.EndWebSessions(ctx, &pb.EndWebSessionsRequest{Identity: who}, grpc.Trailer(conn.Trailer))
+			_, err := conn.Operator.EndWebSessions(ctx, &pb.EndWebSessionsRequest{Identity: who})
 			return err
 		})
 	}

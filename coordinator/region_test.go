@@ -152,7 +152,7 @@ func newRegion(t *testing.T, o regionOpts) *region {
 		t.Fatal(err)
 	}
 	err = op.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Operator.CreateRegion(ctx, req, grpc.Trailer(conn.Trailer))
+		_, err := conn.Operator.CreateRegion(ctx, req)
 		return err
 	})
 	if err != nil {
@@ -337,7 +337,7 @@ func (r *region) submit(spec *pb.JobSpec, requestID string) string {
 	req := r.signedJob(spec, requestID)
 	var id string
 	err := r.researcher.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Researcher.SubmitJob(ctx, req, grpc.Trailer(conn.Trailer))
+		resp, err := conn.Researcher.SubmitJob(ctx, req)
 		id = resp.GetJobId()
 		return err
 	})
@@ -352,7 +352,7 @@ func (r *region) jobInfo(id string) *pb.JobInfo {
 	r.t.Helper()
 	var info *pb.JobInfo
 	err := r.researcher.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Researcher.GetJob(ctx, &pb.GetJobRequest{JobId: id}, grpc.Trailer(conn.Trailer))
+		resp, err := conn.Researcher.GetJob(ctx, &pb.GetJobRequest{JobId: id})
 		info = resp.GetJob()
 		return err
 	})
@@ -366,7 +366,7 @@ func (r *region) jobInfo(id string) *pb.JobInfo {
 // its certificate, as a node would (used while the node is stopped).
 func (r *region) decide(c *client.Client, jobID string, accept bool) error {
 	return c.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Hospital.DecideJob(ctx, &pb.DecideJobRequest{JobId: jobID, Accept: accept}, grpc.Trailer(conn.Trailer))
+		_, err := conn.Hospital.DecideJob(ctx, &pb.DecideJobRequest{JobId: jobID, Accept: accept})
 		return err
 	})
 }

@@ -218,7 +218,7 @@ func (r *Replica) join(ctx context.Context) error {
 	return c.Do(ctx, func(ctx context.Context, conn client.Conn) error {
 		_, err := conn.Operator.JoinReplica(ctx, &pb.JoinReplicaRequest{
 			Id: r.cfg.ID, RaftAddr: r.store.RaftAddr(), GrpcAddr: r.GRPCAddr(),
-		}, grpc.Trailer(conn.Trailer))
+		})
 		return err
 	})
 }

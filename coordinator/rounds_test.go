@@ -184,7 +184,7 @@ func TestRetriedRequestsApplyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = bob.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Researcher.SubmitJob(ctx, req, grpc.Trailer(conn.Trailer))
+		_, err := conn.Researcher.SubmitJob(ctx, req)
 		return err
 	})
 	if status.Code(err) != codes.AlreadyExists {
@@ -206,7 +206,7 @@ func TestRetriedRequestsApplyOnce(t *testing.T) {
 	}
 	for range 2 {
 		err := reg.researcher.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
-			_, err := conn.Researcher.CancelJob(ctx, &pb.CancelJobRequest{JobId: id, Reason: "test"}, grpc.Trailer(conn.Trailer))
+			_, err := conn.Researcher.CancelJob(ctx, &pb.CancelJobRequest{JobId: id, Reason: "test"})
 			return err
 		})
 		if err != nil {
@@ -297,7 +297,6 @@ func sendRaw(ctx context.Context, c *client.Client, msgs ...*pb.SubmitUpdateRequ
 			}
 		}
 		_, err = stream.CloseAndRecv()
-		*conn.Trailer = stream.Trailer()
 		return err
 	})
 }
@@ -406,7 +405,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 				t.Fatal(err)
 			}
 			err = paced(reg.ctx(), c, func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Hospital.ApproveContributors(ctx, &pb.ApproveContributorsRequest{JobId: id, Round: round, Signature: sig}, grpc.Trailer(conn.Trailer))
+				_, err := conn.Hospital.ApproveContributors(ctx, &pb.ApproveContributorsRequest{JobId: id, Round: round, Signature: sig})
 				return err
 			})
 			if err != nil {
@@ -491,7 +490,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	share := forgeShare(t, f.p, jobspec.VectorLen(spec, 1), jobspec.EncodingClip(spec, 1), reg.binding(id, 1, 0, f.hash))
 	unchanged("share in another's name", func() {
 		err := paced(reg.ctx(), h4, func(ctx context.Context, conn client.Conn) error {
-			_, err := conn.Hospital.SubmitDecryptionShare(ctx, &pb.SubmitDecryptionShareRequest{JobId: id, Round: 1, Attempt: 1, Share: share}, grpc.Trailer(conn.Trailer))
+			_, err := conn.Hospital.SubmitDecryptionShare(ctx, &pb.SubmitDecryptionShareRequest{JobId: id, Round: 1, Attempt: 1, Share: share})
 			return err
 		})
 		expect(call{name: "share in another's name", code: codes.PermissionDenied, says: "party 1"}, err)

@@ -20,8 +20,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"regionfl/client"
 	"regionfl/coordinator"
 	"regionfl/coordinator/fsm"
@@ -302,7 +300,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		return nil, err
 	}
 	err = operator.Do(ctx, func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Operator.CreateRegion(ctx, req, grpc.Trailer(conn.Trailer))
+		_, err := conn.Operator.CreateRegion(ctx, req)
 		return err
 	})
 	if err != nil {
@@ -396,7 +394,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	}
 	var jobID string
 	err = researcher.Do(ctx, func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Researcher.SubmitJob(ctx, submit, grpc.Trailer(conn.Trailer))
+		resp, err := conn.Researcher.SubmitJob(ctx, submit)
 		jobID = resp.GetJobId()
 		return err
 	})
@@ -415,7 +413,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		if err != nil {
 			return err
 		}
-		return client.Receive(conn, stream, func(m *pb.WatchJobResponse) error {
+		return client.Receive(stream, func(m *pb.WatchJobResponse) error {
 			final = m.Job
 			if cur := m.Job.Rounds; len(cur) > 0 {
 				inject(cur[len(cur)-1])
@@ -605,7 +603,7 @@ func exportAudit(ctx context.Context, ca *identity.CA, addrs []string, dir strin
 		if err != nil {
 			return err
 		}
-		return client.Receive(conn, stream, func(m *pb.ExportAuditResponse) error {
+		return client.Receive(stream, func(m *pb.ExportAuditResponse) error {
 			buf.Write(m.Chunk)
 			return nil
 		})
@@ -673,7 +671,7 @@ func versionOf(j *pb.JobInfo, round uint32) uint32 {
 func fetchModel(ctx context.Context, c *client.Client, jobID string, version uint32) ([]float64, error) {
 	var params []float64
 	err := c.Do(ctx, func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Researcher.GetModel(ctx, &pb.GetModelRequest{JobId: jobID, Version: version}, grpc.Trailer(conn.Trailer))
+		resp, err := conn.Researcher.GetModel(ctx, &pb.GetModelRequest{JobId: jobID, Version: version})
 		params = resp.GetModel().GetParams()
 		return err
 	})

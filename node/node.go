@@ -22,7 +22,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -136,7 +135,7 @@ func (n *Node) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		var resp *pb.PollResponse
 		err := n.call(ctx, 45*time.Second, func(ctx context.Context, conn client.Conn) (err error) {
-			resp, err = conn.Hospital.Poll(ctx, &pb.PollRequest{AfterVersion: version, WaitMs: 2000}, grpc.Trailer(conn.Trailer))
+			resp, err = conn.Hospital.Poll(ctx, &pb.PollRequest{AfterVersion: version, WaitMs: 2000})
 			return err
 		})
 		if err == nil {
@@ -239,7 +238,7 @@ func (n *Node) safely(work func() error) (err error) {
 func (n *Node) region(ctx context.Context) (*pb.Region, uint32, error) {
 	var r *pb.Region
 	err := n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Hospital.GetRegion(ctx, &pb.GetRegionRequest{}, grpc.Trailer(conn.Trailer))
+		resp, err := conn.Hospital.GetRegion(ctx, &pb.GetRegionRequest{})
 		r = resp.GetRegion()
 		return err
 	})
@@ -464,7 +463,7 @@ func (n *Node) enroll(ctx context.Context) error {
 	}
 	n.log.Info("enrolling", "epoch", r.Epoch, "hpke_key_size", len(pub))
 	return n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Hospital.Enroll(ctx, &pb.EnrollRequest{HpkePublicKey: pub, Signature: sig}, grpc.Trailer(conn.Trailer))
+		_, err := conn.Hospital.Enroll(ctx, &pb.EnrollRequest{HpkePublicKey: pub, Signature: sig})
 		return err
 	})
 }
@@ -507,7 +506,7 @@ func (n *Node) publicKeyShare(ctx context.Context) error {
 	}
 	n.log.Info("sending public-key share", "epoch", r.Epoch, "size", len(b))
 	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Hospital.SubmitPublicKeyShare(ctx, &pb.SubmitPublicKeyShareRequest{Share: b, Signature: sig}, grpc.Trailer(conn.Trailer))
+		_, err := conn.Hospital.SubmitPublicKeyShare(ctx, &pb.SubmitPublicKeyShareRequest{Share: b, Signature: sig})
 		return err
 	})
 }
@@ -574,7 +573,7 @@ func (n *Node) sealShares(ctx context.Context) error {
 	}
 	n.log.Info("sending sealed Shamir shares", "epoch", r.Epoch, "count", len(req.Shares))
 	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Hospital.SubmitSealedShares(ctx, req, grpc.Trailer(conn.Trailer))
+		_, err := conn.Hospital.SubmitSealedShares(ctx, req)
 		return err
 	})
 }
@@ -586,7 +585,7 @@ func (n *Node) openShares(ctx context.Context) error {
 	}
 	var raw, sigs [][]byte
 	err = n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Hospital.GetSealedShares(ctx, &pb.GetSealedSharesRequest{}, grpc.Trailer(conn.Trailer))
+		resp, err := conn.Hospital.GetSealedShares(ctx, &pb.GetSealedSharesRequest{})
 		raw, sigs = resp.GetShares(), resp.GetSignatures()
 		return err
 	})
@@ -645,7 +644,7 @@ func (n *Node) openShares(ctx context.Context) error {
 	d := pk.Digest()
 	n.log.Info("threshold key share ready", "epoch", r.Epoch, "public_key_digest", fmt.Sprintf("%x", d[:8]))
 	return n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Hospital.ConfirmKeyReady(ctx, &pb.ConfirmKeyReadyRequest{PublicKeyDigest: d[:]}, grpc.Trailer(conn.Trailer))
+		_, err := conn.Hospital.ConfirmKeyReady(ctx, &pb.ConfirmKeyReadyRequest{PublicKeyDigest: d[:]})
 		return err
 	})
 }
@@ -797,7 +796,7 @@ func (n *Node) decide(ctx context.Context, o *pb.JobOffer) error {
 	n.cfg.Metrics.JobDecided(accept)
 	n.log.Info("job decision", "job_id", o.JobId, "accept", accept, "reason", reason, "purpose", o.Spec.Purpose)
 	return n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Hospital.DecideJob(ctx, &pb.DecideJobRequest{JobId: o.JobId, Accept: accept, Reason: reason}, grpc.Trailer(conn.Trailer))
+		_, err := conn.Hospital.DecideJob(ctx, &pb.DecideJobRequest{JobId: o.JobId, Accept: accept, Reason: reason})
 		return err
 	})
 }
@@ -831,7 +830,7 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 	}
 	var model *pb.Model
 	err := n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Hospital.FetchModel(ctx, &pb.FetchModelRequest{JobId: t.JobId, Version: t.ModelVersion}, grpc.Trailer(conn.Trailer))
+		resp, err := conn.Hospital.FetchModel(ctx, &pb.FetchModelRequest{JobId: t.JobId, Version: t.ModelVersion})
 		model = resp.GetModel()
 		return err
 	})
@@ -1014,26 +1013,24 @@ func sendUpdate(ctx context.Context, conn client.Conn, hdr *pb.UpdateHeader, raw
 		return err
 	}
 	if err := stream.Send(&pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Header{Header: hdr}}); err != nil {
-		return closeErr(stream, conn, err)
+		return closeErr(stream, err)
 	}
 	for b := raw; len(b) > 0; {
 		k := min(len(b), ChunkSize)
 		if err := stream.Send(&pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Chunk{Chunk: b[:k]}}); err != nil {
-			return closeErr(stream, conn, err)
+			return closeErr(stream, err)
 		}
 		b = b[k:]
 	}
 	_, err = stream.CloseAndRecv()
-	*conn.Trailer = stream.Trailer()
 	return err
 }
 
 // closeErr turns a failed send into the server's status (a send fails with
 // io.EOF when the server has already answered).
-func closeErr(stream pb.HospitalService_SubmitUpdateClient, conn client.Conn, err error) error {
+func closeErr(stream pb.HospitalService_SubmitUpdateClient, err error) error {
 	if err == io.EOF {
 		_, err = stream.CloseAndRecv()
-		*conn.Trailer = stream.Trailer()
 	}
 	return err
 }
@@ -1356,7 +1353,7 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 			return err
 		}
 		raw = raw[:0]
-		return client.Receive(conn, stream, func(m *pb.GetAggregateResponse) error {
+		return client.Receive(stream, func(m *pb.GetAggregateResponse) error {
 			if len(raw)+len(m.Chunk) > size {
 				return fmt.Errorf("aggregate longer than %d bytes", size)
 			}
@@ -1497,7 +1494,7 @@ func (n *Node) approve(ctx context.Context, t *pb.ApprovalTask) error {
 	}
 	n.log.Info("contributor set approved", "job_id", t.JobId, "round", t.Round, "contributors", len(contributors))
 	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Hospital.ApproveContributors(ctx, &pb.ApproveContributorsRequest{JobId: t.JobId, Round: t.Round, Signature: sig}, grpc.Trailer(conn.Trailer))
+		_, err := conn.Hospital.ApproveContributors(ctx, &pb.ApproveContributorsRequest{JobId: t.JobId, Round: t.Round, Signature: sig})
 		return err
 	})
 }
@@ -1508,7 +1505,7 @@ func (n *Node) submitShare(ctx context.Context, t *pb.DecryptTask, b []byte) err
 	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
 		_, err := conn.Hospital.SubmitDecryptionShare(ctx, &pb.SubmitDecryptionShareRequest{
 			JobId: t.JobId, Round: t.Round, Attempt: t.Attempt, Share: b,
-		}, grpc.Trailer(conn.Trailer))
+		})
 		return err
 	})
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"regionfl/client"
 	"regionfl/identity"
 	pb "regionfl/proto/regionfl/v1"
@@ -28,7 +26,7 @@ const maxRevocations = 100_000
 func (n *Node) refreshRevocations(ctx context.Context) error {
 	var list []*pb.Revocation
 	err := n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Hospital.GetRevocations(ctx, &pb.GetRevocationsRequest{}, grpc.Trailer(conn.Trailer))
+		resp, err := conn.Hospital.GetRevocations(ctx, &pb.GetRevocationsRequest{})
 		list = resp.GetRevoked()
 		return err
 	})

@@ -65,7 +65,7 @@ func newAuditExportCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return client.Receive(conn, stream, func(m *pb.ExportAuditResponse) error {
+				return client.Receive(stream, func(m *pb.ExportAuditResponse) error {
 					if _, err := tmp.Write(m.Chunk); err != nil {
 						return err
 					}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-	"google.golang.org/grpc"
 
 	"regionfl/client"
 	"regionfl/jobspec"
@@ -63,7 +62,7 @@ func newJobSubmitCmd() *cobra.Command {
 			defer c.Close()
 			var id, scalingFrom string
 			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				resp, err := conn.Researcher.SubmitJob(ctx, req, grpc.Trailer(conn.Trailer))
+				resp, err := conn.Researcher.SubmitJob(ctx, req)
 				id, scalingFrom = resp.GetJobId(), resp.GetScalingFrom()
 				return err
 			})
@@ -103,7 +102,7 @@ func call(ctx context.Context, c *client.Client, fn func(context.Context, client
 func getJob(ctx context.Context, c *client.Client, id string) (*pb.JobInfo, error) {
 	var info *pb.JobInfo
 	err := call(ctx, c, func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Researcher.GetJob(ctx, &pb.GetJobRequest{JobId: id}, grpc.Trailer(conn.Trailer))
+		resp, err := conn.Researcher.GetJob(ctx, &pb.GetJobRequest{JobId: id})
 		info = resp.GetJob()
 		return err
 	})
@@ -147,7 +146,7 @@ var jobListing = listing[*pb.JobInfo]{
 	use:   "list",
 	short: "List jobs",
 	fetch: func(ctx context.Context, conn client.Conn) ([]*pb.JobInfo, error) {
-		resp, err := conn.Researcher.ListJobs(ctx, &pb.ListJobsRequest{}, grpc.Trailer(conn.Trailer))
+		resp, err := conn.Researcher.ListJobs(ctx, &pb.ListJobsRequest{})
 		return resp.GetJobs(), err
 	},
 	json:   jobJSON,
@@ -176,7 +175,7 @@ func newJobCancelCmd() *cobra.Command {
 			}
 			defer c.Close()
 			return call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Researcher.CancelJob(ctx, &pb.CancelJobRequest{JobId: args[0], Reason: reason}, grpc.Trailer(conn.Trailer))
+				_, err := conn.Researcher.CancelJob(ctx, &pb.CancelJobRequest{JobId: args[0], Reason: reason})
 				return err
 			})
 		},
@@ -213,7 +212,7 @@ func newJobWatchCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return client.Receive(conn, stream, func(m *pb.WatchJobResponse) error {
+				return client.Receive(stream, func(m *pb.WatchJobResponse) error {
 					last = m.Job
 					if asJSON {
 						return json.NewEncoder(out).Encode(jobJSON(m.Job))

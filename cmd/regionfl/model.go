@@ -8,7 +8,6 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 
 	"regionfl/client"
 	"regionfl/jobspec"
@@ -49,7 +48,7 @@ func newModelCmd() *cobra.Command {
 			var m *pb.Model
 			var spec *pb.JobSpec
 			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				resp, err := conn.Researcher.GetModel(ctx, &pb.GetModelRequest{JobId: args[0], Version: version}, grpc.Trailer(conn.Trailer))
+				resp, err := conn.Researcher.GetModel(ctx, &pb.GetModelRequest{JobId: args[0], Version: version})
 				m = resp.GetModel()
 				return err
 			})

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 
 	"regionfl/client"
 	"regionfl/he"
@@ -28,7 +27,7 @@ func newRaftListCmd() *cobra.Command {
 		use:   "list-replicas",
 		short: "List the coordinator replicas and which one leads",
 		fetch: func(ctx context.Context, conn client.Conn) ([]*pb.Replica, error) {
-			resp, err := conn.Operator.ListReplicas(ctx, &pb.ListReplicasRequest{}, grpc.Trailer(conn.Trailer))
+			resp, err := conn.Operator.ListReplicas(ctx, &pb.ListReplicasRequest{})
 			return resp.GetReplicas(), err
 		},
 		json: func(r *pb.Replica) map[string]any {
@@ -54,7 +53,7 @@ func newRaftRemoveCmd() *cobra.Command {
 			}
 			defer c.Close()
 			return call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Operator.RemoveReplica(ctx, &pb.RemoveReplicaRequest{Id: args[0]}, grpc.Trailer(conn.Trailer))
+				_, err := conn.Operator.RemoveReplica(ctx, &pb.RemoveReplicaRequest{Id: args[0]})
 				return err
 			})
 		},
@@ -88,7 +87,7 @@ until every hospital holds the new one, so training does not stop.`,
 			var resp *pb.StartKeyEpochResponse
 			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
 				var err error
-				resp, err = conn.Operator.StartKeyEpoch(ctx, &pb.StartKeyEpochRequest{Reason: reason}, grpc.Trailer(conn.Trailer))
+				resp, err = conn.Operator.StartKeyEpoch(ctx, &pb.StartKeyEpochRequest{Reason: reason})
 				return err
 			})
 			if err != nil {
@@ -121,7 +120,7 @@ func newRaftTransferCmd() *cobra.Command {
 			var resp *pb.TransferLeadershipResponse
 			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
 				var err error
-				resp, err = conn.Operator.TransferLeadership(ctx, &pb.TransferLeadershipRequest{To: to}, grpc.Trailer(conn.Trailer))
+				resp, err = conn.Operator.TransferLeadership(ctx, &pb.TransferLeadershipRequest{To: to})
 				return err
 			})
 			if err != nil {
@@ -166,7 +165,7 @@ func newRegionCreateCmd() *cobra.Command {
 			}
 			defer c.Close()
 			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Operator.CreateRegion(ctx, req, grpc.Trailer(conn.Trailer))
+				_, err := conn.Operator.CreateRegion(ctx, req)
 				return err
 			})
 			if err != nil {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 
 	"regionfl/client"
 	"regionfl/identity"
@@ -71,7 +70,7 @@ func newRevokeCmd() *cobra.Command {
 			}
 			defer c.Close()
 			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Operator.RevokeCertificate(ctx, req, grpc.Trailer(conn.Trailer))
+				_, err := conn.Operator.RevokeCertificate(ctx, req)
 				return err
 			})
 			if err != nil {
@@ -92,7 +91,7 @@ func newListRevokedCmd() *cobra.Command {
 		use:   "list-revoked",
 		short: "List revoked certificate serials",
 		fetch: func(ctx context.Context, conn client.Conn) ([]*pb.Revocation, error) {
-			resp, err := conn.Operator.ListRevoked(ctx, &pb.ListRevokedRequest{}, grpc.Trailer(conn.Trailer))
+			resp, err := conn.Operator.ListRevoked(ctx, &pb.ListRevokedRequest{})
 			return resp.GetRevoked(), err
 		},
 		json: func(r *pb.Revocation) map[string]any {

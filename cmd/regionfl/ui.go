@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 
 	"regionfl/client"
 	"regionfl/coordinator/web"
@@ -44,7 +43,7 @@ func newUIEndSessionsCmd() *cobra.Command {
 			}
 			defer c.Close()
 			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Operator.EndWebSessions(ctx, &pb.EndWebSessionsRequest{Identity: id.String()}, grpc.Trailer(conn.Trailer))
+				_, err := conn.Operator.EndWebSessions(ctx, &pb.EndWebSessionsRequest{Identity: id.String()})
 				return err
 			})
 			if err != nil {
