@@ -373,7 +373,27 @@ func jobJSON(j *pb.JobInfo) map[string]any {
 		"model_version": j.ModelVersion, "submitted_by": j.SubmittedBy,
 		"epsilon_spent": nonNilMap(j.EpsilonSpent), "offline": nonNil(j.Offline),
 		"warnings": nonNil(jobspec.Warnings(j.Spec)), "reported": reportedJSON(j),
+		"leader_changes": leaderChanges(j),
 	}
+}
+
+// leaderChanges counts the times the replica leading the job's rounds
+// changed (a round opened by one leader and closed by another, or opened
+// by another than the one that closed the round before).
+func leaderChanges(j *pb.JobInfo) int {
+	n, prev := 0, ""
+	for _, r := range j.Rounds {
+		for _, by := range []string{r.OpenedBy, r.ClosedBy} {
+			if by == "" {
+				continue
+			}
+			if prev != "" && by != prev {
+				n++
+			}
+			prev = by
+		}
+	}
+	return n
 }
 
 // reportedJSON is the operating point the job reports at for its newest

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -142,5 +143,33 @@ func TestExitCodes(t *testing.T) {
 		if got != exitOK && !strings.HasPrefix(stderr.String(), "regionfl: ") {
 			t.Errorf("regionfl %s: stderr %q does not start with the one-line error", strings.Join(tc.args, " "), stderr.String())
 		}
+	}
+}
+
+// leader_changes counts every change of the replica leading the rounds.
+func TestLeaderChanges(t *testing.T) {
+	j := &pb.JobInfo{Spec: &pb.JobSpec{}, Rounds: []*pb.RoundInfo{
+		{Round: 1, OpenedBy: "replica-1", ClosedBy: "replica-1"},
+		{Round: 2, OpenedBy: "replica-1", ClosedBy: "replica-2"}, // failover mid-round
+		{Round: 3, OpenedBy: "replica-2", ClosedBy: "replica-2"},
+		{Round: 4, OpenedBy: "replica-3"}, // a transfer between rounds; still collecting
+	}}
+	if got := jobJSON(j)["leader_changes"]; got != 2 {
+		t.Errorf("leader_changes %v, want 2", got)
+	}
+}
+
+// With --json an error is JSON too, with the gRPC code when there is one.
+func TestJSONErrors(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"job", "status", "--json"}, &stdout, &stderr); code != exitUsage {
+		t.Fatalf("exit %d", code)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(stderr.Bytes(), &out); err != nil || out["error"] != "accepts 1 arg(s), received 0" || out["exit_code"] != float64(exitUsage) {
+		t.Errorf("stderr %q: %v", stderr.String(), out)
+	}
+	if grpcCode(errors.New("rpc error: code = NotFound desc = job_id: no job")) != "NotFound" || describeText(errors.New("rpc error: code = NotFound desc = job_id: no job")) != "job_id: no job" {
+		t.Error("the gRPC code or the sentence is not parsed out")
 	}
 }

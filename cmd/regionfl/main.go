@@ -5,11 +5,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -27,17 +29,25 @@ var grpcError = regexp.MustCompile(`rpc error: code = (\w+) desc = `)
 // describe turns an error into the line a person reads: the coordinator's
 // reason first, its gRPC code after it, without the layers' prefixes.
 func describe(err error) string {
-	msg := err.Error()
-	code := ""
-	if m := grpcError.FindStringSubmatch(msg); m != nil {
-		code = m[1]
-		msg = grpcError.ReplaceAllString(msg, "")
-	}
-	msg = strings.ReplaceAll(msg, "fsm: command rejected: ", "")
-	if code != "" {
+	msg := describeText(err)
+	if code := grpcCode(err); code != "" {
 		msg += " (" + code + ")"
 	}
 	return msg
+}
+
+// describeText is the error's sentence without the layers' prefixes.
+func describeText(err error) string {
+	msg := grpcError.ReplaceAllString(err.Error(), "")
+	return strings.ReplaceAll(msg, "fsm: command rejected: ", "")
+}
+
+// grpcCode is the gRPC code the error carries, or "".
+func grpcCode(err error) string {
+	if m := grpcError.FindStringSubmatch(err.Error()); m != nil {
+		return m[1]
+	}
+	return ""
 }
 
 func main() {
@@ -55,11 +65,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(stderr, "regionfl:", describe(err))
+		code := exitError
 		if isUsage(err) {
-			return exitUsage
+			code = exitUsage
 		}
-		return exitError
+		if slices.Contains(args, "--json") {
+			// Scripts get the error as JSON too: the sentence, and the
+			// gRPC code when the coordinator gave one.
+			out := map[string]any{"error": describeText(err), "exit_code": code}
+			if c := grpcCode(err); c != "" {
+				out["code"] = c
+			}
+			json.NewEncoder(stderr).Encode(out)
+			return code
+		}
+		fmt.Fprintln(stderr, "regionfl:", describe(err))
+		return code
 	}
 	return exitOK
 }
