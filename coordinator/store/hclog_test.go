@@ -15,7 +15,7 @@ func TestRepeatsBackOff(t *testing.T) {
 	peerA := []any{"peer", "replica-2", "error", "refused"}
 	peerB := []any{"peer", "replica-3"}
 	var logged []time.Duration
-	counted, since := 0, 0 // repeats reported, and attempts since the last line
+	counted, since := 0, 0                 // repeats reported, and attempts since the last line
 	for ms := 0; ms <= 20_000; ms += 650 { // Raft's pace: every 650 ms
 		now := t0.Add(time.Duration(ms) * time.Millisecond)
 		ok, n := r.allow("failed to heartbeat to", peerA, now)
