@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -423,5 +424,67 @@ func TestFaultPoisonJob(t *testing.T) {
 			t.Errorf("%s: restarts and running: %s", h, out)
 		}
 	}
+	d.checkAudit()
+}
+
+// TestFaultLeadershipTransferUnderLoad hands leadership to another
+// replica twice while a job runs (regionfl operator raft
+// transfer-leadership, as before maintenance on the leader's host): each
+// new leader re-collects the running sum from the hospitals, and the job
+// finishes with nothing counted twice.
+func TestFaultLeadershipTransferUnderLoad(t *testing.T) {
+	requireSuite(t)
+	res := record(t, "leadership transferred twice while rounds collect")
+	d := startDockerRegion(t, 3)
+	job := d.suiteJob("transfer", 8)
+	id := d.submit(job)
+	for i, round := range []int{2, 4} {
+		d.waitSent(id, round)
+		old := d.leader(d.coordinators())
+		start := time.Now()
+		out, err := d.cli("ops", d.coordinators(), "operator", "raft", "transfer-leadership")
+		if err != nil {
+			t.Fatalf("transfer %d: %v: %s", i+1, err, out)
+		}
+		nl := d.waitNewLeader(old, d.coordinators())
+		res.RecoveryS = max(res.RecoveryS, time.Since(start).Seconds())
+		t.Logf("transfer %d during round %d: %s (%s leads)", i+1, round, strings.TrimSpace(string(out)), nl)
+	}
+	d.finish(res, id, job)
+	d.waitVoters()
+	d.checkAudit()
+}
+
+// TestFaultFlappingLinks cuts a random replica off the network and
+// reconnects it, again and again for 30 s while a job runs (a flapping
+// link; each cut is a random minority partition of 1 to 3 s). The job
+// goes on, nothing is counted twice, and every replica ends with the same
+// audit log. The seed is logged to replay a run.
+func TestFaultFlappingLinks(t *testing.T) {
+	requireSuite(t)
+	res := record(t, "flapping links: a random replica cut off for 1-3 s, again and again for 30 s")
+	d := startDockerRegion(t, 3)
+	job := d.suiteJob("flapping", 10)
+	id := d.submit(job)
+	d.waitSent(id, 1)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	start := time.Now()
+	cuts := 0
+	for time.Since(start) < 30*time.Second {
+		i := rng.IntN(len(d.replicas))
+		r := d.replicas[i]
+		d.mustDocker("network", "disconnect", d.network, d.container(r))
+		time.Sleep(time.Duration(1000+rng.IntN(2000)) * time.Millisecond)
+		d.mustDocker("network", "connect", "--ip", d.ip(i+1), "--alias", r, d.network, d.container(r))
+		cuts++
+		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
+	}
+	healed := time.Now()
+	d.waitVoters()
+	res.RecoveryS = time.Since(healed).Seconds()
+	t.Logf("%d cuts in %v; 3 voters and a leader %.1f s after the last", cuts, time.Since(start).Round(time.Second), res.RecoveryS)
+	d.finish(res, id, job)
 	d.checkAudit()
 }
