@@ -350,7 +350,7 @@ func jobJSON(j *pb.JobInfo) map[string]any {
 		rounds[i] = map[string]any{
 			"round": r.Round, "state": r.State, "contributors": nonNil(r.Contributors), "reason": r.Reason,
 			"total_samples": r.TotalSamples, "update_norm": r.UpdateNorm,
-			"attempts": r.Attempts, "decryptors": nonNil(r.Decryptors), "missing": nonNil(r.Missing),
+			"attempts": r.Attempts, "decryptors": nonNil(r.Decryptors), "missing": nonNil(r.Missing), "missing_why": nonNilMap(r.MissingWhy),
 			"opened_by": r.OpenedBy, "closed_by": r.ClosedBy,
 		}
 		if len(r.SiteMetrics) > 0 {
@@ -412,9 +412,9 @@ func reportedJSON(j *pb.JobInfo) map[string]any {
 	return out
 }
 
-func nonNilMap(m map[string]float64) map[string]float64 {
+func nonNilMap[V any](m map[string]V) map[string]V {
 	if m == nil {
-		return map[string]float64{}
+		return map[string]V{}
 	}
 	return m
 }
@@ -445,8 +445,12 @@ func roundNotes(r *pb.RoundInfo) string {
 	if r.Reason != "" {
 		notes = append(notes, r.Reason)
 	}
-	if len(r.Missing) > 0 {
-		notes = append(notes, "no update from "+strings.Join(r.Missing, ","))
+	for _, h := range r.Missing {
+		why := r.MissingWhy[h]
+		if why == "" {
+			why = "no update"
+		}
+		notes = append(notes, h+": "+why)
 	}
 	if r.Attempts > 1 {
 		notes = append(notes, fmt.Sprintf("decryption attempt %d, by %s", r.Attempts, strings.Join(r.Decryptors, ",")))

@@ -95,12 +95,13 @@ func TestJobStatusShowsFaults(t *testing.T) {
 	j := &pb.JobInfo{JobId: "job-1", State: "running", Accepted: []string{"h1", "h2", "h3"}, Offline: []string{"h3"},
 		Rounds: []*pb.RoundInfo{
 			{Round: 1, State: "committed", Contributors: []string{"h1", "h2"}, Missing: []string{"h3"}, Attempts: 2,
+				MissingWhy: map[string]string{"h3": "offline since round 1 (opened 2026-12-01T08:00:00Z)"},
 				Decryptors: []string{"h1", "h2"}, OpenedBy: "replica-1", ClosedBy: "replica-2"},
 			{Round: 2, State: "aborted", Reason: "1 of the 2 updates needed arrived by the deadline", OpenedBy: "replica-2", ClosedBy: "replica-2"},
 		}}
 	var out bytes.Buffer
 	printJob(&out, j)
-	for _, want := range []string{"offline: h3", "replica-1→replica-2", "no update from h3", "decryption attempt 2, by h1,h2", "1 of the 2 updates needed"} {
+	for _, want := range []string{"offline: h3", "replica-1→replica-2", "h3: offline since round 1 (opened 2026-12-01T08:00:00Z)", "decryption attempt 2, by h1,h2", "1 of the 2 updates needed"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, out.String())
 		}
@@ -110,7 +111,8 @@ func TestJobStatusShowsFaults(t *testing.T) {
 		t.Errorf("offline: %v", js["offline"])
 	}
 	r1 := js["rounds"].([]map[string]any)[0]
-	if r1["opened_by"] != "replica-1" || r1["closed_by"] != "replica-2" || r1["attempts"] != uint32(2) {
+	if r1["opened_by"] != "replica-1" || r1["closed_by"] != "replica-2" || r1["attempts"] != uint32(2) ||
+		r1["missing_why"].(map[string]string)["h3"] == "" {
 		t.Errorf("round 1 JSON: %v", r1)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"slices"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"regionfl/coordinator/fsm"
+	"regionfl/coordinator/round"
 	"regionfl/identity"
 	"regionfl/jobspec"
 	pb "regionfl/proto/regionfl/v1"
@@ -218,6 +220,30 @@ func (s *Server) jobInfo(id string) (*pb.JobInfo, error) {
 	return info, nil
 }
 
+// missingWhy says why accepted hospital h has nothing counted in the
+// job's round i, or "" if it has: offline (nothing from it in that round
+// and the round.OfflineAfterRounds before, since the first of them), no
+// update by the deadline, or an update that arrived but is not in the
+// contributor set.
+func missingWhy(j *fsm.Job, i int, h string) string {
+	r := j.Rounds[i]
+	switch {
+	case slices.Contains(r.Contributors, h):
+		return ""
+	case r.Contributed(h):
+		return "sent, not counted: it arrived after the contributor set was fixed"
+	}
+	first := i
+	for first > 0 && !j.Rounds[first-1].Contributed(h) {
+		first--
+	}
+	if i-first >= round.OfflineAfterRounds {
+		s := j.Rounds[first]
+		return fmt.Sprintf("offline since round %d (opened %s)", s.Number, time.UnixMilli(s.OpenedMs).UTC().Format(time.RFC3339))
+	}
+	return "no update by the deadline"
+}
+
 // jobInfo is the researcher's view of a job: decisions, rounds and
 // contributors, never update contents.
 func jobInfo(j *fsm.Job) *pb.JobInfo {
@@ -230,14 +256,18 @@ func jobInfo(j *fsm.Job) *pb.JobInfo {
 		info.Refused[h] = r
 	}
 	info.EpsilonSpent = j.EpsilonSpent()
-	for _, r := range j.Rounds {
+	for i, r := range j.Rounds {
 		ri := &pb.RoundInfo{Round: r.Number, State: r.State, Reason: r.Reason, OpenedUnixMs: r.OpenedMs, ClosedUnixMs: r.ClosedMs,
 			RegionMetrics: r.RegionMetrics, Attempts: r.Attempt, Decryptors: slices.Clone(r.Active),
 			OpenedBy: r.OpenedBy, ClosedBy: r.ClosedBy}
 		if r.State != fsm.RoundCollecting {
 			for _, h := range j.Accepted {
-				if !r.Contributed(h) {
+				if why := missingWhy(j, i, h); why != "" {
 					ri.Missing = append(ri.Missing, h)
+					if ri.MissingWhy == nil {
+						ri.MissingWhy = map[string]string{}
+					}
+					ri.MissingWhy[h] = why
 				}
 			}
 			slices.Sort(ri.Missing)

@@ -3739,8 +3739,11 @@ type RoundInfo struct {
 	Missing []string `protobuf:"bytes,13,rep,name=missing,proto3" json:"missing,omitempty"`
 	// The replicas that led when the round opened and when it closed or
 	// was aborted: two names mean a leader change mid-round.
-	OpenedBy      string `protobuf:"bytes,14,opt,name=opened_by,json=openedBy,proto3" json:"opened_by,omitempty"`
-	ClosedBy      string `protobuf:"bytes,15,opt,name=closed_by,json=closedBy,proto3" json:"closed_by,omitempty"`
+	OpenedBy string `protobuf:"bytes,14,opt,name=opened_by,json=openedBy,proto3" json:"opened_by,omitempty"`
+	ClosedBy string `protobuf:"bytes,15,opt,name=closed_by,json=closedBy,proto3" json:"closed_by,omitempty"`
+	// Why each hospital of missing sent nothing that counts: offline since a
+	// round, no update by the deadline, or sent but not counted.
+	MissingWhy    map[string]string `protobuf:"bytes,16,rep,name=missing_why,json=missingWhy,proto3" json:"missing_why,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3878,6 +3881,13 @@ func (x *RoundInfo) GetClosedBy() string {
 		return x.ClosedBy
 	}
 	return ""
+}
+
+func (x *RoundInfo) GetMissingWhy() map[string]string {
+	if x != nil {
+		return x.MissingWhy
+	}
+	return nil
 }
 
 // ClinicalMetrics are a model's figures on test rows at the job's alert
@@ -5331,7 +5341,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12!\n" +
 	"\fscaling_from\x18\x02 \x01(\tR\vscalingFrom\"&\n" +
 	"\rGetJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x84\x05\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x8c\x06\n" +
 	"\tRoundInfo\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\rR\x05round\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\"\n" +
@@ -5351,10 +5361,15 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"decryptors\x12\x18\n" +
 	"\amissing\x18\r \x03(\tR\amissing\x12\x1b\n" +
 	"\topened_by\x18\x0e \x01(\tR\bopenedBy\x12\x1b\n" +
-	"\tclosed_by\x18\x0f \x01(\tR\bclosedBy\x1a\\\n" +
+	"\tclosed_by\x18\x0f \x01(\tR\bclosedBy\x12G\n" +
+	"\vmissing_why\x18\x10 \x03(\v2&.regionfl.v1.RoundInfo.MissingWhyEntryR\n" +
+	"missingWhy\x1a\\\n" +
 	"\x10SiteMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
-	"\x05value\x18\x02 \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\x05value:\x028\x01\"\xe4\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\x05value:\x028\x01\x1a=\n" +
+	"\x0fMissingWhyEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe4\x02\n" +
 	"\x0fClinicalMetrics\x12\f\n" +
 	"\x01n\x18\x01 \x01(\x04R\x01n\x12\x1a\n" +
 	"\baccuracy\x18\x02 \x01(\x01R\baccuracy\x12\x14\n" +
@@ -5492,7 +5507,7 @@ func file_regionfl_v1_region_proto_rawDescGZIP() []byte {
 }
 
 var file_regionfl_v1_region_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 83)
+var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
 var file_regionfl_v1_region_proto_goTypes = []any{
 	(CeremonyStep)(0),                     // 0: regionfl.v1.CeremonyStep
 	(*ExportAuditRequest)(nil),            // 1: regionfl.v1.ExportAuditRequest
@@ -5576,8 +5591,9 @@ var file_regionfl_v1_region_proto_goTypes = []any{
 	(*TransferLeadershipRequest)(nil),     // 79: regionfl.v1.TransferLeadershipRequest
 	(*TransferLeadershipResponse)(nil),    // 80: regionfl.v1.TransferLeadershipResponse
 	nil,                                   // 81: regionfl.v1.RoundInfo.SiteMetricsEntry
-	nil,                                   // 82: regionfl.v1.JobInfo.RefusedEntry
-	nil,                                   // 83: regionfl.v1.JobInfo.EpsilonSpentEntry
+	nil,                                   // 82: regionfl.v1.RoundInfo.MissingWhyEntry
+	nil,                                   // 83: regionfl.v1.JobInfo.RefusedEntry
+	nil,                                   // 84: regionfl.v1.JobInfo.EpsilonSpentEntry
 }
 var file_regionfl_v1_region_proto_depIdxs = []int32{
 	10, // 0: regionfl.v1.GetRevocationsResponse.revoked:type_name -> regionfl.v1.Revocation
@@ -5609,81 +5625,82 @@ var file_regionfl_v1_region_proto_depIdxs = []int32{
 	55, // 26: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
 	60, // 27: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
 	81, // 28: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
-	61, // 29: regionfl.v1.ClinicalMetrics.operating_points:type_name -> regionfl.v1.OperatingPoint
-	55, // 30: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
-	82, // 31: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
-	59, // 32: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
-	83, // 33: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
-	62, // 34: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
-	62, // 35: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
-	62, // 36: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
-	72, // 37: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
-	60, // 38: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
-	14, // 39: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
-	25, // 40: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
-	27, // 41: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
-	30, // 42: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
-	32, // 43: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
-	34, // 44: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
-	36, // 45: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
-	39, // 46: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
-	42, // 47: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
-	44, // 48: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
-	46, // 49: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
-	17, // 50: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
-	50, // 51: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
-	11, // 52: regionfl.v1.HospitalService.GetRevocations:input_type -> regionfl.v1.GetRevocationsRequest
-	56, // 53: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
-	58, // 54: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
-	64, // 55: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
-	66, // 56: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
-	68, // 57: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
-	48, // 58: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
-	1,  // 59: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
-	70, // 60: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
-	73, // 61: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
-	75, // 62: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
-	77, // 63: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
-	79, // 64: regionfl.v1.OperatorService.TransferLeadership:input_type -> regionfl.v1.TransferLeadershipRequest
-	7,  // 65: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
-	9,  // 66: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
-	5,  // 67: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
-	3,  // 68: regionfl.v1.OperatorService.StartKeyEpoch:input_type -> regionfl.v1.StartKeyEpochRequest
-	15, // 69: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
-	26, // 70: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
-	28, // 71: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
-	31, // 72: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
-	33, // 73: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
-	35, // 74: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
-	38, // 75: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
-	40, // 76: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
-	43, // 77: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
-	45, // 78: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
-	47, // 79: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
-	18, // 80: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
-	51, // 81: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
-	12, // 82: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
-	57, // 83: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
-	63, // 84: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
-	65, // 85: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
-	67, // 86: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
-	69, // 87: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
-	49, // 88: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
-	2,  // 89: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
-	71, // 90: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
-	74, // 91: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
-	76, // 92: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
-	78, // 93: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
-	80, // 94: regionfl.v1.OperatorService.TransferLeadership:output_type -> regionfl.v1.TransferLeadershipResponse
-	8,  // 95: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
-	13, // 96: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
-	6,  // 97: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
-	4,  // 98: regionfl.v1.OperatorService.StartKeyEpoch:output_type -> regionfl.v1.StartKeyEpochResponse
-	69, // [69:99] is the sub-list for method output_type
-	39, // [39:69] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	82, // 29: regionfl.v1.RoundInfo.missing_why:type_name -> regionfl.v1.RoundInfo.MissingWhyEntry
+	61, // 30: regionfl.v1.ClinicalMetrics.operating_points:type_name -> regionfl.v1.OperatingPoint
+	55, // 31: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
+	83, // 32: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
+	59, // 33: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
+	84, // 34: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
+	62, // 35: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
+	62, // 36: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
+	62, // 37: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
+	72, // 38: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
+	60, // 39: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
+	14, // 40: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
+	25, // 41: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
+	27, // 42: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
+	30, // 43: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
+	32, // 44: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
+	34, // 45: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
+	36, // 46: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
+	39, // 47: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
+	42, // 48: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
+	44, // 49: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
+	46, // 50: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
+	17, // 51: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
+	50, // 52: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
+	11, // 53: regionfl.v1.HospitalService.GetRevocations:input_type -> regionfl.v1.GetRevocationsRequest
+	56, // 54: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
+	58, // 55: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
+	64, // 56: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
+	66, // 57: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
+	68, // 58: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
+	48, // 59: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
+	1,  // 60: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
+	70, // 61: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
+	73, // 62: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
+	75, // 63: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
+	77, // 64: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
+	79, // 65: regionfl.v1.OperatorService.TransferLeadership:input_type -> regionfl.v1.TransferLeadershipRequest
+	7,  // 66: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
+	9,  // 67: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
+	5,  // 68: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
+	3,  // 69: regionfl.v1.OperatorService.StartKeyEpoch:input_type -> regionfl.v1.StartKeyEpochRequest
+	15, // 70: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
+	26, // 71: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
+	28, // 72: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
+	31, // 73: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
+	33, // 74: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
+	35, // 75: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
+	38, // 76: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
+	40, // 77: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
+	43, // 78: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
+	45, // 79: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
+	47, // 80: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
+	18, // 81: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
+	51, // 82: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
+	12, // 83: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
+	57, // 84: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
+	63, // 85: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
+	65, // 86: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
+	67, // 87: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
+	69, // 88: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
+	49, // 89: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
+	2,  // 90: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
+	71, // 91: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
+	74, // 92: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
+	76, // 93: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
+	78, // 94: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
+	80, // 95: regionfl.v1.OperatorService.TransferLeadership:output_type -> regionfl.v1.TransferLeadershipResponse
+	8,  // 96: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
+	13, // 97: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
+	6,  // 98: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
+	4,  // 99: regionfl.v1.OperatorService.StartKeyEpoch:output_type -> regionfl.v1.StartKeyEpochResponse
+	70, // [70:100] is the sub-list for method output_type
+	40, // [40:70] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_regionfl_v1_region_proto_init() }
@@ -5701,7 +5718,7 @@ func file_regionfl_v1_region_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_region_proto_rawDesc), len(file_regionfl_v1_region_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   83,
+			NumMessages:   84,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
