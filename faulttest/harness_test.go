@@ -314,16 +314,20 @@ type roundInfo struct {
 	TotalSamples uint64   `json:"total_samples"`
 	OpenedBy     string   `json:"opened_by"`
 	ClosedBy     string   `json:"closed_by"`
+	Missing      []string `json:"missing"`
+	// MissingWhy says, per hospital of Missing, why it has nothing counted.
+	MissingWhy map[string]string `json:"missing_why"`
 }
 
 type jobStatus struct {
-	JobID        string            `json:"job_id"`
-	State        string            `json:"state"`
-	Reason       string            `json:"reason"`
-	Accepted     []string          `json:"accepted"`
-	Refused      map[string]string `json:"refused"`
-	Rounds       []roundInfo       `json:"rounds"`
-	ModelVersion uint32            `json:"model_version"`
+	JobID         string            `json:"job_id"`
+	State         string            `json:"state"`
+	Reason        string            `json:"reason"`
+	Accepted      []string          `json:"accepted"`
+	Refused       map[string]string `json:"refused"`
+	Rounds        []roundInfo       `json:"rounds"`
+	ModelVersion  uint32            `json:"model_version"`
+	LeaderChanges int               `json:"leader_changes"`
 }
 
 func (j *jobStatus) finished() bool {

@@ -71,6 +71,9 @@ func TestProcessLeaderCrash(t *testing.T) {
 
 	j := r.waitJob(id)
 	checkFinishedJob(t, j, uint32(job.Rounds), job.MinHospitals, r.trainRows())
+	if j.LeaderChanges < 1 {
+		t.Errorf("job status --json: leader_changes %d after the leader was killed", j.LeaderChanges)
+	}
 	resent := 0
 	for _, h := range r.hospitals {
 		if b, err := os.ReadFile(h.p.log); err == nil {
@@ -162,6 +165,10 @@ func TestProcessHospitalCrash(t *testing.T) {
 		for _, rd := range j.Rounds {
 			if rd.Round >= 2 && rd.State == "committed" && !slices.Contains(rd.Contributors, victim.id) {
 				killedIn = rd.Round
+				// job status --json names it missing, and why.
+				if !slices.Contains(rd.Missing, victim.id) || rd.MissingWhy[victim.id] == "" {
+					return false, giveUp("round %d: missing %v (%v), want %s with a reason", rd.Round, rd.Missing, rd.MissingWhy, victim.id)
+				}
 				return true, nil
 			}
 		}
