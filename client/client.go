@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"regionfl/models"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -52,6 +53,18 @@ const LeaderKey = "regionfl-leader"
 // MaxMessage caps every gRPC message; encrypted updates travel in chunks
 // below it.
 const MaxMessage = 4 << 20
+
+// MaxModelMessage caps a message carrying a model's parameters (FetchModel,
+// GetModel): eight bytes a parameter for the largest model a job may name,
+// and room for the rest. Replicas may send that much; a client accepts only
+// what the model it expects needs (ModelMessage).
+const MaxModelMessage = 9*models.MaxParams + 1<<20
+
+// ModelMessage lets one call receive a model of numParams parameters
+// (beyond MaxMessage, never beyond what that model needs).
+func ModelMessage(numParams int) grpc.CallOption {
+	return grpc.MaxCallRecvMsgSize(min(MaxModelMessage, max(MaxMessage, 9*numParams+1<<20)))
+}
 
 // Client holds connections to the replicas of one region.
 type Client struct {

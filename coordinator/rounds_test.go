@@ -30,6 +30,7 @@ import (
 	"regionfl/he"
 	"regionfl/identity"
 	"regionfl/jobspec"
+	"regionfl/models"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -486,14 +487,22 @@ func TestBadInputChangesNothing(t *testing.T) {
 		unchanged(c.name, func() { expect(c, sendRaw(reg.ctx(), h3, c.msgs...)) })
 	}
 
-	// A decryption share made by party 1 and sent by hospital-4.
+	// A decryption share made by party 1 and sent by hospital-4 while round
+	// 1 collects: refused before a byte of it is buffered.
 	share := forgeShare(t, f.p, jobspec.VectorLen(spec, 1), jobspec.EncodingClip(spec, 1), reg.binding(id, 1, 0, f.hash))
 	unchanged("share in another's name", func() {
 		err := paced(reg.ctx(), h4, func(ctx context.Context, conn client.Conn) error {
-			_, err := conn.Hospital.SubmitDecryptionShare(ctx, &pb.SubmitDecryptionShareRequest{JobId: id, Round: 1, Attempt: 1, Share: share})
+			stream, err := conn.Hospital.SubmitDecryptionShare(ctx)
+			if err != nil {
+				return err
+			}
+			hdr := &pb.DecryptionShareHeader{JobId: id, Round: 1, Attempt: 1, Size: uint64(len(share))}
+			stream.Send(&pb.SubmitDecryptionShareRequest{Msg: &pb.SubmitDecryptionShareRequest_Header{Header: hdr}})
+			stream.Send(&pb.SubmitDecryptionShareRequest{Msg: &pb.SubmitDecryptionShareRequest_Chunk{Chunk: share}})
+			_, err = stream.CloseAndRecv()
 			return err
 		})
-		expect(call{name: "share in another's name", code: codes.PermissionDenied, says: "party 1"}, err)
+		expect(call{name: "share in another's name", code: codes.FailedPrecondition, says: "not waiting for decryption"}, err)
 	})
 
 	// hospital-3's update counts once; a copy, a second update and a
@@ -819,4 +828,44 @@ func partyState(stateFile []byte, epoch uint32) ([]byte, error) {
 		return nil, fmt.Errorf("no key epoch %d", epoch)
 	}
 	return e.Party, nil
+}
+
+// A model of a million parameters (mlp:1024,1024 on the 15 synthetic
+// features) trains through the product: the model goes out whole to each
+// hospital (FetchModel, beyond the 4 MiB message cap, as far as that
+// model needs), the encrypted updates stream in chunks, and the round
+// commits a new version of the same size.
+func TestMillionParameterModel(t *testing.T) {
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2})
+	reg.startNodes(0, 1, 2)
+	reg.waitCeremony()
+	spec := reg.spec(1, 2, 2*time.Minute)
+	model := models.Spec{Kind: models.KindMLP, Inputs: len(reg.heldOut.Features), Hidden: []int{1024, 1024}}
+	spec.Model, spec.LocalSteps, spec.LearningRate = jobspec.ToProto(model), 2, 0.01
+	if n := model.NumParams(); n < 1_000_000 {
+		t.Fatalf("%d parameters", n)
+	}
+	id := reg.submit(spec, "million")
+	j := reg.waitDone(id, 5*time.Minute)
+	if j.State != fsm.JobDone || len(j.Models) != 2 || len(j.Models[1].Params) != model.NumParams() {
+		t.Fatalf("job %s (%s) with %d versions", j.State, j.Reason, len(j.Models))
+	}
+	reg.checkCounted(j)
+	var got *pb.Model
+	err := reg.researcher.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
+		resp, err := conn.Researcher.GetModel(ctx, &pb.GetModelRequest{JobId: id, Version: 1}, client.ModelMessage(model.NumParams()))
+		got = resp.GetModel()
+		return err
+	})
+	if err != nil || len(got.GetParams()) != model.NumParams() {
+		t.Fatalf("GetModel of %d parameters: %v (%d)", model.NumParams(), err, len(got.GetParams()))
+	}
+	// Without the larger limit a client refuses the answer.
+	err = reg.researcher.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Researcher.GetModel(ctx, &pb.GetModelRequest{JobId: id, Version: 1})
+		return err
+	})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("GetModel of 8 MB under the 4 MiB cap: %v", err)
+	}
 }

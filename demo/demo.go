@@ -7,6 +7,7 @@ package demo
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/pem"
 	"errors"
@@ -47,8 +48,11 @@ type Options struct {
 	BatchSize  int
 	LR         float64
 	Optimizer  string
-	Strategy   models.StrategyConfig
-	ProxMu     float64
+	// Model is the architecture, as models.ParseArchitecture reads it:
+	// "logreg" (the default) or "mlp:H1,H2,...".
+	Model    string
+	Strategy models.StrategyConfig
+	ProxMu   float64
 	// Scaling is region (default: the region's statistics, computed under
 	// encryption before the first round) or site (each hospital its own).
 	Scaling string
@@ -126,6 +130,8 @@ const DemoTargetSensitivity = 0.8
 
 // Result is the demo's summary (`regionfl demo --json`).
 type Result struct {
+	Model     string `json:"model"`  // the architecture, e.g. mlp:1024,1024
+	Params    int    `json:"params"` // its parameter count
 	Replicas  int    `json:"replicas"`
 	Hospitals int    `json:"hospitals"`
 	Threshold int    `json:"threshold"`
@@ -369,7 +375,11 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		return nil, err
 	}
 	defer researcher.Close()
-	model := models.Spec{Kind: models.KindLogReg, Inputs: len(features)}
+	model, err := models.ParseArchitecture(cmp.Or(opt.Model, models.KindLogReg), len(features))
+	if err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	res.Model, res.Params = model.String(), model.NumParams()
 	st := opt.Strategy.WithDefaults()
 	spec := &pb.JobSpec{
 		Name: "deterioration-early-warning", Model: jobspec.ToProto(model),
@@ -440,7 +450,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 					if ev == nil {
 						ev = newEvaluator(model, m.Job.Spec, sites, heldOut)
 					}
-					params, err := fetchModel(ctx, researcher, jobID, versionOf(m.Job, r.Round))
+					params, err := fetchModel(ctx, researcher, model, jobID, versionOf(m.Job, r.Round))
 					if err != nil {
 						return err
 					}
@@ -474,7 +484,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if ev == nil {
 		ev = newEvaluator(model, final.Spec, sites, heldOut)
 	}
-	params, err := fetchModel(ctx, researcher, jobID, 0)
+	params, err := fetchModel(ctx, researcher, model, jobID, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -668,10 +678,10 @@ func versionOf(j *pb.JobInfo, round uint32) uint32 {
 	return v
 }
 
-func fetchModel(ctx context.Context, c *client.Client, jobID string, version uint32) ([]float64, error) {
+func fetchModel(ctx context.Context, c *client.Client, model models.Spec, jobID string, version uint32) ([]float64, error) {
 	var params []float64
 	err := c.Do(ctx, func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Researcher.GetModel(ctx, &pb.GetModelRequest{JobId: jobID, Version: version})
+		resp, err := conn.Researcher.GetModel(ctx, &pb.GetModelRequest{JobId: jobID, Version: version}, client.ModelMessage(model.NumParams()))
 		params = resp.GetModel().GetParams()
 		return err
 	})

@@ -156,6 +156,13 @@ func (pa *Party) DecryptionShare(agg *Update, contributors, active []uint32) (*D
 
 func (p Params) decryptionShareFixed() int { return headerLen + tagLen + 4 + 32 + 4 + 4 }
 
+// DecryptionShareSize is the exact size of the encoding of a share of an
+// aggregate of length values, for a set of contributors contributors and
+// active decryptors.
+func DecryptionShareSize(p Params, length, contributors, active int) int {
+	return p.decryptionShareFixed() + 4*contributors + 4*active + 4 + p.numCiphertexts(length)*p.polyQLen()
+}
+
 // MarshalBinary encodes the share.
 func (s *DecryptionShare) MarshalBinary() ([]byte, error) {
 	size := s.p.decryptionShareFixed() + 4*len(s.contributors) + 4*len(s.active) + 4 + len(s.values)*s.p.polyQLen()

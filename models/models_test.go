@@ -258,3 +258,23 @@ func TestMetricSumsAddUp(t *testing.T) {
 		t.Fatal("probability 1.5 accepted")
 	}
 }
+
+// A command line names a model as "logreg" or "mlp:H1,H2"; anything else
+// is refused with what to write instead.
+func TestParseArchitecture(t *testing.T) {
+	s, err := ParseArchitecture("mlp:1024, 1024", 15)
+	if err != nil || s.Kind != KindMLP || !slices.Equal(s.Hidden, []int{1024, 1024}) || s.Inputs != 15 {
+		t.Fatalf("mlp:1024,1024: %+v %v", s, err)
+	}
+	if n := s.NumParams(); n < 1_000_000 || n > 1_100_000 {
+		t.Errorf("mlp:1024,1024 on 15 inputs has %d parameters, want about 1M", n)
+	}
+	if s, err := ParseArchitecture("logreg", 8); err != nil || s.Kind != KindLogReg || s.NumParams() != 9 {
+		t.Errorf("logreg: %+v %v", s, err)
+	}
+	for _, bad := range []string{"", "cnn", "mlp", "mlp:", "mlp:64,x", "mlp:0", "logreg:4", "mlp:5000"} {
+		if _, err := ParseArchitecture(bad, 8); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

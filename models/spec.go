@@ -38,6 +38,43 @@ type Spec struct {
 	Hidden []int  `json:"hidden,omitempty" yaml:"hidden,omitempty"`
 }
 
+// ParseArchitecture reads a model as a command line names it, "logreg" or
+// "mlp:H1,H2,..." (the hidden layers' widths), for inputs features, and
+// validates it.
+func ParseArchitecture(s string, inputs int) (Spec, error) {
+	kind, layers, hasLayers := strings.Cut(strings.TrimSpace(s), ":")
+	spec := Spec{Kind: kind, Inputs: inputs}
+	switch {
+	case kind == KindLogReg && !hasLayers:
+	case kind == KindMLP && hasLayers:
+		for _, f := range strings.Split(layers, ",") {
+			h, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil {
+				return Spec{}, fmt.Errorf("model %q: hidden width %q is not a number", s, f)
+			}
+			spec.Hidden = append(spec.Hidden, h)
+		}
+	default:
+		return Spec{}, fmt.Errorf("model %q: want %s or %s:H1,H2,... (hidden widths)", s, KindLogReg, KindMLP)
+	}
+	if err := spec.Validate(); err != nil {
+		return Spec{}, err
+	}
+	return spec, nil
+}
+
+// String names the architecture as ParseArchitecture reads it.
+func (s Spec) String() string {
+	if len(s.Hidden) == 0 {
+		return s.Kind
+	}
+	hs := make([]string, len(s.Hidden))
+	for i, h := range s.Hidden {
+		hs[i] = strconv.Itoa(h)
+	}
+	return s.Kind + ":" + strings.Join(hs, ",")
+}
+
 // Validate refuses specs the trainer cannot build or the region cannot carry.
 func (s Spec) Validate() error {
 	switch s.Kind {

@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -830,7 +831,8 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 	}
 	var model *pb.Model
 	err := n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Hospital.FetchModel(ctx, &pb.FetchModelRequest{JobId: t.JobId, Version: t.ModelVersion})
+		resp, err := conn.Hospital.FetchModel(ctx, &pb.FetchModelRequest{JobId: t.JobId, Version: t.ModelVersion},
+			client.ModelMessage(jobspec.FromProto(t.Spec.GetModel()).NumParams()))
 		model = resp.GetModel()
 		return err
 	})
@@ -1026,9 +1028,9 @@ func sendUpdate(ctx context.Context, conn client.Conn, hdr *pb.UpdateHeader, raw
 	return err
 }
 
-// closeErr turns a failed send into the server's status (a send fails with
-// io.EOF when the server has already answered).
-func closeErr(stream pb.HospitalService_SubmitUpdateClient, err error) error {
+// closeErr turns a failed send on a client stream into the server's status
+// (a send fails with io.EOF when the server has already answered).
+func closeErr[Req, Res any](stream grpc.ClientStreamingClient[Req, Res], err error) error {
 	if err == io.EOF {
 		_, err = stream.CloseAndRecv()
 	}
@@ -1502,10 +1504,23 @@ func (n *Node) approve(ctx context.Context, t *pb.ApprovalTask) error {
 func (n *Node) submitShare(ctx context.Context, t *pb.DecryptTask, b []byte) error {
 	n.cfg.Metrics.ShareGiven()
 	n.log.Info("decryption share sent", "job_id", t.JobId, "round", t.Round, "size", len(b))
-	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Hospital.SubmitDecryptionShare(ctx, &pb.SubmitDecryptionShareRequest{
-			JobId: t.JobId, Round: t.Round, Attempt: t.Attempt, Share: b,
-		})
+	return n.call(ctx, 2*time.Minute, func(ctx context.Context, conn client.Conn) error {
+		stream, err := conn.Hospital.SubmitDecryptionShare(ctx)
+		if err != nil {
+			return err
+		}
+		hdr := &pb.DecryptionShareHeader{JobId: t.JobId, Round: t.Round, Attempt: t.Attempt, Size: uint64(len(b))}
+		if err := stream.Send(&pb.SubmitDecryptionShareRequest{Msg: &pb.SubmitDecryptionShareRequest_Header{Header: hdr}}); err != nil {
+			return closeErr(stream, err)
+		}
+		for rest := b; len(rest) > 0; {
+			k := min(len(rest), ChunkSize)
+			if err := stream.Send(&pb.SubmitDecryptionShareRequest{Msg: &pb.SubmitDecryptionShareRequest_Chunk{Chunk: rest[:k]}}); err != nil {
+				return closeErr(stream, err)
+			}
+			rest = rest[k:]
+		}
+		_, err = stream.CloseAndRecv()
 		return err
 	})
 }

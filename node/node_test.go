@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -62,11 +63,22 @@ func (f *fakeCoordinator) GetAggregate(_ *pb.GetAggregateRequest, stream pb.Hosp
 	return stream.Send(&pb.GetAggregateResponse{Chunk: agg})
 }
 
-func (f *fakeCoordinator) SubmitDecryptionShare(_ context.Context, req *pb.SubmitDecryptionShareRequest) (*pb.SubmitDecryptionShareResponse, error) {
+func (f *fakeCoordinator) SubmitDecryptionShare(stream pb.HospitalService_SubmitDecryptionShareServer) error {
+	var share []byte
+	for {
+		m, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		share = append(share, m.GetChunk()...)
+	}
 	f.mu.Lock()
-	f.shares = append(f.shares, req.Share)
+	f.shares = append(f.shares, share)
 	f.mu.Unlock()
-	return &pb.SubmitDecryptionShareResponse{}, nil
+	return stream.SendAndClose(&pb.SubmitDecryptionShareResponse{})
 }
 
 func (f *fakeCoordinator) serve(agg []byte) {

@@ -119,6 +119,7 @@ Heart Disease centres with the FLamby preprocessing.`,
 	f.IntVar(&opt.BatchSize, "batch-size", opt.BatchSize, "rows per local step")
 	f.Float64Var(&opt.LR, "lr", opt.LR, "local learning rate")
 	f.StringVar(&opt.Optimizer, "optimizer", opt.Optimizer, "local optimizer: sgd or adam")
+	f.StringVar(&opt.Model, "model", "logreg", "the model: logreg, or mlp:H1,H2,... (hidden widths; mlp:1024,1024 has about 1M parameters)")
 	f.StringVar(&opt.Strategy.Name, "strategy", opt.Strategy.Name, "fedavg, fedprox, fedadam, fedyogi or fedadagrad")
 	f.Float64Var(&opt.Strategy.ServerLR, "server-lr", 0, "server learning rate (default: 1 for fedavg/fedprox, 0.01 adaptive)")
 	f.Float64Var(&opt.ProxMu, "prox-mu", 0, "FedProx proximal weight μ")

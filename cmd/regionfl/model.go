@@ -45,19 +45,21 @@ func newModelCmd() *cobra.Command {
 				return err
 			}
 			defer c.Close()
+			// The job first: its model fixes how large an answer to accept.
+			info, err := getJob(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			spec := info.Spec
 			var m *pb.Model
-			var spec *pb.JobSpec
 			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				resp, err := conn.Researcher.GetModel(ctx, &pb.GetModelRequest{JobId: args[0], Version: version})
+				resp, err := conn.Researcher.GetModel(ctx, &pb.GetModelRequest{JobId: args[0], Version: version},
+					client.ModelMessage(jobspec.FromProto(spec.GetModel()).NumParams()))
 				m = resp.GetModel()
 				return err
 			})
 			if err != nil {
 				return err
-			}
-			info, err := getJob(cmd.Context(), c, args[0])
-			if err == nil {
-				spec = info.Spec
 			}
 			if version == 0 && m.Version == 0 {
 				// Only the initial model exists: nothing was trained.

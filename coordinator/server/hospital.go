@@ -572,27 +572,71 @@ func (s hospitalService) ApproveContributors(ctx context.Context, req *pb.Approv
 	return &pb.ApproveContributorsResponse{}, nil
 }
 
-func (s hospitalService) SubmitDecryptionShare(ctx context.Context, req *pb.SubmitDecryptionShareRequest) (*pb.SubmitDecryptionShareResponse, error) {
+// SubmitDecryptionShare receives one decryptor's share of a round's
+// aggregate, as large as the aggregate: a header, then chunks of exactly
+// the size the round fixes, checked before a byte is buffered.
+func (s hospitalService) SubmitDecryptionShare(stream pb.HospitalService_SubmitDecryptionShareServer) error {
 	// Who the share is from is checked first: identity comes from the
 	// certificate only, whatever the state of the round.
+	ctx := stream.Context()
 	region, point, err := s.region(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	share, err := he.UnmarshalDecryptionShare(s.engine.Params(), req.Share)
+	first, err := stream.Recv()
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "share: %v", err)
+		return err
 	}
-	if share.From() != point {
-		return nil, status.Errorf(codes.PermissionDenied, "share is from party %d, the caller is party %d", share.From(), point)
+	hdr := first.GetHeader()
+	if hdr == nil {
+		return status.Error(codes.InvalidArgument, "the first message must be the share header")
 	}
-	r, _, err := s.decryptingRound(ctx, req.JobId, req.Round)
+	r, length, err := s.decryptingRound(ctx, hdr.JobId, hdr.Round)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	h := caller(ctx).Name
 	if !slices.Contains(r.Active, h) {
-		return nil, status.Errorf(codes.PermissionDenied, "%s is not a decryptor of attempt %d of round %d", h, r.Attempt, r.Number)
+		return status.Errorf(codes.PermissionDenied, "%s is not a decryptor of attempt %d of round %d", h, r.Attempt, r.Number)
+	}
+	size := he.DecryptionShareSize(s.engine.Params(), length, len(r.Contributors), len(r.Active))
+	if hdr.Size != uint64(size) {
+		return status.Errorf(codes.InvalidArgument, "size: %d bytes announced, a share of this round is exactly %d", hdr.Size, size)
+	}
+	type received struct {
+		raw []byte
+		err error
+	}
+	done := make(chan received, 1)
+	go func() {
+		raw, err := receiveAll(size, func() ([]byte, error) {
+			m, err := stream.Recv()
+			if err != nil {
+				return nil, err
+			}
+			if m.GetChunk() == nil {
+				return nil, status.Error(codes.InvalidArgument, "only chunks may follow the header")
+			}
+			return m.GetChunk(), nil
+		})
+		done <- received{raw, err}
+	}()
+	var raw []byte
+	select {
+	case got := <-done:
+		if got.err != nil {
+			return toStatus(ctx, got.err)
+		}
+		raw = got.raw
+	case <-time.After(s.uploadDeadline(size)):
+		return status.Errorf(codes.DeadlineExceeded, "share of %d bytes not received within %s; the sender is too slow", size, s.uploadDeadline(size))
+	}
+	share, err := he.UnmarshalDecryptionShare(s.engine.Params(), raw)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "share: %v", err)
+	}
+	if share.From() != point {
+		return status.Errorf(codes.PermissionDenied, "share is from party %d, the caller is party %d", share.From(), point)
 	}
 	want := make([]uint32, len(r.Contributors))
 	for i, c := range r.Contributors {
@@ -600,26 +644,25 @@ func (s hospitalService) SubmitDecryptionShare(ctx context.Context, req *pb.Subm
 	}
 	slices.Sort(want)
 	if got := share.Contributors(); !slices.Equal(got, want) {
-		return nil, status.Errorf(codes.InvalidArgument, "share decrypts the updates of parties %v, round %d holds those of %v", got, r.Number, want)
+		return status.Errorf(codes.InvalidArgument, "share decrypts the updates of parties %v, round %d holds those of %v", got, r.Number, want)
 	}
 	var retry bool
 	s.read(func(st *fsm.State) {
-		if cur := st.Jobs[req.JobId].Current(); cur.Number == req.Round && cur.Attempt == req.Attempt {
+		if cur := st.Jobs[hdr.JobId].Current(); cur.Number == hdr.Round && cur.Attempt == hdr.Attempt {
 			given, ok := cur.Shares[h]
-			retry = ok && string(given) == string(req.Share)
+			retry = ok && string(given) == string(raw)
 		}
 	})
-	if retry {
-		return &pb.SubmitDecryptionShareResponse{}, nil // a retry after a lost answer
+	if !retry {
+		err = s.store.Propose(&pb.DecryptionShareCommand{
+			JobId: hdr.JobId, Round: hdr.Round, Attempt: hdr.Attempt, Hospital: h, Share: raw,
+		})
+		if err != nil {
+			return toStatus(ctx, err)
+		}
+		s.log.Info("decryption share accepted", "job_id", hdr.JobId, "round", hdr.Round, "hospital", h, "size", len(raw))
 	}
-	err = s.store.Propose(&pb.DecryptionShareCommand{
-		JobId: req.JobId, Round: req.Round, Attempt: req.Attempt, Hospital: h, Share: req.Share,
-	})
-	if err != nil {
-		return nil, toStatus(ctx, err)
-	}
-	s.log.Info("decryption share accepted", "job_id", req.JobId, "round", req.Round, "hospital", h, "size", len(req.Share))
-	return &pb.SubmitDecryptionShareResponse{}, nil
+	return stream.SendAndClose(&pb.SubmitDecryptionShareResponse{})
 }
 
 // FetchModel serves a job's model only to a hospital of the region that

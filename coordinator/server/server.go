@@ -103,7 +103,7 @@ func (s *Server) Register(g *grpc.Server) *health.Server {
 func (s *Server) GRPCOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(client.MaxMessage),
-		grpc.MaxSendMsgSize(client.MaxMessage),
+		grpc.MaxSendMsgSize(client.MaxModelMessage), // models go out whole; nothing larger is received
 		// Clients ping every 10 s to notice dead replicas; allow it.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.UnaryInterceptor(s.authorizeUnary),

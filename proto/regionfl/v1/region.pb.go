@@ -2764,11 +2764,12 @@ func (x *GetAggregateResponse) GetChunk() []byte {
 }
 
 type SubmitDecryptionShareRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Round         uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
-	Attempt       uint32                 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Share         []byte                 `protobuf:"bytes,4,opt,name=share,proto3" json:"share,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*SubmitDecryptionShareRequest_Header
+	//	*SubmitDecryptionShareRequest_Chunk
+	Msg           isSubmitDecryptionShareRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2803,32 +2804,115 @@ func (*SubmitDecryptionShareRequest) Descriptor() ([]byte, []int) {
 	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{45}
 }
 
-func (x *SubmitDecryptionShareRequest) GetJobId() string {
+func (x *SubmitDecryptionShareRequest) GetMsg() isSubmitDecryptionShareRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *SubmitDecryptionShareRequest) GetHeader() *DecryptionShareHeader {
+	if x != nil {
+		if x, ok := x.Msg.(*SubmitDecryptionShareRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *SubmitDecryptionShareRequest) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*SubmitDecryptionShareRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isSubmitDecryptionShareRequest_Msg interface {
+	isSubmitDecryptionShareRequest_Msg()
+}
+
+type SubmitDecryptionShareRequest_Header struct {
+	Header *DecryptionShareHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type SubmitDecryptionShareRequest_Chunk struct {
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*SubmitDecryptionShareRequest_Header) isSubmitDecryptionShareRequest_Msg() {}
+
+func (*SubmitDecryptionShareRequest_Chunk) isSubmitDecryptionShareRequest_Msg() {}
+
+type DecryptionShareHeader struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round   uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Attempt uint32                 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// The share's size in bytes: exactly he.DecryptionShareSize for the
+	// round's aggregate, contributors and decryptors.
+	Size          uint64 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecryptionShareHeader) Reset() {
+	*x = DecryptionShareHeader{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecryptionShareHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecryptionShareHeader) ProtoMessage() {}
+
+func (x *DecryptionShareHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecryptionShareHeader.ProtoReflect.Descriptor instead.
+func (*DecryptionShareHeader) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *DecryptionShareHeader) GetJobId() string {
 	if x != nil {
 		return x.JobId
 	}
 	return ""
 }
 
-func (x *SubmitDecryptionShareRequest) GetRound() uint32 {
+func (x *DecryptionShareHeader) GetRound() uint32 {
 	if x != nil {
 		return x.Round
 	}
 	return 0
 }
 
-func (x *SubmitDecryptionShareRequest) GetAttempt() uint32 {
+func (x *DecryptionShareHeader) GetAttempt() uint32 {
 	if x != nil {
 		return x.Attempt
 	}
 	return 0
 }
 
-func (x *SubmitDecryptionShareRequest) GetShare() []byte {
+func (x *DecryptionShareHeader) GetSize() uint64 {
 	if x != nil {
-		return x.Share
+		return x.Size
 	}
-	return nil
+	return 0
 }
 
 type SubmitDecryptionShareResponse struct {
@@ -2839,7 +2923,7 @@ type SubmitDecryptionShareResponse struct {
 
 func (x *SubmitDecryptionShareResponse) Reset() {
 	*x = SubmitDecryptionShareResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	mi := &file_regionfl_v1_region_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2851,7 +2935,7 @@ func (x *SubmitDecryptionShareResponse) String() string {
 func (*SubmitDecryptionShareResponse) ProtoMessage() {}
 
 func (x *SubmitDecryptionShareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	mi := &file_regionfl_v1_region_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2864,7 +2948,7 @@ func (x *SubmitDecryptionShareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDecryptionShareResponse.ProtoReflect.Descriptor instead.
 func (*SubmitDecryptionShareResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{46}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{47}
 }
 
 type GetModelRequest struct {
@@ -2878,7 +2962,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[47]
+	mi := &file_regionfl_v1_region_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2890,7 +2974,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[47]
+	mi := &file_regionfl_v1_region_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2903,7 +2987,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{47}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetModelRequest) GetJobId() string {
@@ -2929,7 +3013,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[48]
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2941,7 +3025,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[48]
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2954,7 +3038,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{48}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetModelResponse) GetModel() *Model {
@@ -2974,7 +3058,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2986,7 +3070,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2999,7 +3083,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *FetchModelRequest) GetJobId() string {
@@ -3025,7 +3109,7 @@ type FetchModelResponse struct {
 
 func (x *FetchModelResponse) Reset() {
 	*x = FetchModelResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3037,7 +3121,7 @@ func (x *FetchModelResponse) String() string {
 func (*FetchModelResponse) ProtoMessage() {}
 
 func (x *FetchModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3050,7 +3134,7 @@ func (x *FetchModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelResponse.ProtoReflect.Descriptor instead.
 func (*FetchModelResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *FetchModelResponse) GetModel() *Model {
@@ -3076,7 +3160,7 @@ type Model struct {
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3088,7 +3172,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3101,7 +3185,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Model) GetJobId() string {
@@ -3164,7 +3248,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3176,7 +3260,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3189,7 +3273,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -3226,7 +3310,7 @@ type Strategy struct {
 
 func (x *Strategy) Reset() {
 	*x = Strategy{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3238,7 +3322,7 @@ func (x *Strategy) String() string {
 func (*Strategy) ProtoMessage() {}
 
 func (x *Strategy) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3251,7 +3335,7 @@ func (x *Strategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Strategy.ProtoReflect.Descriptor instead.
 func (*Strategy) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Strategy) GetName() string {
@@ -3342,7 +3426,7 @@ type JobSpec struct {
 
 func (x *JobSpec) Reset() {
 	*x = JobSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3354,7 +3438,7 @@ func (x *JobSpec) String() string {
 func (*JobSpec) ProtoMessage() {}
 
 func (x *JobSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3367,7 +3451,7 @@ func (x *JobSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobSpec.ProtoReflect.Descriptor instead.
 func (*JobSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *JobSpec) GetName() string {
@@ -3569,7 +3653,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3581,7 +3665,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3594,7 +3678,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SubmitJobRequest) GetSpec() *JobSpec {
@@ -3630,7 +3714,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3642,7 +3726,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3655,7 +3739,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *SubmitJobResponse) GetJobId() string {
@@ -3681,7 +3765,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3693,7 +3777,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3706,7 +3790,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -3750,7 +3834,7 @@ type RoundInfo struct {
 
 func (x *RoundInfo) Reset() {
 	*x = RoundInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3762,7 +3846,7 @@ func (x *RoundInfo) String() string {
 func (*RoundInfo) ProtoMessage() {}
 
 func (x *RoundInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3775,7 +3859,7 @@ func (x *RoundInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundInfo.ProtoReflect.Descriptor instead.
 func (*RoundInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *RoundInfo) GetRound() uint32 {
@@ -3915,7 +3999,7 @@ type ClinicalMetrics struct {
 
 func (x *ClinicalMetrics) Reset() {
 	*x = ClinicalMetrics{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[59]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3927,7 +4011,7 @@ func (x *ClinicalMetrics) String() string {
 func (*ClinicalMetrics) ProtoMessage() {}
 
 func (x *ClinicalMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[59]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3940,7 +4024,7 @@ func (x *ClinicalMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClinicalMetrics.ProtoReflect.Descriptor instead.
 func (*ClinicalMetrics) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{59}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ClinicalMetrics) GetN() uint64 {
@@ -4033,7 +4117,7 @@ type OperatingPoint struct {
 
 func (x *OperatingPoint) Reset() {
 	*x = OperatingPoint{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4045,7 +4129,7 @@ func (x *OperatingPoint) String() string {
 func (*OperatingPoint) ProtoMessage() {}
 
 func (x *OperatingPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4058,7 +4142,7 @@ func (x *OperatingPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatingPoint.ProtoReflect.Descriptor instead.
 func (*OperatingPoint) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *OperatingPoint) GetThreshold() float64 {
@@ -4120,7 +4204,7 @@ type JobInfo struct {
 
 func (x *JobInfo) Reset() {
 	*x = JobInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4132,7 +4216,7 @@ func (x *JobInfo) String() string {
 func (*JobInfo) ProtoMessage() {}
 
 func (x *JobInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4145,7 +4229,7 @@ func (x *JobInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobInfo.ProtoReflect.Descriptor instead.
 func (*JobInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *JobInfo) GetJobId() string {
@@ -4241,7 +4325,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4253,7 +4337,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4266,7 +4350,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *GetJobResponse) GetJob() *JobInfo {
@@ -4284,7 +4368,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4296,7 +4380,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4309,7 +4393,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
 }
 
 type ListJobsResponse struct {
@@ -4321,7 +4405,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4333,7 +4417,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4346,7 +4430,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ListJobsResponse) GetJobs() []*JobInfo {
@@ -4365,7 +4449,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4377,7 +4461,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4390,7 +4474,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -4409,7 +4493,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[66]
+	mi := &file_regionfl_v1_region_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4421,7 +4505,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[66]
+	mi := &file_regionfl_v1_region_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4434,7 +4518,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{66}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *WatchJobResponse) GetJob() *JobInfo {
@@ -4454,7 +4538,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[67]
+	mi := &file_regionfl_v1_region_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4466,7 +4550,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[67]
+	mi := &file_regionfl_v1_region_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4479,7 +4563,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{67}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -4504,7 +4588,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[68]
+	mi := &file_regionfl_v1_region_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4516,7 +4600,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[68]
+	mi := &file_regionfl_v1_region_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4529,7 +4613,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{68}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{69}
 }
 
 type CreateRegionRequest struct {
@@ -4550,7 +4634,7 @@ type CreateRegionRequest struct {
 
 func (x *CreateRegionRequest) Reset() {
 	*x = CreateRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[69]
+	mi := &file_regionfl_v1_region_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4562,7 +4646,7 @@ func (x *CreateRegionRequest) String() string {
 func (*CreateRegionRequest) ProtoMessage() {}
 
 func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[69]
+	mi := &file_regionfl_v1_region_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4575,7 +4659,7 @@ func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionRequest.ProtoReflect.Descriptor instead.
 func (*CreateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{69}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *CreateRegionRequest) GetHospitals() []string {
@@ -4621,7 +4705,7 @@ type CreateRegionResponse struct {
 
 func (x *CreateRegionResponse) Reset() {
 	*x = CreateRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[70]
+	mi := &file_regionfl_v1_region_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4633,7 +4717,7 @@ func (x *CreateRegionResponse) String() string {
 func (*CreateRegionResponse) ProtoMessage() {}
 
 func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[70]
+	mi := &file_regionfl_v1_region_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4646,7 +4730,7 @@ func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionResponse.ProtoReflect.Descriptor instead.
 func (*CreateRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{70}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{71}
 }
 
 type Replica struct {
@@ -4662,7 +4746,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[71]
+	mi := &file_regionfl_v1_region_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4674,7 +4758,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[71]
+	mi := &file_regionfl_v1_region_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4687,7 +4771,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{71}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *Replica) GetId() string {
@@ -4733,7 +4817,7 @@ type ListReplicasRequest struct {
 
 func (x *ListReplicasRequest) Reset() {
 	*x = ListReplicasRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[72]
+	mi := &file_regionfl_v1_region_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4745,7 +4829,7 @@ func (x *ListReplicasRequest) String() string {
 func (*ListReplicasRequest) ProtoMessage() {}
 
 func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[72]
+	mi := &file_regionfl_v1_region_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4758,7 +4842,7 @@ func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ListReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{72}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{73}
 }
 
 type ListReplicasResponse struct {
@@ -4770,7 +4854,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[73]
+	mi := &file_regionfl_v1_region_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4782,7 +4866,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[73]
+	mi := &file_regionfl_v1_region_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4795,7 +4879,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{73}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -4816,7 +4900,7 @@ type JoinReplicaRequest struct {
 
 func (x *JoinReplicaRequest) Reset() {
 	*x = JoinReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[74]
+	mi := &file_regionfl_v1_region_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4828,7 +4912,7 @@ func (x *JoinReplicaRequest) String() string {
 func (*JoinReplicaRequest) ProtoMessage() {}
 
 func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[74]
+	mi := &file_regionfl_v1_region_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4841,7 +4925,7 @@ func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaRequest.ProtoReflect.Descriptor instead.
 func (*JoinReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{74}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *JoinReplicaRequest) GetId() string {
@@ -4873,7 +4957,7 @@ type JoinReplicaResponse struct {
 
 func (x *JoinReplicaResponse) Reset() {
 	*x = JoinReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[75]
+	mi := &file_regionfl_v1_region_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4885,7 +4969,7 @@ func (x *JoinReplicaResponse) String() string {
 func (*JoinReplicaResponse) ProtoMessage() {}
 
 func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[75]
+	mi := &file_regionfl_v1_region_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4898,7 +4982,7 @@ func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaResponse.ProtoReflect.Descriptor instead.
 func (*JoinReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{75}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{76}
 }
 
 type RemoveReplicaRequest struct {
@@ -4910,7 +4994,7 @@ type RemoveReplicaRequest struct {
 
 func (x *RemoveReplicaRequest) Reset() {
 	*x = RemoveReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[76]
+	mi := &file_regionfl_v1_region_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4922,7 +5006,7 @@ func (x *RemoveReplicaRequest) String() string {
 func (*RemoveReplicaRequest) ProtoMessage() {}
 
 func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[76]
+	mi := &file_regionfl_v1_region_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4935,7 +5019,7 @@ func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{76}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *RemoveReplicaRequest) GetId() string {
@@ -4953,7 +5037,7 @@ type RemoveReplicaResponse struct {
 
 func (x *RemoveReplicaResponse) Reset() {
 	*x = RemoveReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[77]
+	mi := &file_regionfl_v1_region_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4965,7 +5049,7 @@ func (x *RemoveReplicaResponse) String() string {
 func (*RemoveReplicaResponse) ProtoMessage() {}
 
 func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[77]
+	mi := &file_regionfl_v1_region_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4978,7 +5062,7 @@ func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{77}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{78}
 }
 
 type TransferLeadershipRequest struct {
@@ -4991,7 +5075,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[78]
+	mi := &file_regionfl_v1_region_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5003,7 +5087,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[78]
+	mi := &file_regionfl_v1_region_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5016,7 +5100,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{78}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *TransferLeadershipRequest) GetTo() string {
@@ -5037,7 +5121,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[79]
+	mi := &file_regionfl_v1_region_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5049,7 +5133,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[79]
+	mi := &file_regionfl_v1_region_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5062,7 +5146,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{79}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *TransferLeadershipResponse) GetFrom() string {
@@ -5264,11 +5348,15 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x05round\x18\x02 \x01(\rR\x05round\",\n" +
 	"\x14GetAggregateResponse\x12\x14\n" +
 	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"{\n" +
-	"\x1cSubmitDecryptionShareRequest\x12\x15\n" +
+	"\x1cSubmitDecryptionShareRequest\x12<\n" +
+	"\x06header\x18\x01 \x01(\v2\".regionfl.v1.DecryptionShareHeaderH\x00R\x06header\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
+	"\x03msg\"r\n" +
+	"\x15DecryptionShareHeader\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x18\n" +
-	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x14\n" +
-	"\x05share\x18\x04 \x01(\fR\x05share\"\x1f\n" +
+	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x04R\x04size\"\x1f\n" +
 	"\x1dSubmitDecryptionShareResponse\"B\n" +
 	"\x0fGetModelRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
@@ -5457,7 +5545,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x1eCEREMONY_STEP_PUBLIC_KEY_SHARE\x10\x02\x12\x1d\n" +
 	"\x19CEREMONY_STEP_SEAL_SHARES\x10\x03\x12\x1d\n" +
 	"\x19CEREMONY_STEP_OPEN_SHARES\x10\x04\x12\x16\n" +
-	"\x12CEREMONY_STEP_DONE\x10\x052\xeb\t\n" +
+	"\x12CEREMONY_STEP_DONE\x10\x052\xed\t\n" +
 	"\x0fHospitalService\x12;\n" +
 	"\x04Poll\x12\x18.regionfl.v1.PollRequest\x1a\x19.regionfl.v1.PollResponse\x12A\n" +
 	"\x06Enroll\x12\x1a.regionfl.v1.EnrollRequest\x1a\x1b.regionfl.v1.EnrollResponse\x12k\n" +
@@ -5468,8 +5556,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\tGetRegion\x12\x1d.regionfl.v1.GetRegionRequest\x1a\x1e.regionfl.v1.GetRegionResponse\x12J\n" +
 	"\tDecideJob\x12\x1d.regionfl.v1.DecideJobRequest\x1a\x1e.regionfl.v1.DecideJobResponse\x12U\n" +
 	"\fSubmitUpdate\x12 .regionfl.v1.SubmitUpdateRequest\x1a!.regionfl.v1.SubmitUpdateResponse(\x01\x12U\n" +
-	"\fGetAggregate\x12 .regionfl.v1.GetAggregateRequest\x1a!.regionfl.v1.GetAggregateResponse0\x01\x12n\n" +
-	"\x15SubmitDecryptionShare\x12).regionfl.v1.SubmitDecryptionShareRequest\x1a*.regionfl.v1.SubmitDecryptionShareResponse\x12h\n" +
+	"\fGetAggregate\x12 .regionfl.v1.GetAggregateRequest\x1a!.regionfl.v1.GetAggregateResponse0\x01\x12p\n" +
+	"\x15SubmitDecryptionShare\x12).regionfl.v1.SubmitDecryptionShareRequest\x1a*.regionfl.v1.SubmitDecryptionShareResponse(\x01\x12h\n" +
 	"\x13ApproveContributors\x12'.regionfl.v1.ApproveContributorsRequest\x1a(.regionfl.v1.ApproveContributorsResponse\x12M\n" +
 	"\n" +
 	"FetchModel\x12\x1e.regionfl.v1.FetchModelRequest\x1a\x1f.regionfl.v1.FetchModelResponse\x12Y\n" +
@@ -5507,7 +5595,7 @@ func file_regionfl_v1_region_proto_rawDescGZIP() []byte {
 }
 
 var file_regionfl_v1_region_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
+var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
 var file_regionfl_v1_region_proto_goTypes = []any{
 	(CeremonyStep)(0),                     // 0: regionfl.v1.CeremonyStep
 	(*ExportAuditRequest)(nil),            // 1: regionfl.v1.ExportAuditRequest
@@ -5556,44 +5644,45 @@ var file_regionfl_v1_region_proto_goTypes = []any{
 	(*GetAggregateRequest)(nil),           // 44: regionfl.v1.GetAggregateRequest
 	(*GetAggregateResponse)(nil),          // 45: regionfl.v1.GetAggregateResponse
 	(*SubmitDecryptionShareRequest)(nil),  // 46: regionfl.v1.SubmitDecryptionShareRequest
-	(*SubmitDecryptionShareResponse)(nil), // 47: regionfl.v1.SubmitDecryptionShareResponse
-	(*GetModelRequest)(nil),               // 48: regionfl.v1.GetModelRequest
-	(*GetModelResponse)(nil),              // 49: regionfl.v1.GetModelResponse
-	(*FetchModelRequest)(nil),             // 50: regionfl.v1.FetchModelRequest
-	(*FetchModelResponse)(nil),            // 51: regionfl.v1.FetchModelResponse
-	(*Model)(nil),                         // 52: regionfl.v1.Model
-	(*ModelSpec)(nil),                     // 53: regionfl.v1.ModelSpec
-	(*Strategy)(nil),                      // 54: regionfl.v1.Strategy
-	(*JobSpec)(nil),                       // 55: regionfl.v1.JobSpec
-	(*SubmitJobRequest)(nil),              // 56: regionfl.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),             // 57: regionfl.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),                 // 58: regionfl.v1.GetJobRequest
-	(*RoundInfo)(nil),                     // 59: regionfl.v1.RoundInfo
-	(*ClinicalMetrics)(nil),               // 60: regionfl.v1.ClinicalMetrics
-	(*OperatingPoint)(nil),                // 61: regionfl.v1.OperatingPoint
-	(*JobInfo)(nil),                       // 62: regionfl.v1.JobInfo
-	(*GetJobResponse)(nil),                // 63: regionfl.v1.GetJobResponse
-	(*ListJobsRequest)(nil),               // 64: regionfl.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),              // 65: regionfl.v1.ListJobsResponse
-	(*WatchJobRequest)(nil),               // 66: regionfl.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),              // 67: regionfl.v1.WatchJobResponse
-	(*CancelJobRequest)(nil),              // 68: regionfl.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),             // 69: regionfl.v1.CancelJobResponse
-	(*CreateRegionRequest)(nil),           // 70: regionfl.v1.CreateRegionRequest
-	(*CreateRegionResponse)(nil),          // 71: regionfl.v1.CreateRegionResponse
-	(*Replica)(nil),                       // 72: regionfl.v1.Replica
-	(*ListReplicasRequest)(nil),           // 73: regionfl.v1.ListReplicasRequest
-	(*ListReplicasResponse)(nil),          // 74: regionfl.v1.ListReplicasResponse
-	(*JoinReplicaRequest)(nil),            // 75: regionfl.v1.JoinReplicaRequest
-	(*JoinReplicaResponse)(nil),           // 76: regionfl.v1.JoinReplicaResponse
-	(*RemoveReplicaRequest)(nil),          // 77: regionfl.v1.RemoveReplicaRequest
-	(*RemoveReplicaResponse)(nil),         // 78: regionfl.v1.RemoveReplicaResponse
-	(*TransferLeadershipRequest)(nil),     // 79: regionfl.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil),    // 80: regionfl.v1.TransferLeadershipResponse
-	nil,                                   // 81: regionfl.v1.RoundInfo.SiteMetricsEntry
-	nil,                                   // 82: regionfl.v1.RoundInfo.MissingWhyEntry
-	nil,                                   // 83: regionfl.v1.JobInfo.RefusedEntry
-	nil,                                   // 84: regionfl.v1.JobInfo.EpsilonSpentEntry
+	(*DecryptionShareHeader)(nil),         // 47: regionfl.v1.DecryptionShareHeader
+	(*SubmitDecryptionShareResponse)(nil), // 48: regionfl.v1.SubmitDecryptionShareResponse
+	(*GetModelRequest)(nil),               // 49: regionfl.v1.GetModelRequest
+	(*GetModelResponse)(nil),              // 50: regionfl.v1.GetModelResponse
+	(*FetchModelRequest)(nil),             // 51: regionfl.v1.FetchModelRequest
+	(*FetchModelResponse)(nil),            // 52: regionfl.v1.FetchModelResponse
+	(*Model)(nil),                         // 53: regionfl.v1.Model
+	(*ModelSpec)(nil),                     // 54: regionfl.v1.ModelSpec
+	(*Strategy)(nil),                      // 55: regionfl.v1.Strategy
+	(*JobSpec)(nil),                       // 56: regionfl.v1.JobSpec
+	(*SubmitJobRequest)(nil),              // 57: regionfl.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),             // 58: regionfl.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),                 // 59: regionfl.v1.GetJobRequest
+	(*RoundInfo)(nil),                     // 60: regionfl.v1.RoundInfo
+	(*ClinicalMetrics)(nil),               // 61: regionfl.v1.ClinicalMetrics
+	(*OperatingPoint)(nil),                // 62: regionfl.v1.OperatingPoint
+	(*JobInfo)(nil),                       // 63: regionfl.v1.JobInfo
+	(*GetJobResponse)(nil),                // 64: regionfl.v1.GetJobResponse
+	(*ListJobsRequest)(nil),               // 65: regionfl.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),              // 66: regionfl.v1.ListJobsResponse
+	(*WatchJobRequest)(nil),               // 67: regionfl.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),              // 68: regionfl.v1.WatchJobResponse
+	(*CancelJobRequest)(nil),              // 69: regionfl.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 70: regionfl.v1.CancelJobResponse
+	(*CreateRegionRequest)(nil),           // 71: regionfl.v1.CreateRegionRequest
+	(*CreateRegionResponse)(nil),          // 72: regionfl.v1.CreateRegionResponse
+	(*Replica)(nil),                       // 73: regionfl.v1.Replica
+	(*ListReplicasRequest)(nil),           // 74: regionfl.v1.ListReplicasRequest
+	(*ListReplicasResponse)(nil),          // 75: regionfl.v1.ListReplicasResponse
+	(*JoinReplicaRequest)(nil),            // 76: regionfl.v1.JoinReplicaRequest
+	(*JoinReplicaResponse)(nil),           // 77: regionfl.v1.JoinReplicaResponse
+	(*RemoveReplicaRequest)(nil),          // 78: regionfl.v1.RemoveReplicaRequest
+	(*RemoveReplicaResponse)(nil),         // 79: regionfl.v1.RemoveReplicaResponse
+	(*TransferLeadershipRequest)(nil),     // 80: regionfl.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil),    // 81: regionfl.v1.TransferLeadershipResponse
+	nil,                                   // 82: regionfl.v1.RoundInfo.SiteMetricsEntry
+	nil,                                   // 83: regionfl.v1.RoundInfo.MissingWhyEntry
+	nil,                                   // 84: regionfl.v1.JobInfo.RefusedEntry
+	nil,                                   // 85: regionfl.v1.JobInfo.EpsilonSpentEntry
 }
 var file_regionfl_v1_region_proto_depIdxs = []int32{
 	10, // 0: regionfl.v1.GetRevocationsResponse.revoked:type_name -> regionfl.v1.Revocation
@@ -5604,103 +5693,104 @@ var file_regionfl_v1_region_proto_depIdxs = []int32{
 	24, // 5: regionfl.v1.PollResponse.decrypt:type_name -> regionfl.v1.DecryptTask
 	23, // 6: regionfl.v1.PollResponse.kept:type_name -> regionfl.v1.KeptUpdate
 	16, // 7: regionfl.v1.PollResponse.approve:type_name -> regionfl.v1.ApprovalTask
-	55, // 8: regionfl.v1.ApprovalTask.spec:type_name -> regionfl.v1.JobSpec
+	56, // 8: regionfl.v1.ApprovalTask.spec:type_name -> regionfl.v1.JobSpec
 	0,  // 9: regionfl.v1.CeremonyTask.step:type_name -> regionfl.v1.CeremonyStep
-	55, // 10: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
-	55, // 11: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
+	56, // 10: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
+	56, // 11: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
 	21, // 12: regionfl.v1.TrainTask.job:type_name -> regionfl.v1.JobOffer
-	55, // 13: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
+	56, // 13: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
 	19, // 14: regionfl.v1.DecryptTask.approvals:type_name -> regionfl.v1.Approval
 	21, // 15: regionfl.v1.DecryptTask.job:type_name -> regionfl.v1.JobOffer
 	29, // 16: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
 	0,  // 17: regionfl.v1.Region.step:type_name -> regionfl.v1.CeremonyStep
 	37, // 18: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
-	60, // 19: regionfl.v1.UpdateHeader.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	61, // 19: regionfl.v1.UpdateHeader.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
 	41, // 20: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
-	52, // 21: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
-	52, // 22: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
-	53, // 23: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
-	53, // 24: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
-	54, // 25: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
-	55, // 26: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
-	60, // 27: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	81, // 28: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
-	82, // 29: regionfl.v1.RoundInfo.missing_why:type_name -> regionfl.v1.RoundInfo.MissingWhyEntry
-	61, // 30: regionfl.v1.ClinicalMetrics.operating_points:type_name -> regionfl.v1.OperatingPoint
-	55, // 31: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
-	83, // 32: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
-	59, // 33: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
-	84, // 34: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
-	62, // 35: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
-	62, // 36: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
-	62, // 37: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
-	72, // 38: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
-	60, // 39: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
-	14, // 40: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
-	25, // 41: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
-	27, // 42: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
-	30, // 43: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
-	32, // 44: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
-	34, // 45: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
-	36, // 46: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
-	39, // 47: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
-	42, // 48: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
-	44, // 49: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
-	46, // 50: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
-	17, // 51: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
-	50, // 52: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
-	11, // 53: regionfl.v1.HospitalService.GetRevocations:input_type -> regionfl.v1.GetRevocationsRequest
-	56, // 54: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
-	58, // 55: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
-	64, // 56: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
-	66, // 57: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
-	68, // 58: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
-	48, // 59: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
-	1,  // 60: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
-	70, // 61: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
-	73, // 62: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
-	75, // 63: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
-	77, // 64: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
-	79, // 65: regionfl.v1.OperatorService.TransferLeadership:input_type -> regionfl.v1.TransferLeadershipRequest
-	7,  // 66: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
-	9,  // 67: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
-	5,  // 68: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
-	3,  // 69: regionfl.v1.OperatorService.StartKeyEpoch:input_type -> regionfl.v1.StartKeyEpochRequest
-	15, // 70: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
-	26, // 71: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
-	28, // 72: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
-	31, // 73: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
-	33, // 74: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
-	35, // 75: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
-	38, // 76: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
-	40, // 77: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
-	43, // 78: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
-	45, // 79: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
-	47, // 80: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
-	18, // 81: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
-	51, // 82: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
-	12, // 83: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
-	57, // 84: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
-	63, // 85: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
-	65, // 86: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
-	67, // 87: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
-	69, // 88: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
-	49, // 89: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
-	2,  // 90: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
-	71, // 91: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
-	74, // 92: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
-	76, // 93: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
-	78, // 94: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
-	80, // 95: regionfl.v1.OperatorService.TransferLeadership:output_type -> regionfl.v1.TransferLeadershipResponse
-	8,  // 96: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
-	13, // 97: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
-	6,  // 98: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
-	4,  // 99: regionfl.v1.OperatorService.StartKeyEpoch:output_type -> regionfl.v1.StartKeyEpochResponse
-	70, // [70:100] is the sub-list for method output_type
-	40, // [40:70] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	47, // 21: regionfl.v1.SubmitDecryptionShareRequest.header:type_name -> regionfl.v1.DecryptionShareHeader
+	53, // 22: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
+	53, // 23: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
+	54, // 24: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
+	54, // 25: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
+	55, // 26: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
+	56, // 27: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
+	61, // 28: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	82, // 29: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
+	83, // 30: regionfl.v1.RoundInfo.missing_why:type_name -> regionfl.v1.RoundInfo.MissingWhyEntry
+	62, // 31: regionfl.v1.ClinicalMetrics.operating_points:type_name -> regionfl.v1.OperatingPoint
+	56, // 32: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
+	84, // 33: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
+	60, // 34: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
+	85, // 35: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
+	63, // 36: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
+	63, // 37: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
+	63, // 38: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
+	73, // 39: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
+	61, // 40: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
+	14, // 41: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
+	25, // 42: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
+	27, // 43: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
+	30, // 44: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
+	32, // 45: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
+	34, // 46: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
+	36, // 47: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
+	39, // 48: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
+	42, // 49: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
+	44, // 50: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
+	46, // 51: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
+	17, // 52: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
+	51, // 53: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
+	11, // 54: regionfl.v1.HospitalService.GetRevocations:input_type -> regionfl.v1.GetRevocationsRequest
+	57, // 55: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
+	59, // 56: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
+	65, // 57: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
+	67, // 58: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
+	69, // 59: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
+	49, // 60: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
+	1,  // 61: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
+	71, // 62: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
+	74, // 63: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
+	76, // 64: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
+	78, // 65: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
+	80, // 66: regionfl.v1.OperatorService.TransferLeadership:input_type -> regionfl.v1.TransferLeadershipRequest
+	7,  // 67: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
+	9,  // 68: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
+	5,  // 69: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
+	3,  // 70: regionfl.v1.OperatorService.StartKeyEpoch:input_type -> regionfl.v1.StartKeyEpochRequest
+	15, // 71: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
+	26, // 72: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
+	28, // 73: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
+	31, // 74: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
+	33, // 75: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
+	35, // 76: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
+	38, // 77: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
+	40, // 78: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
+	43, // 79: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
+	45, // 80: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
+	48, // 81: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
+	18, // 82: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
+	52, // 83: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
+	12, // 84: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
+	58, // 85: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
+	64, // 86: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
+	66, // 87: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
+	68, // 88: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
+	70, // 89: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
+	50, // 90: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
+	2,  // 91: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
+	72, // 92: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
+	75, // 93: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
+	77, // 94: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
+	79, // 95: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
+	81, // 96: regionfl.v1.OperatorService.TransferLeadership:output_type -> regionfl.v1.TransferLeadershipResponse
+	8,  // 97: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
+	13, // 98: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
+	6,  // 99: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
+	4,  // 100: regionfl.v1.OperatorService.StartKeyEpoch:output_type -> regionfl.v1.StartKeyEpochResponse
+	71, // [71:101] is the sub-list for method output_type
+	41, // [41:71] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_regionfl_v1_region_proto_init() }
@@ -5712,13 +5802,17 @@ func file_regionfl_v1_region_proto_init() {
 		(*SubmitUpdateRequest_Header)(nil),
 		(*SubmitUpdateRequest_Chunk)(nil),
 	}
+	file_regionfl_v1_region_proto_msgTypes[45].OneofWrappers = []any{
+		(*SubmitDecryptionShareRequest_Header)(nil),
+		(*SubmitDecryptionShareRequest_Chunk)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_region_proto_rawDesc), len(file_regionfl_v1_region_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   84,
+			NumMessages:   85,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -59,7 +59,9 @@ type HospitalServiceClient interface {
 	SubmitUpdate(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SubmitUpdateRequest, SubmitUpdateResponse], error)
 	// GetAggregate streams the committed aggregate a decryption share is for.
 	GetAggregate(ctx context.Context, in *GetAggregateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetAggregateResponse], error)
-	SubmitDecryptionShare(ctx context.Context, in *SubmitDecryptionShareRequest, opts ...grpc.CallOption) (*SubmitDecryptionShareResponse, error)
+	// A decryption share is as large as the aggregate: it streams in chunks
+	// after a header, like an update.
+	SubmitDecryptionShare(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SubmitDecryptionShareRequest, SubmitDecryptionShareResponse], error)
 	// ApproveContributors signs the contributor set of a closed round this
 	// hospital contributed to; decryptors give shares only when every
 	// contributor approved the same set.
@@ -192,15 +194,18 @@ func (c *hospitalServiceClient) GetAggregate(ctx context.Context, in *GetAggrega
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type HospitalService_GetAggregateClient = grpc.ServerStreamingClient[GetAggregateResponse]
 
-func (c *hospitalServiceClient) SubmitDecryptionShare(ctx context.Context, in *SubmitDecryptionShareRequest, opts ...grpc.CallOption) (*SubmitDecryptionShareResponse, error) {
+func (c *hospitalServiceClient) SubmitDecryptionShare(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SubmitDecryptionShareRequest, SubmitDecryptionShareResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(SubmitDecryptionShareResponse)
-	err := c.cc.Invoke(ctx, HospitalService_SubmitDecryptionShare_FullMethodName, in, out, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &HospitalService_ServiceDesc.Streams[2], HospitalService_SubmitDecryptionShare_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	x := &grpc.GenericClientStream[SubmitDecryptionShareRequest, SubmitDecryptionShareResponse]{ClientStream: stream}
+	return x, nil
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type HospitalService_SubmitDecryptionShareClient = grpc.ClientStreamingClient[SubmitDecryptionShareRequest, SubmitDecryptionShareResponse]
 
 func (c *hospitalServiceClient) ApproveContributors(ctx context.Context, in *ApproveContributorsRequest, opts ...grpc.CallOption) (*ApproveContributorsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -256,7 +261,9 @@ type HospitalServiceServer interface {
 	SubmitUpdate(grpc.ClientStreamingServer[SubmitUpdateRequest, SubmitUpdateResponse]) error
 	// GetAggregate streams the committed aggregate a decryption share is for.
 	GetAggregate(*GetAggregateRequest, grpc.ServerStreamingServer[GetAggregateResponse]) error
-	SubmitDecryptionShare(context.Context, *SubmitDecryptionShareRequest) (*SubmitDecryptionShareResponse, error)
+	// A decryption share is as large as the aggregate: it streams in chunks
+	// after a header, like an update.
+	SubmitDecryptionShare(grpc.ClientStreamingServer[SubmitDecryptionShareRequest, SubmitDecryptionShareResponse]) error
 	// ApproveContributors signs the contributor set of a closed round this
 	// hospital contributed to; decryptors give shares only when every
 	// contributor approved the same set.
@@ -307,8 +314,8 @@ func (UnimplementedHospitalServiceServer) SubmitUpdate(grpc.ClientStreamingServe
 func (UnimplementedHospitalServiceServer) GetAggregate(*GetAggregateRequest, grpc.ServerStreamingServer[GetAggregateResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method GetAggregate not implemented")
 }
-func (UnimplementedHospitalServiceServer) SubmitDecryptionShare(context.Context, *SubmitDecryptionShareRequest) (*SubmitDecryptionShareResponse, error) {
-	return nil, status.Errorf(codes.Unimplemented, "method SubmitDecryptionShare not implemented")
+func (UnimplementedHospitalServiceServer) SubmitDecryptionShare(grpc.ClientStreamingServer[SubmitDecryptionShareRequest, SubmitDecryptionShareResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method SubmitDecryptionShare not implemented")
 }
 func (UnimplementedHospitalServiceServer) ApproveContributors(context.Context, *ApproveContributorsRequest) (*ApproveContributorsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ApproveContributors not implemented")
@@ -502,23 +509,12 @@ func _HospitalService_GetAggregate_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type HospitalService_GetAggregateServer = grpc.ServerStreamingServer[GetAggregateResponse]
 
-func _HospitalService_SubmitDecryptionShare_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(SubmitDecryptionShareRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(HospitalServiceServer).SubmitDecryptionShare(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: HospitalService_SubmitDecryptionShare_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(HospitalServiceServer).SubmitDecryptionShare(ctx, req.(*SubmitDecryptionShareRequest))
-	}
-	return interceptor(ctx, in, info, handler)
+func _HospitalService_SubmitDecryptionShare_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(HospitalServiceServer).SubmitDecryptionShare(&grpc.GenericServerStream[SubmitDecryptionShareRequest, SubmitDecryptionShareResponse]{ServerStream: stream})
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type HospitalService_SubmitDecryptionShareServer = grpc.ClientStreamingServer[SubmitDecryptionShareRequest, SubmitDecryptionShareResponse]
 
 func _HospitalService_ApproveContributors_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ApproveContributorsRequest)
@@ -614,10 +610,6 @@ var HospitalService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _HospitalService_DecideJob_Handler,
 		},
 		{
-			MethodName: "SubmitDecryptionShare",
-			Handler:    _HospitalService_SubmitDecryptionShare_Handler,
-		},
-		{
 			MethodName: "ApproveContributors",
 			Handler:    _HospitalService_ApproveContributors_Handler,
 		},
@@ -640,6 +632,11 @@ var HospitalService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "GetAggregate",
 			Handler:       _HospitalService_GetAggregate_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "SubmitDecryptionShare",
+			Handler:       _HospitalService_SubmitDecryptionShare_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "regionfl/v1/region.proto",
