@@ -124,6 +124,13 @@ type Final struct {
 	FederatedAUROC    float64 `json:"federated_auroc"`
 }
 
+// roundDeadlineMs gives a round 5 s, and 20 s more per million
+// parameters: every hospital of the demo trains, evaluates and encrypts
+// in this one process.
+func roundDeadlineMs(m models.Spec) uint32 {
+	return 5_000 + uint32(int64(m.NumParams())*20_000/1_000_000)
+}
+
 // DemoTargetSensitivity is the sensitivity the demo's job reports its
 // alarm burden at.
 const DemoTargetSensitivity = 0.8
@@ -385,7 +392,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		Name: "deterioration-early-warning", Model: jobspec.ToProto(model),
 		Rounds: uint32(opt.Rounds), LocalSteps: uint32(opt.LocalSteps), BatchSize: uint32(opt.BatchSize),
 		LearningRate: opt.LR, Optimizer: opt.Optimizer, ProxMu: opt.ProxMu,
-		MinHospitals: uint32(k), RoundDeadlineMs: 5_000, Purpose: "early warning of clinical deterioration (demo)",
+		MinHospitals: uint32(k), RoundDeadlineMs: roundDeadlineMs(model), Purpose: "early warning of clinical deterioration (demo)",
 		LegalBasis: "demo data, no patients", ClipNorm: 10, SampleScale: 1000, Seed: uint64(opt.Seed),
 		Strategy: &pb.Strategy{Name: st.Name, ServerLr: st.ServerLR, Beta1: st.Beta1, Beta2: st.Beta2, Tau: st.Tau},
 		Scaling:  opt.Scaling,
