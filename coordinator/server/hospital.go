@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"slices"
 	"time"
 
@@ -421,41 +422,47 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 		identity.ContributionFields(rd[:], binding[:], hdr.Digest, h, hdr.Size)...); err != nil {
 		return refuse("bad_signature", status.Errorf(codes.InvalidArgument, "signature: %v", err))
 	}
-	// A slow sender must not hold a stream (and its buffer) open for long:
-	// the upload gets a deadline from its size at a modest minimum rate.
-	type received struct {
-		raw []byte
-		err error
-	}
-	done := make(chan received, 1)
-	go func() {
-		raw, err := receiveAll(want, func() ([]byte, error) {
-			m, err := stream.Recv()
-			if err != nil {
-				return nil, err
-			}
-			if m.GetChunk() == nil {
-				return nil, status.Error(codes.InvalidArgument, "only chunks may follow the header")
-			}
-			return m.GetChunk(), nil
-		})
-		done <- received{raw, err}
-	}()
-	var raw []byte
-	select {
-	case got := <-done:
-		if got.err != nil {
-			return refuseEngine(ctx, got.err)
-		}
-		raw = got.raw
-	case <-time.After(s.uploadDeadline(want)):
-		return refuse("too_slow", status.Errorf(codes.DeadlineExceeded, "update of %d bytes not received within %s; the sender is too slow", want, s.uploadDeadline(want)))
+	raw, err := s.receiveChunks(want, "update", func() ([]byte, error) {
+		m, err := stream.Recv()
+		return m.GetChunk(), err
+	})
+	if err != nil {
+		return refuseEngine(ctx, err)
 	}
 	if err := s.engine.Accept(h, hdr, raw, cert.Raw); err != nil {
 		return refuseEngine(ctx, err)
 	}
 	s.metrics.ReceivedBytes(len(raw))
 	return stream.SendAndClose(&pb.SubmitUpdateResponse{Digest: hdr.Digest})
+}
+
+// receiveChunks receives an upload of exactly size bytes (an update or a
+// decryption share, what) from next, which returns each message's chunk
+// (nil for a message that is not one). A slow sender must not hold a
+// stream (and its buffer) open for long: the upload gets a deadline from
+// its size at a modest minimum rate.
+func (s *Server) receiveChunks(size int, what string, next func() ([]byte, error)) ([]byte, error) {
+	type received struct {
+		raw []byte
+		err error
+	}
+	done := make(chan received, 1)
+	go func() {
+		raw, err := receiveAll(size, func() ([]byte, error) {
+			chunk, err := next()
+			if err == nil && chunk == nil {
+				err = status.Error(codes.InvalidArgument, "only chunks may follow the header")
+			}
+			return chunk, err
+		})
+		done <- received{raw, err}
+	}()
+	select {
+	case got := <-done:
+		return got.raw, got.err
+	case <-time.After(s.uploadDeadline(size)):
+		return nil, fmt.Errorf("%w: %s of %d bytes not received within %s", errTooSlow, what, size, s.uploadDeadline(size))
+	}
 }
 
 // MinUploadRate is the slowest upload the coordinator waits for.
@@ -603,33 +610,12 @@ func (s hospitalService) SubmitDecryptionShare(stream pb.HospitalService_SubmitD
 	if hdr.Size != uint64(size) {
 		return status.Errorf(codes.InvalidArgument, "size: %d bytes announced, a share of this round is exactly %d", hdr.Size, size)
 	}
-	type received struct {
-		raw []byte
-		err error
-	}
-	done := make(chan received, 1)
-	go func() {
-		raw, err := receiveAll(size, func() ([]byte, error) {
-			m, err := stream.Recv()
-			if err != nil {
-				return nil, err
-			}
-			if m.GetChunk() == nil {
-				return nil, status.Error(codes.InvalidArgument, "only chunks may follow the header")
-			}
-			return m.GetChunk(), nil
-		})
-		done <- received{raw, err}
-	}()
-	var raw []byte
-	select {
-	case got := <-done:
-		if got.err != nil {
-			return toStatus(ctx, got.err)
-		}
-		raw = got.raw
-	case <-time.After(s.uploadDeadline(size)):
-		return status.Errorf(codes.DeadlineExceeded, "share of %d bytes not received within %s; the sender is too slow", size, s.uploadDeadline(size))
+	raw, err := s.receiveChunks(size, "share", func() ([]byte, error) {
+		m, err := stream.Recv()
+		return m.GetChunk(), err
+	})
+	if err != nil {
+		return toStatus(ctx, err)
 	}
 	share, err := he.UnmarshalDecryptionShare(s.engine.Params(), raw)
 	if err != nil {

@@ -30,6 +30,7 @@ func TestRefusalLabels(t *testing.T) {
 		{fmt.Errorf("%w: version 2", round.ErrStaleModel), "wrong_round", codes.FailedPrecondition},
 		{fmt.Errorf("%w: parties: 2", round.ErrBadUpdate), "bad_encoding", codes.InvalidArgument},
 		{&store.NotLeaderError{LeaderID: "replica-2"}, "not_leader", codes.FailedPrecondition},
+		{fmt.Errorf("%w: update of 9 bytes", errTooSlow), "too_slow", codes.DeadlineExceeded},
 		{errors.New("disk on fire"), "other", codes.Internal},
 	} {
 		err := refuseEngine(ctx, tc.err)

@@ -243,9 +243,14 @@ func toStatus(ctx context.Context, err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, fsm.ErrRejected):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, errTooSlow):
+		return status.Error(codes.DeadlineExceeded, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
 }
+
+// errTooSlow means an upload did not arrive within its deadline.
+var errTooSlow = errors.New("the sender is too slow")
 
 // refusal is a refused update's gRPC status with its metrics label
 // (metrics.RefusalReasons), decided where the refusal is made, from the
@@ -280,6 +285,8 @@ func refuseEngine(ctx context.Context, err error) error {
 		reason = "wrong_round"
 	case errors.Is(err, round.ErrBadUpdate):
 		reason = "bad_encoding"
+	case errors.Is(err, errTooSlow):
+		reason = "too_slow"
 	}
 	return refuse(reason, toStatus(ctx, err))
 }

@@ -620,22 +620,7 @@ func TestAuditFromState(t *testing.T) {
 	if st.Records == 0 || st.Verified || st.Err != "" || st.LastCheckpointSize != 0 {
 		t.Fatalf("before any checkpoint: %+v", st)
 	}
-	replica, err := fx.ca.Issue(identity.Identity{Name: "c1", Role: identity.RoleCoordinator}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var log *audit.Log
-	fx.f.Read(func(s *fsm.State) { log = s.Audit })
-	th, err := log.SignHead(replica.PrivateKey.(crypto.Signer), replica.Certificate[0], log.Len(), time.Now().UnixMilli())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := json.Marshal(th)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &applier{t: t, f: fx.f, idx: 1000}
-	a.must(&pb.CheckpointCommand{TreeHead: b})
+	_, th := fx.checkpoint(t)
 	st = status()
 	if !st.Verified || st.LastCheckpointSize != th.Size || st.LastCheckpointRoot != th.RootHash || st.Records < int(th.Size) {
 		t.Fatalf("after a checkpoint: %+v", st)
