@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -67,6 +68,12 @@ type Config struct {
 	// random_state = seed) instead of FLamby's fixed random_state 43, so
 	// the spread over seeds includes the split's.
 	Resplit bool
+
+	// Model is the architecture on the 13 features, as
+	// models.ParseArchitecture reads it: "" or "logreg" is FLamby's
+	// Linear(13→1) + sigmoid; "mlp:H1,H2" trains an MLP under the same
+	// protocol.
+	Model string
 
 	Rounds     int // federated rounds (FLamby: 15)
 	LocalSteps int // local SGD steps per round (FLamby: 100)
@@ -165,6 +172,9 @@ func (c Config) validate() error {
 	case !(c.SampleScale > 0) || !(c.Clip > 0) || !(c.StatsScale > 0) || !(c.StatsBound > 0):
 		return errors.New("bench: sample scale, clip, stats scale and stats bound must be positive")
 	}
+	if _, err := c.spec(); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
 	for _, s := range c.Strategies {
 		if _, err := FLambyHyper(s); err != nil {
 			return err
@@ -194,8 +204,14 @@ func (c Config) validate() error {
 	return nil
 }
 
-// heartSpec is FLamby's model: Linear(13→1) + sigmoid.
-var heartSpec = models.Spec{Kind: models.KindLogReg, Inputs: 13}
+// heartFeatures is the number of features of Fed-Heart-Disease.
+const heartFeatures = 13
+
+// spec is the benchmark's model: FLamby's Linear(13→1) + sigmoid unless
+// Model names another.
+func (c Config) spec() (models.Spec, error) {
+	return models.ParseArchitecture(cmp.Or(c.Model, models.KindLogReg), heartFeatures)
+}
 
 // split is one seed's data under one scaling, and the model trained on it.
 type split struct {
@@ -405,6 +421,7 @@ func Run(cfg Config, agg Aggregator) (*Report, error) {
 		workers = runtime.GOMAXPROCS(0)
 	}
 	rep := newReport(cfg, workers)
+	spec, _ := cfg.spec() // validated
 
 	// Per seed: the data, and the region statistics (one encrypted
 	// aggregate per seed, sequential), then the scaled splits.
@@ -433,7 +450,7 @@ func Run(cfg Config, agg Aggregator) (*Report, error) {
 			scalings = append(scalings, cfg.DPScaling)
 		}
 		for _, sc := range scalings {
-			splits[seed][sc] = scaleSites(heartSpec, sites, sc, rs)
+			splits[seed][sc] = scaleSites(spec, sites, sc, rs)
 		}
 		if cfg.PlainReference {
 			var plainRS *regionStats
@@ -444,7 +461,7 @@ func Run(cfg Config, agg Aggregator) (*Report, error) {
 			}
 			plainSplits[seed] = map[string]split{}
 			for _, sc := range cfg.Scalings {
-				plainSplits[seed][sc] = scaleSites(heartSpec, sites, sc, plainRS)
+				plainSplits[seed][sc] = scaleSites(spec, sites, sc, plainRS)
 			}
 		}
 	}

@@ -175,6 +175,8 @@ type HEReport struct {
 // Protocol records what was run.
 type Protocol struct {
 	Benchmark   string           `json:"benchmark"`
+	Model       string           `json:"model"` // e.g. logreg, mlp:64,32
+	Params      int              `json:"params"`
 	Centres     []string         `json:"centres"`
 	Split       string           `json:"split"`
 	Rounds      int              `json:"rounds"`
@@ -210,7 +212,7 @@ type Report struct {
 func newReport(cfg Config, workers int) *Report {
 	r := &Report{cfg: cfg, Seeds: slices.Clone(cfg.Seeds), Workers: workers, GoMaxProcs: runtime.GOMAXPROCS(0)}
 	r.Protocol = Protocol{
-		Benchmark: "fed_heart_disease", Rounds: cfg.Rounds, LocalSteps: cfg.LocalSteps, BatchSize: cfg.BatchSize,
+		Benchmark: "fed_heart_disease", Model: specName(cfg), Params: specParams(cfg), Rounds: cfg.Rounds, LocalSteps: cfg.LocalSteps, BatchSize: cfg.BatchSize,
 		SampleScale: cfg.SampleScale, Clip: cfg.Clip, Strategies: map[string]Hyper{}, Scalings: slices.Clone(cfg.Scalings),
 		BaselineLR: baselineLR, Threshold: 0.5, Split: cfg.splitName(),
 	}
@@ -324,6 +326,11 @@ func (r *Report) finish(runs []RunResult, agg Aggregator, wall time.Duration) {
 		}
 	}
 	r.Summary = summarize(heart, cfg.Strategies, cfg.Scalings)
+	if r.Protocol.Model != models.KindLogReg {
+		for i := range r.Summary {
+			r.Summary[i].FLamby = nil // FLamby's figures are of its logistic regression
+		}
+	}
 	if r.Synthetic != nil {
 		r.Synthetic.finish(synthetic, cfg.Scalings)
 	}
@@ -341,7 +348,8 @@ func (r *Report) finish(runs []RunResult, agg Aggregator, wall time.Duration) {
 		row := DPRow{Sigma: sigma, Delta: cfg.DPDelta, Rounds: cfg.Rounds, Clip: cfg.DPClip,
 			AvgAccuracy: s.AvgAccuracy, AvgAUROC: s.AvgAUROC, ClippedUpdates: s.ClippedUpdates, Updates: s.Updates}
 		row.ShareStd = privacy.ShareStd(sigma, cfg.DPClip, len(sel[0].Centres))
-		row.EncodingBound = privacy.EncodingBound(cfg.DPClip, row.ShareStd, heartSpec.NumParams())
+		spec, _ := cfg.spec() // validated by Run
+		row.EncodingBound = privacy.EncodingBound(cfg.DPClip, row.ShareStd, spec.NumParams())
 		if sigma > 0 {
 			e := privacy.Accountant{NoiseMultiplier: sigma, Delta: cfg.DPDelta}.Epsilon(cfg.Rounds)
 			row.Epsilon = &e
@@ -411,6 +419,7 @@ func (r *Report) Markdown() string {
 			r.HE.Threshold, r.HE.Parties, r.HE.Params, r.HE.Threshold)
 	}
 	fmt.Fprintf(&b, "## Fed-Heart-Disease (FLamby protocol), %s\n\n", map[bool]string{true: "encrypted aggregation", false: "plain aggregation"}[r.HE != nil])
+	fmt.Fprintf(&b, "Model %s (%d parameters). ", p.Model, p.Params)
 	fmt.Fprintf(&b, "%d centres (%s), %d rounds × %d local SGD steps, batch %d; aggregation: %s. "+
 		"Per-centre 66/34 train/test split: %s. Seeds %s (each seed: the training order%s). "+
 		"Accuracy at 0.5 on each centre's test split, mean ± sample std over seeds; *average* is the unweighted mean over the centres (FLamby's metric); "+
@@ -477,7 +486,7 @@ func (r *Report) Markdown() string {
 	if h := r.HE; h != nil {
 		b.WriteString("\n### Cost of the encrypted path\n\n")
 		fmt.Fprintf(&b, "Mean per aggregate (one round: %.0f contributions of %d values; %d aggregates in all, region statistics included), measured with %d experiment(s) running in parallel:\n\n",
-			h.UpdatesPerRound, heartSpec.NumParams(), h.Aggregates, r.Workers)
+			h.UpdatesPerRound, p.Params, h.Aggregates, r.Workers)
 		b.WriteString("| encrypt (all centres) | serialize + parse | aggregate | decryption shares (t) | combine | **total per round** |\n|---|---|---|---|---|---|\n")
 		fmt.Fprintf(&b, "| %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms | **%.2f ms** |\n\n", h.EncryptMs, h.TransportMs, h.AggregateMs, h.DecryptSharesMs, h.CombineMs, h.TotalMs)
 		fmt.Fprintf(&b, "Encrypted update %d bytes, decryption share %d bytes. Key ceremony (%d-of-%d, HPKE-sealed Shamir shares): %.0f ms, %d run. Encrypted path in all: %.1f s of %.1f s wall time.\n",
@@ -580,4 +589,14 @@ func (r *Report) perSeedMarkdown(b *strings.Builder) {
 			fmt.Fprintf(b, " %.3f |\n", stat(all).Mean)
 		}
 	}
+}
+
+func specName(cfg Config) string {
+	s, _ := cfg.spec()
+	return s.String()
+}
+
+func specParams(cfg Config) int {
+	s, _ := cfg.spec()
+	return s.NumParams()
 }

@@ -21,6 +21,7 @@ func newBenchCmd() *cobra.Command {
 		data    string
 		seeds   int
 		resplit bool
+		model   string
 		outMD   string
 		outJSON string
 		quick   bool
@@ -65,6 +66,7 @@ same as JSON. Progress goes to stderr.`,
 			}
 			cfg.Workers = workers
 			cfg.Resplit = resplit
+			cfg.Model = model
 			cfg.Progress = cmd.ErrOrStderr()
 			agg, err := bench.NewEncrypted(4, 3)
 			if err != nil {
@@ -101,6 +103,7 @@ same as JSON. Progress goes to stderr.`,
 	f.BoolVar(&quick, "quick", false, "one seed only")
 	f.BoolVar(&resplit, "resplit", false, "each seed splits the centres anew (random_state = seed) instead of FLamby's random_state 43")
 	f.IntVar(&workers, "workers", 0, "experiments run in parallel (default: GOMAXPROCS)")
+	f.StringVar(&model, "model", "logreg", "the model on the 13 features: logreg (FLamby's) or mlp:H1,H2,...")
 	cmd.AddCommand(heart, newBenchHECmd())
 	return cmd
 }
