@@ -202,3 +202,22 @@ func TestValidateOffered(t *testing.T) {
 		t.Fatalf("sample_scale 2^64-1: %v", err)
 	}
 }
+
+// A job file from anywhere never crashes the parser; what it accepts
+// passes validation.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(valid))
+	f.Add([]byte(valid + "alert_threshold: {sensitivity: 0.8}\nmin_hospitals: 3\ndp: {noise_multiplier: 1, delta: 1e-5}\n"))
+	f.Add([]byte("rounds: 0\n"))
+	f.Add([]byte("alert_threshold: [1, {sensitivity: x}]\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := Parse(b)
+		if err != nil {
+			return
+		}
+		if err := Validate(s); err != nil {
+			t.Fatalf("accepted a job that does not validate: %v", err)
+		}
+		Warnings(s)
+	})
+}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"regionfl/audit"
 	"regionfl/coordinator/fsm"
@@ -56,8 +57,8 @@ func parseRecordQuery(v url.Values) (recordQuery, error) {
 	q := recordQuery{Job: strings.TrimSpace(v.Get("job")), Who: strings.TrimSpace(v.Get("who")),
 		Action: strings.TrimSpace(v.Get("action")), Since: strings.TrimSpace(v.Get("since")), Until: strings.TrimSpace(v.Get("until")), Page: 1}
 	for name, s := range map[string]string{"job": q.Job, "who": q.Who} {
-		if len(s) > audit.MaxFieldBytes {
-			return q, fmt.Errorf("%s: longer than %d bytes", name, audit.MaxFieldBytes)
+		if len(s) > audit.MaxFieldBytes || !utf8.ValidString(s) {
+			return q, fmt.Errorf("%s: not UTF-8 of at most %d bytes", name, audit.MaxFieldBytes)
 		}
 	}
 	if q.Action != "" && !audit.Action(q.Action).Known() {

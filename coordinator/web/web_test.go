@@ -878,3 +878,27 @@ func TestRecordsPage(t *testing.T) {
 	// Hospitals have no access to the view.
 	wantStatus(t, fx.do("GET", "/audit/records", fx.cert(t, "h1", identity.RoleHospital)), http.StatusForbidden)
 }
+
+// Any query string gives a filter or an error naming the field, never a
+// crash, and an accepted filter is one an export accepts.
+func FuzzRecordQuery(f *testing.F) {
+	f.Add("job=job-1&who=h2&action=contribution.accepted&since=2026-12-01&until=2026-12-02T10:00&page=2")
+	f.Add("since=yesterday")
+	f.Add("until=1969-01-01&page=-1")
+	f.Fuzz(func(t *testing.T, raw string) {
+		v, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		q, err := parseRecordQuery(v)
+		if err != nil {
+			return
+		}
+		if q.Page < 1 {
+			t.Fatalf("page %d accepted", q.Page)
+		}
+		if err := q.filter().Validate(); err != nil {
+			t.Fatalf("an accepted query gives a filter the export refuses: %v", err)
+		}
+	})
+}
