@@ -1014,17 +1014,27 @@ func sendUpdate(ctx context.Context, conn client.Conn, hdr *pb.UpdateHeader, raw
 	if err != nil {
 		return err
 	}
-	if err := stream.Send(&pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Header{Header: hdr}}); err != nil {
+	return sendChunked(stream, &pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Header{Header: hdr}}, raw,
+		func(b []byte) *pb.SubmitUpdateRequest {
+			return &pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Chunk{Chunk: b}}
+		})
+}
+
+// sendChunked sends an upload on a client stream: its header, then raw in
+// chunks of at most ChunkSize (as chunk wraps them), and waits for the
+// server's answer.
+func sendChunked[Req, Res any](stream grpc.ClientStreamingClient[Req, Res], header *Req, raw []byte, chunk func([]byte) *Req) error {
+	if err := stream.Send(header); err != nil {
 		return closeErr(stream, err)
 	}
 	for b := raw; len(b) > 0; {
 		k := min(len(b), ChunkSize)
-		if err := stream.Send(&pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Chunk{Chunk: b[:k]}}); err != nil {
+		if err := stream.Send(chunk(b[:k])); err != nil {
 			return closeErr(stream, err)
 		}
 		b = b[k:]
 	}
-	_, err = stream.CloseAndRecv()
+	_, err := stream.CloseAndRecv()
 	return err
 }
 
@@ -1510,17 +1520,9 @@ func (n *Node) submitShare(ctx context.Context, t *pb.DecryptTask, b []byte) err
 			return err
 		}
 		hdr := &pb.DecryptionShareHeader{JobId: t.JobId, Round: t.Round, Attempt: t.Attempt, Size: uint64(len(b))}
-		if err := stream.Send(&pb.SubmitDecryptionShareRequest{Msg: &pb.SubmitDecryptionShareRequest_Header{Header: hdr}}); err != nil {
-			return closeErr(stream, err)
-		}
-		for rest := b; len(rest) > 0; {
-			k := min(len(rest), ChunkSize)
-			if err := stream.Send(&pb.SubmitDecryptionShareRequest{Msg: &pb.SubmitDecryptionShareRequest_Chunk{Chunk: rest[:k]}}); err != nil {
-				return closeErr(stream, err)
-			}
-			rest = rest[k:]
-		}
-		_, err = stream.CloseAndRecv()
-		return err
+		return sendChunked(stream, &pb.SubmitDecryptionShareRequest{Msg: &pb.SubmitDecryptionShareRequest_Header{Header: hdr}}, b,
+			func(c []byte) *pb.SubmitDecryptionShareRequest {
+				return &pb.SubmitDecryptionShareRequest{Msg: &pb.SubmitDecryptionShareRequest_Chunk{Chunk: c}}
+			})
 	})
 }
