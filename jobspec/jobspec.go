@@ -481,6 +481,25 @@ func Binding(jobID string, round, modelVersion uint32, modelHash string, model [
 	return out
 }
 
+// WireModelDigest is a model digest as tasks and kept updates carry it:
+// empty for the zero digest (the statistics round), else its 32 bytes.
+func WireModelDigest(d [32]byte) []byte {
+	if d == ([32]byte{}) {
+		return nil
+	}
+	return d[:]
+}
+
+// ParseModelDigest reads WireModelDigest's form; ok is false for any other
+// length.
+func ParseModelDigest(b []byte) (d [32]byte, ok bool) {
+	if len(b) != 0 && len(b) != len(d) {
+		return d, false
+	}
+	copy(d[:], b)
+	return d, true
+}
+
 // ModelDigest is the SHA-256 of a model's exact parameters (IEEE 754
 // bits, big endian, after a domain tag and the count).
 func ModelDigest(params []float64) [32]byte {

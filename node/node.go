@@ -908,7 +908,7 @@ func (n *Node) submit(ctx context.Context, t *pb.TrainTask, model [32]byte, ct *
 		return err
 	}
 	d := ct.Digest()
-	k := &keptUpdate{JobID: t.JobId, Round: t.Round, ModelVersion: t.ModelVersion, ModelHash: t.ModelHash, ModelDigest: digestOrNil(model), Digest: d[:], Size: uint64(len(raw)),
+	k := &keptUpdate{JobID: t.JobId, Round: t.Round, ModelVersion: t.ModelVersion, ModelHash: t.ModelHash, ModelDigest: jobspec.WireModelDigest(model), Digest: d[:], Size: uint64(len(raw)),
 		SiteMetrics: site}
 	n.mu.Lock()
 	err = saveKept(n.cfg.DataDir, k, raw)
@@ -946,7 +946,7 @@ func (n *Node) send(ctx context.Context, k *keptUpdate, raw []byte, again bool) 
 	n.mu.Lock()
 	rd := n.state.RegionDigest
 	n.mu.Unlock()
-	model, ok := taskModelDigest(k.ModelDigest)
+	model, ok := jobspec.ParseModelDigest(k.ModelDigest)
 	if !ok {
 		return fmt.Errorf("kept update of job %s round %d: model digest of %d bytes", k.JobID, k.Round, len(k.ModelDigest))
 	}
@@ -1185,25 +1185,6 @@ func taskBinding(t *pb.TrainTask, model [32]byte) [32]byte {
 	return jobspec.Binding(t.JobId, t.Round, t.ModelVersion, t.ModelHash, model)
 }
 
-// digestOrNil is a model digest as the kept file stores it.
-func digestOrNil(d [32]byte) []byte {
-	if d == ([32]byte{}) {
-		return nil
-	}
-	return d[:]
-}
-
-// taskModelDigest reads the model digest a task carries: empty for the
-// statistics round, else 32 bytes.
-func taskModelDigest(b []byte) ([32]byte, bool) {
-	var d [32]byte
-	if len(b) != 0 && len(b) != len(d) {
-		return d, false
-	}
-	copy(d[:], b)
-	return d, true
-}
-
 // recordEncryption notes that v (with count) is encrypted under binding,
 // or refuses if another vector already was.
 func (n *Node) recordEncryption(binding [32]byte, v []float64, count uint64) error {
@@ -1281,7 +1262,7 @@ func (n *Node) sendStats(ctx context.Context, t *pb.TrainTask) error {
 // contributors and decryptors. A coordinator naming contributors whose
 // updates the aggregate does not hold gets noise (he.Party.DecryptionShare).
 func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
-	model, ok := taskModelDigest(t.ModelDigest)
+	model, ok := jobspec.ParseModelDigest(t.ModelDigest)
 	if !ok {
 		return n.untrusted("a decryption manifest", fmt.Sprintf("a model digest of %d bytes", len(t.ModelDigest)))
 	}
@@ -1444,7 +1425,7 @@ func (n *Node) checkApprovals(r *pb.Region, binding [32]byte, contributors []str
 // accepts, at least K distinct hospitals of the pinned region, this node
 // among them with the update it made under this binding.
 func (n *Node) approve(ctx context.Context, t *pb.ApprovalTask) error {
-	model, ok := taskModelDigest(t.ModelDigest)
+	model, ok := jobspec.ParseModelDigest(t.ModelDigest)
 	if !ok {
 		return n.untrusted("a contributor set", fmt.Sprintf("a model digest of %d bytes", len(t.ModelDigest)))
 	}

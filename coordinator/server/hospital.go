@@ -119,7 +119,7 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 			if _, approved := cur.Approvals[h]; !approved && slices.Contains(cur.Contributors, h) {
 				resp.Approve = append(resp.Approve, &pb.ApprovalTask{
 					JobId: j.ID, Round: cur.Number, ModelVersion: cur.ModelVersion, ModelHash: j.ModelHash,
-					Contributors: cur.Contributors, Spec: j.Spec, ModelDigest: digestBytes(j.ModelDigest(cur)),
+					Contributors: cur.Contributors, Spec: j.Spec, ModelDigest: jobspec.WireModelDigest(j.ModelDigest(cur)),
 				})
 			}
 			// Decryptors are asked once every contributor approved the set.
@@ -133,7 +133,7 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 					JobId: j.ID, Round: cur.Number, AggregateDigest: cur.AggDigest, Active: cur.Active,
 					Attempt: cur.Attempt, Contributors: cur.Contributors, ModelHash: j.ModelHash,
 					AggregateSize: uint64(len(cur.Aggregate)), Spec: j.Spec, ModelVersion: cur.ModelVersion,
-					Approvals: approvals, Job: jobOffer(j), Epoch: cur.Epoch, ModelDigest: digestBytes(j.ModelDigest(cur)),
+					Approvals: approvals, Job: jobOffer(j), Epoch: cur.Epoch, ModelDigest: jobspec.WireModelDigest(j.ModelDigest(cur)),
 				})
 			}
 		}
@@ -159,15 +159,6 @@ func retiredBelow(st *fsm.State, keyEpoch uint32) uint32 {
 		}
 	}
 	return oldest
-}
-
-// digestBytes is a model digest as a task carries it: empty when zero
-// (the statistics round).
-func digestBytes(d [32]byte) []byte {
-	if d == ([32]byte{}) {
-		return nil
-	}
-	return d[:]
 }
 
 // jobOffer is a job as its researcher signed it, for a node to vet.
