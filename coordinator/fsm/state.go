@@ -3,6 +3,7 @@ package fsm
 import (
 	"maps"
 	"slices"
+	"strings"
 
 	"regionfl/audit"
 	"regionfl/identity"
@@ -159,6 +160,11 @@ func (r *Region) Index(h string) int {
 
 // Point returns the Shamir point of hospital h (1-based), or 0.
 func (r *Region) Point(h string) uint32 { return uint32(r.Index(h) + 1) }
+
+// StepName is Step for people: enroll, public_key_share, ... done.
+func (r *Region) StepName() string {
+	return strings.ToLower(strings.TrimPrefix(r.Step().String(), "CEREMONY_STEP_"))
+}
 
 // Step reports how far the key ceremony is.
 func (r *Region) Step() pb.CeremonyStep {

@@ -490,19 +490,23 @@ func (s *Server) StartKeyEpoch(ctx context.Context, req *pb.StartKeyEpochRequest
 	case len(reason) > MaxKeyEpochReason || !utf8.ValidString(reason):
 		return nil, status.Errorf(codes.InvalidArgument, "reason: not UTF-8 of at most %d bytes", MaxKeyEpochReason)
 	}
-	var r *fsm.Region
+	var (
+		exists, done bool
+		epoch        uint32
+		step         string
+	)
 	s.read(func(st *fsm.State) {
-		if st.Region != nil {
-			r = st.Region.Clone()
+		if r := st.Region; r != nil {
+			exists, done, epoch, step = true, r.Step() == pb.CeremonyStep_CEREMONY_STEP_DONE, r.Epoch, r.StepName()
 		}
 	})
 	switch {
-	case r == nil:
+	case !exists:
 		return nil, status.Error(codes.FailedPrecondition, "the region has not been created yet")
-	case r.Step() != pb.CeremonyStep_CEREMONY_STEP_DONE:
-		return nil, status.Errorf(codes.FailedPrecondition, "the ceremony of key epoch %d is still running (step %s)", r.Epoch, strings.ToLower(strings.TrimPrefix(r.Step().String(), "CEREMONY_STEP_")))
+	case !done:
+		return nil, status.Errorf(codes.FailedPrecondition, "the ceremony of key epoch %d is still running (step %s)", epoch, step)
 	}
-	next := r.Epoch + 1
+	next := epoch + 1
 	if err := s.store.Propose(&pb.StartKeyEpochCommand{Epoch: next, Reason: reason, StartedBy: caller(ctx).String()}); err != nil {
 		return nil, toStatus(ctx, err)
 	}

@@ -174,7 +174,7 @@ func buildIndex(s *fsm.State) indexView {
 	v := indexView{Index: s.Index}
 	if r := s.Region; r != nil {
 		v.Region = regionView{Present: true, Hospitals: slices.Clone(r.Hospitals), Threshold: r.Threshold,
-			Ceremony: fmt.Sprintf("key epoch %d: %s", r.Epoch, strings.ToLower(strings.TrimPrefix(r.Step().String(), "CEREMONY_STEP_")))}
+			Ceremony: fmt.Sprintf("key epoch %d: %s", r.Epoch, r.StepName())}
 	}
 	for id, addr := range s.Replicas {
 		v.Replicas = append(v.Replicas, replicaView{ID: id, Addr: addr})
