@@ -170,10 +170,19 @@ func Parse(b []byte) (*pb.JobSpec, error) {
 }
 
 // defaulted are the job-file keys Defaults fills when they are left out,
-// with the default each gets.
-var defaulted = []struct{ key, def string }{
-	{"rounds", "10"}, {"local_steps", "50"}, {"batch_size", "32"}, {"learning_rate", "0.1"},
-	{"min_hospitals", "2"}, {"clip_norm", "10"}, {"sample_scale", "1000"}, {"optimizer", "sgd"},
+// and the field each fills (its default is read off Defaults itself).
+var defaulted = []struct {
+	key   string
+	field func(*pb.JobSpec) any
+}{
+	{"rounds", func(s *pb.JobSpec) any { return s.Rounds }},
+	{"local_steps", func(s *pb.JobSpec) any { return s.LocalSteps }},
+	{"batch_size", func(s *pb.JobSpec) any { return s.BatchSize }},
+	{"learning_rate", func(s *pb.JobSpec) any { return s.LearningRate }},
+	{"min_hospitals", func(s *pb.JobSpec) any { return s.MinHospitals }},
+	{"clip_norm", func(s *pb.JobSpec) any { return s.ClipNorm }},
+	{"sample_scale", func(s *pb.JobSpec) any { return s.SampleScale }},
+	{"optimizer", func(s *pb.JobSpec) any { return s.Optimizer }},
 }
 
 // refuseExplicitZeros refuses a key with a default written as 0 (or
@@ -184,6 +193,8 @@ func refuseExplicitZeros(b []byte) error {
 	if err := yaml.Unmarshal(b, &raw); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	defaults := &pb.JobSpec{}
+	Defaults(defaults)
 	for _, d := range defaulted {
 		v, ok := raw[d.key]
 		if !ok {
@@ -201,7 +212,7 @@ func refuseExplicitZeros(b []byte) error {
 			zero = x == ""
 		}
 		if zero {
-			return fmt.Errorf("%w: %s: %v is not a value; leave the key out for the default (%s)", ErrInvalid, d.key, v, d.def)
+			return fmt.Errorf("%w: %s: %v is not a value; leave the key out for the default (%v)", ErrInvalid, d.key, v, d.field(defaults))
 		}
 	}
 	return nil
