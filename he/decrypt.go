@@ -160,7 +160,7 @@ func (p Params) decryptionShareFixed() int { return headerLen + tagLen + 4 + 32 
 // aggregate of length values, for a set of contributors contributors and
 // active decryptors.
 func DecryptionShareSize(p Params, length, contributors, active int) int {
-	return p.decryptionShareFixed() + 4*contributors + 4*active + 4 + p.numCiphertexts(length)*p.polyQLen()
+	return p.decryptionShareFixed() + 4*contributors + 4*active + 4 + p.Ciphertexts(length)*p.polyQLen()
 }
 
 // MarshalBinary encodes the share.
@@ -215,7 +215,7 @@ func UnmarshalDecryptionShare(p Params, b []byte) (*DecryptionShare, error) {
 		return nil, fmt.Errorf("%w: decryption share: sender %d not in its own active set", ErrMalformed, s.from)
 	}
 	k := int(r.u32())
-	if k < 1 || k > p.numCiphertexts(MaxLength) {
+	if k < 1 || k > p.Ciphertexts(MaxLength) {
 		return nil, fmt.Errorf("%w: decryption share: %d ciphertexts", ErrMalformed, k)
 	}
 	if len(r.b) != k*p.polyQLen() {

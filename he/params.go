@@ -250,14 +250,11 @@ func (p Params) aggregateNoiseBound() float64 {
 // smudgeTail is where the smudging sampler cuts its tail, in σ.
 const smudgeTail = 13
 
-// Ciphertexts is how many ciphertexts an update of length values uses, and
-// so how much of a key's decryption budget (MaxDecryptions) decrypting it
-// spends.
-func (p Params) Ciphertexts(length int) int { return p.numCiphertexts(length) }
-
-// numCiphertexts is how many ciphertexts an update of length values uses:
-// the values, then the count digits, packed into consecutive coefficients.
-func (p Params) numCiphertexts(length int) int {
+// Ciphertexts is how many ciphertexts an update of length values uses (the
+// values, then the count digits, packed into consecutive coefficients),
+// and so how much of a key's decryption budget (MaxDecryptions)
+// decrypting it spends.
+func (p Params) Ciphertexts(length int) int {
 	n := p.SlotsPerCiphertext()
 	return (length + p.countDigits + n - 1) / n
 }

@@ -116,7 +116,7 @@ func UpdateSize(p Params, length int) int {
 	if p.Validate() != nil || length < 1 || length > MaxLength {
 		return 0
 	}
-	return p.updateFixed() + p.numCiphertexts(length)*p.polyQLen()
+	return p.updateFixed() + p.Ciphertexts(length)*p.polyQLen()
 }
 
 // MarshalBinary encodes the update; the result has UpdateSize bytes.
@@ -186,7 +186,7 @@ func UnmarshalUpdate(p Params, length int, b []byte) (*Update, error) {
 		return nil, fmt.Errorf("%w: update: clip %g", ErrMalformed, u.clip)
 	}
 	q := p.ckks.GetRLWEParameters().Q()
-	u.c0 = make([]ring.Poly, p.numCiphertexts(length))
+	u.c0 = make([]ring.Poly, p.Ciphertexts(length))
 	for i := range u.c0 {
 		u.c0[i] = p.ckks.RingQ().AtLevel(0).NewPoly()
 		if err := r.poly(u.c0[i], q, fmt.Sprintf("ciphertext %d", i)); err != nil {
@@ -237,7 +237,7 @@ func (pa *Party) Encrypt(values []float64, count uint64, clip float64, binding [
 	digitBase := float64(uint64(1) << p.countDigitBits)
 	seed := seedHash(pa.seed[:])
 	u := &Update{p: p, length: len(values), parties: 1, clip: clip, binding: binding,
-		c0: make([]ring.Poly, p.numCiphertexts(len(values)))}
+		c0: make([]ring.Poly, p.Ciphertexts(len(values)))}
 	err = parallel(len(u.c0), func() func(int) error {
 		enc := ckks.NewEncoder(p.ckks, p.encPrec)
 		base := rlwe.NewEncryptor(p.ckks, pa.sk)
@@ -378,7 +378,7 @@ func (a *Aggregator) Add(u *Update) error {
 		return fmt.Errorf("%w: update clip norm %g, aggregate uses %g", ErrBindingMismatch, u.clip, a.clip)
 	case u.binding != a.binding:
 		return fmt.Errorf("%w: update bound to another job, round or model", ErrBindingMismatch)
-	case len(u.c0) != a.p.numCiphertexts(a.length):
+	case len(u.c0) != a.p.Ciphertexts(a.length):
 		return fmt.Errorf("%w: update of %d ciphertexts", ErrWrongShape, len(u.c0))
 	}
 	if a.acc != nil && a.acc.parties+u.parties > a.p.maxParties {
