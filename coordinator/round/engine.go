@@ -594,17 +594,19 @@ func l2(v []float64) float64 {
 }
 
 // CheckHeader refuses an update from its header alone, before any of its
-// bytes are received, and returns the exact size the update must have. It
-// refuses an unknown job, another model, a round that is not collecting, a
-// hospital that has not accepted the job, another model version, and a
-// second update of a hospital in a round; the update a hospital was counted
-// with passes again while this leader's sum lacks it (a resend).
-func (e *Engine) CheckHeader(hospital string, h *pb.UpdateHeader) (int, error) {
+// bytes are received, and returns the exact size the update must have and
+// the round's binding (fsm.Job.Binding), which the hospital's signed
+// contribution must cover. It refuses an unknown job, another model, a
+// round that is not collecting, a hospital that has not accepted the job,
+// another model version, and a second update of a hospital in a round; the
+// update a hospital was counted with passes again while this leader's sum
+// lacks it (a resend).
+func (e *Engine) CheckHeader(hospital string, h *pb.UpdateHeader) (size int, binding [32]byte, err error) {
 	j, r, err := e.check(hospital, h)
 	if err != nil {
-		return 0, err
+		return 0, binding, err
 	}
-	return he.UpdateSize(e.params, jobspec.VectorLen(j.Spec, r.Number)), nil
+	return he.UpdateSize(e.params, jobspec.VectorLen(j.Spec, r.Number)), j.Binding(r), nil
 }
 
 func (e *Engine) check(hospital string, h *pb.UpdateHeader) (*fsm.Job, *fsm.Round, error) {

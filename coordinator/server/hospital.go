@@ -382,7 +382,7 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 	h := caller(ctx).Name
 	// Everything the header says is checked before a byte of the update is
 	// buffered; the size is fixed by the region parameters and the model.
-	want, err := s.engine.CheckHeader(h, hdr)
+	want, binding, err := s.engine.CheckHeader(h, hdr)
 	if err != nil {
 		return refuseEngine(ctx, err)
 	}
@@ -400,15 +400,7 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 	if err != nil {
 		return err
 	}
-	var model [32]byte // the digest of the model the round trains from
-	s.read(func(st *fsm.State) {
-		if j, ok := st.Jobs[hdr.JobId]; ok {
-			if cur := j.Current(); cur != nil && cur.Number == hdr.Round {
-				model = j.ModelDigest(cur)
-			}
-		}
-	})
-	rd, binding := region.Digest(), jobspec.Binding(hdr.JobId, hdr.Round, hdr.ModelVersion, hdr.ModelHash, model)
+	rd := region.Digest()
 	if err := identity.CheckSignature(cert.Raw, hdr.Signature, identity.StatementContribution,
 		identity.ContributionFields(rd[:], binding[:], hdr.Digest, h, hdr.Size)...); err != nil {
 		return refuse("bad_signature", status.Errorf(codes.InvalidArgument, "signature: %v", err))
