@@ -296,6 +296,17 @@ func (n *Node) epoch(e uint32) *epochKeys {
 	return k
 }
 
+// liveEpoch returns this node's record of key epoch e for a step of its
+// ceremony, refusing an epoch it retired (its ceremony never runs twice);
+// callers hold n.mu.
+func (n *Node) liveEpoch(e uint32) (*epochKeys, error) {
+	k := n.epoch(e)
+	if k.Erased {
+		return nil, n.untrusted("a ceremony", fmt.Sprintf("key epoch %d was retired here", e))
+	}
+	return k, nil
+}
+
 // readyParty returns this node's threshold key of epoch e.
 func (n *Node) readyParty(e uint32) (*he.Party, error) {
 	n.mu.Lock()
@@ -405,7 +416,7 @@ func regionDigest(r *pb.Region) []byte {
 // ceremonyDigest is what the statements of the region's current ceremony
 // are bound to (identity.CeremonyDigest).
 func ceremonyDigest(r *pb.Region) []byte {
-	d := identity.CeremonyDigest(identity.RegionDigest(r.Params, r.Hospitals, r.Threshold, r.Seed), r.Epoch)
+	d := identity.CeremonyDigest([32]byte(regionDigest(r)), r.Epoch)
 	return d[:]
 }
 
@@ -432,10 +443,10 @@ func (n *Node) enroll(ctx context.Context) error {
 		return err
 	}
 	n.mu.Lock()
-	k := n.epoch(r.Epoch)
-	if k.Erased {
+	k, err := n.liveEpoch(r.Epoch)
+	if err != nil {
 		n.mu.Unlock()
-		return n.untrusted("a ceremony", fmt.Sprintf("key epoch %d was retired here", r.Epoch))
+		return err
 	}
 	if k.HPKEPrivate == nil {
 		// The key `regionfl node init` made serves the genesis ceremony;
@@ -475,9 +486,9 @@ func (n *Node) publicKeyShare(ctx context.Context) error {
 		return err
 	}
 	n.mu.Lock()
-	if n.epoch(r.Epoch).Erased {
+	if _, err := n.liveEpoch(r.Epoch); err != nil {
 		n.mu.Unlock()
-		return n.untrusted("a ceremony", fmt.Sprintf("key epoch %d was retired here", r.Epoch))
+		return err
 	}
 	if n.parties[r.Epoch] == nil {
 		p, err := he.NewParty(n.params, point, len(r.Hospitals), int(r.Threshold), ceremonySeed(r))
