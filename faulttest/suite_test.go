@@ -297,6 +297,13 @@ func (d *dockerRegion) suiteJob(name string, rounds int) jobFile {
 	return jobFile{Name: name, Inputs: d.features, Rounds: rounds, LocalSteps: 200, MinHospitals: 2, RoundDeadline: "5s"}
 }
 
+// reconnectReplica puts a replica cut off with docker network disconnect
+// back with its address and name: the others know it by both.
+func (d *dockerRegion) reconnectReplica(r string) {
+	d.t.Helper()
+	d.mustDocker("network", "connect", "--ip", d.ip(slices.Index(d.replicas, r)+1), "--alias", r, d.network, d.container(r))
+}
+
 // TestFaultMinorityPartition cuts the leader off the network mid-round. The
 // two others elect a leader and the job goes on; nothing the cut-off
 // leader did while alone reaches the log (every round that closed during
@@ -330,8 +337,7 @@ func TestFaultMinorityPartition(t *testing.T) {
 		}
 		return len(during) > 0 || j.finished(), nil
 	})
-	// Back with its address and name: the others know it by both.
-	d.mustDocker("network", "connect", "--ip", d.ip(slices.Index(d.replicas, old)+1), "--alias", old, d.network, d.container(old))
+	d.reconnectReplica(old)
 	t.Logf("reconnected %s after %d rounds committed without it", old, len(during))
 	j := d.finish(res, id, job)
 	for _, r := range j.Rounds {
@@ -473,11 +479,10 @@ func TestFaultFlappingLinks(t *testing.T) {
 	start := time.Now()
 	cuts := 0
 	for time.Since(start) < 30*time.Second {
-		i := rng.IntN(len(d.replicas))
-		r := d.replicas[i]
+		r := d.replicas[rng.IntN(len(d.replicas))]
 		d.mustDocker("network", "disconnect", d.network, d.container(r))
 		time.Sleep(time.Duration(1000+rng.IntN(2000)) * time.Millisecond)
-		d.mustDocker("network", "connect", "--ip", d.ip(i+1), "--alias", r, d.network, d.container(r))
+		d.reconnectReplica(r)
 		cuts++
 		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
 	}
