@@ -18,11 +18,13 @@ import (
 // run with the plain sum (Config.PlainReference) and be compared.
 type Aggregator interface {
 	// Sum returns Σ updates[i] and Σ counts[i]. All updates have the same
-	// length and every one must have L2 norm ≤ bound: an implementation
+	// length, the last wide values of each carried at he's WideBits
+	// rather than QuantBits (exact sums: statistics, counts), and every
+	// one must have L2 norm ≤ bound: an implementation
 	// returns an error wrapping ErrOverBound for one that does not (beyond
 	// float rounding), and
 	// never clips (the caller clips, explicitly, where the protocol says so).
-	Sum(updates [][]float64, counts []uint64, bound float64) (sum []float64, count uint64, err error)
+	Sum(updates [][]float64, wide int, counts []uint64, bound float64) (sum []float64, count uint64, err error)
 }
 
 // ErrOverBound is returned for a contribution whose L2 norm exceeds the
@@ -65,7 +67,7 @@ const boundSlack = 1e-12
 // the coordinator and the nodes have no plaintext path.
 type plainSum struct{}
 
-func (plainSum) Sum(updates [][]float64, counts []uint64, bound float64) ([]float64, uint64, error) {
+func (plainSum) Sum(updates [][]float64, _ int, counts []uint64, bound float64) ([]float64, uint64, error) {
 	if err := checkContributions(updates, counts, bound); err != nil {
 		return nil, 0, err
 	}
@@ -190,7 +192,7 @@ func (e *Encrypted) ceremony() error {
 }
 
 // Sum implements Aggregator on the encrypted path.
-func (e *Encrypted) Sum(updates [][]float64, counts []uint64, bound float64) ([]float64, uint64, error) {
+func (e *Encrypted) Sum(updates [][]float64, wide int, counts []uint64, bound float64) ([]float64, uint64, error) {
 	if err := checkContributions(updates, counts, bound); err != nil {
 		return nil, 0, err
 	}
@@ -212,13 +214,13 @@ func (e *Encrypted) Sum(updates [][]float64, counts []uint64, bound float64) ([]
 		binary.BigEndian.PutUint64(b[:], k)
 		binding = sha256.Sum256(append([]byte("regionfl/bench/aggregate\x00"), b[:]...))
 	}
-	length := len(updates[0])
+	shape := he.Shape{Len: len(updates[0]), Wide: wide}
 	tm := &e.timing
 
-	agg := he.NewAggregator(e.p, length, bound, binding)
+	agg := he.NewAggregator(e.p, shape, bound, binding)
 	for i, u := range updates {
 		t0 := time.Now()
-		ct, err := e.parties[i].Encrypt(u, counts[i], bound, binding)
+		ct, err := e.parties[i].Encrypt(u, wide, counts[i], bound, binding)
 		if err != nil {
 			return nil, 0, fmt.Errorf("bench: encrypting contribution %d: %w", i, err)
 		}
@@ -227,7 +229,7 @@ func (e *Encrypted) Sum(updates [][]float64, counts []uint64, bound float64) ([]
 		if err != nil {
 			return nil, 0, err
 		}
-		got, err := he.UnmarshalUpdate(e.p, length, raw)
+		got, err := he.UnmarshalUpdate(e.p, shape, raw)
 		if err != nil {
 			return nil, 0, fmt.Errorf("bench: parsing contribution %d: %w", i, err)
 		}

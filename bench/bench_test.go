@@ -129,7 +129,9 @@ func TestEncryptedMatchesPlain(t *testing.T) {
 	}
 	t.Logf("%d runs: max |encrypted − plain| average accuracy %.4g; max parameter difference: site scaling %.3g, region scaling %.3g",
 		len(encRep.Runs), worstAcc, worstParam[ScalingSite], worstParam[ScalingRegion])
-	if worstParam[ScalingSite] > 1e-6 || worstParam[ScalingRegion] > 1e-4 {
+	// Quantization (unbiased, a step of clip/2^15 per update) moves the
+	// trajectory a little; the accuracies above stay within 0.005.
+	if worstParam[ScalingSite] > 0.01 || worstParam[ScalingRegion] > 0.01 {
 		t.Errorf("final parameters differ between encrypted and plain aggregation: %v", worstParam)
 	}
 	if md := encRep.Markdown(); !strings.Contains(md, "Encrypted minus plain aggregation") {
@@ -225,7 +227,7 @@ func TestStatsOverBound(t *testing.T) {
 		t.Errorf("stats bound %g (below Cleveland's Σchol²): err = %v, want ErrOverBound", low, err)
 	}
 	vecs := [][]float64{sites[0].Train.Stats().Vector(1000, low), sites[1].Train.Stats().Vector(1000, low)}
-	if _, _, err := enc.Sum(vecs, []uint64{1, 1}, low); !errors.Is(err, ErrOverBound) {
+	if _, _, err := enc.Sum(vecs, 0, []uint64{1, 1}, low); !errors.Is(err, ErrOverBound) {
 		t.Errorf("Encrypted.Sum above the bound: err = %v, want ErrOverBound", err)
 	}
 	cfg := fedConfig([]int64{1}, []string{models.StrategyFedAvg})
@@ -245,16 +247,17 @@ func TestEncryptedSum(t *testing.T) {
 	updates := [][]float64{{0.1, -0.2, 0.3}, {0.05, 0, -0.01}, {-0.3, 0.1, 0.2}, {0, 0, 0.5}}
 	counts := []uint64{199, 172, 30, 85}
 	for round := range 5 { // every active set of the rotation
-		sum, n, err := enc.Sum(updates, counts, 1)
+		sum, n, err := enc.Sum(updates, 0, counts, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, wn, _ := plainSum{}.Sum(updates, counts, 1)
+		want, wn, _ := plainSum{}.Sum(updates, 0, counts, 1)
 		if n != wn {
 			t.Errorf("round %d: count %d, want %d", round, n, wn)
 		}
 		for j := range want {
-			if math.Abs(sum[j]-want[j]) > 1e-7 {
+			// Each of the 4 updates is off by less than one quantization step.
+			if step := 1 / float64(int(1)<<(enc.p.QuantBits()-1)-1); math.Abs(sum[j]-want[j]) > 4*step {
 				t.Errorf("round %d: sum[%d] = %.10f, want %.10f", round, j, sum[j], want[j])
 			}
 		}
@@ -262,10 +265,10 @@ func TestEncryptedSum(t *testing.T) {
 	if tm := enc.Timing(); tm.Aggregates != 5 || tm.Updates != 20 || tm.Ceremonies != 1 {
 		t.Errorf("timing counters %+v", tm)
 	}
-	if _, _, err := enc.Sum([][]float64{{math.NaN()}}, []uint64{1}, 1); err == nil {
+	if _, _, err := enc.Sum([][]float64{{math.NaN()}}, 0, []uint64{1}, 1); err == nil {
 		t.Error("NaN accepted")
 	}
-	if _, _, err := enc.Sum(updates[:2], counts, 1); err == nil {
+	if _, _, err := enc.Sum(updates[:2], 0, counts, 1); err == nil {
 		t.Error("2 updates with 4 counts accepted")
 	}
 }

@@ -38,8 +38,11 @@
 //
 // Clip. C = 1 for the non-private runs: the largest weighted update
 // observed is below 0.09 (FedAdam; FedAvg 0.011), so the clip never binds
-// (the report counts clipped updates), and he's decryption error (about
-// 2^-30·C per value) is far below the updates (~1e-3 per value).
+// (the report counts clipped updates). he quantizes each value to 16
+// bits with unbiased stochastic rounding, a step of C/32767 ≈ 3e-5 per
+// value and update, against updates of ~1e-3 per value: the encrypted
+// runs stay within 0.005 of the plain reference's accuracy (the report's
+// "Encrypted minus plain aggregation" gives the figures).
 //
 // # Scalings
 //

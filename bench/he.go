@@ -137,7 +137,7 @@ func (e *Encrypted) measure(params int, seed uint64) (HERow, error) {
 	plain := make([]float32, params)
 	v := make([]float64, params)
 	wire32 := make([]byte, 4*params)
-	agg := he.NewAggregator(e.p, params, clip, binding)
+	agg := he.NewAggregator(e.p, he.Values(params), clip, binding)
 
 	runtime.GC()
 	var ms runtime.MemStats
@@ -151,7 +151,7 @@ func (e *Encrypted) measure(params int, seed uint64) (HERow, error) {
 		}
 		privacy.Clip(v, clip)
 		t0 := time.Now()
-		u, err := e.parties[i].Encrypt(v, 100, clip, binding)
+		u, err := e.parties[i].Encrypt(v, 0, 100, clip, binding)
 		if err != nil {
 			return row, fmt.Errorf("bench he: encrypting update %d: %w", i, err)
 		}
@@ -164,7 +164,7 @@ func (e *Encrypted) measure(params int, seed uint64) (HERow, error) {
 		row.UpdateBytes = len(raw)
 
 		t0 = time.Now()
-		got, err := he.UnmarshalUpdate(e.p, params, raw)
+		got, err := he.UnmarshalUpdate(e.p, he.Values(params), raw)
 		if err != nil {
 			return row, fmt.Errorf("bench he: parsing update %d: %w", i, err)
 		}
@@ -275,7 +275,7 @@ func (e *Encrypted) round(row *HERow, seed uint64) error {
 			privacy.Clip(u, 1)
 			updates[i], counts[i] = u, uint64(s.Train.Len())
 		}
-		if _, _, err := agg.Sum(updates, counts, 1); err != nil {
+		if _, _, err := agg.Sum(updates, 0, counts, 1); err != nil {
 			return 0, err
 		}
 		return time.Since(start), nil

@@ -249,7 +249,7 @@ func computeRegionStats(sites []dataset.Site, agg Aggregator, scale, bound float
 			return nil, fmt.Errorf("%w: centre %s: statistics vector norm %.6g exceeds the bound %.6g (raise the stats scale or bound)", ErrOverBound, s.Name, n, bound)
 		}
 	}
-	sum, count, err := agg.Sum(vecs, counts, bound)
+	sum, count, err := agg.Sum(vecs, len(vecs[0]), counts, bound)
 	if err != nil {
 		return nil, fmt.Errorf("bench: region statistics: %w", err)
 	}
@@ -365,7 +365,7 @@ func federated(cfg Config, sp split, h Hyper, seed int64, agg Aggregator, dp *dp
 			}
 			updates[i] = u
 		}
-		sum, count, err := agg.Sum(updates, counts, bound)
+		sum, count, err := agg.Sum(updates, 0, counts, bound)
 		if err != nil {
 			return nil, fs, fmt.Errorf("round %d: %w", r+1, err)
 		}

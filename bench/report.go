@@ -155,6 +155,8 @@ type RegionStatsReport struct {
 // HEReport is the cost of the encrypted path, per aggregate (one round).
 type HEReport struct {
 	Params          string  `json:"params"`
+	QuantBits       int     `json:"quant_bits"` // model updates; statistics travel at wide_bits
+	WideBits        int     `json:"wide_bits"`
 	Parties         int     `json:"parties"`
 	Threshold       int     `json:"threshold"`
 	Ceremonies      int     `json:"ceremonies"`
@@ -364,7 +366,8 @@ func (r *Report) finish(runs []RunResult, agg Aggregator, wall time.Duration) {
 			}
 			return float64(d.Microseconds()) / 1000 / float64(t.Aggregates)
 		}
-		h := &HEReport{Params: he.RegionParamsName, Parties: t.Parties, Threshold: t.Threshold,
+		p := he.RegionParams()
+		h := &HEReport{Params: p.Name(), QuantBits: p.QuantBits(), WideBits: p.WideBits(), Parties: t.Parties, Threshold: t.Threshold,
 			Ceremonies: t.Ceremonies, Aggregates: t.Aggregates,
 			EncryptMs: ms(t.Encrypt), TransportMs: ms(t.Transport), AggregateMs: ms(t.Aggregate),
 			DecryptSharesMs: ms(t.DecryptShares), CombineMs: ms(t.Combine),
@@ -415,8 +418,8 @@ func (r *Report) Markdown() string {
 	p := r.Protocol
 	agg := "plain sum (no encryption)"
 	if r.HE != nil {
-		agg = fmt.Sprintf("threshold CKKS %d-of-%d (%s): every round encrypted, summed, decrypted by %d decryption shares",
-			r.HE.Threshold, r.HE.Parties, r.HE.Params, r.HE.Threshold)
+		agg = fmt.Sprintf("threshold RLWE %d-of-%d (%s): every round encrypted (updates quantized to %d bits with stochastic rounding, statistics to %d), summed, decrypted by %d decryption shares",
+			r.HE.Threshold, r.HE.Parties, r.HE.Params, r.HE.QuantBits, r.HE.WideBits, r.HE.Threshold)
 	}
 	fmt.Fprintf(&b, "## Fed-Heart-Disease (FLamby protocol), %s\n\n", map[bool]string{true: "encrypted aggregation", false: "plain aggregation"}[r.HE != nil])
 	fmt.Fprintf(&b, "Model %s (%d parameters). ", p.Model, p.Params)

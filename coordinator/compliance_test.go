@@ -415,7 +415,7 @@ func TestSlowSenderIsCutOff(t *testing.T) {
 		return c != nil && c.Number == 1 && c.State == fsm.RoundCollecting && len(c.Contributions) == 2
 	})
 	j, _ := r.job(id)
-	size := he.UpdateSize(he.RegionParams(), jobspec.VectorLen(spec, 1))
+	size := he.UpdateSize(he.RegionParams(), jobspec.VectorShape(spec, 1))
 	start := time.Now()
 	err := slow.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
 		stream, err := conn.Hospital.SubmitUpdate(ctx)

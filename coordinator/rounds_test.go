@@ -260,7 +260,7 @@ func (f *forger) update(hospital string, round, version uint32, count uint64) *h
 	for i := range v {
 		v[i] = 0.001
 	}
-	u, err := f.party[hospital].Encrypt(v, count, jobspec.EncodingClip(f.spec, round), f.reg.binding(f.jobID, round, version, f.hash))
+	u, err := f.party[hospital].Encrypt(v, jobspec.VectorShape(f.spec, round).Wide, count, jobspec.EncodingClip(f.spec, round), f.reg.binding(f.jobID, round, version, f.hash))
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -358,7 +358,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	other, otherDigest := wire(t, f.update(h4name, 1, 0, 100))
 	garbage := make([]byte, want)
 	rand.Read(garbage)
-	agg := he.NewAggregator(f.p, jobspec.VectorLen(spec, 1), jobspec.EncodingClip(spec, 1), reg.binding(id, 1, 0, f.hash))
+	agg := he.NewAggregator(f.p, jobspec.VectorShape(spec, 1), jobspec.EncodingClip(spec, 1), reg.binding(id, 1, 0, f.hash))
 	for _, h := range []string{h3name, h4name} {
 		if err := agg.Add(f.update(h, 1, 0, 50)); err != nil {
 			t.Fatal(err)
@@ -489,7 +489,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 
 	// A decryption share made by party 1 and sent by hospital-4 while round
 	// 1 collects: refused before a byte of it is buffered.
-	share := forgeShare(t, f.p, jobspec.VectorLen(spec, 1), jobspec.EncodingClip(spec, 1), reg.binding(id, 1, 0, f.hash))
+	share := forgeShare(t, f.p, jobspec.VectorShape(spec, 1), jobspec.EncodingClip(spec, 1), reg.binding(id, 1, 0, f.hash))
 	unchanged("share in another's name", func() {
 		err := paced(reg.ctx(), h4, func(ctx context.Context, conn client.Conn) error {
 			stream, err := conn.Hospital.SubmitDecryptionShare(ctx)
@@ -558,7 +558,7 @@ func mustWire(t *testing.T, u *he.Update) []byte {
 
 // forgeShare makes a well-formed decryption share from Shamir point 1 with
 // a key of a one-party region of its own, for an update of its own.
-func forgeShare(t *testing.T, p he.Params, length int, clip float64, binding [32]byte) []byte {
+func forgeShare(t *testing.T, p he.Params, shape he.Shape, clip float64, binding [32]byte) []byte {
 	t.Helper()
 	seed := make([]byte, he.SeedLen)
 	rand.Read(seed)
@@ -577,7 +577,7 @@ func forgeShare(t *testing.T, p he.Params, length int, clip float64, binding [32
 	if err := pa.OpenShares(priv, sealed, seed); err != nil {
 		t.Fatal(err)
 	}
-	u, err := pa.Encrypt(make([]float64, length), 1, clip, binding)
+	u, err := pa.Encrypt(make([]float64, shape.Len), shape.Wide, 1, clip, binding)
 	if err != nil {
 		t.Fatal(err)
 	}

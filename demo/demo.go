@@ -191,8 +191,8 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if opt.Replicas < 1 || len(sites) < 3 || opt.Rounds < 1 {
 		return nil, errors.New("demo: need at least 1 replica, 3 hospitals (K = t + 1 contributors with t ≥ 2) and 1 round")
 	}
-	if len(sites) > 16 {
-		return nil, fmt.Errorf("demo: %d hospitals; a region aggregates at most 16", len(sites))
+	if max := he.RegionParams().MaxParties(); len(sites) > max {
+		return nil, fmt.Errorf("demo: %d hospitals; a region aggregates at most %d", len(sites), max)
 	}
 	features := sites[0].Train.Features
 	for _, s := range sites {

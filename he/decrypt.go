@@ -8,7 +8,6 @@ import (
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/mhe"
 	"github.com/tuneinsight/lattigo/v5/ring"
-	"github.com/tuneinsight/lattigo/v5/schemes/ckks"
 )
 
 // DecryptionShare is one decryptor's share of the threshold decryption of
@@ -101,7 +100,7 @@ func (pa *Party) DecryptionShare(agg *Update, contributors, active []uint32) (*D
 		return nil, fmt.Errorf("%w: party %d is not in the active set %v", ErrWrongShape, pa.self, set)
 	}
 	p := pa.p
-	rp := *p.ckks.GetRLWEParameters()
+	rp := p.rlwe
 	points := make([]mhe.ShamirPublicPoint, len(set))
 	for i, a := range set {
 		points[i] = mhe.ShamirPublicPoint(a)
@@ -122,7 +121,7 @@ func (pa *Party) DecryptionShare(agg *Update, contributors, active []uint32) (*D
 	}
 	zero := rlwe.NewSecretKey(rp)
 	sigma := p.SmudgingSigma()
-	cks, err := mhe.NewKeySwitchProtocol(p.ckks, ring.DiscreteGaussian{Sigma: sigma, Bound: smudgeTail * sigma})
+	cks, err := mhe.NewKeySwitchProtocol(p.rlwe, ring.DiscreteGaussian{Sigma: sigma, Bound: smudgeTail * sigma})
 	if err != nil {
 		return nil, fmt.Errorf("he: key-switch protocol: %w", err)
 	}
@@ -130,14 +129,14 @@ func (pa *Party) DecryptionShare(agg *Update, contributors, active []uint32) (*D
 	s := &DecryptionShare{p: p, from: pa.self, aggDigest: agg.Digest(), contributors: contrib, active: set, values: make([]ring.Poly, len(agg.c0))}
 	err = parallel(len(agg.c0), func() func(int) error {
 		ks := cks.ShallowCopy()
-		ringQ := p.ckks.RingQ().AtLevel(0)
+		ringQ := p.rlwe.RingQ()
 		ct := p.newCiphertext()
 		return func(i int) error {
 			ct.Value[1] = p.uniformA(seed, agg.binding, i)
 			if err := checkA(ct.Value[1], i); err != nil {
 				return err
 			}
-			sh := ks.AllocateShare(0)
+			sh := ks.AllocateShare(p.level())
 			ks.GenShare(skT, zero, ct, &sh)
 			// GenShare leaves coefficients lazily reduced (in [0, 2Q));
 			// the encoding promises canonical values.
@@ -157,15 +156,15 @@ func (pa *Party) DecryptionShare(agg *Update, contributors, active []uint32) (*D
 func (p Params) decryptionShareFixed() int { return headerLen + tagLen + 4 + 32 + 4 + 4 }
 
 // DecryptionShareSize is the exact size of the encoding of a share of an
-// aggregate of length values, for a set of contributors contributors and
-// active decryptors.
-func DecryptionShareSize(p Params, length, contributors, active int) int {
-	return p.decryptionShareFixed() + 4*contributors + 4*active + 4 + p.Ciphertexts(length)*p.polyQLen()
+// aggregate of shape s, for a set of contributors contributors and active
+// decryptors.
+func DecryptionShareSize(p Params, s Shape, contributors, active int) int {
+	return p.decryptionShareFixed() + 4*contributors + 4*active + 4 + p.Ciphertexts(s)*p.packedPolyLen()
 }
 
 // MarshalBinary encodes the share.
 func (s *DecryptionShare) MarshalBinary() ([]byte, error) {
-	size := s.p.decryptionShareFixed() + 4*len(s.contributors) + 4*len(s.active) + 4 + len(s.values)*s.p.polyQLen()
+	size := s.p.decryptionShareFixed() + 4*len(s.contributors) + 4*len(s.active) + 4 + len(s.values)*s.p.packedPolyLen()
 	w := newWriter(size, kindDecryptionShare)
 	w.tag(s.p)
 	w.u32(s.from)
@@ -180,7 +179,7 @@ func (s *DecryptionShare) MarshalBinary() ([]byte, error) {
 	}
 	w.u32(uint32(len(s.values)))
 	for _, v := range s.values {
-		w.poly(v)
+		w.packed(s.p, v)
 	}
 	return w.b, nil
 }
@@ -203,10 +202,10 @@ func UnmarshalDecryptionShare(p Params, b []byte) (*DecryptionShare, error) {
 	}
 	s := &DecryptionShare{p: p, from: r.u32()}
 	copy(s.aggDigest[:], r.bytes(32))
-	if s.contributors, err = r.points(p.maxParties, "contributors"); err != nil {
+	if s.contributors, err = r.points(p.MaxParties(), "contributors"); err != nil {
 		return nil, err
 	}
-	active, err := r.points(p.maxParties, "active set")
+	active, err := r.points(p.MaxParties(), "active set")
 	if err != nil {
 		return nil, err
 	}
@@ -215,17 +214,16 @@ func UnmarshalDecryptionShare(p Params, b []byte) (*DecryptionShare, error) {
 		return nil, fmt.Errorf("%w: decryption share: sender %d not in its own active set", ErrMalformed, s.from)
 	}
 	k := int(r.u32())
-	if k < 1 || k > p.Ciphertexts(MaxLength) {
+	if k < 1 || k > p.Ciphertexts(Shape{Len: MaxLength, Wide: MaxLength}) {
 		return nil, fmt.Errorf("%w: decryption share: %d ciphertexts", ErrMalformed, k)
 	}
-	if len(r.b) != k*p.polyQLen() {
-		return nil, fmt.Errorf("%w: decryption share: %d bytes of shares, %d ciphertexts need %d", ErrMalformed, len(r.b), k, k*p.polyQLen())
+	if len(r.b) != k*p.packedPolyLen() {
+		return nil, fmt.Errorf("%w: decryption share: %d bytes of shares, %d ciphertexts need %d", ErrMalformed, len(r.b), k, k*p.packedPolyLen())
 	}
-	q := p.ckks.GetRLWEParameters().Q()
 	s.values = make([]ring.Poly, k)
 	for i := range s.values {
-		s.values[i] = p.ckks.RingQ().AtLevel(0).NewPoly()
-		if err := r.poly(s.values[i], q, fmt.Sprintf("share %d", i)); err != nil {
+		s.values[i] = p.rlwe.RingQ().NewPoly()
+		if err := r.packed(p, s.values[i], fmt.Sprintf("share %d", i)); err != nil {
 			return nil, err
 		}
 	}
@@ -239,14 +237,18 @@ type Result struct {
 	Sum []float64
 	// Count is the sum of the sample counts.
 	Count uint64
+
+	norm float64 // L2 norm of Sum in clip units
 }
 
 // Combine decrypts agg from the decryption shares of the t active parties.
 // It refuses fewer than t shares, duplicates, shares for another aggregate,
 // contributor set or active set, a contributor set whose size is not the
 // aggregate's update count, and senders outside the set; it then checks the decrypted
-// plaintext's structure (norm bound, integer count digits, zero padding),
-// which catches a tampered share with overwhelming probability.
+// plaintext's structure (every field within what the aggregate's updates
+// can make, the party field equal to the contributor count, zero padding,
+// the norm bound), which catches a tampered share with overwhelming
+// probability.
 func Combine(p Params, agg *Update, shares []*DecryptionShare, t int) (*Result, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
@@ -257,8 +259,8 @@ func Combine(p Params, agg *Update, shares []*DecryptionShare, t int) (*Result, 
 	if agg.p.tag != p.tag {
 		return nil, fmt.Errorf("%w: aggregate", ErrWrongParams)
 	}
-	if t < 1 || t > p.maxParties {
-		return nil, fmt.Errorf("%w: threshold %d not in 1..%d", ErrWrongShape, t, p.maxParties)
+	if t < 1 || t > p.MaxParties() {
+		return nil, fmt.Errorf("%w: threshold %d not in 1..%d", ErrWrongShape, t, p.MaxParties())
 	}
 	if len(shares) < t {
 		return nil, fmt.Errorf("%w: %d decryption shares, threshold is %d", ErrTooFewShares, len(shares), t)
@@ -294,43 +296,79 @@ func Combine(p Params, agg *Update, shares []*DecryptionShare, t int) (*Result, 
 	}
 	// Distinct senders inside a set of exactly t: len(shares) == t here.
 
-	n := p.SlotsPerCiphertext()
-	res := &Result{Sum: make([]float64, agg.length)}
-	digits := make([]float64, p.countDigits)
-	norms := make([]float64, len(agg.c0)) // squared scaled norm per ciphertext
-	digitBase := float64(uint64(1) << p.countDigitBits)
-	bound := float64(agg.parties) // every clipped update has scaled L2 norm <= 1
-	const tol = 1e-3              // far above the decryption noise (~2^-28), far below any garbage
+	res, err := p.decode(agg, func(i int, x ring.Poly) {
+		ringQ := p.rlwe.RingQ()
+		ringQ.Add(agg.c0[i], shares[0].values[i], x)
+		for _, s := range shares[1:] {
+			ringQ.Add(x, s.values[i], x)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Every quantized update has norm at most 1 + sqrt(length)/quantMax
+	// clip units (the clipped vector plus less than one step of rounding
+	// per value).
+	if bound := float64(agg.parties) * (1 + math.Sqrt(float64(agg.shape.Len))/p.quantMax()); res.norm > bound*(1+1e-9) {
+		return nil, fmt.Errorf("%w: decrypted norm %.4g exceeds %d clipped updates: wrong or tampered decryption share", ErrDecrypt, res.norm, agg.parties)
+	}
+	return res, nil
+}
+
+// decode turns the decryptions of agg's ciphertexts into the sum: plain
+// writes ciphertext i's c0 + a·Σs (+ noise), NTT domain, into x. It checks
+// the plaintext's structure (every field within what agg.parties updates
+// can make, the party field equal to agg.parties, zero padding, the norm
+// bound, checked by Combine on the norm decode returns), which a wrong or tampered share, or an aggregate that is not the
+// sum of exactly its contributors' updates, breaks with overwhelming
+// probability.
+func (p Params) decode(agg *Update, plain func(i int, x ring.Poly)) (*Result, error) {
+	res := &Result{Sum: make([]float64, agg.shape.Len)}
+	k := agg.parties
+	narrow := agg.shape.narrow()
+	wideFields := make([]uint64, wideDigits*agg.shape.Wide)
+	countAt := narrow + len(wideFields)
+	digits := make([]uint64, p.countDigits)
+	var partyField uint64
+	norms := make([]float64, len(agg.c0)) // squared norm per ciphertext, in clip units
+	maxField := uint64(k) * (uint64(1)<<p.quantBits - 1)
+	offset := float64(k) * float64(uint64(1)<<(p.quantBits-1))
+	n := 1 << p.logN
 
 	err := parallel(len(agg.c0), func() func(int) error {
-		ringQ := p.ckks.RingQ().AtLevel(0)
-		enc := ckks.NewEncoder(p.ckks, p.encPrec)
-		pt := p.newPlaintext()
-		buf := make([]float64, n)
+		ringQ := p.rlwe.RingQ()
+		x := ringQ.NewPoly()
+		fields := make([]uint64, p.fieldsPerCoeff())
 		return func(i int) error {
-			pt.Value.CopyLvl(0, agg.c0[i])
-			for _, s := range shares {
-				ringQ.Add(pt.Value, s.values[i], pt.Value)
-			}
-			if err := enc.Decode(pt, buf); err != nil {
-				return fmt.Errorf("he: decoding ciphertext %d: %w", i, err)
-			}
+			plain(i, x)
+			ringQ.INTT(x, x)
 			var sq float64
-			for j, v := range buf {
-				g := i*n + j
-				if math.IsNaN(v) || math.Abs(v) > bound+tol {
-					return fmt.Errorf("%w: coefficient %d out of range: wrong or tampered decryption share", ErrDecrypt, g)
+			for c := range n {
+				g := (i*n + c) * len(fields)
+				if !p.unpack(x, c, fields) {
+					return fmt.Errorf("%w: coefficient %d decodes beyond its fields: wrong or tampered decryption share", ErrDecrypt, i*n+c)
 				}
-				switch {
-				case g < agg.length:
-					res.Sum[g] = v * agg.clip
-					sq += v * v
-				case g < agg.length+p.countDigits:
-					digits[g-agg.length] = v * digitBase
-				default:
-					if math.Abs(v) > tol {
-						return fmt.Errorf("%w: padding coefficient %d is not zero: wrong or tampered decryption share", ErrDecrypt, g)
+				for _, v := range fields {
+					switch {
+					case v > maxField:
+						return fmt.Errorf("%w: field %d above what %d updates make: wrong or tampered decryption share", ErrDecrypt, g, k)
+					case g < narrow:
+						if v < uint64(k) {
+							return fmt.Errorf("%w: value %d out of range: wrong or tampered decryption share", ErrDecrypt, g)
+						}
+						y := (float64(v) - offset) / p.quantMax()
+						res.Sum[g] = y * agg.clip
+						sq += y * y
+					case g < countAt:
+						wideFields[g-narrow] = v
+					case g < countAt+p.countDigits:
+						digits[g-countAt] = v
+					case g == countAt+p.countDigits:
+						partyField = v
+					case v != 0:
+						return fmt.Errorf("%w: padding field %d is not zero: wrong or tampered decryption share", ErrDecrypt, g)
 					}
+					g++
 				}
 			}
 			norms[i] = sq
@@ -340,20 +378,67 @@ func Combine(p Params, agg *Update, shares []*DecryptionShare, t int) (*Result, 
 	if err != nil {
 		return nil, err
 	}
-	var sq float64
-	for _, v := range norms {
-		sq += v
-	}
-	if math.Sqrt(sq) > bound*(1+1e-6)+tol {
-		return nil, fmt.Errorf("%w: decrypted norm %.4g exceeds %d clipped updates: wrong or tampered decryption share", ErrDecrypt, math.Sqrt(sq), agg.parties)
-	}
-	maxDigit := float64(agg.parties) * (digitBase - 1)
-	for k, d := range digits {
-		r := math.Round(d)
-		if math.Abs(d-r) > 0.05 || r < 0 || r > maxDigit {
-			return nil, fmt.Errorf("%w: count digit %d decodes to %.3f: wrong or tampered decryption share", ErrDecrypt, k, d)
+	// A wide value's digit sums, recombined: below 2^(h+WideBits) <= 2^63.
+	wideOffset := int64(k) << (p.wideBits() - 1)
+	for w := range agg.shape.Wide {
+		var v uint64
+		for d := wideDigits - 1; d >= 0; d-- {
+			v = v<<p.quantBits + wideFields[w*wideDigits+d]
 		}
-		res.Count += uint64(r) << (k * p.countDigitBits)
+		y := float64(int64(v)-wideOffset) / p.wideMax()
+		res.Sum[narrow+w] = y * agg.clip
+		res.norm += y * y
+	}
+	if partyField != uint64(k) {
+		return nil, fmt.Errorf("%w: the sum holds %d updates, the contributor set %d: wrong or tampered decryption share, or an aggregate of other updates", ErrDecrypt, partyField, k)
+	}
+	for _, v := range norms {
+		res.norm += v
+	}
+	res.norm = math.Sqrt(res.norm)
+	for d, v := range digits {
+		res.Count += v << (d * p.quantBits)
 	}
 	return res, nil
+}
+
+// unpack reads the fields of coefficient c of a decrypted plaintext x
+// (coefficient domain) into fields: the noise E is x's residue modulo the
+// noise prime, centred; then m_j = (x_j - E)·q_E^-1 mod q_j for every
+// message prime, split into its fields. It reports false if some m_j does
+// not fit its fields (only noise beyond q_E/2, a wrong share, does that).
+func (p Params) unpack(x ring.Poly, c int, fields []uint64) bool {
+	q := p.rlwe.Q()
+	qE := q[p.messagePrimes]
+	e := x.Coeffs[p.messagePrimes][c]
+	negative := e > qE/2
+	if negative {
+		e = qE - e
+	}
+	w := p.fieldBits()
+	mask := uint64(1)<<w - 1
+	f := 0
+	for j := range p.messagePrimes {
+		qj := q[j]
+		em := e % qj
+		r := x.Coeffs[j][c]
+		if negative {
+			r += em // x_j + |E|; both below q_j < 2^61: no overflow
+		} else {
+			r += qj - em
+		}
+		if r >= qj {
+			r -= qj
+		}
+		m := ring.BRed(r, p.deltaInv[j], qj, p.bred[j])
+		if m>>(w*p.fieldsPerPrime) != 0 {
+			return false
+		}
+		for range p.fieldsPerPrime {
+			fields[f] = m & mask
+			m >>= w
+			f++
+		}
+	}
+	return true
 }

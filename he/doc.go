@@ -6,8 +6,8 @@
 //
 // # Scheme
 //
-// Multiparty threshold CKKS (lattigo v5, packages mhe and schemes/ckks),
-// keyed by contributor:
+// Multiparty threshold RLWE (lattigo v5, packages core/rlwe, mhe and ring)
+// with integer packing in the high bits, keyed by contributor:
 //
 //   - Key ceremony. Each hospital i draws a ternary secret s_i and sends
 //     -a·s_i + e_i, with a sampled from the region's public seed; the
@@ -22,27 +22,31 @@
 //     Lagrange interpolation, inside the decryption protocol (never in the
 //     clear).
 //   - Encryption (Party.Encrypt). An update is clipped to L2 norm <= clip,
-//     scaled by 1/clip so every coefficient is in [-1, 1], and packed one
-//     value per ring coefficient (coefficient encoding, 8192 values per
-//     ciphertext), followed by the sample count as four base-2^10 digits
-//     scaled into [0, 1). It is encrypted under the hospital's own key:
-//     c0 = -a·s_i + m + e with a expanded from the ceremony seed, the
-//     update's binding and the ciphertext index, so a is public, the same
-//     for every update of one aggregate, and chosen by nobody. Only c0
-//     travels. NaN and Inf are refused: one out-of-range value corrupts
-//     other values of the aggregate after decryption.
-//   - Aggregation (Aggregator). Addition of c0, streaming, in any order, at
-//     most MaxParties = 16 updates: |Σ coefficient| <= 16, times the scale
-//     2^54, stays below Q/2 ≈ 2^59.
+//     scaled by 1/clip so every value is in [-1, 1], quantized to b bits
+//     with unbiased stochastic rounding (the node's own randomness), and
+//     packed several fields per ring coefficient, followed by the sample
+//     count's digits and a field holding 1 (see Params for the layout and
+//     how each byte is spent). It is encrypted under the hospital's own
+//     key: c0 = -a·s_i + q_E·m + e with a expanded from the ceremony seed,
+//     the update's binding and the ciphertext index, so a is public, the
+//     same for every update of one aggregate, and chosen by nobody. Only
+//     c0 travels, each residue packed to its prime's bit width. NaN and
+//     Inf are refused.
+//   - Aggregation (Aggregator). Addition of c0, streaming, in any order, in
+//     place, at most MaxParties updates: the headroom bits of every field
+//     hold the sum of that many, so no field carries into the next and no
+//     residue wraps (by construction, and checked at decryption).
 //   - Decryption (Party.DecryptionShare, Combine). The coordinator names
 //     the contributor set S and t active hospitals; each sends
 //     a·λ_j·Σ_{i∈S} f_i(j) + e_j for every ciphertext, with smudging noise
 //     e_j of std 2^24; the shares sum to a·Σ_{i∈S} s_i, which added to
-//     Σ c0 leaves Σ m. Shares name the aggregate's digest, S and the active
-//     set. Combine checks the decoded plaintext's structure (norm bound,
-//     integral count digits, zero padding), which a wrong or tampered
-//     share, or an aggregate that is not the sum of exactly S's updates,
-//     breaks with overwhelming probability.
+//     Σ c0 leaves q_E·Σ m + E. The residue modulo the noise prime q_E is E
+//     itself, which gives Σ m exactly. Shares name the aggregate's digest,
+//     S and the active set. Combine checks the decoded plaintext's
+//     structure (every field within what |S| updates can make, the party
+//     field equal to |S|, zero padding, the norm bound), which a wrong or
+//     tampered share, or an aggregate that is not the sum of exactly S's
+//     updates, breaks with overwhelming probability.
 //   - Key epochs. The smudging argument covers MaxDecryptions decrypted
 //     ciphertexts per key, so a region re-keys: the ceremony runs again
 //     on EpochSeed(seed, epoch), which gives every epoch independent
@@ -63,20 +67,23 @@
 //
 // # Parameters
 //
-// One named set, "ckks-n13-q60-s54" (RegionParams): ring degree 2^13, one
-// 60-bit modulus Q (ciphertexts live at level 0 only: aggregation needs
-// additions, no rescaling), a 55-bit auxiliary modulus P for key generation
-// and encryption, scale 2^54, encoder precision 53 (float64 arithmetic;
-// higher precision switches lattigo to big.Float, 10-60x slower). An update
-// of L values is ceil((L+4)/8192) c0 polynomials of 64 KiB: 8.06 bytes per
-// value at 1M values (2.01x float32).
+// Two named sets, chosen by region size (ParamsFor): "rlwe-n13-b16-p64"
+// (RegionParams, up to 64 hospitals) and "rlwe-n13-b16-p1024"
+// (LargeRegionParams, up to 1,024). Both have ring degree 2^13, 16-bit
+// quantization, message primes holding two fields each, a noise prime
+// sized for the smudging, and one auxiliary prime P for the collective
+// public key. RegionParams spends 3.52 bytes per value (169 bits for six
+// values per coefficient), 0.88x float32; LargeRegionParams 4.44 bytes
+// (142 bits for four). Quantization costs a relative error of about
+// sqrt(length/(6·K))/(2^15·|sum|/clip) on a sum of K updates: each value
+// is off by less than one step of clip/(2^15-1) per update, unbiased.
 //
-// Security: log2(QP) = 115 <= 218, the HomomorphicEncryption.org standard's
-// bound for 128-bit security at N = 2^13 with a uniform ternary secret and
-// error σ = 3.2. The smudging width is a field of Params with its argument
-// written out there: a Rényi-divergence bound that covers 2^12 decryptions
-// per key ceremony, traded against precision (relative error ~7e-7 in the
-// worst case). Params.Validate checks all of these bounds.
+// Security: log2(QP) = 205 (RegionParams) and 178 (LargeRegionParams),
+// both <= 218, the HomomorphicEncryption.org standard's bound for 128-bit
+// security at N = 2^13 with a uniform ternary secret and error σ = 3.2. The
+// smudging width is a field of Params with its argument written out
+// there: a Rényi-divergence bound that covers 2^12 decrypted ciphertexts
+// per key epoch. Params.Validate checks all of these bounds.
 //
 // # Who sees what
 //

@@ -51,9 +51,9 @@ func Example() {
 	copy(round[:], "job-1/round-1/model-hash")
 	updates := [][]float64{{1, 2, 3}, {0.5, -1, 0}, {100, 0, 0}} // the last is clipped to norm 10
 	counts := []uint64{120, 80, 200}
-	agg := he.NewAggregator(p, 3, 10, round)
+	agg := he.NewAggregator(p, he.Values(3), 10, round)
 	for i, u := range updates {
-		ct, _ := parties[i].Encrypt(u, counts[i], 10, round)
+		ct, _ := parties[i].Encrypt(u, 0, counts[i], 10, round)
 		if err := agg.Add(ct); err != nil {
 			fmt.Println(err)
 			return
@@ -76,14 +76,14 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	fmt.Printf("sum: [%.4f %.4f %.4f]\n", res.Sum[0], res.Sum[1], res.Sum[2])
+	fmt.Printf("sum: [%.2f %.2f %.2f]\n", res.Sum[0], res.Sum[1], res.Sum[2])
 	fmt.Println("samples:", res.Count)
 
 	// One share is not enough.
 	_, err = he.Combine(p, sum, shares[:1], t)
 	fmt.Println(err)
 	// Output:
-	// sum: [11.5000 1.0000 3.0000]
+	// sum: [11.50 1.00 3.00]
 	// samples: 400
 	// he: too few shares: 1 decryption shares, threshold is 2
 }

@@ -14,7 +14,7 @@ import (
 // seed corpora.
 func fuzzFixture(f *testing.F) (*region, *Update) {
 	r := ceremony(f, 2, 2)
-	u, err := r.parties[0].Encrypt([]float64{1, 2, 3}, 5, 10, binding("fuzz"))
+	u, err := r.parties[0].Encrypt([]float64{1, 2, 3}, 0, 5, 10, binding("fuzz"))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func FuzzUnmarshalUpdate(f *testing.F) {
 		if n := int(total) % limit; n > len(b) {
 			b = append(b, bytes.Repeat([]byte{pad}, n-len(b))...)
 		}
-		u, err := UnmarshalUpdate(r.p, int(length), b)
+		u, err := UnmarshalUpdate(r.p, Values(int(length)), b)
 		if err == nil {
 			out, _ := u.MarshalBinary()
 			if !bytes.Equal(out, b) {

@@ -15,7 +15,7 @@ func benchFixture(b *testing.B) (*region, *Party, []float64, *Update) {
 	r := ceremony(b, 4, 3)
 	enc := r.parties[0]
 	v := randomUpdate(rand.New(rand.NewPCG(5, 6)), benchLen, 1)
-	u, err := enc.Encrypt(v, 1000, 1, binding("bench"))
+	u, err := enc.Encrypt(v, 0, 1000, 1, binding("bench"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -31,12 +31,12 @@ func BenchmarkEncrypt1M(b *testing.B) {
 	b.SetBytes(benchLen * 8)
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := enc.Encrypt(v, 1000, 1, binding("bench")); err != nil {
+		if _, err := enc.Encrypt(v, 0, 1000, 1, binding("bench")); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(perMillion(b, b.Elapsed()), "ms/1Mparams")
-	b.ReportMetric(float64(UpdateSize(r.p, benchLen))/benchLen, "bytes/param")
+	b.ReportMetric(float64(UpdateSize(r.p, Values(benchLen)))/benchLen, "bytes/param")
 }
 
 func BenchmarkAdd1M(b *testing.B) {
@@ -54,7 +54,7 @@ func BenchmarkAdd1M(b *testing.B) {
 	}
 	plain := time.Since(start) / reps
 
-	agg := NewAggregator(r.p, benchLen, 1, binding("bench"))
+	agg := NewAggregator(r.p, Values(benchLen), 1, binding("bench"))
 	if err := agg.Add(u); err != nil { // the first Add copies; time the sums
 		b.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func BenchmarkAdd1M(b *testing.B) {
 	for b.Loop() {
 		if agg.Len() == r.p.MaxParties() {
 			b.StopTimer()
-			agg = NewAggregator(r.p, benchLen, 1, binding("bench"))
+			agg = NewAggregator(r.p, Values(benchLen), 1, binding("bench"))
 			_ = agg.Add(u)
 			b.StartTimer()
 		}
@@ -112,7 +112,7 @@ func BenchmarkUnmarshalUpdate1M(b *testing.B) {
 	raw, _ := u.MarshalBinary()
 	b.SetBytes(int64(len(raw)))
 	for b.Loop() {
-		if _, err := UnmarshalUpdate(r.p, benchLen, raw); err != nil {
+		if _, err := UnmarshalUpdate(r.p, Values(benchLen), raw); err != nil {
 			b.Fatal(err)
 		}
 	}

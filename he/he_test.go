@@ -47,36 +47,56 @@ func TestParams(t *testing.T) {
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if p.Name() != "ckks-n13-q60-s54" || p.SlotsPerCiphertext() != 8192 || p.MaxParties() != 16 {
+	if p.Name() != "rlwe-n13-b16-p64" || p.SlotsPerCiphertext() != 6*8192 || p.MaxParties() != 64 || p.QuantBits() != 16 {
 		t.Fatalf("region params: %s %d %d", p.Name(), p.SlotsPerCiphertext(), p.MaxParties())
 	}
-	if q, err := ParamsByName(p.Name()); err != nil || q.Name() != p.Name() {
-		t.Fatalf("ParamsByName: %v", err)
+	large := LargeRegionParams()
+	if large.MaxParties() != 1024 || large.SlotsPerCiphertext() != 4*8192 {
+		t.Fatalf("large params: %s %d %d", large.Name(), large.SlotsPerCiphertext(), large.MaxParties())
 	}
-	if _, err := ParamsByName("ckks-toy"); !errors.Is(err, ErrWrongParams) {
-		t.Fatalf("unknown name: %v", err)
+	for _, q := range []Params{p, large} {
+		if got, err := ParamsByName(q.Name()); err != nil || got.Name() != q.Name() {
+			t.Fatalf("ParamsByName(%s): %v", q.Name(), err)
+		}
+		// The promise of the package doc: under 4 bytes per value at 64
+		// hospitals of headroom, and the bound logQP <= 218.
+		perValue := float64(UpdateSize(q, Values(1_000_000))) / 1e6
+		t.Logf("%s: log2 QP %.1f, %.2f bytes per value at 1M values", q.Name(), q.rlwe.LogQP(), perValue)
+		if q.Name() == RegionParamsName && perValue > 3.65 {
+			t.Fatalf("%s: %.2f bytes per value", q.Name(), perValue)
+		}
+	}
+	for n, want := range map[int]string{1: RegionParamsName, 64: RegionParamsName, 65: LargeRegionParamsName, 1024: LargeRegionParamsName} {
+		if got, err := ParamsFor(n); err != nil || got.Name() != want {
+			t.Fatalf("ParamsFor(%d) = %s, %v; want %s", n, got.Name(), err, want)
+		}
+	}
+	if _, err := ParamsFor(1025); !errors.Is(err, ErrWrongShape) {
+		t.Fatalf("ParamsFor(1025): %v", err)
+	}
+	if _, err := ParamsByName("ckks-n13-q60-s54"); !errors.Is(err, ErrWrongParams) {
+		t.Fatalf("retired name: %v", err)
 	}
 	if err := (Params{}).Validate(); !errors.Is(err, ErrWrongParams) {
 		t.Fatalf("zero params: %v", err)
 	}
-	if UpdateSize(Params{}, 10) != 0 || UpdateSize(p, 0) != 0 || UpdateSize(p, MaxLength+1) != 0 {
+	if UpdateSize(Params{}, Values(10)) != 0 || UpdateSize(p, Values(0)) != 0 || UpdateSize(p, Values(MaxLength+1)) != 0 {
 		t.Fatal("UpdateSize accepts invalid input")
 	}
 	unsafe := []struct {
-		name                               string
-		logN, logQ, logP, logScale         int
-		maxParties, smudge, maxDecryptions int
+		name                                          string
+		logN, logP, b, h, perPrime, primes, smudge, d int
 	}{
-		{"logQP above the 128-bit bound", 10, 60, 55, 54, 16, 24, 1 << 12},
-		{"no scale headroom", 13, 60, 55, 56, 16, 24, 1 << 12},
-		{"too many parties", 13, 60, 55, 54, 64, 24, 1 << 12},
-		{"smudging too small", 13, 60, 55, 54, 16, 16, 1 << 12},
-		{"smudging too large", 13, 60, 55, 54, 16, 34, 1 << 12},
-		{"too many decryptions", 13, 60, 55, 54, 16, 24, 1 << 24},
+		{"logQP above the 128-bit bound", 12, 36, 16, 6, 2, 3, 24, 1 << 12},
+		{"fields beyond a prime", 13, 36, 16, 6, 3, 1, 24, 1 << 12},
+		{"too much headroom", 13, 36, 16, 11, 2, 1, 24, 1 << 12},
+		{"smudging too small", 13, 36, 16, 6, 2, 3, 16, 1 << 12},
+		{"too many decryptions", 13, 36, 16, 6, 2, 3, 24, 1 << 24},
+		{"too many primes", 13, 36, 16, 10, 2, 3, 24, 1 << 12},
 	}
 	for _, c := range unsafe {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := newParams("test", c.logN, c.logQ, c.logP, c.logScale, 53, c.maxParties, 4, 10, c.smudge, c.maxDecryptions)
+			_, err := newParams("test", c.logN, c.logP, c.b, c.h, c.perPrime, c.primes, c.smudge, c.d)
 			if !errors.Is(err, ErrWrongParams) {
 				t.Fatalf("accepted: %v", err)
 			}
@@ -85,11 +105,11 @@ func TestParams(t *testing.T) {
 }
 
 func TestCeremonyAndEveryThresholdSubset(t *testing.T) {
-	const n, th, length = 5, 3, 20000 // 3 ciphertexts
+	const n, th, length = 5, 3, 100_000 // 3 ciphertexts
 	r := ceremony(t, n, th)
 	rng := rand.New(rand.NewPCG(1, 2))
 	b := binding("job/1/round/1")
-	agg := NewAggregator(r.p, length, 10, b)
+	agg := NewAggregator(r.p, Values(length), 10, b)
 	want := make([]float64, length)
 	var wantCount uint64
 	for h := range n {
@@ -125,9 +145,7 @@ func TestCeremonyAndEveryThresholdSubset(t *testing.T) {
 				if err != nil {
 					t.Fatalf("subset %v: %v", active, err)
 				}
-				if e := relErr(res.Sum, want); e > 1e-6 {
-					t.Fatalf("subset %v: relative error %g", active, e)
-				}
+				checkSum(t, r.p, res.Sum, want, n, 10)
 				if res.Count != wantCount {
 					t.Fatalf("subset %v: count %d, want %d", active, res.Count, wantCount)
 				}
@@ -165,7 +183,7 @@ func TestMillionValues(t *testing.T) {
 	r := ceremony(t, n, th)
 	rng := rand.New(rand.NewPCG(3, 4))
 	b := binding("1M")
-	agg := NewAggregator(r.p, length, clip, b)
+	agg := NewAggregator(r.p, Values(length), clip, b)
 	want := make([]float64, length)
 	var wantCount uint64
 	for h := range uint32(n) {
@@ -188,11 +206,8 @@ func TestMillionValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := relErr(res.Sum, want)
-	t.Logf("1M values, 5 hospitals: relative L2 error %.3g, %.2f bytes/value", e, float64(UpdateSize(r.p, length))/length)
-	if e > 1e-6 {
-		t.Fatalf("relative error %g", e)
-	}
+	t.Logf("1M values, 5 hospitals: relative L2 error %.3g, %.2f bytes/value", relErr(res.Sum, want), float64(UpdateSize(r.p, Values(length)))/length)
+	checkSum(t, r.p, res.Sum, want, n, clip)
 	if res.Count != wantCount {
 		t.Fatalf("count %d, want %d", res.Count, wantCount)
 	}
@@ -220,7 +235,7 @@ func TestEncryptRefusesBadInput(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if _, err := r.parties[0].Encrypt(c.values, c.count, c.clip, b); !errors.Is(err, c.want) {
+			if _, err := r.parties[0].Encrypt(c.values, 0, c.count, c.clip, b); !errors.Is(err, c.want) {
 				t.Fatalf("got %v, want %v", err, c.want)
 			}
 		})
@@ -229,7 +244,7 @@ func TestEncryptRefusesBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fresh.Encrypt([]float64{1}, 1, 1, b); !errors.Is(err, ErrNotReady) {
+	if _, err := fresh.Encrypt([]float64{1}, 0, 1, 1, b); !errors.Is(err, ErrNotReady) {
 		t.Fatalf("before the ceremony: %v", err)
 	}
 }
@@ -254,11 +269,7 @@ func TestClipping(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for i := range c.want {
-				if math.Abs(res.Sum[i]-c.want[i]) > 1e-6*c.clip {
-					t.Fatalf("value %d: got %g, want %g", i, res.Sum[i], c.want[i])
-				}
-			}
+			checkSum(t, r.p, res.Sum, c.want, 1, c.clip)
 			if res.Count != 3 {
 				t.Fatalf("count %d", res.Count)
 			}
@@ -283,7 +294,7 @@ func TestAggregatorRefuses(t *testing.T) {
 		{"wrong length", mk(101, 1, b), ErrWrongShape},
 		{"nil", nil, ErrInvalidValue},
 	}
-	agg := NewAggregator(r.p, 100, 1, b)
+	agg := NewAggregator(r.p, Values(100), 1, b)
 	if err := agg.Add(good); err != nil {
 		t.Fatal(err)
 	}
@@ -305,13 +316,13 @@ func TestAggregatorRefuses(t *testing.T) {
 	if err := agg.Add(good); !errors.Is(err, ErrTooManyParties) {
 		t.Fatalf("update %d: %v", r.p.MaxParties()+1, err)
 	}
-	if _, err := NewAggregator(r.p, 100, 1, b).Result(); !errors.Is(err, ErrEmptyAggregate) {
+	if _, err := NewAggregator(r.p, Values(100), 1, b).Result(); !errors.Is(err, ErrEmptyAggregate) {
 		t.Fatalf("empty: %v", err)
 	}
-	if err := NewAggregator(r.p, 0, 1, b).Add(good); !errors.Is(err, ErrWrongShape) {
+	if err := NewAggregator(r.p, Values(0), 1, b).Add(good); !errors.Is(err, ErrWrongShape) {
 		t.Fatalf("length 0: %v", err)
 	}
-	if err := NewAggregator(r.p, 100, 0, b).Add(good); !errors.Is(err, ErrInvalidValue) {
+	if err := NewAggregator(r.p, Values(100), 0, b).Add(good); !errors.Is(err, ErrInvalidValue) {
 		t.Fatalf("clip 0: %v", err)
 	}
 }
@@ -374,7 +385,7 @@ func TestCombineRefuses(t *testing.T) {
 			t.Log(err)
 		})
 	}
-	if res, err := Combine(r.p, u1, good, 3); err != nil || math.Abs(res.Sum[2]-3) > 1e-6 {
+	if res, err := Combine(r.p, u1, good, 3); err != nil || math.Abs(res.Sum[2]-3) > 3*stepOf(r.p, 10) {
 		t.Fatalf("good shares: %v", err)
 	}
 	// Decryptors refuse bad active sets.
@@ -404,7 +415,7 @@ func TestCeremonyRefuses(t *testing.T) {
 	if _, err := NewParty(p, 1, 3, 4, seed); !errors.Is(err, ErrWrongShape) {
 		t.Fatalf("t > n: %v", err)
 	}
-	if _, err := NewParty(p, 1, 17, 2, seed); !errors.Is(err, ErrWrongShape) {
+	if _, err := NewParty(p, 1, p.MaxParties()+1, 2, seed); !errors.Is(err, ErrWrongShape) {
 		t.Fatalf("n > MaxParties: %v", err)
 	}
 	if _, err := NewParty(p, 1, 3, 2, seed[:31]); !errors.Is(err, ErrInvalidValue) {
@@ -482,7 +493,7 @@ func TestCeremonyRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	u := r.encrypt(t, 1, []float64{0.5}, 1, 1, binding("x"))
-	if res, err := r.decrypt(t, u, []uint32{1}, []uint32{1, 2}); err != nil || math.Abs(res.Sum[0]-0.5) > 1e-6 {
+	if res, err := r.decrypt(t, u, []uint32{1}, []uint32{1, 2}); err != nil || math.Abs(res.Sum[0]-0.5) > stepOf(r.p, 1) {
 		t.Fatalf("after resealing: %v", err)
 	}
 }
@@ -529,10 +540,10 @@ func TestSerializationRoundTrips(t *testing.T) {
 	})
 	t.Run("Update", func(t *testing.T) {
 		b1, _ := u.MarshalBinary()
-		if len(b1) != UpdateSize(p, 3) {
-			t.Fatalf("%d bytes, UpdateSize says %d", len(b1), UpdateSize(p, 3))
+		if len(b1) != UpdateSize(p, Values(3)) {
+			t.Fatalf("%d bytes, UpdateSize says %d", len(b1), UpdateSize(p, Values(3)))
 		}
-		u2, err := UnmarshalUpdate(p, 3, b1)
+		u2, err := UnmarshalUpdate(p, Values(3), b1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -543,11 +554,11 @@ func TestSerializationRoundTrips(t *testing.T) {
 		if u.Digest() == [32]byte{} {
 			t.Fatal("zero digest")
 		}
-		if _, err := UnmarshalUpdate(p, 4, b1); err == nil {
+		if _, err := UnmarshalUpdate(p, Values(4), b1); err == nil {
 			t.Fatal("wrong length accepted")
 		}
 		res, err := r.decrypt(t, u2, []uint32{3}, []uint32{1, 2})
-		if err != nil || res.Count != 42 || math.Abs(res.Sum[1]+2) > 1e-6 {
+		if err != nil || res.Count != 42 || math.Abs(res.Sum[1]+2) > stepOf(r.p, 10) {
 			t.Fatalf("decoded update: %v", err)
 		}
 	})
@@ -575,7 +586,7 @@ func TestSerializationRoundTrips(t *testing.T) {
 		if !bytes.Equal(b1, b2) || f2.Ready() || f2.Self() != 2 {
 			t.Fatal("round trip differs")
 		}
-		if !p.ckks.RingQP().Equal(fresh.sk.Value, f2.sk.Value) {
+		if !p.rlwe.RingQP().Equal(fresh.sk.Value, f2.sk.Value) {
 			t.Fatal("restored party derives another secret key")
 		}
 		// ... and after: a restored party decrypts.
@@ -594,7 +605,7 @@ func TestSerializationRoundTrips(t *testing.T) {
 		rr := *r
 		rr.parties = restored
 		res, err := rr.decrypt(t, u, []uint32{3}, []uint32{2, 3})
-		if err != nil || res.Count != 42 || math.Abs(res.Sum[2]-3) > 1e-6 {
+		if err != nil || res.Count != 42 || math.Abs(res.Sum[2]-3) > 3*stepOf(r.p, 10) {
 			t.Fatalf("restored parties: %v", err)
 		}
 	})
@@ -614,14 +625,14 @@ func TestSerializationRoundTrips(t *testing.T) {
 		}
 		bad := bytes.Clone(ub)
 		bad[4] = 9
-		if _, err := UnmarshalUpdate(p, 3, bad); !errors.Is(err, ErrMalformed) {
+		if _, err := UnmarshalUpdate(p, Values(3), bad); !errors.Is(err, ErrMalformed) {
 			t.Fatalf("version 9: %v", err)
 		}
 		bad = bytes.Clone(ub)
 		for i := len(bad) - 8; i < len(bad); i++ {
 			bad[i] = 0xff // coefficient >= Q
 		}
-		if _, err := UnmarshalUpdate(p, 3, bad); !errors.Is(err, ErrMalformed) {
+		if _, err := UnmarshalUpdate(p, Values(3), bad); !errors.Is(err, ErrMalformed) {
 			t.Fatalf("unreduced coefficient: %v", err)
 		}
 	})
@@ -629,7 +640,7 @@ func TestSerializationRoundTrips(t *testing.T) {
 
 // TestErrorsNameTheField checks errors say what went wrong, for operators.
 func TestErrorsNameTheField(t *testing.T) {
-	_, err := UnmarshalUpdate(RegionParams(), 10, []byte("short"))
+	_, err := UnmarshalUpdate(RegionParams(), Values(10), []byte("short"))
 	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("update of 5 bytes")) {
 		t.Fatalf("error %q", fmt.Sprint(err))
 	}
@@ -641,17 +652,17 @@ func TestUniformAMatchesEncryptor(t *testing.T) {
 	r := ceremony(t, 2, 2)
 	b := binding("a")
 	seed := seedHash(r.seed)
-	pt := r.p.newPlaintext()
+	pt := rlwe.NewPlaintext(r.p.rlwe, r.p.level())
 	for i := range 3 {
 		ct := r.p.newCiphertext()
-		if err := rlwe.NewEncryptor(r.p.ckks, r.parties[0].sk).WithPRNG(aPRNG(seed, b, i)).Encrypt(pt, ct); err != nil {
+		if err := rlwe.NewEncryptor(r.p.rlwe, r.parties[0].sk).WithPRNG(aPRNG(seed, b, i)).Encrypt(pt, ct); err != nil {
 			t.Fatal(err)
 		}
-		if !r.p.ckks.RingQ().AtLevel(0).Equal(ct.Value[1], r.p.uniformA(seed, b, i)) {
+		if !r.p.rlwe.RingQ().Equal(ct.Value[1], r.p.uniformA(seed, b, i)) {
 			t.Fatalf("ciphertext %d: the encryptor's c1 is not uniformA", i)
 		}
 	}
-	if r.p.ckks.RingQ().AtLevel(0).Equal(r.p.uniformA(seed, b, 0), r.p.uniformA(seed, binding("other"), 0)) {
+	if r.p.rlwe.RingQ().Equal(r.p.uniformA(seed, b, 0), r.p.uniformA(seed, binding("other"), 0)) {
 		t.Fatal("two bindings share a")
 	}
 }
@@ -667,7 +678,7 @@ func TestNobodyFakesAContributor(t *testing.T) {
 	r := ceremony(t, 4, 3)
 	b := binding("job/round")
 	victim := []float64{0.3, -0.2, 0.1}
-	agg := NewAggregator(r.p, len(victim), 1, b)
+	agg := NewAggregator(r.p, Values(len(victim)), 1, b)
 	if err := agg.Add(r.encrypt(t, 1, victim, 40, 1, b)); err != nil {
 		t.Fatal(err)
 	}
@@ -684,7 +695,7 @@ func TestNobodyFakesAContributor(t *testing.T) {
 
 	// The victim's update alone, named as the sum of three contributors
 	// whose updates it does not hold: noise again.
-	alone := NewAggregator(r.p, len(victim), 1, b)
+	alone := NewAggregator(r.p, Values(len(victim)), 1, b)
 	if err := alone.Add(r.encrypt(t, 1, victim, 40, 1, b)); err != nil {
 		t.Fatal(err)
 	}
@@ -696,7 +707,7 @@ func TestNobodyFakesAContributor(t *testing.T) {
 
 	// A real contribution of the same hospital under another binding (an
 	// earlier round) does not stand in for this round's: its a differs.
-	relabel := NewAggregator(r.p, len(victim), 1, b)
+	relabel := NewAggregator(r.p, Values(len(victim)), 1, b)
 	if err := relabel.Add(r.encrypt(t, 1, victim, 40, 1, b)); err != nil {
 		t.Fatal(err)
 	}

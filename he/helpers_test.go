@@ -2,6 +2,7 @@ package he
 
 import (
 	"crypto/rand"
+	"math"
 	"testing"
 )
 
@@ -91,9 +92,39 @@ func (r *region) decrypt(tb testing.TB, agg *Update, contributors, active []uint
 // encrypt has the party at point from encrypt v.
 func (r *region) encrypt(tb testing.TB, from uint32, v []float64, count uint64, clip float64, b [32]byte) *Update {
 	tb.Helper()
-	u, err := r.parties[from-1].Encrypt(v, count, clip, b)
+	u, err := r.parties[from-1].Encrypt(v, 0, count, clip, b)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return u
 }
+
+// checkSum holds a decrypted sum of k quantized updates to the bounds of
+// stochastic rounding: each value within k quantization steps (one per
+// update, a hard bound), and over long vectors an L2 error near its
+// expectation, at most sqrt(length·k/4) steps (each rounding has variance
+// at most 1/4 step²; 1.2 times that leaves the chance of a false alarm
+// far below 2^-40 from 1,000 values on).
+func checkSum(tb testing.TB, p Params, got, want []float64, k int, clip float64) {
+	tb.Helper()
+	if len(got) != len(want) {
+		tb.Fatalf("%d values, want %d", len(got), len(want))
+	}
+	step := clip / p.quantMax()
+	var sq float64
+	for i := range got {
+		d := got[i] - want[i]
+		if math.Abs(d) > float64(k)*step*(1+1e-9) {
+			tb.Fatalf("value %d: got %g, want %g (more than %d steps of %g)", i, got[i], want[i], k, step)
+		}
+		sq += d * d
+	}
+	if len(got) >= 1000 {
+		if bound := 1.2 * math.Sqrt(float64(len(got)*k)/4) * step; math.Sqrt(sq) > bound {
+			tb.Fatalf("L2 error %g exceeds %g", math.Sqrt(sq), bound)
+		}
+	}
+}
+
+// stepOf is one quantization step of a value of an update clipped at clip.
+func stepOf(p Params, clip float64) float64 { return clip / p.quantMax() }

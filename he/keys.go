@@ -98,13 +98,13 @@ func checkSeed(seed []byte) error {
 }
 
 func (p Params) crp(seed []byte) mhe.PublicKeyGenCRP {
-	return mhe.NewPublicKeyGenProtocol(p.ckks).SampleCRP(keyedPRNG(labelCRP, seed))
+	return mhe.NewPublicKeyGenProtocol(p.rlwe).SampleCRP(keyedPRNG(labelCRP, seed))
 }
 
 // checkRegion validates the region shape shared by the ceremony functions.
 func (p Params) checkRegion(n, t int) error {
-	if n < 1 || n > p.maxParties {
-		return fmt.Errorf("%w: region of %d parties, parameters allow 1..%d", ErrWrongShape, n, p.maxParties)
+	if n < 1 || n > p.MaxParties() {
+		return fmt.Errorf("%w: region of %d parties, parameters allow 1..%d", ErrWrongShape, n, p.MaxParties())
 	}
 	if t < 1 || t > n {
 		return fmt.Errorf("%w: threshold %d not in 1..%d", ErrWrongShape, t, n)
@@ -166,7 +166,7 @@ func NewParty(p Params, self uint32, n, t int, seed []byte) (*Party, error) {
 // secretKey derives a ternary secret key from seed, exactly as lattigo's
 // KeyGenerator does from its own PRNG.
 func (p Params) secretKey(seed []byte) *rlwe.SecretKey {
-	rp := p.ckks.GetRLWEParameters()
+	rp := &p.rlwe
 	sk := rlwe.NewSecretKey(rp)
 	xs, err := ring.NewSampler(keyedPRNG(labelSK, seed), rp.RingQ(), rp.Xs(), false)
 	if err != nil {
@@ -189,7 +189,7 @@ func (pa *Party) Ready() bool { return pa.ready }
 // PublicKeyShare is the party's share of the collective public key:
 // -a·s_i + e_i with a the common random polynomial.
 func (pa *Party) PublicKeyShare() (*PublicKeyShare, error) {
-	ckg := mhe.NewPublicKeyGenProtocol(pa.p.ckks)
+	ckg := mhe.NewPublicKeyGenProtocol(pa.p.rlwe)
 	sh := ckg.AllocateShare()
 	ckg.GenShare(pa.sk, pa.p.crp(pa.seed[:]), &sh)
 	return &PublicKeyShare{p: pa.p, from: pa.self, seedHash: seedHash(pa.seed[:]), value: sh.Value}, nil
@@ -232,7 +232,7 @@ func UnmarshalPublicKeyShare(p Params, b []byte) (*PublicKeyShare, error) {
 		return nil, err
 	}
 	s := &PublicKeyShare{p: p, from: r.u32()}
-	if s.from < 1 || int(s.from) > p.maxParties {
+	if s.from < 1 || int(s.from) > p.MaxParties() {
 		return nil, fmt.Errorf("%w: public-key share: sender point %d out of range", ErrMalformed, s.from)
 	}
 	copy(s.seedHash[:], r.bytes(32))
@@ -243,7 +243,7 @@ func UnmarshalPublicKeyShare(p Params, b []byte) (*PublicKeyShare, error) {
 }
 
 func (p Params) readQP(r *reader, field string) (ringqp.Poly, error) {
-	rp := p.ckks.GetRLWEParameters()
+	rp := &p.rlwe
 	v := rp.RingQP().NewPoly()
 	if err := r.poly(v.Q, rp.Q(), field+" (mod Q)"); err != nil {
 		return v, err
@@ -283,7 +283,7 @@ func AggregatePublicKey(p Params, seed []byte, n int, shares []*PublicKeyShare) 
 	}
 	want := seedHash(seed)
 	seen := make([]bool, n+1)
-	ckg := mhe.NewPublicKeyGenProtocol(p.ckks)
+	ckg := mhe.NewPublicKeyGenProtocol(p.rlwe)
 	sum := ckg.AllocateShare()
 	for i, s := range shares {
 		switch {
@@ -301,7 +301,7 @@ func AggregatePublicKey(p Params, seed []byte, n int, shares []*PublicKeyShare) 
 		seen[s.from] = true
 		ckg.AggregateShares(sum, mhe.PublicKeyGenShare{Value: s.value}, &sum)
 	}
-	pk := &PublicKey{p: p, n: n, pk: rlwe.NewPublicKey(p.ckks)}
+	pk := &PublicKey{p: p, n: n, pk: rlwe.NewPublicKey(p.rlwe)}
 	copy(pk.seed[:], seed)
 	ckg.GenPublicKey(sum, p.crp(seed), pk.pk)
 	return pk, nil
@@ -341,7 +341,7 @@ func UnmarshalPublicKey(p Params, b []byte) (*PublicKey, error) {
 		return nil, err
 	}
 	k := &PublicKey{p: p, n: int(r.u32())}
-	if k.n < 1 || k.n > p.maxParties {
+	if k.n < 1 || k.n > p.MaxParties() {
 		return nil, fmt.Errorf("%w: public key: region of %d parties", ErrMalformed, k.n)
 	}
 	copy(k.seed[:], r.bytes(SeedLen))
@@ -349,7 +349,7 @@ func UnmarshalPublicKey(p Params, b []byte) (*PublicKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	k.pk = rlwe.NewPublicKey(p.ckks)
+	k.pk = rlwe.NewPublicKey(p.rlwe)
 	k.pk.Value[0] = v0
 	k.pk.Value[1] = p.crp(k.seed[:]).Value
 	return k, r.done()
@@ -417,7 +417,7 @@ func (p Params) shamirPlainLen() int { return headerLen + tagLen + 4 + 4 + 32 + 
 // shamirPolynomial re-derives the party's secret polynomial f of degree t-1
 // with f(0) = s_i.
 func (pa *Party) shamirPolynomial() mhe.ShamirPolynomial {
-	ringQP := pa.p.ckks.GetRLWEParameters().RingQP()
+	ringQP := pa.p.rlwe.RingQP()
 	coeffs := make([]ringqp.Poly, pa.t)
 	coeffs[0] = *pa.sk.Value.CopyNew()
 	us := ringqp.NewUniformSampler(keyedPRNG(labelShamir, pa.shamirSeed[:]), *ringQP)
@@ -437,7 +437,7 @@ func (pa *Party) SealShares(recipients map[uint32][]byte, context []byte) ([]*Se
 		return nil, fmt.Errorf("%w: %d recipients, region has %d parties", ErrWrongShape, len(recipients), pa.n)
 	}
 	kem, kdf, aead := hpkeSuite()
-	thr := mhe.NewThresholdizer(pa.p.ckks)
+	thr := mhe.NewThresholdizer(pa.p.rlwe)
 	f := pa.shamirPolynomial()
 	share := thr.AllocateThresholdSecretShare()
 	out := make([]*SealedShare, 0, pa.n)

@@ -4,19 +4,26 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"math"
+	"math/bits"
 
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/ring"
-	"github.com/tuneinsight/lattigo/v5/schemes/ckks"
 )
 
-// RegionParamsName names the one parameter set regions use today. The name
-// is committed in the Raft log with the region, so it must never be reused
-// for a different set: a new set gets a new name.
-const RegionParamsName = "ckks-n13-q60-s54"
+// The named parameter sets. A name is committed in the Raft log with the
+// region, so it must never be reused for a different set: a new set gets a
+// new name.
+const (
+	// RegionParamsName is the set for regions of up to 64 hospitals:
+	// 16-bit quantization, 6 bits of headroom, 3.65 bytes per value.
+	RegionParamsName = "rlwe-n13-b16-p64"
+	// LargeRegionParamsName is the set for regions of up to 1,024
+	// hospitals: 16-bit quantization, 10 bits of headroom.
+	LargeRegionParamsName = "rlwe-n13-b16-p1024"
+)
 
 // MaxLength is the largest number of values in one update (a 10M-parameter
-// model is a 160 MB ciphertext; anything larger is refused before allocation).
+// model is a 37 MB update; anything larger is refused before allocation).
 const MaxLength = 10_000_000
 
 // MaxCount is the largest sample count one update may carry.
@@ -27,44 +34,65 @@ const MaxCount = 1 << 30
 // standard (Albrecht et al., 2018, table for uniform ternary secrets).
 var heStandardMaxLogQP = map[int]float64{10: 27, 11: 54, 12: 109, 13: 218, 14: 438, 15: 881}
 
-// Params is a named, validated CKKS parameter set for regional aggregation.
+// Params is a named, validated parameter set for regional aggregation.
 //
-// The set is tuned for one job only: summing at most MaxParties clipped
-// vectors and decrypting the sum once. Encryption happens directly at level
-// 0 (one modulus), since aggregation needs additions only; the auxiliary
-// modulus P is used only while generating keys and encrypting (lattigo
-// samples the encryption of zero in QP and divides by P, which removes the
-// public-key noise).
+// The set is tuned for one job only: summing at most MaxParties quantized
+// vectors and decrypting the sum once. Ciphertexts live in a ring of degree
+// 2^logN modulo Q = q_1···q_L·q_E, an RLWE ciphertext (c0, a) with only c0
+// sent; the auxiliary modulus P serves the collective public key only.
+//
+// # How the bytes are spent
+//
+// A value x of an update clipped to L2 norm C is quantized to a b-bit
+// field: x/C in [-1, 1] times 2^(b-1)-1, rounded stochastically (unbiased:
+// up with probability equal to the fraction), plus the offset 2^(b-1), so
+// every field is an integer in [1, 2^b-1]. A sum of at most 2^h updates
+// then fits w = b+h bits: h headroom bits make a carry impossible by
+// construction, and Combine checks every field against its bound.
+//
+// k fields of w bits form one integer m_j = Σ_f field_f·2^(w·f) below
+// 2^(k·w), carried by one message prime q_j > 2^(k·w) of k·w+1 bits. The
+// plaintext is the integer q_E·m (m given by its residues m_j): its
+// residue is q_E·m_j mod q_j for each message prime and 0 mod the noise
+// prime q_E. A decrypted sum is q_E·Σm + E, where E collects the
+// encryption noise and the decryptors' smudging; its residue modulo q_E is
+// E itself (|E| < q_E/2 by the choice of q_E), which gives back
+// Σm_j = (x_j - E)·q_E^-1 mod q_j exactly, with 64-bit arithmetic only.
+// So a coefficient of Σ_j log2(q_j) bits carries L·k fields, and pays for
+// the noise once (log2 q_E bits), and on the wire each residue takes its
+// prime's bit width, not 8 bytes.
+//
+// For RegionParams (b = 16, h = 6, w = 22, k = 2, L = 3): three 45-bit
+// message primes and a 34-bit noise prime, 169 bits for 6 values: 3.52
+// bytes per value (0.88x float32), plus one ciphertext's worth of slack
+// for the count and party fields at the end of an update. Decryption
+// shares cost the same per value.
+//
+// The sample count travels in countDigits fields of b bits each after the
+// values, then one field holding 1, whose sum is the number of updates
+// summed (checked against the contributor set at decryption). Only the
+// sums are ever decrypted.
 //
 // Params is a small value type; copy it freely. The zero Params is invalid.
 type Params struct {
 	name string
 	tag  [8]byte // first bytes of sha256(name): put in every encoding
 
-	logN     int
-	logQ     int // one modulus: the only level ciphertexts ever live at
-	logP     int // auxiliary modulus for key generation and encryption
-	logScale int
-	encPrec  uint // encoder precision; above 53 lattigo switches to big.Float (10-60x slower)
+	logN int
+	logP int
 
-	// maxParties bounds both the region size and the number of updates in
-	// one aggregate: each clipped update has coefficients in [-1, 1], so the
-	// sum stays in [-maxParties, maxParties] and, times the scale, below Q/2.
-	maxParties int
-
-	// The sample count travels in countDigits coefficients after the values,
-	// one base-2^countDigitBits digit each, divided by 2^countDigitBits so
-	// that each digit is in [0, 1) like any clipped value. Only the sum of the
-	// counts is ever decrypted.
-	countDigits    int
-	countDigitBits int
+	quantBits      int // b: bits per quantized value
+	headroomBits   int // h: log2 of the largest number of updates in one sum
+	fieldsPerPrime int // k: fields of b+h bits in one message prime
+	messagePrimes  int // L: message primes; the noise prime q_E comes last
+	countDigits    int // b-bit digits carrying a sample count up to MaxCount
 
 	// smudgeLogSigma is log2 of the standard deviation of the noise each
 	// decryptor adds to its share (noise flooding). It is bounded from both
 	// sides, and Validate checks both:
 	//
 	//  - from below, by a Rényi-divergence argument: a decryption shows the
-	//    coordinator m + e_agg + e_smudge, where e_agg (|e_agg| <= B, see
+	//    coordinator q_E·m + e_agg + e_smudge, where e_agg (|e_agg| <= B, see
 	//    aggregateNoiseBound), the contributors' encryption noise, would
 	//    give away a·Σ s_i and so the keys: only the honest decryptors'
 	//    e_smudge hides it (colluding decryptors know their own). Each
@@ -80,43 +108,55 @@ type Params struct {
 	//    success without them (Bai et al., "Improved security proofs in
 	//    lattice-based cryptography: using the Rényi divergence rather than
 	//    the statistical distance", 2015). This also defeats the Li–Micciancio
-	//    key recovery on exact CKKS decryptions: the coordinator sees an RLWE
-	//    sample (c1, c1·s + e_smudge) rather than c1·s.
-	//  - from above, by precision: the decrypted sum carries t·σ² of extra
-	//    variance per coefficient; σ·smudgeTail·sqrt(maxParties) must stay
-	//    below 2^(logScale-20), i.e. an absolute error under 2^-20 of one
-	//    clip unit per coefficient even at the sampler's tail cut.
+	//    key recovery on exact decryptions: the coordinator sees an RLWE
+	//    sample (a, a·s + e_smudge) rather than a·s.
+	//  - from above, by the noise prime: the decrypted noise E, at most
+	//    B + smudgeTail·σ·sqrt(t) for t <= maxParties decryptors, must stay
+	//    below q_E/4 (a factor 2 of margin on the q_E/2 decoding needs).
 	//
 	// The sampler cuts its tail at smudgeTail = 13σ: at 6σ the statistical
 	// distance from a true Gaussian, summed over 2^12 decryptions of 2^13
 	// coefficients, is about 0.2; at 13σ it is below 2^-100.
 	//
-	// For the region set, σ = 2^24, B ≈ 2^6.3 (sixteen fresh encryption
-	// errors of σ 3.2) and N = 2^13 give D·N·B² <= σ² with a wide margin for
-	// D = 2^12 decryptions per key ceremony, and a decryption error
-	// of std 2^-30·sqrt(t) clip units per coefficient: a relative L2 error
-	// of 7e-7 on the sum of five independent 1M-value updates at full clip
-	// norm with t = 3 (the worst case; correlated updates do better).
-	//
-	// The width is a compromise forced by one 60-bit modulus at scale 2^54:
-	// classic statistical flooding (σ >= 2^40·B) would cost 16 bits of
-	// precision. A set wanting that should add a second modulus.
+	// For the region sets, σ = 2^24, B <= 2^9.3 (1,024 fresh encryption
+	// errors of σ 3.2) and N = 2^13 give D·N·B² <= σ² for D = 2^12
+	// decryptions per key epoch. Widening σ costs bits of q_E only (one
+	// bit per doubling, shared by all the fields of a coefficient).
 	smudgeLogSigma int
 	maxDecryptions int
 
-	ckks ckks.Parameters
+	rlwe rlwe.Parameters
+
+	// Per message prime j, precomputed for encoding and decoding.
+	deltaMod []uint64   // q_E mod q_j
+	deltaInv []uint64   // q_E^-1 mod q_j
+	bred     [][]uint64 // Barrett constants of q_j
 }
 
-// RegionParams returns the one named region parameter set: ring degree 2^13,
-// one 60-bit modulus Q, a 55-bit auxiliary modulus P, scale 2^54,
-// coefficient encoding with encoder precision 53. log2(QP) = 115 <= 218, the
-// HE-standard bound for 128-bit security at N = 2^13 with a ternary secret.
+// RegionParams returns the set for regions of up to 64 hospitals (see
+// Params for how its bytes are spent).
 func RegionParams() Params {
-	p, err := newParams(RegionParamsName, 13, 60, 55, 54, 53, 16, 4, 10, 24, 1<<12)
+	return mustParams(RegionParamsName, 6)
+}
+
+// LargeRegionParams returns the set for regions of up to 1,024 hospitals:
+// two 53-bit message primes of two 26-bit fields each and a 36-bit noise
+// prime, 4.4 bytes per value.
+func LargeRegionParams() Params {
+	return mustParams(LargeRegionParamsName, 10)
+}
+
+func mustParams(name string, headroomBits int) Params {
+	messagePrimes := 3
+	if headroomBits > 6 {
+		messagePrimes = 2 // 2·53 + 36 + P: three would pass the 218-bit bound
+	}
+	p, err := newParams(name, 13, 36, 16, headroomBits, 2, messagePrimes, 24, 1<<12)
 	if err != nil {
-		// The literal above is a constant of the program; a failure here is
-		// a programming error caught by the tests, not a runtime condition.
-		panic(fmt.Sprintf("he: region parameters: %v", err))
+		// The literals above are constants of the program; a failure here
+		// is a programming error caught by the tests, not a runtime
+		// condition.
+		panic(fmt.Sprintf("he: parameters %s: %v", name, err))
 	}
 	return p
 }
@@ -127,32 +167,80 @@ func ParamsByName(name string) (Params, error) {
 	switch name {
 	case RegionParamsName:
 		return RegionParams(), nil
+	case LargeRegionParamsName:
+		return LargeRegionParams(), nil
 	}
 	return Params{}, fmt.Errorf("%w: unknown parameter set %q", ErrWrongParams, name)
 }
 
-func newParams(name string, logN, logQ, logP, logScale int, encPrec uint, maxParties, countDigits, countDigitBits, smudgeLogSigma, maxDecryptions int) (Params, error) {
+// ParamsFor returns the smallest named set whose aggregates hold the
+// updates of a region of the given number of hospitals.
+func ParamsFor(hospitals int) (Params, error) {
+	for _, p := range []Params{RegionParams(), LargeRegionParams()} {
+		if hospitals >= 1 && hospitals <= p.MaxParties() {
+			return p, nil
+		}
+	}
+	return Params{}, fmt.Errorf("%w: no parameter set holds a region of %d hospitals (at most %d)", ErrWrongShape, hospitals, LargeRegionParams().MaxParties())
+}
+
+func newParams(name string, logN, logP, quantBits, headroomBits, fieldsPerPrime, messagePrimes, smudgeLogSigma, maxDecryptions int) (Params, error) {
 	p := Params{
-		name: name, logN: logN, logQ: logQ, logP: logP, logScale: logScale, encPrec: encPrec,
-		maxParties: maxParties, countDigits: countDigits, countDigitBits: countDigitBits,
+		name: name, logN: logN, logP: logP,
+		quantBits: quantBits, headroomBits: headroomBits, fieldsPerPrime: fieldsPerPrime, messagePrimes: messagePrimes,
 		smudgeLogSigma: smudgeLogSigma, maxDecryptions: maxDecryptions,
 	}
 	h := sha256.Sum256([]byte(name))
 	copy(p.tag[:], h[:])
-	if logN < 10 || logN > 15 || logQ < 20 || logQ > 61 || logP < 20 || logP > 61 {
-		return Params{}, fmt.Errorf("%w: logN=%d logQ=%d logP=%d out of range", ErrWrongParams, logN, logQ, logP)
+	switch {
+	case logN < 10 || logN > 15 || logP < 20 || logP > 61:
+		return Params{}, fmt.Errorf("%w: logN=%d logP=%d out of range", ErrWrongParams, logN, logP)
+	case quantBits < 2 || quantBits > 20 || headroomBits < 0 || headroomBits > 10:
+		return Params{}, fmt.Errorf("%w: %d quantization bits and %d headroom bits", ErrWrongParams, quantBits, headroomBits)
+	case fieldsPerPrime < 1 || fieldsPerPrime*p.fieldBits()+1 > 61 || messagePrimes < 1 || messagePrimes > 8:
+		return Params{}, fmt.Errorf("%w: %d message primes of %d fields of %d bits", ErrWrongParams, messagePrimes, fieldsPerPrime, p.fieldBits())
 	}
-	var err error
-	p.ckks, err = ckks.NewParametersFromLiteral(ckks.ParametersLiteral{
-		LogN:            logN,
-		LogQ:            []int{logQ},
-		LogP:            []int{logP},
-		Xs:              rlwe.DefaultXs,
-		Xe:              rlwe.DefaultXe,
-		LogDefaultScale: logScale,
+	p.countDigits = (bits.Len64(MaxCount) + quantBits - 1) / quantBits
+	// Primes just below a power of two, so that each residue's bit width
+	// on the wire is exactly the bits it needs: message primes of k·w+1
+	// bits (> 2^(k·w)), a noise prime q_E > 4·(the worst decryption
+	// noise). P, used by the public key only, comes from above 2^logP so
+	// that it can never equal a prime of Q.
+	nthRoot := uint64(2) << logN
+	msg := ring.NewNTTFriendlyPrimesGenerator(uint64(fieldsPerPrime*p.fieldBits()+1), nthRoot)
+	qs, err := msg.NextDownstreamPrimes(messagePrimes)
+	if err != nil {
+		return Params{}, fmt.Errorf("%w: message primes: %v", ErrWrongParams, err)
+	}
+	noise := ring.NewNTTFriendlyPrimesGenerator(uint64(math.Ceil(math.Log2(4*p.worstNoise())))+1, nthRoot)
+	qE, err := noise.NextDownstreamPrime()
+	if err != nil {
+		return Params{}, fmt.Errorf("%w: noise prime: %v", ErrWrongParams, err)
+	}
+	aux := ring.NewNTTFriendlyPrimesGenerator(uint64(logP), nthRoot)
+	pAux, err := aux.NextUpstreamPrime()
+	if err != nil {
+		return Params{}, fmt.Errorf("%w: auxiliary prime: %v", ErrWrongParams, err)
+	}
+	p.rlwe, err = rlwe.NewParametersFromLiteral(rlwe.ParametersLiteral{
+		LogN:    logN,
+		Q:       append(qs, qE),
+		P:       []uint64{pAux},
+		Xs:      rlwe.DefaultXs,
+		Xe:      rlwe.DefaultXe,
+		NTTFlag: true,
 	})
 	if err != nil {
 		return Params{}, fmt.Errorf("%w: %v", ErrWrongParams, err)
+	}
+	q := p.rlwe.Q()
+	qE = q[messagePrimes]
+	for _, qj := range q[:messagePrimes] {
+		bred := ring.BRedConstant(qj)
+		d := qE % qj
+		p.deltaMod = append(p.deltaMod, d)
+		p.deltaInv = append(p.deltaInv, ring.ModExp(d, qj-2, qj))
+		p.bred = append(p.bred, bred)
 	}
 	if err := p.Validate(); err != nil {
 		return Params{}, err
@@ -160,22 +248,24 @@ func newParams(name string, logN, logQ, logP, logScale int, encPrec uint, maxPar
 	return p, nil
 }
 
-// Name is the parameter set's name, e.g. "ckks-n13-q60-s54".
+// Name is the parameter set's name, e.g. "rlwe-n13-b16-p64".
 func (p Params) Name() string { return p.name }
 
-// SlotsPerCiphertext is the number of coefficients one ciphertext carries
-// (the ring degree: coefficient encoding uses all of them).
+// SlotsPerCiphertext is the number of values one ciphertext carries: every
+// coefficient of the ring holds fieldsPerPrime fields per message prime.
 func (p Params) SlotsPerCiphertext() int {
 	if p.name == "" {
 		return 0
 	}
-	return 1 << p.logN
+	return (1 << p.logN) * p.fieldsPerCoeff()
 }
 
+// QuantBits is b, the number of bits each value is quantized to.
+func (p Params) QuantBits() int { return p.quantBits }
+
 // MaxParties is the largest number of updates in one aggregate, and the
-// largest region: beyond it a coefficient of the sum could exceed Q/2 and
-// wrap around.
-func (p Params) MaxParties() int { return p.maxParties }
+// largest region: beyond it a field of the sum could carry into the next.
+func (p Params) MaxParties() int { return 1 << p.headroomBits }
 
 // SmudgingSigma is the standard deviation of the noise each decryptor adds
 // to its decryption share.
@@ -187,12 +277,12 @@ func (p Params) MaxDecryptions() int { return p.maxDecryptions }
 
 // Validate rejects unsafe or inconsistent parameter sets.
 func (p Params) Validate() error {
-	if p.name == "" || p.ckks.N() == 0 {
+	if p.name == "" || p.rlwe.N() == 0 {
 		return fmt.Errorf("%w: zero Params", ErrWrongParams)
 	}
-	rp := p.ckks.GetRLWEParameters()
-	if rp.LogN() != p.logN || rp.MaxLevelQ() != 0 || rp.MaxLevelP() != 0 {
-		return fmt.Errorf("%w: need exactly one modulus Q and one auxiliary modulus P at logN=%d", ErrWrongParams, p.logN)
+	rp := p.rlwe
+	if rp.LogN() != p.logN || rp.QCount() != p.messagePrimes+1 || rp.PCount() != 1 || !rp.NTTFlag() {
+		return fmt.Errorf("%w: need %d message primes, one noise prime and one auxiliary prime at logN=%d, NTT domain", ErrWrongParams, p.messagePrimes, p.logN)
 	}
 	maxQP, ok := heStandardMaxLogQP[p.logN]
 	if !ok || rp.LogQP() > maxQP {
@@ -204,59 +294,129 @@ func (p Params) Validate() error {
 	if xe, ok := rp.Xe().(ring.DiscreteGaussian); !ok || xe.Sigma < 3.19 {
 		return fmt.Errorf("%w: error must be a discrete Gaussian with sigma >= 3.19", ErrWrongParams)
 	}
-	if p.encPrec < 1 || p.encPrec > 53 {
-		return fmt.Errorf("%w: encoder precision %d: must be in [1, 53] (float64 path)", ErrWrongParams, p.encPrec)
+	// Headroom: a field of a sum of MaxParties updates is at most
+	// 2^h·(2^b-1) < 2^w, and k fields of w bits stay below every message
+	// prime: no carry between fields, no wrap modulo q_j.
+	q := rp.Q()
+	for j, qj := range q[:p.messagePrimes] {
+		if qj>>(p.fieldsPerPrime*p.fieldBits()) == 0 {
+			return fmt.Errorf("%w: message prime %d (%d bits) cannot hold %d fields of %d bits", ErrWrongParams, j, bits.Len64(qj), p.fieldsPerPrime, p.fieldBits())
+		}
 	}
-	if p.maxParties < 1 || p.maxParties > 1<<10 {
-		return fmt.Errorf("%w: maxParties=%d", ErrWrongParams, p.maxParties)
+	if p.headroomBits+p.wideBits() > 63 {
+		return fmt.Errorf("%w: a sum of %d wide values of %d bits does not fit 63 bits", ErrWrongParams, p.MaxParties(), p.wideBits())
 	}
-	// Headroom: |sum coefficient| <= maxParties, times the scale, plus the
-	// decryption noise (13σ·sqrt(maxParties) below 2^(logScale-20), checked
-	// next), must stay below Q/2, or the coefficient wraps around mod Q.
-	q := float64(rp.Q()[0])
-	if float64(p.maxParties)*p.scale()*(1+0x1p-10) >= q/2 {
-		return fmt.Errorf("%w: scale 2^%d with %d parties leaves no headroom below Q/2 (log2 Q = %.2f)", ErrWrongParams, p.logScale, p.maxParties, math.Log2(q))
-	}
-	if p.countDigits < 1 || p.countDigitBits < 1 || p.countDigits*p.countDigitBits <= 30 || p.countDigits*p.countDigitBits > 62 {
-		return fmt.Errorf("%w: %d count digits of %d bits cannot carry counts up to 2^30 inclusive", ErrWrongParams, p.countDigits, p.countDigitBits)
+	if p.countDigits*p.quantBits <= 30 {
+		return fmt.Errorf("%w: %d count digits of %d bits cannot carry counts up to 2^30 inclusive", ErrWrongParams, p.countDigits, p.quantBits)
 	}
 	// Smudging, from below (Rényi bound, see the field comment).
-	sigma := math.Exp2(float64(p.smudgeLogSigma))
+	sigma := p.SmudgingSigma()
 	b := p.aggregateNoiseBound()
-	if p.maxDecryptions < 1 || float64(p.maxDecryptions)*float64(p.ckks.N())*b*b > sigma*sigma {
+	if p.maxDecryptions < 1 || float64(p.maxDecryptions)*float64(rp.N())*b*b > sigma*sigma {
 		return fmt.Errorf("%w: smudging sigma 2^%d too small: %d decryptions of noise <= %.0f need sigma >= %.3g",
-			ErrWrongParams, p.smudgeLogSigma, p.maxDecryptions, b, math.Sqrt(float64(p.maxDecryptions)*float64(p.ckks.N()))*b)
+			ErrWrongParams, p.smudgeLogSigma, p.maxDecryptions, b, math.Sqrt(float64(p.maxDecryptions)*float64(rp.N()))*b)
 	}
-	// ... and from above (precision).
-	if smudgeTail*sigma*math.Sqrt(float64(p.maxParties)) > math.Exp2(float64(p.logScale-20)) {
-		return fmt.Errorf("%w: smudging sigma 2^%d too large for scale 2^%d", ErrWrongParams, p.smudgeLogSigma, p.logScale)
-	}
-	// A count digit must decode exactly: the worst decryption error must be
-	// far below half a digit step.
-	if smudgeTail*sigma*math.Sqrt(float64(p.maxParties)) > math.Exp2(float64(p.logScale-p.countDigitBits-4)) {
-		return fmt.Errorf("%w: count digits of %d bits do not survive the decryption noise", ErrWrongParams, p.countDigitBits)
+	// ... and from above (the noise prime decodes it).
+	if 4*p.worstNoise() >= float64(q[p.messagePrimes]) {
+		return fmt.Errorf("%w: noise prime of %d bits too small for smudging sigma 2^%d", ErrWrongParams, bits.Len64(q[p.messagePrimes]), p.smudgeLogSigma)
 	}
 	return nil
 }
+
+// fieldBits is w = b + h, the width of one field of a sum.
+func (p Params) fieldBits() int { return p.quantBits + p.headroomBits }
+
+// fieldsPerCoeff is the number of fields one ring coefficient carries.
+func (p Params) fieldsPerCoeff() int { return p.fieldsPerPrime * p.messagePrimes }
+
+// quantMax is the largest quantized magnitude: x/C = ±1 maps to ±quantMax.
+func (p Params) quantMax() float64 { return float64(uint64(1)<<(p.quantBits-1) - 1) }
 
 // aggregateNoiseBound is a 6σ bound on the noise of a sum of maxParties
 // fresh secret-key encryptions, each c0 = -a·s_i + m + e_i with e_i a
 // discrete Gaussian of the parameters' σ (3.2).
 func (p Params) aggregateNoiseBound() float64 {
-	sigma := p.ckks.GetRLWEParameters().Xe().(ring.DiscreteGaussian).Sigma
-	return 6 * math.Sqrt(float64(p.maxParties)) * sigma
+	return 6 * math.Sqrt(float64(p.MaxParties())) * rlwe.DefaultXe.Sigma
+}
+
+// worstNoise bounds the decrypted noise E: the contributors' encryption
+// noise plus the smudging of up to maxParties decryptors, cut at
+// smudgeTail standard deviations of their sum.
+func (p Params) worstNoise() float64 {
+	return p.aggregateNoiseBound() + smudgeTail*p.SmudgingSigma()*math.Sqrt(float64(p.MaxParties()))
 }
 
 // smudgeTail is where the smudging sampler cuts its tail, in σ.
 const smudgeTail = 13
 
-// Ciphertexts is how many ciphertexts an update of length values uses (the
-// values, then the count digits, packed into consecutive coefficients),
-// and so how much of a key's decryption budget (MaxDecryptions)
-// decrypting it spends.
-func (p Params) Ciphertexts(length int) int {
-	n := p.SlotsPerCiphertext()
-	return (length + p.countDigits + n - 1) / n
+// Shape is what an update holds: Len values, the last Wide of which are
+// wide, carried at WideBits of precision (wideDigits fields each) instead
+// of QuantBits: values that must survive rounding, such as counts and
+// sums of a few statistics, whose error must stay far below one unit.
+type Shape struct{ Len, Wide int }
+
+// Values is the shape of Len values, none wide.
+func Values(n int) Shape { return Shape{Len: n} }
+
+func (s Shape) String() string { return fmt.Sprintf("%d values (%d wide)", s.Len, s.Wide) }
+
+func (s Shape) check() error {
+	if s.Len < 1 || s.Len > MaxLength || s.Wide < 0 || s.Wide > s.Len {
+		return fmt.Errorf("%w: %v: want 1..%d values, at most all of them wide", ErrWrongShape, s, MaxLength)
+	}
+	return nil
 }
 
-func (p Params) scale() float64 { return math.Exp2(float64(p.logScale)) }
+// narrow is the number of values quantized to QuantBits.
+func (s Shape) narrow() int { return s.Len - s.Wide }
+
+// wideDigits is the number of b-bit fields of a wide value.
+const wideDigits = 3
+
+// WideBits is the precision of a wide value: a relative error below
+// 2^-(WideBits-1) of the clip norm per update.
+func (p Params) WideBits() int { return p.wideBits() }
+
+func (p Params) wideBits() int { return wideDigits * p.quantBits }
+
+// wideMax is the largest wide magnitude: x/C = ±1 maps to ±wideMax.
+func (p Params) wideMax() float64 { return float64(uint64(1)<<(p.wideBits()-1) - 1) }
+
+// fields is the number of fields of an update of shape s: the narrow
+// values, the wide values' digits, the count digits and the party field.
+func (p Params) fields(s Shape) int {
+	return s.narrow() + wideDigits*s.Wide + p.countDigits + 1
+}
+
+// Ciphertexts is how many ciphertexts an update of shape s uses (the
+// values, then the count digits and the party field, packed into
+// consecutive fields), and so how much of a key's decryption budget
+// (MaxDecryptions) decrypting it spends.
+func (p Params) Ciphertexts(s Shape) int {
+	n := p.SlotsPerCiphertext()
+	return (p.fields(s) + n - 1) / n
+}
+
+// polyBits is the width of one residue modulo each prime of Q, as packed
+// on the wire.
+func (p Params) polyBits() []int {
+	out := make([]int, 0, p.messagePrimes+1)
+	for _, q := range p.rlwe.Q() {
+		out = append(out, bits.Len64(q))
+	}
+	return out
+}
+
+// packedPolyLen is the size of one polynomial mod Q packed to the primes'
+// bit widths (the ring degree is a multiple of 8, so every prime's block
+// is whole bytes).
+func (p Params) packedPolyLen() int {
+	n := 0
+	for _, b := range p.polyBits() {
+		n += b
+	}
+	return n << p.logN / 8
+}
+
+// level is the level of every ciphertext: all of Q.
+func (p Params) level() int { return p.messagePrimes }

@@ -1,10 +1,12 @@
 package he
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"math"
+	mrand "math/rand/v2"
 	"runtime"
 	"slices"
 	"sync"
@@ -13,34 +15,37 @@ import (
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/ring"
 	"github.com/tuneinsight/lattigo/v5/ring/ringqp"
-	"github.com/tuneinsight/lattigo/v5/schemes/ckks"
 	"github.com/tuneinsight/lattigo/v5/utils/sampling"
 )
 
-// Update is an encrypted vector: either one hospital's clipped update or
-// the coordinator's sum of several. Coefficient g of the packed plaintext
-// (ciphertext g/N, coefficient g%N) holds value g divided by the clip norm;
-// the sample count's digits follow the values; the rest is zero.
+// Update is an encrypted vector: either one hospital's clipped, quantized
+// update or the coordinator's sum of several. Field g of the packed
+// plaintext (see Params for the layout) holds quantized value g; the
+// sample count's digits and the party field follow the values; the rest
+// is zero.
 //
-// Only the c0 half of each ciphertext is kept: c0 = −a·s_i + m + e under
-// the contributor's own key s_i, where a is expanded from the region's
-// ceremony seed, the binding and the ciphertext's index (uniformA), so
-// every party can recompute it and nobody, the coordinator included,
-// chooses it. A sum of such updates decrypts only with the keys of exactly
-// the parties whose updates it holds.
+// Only the c0 half of each ciphertext is kept: c0 = −a·s_i + q_E·m + e
+// under the contributor's own key s_i, where a is expanded from the
+// region's ceremony seed, the binding and the ciphertext's index
+// (uniformA), so every party can recompute it and nobody, the coordinator
+// included, chooses it. A sum of such updates decrypts only with the keys
+// of exactly the parties whose updates it holds.
 //
 // An Update is immutable once made.
 type Update struct {
 	p       Params
-	length  int
+	shape   Shape
 	parties int // updates summed into this one (1 for a fresh update)
 	clip    float64
 	binding [32]byte
-	c0      []ring.Poly // one per ciphertext, NTT domain
+	c0      []ring.Poly // one per ciphertext, NTT domain, all of Q
 }
 
 // Len is the number of values.
-func (u *Update) Len() int { return u.length }
+func (u *Update) Len() int { return u.shape.Len }
+
+// Shape is the update's shape.
+func (u *Update) Shape() Shape { return u.shape }
 
 // Clip is the L2 clip norm the values were scaled by.
 func (u *Update) Clip() float64 { return u.clip }
@@ -56,12 +61,9 @@ func (u *Update) NumCiphertexts() int { return len(u.c0) }
 // decryptor should check the round's manifest, not this number.
 func (u *Update) Parties() int { return u.parties }
 
-// newCiphertext allocates a level-0 ciphertext with the metadata lattigo's
-// encryptor gives a coefficient-encoded plaintext at the region scale.
+// newCiphertext allocates a ciphertext over all of Q, NTT domain.
 func (p Params) newCiphertext() *rlwe.Ciphertext {
-	ct := ckks.NewCiphertext(p.ckks, 1, 0)
-	p.setMeta(ct.MetaData)
-	return ct
+	return rlwe.NewCiphertext(p.rlwe, 1, p.level())
 }
 
 // aPRNG is the source of the public polynomial a of ciphertext index of
@@ -90,48 +92,36 @@ func checkA(a ring.Poly, index int) error {
 // uniformA expands a from aPRNG exactly as lattigo's secret-key encryptor
 // reads its c1 (TestUniformAMatchesEncryptor holds the two together).
 func (p Params) uniformA(seedHash, binding [32]byte, index int) ring.Poly {
-	a := p.ckks.RingQ().AtLevel(0).NewPoly()
-	ringqp.NewUniformSampler(aPRNG(seedHash, binding, index), *p.ckks.GetRLWEParameters().RingQP()).AtLevel(0, -1).Read(ringqp.Poly{Q: a})
+	a := p.rlwe.RingQ().NewPoly()
+	ringqp.NewUniformSampler(aPRNG(seedHash, binding, index), *p.rlwe.RingQP()).AtLevel(p.level(), -1).Read(ringqp.Poly{Q: a})
 	return a
 }
 
-func (p Params) newPlaintext() *rlwe.Plaintext {
-	pt := ckks.NewPlaintext(p.ckks, 0)
-	p.setMeta(pt.MetaData)
-	return pt
-}
+func (p Params) updateFixed() int { return headerLen + tagLen + 4 + 4 + 4 + 8 + 32 }
 
-func (p Params) setMeta(m *rlwe.MetaData) {
-	m.IsBatched = false // coefficient encoding: one value per coefficient
-	m.IsNTT = p.ckks.NTTFlag()
-	m.Scale = rlwe.NewScale(p.scale())
-	m.LogDimensions = p.ckks.LogMaxDimensions()
-}
-
-func (p Params) updateFixed() int { return headerLen + tagLen + 4 + 4 + 8 + 32 }
-
-// UpdateSize is the exact encoded size in bytes of an update of length
-// values, or 0 if p or length is invalid.
-func UpdateSize(p Params, length int) int {
-	if p.Validate() != nil || length < 1 || length > MaxLength {
+// UpdateSize is the exact encoded size in bytes of an update of shape s,
+// or 0 if p or s is invalid.
+func UpdateSize(p Params, s Shape) int {
+	if p.Validate() != nil || s.check() != nil {
 		return 0
 	}
-	return p.updateFixed() + p.Ciphertexts(length)*p.polyQLen()
+	return p.updateFixed() + p.Ciphertexts(s)*p.packedPolyLen()
 }
 
 // MarshalBinary encodes the update; the result has UpdateSize bytes.
 func (u *Update) MarshalBinary() ([]byte, error) {
-	w := newWriter(UpdateSize(u.p, u.length), kindUpdate)
+	w := newWriter(UpdateSize(u.p, u.shape), kindUpdate)
 	u.writeHeader(w)
 	for _, c := range u.c0 {
-		w.poly(c)
+		w.packed(u.p, c)
 	}
 	return w.b, nil
 }
 
 func (u *Update) writeHeader(w *writer) {
 	w.tag(u.p)
-	w.u32(uint32(u.length))
+	w.u32(uint32(u.shape.Len))
+	w.u32(uint32(u.shape.Wide))
 	w.u32(uint32(u.parties))
 	w.f64(u.clip)
 	w.bytes(u.binding[:])
@@ -144,10 +134,10 @@ func (u *Update) Digest() [32]byte {
 	w := newWriter(u.p.updateFixed(), kindUpdate)
 	u.writeHeader(w)
 	h.Write(w.b)
-	buf := &writer{b: make([]byte, 0, u.p.polyQLen())}
+	buf := &writer{b: make([]byte, 0, u.p.packedPolyLen())}
 	for _, c := range u.c0 {
 		buf.b = buf.b[:0]
-		buf.poly(c)
+		buf.packed(u.p, c)
 		h.Write(buf.b)
 	}
 	var d [32]byte
@@ -155,18 +145,18 @@ func (u *Update) Digest() [32]byte {
 	return d
 }
 
-// UnmarshalUpdate decodes an update of length values made under p. The
-// byte length is checked against UpdateSize before anything is allocated.
-func UnmarshalUpdate(p Params, length int, b []byte) (*Update, error) {
+// UnmarshalUpdate decodes an update of shape s made under p. The byte
+// length is checked against UpdateSize before anything is allocated.
+func UnmarshalUpdate(p Params, s Shape, b []byte) (*Update, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	if length < 1 || length > MaxLength {
-		return nil, fmt.Errorf("%w: update length %d not in 1..%d", ErrWrongShape, length, MaxLength)
+	if err := s.check(); err != nil {
+		return nil, err
 	}
-	want := UpdateSize(p, length)
+	want := UpdateSize(p, s)
 	if len(b) != want {
-		return nil, fmt.Errorf("%w: update of %d bytes, %d values need %d", ErrMalformed, len(b), length, want)
+		return nil, fmt.Errorf("%w: update of %d bytes, %v needs %d", ErrMalformed, len(b), s, want)
 	}
 	r, err := newReader(b, kindUpdate, want)
 	if err != nil {
@@ -175,21 +165,20 @@ func UnmarshalUpdate(p Params, length int, b []byte) (*Update, error) {
 	if err := r.tag(p); err != nil {
 		return nil, err
 	}
-	u := &Update{p: p, length: int(r.u32()), parties: int(r.u32()), clip: r.f64()}
+	u := &Update{p: p, shape: Shape{Len: int(r.u32()), Wide: int(r.u32())}, parties: int(r.u32()), clip: r.f64()}
 	copy(u.binding[:], r.bytes(32))
 	switch {
-	case u.length != length:
-		return nil, fmt.Errorf("%w: update holds %d values, want %d", ErrWrongShape, u.length, length)
-	case u.parties < 1 || u.parties > p.maxParties:
-		return nil, fmt.Errorf("%w: update: parties %d not in 1..%d", ErrMalformed, u.parties, p.maxParties)
+	case u.shape != s:
+		return nil, fmt.Errorf("%w: update holds %v, want %v", ErrWrongShape, u.shape, s)
+	case u.parties < 1 || u.parties > p.MaxParties():
+		return nil, fmt.Errorf("%w: update: parties %d not in 1..%d", ErrMalformed, u.parties, p.MaxParties())
 	case checkClip(u.clip) != nil:
 		return nil, fmt.Errorf("%w: update: clip %g", ErrMalformed, u.clip)
 	}
-	q := p.ckks.GetRLWEParameters().Q()
-	u.c0 = make([]ring.Poly, p.Ciphertexts(length))
+	u.c0 = make([]ring.Poly, p.Ciphertexts(s))
 	for i := range u.c0 {
-		u.c0[i] = p.ckks.RingQ().AtLevel(0).NewPoly()
-		if err := r.poly(u.c0[i], q, fmt.Sprintf("ciphertext %d", i)); err != nil {
+		u.c0[i] = p.rlwe.RingQ().NewPoly()
+		if err := r.packed(p, u.c0[i], fmt.Sprintf("ciphertext %d", i)); err != nil {
 			return nil, err
 		}
 	}
@@ -204,22 +193,29 @@ func checkClip(clip float64) error {
 }
 
 // Encrypt clips values to L2 norm clip, scales them by 1/clip (so every
-// coefficient is in [-1, 1]), appends count as base-2^10 digits and
+// value is in [-1, 1]), quantizes each with unbiased stochastic rounding,
+// to QuantBits bits or, for the last wide values, to WideBits (exact
+// enough for counts and sums that must survive rounding), appends count as
+// b-bit digits and the party field, packs the fields (see Params) and
 // encrypts the lot under the party's own key, with the public a of every
-// ciphertext expanded from the ceremony seed and binding (uniformA). NaN or
-// Inf anywhere is an error: one out-of-range coefficient would corrupt
-// other values of the aggregate.
+// ciphertext expanded from the ceremony seed and binding (uniformA). NaN
+// or Inf anywhere is an error.
+//
+// The rounding draws on this process's own randomness (crypto/rand),
+// never on anything public: rounding that others could predict would
+// tell them which way each value was rounded.
 //
 // Two different vectors encrypted under the same binding give away their
 // difference (the a·s_i terms cancel): the caller must encrypt once per
 // binding and resend the same bytes, never re-encrypt.
-func (pa *Party) Encrypt(values []float64, count uint64, clip float64, binding [32]byte) (*Update, error) {
+func (pa *Party) Encrypt(values []float64, wide int, count uint64, clip float64, binding [32]byte) (*Update, error) {
 	p := pa.p
 	if !pa.ready {
 		return nil, fmt.Errorf("%w: the key ceremony is not complete", ErrNotReady)
 	}
-	if len(values) < 1 || len(values) > MaxLength {
-		return nil, fmt.Errorf("%w: %d values, want 1..%d", ErrWrongShape, len(values), MaxLength)
+	shape := Shape{Len: len(values), Wide: wide}
+	if err := shape.check(); err != nil {
+		return nil, err
 	}
 	if count > MaxCount {
 		return nil, fmt.Errorf("%w: sample count %d exceeds %d", ErrInvalidValue, count, MaxCount)
@@ -232,36 +228,69 @@ func (pa *Party) Encrypt(values []float64, count uint64, clip float64, binding [
 		return nil, err
 	}
 	factor := 1 / max(norm, clip)
+	narrow := shape.narrow()
+	// The wide values' digits, drawn here once: there are few of them.
+	rng := newRoundingRNG()
+	wideFields := make([]uint64, 0, wide*wideDigits)
+	for _, x := range values[narrow:] {
+		v := p.quantizeWide(x*factor, rng)
+		for range wideDigits {
+			wideFields = append(wideFields, v&(uint64(1)<<p.quantBits-1))
+			v >>= p.quantBits
+		}
+	}
+	u := &Update{p: p, shape: shape, parties: 1, clip: clip, binding: binding}
+	countAt := narrow + len(wideFields)
+	scale := p.quantMax() * factor
+	err = pa.seal(u, func() func(int) uint64 {
+		rng := newRoundingRNG()
+		return func(g int) uint64 {
+			switch {
+			case g < narrow:
+				return p.quantize(values[g]*scale, rng)
+			case g < countAt:
+				return wideFields[g-narrow]
+			case g < countAt+p.countDigits:
+				k := g - countAt
+				return (count >> (k * p.quantBits)) & (uint64(1)<<p.quantBits - 1)
+			case g == countAt+p.countDigits:
+				return 1
+			}
+			return 0
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return u, nil
+}
 
-	n := p.SlotsPerCiphertext()
-	digitBase := float64(uint64(1) << p.countDigitBits)
+// newRoundingRNG is a generator for stochastic rounding seeded from this
+// process's own randomness.
+func newRoundingRNG() *mrand.Rand {
+	var seed [32]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		panic(err) // crypto/rand.Read never fails (Go 1.24+)
+	}
+	return mrand.New(mrand.NewChaCha8(seed))
+}
+
+// seal packs and encrypts u's ciphertexts in parallel, field g of the
+// plaintext being field(g) for a field function made once per worker.
+func (pa *Party) seal(u *Update, newField func() func(int) uint64) error {
+	p := pa.p
 	seed := seedHash(pa.seed[:])
-	u := &Update{p: p, length: len(values), parties: 1, clip: clip, binding: binding,
-		c0: make([]ring.Poly, p.Ciphertexts(len(values)))}
-	err = parallel(len(u.c0), func() func(int) error {
-		enc := ckks.NewEncoder(p.ckks, p.encPrec)
-		base := rlwe.NewEncryptor(p.ckks, pa.sk)
-		pt := p.newPlaintext()
-		buf := make([]float64, n)
+	u.c0 = make([]ring.Poly, p.Ciphertexts(u.shape))
+	return parallel(len(u.c0), func() func(int) error {
+		field := newField()
+		enc := rlwe.NewEncryptor(p.rlwe, pa.sk)
+		pt := rlwe.NewPlaintext(p.rlwe, p.level())
 		return func(i int) error {
-			for j := range buf {
-				g := i*n + j
-				switch {
-				case g < len(values):
-					buf[j] = min(1, max(-1, values[g]*factor))
-				case g < len(values)+p.countDigits:
-					k := g - len(values)
-					d := (count >> (k * p.countDigitBits)) & (uint64(1)<<p.countDigitBits - 1)
-					buf[j] = float64(d) / digitBase
-				default:
-					buf[j] = 0
-				}
-			}
-			if err := enc.Encode(buf, pt); err != nil {
-				return fmt.Errorf("he: encoding ciphertext %d: %w", i, err)
-			}
+			p.pack(pt.Value, i, field)
+			p.rlwe.RingQ().NTT(pt.Value, pt.Value)
+			pt.IsNTT = true
 			ct := p.newCiphertext()
-			if err := base.WithPRNG(aPRNG(seed, binding, i)).Encrypt(pt, ct); err != nil {
+			if err := enc.WithPRNG(aPRNG(seed, u.binding, i)).Encrypt(pt, ct); err != nil {
 				return fmt.Errorf("he: encrypting ciphertext %d: %w", i, err)
 			}
 			if err := checkA(ct.Value[1], i); err != nil {
@@ -271,10 +300,57 @@ func (pa *Party) Encrypt(values []float64, count uint64, clip float64, binding [
 			return nil
 		}
 	})
-	if err != nil {
-		return nil, err
+}
+
+// quantize maps y in [-quantMax, quantMax] (a scaled value) to its field:
+// the nearest integer below or above, chosen with probability equal to the
+// distance (so the expected field is exactly y), plus the offset
+// 2^(b-1), which makes every field of a fresh update an integer in
+// [1, 2^b-1].
+func (p Params) quantize(y float64, rng *mrand.Rand) uint64 {
+	m := p.quantMax()
+	y = min(m, max(-m, y))
+	f := math.Floor(y)
+	if rng.Float64() < y-f {
+		f++
 	}
-	return u, nil
+	return uint64(int64(f) + int64(1)<<(p.quantBits-1))
+}
+
+// quantizeWide maps x in [-1, 1] to a wide value: x·wideMax rounded
+// stochastically, plus the offset 2^(WideBits-1), an integer in
+// [1, 2^WideBits-1] carried in wideDigits fields of b bits, low first.
+func (p Params) quantizeWide(x float64, rng *mrand.Rand) uint64 {
+	m := p.wideMax()
+	y := min(m, max(-m, x*m))
+	f := math.Floor(y)
+	if rng.Float64() < y-f {
+		f++
+	}
+	return uint64(int64(f) + int64(1)<<(p.wideBits()-1))
+}
+
+// pack writes ciphertext i's plaintext, in the coefficient domain: for
+// every coefficient c and message prime j, m_j = Σ_f field(g)·2^(w·f) over
+// the fieldsPerPrime consecutive fields g that (c, j) carries, times q_E
+// modulo q_j; zero modulo the noise prime.
+func (p Params) pack(pt ring.Poly, i int, field func(int) uint64) {
+	n := 1 << p.logN
+	w := p.fieldBits()
+	q := p.rlwe.Q()
+	perCoeff := p.fieldsPerCoeff()
+	for c := range n {
+		g := (i*n + c) * perCoeff
+		for j := range p.messagePrimes {
+			var m uint64
+			for f := range p.fieldsPerPrime {
+				m |= field(g) << (w * f)
+				g++
+			}
+			pt.Coeffs[j][c] = ring.BRed(m, p.deltaMod[j], q[j], p.bred[j])
+		}
+		pt.Coeffs[p.messagePrimes][c] = 0
+	}
 }
 
 // l2Norm returns the L2 norm of v without overflow, or an error on NaN/Inf.
@@ -335,7 +411,7 @@ func parallel(n int, newWorker func() func(int) error) error {
 type Aggregator struct {
 	mu      sync.Mutex
 	p       Params
-	length  int
+	shape   Shape
 	clip    float64
 	binding [32]byte
 	err     error // invalid construction arguments, reported by Add
@@ -343,16 +419,16 @@ type Aggregator struct {
 	added   int
 }
 
-// NewAggregator returns an empty aggregate for updates of length values
-// with the given clip norm and binding. Invalid arguments are reported by
-// the first Add.
-func NewAggregator(p Params, length int, clip float64, binding [32]byte) *Aggregator {
-	a := &Aggregator{p: p, length: length, clip: clip, binding: binding}
+// NewAggregator returns an empty aggregate for updates of shape s with the
+// given clip norm and binding. Invalid arguments are reported by the first
+// Add.
+func NewAggregator(p Params, s Shape, clip float64, binding [32]byte) *Aggregator {
+	a := &Aggregator{p: p, shape: s, clip: clip, binding: binding}
 	switch {
 	case p.Validate() != nil:
 		a.err = p.Validate()
-	case length < 1 || length > MaxLength:
-		a.err = fmt.Errorf("%w: aggregate length %d not in 1..%d", ErrWrongShape, length, MaxLength)
+	case s.check() != nil:
+		a.err = s.check()
 	default:
 		a.err = checkClip(clip)
 	}
@@ -372,27 +448,32 @@ func (a *Aggregator) Add(u *Update) error {
 		return fmt.Errorf("%w: nil update", ErrInvalidValue)
 	case u.p.tag != a.p.tag:
 		return fmt.Errorf("%w: update made under %q, aggregate uses %q", ErrWrongParams, u.p.name, a.p.name)
-	case u.length != a.length:
-		return fmt.Errorf("%w: update of %d values, aggregate of %d", ErrWrongShape, u.length, a.length)
+	case u.shape != a.shape:
+		return fmt.Errorf("%w: update of %v, aggregate of %v", ErrWrongShape, u.shape, a.shape)
 	case u.clip != a.clip:
 		return fmt.Errorf("%w: update clip norm %g, aggregate uses %g", ErrBindingMismatch, u.clip, a.clip)
 	case u.binding != a.binding:
 		return fmt.Errorf("%w: update bound to another job, round or model", ErrBindingMismatch)
-	case len(u.c0) != a.p.Ciphertexts(a.length):
+	case len(u.c0) != a.p.Ciphertexts(a.shape):
 		return fmt.Errorf("%w: update of %d ciphertexts", ErrWrongShape, len(u.c0))
 	}
-	if a.acc != nil && a.acc.parties+u.parties > a.p.maxParties {
-		return fmt.Errorf("%w: %d + %d exceeds %d", ErrTooManyParties, a.acc.parties, u.parties, a.p.maxParties)
+	if a.acc != nil && a.acc.parties+u.parties > a.p.MaxParties() {
+		return fmt.Errorf("%w: %d + %d exceeds %d", ErrTooManyParties, a.acc.parties, u.parties, a.p.MaxParties())
 	}
 	if a.acc == nil {
-		a.acc = u.clone()
-	} else {
-		ringQ := a.p.ckks.RingQ().AtLevel(0)
-		for i, c := range u.c0 {
-			ringQ.Add(a.acc.c0[i], c, a.acc.c0[i])
+		a.acc = &Update{p: a.p, shape: a.shape, clip: a.clip, binding: a.binding, c0: make([]ring.Poly, len(u.c0))}
+		for i := range a.acc.c0 {
+			a.acc.c0[i] = a.p.rlwe.RingQ().NewPoly()
 		}
-		a.acc.parties += u.parties
 	}
+	ringQ := a.p.rlwe.RingQ()
+	_ = parallel(len(u.c0), func() func(int) error {
+		return func(i int) error {
+			ringQ.Add(a.acc.c0[i], u.c0[i], a.acc.c0[i])
+			return nil
+		}
+	})
+	a.acc.parties += u.parties
 	a.added++
 	return nil
 }

@@ -13,8 +13,10 @@ import (
 // at once with ErrMalformed. Kinds bound to a parameter set follow with the
 // set's 8-byte tag (ErrWrongParams on mismatch).
 //
-// Polynomials are written as raw little-endian uint64 coefficients, one
-// modulus after the other. We never call lattigo's own decoders on outside
+// Key polynomials are written as raw little-endian uint64 coefficients, one
+// modulus after the other. Ciphertexts and decryption shares, the bulk of
+// the traffic, are packed: each residue takes its prime's bit width
+// (writer.packed). We never call lattigo's own decoders on outside
 // bytes: they trust length prefixes inside the input and allocate without
 // bound on a short input. Instead every decoder here computes the exact
 // length from Params first, checks it, and then checks that every
@@ -22,7 +24,7 @@ import (
 // it).
 const (
 	magic       = "RFHE"
-	wireVersion = 2 // 2: contributor-keyed updates (c0 only), per-sender Shamir shares
+	wireVersion = 3 // 3: quantized packing, bit-packed residues; 2: contributor-keyed CKKS
 	headerLen   = 4 + 1 + 1
 	tagLen      = 8
 )
@@ -78,6 +80,29 @@ func (w *writer) poly(p ring.Poly) {
 	for _, c := range p.Coeffs {
 		for _, v := range c {
 			w.b = binary.LittleEndian.AppendUint64(w.b, v)
+		}
+	}
+}
+
+// packed appends a polynomial mod Q, each prime's residues packed to the
+// prime's bit width, least significant bits first.
+func (w *writer) packed(p Params, poly ring.Poly) {
+	for j, width := range p.polyBits() {
+		var acc uint64 // pending bits, n of them
+		n := 0
+		for _, v := range poly.Coeffs[j] {
+			acc |= v << n
+			if n+width >= 64 {
+				w.b = binary.LittleEndian.AppendUint64(w.b, acc)
+				acc = v >> (64 - n) // n == 0 shifts everything out: acc = 0
+				n = n + width - 64
+			} else {
+				n += width
+			}
+		}
+		for ; n > 0; n -= 8 {
+			w.b = append(w.b, byte(acc))
+			acc >>= 8
 		}
 	}
 }
@@ -166,6 +191,38 @@ func (r *reader) poly(p ring.Poly, moduli []uint64, field string) error {
 	return nil
 }
 
+// packed fills poly (all of Q) from residues packed by writer.packed and
+// checks that each is reduced modulo its prime. The caller checked the
+// total length; each prime's block is width·N/8 bytes, with no bits to
+// spare.
+func (r *reader) packed(p Params, poly ring.Poly, field string) error {
+	q := p.rlwe.Q()
+	for j, width := range p.polyBits() {
+		coeffs := poly.Coeffs[j]
+		block := r.bytes(width * len(coeffs) / 8)
+		mask := uint64(1)<<width - 1
+		var tail [16]byte
+		for c := range coeffs {
+			pos := c * width
+			src, off := block[pos/8:], uint(pos%8)
+			if len(src) < 9 {
+				copy(tail[:], src)
+				src = tail[:]
+			}
+			v := binary.LittleEndian.Uint64(src) >> off
+			if off+uint(width) > 64 {
+				v |= uint64(src[8]) << (64 - off)
+			}
+			v &= mask
+			if v >= q[j] {
+				return fmt.Errorf("%w: %s: %s: coefficient %d mod prime %d not reduced", ErrMalformed, kindName(r.kind), field, c, j)
+			}
+			coeffs[c] = v
+		}
+	}
+	return nil
+}
+
 func (r *reader) done() error {
 	if len(r.b) != 0 {
 		return fmt.Errorf("%w: %s: %d trailing bytes", ErrMalformed, kindName(r.kind), len(r.b))
@@ -175,5 +232,4 @@ func (r *reader) done() error {
 
 // polyQLen and polyQPLen are the encoded sizes of a polynomial modulo Q and
 // modulo QP.
-func (p Params) polyQLen() int  { return 8 << p.logN }
-func (p Params) polyQPLen() int { return 16 << p.logN }
+func (p Params) polyQPLen() int { return 8 * (p.rlwe.QCount() + p.rlwe.PCount()) << p.logN }

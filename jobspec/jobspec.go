@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"gopkg.in/yaml.v3"
 
+	"regionfl/he"
 	"regionfl/models"
 	"regionfl/privacy"
 	pb "regionfl/proto/regionfl/v1"
@@ -589,15 +590,15 @@ func CheckScaling(mean, std []float64, inputs int) error {
 const StatsRound = 0
 
 // StatsBound is the L2 bound of a site's statistics vector
-// (StatsVector with the job's sample scale). The encryption error
-// of a decrypted value is about 5e-9 of it, 0.01: the integer parts round
-// to exact integers with a margin of 25 (some 70 standard deviations of
-// that error), and the region's means and standard deviations come back
-// within about 1e-6 of the exact ones. The integer parts fit for a site
-// whose sums per feature stay below about 2·10⁶ times the sample scale
-// (Σx² of 30,000 rows of values near 250 at the default scale); a site
-// whose vector is longer refuses the round rather than distort the
-// region's scaling, and the job can raise sample_scale.
+// (StatsVector with the job's sample scale). Its values travel wide
+// (VectorShape): a decrypted value is off by at most one step of
+// StatsBound/2^47, 1.4e-8, per site, so the integer parts round to exact
+// integers with a wide margin and the region's means and standard
+// deviations come back within about 1e-12 of the exact ones. The integer
+// parts fit for a site whose sums per feature stay below about 2·10⁶
+// times the sample scale (Σx² of 30,000 rows of values near 250 at the
+// default scale); a site whose vector is longer refuses the round rather
+// than distort the region's scaling, and the job can raise sample_scale.
 const StatsBound = 2e6
 
 // NeedsScaling reports whether a job still waits for the region's
@@ -618,6 +619,19 @@ func VectorLen(s *pb.JobSpec, round uint32) int {
 	return NumParams(s) + models.MetricSumsLen
 }
 
+// VectorShape is the shape of the vector a site encrypts in a round
+// (VectorLen values): the statistics vector is all wide, so its integer
+// parts round to exact integers; after a model update, quantized to
+// he's QuantBits, the metric sums are wide, so the region's counts come
+// back exact.
+func VectorShape(s *pb.JobSpec, round uint32) he.Shape {
+	n := VectorLen(s, round)
+	if round == StatsRound {
+		return he.Shape{Len: n, Wide: n}
+	}
+	return he.Shape{Len: n, Wide: models.MetricSumsLen}
+}
+
 // NumParams is the number of model parameters of a job.
 func NumParams(s *pb.JobSpec) int { return FromProto(s.GetModel()).NumParams() }
 
@@ -627,7 +641,8 @@ const MetricsBound = 10
 // MetricScale divides a site's metric sums before encryption. The sums of
 // n test rows have norm at most 28·n, so dividing by 30·sample_scale keeps
 // the block below n/sample_scale; sites evaluate on at most MaxMetricRows
-// rows so it stays within MetricsBound. Counts come back within 1e-3.
+// rows so it stays within MetricsBound. The sums travel wide
+// (VectorShape): counts come back within 1e-9.
 func MetricScale(s *pb.JobSpec) float64 { return 30 * float64(s.GetSampleScale()) }
 
 // MaxMetricRows is the most test rows a site evaluates on.

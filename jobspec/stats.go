@@ -12,21 +12,20 @@ import (
 // one mean and standard deviation per feature by RegionScaling. No site's
 // own statistics leave it.
 
-// The encrypted sums carry an absolute error of a fixed fraction (about
-// 5e-9 at four parties) of the encoding's bound. Sent as they are, Σx² of
-// a feature far from zero (temperature: mean 37, std 0.7) is four orders
-// of magnitude larger than its variance, and variance = E[x²] − mean²
-// cancels the digits the error left: at a bound of 1e6 the region's std of
-// temperature came out 66% wrong. So every sum travels in two parts, as
-// the he package carries sample counts: its integer part, which the
-// decrypted total recovers exactly by rounding, and its fraction,
-// amplified to fill a quarter of the bound, whose error shrinks by that
-// gain (about 10⁵ at 15 features). The region's means and standard
-// deviations then come back within about 1e-6 of the exact ones.
+// The statistics vector travels as wide values (VectorShape): each is
+// rounded to a step of bound/2^47 per site, about 1.4e-8 at StatsBound.
+// Sent as they are, Σx² of a feature far from zero (temperature: mean 37,
+// std 0.7) is four orders of magnitude larger than its variance, and
+// variance = E[x²] − mean² cancels the digits the error leaves. So every
+// sum travels in two parts: its integer part, which the decrypted total
+// recovers exactly by rounding, and its fraction, amplified to fill a
+// quarter of the bound, whose error shrinks by that gain (about 10⁵ at 15
+// features). The region's means and standard deviations then come back
+// within about 1e-12 of the exact ones.
 
 // maxStatsRoundingError is the largest distance of a decrypted integer
 // part from an integer that still counts as exact; the encryption error
-// at StatsBound is about 0.01, far below it.
+// at StatsBound is below 1e-7, far below it.
 const maxStatsRoundingError = 0.25
 
 // StatsVectorLen is the length of the statistics vector of a table with

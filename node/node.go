@@ -1107,7 +1107,11 @@ func (n *Node) encrypt(t *pb.TrainTask, binding [32]byte, v []float64, count uin
 	if err := n.recordEncryption(binding, v, count); err != nil {
 		return nil, err
 	}
-	u, err := party.Encrypt(v, count, jobspec.EncodingClip(t.Spec, t.Round), binding)
+	shape := jobspec.VectorShape(t.Spec, t.Round)
+	if len(v) != shape.Len {
+		return nil, fmt.Errorf("a vector of %d values for a round that takes %d", len(v), shape.Len)
+	}
+	u, err := party.Encrypt(v, shape.Wide, count, jobspec.EncodingClip(t.Spec, t.Round), binding)
 	if err != nil {
 		return nil, err
 	}
@@ -1345,8 +1349,8 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	if err := n.checkApprovals(r, binding, contributors, t.Approvals); err != nil {
 		return err
 	}
-	length := jobspec.VectorLen(t.Spec, t.Round)
-	size := he.UpdateSize(n.params, length)
+	shape := jobspec.VectorShape(t.Spec, t.Round)
+	size := he.UpdateSize(n.params, shape)
 	if t.AggregateSize != uint64(size) {
 		return fmt.Errorf("aggregate of %d bytes, this model's is %d", t.AggregateSize, size)
 	}
@@ -1368,7 +1372,7 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	if err != nil {
 		return err
 	}
-	agg, err := he.UnmarshalUpdate(n.params, length, raw)
+	agg, err := he.UnmarshalUpdate(n.params, shape, raw)
 	if err != nil {
 		return fmt.Errorf("aggregate: %w", err)
 	}

@@ -259,11 +259,11 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	updates := map[string][]byte{}
 	aggregate := func() ([]byte, []byte) {
 		made++
-		agg := he.NewAggregator(p, jobspec.VectorLen(spec, 1), jobspec.EncodingClip(spec, 1), bind)
+		agg := he.NewAggregator(p, jobspec.VectorShape(spec, 1), jobspec.EncodingClip(spec, 1), bind)
 		for i, pa := range parties[:2] {
 			v := make([]float64, jobspec.VectorLen(spec, 1))
 			v[0] = float64(made)
-			u, err := pa.Encrypt(v, 10, jobspec.EncodingClip(spec, 1), bind)
+			u, err := pa.Encrypt(v, jobspec.VectorShape(spec, 1).Wide, 10, jobspec.EncodingClip(spec, 1), bind)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -415,9 +415,9 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 		t.Errorf("%d ciphertexts counted for one share of a one-ciphertext aggregate", spent)
 	}
 	bind2 := jobspec.Binding("job-1", 2, 0, hash, [32]byte{})
-	agg2 := he.NewAggregator(p, jobspec.VectorLen(spec, 2), jobspec.EncodingClip(spec, 2), bind2)
+	agg2 := he.NewAggregator(p, jobspec.VectorShape(spec, 2), jobspec.EncodingClip(spec, 2), bind2)
 	for _, pa := range parties[:2] {
-		u, err := pa.Encrypt(make([]float64, jobspec.VectorLen(spec, 2)), 10, jobspec.EncodingClip(spec, 2), bind2)
+		u, err := pa.Encrypt(make([]float64, jobspec.VectorLen(spec, 2)), jobspec.VectorShape(spec, 2).Wide, 10, jobspec.EncodingClip(spec, 2), bind2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -717,14 +717,17 @@ func TestOneVectorPerBinding(t *testing.T) {
 	n := &Node{cfg: Config{DataDir: dir}, params: p, state: st, parties: map[uint32]*he.Party{0: parties[0]}, log: slog.New(slog.DiscardHandler)}
 	spec := &pb.JobSpec{Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: 3}), ClipNorm: 10}
 	task := &pb.TrainTask{JobId: "job-1", Round: 1, Spec: spec, ModelHash: jobspec.FromProto(spec.Model).Hash()}
-	v := []float64{0.1, 0.2, 0.3, 0.4}
+	vector := func(head ...float64) []float64 {
+		return append(head, make([]float64, jobspec.VectorLen(spec, 1)-len(head))...)
+	}
+	v := vector(0.1, 0.2, 0.3, 0.4)
 	if _, err := n.encrypt(task, taskBinding(task, [32]byte{}), v, 7); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := n.encrypt(task, taskBinding(task, [32]byte{}), v, 7); err != nil {
 		t.Fatalf("the same vector again: %v", err)
 	}
-	if _, err := n.encrypt(task, taskBinding(task, [32]byte{}), []float64{0.1, 0.2, 0.3, 0.5}, 7); !errors.Is(err, ErrUntrusted) {
+	if _, err := n.encrypt(task, taskBinding(task, [32]byte{}), vector(0.1, 0.2, 0.3, 0.5), 7); !errors.Is(err, ErrUntrusted) {
 		t.Fatalf("another vector under the same binding: %v", err)
 	}
 	if _, err := n.encrypt(task, taskBinding(task, [32]byte{}), v, 8); !errors.Is(err, ErrUntrusted) {
@@ -732,7 +735,7 @@ func TestOneVectorPerBinding(t *testing.T) {
 	}
 	next := proto.Clone(task).(*pb.TrainTask)
 	next.Round = 2
-	if _, err := n.encrypt(next, taskBinding(next, [32]byte{}), []float64{0.1, 0.2, 0.3, 0.5}, 7); err != nil {
+	if _, err := n.encrypt(next, taskBinding(next, [32]byte{}), vector(0.1, 0.2, 0.3, 0.5), 7); err != nil {
 		t.Fatalf("the next round: %v", err)
 	}
 	st2, err := loadState(dir)
@@ -740,7 +743,7 @@ func TestOneVectorPerBinding(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.state = st2
-	if _, err := n.encrypt(task, taskBinding(task, [32]byte{}), []float64{0, 0, 0, 1}, 7); !errors.Is(err, ErrUntrusted) {
+	if _, err := n.encrypt(task, taskBinding(task, [32]byte{}), vector(0, 0, 0, 1), 7); !errors.Is(err, ErrUntrusted) {
 		t.Fatalf("another vector after a restart: %v", err)
 	}
 }

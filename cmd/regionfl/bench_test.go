@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -37,11 +38,13 @@ func TestBenchHEJSON(t *testing.T) {
 				t.Errorf("row lacks %q: %v", want, keys)
 			}
 		}
-		if e := r["max_rel_error"].(float64); !(e < 1e-5) {
+		// Three updates, each off by less than a step of 2^-15 of the clip
+		// norm per value, against values of about clip/sqrt(params).
+		if e := r["max_rel_error"].(float64); !(e > 0 && e < 0.01) {
 			t.Errorf("max_rel_error %g: the decrypted sum is not the sum", e)
 		}
-		if b := r["bytes_per_param"].(float64); !(b > 4) {
-			t.Errorf("bytes_per_param %g is less than a float32's", b)
+		if b, n := r["bytes_per_param"].(float64), r["update_bytes"].(float64)/r["params"].(float64); math.Abs(b-n) > 0.01 {
+			t.Errorf("bytes_per_param %g, update_bytes/params %g", b, n)
 		}
 	}
 	for _, args := range [][]string{

@@ -230,7 +230,7 @@ func (e *Engine) decryptedIn(j *fsm.Job, epoch uint32) int {
 	n := 0
 	for _, r := range j.Rounds {
 		if r.Epoch == epoch && r.Attempt > 0 {
-			n += int(r.Attempt) * e.params.Ciphertexts(jobspec.VectorLen(j.Spec, r.Number))
+			n += int(r.Attempt) * e.params.Ciphertexts(jobspec.VectorShape(j.Spec, r.Number))
 		}
 	}
 	return n
@@ -507,7 +507,7 @@ func (e *Engine) stepDecrypting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 			JobId: j.ID, Round: r.Number, Attempt: r.Attempt + 1, Active: active, UnixMs: now,
 		})
 	}
-	agg, err := he.UnmarshalUpdate(e.params, jobspec.VectorLen(j.Spec, r.Number), r.Aggregate)
+	agg, err := he.UnmarshalUpdate(e.params, jobspec.VectorShape(j.Spec, r.Number), r.Aggregate)
 	if err != nil {
 		return e.abort(j, r, "committed aggregate unreadable: "+err.Error())
 	}
@@ -606,7 +606,7 @@ func (e *Engine) CheckHeader(hospital string, h *pb.UpdateHeader) (size int, bin
 	if err != nil {
 		return 0, binding, err
 	}
-	return he.UpdateSize(e.params, jobspec.VectorLen(j.Spec, r.Number)), j.Binding(r), nil
+	return he.UpdateSize(e.params, jobspec.VectorShape(j.Spec, r.Number)), j.Binding(r), nil
 }
 
 func (e *Engine) check(hospital string, h *pb.UpdateHeader) (*fsm.Job, *fsm.Round, error) {
@@ -655,7 +655,7 @@ func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw, certificate []
 	if err != nil {
 		return err
 	}
-	n := jobspec.VectorLen(j.Spec, r.Number)
+	n := jobspec.VectorShape(j.Spec, r.Number)
 	u, err := he.UnmarshalUpdate(e.params, n, raw)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBadUpdate, err)

@@ -461,13 +461,13 @@ func (s *Server) uploadDeadline(size int) time.Duration {
 }
 
 // decryptingRound returns the caller's view of a round waiting for shares.
-func (s hospitalService) decryptingRound(ctx context.Context, jobID string, number uint32) (*fsm.Round, int, error) {
+func (s hospitalService) decryptingRound(ctx context.Context, jobID string, number uint32) (*fsm.Round, he.Shape, error) {
 	if err := s.leader(ctx); err != nil {
-		return nil, 0, err
+		return nil, he.Shape{}, err
 	}
 	var (
 		r   *fsm.Round
-		n   int
+		n   he.Shape
 		err error
 	)
 	s.read(func(st *fsm.State) {
@@ -482,7 +482,7 @@ func (s hospitalService) decryptingRound(ctx context.Context, jobID string, numb
 			return
 		}
 		c := *cur
-		r, n = &c, jobspec.VectorLen(j.Spec, number)
+		r, n = &c, jobspec.VectorShape(j.Spec, number)
 	})
 	return r, n, err
 }
@@ -581,7 +581,7 @@ func (s hospitalService) SubmitDecryptionShare(stream pb.HospitalService_SubmitD
 	if hdr == nil {
 		return status.Error(codes.InvalidArgument, "the first message must be the share header")
 	}
-	r, length, err := s.decryptingRound(ctx, hdr.JobId, hdr.Round)
+	r, shape, err := s.decryptingRound(ctx, hdr.JobId, hdr.Round)
 	if err != nil {
 		return err
 	}
@@ -589,7 +589,7 @@ func (s hospitalService) SubmitDecryptionShare(stream pb.HospitalService_SubmitD
 	if !slices.Contains(r.Active, h) {
 		return status.Errorf(codes.PermissionDenied, "%s is not a decryptor of attempt %d of round %d", h, r.Attempt, r.Number)
 	}
-	size := he.DecryptionShareSize(s.engine.Params(), length, len(r.Contributors), len(r.Active))
+	size := he.DecryptionShareSize(s.engine.Params(), shape, len(r.Contributors), len(r.Active))
 	if hdr.Size != uint64(size) {
 		return status.Errorf(codes.InvalidArgument, "size: %d bytes announced, a share of this round is exactly %d", hdr.Size, size)
 	}

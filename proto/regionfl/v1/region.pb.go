@@ -4623,7 +4623,7 @@ type CreateRegionRequest struct {
 	Threshold uint32   `protobuf:"varint,2,opt,name=threshold,proto3" json:"threshold,omitempty"`
 	// The ceremony seed (32 bytes), drawn by the operator.
 	Seed []byte `protobuf:"bytes,3,opt,name=seed,proto3" json:"seed,omitempty"`
-	// The parameter set's name, e.g. ckks-n13-q60-s54.
+	// The parameter set's name, e.g. rlwe-n13-b16-p64.
 	Params string `protobuf:"bytes,4,opt,name=params,proto3" json:"params,omitempty"`
 	// identity.StatementGenesis by the caller's certificate key over
 	// identity.RegionDigest(params, hospitals, threshold, seed).
