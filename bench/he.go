@@ -164,11 +164,11 @@ func (e *Encrypted) measure(params int, seed uint64) (HERow, error) {
 		row.UpdateBytes = len(raw)
 
 		t0 = time.Now()
-		got, err := he.UnmarshalUpdate(e.p, he.Values(params), raw)
+		got, err := he.ParseUpdate(e.p, he.Values(params), raw)
 		if err != nil {
 			return row, fmt.Errorf("bench he: parsing update %d: %w", i, err)
 		}
-		if err := agg.Add(got); err != nil {
+		if err := agg.AddEncoded(got); err != nil {
 			return row, fmt.Errorf("bench he: folding update %d: %w", i, err)
 		}
 		fold += time.Since(t0)

@@ -3,11 +3,13 @@ package he
 import (
 	"fmt"
 	"math"
+	mrand "math/rand/v2"
 	"slices"
 
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/mhe"
 	"github.com/tuneinsight/lattigo/v5/ring"
+	"github.com/tuneinsight/lattigo/v5/ring/ringqp"
 )
 
 // DecryptionShare is one decryptor's share of the threshold decryption of
@@ -114,43 +116,43 @@ func (pa *Party) DecryptionShare(agg *Update, contributors, active []uint32) (*D
 	skT := rlwe.NewSecretKey(rp)
 	cmb := mhe.NewCombiner(rp, mhe.ShamirPublicPoint(pa.self), points, pa.t)
 	err = cmb.GenAdditiveShare(points, mhe.ShamirPublicPoint(pa.self), mhe.ShamirSecretShare{Poly: sum}, skT)
-	clear(sum.Q.Coeffs[0])
-	clear(sum.P.Coeffs[0])
+	wipe(sum)
 	if err != nil {
 		return nil, fmt.Errorf("he: combining threshold share: %w", err)
 	}
-	zero := rlwe.NewSecretKey(rp)
+	// Each share is a·s'_j + e_j with smudging noise e_j (a rounded
+	// Gaussian of SmudgingSigma, cut at smudgeTail σ) from this process's
+	// randomness.
 	sigma := p.SmudgingSigma()
-	cks, err := mhe.NewKeySwitchProtocol(p.rlwe, ring.DiscreteGaussian{Sigma: sigma, Bound: smudgeTail * sigma})
-	if err != nil {
-		return nil, fmt.Errorf("he: key-switch protocol: %w", err)
-	}
 	seed := seedHash(pa.seed[:])
 	s := &DecryptionShare{p: p, from: pa.self, aggDigest: agg.Digest(), contributors: contrib, active: set, values: make([]ring.Poly, len(agg.c0))}
 	err = parallel(len(agg.c0), func() func(int) error {
-		ks := cks.ShallowCopy()
 		ringQ := p.rlwe.RingQ()
-		ct := p.newCiphertext()
+		rng := mrand.New(newRoundingSource())
 		return func(i int) error {
-			ct.Value[1] = p.uniformA(seed, agg.binding, i)
-			if err := checkA(ct.Value[1], i); err != nil {
-				return err
-			}
-			sh := ks.AllocateShare(p.level())
-			ks.GenShare(skT, zero, ct, &sh)
-			// GenShare leaves coefficients lazily reduced (in [0, 2Q));
-			// the encoding promises canonical values.
-			ringQ.Reduce(sh.Value, sh.Value)
-			s.values[i] = sh.Value
+			sh := ringQ.NewPoly()
+			p.addGaussian(sh, sigma, smudgeTail*sigma, rng)
+			ringQ.NTT(sh, sh)
+			ringQ.MulCoeffsMontgomeryThenAdd(p.uniformA(seed, agg.binding, i), skT.Value.Q, sh)
+			s.values[i] = sh
 			return nil
 		}
 	})
-	clear(skT.Value.Q.Coeffs[0])
-	clear(skT.Value.P.Coeffs[0])
+	wipe(skT.Value)
 	if err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// wipe zeroes key material held in a polynomial, every modulus.
+func wipe(p ringqp.Poly) {
+	for _, row := range p.Q.Coeffs {
+		clear(row)
+	}
+	for _, row := range p.P.Coeffs {
+		clear(row)
+	}
 }
 
 func (p Params) decryptionShareFixed() int { return headerLen + tagLen + 4 + 32 + 4 + 4 }
@@ -178,9 +180,7 @@ func (s *DecryptionShare) MarshalBinary() ([]byte, error) {
 		w.u32(a)
 	}
 	w.u32(uint32(len(s.values)))
-	for _, v := range s.values {
-		w.packed(s.p, v)
-	}
+	w.packedPolys(s.p, s.values)
 	return w.b, nil
 }
 
@@ -221,11 +221,8 @@ func UnmarshalDecryptionShare(p Params, b []byte) (*DecryptionShare, error) {
 		return nil, fmt.Errorf("%w: decryption share: %d bytes of shares, %d ciphertexts need %d", ErrMalformed, len(r.b), k, k*p.packedPolyLen())
 	}
 	s.values = make([]ring.Poly, k)
-	for i := range s.values {
-		s.values[i] = p.rlwe.RingQ().NewPoly()
-		if err := r.packed(p, s.values[i], fmt.Sprintf("share %d", i)); err != nil {
-			return nil, err
-		}
+	if err := r.packedPolys(p, s.values, "share"); err != nil {
+		return nil, err
 	}
 	return s, r.done()
 }

@@ -2,6 +2,7 @@ package he
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"testing"
 )
 
@@ -52,20 +53,30 @@ func FuzzUnmarshalUpdate(f *testing.F) {
 	// to reach.
 	fixed := r.p.updateFixed()
 	for _, l := range []uint32{3, 4, 0, MaxLength, MaxLength + 1} {
-		f.Add(valid[:fixed+8], l, uint32(len(valid)), byte(0))
-		f.Add(valid[:fixed+8], l, uint32(len(valid)), byte(0xff))
+		f.Add(valid[:fixed+8], l, uint32(0), uint32(len(valid)), byte(0))
+		f.Add(valid[:fixed+8], l, uint32(1), uint32(len(valid)), byte(0xff))
 	}
-	f.Add(valid[:9], uint32(3), uint32(0), byte(0))
+	f.Add(valid[:9], uint32(3), uint32(0), uint32(0), byte(0))
 	limit := 2 * len(valid)
-	f.Fuzz(func(t *testing.T, b []byte, length, total uint32, pad byte) {
+	f.Fuzz(func(t *testing.T, b []byte, length, wide, total uint32, pad byte) {
 		if n := int(total) % limit; n > len(b) {
 			b = append(b, bytes.Repeat([]byte{pad}, n-len(b))...)
 		}
-		u, err := UnmarshalUpdate(r.p, Values(int(length)), b)
+		u, err := UnmarshalUpdate(r.p, Shape{Len: int(length), Wide: int(wide)}, b)
+		e, perr := ParseUpdate(r.p, Shape{Len: int(length), Wide: int(wide)}, b)
+		if (err == nil) != (perr == nil) {
+			t.Fatalf("UnmarshalUpdate says %v, ParseUpdate %v", err, perr)
+		}
 		if err == nil {
+			if e.Digest() != u.Digest() {
+				t.Fatal("ParseUpdate and UnmarshalUpdate give different digests")
+			}
 			out, _ := u.MarshalBinary()
 			if !bytes.Equal(out, b) {
 				t.Fatal("decoded update re-encodes differently")
+			}
+			if u.Digest() != sha256.Sum256(b) {
+				t.Fatal("the digest of a decoded update is not the hash of its bytes")
 			}
 		}
 	})

@@ -1,21 +1,20 @@
 package he
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	mrand "math/rand/v2"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 
-	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/ring"
-	"github.com/tuneinsight/lattigo/v5/ring/ringqp"
-	"github.com/tuneinsight/lattigo/v5/utils/sampling"
 )
 
 // Update is an encrypted vector: either one hospital's clipped, quantized
@@ -39,6 +38,8 @@ type Update struct {
 	clip    float64
 	binding [32]byte
 	c0      []ring.Poly // one per ciphertext, NTT domain, all of Q
+
+	digest atomic.Pointer[[32]byte] // Digest, once computed (the update is immutable)
 }
 
 // Len is the number of values.
@@ -61,40 +62,75 @@ func (u *Update) NumCiphertexts() int { return len(u.c0) }
 // decryptor should check the round's manifest, not this number.
 func (u *Update) Parties() int { return u.parties }
 
-// newCiphertext allocates a ciphertext over all of Q, NTT domain.
-func (p Params) newCiphertext() *rlwe.Ciphertext {
-	return rlwe.NewCiphertext(p.rlwe, 1, p.level())
-}
-
-// aPRNG is the source of the public polynomial a of ciphertext index of
-// every update bound to binding in the region of the given ceremony seed
-// hash: a PRNG keyed by an injective encoding of the three (fixed lengths).
-func aPRNG(seedHash, binding [32]byte, index int) *sampling.KeyedPRNG {
-	key := make([]byte, 0, 32+32+4)
+// uniformA is the public polynomial a of ciphertext index of every update
+// bound to binding in the region of the given ceremony seed hash, in the
+// NTT domain: AES-256-CTR keyed by a hash of an injective encoding of the
+// three (fixed lengths), read 8 bytes per residue, masked to the prime's
+// bit width and rejected unless in [1, q). So every party expands the same
+// a, nobody chooses it, and it is invertible (no zero NTT residue that
+// would leave a slot of c0 without a·s).
+func (p Params) uniformA(seedHash, binding [32]byte, index int) ring.Poly {
+	key := make([]byte, 0, len(labelA)+1+32+32+4)
+	key = append(key, labelA+"\x00"...)
 	key = append(key, seedHash[:]...)
 	key = append(key, binding[:]...)
 	key = binary.LittleEndian.AppendUint32(key, uint32(index))
-	return keyedPRNG(labelA, key)
-}
-
-// checkA refuses an a with a zero NTT coefficient modulo any prime: it is
-// not invertible, and a·s would then not hide s in that slot. (A uniform a
-// has one with probability about N/q, 2^-47 here.)
-func checkA(a ring.Poly, index int) error {
-	for _, row := range a.Coeffs {
-		if slices.Contains(row, 0) {
-			return fmt.Errorf("%w: the public polynomial of ciphertext %d is not invertible", ErrInvalidValue, index)
+	k := sha256.Sum256(key)
+	block, err := aes.NewCipher(k[:])
+	if err != nil {
+		panic(err) // a 32-byte key is always valid
+	}
+	stream := cipher.NewCTR(block, make([]byte, aes.BlockSize))
+	a := p.rlwe.RingQ().NewPoly()
+	buf := make([]byte, 8<<10)
+	pos := len(buf)
+	for j, q := range p.rlwe.Q() {
+		mask := uint64(1)<<bits.Len64(q) - 1
+		for c := range a.Coeffs[j] {
+			for {
+				if pos == len(buf) {
+					clear(buf)
+					stream.XORKeyStream(buf, buf)
+					pos = 0
+				}
+				v := binary.LittleEndian.Uint64(buf[pos:]) & mask
+				pos += 8
+				if v != 0 && v < q {
+					a.Coeffs[j][c] = v
+					break
+				}
+			}
 		}
 	}
-	return nil
+	return a
 }
 
-// uniformA expands a from aPRNG exactly as lattigo's secret-key encryptor
-// reads its c1 (TestUniformAMatchesEncryptor holds the two together).
-func (p Params) uniformA(seedHash, binding [32]byte, index int) ring.Poly {
-	a := p.rlwe.RingQ().NewPoly()
-	ringqp.NewUniformSampler(aPRNG(seedHash, binding, index), *p.rlwe.RingQP()).AtLevel(p.level(), -1).Read(ringqp.Poly{Q: a})
-	return a
+// addGaussian adds to x (coefficient domain, all of Q) a rounded Gaussian
+// of standard deviation sigma per coefficient, redrawn beyond bound, from
+// rng.
+func (p Params) addGaussian(x ring.Poly, sigma, bound float64, rng *mrand.Rand) {
+	q := p.rlwe.Q()
+	for c := range x.Coeffs[0] {
+		var e float64
+		for {
+			e = math.Round(rng.NormFloat64() * sigma)
+			if math.Abs(e) <= bound {
+				break
+			}
+		}
+		for j, qj := range q {
+			v := x.Coeffs[j][c]
+			if e >= 0 {
+				v += uint64(e)
+			} else {
+				v += qj - uint64(-e)
+			}
+			if v >= qj {
+				v -= qj
+			}
+			x.Coeffs[j][c] = v
+		}
+	}
 }
 
 func (p Params) updateFixed() int { return headerLen + tagLen + 4 + 4 + 4 + 8 + 32 }
@@ -112,9 +148,7 @@ func UpdateSize(p Params, s Shape) int {
 func (u *Update) MarshalBinary() ([]byte, error) {
 	w := newWriter(UpdateSize(u.p, u.shape), kindUpdate)
 	u.writeHeader(w)
-	for _, c := range u.c0 {
-		w.packed(u.p, c)
-	}
+	w.packedPolys(u.p, u.c0)
 	return w.b, nil
 }
 
@@ -127,9 +161,13 @@ func (u *Update) writeHeader(w *writer) {
 	w.bytes(u.binding[:])
 }
 
-// Digest is the SHA-256 of the update's encoding. It is computed by
-// streaming the encoding, without materializing it.
+// Digest is the SHA-256 of the update's encoding. It is computed once, by
+// streaming the encoding without materializing it (the encoding is
+// canonical: a decoded update re-encodes to the same bytes).
 func (u *Update) Digest() [32]byte {
+	if d := u.digest.Load(); d != nil {
+		return *d
+	}
 	h := sha256.New() // Write on a hash.Hash never fails
 	w := newWriter(u.p.updateFixed(), kindUpdate)
 	u.writeHeader(w)
@@ -142,6 +180,7 @@ func (u *Update) Digest() [32]byte {
 	}
 	var d [32]byte
 	h.Sum(d[:0])
+	u.digest.Store(&d)
 	return d
 }
 
@@ -162,27 +201,108 @@ func UnmarshalUpdate(p Params, s Shape, b []byte) (*Update, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := r.tag(p); err != nil {
+	h, err := p.readUpdateHeader(r, s)
+	if err != nil {
 		return nil, err
 	}
-	u := &Update{p: p, shape: Shape{Len: int(r.u32()), Wide: int(r.u32())}, parties: int(r.u32()), clip: r.f64()}
-	copy(u.binding[:], r.bytes(32))
-	switch {
-	case u.shape != s:
-		return nil, fmt.Errorf("%w: update holds %v, want %v", ErrWrongShape, u.shape, s)
-	case u.parties < 1 || u.parties > p.MaxParties():
-		return nil, fmt.Errorf("%w: update: parties %d not in 1..%d", ErrMalformed, u.parties, p.MaxParties())
-	case checkClip(u.clip) != nil:
-		return nil, fmt.Errorf("%w: update: clip %g", ErrMalformed, u.clip)
-	}
+	u := &Update{p: p, shape: h.shape, parties: h.parties, clip: h.clip, binding: h.binding}
 	u.c0 = make([]ring.Poly, p.Ciphertexts(s))
-	for i := range u.c0 {
-		u.c0[i] = p.rlwe.RingQ().NewPoly()
-		if err := r.packed(p, u.c0[i], fmt.Sprintf("ciphertext %d", i)); err != nil {
-			return nil, err
-		}
+	if err := r.packedPolys(p, u.c0, "ciphertext"); err != nil {
+		return nil, err
 	}
 	return u, r.done()
+}
+
+// updateHeader is what an update's encoding says before its ciphertexts.
+type updateHeader struct {
+	p       Params
+	shape   Shape
+	parties int
+	clip    float64
+	binding [32]byte
+}
+
+func (u *Update) header() updateHeader {
+	return updateHeader{p: u.p, shape: u.shape, parties: u.parties, clip: u.clip, binding: u.binding}
+}
+
+// Encoded is an update's encoding, checked in full (ParseUpdate) but not
+// decoded: what a coordinator folds straight from the bytes it received
+// (Aggregator.AddEncoded). It keeps the caller's bytes, which must not
+// change afterwards.
+type Encoded struct {
+	updateHeader
+	raw  []byte // the whole encoding
+	body []byte // the ciphertexts, packed: the tail of raw
+}
+
+// ParseUpdate checks the encoding of an update of shape s made under p as
+// UnmarshalUpdate does (exact length, header, every residue reduced) in
+// parallel, without allocating its polynomials.
+func ParseUpdate(p Params, s Shape, b []byte) (*Encoded, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	want := UpdateSize(p, s)
+	if len(b) != want {
+		return nil, fmt.Errorf("%w: update of %d bytes, %v needs %d", ErrMalformed, len(b), s, want)
+	}
+	r, err := newReader(b, kindUpdate, want)
+	if err != nil {
+		return nil, err
+	}
+	h, err := p.readUpdateHeader(r, s)
+	if err != nil {
+		return nil, err
+	}
+	e := &Encoded{updateHeader: h, raw: b, body: r.b}
+	plen := p.packedPolyLen()
+	err = parallel(p.Ciphertexts(s), func() func(int) error {
+		scratch := p.rlwe.RingQ().NewPoly()
+		return func(i int) error {
+			sub := reader{b: e.body[i*plen : (i+1)*plen], kind: kindUpdate}
+			return sub.packed(p, scratch, "ciphertext", i)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Digest is the SHA-256 of the encoding, as Update.Digest (the encoding
+// is canonical).
+func (e *Encoded) Digest() [32]byte { return sha256.Sum256(e.raw) }
+
+// Binding is the update's 32-byte binding.
+func (e *Encoded) Binding() [32]byte { return e.binding }
+
+// Clip is the L2 clip norm the values were scaled by.
+func (e *Encoded) Clip() float64 { return e.clip }
+
+// Parties is the number of updates the encoding claims to hold (see
+// Update.Parties: not authenticated).
+func (e *Encoded) Parties() int { return e.parties }
+
+// readUpdateHeader reads and checks the header of an update of shape s.
+func (p Params) readUpdateHeader(r *reader, s Shape) (updateHeader, error) {
+	if err := r.tag(p); err != nil {
+		return updateHeader{}, err
+	}
+	h := updateHeader{p: p, shape: Shape{Len: int(r.u32()), Wide: int(r.u32())}, parties: int(r.u32()), clip: r.f64()}
+	copy(h.binding[:], r.bytes(32))
+	switch {
+	case h.shape != s:
+		return h, fmt.Errorf("%w: update holds %v, want %v", ErrWrongShape, h.shape, s)
+	case h.parties < 1 || h.parties > p.MaxParties():
+		return h, fmt.Errorf("%w: update: parties %d not in 1..%d", ErrMalformed, h.parties, p.MaxParties())
+	case checkClip(h.clip) != nil:
+		return h, fmt.Errorf("%w: update: clip %g", ErrMalformed, h.clip)
+	}
+	return h, nil
 }
 
 func checkClip(clip float64) error {
@@ -230,7 +350,7 @@ func (pa *Party) Encrypt(values []float64, wide int, count uint64, clip float64,
 	factor := 1 / max(norm, clip)
 	narrow := shape.narrow()
 	// The wide values' digits, drawn here once: there are few of them.
-	rng := newRoundingRNG()
+	rng := newRoundingSource()
 	wideFields := make([]uint64, 0, wide*wideDigits)
 	for _, x := range values[narrow:] {
 		v := p.quantizeWide(x*factor, rng)
@@ -242,21 +362,26 @@ func (pa *Party) Encrypt(values []float64, wide int, count uint64, clip float64,
 	u := &Update{p: p, shape: shape, parties: 1, clip: clip, binding: binding}
 	countAt := narrow + len(wideFields)
 	scale := p.quantMax() * factor
-	err = pa.seal(u, func() func(int) uint64 {
-		rng := newRoundingRNG()
-		return func(g int) uint64 {
-			switch {
-			case g < narrow:
-				return p.quantize(values[g]*scale, rng)
-			case g < countAt:
-				return wideFields[g-narrow]
-			case g < countAt+p.countDigits:
-				k := g - countAt
-				return (count >> (k * p.quantBits)) & (uint64(1)<<p.quantBits - 1)
-			case g == countAt+p.countDigits:
-				return 1
+	err = pa.seal(u, func() func([]uint64, int) {
+		rng := newRoundingSource()
+		return func(dst []uint64, first int) {
+			n := max(0, min(len(dst), narrow-first))
+			for k, x := range values[first : first+n] {
+				dst[k] = p.quantize(x*scale, rng)
 			}
-			return 0
+			for k := n; k < len(dst); k++ {
+				switch g := first + k; {
+				case g < countAt:
+					dst[k] = wideFields[g-narrow]
+				case g < countAt+p.countDigits:
+					d := g - countAt
+					dst[k] = (count >> (d * p.quantBits)) & (uint64(1)<<p.quantBits - 1)
+				case g == countAt+p.countDigits:
+					dst[k] = 1
+				default:
+					dst[k] = 0
+				}
+			}
 		}
 	})
 	if err != nil {
@@ -265,38 +390,40 @@ func (pa *Party) Encrypt(values []float64, wide int, count uint64, clip float64,
 	return u, nil
 }
 
-// newRoundingRNG is a generator for stochastic rounding seeded from this
-// process's own randomness.
-func newRoundingRNG() *mrand.Rand {
+// newRoundingSource is the randomness of stochastic rounding and noise:
+// ChaCha8, cryptographically strong, seeded from this process's own
+// randomness.
+func newRoundingSource() *mrand.ChaCha8 {
 	var seed [32]byte
 	if _, err := rand.Read(seed[:]); err != nil {
 		panic(err) // crypto/rand.Read never fails (Go 1.24+)
 	}
-	return mrand.New(mrand.NewChaCha8(seed))
+	return mrand.NewChaCha8(seed)
 }
 
-// seal packs and encrypts u's ciphertexts in parallel, field g of the
-// plaintext being field(g) for a field function made once per worker.
-func (pa *Party) seal(u *Update, newField func() func(int) uint64) error {
+// seal packs and encrypts u's ciphertexts in parallel: each worker makes
+// a fill function once, which writes the fields first, first+1, ... of
+// the plaintext into dst. c0 = NTT(q_E·m + e) − a·s_i, with e a rounded
+// Gaussian of the parameters' σ (3.2, cut at its bound) from this
+// process's randomness.
+func (pa *Party) seal(u *Update, newFill func() func(dst []uint64, first int)) error {
 	p := pa.p
 	seed := seedHash(pa.seed[:])
+	xe := p.rlwe.Xe().(ring.DiscreteGaussian)
 	u.c0 = make([]ring.Poly, p.Ciphertexts(u.shape))
 	return parallel(len(u.c0), func() func(int) error {
-		field := newField()
-		enc := rlwe.NewEncryptor(p.rlwe, pa.sk)
-		pt := rlwe.NewPlaintext(p.rlwe, p.level())
+		fill := newFill()
+		fields := make([]uint64, p.SlotsPerCiphertext())
+		noise := mrand.New(newRoundingSource())
+		ringQ := p.rlwe.RingQ()
 		return func(i int) error {
-			p.pack(pt.Value, i, field)
-			p.rlwe.RingQ().NTT(pt.Value, pt.Value)
-			pt.IsNTT = true
-			ct := p.newCiphertext()
-			if err := enc.WithPRNG(aPRNG(seed, u.binding, i)).Encrypt(pt, ct); err != nil {
-				return fmt.Errorf("he: encrypting ciphertext %d: %w", i, err)
-			}
-			if err := checkA(ct.Value[1], i); err != nil {
-				return err
-			}
-			u.c0[i] = ct.Value[0]
+			fill(fields, i*len(fields))
+			c0 := ringQ.NewPoly()
+			p.pack(c0, fields)
+			p.addGaussian(c0, xe.Sigma, xe.Bound, noise)
+			ringQ.NTT(c0, c0)
+			ringQ.MulCoeffsMontgomeryThenSub(p.uniformA(seed, u.binding, i), pa.sk.Value.Q, c0)
+			u.c0[i] = c0
 			return nil
 		}
 	})
@@ -304,47 +431,50 @@ func (pa *Party) seal(u *Update, newField func() func(int) uint64) error {
 
 // quantize maps y in [-quantMax, quantMax] (a scaled value) to its field:
 // the nearest integer below or above, chosen with probability equal to the
-// distance (so the expected field is exactly y), plus the offset
-// 2^(b-1), which makes every field of a fresh update an integer in
+// distance (so the expected field is exactly y, to 2^-53), plus the
+// offset 2^(b-1), which makes every field of a fresh update an integer in
 // [1, 2^b-1].
-func (p Params) quantize(y float64, rng *mrand.Rand) uint64 {
+func (p Params) quantize(y float64, rng *mrand.ChaCha8) uint64 {
 	m := p.quantMax()
-	y = min(m, max(-m, y))
-	f := math.Floor(y)
-	if rng.Float64() < y-f {
+	t := y + (m + 1) // in [1, 2^b-1] once clamped: truncation is floor
+	if !(t >= 1) {
+		t = 1
+	} else if t > 2*m+1 {
+		t = 2*m + 1
+	}
+	f := int64(t)
+	if rng.Uint64()>>11 < uint64((t-float64(f))*(1<<53)) {
 		f++
 	}
-	return uint64(int64(f) + int64(1)<<(p.quantBits-1))
+	return uint64(f)
 }
 
 // quantizeWide maps x in [-1, 1] to a wide value: x·wideMax rounded
 // stochastically, plus the offset 2^(WideBits-1), an integer in
 // [1, 2^WideBits-1] carried in wideDigits fields of b bits, low first.
-func (p Params) quantizeWide(x float64, rng *mrand.Rand) uint64 {
+func (p Params) quantizeWide(x float64, rng *mrand.ChaCha8) uint64 {
 	m := p.wideMax()
 	y := min(m, max(-m, x*m))
 	f := math.Floor(y)
-	if rng.Float64() < y-f {
+	if rng.Uint64()>>11 < uint64((y-f)*(1<<53)) {
 		f++
 	}
 	return uint64(int64(f) + int64(1)<<(p.wideBits()-1))
 }
 
-// pack writes ciphertext i's plaintext, in the coefficient domain: for
-// every coefficient c and message prime j, m_j = Σ_f field(g)·2^(w·f) over
-// the fieldsPerPrime consecutive fields g that (c, j) carries, times q_E
-// modulo q_j; zero modulo the noise prime.
-func (p Params) pack(pt ring.Poly, i int, field func(int) uint64) {
-	n := 1 << p.logN
+// pack writes a ciphertext's plaintext from its fields, in the
+// coefficient domain: for every coefficient c and message prime j,
+// m_j = Σ_f field·2^(w·f) over the fieldsPerPrime consecutive fields that
+// (c, j) carries, times q_E modulo q_j; zero modulo the noise prime.
+func (p Params) pack(pt ring.Poly, fields []uint64) {
 	w := p.fieldBits()
 	q := p.rlwe.Q()
-	perCoeff := p.fieldsPerCoeff()
-	for c := range n {
-		g := (i*n + c) * perCoeff
+	g := 0
+	for c := range pt.Coeffs[0] {
 		for j := range p.messagePrimes {
 			var m uint64
 			for f := range p.fieldsPerPrime {
-				m |= field(g) << (w * f)
+				m |= fields[g] << (w * f)
 				g++
 			}
 			pt.Coeffs[j][c] = ring.BRed(m, p.deltaMod[j], q[j], p.bred[j])
@@ -354,18 +484,30 @@ func (p Params) pack(pt ring.Poly, i int, field func(int) uint64) {
 }
 
 // l2Norm returns the L2 norm of v without overflow, or an error on NaN/Inf.
+// One pass sums the squares; only a sum that overflows or underflows
+// (values beyond 1e150 or below 1e-150) takes a second, scaled pass.
 func l2Norm(v []float64) (float64, error) {
-	var m float64
-	for i, x := range v {
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return 0, fmt.Errorf("%w: value %d is %g", ErrInvalidValue, i, x)
+	var s, m float64
+	for _, x := range v {
+		s += x * x
+		if a := math.Abs(x); a > m {
+			m = a
 		}
-		m = max(m, math.Abs(x))
+	}
+	if math.IsNaN(s) || math.IsInf(m, 0) {
+		for i, x := range v {
+			if math.IsNaN(x) || math.IsInf(x, 0) {
+				return 0, fmt.Errorf("%w: value %d is %g", ErrInvalidValue, i, x)
+			}
+		}
 	}
 	if m == 0 {
 		return 0, nil
 	}
-	var s float64
+	if !math.IsInf(s, 0) && s > 1e-290 {
+		return math.Sqrt(s), nil
+	}
+	s = 0
 	for _, x := range v {
 		y := x / m
 		s += y * y
@@ -439,32 +581,16 @@ func NewAggregator(p Params, s Shape, clip float64, binding [32]byte) *Aggregato
 // parameters, of another length, clip norm or binding, or one that would
 // take the aggregate beyond MaxParties; the aggregate is then unchanged.
 func (a *Aggregator) Add(u *Update) error {
+	if u == nil {
+		return fmt.Errorf("%w: nil update", ErrInvalidValue)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	switch {
-	case a.err != nil:
-		return a.err
-	case u == nil:
-		return fmt.Errorf("%w: nil update", ErrInvalidValue)
-	case u.p.tag != a.p.tag:
-		return fmt.Errorf("%w: update made under %q, aggregate uses %q", ErrWrongParams, u.p.name, a.p.name)
-	case u.shape != a.shape:
-		return fmt.Errorf("%w: update of %v, aggregate of %v", ErrWrongShape, u.shape, a.shape)
-	case u.clip != a.clip:
-		return fmt.Errorf("%w: update clip norm %g, aggregate uses %g", ErrBindingMismatch, u.clip, a.clip)
-	case u.binding != a.binding:
-		return fmt.Errorf("%w: update bound to another job, round or model", ErrBindingMismatch)
-	case len(u.c0) != a.p.Ciphertexts(a.shape):
+	if err := a.admit(u.header()); err != nil {
+		return err
+	}
+	if len(u.c0) != a.p.Ciphertexts(a.shape) {
 		return fmt.Errorf("%w: update of %d ciphertexts", ErrWrongShape, len(u.c0))
-	}
-	if a.acc != nil && a.acc.parties+u.parties > a.p.MaxParties() {
-		return fmt.Errorf("%w: %d + %d exceeds %d", ErrTooManyParties, a.acc.parties, u.parties, a.p.MaxParties())
-	}
-	if a.acc == nil {
-		a.acc = &Update{p: a.p, shape: a.shape, clip: a.clip, binding: a.binding, c0: make([]ring.Poly, len(u.c0))}
-		for i := range a.acc.c0 {
-			a.acc.c0[i] = a.p.rlwe.RingQ().NewPoly()
-		}
 	}
 	ringQ := a.p.rlwe.RingQ()
 	_ = parallel(len(u.c0), func() func(int) error {
@@ -475,6 +601,69 @@ func (a *Aggregator) Add(u *Update) error {
 	})
 	a.acc.parties += u.parties
 	a.added++
+	return nil
+}
+
+// AddEncoded folds an update still in its encoding into the aggregate,
+// decoding one ciphertext at a time into a scratch polynomial per worker:
+// the aggregate's memory is the running sum and the caller's bytes, never
+// a second decoded update. The checks and the result are Add's.
+func (a *Aggregator) AddEncoded(e *Encoded) error {
+	if e == nil {
+		return fmt.Errorf("%w: nil update", ErrInvalidValue)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.admit(e.updateHeader); err != nil {
+		return err
+	}
+	ringQ := a.p.rlwe.RingQ()
+	plen := a.p.packedPolyLen()
+	err := parallel(len(a.acc.c0), func() func(int) error {
+		scratch := ringQ.NewPoly()
+		return func(i int) error {
+			r := reader{b: e.body[i*plen : (i+1)*plen], kind: kindUpdate}
+			if err := r.packed(a.p, scratch, "ciphertext", i); err != nil {
+				return err
+			}
+			ringQ.Add(a.acc.c0[i], scratch, a.acc.c0[i])
+			return nil
+		}
+	})
+	if err != nil {
+		// ParseUpdate checked every residue: only bytes changed since
+		// then get here, and the sum is then unusable.
+		a.err = fmt.Errorf("%w: an encoded update changed after it was parsed: %v", ErrMalformed, err)
+		return a.err
+	}
+	a.acc.parties += e.parties
+	a.added++
+	return nil
+}
+
+// admit checks an update's header against the aggregate and makes the
+// running sum on the first one.
+func (a *Aggregator) admit(h updateHeader) error {
+	switch {
+	case a.err != nil:
+		return a.err
+	case h.p.tag != a.p.tag:
+		return fmt.Errorf("%w: update made under %q, aggregate uses %q", ErrWrongParams, h.p.name, a.p.name)
+	case h.shape != a.shape:
+		return fmt.Errorf("%w: update of %v, aggregate of %v", ErrWrongShape, h.shape, a.shape)
+	case h.clip != a.clip:
+		return fmt.Errorf("%w: update clip norm %g, aggregate uses %g", ErrBindingMismatch, h.clip, a.clip)
+	case h.binding != a.binding:
+		return fmt.Errorf("%w: update bound to another job, round or model", ErrBindingMismatch)
+	case a.acc != nil && a.acc.parties+h.parties > a.p.MaxParties():
+		return fmt.Errorf("%w: %d + %d exceeds %d", ErrTooManyParties, a.acc.parties, h.parties, a.p.MaxParties())
+	}
+	if a.acc == nil {
+		a.acc = &Update{p: a.p, shape: a.shape, clip: a.clip, binding: a.binding, c0: make([]ring.Poly, a.p.Ciphertexts(a.shape))}
+		for i := range a.acc.c0 {
+			a.acc.c0[i] = a.p.rlwe.RingQ().NewPoly()
+		}
+	}
 	return nil
 }
 
@@ -500,10 +689,9 @@ func (a *Aggregator) Result() (*Update, error) {
 }
 
 func (u *Update) clone() *Update {
-	c := *u
-	c.c0 = make([]ring.Poly, len(u.c0))
+	c := &Update{p: u.p, shape: u.shape, parties: u.parties, clip: u.clip, binding: u.binding, c0: make([]ring.Poly, len(u.c0))}
 	for i, p := range u.c0 {
 		c.c0[i] = *p.CopyNew()
 	}
-	return &c
+	return c
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/tuneinsight/lattigo/v5/ring"
 )
@@ -107,6 +108,22 @@ func (w *writer) packed(p Params, poly ring.Poly) {
 	}
 }
 
+// packedPolys appends polys packed (as packed does), in parallel over the
+// polynomials. The writer was sized for them.
+func (w *writer) packedPolys(p Params, polys []ring.Poly) {
+	plen := p.packedPolyLen()
+	start := len(w.b)
+	w.b = slices.Grow(w.b, len(polys)*plen)[:start+len(polys)*plen]
+	_ = parallel(len(polys), func() func(int) error {
+		return func(i int) error {
+			at := start + i*plen
+			sub := writer{b: w.b[at:at:(at + plen)]}
+			sub.packed(p, polys[i])
+			return nil
+		}
+	})
+}
+
 // reader consumes a buffer whose total length was already checked; its
 // methods therefore never fail on length, only on content.
 type reader struct {
@@ -195,7 +212,7 @@ func (r *reader) poly(p ring.Poly, moduli []uint64, field string) error {
 // checks that each is reduced modulo its prime. The caller checked the
 // total length; each prime's block is width·N/8 bytes, with no bits to
 // spare.
-func (r *reader) packed(p Params, poly ring.Poly, field string) error {
+func (r *reader) packed(p Params, poly ring.Poly, what string, index int) error {
 	q := p.rlwe.Q()
 	for j, width := range p.polyBits() {
 		coeffs := poly.Coeffs[j]
@@ -215,12 +232,26 @@ func (r *reader) packed(p Params, poly ring.Poly, field string) error {
 			}
 			v &= mask
 			if v >= q[j] {
-				return fmt.Errorf("%w: %s: %s: coefficient %d mod prime %d not reduced", ErrMalformed, kindName(r.kind), field, c, j)
+				return fmt.Errorf("%w: %s: %s %d: coefficient %d mod prime %d not reduced", ErrMalformed, kindName(r.kind), what, index, c, j)
 			}
 			coeffs[c] = v
 		}
 	}
 	return nil
+}
+
+// packedPolys fills polys (allocating each) from consecutive packed
+// polynomials, in parallel; the caller checked the total length.
+func (r *reader) packedPolys(p Params, polys []ring.Poly, what string) error {
+	plen := p.packedPolyLen()
+	body := r.bytes(len(polys) * plen)
+	return parallel(len(polys), func() func(int) error {
+		return func(i int) error {
+			polys[i] = p.rlwe.RingQ().NewPoly()
+			sub := reader{b: body[i*plen : (i+1)*plen], kind: r.kind}
+			return sub.packed(p, polys[i], what, i)
+		}
+	})
 }
 
 func (r *reader) done() error {
