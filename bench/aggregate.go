@@ -106,7 +106,7 @@ func norm2(v []float64) float64 {
 type Encrypted struct {
 	mu      sync.Mutex
 	p       he.Params
-	n, t    int
+	n, c, t int // parties, committee (points 1..c hold the Shamir shares), threshold
 	parties []*he.Party
 	used    int    // decryptions under the current key
 	counter uint64 // aggregates so far: binding and active-set rotation
@@ -130,14 +130,28 @@ type HETiming struct {
 	ShareBytes         int           // size of one decryption share
 }
 
+// LargeCommittee is the decryption committee of a region beyond
+// he.RegionParams' 64 hospitals: the first LargeCommittee parties hold the
+// Shamir shares, so each party seals that many shares (not n) and each
+// member keeps n.
+const LargeCommittee = 5
+
 // NewEncrypted runs a key ceremony for n parties with threshold t under
-// he.RegionParams.
+// the parameter set for n (he.ParamsFor): every party holds Shamir shares
+// up to 64 parties, a committee of LargeCommittee beyond.
 func NewEncrypted(n, t int) (*Encrypted, error) {
-	p := he.RegionParams()
-	if n < 2 || n > p.MaxParties() || t < 1 || t > n {
-		return nil, fmt.Errorf("bench: region of %d parties with threshold %d (want 2 ≤ n ≤ %d, 1 ≤ t ≤ n)", n, t, p.MaxParties())
+	p, err := he.ParamsFor(n)
+	if err != nil || n < 2 {
+		return nil, fmt.Errorf("bench: region of %d parties: want 2 to %d", n, he.LargeRegionParams().MaxParties())
 	}
-	e := &Encrypted{p: p, n: n, t: t}
+	c := n
+	if n > he.RegionParams().MaxParties() {
+		c = LargeCommittee
+	}
+	if t < 1 || t > c {
+		return nil, fmt.Errorf("bench: threshold %d: want 1 to %d (the parties holding shares)", t, c)
+	}
+	e := &Encrypted{p: p, n: n, c: c, t: t}
 	e.timing.Parties, e.timing.Threshold = n, t
 	if err := e.ceremony(); err != nil {
 		return nil, err
@@ -154,14 +168,17 @@ func (e *Encrypted) ceremony() error {
 		return fmt.Errorf("bench: ceremony seed: %w", err)
 	}
 	parties := make([]*he.Party, e.n)
-	hpkePriv := make([][]byte, e.n)
+	hpkePriv := make([][]byte, e.c)
 	recipients := map[uint32][]byte{}
 	for i := range parties {
-		pa, err := he.NewParty(e.p, uint32(i+1), e.n, e.t, seed)
+		pa, err := he.NewCommitteeParty(e.p, uint32(i+1), e.n, e.c, e.t, seed)
 		if err != nil {
 			return fmt.Errorf("bench: ceremony: %w", err)
 		}
 		parties[i] = pa
+		if i >= e.c {
+			continue
+		}
 		priv, pub, err := he.NewHPKEKey()
 		if err != nil {
 			return fmt.Errorf("bench: ceremony: %w", err)
@@ -179,7 +196,7 @@ func (e *Encrypted) ceremony() error {
 			inbox[s.To] = append(inbox[s.To], s)
 		}
 	}
-	for i, pa := range parties {
+	for i, pa := range parties[:e.c] {
 		if err := pa.OpenShares(hpkePriv[i], inbox[pa.Self()], seed); err != nil {
 			return fmt.Errorf("bench: ceremony: party %d: %w", pa.Self(), err)
 		}
@@ -254,7 +271,7 @@ func (e *Encrypted) Sum(updates [][]float64, wide int, counts []uint64, bound fl
 	// Active set: t consecutive points, starting one further each time.
 	active := make([]uint32, e.t)
 	for j := range active {
-		active[j] = uint32((int(k%uint64(e.n))+j)%e.n) + 1
+		active[j] = uint32((int(k%uint64(e.c))+j)%e.c) + 1
 	}
 	contributors := make([]uint32, len(updates))
 	for i := range contributors {

@@ -20,7 +20,10 @@
 //     relays the sealed shares and cannot open them. Hospital j keeps every
 //     f_i(j) apart; any t hospitals reconstruct any sum Σ_{i∈S} s_i by
 //     Lagrange interpolation, inside the decryption protocol (never in the
-//     clear).
+//     clear). A large region keeps the shares with a committee of c
+//     parties (NewCommitteeParty: points 1..c): every party seals c
+//     shares, each member keeps N, and the decryption noise, which grows
+//     with t <= c, stays within the parameter set whatever N is.
 //   - Encryption (Party.Encrypt). An update is clipped to L2 norm <= clip,
 //     scaled by 1/clip so every value is in [-1, 1], quantized to b bits
 //     with unbiased stochastic rounding (the node's own randomness), and

@@ -28,11 +28,18 @@ func newSeed(tb testing.TB) []byte {
 // ceremony runs the whole key ceremony for n parties with threshold t.
 func ceremony(tb testing.TB, n, t int) *region {
 	tb.Helper()
-	r := &region{p: RegionParams(), seed: newSeed(tb)}
+	return committeeCeremony(tb, RegionParams(), n, n, t)
+}
+
+// committeeCeremony runs the key ceremony of n parties under p whose first
+// c hold the Shamir shares, with threshold t.
+func committeeCeremony(tb testing.TB, p Params, n, c, t int) *region {
+	tb.Helper()
+	r := &region{p: p, seed: newSeed(tb)}
 	recipients := map[uint32][]byte{}
 	var pkShares []*PublicKeyShare
 	for i := 1; i <= n; i++ {
-		pa, err := NewParty(r.p, uint32(i), n, t, r.seed)
+		pa, err := NewCommitteeParty(r.p, uint32(i), n, c, t, r.seed)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -42,7 +49,9 @@ func ceremony(tb testing.TB, n, t int) *region {
 			tb.Fatal(err)
 		}
 		r.hpkePriv = append(r.hpkePriv, priv)
-		recipients[uint32(i)] = pub
+		if i <= c {
+			recipients[uint32(i)] = pub
+		}
 		s, err := pa.PublicKeyShare()
 		if err != nil {
 			tb.Fatal(err)
@@ -63,12 +72,14 @@ func ceremony(tb testing.TB, n, t int) *region {
 			inbox[s.To] = append(inbox[s.To], s)
 		}
 	}
-	for i, pa := range r.parties {
+	for i, pa := range r.parties[:c] {
 		if err := pa.OpenShares(r.hpkePriv[i], inbox[i+1], r.seed); err != nil {
 			tb.Fatal(err)
 		}
+	}
+	for _, pa := range r.parties {
 		if !pa.Ready() {
-			tb.Fatal("party not ready after OpenShares")
+			tb.Fatalf("party %d not ready after the ceremony", pa.Self())
 		}
 	}
 	return r

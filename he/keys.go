@@ -101,27 +101,39 @@ func (p Params) crp(seed []byte) mhe.PublicKeyGenCRP {
 	return mhe.NewPublicKeyGenProtocol(p.rlwe).SampleCRP(keyedPRNG(labelCRP, seed))
 }
 
-// checkRegion validates the region shape shared by the ceremony functions.
-func (p Params) checkRegion(n, t int) error {
+// checkRegion validates the region shape shared by the ceremony functions:
+// n parties, the first c of which hold Shamir shares, any t of those
+// decrypting.
+func (p Params) checkRegion(n, c, t int) error {
 	if n < 1 || n > p.MaxParties() {
 		return fmt.Errorf("%w: region of %d parties, parameters allow 1..%d", ErrWrongShape, n, p.MaxParties())
 	}
-	if t < 1 || t > n {
-		return fmt.Errorf("%w: threshold %d not in 1..%d", ErrWrongShape, t, n)
+	if c < 1 || c > n {
+		return fmt.Errorf("%w: committee of %d not in 1..%d", ErrWrongShape, c, n)
+	}
+	if t < 1 || t > c {
+		return fmt.Errorf("%w: threshold %d not in 1..%d", ErrWrongShape, t, c)
 	}
 	return nil
 }
 
 // Party is one hospital's secret state: its own key s_i (kept as the
-// 32-byte seed it is derived from), the seed of its Shamir polynomial, and
-// after the ceremony the Shamir share f_i(self) of every party's key, kept
-// apart (not summed) so that the party can help decrypt the sum of any
-// set of contributors' updates. It never leaves the hospital except as the
+// 32-byte seed it is derived from), the seed of its Shamir polynomial, and,
+// for a member of the decryption committee (points 1..c), after the
+// ceremony the Shamir share f_i(self) of every party's key, kept apart
+// (not summed) so that the party can help decrypt the sum of any set of
+// contributors' updates. It never leaves the hospital except as the
 // node's 0600 state file.
+//
+// In a region of c = n every party holds shares. A large region keeps the
+// shares with a committee of c parties: each party seals c shares
+// instead of n, each member holds n shares instead of every party
+// holding n, and the decryption noise, which grows with t, stays within
+// the parameter set (see LargeRegionParams).
 type Party struct {
 	p          Params
 	self       uint32
-	n, t       int
+	n, c, t    int
 	seed       [SeedLen]byte // public ceremony seed
 	skSeed     [32]byte
 	shamirSeed [32]byte
@@ -139,10 +151,16 @@ type Party struct {
 // seeds kept in the party, so a node that crashes and repeats a step
 // resends exactly the same Shamir shares.
 func NewParty(p Params, self uint32, n, t int, seed []byte) (*Party, error) {
+	return NewCommitteeParty(p, self, n, n, t, seed)
+}
+
+// NewCommitteeParty is NewParty for a region of n parties whose first c
+// (points 1..c) hold the Shamir shares, any t of them decrypting.
+func NewCommitteeParty(p Params, self uint32, n, c, t int, seed []byte) (*Party, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	if err := p.checkRegion(n, t); err != nil {
+	if err := p.checkRegion(n, c, t); err != nil {
 		return nil, err
 	}
 	if self < 1 || int(self) > n {
@@ -151,7 +169,7 @@ func NewParty(p Params, self uint32, n, t int, seed []byte) (*Party, error) {
 	if err := checkSeed(seed); err != nil {
 		return nil, err
 	}
-	pa := &Party{p: p, self: self, n: n, t: t}
+	pa := &Party{p: p, self: self, n: n, c: c, t: t}
 	copy(pa.seed[:], seed)
 	if _, err := rand.Read(pa.skSeed[:]); err != nil {
 		return nil, fmt.Errorf("he: randomness: %w", err)
@@ -183,8 +201,13 @@ func (p Params) secretKey(seed []byte) *rlwe.SecretKey {
 // Self is the party's Shamir point.
 func (pa *Party) Self() uint32 { return pa.self }
 
-// Ready reports whether the party holds its threshold share.
+// Ready reports whether the party's part of the ceremony is done: it
+// holds its Shamir shares (a committee member) or has sealed its own
+// (any other party).
 func (pa *Party) Ready() bool { return pa.ready }
+
+// Holder reports whether the party is on the decryption committee.
+func (pa *Party) Holder() bool { return int(pa.self) <= pa.c }
 
 // PublicKeyShare is the party's share of the collective public key:
 // -a·s_i + e_i with a the common random polynomial.
@@ -272,7 +295,7 @@ func AggregatePublicKey(p Params, seed []byte, n int, shares []*PublicKeyShare) 
 	if err := checkSeed(seed); err != nil {
 		return nil, err
 	}
-	if err := p.checkRegion(n, 1); err != nil {
+	if err := p.checkRegion(n, 1, 1); err != nil {
 		return nil, err
 	}
 	if len(shares) < n {
@@ -428,20 +451,21 @@ func (pa *Party) shamirPolynomial() mhe.ShamirPolynomial {
 	return mhe.ShamirPolynomial{Value: structs.Vector[ringqp.Poly](coeffs)}
 }
 
-// SealShares evaluates the party's Shamir polynomial at every point 1..N
-// and seals each value to its recipient's HPKE key (its own included).
-// recipients maps each point to its HPKE public key; context identifies the
-// ceremony (it is bound as HPKE info).
+// SealShares evaluates the party's Shamir polynomial at every committee
+// point 1..c and seals each value to its recipient's HPKE key (its own
+// included, on the committee). recipients maps each point to its HPKE
+// public key; context identifies the ceremony (it is bound as HPKE info).
+// A party off the committee is ready once its shares are sealed.
 func (pa *Party) SealShares(recipients map[uint32][]byte, context []byte) ([]*SealedShare, error) {
-	if len(recipients) != pa.n {
-		return nil, fmt.Errorf("%w: %d recipients, region has %d parties", ErrWrongShape, len(recipients), pa.n)
+	if len(recipients) != pa.c {
+		return nil, fmt.Errorf("%w: %d recipients, the committee has %d parties", ErrWrongShape, len(recipients), pa.c)
 	}
 	kem, kdf, aead := hpkeSuite()
 	thr := mhe.NewThresholdizer(pa.p.rlwe)
 	f := pa.shamirPolynomial()
 	share := thr.AllocateThresholdSecretShare()
-	out := make([]*SealedShare, 0, pa.n)
-	for to := uint32(1); int(to) <= pa.n; to++ {
+	out := make([]*SealedShare, 0, pa.c)
+	for to := uint32(1); int(to) <= pa.c; to++ {
 		pubBytes, ok := recipients[to]
 		if !ok {
 			return nil, fmt.Errorf("%w: no HPKE key for party %d", ErrWrongShape, to)
@@ -466,6 +490,9 @@ func (pa *Party) SealShares(recipients map[uint32][]byte, context []byte) ([]*Se
 		}
 		out = append(out, &SealedShare{From: pa.self, To: to, Sealed: sealed})
 	}
+	if !pa.Holder() {
+		pa.ready = true
+	}
 	return out, nil
 }
 
@@ -477,6 +504,9 @@ func (pa *Party) OpenShares(hpkePriv []byte, shares []*SealedShare, context []by
 	priv, err := kem.NewPrivateKey(hpkePriv)
 	if err != nil {
 		return fmt.Errorf("%w: HPKE private key: %v", ErrMalformed, err)
+	}
+	if !pa.Holder() {
+		return fmt.Errorf("%w: party %d is not on the committee of %d", ErrWrongShape, pa.self, pa.c)
 	}
 	if len(shares) < pa.n {
 		return fmt.Errorf("%w: %d sealed shares, need one from each of %d parties", ErrTooFewShares, len(shares), pa.n)
@@ -536,9 +566,11 @@ func (pa *Party) readShamir(plain []byte, from uint32, wantSeed [32]byte) (mhe.S
 	return mhe.ShamirSecretShare{Poly: v}, r.done()
 }
 
-func (p Params) partyLen(n int, ready bool) int {
-	l := headerLen + tagLen + 4 + 4 + 4 + SeedLen + 32 + 32 + 1
-	if ready {
+// partyLen is the size of a party's state; withShares for a committee
+// member that holds its shares.
+func (p Params) partyLen(n int, withShares bool) int {
+	l := headerLen + tagLen + 4 + 4 + 4 + 4 + SeedLen + 32 + 32 + 1
+	if withShares {
 		l += n * p.polyQPLen()
 	}
 	return l
@@ -547,17 +579,19 @@ func (p Params) partyLen(n int, ready bool) int {
 // MarshalBinary encodes the party's secret state for the node's 0600 state
 // file. The bytes are key material: never log or send them.
 func (pa *Party) MarshalBinary() ([]byte, error) {
-	w := newWriter(pa.p.partyLen(pa.n, pa.ready), kindParty)
+	withShares := pa.ready && pa.Holder()
+	w := newWriter(pa.p.partyLen(pa.n, withShares), kindParty)
 	w.tag(pa.p)
 	w.u32(pa.self)
 	w.u32(uint32(pa.n))
+	w.u32(uint32(pa.c))
 	w.u32(uint32(pa.t))
 	w.bytes(pa.seed[:])
 	w.bytes(pa.skSeed[:])
 	w.bytes(pa.shamirSeed[:])
 	if pa.ready {
 		w.u8(1)
-		for _, sh := range pa.shares {
+		for _, sh := range pa.shares { // none off the committee
 			w.poly(sh.Q)
 			w.poly(sh.P)
 		}
@@ -584,8 +618,8 @@ func UnmarshalParty(p Params, b []byte) (*Party, error) {
 	if err := r.tag(p); err != nil {
 		return nil, err
 	}
-	pa := &Party{p: p, self: r.u32(), n: int(r.u32()), t: int(r.u32())}
-	if err := p.checkRegion(pa.n, pa.t); err != nil {
+	pa := &Party{p: p, self: r.u32(), n: int(r.u32()), c: int(r.u32()), t: int(r.u32())}
+	if err := p.checkRegion(pa.n, pa.c, pa.t); err != nil {
 		return nil, fmt.Errorf("%w: party state: %v", ErrMalformed, err)
 	}
 	if pa.self < 1 || int(pa.self) > pa.n {
@@ -598,7 +632,9 @@ func UnmarshalParty(p Params, b []byte) (*Party, error) {
 	copy(pa.skSeed[:], r.bytes(32))
 	copy(pa.shamirSeed[:], r.bytes(32))
 	switch flag := r.u8(); {
-	case flag == 1 && len(b) == p.partyLen(pa.n, true):
+	case flag == 1 && !pa.Holder() && len(b) == p.partyLen(pa.n, false):
+		pa.ready = true
+	case flag == 1 && pa.Holder() && len(b) == p.partyLen(pa.n, true):
 		pa.shares = make([]ringqp.Poly, pa.n)
 		for i := range pa.shares {
 			if pa.shares[i], err = p.readQP(r, fmt.Sprintf("Shamir share from %d", i+1)); err != nil {

@@ -365,3 +365,72 @@ func TestAddEncoded(t *testing.T) {
 		t.Fatal("AddEncoded and Add make different sums")
 	}
 }
+
+// TestCommittee: in a region of 12 parties whose first 4 hold the Shamir
+// shares (threshold 3), every party encrypts, any 3 committee members
+// decrypt the sum of all 12, and a party off the committee neither opens
+// shares nor makes a decryption share. Party state round-trips on and off
+// the committee.
+func TestCommittee(t *testing.T) {
+	const n, c, th = 12, 4, 3
+	r := committeeCeremony(t, LargeRegionParams(), n, c, th)
+	b := binding("committee")
+	shape := Values(5000)
+	rng := rand.New(rand.NewPCG(11, 12))
+	agg := NewAggregator(r.p, shape, 1, b)
+	want := make([]float64, shape.Len)
+	all := make([]uint32, n)
+	for i, pa := range r.parties {
+		v := randomUpdate(rng, shape.Len, 1)
+		u, err := pa.Encrypt(v, 0, 3, 1, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := agg.Add(u); err != nil {
+			t.Fatal(err)
+		}
+		for j := range v {
+			want[j] += v[j]
+		}
+		all[i] = uint32(i + 1)
+	}
+	sum, _ := agg.Result()
+	res, err := r.decrypt(t, sum, all, []uint32{1, 3, 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSum(t, r.p, res.Sum, want, n, 1)
+	if res.Count != 3*n {
+		t.Fatalf("count %d", res.Count)
+	}
+	outsider := r.parties[6]
+	if outsider.Holder() || !r.parties[3].Holder() {
+		t.Fatal("committee membership")
+	}
+	if _, err := outsider.DecryptionShare(sum, all, []uint32{1, 3, 7}); !errors.Is(err, ErrWrongShape) {
+		t.Fatalf("a decryption share off the committee: %v", err)
+	}
+	if _, err := r.parties[0].DecryptionShare(sum, all, []uint32{1, 3, 5}); !errors.Is(err, ErrWrongShape) {
+		t.Fatalf("an active set naming a party off the committee: %v", err)
+	}
+	if err := outsider.OpenShares(r.hpkePriv[6], nil, r.seed); !errors.Is(err, ErrWrongShape) {
+		t.Fatalf("opening shares off the committee: %v", err)
+	}
+	for _, pa := range []*Party{outsider, r.parties[1]} {
+		raw, _ := pa.MarshalBinary()
+		back, err := UnmarshalParty(r.p, raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, _ := back.MarshalBinary()
+		if !bytes.Equal(raw, again) || back.Ready() != pa.Ready() || back.Holder() != pa.Holder() {
+			t.Fatalf("party %d does not round-trip", pa.Self())
+		}
+	}
+	if _, err := NewCommitteeParty(r.p, 1, n, n+1, th, r.seed); !errors.Is(err, ErrWrongShape) {
+		t.Fatalf("a committee larger than the region: %v", err)
+	}
+	if _, err := NewCommitteeParty(r.p, 1, n, c, c+1, r.seed); !errors.Is(err, ErrWrongShape) {
+		t.Fatalf("a threshold above the committee: %v", err)
+	}
+}

@@ -32,7 +32,7 @@ func TestBenchHEJSON(t *testing.T) {
 		for k := range r {
 			keys = append(keys, k)
 		}
-		for _, want := range []string{"params", "hospitals", "bytes_per_param", "share_bytes_per_param", "encrypt_s", "fold_s",
+		for _, want := range []string{"params", "hospitals", "committee", "quant_bits", "bytes_per_param", "share_bytes_per_param", "encrypt_s", "fold_s",
 			"fold_vs_float32", "share_s", "combine_s", "coordinator_peak_bytes", "update_bytes", "max_rel_error"} {
 			if !slices.Contains(keys, want) {
 				t.Errorf("row lacks %q: %v", want, keys)
@@ -48,7 +48,7 @@ func TestBenchHEJSON(t *testing.T) {
 		}
 	}
 	for _, args := range [][]string{
-		{"--hospitals", "1024"},
+		{"--hospitals", "1025"},
 		{"--params", "0"},
 		{"--hospitals", "4,x"},
 	} {
