@@ -140,6 +140,9 @@ func (e *Encrypted) measure(params int, seed uint64) (HERow, error) {
 
 	exact := make([]float64, params)
 	plain := make([]float32, params)
+	for j := range plain { // fault its pages in now, not in the first timed fold
+		plain[j] = 0
+	}
 	v := make([]float64, params)
 	wire32 := make([]byte, 4*params)
 	agg := he.NewAggregator(e.p, he.Values(params), clip, binding)
@@ -167,6 +170,9 @@ func (e *Encrypted) measure(params int, seed uint64) (HERow, error) {
 		}
 		u = nil
 		row.UpdateBytes = len(raw)
+		// Collect the encryption's garbage first, so that neither fold
+		// below pays for it.
+		runtime.GC()
 
 		t0 = time.Now()
 		got, err := he.ParseUpdate(e.p, he.Values(params), raw)
@@ -177,8 +183,9 @@ func (e *Encrypted) measure(params int, seed uint64) (HERow, error) {
 			return row, fmt.Errorf("bench he: folding update %d: %w", i, err)
 		}
 		fold += time.Since(t0)
-		// What the coordinator holds live at its peak: the running sum,
-		// the parsed update and its bytes (garbage collected first).
+		// What the coordinator holds live at its peak: the running sum and
+		// the update's bytes (the scratch polynomials of the fold are
+		// garbage now; garbage collected first).
 		runtime.GC()
 		runtime.ReadMemStats(&ms)
 		row.CoordinatorPeakBytes = max(row.CoordinatorPeakBytes, int64(ms.HeapAlloc)-base)

@@ -417,6 +417,3 @@ func (p Params) packedPolyLen() int {
 	}
 	return n << p.logN / 8
 }
-
-// level is the level of every ciphertext: all of Q.
-func (p Params) level() int { return p.messagePrimes }

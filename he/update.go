@@ -261,10 +261,9 @@ func ParseUpdate(p Params, s Shape, b []byte) (*Encoded, error) {
 	e := &Encoded{updateHeader: h, raw: b, body: r.b}
 	plen := p.packedPolyLen()
 	err = parallel(p.Ciphertexts(s), func() func(int) error {
-		scratch := p.rlwe.RingQ().NewPoly()
 		return func(i int) error {
 			sub := reader{b: e.body[i*plen : (i+1)*plen], kind: kindUpdate}
-			return sub.packed(p, scratch, "ciphertext", i)
+			return sub.eachBlock(p, ring.Poly{}, "ciphertext", i, unpackCheck)
 		}
 	})
 	if err != nil {
@@ -605,9 +604,9 @@ func (a *Aggregator) Add(u *Update) error {
 }
 
 // AddEncoded folds an update still in its encoding into the aggregate,
-// decoding one ciphertext at a time into a scratch polynomial per worker:
-// the aggregate's memory is the running sum and the caller's bytes, never
-// a second decoded update. The checks and the result are Add's.
+// adding each residue into the running sum as it is unpacked: the
+// aggregate's memory is the running sum and the caller's bytes, never a
+// second decoded update. The checks and the result are Add's.
 func (a *Aggregator) AddEncoded(e *Encoded) error {
 	if e == nil {
 		return fmt.Errorf("%w: nil update", ErrInvalidValue)
@@ -617,17 +616,11 @@ func (a *Aggregator) AddEncoded(e *Encoded) error {
 	if err := a.admit(e.updateHeader); err != nil {
 		return err
 	}
-	ringQ := a.p.rlwe.RingQ()
 	plen := a.p.packedPolyLen()
 	err := parallel(len(a.acc.c0), func() func(int) error {
-		scratch := ringQ.NewPoly()
 		return func(i int) error {
 			r := reader{b: e.body[i*plen : (i+1)*plen], kind: kindUpdate}
-			if err := r.packed(a.p, scratch, "ciphertext", i); err != nil {
-				return err
-			}
-			ringQ.Add(a.acc.c0[i], scratch, a.acc.c0[i])
-			return nil
+			return r.eachBlock(a.p, a.acc.c0[i], "ciphertext", i, unpackAdd)
 		}
 	})
 	if err != nil {

@@ -213,31 +213,121 @@ func (r *reader) poly(p ring.Poly, moduli []uint64, field string) error {
 // total length; each prime's block is width·N/8 bytes, with no bits to
 // spare.
 func (r *reader) packed(p Params, poly ring.Poly, what string, index int) error {
+	return r.eachBlock(p, poly, what, index, unpackStore)
+}
+
+// eachBlock runs unpackBlock in the given mode over the packed blocks of
+// one polynomial (all of Q), consuming them; dst is unused by unpackCheck.
+func (r *reader) eachBlock(p Params, dst ring.Poly, what string, index int, mode unpackMode) error {
 	q := p.rlwe.Q()
+	n := 1 << p.logN
 	for j, width := range p.polyBits() {
-		coeffs := poly.Coeffs[j]
-		block := r.bytes(width * len(coeffs) / 8)
-		mask := uint64(1)<<width - 1
-		var tail [16]byte
-		for c := range coeffs {
-			pos := c * width
-			src, off := block[pos/8:], uint(pos%8)
-			if len(src) < 9 {
-				copy(tail[:], src)
-				src = tail[:]
-			}
-			v := binary.LittleEndian.Uint64(src) >> off
-			if off+uint(width) > 64 {
-				v |= uint64(src[8]) << (64 - off)
-			}
-			v &= mask
-			if v >= q[j] {
-				return fmt.Errorf("%w: %s: %s %d: coefficient %d mod prime %d not reduced", ErrMalformed, kindName(r.kind), what, index, c, j)
-			}
-			coeffs[c] = v
+		block := r.bytes(width * n / 8)
+		var coeffs []uint64
+		if mode != unpackCheck {
+			coeffs = dst.Coeffs[j]
+		}
+		if c := unpackBlock(block, coeffs, n, width, q[j], mode); c >= 0 {
+			return fmt.Errorf("%w: %s: %s %d: coefficient %d mod prime %d not reduced", ErrMalformed, kindName(r.kind), what, index, c, j)
 		}
 	}
 	return nil
+}
+
+// residueAt reads the width bits at bit position pos of b (at least 9
+// bytes from pos/8 on), unmasked.
+func residueAt(b []byte, pos, width int) uint64 {
+	i, off := pos>>3, uint(pos&7)
+	v := binary.LittleEndian.Uint64(b[i:i+8]) >> off
+	if off+uint(width) > 64 {
+		v |= uint64(b[i+8]) << (64 - off)
+	}
+	return v
+}
+
+// unpackMode is what unpackBlock does with each residue.
+type unpackMode int
+
+const (
+	unpackCheck unpackMode = iota // check it only
+	unpackStore                   // store it in dst
+	unpackAdd                     // add it to dst modulo q
+)
+
+// unpackBlock reads n residues packed at width bits (at most 61) in block,
+// checks each against q and, by mode, stores or adds them into dst. It
+// returns the index of the first residue not below q (dst is then partly
+// written), or -1. The bulk reads one unaligned 8-byte word per residue
+// (a ninth byte when the residue straddles it); the last few come from a
+// padded copy of the block's tail.
+func unpackBlock(block []byte, dst []uint64, n, width int, q uint64, mode unpackMode) int {
+	mask := uint64(1)<<width - 1
+	fast := n
+	for fast > 0 && ((fast-1)*width)>>3+9 > len(block) {
+		fast--
+	}
+	var over uint64 // top bit set once some residue is not below q
+	switch mode {
+	case unpackCheck:
+		for c := range fast {
+			v := residueAt(block, c*width, width) & mask
+			over |= q - 1 - v
+		}
+	case unpackStore:
+		dst = dst[:n]
+		for c := range fast {
+			v := residueAt(block, c*width, width) & mask
+			over |= q - 1 - v
+			dst[c] = v
+		}
+	case unpackAdd:
+		dst = dst[:n]
+		for c := range fast {
+			v := residueAt(block, c*width, width) & mask
+			over |= q - 1 - v
+			s := dst[c] + v // both below q < 2^61: no overflow
+			if s >= q {
+				s -= q
+			}
+			dst[c] = s
+		}
+	}
+	// The last few residues, from a padded copy of the block's tail.
+	var tail [32]byte
+	tailStart := (fast * width) >> 3
+	copy(tail[:], block[tailStart:])
+	for c := fast; c < n; c++ {
+		v := residueAt(tail[:], c*width-8*tailStart, width) & mask
+		over |= q - 1 - v
+		switch mode {
+		case unpackStore:
+			dst[c] = v
+		case unpackAdd:
+			s := dst[c] + v
+			if s >= q {
+				s -= q
+			}
+			dst[c] = s
+		}
+	}
+	bad := over>>63 != 0
+	if !bad {
+		return -1
+	}
+	for c := range n { // the error path: find the first bad residue
+		pos := c * width
+		var word [16]byte
+		copy(word[:], block[pos>>3:])
+		off := uint(pos & 7)
+		v := binary.LittleEndian.Uint64(word[:]) >> off
+		if off > 0 {
+			v |= uint64(word[8]) << (64 - off)
+		}
+		if v&mask >= q {
+			return c
+		}
+	}
+	return 0
 }
 
 // packedPolys fills polys (allocating each) from consecutive packed
