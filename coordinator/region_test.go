@@ -44,6 +44,8 @@ type regionOpts struct {
 	metrics       bool // serve /metrics on a loopback port
 	rekeyAt       int  // coordinator.Config.RekeyAt
 	reflection    bool // coordinator.Config.Reflection
+	// clockSkew[i] shifts replica i's clock (coordinator.Config.Clock).
+	clockSkew []time.Duration
 	// sitePolicy is every node's policy (YAML) unless a test sets
 	// region.policies; "" is testSitePolicy. noPolicy runs the nodes
 	// without a policy file, under the defaults.
@@ -119,6 +121,10 @@ func newRegion(t *testing.T, o regionOpts) *region {
 			Logger: slog.New(r.logs), ServerOptions: o.serverOptions, UploadTimeout: o.uploadTimeout, RekeyAt: o.rekeyAt, Reflection: o.reflection}
 		if o.metrics {
 			cfg.MetricsAddr = "127.0.0.1:0"
+		}
+		if i <= len(o.clockSkew) {
+			skew := o.clockSkew[i-1]
+			cfg.Clock = func() time.Time { return time.Now().Add(skew) }
 		}
 		if i > 1 {
 			cfg.Join = []string{r.addrs[0]}

@@ -68,6 +68,10 @@ type Config struct {
 	// the leader starts a new key epoch (0: half the parameter set's
 	// budget, he.Params.MaxDecryptions).
 	RekeyAt int
+	// Clock is the replica's wall clock for the times it writes into the
+	// log and its round deadlines (nil: time.Now). Replicas' clocks
+	// differ; tests skew them through it.
+	Clock func() time.Time
 }
 
 // Replica is a running coordinator replica.
@@ -146,7 +150,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 			return nil, fmt.Errorf("coordinator: metrics address: %w", err)
 		}
 	}
-	engine := round.New(st, params, log, nil)
+	engine := round.New(st, params, log, cfg.Clock)
 	srv := server.New(st, engine, log)
 	srv.SetMetrics(m)
 	engine.SetMetrics(m)

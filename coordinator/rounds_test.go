@@ -869,3 +869,60 @@ func TestMillionParameterModel(t *testing.T) {
 		t.Errorf("GetModel of 8 MB under the 4 MiB cap: %v", err)
 	}
 }
+
+// Replicas' clocks differ by 40 s either way. Leadership moves, mid-round,
+// to the replica whose clock is ahead (for it, the round's deadline in the
+// log has long passed), then to the one behind (for it, the deadline is
+// 40 s further off). The first still gives hospitals time to resend and
+// commits the round with their updates; the second closes its round within
+// one deadline of taking it over. Every round counts its contributors'
+// rows exactly.
+func TestClockSkewBetweenReplicas(t *testing.T) {
+	reg := newRegion(t, regionOpts{replicas: 3, hospitals: 3, threshold: 2, clockSkew: []time.Duration{0, 40 * time.Second, -40 * time.Second}})
+	reg.startNodes(0, 1, 2)
+	reg.waitCeremony()
+	moveTo := func(i int) time.Time {
+		t.Helper()
+		if reg.leaderIndex() == i {
+			return time.Now()
+		}
+		if _, err := reg.leader().Store().TransferLeadership(reg.replicas[i].ID(), 15*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		at := time.Now()
+		reg.waitFor(reg.replicas[i].ID()+" leads", 15*time.Second, func() bool { return reg.leaderIndex() == i })
+		return at
+	}
+	moveTo(0)
+	reg.stopNode(2) // rounds wait for it until their deadline
+	const deadline = 10 * time.Second
+	id := reg.submit(reg.spec(3, 2, deadline), "skew-1")
+	if err := reg.decide(reg.client(reg.names[2], identity.RoleHospital), id, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		round uint32
+		to    int
+	}{{1, 1}, {2, 2}} {
+		round, to := step.round, step.to
+		reg.waitJob(id, fmt.Sprintf("2 updates of round %d", round), 30*time.Second, func(j *fsm.Job) bool {
+			r := j.Current()
+			return r != nil && r.Number == round && len(r.Contributions) == 2
+		})
+		at := moveTo(to)
+		j := reg.waitJob(id, fmt.Sprintf("round %d to end", round), 60*time.Second, func(j *fsm.Job) bool {
+			return len(j.Rounds) >= int(round) && j.Rounds[round-1].State != fsm.RoundCollecting
+		})
+		took := time.Since(at)
+		r := j.Rounds[round-1]
+		t.Logf("round %d under %s: %s %v %.1f s after the transfer", round, reg.replicas[to].ID(), r.State, r.Contributors, took.Seconds())
+		if r.State == fsm.RoundAborted {
+			t.Fatalf("round %d aborted under the skewed leader: %s", round, r.Reason)
+		}
+		if took > deadline+5*time.Second {
+			t.Errorf("round %d closed %.1f s after the transfer, more than one deadline", round, took.Seconds())
+		}
+	}
+	j := reg.waitDone(id, 60*time.Second)
+	reg.checkCounted(j)
+}

@@ -72,7 +72,10 @@ type Engine struct {
 	mu       sync.Mutex
 	term     uint64                // the term the in-memory sums belong to; 0 when not leading
 	inflight map[roundKey]*running // running sums of collecting rounds
-	seen     map[string]time.Time  // hospital -> last poll
+	// since is when this leader, in this term, opened or first stepped
+	// each collecting round, on its own clock (see late).
+	since map[roundKey]int64
+	seen  map[string]time.Time // hospital -> last poll
 	// regionReadyMs is when this engine first saw the key ceremony done.
 	regionReadyMs int64
 	// rekeyAt is how many ciphertexts the current key may have decrypted
@@ -100,6 +103,7 @@ type running struct {
 func (e *Engine) lead(term uint64) {
 	if e.term != term {
 		clear(e.inflight)
+		clear(e.since)
 		e.term = term
 		if term != 0 {
 			e.log.Info("leading rounds", "term", term)
@@ -113,7 +117,7 @@ func New(st *store.Store, params he.Params, log *slog.Logger, now Clock) *Engine
 		now = time.Now
 	}
 	return &Engine{store: st, params: params, log: log, now: now,
-		inflight: map[roundKey]*running{}, seen: map[string]time.Time{}, rekeyAt: params.MaxDecryptions() / 2}
+		inflight: map[roundKey]*running{}, since: map[roundKey]int64{}, seen: map[string]time.Time{}, rekeyAt: params.MaxDecryptions() / 2}
 }
 
 // SetRekeyAt makes the engine start a new key epoch once the current key
@@ -305,6 +309,9 @@ func trailingAborts(j *fsm.Job) int {
 
 func (e *Engine) openRound(j *fsm.Job, number uint32) error {
 	now := e.NowMs()
+	e.mu.Lock()
+	e.since[roundKey{j.ID, number}] = now // the opener's clock is the deadline's
+	e.mu.Unlock()
 	e.log.Info("round open", "job_id", j.ID, "round", number)
 	return e.store.Propose(&pb.OpenRoundCommand{
 		JobId: j.ID, Round: number, UnixMs: now, DeadlineUnixMs: now + int64(j.Spec.RoundDeadlineMs), Leader: e.store.ID(),
@@ -319,9 +326,33 @@ func (e *Engine) endJob(j *fsm.Job, state, reason string) error {
 func (e *Engine) abort(j *fsm.Job, r *fsm.Round, reason string) error {
 	e.mu.Lock()
 	delete(e.inflight, roundKey{j.ID, r.Number})
+	delete(e.since, roundKey{j.ID, r.Number})
 	e.mu.Unlock()
 	e.log.Warn("round aborted", "job_id", j.ID, "round", r.Number, "reason", reason)
 	return e.store.Propose(&pb.AbortRoundCommand{JobId: j.ID, Round: r.Number, Reason: reason, UnixMs: e.NowMs(), Leader: e.store.ID()})
+}
+
+// resendGrace is the least time a leader gives hospitals to resend the
+// updates an earlier leader counted before it closes a round.
+const resendGrace = 3 * time.Second
+
+// late reports whether a collecting round's time is up for this leader.
+// The deadline in the log was set on the clock of the leader that opened
+// the round; replicas' clocks differ. So a leader that took the round
+// over closes it no earlier than resendGrace after it first saw it (a
+// clock ahead would otherwise close it at once, before any resend), and
+// no later than one round deadline after (a clock behind would otherwise
+// hold it open for the skew). On the opener's own clock this is the
+// deadline in the log.
+func (e *Engine) late(key roundKey, r *fsm.Round, deadline, now int64) bool {
+	e.mu.Lock()
+	first, ok := e.since[key]
+	if !ok {
+		first = now
+		e.since[key] = first
+	}
+	e.mu.Unlock()
+	return now >= min(r.DeadlineMs, first+deadline) && now >= first+min(deadline, resendGrace.Milliseconds())
 }
 
 func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, now int64) error {
@@ -350,7 +381,7 @@ func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 	// deadline for anyone coming back.
 	all := len(r.Contributions) >= e.expected(j, r) && len(contributors) == len(r.Contributions) &&
 		len(contributors) >= int(j.Spec.MinHospitals)
-	late := now >= r.DeadlineMs
+	late := e.late(key, r, int64(j.Spec.RoundDeadlineMs), now)
 	if !all && !late {
 		return nil
 	}
@@ -383,6 +414,7 @@ func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 	if err == nil {
 		e.mu.Lock()
 		delete(e.inflight, key)
+		delete(e.since, key)
 		e.mu.Unlock()
 	}
 	return err

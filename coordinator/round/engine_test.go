@@ -299,3 +299,49 @@ func TestOffline(t *testing.T) {
 		t.Fatal("offline after one round")
 	}
 }
+
+// takeover makes the next step that of a leader new to every round (as
+// after an election) whose clock reads skew from the fixture's.
+func (f *fixture) takeover(skew time.Duration) {
+	f.e.mu.Lock()
+	f.e.term = 0
+	f.e.mu.Unlock()
+	f.advance(skew)
+}
+
+// Replicas' clocks differ. A leader whose clock is ahead takes over a
+// round past its logged deadline and still gives hospitals resendGrace to
+// resend; one whose clock is behind closes it one round deadline after
+// taking it over at the latest, not the skew later.
+func TestTakeoverUnderClockSkew(t *testing.T) {
+	f := newFixture(t)
+	f.submit("ahead", 2, "h1", "h2", "h3", "h4")
+	f.step() // round 1 opens on this clock
+	f.advance(deadline / 2)
+	f.takeover(40 * time.Second) // past the deadline in the log
+	f.step()
+	if r := f.job("ahead").Current(); r.State != fsm.RoundCollecting {
+		t.Fatalf("a leader 40 s ahead closed the round at once: %s (%s)", r.State, r.Reason)
+	}
+	f.advance(resendGrace)
+	f.step()
+	if r := f.job("ahead").Rounds[0]; r.State != fsm.RoundAborted {
+		t.Fatalf("after the resend grace: %s", r.State)
+	}
+
+	f.submit("behind", 2, "h1", "h2", "h3", "h4")
+	f.step()
+	f.step() // round 1 of "behind" opens
+	f.takeover(-40 * time.Second)
+	f.step()
+	f.advance(deadline - time.Second)
+	f.step()
+	if r := f.job("behind").Current(); r.State != fsm.RoundCollecting {
+		t.Fatalf("a leader 40 s behind closed the round before a deadline had passed: %s", r.State)
+	}
+	f.advance(2 * time.Second)
+	f.step()
+	if r := f.job("behind").Rounds[0]; r.State != fsm.RoundAborted {
+		t.Fatalf("a leader 40 s behind held the round open past one deadline after taking it over: %s", r.State)
+	}
+}
