@@ -31,6 +31,12 @@
 //     disconnect of a node until a round commits without it, reconnect;
 //     the job must finish, the node must send updates again, and the killed
 //     container, started again, must rejoin as a voter.
+//   - TestFault* (only with REGIONFL_FAULT_SUITE=1, which
+//     scripts/fault-suite.sh sets; about a minute each): one region of
+//     containers per scenario: minority partition, leader paused, every
+//     replica killed, poison job, leadership transferred under load,
+//     flapping links, a hospital cut off during its upload, a corrupt
+//     snapshot on restart. Each records a line of the suite's table.
 //
 // Environment:
 //

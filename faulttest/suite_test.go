@@ -493,3 +493,112 @@ func TestFaultFlappingLinks(t *testing.T) {
 	d.finish(res, id, job)
 	d.checkAudit()
 }
+
+// TestFaultHospitalCutDuringUpload cuts a hospital off the network the
+// moment it has encrypted its update of a round (docker network
+// disconnect: its stream to the leader breaks or never starts), for longer
+// than the round's deadline, then puts it back. The round closes by its
+// rules without it or with its update counted once; the hospital resends
+// or moves on, contributes again after, and nothing is lost or counted
+// twice.
+func TestFaultHospitalCutDuringUpload(t *testing.T) {
+	requireSuite(t)
+	res := record(t, "a hospital cut off during its upload for 8 s")
+	d := startDockerRegion(t, 3)
+	job := d.suiteJob("upload-cut", 6)
+	id := d.submit(job)
+	h := d.hospitals[0]
+	const round = 2
+	waitEvery(t, jobTimeout, 20*time.Millisecond, fmt.Sprintf("%s to encrypt its update of round %d", h, round), func() (bool, error) {
+		return d.logHas(h, `msg="update encrypted"`, "job_id="+id, fmt.Sprintf("round=%d ", round)), nil
+	})
+	d.mustDocker("network", "disconnect", d.network, d.container(h))
+	cut := time.Now()
+	t.Logf("cut %s off after it encrypted its update of round %d", h, round)
+	waitEvery(t, 15*time.Second, time.Second, "8 s cut off", func() (bool, error) { return time.Since(cut) >= 8*time.Second, nil })
+	d.mustDocker("network", "connect", d.network, d.container(h))
+	back := time.Now()
+	t.Logf("reconnected %s", h)
+	waitFor(t, jobTimeout, h+" to contribute to a round that opened after the cut", func() (bool, error) {
+		j, err := d.jobStatus(id)
+		if err != nil {
+			return false, err
+		}
+		for _, r := range j.Rounds {
+			if r.Round > round+1 && r.State == "committed" && slices.Contains(r.Contributors, h) {
+				return true, nil
+			}
+		}
+		return j.finished(), nil
+	})
+	res.RecoveryS = time.Since(back).Seconds()
+	j := d.finish(res, id, job)
+	var again bool
+	for _, r := range j.Rounds {
+		if r.Round == round && !slices.Contains(r.Contributors, h) && r.MissingWhy[h] == "" {
+			t.Errorf("round %d left %s out without saying why: %+v", round, h, r)
+		}
+		if r.Round > round+1 && slices.Contains(r.Contributors, h) {
+			again = true
+		}
+	}
+	if !again {
+		t.Errorf("%s never contributed again after the cut:\n%s", h, j)
+	}
+	d.checkAudit()
+}
+
+// TestFaultCorruptSnapshot restarts a replica whose newest snapshot was
+// damaged on disk while it was down. Raft checks every snapshot's CRC: the
+// replica skips the damaged one, restores the one before and replays its
+// log from there, rejoins as a voter, and ends with the audit log every
+// other replica holds; the region runs a job after.
+func TestFaultCorruptSnapshot(t *testing.T) {
+	requireSuite(t)
+	res := record(t, "corrupt snapshot on restart (newest snapshot damaged on disk)")
+	d := startDockerRegion(t, 3)
+	for i, name := range []string{"before-snapshot-1", "before-snapshot-2"} {
+		job := d.suiteJob(name, 2)
+		d.finish(res, d.submit(job), job)
+		out, err := d.cli("ops", d.coordinators(), "operator", "raft", "snapshot")
+		if err != nil {
+			t.Fatalf("snapshot %d: %v: %s", i+1, err, out)
+		}
+		t.Logf("snapshot %d: %s", i+1, strings.TrimSpace(string(out)))
+	}
+	victim := d.leader(d.coordinators())
+	d.mustDocker("stop", "-t", "10", d.container(victim))
+	snaps, err := filepath.Glob(d.path(victim, "data", "snapshots", "*", "state.bin"))
+	if err != nil || len(snaps) < 2 {
+		t.Fatalf("%s's snapshots: %v %v", victim, snaps, err)
+	}
+	slices.Sort(snaps) // term-index-time names: the last is the newest
+	newest := snaps[len(snaps)-1]
+	b, err := os.ReadFile(newest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(b) / 3; i < len(b)/3+64 && i < len(b); i++ {
+		b[i] ^= 0xa5
+	}
+	if err := os.WriteFile(newest, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("damaged %s", strings.TrimPrefix(newest, d.dir))
+	restarted := time.Now()
+	d.mustDocker("start", d.container(victim))
+	d.waitVoters()
+	res.RecoveryS = time.Since(restarted).Seconds()
+	logs := string(d.logs(victim, restarted))
+	if strings.Contains(logs, "panic:") {
+		t.Fatalf("%s panicked on the damaged snapshot:\n%s", victim, logs)
+	}
+	if !strings.Contains(logs, "snapshot") {
+		t.Errorf("%s said nothing about its damaged snapshot:\n%s", victim, logs)
+	}
+	t.Logf("%s back as a voter %.1f s after its restart", victim, res.RecoveryS)
+	d.checkAudit()
+	job := d.suiteJob("after-restore", 2)
+	d.finish(res, d.submit(job), job)
+	d.checkAudit()
+}

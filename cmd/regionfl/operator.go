@@ -17,7 +17,7 @@ import (
 func newOperatorCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "operator", Short: "Manage the coordinator cluster and the region"}
 	raft := &cobra.Command{Use: "raft", Short: "Inspect and change the replica set"}
-	raft.AddCommand(newRaftListCmd(), newRaftRemoveCmd(), newRaftTransferCmd())
+	raft.AddCommand(newRaftListCmd(), newRaftRemoveCmd(), newRaftTransferCmd(), newRaftSnapshotCmd())
 	cmd.AddCommand(raft, newRegionCreateCmd(), newRekeyCmd(), newRevokeCmd(), newListRevokedCmd(), newIdentityInitCmd("operator"), newIdentityRenewCmd("operator"))
 	return cmd
 }
@@ -132,6 +132,35 @@ func newRaftTransferCmd() *cobra.Command {
 	}
 	cf.register(cmd.Flags())
 	cmd.Flags().StringVar(&to, "to", "", "the replica ID to hand leadership to (default: the most up-to-date follower)")
+	return cmd
+}
+
+func newRaftSnapshotCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "snapshot",
+		Short: "Have the leader snapshot its state now and compact its log (before maintenance on its host)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var resp *pb.TakeSnapshotResponse
+			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
+				var err error
+				resp, err = conn.Operator.TakeSnapshot(ctx, &pb.TakeSnapshotRequest{})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s snapshotted its state at log index %d\n", resp.Replica, resp.Index)
+			return nil
+		},
+	}
+	cf.register(cmd.Flags())
 	return cmd
 }
 

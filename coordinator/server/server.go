@@ -563,6 +563,23 @@ func (s *Server) TransferLeadership(ctx context.Context, req *pb.TransferLeaders
 	return &pb.TransferLeadershipResponse{From: from, Leader: leader}, nil
 }
 
+// TakeSnapshot has the leader snapshot its state now and compact its log
+// behind the snapshot.
+func (s *Server) TakeSnapshot(ctx context.Context, _ *pb.TakeSnapshotRequest) (*pb.TakeSnapshotResponse, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, err
+	}
+	index, err := s.store.TakeSnapshot()
+	if errors.Is(err, store.ErrNothingNewToSnapshot) {
+		return nil, status.Error(codes.FailedPrecondition, "nothing new to snapshot since the last snapshot")
+	}
+	if err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	s.log.Info("snapshot taken", "index", index, "by", caller(ctx).String())
+	return &pb.TakeSnapshotResponse{Replica: s.store.ID(), Index: index}, nil
+}
+
 // RemoveReplica takes a replica out of the cluster.
 func (s *Server) RemoveReplica(ctx context.Context, req *pb.RemoveReplicaRequest) (*pb.RemoveReplicaResponse, error) {
 	if err := s.leader(ctx); err != nil {

@@ -267,7 +267,30 @@ func (s *Store) Ready() (uint64, error) {
 // Snapshot takes a snapshot now and compacts the log behind it down to
 // TrailingLogs entries (an operator's tool before maintenance, and how tests
 // make a lagging replica catch up from a snapshot).
-func (s *Store) Snapshot() error { return s.raft.Snapshot().Error() }
+func (s *Store) Snapshot() error {
+	_, err := s.TakeSnapshot()
+	return err
+}
+
+// ErrNothingNewToSnapshot is returned when no entry was applied since the
+// last snapshot.
+var ErrNothingNewToSnapshot = errors.New("store: nothing new to snapshot")
+
+// TakeSnapshot is Snapshot, and says which log index the snapshot covers.
+func (s *Store) TakeSnapshot() (uint64, error) {
+	f := s.raft.Snapshot()
+	if err := f.Error(); errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		return 0, ErrNothingNewToSnapshot
+	} else if err != nil {
+		return 0, err
+	}
+	meta, rc, err := f.Open()
+	if err != nil {
+		return 0, err
+	}
+	rc.Close()
+	return meta.Index, nil
+}
 
 // VerifyLeader confirms leadership with a quorum, for reads that decide
 // something.

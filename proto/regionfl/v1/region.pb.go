@@ -5163,6 +5163,95 @@ func (x *TransferLeadershipResponse) GetLeader() string {
 	return ""
 }
 
+type TakeSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TakeSnapshotRequest) Reset() {
+	*x = TakeSnapshotRequest{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TakeSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TakeSnapshotRequest) ProtoMessage() {}
+
+func (x *TakeSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TakeSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*TakeSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{81}
+}
+
+type TakeSnapshotResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The replica that took it (the leader), and the last log index it covers.
+	Replica       string `protobuf:"bytes,1,opt,name=replica,proto3" json:"replica,omitempty"`
+	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TakeSnapshotResponse) Reset() {
+	*x = TakeSnapshotResponse{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TakeSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TakeSnapshotResponse) ProtoMessage() {}
+
+func (x *TakeSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TakeSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*TakeSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *TakeSnapshotResponse) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *TakeSnapshotResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_regionfl_v1_region_proto protoreflect.FileDescriptor
 
 const file_regionfl_v1_region_proto_rawDesc = "" +
@@ -5538,7 +5627,11 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x02to\x18\x01 \x01(\tR\x02to\"H\n" +
 	"\x1aTransferLeadershipResponse\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x16\n" +
-	"\x06leader\x18\x02 \x01(\tR\x06leader*\xc1\x01\n" +
+	"\x06leader\x18\x02 \x01(\tR\x06leader\"\x15\n" +
+	"\x13TakeSnapshotRequest\"F\n" +
+	"\x14TakeSnapshotResponse\x12\x18\n" +
+	"\areplica\x18\x01 \x01(\tR\areplica\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index*\xc1\x01\n" +
 	"\fCeremonyStep\x12\x1d\n" +
 	"\x19CEREMONY_STEP_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CEREMONY_STEP_ENROLL\x10\x01\x12\"\n" +
@@ -5570,13 +5663,14 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\tCancelJob\x12\x1d.regionfl.v1.CancelJobRequest\x1a\x1e.regionfl.v1.CancelJobResponse\x12G\n" +
 	"\bGetModel\x12\x1c.regionfl.v1.GetModelRequest\x1a\x1d.regionfl.v1.GetModelResponse2d\n" +
 	"\x0eAuditorService\x12R\n" +
-	"\vExportAudit\x12\x1f.regionfl.v1.ExportAuditRequest\x1a .regionfl.v1.ExportAuditResponse0\x012\xb5\x06\n" +
+	"\vExportAudit\x12\x1f.regionfl.v1.ExportAuditRequest\x1a .regionfl.v1.ExportAuditResponse0\x012\x8a\a\n" +
 	"\x0fOperatorService\x12S\n" +
 	"\fCreateRegion\x12 .regionfl.v1.CreateRegionRequest\x1a!.regionfl.v1.CreateRegionResponse\x12S\n" +
 	"\fListReplicas\x12 .regionfl.v1.ListReplicasRequest\x1a!.regionfl.v1.ListReplicasResponse\x12P\n" +
 	"\vJoinReplica\x12\x1f.regionfl.v1.JoinReplicaRequest\x1a .regionfl.v1.JoinReplicaResponse\x12V\n" +
 	"\rRemoveReplica\x12!.regionfl.v1.RemoveReplicaRequest\x1a\".regionfl.v1.RemoveReplicaResponse\x12e\n" +
-	"\x12TransferLeadership\x12&.regionfl.v1.TransferLeadershipRequest\x1a'.regionfl.v1.TransferLeadershipResponse\x12b\n" +
+	"\x12TransferLeadership\x12&.regionfl.v1.TransferLeadershipRequest\x1a'.regionfl.v1.TransferLeadershipResponse\x12S\n" +
+	"\fTakeSnapshot\x12 .regionfl.v1.TakeSnapshotRequest\x1a!.regionfl.v1.TakeSnapshotResponse\x12b\n" +
 	"\x11RevokeCertificate\x12%.regionfl.v1.RevokeCertificateRequest\x1a&.regionfl.v1.RevokeCertificateResponse\x12P\n" +
 	"\vListRevoked\x12\x1f.regionfl.v1.ListRevokedRequest\x1a .regionfl.v1.ListRevokedResponse\x12Y\n" +
 	"\x0eEndWebSessions\x12\".regionfl.v1.EndWebSessionsRequest\x1a#.regionfl.v1.EndWebSessionsResponse\x12V\n" +
@@ -5595,7 +5689,7 @@ func file_regionfl_v1_region_proto_rawDescGZIP() []byte {
 }
 
 var file_regionfl_v1_region_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
+var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 87)
 var file_regionfl_v1_region_proto_goTypes = []any{
 	(CeremonyStep)(0),                     // 0: regionfl.v1.CeremonyStep
 	(*ExportAuditRequest)(nil),            // 1: regionfl.v1.ExportAuditRequest
@@ -5679,10 +5773,12 @@ var file_regionfl_v1_region_proto_goTypes = []any{
 	(*RemoveReplicaResponse)(nil),         // 79: regionfl.v1.RemoveReplicaResponse
 	(*TransferLeadershipRequest)(nil),     // 80: regionfl.v1.TransferLeadershipRequest
 	(*TransferLeadershipResponse)(nil),    // 81: regionfl.v1.TransferLeadershipResponse
-	nil,                                   // 82: regionfl.v1.RoundInfo.SiteMetricsEntry
-	nil,                                   // 83: regionfl.v1.RoundInfo.MissingWhyEntry
-	nil,                                   // 84: regionfl.v1.JobInfo.RefusedEntry
-	nil,                                   // 85: regionfl.v1.JobInfo.EpsilonSpentEntry
+	(*TakeSnapshotRequest)(nil),           // 82: regionfl.v1.TakeSnapshotRequest
+	(*TakeSnapshotResponse)(nil),          // 83: regionfl.v1.TakeSnapshotResponse
+	nil,                                   // 84: regionfl.v1.RoundInfo.SiteMetricsEntry
+	nil,                                   // 85: regionfl.v1.RoundInfo.MissingWhyEntry
+	nil,                                   // 86: regionfl.v1.JobInfo.RefusedEntry
+	nil,                                   // 87: regionfl.v1.JobInfo.EpsilonSpentEntry
 }
 var file_regionfl_v1_region_proto_depIdxs = []int32{
 	10, // 0: regionfl.v1.GetRevocationsResponse.revoked:type_name -> regionfl.v1.Revocation
@@ -5714,13 +5810,13 @@ var file_regionfl_v1_region_proto_depIdxs = []int32{
 	55, // 26: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
 	56, // 27: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
 	61, // 28: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	82, // 29: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
-	83, // 30: regionfl.v1.RoundInfo.missing_why:type_name -> regionfl.v1.RoundInfo.MissingWhyEntry
+	84, // 29: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
+	85, // 30: regionfl.v1.RoundInfo.missing_why:type_name -> regionfl.v1.RoundInfo.MissingWhyEntry
 	62, // 31: regionfl.v1.ClinicalMetrics.operating_points:type_name -> regionfl.v1.OperatingPoint
 	56, // 32: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
-	84, // 33: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
+	86, // 33: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
 	60, // 34: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
-	85, // 35: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
+	87, // 35: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
 	63, // 36: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
 	63, // 37: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
 	63, // 38: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
@@ -5752,42 +5848,44 @@ var file_regionfl_v1_region_proto_depIdxs = []int32{
 	76, // 64: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
 	78, // 65: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
 	80, // 66: regionfl.v1.OperatorService.TransferLeadership:input_type -> regionfl.v1.TransferLeadershipRequest
-	7,  // 67: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
-	9,  // 68: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
-	5,  // 69: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
-	3,  // 70: regionfl.v1.OperatorService.StartKeyEpoch:input_type -> regionfl.v1.StartKeyEpochRequest
-	15, // 71: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
-	26, // 72: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
-	28, // 73: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
-	31, // 74: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
-	33, // 75: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
-	35, // 76: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
-	38, // 77: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
-	40, // 78: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
-	43, // 79: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
-	45, // 80: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
-	48, // 81: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
-	18, // 82: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
-	52, // 83: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
-	12, // 84: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
-	58, // 85: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
-	64, // 86: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
-	66, // 87: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
-	68, // 88: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
-	70, // 89: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
-	50, // 90: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
-	2,  // 91: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
-	72, // 92: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
-	75, // 93: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
-	77, // 94: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
-	79, // 95: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
-	81, // 96: regionfl.v1.OperatorService.TransferLeadership:output_type -> regionfl.v1.TransferLeadershipResponse
-	8,  // 97: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
-	13, // 98: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
-	6,  // 99: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
-	4,  // 100: regionfl.v1.OperatorService.StartKeyEpoch:output_type -> regionfl.v1.StartKeyEpochResponse
-	71, // [71:101] is the sub-list for method output_type
-	41, // [41:71] is the sub-list for method input_type
+	82, // 67: regionfl.v1.OperatorService.TakeSnapshot:input_type -> regionfl.v1.TakeSnapshotRequest
+	7,  // 68: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
+	9,  // 69: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
+	5,  // 70: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
+	3,  // 71: regionfl.v1.OperatorService.StartKeyEpoch:input_type -> regionfl.v1.StartKeyEpochRequest
+	15, // 72: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
+	26, // 73: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
+	28, // 74: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
+	31, // 75: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
+	33, // 76: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
+	35, // 77: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
+	38, // 78: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
+	40, // 79: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
+	43, // 80: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
+	45, // 81: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
+	48, // 82: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
+	18, // 83: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
+	52, // 84: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
+	12, // 85: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
+	58, // 86: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
+	64, // 87: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
+	66, // 88: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
+	68, // 89: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
+	70, // 90: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
+	50, // 91: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
+	2,  // 92: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
+	72, // 93: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
+	75, // 94: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
+	77, // 95: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
+	79, // 96: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
+	81, // 97: regionfl.v1.OperatorService.TransferLeadership:output_type -> regionfl.v1.TransferLeadershipResponse
+	83, // 98: regionfl.v1.OperatorService.TakeSnapshot:output_type -> regionfl.v1.TakeSnapshotResponse
+	8,  // 99: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
+	13, // 100: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
+	6,  // 101: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
+	4,  // 102: regionfl.v1.OperatorService.StartKeyEpoch:output_type -> regionfl.v1.StartKeyEpochResponse
+	72, // [72:103] is the sub-list for method output_type
+	41, // [41:72] is the sub-list for method input_type
 	41, // [41:41] is the sub-list for extension type_name
 	41, // [41:41] is the sub-list for extension extendee
 	0,  // [0:41] is the sub-list for field type_name
@@ -5812,7 +5910,7 @@ func file_regionfl_v1_region_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_region_proto_rawDesc), len(file_regionfl_v1_region_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   85,
+			NumMessages:   87,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -1069,6 +1069,7 @@ const (
 	OperatorService_JoinReplica_FullMethodName        = "/regionfl.v1.OperatorService/JoinReplica"
 	OperatorService_RemoveReplica_FullMethodName      = "/regionfl.v1.OperatorService/RemoveReplica"
 	OperatorService_TransferLeadership_FullMethodName = "/regionfl.v1.OperatorService/TransferLeadership"
+	OperatorService_TakeSnapshot_FullMethodName       = "/regionfl.v1.OperatorService/TakeSnapshot"
 	OperatorService_RevokeCertificate_FullMethodName  = "/regionfl.v1.OperatorService/RevokeCertificate"
 	OperatorService_ListRevoked_FullMethodName        = "/regionfl.v1.OperatorService/ListRevoked"
 	OperatorService_EndWebSessions_FullMethodName     = "/regionfl.v1.OperatorService/EndWebSessions"
@@ -1087,6 +1088,9 @@ type OperatorServiceClient interface {
 	// TransferLeadership hands leadership to another voter (before
 	// maintenance on the leader's host), and answers once it leads.
 	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
+	// TakeSnapshot has the leader snapshot its state now and compact its log
+	// behind the snapshot (before maintenance on its host).
+	TakeSnapshot(ctx context.Context, in *TakeSnapshotRequest, opts ...grpc.CallOption) (*TakeSnapshotResponse, error)
 	// RevokeCertificate refuses a certificate serial from the next request
 	// on, on every replica and on the Raft transport.
 	RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error)
@@ -1158,6 +1162,16 @@ func (c *operatorServiceClient) TransferLeadership(ctx context.Context, in *Tran
 	return out, nil
 }
 
+func (c *operatorServiceClient) TakeSnapshot(ctx context.Context, in *TakeSnapshotRequest, opts ...grpc.CallOption) (*TakeSnapshotResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TakeSnapshotResponse)
+	err := c.cc.Invoke(ctx, OperatorService_TakeSnapshot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *operatorServiceClient) RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RevokeCertificateResponse)
@@ -1210,6 +1224,9 @@ type OperatorServiceServer interface {
 	// TransferLeadership hands leadership to another voter (before
 	// maintenance on the leader's host), and answers once it leads.
 	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
+	// TakeSnapshot has the leader snapshot its state now and compact its log
+	// behind the snapshot (before maintenance on its host).
+	TakeSnapshot(context.Context, *TakeSnapshotRequest) (*TakeSnapshotResponse, error)
 	// RevokeCertificate refuses a certificate serial from the next request
 	// on, on every replica and on the Raft transport.
 	RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error)
@@ -1245,6 +1262,9 @@ func (UnimplementedOperatorServiceServer) RemoveReplica(context.Context, *Remove
 }
 func (UnimplementedOperatorServiceServer) TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method TransferLeadership not implemented")
+}
+func (UnimplementedOperatorServiceServer) TakeSnapshot(context.Context, *TakeSnapshotRequest) (*TakeSnapshotResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method TakeSnapshot not implemented")
 }
 func (UnimplementedOperatorServiceServer) RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RevokeCertificate not implemented")
@@ -1369,6 +1389,24 @@ func _OperatorService_TransferLeadership_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OperatorService_TakeSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TakeSnapshotRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).TakeSnapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_TakeSnapshot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).TakeSnapshot(ctx, req.(*TakeSnapshotRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _OperatorService_RevokeCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RevokeCertificateRequest)
 	if err := dec(in); err != nil {
@@ -1467,6 +1505,10 @@ var OperatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TransferLeadership",
 			Handler:    _OperatorService_TransferLeadership_Handler,
+		},
+		{
+			MethodName: "TakeSnapshot",
+			Handler:    _OperatorService_TakeSnapshot_Handler,
 		},
 		{
 			MethodName: "RevokeCertificate",
