@@ -227,6 +227,14 @@ func (c *Client) Do(ctx context.Context, fn func(ctx context.Context, conn Conn)
 			if !answered && len(unanswered) == len(c.addrs) && time.Since(firstMiss) >= ReachTimeout {
 				return fmt.Errorf("%w (tried %s): %s", ErrUnreachable, strings.Join(c.addrs, ", "), st.Message())
 			}
+		case codes.DeadlineExceeded:
+			// The call's time ran out on this replica: it may hang (a
+			// partitioned or paused leader keeps its connections open).
+			// The next call starts at the next replica, which sends it
+			// back here if this one still leads.
+			c.markFailed(addr)
+			c.next(addr)
+			return err
 		default:
 			return err
 		}

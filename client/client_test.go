@@ -25,11 +25,16 @@ type replica struct {
 	pb.UnimplementedHospitalServiceServer
 	leader     bool
 	leaderAddr string
+	hang       bool // answer nothing, as a paused or partitioned leader
 	calls      atomic.Int32
 }
 
 func (r *replica) GetRegion(ctx context.Context, _ *pb.GetRegionRequest) (*pb.GetRegionResponse, error) {
 	r.calls.Add(1)
+	if r.hang {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	if r.leader {
 		return &pb.GetRegionResponse{Region: &pb.Region{Params: "p"}}, nil
 	}
@@ -172,5 +177,45 @@ func TestUnreachableCoordinators(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Fatalf("a live leader behind a dead address: %v", err)
+	}
+}
+
+// A replica that stops answering mid-call (a paused or partitioned leader
+// keeps its connections open) costs a call its deadline, not more: the
+// next call starts at the next replica, and does not follow a hint back
+// to the hung one at once.
+func TestHungReplicaIsLeftAfterADeadline(t *testing.T) {
+	ca, err := identity.NewCA("region", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Issue(identity.Identity{Name: "h1", Role: identity.RoleHospital}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hung := &replica{hang: true}
+	hungAddr := serve(t, ca, hung)
+	alive := &replica{leader: true}
+	c, err := New([]string{hungAddr, serve(t, ca, alive)}, identity.ClientConfig(cert, ca.Pool()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	call := func(timeout time.Duration) error {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		return c.Do(ctx, func(ctx context.Context, conn Conn) error {
+			_, err := conn.Hospital.GetRegion(ctx, &pb.GetRegionRequest{})
+			return err
+		})
+	}
+	if err := call(300 * time.Millisecond); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a call to the hung replica: %v", err)
+	}
+	if err := call(5 * time.Second); err != nil {
+		t.Fatalf("the next call: %v", err)
+	}
+	if hung.calls.Load() != 1 || alive.calls.Load() != 1 {
+		t.Fatalf("calls: hung %d, alive %d", hung.calls.Load(), alive.calls.Load())
 	}
 }

@@ -135,8 +135,8 @@ func (n *Node) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		var resp *pb.PollResponse
-		err := n.call(ctx, 45*time.Second, func(ctx context.Context, conn client.Conn) (err error) {
-			resp, err = conn.Hospital.Poll(ctx, &pb.PollRequest{AfterVersion: version, WaitMs: 2000})
+		err := n.call(ctx, pollWait+controlTimeout, func(ctx context.Context, conn client.Conn) (err error) {
+			resp, err = conn.Hospital.Poll(ctx, &pb.PollRequest{AfterVersion: version, WaitMs: uint32(pollWait.Milliseconds())})
 			return err
 		})
 		if err == nil {
@@ -167,6 +167,16 @@ func sleep(ctx context.Context, d time.Duration) {
 }
 
 // call runs one RPC against the leader with a deadline.
+// controlTimeout bounds one small call (a decision, an approval, a poll
+// beyond its wait): a leader that stops answering mid-call (partitioned,
+// paused) is given up on after it, the client turns to the next replica,
+// and the node is back in time for the round, rather than waiting for
+// gRPC's keepalive (10 s at least) to notice the dead connection.
+const controlTimeout = 5 * time.Second
+
+// pollWait is how long a poll waits on the leader for a change.
+const pollWait = 2 * time.Second
+
 func (n *Node) call(ctx context.Context, timeout time.Duration, fn func(context.Context, client.Conn) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -238,7 +248,7 @@ func (n *Node) safely(work func() error) (err error) {
 
 func (n *Node) region(ctx context.Context) (*pb.Region, uint32, error) {
 	var r *pb.Region
-	err := n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
+	err := n.call(ctx, controlTimeout, func(ctx context.Context, conn client.Conn) error {
 		resp, err := conn.Hospital.GetRegion(ctx, &pb.GetRegionRequest{})
 		r = resp.GetRegion()
 		return err
@@ -474,7 +484,7 @@ func (n *Node) enroll(ctx context.Context) error {
 		return err
 	}
 	n.log.Info("enrolling", "epoch", r.Epoch, "hpke_key_size", len(pub))
-	return n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
+	return n.call(ctx, controlTimeout, func(ctx context.Context, conn client.Conn) error {
 		_, err := conn.Hospital.Enroll(ctx, &pb.EnrollRequest{HpkePublicKey: pub, Signature: sig})
 		return err
 	})
@@ -655,7 +665,7 @@ func (n *Node) openShares(ctx context.Context) error {
 	n.mu.Unlock()
 	d := pk.Digest()
 	n.log.Info("threshold key share ready", "epoch", r.Epoch, "public_key_digest", fmt.Sprintf("%x", d[:8]))
-	return n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
+	return n.call(ctx, controlTimeout, func(ctx context.Context, conn client.Conn) error {
 		_, err := conn.Hospital.ConfirmKeyReady(ctx, &pb.ConfirmKeyReadyRequest{PublicKeyDigest: d[:]})
 		return err
 	})
@@ -807,7 +817,7 @@ func (n *Node) decide(ctx context.Context, o *pb.JobOffer) error {
 	accept := reason == ""
 	n.cfg.Metrics.JobDecided(accept)
 	n.log.Info("job decision", "job_id", o.JobId, "accept", accept, "reason", reason, "purpose", o.Spec.Purpose)
-	return n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
+	return n.call(ctx, controlTimeout, func(ctx context.Context, conn client.Conn) error {
 		_, err := conn.Hospital.DecideJob(ctx, &pb.DecideJobRequest{JobId: o.JobId, Accept: accept, Reason: reason})
 		return err
 	})
@@ -1501,7 +1511,7 @@ func (n *Node) approve(ctx context.Context, t *pb.ApprovalTask) error {
 		return err
 	}
 	n.log.Info("contributor set approved", "job_id", t.JobId, "round", t.Round, "contributors", len(contributors))
-	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
+	return n.call(ctx, controlTimeout, func(ctx context.Context, conn client.Conn) error {
 		_, err := conn.Hospital.ApproveContributors(ctx, &pb.ApproveContributorsRequest{JobId: t.JobId, Round: t.Round, Signature: sig})
 		return err
 	})

@@ -25,7 +25,7 @@ const maxRevocations = 100_000
 // node has seen.
 func (n *Node) refreshRevocations(ctx context.Context) error {
 	var list []*pb.Revocation
-	err := n.call(ctx, 10*time.Second, func(ctx context.Context, conn client.Conn) error {
+	err := n.call(ctx, controlTimeout, func(ctx context.Context, conn client.Conn) error {
 		resp, err := conn.Hospital.GetRevocations(ctx, &pb.GetRevocationsRequest{})
 		list = resp.GetRevoked()
 		return err
