@@ -746,7 +746,11 @@ func waitLog(t *testing.T, p *proc, timeout time.Duration, parts ...string) {
 // jobFile is a job file as the README shows it, with the fields the tests
 // vary.
 type jobFile struct {
-	Name          string
+	Name string
+	// Seed varies the initial model and the training: a site sends one
+	// update per training content, ever, so two jobs of the same spec and
+	// seed would get one update between them for the same round.
+	Seed          uint64
 	Inputs        int
 	Rounds        int
 	LocalSteps    int
@@ -770,7 +774,8 @@ clip_norm: 10
 strategy: {name: fedavg}
 scaling: region
 alert_threshold: 0.5
-`, j.Name, j.Inputs, j.Rounds, j.LocalSteps, j.MinHospitals, j.RoundDeadline)
+seed: %d
+`, j.Name, j.Inputs, j.Rounds, j.LocalSteps, j.MinHospitals, j.RoundDeadline, j.Seed)
 }
 
 // setpgid puts a command (a script) in its own process group, so that
