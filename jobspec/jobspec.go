@@ -458,6 +458,32 @@ func ReportedPoint(s *pb.JobSpec, m *pb.ClinicalMetrics) (op models.OperatingPoi
 		PPV: m.Ppv, AlarmsPer100: m.AlarmsPer_100}, false, true
 }
 
+// AlarmBurden is a model's figures at every threshold of the region's
+// encrypted histogram, and the point the job reports at: what a ward would
+// live with, whichever view shows it.
+type AlarmBurden struct {
+	ModelVersion uint32
+	Patients     uint64
+	Points       []models.OperatingPoint
+	Reported     models.OperatingPoint
+	Found        bool    // Reported exists
+	Target       float64 // the job's target sensitivity; 0: reported at its alert threshold
+}
+
+// AlarmBurdenOf is the alarm burden of the region's figures m under job
+// spec s; ok is false when m has no operating points.
+func AlarmBurdenOf(s *pb.JobSpec, m *pb.ClinicalMetrics) (a AlarmBurden, ok bool) {
+	if m == nil || len(m.OperatingPoints) == 0 {
+		return a, false
+	}
+	op, target, found := ReportedPoint(s, m)
+	a = AlarmBurden{ModelVersion: m.ModelVersion, Patients: m.N, Points: OperatingPointsFromProto(m), Reported: op, Found: found}
+	if target {
+		a.Target = s.GetAlertSensitivity()
+	}
+	return a, true
+}
+
 // FromProto converts a model spec.
 func FromProto(m *pb.ModelSpec) models.Spec {
 	var hidden []int

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"regionfl/demo"
+	"regionfl/jobspec"
 	"regionfl/models"
 	"regionfl/node/dataset"
 )
@@ -185,9 +186,9 @@ func printSummary(w io.Writer, res *demo.Result) {
 		if m == nil || len(m.OperatingPoints) == 0 {
 			continue
 		}
-		a := alarmBurden{ModelVersion: m.ModelVersion, Patients: m.N, Points: m.OperatingPoints, Target: demo.DemoTargetSensitivity}
+		a := jobspec.AlarmBurden{ModelVersion: m.ModelVersion, Patients: m.N, Points: m.OperatingPoints, Target: demo.DemoTargetSensitivity}
 		a.Reported, a.Found = models.ForSensitivity(m.OperatingPoints, demo.DemoTargetSensitivity)
-		a.print(w)
+		printAlarmBurden(w, a)
 		break
 	}
 	if res.AuditFile != "" {

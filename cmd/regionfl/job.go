@@ -297,33 +297,10 @@ func latestRegionMetrics(j *pb.JobInfo) *pb.ClinicalMetrics {
 	return nil
 }
 
-// alarmBurden is a model's figures at every threshold of the region's
-// encrypted histogram, and the one the job reports at.
-type alarmBurden struct {
-	ModelVersion uint32
-	Patients     uint64
-	Points       []models.OperatingPoint
-	Reported     models.OperatingPoint
-	Found        bool    // Reported exists
-	Target       float64 // the job's target sensitivity; 0: its alert threshold
-}
-
-func alarmBurdenOf(spec *pb.JobSpec, m *pb.ClinicalMetrics) (alarmBurden, bool) {
-	if m == nil || len(m.OperatingPoints) == 0 {
-		return alarmBurden{}, false
-	}
-	op, target, ok := jobspec.ReportedPoint(spec, m)
-	a := alarmBurden{ModelVersion: m.ModelVersion, Patients: m.N, Points: jobspec.OperatingPointsFromProto(m), Reported: op, Found: ok}
-	if target {
-		a.Target = spec.GetAlertSensitivity()
-	}
-	return a, true
-}
-
-// print writes each threshold's sensitivity, specificity, PPV and alarms
-// per 100 patients, marking the row the job reports at, so a researcher
-// can pick the threshold a ward can live with.
-func (a alarmBurden) print(w io.Writer) {
+// printAlarmBurden writes each threshold's sensitivity, specificity, PPV
+// and alarms per 100 patients, marking the row the job reports at, so a
+// researcher can pick the threshold a ward can live with.
+func printAlarmBurden(w io.Writer, a jobspec.AlarmBurden) {
 	fmt.Fprintf(w, "\nalarm burden of model v%d on the sites' test rows (%d patients, from the encrypted histogram):\n", a.ModelVersion, a.Patients)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "THRESHOLD\tSENSITIVITY\tSPECIFICITY\tPPV\tALARMS/100\t")
@@ -501,7 +478,7 @@ func printJob(w io.Writer, j *pb.JobInfo) {
 		}
 	}
 	tw.Flush()
-	if a, ok := alarmBurdenOf(j.Spec, latestRegionMetrics(j)); ok {
-		a.print(w)
+	if a, ok := jobspec.AlarmBurdenOf(j.Spec, latestRegionMetrics(j)); ok {
+		printAlarmBurden(w, a)
 	}
 }

@@ -461,16 +461,19 @@ func (e *Engine) offline(j *fsm.Job, r *fsm.Round, h string) bool {
 	if e.seen[h].UnixMilli() >= r.OpenedMs {
 		return false
 	}
-	past := j.Rounds[:len(j.Rounds)-1] // the current round is last
-	if len(past) < OfflineAfterRounds {
-		return false
+	return SilentBefore(j, len(j.Rounds)-1, h) >= OfflineAfterRounds // the current round is last
+}
+
+// SilentBefore is how many of job j's rounds right before its round at
+// index i received nothing from hospital h: the log's half of the offline
+// rule (the other half, no poll since the round opened, only the leader
+// knows).
+func SilentBefore(j *fsm.Job, i int, h string) int {
+	n := 0
+	for k := i - 1; k >= 0 && !j.Rounds[k].Contributed(h); k-- {
+		n++
 	}
-	for _, p := range past[len(past)-OfflineAfterRounds:] {
-		if p.Contributed(h) {
-			return false
-		}
-	}
-	return true
+	return n
 }
 
 // chooseDecryptors picks t hospitals, preferring the round's contributors

@@ -345,3 +345,28 @@ func TestTakeoverUnderClockSkew(t *testing.T) {
 		t.Fatalf("a leader 40 s behind held the round open past one deadline after taking it over: %s", r.State)
 	}
 }
+
+// SilentBefore counts the rounds right before a round that got nothing
+// from a hospital: the log's half of the offline rule, which the engine
+// and the researcher's "missing, why" both read.
+func TestSilentBefore(t *testing.T) {
+	from := func(hs ...string) fsm.Round {
+		var r fsm.Round
+		for _, h := range hs {
+			r.Contributions = append(r.Contributions, fsm.Contribution{Hospital: h})
+		}
+		return r
+	}
+	j := &fsm.Job{Rounds: []*fsm.Round{ptr(from("h1", "h2")), ptr(from("h2")), ptr(from("h2")), ptr(from())}}
+	for _, c := range []struct {
+		i    int
+		h    string
+		want int
+	}{{0, "h1", 0}, {1, "h1", 0}, {2, "h1", 1}, {3, "h1", 2}, {3, "h2", 0}, {4, "h2", 1}, {4, "h3", 4}} {
+		if got := SilentBefore(j, c.i, c.h); got != c.want {
+			t.Errorf("SilentBefore(round %d, %s) = %d, want %d", c.i, c.h, got, c.want)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

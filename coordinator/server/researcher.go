@@ -222,9 +222,9 @@ func (s *Server) jobInfo(id string) (*pb.JobInfo, error) {
 
 // missingWhy says why accepted hospital h has nothing counted in the
 // job's round i, or "" if it has: offline (nothing from it in that round
-// and the round.OfflineAfterRounds before, since the first of them), no
-// update by the deadline, or an update that arrived but is not in the
-// contributor set.
+// and the round.OfflineAfterRounds before, round.SilentBefore, since the
+// first of them), no update by the deadline, or an update that arrived
+// but is not in the contributor set.
 func missingWhy(j *fsm.Job, i int, h string) string {
 	r := j.Rounds[i]
 	switch {
@@ -233,12 +233,8 @@ func missingWhy(j *fsm.Job, i int, h string) string {
 	case r.Contributed(h):
 		return "sent, not counted: it arrived after the contributor set was fixed"
 	}
-	first := i
-	for first > 0 && !j.Rounds[first-1].Contributed(h) {
-		first--
-	}
-	if i-first >= round.OfflineAfterRounds {
-		s := j.Rounds[first]
+	if n := round.SilentBefore(j, i, h); n >= round.OfflineAfterRounds {
+		s := j.Rounds[i-n]
 		return fmt.Sprintf("offline since round %d (opened %s)", s.Number, time.UnixMilli(s.OpenedMs).UTC().Format(time.RFC3339))
 	}
 	return "no update by the deadline"

@@ -326,18 +326,18 @@ func alarmsOf(j *fsm.Job) *alarmView {
 	for i := len(j.Rounds) - 1; i >= 0 && m == nil; i-- {
 		m = j.Rounds[i].RegionMetrics
 	}
-	if m == nil || len(m.OperatingPoints) == 0 {
+	b, ok := jobspec.AlarmBurdenOf(j.Spec, m)
+	if !ok {
 		return nil
 	}
-	reported, target, ok := jobspec.ReportedPoint(j.Spec, m)
-	a := &alarmView{ModelVersion: m.ModelVersion, Patients: m.N, Missed: target && !ok}
-	if target {
-		a.Target = fmtFloat(j.Spec.GetAlertSensitivity())
+	a := &alarmView{ModelVersion: b.ModelVersion, Patients: b.Patients, Missed: b.Target > 0 && !b.Found}
+	if b.Target > 0 {
+		a.Target = fmtFloat(b.Target)
 	}
-	for _, op := range jobspec.OperatingPointsFromProto(m) {
+	for _, op := range b.Points {
 		a.Rows = append(a.Rows, alarmRow{Threshold: fmt.Sprintf("%.2f", op.Threshold), Sensitivity: fmt.Sprintf("%.2f", op.Sensitivity),
 			Specificity: fmt.Sprintf("%.2f", op.Specificity), PPV: fmt.Sprintf("%.2f", op.PPV), AlarmsPer100: fmt.Sprintf("%.1f", op.AlarmsPer100),
-			Reported: ok && op.Threshold == reported.Threshold})
+			Reported: b.Found && op.Threshold == b.Reported.Threshold})
 	}
 	return a
 }
