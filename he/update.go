@@ -187,21 +187,7 @@ func (u *Update) Digest() [32]byte {
 // UnmarshalUpdate decodes an update of shape s made under p. The byte
 // length is checked against UpdateSize before anything is allocated.
 func UnmarshalUpdate(p Params, s Shape, b []byte) (*Update, error) {
-	if err := p.Validate(); err != nil {
-		return nil, err
-	}
-	if err := s.check(); err != nil {
-		return nil, err
-	}
-	want := UpdateSize(p, s)
-	if len(b) != want {
-		return nil, fmt.Errorf("%w: update of %d bytes, %v needs %d", ErrMalformed, len(b), s, want)
-	}
-	r, err := newReader(b, kindUpdate, want)
-	if err != nil {
-		return nil, err
-	}
-	h, err := p.readUpdateHeader(r, s)
+	r, h, err := p.openUpdate(s, b)
 	if err != nil {
 		return nil, err
 	}
@@ -240,21 +226,7 @@ type Encoded struct {
 // UnmarshalUpdate does (exact length, header, every residue reduced) in
 // parallel, without allocating its polynomials.
 func ParseUpdate(p Params, s Shape, b []byte) (*Encoded, error) {
-	if err := p.Validate(); err != nil {
-		return nil, err
-	}
-	if err := s.check(); err != nil {
-		return nil, err
-	}
-	want := UpdateSize(p, s)
-	if len(b) != want {
-		return nil, fmt.Errorf("%w: update of %d bytes, %v needs %d", ErrMalformed, len(b), s, want)
-	}
-	r, err := newReader(b, kindUpdate, want)
-	if err != nil {
-		return nil, err
-	}
-	h, err := p.readUpdateHeader(r, s)
+	r, h, err := p.openUpdate(s, b)
 	if err != nil {
 		return nil, err
 	}
@@ -285,6 +257,28 @@ func (e *Encoded) Clip() float64 { return e.clip }
 // Parties is the number of updates the encoding claims to hold (see
 // Update.Parties: not authenticated).
 func (e *Encoded) Parties() int { return e.parties }
+
+// openUpdate checks the parameters, the shape and the exact length of the
+// encoding of an update of shape s, then reads and checks its header; the
+// reader is left at the ciphertexts.
+func (p Params) openUpdate(s Shape, b []byte) (*reader, updateHeader, error) {
+	if err := p.Validate(); err != nil {
+		return nil, updateHeader{}, err
+	}
+	if err := s.check(); err != nil {
+		return nil, updateHeader{}, err
+	}
+	want := UpdateSize(p, s)
+	if len(b) != want {
+		return nil, updateHeader{}, fmt.Errorf("%w: update of %d bytes, %v needs %d", ErrMalformed, len(b), s, want)
+	}
+	r, err := newReader(b, kindUpdate, want)
+	if err != nil {
+		return nil, updateHeader{}, err
+	}
+	h, err := p.readUpdateHeader(r, s)
+	return r, h, err
+}
 
 // readUpdateHeader reads and checks the header of an update of shape s.
 func (p Params) readUpdateHeader(r *reader, s Shape) (updateHeader, error) {
