@@ -99,6 +99,24 @@ func call(ctx context.Context, c *client.Client, fn func(context.Context, client
 	return c.Do(ctx, fn)
 }
 
+// request dials the coordinators of cf, makes one call through the leader
+// (with call's deadline) and hangs up: the whole life of most commands'
+// connection.
+func request[T any](ctx context.Context, cf *clientFlags, fn func(context.Context, client.Conn) (T, error)) (T, error) {
+	var out T
+	c, err := cf.dial()
+	if err != nil {
+		return out, err
+	}
+	defer c.Close()
+	err = call(ctx, c, func(ctx context.Context, conn client.Conn) error {
+		var err error
+		out, err = fn(ctx, conn)
+		return err
+	})
+	return out, err
+}
+
 func getJob(ctx context.Context, c *client.Client, id string) (*pb.JobInfo, error) {
 	var info *pb.JobInfo
 	err := call(ctx, c, func(ctx context.Context, conn client.Conn) error {

@@ -31,17 +31,7 @@ func newListCmd[T any](l listing[T]) *cobra.Command {
 		Short: l.short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var rows []T
-			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				var err error
-				rows, err = l.fetch(ctx, conn)
-				return err
-			})
+			rows, err := request(cmd.Context(), &cf, l.fetch)
 			if err != nil {
 				return err
 			}

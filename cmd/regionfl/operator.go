@@ -47,15 +47,10 @@ func newRaftRemoveCmd() *cobra.Command {
 		Short: "Remove a replica from the cluster",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			return call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Operator.RemoveReplica(ctx, &pb.RemoveReplicaRequest{Id: args[0]})
-				return err
+			_, err := request(cmd.Context(), &cf, func(ctx context.Context, conn client.Conn) (*pb.RemoveReplicaResponse, error) {
+				return conn.Operator.RemoveReplica(ctx, &pb.RemoveReplicaRequest{Id: args[0]})
 			})
+			return err
 		},
 	}
 	cf.register(cmd.Flags())
@@ -79,16 +74,8 @@ until every hospital holds the new one, so training does not stop.`,
 			if strings.TrimSpace(reason) == "" {
 				return usageError{errors.New("--reason is required: it goes into the audit log")}
 			}
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var resp *pb.StartKeyEpochResponse
-			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				var err error
-				resp, err = conn.Operator.StartKeyEpoch(ctx, &pb.StartKeyEpochRequest{Reason: reason})
-				return err
+			resp, err := request(cmd.Context(), &cf, func(ctx context.Context, conn client.Conn) (*pb.StartKeyEpochResponse, error) {
+				return conn.Operator.StartKeyEpoch(ctx, &pb.StartKeyEpochRequest{Reason: reason})
 			})
 			if err != nil {
 				return err
@@ -112,16 +99,8 @@ func newRaftTransferCmd() *cobra.Command {
 		Short: "Hand leadership to another replica (before maintenance on the leader's host); rounds go on under the new leader",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var resp *pb.TransferLeadershipResponse
-			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				var err error
-				resp, err = conn.Operator.TransferLeadership(ctx, &pb.TransferLeadershipRequest{To: to})
-				return err
+			resp, err := request(cmd.Context(), &cf, func(ctx context.Context, conn client.Conn) (*pb.TransferLeadershipResponse, error) {
+				return conn.Operator.TransferLeadership(ctx, &pb.TransferLeadershipRequest{To: to})
 			})
 			if err != nil {
 				return err
@@ -142,16 +121,8 @@ func newRaftSnapshotCmd() *cobra.Command {
 		Short: "Have the leader snapshot its state now and compact its log (before maintenance on its host)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var resp *pb.TakeSnapshotResponse
-			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				var err error
-				resp, err = conn.Operator.TakeSnapshot(ctx, &pb.TakeSnapshotRequest{})
-				return err
+			resp, err := request(cmd.Context(), &cf, func(ctx context.Context, conn client.Conn) (*pb.TakeSnapshotResponse, error) {
+				return conn.Operator.TakeSnapshot(ctx, &pb.TakeSnapshotRequest{})
 			})
 			if err != nil {
 				return err
@@ -188,16 +159,9 @@ func newRegionCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Operator.CreateRegion(ctx, req)
-				return err
-			})
-			if err != nil {
+			if _, err := request(cmd.Context(), &cf, func(ctx context.Context, conn client.Conn) (*pb.CreateRegionResponse, error) {
+				return conn.Operator.CreateRegion(ctx, req)
+			}); err != nil {
 				return err
 			}
 			d := identity.RegionDigest(req.Params, req.Hospitals, req.Threshold, req.Seed)

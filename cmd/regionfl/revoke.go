@@ -64,16 +64,9 @@ func newRevokeCmd() *cobra.Command {
 				return usageError{err}
 			}
 			serial = req.Serial
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Operator.RevokeCertificate(ctx, req)
-				return err
-			})
-			if err != nil {
+			if _, err := request(cmd.Context(), &cf, func(ctx context.Context, conn client.Conn) (*pb.RevokeCertificateResponse, error) {
+				return conn.Operator.RevokeCertificate(ctx, req)
+			}); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "certificate %s revoked\n", serial)
