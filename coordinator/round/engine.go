@@ -75,12 +75,20 @@ type Engine struct {
 	// since is when this leader, in this term, opened or first stepped
 	// each collecting round, on its own clock (see late).
 	since map[roundKey]int64
-	seen  map[string]time.Time // hospital -> last poll
+	// finished caches the ciphertexts each finished job decrypted under
+	// a key epoch (see step); only step touches it.
+	finished map[finishedKey]int
+	seen     map[string]time.Time // hospital -> last poll
 	// regionReadyMs is when this engine first saw the key ceremony done.
 	regionReadyMs int64
 	// rekeyAt is how many ciphertexts the current key may have decrypted
 	// before the engine starts the next key epoch's ceremony.
 	rekeyAt int
+}
+
+type finishedKey struct {
+	job   string
+	epoch uint32
 }
 
 type roundKey struct {
@@ -117,7 +125,7 @@ func New(st *store.Store, params he.Params, log *slog.Logger, now Clock) *Engine
 		now = time.Now
 	}
 	return &Engine{store: st, params: params, log: log, now: now,
-		inflight: map[roundKey]*running{}, since: map[roundKey]int64{}, seen: map[string]time.Time{}, rekeyAt: params.MaxDecryptions() / 2}
+		inflight: map[roundKey]*running{}, since: map[roundKey]int64{}, finished: map[finishedKey]int{}, seen: map[string]time.Time{}, rekeyAt: params.MaxDecryptions() / 2}
 }
 
 // SetRekeyAt makes the engine start a new key epoch once the current key
@@ -189,8 +197,18 @@ func (e *Engine) step() error {
 			j := s.Jobs[id]
 			if !j.Finished() {
 				jobs = append(jobs, j.Clone())
+				decrypted += e.decryptedIn(j, region.Epoch)
+				continue
 			}
-			decrypted += e.decryptedIn(j, region.Epoch)
+			// A finished job's count never changes: counted once per
+			// key epoch, not on every tick.
+			k := finishedKey{j.ID, region.Epoch}
+			n, ok := e.finished[k]
+			if !ok {
+				n = e.decryptedIn(j, region.Epoch)
+				e.finished[k] = n
+			}
+			decrypted += n
 		}
 	})
 	if region == nil {
