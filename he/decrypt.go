@@ -87,8 +87,8 @@ func (pa *Party) DecryptionShare(agg *Update, contributors, active []uint32) (*D
 	if agg.p.tag != pa.p.tag {
 		return nil, fmt.Errorf("%w: aggregate", ErrWrongParams)
 	}
-	if !pa.Holder() {
-		return nil, fmt.Errorf("%w: party %d is not on the committee of %d", ErrWrongShape, pa.self, pa.c)
+	if err := pa.checkHolder(); err != nil {
+		return nil, err
 	}
 	set, err := checkActive(active, pa.c, pa.t)
 	if err != nil {

@@ -209,6 +209,14 @@ func (pa *Party) Ready() bool { return pa.ready }
 // Holder reports whether the party is on the decryption committee.
 func (pa *Party) Holder() bool { return int(pa.self) <= pa.c }
 
+// checkHolder refuses the work of a committee member to a party off it.
+func (pa *Party) checkHolder() error {
+	if !pa.Holder() {
+		return fmt.Errorf("%w: party %d is not on the committee of %d", ErrWrongShape, pa.self, pa.c)
+	}
+	return nil
+}
+
 // PublicKeyShare is the party's share of the collective public key:
 // -a·s_i + e_i with a the common random polynomial.
 func (pa *Party) PublicKeyShare() (*PublicKeyShare, error) {
@@ -505,8 +513,8 @@ func (pa *Party) OpenShares(hpkePriv []byte, shares []*SealedShare, context []by
 	if err != nil {
 		return fmt.Errorf("%w: HPKE private key: %v", ErrMalformed, err)
 	}
-	if !pa.Holder() {
-		return fmt.Errorf("%w: party %d is not on the committee of %d", ErrWrongShape, pa.self, pa.c)
+	if err := pa.checkHolder(); err != nil {
+		return err
 	}
 	if len(shares) < pa.n {
 		return fmt.Errorf("%w: %d sealed shares, need one from each of %d parties", ErrTooFewShares, len(shares), pa.n)

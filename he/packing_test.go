@@ -185,7 +185,7 @@ func TestQuantizationIsUnbiased(t *testing.T) {
 		var sum float64
 		lo, hi := math.Floor(min(y, p.quantMax())), math.Ceil(min(y, p.quantMax()))
 		for range draws {
-			v := float64(p.quantize(y, rng)) - offset
+			v := float64(quantize(y, p.quantMax(), rng)) - offset
 			if v != lo && v != hi {
 				t.Fatalf("y = %g: quantized to %g, not %g or %g", y, v, lo, hi)
 			}

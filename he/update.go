@@ -231,14 +231,7 @@ func ParseUpdate(p Params, s Shape, b []byte) (*Encoded, error) {
 		return nil, err
 	}
 	e := &Encoded{updateHeader: h, raw: b, body: r.b}
-	plen := p.packedPolyLen()
-	err = parallel(p.Ciphertexts(s), func() func(int) error {
-		return func(i int) error {
-			sub := reader{b: e.body[i*plen : (i+1)*plen], kind: kindUpdate}
-			return sub.eachBlock(p, ring.Poly{}, "ciphertext", i, unpackCheck)
-		}
-	})
-	if err != nil {
+	if err := unpackPolys(p, kindUpdate, e.body, nil, "ciphertext", unpackCheck); err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -346,7 +339,7 @@ func (pa *Party) Encrypt(values []float64, wide int, count uint64, clip float64,
 	rng := newRoundingSource()
 	wideFields := make([]uint64, 0, wide*wideDigits)
 	for _, x := range values[narrow:] {
-		v := p.quantizeWide(x*factor, rng)
+		v := quantize(x*factor*p.wideMax(), p.wideMax(), rng)
 		for range wideDigits {
 			wideFields = append(wideFields, v&(uint64(1)<<p.quantBits-1))
 			v >>= p.quantBits
@@ -354,13 +347,14 @@ func (pa *Party) Encrypt(values []float64, wide int, count uint64, clip float64,
 	}
 	u := &Update{p: p, shape: shape, parties: 1, clip: clip, binding: binding}
 	countAt := narrow + len(wideFields)
-	scale := p.quantMax() * factor
+	qm := p.quantMax()
+	scale := qm * factor
 	err = pa.seal(u, func() func([]uint64, int) {
 		rng := newRoundingSource()
 		return func(dst []uint64, first int) {
 			n := max(0, min(len(dst), narrow-first))
 			for k, x := range values[first : first+n] {
-				dst[k] = p.quantize(x*scale, rng)
+				dst[k] = quantize(x*scale, qm, rng)
 			}
 			for k := n; k < len(dst); k++ {
 				switch g := first + k; {
@@ -422,14 +416,13 @@ func (pa *Party) seal(u *Update, newFill func() func(dst []uint64, first int)) e
 	})
 }
 
-// quantize maps y in [-quantMax, quantMax] (a scaled value) to its field:
-// the nearest integer below or above, chosen with probability equal to the
-// distance (so the expected field is exactly y, to 2^-53), plus the
-// offset 2^(b-1), which makes every field of a fresh update an integer in
-// [1, 2^b-1].
-func (p Params) quantize(y float64, rng *mrand.ChaCha8) uint64 {
-	m := p.quantMax()
-	t := y + (m + 1) // in [1, 2^b-1] once clamped: truncation is floor
+// quantize maps y in [-m, m], a value scaled by m (quantMax for a field,
+// wideMax for a wide value), to the nearest integer below or above, chosen
+// with probability equal to the distance (so its expectation is y, to
+// 2^-53), plus the offset m+1: an integer in [1, 2m+1]. A wide value
+// travels as wideDigits fields of b bits, low first.
+func quantize(y, m float64, rng *mrand.ChaCha8) uint64 {
+	t := y + (m + 1) // in [1, 2m+1] once clamped: truncation is floor
 	if !(t >= 1) {
 		t = 1
 	} else if t > 2*m+1 {
@@ -440,19 +433,6 @@ func (p Params) quantize(y float64, rng *mrand.ChaCha8) uint64 {
 		f++
 	}
 	return uint64(f)
-}
-
-// quantizeWide maps x in [-1, 1] to a wide value: x·wideMax rounded
-// stochastically, plus the offset 2^(WideBits-1), an integer in
-// [1, 2^WideBits-1] carried in wideDigits fields of b bits, low first.
-func (p Params) quantizeWide(x float64, rng *mrand.ChaCha8) uint64 {
-	m := p.wideMax()
-	y := min(m, max(-m, x*m))
-	f := math.Floor(y)
-	if rng.Uint64()>>11 < uint64((y-f)*(1<<53)) {
-		f++
-	}
-	return uint64(int64(f) + int64(1)<<(p.wideBits()-1))
 }
 
 // pack writes a ciphertext's plaintext from its fields, in the
@@ -610,14 +590,7 @@ func (a *Aggregator) AddEncoded(e *Encoded) error {
 	if err := a.admit(e.updateHeader); err != nil {
 		return err
 	}
-	plen := a.p.packedPolyLen()
-	err := parallel(len(a.acc.c0), func() func(int) error {
-		return func(i int) error {
-			r := reader{b: e.body[i*plen : (i+1)*plen], kind: kindUpdate}
-			return r.eachBlock(a.p, a.acc.c0[i], "ciphertext", i, unpackAdd)
-		}
-	})
-	if err != nil {
+	if err := unpackPolys(a.p, kindUpdate, e.body, a.acc.c0, "ciphertext", unpackAdd); err != nil {
 		// ParseUpdate checked every residue: only bytes changed since
 		// then get here, and the sum is then unusable.
 		a.err = fmt.Errorf("%w: an encoded update changed after it was parsed: %v", ErrMalformed, err)

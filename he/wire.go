@@ -208,14 +208,6 @@ func (r *reader) poly(p ring.Poly, moduli []uint64, field string) error {
 	return nil
 }
 
-// packed fills poly (all of Q) from residues packed by writer.packed and
-// checks that each is reduced modulo its prime. The caller checked the
-// total length; each prime's block is width·N/8 bytes, with no bits to
-// spare.
-func (r *reader) packed(p Params, poly ring.Poly, what string, index int) error {
-	return r.eachBlock(p, poly, what, index, unpackStore)
-}
-
 // eachBlock runs unpackBlock in the given mode over the packed blocks of
 // one polynomial (all of Q), consuming them; dst is unused by unpackCheck.
 func (r *reader) eachBlock(p Params, dst ring.Poly, what string, index int, mode unpackMode) error {
@@ -310,36 +302,45 @@ func unpackBlock(block []byte, dst []uint64, n, width int, q uint64, mode unpack
 			dst[c] = s
 		}
 	}
-	bad := over>>63 != 0
-	if !bad {
+	if over>>63 == 0 {
 		return -1
 	}
 	for c := range n { // the error path: find the first bad residue
-		pos := c * width
-		var word [16]byte
-		copy(word[:], block[pos>>3:])
-		off := uint(pos & 7)
-		v := binary.LittleEndian.Uint64(word[:]) >> off
-		if off > 0 {
-			v |= uint64(word[8]) << (64 - off)
+		src, pos := block, c*width
+		if c >= fast {
+			src, pos = tail[:], pos-8*tailStart
 		}
-		if v&mask >= q {
+		if residueAt(src, pos, width)&mask >= q {
 			return c
 		}
 	}
 	return 0
 }
 
-// packedPolys fills polys (allocating each) from consecutive packed
-// polynomials, in parallel; the caller checked the total length.
+// packedPolys fills polys (allocating each) from consecutive polynomials
+// packed by writer.packed, checking that each residue is reduced modulo
+// its prime, in parallel; the caller checked the total length.
 func (r *reader) packedPolys(p Params, polys []ring.Poly, what string) error {
+	for i := range polys {
+		polys[i] = p.rlwe.RingQ().NewPoly()
+	}
+	return unpackPolys(p, r.kind, r.bytes(len(polys)*p.packedPolyLen()), polys, what, unpackStore)
+}
+
+// unpackPolys runs unpackBlock in mode over the consecutive packed
+// polynomials of body (all of Q each), in parallel: polynomial i goes
+// into dst[i] (dst is nil for unpackCheck). Each prime's block is
+// width·N/8 bytes, with no bits to spare.
+func unpackPolys(p Params, kind byte, body []byte, dst []ring.Poly, what string, mode unpackMode) error {
 	plen := p.packedPolyLen()
-	body := r.bytes(len(polys) * plen)
-	return parallel(len(polys), func() func(int) error {
+	return parallel(len(body)/plen, func() func(int) error {
 		return func(i int) error {
-			polys[i] = p.rlwe.RingQ().NewPoly()
-			sub := reader{b: body[i*plen : (i+1)*plen], kind: r.kind}
-			return sub.packed(p, polys[i], what, i)
+			r := reader{b: body[i*plen : (i+1)*plen], kind: kind}
+			var poly ring.Poly
+			if mode != unpackCheck {
+				poly = dst[i]
+			}
+			return r.eachBlock(p, poly, what, i, mode)
 		}
 	})
 }
