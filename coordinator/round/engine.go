@@ -72,9 +72,6 @@ type Engine struct {
 	mu       sync.Mutex
 	term     uint64                // the term the in-memory sums belong to; 0 when not leading
 	inflight map[roundKey]*running // running sums of collecting rounds
-	// since is when this leader, in this term, opened or first stepped
-	// each collecting round, on its own clock (see late).
-	since map[roundKey]int64
 	// finished caches the ciphertexts each finished job decrypted under
 	// a key epoch (see step); only step touches it.
 	finished map[finishedKey]int
@@ -96,13 +93,27 @@ type roundKey struct {
 	round uint32
 }
 
-// running is the encrypted sum of a collecting round on this leader and the
-// digests of the updates folded into it: always a subset of the round's
-// contributions in the log, since an update is folded only once its
-// contribution is committed.
+// running is what this leader, in this term, holds of a collecting round:
+// when it opened or first stepped the round, on its own clock (see late),
+// and, from the first update on, the encrypted sum and the digests of the
+// updates folded into it: always a subset of the round's contributions in
+// the log, since an update is folded only once its contribution is
+// committed.
 type running struct {
-	agg    *he.Aggregator
+	since  int64          // 0 until the round is opened or first stepped
+	agg    *he.Aggregator // nil until the first update
 	folded map[string]bool
+}
+
+// run is this leader's record of a collecting round, made on first use.
+// Callers hold e.mu.
+func (e *Engine) run(key roundKey) *running {
+	r := e.inflight[key]
+	if r == nil {
+		r = &running{folded: map[string]bool{}}
+		e.inflight[key] = r
+	}
+	return r
 }
 
 // lead makes the in-memory sums those of term, dropping sums left from an
@@ -111,7 +122,6 @@ type running struct {
 func (e *Engine) lead(term uint64) {
 	if e.term != term {
 		clear(e.inflight)
-		clear(e.since)
 		e.term = term
 		if term != 0 {
 			e.log.Info("leading rounds", "term", term)
@@ -125,7 +135,7 @@ func New(st *store.Store, params he.Params, log *slog.Logger, now Clock) *Engine
 		now = time.Now
 	}
 	return &Engine{store: st, params: params, log: log, now: now,
-		inflight: map[roundKey]*running{}, since: map[roundKey]int64{}, finished: map[finishedKey]int{}, seen: map[string]time.Time{}, rekeyAt: params.MaxDecryptions() / 2}
+		inflight: map[roundKey]*running{}, finished: map[finishedKey]int{}, seen: map[string]time.Time{}, rekeyAt: params.MaxDecryptions() / 2}
 }
 
 // SetRekeyAt makes the engine start a new key epoch once the current key
@@ -328,7 +338,7 @@ func trailingAborts(j *fsm.Job) int {
 func (e *Engine) openRound(j *fsm.Job, number uint32) error {
 	now := e.NowMs()
 	e.mu.Lock()
-	e.since[roundKey{j.ID, number}] = now // the opener's clock is the deadline's
+	e.run(roundKey{j.ID, number}).since = now // the opener's clock is the deadline's
 	e.mu.Unlock()
 	e.log.Info("round open", "job_id", j.ID, "round", number)
 	return e.store.Propose(&pb.OpenRoundCommand{
@@ -344,7 +354,6 @@ func (e *Engine) endJob(j *fsm.Job, state, reason string) error {
 func (e *Engine) abort(j *fsm.Job, r *fsm.Round, reason string) error {
 	e.mu.Lock()
 	delete(e.inflight, roundKey{j.ID, r.Number})
-	delete(e.since, roundKey{j.ID, r.Number})
 	e.mu.Unlock()
 	e.log.Warn("round aborted", "job_id", j.ID, "round", r.Number, "reason", reason)
 	return e.store.Propose(&pb.AbortRoundCommand{JobId: j.ID, Round: r.Number, Reason: reason, UnixMs: e.NowMs(), Leader: e.store.ID()})
@@ -364,11 +373,11 @@ const resendGrace = 3 * time.Second
 // deadline in the log.
 func (e *Engine) late(key roundKey, r *fsm.Round, deadline, now int64) bool {
 	e.mu.Lock()
-	first, ok := e.since[key]
-	if !ok {
-		first = now
-		e.since[key] = first
+	run := e.run(key)
+	if run.since == 0 {
+		run.since = now
 	}
+	first := run.since
 	e.mu.Unlock()
 	return now >= min(r.DeadlineMs, first+deadline) && now >= first+min(deadline, resendGrace.Milliseconds())
 }
@@ -383,7 +392,7 @@ func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 		sumErr       error
 	)
 	e.mu.Lock()
-	if run := e.inflight[key]; run != nil {
+	if run := e.inflight[key]; run != nil && run.agg != nil {
 		for _, c := range r.Contributions {
 			if run.folded[string(c.Digest)] {
 				contributors = append(contributors, c.Hospital)
@@ -432,7 +441,6 @@ func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 	if err == nil {
 		e.mu.Lock()
 		delete(e.inflight, key)
-		delete(e.since, key)
 		e.mu.Unlock()
 	}
 	return err
@@ -766,9 +774,9 @@ func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw, certificate []
 	case run != nil && run.folded[string(digest[:])]:
 		return fmt.Errorf("%w: the update of %s is already counted in round %d", ErrDuplicate, hospital, r.Number)
 	}
-	if run == nil {
-		run = &running{agg: he.NewAggregator(e.params, n, clip, binding), folded: map[string]bool{}}
-		e.inflight[key] = run
+	if run == nil || run.agg == nil {
+		run = e.run(key)
+		run.agg = he.NewAggregator(e.params, n, clip, binding)
 	}
 	if !resend {
 		err = e.store.Propose(&pb.ContributionCommand{
