@@ -55,20 +55,13 @@ func newJobSubmitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var id, scalingFrom string
-			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				resp, err := conn.Researcher.SubmitJob(ctx, req)
-				id, scalingFrom = resp.GetJobId(), resp.GetScalingFrom()
-				return err
+			resp, err := request(cmd.Context(), &cf, func(ctx context.Context, conn client.Conn) (*pb.SubmitJobResponse, error) {
+				return conn.Researcher.SubmitJob(ctx, req)
 			})
 			if err != nil {
 				return err
 			}
+			id, scalingFrom := resp.GetJobId(), resp.GetScalingFrom()
 			warnings := jobspec.Warnings(spec)
 			if asJSON {
 				out := map[string]any{"job_id": id, "warnings": nonNil(warnings)}
@@ -187,15 +180,10 @@ func newJobCancelCmd() *cobra.Command {
 		Short: "Cancel a job",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			return call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Researcher.CancelJob(ctx, &pb.CancelJobRequest{JobId: args[0], Reason: reason})
-				return err
+			_, err := request(cmd.Context(), &cf, func(ctx context.Context, conn client.Conn) (*pb.CancelJobResponse, error) {
+				return conn.Researcher.CancelJob(ctx, &pb.CancelJobRequest{JobId: args[0], Reason: reason})
 			})
+			return err
 		},
 	}
 	cf.register(cmd.Flags())

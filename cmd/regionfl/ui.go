@@ -37,16 +37,9 @@ func newUIEndSessionsCmd() *cobra.Command {
 			if err != nil {
 				return usageError{fmt.Errorf("ROLE/NAME: %w", err)}
 			}
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			err = call(cmd.Context(), c, func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Operator.EndWebSessions(ctx, &pb.EndWebSessionsRequest{Identity: id.String()})
-				return err
-			})
-			if err != nil {
+			if _, err := request(cmd.Context(), &cf, func(ctx context.Context, conn client.Conn) (*pb.EndWebSessionsResponse, error) {
+				return conn.Operator.EndWebSessions(ctx, &pb.EndWebSessionsRequest{Identity: id.String()})
+			}); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "web sessions of %s ended\n", id)
