@@ -253,6 +253,11 @@ func (r *Replica) MetricsAddr() string {
 	return r.metEP.Addr()
 }
 
+// Failed receives the error that made the replica's Raft log unwritable
+// (a full disk, say). The replica can then only lag behind, so its owner
+// stops it; started again once the cause is gone, it catches up.
+func (r *Replica) Failed() <-chan error { return r.store.Failed() }
+
 // Stop stops serving and shuts Raft down; the data directory stays, so a
 // replica started again on it resumes.
 func (r *Replica) Stop() error {

@@ -72,7 +72,17 @@ type dockerRegion struct {
 	trainRows map[string]int
 	features  int       // feature columns of the hospitals' CSVs
 	started   time.Time // when the region began to come up
+	// diskMB, when set, puts each replica's data directory on a tmpfs of
+	// that size (a disk that can fill up) with 1 MiB Raft log segments.
+	diskMB int
 }
+
+// regionOption changes a region before it comes up.
+type regionOption func(*dockerRegion)
+
+// withSmallDisks gives every replica a data disk of mb MiB (withSmallDisks
+// needs root on the host, to mount the tmpfs).
+func withSmallDisks(mb int) regionOption { return func(d *dockerRegion) { d.diskMB = mb } }
 
 const (
 	raftPort    = 7000
@@ -242,6 +252,9 @@ func (d *dockerRegion) startReplica(i int) {
 		"coordinator", "run", "--id", id, "--data-dir", "/srv/data",
 		"--raft-addr", fmt.Sprintf("%s:%d", id, raftPort), "--grpc-addr", fmt.Sprintf("%s:%d", id, grpcPort),
 		"--metrics-addr", fmt.Sprintf("0.0.0.0:%d", metricsPort)}
+	if d.diskMB > 0 {
+		args = append(args, "--wal-segment-mb", "1")
+	}
 	if i == 1 {
 		args = append(args, "--bootstrap")
 	} else {
@@ -257,6 +270,25 @@ func (d *dockerRegion) startHospital(id string) {
 		"-v", d.path(id) + ":/srv", d.image,
 		"node", "run", "--id", id, "--coordinator", d.coordinators(),
 		"--data", "/srv/site.csv", "--label", LabelColumn, "--data-dir", "/srv/data", "--policy", "/srv/policy.yaml"}, tlsArgs...)...)
+}
+
+// mountDisk mounts a tmpfs of diskMB MiB on the replica's data directory.
+// It is unmounted lazily when the test ends (the container may still hold
+// it until cleanup removes the container).
+func (d *dockerRegion) mountDisk(replica string) {
+	d.t.Helper()
+	dir := d.path(replica, "data")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		d.t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm,mode=0700", d.diskMB), "tmpfs", dir).CombinedOutput(); err != nil {
+		d.t.Fatalf("a %d MiB disk for %s needs root on the host (mount -t tmpfs): %v: %s", d.diskMB, replica, err, out)
+	}
+	d.t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
+			d.t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
 }
 
 // cli runs one CLI command in a throwaway container on the region's network
@@ -301,13 +333,16 @@ func (d *dockerRegion) logHas(name string, parts ...string) bool {
 // the host, three replicas (one bootstrapping, two joining), the region
 // created by the operator, and the given number of hospital nodes on
 // synthetic CSVs, through the key ceremony.
-func startDockerRegion(t *testing.T, hospitals int) *dockerRegion {
+func startDockerRegion(t *testing.T, hospitals int, opts ...regionOption) *dockerRegion {
 	t.Helper()
 	start := time.Now()
 	suffix := make([]byte, 4)
 	rand.Read(suffix)
 	d := &dockerRegion{t: t, dir: t.TempDir(), prefix: "rflft-" + hex.EncodeToString(suffix), started: start,
 		replicas: []string{"replica-1", "replica-2", "replica-3"}, trainRows: map[string]int{}}
+	for _, o := range opts {
+		o(d)
+	}
 	t.Cleanup(d.cleanup)
 
 	d.buildImage()
@@ -341,6 +376,11 @@ func startDockerRegion(t *testing.T, hospitals int) *dockerRegion {
 	d.identity("operator", "operator", "ops")
 	d.identity("auditor", "auditor", "compliance")
 
+	if d.diskMB > 0 {
+		for _, r := range d.replicas {
+			d.mountDisk(r)
+		}
+	}
 	for i := range d.replicas {
 		d.startReplica(i + 1)
 	}

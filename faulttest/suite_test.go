@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -18,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -309,6 +311,23 @@ func (d *dockerRegion) reconnectReplica(r string) {
 	d.mustDocker("network", "connect", "--ip", d.ip(slices.Index(d.replicas, r)+1), "--alias", r, d.network, d.container(r))
 }
 
+// flap cuts a random replica off the network and reconnects it, again and
+// again for about d (a flapping link; each cut is a random minority
+// partition of 1 to 3 s, 0.5 to 2 s apart), and says how many cuts it made.
+func (d *dockerRegion) flap(rng *rand.Rand, dur time.Duration) int {
+	start := time.Now()
+	cuts := 0
+	for time.Since(start) < dur {
+		r := d.replicas[rng.IntN(len(d.replicas))]
+		d.mustDocker("network", "disconnect", d.network, d.container(r))
+		time.Sleep(time.Duration(1000+rng.IntN(2000)) * time.Millisecond)
+		d.reconnectReplica(r)
+		cuts++
+		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
+	}
+	return cuts
+}
+
 // TestFaultMinorityPartition cuts the leader off the network mid-round. The
 // two others elect a leader and the job goes on; nothing the cut-off
 // leader did while alone reaches the log (every round that closed during
@@ -482,15 +501,7 @@ func TestFaultFlappingLinks(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	start := time.Now()
-	cuts := 0
-	for time.Since(start) < 30*time.Second {
-		r := d.replicas[rng.IntN(len(d.replicas))]
-		d.mustDocker("network", "disconnect", d.network, d.container(r))
-		time.Sleep(time.Duration(1000+rng.IntN(2000)) * time.Millisecond)
-		d.reconnectReplica(r)
-		cuts++
-		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
-	}
+	cuts := d.flap(rng, 30*time.Second)
 	healed := time.Now()
 	d.waitVoters()
 	res.RecoveryS = time.Since(healed).Seconds()
@@ -622,4 +633,69 @@ func TestFaultCorruptSnapshot(t *testing.T) {
 	job := d.suiteJob("after-restore", 2)
 	d.finish(res, d.submit(job), job)
 	d.checkAudit()
+}
+
+// TestFaultFullDisk runs every replica on a 64 MiB data disk (a tmpfs) with
+// 1 MiB Raft log segments, and fills the leader's disk mid-job. The leader
+// cannot write its log: it steps down and stops, saying why (raft-wal
+// cannot append again after a failed write, so a replica that stayed up
+// would lag for ever), and the two others carry the job on. With the disk
+// freed and the replica started again on its data, it catches up and every
+// replica holds the same audit log.
+func TestFaultFullDisk(t *testing.T) {
+	requireSuite(t)
+	res := record(t, "full disk on the leader (64 MiB tmpfs filled mid-round), then freed")
+	d := startDockerRegion(t, 3, withSmallDisks(64))
+	job := d.suiteJob("full-disk", 10)
+	id := d.submit(job)
+	old := d.leader(d.coordinators())
+	d.waitSent(id, 2)
+	filler := d.path(old, "data", "filler")
+	n, err := fillDisk(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := time.Now()
+	t.Logf("filled %s's disk with %d MiB", old, n>>20)
+	d.waitNewLeader(old, d.others(old))
+	res.RecoveryS = time.Since(full).Seconds()
+	t.Logf("a new leader %.1f s after the disk filled", res.RecoveryS)
+	waitFor(t, jobTimeout, old+" to stop, saying why", func() (bool, error) {
+		out, err := d.docker("inspect", "--format", "{{.State.Running}}", d.container(old))
+		if err != nil {
+			return false, err
+		}
+		return strings.TrimSpace(string(out)) == "false" &&
+			d.logHas(old, "cannot write its Raft log", "no space left on device"), nil
+	})
+	t.Logf("%s stopped %.1f s after its disk filled", old, time.Since(full).Seconds())
+	d.finish(res, id, job)
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	d.mustDocker("start", d.container(old))
+	d.waitVoters()
+	d.checkAudit()
+}
+
+// fillDisk writes zeros to path until its file system is full and says how
+// many bytes it wrote.
+func fillDisk(path string) (int64, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	chunk := make([]byte, 1<<20)
+	var n int64
+	for {
+		w, err := f.Write(chunk)
+		n += int64(w)
+		if errors.Is(err, syscall.ENOSPC) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }

@@ -19,10 +19,11 @@ import (
 func newCoordinatorCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "coordinator", Short: "Run a coordinator replica"}
 	var (
-		cfg      coordinator.Config
-		tf       tlsFlags
-		join     string
-		logLevel string
+		cfg       coordinator.Config
+		tf        tlsFlags
+		join      string
+		logLevel  string
+		segmentMB int
 	)
 	run := &cobra.Command{
 		Use:   "run",
@@ -32,6 +33,10 @@ func newCoordinatorCmd() *cobra.Command {
 			if cfg.ID == "" || cfg.DataDir == "" || cfg.RaftAddr == "" || cfg.GRPCAddr == "" {
 				return usageError{errors.New("--id, --data-dir, --raft-addr and --grpc-addr are required")}
 			}
+			if segmentMB < 1 || segmentMB > 1024 {
+				return usageError{fmt.Errorf("--wal-segment-mb: %d is not between 1 and 1024", segmentMB)}
+			}
+			cfg.SegmentSize = segmentMB << 20
 			cfg.Join = splitAddrs(join)
 			if !cfg.Bootstrap && len(cfg.Join) == 0 {
 				// A restart: the data directory holds the replica's state.
@@ -54,9 +59,15 @@ func newCoordinatorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			<-cmd.Context().Done()
-			cfg.Logger.Info("shutting down")
-			return r.Stop()
+			select {
+			case <-cmd.Context().Done():
+				cfg.Logger.Info("shutting down")
+				return r.Stop()
+			case err := <-r.Failed():
+				cfg.Logger.Error("stopping: the replica cannot write its Raft log; start it again once the cause is fixed (it catches up from the others)", "err", err)
+				r.Stop()
+				return err
+			}
 		},
 	}
 	f := run.Flags()
@@ -69,6 +80,7 @@ func newCoordinatorCmd() *cobra.Command {
 	f.StringVar(&cfg.WebAddr, "web-addr", "", "host:port for the read-only web view over HTTPS (region certificate or a `regionfl ui login` link); empty: off")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "host:port for Prometheus /metrics (plain HTTP, no auth: keep it on loopback, e.g. 127.0.0.1:9464); empty: off")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.IntVar(&segmentMB, "wal-segment-mb", 64, "size in MiB (1-1024) of the Raft log's segment files, each allocated whole when it opens: small disks want small segments")
 	f.BoolVar(&cfg.Reflection, "reflection", false, "serve gRPC reflection (the API schema, for grpcurl) to any certificate of the region")
 	tf.register(f)
 	cmd.AddCommand(run, newCoordinatorHealthCmd(), newIdentityInitCmd("replica"), newIdentityRenewCmd("replica"))

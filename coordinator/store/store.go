@@ -77,7 +77,37 @@ type Store struct {
 	// readyTerm is the term in which this replica, as leader, last saw
 	// every entry of earlier terms applied (see Ready).
 	readyTerm atomic.Uint64
+	failed    chan error // see Failed
 }
+
+// failStopLogs is the replica's Raft log, stopping the replica at the first
+// write that fails (a full disk, an I/O error). raft-wal cannot go on after
+// one: it answers every later append with "segment is sealed", even once
+// the disk has room again, so the replica would stay up as a follower that
+// never catches up. Stopped, it is restarted (by its supervisor, or an
+// operator once the disk has room), reopens its log and catches up from
+// its peers; the others carry on meanwhile.
+type failStopLogs struct {
+	raft.LogStore
+	failed chan<- error
+}
+
+func (l failStopLogs) StoreLog(log *raft.Log) error { return l.StoreLogs([]*raft.Log{log}) }
+
+func (l failStopLogs) StoreLogs(logs []*raft.Log) error {
+	err := l.LogStore.StoreLogs(logs)
+	if err != nil {
+		select {
+		case l.failed <- fmt.Errorf("store: writing the Raft log: %w", err):
+		default: // the first failure is the one that counts
+		}
+	}
+	return err
+}
+
+// Failed receives the error that made the replica's Raft log unwritable:
+// the replica must stop (see failStopLogs).
+func (s *Store) Failed() <-chan error { return s.failed }
 
 // HasState reports whether dir holds a replica's Raft state (a log, its
 // term and vote, or a snapshot): a replica with state restarts from it, so
@@ -156,14 +186,15 @@ func Open(cfg Config) (*Store, error) {
 		rc.LeaderLeaseTimeout = 150 * time.Millisecond
 		rc.CommitTimeout = 5 * time.Millisecond
 	}
-	r, err := raft.NewRaft(rc, f, w, w, snaps, trans)
+	failed := make(chan error, 1)
+	r, err := raft.NewRaft(rc, f, failStopLogs{LogStore: w, failed: failed}, w, snaps, trans)
 	if err != nil {
 		trans.Close()
 		w.Close()
 		meta.Close()
 		return nil, fmt.Errorf("store: start raft: %w", err)
 	}
-	s := &Store{cfg: cfg, raft: r, fsm: f, trans: trans, wal: w, meta: meta, log: cfg.Logger}
+	s := &Store{cfg: cfg, raft: r, fsm: f, trans: trans, wal: w, meta: meta, log: cfg.Logger, failed: failed}
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(w, w, snaps)
 		if err != nil {

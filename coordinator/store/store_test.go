@@ -3,8 +3,12 @@ package store
 import (
 	"crypto/tls"
 	"errors"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"regionfl/coordinator/fsm"
 	"regionfl/identity"
@@ -138,5 +142,35 @@ func TestTransportRefusesOtherRoles(t *testing.T) {
 	}
 	if n := replicaCount(intruder); n != 0 {
 		t.Fatal("a hospital certificate received the replicated log")
+	}
+}
+
+// fullDisk is a log store whose writes fail, as on a full disk.
+type fullDisk struct{ raft.LogStore }
+
+func (fullDisk) StoreLogs([]*raft.Log) error { return syscall.ENOSPC }
+
+func TestFailedLogWriteStopsTheReplica(t *testing.T) {
+	failed := make(chan error, 1)
+	logs := failStopLogs{LogStore: fullDisk{raft.NewInmemStore()}, failed: failed}
+	for range 2 { // the second failure finds the channel full and returns
+		if err := logs.StoreLog(&raft.Log{Index: 1}); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("StoreLog: %v, want ENOSPC", err)
+		}
+	}
+	select {
+	case err := <-failed:
+		if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "Raft log") {
+			t.Errorf("failure: %v", err)
+		}
+	default:
+		t.Fatal("a failed write of the log was not reported")
+	}
+	ok := failStopLogs{LogStore: raft.NewInmemStore(), failed: failed}
+	if err := ok.StoreLogs([]*raft.Log{{Index: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(failed) != 0 {
+		t.Error("a good write reported a failure")
 	}
 }
