@@ -9,203 +9,259 @@ import (
 	"strconv"
 	"strings"
 
-	"google.golang.org/protobuf/proto"
-
 	"regionfl/audit"
 	"regionfl/jobspec"
 	pb "regionfl/proto/regionfl/v1"
 )
 
-// auditRecord builds the audit record of a command before it is applied;
-// Apply refuses a command whose record would be invalid, then appends the
-// record in the same entry as the action, so a record is exactly as durable
-// and as replicated as its action. What leaves a site is described by size
-// and digest, never by content. ok is false for commands without a record.
-func (s *State) auditRecord(m proto.Message, meta Meta) (rec audit.Record, ok bool, err error) {
-	rec = audit.Record{TimeUnixMs: max(meta.UnixMs, 1)}
-	actor := meta.Actor
-	job := func(id string) {
-		rec.JobID = id
-		if j, ok := s.Jobs[id]; ok {
-			rec.Purpose, rec.LegalBasis = j.Spec.GetPurpose(), j.Spec.GetLegalBasis()
-		}
+// draft is the audit record of a command being built by the command's
+// record function (see command): the actor is the proposer's identity
+// unless the command names whom it acts for.
+type draft struct {
+	rec   audit.Record
+	actor string // role/name
+}
+
+// hospital makes the record one of hospital h's own actions.
+func (r *draft) hospital(h string) { r.actor, r.rec.Hospital = "hospital/"+h, h }
+
+// job fills the job's ID, purpose and legal basis.
+func (r *draft) job(s *State, id string) {
+	r.rec.JobID = id
+	if j, ok := s.Jobs[id]; ok {
+		r.rec.Purpose, r.rec.LegalBasis = j.Spec.GetPurpose(), j.Spec.GetLegalBasis()
 	}
-	switch c := m.(type) {
-	case *pb.RegisterReplicaCommand:
-		rec.Action = audit.ActionReplicaJoined
-		rec.Details = map[string]string{"replica": c.Id, "grpc_addr": c.GrpcAddr}
-	case *pb.CreateRegionCommand:
-		rec.Action = audit.ActionRegionCreated
-		rec.Details = map[string]string{"hospitals": strings.Join(c.Hospitals, ","),
-			"threshold": strconv.Itoa(int(c.Threshold)), "params": c.Params}
-	case *pb.EnrollCommand:
-		actor, rec.Hospital = "hospital/"+c.Hospital, c.Hospital
-		rec.Action = audit.ActionCeremonyEnrolled
-		rec.Digest, rec.Size = digest(c.HpkePublicKey), uint64(len(c.HpkePublicKey))
-	case *pb.PublicKeyShareCommand:
-		actor, rec.Hospital = "hospital/"+c.Hospital, c.Hospital
-		rec.Action = audit.ActionCeremonyPublicKeyShare
-		rec.Digest, rec.Size = digest(c.Share), uint64(len(c.Share))
-	case *pb.PublicKeyCommand:
-		rec.Action = audit.ActionCeremonyPublicKey
-		rec.Digest, rec.Size = digest(c.PublicKey), uint64(len(c.PublicKey))
-	case *pb.SealedSharesCommand:
-		actor, rec.Hospital = "hospital/"+c.From, c.From
-		rec.Action = audit.ActionCeremonySealedShares
-		var size uint64
-		for _, b := range c.Shares {
-			size += uint64(len(b))
-		}
-		rec.Size = size
-	case *pb.KeyReadyCommand:
-		actor, rec.Hospital = "hospital/"+c.Hospital, c.Hospital
-		rec.Action = audit.ActionCeremonyKeyReady
-		if s.Region != nil && s.Region.Epoch > 0 {
-			rec.Details = map[string]string{"epoch": strconv.FormatUint(uint64(s.Region.Epoch), 10)}
-		}
-	case *pb.StartKeyEpochCommand:
-		if c.StartedBy != "" {
-			actor = c.StartedBy
-		}
-		rec.Action, rec.Reason = audit.ActionCeremonyEpochStarted, c.Reason
-		rec.Details = map[string]string{"epoch": strconv.FormatUint(uint64(c.Epoch), 10)}
-	case *pb.SubmitJobCommand:
-		if c.SubmittedBy != "" {
-			actor = c.SubmittedBy
-		}
-		rec.JobID, rec.Purpose, rec.LegalBasis = c.JobId, c.Spec.GetPurpose(), c.Spec.GetLegalBasis()
-		rec.Action, rec.ModelHash = audit.ActionJobSubmitted, c.ModelHash
-		if len(c.Signature) > 0 {
-			// The researcher's signed statement of the job, checkable
-			// offline (audit.Verify).
-			d := jobspec.SignedDigest(c.Spec)
-			rec.Details = map[string]string{
-				"spec_digest": hex.EncodeToString(d[:]), "request_id": c.RequestId,
-				"signature": hex.EncodeToString(c.Signature), "certificate": hex.EncodeToString(c.Certificate),
-			}
-		}
-	case *pb.DecideJobCommand:
-		actor, rec.Hospital = "hospital/"+c.Hospital, c.Hospital
-		job(c.JobId)
-		rec.Action = audit.ActionJobAccepted
-		if !c.Accept {
-			rec.Action, rec.Reason = audit.ActionJobRefused, c.Reason
-		}
-	case *pb.OpenRoundCommand:
-		job(c.JobId)
-		rec.Action, rec.Round = audit.ActionRoundOpened, c.Round
-	case *pb.ContributionCommand:
-		actor, rec.Hospital = "hospital/"+c.Hospital, c.Hospital
-		job(c.JobId)
-		rec.Action, rec.Round = audit.ActionContributionAccepted, c.Round
-		rec.Digest, rec.Size = hex.EncodeToString(c.Digest), c.Size
-		rec.Details = map[string]string{}
-		if len(c.Signature) > 0 {
-			// identity.StatementContribution with what it covers, checked
-			// offline by audit.Verify: the region, the job's model and the
-			// round's model version fix the binding.
-			rec.Details["signature"] = hex.EncodeToString(c.Signature)
-			rec.Details["certificate"] = hex.EncodeToString(c.Certificate)
-			if s.Region != nil {
-				d := s.Region.Digest()
-				rec.Details["region_digest"] = hex.EncodeToString(d[:])
-			}
-			if j, ok := s.Jobs[c.JobId]; ok {
-				rec.ModelHash = j.ModelHash
-				if r := j.Current(); r != nil && r.Number == c.Round {
-					rec.Details["model_version"] = strconv.Itoa(int(r.ModelVersion))
-					if d := j.ModelDigest(r); d != ([32]byte{}) {
-						rec.Details["model_digest"] = hex.EncodeToString(d[:])
-					}
-				}
-			}
-		}
-		if j, ok := s.Jobs[c.JobId]; ok && j.Spec.GetDpNoiseMultiplier() > 0 && c.Round != jobspec.StatsRound {
-			// The privacy ledger, as of this contribution.
-			rounds := j.ContributedRounds(c.Hospital) + 1
-			rec.Details["epsilon"] = strconv.FormatFloat(j.accountant().Epsilon(rounds), 'g', 6, 64)
-			rec.Details["delta"] = strconv.FormatFloat(j.Spec.DpDelta, 'g', -1, 64)
-		}
-		if len(rec.Details) == 0 {
-			rec.Details = nil
-		}
-	case *pb.CloseRoundCommand:
-		job(c.JobId)
-		rec.Action, rec.Round = audit.ActionRoundClosed, c.Round
-		rec.Digest, rec.Size = hex.EncodeToString(c.AggregateDigest), uint64(len(c.Aggregate))
-		rec.Details = map[string]string{"contributors": strings.Join(c.Contributors, ","), "decryptors": strings.Join(c.Active, ",")}
-	case *pb.ApprovalCommand:
-		actor, rec.Hospital = "hospital/"+c.Hospital, c.Hospital
-		job(c.JobId)
-		rec.Action, rec.Round = audit.ActionContributorsApproved, c.Round
-		rec.Details = map[string]string{"signature": hex.EncodeToString(c.Signature), "certificate": hex.EncodeToString(c.Certificate)}
-		if j, ok := s.Jobs[c.JobId]; ok {
-			if r := j.Current(); r != nil && r.Number == c.Round {
-				rec.Details["contributors"] = strings.Join(r.Contributors, ",")
-			}
-		}
-	case *pb.DecryptionShareCommand:
-		actor, rec.Hospital = "hospital/"+c.Hospital, c.Hospital
-		job(c.JobId)
-		rec.Action, rec.Round = audit.ActionDecryptionShareGiven, c.Round
-		rec.Digest, rec.Size = digest(c.Share), uint64(len(c.Share))
-	case *pb.RetryDecryptionCommand:
-		job(c.JobId)
-		rec.Action, rec.Round = audit.ActionDecryptionRetried, c.Round
-		rec.Details = map[string]string{"decryptors": strings.Join(c.Active, ","), "attempt": strconv.Itoa(int(c.Attempt))}
-	case *pb.CommitModelCommand:
-		job(c.JobId)
-		rec.Action, rec.Round = audit.ActionModelCommitted, c.Round
-		rec.ModelHash = paramsDigest(c.Params)
-		rec.Details = map[string]string{"version": strconv.Itoa(int(c.Version)), "total_samples": strconv.FormatUint(c.TotalSamples, 10)}
-	case *pb.ScalingCommand:
-		job(c.JobId)
-		rec.Action, rec.Round = audit.ActionModelCommitted, c.Round
-		rec.Details = map[string]string{"region_scaling": "committed", "total_samples": strconv.FormatUint(c.TotalSamples, 10)}
-	case *pb.AbortRoundCommand:
-		job(c.JobId)
-		rec.Action, rec.Round, rec.Reason = audit.ActionRoundAborted, c.Round, c.Reason
-	case *pb.EndJobCommand:
-		job(c.JobId)
-		rec.Action, rec.Reason = audit.ActionJobEnded, c.Reason
-		if c.State == JobCancelled {
-			rec.Action = audit.ActionJobCancelled
-		}
-		rec.Details = map[string]string{"state": c.State}
-	case *pb.RevokeCommand:
-		if c.RevokedBy != "" {
-			actor = c.RevokedBy
-		}
-		rec.Action, rec.Reason = audit.ActionCertificateRevoked, c.Reason
-		rec.Details = map[string]string{"serial": c.Serial}
-	case *pb.EndWebSessionsCommand:
-		if c.EndedBy != "" {
-			actor = c.EndedBy
-		}
-		rec.Action = audit.ActionWebSessionsEnded
-		rec.Details = map[string]string{"identity": c.Identity}
-	case *pb.ReplicaRemovedCommand:
-		rec.Action = audit.ActionReplicaRemoved
-		rec.Details = map[string]string{"replica": c.Id}
-	case *pb.AuthzRefusedCommand:
-		actor = c.Identity
-		rec.Action, rec.Reason = audit.ActionAuthzRefused, c.Reason
-		rec.Details = map[string]string{"method": c.Method, "serial": c.Serial}
-	default:
-		return audit.Record{}, false, nil
-	}
-	role, name, found := strings.Cut(actor, "/")
+}
+
+// finish checks the record as the log will (as a record at position 0).
+func (r *draft) finish() (audit.Record, error) {
+	role, name, found := strings.Cut(r.actor, "/")
 	if !found {
-		return audit.Record{}, false, fmt.Errorf("actor %q is not role/name", actor)
+		return audit.Record{}, fmt.Errorf("actor %q is not role/name", r.actor)
 	}
+	rec := r.rec
 	rec.Role, rec.Actor = role, name
-	// Check the record as the log will: a record at position 0.
 	probe := rec
 	probe.PrevHash, probe.PrevJobSeq = strings.Repeat("0", 64), -1
 	if err := probe.Validate(); err != nil {
-		return audit.Record{}, false, err
+		return audit.Record{}, err
 	}
-	return rec, true, nil
+	return rec, nil
+}
+
+// The record functions of the command table, one per audited command.
+// Each runs before its command is applied; Apply refuses a command whose
+// record would be invalid, then appends the record in the same entry as the
+// action, so a record is exactly as durable and as replicated as its
+// action. What leaves a site is described by size and digest, never by
+// content.
+
+func recordReplicaJoined(_ *State, c *pb.RegisterReplicaCommand, r *draft) {
+	r.rec.Action = audit.ActionReplicaJoined
+	r.rec.Details = map[string]string{"replica": c.Id, "grpc_addr": c.GrpcAddr}
+}
+
+func recordRegionCreated(_ *State, c *pb.CreateRegionCommand, r *draft) {
+	r.rec.Action = audit.ActionRegionCreated
+	r.rec.Details = map[string]string{"hospitals": strings.Join(c.Hospitals, ","),
+		"threshold": strconv.Itoa(int(c.Threshold)), "params": c.Params}
+}
+
+func recordEnrolled(_ *State, c *pb.EnrollCommand, r *draft) {
+	r.hospital(c.Hospital)
+	r.rec.Action = audit.ActionCeremonyEnrolled
+	r.rec.Digest, r.rec.Size = digest(c.HpkePublicKey), uint64(len(c.HpkePublicKey))
+}
+
+func recordPublicKeyShare(_ *State, c *pb.PublicKeyShareCommand, r *draft) {
+	r.hospital(c.Hospital)
+	r.rec.Action = audit.ActionCeremonyPublicKeyShare
+	r.rec.Digest, r.rec.Size = digest(c.Share), uint64(len(c.Share))
+}
+
+func recordPublicKey(_ *State, c *pb.PublicKeyCommand, r *draft) {
+	r.rec.Action = audit.ActionCeremonyPublicKey
+	r.rec.Digest, r.rec.Size = digest(c.PublicKey), uint64(len(c.PublicKey))
+}
+
+func recordSealedShares(_ *State, c *pb.SealedSharesCommand, r *draft) {
+	r.hospital(c.From)
+	r.rec.Action = audit.ActionCeremonySealedShares
+	var size uint64
+	for _, b := range c.Shares {
+		size += uint64(len(b))
+	}
+	r.rec.Size = size
+}
+
+func recordKeyReady(s *State, c *pb.KeyReadyCommand, r *draft) {
+	r.hospital(c.Hospital)
+	r.rec.Action = audit.ActionCeremonyKeyReady
+	if s.Region != nil && s.Region.Epoch > 0 {
+		r.rec.Details = map[string]string{"epoch": strconv.FormatUint(uint64(s.Region.Epoch), 10)}
+	}
+}
+
+func recordEpochStarted(_ *State, c *pb.StartKeyEpochCommand, r *draft) {
+	if c.StartedBy != "" {
+		r.actor = c.StartedBy
+	}
+	r.rec.Action, r.rec.Reason = audit.ActionCeremonyEpochStarted, c.Reason
+	r.rec.Details = map[string]string{"epoch": strconv.FormatUint(uint64(c.Epoch), 10)}
+}
+
+func recordJobSubmitted(_ *State, c *pb.SubmitJobCommand, r *draft) {
+	if c.SubmittedBy != "" {
+		r.actor = c.SubmittedBy
+	}
+	r.rec.JobID, r.rec.Purpose, r.rec.LegalBasis = c.JobId, c.Spec.GetPurpose(), c.Spec.GetLegalBasis()
+	r.rec.Action, r.rec.ModelHash = audit.ActionJobSubmitted, c.ModelHash
+	if len(c.Signature) > 0 {
+		// The researcher's signed statement of the job, checkable
+		// offline (audit.Verify).
+		d := jobspec.SignedDigest(c.Spec)
+		r.rec.Details = map[string]string{
+			"spec_digest": hex.EncodeToString(d[:]), "request_id": c.RequestId,
+			"signature": hex.EncodeToString(c.Signature), "certificate": hex.EncodeToString(c.Certificate),
+		}
+	}
+}
+
+func recordJobDecided(s *State, c *pb.DecideJobCommand, r *draft) {
+	r.hospital(c.Hospital)
+	r.job(s, c.JobId)
+	r.rec.Action = audit.ActionJobAccepted
+	if !c.Accept {
+		r.rec.Action, r.rec.Reason = audit.ActionJobRefused, c.Reason
+	}
+}
+
+func recordRoundOpened(s *State, c *pb.OpenRoundCommand, r *draft) {
+	r.job(s, c.JobId)
+	r.rec.Action, r.rec.Round = audit.ActionRoundOpened, c.Round
+}
+
+func recordContribution(s *State, c *pb.ContributionCommand, r *draft) {
+	r.hospital(c.Hospital)
+	r.job(s, c.JobId)
+	r.rec.Action, r.rec.Round = audit.ActionContributionAccepted, c.Round
+	r.rec.Digest, r.rec.Size = hex.EncodeToString(c.Digest), c.Size
+	r.rec.Details = map[string]string{}
+	if len(c.Signature) > 0 {
+		// identity.StatementContribution with what it covers, checked
+		// offline by audit.Verify: the region, the job's model and the
+		// round's model version fix the binding.
+		r.rec.Details["signature"] = hex.EncodeToString(c.Signature)
+		r.rec.Details["certificate"] = hex.EncodeToString(c.Certificate)
+		if s.Region != nil {
+			d := s.Region.Digest()
+			r.rec.Details["region_digest"] = hex.EncodeToString(d[:])
+		}
+		if j, ok := s.Jobs[c.JobId]; ok {
+			r.rec.ModelHash = j.ModelHash
+			if rd := j.Current(); rd != nil && rd.Number == c.Round {
+				r.rec.Details["model_version"] = strconv.Itoa(int(rd.ModelVersion))
+				if d := j.ModelDigest(rd); d != ([32]byte{}) {
+					r.rec.Details["model_digest"] = hex.EncodeToString(d[:])
+				}
+			}
+		}
+	}
+	if j, ok := s.Jobs[c.JobId]; ok && j.Spec.GetDpNoiseMultiplier() > 0 && c.Round != jobspec.StatsRound {
+		// The privacy ledger, as of this contribution.
+		rounds := j.ContributedRounds(c.Hospital) + 1
+		r.rec.Details["epsilon"] = strconv.FormatFloat(j.accountant().Epsilon(rounds), 'g', 6, 64)
+		r.rec.Details["delta"] = strconv.FormatFloat(j.Spec.DpDelta, 'g', -1, 64)
+	}
+	if len(r.rec.Details) == 0 {
+		r.rec.Details = nil
+	}
+}
+
+func recordRoundClosed(s *State, c *pb.CloseRoundCommand, r *draft) {
+	r.job(s, c.JobId)
+	r.rec.Action, r.rec.Round = audit.ActionRoundClosed, c.Round
+	r.rec.Digest, r.rec.Size = hex.EncodeToString(c.AggregateDigest), uint64(len(c.Aggregate))
+	r.rec.Details = map[string]string{"contributors": strings.Join(c.Contributors, ","), "decryptors": strings.Join(c.Active, ",")}
+}
+
+func recordApproval(s *State, c *pb.ApprovalCommand, r *draft) {
+	r.hospital(c.Hospital)
+	r.job(s, c.JobId)
+	r.rec.Action, r.rec.Round = audit.ActionContributorsApproved, c.Round
+	r.rec.Details = map[string]string{"signature": hex.EncodeToString(c.Signature), "certificate": hex.EncodeToString(c.Certificate)}
+	if j, ok := s.Jobs[c.JobId]; ok {
+		if rd := j.Current(); rd != nil && rd.Number == c.Round {
+			r.rec.Details["contributors"] = strings.Join(rd.Contributors, ",")
+		}
+	}
+}
+
+func recordDecryptionShare(s *State, c *pb.DecryptionShareCommand, r *draft) {
+	r.hospital(c.Hospital)
+	r.job(s, c.JobId)
+	r.rec.Action, r.rec.Round = audit.ActionDecryptionShareGiven, c.Round
+	r.rec.Digest, r.rec.Size = digest(c.Share), uint64(len(c.Share))
+}
+
+func recordDecryptionRetried(s *State, c *pb.RetryDecryptionCommand, r *draft) {
+	r.job(s, c.JobId)
+	r.rec.Action, r.rec.Round = audit.ActionDecryptionRetried, c.Round
+	r.rec.Details = map[string]string{"decryptors": strings.Join(c.Active, ","), "attempt": strconv.Itoa(int(c.Attempt))}
+}
+
+func recordModelCommitted(s *State, c *pb.CommitModelCommand, r *draft) {
+	r.job(s, c.JobId)
+	r.rec.Action, r.rec.Round = audit.ActionModelCommitted, c.Round
+	r.rec.ModelHash = paramsDigest(c.Params)
+	r.rec.Details = map[string]string{"version": strconv.Itoa(int(c.Version)), "total_samples": strconv.FormatUint(c.TotalSamples, 10)}
+}
+
+func recordScaling(s *State, c *pb.ScalingCommand, r *draft) {
+	r.job(s, c.JobId)
+	r.rec.Action, r.rec.Round = audit.ActionModelCommitted, c.Round
+	r.rec.Details = map[string]string{"region_scaling": "committed", "total_samples": strconv.FormatUint(c.TotalSamples, 10)}
+}
+
+func recordRoundAborted(s *State, c *pb.AbortRoundCommand, r *draft) {
+	r.job(s, c.JobId)
+	r.rec.Action, r.rec.Round, r.rec.Reason = audit.ActionRoundAborted, c.Round, c.Reason
+}
+
+func recordJobEnded(s *State, c *pb.EndJobCommand, r *draft) {
+	r.job(s, c.JobId)
+	r.rec.Action, r.rec.Reason = audit.ActionJobEnded, c.Reason
+	if c.State == JobCancelled {
+		r.rec.Action = audit.ActionJobCancelled
+	}
+	r.rec.Details = map[string]string{"state": c.State}
+}
+
+func recordRevoked(_ *State, c *pb.RevokeCommand, r *draft) {
+	if c.RevokedBy != "" {
+		r.actor = c.RevokedBy
+	}
+	r.rec.Action, r.rec.Reason = audit.ActionCertificateRevoked, c.Reason
+	r.rec.Details = map[string]string{"serial": c.Serial}
+}
+
+func recordWebSessionsEnded(_ *State, c *pb.EndWebSessionsCommand, r *draft) {
+	if c.EndedBy != "" {
+		r.actor = c.EndedBy
+	}
+	r.rec.Action = audit.ActionWebSessionsEnded
+	r.rec.Details = map[string]string{"identity": c.Identity}
+}
+
+func recordReplicaRemoved(_ *State, c *pb.ReplicaRemovedCommand, r *draft) {
+	r.rec.Action = audit.ActionReplicaRemoved
+	r.rec.Details = map[string]string{"replica": c.Id}
+}
+
+func recordAuthzRefused(_ *State, c *pb.AuthzRefusedCommand, r *draft) {
+	r.actor = c.Identity
+	r.rec.Action, r.rec.Reason = audit.ActionAuthzRefused, c.Reason
+	r.rec.Details = map[string]string{"method": c.Method, "serial": c.Serial}
 }
 
 func digest(b []byte) string {

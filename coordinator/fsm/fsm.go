@@ -187,7 +187,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	}
 	// The audit record goes in with the action, in the same entry: an
 	// action is never visible without its record, nor the reverse.
-	rec, recorded, err := f.state.auditRecord(m, meta)
+	rec, recorded, err := c.record(f.state, m, meta)
 	if err != nil {
 		return rejectf("audit record: %v", err)
 	}
@@ -205,21 +205,33 @@ func (f *FSM) Apply(l *raft.Log) any {
 }
 
 // command is one entry of the command table: how an entry's protobuf is
-// made for decoding, and how it changes the state. Every command is listed
-// once, in commands; its audit record is built by auditRecord.
+// made for decoding, how it changes the state, and its audit record (ok
+// false for the few commands without one). Every command is listed once,
+// in commands.
 type command struct {
-	new   func() proto.Message
-	apply func(*State, proto.Message) error
+	new    func() proto.Message
+	apply  func(*State, proto.Message) error
+	record func(*State, proto.Message, Meta) (rec audit.Record, ok bool, err error)
 }
 
-// entry makes a table entry from a typed apply function.
+// entry makes a table entry from a typed apply function and a typed record
+// function (nil: the command leaves no audit record).
 func entry[M any, P interface {
 	*M
 	proto.Message
-}](apply func(*State, P) error) command {
+}](apply func(*State, P) error, record func(*State, P, *draft)) command {
 	return command{
 		new:   func() proto.Message { return P(new(M)) },
 		apply: func(s *State, m proto.Message) error { return apply(s, m.(P)) },
+		record: func(s *State, m proto.Message, meta Meta) (audit.Record, bool, error) {
+			if record == nil {
+				return audit.Record{}, false, nil
+			}
+			r := draft{rec: audit.Record{TimeUnixMs: max(meta.UnixMs, 1)}, actor: meta.Actor}
+			record(s, m.(P), &r)
+			rec, err := r.finish()
+			return rec, err == nil, err
+		},
 	}
 }
 
@@ -231,38 +243,39 @@ var commands = map[CommandType]command{
 		}
 		s.Replicas[c.Id] = c.GrpcAddr
 		return nil
-	}),
-	CmdCreateRegion:    entry((*State).createRegion),
-	CmdEnroll:          entry((*State).enroll),
-	CmdPublicKeyShare:  entry((*State).publicKeyShare),
-	CmdPublicKey:       entry((*State).publicKey),
-	CmdSealedShares:    entry((*State).sealedShares),
-	CmdKeyReady:        entry((*State).keyReady),
-	CmdSubmitJob:       entry((*State).submitJob),
-	CmdDecideJob:       entry((*State).decideJob),
-	CmdOpenRound:       entry((*State).openRound),
-	CmdContribution:    entry((*State).contribution),
-	CmdCloseRound:      entry((*State).closeRound),
-	CmdDecryptionShare: entry((*State).decryptionShare),
-	CmdRetryDecryption: entry((*State).retryDecryption),
-	CmdCommitModel:     entry((*State).commitModel),
-	CmdAbortRound:      entry((*State).abortRound),
-	CmdEndJob:          entry((*State).endJob),
-	CmdScaling:         entry((*State).scaling),
-	CmdRevoke:          entry((*State).revoke),
-	CmdCheckpoint:      entry((*State).checkpoint),
+	}, recordReplicaJoined),
+	CmdCreateRegion:    entry((*State).createRegion, recordRegionCreated),
+	CmdEnroll:          entry((*State).enroll, recordEnrolled),
+	CmdPublicKeyShare:  entry((*State).publicKeyShare, recordPublicKeyShare),
+	CmdPublicKey:       entry((*State).publicKey, recordPublicKey),
+	CmdSealedShares:    entry((*State).sealedShares, recordSealedShares),
+	CmdKeyReady:        entry((*State).keyReady, recordKeyReady),
+	CmdSubmitJob:       entry((*State).submitJob, recordJobSubmitted),
+	CmdDecideJob:       entry((*State).decideJob, recordJobDecided),
+	CmdOpenRound:       entry((*State).openRound, recordRoundOpened),
+	CmdContribution:    entry((*State).contribution, recordContribution),
+	CmdCloseRound:      entry((*State).closeRound, recordRoundClosed),
+	CmdDecryptionShare: entry((*State).decryptionShare, recordDecryptionShare),
+	CmdRetryDecryption: entry((*State).retryDecryption, recordDecryptionRetried),
+	CmdCommitModel:     entry((*State).commitModel, recordModelCommitted),
+	CmdAbortRound:      entry((*State).abortRound, recordRoundAborted),
+	CmdEndJob:          entry((*State).endJob, recordJobEnded),
+	CmdScaling:         entry((*State).scaling, recordScaling),
+	CmdRevoke:          entry((*State).revoke, recordRevoked),
+	// A checkpoint signs the audit log's head; it is not itself an action.
+	CmdCheckpoint: entry((*State).checkpoint, nil),
 	CmdAuthzRefused: entry(func(*State, *pb.AuthzRefusedCommand) error {
 		return nil // recorded in the audit log only
-	}),
+	}, recordAuthzRefused),
 	CmdReplicaRemoved: entry(func(s *State, c *pb.ReplicaRemovedCommand) error {
 		if _, ok := s.Replicas[c.Id]; !ok {
 			return errUnchanged
 		}
 		delete(s.Replicas, c.Id)
 		return nil
-	}),
-	CmdApproval:      entry((*State).approval),
-	CmdStartKeyEpoch: entry((*State).startKeyEpoch),
+	}, recordReplicaRemoved),
+	CmdApproval:      entry((*State).approval, recordApproval),
+	CmdStartKeyEpoch: entry((*State).startKeyEpoch, recordEpochStarted),
 	CmdEndWebSessions: entry(func(s *State, c *pb.EndWebSessionsCommand) error {
 		if _, err := identity.ParseIdentity(c.Identity); err != nil {
 			return rejectf("identity: %v", err)
@@ -272,7 +285,7 @@ var commands = map[CommandType]command{
 		}
 		s.WebSessionsEnded[c.Identity] = max(s.WebSessionsEnded[c.Identity], c.UnixMs)
 		return nil
-	}),
+	}, recordWebSessionsEnded),
 }
 
 // typeOf maps each command's protobuf message to its type byte.
