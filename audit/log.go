@@ -289,19 +289,40 @@ type snapshotJSON struct {
 
 // MarshalJSON writes the log for a Raft snapshot:
 // {"version":1,"size":N,"root_hash":HEX,"records":[...],"checkpoints":[...]}.
-func (l *Log) MarshalJSON() ([]byte, error) {
+func (l *Log) MarshalJSON() ([]byte, error) { return l.Freeze().MarshalJSON() }
+
+// Frozen is the log as it stood when Freeze was called, to be encoded
+// later while the log grows: records never change once appended, so the
+// view shares them with the log instead of copying them.
+type Frozen struct {
+	records     []Record
+	root        Hash
+	checkpoints []TreeHead
+}
+
+// Freeze takes a Frozen view of the log in time independent of its size
+// (bar the few checkpoints, which are copied).
+func (l *Log) Freeze() Frozen {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	recs := l.records
+	return Frozen{records: slices.Clip(l.records), root: l.tree.mth(0, l.tree.size()), checkpoints: slices.Clone(l.checkpoints)}
+}
+
+// Len is the number of records in the view.
+func (f Frozen) Len() uint64 { return uint64(len(f.records)) }
+
+// MarshalJSON writes the view as Log.MarshalJSON writes the log.
+func (f Frozen) MarshalJSON() ([]byte, error) {
+	recs := f.records
 	if recs == nil {
 		recs = []Record{}
 	}
 	return json.Marshal(snapshotJSON{
 		Version:     SnapshotVersion,
-		Size:        uint64(len(l.records)),
-		RootHash:    l.tree.mth(0, l.tree.size()).String(),
+		Size:        uint64(len(recs)),
+		RootHash:    f.root.String(),
 		Records:     recs,
-		Checkpoints: l.checkpoints,
+		Checkpoints: f.checkpoints,
 	})
 }
 

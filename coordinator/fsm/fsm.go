@@ -13,6 +13,7 @@
 package fsm
 
 import (
+	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -810,8 +811,40 @@ func (s *State) endJob(c *pb.EndJobCommand) error {
 	return nil
 }
 
-// Snapshot captures the state as JSON; the copy is taken under the lock so
-// Persist can run while Apply goes on.
+// Snapshots are a stream of JSON values, one per line:
+//
+//	{"format":"regionfl-fsm","version":2}   the header
+//	{...}                                   the state, without models and audit log
+//	{"job_id":ID,"models":[...]}            one line per job, in JobOrder
+//	{"version":1,"size":N,...}              the audit log (audit.Log.MarshalJSON)
+//
+// Snapshot encodes only the state line under the lock; models and audit
+// records never change once written, so Snapshot keeps references to them
+// and Persist encodes them while Apply goes on. The bulk of a long-lived
+// region's state (every model version's parameters and every audit
+// record) thus never holds up Apply.
+//
+// Changing the format: raise SnapshotVersion and teach Restore to read the
+// previous version (as restoreV1 reads version 1, a single JSON document),
+// so a replica restarted on the new build restores the snapshot it wrote
+// on the old one. A version Restore does not know is refused, never
+// guessed at.
+const (
+	SnapshotVersion = 2
+	snapshotFormat  = "regionfl-fsm"
+)
+
+type snapshotHeader struct {
+	Format  string `json:"format"`
+	Version int    `json:"version"`
+}
+
+type jobModels struct {
+	JobID  string   `json:"job_id"`
+	Models []*Model `json:"models"`
+}
+
+// Snapshot captures the state as of the last applied entry.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -819,27 +852,39 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return snapshot(b), nil
+	snap := &snapshot{state: b, audit: f.state.Audit.Freeze()}
+	for _, id := range f.state.JobOrder {
+		snap.models = append(snap.models, jobModels{JobID: id, Models: slices.Clip(f.state.Jobs[id].Models)})
+	}
+	return snap, nil
 }
 
 // Restore replaces the state with a snapshot.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	s := newState()
-	if err := json.NewDecoder(rc).Decode(s); err != nil {
+	dec := json.NewDecoder(bufio.NewReader(rc))
+	var first json.RawMessage
+	if err := dec.Decode(&first); err != nil {
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
-	if s.Version != SnapshotVersion {
-		return fmt.Errorf("fsm: restore: snapshot format %d, this build reads %d", s.Version, SnapshotVersion)
+	var h snapshotHeader
+	if err := json.Unmarshal(first, &h); err != nil {
+		return fmt.Errorf("fsm: restore: header: %w", err)
 	}
-	// Models committed before their digests were kept get them now.
-	for _, j := range s.Jobs {
-		for _, m := range j.Models {
-			if m.Digest == nil {
-				d := jobspec.ModelDigest(m.Params)
-				m.Digest = d[:]
-			}
-		}
+	var (
+		s   *State
+		err error
+	)
+	switch {
+	case h.Format == "" && h.Version == 1:
+		s, err = restoreV1(first)
+	case h.Format == snapshotFormat && h.Version == SnapshotVersion:
+		s, err = restoreStream(dec)
+	default:
+		err = fmt.Errorf("snapshot format %q version %d, this build reads %q version %d (and 1)", h.Format, h.Version, snapshotFormat, SnapshotVersion)
+	}
+	if err != nil {
+		return fmt.Errorf("fsm: restore: %w", err)
 	}
 	f.mu.Lock()
 	f.state = s
@@ -849,14 +894,96 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-type snapshot []byte
+// restoreStream reads what follows the header of a version-2 snapshot.
+func restoreStream(dec *json.Decoder) (*State, error) {
+	s := newState()
+	if err := dec.Decode(s); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	for _, id := range s.JobOrder {
+		var jm jobModels
+		if err := dec.Decode(&jm); err != nil {
+			return nil, fmt.Errorf("models of job %s: %w", id, err)
+		}
+		j, ok := s.Jobs[id]
+		if !ok || jm.JobID != id || len(jm.Models) == 0 {
+			return nil, fmt.Errorf("models of job %s: found those of job %q (%d)", id, jm.JobID, len(jm.Models))
+		}
+		j.Models = jm.Models
+	}
+	if err := dec.Decode(s.Audit); err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("data after the audit log")
+	}
+	return s, nil
+}
 
-func (s snapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(s); err != nil {
+// restoreV1 reads a version-1 snapshot: one JSON document, the state with
+// each job's models and the audit log inside. Models committed before
+// their digests were kept get them here.
+func restoreV1(doc []byte) (*State, error) {
+	s := newState()
+	if err := json.Unmarshal(doc, s); err != nil {
+		return nil, err
+	}
+	var inside struct {
+		Jobs map[string]struct {
+			Models []*Model `json:"models"`
+		} `json:"jobs"`
+		Audit *audit.Log `json:"audit"`
+	}
+	inside.Audit = s.Audit
+	if err := json.Unmarshal(doc, &inside); err != nil {
+		return nil, err
+	}
+	for id, j := range s.Jobs {
+		j.Models = inside.Jobs[id].Models
+		if len(j.Models) == 0 {
+			return nil, fmt.Errorf("job %s has no model", id)
+		}
+		for _, m := range j.Models {
+			if m.Digest == nil {
+				d := jobspec.ModelDigest(m.Params)
+				m.Digest = d[:]
+			}
+		}
+	}
+	return s, nil
+}
+
+// snapshot is what Snapshot captured: the state line, encoded, and the
+// immutable models and audit records, encoded by Persist.
+type snapshot struct {
+	state  []byte
+	models []jobModels
+	audit  audit.Frozen
+}
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	w := bufio.NewWriterSize(sink, 1<<20)
+	enc := json.NewEncoder(w)
+	err := enc.Encode(snapshotHeader{Format: snapshotFormat, Version: SnapshotVersion})
+	if err == nil {
+		_, err = w.Write(append(s.state, '\n'))
+	}
+	for _, jm := range s.models {
+		if err == nil {
+			err = enc.Encode(jm)
+		}
+	}
+	if err == nil {
+		err = enc.Encode(s.audit)
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
 		sink.Cancel()
 		return err
 	}
 	return sink.Close()
 }
 
-func (snapshot) Release() {}
+func (*snapshot) Release() {}

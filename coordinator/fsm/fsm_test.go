@@ -2,8 +2,10 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
+	"slices"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -151,9 +153,81 @@ func TestSnapshotRestore(t *testing.T) {
 	if !bytes.Equal(b, snapshotBytes(t, g)) {
 		t.Fatal("restore did not reproduce the state")
 	}
-	bad := bytes.Replace(b, []byte(`"version":1`), []byte(`"version":99`), 1)
-	if err := New().Restore(io.NopCloser(bytes.NewReader(bad))); err == nil {
-		t.Fatal("a snapshot of another format was accepted")
+	for _, bad := range [][]byte{
+		bytes.Replace(b, []byte(`"version":2`), []byte(`"version":99`), 1),
+		bytes.Replace(b, []byte(`"regionfl-fsm"`), []byte(`"other"`), 1),
+		b[:len(b)-20],                      // cut short
+		append(slices.Clone(b), "{}\n"...), // data after the end
+	} {
+		if err := New().Restore(io.NopCloser(bytes.NewReader(bad))); err == nil {
+			t.Fatalf("a bad snapshot was accepted: %.60q...", bad)
+		}
+	}
+}
+
+// Snapshot keeps the models and the audit log by reference and Persist
+// encodes them later, while Apply goes on: what Persist writes is still the
+// state as of Snapshot.
+func TestSnapshotIsTheStateWhenTaken(t *testing.T) {
+	a := readyRegion(t)
+	a.must(&pb.OpenRoundCommand{JobId: "j", Round: 1})
+	want := snapshotBytes(t, a.f)
+	snap, err := a.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.must(&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("d1"), Size: 5})
+	a.must(&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h2", Digest: []byte("d2"), Size: 5})
+	a.must(&pb.CloseRoundCommand{JobId: "j", Round: 1, Aggregate: []byte("agg"), AggregateDigest: []byte("ad"),
+		Contributors: []string{"h1", "h2"}, Active: []string{"h1", "h3"}})
+	a.must(&pb.CommitModelCommand{JobId: "j", Round: 1, Version: 1, Params: []float64{1, 2}, TotalSamples: 9})
+	a.must(&pb.SubmitJobCommand{JobId: "k", Spec: &pb.JobSpec{MinHospitals: 2, Rounds: 2}, RequestId: "r2", InitialParams: []float64{3}})
+	var s sink
+	if err := snap.Persist(&s); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(s.Bytes(), want) {
+		t.Fatal("entries applied after Snapshot reached its Persist")
+	}
+}
+
+// A replica upgraded in place restores the single-document snapshot of
+// version 1 that the previous build wrote, and fills model digests that
+// such snapshots may lack.
+func TestRestoresVersion1(t *testing.T) {
+	a := readyRegion(t)
+	a.must(&pb.OpenRoundCommand{JobId: "j", Round: 1})
+	want := snapshotBytes(t, a.f)
+	var doc map[string]any
+	a.f.Read(func(st *State) {
+		b, err := json.Marshal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &doc); err != nil {
+			t.Fatal(err)
+		}
+		doc["version"] = 1
+		doc["audit"] = st.Audit
+		for id, j := range doc["jobs"].(map[string]any) {
+			old := make([]Model, len(st.Jobs[id].Models))
+			for i, m := range st.Jobs[id].Models {
+				old[i] = *m
+				old[i].Digest = nil
+			}
+			j.(map[string]any)["models"] = old
+		}
+	})
+	v1, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := New()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(v1))); err != nil {
+		t.Fatal(err)
+	}
+	if got := snapshotBytes(t, g); !bytes.Equal(got, want) {
+		t.Fatalf("version 1 restored as\n%s\nwant\n%s", got, want)
 	}
 }
 

@@ -12,9 +12,6 @@ import (
 	pb "regionfl/proto/regionfl/v1"
 )
 
-// SnapshotVersion is the format of a snapshot; Restore refuses others.
-const SnapshotVersion = 1
-
 // Job states.
 const (
 	JobPending   = "pending"   // waiting for hospitals to decide
@@ -35,7 +32,6 @@ const (
 // State is everything the coordinator replicates. Only Apply and Restore
 // change it; readers see it under FSM.Read.
 type State struct {
-	Version  int               `json:"version"`
 	Replicas map[string]string `json:"replicas"` // replica ID -> gRPC address
 	Region   *Region           `json:"region,omitempty"`
 	Jobs     map[string]*Job   `json:"jobs"`
@@ -47,8 +43,8 @@ type State struct {
 	// before which its web-view sessions are ended.
 	WebSessionsEnded map[string]int64 `json:"web_sessions_ended,omitempty"`
 	// Audit is the tamper-evident record of every action, appended in the
-	// same entry as the action.
-	Audit *audit.Log `json:"audit"`
+	// same entry as the action. Snapshots carry it in a section of its own.
+	Audit *audit.Log `json:"-"`
 	Index uint64     `json:"index"` // last applied Raft index
 }
 
@@ -218,7 +214,9 @@ type Job struct {
 	Accepted    []string          `json:"accepted"`
 	Refused     map[string]string `json:"refused"`
 	Rounds      []*Round          `json:"rounds"`
-	Models      []*Model          `json:"models"` // version v at index v
+	// Models holds version v at index v. A model never changes once
+	// committed; snapshots carry them in a section of their own.
+	Models []*Model `json:"-"`
 	// OptimizerState is the server optimizer's state after the last commit.
 	OptimizerState []float64 `json:"optimizer_state,omitempty"`
 }
@@ -427,7 +425,6 @@ func (r *Round) HasDigest(d []byte) bool {
 
 func newState() *State {
 	return &State{
-		Version:  SnapshotVersion,
 		Replicas: map[string]string{},
 		Jobs:     map[string]*Job{},
 		Requests: map[string]string{},
