@@ -92,6 +92,16 @@ type failStopLogs struct {
 	failed chan<- error
 }
 
+// failStopLogs must not hide what the wrapped store tells Raft: raft-wal
+// cannot hold a gap in its indexes, so after installing a snapshot Raft has
+// to empty it rather than leave one.
+var _ raft.MonotonicLogStore = failStopLogs{}
+
+func (l failStopLogs) IsMonotonic() bool {
+	m, ok := l.LogStore.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}
+
 func (l failStopLogs) StoreLog(log *raft.Log) error { return l.StoreLogs([]*raft.Log{log}) }
 
 func (l failStopLogs) StoreLogs(logs []*raft.Log) error {

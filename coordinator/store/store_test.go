@@ -174,3 +174,20 @@ func TestFailedLogWriteStopsTheReplica(t *testing.T) {
 		t.Error("a good write reported a failure")
 	}
 }
+
+// monotonic is a log store that cannot hold gaps, as raft-wal.
+type monotonic struct{ raft.LogStore }
+
+func (monotonic) IsMonotonic() bool { return true }
+
+// The wrapper passes on that its store cannot hold gaps: otherwise Raft
+// leaves one after installing a snapshot and every later append fails
+// (TestFollowerCatchesUpFromSnapshot in coordinator found it).
+func TestFailStopLogsStaysMonotonic(t *testing.T) {
+	if !(failStopLogs{LogStore: monotonic{raft.NewInmemStore()}}).IsMonotonic() {
+		t.Error("a monotonic store wrapped is not monotonic")
+	}
+	if (failStopLogs{LogStore: raft.NewInmemStore()}).IsMonotonic() {
+		t.Error("a store that holds gaps wrapped is monotonic")
+	}
+}
