@@ -113,7 +113,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	st, err := store.Open(store.Config{
 		ID: cfg.ID, Dir: cfg.DataDir, RaftAddr: cfg.RaftAddr, Bootstrap: cfg.Bootstrap,
 		TLS: identity.PeerConfig(cfg.Cert, cfg.CA), Logger: log, Fast: cfg.Fast,
-		TrailingLogs: cfg.TrailingLogs, SegmentSize: cfg.SegmentSize,
+		TrailingLogs: cfg.TrailingLogs, SegmentSize: cfg.SegmentSize, Clock: cfg.Clock,
 	})
 	if err != nil {
 		lis.Close()

@@ -5,11 +5,12 @@
 // Apply never reads a clock, draws randomness, runs cryptography (beyond
 // the SHA-256 digest of a model it stores, jobspec.ModelDigest) or decodes
 // hospital-supplied bytes: the leader validates everything before it
-// proposes a command, and each command carries its own timestamp. Apply still
-// re-checks every invariant it depends on (one update per hospital per round,
-// decryptors in the active set, ...) because two valid proposals can race;
-// such a command is refused identically on every replica and the refusal is
-// returned to the proposer.
+// proposes a command, and each entry carries the time it was proposed at
+// (Meta, the one time of a command). Apply still re-checks every invariant
+// it depends on (one update per hospital per round, decryptors in the
+// active set, ...) because two valid proposals can race; such a command is
+// refused identically on every replica and the refusal is returned to the
+// proposer.
 package fsm
 
 import (
@@ -192,7 +193,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if err != nil {
 		return rejectf("audit record: %v", err)
 	}
-	if err := c.apply(f.state, m); err == errUnchanged {
+	if err := c.apply(f.state, m, meta.UnixMs); err == errUnchanged {
 		return nil
 	} else if err != nil {
 		return err
@@ -211,7 +212,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 // in commands.
 type command struct {
 	new    func() proto.Message
-	apply  func(*State, proto.Message) error
+	apply  func(s *State, m proto.Message, at int64) error
 	record func(*State, proto.Message, Meta) (rec audit.Record, ok bool, err error)
 }
 
@@ -221,9 +222,18 @@ func entry[M any, P interface {
 	*M
 	proto.Message
 }](apply func(*State, P) error, record func(*State, P, *draft)) command {
+	return timed(func(s *State, c P, _ int64) error { return apply(s, c) }, record)
+}
+
+// timed is entry for a command whose apply needs its entry's time (Unix
+// ms, from Meta: the one time a command has).
+func timed[M any, P interface {
+	*M
+	proto.Message
+}](apply func(*State, P, int64) error, record func(*State, P, *draft)) command {
 	return command{
 		new:   func() proto.Message { return P(new(M)) },
-		apply: func(s *State, m proto.Message) error { return apply(s, m.(P)) },
+		apply: func(s *State, m proto.Message, at int64) error { return apply(s, m.(P), at) },
 		record: func(s *State, m proto.Message, meta Meta) (audit.Record, bool, error) {
 			if record == nil {
 				return audit.Record{}, false, nil
@@ -245,24 +255,24 @@ var commands = map[CommandType]command{
 		s.Replicas[c.Id] = c.GrpcAddr
 		return nil
 	}, recordReplicaJoined),
-	CmdCreateRegion:    entry((*State).createRegion, recordRegionCreated),
+	CmdCreateRegion:    timed((*State).createRegion, recordRegionCreated),
 	CmdEnroll:          entry((*State).enroll, recordEnrolled),
 	CmdPublicKeyShare:  entry((*State).publicKeyShare, recordPublicKeyShare),
 	CmdPublicKey:       entry((*State).publicKey, recordPublicKey),
 	CmdSealedShares:    entry((*State).sealedShares, recordSealedShares),
 	CmdKeyReady:        entry((*State).keyReady, recordKeyReady),
-	CmdSubmitJob:       entry((*State).submitJob, recordJobSubmitted),
+	CmdSubmitJob:       timed((*State).submitJob, recordJobSubmitted),
 	CmdDecideJob:       entry((*State).decideJob, recordJobDecided),
-	CmdOpenRound:       entry((*State).openRound, recordRoundOpened),
+	CmdOpenRound:       timed((*State).openRound, recordRoundOpened),
 	CmdContribution:    entry((*State).contribution, recordContribution),
-	CmdCloseRound:      entry((*State).closeRound, recordRoundClosed),
+	CmdCloseRound:      timed((*State).closeRound, recordRoundClosed),
 	CmdDecryptionShare: entry((*State).decryptionShare, recordDecryptionShare),
-	CmdRetryDecryption: entry((*State).retryDecryption, recordDecryptionRetried),
-	CmdCommitModel:     entry((*State).commitModel, recordModelCommitted),
-	CmdAbortRound:      entry((*State).abortRound, recordRoundAborted),
-	CmdEndJob:          entry((*State).endJob, recordJobEnded),
+	CmdRetryDecryption: timed((*State).retryDecryption, recordDecryptionRetried),
+	CmdCommitModel:     timed((*State).commitModel, recordModelCommitted),
+	CmdAbortRound:      timed((*State).abortRound, recordRoundAborted),
+	CmdEndJob:          timed((*State).endJob, recordJobEnded),
 	CmdScaling:         entry((*State).scaling, recordScaling),
-	CmdRevoke:          entry((*State).revoke, recordRevoked),
+	CmdRevoke:          timed((*State).revoke, recordRevoked),
 	// A checkpoint signs the audit log's head; it is not itself an action.
 	CmdCheckpoint: entry((*State).checkpoint, nil),
 	CmdAuthzRefused: entry(func(*State, *pb.AuthzRefusedCommand) error {
@@ -275,16 +285,16 @@ var commands = map[CommandType]command{
 		delete(s.Replicas, c.Id)
 		return nil
 	}, recordReplicaRemoved),
-	CmdApproval:      entry((*State).approval, recordApproval),
+	CmdApproval:      timed((*State).approval, recordApproval),
 	CmdStartKeyEpoch: entry((*State).startKeyEpoch, recordEpochStarted),
-	CmdEndWebSessions: entry(func(s *State, c *pb.EndWebSessionsCommand) error {
+	CmdEndWebSessions: timed(func(s *State, c *pb.EndWebSessionsCommand, at int64) error {
 		if _, err := identity.ParseIdentity(c.Identity); err != nil {
 			return rejectf("identity: %v", err)
 		}
 		if s.WebSessionsEnded == nil {
 			s.WebSessionsEnded = map[string]int64{}
 		}
-		s.WebSessionsEnded[c.Identity] = max(s.WebSessionsEnded[c.Identity], c.UnixMs)
+		s.WebSessionsEnded[c.Identity] = max(s.WebSessionsEnded[c.Identity], at)
 		return nil
 	}, recordWebSessionsEnded),
 }
@@ -308,7 +318,7 @@ func TypeOf(m proto.Message) (CommandType, error) {
 	return t, nil
 }
 
-func (s *State) createRegion(c *pb.CreateRegionCommand) error {
+func (s *State) createRegion(c *pb.CreateRegionCommand, at int64) error {
 	if s.Region != nil {
 		return rejectf("the region already exists")
 	}
@@ -324,7 +334,7 @@ func (s *State) createRegion(c *pb.CreateRegionCommand) error {
 		Hospitals:   slices.Clone(c.Hospitals),
 		Threshold:   int(c.Threshold),
 		Seed:        c.Seed,
-		CreatedMs:   c.UnixMs,
+		CreatedMs:   at,
 		GenesisSig:  c.GenesisSignature,
 		GenesisCert: c.GenesisCertificate,
 	}
@@ -440,7 +450,7 @@ func (s *State) keyReady(c *pb.KeyReadyCommand) error {
 	return nil
 }
 
-func (s *State) submitJob(c *pb.SubmitJobCommand) error {
+func (s *State) submitJob(c *pb.SubmitJobCommand, at int64) error {
 	if c.RequestId != "" {
 		if _, ok := s.Requests[c.RequestId]; ok {
 			return errUnchanged // a retry: the job exists already
@@ -454,13 +464,13 @@ func (s *State) submitJob(c *pb.SubmitJobCommand) error {
 		Spec:        c.Spec,
 		ModelHash:   c.ModelHash,
 		SubmittedBy: c.SubmittedBy,
-		SubmittedMs: c.UnixMs,
+		SubmittedMs: at,
 		RequestID:   c.RequestId,
 		Signature:   c.Signature,
 		Certificate: c.Certificate,
 		State:       JobPending,
 		Refused:     map[string]string{},
-		Models:      []*Model{newModel(0, c.InitialParams, c.UnixMs)},
+		Models:      []*Model{newModel(0, c.InitialParams, at)},
 	}
 	s.Jobs[j.ID] = j
 	s.JobOrder = append(s.JobOrder, j.ID)
@@ -501,7 +511,7 @@ func (s *State) decideJob(c *pb.DecideJobCommand) error {
 	return nil
 }
 
-func (s *State) openRound(c *pb.OpenRoundCommand) error {
+func (s *State) openRound(c *pb.OpenRoundCommand, at int64) error {
 	j, err := s.job(c.JobId)
 	if err != nil {
 		return err
@@ -532,7 +542,7 @@ func (s *State) openRound(c *pb.OpenRoundCommand) error {
 		ModelVersion: version,
 		Epoch:        epoch,
 		State:        RoundCollecting,
-		OpenedMs:     c.UnixMs,
+		OpenedMs:     at,
 		DeadlineMs:   c.DeadlineUnixMs,
 		OpenedBy:     c.Leader,
 	})
@@ -576,7 +586,7 @@ func (s *State) contribution(c *pb.ContributionCommand) error {
 	return nil
 }
 
-func (s *State) closeRound(c *pb.CloseRoundCommand) error {
+func (s *State) closeRound(c *pb.CloseRoundCommand, at int64) error {
 	j, r, err := s.round(c.JobId, c.Round, RoundCollecting)
 	if err != nil {
 		return err
@@ -593,12 +603,12 @@ func (s *State) closeRound(c *pb.CloseRoundCommand) error {
 		return err
 	}
 	r.State = RoundDecrypting
-	r.ClosedMs, r.ClosedBy = c.UnixMs, c.Leader
+	r.ClosedMs, r.ClosedBy = at, c.Leader
 	r.Aggregate = c.Aggregate
 	r.AggDigest = c.AggregateDigest
 	r.Contributors = slices.Clone(c.Contributors)
 	r.Attempt = 1
-	r.AttemptMs = c.UnixMs
+	r.AttemptMs = at
 	r.Active = slices.Clone(c.Active)
 	r.Asked = slices.Clone(c.Active)
 	r.Shares = map[string][]byte{}
@@ -608,7 +618,7 @@ func (s *State) closeRound(c *pb.CloseRoundCommand) error {
 
 // approval records a contributor's signed approval of the round's
 // contributor set (the server checked the signature).
-func (s *State) approval(c *pb.ApprovalCommand) error {
+func (s *State) approval(c *pb.ApprovalCommand, at int64) error {
 	_, r, err := s.round(c.JobId, c.Round, RoundDecrypting)
 	if err != nil {
 		return err
@@ -627,7 +637,7 @@ func (s *State) approval(c *pb.ApprovalCommand) error {
 	}
 	r.Approvals[c.Hospital] = Signed{c.Signature, c.Certificate}
 	if r.Approved() {
-		r.AttemptMs = c.UnixMs // the decryptors' time starts now
+		r.AttemptMs = at // the decryptors' time starts now
 	}
 	return nil
 }
@@ -662,7 +672,7 @@ func (s *State) decryptionShare(c *pb.DecryptionShareCommand) error {
 	return nil
 }
 
-func (s *State) retryDecryption(c *pb.RetryDecryptionCommand) error {
+func (s *State) retryDecryption(c *pb.RetryDecryptionCommand, at int64) error {
 	_, r, err := s.round(c.JobId, c.Round, RoundDecrypting)
 	if err != nil {
 		return err
@@ -681,14 +691,14 @@ func (s *State) retryDecryption(c *pb.RetryDecryptionCommand) error {
 		}
 	}
 	r.Attempt = c.Attempt
-	r.AttemptMs = c.UnixMs
+	r.AttemptMs = at
 	r.Active = slices.Clone(c.Active)
 	r.Asked = append(r.Asked, c.Active...)
 	r.Shares = map[string][]byte{}
 	return nil
 }
 
-func (s *State) commitModel(c *pb.CommitModelCommand) error {
+func (s *State) commitModel(c *pb.CommitModelCommand, at int64) error {
 	j, r, err := s.round(c.JobId, c.Round, RoundDecrypting)
 	if err != nil {
 		return err
@@ -699,7 +709,7 @@ func (s *State) commitModel(c *pb.CommitModelCommand) error {
 	if len(c.Params) != len(j.Latest().Params) {
 		return rejectf("model with %d parameters, job has %d", len(c.Params), len(j.Latest().Params))
 	}
-	m := newModel(c.Version, c.Params, c.UnixMs)
+	m := newModel(c.Version, c.Params, at)
 	m.Round, m.TotalSamples, m.UpdateNorm = r.Number, c.TotalSamples, c.UpdateNorm
 	j.Models = append(j.Models, m)
 	j.OptimizerState = c.OptimizerState
@@ -728,7 +738,7 @@ func (s *State) checkpoint(c *pb.CheckpointCommand) error {
 	return nil
 }
 
-func (s *State) revoke(c *pb.RevokeCommand) error {
+func (s *State) revoke(c *pb.RevokeCommand, at int64) error {
 	if !validSerial(c.Serial) {
 		return rejectf("serial %q is not lowercase hex", c.Serial)
 	}
@@ -738,7 +748,7 @@ func (s *State) revoke(c *pb.RevokeCommand) error {
 	if s.Revoked == nil {
 		s.Revoked = map[string]*pb.Revocation{}
 	}
-	s.Revoked[c.Serial] = &pb.Revocation{Serial: c.Serial, Reason: c.Reason, RevokedBy: c.RevokedBy, UnixMs: c.UnixMs,
+	s.Revoked[c.Serial] = &pb.Revocation{Serial: c.Serial, Reason: c.Reason, RevokedBy: c.RevokedBy, UnixMs: at,
 		SignedUnixMs: c.SignedUnixMs, Signature: c.Signature, Certificate: c.Certificate}
 	return nil
 }
@@ -769,7 +779,7 @@ func (s *State) scaling(c *pb.ScalingCommand) error {
 	return nil
 }
 
-func (s *State) abortRound(c *pb.AbortRoundCommand) error {
+func (s *State) abortRound(c *pb.AbortRoundCommand, at int64) error {
 	j, err := s.job(c.JobId)
 	if err != nil {
 		return err
@@ -780,13 +790,13 @@ func (s *State) abortRound(c *pb.AbortRoundCommand) error {
 	}
 	r.State = RoundAborted
 	r.Reason = c.Reason
-	r.ClosedMs, r.ClosedBy = c.UnixMs, c.Leader
+	r.ClosedMs, r.ClosedBy = at, c.Leader
 	r.Aggregate = nil
 	r.Shares = nil
 	return nil
 }
 
-func (s *State) endJob(c *pb.EndJobCommand) error {
+func (s *State) endJob(c *pb.EndJobCommand, at int64) error {
 	j, err := s.job(c.JobId)
 	if err != nil {
 		return err
@@ -802,7 +812,7 @@ func (s *State) endJob(c *pb.EndJobCommand) error {
 	if r := j.Current(); r != nil && (r.State == RoundCollecting || r.State == RoundDecrypting) {
 		r.State = RoundAborted
 		r.Reason = "job " + c.State
-		r.ClosedMs = c.UnixMs
+		r.ClosedMs = at
 		r.Aggregate = nil
 		r.Shares = nil
 	}

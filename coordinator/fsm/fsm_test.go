@@ -80,7 +80,7 @@ func TestCeremonyStep(t *testing.T) {
 
 func TestRoundLifecycle(t *testing.T) {
 	a := readyRegion(t)
-	a.must(&pb.OpenRoundCommand{JobId: "j", Round: 1, UnixMs: 10, DeadlineUnixMs: 20})
+	a.must(&pb.OpenRoundCommand{JobId: "j", Round: 1, DeadlineUnixMs: 20})
 	a.must(&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("d1"), Size: 5})
 	a.must(&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h2", Digest: []byte("d2"), Size: 5})
 	a.must(&pb.CloseRoundCommand{JobId: "j", Round: 1, Aggregate: []byte("agg"), AggregateDigest: []byte("ad"),

@@ -18,11 +18,11 @@ type cmd struct {
 // Every command applied a second time (a client's retry proposed again, a
 // leader's decision made twice) leaves the state as the first left it.
 func TestCommandAppliedTwiceChangesStateOnce(t *testing.T) {
-	open := cmd{&pb.OpenRoundCommand{JobId: "j", Round: 1, UnixMs: 10, DeadlineUnixMs: 20}}
+	open := cmd{&pb.OpenRoundCommand{JobId: "j", Round: 1, DeadlineUnixMs: 20}}
 	contrib := func(h, d string) cmd {
 		return cmd{&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: h, Digest: []byte(d), Size: 5}}
 	}
-	closeRound := cmd{&pb.CloseRoundCommand{JobId: "j", Round: 1, UnixMs: 30, Aggregate: []byte("agg"),
+	closeRound := cmd{&pb.CloseRoundCommand{JobId: "j", Round: 1, Aggregate: []byte("agg"),
 		AggregateDigest: []byte("ad"), Contributors: []string{"h1", "h2"}, Active: []string{"h1", "h2"}}}
 	collected := []cmd{open, contrib("h1", "d1"), contrib("h2", "d2")}
 	decrypting := append(collected[:len(collected):len(collected)], closeRound)
@@ -40,7 +40,7 @@ func TestCommandAppliedTwiceChangesStateOnce(t *testing.T) {
 		{"contribution", []cmd{open}, contrib("h1", "d1")},
 		{"close round", collected, closeRound},
 		{"decryption share", decrypting, cmd{&pb.DecryptionShareCommand{JobId: "j", Round: 1, Attempt: 1, Hospital: "h1", Share: []byte("s")}}},
-		{"retry decryption", decrypting, cmd{&pb.RetryDecryptionCommand{JobId: "j", Round: 1, Attempt: 2, Active: []string{"h3"}, UnixMs: 40}}},
+		{"retry decryption", decrypting, cmd{&pb.RetryDecryptionCommand{JobId: "j", Round: 1, Attempt: 2, Active: []string{"h3"}}}},
 		{"commit model", decrypting, cmd{&pb.CommitModelCommand{JobId: "j", Round: 1, Version: 1, Params: []float64{1, 2}, TotalSamples: 9}}},
 		{"abort round", collected, cmd{&pb.AbortRoundCommand{JobId: "j", Round: 1, Reason: "test"}}},
 		{"end job", nil, cmd{&pb.EndJobCommand{JobId: "j", State: JobCancelled}}},
@@ -75,21 +75,22 @@ func TestCommandAppliedTwiceChangesStateOnce(t *testing.T) {
 func TestRetryDecryptionAsksNewHospitals(t *testing.T) {
 	a := readyRegion(t)
 	a.f.state.Region.Threshold = 1
-	a.must(&pb.OpenRoundCommand{JobId: "j", Round: 1, UnixMs: 10, DeadlineUnixMs: 20})
+	a.must(&pb.OpenRoundCommand{JobId: "j", Round: 1, DeadlineUnixMs: 20})
 	a.must(&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("d1")})
 	a.must(&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h2", Digest: []byte("d2")})
-	a.must(&pb.CloseRoundCommand{JobId: "j", Round: 1, UnixMs: 30, Contributors: []string{"h1", "h2"}, Active: []string{"h1"}})
+	a.must(&pb.CloseRoundCommand{JobId: "j", Round: 1, Contributors: []string{"h1", "h2"}, Active: []string{"h1"}})
 	a.must(&pb.DecryptionShareCommand{JobId: "j", Round: 1, Attempt: 1, Hospital: "h1", Share: []byte("s")})
-	a.must(&pb.RetryDecryptionCommand{JobId: "j", Round: 1, Attempt: 2, Active: []string{"h2"}, UnixMs: 50})
+	retryAt := int64(a.idx+1) * 1000 // the time applier gives the next entry
+	a.must(&pb.RetryDecryptionCommand{JobId: "j", Round: 1, Attempt: 2, Active: []string{"h2"}})
 	for _, h := range []string{"h1", "h2"} {
-		err := a.apply(&pb.RetryDecryptionCommand{JobId: "j", Round: 1, Attempt: 3, Active: []string{h}, UnixMs: 60})
+		err := a.apply(&pb.RetryDecryptionCommand{JobId: "j", Round: 1, Attempt: 3, Active: []string{h}})
 		if !errors.Is(err, ErrRejected) {
 			t.Errorf("attempt 3 asking %s again: %v, want a rejection", h, err)
 		}
 	}
 	a.f.Read(func(s *State) {
 		r := s.Jobs["j"].Current()
-		if r.Attempt != 2 || r.AttemptMs != 50 || len(r.Shares) != 0 || len(r.Asked) != 2 {
+		if r.Attempt != 2 || r.AttemptMs != retryAt || len(r.Shares) != 0 || len(r.Asked) != 2 {
 			t.Fatalf("attempt %d from %d, %d shares, asked %v", r.Attempt, r.AttemptMs, len(r.Shares), r.Asked)
 		}
 	})

@@ -19,7 +19,13 @@ import (
 
 func apply(t *testing.T, f *fsm.FSM, idx *uint64, m proto.Message) {
 	t.Helper()
-	b, err := fsm.Encode(m, fsm.Meta{Actor: "coordinator/c1", UnixMs: int64(*idx+1) * 1000})
+	applyAt(t, f, idx, int64(*idx+1)*1000, m)
+}
+
+// applyAt applies m as an entry proposed at ms (Unix ms).
+func applyAt(t *testing.T, f *fsm.FSM, idx *uint64, ms int64, m proto.Message) {
+	t.Helper()
+	b, err := fsm.Encode(m, fsm.Meta{Actor: "coordinator/c1", UnixMs: ms})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,12 +57,12 @@ func state(t *testing.T) *fsm.FSM {
 	for _, h := range hs {
 		apply(t, f, &i, &pb.DecideJobCommand{JobId: "j", Hospital: h, Accept: true})
 	}
-	apply(t, f, &i, &pb.OpenRoundCommand{JobId: "j", Round: 1, UnixMs: 1_000})
+	applyAt(t, f, &i, 1_000, &pb.OpenRoundCommand{JobId: "j", Round: 1})
 	apply(t, f, &i, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("a"), Size: 100})
 	apply(t, f, &i, &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h2", Digest: []byte("b"), Size: 150})
-	apply(t, f, &i, &pb.CloseRoundCommand{JobId: "j", Round: 1, UnixMs: 4_000, Contributors: hs, Active: hs})
-	apply(t, f, &i, &pb.CommitModelCommand{JobId: "j", Round: 1, Version: 1, Params: []float64{1}, UnixMs: 6_000})
-	apply(t, f, &i, &pb.OpenRoundCommand{JobId: "j", Round: 2, UnixMs: 7_000})
+	applyAt(t, f, &i, 4_000, &pb.CloseRoundCommand{JobId: "j", Round: 1, Contributors: hs, Active: hs})
+	applyAt(t, f, &i, 6_000, &pb.CommitModelCommand{JobId: "j", Round: 1, Version: 1, Params: []float64{1}})
+	applyAt(t, f, &i, 7_000, &pb.OpenRoundCommand{JobId: "j", Round: 2})
 	apply(t, f, &i, &pb.ContributionCommand{JobId: "j", Round: 2, Hospital: "h1", Digest: []byte("c"), Size: 100})
 	return f
 }

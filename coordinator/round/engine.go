@@ -342,13 +342,13 @@ func (e *Engine) openRound(j *fsm.Job, number uint32) error {
 	e.mu.Unlock()
 	e.log.Info("round open", "job_id", j.ID, "round", number)
 	return e.store.Propose(&pb.OpenRoundCommand{
-		JobId: j.ID, Round: number, UnixMs: now, DeadlineUnixMs: now + int64(j.Spec.RoundDeadlineMs), Leader: e.store.ID(),
+		JobId: j.ID, Round: number, DeadlineUnixMs: now + int64(j.Spec.RoundDeadlineMs), Leader: e.store.ID(),
 	})
 }
 
 func (e *Engine) endJob(j *fsm.Job, state, reason string) error {
 	e.log.Info("job end", "job_id", j.ID, "state", state, "reason", reason)
-	return e.store.Propose(&pb.EndJobCommand{JobId: j.ID, State: state, Reason: reason, UnixMs: e.NowMs()})
+	return e.store.Propose(&pb.EndJobCommand{JobId: j.ID, State: state, Reason: reason})
 }
 
 func (e *Engine) abort(j *fsm.Job, r *fsm.Round, reason string) error {
@@ -356,7 +356,7 @@ func (e *Engine) abort(j *fsm.Job, r *fsm.Round, reason string) error {
 	delete(e.inflight, roundKey{j.ID, r.Number})
 	e.mu.Unlock()
 	e.log.Warn("round aborted", "job_id", j.ID, "round", r.Number, "reason", reason)
-	return e.store.Propose(&pb.AbortRoundCommand{JobId: j.ID, Round: r.Number, Reason: reason, UnixMs: e.NowMs(), Leader: e.store.ID()})
+	return e.store.Propose(&pb.AbortRoundCommand{JobId: j.ID, Round: r.Number, Reason: reason, Leader: e.store.ID()})
 }
 
 // resendGrace is the least time a leader gives hospitals to resend the
@@ -435,7 +435,7 @@ func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 	e.log.Info("round closed", "job_id", j.ID, "round", r.Number, "contributors", len(contributors),
 		"aggregate_size", len(b), "aggregate_digest", fmt.Sprintf("%x", digest[:8]), "decryptors", active)
 	err = e.store.Propose(&pb.CloseRoundCommand{
-		JobId: j.ID, Round: r.Number, UnixMs: now, Aggregate: b, AggregateDigest: digest[:],
+		JobId: j.ID, Round: r.Number, Aggregate: b, AggregateDigest: digest[:],
 		Contributors: contributors, Active: active, Leader: e.store.ID(),
 	})
 	if err == nil {
@@ -565,7 +565,7 @@ func (e *Engine) stepDecrypting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 		}
 		e.log.Warn("decryption retried", "job_id", j.ID, "round", r.Number, "attempt", r.Attempt+1, "missing", missing, "decryptors", active)
 		return e.store.Propose(&pb.RetryDecryptionCommand{
-			JobId: j.ID, Round: r.Number, Attempt: r.Attempt + 1, Active: active, UnixMs: now,
+			JobId: j.ID, Round: r.Number, Attempt: r.Attempt + 1, Active: active,
 		})
 	}
 	agg, err := he.UnmarshalUpdate(e.params, jobspec.VectorShape(j.Spec, r.Number), r.Aggregate)
@@ -608,7 +608,7 @@ func (e *Engine) commit(j *fsm.Job, r *fsm.Round, res *he.Result) error {
 		}
 		e.log.Info("region scaling committed", "job_id", j.ID, "contributors", len(r.Contributors), "total_samples", res.Count)
 		return e.store.Propose(&pb.ScalingCommand{
-			JobId: j.ID, Round: r.Number, FeatureMean: mean, FeatureStd: std, TotalSamples: res.Count, UnixMs: e.NowMs(),
+			JobId: j.ID, Round: r.Number, FeatureMean: mean, FeatureStd: std, TotalSamples: res.Count,
 		})
 	}
 	// The vector is the update, then the sites' metric sums.
@@ -642,7 +642,7 @@ func (e *Engine) commit(j *fsm.Job, r *fsm.Round, res *he.Result) error {
 		"contributors", len(r.Contributors), "total_samples", res.Count, "update_norm", norm)
 	return e.store.Propose(&pb.CommitModelCommand{
 		JobId: j.ID, Round: r.Number, Version: v, Params: next, TotalSamples: res.Count,
-		UpdateNorm: l2(sum), UnixMs: e.NowMs(), OptimizerState: saveOptimizer(opt), RegionMetrics: regionMetrics,
+		UpdateNorm: l2(sum), OptimizerState: saveOptimizer(opt), RegionMetrics: regionMetrics,
 	})
 }
 

@@ -39,8 +39,10 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f := &fixture{t: t, now: time.UnixMilli(1_700_000_000_000)}
+	clock := func() time.Time { return f.now }
 	st, err := store.Open(store.Config{ID: "r1", Dir: t.TempDir(), RaftAddr: "127.0.0.1:0", Bootstrap: true,
-		TLS: identity.PeerConfig(cert, ca.Pool()), Fast: true})
+		TLS: identity.PeerConfig(cert, ca.Pool()), Fast: true, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,8 +57,8 @@ func newFixture(t *testing.T) *fixture {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	f := &fixture{t: t, st: st, now: time.UnixMilli(1_700_000_000_000)}
-	f.e = New(st, he.RegionParams(), slog.New(slog.DiscardHandler), func() time.Time { return f.now })
+	f.st = st
+	f.e = New(st, he.RegionParams(), slog.New(slog.DiscardHandler), clock)
 	// A region whose ceremony is done (the state machine does not check
 	// key material; the engine only reads the step).
 	f.propose(&pb.CreateRegionCommand{Params: he.RegionParamsName, Hospitals: hospitals, Threshold: 2, Seed: make([]byte, he.SeedLen)})
@@ -110,7 +112,7 @@ const deadline = time.Minute
 func (f *fixture) submit(id string, k uint32, accepted ...string) {
 	f.t.Helper()
 	spec := &pb.JobSpec{MinHospitals: k, Rounds: 2, RoundDeadlineMs: uint32(deadline.Milliseconds()), ClipNorm: 1}
-	f.propose(&pb.SubmitJobCommand{JobId: id, Spec: spec, RequestId: id, InitialParams: []float64{0, 0}, UnixMs: f.now.UnixMilli()})
+	f.propose(&pb.SubmitJobCommand{JobId: id, Spec: spec, RequestId: id, InitialParams: []float64{0, 0}})
 	for _, h := range accepted {
 		f.propose(&pb.DecideJobCommand{JobId: id, Hospital: h, Accept: true})
 	}
@@ -194,9 +196,9 @@ func TestUnapprovedRoundAborts(t *testing.T) {
 	for _, h := range []string{"h1", "h2"} {
 		f.propose(&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: h, Digest: []byte("d" + h), Size: 1})
 	}
-	f.propose(&pb.CloseRoundCommand{JobId: "j", Round: 1, UnixMs: f.now.UnixMilli(), Aggregate: []byte("agg"), AggregateDigest: []byte("d"),
+	f.propose(&pb.CloseRoundCommand{JobId: "j", Round: 1, Aggregate: []byte("agg"), AggregateDigest: []byte("d"),
 		Contributors: []string{"h1", "h2"}, Active: []string{"h1", "h2"}})
-	f.propose(&pb.ApprovalCommand{JobId: "j", Round: 1, Hospital: "h1", Signature: []byte("sig"), UnixMs: f.now.UnixMilli()})
+	f.propose(&pb.ApprovalCommand{JobId: "j", Round: 1, Hospital: "h1", Signature: []byte("sig")})
 	f.advance(deadline - time.Second)
 	f.step()
 	if r := f.job("j").Current(); r.State != fsm.RoundDecrypting || r.Attempt != 1 {
@@ -220,10 +222,10 @@ func TestDecryptorsReplacedThenAbort(t *testing.T) {
 	for _, h := range []string{"h1", "h2"} {
 		f.propose(&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: h, Digest: []byte("d" + h), Size: 1})
 	}
-	f.propose(&pb.CloseRoundCommand{JobId: "j", Round: 1, UnixMs: f.now.UnixMilli(), Aggregate: []byte("agg"), AggregateDigest: []byte("d"),
+	f.propose(&pb.CloseRoundCommand{JobId: "j", Round: 1, Aggregate: []byte("agg"), AggregateDigest: []byte("d"),
 		Contributors: []string{"h1", "h2"}, Active: []string{"h1", "h2"}})
 	for _, h := range []string{"h1", "h2"} {
-		f.propose(&pb.ApprovalCommand{JobId: "j", Round: 1, Hospital: h, Signature: []byte("sig " + h), UnixMs: f.now.UnixMilli()})
+		f.propose(&pb.ApprovalCommand{JobId: "j", Round: 1, Hospital: h, Signature: []byte("sig " + h)})
 	}
 	f.advance(time.Second)
 	f.e.Seen("h3")

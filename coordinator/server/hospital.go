@@ -554,7 +554,7 @@ func (s hospitalService) ApproveContributors(ctx context.Context, req *pb.Approv
 		identity.ApprovalFields(rd[:], binding[:], updateDigest, h, contributors)...); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
 	}
-	err = s.store.Propose(&pb.ApprovalCommand{JobId: req.JobId, Round: req.Round, Hospital: h, Signature: req.Signature, UnixMs: s.engine.NowMs(), Certificate: cert.Raw})
+	err = s.store.Propose(&pb.ApprovalCommand{JobId: req.JobId, Round: req.Round, Hospital: h, Signature: req.Signature, Certificate: cert.Raw})
 	if err != nil {
 		return nil, toStatus(ctx, err)
 	}

@@ -98,7 +98,7 @@ func (s researcherService) SubmitJob(ctx context.Context, req *pb.SubmitJobReque
 	model := jobspec.FromProto(spec.Model)
 	id := newJobID()
 	err = s.store.Propose(&pb.SubmitJobCommand{
-		JobId: id, Spec: spec, RequestId: req.RequestId, SubmittedBy: by.String(), UnixMs: s.engine.NowMs(),
+		JobId: id, Spec: spec, RequestId: req.RequestId, SubmittedBy: by.String(),
 		InitialParams: model.Init(int64(spec.Seed)), ModelHash: model.Hash(),
 		Signature: req.Signature, Certificate: cert.Raw,
 	})
@@ -185,7 +185,7 @@ func (s researcherService) CancelJob(ctx context.Context, req *pb.CancelJobReque
 	if reason == "" {
 		reason = "cancelled by " + caller(ctx).String()
 	}
-	err = s.store.ProposeAs(caller(ctx).String(), &pb.EndJobCommand{JobId: req.JobId, State: fsm.JobCancelled, Reason: reason, UnixMs: s.engine.NowMs()})
+	err = s.store.ProposeAs(caller(ctx).String(), &pb.EndJobCommand{JobId: req.JobId, State: fsm.JobCancelled, Reason: reason})
 	if err != nil {
 		return nil, toStatus(ctx, err)
 	}

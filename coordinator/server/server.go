@@ -366,7 +366,7 @@ func (s *Server) CreateRegion(ctx context.Context, req *pb.CreateRegionRequest) 
 		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
 	}
 	err = s.store.ProposeAs(caller(ctx).String(), &pb.CreateRegionCommand{
-		Params: req.Params, Hospitals: hs, Threshold: req.Threshold, Seed: req.Seed, UnixMs: s.engine.NowMs(),
+		Params: req.Params, Hospitals: hs, Threshold: req.Threshold, Seed: req.Seed,
 		GenesisSignature: req.Signature, GenesisCertificate: cert.Raw,
 	})
 	if err != nil {
@@ -447,7 +447,7 @@ func (s *Server) RevokeCertificate(ctx context.Context, req *pb.RevokeCertificat
 		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
 	}
 	err = s.store.Propose(&pb.RevokeCommand{
-		Serial: serial, Reason: req.Reason, RevokedBy: caller(ctx).String(), UnixMs: now,
+		Serial: serial, Reason: req.Reason, RevokedBy: caller(ctx).String(),
 		SignedUnixMs: req.SignedUnixMs, Signature: req.Signature, Certificate: cert.Raw,
 	})
 	if err != nil {
@@ -467,7 +467,7 @@ func (s *Server) EndWebSessions(ctx context.Context, req *pb.EndWebSessionsReque
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "identity: %v", err)
 	}
-	if err := s.store.Propose(&pb.EndWebSessionsCommand{Identity: id.String(), EndedBy: caller(ctx).String(), UnixMs: s.engine.NowMs()}); err != nil {
+	if err := s.store.Propose(&pb.EndWebSessionsCommand{Identity: id.String(), EndedBy: caller(ctx).String()}); err != nil {
 		return nil, toStatus(ctx, err)
 	}
 	s.log.Info("web sessions ended", "identity", id.String(), "by", caller(ctx).String())

@@ -63,6 +63,10 @@ type Config struct {
 	// Compaction frees whole segments only: entries of the live segment stay
 	// readable, and a follower needing them gets them instead of a snapshot.
 	SegmentSize int
+	// Clock stamps every proposed entry (fsm.Meta), the one time of a
+	// command (nil: time.Now). A test injects a skewed clock here and in
+	// the round engine.
+	Clock func() time.Time
 }
 
 // Store is a replica's Raft and state machine.
@@ -224,6 +228,13 @@ func Open(cfg Config) (*Store, error) {
 	return s, nil
 }
 
+func (s *Store) now() time.Time {
+	if s.cfg.Clock != nil {
+		return s.cfg.Clock()
+	}
+	return time.Now()
+}
+
 // ID is this replica's ID.
 func (s *Store) ID() string { return s.cfg.ID }
 
@@ -265,7 +276,7 @@ func (s *Store) ProposeAs(actor string, m proto.Message) error {
 	if !s.IsLeader() {
 		return s.NotLeader()
 	}
-	b, err := fsm.Encode(m, fsm.Meta{Actor: actor, UnixMs: time.Now().UnixMilli()})
+	b, err := fsm.Encode(m, fsm.Meta{Actor: actor, UnixMs: s.now().UnixMilli()})
 	if err != nil {
 		return err
 	}

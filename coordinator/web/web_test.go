@@ -38,7 +38,13 @@ type applier struct {
 
 func (a *applier) must(m proto.Message) {
 	a.t.Helper()
-	b, err := fsm.Encode(m, fsm.Meta{Actor: "coordinator/c1", UnixMs: t0 + int64(a.idx)})
+	a.mustAt(t0+int64(a.idx), m)
+}
+
+// mustAt applies m as an entry proposed at ms (Unix ms).
+func (a *applier) mustAt(ms int64, m proto.Message) {
+	a.t.Helper()
+	b, err := fsm.Encode(m, fsm.Meta{Actor: "coordinator/c1", UnixMs: ms})
 	if err != nil {
 		a.t.Fatal(err)
 	}
@@ -60,7 +66,7 @@ func testState(t testing.TB) *fsm.FSM {
 	a := &applier{t: t, f: fsm.New()}
 	hs := []string{"h1", "h2", "h3"}
 	a.must(&pb.RegisterReplicaCommand{Id: "c1", GrpcAddr: "127.0.0.1:7001"})
-	a.must(&pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2, Seed: []byte("seed"), UnixMs: t0})
+	a.mustAt(t0, &pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2, Seed: []byte("seed")})
 	for _, h := range hs {
 		a.must(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
 		a.must(&pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s" + h)})
@@ -77,23 +83,23 @@ func testState(t testing.TB) *fsm.FSM {
 		MinHospitals: 2, Rounds: 3, ClipNorm: 1, DpNoiseMultiplier: 1.1, DpDelta: 1e-5,
 		Strategy: &pb.Strategy{Name: "fedavg"}, AlertThreshold: 0.5, AlertSensitivity: 0.8,
 	}
-	a.must(&pb.SubmitJobCommand{JobId: jobID, Spec: spec, SubmittedBy: "researcher/alice", UnixMs: t0, InitialParams: []float64{0, 0}, ModelHash: "abc123"})
+	a.mustAt(t0, &pb.SubmitJobCommand{JobId: jobID, Spec: spec, SubmittedBy: "researcher/alice", InitialParams: []float64{0, 0}, ModelHash: "abc123"})
 	a.must(&pb.DecideJobCommand{JobId: jobID, Hospital: "h1", Accept: true})
 	a.must(&pb.DecideJobCommand{JobId: jobID, Hospital: "h2", Accept: true})
 	a.must(&pb.DecideJobCommand{JobId: jobID, Hospital: "h3", Reason: evilReason})
 	for r, norm := range []float64{0.5, 0.25} {
 		n := uint32(r + 1)
 		at := t0 + int64(r)*60_000
-		a.must(&pb.OpenRoundCommand{JobId: jobID, Round: n, UnixMs: at, DeadlineUnixMs: at + 30_000})
+		a.mustAt(at, &pb.OpenRoundCommand{JobId: jobID, Round: n, DeadlineUnixMs: at + 30_000})
 		a.must(&pb.ContributionCommand{JobId: jobID, Round: n, Hospital: "h1", Digest: []byte{byte(n), 1}, Size: 1 << 20})
 		a.must(&pb.ContributionCommand{JobId: jobID, Round: n, Hospital: "h2", Digest: []byte{byte(n), 2}, Size: 1 << 20})
-		a.must(&pb.CloseRoundCommand{JobId: jobID, Round: n, UnixMs: at + 4_000, Aggregate: []byte("agg"),
+		a.mustAt(at+4_000, &pb.CloseRoundCommand{JobId: jobID, Round: n, Aggregate: []byte("agg"),
 			AggregateDigest: []byte("ad"), Contributors: []string{"h1", "h2"}, Active: []string{"h1", "h3"}})
 		a.must(&pb.DecryptionShareCommand{JobId: jobID, Round: n, Attempt: 1, Hospital: "h1", Share: []byte("x")})
-		a.must(&pb.CommitModelCommand{JobId: jobID, Round: n, Version: n, Params: []float64{1, 2},
-			TotalSamples: 1000 + uint64(r), UpdateNorm: norm, UnixMs: at + 6_500, RegionMetrics: testMetrics(t, n-1)})
+		a.mustAt(at+6_500, &pb.CommitModelCommand{JobId: jobID, Round: n, Version: n, Params: []float64{1, 2},
+			TotalSamples: 1000 + uint64(r), UpdateNorm: norm, RegionMetrics: testMetrics(t, n-1)})
 	}
-	a.must(&pb.OpenRoundCommand{JobId: jobID, Round: 3, UnixMs: t0 + 120_000, DeadlineUnixMs: t0 + 150_000})
+	a.mustAt(t0+120_000, &pb.OpenRoundCommand{JobId: jobID, Round: 3, DeadlineUnixMs: t0 + 150_000})
 	a.must(&pb.ContributionCommand{JobId: jobID, Round: 3, Hospital: "h1", Digest: []byte{3, 1}, Size: 1 << 20})
 	return a.f
 }
@@ -673,7 +679,7 @@ func TestRevokedCertificateRefused(t *testing.T) {
 	fx := newFixture(t, nil)
 	cert := fx.cert(t, "alice", identity.RoleAuditor)
 	wantStatus(t, fx.do("GET", "/", cert), http.StatusOK)
-	b, err := fsm.Encode(&pb.RevokeCommand{Serial: identity.SerialHex(cert), Reason: "left", RevokedBy: "operator/ops", UnixMs: t0}, fsm.Meta{Actor: "operator/ops", UnixMs: t0 + 1000})
+	b, err := fsm.Encode(&pb.RevokeCommand{Serial: identity.SerialHex(cert), Reason: "left", RevokedBy: "operator/ops"}, fsm.Meta{Actor: "operator/ops", UnixMs: t0})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -728,7 +734,7 @@ func TestSessionsEnd(t *testing.T) {
 	}
 	fx.advance(time.Second)
 	ms := fx.now.UnixMilli()
-	b, err := fsm.Encode(&pb.EndWebSessionsCommand{Identity: carol.String(), EndedBy: "operator/ops", UnixMs: ms}, fsm.Meta{Actor: "operator/ops", UnixMs: ms})
+	b, err := fsm.Encode(&pb.EndWebSessionsCommand{Identity: carol.String(), EndedBy: "operator/ops"}, fsm.Meta{Actor: "operator/ops", UnixMs: ms})
 	if err != nil {
 		t.Fatal(err)
 	}

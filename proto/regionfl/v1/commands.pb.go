@@ -79,7 +79,6 @@ type CreateRegionCommand struct {
 	Hospitals []string               `protobuf:"bytes,2,rep,name=hospitals,proto3" json:"hospitals,omitempty"`
 	Threshold uint32                 `protobuf:"varint,3,opt,name=threshold,proto3" json:"threshold,omitempty"`
 	Seed      []byte                 `protobuf:"bytes,4,opt,name=seed,proto3" json:"seed,omitempty"`
-	UnixMs    int64                  `protobuf:"varint,5,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
 	// The operator's identity.StatementGenesis and its certificate (DER).
 	GenesisSignature   []byte `protobuf:"bytes,6,opt,name=genesis_signature,json=genesisSignature,proto3" json:"genesis_signature,omitempty"`
 	GenesisCertificate []byte `protobuf:"bytes,7,opt,name=genesis_certificate,json=genesisCertificate,proto3" json:"genesis_certificate,omitempty"`
@@ -143,13 +142,6 @@ func (x *CreateRegionCommand) GetSeed() []byte {
 		return x.Seed
 	}
 	return nil
-}
-
-func (x *CreateRegionCommand) GetUnixMs() int64 {
-	if x != nil {
-		return x.UnixMs
-	}
-	return 0
 }
 
 func (x *CreateRegionCommand) GetGenesisSignature() []byte {
@@ -517,7 +509,6 @@ type SubmitJobCommand struct {
 	Spec          *JobSpec               `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
 	RequestId     string                 `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	SubmittedBy   string                 `protobuf:"bytes,4,opt,name=submitted_by,json=submittedBy,proto3" json:"submitted_by,omitempty"`
-	UnixMs        int64                  `protobuf:"varint,5,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
 	InitialParams []float64              `protobuf:"fixed64,6,rep,packed,name=initial_params,json=initialParams,proto3" json:"initial_params,omitempty"`
 	ModelHash     string                 `protobuf:"bytes,7,opt,name=model_hash,json=modelHash,proto3" json:"model_hash,omitempty"`
 	// The submitter's signature over the spec and request_id, and the
@@ -584,13 +575,6 @@ func (x *SubmitJobCommand) GetSubmittedBy() string {
 		return x.SubmittedBy
 	}
 	return ""
-}
-
-func (x *SubmitJobCommand) GetUnixMs() int64 {
-	if x != nil {
-		return x.UnixMs
-	}
-	return 0
 }
 
 func (x *SubmitJobCommand) GetInitialParams() []float64 {
@@ -693,7 +677,6 @@ type OpenRoundCommand struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	JobId          string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	Round          uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
-	UnixMs         int64                  `protobuf:"varint,3,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
 	DeadlineUnixMs int64                  `protobuf:"varint,4,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
 	// The replica that led when the round opened.
 	Leader        string `protobuf:"bytes,5,opt,name=leader,proto3" json:"leader,omitempty"`
@@ -741,13 +724,6 @@ func (x *OpenRoundCommand) GetJobId() string {
 func (x *OpenRoundCommand) GetRound() uint32 {
 	if x != nil {
 		return x.Round
-	}
-	return 0
-}
-
-func (x *OpenRoundCommand) GetUnixMs() int64 {
-	if x != nil {
-		return x.UnixMs
 	}
 	return 0
 }
@@ -872,7 +848,6 @@ type CloseRoundCommand struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	JobId           string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	Round           uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
-	UnixMs          int64                  `protobuf:"varint,3,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
 	Aggregate       []byte                 `protobuf:"bytes,4,opt,name=aggregate,proto3" json:"aggregate,omitempty"`
 	AggregateDigest []byte                 `protobuf:"bytes,5,opt,name=aggregate_digest,json=aggregateDigest,proto3" json:"aggregate_digest,omitempty"`
 	Contributors    []string               `protobuf:"bytes,6,rep,name=contributors,proto3" json:"contributors,omitempty"`
@@ -927,13 +902,6 @@ func (x *CloseRoundCommand) GetRound() uint32 {
 	return 0
 }
 
-func (x *CloseRoundCommand) GetUnixMs() int64 {
-	if x != nil {
-		return x.UnixMs
-	}
-	return 0
-}
-
 func (x *CloseRoundCommand) GetAggregate() []byte {
 	if x != nil {
 		return x.Aggregate
@@ -977,8 +945,6 @@ type ApprovalCommand struct {
 	Round     uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
 	Hospital  string                 `protobuf:"bytes,3,opt,name=hospital,proto3" json:"hospital,omitempty"`
 	Signature []byte                 `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
-	// The last approval starts the decryptors' deadline.
-	UnixMs int64 `protobuf:"varint,5,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
 	// The certificate (DER) whose key made the signature.
 	Certificate   []byte `protobuf:"bytes,6,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1041,13 +1007,6 @@ func (x *ApprovalCommand) GetSignature() []byte {
 		return x.Signature
 	}
 	return nil
-}
-
-func (x *ApprovalCommand) GetUnixMs() int64 {
-	if x != nil {
-		return x.UnixMs
-	}
-	return 0
 }
 
 func (x *ApprovalCommand) GetCertificate() []byte {
@@ -1142,7 +1101,6 @@ type RetryDecryptionCommand struct {
 	Round         uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
 	Attempt       uint32                 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	Active        []string               `protobuf:"bytes,4,rep,name=active,proto3" json:"active,omitempty"`
-	UnixMs        int64                  `protobuf:"varint,5,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1205,13 +1163,6 @@ func (x *RetryDecryptionCommand) GetActive() []string {
 	return nil
 }
 
-func (x *RetryDecryptionCommand) GetUnixMs() int64 {
-	if x != nil {
-		return x.UnixMs
-	}
-	return 0
-}
-
 type CommitModelCommand struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	JobId        string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -1220,7 +1171,6 @@ type CommitModelCommand struct {
 	Params       []float64              `protobuf:"fixed64,4,rep,packed,name=params,proto3" json:"params,omitempty"`
 	TotalSamples uint64                 `protobuf:"varint,5,opt,name=total_samples,json=totalSamples,proto3" json:"total_samples,omitempty"`
 	UpdateNorm   float64                `protobuf:"fixed64,6,opt,name=update_norm,json=updateNorm,proto3" json:"update_norm,omitempty"`
-	UnixMs       int64                  `protobuf:"varint,7,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
 	// Server optimizer state after this step (moments), so a new leader
 	// continues the same optimizer.
 	OptimizerState []float64 `protobuf:"fixed64,8,rep,packed,name=optimizer_state,json=optimizerState,proto3" json:"optimizer_state,omitempty"`
@@ -1302,13 +1252,6 @@ func (x *CommitModelCommand) GetUpdateNorm() float64 {
 	return 0
 }
 
-func (x *CommitModelCommand) GetUnixMs() int64 {
-	if x != nil {
-		return x.UnixMs
-	}
-	return 0
-}
-
 func (x *CommitModelCommand) GetOptimizerState() []float64 {
 	if x != nil {
 		return x.OptimizerState
@@ -1332,7 +1275,6 @@ type ScalingCommand struct {
 	FeatureMean   []float64              `protobuf:"fixed64,3,rep,packed,name=feature_mean,json=featureMean,proto3" json:"feature_mean,omitempty"`
 	FeatureStd    []float64              `protobuf:"fixed64,4,rep,packed,name=feature_std,json=featureStd,proto3" json:"feature_std,omitempty"`
 	TotalSamples  uint64                 `protobuf:"varint,5,opt,name=total_samples,json=totalSamples,proto3" json:"total_samples,omitempty"`
-	UnixMs        int64                  `protobuf:"varint,6,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1402,19 +1344,11 @@ func (x *ScalingCommand) GetTotalSamples() uint64 {
 	return 0
 }
 
-func (x *ScalingCommand) GetUnixMs() int64 {
-	if x != nil {
-		return x.UnixMs
-	}
-	return 0
-}
-
 type AbortRoundCommand struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	JobId  string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	Round  uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
 	Reason string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	UnixMs int64                  `protobuf:"varint,4,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
 	// The replica that led when the round was aborted.
 	Leader        string `protobuf:"bytes,5,opt,name=leader,proto3" json:"leader,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1472,13 +1406,6 @@ func (x *AbortRoundCommand) GetReason() string {
 	return ""
 }
 
-func (x *AbortRoundCommand) GetUnixMs() int64 {
-	if x != nil {
-		return x.UnixMs
-	}
-	return 0
-}
-
 func (x *AbortRoundCommand) GetLeader() string {
 	if x != nil {
 		return x.Leader
@@ -1491,7 +1418,6 @@ type EndJobCommand struct {
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	State         string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	UnixMs        int64                  `protobuf:"varint,4,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1547,20 +1473,12 @@ func (x *EndJobCommand) GetReason() string {
 	return ""
 }
 
-func (x *EndJobCommand) GetUnixMs() int64 {
-	if x != nil {
-		return x.UnixMs
-	}
-	return 0
-}
-
 // EndWebSessionsCommand ends the web-view sessions of one identity
-// (ROLE/NAME) that began before unix_ms.
+// (ROLE/NAME) that began before the entry's time.
 type EndWebSessionsCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Identity      string                 `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
 	EndedBy       string                 `protobuf:"bytes,2,opt,name=ended_by,json=endedBy,proto3" json:"ended_by,omitempty"`
-	UnixMs        int64                  `protobuf:"varint,3,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1609,20 +1527,12 @@ func (x *EndWebSessionsCommand) GetEndedBy() string {
 	return ""
 }
 
-func (x *EndWebSessionsCommand) GetUnixMs() int64 {
-	if x != nil {
-		return x.UnixMs
-	}
-	return 0
-}
-
 // RevokeCommand adds a certificate serial to the region's revocation list.
 type RevokeCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
 	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	RevokedBy     string                 `protobuf:"bytes,3,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
-	UnixMs        int64                  `protobuf:"varint,4,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
 	SignedUnixMs  int64                  `protobuf:"varint,5,opt,name=signed_unix_ms,json=signedUnixMs,proto3" json:"signed_unix_ms,omitempty"`
 	Signature     []byte                 `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
 	Certificate   []byte                 `protobuf:"bytes,7,opt,name=certificate,proto3" json:"certificate,omitempty"`
@@ -1679,13 +1589,6 @@ func (x *RevokeCommand) GetRevokedBy() string {
 		return x.RevokedBy
 	}
 	return ""
-}
-
-func (x *RevokeCommand) GetUnixMs() int64 {
-	if x != nil {
-		return x.UnixMs
-	}
-	return 0
 }
 
 func (x *RevokeCommand) GetSignedUnixMs() int64 {
@@ -1879,15 +1782,14 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x1aregionfl/v1/commands.proto\x12\vregionfl.v1\x1a\x18regionfl/v1/region.proto\"E\n" +
 	"\x16RegisterReplicaCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
-	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\"\xf4\x01\n" +
+	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\"\xea\x01\n" +
 	"\x13CreateRegionCommand\x12\x16\n" +
 	"\x06params\x18\x01 \x01(\tR\x06params\x12\x1c\n" +
 	"\thospitals\x18\x02 \x03(\tR\thospitals\x12\x1c\n" +
 	"\tthreshold\x18\x03 \x01(\rR\tthreshold\x12\x12\n" +
-	"\x04seed\x18\x04 \x01(\fR\x04seed\x12\x17\n" +
-	"\aunix_ms\x18\x05 \x01(\x03R\x06unixMs\x12+\n" +
+	"\x04seed\x18\x04 \x01(\fR\x04seed\x12+\n" +
 	"\x11genesis_signature\x18\x06 \x01(\fR\x10genesisSignature\x12/\n" +
-	"\x13genesis_certificate\x18\a \x01(\fR\x12genesisCertificate\"\x93\x01\n" +
+	"\x13genesis_certificate\x18\a \x01(\fR\x12genesisCertificateJ\x04\b\x05\x10\x06R\aunix_ms\"\x93\x01\n" +
 	"\rEnrollCommand\x12\x1a\n" +
 	"\bhospital\x18\x01 \x01(\tR\bhospital\x12&\n" +
 	"\x0fhpke_public_key\x18\x02 \x01(\fR\rhpkePublicKey\x12\x1c\n" +
@@ -1912,30 +1814,28 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\rR\x05epoch\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1d\n" +
 	"\n" +
-	"started_by\x18\x03 \x01(\tR\tstartedBy\"\xb4\x02\n" +
+	"started_by\x18\x03 \x01(\tR\tstartedBy\"\xaa\x02\n" +
 	"\x10SubmitJobCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x12!\n" +
-	"\fsubmitted_by\x18\x04 \x01(\tR\vsubmittedBy\x12\x17\n" +
-	"\aunix_ms\x18\x05 \x01(\x03R\x06unixMs\x12%\n" +
+	"\fsubmitted_by\x18\x04 \x01(\tR\vsubmittedBy\x12%\n" +
 	"\x0einitial_params\x18\x06 \x03(\x01R\rinitialParams\x12\x1d\n" +
 	"\n" +
 	"model_hash\x18\a \x01(\tR\tmodelHash\x12\x1c\n" +
 	"\tsignature\x18\b \x01(\fR\tsignature\x12 \n" +
-	"\vcertificate\x18\t \x01(\fR\vcertificate\"u\n" +
+	"\vcertificate\x18\t \x01(\fR\vcertificateJ\x04\b\x05\x10\x06R\aunix_ms\"u\n" +
 	"\x10DecideJobCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1a\n" +
 	"\bhospital\x18\x02 \x01(\tR\bhospital\x12\x16\n" +
 	"\x06accept\x18\x03 \x01(\bR\x06accept\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x9a\x01\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x90\x01\n" +
 	"\x10OpenRoundCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
-	"\x05round\x18\x02 \x01(\rR\x05round\x12\x17\n" +
-	"\aunix_ms\x18\x03 \x01(\x03R\x06unixMs\x12(\n" +
+	"\x05round\x18\x02 \x01(\rR\x05round\x12(\n" +
 	"\x10deadline_unix_ms\x18\x04 \x01(\x03R\x0edeadlineUnixMs\x12\x16\n" +
-	"\x06leader\x18\x05 \x01(\tR\x06leader\"\x8b\x02\n" +
+	"\x06leader\x18\x05 \x01(\tR\x06leaderJ\x04\b\x03\x10\x04R\aunix_ms\"\x8b\x02\n" +
 	"\x13ContributionCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x1a\n" +
@@ -1944,35 +1844,32 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x04size\x18\x05 \x01(\x04R\x04size\x12?\n" +
 	"\fsite_metrics\x18\x06 \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\vsiteMetrics\x12\x1c\n" +
 	"\tsignature\x18\a \x01(\fR\tsignature\x12 \n" +
-	"\vcertificate\x18\b \x01(\fR\vcertificate\"\xf6\x01\n" +
+	"\vcertificate\x18\b \x01(\fR\vcertificate\"\xec\x01\n" +
 	"\x11CloseRoundCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
-	"\x05round\x18\x02 \x01(\rR\x05round\x12\x17\n" +
-	"\aunix_ms\x18\x03 \x01(\x03R\x06unixMs\x12\x1c\n" +
+	"\x05round\x18\x02 \x01(\rR\x05round\x12\x1c\n" +
 	"\taggregate\x18\x04 \x01(\fR\taggregate\x12)\n" +
 	"\x10aggregate_digest\x18\x05 \x01(\fR\x0faggregateDigest\x12\"\n" +
 	"\fcontributors\x18\x06 \x03(\tR\fcontributors\x12\x16\n" +
 	"\x06active\x18\a \x03(\tR\x06active\x12\x16\n" +
-	"\x06leader\x18\b \x01(\tR\x06leader\"\xb3\x01\n" +
+	"\x06leader\x18\b \x01(\tR\x06leaderJ\x04\b\x03\x10\x04R\aunix_ms\"\xa9\x01\n" +
 	"\x0fApprovalCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x1a\n" +
 	"\bhospital\x18\x03 \x01(\tR\bhospital\x12\x1c\n" +
-	"\tsignature\x18\x04 \x01(\fR\tsignature\x12\x17\n" +
-	"\aunix_ms\x18\x05 \x01(\x03R\x06unixMs\x12 \n" +
-	"\vcertificate\x18\x06 \x01(\fR\vcertificate\"\x91\x01\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\x12 \n" +
+	"\vcertificate\x18\x06 \x01(\fR\vcertificateJ\x04\b\x05\x10\x06R\aunix_ms\"\x91\x01\n" +
 	"\x16DecryptionShareCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x1a\n" +
 	"\bhospital\x18\x04 \x01(\tR\bhospital\x12\x14\n" +
-	"\x05share\x18\x05 \x01(\fR\x05share\"\x90\x01\n" +
+	"\x05share\x18\x05 \x01(\fR\x05share\"\x86\x01\n" +
 	"\x16RetryDecryptionCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x16\n" +
-	"\x06active\x18\x04 \x03(\tR\x06active\x12\x17\n" +
-	"\aunix_ms\x18\x05 \x01(\x03R\x06unixMs\"\xc0\x02\n" +
+	"\x06active\x18\x04 \x03(\tR\x06activeJ\x04\b\x05\x10\x06R\aunix_ms\"\xb6\x02\n" +
 	"\x12CommitModelCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x18\n" +
@@ -1980,42 +1877,36 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x06params\x18\x04 \x03(\x01R\x06params\x12#\n" +
 	"\rtotal_samples\x18\x05 \x01(\x04R\ftotalSamples\x12\x1f\n" +
 	"\vupdate_norm\x18\x06 \x01(\x01R\n" +
-	"updateNorm\x12\x17\n" +
-	"\aunix_ms\x18\a \x01(\x03R\x06unixMs\x12'\n" +
+	"updateNorm\x12'\n" +
 	"\x0foptimizer_state\x18\b \x03(\x01R\x0eoptimizerState\x12C\n" +
-	"\x0eregion_metrics\x18\t \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\rregionMetrics\"\xbf\x01\n" +
+	"\x0eregion_metrics\x18\t \x01(\v2\x1c.regionfl.v1.ClinicalMetricsR\rregionMetricsJ\x04\b\a\x10\bR\aunix_ms\"\xb5\x01\n" +
 	"\x0eScalingCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12!\n" +
 	"\ffeature_mean\x18\x03 \x03(\x01R\vfeatureMean\x12\x1f\n" +
 	"\vfeature_std\x18\x04 \x03(\x01R\n" +
 	"featureStd\x12#\n" +
-	"\rtotal_samples\x18\x05 \x01(\x04R\ftotalSamples\x12\x17\n" +
-	"\aunix_ms\x18\x06 \x01(\x03R\x06unixMs\"\x89\x01\n" +
+	"\rtotal_samples\x18\x05 \x01(\x04R\ftotalSamplesJ\x04\b\x06\x10\aR\aunix_ms\"\x7f\n" +
 	"\x11AbortRoundCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x17\n" +
-	"\aunix_ms\x18\x04 \x01(\x03R\x06unixMs\x12\x16\n" +
-	"\x06leader\x18\x05 \x01(\tR\x06leader\"m\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06leader\x18\x05 \x01(\tR\x06leaderJ\x04\b\x04\x10\x05R\aunix_ms\"c\n" +
 	"\rEndJobCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x17\n" +
-	"\aunix_ms\x18\x04 \x01(\x03R\x06unixMs\"g\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reasonJ\x04\b\x04\x10\x05R\aunix_ms\"]\n" +
 	"\x15EndWebSessionsCommand\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x19\n" +
-	"\bended_by\x18\x02 \x01(\tR\aendedBy\x12\x17\n" +
-	"\aunix_ms\x18\x03 \x01(\x03R\x06unixMs\"\xdd\x01\n" +
+	"\bended_by\x18\x02 \x01(\tR\aendedByJ\x04\b\x03\x10\x04R\aunix_ms\"\xd3\x01\n" +
 	"\rRevokeCommand\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1d\n" +
 	"\n" +
-	"revoked_by\x18\x03 \x01(\tR\trevokedBy\x12\x17\n" +
-	"\aunix_ms\x18\x04 \x01(\x03R\x06unixMs\x12$\n" +
+	"revoked_by\x18\x03 \x01(\tR\trevokedBy\x12$\n" +
 	"\x0esigned_unix_ms\x18\x05 \x01(\x03R\fsignedUnixMs\x12\x1c\n" +
 	"\tsignature\x18\x06 \x01(\fR\tsignature\x12 \n" +
-	"\vcertificate\x18\a \x01(\fR\vcertificate\"0\n" +
+	"\vcertificate\x18\a \x01(\fR\vcertificateJ\x04\b\x04\x10\x05R\aunix_ms\"0\n" +
 	"\x11CheckpointCommand\x12\x1b\n" +
 	"\ttree_head\x18\x01 \x01(\fR\btreeHead\"y\n" +
 	"\x13AuthzRefusedCommand\x12\x1a\n" +
