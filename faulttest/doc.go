@@ -36,7 +36,10 @@
 //     containers per scenario: minority partition, leader paused, every
 //     replica killed, poison job, leadership transferred under load,
 //     flapping links, a hospital cut off during its upload, a corrupt
-//     snapshot on restart. Each records a line of the suite's table.
+//     snapshot on restart, a full disk on the leader (a tmpfs the test
+//     mounts: root only), and a history of clients' submits and lists under
+//     flapping links checked for linearizability (porcupine). Each records
+//     a line of the suite's table.
 //
 // Environment:
 //
