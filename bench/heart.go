@@ -342,7 +342,7 @@ func federated(cfg Config, sp split, h Hyper, seed int64, agg Aggregator, dp *dp
 			if err != nil {
 				return nil, fs, fmt.Errorf("round %d, centre %s: %w", r+1, sp.names[i], err)
 			}
-			w := float64(t.Len()) / cfg.SampleScale
+			w := jobspec.SampleWeight(t.Len(), cfg.SampleScale)
 			u := make([]float64, len(local))
 			for j := range u {
 				u[j] = (local[j] - global[j]) * w
@@ -373,8 +373,9 @@ func federated(cfg Config, sp split, h Hyper, seed int64, agg Aggregator, dp *dp
 			return nil, fs, fmt.Errorf("round %d: aggregate counts %d samples, the centres hold %d", r+1, count, total)
 		}
 		avg := make([]float64, len(sum))
+		scale := jobspec.MeanScale(cfg.SampleScale, count)
 		for j, v := range sum {
-			avg[j] = v * cfg.SampleScale / float64(count)
+			avg[j] = v * scale
 		}
 		global = opt.Step(global, avg)
 	}

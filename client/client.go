@@ -32,6 +32,11 @@ import (
 	pb "regionfl/proto/regionfl/v1"
 )
 
+// ChunkSize is the largest chunk of an encrypted update, an aggregate or an
+// audit export in one gRPC message, on both sides of the wire: senders cut
+// at it and receivers refuse larger chunks.
+const ChunkSize = 1 << 20
+
 // ErrUnlistedLeader means a replica named a leader outside the configured
 // coordinator addresses, and the client did not follow it.
 var ErrUnlistedLeader = errors.New("client: leader hint names an address that is not a configured coordinator")

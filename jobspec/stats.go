@@ -108,3 +108,17 @@ const (
 	MissingError = "error"
 	MissingDrop  = "drop"
 )
+
+// Sample weighting (FedAvg over sites of different sizes): a site of n
+// training rows sends (n / S)·Δ, S being the job's sample_scale, so the
+// decrypted sum is Σ nᵢΔᵢ / S and never needs any site's n in the clear;
+// the coordinator multiplies it by S / Σnᵢ, from the region's count, to
+// get the sample-weighted mean update.
+
+// SampleWeight is n / S, the factor a site of rows training rows applies
+// to its update.
+func SampleWeight(rows int, sampleScale float64) float64 { return float64(rows) / sampleScale }
+
+// MeanScale is S / Σnᵢ, the factor that turns the sum of weighted updates
+// of total rows in all into their sample-weighted mean.
+func MeanScale(sampleScale float64, total uint64) float64 { return sampleScale / float64(total) }

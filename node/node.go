@@ -38,9 +38,6 @@ import (
 	pb "regionfl/proto/regionfl/v1"
 )
 
-// ChunkSize is the size of the chunks an encrypted update travels in.
-const ChunkSize = 1 << 20
-
 // Config configures a hospital node.
 type Config struct {
 	ID           string
@@ -882,10 +879,9 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 	if err != nil {
 		return err
 	}
-	// The update is the sample-weighted change: (n / sample_scale)·Δ, so
-	// the decrypted sum divided by Σn / sample_scale is the FedAvg mean.
+	// The update is the sample-weighted change (jobspec.SampleWeight).
 	rows := data.Len()
-	w := float64(rows) / float64(t.Spec.SampleScale)
+	w := jobspec.SampleWeight(rows, float64(t.Spec.SampleScale))
 	update := make([]float64, len(local))
 	for i := range local {
 		update[i] = (local[i] - model.Params[i]) * w
@@ -1042,14 +1038,14 @@ func sendUpdate(ctx context.Context, conn client.Conn, hdr *pb.UpdateHeader, raw
 }
 
 // sendChunked sends an upload on a client stream: its header, then raw in
-// chunks of at most ChunkSize (as chunk wraps them), and waits for the
+// chunks of at most client.ChunkSize (as chunk wraps them), and waits for the
 // server's answer.
 func sendChunked[Req, Res any](stream grpc.ClientStreamingClient[Req, Res], header *Req, raw []byte, chunk func([]byte) *Req) error {
 	if err := stream.Send(header); err != nil {
 		return closeErr(stream, err)
 	}
 	for b := raw; len(b) > 0; {
-		k := min(len(b), ChunkSize)
+		k := min(len(b), client.ChunkSize)
 		if err := stream.Send(chunk(b[:k])); err != nil {
 			return closeErr(stream, err)
 		}

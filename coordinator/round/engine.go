@@ -622,9 +622,8 @@ func (e *Engine) commit(j *fsm.Job, r *fsm.Round, res *he.Result) error {
 	if m, err := models.MetricsFromSums(metricSums); err == nil {
 		regionMetrics = jobspec.MetricsToProto(m, r.ModelVersion)
 	}
-	// Nodes send (n_i / sample_scale)·Δ_i; dividing the sum by Σn_i /
-	// sample_scale gives the sample-weighted mean update.
-	scale := float64(j.Spec.SampleScale) / float64(res.Count)
+	// Nodes send sample-weighted updates (jobspec.SampleWeight).
+	scale := jobspec.MeanScale(float64(j.Spec.SampleScale), res.Count)
 	avg := make([]float64, len(sum))
 	for i, v := range sum {
 		avg[i] = v * scale

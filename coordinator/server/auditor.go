@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"regionfl/audit"
+	"regionfl/client"
 	"regionfl/coordinator/fsm"
 	pb "regionfl/proto/regionfl/v1"
 )
@@ -64,7 +65,7 @@ func (s auditorService) ExportAudit(req *pb.ExportAuditRequest, stream pb.Audito
 	return w.flush()
 }
 
-// chunkWriter turns a byte stream into messages of at most ChunkSize.
+// chunkWriter turns a byte stream into messages of at most client.ChunkSize.
 type chunkWriter struct {
 	buf  []byte
 	send func([]byte) error
@@ -73,10 +74,10 @@ type chunkWriter struct {
 func (w *chunkWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
-		k := min(len(p), ChunkSize-len(w.buf))
+		k := min(len(p), client.ChunkSize-len(w.buf))
 		w.buf = append(w.buf, p[:k]...)
 		p = p[k:]
-		if len(w.buf) == ChunkSize {
+		if len(w.buf) == client.ChunkSize {
 			if err := w.flush(); err != nil {
 				return 0, err
 			}

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"regionfl/client"
 	"regionfl/coordinator/fsm"
 	"regionfl/he"
 	"regionfl/identity"
@@ -493,7 +494,7 @@ func (s hospitalService) GetAggregate(req *pb.GetAggregateRequest, stream pb.Hos
 		return err
 	}
 	for b := r.Aggregate; len(b) > 0; {
-		n := min(len(b), ChunkSize)
+		n := min(len(b), client.ChunkSize)
 		if err := stream.Send(&pb.GetAggregateResponse{Chunk: b[:n]}); err != nil {
 			return err
 		}

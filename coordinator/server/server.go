@@ -43,10 +43,6 @@ import (
 	pb "regionfl/proto/regionfl/v1"
 )
 
-// ChunkSize is the largest chunk of an encrypted update or aggregate in one
-// gRPC message.
-const ChunkSize = 1 << 20
-
 // Server implements the coordinator's services.
 type Server struct {
 	pb.UnimplementedHospitalServiceServer
@@ -664,8 +660,8 @@ func receiveAll(size int, next func() ([]byte, error)) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(chunk) > ChunkSize {
-			return nil, fmt.Errorf("%w: %w: chunk of %d bytes, the limit is %d", round.ErrBadUpdate, round.ErrBadLength, len(chunk), ChunkSize)
+		if len(chunk) > client.ChunkSize {
+			return nil, fmt.Errorf("%w: %w: chunk of %d bytes, the limit is %d", round.ErrBadUpdate, round.ErrBadLength, len(chunk), client.ChunkSize)
 		}
 		if len(buf)+len(chunk) > size {
 			return nil, fmt.Errorf("%w: %w: more than the announced %d bytes", round.ErrBadUpdate, round.ErrBadLength, size)
