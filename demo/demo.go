@@ -28,6 +28,7 @@ import (
 	"regionfl/he"
 	"regionfl/identity"
 	"regionfl/jobspec"
+	"regionfl/localregion"
 	"regionfl/models"
 	"regionfl/node"
 	"regionfl/node/dataset"
@@ -213,65 +214,6 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	ca, err := identity.NewCA("demo", 24*time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	// Coordinator replicas: the first bootstraps, the others join it.
-	var (
-		replicas []*coordinator.Replica
-		stopped  = map[int]bool{}
-		repMu    sync.Mutex
-	)
-	defer func() {
-		repMu.Lock()
-		defer repMu.Unlock()
-		for i, r := range replicas {
-			if !stopped[i] {
-				r.Stop()
-			}
-		}
-	}()
-	for i := 1; i <= opt.Replicas; i++ {
-		id := fmt.Sprintf("replica-%d", i)
-		c, err := ca.Issue(identity.Identity{Name: id, Role: identity.RoleCoordinator}, 24*time.Hour)
-		if err != nil {
-			return nil, err
-		}
-		cfg := coordinator.Config{
-			ID: id, DataDir: filepath.Join(dir, id), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
-			Bootstrap: i == 1, Cert: c, CA: ca.Pool(), Logger: opt.Logger, Fast: true,
-		}
-		if i == 1 {
-			cfg.WebAddr = "127.0.0.1:0" // the read-only web view, linked below
-		}
-		if i > 1 {
-			cfg.Join = []string{replicas[0].GRPCAddr()}
-		}
-		r, err := coordinator.Start(ctx, cfg)
-		if err != nil {
-			return nil, err
-		}
-		replicas = append(replicas, r)
-	}
-	addrs := make([]string, len(replicas))
-	for i, r := range replicas {
-		addrs[i] = r.GRPCAddr()
-	}
-	if err := waitVoters(ctx, replicas, opt.Replicas); err != nil {
-		return nil, err
-	}
-	if res.WebURL, err = webLink(dir, replicas[0]); err != nil {
-		return nil, err
-	}
-	if opt.Progress != nil {
-		fmt.Fprintf(opt.Progress, "web view (while the demo runs): %s\n", res.WebURL)
-	}
-
-	hospitals := make([]string, len(sites))
-	for i, s := range sites {
-		hospitals[i] = s.Name
-	}
 	// t = half the region (at least 2), and K = t + 1, the sites' default
 	// minimum: an update hides among K − (t − 1) = 2 honest contributors
 	// even if t − 1 hospitals collude with the coordinator.
@@ -284,109 +226,109 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if opt.KillLeaderRound > 0 && opt.Replicas < 3 {
 		return nil, errors.New("demo: killing the leader needs at least 3 replicas")
 	}
-	// leader is the running replica that leads; the caller holds repMu.
-	leader := func() (int, bool) {
-		for i, r := range replicas {
-			if !stopped[i] && r.IsLeader() {
-				return i, true
-			}
-		}
-		return 0, false
-	}
-	leaderChanges := watchLeader(ctx, func() (int, bool) {
-		repMu.Lock()
-		defer repMu.Unlock()
-		return leader()
-	})
-
-	opCert, err := ca.Issue(identity.Identity{Name: "operator", Role: identity.RoleOperator}, 24*time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	operator, err := client.New(addrs, identity.ClientConfig(opCert, ca.Pool()))
-	if err != nil {
-		return nil, err
-	}
-	defer operator.Close()
-	req, err := client.CreateRegionRequest(opCert, he.RegionParamsName, hospitals, uint32(threshold))
-	if err != nil {
-		return nil, err
-	}
-	err = operator.Do(ctx, func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Operator.CreateRegion(ctx, req)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create region: %w", err)
-	}
-
-	// Hospital nodes, each with its own data directory and only its own rows.
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	nodeStop := make([]context.CancelFunc, len(sites))
-	for i, s := range sites {
-		c, err := ca.Issue(identity.Identity{Name: s.Name, Role: identity.RoleHospital}, 24*time.Hour)
-		if err != nil {
-			return nil, err
-		}
-		n, err := node.New(node.Config{
-			ID: s.Name, Coordinators: addrs, Cert: c, CA: ca.Pool(),
-			DataDir: filepath.Join(dir, s.Name), Data: s, Logger: opt.Logger,
-		})
-		if err != nil {
-			return nil, err
-		}
-		nctx, stop := context.WithCancel(ctx)
-		nodeStop[i] = stop
-		wg.Add(1)
-		go func() { defer wg.Done(); n.Run(nctx) }()
-	}
-	// Faults, injected once each as the watch below sees rounds open.
-	killed, dropped := false, false
-	inject := func(r *pb.RoundInfo) {
-		if r.State != fsm.RoundCollecting {
-			return
-		}
-		if !killed && opt.KillLeaderRound > 0 && int(r.Round) == opt.KillLeaderRound {
-			killed = true
-			repMu.Lock()
-			if i, ok := leader(); ok {
-				stopped[i] = true
-				replicas[i].Stop()
-				if opt.Progress != nil {
-					fmt.Fprintf(opt.Progress, "round %2d  collecting: stopped the leader %s\n", r.Round, replicas[i].ID())
-				}
-			}
-			repMu.Unlock()
-		}
-		if !dropped && opt.DropHospitals > 0 && int(r.Round) >= opt.Rounds/2+1 {
-			dropped = true
-			var names []string
-			for i := len(sites) - opt.DropHospitals; i < len(sites); i++ {
-				nodeStop[i]()
-				names = append(names, sites[i].Name)
-			}
-			if opt.Progress != nil {
-				fmt.Fprintf(opt.Progress, "round %2d  collecting: took %s offline\n", r.Round, strings.Join(names, ", "))
-			}
-		}
-	}
-
-	researcherCert, err := ca.Issue(identity.Identity{Name: "researcher", Role: identity.RoleResearcher}, 24*time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	researcher, err := client.New(addrs, identity.ClientConfig(researcherCert, ca.Pool()))
-	if err != nil {
-		return nil, err
-	}
-	defer researcher.Close()
 	model, err := models.ParseArchitecture(cmp.Or(opt.Model, models.KindLogReg), len(features))
 	if err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
 	}
 	res.Model, res.Params = model.String(), model.NumParams()
+	spec, err := jobSpec(opt, model, k)
+	if err != nil {
+		return nil, err
+	}
+
+	reg, err := setup(ctx, opt, sites, dir, threshold, res)
+	if err != nil {
+		return nil, err
+	}
+	defer reg.Close()
+	leaderChanges := watchLeader(ctx, reg.Leader)
+	for i := range sites {
+		if err := reg.StartNode(i); err != nil {
+			return nil, err
+		}
+	}
+	researcher, researcherCert, err := reg.Client("researcher", identity.RoleResearcher)
+	if err != nil {
+		return nil, err
+	}
+	defer researcher.Close()
+	submit, err := client.SubmitJobRequest(researcherCert, spec, fmt.Sprintf("demo-%d", opt.Seed))
+	if err != nil {
+		return nil, err
+	}
+	err = researcher.Do(ctx, func(ctx context.Context, conn client.Conn) error {
+		resp, err := conn.Researcher.SubmitJob(ctx, submit)
+		res.JobID = resp.GetJobId()
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("submit job: %w", err)
+	}
+
+	f := &faults{opt: opt, reg: reg}
+	w := &watcher{opt: opt, res: res, researcher: researcher, model: model, sites: sites, heldOut: heldOut, inject: f.inject}
+	final, err := w.watch(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("watch job: %w", err)
+	}
+	res.LeaderChanges = leaderChanges()
+	if final.State != fsm.JobDone {
+		return nil, fmt.Errorf("job %s ended %s: %s", res.JobID, final.State, final.Reason)
+	}
+	ev := w.evaluator(final.Spec)
+	params, err := fetchModel(ctx, researcher, model, res.JobID, 0)
+	if err != nil {
+		return nil, err
+	}
+	if res.GlobalAccuracy, err = ev.global(params); err != nil {
+		return nil, err
+	}
+	if err := baselines(opt, spec, model, sites, ev, params, res); err != nil {
+		return nil, err
+	}
+	if opt.Dir != "" {
+		// Leave what an auditor needs to check the run offline.
+		if err := exportAudit(ctx, reg, opt.Dir); err != nil {
+			return nil, fmt.Errorf("audit export: %w", err)
+		}
+		res.AuditFile = filepath.Join(opt.Dir, "audit.jsonl")
+	}
+	res.Seconds = time.Since(start).Seconds()
+	if opt.Hold != nil {
+		opt.Hold(res)
+	}
+	return res, nil
+}
+
+// setup starts the replicas (the first with the web view), links the web
+// view and has the operator create the region with threshold t.
+func setup(ctx context.Context, opt Options, sites []dataset.Site, dir string, t int, res *Result) (*localregion.Region, error) {
+	reg, err := localregion.Start(ctx, localregion.Config{Replicas: opt.Replicas, Sites: sites, Dir: dir, Logger: opt.Logger,
+		Replica: func(i int, cfg *coordinator.Config) {
+			if i == 0 {
+				cfg.WebAddr = "127.0.0.1:0" // the read-only web view, linked below
+			}
+		}})
+	if err != nil {
+		return nil, err
+	}
+	if res.WebURL, err = webLink(dir, reg.Replica(0)); err != nil {
+		reg.Close()
+		return nil, err
+	}
+	if opt.Progress != nil {
+		fmt.Fprintf(opt.Progress, "web view (while the demo runs): %s\n", res.WebURL)
+	}
+	if err := reg.CreateRegion(ctx, t); err != nil {
+		reg.Close()
+		return nil, fmt.Errorf("create region: %w", err)
+	}
+	return reg, nil
+}
+
+// jobSpec is the demo's job: K = k contributors per round, the model and
+// training options of opt.
+func jobSpec(opt Options, model models.Spec, k int) (*pb.JobSpec, error) {
 	st := opt.Strategy.WithDefaults()
 	spec := &pb.JobSpec{
 		Name: "deterioration-early-warning", Model: jobspec.ToProto(model),
@@ -405,102 +347,140 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if err := jobspec.Validate(spec); err != nil {
 		return nil, err
 	}
-	submit, err := client.SubmitJobRequest(researcherCert, spec, fmt.Sprintf("demo-%d", opt.Seed))
-	if err != nil {
-		return nil, err
-	}
-	var jobID string
-	err = researcher.Do(ctx, func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Researcher.SubmitJob(ctx, submit)
-		jobID = resp.GetJobId()
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("submit job: %w", err)
-	}
-	res.JobID = jobID
+	return spec, nil
+}
 
-	// ev measures a model the way the summary reports it, with the job's
-	// scaling as the coordinator recorded it.
-	var ev *evaluator
+// faults injects the demo's faults, once each, as the watch sees rounds
+// open: the leader stopped (KillLeaderRound), hospitals taken offline
+// (DropHospitals, from the middle round on).
+type faults struct {
+	opt             Options
+	reg             *localregion.Region
+	killed, dropped bool
+}
+
+func (f *faults) inject(r *pb.RoundInfo) {
+	if r.State != fsm.RoundCollecting {
+		return
+	}
+	if !f.killed && f.opt.KillLeaderRound > 0 && int(r.Round) == f.opt.KillLeaderRound {
+		f.killed = true
+		if i, ok := f.reg.Leader(); ok {
+			id := f.reg.Replica(i).ID()
+			f.reg.StopReplica(i)
+			if f.opt.Progress != nil {
+				fmt.Fprintf(f.opt.Progress, "round %2d  collecting: stopped the leader %s\n", r.Round, id)
+			}
+		}
+	}
+	if !f.dropped && f.opt.DropHospitals > 0 && int(r.Round) >= f.opt.Rounds/2+1 {
+		f.dropped = true
+		n := len(f.reg.Names)
+		for i := n - f.opt.DropHospitals; i < n; i++ {
+			f.reg.StopNode(i)
+		}
+		if f.opt.Progress != nil {
+			fmt.Fprintf(f.opt.Progress, "round %2d  collecting: took %s offline\n", r.Round, strings.Join(f.reg.Names[n-f.opt.DropHospitals:], ", "))
+		}
+	}
+}
+
+// watcher follows the job as the researcher would, reports each round as
+// it ends and measures each committed model like the summary does.
+type watcher struct {
+	opt        Options
+	res        *Result
+	researcher *client.Client
+	model      models.Spec
+	sites      []dataset.Site
+	heldOut    *dataset.Table
+	inject     func(*pb.RoundInfo)
+	ev         *evaluator
+}
+
+// evaluator measures models with the job's scaling as the coordinator
+// recorded it (known once the statistics round committed).
+func (w *watcher) evaluator(spec *pb.JobSpec) *evaluator {
+	if w.ev == nil {
+		w.ev = newEvaluator(w.model, spec, w.sites, w.heldOut)
+	}
+	return w.ev
+}
+
+// watch follows the job until it ends and returns its last state.
+func (w *watcher) watch(ctx context.Context) (*pb.JobInfo, error) {
 	reported := map[uint32]bool{}
 	var final *pb.JobInfo
-	err = researcher.Do(ctx, func(ctx context.Context, conn client.Conn) error {
-		stream, err := conn.Researcher.WatchJob(ctx, &pb.WatchJobRequest{JobId: jobID})
+	err := w.researcher.Do(ctx, func(ctx context.Context, conn client.Conn) error {
+		stream, err := conn.Researcher.WatchJob(ctx, &pb.WatchJobRequest{JobId: w.res.JobID})
 		if err != nil {
 			return err
 		}
 		return client.Receive(stream, func(m *pb.WatchJobResponse) error {
 			final = m.Job
 			if cur := m.Job.Rounds; len(cur) > 0 {
-				inject(cur[len(cur)-1])
+				w.inject(cur[len(cur)-1])
 			}
 			for _, r := range m.Job.Rounds {
 				if reported[r.Round] || (r.State != fsm.RoundCommitted && r.State != fsm.RoundAborted) {
 					continue
 				}
 				reported[r.Round] = true
-				if r.Round == jobspec.StatsRound {
-					if opt.Progress != nil {
-						fmt.Fprintf(opt.Progress, "region statistics  %-9s  hospitals %d/%d  (encrypted Σx, Σx² per feature)\n",
-							r.State, len(r.Contributors), len(sites))
-					}
-					continue
-				}
-				row := Round{Round: r.Round, Contributors: len(r.Contributors), State: r.State}
-				if m := r.RegionMetrics; m != nil {
-					row.SiteMetrics = &SiteMetrics{ModelVersion: m.ModelVersion, N: m.N, Accuracy: m.Accuracy, AUROC: m.Auroc,
-						Sensitivity: m.Sensitivity, Specificity: m.Specificity, AlarmsPer100: m.AlarmsPer_100, Brier: m.Brier,
-						PPV: m.Ppv, OperatingPoints: jobspec.OperatingPointsFromProto(m)}
-				}
-				if r.State == fsm.RoundCommitted {
-					if ev == nil {
-						ev = newEvaluator(model, m.Job.Spec, sites, heldOut)
-					}
-					params, err := fetchModel(ctx, researcher, model, jobID, versionOf(m.Job, r.Round))
-					if err != nil {
-						return err
-					}
-					if row.Accuracy, err = ev.global(params); err != nil {
-						return err
-					}
-				}
-				if r.State == fsm.RoundAborted {
-					res.AbortedRounds++
-				}
-				res.Rounds = append(res.Rounds, row)
-				if opt.Progress != nil {
-					fmt.Fprintf(opt.Progress, "round %2d  %-9s  hospitals %d/%d  global accuracy %.3f", row.Round, row.State, row.Contributors, len(sites), row.Accuracy)
-					if m := row.SiteMetrics; m != nil {
-						fmt.Fprintf(opt.Progress, "   sites' tests, model v%d (encrypted sums): accuracy %.3f AUROC %.3f alarms/100 %.1f",
-							m.ModelVersion, m.Accuracy, m.AUROC, m.AlarmsPer100)
-					}
-					fmt.Fprintln(opt.Progress)
+				if err := w.report(ctx, m.Job, r); err != nil {
+					return err
 				}
 			}
 			return nil
 		})
 	})
-	if err != nil {
-		return nil, fmt.Errorf("watch job: %w", err)
-	}
-	res.LeaderChanges = leaderChanges()
-	if final.State != fsm.JobDone {
-		return nil, fmt.Errorf("job %s ended %s: %s", jobID, final.State, final.Reason)
-	}
-	if ev == nil {
-		ev = newEvaluator(model, final.Spec, sites, heldOut)
-	}
-	params, err := fetchModel(ctx, researcher, model, jobID, 0)
-	if err != nil {
-		return nil, err
-	}
-	if res.GlobalAccuracy, err = ev.global(params); err != nil {
-		return nil, err
-	}
+	return final, err
+}
 
-	// Baselines with the same training budget: each hospital alone (with
-	// its own scaling, all it would have), and all rows pooled.
+// report adds round r of job j, just ended, to the result and the
+// progress output.
+func (w *watcher) report(ctx context.Context, j *pb.JobInfo, r *pb.RoundInfo) error {
+	out := w.opt.Progress
+	if r.Round == jobspec.StatsRound {
+		if out != nil {
+			fmt.Fprintf(out, "region statistics  %-9s  hospitals %d/%d  (encrypted Σx, Σx² per feature)\n",
+				r.State, len(r.Contributors), len(w.sites))
+		}
+		return nil
+	}
+	row := Round{Round: r.Round, Contributors: len(r.Contributors), State: r.State}
+	if m := r.RegionMetrics; m != nil {
+		row.SiteMetrics = &SiteMetrics{ModelVersion: m.ModelVersion, N: m.N, Accuracy: m.Accuracy, AUROC: m.Auroc,
+			Sensitivity: m.Sensitivity, Specificity: m.Specificity, AlarmsPer100: m.AlarmsPer_100, Brier: m.Brier,
+			PPV: m.Ppv, OperatingPoints: jobspec.OperatingPointsFromProto(m)}
+	}
+	if r.State == fsm.RoundCommitted {
+		params, err := fetchModel(ctx, w.researcher, w.model, j.JobId, versionOf(j, r.Round))
+		if err != nil {
+			return err
+		}
+		if row.Accuracy, err = w.evaluator(j.Spec).global(params); err != nil {
+			return err
+		}
+	}
+	if r.State == fsm.RoundAborted {
+		w.res.AbortedRounds++
+	}
+	w.res.Rounds = append(w.res.Rounds, row)
+	if out != nil {
+		fmt.Fprintf(out, "round %2d  %-9s  hospitals %d/%d  global accuracy %.3f", row.Round, row.State, row.Contributors, len(w.sites), row.Accuracy)
+		if m := row.SiteMetrics; m != nil {
+			fmt.Fprintf(out, "   sites' tests, model v%d (encrypted sums): accuracy %.3f AUROC %.3f alarms/100 %.1f",
+				m.ModelVersion, m.Accuracy, m.AUROC, m.AlarmsPer100)
+		}
+		fmt.Fprintln(out)
+	}
+	return nil
+}
+
+// baselines measures, with the same training budget, what each hospital
+// could train alone (with its own scaling, all it would have) and a model
+// on all rows pooled, against the federated model params.
+func baselines(opt Options, spec *pb.JobSpec, model models.Spec, sites []dataset.Site, ev *evaluator, params []float64, res *Result) error {
 	budget := jobspec.TrainConfig(spec, "pooled", 0)
 	budget.Steps = opt.Rounds * opt.LocalSteps
 	var pooledX [][]float64
@@ -511,10 +491,10 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	}
 	pooled, err := models.Train(model, model.Init(opt.Seed), pooledX, pooledY, budget)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if res.PooledAccuracy, err = ev.global(pooled); err != nil {
-		return nil, err
+		return err
 	}
 	for i, s := range sites {
 		own := s.Train.Stats()
@@ -523,20 +503,20 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		cfg.Steps = budget.Steps
 		local, err := models.Train(model, model.Init(opt.Seed), s.Train.Standardize(mean, std).X, s.Train.Y, cfg)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		lm, err := models.Evaluate(model, local, s.Test.Standardize(mean, std).X, s.Test.Y, 0.5)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		test := ev.test[i]
 		fm, err := models.Evaluate(model, params, test.X, test.Y, 0.5)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		pm, err := models.Evaluate(model, pooled, test.X, test.Y, 0.5)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		res.Final = append(res.Final, Final{Hospital: s.Name, TrainRows: s.Train.Len(), TestRows: s.Test.Len(),
 			LocalAccuracy: lm.Accuracy, FederatedAccuracy: fm.Accuracy, PooledAccuracy: pm.Accuracy, FederatedAUROC: fm.AUROC})
@@ -544,18 +524,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		res.MeanFederatedAccuracy += fm.Accuracy / float64(len(sites))
 		res.MeanPooledAccuracy += pm.Accuracy / float64(len(sites))
 	}
-	if opt.Dir != "" {
-		// Leave what an auditor needs to check the run offline.
-		if err := exportAudit(ctx, ca, addrs, opt.Dir); err != nil {
-			return nil, fmt.Errorf("audit export: %w", err)
-		}
-		res.AuditFile = filepath.Join(opt.Dir, "audit.jsonl")
-	}
-	res.Seconds = time.Since(start).Seconds()
-	if opt.Hold != nil {
-		opt.Hold(res)
-	}
-	return res, nil
+	return nil
 }
 
 // watchLeader counts changes of leader after the first one it sees, until
@@ -603,12 +572,12 @@ func webLink(dir string, r *coordinator.Replica) (string, error) {
 
 // exportAudit writes DIR/audit.jsonl (the whole audit log with proofs and
 // a signed head) and DIR/ca.crt, for `regionfl audit verify`.
-func exportAudit(ctx context.Context, ca *identity.CA, addrs []string, dir string) error {
-	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
+func exportAudit(ctx context.Context, reg *localregion.Region, dir string) error {
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: reg.CA.Cert.Raw})
 	if err := os.WriteFile(filepath.Join(dir, identity.CACertFile), caPEM, 0o644); err != nil {
 		return err
 	}
-	auditor, err := newClient(ca, "auditor", identity.RoleAuditor, addrs)
+	auditor, _, err := reg.Client("auditor", identity.RoleAuditor)
 	if err != nil {
 		return err
 	}
@@ -693,43 +662,4 @@ func fetchModel(ctx context.Context, c *client.Client, model models.Spec, jobID 
 		return err
 	})
 	return params, err
-}
-
-func newClient(ca *identity.CA, name string, role identity.Role, addrs []string) (*client.Client, error) {
-	c, err := ca.Issue(identity.Identity{Name: name, Role: role}, 24*time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	return client.New(addrs, identity.ClientConfig(c, ca.Pool()))
-}
-
-// waitVoters waits until the cluster has n voters with known addresses.
-func waitVoters(ctx context.Context, replicas []*coordinator.Replica, n int) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, r := range replicas {
-			if !r.IsLeader() {
-				continue
-			}
-			rs, err := r.Store().Replicas()
-			if err != nil {
-				break
-			}
-			ready := 0
-			for _, x := range rs {
-				if x.Voter && x.GRPCAddr != "" {
-					ready++
-				}
-			}
-			if ready >= n {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("demo: cluster of %d replicas did not form within 30s", n)
 }
