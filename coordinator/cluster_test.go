@@ -3,8 +3,6 @@ package coordinator_test
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -19,15 +17,16 @@ import (
 	"regionfl/coordinator/fsm"
 	"regionfl/he"
 	"regionfl/identity"
+	"regionfl/localregion"
 	pb "regionfl/proto/regionfl/v1"
 )
 
+// cluster is a region's replicas alone (localregion, no hospitals, no
+// region created): for tests of replication and identity.
 type cluster struct {
-	t        *testing.T
-	ca       *identity.CA
-	dir      string
-	replicas []*coordinator.Replica
-	cfgs     []coordinator.Config
+	*localregion.Region
+	t  *testing.T
+	ca *identity.CA
 }
 
 func startCluster(t *testing.T, n int) *cluster {
@@ -39,72 +38,26 @@ func startCluster(t *testing.T, n int) *cluster {
 // timeouts, else Raft's defaults (a 500 ms leader lease).
 func startClusterWith(t *testing.T, n int, fast bool) *cluster {
 	t.Helper()
-	ca, err := identity.NewCA("test", time.Hour)
+	reg, err := localregion.Start(ctx(t), localregion.Config{Replicas: n, Dir: t.TempDir(),
+		Replica: func(_ int, cfg *coordinator.Config) { cfg.Fast = fast }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, ca: ca, dir: t.TempDir()}
-	for i := 1; i <= n; i++ {
-		id := fmt.Sprintf("replica-%d", i)
-		cert, err := ca.Issue(identity.Identity{Name: id, Role: identity.RoleCoordinator}, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := coordinator.Config{ID: id, DataDir: filepath.Join(c.dir, id), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
-			Bootstrap: i == 1, Cert: cert, CA: ca.Pool(), Fast: fast}
-		if i > 1 {
-			cfg.Join = []string{c.replicas[0].GRPCAddr()}
-		}
-		r, err := coordinator.Start(context.Background(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.replicas = append(c.replicas, r)
-		c.cfgs = append(c.cfgs, cfg)
-	}
-	t.Cleanup(func() {
-		for _, r := range c.replicas {
-			if r != nil {
-				r.Stop()
-			}
-		}
-	})
-	c.waitVoters(n)
-	return c
+	t.Cleanup(reg.Close)
+	return &cluster{Region: reg, t: t, ca: reg.CA}
 }
 
 func (c *cluster) leader() *coordinator.Replica {
 	c.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		for _, r := range c.replicas {
-			if r != nil && r.IsLeader() {
-				return r
-			}
+		if i, ok := c.Leader(); ok {
+			return c.Replica(i)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	c.t.Fatal("no leader within 10s")
 	return nil
-}
-
-func (c *cluster) waitVoters(n int) {
-	c.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		rs, err := c.leader().Store().Replicas()
-		ready := 0
-		for _, r := range rs {
-			if r.Voter && r.GRPCAddr != "" {
-				ready++
-			}
-		}
-		if err == nil && ready == n {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	c.t.Fatalf("cluster did not reach %d voters", n)
 }
 
 func (c *cluster) client(name string, role identity.Role, addrs ...string) *client.Client {
@@ -148,7 +101,7 @@ func createRegion(t *testing.T, op *client.Client, opCert tls.Certificate, hospi
 }
 
 func (c *cluster) follower() *coordinator.Replica {
-	for _, r := range c.replicas {
+	for _, r := range c.Replicas() {
 		if r != nil && !r.IsLeader() {
 			return r
 		}
@@ -168,7 +121,7 @@ func ctx(t *testing.T) context.Context {
 func TestFollowsLeaderAndReplicates(t *testing.T) {
 	c := startCluster(t, 3)
 	addrs := []string{c.follower().GRPCAddr()}
-	for _, r := range c.replicas {
+	for _, r := range c.Replicas() {
 		if r.GRPCAddr() != addrs[0] {
 			addrs = append(addrs, r.GRPCAddr())
 		}
@@ -177,7 +130,7 @@ func TestFollowsLeaderAndReplicates(t *testing.T) {
 	if err := createRegion(t, op, opCert, []string{"h2", "h1", "h3"}); err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range c.replicas {
+	for _, r := range c.Replicas() {
 		waitFor(t, func() bool {
 			var ok bool
 			r.Store().FSM().Read(func(s *fsm.State) { ok = s.Region != nil && s.Region.Hospitals[0] == "h1" })
@@ -191,7 +144,7 @@ func TestFollowsLeaderAndReplicates(t *testing.T) {
 func TestLeaderFailoverAndRestart(t *testing.T) {
 	c := startCluster(t, 3)
 	var addrs []string
-	for _, r := range c.replicas {
+	for _, r := range c.Replicas() {
 		addrs = append(addrs, r.GRPCAddr())
 	}
 	op, opCert := c.clientCert("ops", identity.RoleOperator, addrs...)
@@ -199,18 +152,11 @@ func TestLeaderFailoverAndRestart(t *testing.T) {
 	if err := create([]string{"h1", "h2"}); err != nil {
 		t.Fatal(err)
 	}
+	idx, _ := c.Leader()
 	old := c.leader()
-	idx := -1
-	for i, r := range c.replicas {
-		if r == old {
-			idx = i
-		}
-	}
-	raftAddr := old.RaftAddr() // a restarted replica keeps its Raft address
-	if err := old.Stop(); err != nil {
+	if err := c.StopReplica(idx); err != nil {
 		t.Fatal(err)
 	}
-	c.replicas[idx] = nil
 	nl := c.leader()
 	if nl == old {
 		t.Fatal("stopped replica still leads")
@@ -219,14 +165,12 @@ func TestLeaderFailoverAndRestart(t *testing.T) {
 	if err := create([]string{"h8", "h9"}); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("second region on the new leader: %v", err)
 	}
-	cfg := c.cfgs[idx]
-	cfg.Bootstrap, cfg.Join = false, nil
-	cfg.GRPCAddr, cfg.RaftAddr = "127.0.0.1:0", raftAddr
-	r, err := coordinator.Start(context.Background(), cfg)
-	if err != nil {
+	// Started again on its directory and addresses, without a peer to
+	// join through.
+	if err := c.RestartReplica(idx); err != nil {
 		t.Fatal(err)
 	}
-	c.replicas[idx] = r
+	r := c.Replica(idx)
 	waitFor(t, func() bool {
 		var ok bool
 		r.Store().FSM().Read(func(s *fsm.State) { ok = s.Region != nil })
@@ -256,12 +200,11 @@ func TestDeposedLeaderRefusesReads(t *testing.T) {
 	if err := list(10 * time.Second); err != nil {
 		t.Fatalf("the leader's read: %v", err)
 	}
-	for i, r := range c.replicas {
+	for i, r := range c.Replicas() {
 		if r != old {
-			if err := r.Stop(); err != nil {
+			if err := c.StopReplica(i); err != nil {
 				t.Fatal(err)
 			}
-			c.replicas[i] = nil
 		}
 	}
 	time.Sleep(100 * time.Millisecond)
@@ -276,7 +219,7 @@ func TestDeposedLeaderRefusesReads(t *testing.T) {
 func TestTransferLeadership(t *testing.T) {
 	c := startCluster(t, 3)
 	var addrs []string
-	for _, r := range c.replicas {
+	for _, r := range c.Replicas() {
 		addrs = append(addrs, r.GRPCAddr())
 	}
 	op := c.client("ops", identity.RoleOperator, addrs...)
@@ -316,7 +259,7 @@ func TestTransferLeadership(t *testing.T) {
 func TestTakeSnapshot(t *testing.T) {
 	c := startCluster(t, 3)
 	var addrs []string
-	for _, r := range c.replicas {
+	for _, r := range c.Replicas() {
 		addrs = append(addrs, r.GRPCAddr())
 	}
 	snapshot := func(cl *client.Client) (*pb.TakeSnapshotResponse, error) {
@@ -348,7 +291,7 @@ func TestTakeSnapshot(t *testing.T) {
 // Roles are enforced on every service, from the certificate alone.
 func TestAuthorization(t *testing.T) {
 	c := startCluster(t, 1)
-	addr := c.replicas[0].GRPCAddr()
+	addr := c.Replica(0).GRPCAddr()
 	hospital := c.client("h1", identity.RoleHospital, addr)
 	researcher := c.client("alice", identity.RoleResearcher, addr)
 	cases := []struct {
@@ -383,7 +326,7 @@ func TestAuthorization(t *testing.T) {
 	waitFor(t, func() bool {
 		var n int
 		var who []string
-		c.replicas[0].Store().FSM().Read(func(s *fsm.State) {
+		c.Replica(0).Store().FSM().Read(func(s *fsm.State) {
 			for i := range s.Audit.Len() {
 				r, _ := s.Audit.Record(i)
 				if r.Action == audit.ActionAuthzRefused {

@@ -162,7 +162,7 @@ func TestAuditChainSameOnEveryReplica(t *testing.T) {
 	r.waitFor("every replica holds the same audit log", 20*time.Second, func() bool {
 		roots = roots[:0]
 		var sizes []uint64
-		for _, rep := range r.replicas {
+		for _, rep := range r.Replicas() {
 			rep.Store().FSM().Read(func(s *fsm.State) {
 				roots = append(roots, s.Audit.Root())
 				sizes = append(sizes, s.Audit.Len())
@@ -296,14 +296,14 @@ func TestCoordinatorNeverSeesPlaintext(t *testing.T) {
 	spec := r.spec(3, 3, 10*time.Second)
 	id := r.submit(spec, "plaintext")
 	j := r.waitDone(id, 60*time.Second)
-	r.stopAll()
+	r.Close()
 
 	var haystack [][]byte
 	rc.mu.Lock()
 	haystack = append(haystack, rc.msgs...)
 	rc.mu.Unlock()
-	for _, cfg := range r.cfgs {
-		filepath.Walk(cfg.DataDir, func(path string, fi os.FileInfo, err error) error {
+	for i := range r.Replicas() {
+		filepath.Walk(r.ReplicaConfig(i).DataDir, func(path string, fi os.FileInfo, err error) error {
 			if err == nil && fi.Mode().IsRegular() {
 				if b, err := os.ReadFile(path); err == nil {
 					haystack = append(haystack, b)
@@ -446,7 +446,7 @@ func TestSlowSenderIsCutOff(t *testing.T) {
 // connection without one.
 func TestHealthService(t *testing.T) {
 	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 2, threshold: 2})
-	rep := reg.replicas[0]
+	rep := reg.Replica(0)
 	check := func(cfg *tls.Config) (healthpb.HealthCheckResponse_ServingStatus, error) {
 		conn, err := grpc.NewClient(rep.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 		if err != nil {
@@ -477,7 +477,7 @@ func TestReflectionBehindAFlag(t *testing.T) {
 	for _, on := range []bool{false, true} {
 		reg := newRegion(t, regionOpts{replicas: 1, hospitals: 2, threshold: 2, reflection: on})
 		list := func(cfg *tls.Config) ([]string, error) {
-			conn, err := grpc.NewClient(reg.replicas[0].GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+			conn, err := grpc.NewClient(reg.Replica(0).GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 			if err != nil {
 				return nil, err
 			}

@@ -47,7 +47,7 @@ func rawCall(t *testing.T, addr string, cfg *tls.Config) error {
 // request reaches a service.
 func TestRefusesUnknownAndExpiredCertificates(t *testing.T) {
 	c := startCluster(t, 1)
-	addr := c.replicas[0].GRPCAddr()
+	addr := c.Replica(0).GRPCAddr()
 	roots := c.ca.Pool()
 
 	noCert := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: "localhost"}
@@ -89,7 +89,7 @@ func TestRefusesUnknownAndExpiredCertificates(t *testing.T) {
 func TestRevokedCertificateRefusedWithinOneRequest(t *testing.T) {
 	c := startCluster(t, 3)
 	var addrs []string
-	for _, r := range c.replicas {
+	for _, r := range c.Replicas() {
 		addrs = append(addrs, r.GRPCAddr())
 	}
 	cert, err := c.ca.Issue(identity.Identity{Name: "ops-laptop", Role: identity.RoleOperator}, time.Hour)
@@ -136,7 +136,7 @@ func TestRevokedCertificateRefusedWithinOneRequest(t *testing.T) {
 		t.Fatalf("first request after revocation: %v, want Unauthenticated", err)
 	}
 	// Every replica refuses it once the revocation is applied there.
-	for _, r := range c.replicas {
+	for _, r := range c.Replicas() {
 		waitFor(t, func() bool { return r.Store().FSM() != nil && revokedOn(r.Store().FSM(), serial) })
 	}
 
@@ -166,7 +166,7 @@ func TestRevokedCertificateRefusedWithinOneRequest(t *testing.T) {
 // Costly calls are rate limited per identity; others keep their budget.
 func TestRateLimitPerIdentity(t *testing.T) {
 	c := startCluster(t, 1)
-	addr := c.replicas[0].GRPCAddr()
+	addr := c.Replica(0).GRPCAddr()
 	greedy := c.client("greedy", identity.RoleResearcher, addr)
 	calm := c.client("calm", identity.RoleResearcher, addr)
 	getModel := func(cl *client.Client) error {
@@ -233,7 +233,7 @@ func TestReplicaRemovalIsAudited(t *testing.T) {
 // request names a valid ROLE/NAME, and only an operator may make it.
 func TestEndWebSessions(t *testing.T) {
 	c := startCluster(t, 1)
-	addr := c.replicas[0].GRPCAddr()
+	addr := c.Replica(0).GRPCAddr()
 	end := func(cl *client.Client, who string) error {
 		return cl.Do(ctx(t), func(ctx context.Context, conn client.Conn) error {
 			_, err := conn.Operator.EndWebSessions(ctx, &pb.EndWebSessionsRequest{Identity: who})
@@ -251,7 +251,7 @@ func TestEndWebSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ended int64
-	c.replicas[0].Store().FSM().Read(func(st *fsm.State) { ended = st.WebSessionsEnded["auditor/alice"] })
+	c.Replica(0).Store().FSM().Read(func(st *fsm.State) { ended = st.WebSessionsEnded["auditor/alice"] })
 	if ended == 0 {
 		t.Fatal("sessions of auditor/alice not ended in the state")
 	}

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,9 +17,9 @@ import (
 	"regionfl/client"
 	"regionfl/coordinator"
 	"regionfl/coordinator/fsm"
-	"regionfl/he"
 	"regionfl/identity"
 	"regionfl/jobspec"
+	"regionfl/localregion"
 	"regionfl/models"
 	"regionfl/node"
 	"regionfl/node/dataset"
@@ -58,21 +57,16 @@ type regionOpts struct {
 // three can drop out of a round.
 const testSitePolicy = "min_participants: 2\n"
 
-// region is a whole region in this process: coordinator replicas, hospital
-// nodes with synthetic cohorts and a researcher, all over mutual TLS on
-// loopback. Replicas and nodes can be stopped and started again on their
-// data directories; a restarted replica keeps its Raft and gRPC addresses.
+// region is a whole region in this process (localregion), with what the
+// tests check it by: the sites' rows, the logs, the researcher.
 type region struct {
+	*localregion.Region
 	t        *testing.T
 	ca       *identity.CA
 	dir      string
-	cfgs     []coordinator.Config
-	replicas []*coordinator.Replica // nil while stopped
-	addrs    []string               // gRPC addresses, fixed for the test
 	sites    []dataset.Site
 	heldOut  dataset.Table
 	names    []string
-	nodes    []*runningNode // nil while stopped
 	logs     *logRecorder
 	policies map[int]*policy.File // site policies by hospital index
 	// sitePolicy is the policy of a node policies leaves out (nil: none).
@@ -82,85 +76,42 @@ type region struct {
 	researcherCert tls.Certificate
 }
 
-type runningNode struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-// newRegion starts the replicas (the first bootstraps, the others join it)
-// and waits until all are voters. Hospitals are named hospital-1.. and get
-// one synthetic site each; nothing runs for them until startNode.
+// newRegion starts the replicas (the first bootstraps, the others join it),
+// waits until all are voters and creates the region. Hospitals are named
+// hospital-1.. and get one synthetic site each; nothing runs for them until
+// startNode.
 func newRegion(t *testing.T, o regionOpts) *region {
 	t.Helper()
-	ca, err := identity.NewCA("test", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
 	sites, heldOut, err := dataset.Synthetic(dataset.SyntheticConfig{Hospitals: o.hospitals, Seed: 7, CaseMixShift: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &region{t: t, ca: ca, dir: t.TempDir(), sites: sites, heldOut: heldOut,
-		nodes: make([]*runningNode, len(sites)), logs: &logRecorder{}}
+	r := &region{t: t, dir: t.TempDir(), sites: sites, heldOut: heldOut, logs: &logRecorder{}}
 	if !o.noPolicy {
 		text := cmp.Or(o.sitePolicy, testSitePolicy)
 		r.sitePolicy = writePolicy(t, filepath.Join(r.dir, "site-policy.yaml"), text)
 	}
-	for _, s := range sites {
-		r.names = append(r.names, s.Name)
-	}
-	t.Cleanup(r.stopAll)
-	for i := 1; i <= o.replicas; i++ {
-		id := fmt.Sprintf("replica-%d", i)
-		cert, err := ca.Issue(identity.Identity{Name: id, Role: identity.RoleCoordinator}, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := coordinator.Config{ID: id, DataDir: filepath.Join(r.dir, id), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
-			Bootstrap: i == 1, Cert: cert, CA: ca.Pool(), Fast: true, TrailingLogs: o.trailingLogs, SegmentSize: o.segmentSize,
-			Logger: slog.New(r.logs), ServerOptions: o.serverOptions, UploadTimeout: o.uploadTimeout, RekeyAt: o.rekeyAt, Reflection: o.reflection}
-		if o.metrics {
-			cfg.MetricsAddr = "127.0.0.1:0"
-		}
-		if i <= len(o.clockSkew) {
-			skew := o.clockSkew[i-1]
-			cfg.Clock = func() time.Time { return time.Now().Add(skew) }
-		}
-		if i > 1 {
-			cfg.Join = []string{r.addrs[0]}
-		}
-		rep, err := coordinator.Start(context.Background(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// A restart reuses the addresses and the directory, and rejoins
-		// through its own log rather than through a peer.
-		cfg.RaftAddr, cfg.GRPCAddr, cfg.Join = rep.RaftAddr(), rep.GRPCAddr(), nil
-		r.cfgs = append(r.cfgs, cfg)
-		r.replicas = append(r.replicas, rep)
-		r.addrs = append(r.addrs, rep.GRPCAddr())
-	}
-	r.waitFor("all replicas are voters", 15*time.Second, func() bool {
-		rs, err := r.leader().Store().Replicas()
-		ready := 0
-		for _, x := range rs {
-			if x.Voter && x.GRPCAddr != "" {
-				ready++
+	reg, err := localregion.Start(r.ctx(), localregion.Config{Replicas: o.replicas, Sites: sites, Dir: r.dir, Logger: slog.New(r.logs),
+		Replica: func(i int, cfg *coordinator.Config) {
+			cfg.TrailingLogs, cfg.SegmentSize = o.trailingLogs, o.segmentSize
+			cfg.ServerOptions, cfg.UploadTimeout, cfg.RekeyAt, cfg.Reflection = o.serverOptions, o.uploadTimeout, o.rekeyAt, o.reflection
+			if o.metrics {
+				cfg.MetricsAddr = "127.0.0.1:0"
 			}
-		}
-		return err == nil && ready == o.replicas
+			if i < len(o.clockSkew) {
+				skew := o.clockSkew[i]
+				cfg.Clock = func() time.Time { return time.Now().Add(skew) }
+			}
+		},
+		Node: func(i int, cfg *node.Config) { cfg.Policy = cmp.Or(r.policies[i], r.sitePolicy) },
 	})
-	r.researcher, r.researcherCert = r.clientCert("alice", identity.RoleResearcher)
-	op, opCert := r.clientCert("ops", identity.RoleOperator)
-	req, err := client.CreateRegionRequest(opCert, he.RegionParamsName, r.names, uint32(o.threshold))
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = op.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Operator.CreateRegion(ctx, req)
-		return err
-	})
-	if err != nil {
+	t.Cleanup(reg.Close)
+	r.Region, r.ca, r.names = reg, reg.CA, reg.Names
+	r.researcher, r.researcherCert = r.clientCert("alice", identity.RoleResearcher)
+	if err := reg.CreateRegion(r.ctx(), o.threshold); err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -203,29 +154,16 @@ func (r *region) signHeader(cert tls.Certificate, name string, h *pb.UpdateHeade
 // that sign as that identity).
 func (r *region) clientCert(name string, role identity.Role) (*client.Client, tls.Certificate) {
 	r.t.Helper()
-	return dial(r.t, r.ca, r.addrs, name, role)
+	return dial(r.t, r.ca, r.Addrs(), name, role)
 }
 
 // startNode runs hospital i's node on its data directory (again, after
 // stopNode: what it keeps on disk survives).
 func (r *region) startNode(i int) {
 	r.t.Helper()
-	if r.nodes[i] != nil {
-		r.t.Fatalf("%s is already running", r.names[i])
-	}
-	cert, err := r.ca.Issue(identity.Identity{Name: r.names[i], Role: identity.RoleHospital}, time.Hour)
-	if err != nil {
+	if err := r.StartNode(i); err != nil {
 		r.t.Fatal(err)
 	}
-	n, err := node.New(node.Config{ID: r.names[i], Coordinators: r.addrs, Cert: cert, CA: r.ca.Pool(),
-		DataDir: filepath.Join(r.dir, r.names[i]), Data: r.sites[i], Logger: slog.New(r.logs), Policy: cmp.Or(r.policies[i], r.sitePolicy)})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	rn := &runningNode{cancel: cancel, done: make(chan struct{})}
-	go func() { defer close(rn.done); n.Run(ctx) }()
-	r.nodes[i] = rn
 }
 
 func (r *region) startNodes(idx ...int) {
@@ -235,39 +173,19 @@ func (r *region) startNodes(idx ...int) {
 }
 
 // stopNode ends hospital i's node and waits until it stopped.
-func (r *region) stopNode(i int) {
-	if n := r.nodes[i]; n != nil {
-		n.cancel()
-		<-n.done
-		r.nodes[i] = nil
-	}
-}
+func (r *region) stopNode(i int) { r.StopNode(i) }
 
 func (r *region) stopReplica(i int) {
 	r.t.Helper()
-	if rep := r.replicas[i]; rep != nil {
-		if err := rep.Stop(); err != nil {
-			r.t.Errorf("stopping %s: %v", rep.ID(), err)
-		}
-		r.replicas[i] = nil
+	if err := r.StopReplica(i); err != nil {
+		r.t.Errorf("stopping replica %d: %v", i, err)
 	}
 }
 
 func (r *region) restartReplica(i int) {
 	r.t.Helper()
-	rep, err := coordinator.Start(context.Background(), r.cfgs[i])
-	if err != nil {
-		r.t.Fatalf("restarting %s: %v", r.cfgs[i].ID, err)
-	}
-	r.replicas[i] = rep
-}
-
-func (r *region) stopAll() {
-	for i := range r.nodes {
-		r.stopNode(i)
-	}
-	for i := range r.replicas {
-		r.stopReplica(i)
+	if err := r.RestartReplica(i); err != nil {
+		r.t.Fatal(err)
 	}
 }
 
@@ -276,10 +194,8 @@ func (r *region) leaderIndex() int {
 	r.t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
-		for i, rep := range r.replicas {
-			if rep != nil && rep.IsLeader() {
-				return i
-			}
+		if i, ok := r.Leader(); ok {
+			return i
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -287,7 +203,7 @@ func (r *region) leaderIndex() int {
 	return -1
 }
 
-func (r *region) leader() *coordinator.Replica { return r.replicas[r.leaderIndex()] }
+func (r *region) leader() *coordinator.Replica { return r.Replica(r.leaderIndex()) }
 
 // waitFor polls cond until it holds, failing the test after timeout.
 func (r *region) waitFor(what string, timeout time.Duration, cond func() bool) {

@@ -42,7 +42,7 @@ func TestFollowerCatchesUpFromSnapshot(t *testing.T) {
 	ld := reg.leader()
 	reg.waitFor("every replica knows the one leader", 10*time.Second, func() bool {
 		leaders := 0
-		for _, rep := range reg.replicas {
+		for _, rep := range reg.Replicas() {
 			id, _ := rep.Store().Leader()
 			if rep.IsLeader() {
 				leaders++
@@ -63,17 +63,17 @@ func TestFollowerCatchesUpFromSnapshot(t *testing.T) {
 	if err := reg.leader().Store().Snapshot(); err != nil {
 		t.Fatal(err)
 	}
-	snapIndex := lastSnapshot(t, reg.cfgs[reg.leaderIndex()].DataDir)
+	snapIndex := lastSnapshot(t, reg.ReplicaConfig(reg.leaderIndex()).DataDir)
 
 	reg.restartReplica(f)
-	follower := reg.replicas[f]
+	follower := reg.Replica(f)
 	reg.waitFor("the follower holds the finished job", 15*time.Second, func() bool {
 		j, _ := jobOf(t, follower, id)
 		return j != nil && j.State == fsm.JobDone && slices.Equal(j.Latest().Params, want.Latest().Params)
 	})
 	// The follower never had the entries the snapshot covers: it can only
 	// have come from the leader.
-	if got := lastSnapshot(t, reg.cfgs[f].DataDir); got < snapIndex {
+	if got := lastSnapshot(t, reg.ReplicaConfig(f).DataDir); got < snapIndex {
 		t.Fatalf("follower's snapshot is at index %d, the leader's at %d: it did not install the leader's snapshot", got, snapIndex)
 	}
 	// And it goes on applying the log after the snapshot.
@@ -108,12 +108,12 @@ func TestLeaderStopsBetweenRounds(t *testing.T) {
 	reg.waitCeremony()
 	id := reg.submit(reg.spec(4, 3, 30*time.Second), "between-1")
 	old := reg.leaderIndex()
-	fsmOld := reg.replicas[old].Store().FSM()
+	fsmOld := reg.Replica(old).Store().FSM()
 	// Watch the leader's own state machine, so the stop comes as soon as
 	// round 2's model is committed there.
 	for {
 		ch := fsmOld.Changed()
-		j, _ := jobOf(t, reg.replicas[old], id)
+		j, _ := jobOf(t, reg.Replica(old), id)
 		if j != nil && j.TrainedRounds() >= 2 {
 			t.Logf("leader stopped with round %d %s", j.Current().Number, j.Current().State)
 			break
@@ -169,7 +169,7 @@ func TestRetriedRequestsApplyOnce(t *testing.T) {
 	if again := reg.submit(spec, "req-1"); again != id {
 		t.Fatalf("a submit retried on the new leader made job %s, the first made %s", again, id)
 	}
-	for _, rep := range reg.replicas {
+	for _, rep := range reg.Replicas() {
 		if rep == nil {
 			continue
 		}
@@ -802,10 +802,10 @@ func TestLeaderDiesMidCollection(t *testing.T) {
 // and addresses.
 func TestAllReplicasRestartMidRound(t *testing.T) {
 	_ = collectThenFail(t, func(reg *region) {
-		for i := range reg.replicas {
+		for i := range reg.Replicas() {
 			reg.stopReplica(i)
 		}
-		for i := range reg.replicas {
+		for i := range reg.Replicas() {
 			reg.restartReplica(i)
 		}
 	})
@@ -886,11 +886,11 @@ func TestClockSkewBetweenReplicas(t *testing.T) {
 		if reg.leaderIndex() == i {
 			return time.Now()
 		}
-		if _, err := reg.leader().Store().TransferLeadership(reg.replicas[i].ID(), 15*time.Second); err != nil {
+		if _, err := reg.leader().Store().TransferLeadership(reg.Replica(i).ID(), 15*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		at := time.Now()
-		reg.waitFor(reg.replicas[i].ID()+" leads", 15*time.Second, func() bool { return reg.leaderIndex() == i })
+		reg.waitFor(reg.Replica(i).ID()+" leads", 15*time.Second, func() bool { return reg.leaderIndex() == i })
 		return at
 	}
 	moveTo(0)
@@ -915,7 +915,7 @@ func TestClockSkewBetweenReplicas(t *testing.T) {
 		})
 		took := time.Since(at)
 		r := j.Rounds[round-1]
-		t.Logf("round %d under %s: %s %v %.1f s after the transfer", round, reg.replicas[to].ID(), r.State, r.Contributors, took.Seconds())
+		t.Logf("round %d under %s: %s %v %.1f s after the transfer", round, reg.Replica(to).ID(), r.State, r.Contributors, took.Seconds())
 		if r.State == fsm.RoundAborted {
 			t.Fatalf("round %d aborted under the skewed leader: %s", round, r.Reason)
 		}

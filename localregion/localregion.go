@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -158,6 +159,13 @@ func (r *Region) Replica(i int) *coordinator.Replica {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.replicas[i]
+}
+
+// Replicas are the replicas in order, nil for one stopped.
+func (r *Region) Replicas() []*coordinator.Replica {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.replicas)
 }
 
 // ReplicaConfig is replica i's configuration as a restart uses it.
