@@ -312,9 +312,13 @@ func (d *dockerRegion) reconnectReplica(r string) {
 }
 
 // flap cuts a random replica off the network and reconnects it, again and
-// again for about d (a flapping link; each cut is a random minority
-// partition of 1 to 3 s, 0.5 to 2 s apart), and says how many cuts it made.
-func (d *dockerRegion) flap(rng *rand.Rand, dur time.Duration) int {
+// again for about dur (a flapping link; each cut is a random minority
+// partition of 1 to 3 s, 0.5 to 2 s apart, drawn from seed), then waits
+// for three voters and a leader and records how long that took after the
+// last reconnection.
+func (d *dockerRegion) flap(res *scenarioResult, seed uint64, dur time.Duration) {
+	d.t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 1))
 	start := time.Now()
 	cuts := 0
 	for time.Since(start) < dur {
@@ -325,7 +329,10 @@ func (d *dockerRegion) flap(rng *rand.Rand, dur time.Duration) int {
 		cuts++
 		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
 	}
-	return cuts
+	healed := time.Now()
+	d.waitVoters()
+	res.RecoveryS = time.Since(healed).Seconds()
+	d.t.Logf("%d cuts in %v; 3 voters and a leader %.1f s after the last", cuts, time.Since(start).Round(time.Second), res.RecoveryS)
 }
 
 // TestFaultMinorityPartition cuts the leader off the network mid-round. The
@@ -499,13 +506,7 @@ func TestFaultFlappingLinks(t *testing.T) {
 	d.waitSent(id, 1)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, 1))
-	start := time.Now()
-	cuts := d.flap(rng, 30*time.Second)
-	healed := time.Now()
-	d.waitVoters()
-	res.RecoveryS = time.Since(healed).Seconds()
-	t.Logf("%d cuts in %v; 3 voters and a leader %.1f s after the last", cuts, time.Since(start).Round(time.Second), res.RecoveryS)
+	d.flap(res, seed, 30*time.Second)
 	d.finish(res, id, job)
 	d.checkAudit()
 }
