@@ -2,6 +2,7 @@ package he
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math"
@@ -553,6 +554,17 @@ func TestSerializationRoundTrips(t *testing.T) {
 		}
 		if u.Digest() == [32]byte{} {
 			t.Fatal("zero digest")
+		}
+		// The digest kept by MarshalBinary and the one streamed without
+		// the bytes are both the SHA-256 of the encoding.
+		fresh, err := r.parties[0].Encrypt([]float64{0.25, -0.5, 1}, 0, 1, 1, [32]byte{7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b3, _ := fresh.MarshalBinary()
+		streamed, _ := UnmarshalUpdate(p, Values(3), b3)
+		if d := sha256.Sum256(b3); fresh.Digest() != d || streamed.Digest() != d {
+			t.Fatal("the digests of an update differ from the SHA-256 of its encoding")
 		}
 		if _, err := UnmarshalUpdate(p, Values(4), b1); err == nil {
 			t.Fatal("wrong length accepted")

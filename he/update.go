@@ -144,11 +144,16 @@ func UpdateSize(p Params, s Shape) int {
 	return p.updateFixed() + p.Ciphertexts(s)*p.packedPolyLen()
 }
 
-// MarshalBinary encodes the update; the result has UpdateSize bytes.
+// MarshalBinary encodes the update; the result has UpdateSize bytes. It
+// keeps the digest of what it wrote, so Digest after it costs nothing.
 func (u *Update) MarshalBinary() ([]byte, error) {
 	w := newWriter(UpdateSize(u.p, u.shape), kindUpdate)
 	u.writeHeader(w)
 	w.packedPolys(u.p, u.c0)
+	if u.digest.Load() == nil {
+		d := sha256.Sum256(w.b)
+		u.digest.Store(&d)
+	}
 	return w.b, nil
 }
 

@@ -919,16 +919,12 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 }
 
 // submit keeps a round's encrypted update on disk, then sends it.
-func (n *Node) submit(ctx context.Context, t *pb.TrainTask, model [32]byte, ct *he.Update, site *pb.ClinicalMetrics) error {
-	raw, err := ct.MarshalBinary()
-	if err != nil {
-		return err
-	}
-	d := ct.Digest()
-	k := &keptUpdate{JobID: t.JobId, Round: t.Round, ModelVersion: t.ModelVersion, ModelHash: t.ModelHash, ModelDigest: jobspec.WireModelDigest(model), Digest: d[:], Size: uint64(len(raw)),
+func (n *Node) submit(ctx context.Context, t *pb.TrainTask, model [32]byte, ct *encrypted, site *pb.ClinicalMetrics) error {
+	raw := ct.raw
+	k := &keptUpdate{JobID: t.JobId, Round: t.Round, ModelVersion: t.ModelVersion, ModelHash: t.ModelHash, ModelDigest: jobspec.WireModelDigest(model), Digest: ct.digest[:], Size: uint64(len(raw)),
 		SiteMetrics: site}
 	n.mu.Lock()
-	err = saveKept(n.cfg.DataDir, k, raw)
+	err := saveKept(n.cfg.DataDir, k, raw)
 	if err == nil {
 		n.kept[k.JobID] = k
 	}
@@ -1105,7 +1101,7 @@ func (n *Node) metricSums(job *pb.JobSpec, spec models.Spec, params []float64, v
 // the node records a digest of every vector it encrypted, by binding, on
 // disk before the update exists, and refuses a second, different one,
 // whatever the coordinator asks.
-func (n *Node) encrypt(t *pb.TrainTask, binding [32]byte, v []float64, count uint64) (*he.Update, error) {
+func (n *Node) encrypt(t *pb.TrainTask, binding [32]byte, v []float64, count uint64) (*encrypted, error) {
 	party, err := n.readyParty(t.Epoch)
 	if err != nil {
 		return nil, err
@@ -1121,16 +1117,27 @@ func (n *Node) encrypt(t *pb.TrainTask, binding [32]byte, v []float64, count uin
 	if err != nil {
 		return nil, err
 	}
-	// The digest of what will be sent, for this node's approval of the
-	// round's contributor set.
-	d := u.Digest()
+	// Encoded once: the digest comes with the bytes (he.Update), for this
+	// node's approval of the round's contributor set.
+	raw, err := u.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	e := &encrypted{raw: raw, digest: u.Digest()}
 	key := hex.EncodeToString(binding[:])
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	rec := n.state.Encrypted[key]
-	rec.Update = d[:]
+	rec.Update = e.digest[:]
 	n.state.Encrypted[key] = rec
-	return u, n.state.save(n.cfg.DataDir)
+	return e, n.state.save(n.cfg.DataDir)
+}
+
+// encrypted is an encrypted update as it is sent: its encoding and the
+// SHA-256 of it.
+type encrypted struct {
+	raw    []byte
+	digest [32]byte
 }
 
 // metricRows are the site's test rows a job's metrics are computed on.
