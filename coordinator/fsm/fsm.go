@@ -893,6 +893,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	default:
 		err = fmt.Errorf("snapshot format %q version %d, this build reads %q version %d (and 1)", h.Format, h.Version, snapshotFormat, SnapshotVersion)
 	}
+	if err == nil {
+		err = s.check()
+	}
 	if err != nil {
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
@@ -915,8 +918,8 @@ func restoreStream(dec *json.Decoder) (*State, error) {
 		if err := dec.Decode(&jm); err != nil {
 			return nil, fmt.Errorf("models of job %s: %w", id, err)
 		}
-		j, ok := s.Jobs[id]
-		if !ok || jm.JobID != id || len(jm.Models) == 0 {
+		j := s.Jobs[id]
+		if j == nil || jm.JobID != id || len(jm.Models) == 0 {
 			return nil, fmt.Errorf("models of job %s: found those of job %q (%d)", id, jm.JobID, len(jm.Models))
 		}
 		j.Models = jm.Models
@@ -949,12 +952,15 @@ func restoreV1(doc []byte) (*State, error) {
 		return nil, err
 	}
 	for id, j := range s.Jobs {
+		if j == nil {
+			return nil, fmt.Errorf("job %s is null", id)
+		}
 		j.Models = inside.Jobs[id].Models
 		if len(j.Models) == 0 {
 			return nil, fmt.Errorf("job %s has no model", id)
 		}
 		for _, m := range j.Models {
-			if m.Digest == nil {
+			if m != nil && m.Digest == nil {
 				d := jobspec.ModelDigest(m.Params)
 				m.Digest = d[:]
 			}

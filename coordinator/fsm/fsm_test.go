@@ -16,7 +16,7 @@ import (
 
 // applier feeds commands to an FSM as Raft would.
 type applier struct {
-	t   *testing.T
+	t   testing.TB
 	f   *FSM
 	idx uint64
 }
@@ -44,7 +44,7 @@ func (a *applier) must(m proto.Message) {
 
 // readyRegion builds a region of three hospitals whose ceremony is done and
 // a job all three accepted.
-func readyRegion(t *testing.T) *applier {
+func readyRegion(t testing.TB) *applier {
 	a := &applier{t: t, f: New()}
 	hs := []string{"h1", "h2", "h3"}
 	a.must(&pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2, Seed: []byte("seed")})
@@ -293,4 +293,32 @@ func TestCommandTable(t *testing.T) {
 	if _, err := Encode(&pb.JobSpec{}, Meta{}); err == nil {
 		t.Error("a message that is not a command was encoded")
 	}
+}
+
+// FuzzRestore feeds damaged snapshots to Restore: it refuses them or
+// restores a state that snapshots and restores again, and never panics.
+func FuzzRestore(f *testing.F) {
+	a := readyRegion(f)
+	a.must(&pb.OpenRoundCommand{JobId: "j", Round: 1})
+	snap, err := a.f.Snapshot()
+	if err != nil {
+		f.Fatal(err)
+	}
+	var s sink
+	if err := snap.Persist(&s); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(s.Bytes())
+	f.Add([]byte(`{"version":1,"jobs":{"x":null},"job_order":["x"]}`))
+	f.Add([]byte(`{"format":"regionfl-fsm","version":2}` + "\n" + `{"jobs":{"x":{"id":"x","spec":{}}},"job_order":["x","x"]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		g := New()
+		if err := g.Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
+			return
+		}
+		again := snapshotBytes(t, g)
+		if err := New().Restore(io.NopCloser(bytes.NewReader(again))); err != nil {
+			t.Fatalf("a restored state does not restore from its own snapshot: %v", err)
+		}
+	})
 }

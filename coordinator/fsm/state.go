@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -421,6 +423,58 @@ func (r *Round) HasDigest(d []byte) bool {
 		}
 	}
 	return false
+}
+
+// check refuses a restored state that Apply and the readers could not
+// work on: what a state built by Apply always has (every job listed once in
+// JobOrder, under its own ID, with its spec, its models in version order,
+// no missing round; per-hospital slices of the region's size). A snapshot
+// is written by a replica of the region and checksummed by Raft, so this
+// is a guard against a damaged or foreign file, not a validation of
+// untrusted input.
+func (s *State) check() error {
+	if s.Replicas == nil || s.Jobs == nil || s.Requests == nil || s.Audit == nil {
+		return errors.New("state: a map or the audit log is missing")
+	}
+	if len(s.JobOrder) != len(s.Jobs) {
+		return fmt.Errorf("state: %d jobs in order, %d jobs", len(s.JobOrder), len(s.Jobs))
+	}
+	listed := map[string]bool{}
+	for _, id := range s.JobOrder {
+		j := s.Jobs[id]
+		switch {
+		case listed[id]:
+			return fmt.Errorf("state: job %s listed twice", id)
+		case j == nil:
+			return fmt.Errorf("state: job %s listed but missing", id)
+		case j.ID != id || j.Spec == nil:
+			return fmt.Errorf("state: job %s holds job %q with spec %v", id, j.ID, j.Spec != nil)
+		case len(j.Models) == 0:
+			return fmt.Errorf("state: job %s has no model", id)
+		case slices.Contains(j.Rounds, nil):
+			return fmt.Errorf("state: job %s has a null round", id)
+		}
+		listed[id] = true
+		for v, m := range j.Models {
+			if m == nil || m.Version != uint32(v) {
+				return fmt.Errorf("state: job %s: model %d out of place", id, v)
+			}
+		}
+	}
+	if r := s.Region; r != nil {
+		n := len(r.Hospitals)
+		bad := len(r.HPKE) != n || len(r.PKShares) != n || len(r.Sealed) != n || len(r.Ready) != n
+		for _, x := range [][][]byte{r.HPKESig, r.PKSig, r.Certs} {
+			bad = bad || (x != nil && len(x) != n)
+		}
+		for i, row := range r.Sealed {
+			bad = bad || len(row) != n || (r.SealedSig != nil && (len(r.SealedSig) != n || len(r.SealedSig[i]) != n))
+		}
+		if bad || n == 0 {
+			return fmt.Errorf("state: the region's per-hospital lists are not of its %d hospitals", n)
+		}
+	}
+	return nil
 }
 
 func newState() *State {
