@@ -5,8 +5,10 @@
 // region" walkthrough does (`ca init/sign`, `coordinator init/run`, `node
 // init/run`, `operator create-region`, `operator raft list-replicas --json`,
 // `job submit`, `job status --json`), and build it once per test binary with
-// CGO_ENABLED=0 (the Docker test copies that same static file into the
-// FROM scratch image of the repository's Dockerfile).
+// CGO_ENABLED=0 and -tags faultinject (the fault hooks of
+// cmd/regionfl/faultinject.go, nothing else; the Docker test copies that
+// same static file into the FROM scratch image of the repository's
+// Dockerfile).
 //
 // Tests (Linux only; all skipped under -short):
 //
@@ -37,9 +39,11 @@
 //     replica killed, poison job, leadership transferred under load,
 //     flapping links, a hospital cut off during its upload, a corrupt
 //     snapshot on restart, a full disk on the leader (a tmpfs the test
-//     mounts: root only), and a history of clients' submits and lists under
-//     flapping links checked for linearizability (porcupine). Each records
-//     a line of the suite's table.
+//     mounts: root only), a history of clients' submits and lists under
+//     flapping links checked for linearizability (porcupine), and clock
+//     skew between replicas (REGIONFL_CLOCK_OFFSET, a hook of the
+//     faultinject build the tests use). Each records a line of the suite's
+//     table.
 //
 // Environment:
 //

@@ -75,10 +75,18 @@ type dockerRegion struct {
 	// diskMB, when set, puts each replica's data directory on a tmpfs of
 	// that size (a disk that can fill up) with 1 MiB Raft log segments.
 	diskMB int
+	// clockOffsets[i] shifts replica i+1's clock (REGIONFL_CLOCK_OFFSET,
+	// a hook of the suite's faultinject build).
+	clockOffsets []time.Duration
 }
 
 // regionOption changes a region before it comes up.
 type regionOption func(*dockerRegion)
+
+// withClockOffsets shifts the replicas' clocks, in order.
+func withClockOffsets(offsets ...time.Duration) regionOption {
+	return func(d *dockerRegion) { d.clockOffsets = offsets }
+}
 
 // withSmallDisks gives every replica a data disk of mb MiB (withSmallDisks
 // needs root on the host, to mount the tmpfs).
@@ -248,6 +256,7 @@ func (d *dockerRegion) startReplica(i int) {
 	args := []string{"run", "-d", "--name", d.container(id), "--hostname", id,
 		"--network", d.network, "--network-alias", id, "--ip", d.ip(i),
 		"--user", d.user(), "--label", "regionfl.faulttest=" + d.prefix,
+		"-e", "REGIONFL_CLOCK_OFFSET=" + d.clockOffset(i),
 		"-v", d.path(id) + ":/srv", d.image,
 		"coordinator", "run", "--id", id, "--data-dir", "/srv/data",
 		"--raft-addr", fmt.Sprintf("%s:%d", id, raftPort), "--grpc-addr", fmt.Sprintf("%s:%d", id, grpcPort),
@@ -261,6 +270,15 @@ func (d *dockerRegion) startReplica(i int) {
 		args = append(args, "--join", fmt.Sprintf("%s:%d", d.replicas[0], grpcPort))
 	}
 	d.mustDocker(append(args, tlsArgs...)...)
+}
+
+// clockOffset is replica i's (1-based) clock offset as the environment
+// gives it ("" for none).
+func (d *dockerRegion) clockOffset(i int) string {
+	if i > len(d.clockOffsets) || d.clockOffsets[i-1] == 0 {
+		return ""
+	}
+	return d.clockOffsets[i-1].String()
 }
 
 func (d *dockerRegion) startHospital(id string) {

@@ -55,7 +55,9 @@ func regionflBinary(t testing.TB) string {
 	buildOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", filepath.Join(binDir, "regionfl"), "./cmd/regionfl")
+		// -tags faultinject adds the suite's fault hooks (a replica's clock
+		// offset, cmd/regionfl/faultinject.go) and nothing else.
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", "faultinject", "-o", filepath.Join(binDir, "regionfl"), "./cmd/regionfl")
 		cmd.Dir = repoRoot
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

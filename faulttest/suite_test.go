@@ -700,3 +700,49 @@ func fillDisk(path string) (int64, error) {
 		}
 	}
 }
+
+// TestFaultClockSkew runs replica-2 40 s ahead of the others and replica-3
+// 40 s behind (an injected clock: containers share the host's, so the
+// suite's faultinject build shifts a replica's through
+// REGIONFL_CLOCK_OFFSET) and hands leadership to each of them mid-job. A
+// round's deadline is on the clock of the leader that opened it: a leader
+// ahead must not abort a round it takes over before the hospitals resend,
+// nor a leader behind hold one open for long. The job finishes with
+// nothing lost or counted twice, and rounds commit under both.
+func TestFaultClockSkew(t *testing.T) {
+	requireSuite(t)
+	res := record(t, "clock skew: replicas 40 s ahead and 40 s behind, leadership moved to each")
+	d := startDockerRegion(t, 3, withClockOffsets(0, 40*time.Second, -40*time.Second))
+	job := d.suiteJob("clock-skew", 30)
+	id := d.submit(job)
+	d.waitSent(id, 2)
+	for i, to := range d.replicas[1:] {
+		start := time.Now()
+		if d.leader(d.coordinators()) != to {
+			out, err := d.cli("ops", d.coordinators(), "operator", "raft", "transfer-leadership", "--to", to)
+			if err != nil {
+				t.Fatalf("transfer to %s: %v: %s", to, err, out)
+			}
+		}
+		// A round committed under the new leader: it took the running
+		// round over and opened the next on its own clock.
+		var under int
+		waitFor(t, jobTimeout, "a round committed under "+to, func() (bool, error) {
+			j, err := d.jobStatus(id)
+			if err != nil {
+				return false, err
+			}
+			for _, r := range j.Rounds {
+				if r.State == "committed" && r.ClosedBy == to {
+					under = int(r.Round)
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		res.RecoveryS = max(res.RecoveryS, time.Since(start).Seconds())
+		t.Logf("%s (clock %s) committed round %d, %.1f s after the transfer began", to, d.clockOffsets[i+1], under, time.Since(start).Seconds())
+	}
+	d.finish(res, id, job)
+	d.checkAudit()
+}

@@ -55,6 +55,9 @@ func newCoordinatorCmd() *cobra.Command {
 			if cfg.Logger, err = logger(logLevel); err != nil {
 				return err
 			}
+			if err := injectFaults(&cfg); err != nil {
+				return err
+			}
 			r, err := coordinator.Start(cmd.Context(), cfg)
 			if err != nil {
 				return err
