@@ -205,9 +205,22 @@ func (r *region) leaderIndex() int {
 
 func (r *region) leader() *coordinator.Replica { return r.Replica(r.leaderIndex()) }
 
-// waitFor polls cond until it holds, failing the test after timeout.
+// slow stretches a round deadline or a wait under the race detector, which
+// makes training, encryption and every replica several times slower: on a
+// loaded machine a deadline a test does not mean to reach would otherwise
+// abort its rounds. Tests of what happens at a deadline keep their shape,
+// only later.
+func slow(d time.Duration) time.Duration {
+	if raceDetector {
+		return 4 * d
+	}
+	return d
+}
+
+// waitFor polls cond until it holds, failing the test after timeout (slow).
 func (r *region) waitFor(what string, timeout time.Duration, cond func() bool) {
 	r.t.Helper()
+	timeout = slow(timeout)
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
@@ -236,7 +249,7 @@ func (r *region) spec(rounds, minHospitals int, deadline time.Duration) *pb.JobS
 	return &pb.JobSpec{
 		Name: "test", Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: len(r.heldOut.Features)}),
 		Rounds: uint32(rounds), LocalSteps: 5, BatchSize: 32, LearningRate: 0.1, Optimizer: "sgd",
-		MinHospitals: uint32(minHospitals), RoundDeadlineMs: uint32(deadline.Milliseconds()),
+		MinHospitals: uint32(minHospitals), RoundDeadlineMs: uint32(slow(deadline).Milliseconds()),
 		Purpose: "robustness test", LegalBasis: "synthetic data", ClipNorm: 10, SampleScale: 1000, Seed: 1,
 		Strategy: &pb.Strategy{Name: "fedavg", ServerLr: 1}, FeatureMean: mean, FeatureStd: std,
 	}

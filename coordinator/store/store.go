@@ -186,6 +186,16 @@ func Open(cfg Config) (*Store, error) {
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  rlog,
+		// One AppendEntries in flight per follower: no pipelining. Raft's
+		// pipelined replication can deadlock when a follower refuses an
+		// entry or the leader steps down while a send waits (its decoder
+		// has exited, the sender blocks on a full channel that nothing
+		// drains, and pipeline.Close never runs): the follower is never
+		// replicated to again while heartbeats keep it quiet, and
+		// Shutdown waits for ever (hashicorp/raft#612). A replica's race
+		// run caught a Shutdown after a leadership transfer hung so.
+		// HashiCorp measured pipelining to gain little (hashicorp/raft#541).
+		MaxRPCsInFlight: 1,
 	})
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)

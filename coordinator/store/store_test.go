@@ -191,3 +191,14 @@ func TestFailStopLogsStaysMonotonic(t *testing.T) {
 		t.Error("a store that holds gaps wrapped is monotonic")
 	}
 }
+
+// Replication is never pipelined: Raft's pipelined replication can wedge a
+// follower and hang Shutdown (see Open).
+func TestReplicationIsNotPipelined(t *testing.T) {
+	p := newPKI(t)
+	s := p.open("r1", t.TempDir(), true)
+	defer s.Close()
+	if _, err := s.trans.AppendEntriesPipeline("r2", "127.0.0.1:1"); !errors.Is(err, raft.ErrPipelineReplicationNotSupported) {
+		t.Fatalf("the transport pipelines AppendEntries: %v", err)
+	}
+}
