@@ -878,7 +878,8 @@ func TestMillionParameterModel(t *testing.T) {
 // one deadline of taking it over. Every round counts its contributors'
 // rows exactly.
 func TestClockSkewBetweenReplicas(t *testing.T) {
-	reg := newRegion(t, regionOpts{replicas: 3, hospitals: 3, threshold: 2, clockSkew: []time.Duration{0, 40 * time.Second, -40 * time.Second}})
+	const skew = 40 * time.Second
+	reg := newRegion(t, regionOpts{replicas: 3, hospitals: 3, threshold: 2, clockSkew: []time.Duration{0, skew, -skew}})
 	reg.startNodes(0, 1, 2)
 	reg.waitCeremony()
 	moveTo := func(i int) time.Time {
@@ -919,8 +920,12 @@ func TestClockSkewBetweenReplicas(t *testing.T) {
 		if r.State == fsm.RoundAborted {
 			t.Fatalf("round %d aborted under the skewed leader: %s", round, r.Reason)
 		}
-		if took > slow(deadline)+5*time.Second {
-			t.Errorf("round %d closed %.1f s after the transfer, more than one deadline", round, took.Seconds())
+		// The engine closes a round it took over within one deadline; the
+		// test holds the bound a leader going by its own clock would
+		// break (it would wait out the skew as well), so that a loaded
+		// machine, slow to elect and resend, does not fail it.
+		if took >= slow(deadline)+skew {
+			t.Errorf("round %d closed %.1f s after the transfer: the leader waited for its own clock's deadline", round, took.Seconds())
 		}
 	}
 	j := reg.waitDone(id, 60*time.Second)
