@@ -196,3 +196,21 @@ func Train(s Spec, global []float64, X [][]float64, y []float64, cfg TrainConfig
 func cloneRange(p []float64, from, to int) []float64 {
 	return append([]float64(nil), p[from:to]...)
 }
+
+// gorgonia's Grad adds a package-level constant node (its float64 "one")
+// to every graph, and that node computes and caches its hash the first
+// time it is asked: the first trainings running at once in one process
+// (the demo's hospitals, the tests' regions) raced on that write. One
+// gradient taken here, before anything runs concurrently, leaves only
+// reads of it.
+func init() {
+	g := G.NewGraph()
+	x := G.NewScalar(g, tensor.Float64, G.WithName("x"), G.WithValue(1.0))
+	sq, err := G.Square(x)
+	if err == nil {
+		_, err = G.Grad(sq, x)
+	}
+	if err != nil {
+		panic(fmt.Sprintf("models: warming gorgonia's constants: %v", err))
+	}
+}
