@@ -252,7 +252,7 @@ func (s *sink) ID() string    { return "test" }
 func (s *sink) Cancel() error { return nil }
 func (s *sink) Close() error  { return nil }
 
-func snapshotBytes(t *testing.T, f *FSM) []byte {
+func snapshotBytes(t testing.TB, f *FSM) []byte {
 	t.Helper()
 	snap, err := f.Snapshot()
 	if err != nil {
@@ -300,15 +300,7 @@ func TestCommandTable(t *testing.T) {
 func FuzzRestore(f *testing.F) {
 	a := readyRegion(f)
 	a.must(&pb.OpenRoundCommand{JobId: "j", Round: 1})
-	snap, err := a.f.Snapshot()
-	if err != nil {
-		f.Fatal(err)
-	}
-	var s sink
-	if err := snap.Persist(&s); err != nil {
-		f.Fatal(err)
-	}
-	f.Add(s.Bytes())
+	f.Add(snapshotBytes(f, a.f))
 	f.Add([]byte(`{"version":1,"jobs":{"x":null},"job_order":["x"]}`))
 	f.Add([]byte(`{"format":"regionfl-fsm","version":2}` + "\n" + `{"jobs":{"x":{"id":"x","spec":{}}},"job_order":["x","x"]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
