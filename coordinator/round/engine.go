@@ -162,7 +162,8 @@ func (e *Engine) Seen(hospital string) {
 	e.mu.Unlock()
 }
 
-// NowMs is the engine's clock in Unix milliseconds, stamped into commands.
+// NowMs is the engine's clock in Unix milliseconds (round deadlines, the
+// skew check of signed revocations); log entries get the store's.
 func (e *Engine) NowMs() int64 { return e.now().UnixMilli() }
 
 // Run drives rounds while this replica leads; it returns when ctx ends.

@@ -151,6 +151,9 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "wal"), 0o700); err != nil {
 		return nil, err
 	}
@@ -238,13 +241,6 @@ func Open(cfg Config) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) now() time.Time {
-	if s.cfg.Clock != nil {
-		return s.cfg.Clock()
-	}
-	return time.Now()
-}
-
 // ID is this replica's ID.
 func (s *Store) ID() string { return s.cfg.ID }
 
@@ -286,7 +282,7 @@ func (s *Store) ProposeAs(actor string, m proto.Message) error {
 	if !s.IsLeader() {
 		return s.NotLeader()
 	}
-	b, err := fsm.Encode(m, fsm.Meta{Actor: actor, UnixMs: s.now().UnixMilli()})
+	b, err := fsm.Encode(m, fsm.Meta{Actor: actor, UnixMs: s.cfg.Clock().UnixMilli()})
 	if err != nil {
 		return err
 	}
