@@ -480,7 +480,7 @@ func TestAdversaryRevocationWithheld(t *testing.T) {
 	}
 	list.on.Store(true)
 	inflate.Store(1)
-	id := reg.submit(reg.spec(40, 3, 2*time.Second), "revoked-later")
+	id := reg.submit(reg.spec(40, 3, 10*time.Second), "revoked-later")
 	by, reason := reg.refusal("the revocation of " + serial)
 	reportRefusal(t, "a revocation the leader made up", by, reason)
 	reg.waitJob(id, "a round committed", 60*time.Second, func(j *fsm.Job) bool { return len(j.Models) > 1 })
@@ -537,11 +537,16 @@ func TestAdversaryModelDiffersForOneHospital(t *testing.T) {
 	evil := &evilLeader{method: "FetchModel", only: "hospital-1", tamper: func(resp any) {
 		resp.(*pb.FetchModelResponse).Model.Params[0] += 0.25
 	}}
-	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}, steppedClock: true})
 	reg.startNodes(0, 1, 2)
 	reg.waitCeremony()
 	evil.on.Store(true)
-	id := reg.submit(reg.spec(2, 2, 2*time.Second), "model-differs")
+	id := reg.submit(reg.spec(2, 2, time.Minute), "model-differs")
+	// Rounds wait for hospital-1 until their deadline, passed once the
+	// other two sent.
+	reg.passDeadlines(id, func(_ *fsm.Job, r *fsm.Round) bool {
+		return r.State == fsm.RoundCollecting && r.Contributed("hospital-2") && r.Contributed("hospital-3")
+	})
 	var reason string
 	reg.waitFor("hospital-1's update is refused", 30*time.Second, func() bool {
 		root := reg.logs.root()

@@ -42,7 +42,7 @@ import (
 // privacy budget covers two rounds contributes to two and then declines;
 // the replicated ledger shows what it spent.
 func TestSitePolicyAndPrivacyBudget(t *testing.T) {
-	r := newRegion(t, regionOpts{replicas: 1, hospitals: 4, threshold: 2})
+	r := newRegion(t, regionOpts{replicas: 1, hospitals: 4, threshold: 2, steppedClock: true})
 	dir := t.TempDir()
 	acc := privacy.Accountant{NoiseMultiplier: 1, Delta: 1e-5}
 	budget := (acc.Epsilon(2) + acc.Epsilon(3)) / 2
@@ -60,10 +60,21 @@ func TestSitePolicyAndPrivacyBudget(t *testing.T) {
 	r.startNodes(0, 1, 2, 3)
 	r.waitCeremony()
 
-	spec := r.spec(4, 2, 2*time.Second)
+	spec := r.spec(4, 2, time.Minute)
 	spec.DpNoiseMultiplier, spec.DpDelta = 1, 1e-5
 	spec.ShareSiteMetrics = true
 	id := r.submit(spec, "policy-and-budget")
+	// Once hospital-3's budget is spent, rounds wait out their deadline for
+	// it: each reaches it as soon as everyone who can still send did.
+	r.passDeadlines(id, func(j *fsm.Job, rd *fsm.Round) bool {
+		spent := 0
+		for _, prev := range j.Rounds {
+			if prev.State == fsm.RoundCommitted && prev.Contributed("hospital-3") {
+				spent++
+			}
+		}
+		return rd.State == fsm.RoundCollecting && rd.Contributed("hospital-1") && rd.Contributed("hospital-2") && (rd.Contributed("hospital-3") || spent >= 2)
+	})
 	j := r.waitDone(id, 90*time.Second)
 
 	if reason := j.Refused["hospital-4"]; !strings.Contains(reason, "purpose") {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,6 +46,9 @@ type regionOpts struct {
 	reflection    bool // coordinator.Config.Reflection
 	// clockSkew[i] shifts replica i's clock (coordinator.Config.Clock).
 	clockSkew []time.Duration
+	// steppedClock gives every replica a clock the test moves forward
+	// (region.passDeadlines).
+	steppedClock bool
 	// sitePolicy is every node's policy (YAML) unless a test sets
 	// region.policies; "" is testSitePolicy. noPolicy runs the nodes
 	// without a policy file, under the defaults.
@@ -74,6 +78,8 @@ type region struct {
 
 	researcher     *client.Client
 	researcherCert tls.Certificate
+
+	clockOffset atomic.Int64 // added to every replica's clock (steppedClock)
 }
 
 // newRegion starts the replicas (the first bootstraps, the others join it),
@@ -101,6 +107,9 @@ func newRegion(t *testing.T, o regionOpts) *region {
 			if i < len(o.clockSkew) {
 				skew := o.clockSkew[i]
 				cfg.Clock = func() time.Time { return time.Now().Add(skew) }
+			}
+			if o.steppedClock {
+				cfg.Clock = func() time.Time { return time.Now().Add(time.Duration(r.clockOffset.Load())) }
 			}
 		},
 		Node: func(i int, cfg *node.Config) { cfg.Policy = cmp.Or(r.policies[i], r.sitePolicy) },
@@ -228,6 +237,50 @@ func (r *region) waitFor(what string, timeout time.Duration, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// passDeadlines moves the replicas' clocks (steppedClock) past the deadline
+// of job id's current round, collecting or in a decryption attempt, once
+// ready holds for it. Tests of what happens at a deadline then do not race
+// the machine: a round meets its deadline only when what the test means it
+// to hold is in, however slowly a loaded machine trains under -race. Their
+// deadlines are long enough never to pass on their own.
+func (r *region) passDeadlines(id string, ready func(*fsm.Job, *fsm.Round) bool) {
+	type step struct {
+		round, attempt uint32
+		state          string
+	}
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	r.t.Cleanup(func() { close(stop); <-stopped })
+	go func() {
+		defer close(stopped)
+		passed := map[step]bool{}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			i, ok := r.Leader()
+			rep := r.Replica(i)
+			if !ok || rep == nil {
+				continue
+			}
+			rep.Store().FSM().Read(func(s *fsm.State) {
+				j := s.Jobs[id]
+				if j == nil || j.Current() == nil {
+					return
+				}
+				cur := j.Current()
+				at := step{cur.Number, cur.Attempt, cur.State}
+				if (cur.State != fsm.RoundCollecting && cur.State != fsm.RoundDecrypting) || passed[at] || !ready(j, cur) {
+					return
+				}
+				passed[at] = true
+				r.clockOffset.Add(int64(time.Duration(j.Spec.RoundDeadlineMs) * time.Millisecond))
+			})
+		}
+	}()
 }
 
 // waitCeremony waits until every hospital holds its threshold key share.

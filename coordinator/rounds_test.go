@@ -596,13 +596,18 @@ func forgeShare(t *testing.T, p he.Params, shape he.Shape, clip float64, binding
 // for them until the deadline, then close with the K=3 that sent; once they
 // count as offline, rounds close as soon as the three sent.
 func TestRoundsCloseAtDeadlineWithK(t *testing.T) {
-	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 5, threshold: 3, metrics: true})
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 5, threshold: 3, metrics: true, steppedClock: true})
 	reg.startNodes(0, 1, 2, 3, 4)
 	reg.waitCeremony()
 	// hospital-4 and hospital-5 accept the job, then are gone.
 	reg.stopNode(3)
 	reg.stopNode(4)
-	id := reg.submit(reg.spec(4, 3, 2*time.Second), "drop-1")
+	id := reg.submit(reg.spec(4, 3, time.Minute), "drop-1")
+	// A round waiting for them reaches its deadline once the other three
+	// sent, however long they took; later rounds must close on their own.
+	reg.passDeadlines(id, func(j *fsm.Job, r *fsm.Round) bool {
+		return r.State == fsm.RoundCollecting && len(j.Rounds) <= round.OfflineAfterRounds && len(r.Contributions) >= 3
+	})
 	for i := 3; i < 5; i++ {
 		if err := reg.decide(reg.client(reg.names[i], identity.RoleHospital), id, true); err != nil {
 			t.Fatal(err)
@@ -709,11 +714,22 @@ func TestDecryptorDiesAfterManifest(t *testing.T) {
 // the round are online to decrypt instead: the round aborts with its reason
 // and runs again with fresh updates, and the job finishes.
 func TestDecryptionFailureRerunsRound(t *testing.T) {
-	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2})
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, steppedClock: true})
 	reg.startNodes(0, 1, 2)
 	reg.waitCeremony()
 	reg.stopNode(2)
-	id := reg.submit(reg.spec(1, 2, 2*time.Second), "rerun-1")
+	id := reg.submit(reg.spec(1, 2, time.Minute), "rerun-1")
+	var stopped atomic.Bool // hospital-2 is gone
+	reg.passDeadlines(id, func(_ *fsm.Job, r *fsm.Round) bool {
+		switch {
+		case r.Number == 1 && r.State == fsm.RoundCollecting:
+			return len(r.Contributions) == 2 && stopped.Load()
+		case r.Number == 1:
+			return true // hospital-2 neither approves nor gives its share
+		default:
+			return r.State == fsm.RoundCollecting && len(r.Contributions) == 2 // no word from hospital-2
+		}
+	})
 	if err := reg.decide(reg.client(reg.names[2], identity.RoleHospital), id, true); err != nil {
 		t.Fatal(err)
 	}
@@ -722,6 +738,7 @@ func TestDecryptionFailureRerunsRound(t *testing.T) {
 		return r != nil && r.Number == 1 && len(r.Contributions) == 2
 	})
 	reg.stopNode(1)
+	stopped.Store(true)
 	reg.waitJob(id, "round 1 closes at its deadline", 10*time.Second, func(j *fsm.Job) bool {
 		return j.Current().State != fsm.RoundCollecting
 	})
