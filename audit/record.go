@@ -56,6 +56,9 @@ const (
 	ActionCertificateRevoked Action = "certificate.revoked"
 	ActionAuthzRefused       Action = "authz.refused"
 	ActionWebSessionsEnded   Action = "web.sessions_ended" // an identity's web-view sessions ended
+	// An operator's signed, dated list of every revoked serial (what
+	// hospitals hold against a coordinator withholding a revocation).
+	ActionRevocationListPublished Action = "revocation_list.published"
 )
 
 // Actions lists every action Log.Append accepts.
@@ -67,7 +70,7 @@ var Actions = []Action{
 	ActionContributionAccepted, ActionDecryptionShareGiven, ActionDecryptionRetried, ActionContributorsApproved,
 	ActionModelCommitted,
 	ActionReplicaJoined, ActionReplicaRemoved, ActionCertificateIssued, ActionCertificateRevoked,
-	ActionAuthzRefused, ActionWebSessionsEnded,
+	ActionAuthzRefused, ActionWebSessionsEnded, ActionRevocationListPublished,
 }
 
 // Known reports whether a is one of Actions.

@@ -524,6 +524,129 @@ func TestAdversaryRevocationWithheld(t *testing.T) {
 	}
 }
 
+// TestAdversaryRevocationListWithheld: in a region whose signed genesis
+// limits the age of the operator-signed revocation list (10 s here), an
+// operator revokes the researcher's certificate while its job runs and
+// publishes a list naming it; the leader withholds both from every
+// hospital, serving the revocations and the poll fields as they were, so
+// no hospital ever sees the revocation itself. While an operator published
+// lists the hospitals worked past the limit; now, once the newest list
+// they hold is older than the limit, every hospital stops working for the
+// region and the job makes no more progress. A list older than one a
+// hospital holds is refused at once.
+func TestAdversaryRevocationListWithheld(t *testing.T) {
+	const maxAge = 10 * time.Second
+	var (
+		frozen      atomic.Pointer[pb.GetRevocationsResponse]
+		frozenCount atomic.Uint32
+		frozenMs    atomic.Int64
+	)
+	poll := &evilLeader{method: "Poll", tamper: func(resp any) {
+		r := resp.(*pb.PollResponse)
+		r.Revocations, r.RevocationListIssuedMs = frozenCount.Load(), frozenMs.Load()
+	}}
+	list := &evilLeader{method: "GetRevocations", tamper: func(resp any) {
+		r, f := resp.(*pb.GetRevocationsResponse), frozen.Load()
+		r.Revoked, r.List = f.Revoked, f.List
+	}}
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, revocationMaxAge: maxAge,
+		serverOptions: []grpc.ServerOption{poll.option(), list.option()}})
+	reg.startNodes(0, 1, 2)
+	reg.waitCeremony()
+	hospital := reg.client("hospital-1", identity.RoleHospital)
+	served := func() *pb.GetRevocationsResponse {
+		var resp *pb.GetRevocationsResponse
+		err := hospital.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
+			var err error
+			resp, err = conn.Hospital.GetRevocations(ctx, &pb.GetRevocationsRequest{})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	first := served() // the list published with the region
+
+	// An operator publishing every second keeps the hospitals working
+	// well past the limit.
+	publishing, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-publishing:
+				return
+			case <-time.After(time.Second):
+			}
+			if err := reg.PublishRevocations(reg.ctx()); err != nil {
+				t.Errorf("publishing the revocation list: %v", err)
+				return
+			}
+		}
+	}()
+	id := reg.submit(reg.spec(200, 3, 10*time.Second), "revocation-list")
+	past := time.Now().Add(maxAge + time.Second)
+	reg.waitFor("a round commits after the first list is older than the limit", slow(60*time.Second), func() bool {
+		j, _ := reg.job(id)
+		return time.Now().After(past) && len(j.Models) > 1 && j.Rounds[len(j.Rounds)-1].ClosedMs > past.UnixMilli()
+	})
+	close(publishing)
+	<-stopped
+
+	// From now on the leader serves what the hospitals hold.
+	now := served()
+	frozen.Store(now)
+	frozenCount.Store(uint32(len(now.Revoked)))
+	frozenMs.Store(now.List.GetIssuedUnixMs())
+	list.on.Store(true)
+	poll.on.Store(true)
+	admin, opCert := reg.clientCert("ops", identity.RoleOperator)
+	req, err := client.RevokeRequest(opCert, identity.SerialHex(reg.researcherCert.Leaf), "researcher left", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Operator.RevokeCertificate(ctx, req)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.PublishRevocations(reg.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	by, reason := reg.refusal("work for the region")
+	reportRefusal(t, "a revocation withheld from every hospital past the list's age limit", by, reason)
+	if !strings.Contains(reason, "revocation list") || !strings.Contains(reason, maxAge.String()) {
+		t.Fatalf("refused for %q, want the list's age against the region's %v", reason, maxAge)
+	}
+	if held := time.UnixMilli(now.List.GetIssuedUnixMs()); time.Since(held) < maxAge {
+		t.Fatalf("refused %v after the list held was issued, before the limit of %v", time.Since(held), maxAge)
+	}
+	reg.waitFor("every hospital stops working for the region", 30*time.Second, func() bool {
+		return reg.logs.count("refusing what the coordinator served", map[string]string{"what": "work for the region"}) == 3
+	})
+	j, _ := reg.job(id)
+	committed := len(j.Models)
+	time.Sleep(3 * time.Second)
+	if j, _ = reg.job(id); len(j.Models) > committed {
+		t.Fatalf("%d rounds committed after every hospital stopped working", len(j.Models)-committed)
+	}
+	if poll.hits.Load() == 0 {
+		t.Fatal("the withheld list was never served")
+	}
+
+	// Rolling back to the list the region began with.
+	frozen.Store(first)
+	frozenCount.Store(uint32(len(first.Revoked)))
+	frozenMs.Store(first.List.GetIssuedUnixMs())
+	by, reason = reg.refusal("the revocation list")
+	reportRefusal(t, "a revocation list older than one a hospital holds", by, reason)
+	if !strings.Contains(reason, "never goes back") || list.hits.Load() == 0 {
+		t.Fatalf("refused for %q, want the rollback", reason)
+	}
+}
+
 // TestAdversaryModelDiffersForOneHospital: the leader serves hospital-1
 // a model other than the one committed (one parameter nudged), the
 // model-inconsistency attack. hospital-1 binds its update, and derives

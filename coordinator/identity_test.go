@@ -2,7 +2,9 @@ package coordinator_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -255,4 +257,112 @@ func TestEndWebSessions(t *testing.T) {
 	if ended == 0 {
 		t.Fatal("sessions of auditor/alice not ended in the state")
 	}
+}
+
+// An operator's signed revocation list is kept only when it is signed over
+// exactly the revoked serials, for this region, newer than the one held and
+// dated by the operator's clock; the operator's client refuses to sign a
+// list the coordinator shortened.
+func TestPublishRevocationList(t *testing.T) {
+	shorten := &evilLeader{method: "ListRevoked", tamper: func(resp any) { resp.(*pb.ListRevokedResponse).Revoked = nil }}
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 2, threshold: 2, serverOptions: []grpc.ServerOption{shorten.option()}})
+	admin, opCert := reg.clientCert("ops", identity.RoleOperator)
+	publish := func(c *client.Client, req *pb.PublishRevocationListRequest) error {
+		return c.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
+			_, err := conn.Operator.PublishRevocationList(ctx, req)
+			return err
+		})
+	}
+	held := func() *pb.RevocationList {
+		var l *pb.RevocationList
+		reg.leader().Store().FSM().Read(func(s *fsm.State) { l = proto.Clone(s.RevocationList).(*pb.RevocationList) })
+		return l
+	}
+	first := held() // published with the region
+	if first == nil || len(first.Serials) != 0 {
+		t.Fatalf("the region's first list: %v", first)
+	}
+	region := reg.regionDigest()
+	signAs := func(key crypto.PrivateKey, serials []string, at time.Time) *pb.PublishRevocationListRequest {
+		sig, ms, err := identity.SignRevocationList(key, region, serials, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &pb.PublishRevocationListRequest{IssuedUnixMs: ms, Serials: serials, Signature: sig}
+	}
+	sign := func(serials []string, at time.Time) *pb.PublishRevocationListRequest {
+		return signAs(opCert.PrivateKey, serials, at)
+	}
+	revoked := identity.SerialHex(reg.researcherCert.Leaf)
+	req, err := client.RevokeRequest(opCert, revoked, "researcher left", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Operator.RevokeCertificate(ctx, req)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	otherRegion := sign([]string{revoked}, time.Now())
+	otherRegion.Signature, _, _ = identity.SignRevocationList(opCert.PrivateKey, [32]byte{1}, []string{revoked}, time.UnixMilli(otherRegion.IssuedUnixMs))
+	forged := sign([]string{revoked}, time.Now())
+	forged.IssuedUnixMs++
+	another, anotherCert := reg.clientCert("ops-2", identity.RoleOperator)
+	for _, tc := range []struct {
+		name string
+		req  *pb.PublishRevocationListRequest
+		code codes.Code
+	}{
+		{"a list without the revoked serial", sign(nil, time.Now()), codes.FailedPrecondition},
+		{"a list naming a serial never revoked", sign(slices.Sorted(slices.Values([]string{"abc", revoked})), time.Now()), codes.FailedPrecondition},
+		{"a list older than the one held", sign([]string{revoked}, time.UnixMilli(first.IssuedUnixMs)), codes.FailedPrecondition},
+		{"a list dated an hour ago", sign([]string{revoked}, time.Now().Add(-time.Hour)), codes.InvalidArgument},
+		{"a list of another region", otherRegion, codes.InvalidArgument},
+		{"a signature over another time", forged, codes.InvalidArgument},
+	} {
+		if err := publish(admin, tc.req); status.Code(err) != tc.code {
+			t.Errorf("%s: %v, want %s", tc.name, err, tc.code)
+		}
+	}
+	if l := held(); l.IssuedUnixMs != first.IssuedUnixMs {
+		t.Fatalf("a refused list was kept: %v", l)
+	}
+	// Another operator may publish; a researcher may not.
+	if err := publish(another, signAs(anotherCert.PrivateKey, []string{revoked}, time.Now())); err != nil {
+		t.Fatalf("a list by another operator: %v", err)
+	}
+	researcherLike := reg.client("carol", identity.RoleResearcher)
+	if err := publish(researcherLike, sign([]string{revoked}, time.Now().Add(time.Millisecond))); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a list published by a researcher: %v", err)
+	}
+	if l := held(); !slices.Equal(l.Serials, []string{revoked}) {
+		t.Fatalf("held list %v, want %s", l.Serials, revoked)
+	}
+	// A coordinator that leaves the revocation out of what it lists gets
+	// no signed list without it.
+	shorten.on.Store(true)
+	if _, err := client.PublishRevocationList(reg.ctx(), admin, opCert, reg.ca.Pool(), time.Now); err == nil || !strings.Contains(err.Error(), revoked) {
+		t.Fatalf("signing a shortened list: %v", err)
+	}
+	shorten.on.Store(false)
+	if n, err := client.PublishRevocationList(reg.ctx(), admin, opCert, reg.ca.Pool(), time.Now); err != nil || n != 1 {
+		t.Fatalf("publishing the list: %d serials, %v", n, err)
+	}
+	if n := auditCount(reg, audit.ActionRevocationListPublished); n != 3 {
+		t.Errorf("%d revocation lists in the audit log, want 3", n)
+	}
+}
+
+// auditCount counts the leader's audit records of one action.
+func auditCount(reg *region, action audit.Action) int {
+	n := 0
+	reg.leader().Store().FSM().Read(func(s *fsm.State) {
+		for i := range s.Audit.Len() {
+			if rec, err := s.Audit.Record(i); err == nil && rec.Action == action {
+				n++
+			}
+		}
+	})
+	return n
 }

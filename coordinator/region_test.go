@@ -49,6 +49,9 @@ type regionOpts struct {
 	// steppedClock gives every replica a clock the test moves forward
 	// (region.passDeadlines).
 	steppedClock bool
+	// revocationMaxAge is the region's limit on its signed revocation
+	// list's age (0: none).
+	revocationMaxAge time.Duration
 	// sitePolicy is every node's policy (YAML) unless a test sets
 	// region.policies; "" is testSitePolicy. noPolicy runs the nodes
 	// without a policy file, under the defaults.
@@ -98,6 +101,7 @@ func newRegion(t *testing.T, o regionOpts) *region {
 		r.sitePolicy = writePolicy(t, filepath.Join(r.dir, "site-policy.yaml"), text)
 	}
 	reg, err := localregion.Start(r.ctx(), localregion.Config{Replicas: o.replicas, Sites: sites, Dir: r.dir, Logger: slog.New(r.logs),
+		RevocationMaxAge: o.revocationMaxAge,
 		Replica: func(i int, cfg *coordinator.Config) {
 			cfg.TrailingLogs, cfg.SegmentSize = o.trailingLogs, o.segmentSize
 			cfg.ServerOptions, cfg.UploadTimeout, cfg.RekeyAt, cfg.Reflection = o.serverOptions, o.uploadTimeout, o.rekeyAt, o.reflection
@@ -244,7 +248,9 @@ func (r *region) waitFor(what string, timeout time.Duration, cond func() bool) {
 // ready holds for it. Tests of what happens at a deadline then do not race
 // the machine: a round meets its deadline only when what the test means it
 // to hold is in, however slowly a loaded machine trains under -race. Their
-// deadlines are long enough never to pass on their own.
+// deadlines are long enough never to pass on their own. ready must hold
+// only while the engine waits for the deadline: passed on a round about to
+// close on its own, the deadline would pass its next step too.
 func (r *region) passDeadlines(id string, ready func(*fsm.Job, *fsm.Round) bool) {
 	type step struct {
 		round, attempt uint32

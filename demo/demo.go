@@ -303,7 +303,10 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 // setup starts the replicas (the first with the web view), links the web
 // view and has the operator create the region with threshold t.
 func setup(ctx context.Context, opt Options, sites []dataset.Site, dir string, t int, res *Result) (*localregion.Region, error) {
+	// The region's hospitals act only on a revocation list signed within
+	// the day, as regionfl operator create-region sets by default.
 	reg, err := localregion.Start(ctx, localregion.Config{Replicas: opt.Replicas, Sites: sites, Dir: dir, Logger: opt.Logger,
+		RevocationMaxAge: 24 * time.Hour,
 		Replica: func(i int, cfg *coordinator.Config) {
 			if i == 0 {
 				cfg.WebAddr = "127.0.0.1:0" // the read-only web view, linked below

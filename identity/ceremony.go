@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // Statement kinds of the key ceremony. Every hospital signs each of its
@@ -34,18 +35,26 @@ type Genesis struct {
 	Hospitals []string // sorted
 	Threshold uint32
 	Seed      []byte
-	Signature []byte // StatementGenesis over RegionDigest
+	// RevocationMaxAgeS is how old, in seconds, the newest signed
+	// revocation list may be before hospitals stop acting for the region
+	// (0: no limit; see StatementRevocationList).
+	RevocationMaxAgeS uint32
+	Signature         []byte // StatementGenesis over RegionDigest
 }
 
 // NewGenesis draws a ceremony seed and signs the region with key (an
 // operator certificate's). Hospitals are sorted; duplicates are the
 // coordinator's to refuse.
-func NewGenesis(key crypto.PrivateKey, params string, hospitals []string, threshold uint32) (*Genesis, error) {
-	g := &Genesis{Params: params, Hospitals: slices.Sorted(slices.Values(hospitals)), Threshold: threshold, Seed: make([]byte, 32)}
+func NewGenesis(key crypto.PrivateKey, params string, hospitals []string, threshold uint32, revocationMaxAge time.Duration) (*Genesis, error) {
+	if err := CheckRevocationMaxAge(revocationMaxAge); err != nil {
+		return nil, err
+	}
+	g := &Genesis{Params: params, Hospitals: slices.Sorted(slices.Values(hospitals)), Threshold: threshold, Seed: make([]byte, 32),
+		RevocationMaxAgeS: uint32(revocationMaxAge / time.Second)}
 	if _, err := rand.Read(g.Seed); err != nil {
 		return nil, fmt.Errorf("identity: ceremony seed: %w", err)
 	}
-	d := RegionDigest(g.Params, g.Hospitals, g.Threshold, g.Seed)
+	d := RegionDigest(g.Params, g.Hospitals, g.Threshold, g.Seed, g.RevocationMaxAgeS)
 	sig, err := SignStatement(key, StatementGenesis, d[:])
 	if err != nil {
 		return nil, err
@@ -111,10 +120,12 @@ func ContributionFields(region, binding, updateDigest []byte, hospital string, s
 }
 
 // RegionDigest is the SHA-256 of an injective encoding of what fixes a
-// region: its parameter set, its sorted hospitals, its threshold and its
-// ceremony seed. Hospitals pin it on first sight and bind every ceremony
-// statement to it.
-func RegionDigest(params string, hospitals []string, threshold uint32, seed []byte) [32]byte {
+// region: its parameter set, its sorted hospitals, its threshold, its
+// ceremony seed and the revocation list's maximum age in seconds (a
+// trailing field only when set, so regions made before it keep their
+// digest; the length prefixes keep the encoding injective). Hospitals pin
+// it on first sight and bind every ceremony statement to it.
+func RegionDigest(params string, hospitals []string, threshold uint32, seed []byte, revocationMaxAgeS uint32) [32]byte {
 	var count, t [8]byte
 	binary.BigEndian.PutUint64(count[:], uint64(len(hospitals)))
 	binary.BigEndian.PutUint64(t[:], uint64(threshold))
@@ -122,7 +133,13 @@ func RegionDigest(params string, hospitals []string, threshold uint32, seed []by
 	for _, name := range hospitals {
 		fields = append(fields, []byte(name))
 	}
+	fields = append(fields, t[:], seed)
+	if revocationMaxAgeS > 0 {
+		var age [8]byte
+		binary.BigEndian.PutUint64(age[:], uint64(revocationMaxAgeS))
+		fields = append(fields, age[:])
+	}
 	var d [32]byte
-	copy(d[:], lengthPrefixed(append(fields, t[:], seed)...))
+	copy(d[:], lengthPrefixed(fields...))
 	return d
 }

@@ -81,3 +81,86 @@ func CertificateSerial(der []byte) (string, error) {
 	}
 	return SerialHex(c), nil
 }
+
+// StatementRevocationList is an operator's signature over the region's
+// whole revocation list at a time: (region digest, the issue time in Unix
+// ms as 8 bytes big endian, then the sorted serials). A region whose
+// genesis sets a revocation maximum age has its hospitals act only while
+// they hold such a list younger than that. A coordinator can still serve
+// an older list, but no older than the maximum age, and never one older
+// than a hospital has seen: it can hold a revocation back for at most the
+// maximum age after the first list that names it.
+const StatementRevocationList = "revocation list"
+
+// The range of a region's revocation maximum age (0 turns the check off):
+// at least a few polls long, at most a quarter's worth of unchecked
+// withholding.
+const (
+	MinRevocationMaxAge = 10 * time.Second
+	MaxRevocationMaxAge = 90 * 24 * time.Hour
+)
+
+// MaxListedRevocations bounds a signed revocation list.
+const MaxListedRevocations = 100_000
+
+// CheckRevocationMaxAge refuses a maximum age outside its range, or not a
+// whole number of seconds.
+func CheckRevocationMaxAge(d time.Duration) error {
+	if d != 0 && (d < MinRevocationMaxAge || d > MaxRevocationMaxAge || d%time.Second != 0) {
+		return fmt.Errorf("revocation maximum age %v: want 0 (no limit) or whole seconds from %v to %v", d, MinRevocationMaxAge, MaxRevocationMaxAge)
+	}
+	return nil
+}
+
+// RevocationListFields are the signed fields of a StatementRevocationList.
+func RevocationListFields(region [32]byte, issuedUnixMs int64, serials []string) [][]byte {
+	var t [8]byte
+	binary.BigEndian.PutUint64(t[:], uint64(issuedUnixMs))
+	f := [][]byte{region[:], t[:]}
+	for _, s := range serials {
+		f = append(f, []byte(s))
+	}
+	return f
+}
+
+// checkSerialList requires serials sorted, distinct and normalized.
+func checkSerialList(serials []string) error {
+	if len(serials) > MaxListedRevocations {
+		return fmt.Errorf("%d serials, more than %d", len(serials), MaxListedRevocations)
+	}
+	for i, s := range serials {
+		if NormalizeSerial(s) != s {
+			return fmt.Errorf("serial %q is not normalized lowercase hex", s)
+		}
+		if i > 0 && serials[i-1] >= s {
+			return fmt.Errorf("serials are not sorted and distinct at %q", s)
+		}
+	}
+	return nil
+}
+
+// SignRevocationList signs the region's revocation list (serials sorted
+// and distinct) with key, an operator certificate's, at now.
+func SignRevocationList(key crypto.PrivateKey, region [32]byte, serials []string, now time.Time) (sig []byte, issuedUnixMs int64, err error) {
+	if err := checkSerialList(serials); err != nil {
+		return nil, 0, fmt.Errorf("identity: %w", err)
+	}
+	ms := now.UnixMilli()
+	sig, err = SignStatement(key, StatementRevocationList, RevocationListFields(region, ms, serials)...)
+	return sig, ms, err
+}
+
+// VerifyRevocationList checks that an operator certificate of the region
+// CA, valid when it signed, signed the list for this region, that the
+// serials are sorted, distinct and normalized, and that the issue time is
+// not in the future (beyond MaxClockSkew).
+func VerifyRevocationList(ca *x509.CertPool, certDER, sig []byte, region [32]byte, issuedUnixMs int64, serials []string, now time.Time) (Identity, error) {
+	if err := checkSerialList(serials); err != nil {
+		return Identity{}, fmt.Errorf("%w: %v", ErrBadStatement, err)
+	}
+	at := time.UnixMilli(issuedUnixMs)
+	if issuedUnixMs <= 0 || at.After(now.Add(MaxClockSkew)) {
+		return Identity{}, fmt.Errorf("%w: revocation list issued at %d ms, in the future", ErrBadStatement, issuedUnixMs)
+	}
+	return VerifyRoleStatement(ca, certDER, RoleOperator, at, sig, StatementRevocationList, RevocationListFields(region, issuedUnixMs, serials)...)
+}

@@ -65,3 +65,84 @@ func TestRevocations(t *testing.T) {
 		}
 	}
 }
+
+func TestRevocationList(t *testing.T) {
+	ca, err := NewCA("region", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := ca.Issue(Identity{Name: "ops", Role: RoleOperator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hospital, err := ca.Issue(Identity{Name: "h1", Role: RoleHospital}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	region := [32]byte{1}
+	now := time.Now()
+	serials := []string{"1f", "a0"}
+	sig, ms, err := SignRevocationList(op.PrivateKey, region, serials, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der := op.Certificate[0]
+	if by, err := VerifyRevocationList(ca.Pool(), der, sig, region, ms, serials, now); err != nil || by.Name != "ops" {
+		t.Fatalf("a good list: %v by %v", err, by)
+	}
+	hsig, hms, err := SignRevocationList(hospital.PrivateKey, region, serials, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, err := range map[string]error{
+		"another region": func() error {
+			_, err := VerifyRevocationList(ca.Pool(), der, sig, [32]byte{2}, ms, serials, now)
+			return err
+		}(),
+		"a serial left out": func() error {
+			_, err := VerifyRevocationList(ca.Pool(), der, sig, region, ms, serials[:1], now)
+			return err
+		}(),
+		"another time": func() error {
+			_, err := VerifyRevocationList(ca.Pool(), der, sig, region, ms-1, serials, now)
+			return err
+		}(),
+		"in the future": func() error {
+			_, err := VerifyRevocationList(ca.Pool(), der, sig, region, ms, serials, now.Add(-MaxClockSkew-time.Minute))
+			return err
+		}(),
+		"unsorted": func() error {
+			_, err := VerifyRevocationList(ca.Pool(), der, sig, region, ms, []string{"a0", "1f"}, now)
+			return err
+		}(),
+		"repeated": func() error {
+			_, err := VerifyRevocationList(ca.Pool(), der, sig, region, ms, []string{"1f", "1f"}, now)
+			return err
+		}(),
+		"not normalized": func() error {
+			_, err := VerifyRevocationList(ca.Pool(), der, sig, region, ms, []string{"01f"}, now)
+			return err
+		}(),
+		"signed by a hospital": func() error {
+			_, err := VerifyRevocationList(ca.Pool(), hospital.Certificate[0], hsig, region, hms, serials, now)
+			return err
+		}(),
+	} {
+		if !errors.Is(err, ErrBadStatement) {
+			t.Errorf("%s: got %v, want ErrBadStatement", name, err)
+		}
+	}
+	if _, _, err := SignRevocationList(op.PrivateKey, region, []string{"b", "a"}, now); err == nil {
+		t.Error("signed an unsorted list")
+	}
+	for _, d := range []time.Duration{0, MinRevocationMaxAge, 24 * time.Hour, MaxRevocationMaxAge} {
+		if err := CheckRevocationMaxAge(d); err != nil {
+			t.Errorf("max age %v: %v", d, err)
+		}
+	}
+	for _, d := range []time.Duration{time.Second, MinRevocationMaxAge - time.Second, MaxRevocationMaxAge + time.Second, time.Minute + time.Millisecond, -time.Hour} {
+		if err := CheckRevocationMaxAge(d); err == nil {
+			t.Errorf("max age %v accepted", d)
+		}
+	}
+}

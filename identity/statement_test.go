@@ -71,14 +71,17 @@ func TestStatements(t *testing.T) {
 
 func TestRegionDigestInjective(t *testing.T) {
 	seed := []byte("seed")
-	base := RegionDigest("p", []string{"a", "b"}, 2, seed)
+	base := RegionDigest("p", []string{"a", "b"}, 2, seed, 0)
 	for name, d := range map[string][32]byte{
-		"names joined":  RegionDigest("p", []string{"ab"}, 2, seed),
-		"names split":   RegionDigest("p", []string{"a", "", "b"}, 2, seed),
-		"threshold":     RegionDigest("p", []string{"a", "b"}, 1, seed),
-		"seed":          RegionDigest("p", []string{"a", "b"}, 2, []byte("seee")),
-		"params":        RegionDigest("q", []string{"a", "b"}, 2, seed),
-		"params shifts": RegionDigest("pa", []string{"b"}, 2, seed),
+		"names joined":  RegionDigest("p", []string{"ab"}, 2, seed, 0),
+		"names split":   RegionDigest("p", []string{"a", "", "b"}, 2, seed, 0),
+		"threshold":     RegionDigest("p", []string{"a", "b"}, 1, seed, 0),
+		"seed":          RegionDigest("p", []string{"a", "b"}, 2, []byte("seee"), 0),
+		"params":        RegionDigest("q", []string{"a", "b"}, 2, seed, 0),
+		"params shifts": RegionDigest("pa", []string{"b"}, 2, seed, 0),
+		"max age":       RegionDigest("p", []string{"a", "b"}, 2, seed, 60),
+		// The age is a trailing field: a seed cannot absorb it.
+		"age in seed": RegionDigest("p", []string{"a", "b"}, 2, append(seed, 0, 0, 0, 0, 0, 0, 0, 60), 0),
 	} {
 		if d == base {
 			t.Errorf("%s: same digest as the base region", name)

@@ -49,6 +49,9 @@ type Config struct {
 	// Node, if set, adjusts hospital i's node configuration before each
 	// start.
 	Node func(i int, cfg *node.Config)
+	// RevocationMaxAge is the region's limit on the age of the newest
+	// signed revocation list (0: none; see client.PublishRevocationList).
+	RevocationMaxAge time.Duration
 }
 
 // Region is a running region.
@@ -223,21 +226,39 @@ func (r *Region) Client(name string, role identity.Role) (*client.Client, tls.Ce
 }
 
 // CreateRegion has an operator create the region of every site's hospital
-// with decryption threshold t, on the region parameter set.
+// with decryption threshold t, on the region parameter set, and publish
+// its first signed revocation list, as regionfl operator create-region
+// does.
 func (r *Region) CreateRegion(ctx context.Context, t int) error {
 	op, cert, err := r.Client("operator", identity.RoleOperator)
 	if err != nil {
 		return err
 	}
 	defer op.Close()
-	req, err := client.CreateRegionRequest(cert, he.RegionParamsName, r.Names, uint32(t))
+	req, err := client.CreateRegionRequest(cert, he.RegionParamsName, r.Names, uint32(t), r.cfg.RevocationMaxAge)
 	if err != nil {
 		return err
 	}
-	return op.Do(ctx, func(ctx context.Context, conn client.Conn) error {
+	err = op.Do(ctx, func(ctx context.Context, conn client.Conn) error {
 		_, err := conn.Operator.CreateRegion(ctx, req)
 		return err
 	})
+	if err != nil {
+		return err
+	}
+	return r.PublishRevocations(ctx)
+}
+
+// PublishRevocations has an operator sign and publish the region's
+// revocation list as it is now (client.PublishRevocationList).
+func (r *Region) PublishRevocations(ctx context.Context) error {
+	op, cert, err := r.Client("operator", identity.RoleOperator)
+	if err != nil {
+		return err
+	}
+	defer op.Close()
+	_, err = client.PublishRevocationList(ctx, op, cert, r.CA.Pool(), time.Now)
+	return err
 }
 
 // StartNode runs hospital i's node on its data directory (again, after

@@ -83,9 +83,14 @@ type Node struct {
 	// trainDigest names the site's training rows (dataset.Table.Digest),
 	// computed once: statistics go out once per dataset.
 	trainDigest [32]byte
-	// revocationsTaken is the length of the revocation list at the last
-	// refreshRevocations (read and written by Run's loop only).
+	// revocationsTaken and listTaken are the length of the revocation
+	// list and the issue time of the signed list at the last
+	// refreshRevocations; staleLogged is the issue time of the last list
+	// this node logged as too old (all read and written by Run's loop
+	// only).
 	revocationsTaken uint32
+	listTaken        int64
+	staleLogged      int64
 }
 
 // New loads the node's state from its data directory.
@@ -181,11 +186,18 @@ func (n *Node) call(ctx context.Context, timeout time.Duration, fn func(context.
 }
 
 func (n *Node) handle(ctx context.Context, resp *pb.PollResponse) error {
-	if resp.Revocations != n.revocationsTaken {
-		if err := n.refreshRevocations(ctx); err != nil {
+	if resp.Revocations != n.revocationsTaken || resp.RevocationListIssuedMs != n.listTaken {
+		taken, err := n.refreshRevocations(ctx)
+		if err != nil {
 			return err
 		}
 		n.revocationsTaken = resp.Revocations
+		if taken {
+			n.listTaken = resp.RevocationListIssuedMs
+		}
+	}
+	if err := n.revocationsFresh(time.Now()); err != nil {
+		return err
 	}
 	if t := resp.GetCeremony(); t != nil {
 		if err := n.ceremony(ctx, t.Step); err != nil {
@@ -388,12 +400,13 @@ func (n *Node) pinRegion(r *pb.Region, op identity.Identity) error {
 		}
 		return nil
 	}
-	n.state.RegionDigest, n.state.Threshold = d, r.Threshold
+	n.state.RegionDigest, n.state.Threshold, n.state.RevocationMaxAgeS = d, r.Threshold, r.RevocationMaxAgeS
 	if err := n.state.save(n.cfg.DataDir); err != nil {
-		n.state.RegionDigest, n.state.Threshold = nil, 0
+		n.state.RegionDigest, n.state.Threshold, n.state.RevocationMaxAgeS = nil, 0, 0
 		return err
 	}
-	n.log.Info("region pinned", "region_digest", fmt.Sprintf("%x", d[:8]), "hospitals", len(r.Hospitals), "threshold", r.Threshold, "signed_by", op.String())
+	n.log.Info("region pinned", "region_digest", fmt.Sprintf("%x", d[:8]), "hospitals", len(r.Hospitals), "threshold", r.Threshold,
+		"revocation_max_age_s", r.RevocationMaxAgeS, "signed_by", op.String())
 	return nil
 }
 
@@ -416,7 +429,7 @@ func (n *Node) sign(kind string, fields ...[]byte) ([]byte, error) {
 }
 
 func regionDigest(r *pb.Region) []byte {
-	d := identity.RegionDigest(r.Params, r.Hospitals, r.Threshold, r.Seed)
+	d := identity.RegionDigest(r.Params, r.Hospitals, r.Threshold, r.Seed, r.RevocationMaxAgeS)
 	return d[:]
 }
 

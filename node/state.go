@@ -61,6 +61,12 @@ type diskState struct {
 	// statements made with them are refused, whatever the coordinator
 	// serves later.
 	Revoked map[string]string `json:"revoked,omitempty"`
+	// RevocationListMs is the issue time of the newest operator-signed
+	// revocation list this node verified: an older one is refused.
+	RevocationListMs int64 `json:"revocation_list_ms,omitempty"`
+	// RevocationMaxAgeS is the pinned region's limit on that list's age
+	// (0: none; see Node.revocationsFresh).
+	RevocationMaxAgeS uint32 `json:"revocation_max_age_s,omitempty"`
 	// Ledger is the site's privacy ledger: per job, the noise it ran with
 	// and the rounds this site sent a noised update for. A round is counted
 	// before its update leaves.

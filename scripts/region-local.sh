@@ -174,7 +174,9 @@ wait_for "three voting replicas" 60 three_voters
 
 step "4. the operator fixes the hospitals and the decryption threshold"
 run regionfl operator create-region --hospitals "$(IFS=,; echo "${HOSPITALS[*]}")" --threshold 2 \
-  --coordinator "$COORDINATORS" "${OPS[@]}"
+  --revocation-max-age 24h --coordinator "$COORDINATORS" "${OPS[@]}"
+# What the operator's hourly schedule runs: a fresh signed revocation list.
+run regionfl operator publish-revocations --coordinator "$COORDINATORS" "${OPS[@]}"
 
 step "5. each hospital runs its node on its own CSV (synthetic cohorts, label column 'deteriorated')"
 gencsv -dir csv -hospitals 3 -seed 1 >csv/index.txt

@@ -134,6 +134,8 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"job", "list", "--bogus"}, exitUsage},
 		{[]string{"operator", "rekey"}, exitUsage},
 		{[]string{"operator", "create-region"}, exitUsage},
+		{[]string{"operator", "create-region", "--hospitals", "a,b", "--threshold", "2", "--revocation-max-age", "1s"}, exitUsage},
+		{[]string{"operator", "publish-revocations", "extra"}, exitUsage},
 		{[]string{"job", "submit", missing}, exitError},
 		{[]string{"node", "inspect", "--data", missing, "--label", "y"}, exitError},
 	} {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -18,7 +19,7 @@ func newOperatorCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "operator", Short: "Manage the coordinator cluster and the region"}
 	raft := &cobra.Command{Use: "raft", Short: "Inspect and change the replica set"}
 	raft.AddCommand(newRaftListCmd(), newRaftRemoveCmd(), newRaftTransferCmd(), newRaftSnapshotCmd())
-	cmd.AddCommand(raft, newRegionCreateCmd(), newRekeyCmd(), newRevokeCmd(), newListRevokedCmd(), newIdentityInitCmd("operator"), newIdentityRenewCmd("operator"))
+	cmd.AddCommand(raft, newRegionCreateCmd(), newRekeyCmd(), newRevokeCmd(), newListRevokedCmd(), newPublishRevocationsCmd(), newIdentityInitCmd("operator"), newIdentityRenewCmd("operator"))
 	return cmd
 }
 
@@ -140,6 +141,7 @@ func newRegionCreateCmd() *cobra.Command {
 		cf        clientFlags
 		hospitals []string
 		threshold uint32
+		maxAge    time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "create-region",
@@ -149,13 +151,16 @@ func newRegionCreateCmd() *cobra.Command {
 			if len(hospitals) == 0 || threshold == 0 {
 				return usageError{errors.New("--hospitals and --threshold are required")}
 			}
+			if err := identity.CheckRevocationMaxAge(maxAge); err != nil {
+				return usageError{fmt.Errorf("--revocation-max-age: %w", err)}
+			}
 			cert, _, err := cf.load()
 			if err != nil {
 				return err
 			}
 			// The operator signs the region (and draws its ceremony seed):
 			// nodes accept no region an operator did not sign.
-			req, err := client.CreateRegionRequest(cert, he.RegionParamsName, hospitals, threshold)
+			req, err := client.CreateRegionRequest(cert, he.RegionParamsName, hospitals, threshold, maxAge)
 			if err != nil {
 				return err
 			}
@@ -164,14 +169,73 @@ func newRegionCreateCmd() *cobra.Command {
 			}); err != nil {
 				return err
 			}
-			d := identity.RegionDigest(req.Params, req.Hospitals, req.Threshold, req.Seed)
+			d := identity.RegionDigest(req.Params, req.Hospitals, req.Threshold, req.Seed, req.RevocationMaxAgeS)
 			fmt.Fprintf(cmd.OutOrStdout(), "region created: %d hospitals (%s), threshold %d, parameters %s, digest %x\n",
 				len(req.Hospitals), strings.Join(req.Hospitals, ","), req.Threshold, req.Params, d[:8])
+			// Hospitals of a region with a maximum age act only on a fresh
+			// signed list: the first one goes out with the region.
+			n, err := publishRevocations(cmd.Context(), &cf)
+			if err != nil {
+				return fmt.Errorf("the region exists, but its first revocation list was not published (run regionfl operator publish-revocations): %w", err)
+			}
+			reportPublished(cmd, n, maxAge)
 			return nil
 		},
 	}
 	cf.register(cmd.Flags())
 	cmd.Flags().StringSliceVar(&hospitals, "hospitals", nil, "hospital IDs, comma-separated")
 	cmd.Flags().Uint32Var(&threshold, "threshold", 0, "how many hospitals must cooperate to decrypt (t of N)")
+	cmd.Flags().DurationVar(&maxAge, "revocation-max-age", defaultRevocationMaxAge,
+		"hospitals act only while the newest operator-signed revocation list is younger than this (0: no limit; publish one more often, e.g. hourly with regionfl operator publish-revocations)")
 	return cmd
+}
+
+// defaultRevocationMaxAge bounds, by default, how long a coordinator can
+// withhold a revocation from the hospitals: a day, with lists published
+// hourly.
+const defaultRevocationMaxAge = 24 * time.Hour
+
+// newPublishRevocationsCmd is `regionfl operator publish-revocations`: run
+// it on a schedule well within the region's revocation maximum age.
+func newPublishRevocationsCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "publish-revocations",
+		Short: "Sign and publish the region's revocation list as it is now (run it on a schedule: hospitals stop working once the newest list is older than the region's maximum age)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			n, err := publishRevocations(cmd.Context(), &cf)
+			if err != nil {
+				return err
+			}
+			reportPublished(cmd, n, 0)
+			return nil
+		},
+	}
+	cf.register(cmd.Flags())
+	return cmd
+}
+
+// publishRevocations signs and publishes the region's revocation list
+// with the operator's key (client.PublishRevocationList).
+func publishRevocations(ctx context.Context, cf *clientFlags) (int, error) {
+	cert, pool, err := cf.load()
+	if err != nil {
+		return 0, err
+	}
+	c, err := cf.dial()
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	return client.PublishRevocationList(ctx, c, cert, pool, time.Now)
+}
+
+func reportPublished(cmd *cobra.Command, serials int, maxAge time.Duration) {
+	fmt.Fprintf(cmd.OutOrStdout(), "revocation list published: %d revoked serials, signed at %s\n", serials, time.Now().UTC().Format(time.RFC3339))
+	if maxAge > 0 {
+		fmt.Fprintf(cmd.OutOrStdout(), "hospitals act only while the newest list is younger than %v: run regionfl operator publish-revocations on a schedule (e.g. hourly)\n", maxAge)
+	}
 }

@@ -70,6 +70,13 @@ func newRevokeCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "certificate %s revoked\n", serial)
+			// Hospitals that never see the revocation itself (a coordinator
+			// can hold it back) learn of it from the next signed list.
+			n, err := publishRevocations(cmd.Context(), &cf)
+			if err != nil {
+				return fmt.Errorf("revoked, but the revocation list was not published (run regionfl operator publish-revocations): %w", err)
+			}
+			reportPublished(cmd, n, 0)
 			return nil
 		},
 	}

@@ -245,6 +245,14 @@ func recordRevoked(_ *State, c *pb.RevokeCommand, r *draft) {
 	r.rec.Details = map[string]string{"serial": c.Serial}
 }
 
+func recordRevocationList(_ *State, c *pb.RevocationListCommand, r *draft) {
+	if c.SignedBy != "" {
+		r.actor = c.SignedBy
+	}
+	r.rec.Action = audit.ActionRevocationListPublished
+	r.rec.Details = map[string]string{"issued_unix_ms": strconv.FormatInt(c.IssuedUnixMs, 10), "serials": strconv.Itoa(len(c.Serials))}
+}
+
 func recordWebSessionsEnded(_ *State, c *pb.EndWebSessionsCommand, r *draft) {
 	if c.EndedBy != "" {
 		r.actor = c.EndedBy

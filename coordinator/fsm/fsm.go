@@ -64,6 +64,7 @@ const (
 	CmdApproval
 	CmdEndWebSessions
 	CmdStartKeyEpoch
+	CmdRevocationList
 
 	cmdEnd // one past the last type
 )
@@ -285,8 +286,9 @@ var commands = map[CommandType]command{
 		delete(s.Replicas, c.Id)
 		return nil
 	}, recordReplicaRemoved),
-	CmdApproval:      timed((*State).approval, recordApproval),
-	CmdStartKeyEpoch: entry((*State).startKeyEpoch, recordEpochStarted),
+	CmdApproval:       timed((*State).approval, recordApproval),
+	CmdStartKeyEpoch:  entry((*State).startKeyEpoch, recordEpochStarted),
+	CmdRevocationList: entry((*State).revocationList, recordRevocationList),
 	CmdEndWebSessions: timed(func(s *State, c *pb.EndWebSessionsCommand, at int64) error {
 		if _, err := identity.ParseIdentity(c.Identity); err != nil {
 			return rejectf("identity: %v", err)
@@ -337,6 +339,9 @@ func (s *State) createRegion(c *pb.CreateRegionCommand, at int64) error {
 		CreatedMs:   at,
 		GenesisSig:  c.GenesisSignature,
 		GenesisCert: c.GenesisCertificate,
+		// Checked against its range by the server; the genesis signature
+		// covers it.
+		RevocationMaxAgeS: c.RevocationMaxAgeS,
 	}
 	s.Region.resetCeremony()
 	return nil
@@ -751,6 +756,43 @@ func (s *State) revoke(c *pb.RevokeCommand, at int64) error {
 	s.Revoked[c.Serial] = &pb.Revocation{Serial: c.Serial, Reason: c.Reason, RevokedBy: c.RevokedBy, UnixMs: at,
 		SignedUnixMs: c.SignedUnixMs, Signature: c.Signature, Certificate: c.Certificate}
 	return nil
+}
+
+// revocationList keeps an operator's signed revocation list: newer than
+// the one held, and naming exactly the revoked serials (the server checked
+// the signature and the time).
+func (s *State) revocationList(c *pb.RevocationListCommand) error {
+	if s.Region == nil {
+		return rejectf("no region: a revocation list is bound to one")
+	}
+	if s.RevocationList != nil && c.IssuedUnixMs <= s.RevocationList.IssuedUnixMs {
+		return rejectf("a list issued at %d ms is not newer than the one held (%d ms)", c.IssuedUnixMs, s.RevocationList.IssuedUnixMs)
+	}
+	if missing, extra := s.RevocationListDiff(c.Serials); missing != "" || extra != "" {
+		return rejectf("the list does not name exactly the revoked serials (missing %q, not revoked %q)", missing, extra)
+	}
+	s.RevocationList = &pb.RevocationList{IssuedUnixMs: c.IssuedUnixMs, Serials: slices.Clone(c.Serials),
+		Signature: c.Signature, Certificate: c.Certificate}
+	return nil
+}
+
+// RevocationListDiff compares a list of serials with the revoked ones: the
+// first revoked serial the list lacks, and the first listed serial not
+// revoked ("" when none).
+func (s *State) RevocationListDiff(serials []string) (missing, extra string) {
+	listed := make(map[string]bool, len(serials))
+	for _, x := range serials {
+		listed[x] = true
+		if _, ok := s.Revoked[x]; !ok && extra == "" {
+			extra = x
+		}
+	}
+	for x := range s.Revoked {
+		if !listed[x] && (missing == "" || x < missing) {
+			missing = x
+		}
+	}
+	return missing, extra
 }
 
 // validSerial accepts what identity.SerialHex produces: 1 to 40 lowercase

@@ -41,6 +41,9 @@ type State struct {
 	Requests map[string]string `json:"requests"` // idempotency key -> job ID
 	// Revoked certificate serials (lowercase hex): refused on every request.
 	Revoked map[string]*pb.Revocation `json:"revoked,omitempty"`
+	// RevocationList is the newest operator-signed list of Revoked (nil
+	// before the first).
+	RevocationList *pb.RevocationList `json:"revocation_list,omitempty"`
 	// WebSessionsEnded holds, per identity (ROLE/NAME), the time (Unix ms)
 	// before which its web-view sessions are ended.
 	WebSessionsEnded map[string]int64 `json:"web_sessions_ended,omitempty"`
@@ -79,6 +82,9 @@ type Region struct {
 	// genesis ceremony, one more per re-key (StartKeyEpochCommand). While
 	// a re-key runs, rounds keep using the previous epoch's key.
 	Epoch uint32 `json:"epoch,omitempty"`
+	// RevocationMaxAgeS is how old the newest signed revocation list may
+	// be before hospitals stop acting for the region (0: no limit).
+	RevocationMaxAgeS uint32 `json:"revocation_max_age_s,omitempty"`
 }
 
 // CeremonyDigest is what the statements of the region's current ceremony
@@ -114,7 +120,7 @@ func (r *Region) resetCeremony() {
 // Digest is identity.RegionDigest of the region: what its operator signed
 // and what every ceremony and round statement is bound to.
 func (r *Region) Digest() [32]byte {
-	return identity.RegionDigest(r.Params, r.Hospitals, uint32(r.Threshold), r.Seed)
+	return identity.RegionDigest(r.Params, r.Hospitals, uint32(r.Threshold), r.Seed, r.RevocationMaxAgeS)
 }
 
 // Clone copies the region deeply enough to be read outside the state's

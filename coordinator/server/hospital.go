@@ -56,12 +56,15 @@ func (s hospitalService) GetRevocations(ctx context.Context, _ *pb.GetRevocation
 	if err := s.leader(ctx); err != nil {
 		return nil, err
 	}
-	return &pb.GetRevocationsResponse{Revoked: s.revocations()}, nil
+	return &pb.GetRevocationsResponse{Revoked: s.revocations(), List: s.revocationList()}, nil
 }
 
 // work lists what hospital h has to do in state st.
 func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 	resp := &pb.PollResponse{Version: st.Index, Revocations: uint32(len(st.Revoked))}
+	if l := st.RevocationList; l != nil {
+		resp.RevocationListIssuedMs = l.IssuedUnixMs
+	}
 	r := st.Region
 	if r == nil {
 		return resp, nil
@@ -314,7 +317,7 @@ func (s hospitalService) GetRegion(ctx context.Context, _ *pb.GetRegionRequest) 
 	out := &pb.Region{Params: r.Params, Hospitals: r.Hospitals, Threshold: uint32(r.Threshold), Seed: r.Seed,
 		HpkePublicKeys: r.HPKE, PublicKey: r.PublicKey, Step: r.Step(),
 		Certificates: r.Certs, HpkeSignatures: r.HPKESig, PublicKeyShares: r.PKShares, PublicKeyShareSignatures: r.PKSig,
-		GenesisSignature: r.GenesisSig, GenesisCertificate: r.GenesisCert, Epoch: r.Epoch}
+		GenesisSignature: r.GenesisSig, GenesisCertificate: r.GenesisCert, Epoch: r.Epoch, RevocationMaxAgeS: r.RevocationMaxAgeS}
 	for i, ok := range r.Ready {
 		if ok {
 			out.Ready = append(out.Ready, r.Hospitals[i])

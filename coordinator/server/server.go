@@ -357,13 +357,16 @@ func (s *Server) CreateRegion(ctx context.Context, req *pb.CreateRegionRequest) 
 	if req.Threshold < 2 || int(req.Threshold) > len(hs) {
 		return nil, status.Errorf(codes.InvalidArgument, "threshold: %d is not between 2 and %d (the number of hospitals)", req.Threshold, len(hs))
 	}
-	d := identity.RegionDigest(req.Params, hs, req.Threshold, req.Seed)
+	if err := identity.CheckRevocationMaxAge(time.Duration(req.RevocationMaxAgeS) * time.Second); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "revocation_max_age_s: %v", err)
+	}
+	d := identity.RegionDigest(req.Params, hs, req.Threshold, req.Seed, req.RevocationMaxAgeS)
 	if err := identity.CheckSignature(cert.Raw, req.Signature, identity.StatementGenesis, d[:]); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
 	}
 	err = s.store.ProposeAs(caller(ctx).String(), &pb.CreateRegionCommand{
 		Params: req.Params, Hospitals: hs, Threshold: req.Threshold, Seed: req.Seed,
-		GenesisSignature: req.Signature, GenesisCertificate: cert.Raw,
+		GenesisSignature: req.Signature, GenesisCertificate: cert.Raw, RevocationMaxAgeS: req.RevocationMaxAgeS,
 	})
 	if err != nil {
 		return nil, toStatus(ctx, err)
@@ -515,7 +518,82 @@ func (s *Server) ListRevoked(ctx context.Context, _ *pb.ListRevokedRequest) (*pb
 	if err := s.leader(ctx); err != nil {
 		return nil, err
 	}
-	return &pb.ListRevokedResponse{Revoked: s.revocations()}, nil
+	resp := &pb.ListRevokedResponse{Revoked: s.revocations(), List: s.revocationList()}
+	s.read(func(st *fsm.State) {
+		if st.Region != nil {
+			d := st.Region.Digest()
+			resp.RegionDigest = d[:]
+		}
+	})
+	return resp, nil
+}
+
+// revocationList is the newest operator-signed revocation list (nil
+// before the first).
+func (s *Server) revocationList() *pb.RevocationList {
+	var l *pb.RevocationList
+	s.read(func(st *fsm.State) {
+		if st.RevocationList != nil {
+			l = proto.Clone(st.RevocationList).(*pb.RevocationList)
+		}
+	})
+	return l
+}
+
+// PublishRevocationList stores an operator's signed, dated list of every
+// revoked serial, bound to the region: hospitals verify it themselves and,
+// in a region with a revocation maximum age, act only while they hold one
+// younger than that.
+func (s *Server) PublishRevocationList(ctx context.Context, req *pb.PublishRevocationListRequest) (*pb.PublishRevocationListResponse, error) {
+	if err := s.leader(ctx); err != nil {
+		return nil, err
+	}
+	now := s.engine.NowMs()
+	if d := req.IssuedUnixMs - now; d > identity.MaxClockSkew.Milliseconds() || -d > identity.MaxClockSkew.Milliseconds() {
+		return nil, status.Errorf(codes.InvalidArgument, "issued_unix_ms: %d is more than %v from this replica's clock", req.IssuedUnixMs, identity.MaxClockSkew)
+	}
+	if len(req.Serials) > identity.MaxListedRevocations {
+		return nil, status.Errorf(codes.InvalidArgument, "serials: %d, more than %d", len(req.Serials), identity.MaxListedRevocations)
+	}
+	cert, err := peerCert(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		region         [32]byte
+		exists         bool
+		missing, extra string
+		heldMs         int64
+	)
+	s.read(func(st *fsm.State) {
+		if exists = st.Region != nil; exists {
+			region = st.Region.Digest()
+		}
+		missing, extra = st.RevocationListDiff(req.Serials)
+		if st.RevocationList != nil {
+			heldMs = st.RevocationList.IssuedUnixMs
+		}
+	})
+	switch {
+	case !exists:
+		return nil, status.Error(codes.FailedPrecondition, "no region yet: a revocation list is bound to one")
+	case missing != "" || extra != "":
+		return nil, status.Errorf(codes.FailedPrecondition, "serials: the list must name exactly the revoked serials (it lacks %q, names %q not revoked); sign the current list again", missing, extra)
+	case req.IssuedUnixMs <= heldMs:
+		return nil, status.Errorf(codes.FailedPrecondition, "issued_unix_ms: %d is not newer than the list held (%d)", req.IssuedUnixMs, heldMs)
+	}
+	if err := identity.CheckSignature(cert.Raw, req.Signature, identity.StatementRevocationList, identity.RevocationListFields(region, req.IssuedUnixMs, req.Serials)...); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
+	}
+	err = s.store.Propose(&pb.RevocationListCommand{
+		IssuedUnixMs: req.IssuedUnixMs, Serials: req.Serials, Signature: req.Signature, Certificate: cert.Raw,
+		SignedBy: caller(ctx).String(),
+	})
+	if err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	s.log.Info("revocation list published", "serials", len(req.Serials), "issued_unix_ms", req.IssuedUnixMs, "by", caller(ctx).String())
+	return &pb.PublishRevocationListResponse{}, nil
 }
 
 // revocations is the revocation list, oldest first.

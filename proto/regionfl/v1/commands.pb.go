@@ -82,6 +82,7 @@ type CreateRegionCommand struct {
 	// The operator's identity.StatementGenesis and its certificate (DER).
 	GenesisSignature   []byte `protobuf:"bytes,6,opt,name=genesis_signature,json=genesisSignature,proto3" json:"genesis_signature,omitempty"`
 	GenesisCertificate []byte `protobuf:"bytes,7,opt,name=genesis_certificate,json=genesisCertificate,proto3" json:"genesis_certificate,omitempty"`
+	RevocationMaxAgeS  uint32 `protobuf:"varint,8,opt,name=revocation_max_age_s,json=revocationMaxAgeS,proto3" json:"revocation_max_age_s,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -156,6 +157,13 @@ func (x *CreateRegionCommand) GetGenesisCertificate() []byte {
 		return x.GenesisCertificate
 	}
 	return nil
+}
+
+func (x *CreateRegionCommand) GetRevocationMaxAgeS() uint32 {
+	if x != nil {
+		return x.RevocationMaxAgeS
+	}
+	return 0
 }
 
 type EnrollCommand struct {
@@ -1612,6 +1620,84 @@ func (x *RevokeCommand) GetCertificate() []byte {
 	return nil
 }
 
+// RevocationListCommand stores an operator's signed revocation list,
+// newer than the one held and naming exactly the revoked serials.
+type RevocationListCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	IssuedUnixMs  int64                  `protobuf:"varint,1,opt,name=issued_unix_ms,json=issuedUnixMs,proto3" json:"issued_unix_ms,omitempty"`
+	Serials       []string               `protobuf:"bytes,2,rep,name=serials,proto3" json:"serials,omitempty"`
+	Signature     []byte                 `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	Certificate   []byte                 `protobuf:"bytes,4,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	SignedBy      string                 `protobuf:"bytes,5,opt,name=signed_by,json=signedBy,proto3" json:"signed_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevocationListCommand) Reset() {
+	*x = RevocationListCommand{}
+	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevocationListCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevocationListCommand) ProtoMessage() {}
+
+func (x *RevocationListCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevocationListCommand.ProtoReflect.Descriptor instead.
+func (*RevocationListCommand) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RevocationListCommand) GetIssuedUnixMs() int64 {
+	if x != nil {
+		return x.IssuedUnixMs
+	}
+	return 0
+}
+
+func (x *RevocationListCommand) GetSerials() []string {
+	if x != nil {
+		return x.Serials
+	}
+	return nil
+}
+
+func (x *RevocationListCommand) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *RevocationListCommand) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *RevocationListCommand) GetSignedBy() string {
+	if x != nil {
+		return x.SignedBy
+	}
+	return ""
+}
+
 // CheckpointCommand stores a tree head of the audit log signed by the
 // leader (the JSON of audit.TreeHead); every replica checks it against its
 // own copy of the log before keeping it.
@@ -1624,7 +1710,7 @@ type CheckpointCommand struct {
 
 func (x *CheckpointCommand) Reset() {
 	*x = CheckpointCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1636,7 +1722,7 @@ func (x *CheckpointCommand) String() string {
 func (*CheckpointCommand) ProtoMessage() {}
 
 func (x *CheckpointCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1649,7 +1735,7 @@ func (x *CheckpointCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointCommand.ProtoReflect.Descriptor instead.
 func (*CheckpointCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{22}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CheckpointCommand) GetTreeHead() []byte {
@@ -1673,7 +1759,7 @@ type AuthzRefusedCommand struct {
 
 func (x *AuthzRefusedCommand) Reset() {
 	*x = AuthzRefusedCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[23]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1685,7 +1771,7 @@ func (x *AuthzRefusedCommand) String() string {
 func (*AuthzRefusedCommand) ProtoMessage() {}
 
 func (x *AuthzRefusedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[23]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1698,7 +1784,7 @@ func (x *AuthzRefusedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthzRefusedCommand.ProtoReflect.Descriptor instead.
 func (*AuthzRefusedCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{23}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AuthzRefusedCommand) GetIdentity() string {
@@ -1740,7 +1826,7 @@ type ReplicaRemovedCommand struct {
 
 func (x *ReplicaRemovedCommand) Reset() {
 	*x = ReplicaRemovedCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[24]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +1838,7 @@ func (x *ReplicaRemovedCommand) String() string {
 func (*ReplicaRemovedCommand) ProtoMessage() {}
 
 func (x *ReplicaRemovedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[24]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +1851,7 @@ func (x *ReplicaRemovedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaRemovedCommand.ProtoReflect.Descriptor instead.
 func (*ReplicaRemovedCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{24}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReplicaRemovedCommand) GetId() string {
@@ -1782,14 +1868,15 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x1aregionfl/v1/commands.proto\x12\vregionfl.v1\x1a\x18regionfl/v1/region.proto\"E\n" +
 	"\x16RegisterReplicaCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
-	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\"\xea\x01\n" +
+	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\"\x9b\x02\n" +
 	"\x13CreateRegionCommand\x12\x16\n" +
 	"\x06params\x18\x01 \x01(\tR\x06params\x12\x1c\n" +
 	"\thospitals\x18\x02 \x03(\tR\thospitals\x12\x1c\n" +
 	"\tthreshold\x18\x03 \x01(\rR\tthreshold\x12\x12\n" +
 	"\x04seed\x18\x04 \x01(\fR\x04seed\x12+\n" +
 	"\x11genesis_signature\x18\x06 \x01(\fR\x10genesisSignature\x12/\n" +
-	"\x13genesis_certificate\x18\a \x01(\fR\x12genesisCertificateJ\x04\b\x05\x10\x06R\aunix_ms\"\x93\x01\n" +
+	"\x13genesis_certificate\x18\a \x01(\fR\x12genesisCertificate\x12/\n" +
+	"\x14revocation_max_age_s\x18\b \x01(\rR\x11revocationMaxAgeSJ\x04\b\x05\x10\x06R\aunix_ms\"\x93\x01\n" +
 	"\rEnrollCommand\x12\x1a\n" +
 	"\bhospital\x18\x01 \x01(\tR\bhospital\x12&\n" +
 	"\x0fhpke_public_key\x18\x02 \x01(\fR\rhpkePublicKey\x12\x1c\n" +
@@ -1906,7 +1993,13 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"revoked_by\x18\x03 \x01(\tR\trevokedBy\x12$\n" +
 	"\x0esigned_unix_ms\x18\x05 \x01(\x03R\fsignedUnixMs\x12\x1c\n" +
 	"\tsignature\x18\x06 \x01(\fR\tsignature\x12 \n" +
-	"\vcertificate\x18\a \x01(\fR\vcertificateJ\x04\b\x04\x10\x05R\aunix_ms\"0\n" +
+	"\vcertificate\x18\a \x01(\fR\vcertificateJ\x04\b\x04\x10\x05R\aunix_ms\"\xb4\x01\n" +
+	"\x15RevocationListCommand\x12$\n" +
+	"\x0eissued_unix_ms\x18\x01 \x01(\x03R\fissuedUnixMs\x12\x18\n" +
+	"\aserials\x18\x02 \x03(\tR\aserials\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\x12 \n" +
+	"\vcertificate\x18\x04 \x01(\fR\vcertificate\x12\x1b\n" +
+	"\tsigned_by\x18\x05 \x01(\tR\bsignedBy\"0\n" +
 	"\x11CheckpointCommand\x12\x1b\n" +
 	"\ttree_head\x18\x01 \x01(\fR\btreeHead\"y\n" +
 	"\x13AuthzRefusedCommand\x12\x1a\n" +
@@ -1929,7 +2022,7 @@ func file_regionfl_v1_commands_proto_rawDescGZIP() []byte {
 	return file_regionfl_v1_commands_proto_rawDescData
 }
 
-var file_regionfl_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_regionfl_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_regionfl_v1_commands_proto_goTypes = []any{
 	(*RegisterReplicaCommand)(nil), // 0: regionfl.v1.RegisterReplicaCommand
 	(*CreateRegionCommand)(nil),    // 1: regionfl.v1.CreateRegionCommand
@@ -1953,16 +2046,17 @@ var file_regionfl_v1_commands_proto_goTypes = []any{
 	(*EndJobCommand)(nil),          // 19: regionfl.v1.EndJobCommand
 	(*EndWebSessionsCommand)(nil),  // 20: regionfl.v1.EndWebSessionsCommand
 	(*RevokeCommand)(nil),          // 21: regionfl.v1.RevokeCommand
-	(*CheckpointCommand)(nil),      // 22: regionfl.v1.CheckpointCommand
-	(*AuthzRefusedCommand)(nil),    // 23: regionfl.v1.AuthzRefusedCommand
-	(*ReplicaRemovedCommand)(nil),  // 24: regionfl.v1.ReplicaRemovedCommand
-	(*JobSpec)(nil),                // 25: regionfl.v1.JobSpec
-	(*ClinicalMetrics)(nil),        // 26: regionfl.v1.ClinicalMetrics
+	(*RevocationListCommand)(nil),  // 22: regionfl.v1.RevocationListCommand
+	(*CheckpointCommand)(nil),      // 23: regionfl.v1.CheckpointCommand
+	(*AuthzRefusedCommand)(nil),    // 24: regionfl.v1.AuthzRefusedCommand
+	(*ReplicaRemovedCommand)(nil),  // 25: regionfl.v1.ReplicaRemovedCommand
+	(*JobSpec)(nil),                // 26: regionfl.v1.JobSpec
+	(*ClinicalMetrics)(nil),        // 27: regionfl.v1.ClinicalMetrics
 }
 var file_regionfl_v1_commands_proto_depIdxs = []int32{
-	25, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
-	26, // 1: regionfl.v1.ContributionCommand.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	26, // 2: regionfl.v1.CommitModelCommand.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	26, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
+	27, // 1: regionfl.v1.ContributionCommand.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	27, // 2: regionfl.v1.CommitModelCommand.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
 	3,  // [3:3] is the sub-list for method output_type
 	3,  // [3:3] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
@@ -1982,7 +2076,7 @@ func file_regionfl_v1_commands_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_commands_proto_rawDesc), len(file_regionfl_v1_commands_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

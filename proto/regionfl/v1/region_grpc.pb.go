@@ -1064,16 +1064,17 @@ var AuditorService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	OperatorService_CreateRegion_FullMethodName       = "/regionfl.v1.OperatorService/CreateRegion"
-	OperatorService_ListReplicas_FullMethodName       = "/regionfl.v1.OperatorService/ListReplicas"
-	OperatorService_JoinReplica_FullMethodName        = "/regionfl.v1.OperatorService/JoinReplica"
-	OperatorService_RemoveReplica_FullMethodName      = "/regionfl.v1.OperatorService/RemoveReplica"
-	OperatorService_TransferLeadership_FullMethodName = "/regionfl.v1.OperatorService/TransferLeadership"
-	OperatorService_TakeSnapshot_FullMethodName       = "/regionfl.v1.OperatorService/TakeSnapshot"
-	OperatorService_RevokeCertificate_FullMethodName  = "/regionfl.v1.OperatorService/RevokeCertificate"
-	OperatorService_ListRevoked_FullMethodName        = "/regionfl.v1.OperatorService/ListRevoked"
-	OperatorService_EndWebSessions_FullMethodName     = "/regionfl.v1.OperatorService/EndWebSessions"
-	OperatorService_StartKeyEpoch_FullMethodName      = "/regionfl.v1.OperatorService/StartKeyEpoch"
+	OperatorService_CreateRegion_FullMethodName          = "/regionfl.v1.OperatorService/CreateRegion"
+	OperatorService_ListReplicas_FullMethodName          = "/regionfl.v1.OperatorService/ListReplicas"
+	OperatorService_JoinReplica_FullMethodName           = "/regionfl.v1.OperatorService/JoinReplica"
+	OperatorService_RemoveReplica_FullMethodName         = "/regionfl.v1.OperatorService/RemoveReplica"
+	OperatorService_TransferLeadership_FullMethodName    = "/regionfl.v1.OperatorService/TransferLeadership"
+	OperatorService_TakeSnapshot_FullMethodName          = "/regionfl.v1.OperatorService/TakeSnapshot"
+	OperatorService_RevokeCertificate_FullMethodName     = "/regionfl.v1.OperatorService/RevokeCertificate"
+	OperatorService_ListRevoked_FullMethodName           = "/regionfl.v1.OperatorService/ListRevoked"
+	OperatorService_PublishRevocationList_FullMethodName = "/regionfl.v1.OperatorService/PublishRevocationList"
+	OperatorService_EndWebSessions_FullMethodName        = "/regionfl.v1.OperatorService/EndWebSessions"
+	OperatorService_StartKeyEpoch_FullMethodName         = "/regionfl.v1.OperatorService/StartKeyEpoch"
 )
 
 // OperatorServiceClient is the client API for OperatorService service.
@@ -1095,6 +1096,11 @@ type OperatorServiceClient interface {
 	// on, on every replica and on the Raft transport.
 	RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error)
 	ListRevoked(ctx context.Context, in *ListRevokedRequest, opts ...grpc.CallOption) (*ListRevokedResponse, error)
+	// PublishRevocationList stores the operator's newest signed, dated
+	// revocation list: hospitals of a region with a revocation_max_age_s act
+	// only while they hold one younger than that, so a coordinator can hold
+	// a revocation back for at most that long.
+	PublishRevocationList(ctx context.Context, in *PublishRevocationListRequest, opts ...grpc.CallOption) (*PublishRevocationListResponse, error)
 	// EndWebSessions ends, on every replica, the web-view sessions of one
 	// identity that began before now (a login link's session has no
 	// certificate to revoke).
@@ -1192,6 +1198,16 @@ func (c *operatorServiceClient) ListRevoked(ctx context.Context, in *ListRevoked
 	return out, nil
 }
 
+func (c *operatorServiceClient) PublishRevocationList(ctx context.Context, in *PublishRevocationListRequest, opts ...grpc.CallOption) (*PublishRevocationListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PublishRevocationListResponse)
+	err := c.cc.Invoke(ctx, OperatorService_PublishRevocationList_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *operatorServiceClient) EndWebSessions(ctx context.Context, in *EndWebSessionsRequest, opts ...grpc.CallOption) (*EndWebSessionsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(EndWebSessionsResponse)
@@ -1231,6 +1247,11 @@ type OperatorServiceServer interface {
 	// on, on every replica and on the Raft transport.
 	RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error)
 	ListRevoked(context.Context, *ListRevokedRequest) (*ListRevokedResponse, error)
+	// PublishRevocationList stores the operator's newest signed, dated
+	// revocation list: hospitals of a region with a revocation_max_age_s act
+	// only while they hold one younger than that, so a coordinator can hold
+	// a revocation back for at most that long.
+	PublishRevocationList(context.Context, *PublishRevocationListRequest) (*PublishRevocationListResponse, error)
 	// EndWebSessions ends, on every replica, the web-view sessions of one
 	// identity that began before now (a login link's session has no
 	// certificate to revoke).
@@ -1271,6 +1292,9 @@ func (UnimplementedOperatorServiceServer) RevokeCertificate(context.Context, *Re
 }
 func (UnimplementedOperatorServiceServer) ListRevoked(context.Context, *ListRevokedRequest) (*ListRevokedResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListRevoked not implemented")
+}
+func (UnimplementedOperatorServiceServer) PublishRevocationList(context.Context, *PublishRevocationListRequest) (*PublishRevocationListResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PublishRevocationList not implemented")
 }
 func (UnimplementedOperatorServiceServer) EndWebSessions(context.Context, *EndWebSessionsRequest) (*EndWebSessionsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method EndWebSessions not implemented")
@@ -1443,6 +1467,24 @@ func _OperatorService_ListRevoked_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OperatorService_PublishRevocationList_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PublishRevocationListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).PublishRevocationList(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_PublishRevocationList_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).PublishRevocationList(ctx, req.(*PublishRevocationListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _OperatorService_EndWebSessions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(EndWebSessionsRequest)
 	if err := dec(in); err != nil {
@@ -1517,6 +1559,10 @@ var OperatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListRevoked",
 			Handler:    _OperatorService_ListRevoked_Handler,
+		},
+		{
+			MethodName: "PublishRevocationList",
+			Handler:    _OperatorService_PublishRevocationList_Handler,
 		},
 		{
 			MethodName: "EndWebSessions",
