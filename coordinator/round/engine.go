@@ -78,6 +78,9 @@ type Engine struct {
 	seen     map[string]time.Time // hospital -> last poll
 	// regionReadyMs is when this engine first saw the key ceremony done.
 	regionReadyMs int64
+	// revocationWarned is when the engine last warned that the signed
+	// revocation list is getting old.
+	revocationWarned time.Time
 	// rekeyAt is how many ciphertexts the current key may have decrypted
 	// before the engine starts the next key epoch's ceremony.
 	rekeyAt int
@@ -198,12 +201,16 @@ func (e *Engine) step() error {
 		region    *fsm.Region
 		jobs      []*fsm.Job
 		decrypted int
+		listMs    int64 // the newest signed revocation list's issue time
 	)
 	e.store.FSM().Read(func(s *fsm.State) {
 		if s.Region == nil {
 			return
 		}
 		region = s.Region.Clone()
+		if s.RevocationList != nil {
+			listMs = s.RevocationList.IssuedUnixMs
+		}
 		for _, id := range s.JobOrder {
 			j := s.Jobs[id]
 			if !j.Finished() {
@@ -225,6 +232,7 @@ func (e *Engine) step() error {
 	if region == nil {
 		return nil
 	}
+	e.warnRevocationListAge(region, listMs)
 	if region.PublicKey == nil && !slices.ContainsFunc(region.PKShares, func(b []byte) bool { return b == nil }) {
 		return e.publishPublicKey(region)
 	}
@@ -254,6 +262,49 @@ func (e *Engine) step() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// revocationWarnEvery spaces the leader's warnings that the signed
+// revocation list is getting old.
+const revocationWarnEvery = 10 * time.Minute
+
+// warnRevocationListAge tells the operators, in the leader's log, before
+// the hospitals stop working for the region because the newest signed
+// revocation list is older than the region allows.
+func (e *Engine) warnRevocationListAge(region *fsm.Region, listMs int64) {
+	now := e.now()
+	msg := RevocationListWarning(region.RevocationMaxAgeS, listMs, now)
+	if msg == "" {
+		return
+	}
+	e.mu.Lock()
+	due := now.Sub(e.revocationWarned) >= revocationWarnEvery
+	if due {
+		e.revocationWarned = now
+	}
+	e.mu.Unlock()
+	if due {
+		e.log.Warn(msg, "revocation_max_age_s", region.RevocationMaxAgeS, "list_issued_unix_ms", listMs)
+	}
+}
+
+// RevocationListWarning is what operators need to hear about a region's
+// signed revocation list at now ("" when nothing): none yet, or one past
+// half the region's maximum age (hospitals stop working for the region
+// past all of it).
+func RevocationListWarning(maxAgeS uint32, listMs int64, now time.Time) string {
+	maxAge := time.Duration(maxAgeS) * time.Second
+	switch age := now.Sub(time.UnixMilli(listMs)); {
+	case maxAge == 0:
+		return ""
+	case listMs == 0:
+		return "no signed revocation list yet: hospitals do no work for the region until an operator publishes one (regionfl operator publish-revocations)"
+	case age > maxAge:
+		return fmt.Sprintf("the signed revocation list is %v old, past the region's %v: hospitals do no work for the region until an operator publishes a fresh one (regionfl operator publish-revocations)", age.Round(time.Second), maxAge)
+	case age > maxAge/2:
+		return fmt.Sprintf("the signed revocation list is %v old; hospitals stop working for the region at %v: publish a fresh one (regionfl operator publish-revocations)", age.Round(time.Second), maxAge)
+	}
+	return ""
 }
 
 // decryptedIn bounds the ciphertexts any hospital decrypted under key

@@ -372,3 +372,29 @@ func TestSilentBefore(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestRevocationListWarning(t *testing.T) {
+	now := time.UnixMilli(1_700_000_000_000)
+	day := uint32(24 * 3600)
+	for _, tc := range []struct {
+		name    string
+		maxAgeS uint32
+		listAge time.Duration // 0: no list
+		want    string        // "" or a part of the warning
+	}{
+		{"no limit", 0, 0, ""},
+		{"no list yet", day, 0, "no signed revocation list yet"},
+		{"fresh", day, time.Hour, ""},
+		{"past half the limit", day, 13 * time.Hour, "stop working for the region at 24h0m0s"},
+		{"past the limit", day, 25 * time.Hour, "past the region's 24h0m0s"},
+	} {
+		listMs := int64(0)
+		if tc.listAge > 0 {
+			listMs = now.Add(-tc.listAge).UnixMilli()
+		}
+		got := RevocationListWarning(tc.maxAgeS, listMs, now)
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
