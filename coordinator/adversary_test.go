@@ -488,16 +488,7 @@ func TestAdversaryRevocationWithheld(t *testing.T) {
 	// The operator's signed revocation reaches every hospital once.
 	list.on.Store(false)
 	admin, opCert := reg.clientCert("ops", identity.RoleOperator)
-	req, err := client.RevokeRequest(opCert, serial, "researcher left", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := admin.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Operator.RevokeCertificate(ctx, req)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	reg.revoke(admin, opCert, serial, "researcher left")
 	reg.waitFor("every hospital pins the revocation", 30*time.Second, func() bool {
 		return reg.logs.count("certificate revocation pinned", map[string]string{"serial": serial}) == 3
 	})
@@ -602,16 +593,7 @@ func TestAdversaryRevocationListWithheld(t *testing.T) {
 	list.on.Store(true)
 	poll.on.Store(true)
 	admin, opCert := reg.clientCert("ops", identity.RoleOperator)
-	req, err := client.RevokeRequest(opCert, identity.SerialHex(reg.researcherCert.Leaf), "researcher left", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := admin.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Operator.RevokeCertificate(ctx, req)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	reg.revoke(admin, opCert, identity.SerialHex(reg.researcherCert.Leaf), "researcher left")
 	if err := reg.PublishRevocations(reg.ctx()); err != nil {
 		t.Fatal(err)
 	}

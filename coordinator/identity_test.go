@@ -294,16 +294,7 @@ func TestPublishRevocationList(t *testing.T) {
 		return signAs(opCert.PrivateKey, serials, at)
 	}
 	revoked := identity.SerialHex(reg.researcherCert.Leaf)
-	req, err := client.RevokeRequest(opCert, revoked, "researcher left", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := admin.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Operator.RevokeCertificate(ctx, req)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	reg.revoke(admin, opCert, revoked, "researcher left")
 	otherRegion := sign([]string{revoked}, time.Now())
 	otherRegion.Signature, _, _ = identity.SignRevocationList(opCert.PrivateKey, [32]byte{1}, []string{revoked}, time.UnixMilli(otherRegion.IssuedUnixMs))
 	forged := sign([]string{revoked}, time.Now())

@@ -340,6 +340,22 @@ func (r *region) submit(spec *pb.JobSpec, requestID string) string {
 	return id
 }
 
+// revoke has op, holding opCert (an operator's), revoke a certificate
+// serial with its signed revocation.
+func (r *region) revoke(op *client.Client, opCert tls.Certificate, serial, reason string) {
+	r.t.Helper()
+	req, err := client.RevokeRequest(opCert, serial, reason, time.Now())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := op.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Operator.RevokeCertificate(ctx, req)
+		return err
+	}); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
 // jobInfo is the researcher's view of a job (GetJob).
 func (r *region) jobInfo(id string) *pb.JobInfo {
 	r.t.Helper()

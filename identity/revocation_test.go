@@ -1,24 +1,30 @@
 package identity
 
 import (
+	"crypto/tls"
 	"errors"
 	"testing"
 	"time"
 )
 
-func TestRevocations(t *testing.T) {
+// revocationFixture is a region CA with an operator and a hospital.
+func revocationFixture(t *testing.T) (ca *CA, op, hospital tls.Certificate) {
+	t.Helper()
 	ca, err := NewCA("region", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	op, err := ca.Issue(Identity{Name: "ops", Role: RoleOperator}, time.Hour)
-	if err != nil {
+	if op, err = ca.Issue(Identity{Name: "ops", Role: RoleOperator}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	hospital, err := ca.Issue(Identity{Name: "h1", Role: RoleHospital}, time.Hour)
-	if err != nil {
+	if hospital, err = ca.Issue(Identity{Name: "h1", Role: RoleHospital}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
+	return ca, op, hospital
+}
+
+func TestRevocations(t *testing.T) {
+	ca, op, hospital := revocationFixture(t)
 	now := time.Now()
 	serial := SerialHex(hospital.Leaf)
 	sig, ms, err := SignRevocation(op.PrivateKey, serial, "key lost", now)
@@ -67,18 +73,7 @@ func TestRevocations(t *testing.T) {
 }
 
 func TestRevocationList(t *testing.T) {
-	ca, err := NewCA("region", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	op, err := ca.Issue(Identity{Name: "ops", Role: RoleOperator}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hospital, err := ca.Issue(Identity{Name: "h1", Role: RoleHospital}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, op, hospital := revocationFixture(t)
 	region := [32]byte{1}
 	now := time.Now()
 	serials := []string{"1f", "a0"}
