@@ -98,12 +98,18 @@ func (a *attackerKey) get(seed []byte, n, t int) ([]byte, [][]byte, error) {
 // coordinator served, about what (a prefix), and returns its reason.
 func (r *region) refusal(what string) (hospital, reason string) {
 	r.t.Helper()
+	return r.refusalWith(what, "")
+}
+
+// refusalWith is refusal for a reason that contains because.
+func (r *region) refusalWith(what, because string) (hospital, reason string) {
+	r.t.Helper()
 	r.waitFor("a hospital refuses "+what, 30*time.Second, func() bool {
 		root := r.logs.root()
 		root.mu.Lock()
 		defer root.mu.Unlock()
 		for _, rec := range root.records {
-			if rec.msg == "refusing what the coordinator served" && strings.HasPrefix(rec.attrs["what"], what) {
+			if rec.msg == "refusing what the coordinator served" && strings.HasPrefix(rec.attrs["what"], what) && strings.Contains(rec.attrs["reason"], because) {
 				hospital, reason = rec.attrs["hospital"], rec.attrs["reason"]
 				return true
 			}
@@ -627,6 +633,31 @@ func TestAdversaryRevocationListWithheld(t *testing.T) {
 	if !strings.Contains(reason, "never goes back") || list.hits.Load() == 0 {
 		t.Fatalf("refused for %q, want the rollback", reason)
 	}
+
+	// A fresh list signed with an operator certificate whose revocation
+	// comes with it (a stolen key keeping the list fresh).
+	_, stolen := reg.clientCert("ops-2", identity.RoleOperator)
+	stolenSerial := identity.SerialHex(stolen.Leaf)
+	rev, err := client.RevokeRequest(opCert, stolenSerial, "key stolen", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, ms, err := identity.SignRevocationList(stolen.PrivateKey, reg.regionDigest(), nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	frozen.Store(&pb.GetRevocationsResponse{
+		Revoked: []*pb.Revocation{{Serial: stolenSerial, Reason: rev.Reason, SignedUnixMs: rev.SignedUnixMs, Signature: rev.Signature, Certificate: opCert.Leaf.Raw}},
+		List:    &pb.RevocationList{IssuedUnixMs: ms, Signature: sig, Certificate: stolen.Leaf.Raw},
+	})
+	frozenCount.Store(1)
+	frozenMs.Store(ms)
+	by, reason = reg.refusalWith("the revocation list", "which is revoked")
+	reportRefusal(t, "a fresh revocation list signed with a revoked operator's key", by, reason)
+	// The revocation that came with it verified on its own, and is kept.
+	reg.waitFor("every hospital pins the stolen key's revocation", 30*time.Second, func() bool {
+		return reg.logs.count("certificate revocation pinned", map[string]string{"serial": stolenSerial}) == 3
+	})
 }
 
 // TestAdversaryModelDiffersForOneHospital: the leader serves hospital-1

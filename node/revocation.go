@@ -57,10 +57,9 @@ func (n *Node) refreshRevocations(ctx context.Context) (listTaken bool, err erro
 		}
 		added[r.Serial] = fmt.Sprintf("%s (revoked by %s)", r.Reason, by)
 	}
-	listMs, listTaken, err := n.takeList(resp.List, added, now)
-	if err != nil {
-		return false, err
-	}
+	// A refused list still leaves the revocations that verified on their
+	// own pinned: a revocation only ever takes away.
+	listMs, listTaken, listErr := n.takeList(resp.List, added, now)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for s := range added {
@@ -69,7 +68,7 @@ func (n *Node) refreshRevocations(ctx context.Context) (listTaken bool, err erro
 		}
 	}
 	if len(added) == 0 && listMs <= n.state.RevocationListMs {
-		return listTaken, nil
+		return listTaken, listErr
 	}
 	prevMs := n.state.RevocationListMs
 	for s, why := range added {
@@ -89,7 +88,7 @@ func (n *Node) refreshRevocations(ctx context.Context) (listTaken bool, err erro
 	if listMs > prevMs {
 		n.log.Info("revocation list pinned", "issued_unix_ms", listMs, "serials", len(resp.List.GetSerials()))
 	}
-	return listTaken, nil
+	return listTaken, listErr
 }
 
 // takeList verifies the operator's signed revocation list l and adds to
@@ -118,6 +117,15 @@ func (n *Node) takeList(l *pb.RevocationList, added map[string]string, now time.
 	by, err := identity.VerifyRevocationList(n.cfg.CA, l.Certificate, l.Signature, [32]byte(region), l.IssuedUnixMs, l.Serials, now)
 	if err != nil {
 		return 0, false, n.untrusted("the revocation list", "not signed by an operator of the region CA for this region: "+err.Error())
+	}
+	// A revoked operator's key (stolen, say) must not keep the list fresh.
+	signer, err := identity.CertificateSerial(l.Certificate)
+	if err != nil {
+		return 0, false, n.untrusted("the revocation list", err.Error())
+	}
+	_, revokedNow := added[signer]
+	if _, listed := slices.BinarySearch(l.Serials, signer); revokedNow || listed || n.isRevoked(signer) {
+		return 0, false, n.untrusted("the revocation list", fmt.Sprintf("signed by %s with certificate %s, which is revoked", by, signer))
 	}
 	for _, s := range pinned {
 		if _, found := slices.BinarySearch(l.Serials, s); !found {
