@@ -106,6 +106,10 @@ type running struct {
 	since  int64          // 0 until the round is opened or first stepped
 	agg    *he.Aggregator // nil until the first update
 	folded map[string]bool
+	// closing is set while this leader proposes the round's close: an
+	// update arriving then is refused as late rather than counted in the
+	// log after the manifest was drawn up without it.
+	closing bool
 }
 
 // run is this leader's record of a collecting round, made on first use.
@@ -472,6 +476,34 @@ func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 		}
 		return e.abort(j, r, reason)
 	}
+	// The manifest is drawn up now, and no update is counted from here
+	// until the close is proposed: one counted in between would be in the
+	// log, acknowledged to its hospital, and in neither the sum nor the
+	// manifest. (The decision above may have read fewer: more is fine.)
+	e.mu.Lock()
+	if run := e.inflight[key]; run != nil && run.agg != nil {
+		contributors = contributors[:0]
+		e.store.FSM().Read(func(s *fsm.State) {
+			if sj := s.Jobs[j.ID]; sj != nil && sj.Current() != nil && sj.Current().Number == r.Number {
+				for _, c := range sj.Current().Contributions {
+					if run.folded[string(c.Digest)] {
+						contributors = append(contributors, c.Hospital)
+					}
+				}
+			}
+		})
+		sum, sumErr = run.agg.Result()
+		run.closing = true
+	}
+	e.mu.Unlock()
+	closed := false
+	defer func() {
+		e.mu.Lock()
+		if run := e.inflight[key]; run != nil && !closed {
+			run.closing = false // not closed (leadership lost, say): updates count again
+		}
+		e.mu.Unlock()
+	}()
 	if sumErr != nil {
 		return e.abort(j, r, "aggregate: "+sumErr.Error())
 	}
@@ -491,6 +523,7 @@ func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 		Contributors: contributors, Active: active, Leader: e.store.ID(),
 	})
 	if err == nil {
+		closed = true
 		e.mu.Lock()
 		delete(e.inflight, key)
 		e.mu.Unlock()
@@ -824,6 +857,8 @@ func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw, certificate []
 		return fmt.Errorf("%w: %s already contributed another update to round %d", ErrDuplicate, hospital, r.Number)
 	case run != nil && run.folded[string(digest[:])]:
 		return fmt.Errorf("%w: the update of %s is already counted in round %d", ErrDuplicate, hospital, r.Number)
+	case run != nil && run.closing:
+		return fmt.Errorf("%w: round %d of job %s is closing", ErrRoundClosed, r.Number, j.ID)
 	}
 	if run == nil || run.agg == nil {
 		run = e.run(key)
