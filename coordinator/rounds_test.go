@@ -802,16 +802,22 @@ func collectThenFail(t *testing.T, fail func(reg *region)) *fsm.Job {
 
 // The leader dies while round 1 collects, after three updates were counted.
 func TestLeaderDiesMidCollection(t *testing.T) {
+	var stopped string
 	j := collectThenFail(t, func(reg *region) {
 		old := reg.leaderIndex()
+		stopped = reg.Replica(old).ID()
 		reg.stopReplica(old)
 		if reg.leaderIndex() == old {
 			t.Fatal("the stopped replica still leads")
 		}
 	})
-	// The researcher sees the leader change in the round's record.
-	if r1 := j.Rounds[0]; r1.OpenedBy == "" || r1.ClosedBy == "" || r1.OpenedBy == r1.ClosedBy {
-		t.Errorf("round 1 opened by %q and closed by %q: the leader change does not show", r1.OpenedBy, r1.ClosedBy)
+	// The researcher sees the leader change in the round's record: the
+	// stopped leader did not close it. (On a loaded machine leadership can
+	// also move on its own before the stop, so the opener may be back in
+	// the lead to close the round.)
+	r1 := j.Rounds[0]
+	if r1.OpenedBy == "" || r1.ClosedBy == "" || r1.ClosedBy == stopped {
+		t.Errorf("round 1 opened by %q and closed by %q, %s stopped mid-round: the leader change does not show", r1.OpenedBy, r1.ClosedBy, stopped)
 	}
 }
 
