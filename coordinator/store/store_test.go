@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 
 	"regionfl/coordinator/fsm"
 	"regionfl/identity"
@@ -200,5 +202,51 @@ func TestReplicationIsNotPipelined(t *testing.T) {
 	defer s.Close()
 	if _, err := s.trans.AppendEntriesPipeline("r2", "127.0.0.1:1"); !errors.Is(err, raft.ErrPipelineReplicationNotSupported) {
 		t.Fatalf("the transport pipelines AppendEntries: %v", err)
+	}
+}
+
+// A follower whose log tail is cut (Raft clears a suffix the new leader
+// does not have) restarts from its WAL: the cut seals the tail segment,
+// and a sealed segment must be readable on reopening (raft-wal before
+// v0.4.1 wrote no index block there, and raft.NewRaft panicked).
+func TestWALReopensAfterTailTruncation(t *testing.T) {
+	dir := t.TempDir()
+	open := func() (*wal.WAL, *metadb.BoltMetaDB) {
+		meta := &metadb.BoltMetaDB{}
+		w, err := wal.Open(dir, wal.WithMetaStore(meta), wal.WithSegmentSize(64<<10))
+		if err != nil {
+			meta.Close()
+			t.Fatal(err)
+		}
+		return w, meta
+	}
+	w, meta := open()
+	logs := make([]*raft.Log, 40)
+	for i := range logs {
+		logs[i] = &raft.Log{Index: uint64(i + 1), Term: 1, Type: raft.LogCommand, Data: []byte(strings.Repeat("x", 100))}
+	}
+	if err := w.StoreLogs(logs); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.DeleteRange(31, 40); err != nil { // the suffix a new leader lacks
+		t.Fatal(err)
+	}
+	if err := w.StoreLogs([]*raft.Log{{Index: 31, Term: 2, Type: raft.LogCommand, Data: []byte("new leader")}}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	meta.Close()
+
+	w, meta = open()
+	defer meta.Close()
+	defer w.Close()
+	for _, idx := range []uint64{1, 30, 31} {
+		var l raft.Log
+		if err := w.GetLog(idx, &l); err != nil {
+			t.Fatalf("entry %d after reopening: %v", idx, err)
+		}
+	}
+	if last, err := w.LastIndex(); err != nil || last != 31 {
+		t.Fatalf("last index %d (%v) after reopening, want 31", last, err)
 	}
 }
