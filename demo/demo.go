@@ -76,6 +76,10 @@ type Options struct {
 	// Hold, when set, is called with the result before the region shuts
 	// down (e.g. to keep the web view up until interrupted).
 	Hold func(*Result)
+	// RoundDeadline is each round's deadline (0: 5 s, and 20 s more per
+	// million parameters); a machine much slower than the demo expects
+	// needs more, or its rounds close without every hospital.
+	RoundDeadline time.Duration
 }
 
 // DefaultOptions is what `regionfl demo` runs with no flags.
@@ -337,7 +341,7 @@ func jobSpec(opt Options, model models.Spec, k int) (*pb.JobSpec, error) {
 		Name: "deterioration-early-warning", Model: jobspec.ToProto(model),
 		Rounds: uint32(opt.Rounds), LocalSteps: uint32(opt.LocalSteps), BatchSize: uint32(opt.BatchSize),
 		LearningRate: opt.LR, Optimizer: opt.Optimizer, ProxMu: opt.ProxMu,
-		MinHospitals: uint32(k), RoundDeadlineMs: roundDeadlineMs(model), Purpose: "early warning of clinical deterioration (demo)",
+		MinHospitals: uint32(k), RoundDeadlineMs: cmp.Or(uint32(opt.RoundDeadline/time.Millisecond), roundDeadlineMs(model)), Purpose: "early warning of clinical deterioration (demo)",
 		LegalBasis: "demo data, no patients", ClipNorm: 10, SampleScale: 1000, Seed: uint64(opt.Seed),
 		Strategy: &pb.Strategy{Name: st.Name, ServerLr: st.ServerLR, Beta1: st.Beta1, Beta2: st.Beta2, Tau: st.Tau},
 		Scaling:  opt.Scaling,

@@ -6,6 +6,26 @@ import (
 	"time"
 )
 
+// testOptions are DefaultOptions with rounds given the time they need
+// under the race detector, which makes every hospital's training and
+// encryption several times slower: on a loaded machine the demo's 5 s
+// would close rounds without every hospital.
+func testOptions() Options {
+	opt := DefaultOptions()
+	if raceDetector {
+		opt.RoundDeadline = 30 * time.Second
+	}
+	return opt
+}
+
+// runTimeout bounds one run of the demo region.
+func runTimeout() time.Duration {
+	if raceDetector {
+		return 8 * time.Minute
+	}
+	return 3 * time.Minute
+}
+
 // smallHospital is the size below which a hospital counts as small: at the
 // synthetic region's prevalence that is under about 60 deteriorations for
 // 15 features, too few for a reliable model of its own.
@@ -20,8 +40,8 @@ func TestDemoRegionLearns(t *testing.T) {
 		t.Skip("runs a whole region")
 	}
 	for _, seed := range []int64{1, 2} {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		opt := DefaultOptions()
+		ctx, cancel := context.WithTimeout(context.Background(), runTimeout())
+		opt := testOptions()
 		opt.Seed = seed
 		res, err := Run(ctx, opt)
 		cancel()
@@ -68,9 +88,9 @@ func TestDemoSurvivesLeaderLossAndDropout(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a whole region")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout())
 	defer cancel()
-	opt := DefaultOptions()
+	opt := testOptions()
 	opt.Rounds, opt.KillLeaderRound, opt.DropHospitals = 4, 2, 1
 	res, err := Run(ctx, opt)
 	if err != nil {

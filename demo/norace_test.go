@@ -1,0 +1,6 @@
+//go:build !race
+
+package demo
+
+// raceDetector is true under go test -race (see testOptions).
+const raceDetector = false
