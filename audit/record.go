@@ -27,6 +27,9 @@ const (
 	ActionCeremonySealedShares   Action = "ceremony.sealed_shares"    // a hospital's sealed secret shares stored
 	ActionCeremonyKeyReady       Action = "ceremony.key_ready"        // the region key is usable
 	ActionCeremonyEpochStarted   Action = "ceremony.epoch_started"    // a re-key: the ceremony of a new key epoch began
+	// A re-key's members fixed: the hospitals enrolled by then; the others
+	// sit the key epoch out.
+	ActionCeremonyEnrollmentClosed Action = "ceremony.enrollment_closed"
 
 	// Jobs. job.accepted and job.refused are per hospital (Hospital set).
 	ActionJobSubmitted Action = "job.submitted"
@@ -65,6 +68,7 @@ const (
 var Actions = []Action{
 	ActionRegionCreated, ActionCeremonyEnrolled, ActionCeremonyPublicKeyShare,
 	ActionCeremonyPublicKey, ActionCeremonySealedShares, ActionCeremonyKeyReady, ActionCeremonyEpochStarted,
+	ActionCeremonyEnrollmentClosed,
 	ActionJobSubmitted, ActionJobAccepted, ActionJobRefused, ActionJobCancelled, ActionJobEnded,
 	ActionRoundOpened, ActionRoundClosed, ActionRoundAborted,
 	ActionContributionAccepted, ActionDecryptionShareGiven, ActionDecryptionRetried, ActionContributorsApproved,

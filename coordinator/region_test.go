@@ -43,7 +43,9 @@ type regionOpts struct {
 	uploadTimeout time.Duration
 	metrics       bool // serve /metrics on a loopback port
 	rekeyAt       int  // coordinator.Config.RekeyAt
-	reflection    bool // coordinator.Config.Reflection
+	// enrollmentWait is coordinator.Config.EnrollmentWait (0: the default).
+	enrollmentWait time.Duration
+	reflection     bool // coordinator.Config.Reflection
 	// clockSkew[i] shifts replica i's clock (coordinator.Config.Clock).
 	clockSkew []time.Duration
 	// steppedClock gives every replica a clock the test moves forward
@@ -105,6 +107,7 @@ func newRegion(t *testing.T, o regionOpts) *region {
 		Replica: func(i int, cfg *coordinator.Config) {
 			cfg.TrailingLogs, cfg.SegmentSize = o.trailingLogs, o.segmentSize
 			cfg.ServerOptions, cfg.UploadTimeout, cfg.RekeyAt, cfg.Reflection = o.serverOptions, o.uploadTimeout, o.rekeyAt, o.reflection
+			cfg.EnrollmentWait = o.enrollmentWait
 			if o.metrics {
 				cfg.MetricsAddr = "127.0.0.1:0"
 			}

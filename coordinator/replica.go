@@ -68,6 +68,10 @@ type Config struct {
 	// the leader starts a new key epoch (0: half the parameter set's
 	// budget, he.Params.MaxDecryptions).
 	RekeyAt int
+	// EnrollmentWait is how long a re-key waits for every hospital to
+	// enroll before it goes ahead with those that did (0:
+	// round.DefaultEnrollmentWait).
+	EnrollmentWait time.Duration
 	// Clock is the replica's wall clock for the times it writes into the
 	// log and its round deadlines (nil: time.Now). Replicas' clocks
 	// differ; tests skew them through it.
@@ -159,6 +163,9 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	}
 	if cfg.RekeyAt > 0 {
 		engine.SetRekeyAt(cfg.RekeyAt)
+	}
+	if cfg.EnrollmentWait > 0 {
+		engine.SetEnrollmentWait(cfg.EnrollmentWait)
 	}
 	if err := srv.SetSigner(cfg.Cert); err != nil {
 		st.Close()

@@ -16,10 +16,10 @@ import (
 const (
 	// StatementHPKEKey: (region digest, hospital, HPKE public key).
 	StatementHPKEKey = "ceremony hpke key"
-	// StatementPublicKeyShare: (region digest, hospital, SHA-256 of the
+	// StatementPublicKeyShare: (members digest, hospital, SHA-256 of the
 	// public-key share's encoding).
 	StatementPublicKeyShare = "ceremony public-key share"
-	// StatementSealedShare: (region digest, sender, recipient, SHA-256 of
+	// StatementSealedShare: (members digest, sender, recipient, SHA-256 of
 	// the sealed share's encoding).
 	StatementSealedShare = "ceremony sealed share"
 )
@@ -76,6 +76,28 @@ func CeremonyDigest(region [32]byte, epoch uint32) [32]byte {
 	binary.BigEndian.PutUint32(e[:], epoch)
 	var d [32]byte
 	copy(d[:], lengthPrefixed([]byte("regionfl/identity/v1 key epoch"), region[:], e[:]))
+	return d
+}
+
+// MembersDigest is what the public-key share and sealed-share statements
+// of a ceremony are bound to: the ceremony digest itself when every
+// hospital of the region takes part (the genesis ceremony, or a re-key
+// every hospital enrolled in), otherwise the digest of (ceremony digest,
+// the sorted members). A hospital's Shamir point in the epoch is its place
+// among the members, so a coordinator that showed two hospitals two
+// different member lists gets statements that verify for neither.
+func MembersDigest(ceremony [32]byte, hospitals, members []string) [32]byte {
+	if slices.Equal(hospitals, members) {
+		return ceremony
+	}
+	var count [8]byte
+	binary.BigEndian.PutUint64(count[:], uint64(len(members)))
+	fields := [][]byte{[]byte("regionfl/identity/v1 epoch members"), ceremony[:], count[:]}
+	for _, m := range members {
+		fields = append(fields, []byte(m))
+	}
+	var d [32]byte
+	copy(d[:], lengthPrefixed(fields...))
 	return d
 }
 

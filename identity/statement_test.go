@@ -88,3 +88,26 @@ func TestRegionDigestInjective(t *testing.T) {
 		}
 	}
 }
+
+// A ceremony with every hospital keeps its digest; any other member list
+// gives its own, and lists that concatenate alike do not collide.
+func TestMembersDigest(t *testing.T) {
+	c := CeremonyDigest(RegionDigest("p", []string{"a", "b", "c"}, 2, []byte("seed"), 0), 1)
+	all := []string{"a", "b", "c"}
+	if MembersDigest(c, all, all) != c {
+		t.Fatal("every hospital a member: the digest changed")
+	}
+	seen := map[[32]byte]string{c: "all"}
+	for name, m := range map[string][]string{
+		"a,b": {"a", "b"}, "a,c": {"a", "c"}, "ab": {"ab"}, "a,bc": {"a", "bc"}, "ab,c": {"ab", "c"}, "none": {},
+	} {
+		d := MembersDigest(c, all, m)
+		if prev, ok := seen[d]; ok {
+			t.Fatalf("members %s and %s share a digest", name, prev)
+		}
+		seen[d] = name
+	}
+	if MembersDigest(CeremonyDigest(RegionDigest("p", all, 2, []byte("seed"), 0), 2), all, []string{"a", "b"}) == MembersDigest(c, all, []string{"a", "b"}) {
+		t.Fatal("the same members in two epochs share a digest")
+	}
+}

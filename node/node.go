@@ -357,7 +357,9 @@ func (n *Node) retire(below uint32) error {
 	}
 	var erased []uint32
 	for e, k := range n.state.Epochs {
-		if e >= below || (have && e >= current) || k.Erased || (n.parties[e] != nil && !n.parties[e].Ready()) {
+		// A key not ready below the current one is of a ceremony the
+		// region abandoned (or this node never finished): erased too.
+		if e >= below || (have && e >= current) || k.Erased || (!have && n.parties[e] != nil && !n.parties[e].Ready()) {
 			continue
 		}
 		*k = epochKeys{Decrypted: k.Decrypted, Erased: true}
@@ -443,6 +445,95 @@ func ceremonyDigest(r *pb.Region) []byte {
 // ceremonySeed is the seed of the region's current ceremony.
 func ceremonySeed(r *pb.Region) []byte { return he.EpochSeed(r.Seed, r.Epoch) }
 
+// membersDigest is what the public-key share and sealed-share statements
+// of the region's current ceremony are bound to (identity.MembersDigest).
+func membersDigest(r *pb.Region, members []string) []byte {
+	d := identity.MembersDigest([32]byte(ceremonyDigest(r)), r.Hospitals, members)
+	return d[:]
+}
+
+// members verifies the members of the region's current ceremony as the
+// coordinator serves them, and pins them on first sight: every hospital
+// for the genesis ceremony; for a re-key, at least min(N, t+1) distinct
+// hospitals of the pinned region, each with an HPKE key it signed for this
+// ceremony. It returns them and this node's Shamir point among them (0:
+// this node sits the epoch out). Every later step of the ceremony, and
+// every decryption in the epoch, uses the pinned list.
+func (n *Node) members(r *pb.Region) ([]string, uint32, error) {
+	m := r.Members
+	minimum := min(len(r.Hospitals), int(r.Threshold)+1)
+	switch {
+	case len(m) == 0:
+		return nil, 0, fmt.Errorf("the members of key epoch %d are not fixed yet", r.Epoch)
+	case r.Epoch == 0 && !slices.Equal(m, r.Hospitals):
+		return nil, 0, n.untrusted("ceremony members", "the genesis ceremony takes every hospital of the region")
+	case len(m) < minimum:
+		return nil, 0, n.untrusted("ceremony members", fmt.Sprintf("%d members, a key epoch needs at least %d", len(m), minimum))
+	case !slices.IsSorted(m) || len(slices.Compact(slices.Clone(m))) != len(m):
+		return nil, 0, n.untrusted("ceremony members", "not sorted and distinct")
+	}
+	if len(r.HpkePublicKeys) != len(r.Hospitals) || len(r.HpkeSignatures) != len(r.Hospitals) {
+		return nil, 0, n.untrusted("HPKE keys", fmt.Sprintf("%d keys and %d signatures for %d hospitals", len(r.HpkePublicKeys), len(r.HpkeSignatures), len(r.Hospitals)))
+	}
+	rd := ceremonyDigest(r)
+	for _, h := range m {
+		i := slices.Index(r.Hospitals, h)
+		if i < 0 {
+			return nil, 0, n.untrusted("ceremony members", fmt.Sprintf("%q is not a hospital of the region", h))
+		}
+		// A member enrolled in this very ceremony: its signed HPKE key is
+		// what its Shamir shares are sealed to.
+		if err := n.verifyStatement(r, i, r.HpkeSignatures[i], identity.StatementHPKEKey, rd, []byte(h), r.HpkePublicKeys[i]); err != nil {
+			return nil, 0, err
+		}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	k, err := n.liveEpoch(r.Epoch)
+	if err != nil {
+		return nil, 0, err
+	}
+	if k.Members != nil && !slices.Equal(k.Members, m) {
+		return nil, 0, n.untrusted("ceremony members", fmt.Sprintf("key epoch %d's members were pinned as %v, now served as %v", r.Epoch, k.Members, m))
+	}
+	if k.Members == nil {
+		k.Members = slices.Clone(m)
+		if err := n.state.save(n.cfg.DataDir); err != nil {
+			k.Members = nil
+			return nil, 0, err
+		}
+		n.log.Info("key epoch members pinned", "epoch", r.Epoch, "members", len(m), "hospitals", len(r.Hospitals),
+			"member", slices.Contains(m, n.cfg.ID))
+	}
+	return k.Members, uint32(slices.Index(k.Members, n.cfg.ID) + 1), nil
+}
+
+// epochMembers are the pinned members of key epoch e (every hospital of
+// the pinned region r for an epoch pinned before re-keys could leave
+// hospitals out).
+func (n *Node) epochMembers(e uint32, r *pb.Region) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if k := n.state.Epochs[e]; k != nil && k.Members != nil {
+		return k.Members
+	}
+	return r.Hospitals
+}
+
+// memberPoints are the Shamir points in a key epoch with members
+// members of the hospitals names.
+func (n *Node) memberPoints(members []string, what string, names []string) ([]uint32, error) {
+	out := make([]uint32, len(names))
+	for i, h := range names {
+		p := slices.Index(members, h)
+		if p < 0 {
+			return nil, n.untrusted("a decryption manifest", fmt.Sprintf("%s %q is not a member of the round's key epoch", what, h))
+		}
+		out[i] = uint32(p + 1)
+	}
+	return out, nil
+}
+
 func (n *Node) ceremony(ctx context.Context, step pb.CeremonyStep) error {
 	switch step {
 	case pb.CeremonyStep_CEREMONY_STEP_ENROLL:
@@ -501,9 +592,16 @@ func (n *Node) enroll(ctx context.Context) error {
 }
 
 func (n *Node) publicKeyShare(ctx context.Context) error {
-	r, point, err := n.region(ctx)
+	r, _, err := n.region(ctx)
 	if err != nil {
 		return err
+	}
+	members, point, err := n.members(r)
+	if err != nil {
+		return err
+	}
+	if point == 0 {
+		return nil // this node sits the epoch out
 	}
 	n.mu.Lock()
 	if _, err := n.liveEpoch(r.Epoch); err != nil {
@@ -511,7 +609,7 @@ func (n *Node) publicKeyShare(ctx context.Context) error {
 		return err
 	}
 	if n.parties[r.Epoch] == nil {
-		p, err := he.NewParty(n.params, point, len(r.Hospitals), int(r.Threshold), ceremonySeed(r))
+		p, err := he.NewParty(n.params, point, len(members), int(r.Threshold), ceremonySeed(r))
 		if err != nil {
 			n.mu.Unlock()
 			return err
@@ -532,7 +630,7 @@ func (n *Node) publicKeyShare(ctx context.Context) error {
 		return err
 	}
 	d := sha256.Sum256(b)
-	sig, err := n.sign(identity.StatementPublicKeyShare, ceremonyDigest(r), []byte(n.cfg.ID), d[:])
+	sig, err := n.sign(identity.StatementPublicKeyShare, membersDigest(r, members), []byte(n.cfg.ID), d[:])
 	if err != nil {
 		return err
 	}
@@ -572,18 +670,16 @@ func (n *Node) sealShares(ctx context.Context) error {
 	if party == nil {
 		return fmt.Errorf("no key share of epoch %d: the public-key step did not run on this node", r.Epoch)
 	}
-	// Seal only to HPKE keys their hospitals signed: a relay that swapped
-	// one for its own could open that share.
-	rd := ceremonyDigest(r)
-	if len(r.HpkePublicKeys) != len(r.Hospitals) || len(r.HpkeSignatures) != len(r.Hospitals) {
-		return n.untrusted("HPKE keys", fmt.Sprintf("%d keys and %d signatures for %d hospitals", len(r.HpkePublicKeys), len(r.HpkeSignatures), len(r.Hospitals)))
+	// Seal only to HPKE keys their hospitals signed (members verifies
+	// them): a relay that swapped one for its own could open that share.
+	members, _, err := n.members(r)
+	if err != nil {
+		return err
 	}
+	rd := membersDigest(r, members)
 	recipients := map[uint32][]byte{}
-	for i, pub := range r.HpkePublicKeys {
-		if err := n.verifyStatement(r, i, r.HpkeSignatures[i], identity.StatementHPKEKey, rd, []byte(r.Hospitals[i]), pub); err != nil {
-			return err
-		}
-		recipients[uint32(i+1)] = pub
+	for k, h := range members {
+		recipients[uint32(k+1)] = r.HpkePublicKeys[slices.Index(r.Hospitals, h)]
 	}
 	sealed, err := party.SealShares(recipients, ceremonySeed(r))
 	if err != nil {
@@ -595,7 +691,7 @@ func (n *Node) sealShares(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		to := r.Hospitals[s.To-1]
+		to := members[s.To-1]
 		d := sha256.Sum256(b)
 		sig, err := n.sign(identity.StatementSealedShare, rd, []byte(n.cfg.ID), []byte(to), d[:])
 		if err != nil {
@@ -624,25 +720,32 @@ func (n *Node) openShares(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if len(raw) != len(r.Hospitals) || len(sigs) != len(raw) {
-		return n.untrusted("sealed shares", fmt.Sprintf("%d shares and %d signatures for %d hospitals", len(raw), len(sigs), len(r.Hospitals)))
+	members, point, err := n.members(r)
+	if err != nil {
+		return err
 	}
-	rd := ceremonyDigest(r)
+	if point == 0 {
+		return nil // this node sits the epoch out
+	}
+	if len(raw) != len(members) || len(sigs) != len(raw) {
+		return n.untrusted("sealed shares", fmt.Sprintf("%d shares and %d signatures for %d members", len(raw), len(sigs), len(members)))
+	}
+	rd := membersDigest(r, members)
 	shares := make([]*he.SealedShare, len(raw))
 	for i, b := range raw {
 		if shares[i], err = he.UnmarshalSealedShare(b); err != nil {
 			return fmt.Errorf("sealed share %d: %w", i+1, err)
 		}
 		from := int(shares[i].From) - 1
-		if from < 0 || from >= len(r.Hospitals) {
+		if from < 0 || from >= len(members) {
 			return n.untrusted("sealed shares", fmt.Sprintf("share %d claims sender %d", i+1, shares[i].From))
 		}
 		d := sha256.Sum256(b)
-		if err := n.verifyStatement(r, from, sigs[i], identity.StatementSealedShare, rd, []byte(r.Hospitals[from]), []byte(n.cfg.ID), d[:]); err != nil {
+		if err := n.verifyStatement(r, slices.Index(r.Hospitals, members[from]), sigs[i], identity.StatementSealedShare, rd, []byte(members[from]), []byte(n.cfg.ID), d[:]); err != nil {
 			return err
 		}
 	}
-	pk, err := n.collectiveKey(r)
+	pk, err := n.collectiveKey(r, members)
 	if err != nil {
 		return err
 	}
@@ -684,27 +787,29 @@ func (n *Node) openShares(ctx context.Context) error {
 // collectiveKey builds the region's public key from the hospitals' signed
 // public-key shares, each verified against the region CA, and checks that
 // the coordinator serves the same key.
-func (n *Node) collectiveKey(r *pb.Region) (*he.PublicKey, error) {
+func (n *Node) collectiveKey(r *pb.Region, members []string) (*he.PublicKey, error) {
 	if len(r.PublicKeyShares) != len(r.Hospitals) || len(r.PublicKeyShareSignatures) != len(r.Hospitals) {
 		return nil, n.untrusted("public-key shares", fmt.Sprintf("%d shares and %d signatures for %d hospitals", len(r.PublicKeyShares), len(r.PublicKeyShareSignatures), len(r.Hospitals)))
 	}
-	rd := ceremonyDigest(r)
-	shares := make([]*he.PublicKeyShare, len(r.Hospitals))
-	for i, b := range r.PublicKeyShares {
+	rd := membersDigest(r, members)
+	shares := make([]*he.PublicKeyShare, len(members))
+	for k, h := range members {
+		i := slices.Index(r.Hospitals, h)
+		b := r.PublicKeyShares[i]
 		d := sha256.Sum256(b)
-		if err := n.verifyStatement(r, i, r.PublicKeyShareSignatures[i], identity.StatementPublicKeyShare, rd, []byte(r.Hospitals[i]), d[:]); err != nil {
+		if err := n.verifyStatement(r, i, r.PublicKeyShareSignatures[i], identity.StatementPublicKeyShare, rd, []byte(h), d[:]); err != nil {
 			return nil, err
 		}
 		s, err := he.UnmarshalPublicKeyShare(n.params, b)
 		if err != nil {
-			return nil, n.untrusted("public-key share of "+r.Hospitals[i], err.Error())
+			return nil, n.untrusted("public-key share of "+h, err.Error())
 		}
-		if int(s.From()) != i+1 {
-			return nil, n.untrusted("public-key share of "+r.Hospitals[i], fmt.Sprintf("made for point %d", s.From()))
+		if int(s.From()) != k+1 {
+			return nil, n.untrusted("public-key share of "+h, fmt.Sprintf("made for point %d, its place among the members is %d", s.From(), k+1))
 		}
-		shares[i] = s
+		shares[k] = s
 	}
-	pk, err := he.AggregatePublicKey(n.params, ceremonySeed(r), len(r.Hospitals), shares)
+	pk, err := he.AggregatePublicKey(n.params, ceremonySeed(r), len(members), shares)
 	if err != nil {
 		return nil, n.untrusted("public-key shares", err.Error())
 	}
@@ -1353,22 +1458,14 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	case !slices.Contains(t.Active, n.cfg.ID):
 		return errors.New("this hospital is not among the decryptors")
 	}
-	points := func(what string, names []string) ([]uint32, error) {
-		out := make([]uint32, len(names))
-		for i, h := range names {
-			p := slices.Index(r.Hospitals, h)
-			if p < 0 {
-				return nil, n.untrusted("a decryption manifest", fmt.Sprintf("%s %q is not a hospital of the region", what, h))
-			}
-			out[i] = uint32(p + 1)
-		}
-		return out, nil
-	}
-	active, err := points("decryptor", t.Active)
+	// Shamir points are places among the members of the round's key
+	// epoch, as this node pinned them.
+	members := n.epochMembers(t.Epoch, r)
+	active, err := n.memberPoints(members, "decryptor", t.Active)
 	if err != nil {
 		return err
 	}
-	contributorPoints, err := points("contributor", contributors)
+	contributorPoints, err := n.memberPoints(members, "contributor", contributors)
 	if err != nil {
 		return err
 	}

@@ -89,6 +89,10 @@ type epochKeys struct {
 	PublicKey   []byte `json:"public_key,omitempty"`
 	Decrypted   int    `json:"decrypted"`
 	Erased      bool   `json:"erased,omitempty"`
+	// Members are the hospitals of the epoch's ceremony as this node
+	// verified and pinned them (nil: every hospital of the region, as in
+	// files written before re-keys could leave hospitals out).
+	Members []string `json:"members,omitempty"`
 }
 
 // legacyEpoch0 are the key fields of a state file written before key

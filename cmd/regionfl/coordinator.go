@@ -12,6 +12,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"regionfl/coordinator"
+	"regionfl/coordinator/round"
 	"regionfl/coordinator/store"
 	"regionfl/identity"
 )
@@ -35,6 +36,9 @@ func newCoordinatorCmd() *cobra.Command {
 			}
 			if segmentMB < 1 || segmentMB > 1024 {
 				return usageError{fmt.Errorf("--wal-segment-mb: %d is not between 1 and 1024", segmentMB)}
+			}
+			if cfg.EnrollmentWait < time.Minute || cfg.EnrollmentWait > 7*24*time.Hour {
+				return usageError{fmt.Errorf("--enrollment-wait: %v is not between 1m and 168h", cfg.EnrollmentWait)}
 			}
 			cfg.SegmentSize = segmentMB << 20
 			cfg.Join = splitAddrs(join)
@@ -84,6 +88,7 @@ func newCoordinatorCmd() *cobra.Command {
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "host:port for Prometheus /metrics (plain HTTP, no auth: keep it on loopback, e.g. 127.0.0.1:9464); empty: off")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.IntVar(&segmentMB, "wal-segment-mb", 64, "size in MiB (1-1024) of the Raft log's segment files, each allocated whole when it opens: small disks want small segments")
+	f.DurationVar(&cfg.EnrollmentWait, "enrollment-wait", round.DefaultEnrollmentWait, "how long a re-key waits for every hospital to enroll before it goes ahead with those that did (at least threshold+1; the others join the next key epoch), 1m to 168h")
 	f.BoolVar(&cfg.Reflection, "reflection", false, "serve gRPC reflection (the API schema, for grpcurl) to any certificate of the region")
 	tf.register(f)
 	cmd.AddCommand(run, newCoordinatorHealthCmd(), newIdentityInitCmd("replica"), newIdentityRenewCmd("replica"))

@@ -69,7 +69,11 @@ func newRekeyCmd() *cobra.Command {
 		Long: `Start a new key epoch now. The region re-keys on its own when its key has
 spent half of its decryption budget; run this after a hospital's host was
 reinstalled or its key material may have leaked. Rounds keep the old key
-until every hospital holds the new one, so training does not stop.`,
+until the new epoch's members hold the new one, so training does not stop.
+A hospital that has not enrolled within the replicas' --enrollment-wait
+sits the epoch out (at least threshold+1 hospitals must enroll) and joins
+the next one; a ceremony that stalls after that is abandoned for a fresh
+epoch after twice the wait.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if strings.TrimSpace(reason) == "" {

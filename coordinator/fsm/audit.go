@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -108,6 +109,23 @@ func recordEpochStarted(_ *State, c *pb.StartKeyEpochCommand, r *draft) {
 	}
 	r.rec.Action, r.rec.Reason = audit.ActionCeremonyEpochStarted, c.Reason
 	r.rec.Details = map[string]string{"epoch": strconv.FormatUint(uint64(c.Epoch), 10)}
+	if c.Abandon {
+		r.rec.Details["abandoned"] = strconv.FormatUint(uint64(c.Epoch-1), 10)
+	}
+}
+
+func recordEnrollmentClosed(s *State, c *pb.CloseEnrollmentCommand, r *draft) {
+	r.rec.Action = audit.ActionCeremonyEnrollmentClosed
+	var missing []string
+	if s.Region != nil {
+		for _, h := range s.Region.Hospitals {
+			if !slices.Contains(c.Members, h) {
+				missing = append(missing, h)
+			}
+		}
+	}
+	r.rec.Details = map[string]string{"epoch": strconv.FormatUint(uint64(c.Epoch), 10),
+		"members": strings.Join(c.Members, ","), "sitting_out": strings.Join(missing, ",")}
 }
 
 func recordJobSubmitted(_ *State, c *pb.SubmitJobCommand, r *draft) {

@@ -65,6 +65,7 @@ const (
 	CmdEndWebSessions
 	CmdStartKeyEpoch
 	CmdRevocationList
+	CmdCloseEnrollment
 
 	cmdEnd // one past the last type
 )
@@ -286,9 +287,10 @@ var commands = map[CommandType]command{
 		delete(s.Replicas, c.Id)
 		return nil
 	}, recordReplicaRemoved),
-	CmdApproval:       timed((*State).approval, recordApproval),
-	CmdStartKeyEpoch:  entry((*State).startKeyEpoch, recordEpochStarted),
-	CmdRevocationList: entry((*State).revocationList, recordRevocationList),
+	CmdApproval:        timed((*State).approval, recordApproval),
+	CmdStartKeyEpoch:   timed((*State).startKeyEpoch, recordEpochStarted),
+	CmdCloseEnrollment: entry((*State).closeEnrollment, recordEnrollmentClosed),
+	CmdRevocationList:  entry((*State).revocationList, recordRevocationList),
 	CmdEndWebSessions: timed(func(s *State, c *pb.EndWebSessionsCommand, at int64) error {
 		if _, err := identity.ParseIdentity(c.Identity); err != nil {
 			return rejectf("identity: %v", err)
@@ -347,10 +349,11 @@ func (s *State) createRegion(c *pb.CreateRegionCommand, at int64) error {
 	return nil
 }
 
-// startKeyEpoch begins the ceremony of the next key epoch. Rounds that
-// are open keep their epoch; rounds opened from now on use the previous
-// epoch's key until the new ceremony is done.
-func (s *State) startKeyEpoch(c *pb.StartKeyEpochCommand) error {
+// startKeyEpoch begins the ceremony of the next key epoch, once the
+// current one is done or, abandoning it, when the leader found it stalled.
+// Rounds that are open keep their epoch; rounds opened from now on use the
+// newest completed epoch's key until the new ceremony is done.
+func (s *State) startKeyEpoch(c *pb.StartKeyEpochCommand, at int64) error {
 	r := s.Region
 	switch {
 	case r == nil:
@@ -359,12 +362,67 @@ func (s *State) startKeyEpoch(c *pb.StartKeyEpochCommand) error {
 		return rejectf("key epoch %d has already started", c.Epoch)
 	case c.Epoch != r.Epoch+1:
 		return rejectf("key epoch %d does not follow the region's %d", c.Epoch, r.Epoch)
-	case r.Step() != pb.CeremonyStep_CEREMONY_STEP_DONE:
+	case c.Abandon && (r.Epoch == 0 || r.Step() == pb.CeremonyStep_CEREMONY_STEP_DONE):
+		return rejectf("key epoch %d is not a stalled re-key to abandon", r.Epoch)
+	case !c.Abandon && r.Step() != pb.CeremonyStep_CEREMONY_STEP_DONE:
 		return rejectf("the ceremony of key epoch %d is still running", r.Epoch)
 	}
+	if c.Abandon {
+		r.Abandoned = append(r.Abandoned, r.Epoch)
+	}
 	r.Epoch = c.Epoch
+	r.EpochStartedMs = at
 	r.resetCeremony()
 	return nil
+}
+
+// closeEnrollment fixes the members of a re-key's ceremony to the
+// hospitals enrolled so far. The genesis ceremony has every hospital: its
+// enrollment never closes early.
+func (s *State) closeEnrollment(c *pb.CloseEnrollmentCommand) error {
+	r := s.Region
+	switch {
+	case r == nil:
+		return rejectf("no region yet")
+	case c.Epoch != r.Epoch:
+		return rejectf("enrollment of key epoch %d, the region's ceremony is of epoch %d", c.Epoch, r.Epoch)
+	case c.Epoch == 0:
+		return rejectf("the genesis ceremony takes every hospital")
+	case !r.enrollmentOpen():
+		return rejectf("the enrollment of key epoch %d is closed", c.Epoch)
+	case len(c.Members) < r.MinMembers():
+		return rejectf("%d members, a key epoch needs at least %d", len(c.Members), r.MinMembers())
+	case !slices.IsSorted(c.Members) || len(slices.Compact(slices.Clone(c.Members))) != len(c.Members):
+		return rejectf("members must be sorted and distinct")
+	}
+	for _, h := range c.Members {
+		i := r.Index(h)
+		if i < 0 || r.HPKE[i] == nil {
+			return rejectf("%q did not enroll in key epoch %d", h, c.Epoch)
+		}
+	}
+	if r.EpochMembers == nil {
+		r.EpochMembers = map[uint32][]string{}
+	}
+	r.EpochMembers[c.Epoch] = slices.Clone(c.Members)
+	return nil
+}
+
+// ceremonyMember returns the position in the region's per-hospital lists
+// of h, a member of the current ceremony, once its members are fixed.
+func (s *State) ceremonyMember(h string) (int, error) {
+	i, err := s.member(h)
+	if err != nil {
+		return -1, err
+	}
+	r := s.Region
+	if r.enrollmentOpen() {
+		return -1, rejectf("the enrollment of key epoch %d is still open", r.Epoch)
+	}
+	if r.MemberPoint(r.Epoch, h) == 0 {
+		return -1, rejectf("%s is not a member of key epoch %d", h, r.Epoch)
+	}
+	return i, nil
 }
 
 func (s *State) member(h string) (int, error) {
@@ -386,6 +444,9 @@ func (s *State) enroll(c *pb.EnrollCommand) error {
 	if s.Region.HPKE[i] != nil {
 		return rejectf("%s already enrolled", c.Hospital)
 	}
+	if !s.Region.enrollmentOpen() {
+		return rejectf("the enrollment of key epoch %d is closed", s.Region.Epoch)
+	}
 	s.Region.HPKE[i] = c.HpkePublicKey
 	s.Region.HPKESig[i] = c.Signature
 	s.Region.Certs[i] = c.Certificate
@@ -393,7 +454,7 @@ func (s *State) enroll(c *pb.EnrollCommand) error {
 }
 
 func (s *State) publicKeyShare(c *pb.PublicKeyShareCommand) error {
-	i, err := s.member(c.Hospital)
+	i, err := s.ceremonyMember(c.Hospital)
 	if err != nil {
 		return err
 	}
@@ -406,7 +467,7 @@ func (s *State) publicKeyShare(c *pb.PublicKeyShareCommand) error {
 }
 
 func (s *State) publicKey(c *pb.PublicKeyCommand) error {
-	if s.Region == nil || s.Region.PublicKey != nil || !all(s.Region.PKShares) {
+	if s.Region == nil || s.Region.PublicKey != nil || !s.Region.membersHave(func(i int) bool { return s.Region.PKShares[i] != nil }) {
 		return rejectf("public key not expected now")
 	}
 	s.Region.PublicKey = c.PublicKey
@@ -414,7 +475,7 @@ func (s *State) publicKey(c *pb.PublicKeyCommand) error {
 }
 
 func (s *State) sealedShares(c *pb.SealedSharesCommand) error {
-	from, err := s.member(c.From)
+	from, err := s.ceremonyMember(c.From)
 	if err != nil {
 		return err
 	}
@@ -422,26 +483,28 @@ func (s *State) sealedShares(c *pb.SealedSharesCommand) error {
 	if r.PublicKey == nil {
 		return rejectf("sealed shares before the public key")
 	}
-	if len(c.Shares) != len(r.Hospitals) {
-		return rejectf("%d sealed shares for %d hospitals", len(c.Shares), len(r.Hospitals))
+	// One share per member, in the members' order.
+	members := r.memberIndexes()
+	if len(c.Shares) != len(members) {
+		return rejectf("%d sealed shares for %d members", len(c.Shares), len(members))
 	}
-	if r.Sealed[0][from] != nil {
+	if r.Sealed[members[0]][from] != nil {
 		return rejectf("%s already sent its sealed shares", c.From)
 	}
 	if len(c.Signatures) != 0 && len(c.Signatures) != len(c.Shares) {
 		return rejectf("%d signatures for %d sealed shares", len(c.Signatures), len(c.Shares))
 	}
-	for to := range r.Hospitals {
-		r.Sealed[to][from] = c.Shares[to]
+	for k, to := range members {
+		r.Sealed[to][from] = c.Shares[k]
 		if len(c.Signatures) != 0 {
-			r.SealedSig[to][from] = c.Signatures[to]
+			r.SealedSig[to][from] = c.Signatures[k]
 		}
 	}
 	return nil
 }
 
 func (s *State) keyReady(c *pb.KeyReadyCommand) error {
-	i, err := s.member(c.Hospital)
+	i, err := s.ceremonyMember(c.Hospital)
 	if err != nil {
 		return err
 	}
@@ -581,6 +644,9 @@ func (s *State) contribution(c *pb.ContributionCommand) error {
 	if r.Contributed(c.Hospital) {
 		return rejectf("%s already contributed to round %d", c.Hospital, r.Number)
 	}
+	if s.Region.MemberPoint(r.Epoch, c.Hospital) == 0 {
+		return rejectf("%s sits out key epoch %d, the key of round %d", c.Hospital, r.Epoch, r.Number)
+	}
 	if r.HasDigest(c.Digest) {
 		return rejectf("an update with this digest was already counted in round %d", r.Number)
 	}
@@ -604,7 +670,7 @@ func (s *State) closeRound(c *pb.CloseRoundCommand, at int64) error {
 			return rejectf("manifest lists %s, which did not contribute", h)
 		}
 	}
-	if err := s.checkActive(c.Active); err != nil {
+	if err := s.checkActive(r.Epoch, c.Active); err != nil {
 		return err
 	}
 	r.State = RoundDecrypting
@@ -647,13 +713,13 @@ func (s *State) approval(c *pb.ApprovalCommand, at int64) error {
 	return nil
 }
 
-func (s *State) checkActive(active []string) error {
+func (s *State) checkActive(epoch uint32, active []string) error {
 	if len(active) != s.Region.Threshold {
 		return rejectf("%d decryptors, threshold is %d", len(active), s.Region.Threshold)
 	}
 	for i, h := range active {
-		if s.Region.Index(h) < 0 || slices.Contains(active[:i], h) {
-			return rejectf("decryptor %q unknown or repeated", h)
+		if s.Region.MemberPoint(epoch, h) == 0 || slices.Contains(active[:i], h) {
+			return rejectf("decryptor %q unknown, repeated or not a member of key epoch %d", h, epoch)
 		}
 	}
 	return nil
@@ -685,7 +751,7 @@ func (s *State) retryDecryption(c *pb.RetryDecryptionCommand, at int64) error {
 	if c.Attempt != r.Attempt+1 {
 		return rejectf("retry attempt %d after %d", c.Attempt, r.Attempt)
 	}
-	if err := s.checkActive(c.Active); err != nil {
+	if err := s.checkActive(r.Epoch, c.Active); err != nil {
 		return err
 	}
 	// A share is bound to its active set, and a hospital gives one share per

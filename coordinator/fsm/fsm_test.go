@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"regionfl/identity"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -50,6 +51,8 @@ func readyRegion(t testing.TB) *applier {
 	a.must(&pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2, Seed: []byte("seed")})
 	for _, h := range hs {
 		a.must(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
+	}
+	for _, h := range hs {
 		a.must(&pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s" + h)})
 	}
 	a.must(&pb.PublicKeyCommand{PublicKey: []byte("pk")})
@@ -72,7 +75,7 @@ func TestCeremonyStep(t *testing.T) {
 		if got := s.Region.Step(); got != pb.CeremonyStep_CEREMONY_STEP_DONE {
 			t.Fatalf("step %v, want done", got)
 		}
-		if s.Region.Point("h2") != 2 || s.Region.Point("nobody") != 0 {
+		if s.Region.MemberPoint(0, "h2") != 2 || s.Region.MemberPoint(0, "nobody") != 0 {
 			t.Fatal("Shamir points are the 1-based positions of the sorted hospitals")
 		}
 	})
@@ -313,4 +316,169 @@ func FuzzRestore(f *testing.F) {
 			t.Fatalf("a restored state does not restore from its own snapshot: %v", err)
 		}
 	})
+}
+
+// A re-key goes ahead without a hospital that did not enroll: the leader
+// closes enrollment with the hospitals enrolled (at least threshold+1),
+// their places among the members are their Shamir points in the epoch, and
+// the hospital left out neither takes part in the ceremony nor contributes
+// or decrypts in the epoch; it keeps its point in the epochs it was in.
+func TestCloseEnrollment(t *testing.T) {
+	a := &applier{t: t, f: New()}
+	hs := []string{"h1", "h2", "h3", "h4"}
+	a.must(&pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2, Seed: []byte("seed")})
+	ceremony := func(members []string) {
+		t.Helper()
+		for _, h := range members {
+			a.must(&pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s" + h)})
+		}
+		a.must(&pb.PublicKeyCommand{PublicKey: []byte("pk")})
+		for _, h := range members {
+			shares := make([][]byte, len(members))
+			for i := range shares {
+				shares[i] = []byte{byte(i)}
+			}
+			a.must(&pb.SealedSharesCommand{From: h, Shares: shares})
+		}
+		for _, h := range members {
+			a.must(&pb.KeyReadyCommand{Hospital: h})
+		}
+	}
+	reject := func(what string, m proto.Message) {
+		t.Helper()
+		if err := a.apply(m); !errors.Is(err, ErrRejected) {
+			t.Fatalf("%s: got %v, want a rejection", what, err)
+		}
+	}
+	for _, h := range hs[:3] {
+		a.must(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
+	}
+	reject("a public-key share before everyone enrolled in the genesis ceremony", &pb.PublicKeyShareCommand{Hospital: "h1", Share: []byte("s")})
+	reject("closing the genesis ceremony's enrollment", &pb.CloseEnrollmentCommand{Epoch: 0, Members: hs[:3]})
+	a.must(&pb.EnrollCommand{Hospital: "h4", HpkePublicKey: []byte("kh4")})
+	ceremony(hs)
+
+	a.must(&pb.StartKeyEpochCommand{Epoch: 1, Reason: "test"})
+	a.f.Read(func(s *State) {
+		if s.Region.MembersOf(1) != nil || s.Region.Step() != pb.CeremonyStep_CEREMONY_STEP_ENROLL || s.Region.EpochStartedMs == 0 {
+			t.Fatalf("a re-key's members are fixed before its enrollment closes: %v (started %d)", s.Region.MembersOf(1), s.Region.EpochStartedMs)
+		}
+	})
+	for _, h := range []string{"h1", "h2", "h4"} {
+		a.must(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k1" + h)})
+	}
+	reject("too few members", &pb.CloseEnrollmentCommand{Epoch: 1, Members: []string{"h1", "h2"}})
+	reject("a member that did not enroll", &pb.CloseEnrollmentCommand{Epoch: 1, Members: []string{"h1", "h2", "h3"}})
+	reject("members out of order", &pb.CloseEnrollmentCommand{Epoch: 1, Members: []string{"h2", "h1", "h4"}})
+	reject("a member twice", &pb.CloseEnrollmentCommand{Epoch: 1, Members: []string{"h1", "h1", "h4"}})
+	reject("another epoch", &pb.CloseEnrollmentCommand{Epoch: 2, Members: []string{"h1", "h2", "h4"}})
+	reject("a public-key share while enrollment is open", &pb.PublicKeyShareCommand{Hospital: "h1", Share: []byte("s")})
+	a.must(&pb.CloseEnrollmentCommand{Epoch: 1, Members: []string{"h1", "h2", "h4"}})
+	reject("closing twice", &pb.CloseEnrollmentCommand{Epoch: 1, Members: []string{"h1", "h2", "h4"}})
+	reject("a late enrollment", &pb.EnrollCommand{Hospital: "h3", HpkePublicKey: []byte("k1h3")})
+	reject("a public-key share of a hospital sitting the epoch out", &pb.PublicKeyShareCommand{Hospital: "h3", Share: []byte("s")})
+	ceremony([]string{"h1", "h2", "h4"})
+	reject("key ready of a hospital sitting the epoch out", &pb.KeyReadyCommand{Hospital: "h3"})
+	a.f.Read(func(s *State) {
+		r := s.Region
+		if e, ok := r.KeyEpoch(); !ok || e != 1 || r.Step() != pb.CeremonyStep_CEREMONY_STEP_DONE {
+			t.Fatalf("key epoch %d (%v), step %v: the ceremony of its three members did not complete", e, ok, r.Step())
+		}
+		for _, c := range []struct {
+			epoch uint32
+			h     string
+			want  uint32
+		}{{1, "h1", 1}, {1, "h4", 3}, {1, "h3", 0}, {0, "h3", 3}, {0, "h4", 4}} {
+			if got := r.MemberPoint(c.epoch, c.h); got != c.want {
+				t.Errorf("%s's point in epoch %d: %d, want %d", c.h, c.epoch, got, c.want)
+			}
+		}
+		d0, d1 := identity.CeremonyDigest(r.Digest(), 1), r.MembersDigest()
+		if d0 == d1 {
+			t.Error("the statements of an epoch without every hospital are bound to the ceremony digest alone")
+		}
+	})
+
+	a.must(&pb.SubmitJobCommand{JobId: "j", Spec: &pb.JobSpec{MinHospitals: 2, Rounds: 2}, RequestId: "r1", InitialParams: []float64{0, 0}})
+	for _, h := range hs {
+		a.must(&pb.DecideJobCommand{JobId: "j", Hospital: h, Accept: true})
+	}
+	a.must(&pb.OpenRoundCommand{JobId: "j", Round: 1, DeadlineUnixMs: 1 << 40})
+	reject("a contribution of a hospital sitting the round's epoch out", &pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h3", Digest: []byte("d3")})
+	a.must(&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("d1")})
+	a.must(&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h4", Digest: []byte("d4")})
+	reject("a decryptor sitting the round's epoch out", &pb.CloseRoundCommand{JobId: "j", Round: 1, Contributors: []string{"h1", "h4"}, Active: []string{"h1", "h3"}})
+	a.must(&pb.CloseRoundCommand{JobId: "j", Round: 1, Contributors: []string{"h1", "h4"}, Active: []string{"h2", "h4"}})
+
+	// The members survive a snapshot, and a snapshot naming too few is refused.
+	b := snapshotBytes(t, a.f)
+	g := New()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
+		t.Fatal(err)
+	}
+	g.Read(func(s *State) {
+		if !slices.Equal(s.Region.MembersOf(1), []string{"h1", "h2", "h4"}) {
+			t.Fatalf("restored members of epoch 1: %v", s.Region.MembersOf(1))
+		}
+	})
+	bad := bytes.Replace(b, []byte(`"epoch_members":{"1":["h1","h2","h4"]}`), []byte(`"epoch_members":{"1":["h1","h2"]}`), 1)
+	if bytes.Equal(bad, b) {
+		t.Fatal("the snapshot does not hold the members as expected")
+	}
+	if err := New().Restore(io.NopCloser(bytes.NewReader(bad))); err == nil {
+		t.Fatal("a snapshot with a key epoch of two members (threshold 2) was accepted")
+	}
+}
+
+// A stalled re-key is abandoned for the next epoch's ceremony: the region
+// keeps the last completed epoch's key, never the abandoned one's, and
+// only a running re-key can be abandoned.
+func TestAbandonStalledRekey(t *testing.T) {
+	a := readyRegion(t)
+	reject := func(what string, m proto.Message) {
+		t.Helper()
+		if err := a.apply(m); !errors.Is(err, ErrRejected) {
+			t.Fatalf("%s: got %v, want a rejection", what, err)
+		}
+	}
+	keyEpoch := func() uint32 {
+		var e uint32
+		a.f.Read(func(s *State) { e, _ = s.Region.KeyEpoch() })
+		return e
+	}
+	reject("abandoning a completed ceremony", &pb.StartKeyEpochCommand{Epoch: 1, Abandon: true})
+	a.must(&pb.StartKeyEpochCommand{Epoch: 1})
+	reject("starting a re-key while one runs", &pb.StartKeyEpochCommand{Epoch: 2})
+	a.must(&pb.StartKeyEpochCommand{Epoch: 2, Abandon: true})
+	a.must(&pb.StartKeyEpochCommand{Epoch: 3, Abandon: true})
+	if e := keyEpoch(); e != 0 {
+		t.Fatalf("key epoch %d after abandoning epochs 1 and 2, want 0", e)
+	}
+	for _, h := range []string{"h1", "h2", "h3"} {
+		a.must(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k3" + h)})
+	}
+	for _, h := range []string{"h1", "h2", "h3"} {
+		a.must(&pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s3" + h)})
+	}
+	a.must(&pb.PublicKeyCommand{PublicKey: []byte("pk3")})
+	for _, h := range []string{"h1", "h2", "h3"} {
+		a.must(&pb.SealedSharesCommand{From: h, Shares: [][]byte{{1}, {2}, {3}}})
+	}
+	for _, h := range []string{"h1", "h2", "h3"} {
+		a.must(&pb.KeyReadyCommand{Hospital: h})
+	}
+	if e := keyEpoch(); e != 3 {
+		t.Fatalf("key epoch %d once epoch 3's ceremony is done", e)
+	}
+	b := snapshotBytes(t, a.f)
+	if err := New().Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Replace(b, []byte(`"abandoned":[1,2]`), []byte(`"abandoned":[2,1]`), 1)
+	if bytes.Equal(bad, b) {
+		t.Fatal("the snapshot does not hold the abandoned epochs as expected")
+	}
+	if err := New().Restore(io.NopCloser(bytes.NewReader(bad))); err == nil {
+		t.Fatal("a snapshot with abandoned epochs out of order was accepted")
+	}
 }

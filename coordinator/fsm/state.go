@@ -85,7 +85,70 @@ type Region struct {
 	// RevocationMaxAgeS is how old the newest signed revocation list may
 	// be before hospitals stop acting for the region (0: no limit).
 	RevocationMaxAgeS uint32 `json:"revocation_max_age_s,omitempty"`
+	// EpochStartedMs is when the ceremony of key epoch Epoch began (0 for
+	// the genesis ceremony): the leader closes a re-key's enrollment a
+	// while after it.
+	EpochStartedMs int64 `json:"epoch_started_ms,omitempty"`
+	// EpochMembers lists, for each key epoch whose enrollment was closed
+	// with hospitals missing (CloseEnrollmentCommand), the sorted
+	// hospitals that take part in it. Every other epoch has every hospital.
+	EpochMembers map[uint32][]string `json:"epoch_members,omitempty"`
+	// Abandoned lists the re-keys whose ceremony stalled and was given up
+	// for the next epoch's: they never had a key.
+	Abandoned []uint32 `json:"abandoned,omitempty"`
 }
+
+// MembersOf is the sorted list of hospitals that take part in key epoch e,
+// or nil while e is a re-key whose enrollment is still open. A member's
+// Shamir point in the epoch is its place in the list, plus one.
+func (r *Region) MembersOf(e uint32) []string {
+	if m, ok := r.EpochMembers[e]; ok {
+		return m
+	}
+	if e > 0 && e == r.Epoch && r.enrollmentOpen() {
+		return nil
+	}
+	return r.Hospitals
+}
+
+// MemberPoint is hospital h's Shamir point in key epoch e (1-based), or 0
+// if h does not take part in it (or its members are not fixed yet).
+func (r *Region) MemberPoint(e uint32, h string) uint32 {
+	i, ok := slices.BinarySearch(r.MembersOf(e), h)
+	if !ok {
+		return 0
+	}
+	return uint32(i + 1)
+}
+
+// MembersDigest is what the current ceremony's public-key share and
+// sealed-share statements are bound to (identity.MembersDigest).
+func (r *Region) MembersDigest() [32]byte {
+	return identity.MembersDigest(r.CeremonyDigest(), r.Hospitals, r.MembersOf(r.Epoch))
+}
+
+// enrollmentOpen reports whether the current ceremony still takes
+// enrollments: until every hospital enrolled or the leader closed it.
+func (r *Region) enrollmentOpen() bool {
+	_, closed := r.EpochMembers[r.Epoch]
+	return !closed && !all(r.HPKE)
+}
+
+// Enrolled lists the hospitals enrolled in the current ceremony.
+func (r *Region) Enrolled() []string {
+	var out []string
+	for i, b := range r.HPKE {
+		if b != nil {
+			out = append(out, r.Hospitals[i])
+		}
+	}
+	return out
+}
+
+// MinMembers is the fewest hospitals a re-key's ceremony may close its
+// enrollment with: threshold+1, so that rounds of K = t+1 (the default
+// site policy) can still run, or every hospital in a region that small.
+func (r *Region) MinMembers() int { return min(len(r.Hospitals), r.Threshold+1) }
 
 // CeremonyDigest is what the statements of the region's current ceremony
 // are bound to (identity.CeremonyDigest).
@@ -96,11 +159,16 @@ func (r *Region) CeremonyDigest() [32]byte {
 // KeyEpoch is the newest key epoch whose ceremony is done, the one new
 // rounds encrypt in; ok is false before the genesis ceremony is done.
 func (r *Region) KeyEpoch() (epoch uint32, ok bool) {
-	switch {
-	case r.Step() == pb.CeremonyStep_CEREMONY_STEP_DONE:
+	if r.Step() == pb.CeremonyStep_CEREMONY_STEP_DONE {
 		return r.Epoch, true
-	case r.Epoch > 0:
-		return r.Epoch - 1, true // a new epoch's ceremony starts only once the last one is done
+	}
+	// A new epoch's ceremony starts only once the last one is done, or
+	// gave up on a stalled one (never the genesis ceremony).
+	for e := r.Epoch; e > 0; {
+		e--
+		if !slices.Contains(r.Abandoned, e) {
+			return e, true
+		}
 	}
 	return 0, false
 }
@@ -141,6 +209,8 @@ func (r *Region) Clone() *Region {
 	for i, row := range r.SealedSig {
 		c.SealedSig[i] = slices.Clone(row)
 	}
+	c.EpochMembers = maps.Clone(r.EpochMembers) // lists are never written in place
+	c.Abandoned = slices.Clone(r.Abandoned)
 	return &c
 }
 
@@ -173,13 +243,13 @@ func (r *Region) StepName() string {
 // Step reports how far the key ceremony is.
 func (r *Region) Step() pb.CeremonyStep {
 	switch {
-	case !all(r.HPKE):
+	case r.enrollmentOpen():
 		return pb.CeremonyStep_CEREMONY_STEP_ENROLL
 	case r.PublicKey == nil:
 		return pb.CeremonyStep_CEREMONY_STEP_PUBLIC_KEY_SHARE
 	case !r.allSealed():
 		return pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES
-	case slices.Contains(r.Ready, false):
+	case !r.membersHave(func(i int) bool { return r.Ready[i] }):
 		return pb.CeremonyStep_CEREMONY_STEP_OPEN_SHARES
 	default:
 		return pb.CeremonyStep_CEREMONY_STEP_DONE
@@ -195,9 +265,58 @@ func all(bs [][]byte) bool {
 	return true
 }
 
+// allSealed reports whether every member of the current ceremony sealed
+// its shares to every member.
 func (r *Region) allSealed() bool {
-	for _, row := range r.Sealed {
-		if !all(row) {
+	members := r.memberIndexes()
+	if members == nil {
+		return false
+	}
+	for _, to := range members {
+		for _, from := range members {
+			if r.Sealed[to][from] == nil {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// SealedAll reports whether member h of the current ceremony sealed its
+// shares (to every member).
+func (r *Region) SealedAll(h string) bool {
+	from := r.Index(h)
+	for _, to := range r.memberIndexes() {
+		if r.Sealed[to][from] == nil {
+			return false
+		}
+	}
+	return from >= 0 && r.memberIndexes() != nil
+}
+
+// memberIndexes are the positions in Hospitals of the current ceremony's
+// members (nil while enrollment is open).
+func (r *Region) memberIndexes() []int {
+	members := r.MembersOf(r.Epoch)
+	if members == nil {
+		return nil
+	}
+	out := make([]int, len(members))
+	for k, h := range members {
+		out[k] = r.Index(h)
+	}
+	return out
+}
+
+// membersHave reports whether every member of the current ceremony has
+// its entry in the per-hospital list x set.
+func (r *Region) membersHave(has func(i int) bool) bool {
+	members := r.memberIndexes()
+	if members == nil {
+		return false
+	}
+	for _, i := range members {
+		if !has(i) {
 			return false
 		}
 	}
@@ -478,6 +597,17 @@ func (s *State) check() error {
 		}
 		if bad || n == 0 {
 			return fmt.Errorf("state: the region's per-hospital lists are not of its %d hospitals", n)
+		}
+		for i, e := range r.Abandoned {
+			if e == 0 || e >= r.Epoch || (i > 0 && e <= r.Abandoned[i-1]) {
+				return fmt.Errorf("state: abandoned key epoch %d out of place", e)
+			}
+		}
+		for e, m := range r.EpochMembers {
+			if e == 0 || e > r.Epoch || len(m) < r.MinMembers() || !slices.IsSorted(m) || len(slices.Compact(slices.Clone(m))) != len(m) ||
+				slices.ContainsFunc(m, func(h string) bool { return r.Index(h) < 0 }) {
+				return fmt.Errorf("state: the members of key epoch %d are not a sorted list of at least %d of the region's hospitals", e, r.MinMembers())
+			}
 		}
 	}
 	return nil

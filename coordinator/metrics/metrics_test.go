@@ -44,6 +44,8 @@ func state(t *testing.T) *fsm.FSM {
 	apply(t, f, &i, &pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2})
 	for _, h := range hs {
 		apply(t, f, &i, &pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
+	}
+	for _, h := range hs {
 		apply(t, f, &i, &pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s")})
 	}
 	apply(t, f, &i, &pb.PublicKeyCommand{PublicKey: []byte("pk")})

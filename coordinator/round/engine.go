@@ -84,6 +84,9 @@ type Engine struct {
 	// rekeyAt is how many ciphertexts the current key may have decrypted
 	// before the engine starts the next key epoch's ceremony.
 	rekeyAt int
+	// enrollmentWait is how long a re-key's enrollment stays open before
+	// the leader closes it with the hospitals enrolled by then.
+	enrollmentWait time.Duration
 }
 
 type finishedKey struct {
@@ -142,7 +145,23 @@ func New(st *store.Store, params he.Params, log *slog.Logger, now Clock) *Engine
 		now = time.Now
 	}
 	return &Engine{store: st, params: params, log: log, now: now,
-		inflight: map[roundKey]*running{}, finished: map[finishedKey]int{}, seen: map[string]time.Time{}, rekeyAt: params.MaxDecryptions() / 2}
+		inflight: map[roundKey]*running{}, finished: map[finishedKey]int{}, seen: map[string]time.Time{}, rekeyAt: params.MaxDecryptions() / 2,
+		enrollmentWait: DefaultEnrollmentWait}
+}
+
+// DefaultEnrollmentWait is how long a re-key waits for every hospital to
+// enroll before it goes ahead with those that did (at least threshold+1):
+// long enough for a hospital restarting or briefly cut off, short enough
+// that one hospital down for the day does not hold the region's new key
+// back.
+const DefaultEnrollmentWait = 15 * time.Minute
+
+// SetEnrollmentWait sets how long a re-key's enrollment stays open
+// (DefaultEnrollmentWait); d is clamped to at least one second.
+func (e *Engine) SetEnrollmentWait(d time.Duration) {
+	e.mu.Lock()
+	e.enrollmentWait = max(d, time.Second)
+	e.mu.Unlock()
 }
 
 // SetRekeyAt makes the engine start a new key epoch once the current key
@@ -237,8 +256,20 @@ func (e *Engine) step() error {
 		return nil
 	}
 	e.warnRevocationListAge(region, listMs)
-	if region.PublicKey == nil && !slices.ContainsFunc(region.PKShares, func(b []byte) bool { return b == nil }) {
-		return e.publishPublicKey(region)
+	switch region.Step() {
+	case pb.CeremonyStep_CEREMONY_STEP_ENROLL:
+		if err := e.closeEnrollment(region); err != nil {
+			return err
+		}
+	case pb.CeremonyStep_CEREMONY_STEP_DONE:
+	default:
+		if err := e.abandonStalled(region); err != nil {
+			return err
+		}
+	}
+	if members := region.MembersOf(region.Epoch); region.PublicKey == nil && members != nil &&
+		!slices.ContainsFunc(members, func(h string) bool { return region.PKShares[region.Index(h)] == nil }) {
+		return e.publishPublicKey(region, members)
 	}
 	if _, keyed := region.KeyEpoch(); !keyed {
 		return nil
@@ -324,12 +355,66 @@ func (e *Engine) decryptedIn(j *fsm.Job, epoch uint32) int {
 	return n
 }
 
-func (e *Engine) publishPublicKey(r *fsm.Region) error {
-	shares := make([]*he.PublicKeyShare, len(r.PKShares))
-	for i, b := range r.PKShares {
-		s, err := he.UnmarshalPublicKeyShare(e.params, b)
+// closeEnrollment goes ahead with a re-key once its enrollment has been
+// open for the engine's wait: the hospitals enrolled by then are the key
+// epoch's members, if there are enough of them; the others join the next
+// epoch. The genesis ceremony waits for every hospital.
+func (e *Engine) closeEnrollment(r *fsm.Region) error {
+	e.mu.Lock()
+	wait := e.enrollmentWait
+	e.mu.Unlock()
+	if r.Epoch == 0 || e.now().Sub(time.UnixMilli(r.EpochStartedMs)) < wait {
+		return nil
+	}
+	enrolled := r.Enrolled()
+	if len(enrolled) < r.MinMembers() {
+		return nil // rounds keep the current key meanwhile
+	}
+	e.log.Warn("closing the enrollment of a key epoch without every hospital", "epoch", r.Epoch, "members", enrolled,
+		"enrolled", len(enrolled), "hospitals", len(r.Hospitals))
+	err := e.store.Propose(&pb.CloseEnrollmentCommand{Epoch: r.Epoch, Members: enrolled})
+	if errors.Is(err, fsm.ErrRejected) {
+		return nil // a hospital enrolled meanwhile and completed it
+	}
+	return err
+}
+
+// abandonStalled gives up a re-key whose ceremony has not completed
+// within twice the enrollment wait (a member went down after enrolling)
+// and starts the next epoch's, which the hospitals online at that time
+// enroll in. Rounds keep the newest completed epoch's key meanwhile.
+func (e *Engine) abandonStalled(r *fsm.Region) error {
+	e.mu.Lock()
+	wait := e.enrollmentWait
+	e.mu.Unlock()
+	if r.Epoch == 0 || e.now().Sub(time.UnixMilli(r.EpochStartedMs)) < 2*wait {
+		return nil
+	}
+	var behind []string
+	for _, h := range r.MembersOf(r.Epoch) {
+		i := r.Index(h)
+		switch step := r.Step(); {
+		case step == pb.CeremonyStep_CEREMONY_STEP_PUBLIC_KEY_SHARE && r.PKShares[i] == nil,
+			step == pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES && !r.SealedAll(h),
+			step == pb.CeremonyStep_CEREMONY_STEP_OPEN_SHARES && !r.Ready[i]:
+			behind = append(behind, h)
+		}
+	}
+	reason := fmt.Sprintf("the ceremony of key epoch %d stalled at step %s: %v did not do their part within %v", r.Epoch, r.StepName(), behind, 2*wait)
+	e.log.Warn("abandoning a stalled key ceremony", "epoch", r.Epoch, "step", r.StepName(), "behind", behind)
+	err := e.store.Propose(&pb.StartKeyEpochCommand{Epoch: r.Epoch + 1, Reason: reason, Abandon: true})
+	if errors.Is(err, fsm.ErrRejected) {
+		return nil // it completed meanwhile
+	}
+	return err
+}
+
+func (e *Engine) publishPublicKey(r *fsm.Region, members []string) error {
+	shares := make([]*he.PublicKeyShare, len(members))
+	for i, h := range members {
+		s, err := he.UnmarshalPublicKeyShare(e.params, r.PKShares[r.Index(h)])
 		if err != nil {
-			return fmt.Errorf("public-key share of %s: %w", r.Hospitals[i], err)
+			return fmt.Errorf("public-key share of %s: %w", h, err)
 		}
 		shares[i] = s
 	}
@@ -462,7 +547,7 @@ func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 	// waits for every accepted hospital that is not offline, and closes
 	// early only with at least K updates: with fewer, it waits out its
 	// deadline for anyone coming back.
-	all := len(r.Contributions) >= e.expected(j, r) && len(contributors) == len(r.Contributions) &&
+	all := len(r.Contributions) >= e.expected(region, j, r) && len(contributors) == len(r.Contributions) &&
 		len(contributors) >= int(j.Spec.MinHospitals)
 	late := e.late(key, r, int64(j.Spec.RoundDeadlineMs), now)
 	if !all && !late {
@@ -515,7 +600,7 @@ func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 	// The manifest lists exactly the updates in the sum: one counted under
 	// an earlier leader and never sent again is left out.
 	slices.Sort(contributors)
-	active := e.chooseDecryptors(region, contributors, nil, 0)
+	active := e.chooseDecryptors(region, r.Epoch, contributors, nil, 0)
 	e.log.Info("round closed", "job_id", j.ID, "round", r.Number, "contributors", len(contributors),
 		"aggregate_size", len(b), "aggregate_digest", fmt.Sprintf("%x", digest[:8]), "decryptors", active)
 	err = e.store.Propose(&pb.CloseRoundCommand{
@@ -532,13 +617,16 @@ func (e *Engine) stepCollecting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 }
 
 // expected is how many updates round r waits for: one from every accepted
-// hospital that contributed already or is not offline (see
+// member of its key epoch that contributed already or is not offline (see
 // OfflineAfterRounds).
-func (e *Engine) expected(j *fsm.Job, r *fsm.Round) int {
+func (e *Engine) expected(region *fsm.Region, j *fsm.Job, r *fsm.Round) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	n := 0
 	for _, h := range j.Accepted {
+		if region.MemberPoint(r.Epoch, h) == 0 {
+			continue // sits the round's key epoch out: it has no key to send in
+		}
 		if r.Contributed(h) || !e.offline(j, r, h) {
 			n++
 		}
@@ -587,15 +675,15 @@ func SilentBefore(j *fsm.Job, i int, h string) int {
 	return n
 }
 
-// chooseDecryptors picks t hospitals, preferring the round's contributors
-// (they were just online), then the most recently seen. It leaves out the
-// hospitals in exclude and, when sinceMs is set, those not seen since then;
-// it returns nil when fewer than t remain.
-func (e *Engine) chooseDecryptors(region *fsm.Region, contributors, exclude []string, sinceMs int64) []string {
+// chooseDecryptors picks t members of key epoch epoch, preferring the
+// round's contributors (they were just online), then the most recently
+// seen. It leaves out the hospitals in exclude and, when sinceMs is set,
+// those not seen since then; it returns nil when fewer than t remain.
+func (e *Engine) chooseDecryptors(region *fsm.Region, epoch uint32, contributors, exclude []string, sinceMs int64) []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var cand []string
-	for _, h := range region.Hospitals {
+	for _, h := range region.MembersOf(epoch) {
 		if !slices.Contains(exclude, h) && (sinceMs == 0 || e.seen[h].UnixMilli() >= sinceMs) {
 			cand = append(cand, h)
 		}
@@ -644,7 +732,7 @@ func (e *Engine) stepDecrypting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 		// Shares are bound to the active set and a hospital gives one per
 		// round, so the next attempt needs t hospitals never asked in this
 		// round, all of them polling since this attempt began (alive).
-		active := e.chooseDecryptors(region, r.Contributors, r.Asked, r.AttemptMs)
+		active := e.chooseDecryptors(region, r.Epoch, r.Contributors, r.Asked, r.AttemptMs)
 		if active == nil {
 			return e.abort(j, r, fmt.Sprintf("no decryption share from %v before the deadline, and fewer than %d other hospitals are online; the round runs again", missing, region.Threshold))
 		}

@@ -64,6 +64,8 @@ func newFixture(t *testing.T) *fixture {
 	f.propose(&pb.CreateRegionCommand{Params: he.RegionParamsName, Hospitals: hospitals, Threshold: 2, Seed: make([]byte, he.SeedLen)})
 	for _, h := range hospitals {
 		f.propose(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
+	}
+	for _, h := range hospitals {
 		f.propose(&pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s" + h)})
 	}
 	f.propose(&pb.PublicKeyCommand{PublicKey: []byte("pk")})
@@ -266,7 +268,7 @@ func TestChooseDecryptors(t *testing.T) {
 		{nil, []string{"h4"}, base.Add(2 * time.Second).UnixMilli(), nil},
 	}
 	for _, c := range cases {
-		if got := e.chooseDecryptors(region, c.contributors, c.exclude, c.since); !slices.Equal(got, c.want) {
+		if got := e.chooseDecryptors(region, 0, c.contributors, c.exclude, c.since); !slices.Equal(got, c.want) {
 			t.Errorf("contributors %v, exclude %v, since %d: %v, want %v", c.contributors, c.exclude, c.since, got, c.want)
 		}
 	}
@@ -289,11 +291,12 @@ func TestOffline(t *testing.T) {
 	if !e.offline(j, cur, "h3") || e.offline(j, cur, "h1") {
 		t.Fatal("h3 missed the last two rounds and is not offline, or h1 is")
 	}
-	if got := e.expected(j, cur); got != 2 {
+	region := &fsm.Region{Hospitals: []string{"h1", "h2", "h3"}}
+	if got := e.expected(region, j, cur); got != 2 {
 		t.Fatalf("the round waits for %d updates, want 2", got)
 	}
 	e.seen["h3"] = time.UnixMilli(10_001)
-	if e.offline(j, cur, "h3") || e.expected(j, cur) != 3 {
+	if e.offline(j, cur, "h3") || e.expected(region, j, cur) != 3 {
 		t.Fatal("a poll since the round opened did not bring h3 back")
 	}
 	short := &fsm.Job{Accepted: j.Accepted, Rounds: []*fsm.Round{sent("h1"), cur}}

@@ -74,14 +74,19 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 		return nil, status.Errorf(codes.PermissionDenied, "%s is not a hospital of this region", h)
 	}
 	step := pb.CeremonyStep_CEREMONY_STEP_DONE
-	switch {
-	case r.HPKE[i] == nil:
+	switch at := r.Step(); {
+	case at == pb.CeremonyStep_CEREMONY_STEP_ENROLL && r.HPKE[i] == nil:
 		step = pb.CeremonyStep_CEREMONY_STEP_ENROLL
+	case at == pb.CeremonyStep_CEREMONY_STEP_ENROLL:
+		step = pb.CeremonyStep_CEREMONY_STEP_UNSPECIFIED // waiting for the others
+	case r.MemberPoint(r.Epoch, h) == 0:
+		// Enrolled too late (or not at all): this hospital sits the key
+		// epoch out, and joins the next one.
 	case r.PKShares[i] == nil:
 		step = pb.CeremonyStep_CEREMONY_STEP_PUBLIC_KEY_SHARE
-	case r.PublicKey == nil || slices.ContainsFunc(r.HPKE, func(b []byte) bool { return b == nil }):
+	case r.PublicKey == nil:
 		step = pb.CeremonyStep_CEREMONY_STEP_UNSPECIFIED // waiting for the others
-	case r.Sealed[0][i] == nil:
+	case r.Sealed[r.Index(r.MembersOf(r.Epoch)[0])][i] == nil:
 		step = pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES
 	case r.Step() == pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES:
 		step = pb.CeremonyStep_CEREMONY_STEP_UNSPECIFIED
@@ -113,7 +118,7 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 		case fsm.RoundCollecting:
 			if c := cur.ContributionOf(h); c != nil {
 				resp.Kept = append(resp.Kept, &pb.KeptUpdate{JobId: j.ID, Round: cur.Number, Digest: c.Digest})
-			} else {
+			} else if r.MemberPoint(cur.Epoch, h) != 0 { // a hospital sitting the round's key epoch out has no key to encrypt in
 				resp.Train = append(resp.Train, &pb.TrainTask{
 					JobId: j.ID, Round: cur.Number, ModelVersion: cur.ModelVersion, ModelHash: j.ModelHash, Spec: j.Spec, Job: jobOffer(j),
 					Epoch: cur.Epoch,
@@ -208,15 +213,31 @@ func (s hospitalService) region(ctx context.Context) (*fsm.Region, uint32, error
 	if r == nil {
 		return nil, 0, status.Error(codes.FailedPrecondition, "the region has not been created yet")
 	}
-	p := r.Point(caller(ctx).Name)
-	if p == 0 {
+	if r.Index(caller(ctx).Name) < 0 {
 		return nil, 0, status.Errorf(codes.PermissionDenied, "%s is not a hospital of this region", caller(ctx))
 	}
-	return r, p, nil
+	return r, r.MemberPoint(r.Epoch, caller(ctx).Name), nil
+}
+
+// ceremonyRegion is region for a step of the ceremony after enrollment:
+// the caller must be a member of the current key epoch; point is its
+// Shamir point in it.
+func (s hospitalService) ceremonyRegion(ctx context.Context) (*fsm.Region, uint32, error) {
+	r, point, err := s.region(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	if r.MembersOf(r.Epoch) == nil {
+		return nil, 0, status.Errorf(codes.FailedPrecondition, "the enrollment of key epoch %d is still open", r.Epoch)
+	}
+	if point == 0 {
+		return nil, 0, status.Errorf(codes.FailedPrecondition, "%s is not a member of key epoch %d: it joins the next one", caller(ctx), r.Epoch)
+	}
+	return r, point, nil
 }
 
 func (s hospitalService) SubmitPublicKeyShare(ctx context.Context, req *pb.SubmitPublicKeyShareRequest) (*pb.SubmitPublicKeyShareResponse, error) {
-	r, point, err := s.region(ctx)
+	r, point, err := s.ceremonyRegion(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -228,8 +249,8 @@ func (s hospitalService) SubmitPublicKeyShare(ctx context.Context, req *pb.Submi
 		return nil, status.Errorf(codes.PermissionDenied, "share is from party %d, the caller is party %d", share.From(), point)
 	}
 	h := caller(ctx).Name
-	rd, sd := r.CeremonyDigest(), sha256.Sum256(req.Share)
-	if err := identity.CheckSignature(r.Cert(point), req.Signature, identity.StatementPublicKeyShare, rd[:], []byte(h), sd[:]); err != nil {
+	rd, sd := r.MembersDigest(), sha256.Sum256(req.Share)
+	if err := identity.CheckSignature(r.Cert(uint32(r.Index(h)+1)), req.Signature, identity.StatementPublicKeyShare, rd[:], []byte(h), sd[:]); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
 	}
 	if err := s.store.Propose(&pb.PublicKeyShareCommand{Hospital: h, Share: req.Share, Signature: req.Signature}); err != nil {
@@ -240,21 +261,23 @@ func (s hospitalService) SubmitPublicKeyShare(ctx context.Context, req *pb.Submi
 }
 
 func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitSealedSharesRequest) (*pb.SubmitSealedSharesResponse, error) {
-	r, point, err := s.region(ctx)
+	r, point, err := s.ceremonyRegion(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if len(req.Shares) != len(r.Hospitals) {
-		return nil, status.Errorf(codes.InvalidArgument, "shares: %d, the region has %d hospitals", len(req.Shares), len(r.Hospitals))
+	members := r.MembersOf(r.Epoch)
+	if len(req.Shares) != len(members) {
+		return nil, status.Errorf(codes.InvalidArgument, "shares: %d, key epoch %d has %d members", len(req.Shares), r.Epoch, len(members))
 	}
 	h := caller(ctx).Name
-	ordered := make([][]byte, len(r.Hospitals))
-	sigs := make([][]byte, len(r.Hospitals))
-	rd := r.CeremonyDigest()
+	ordered := make([][]byte, len(members))
+	sigs := make([][]byte, len(members))
+	rd := r.MembersDigest()
+	cert := r.Cert(uint32(r.Index(h) + 1))
 	for _, sh := range req.Shares {
-		i := r.Index(sh.To)
+		i := int(r.MemberPoint(r.Epoch, sh.To)) - 1
 		if i < 0 || ordered[i] != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "shares: recipient %q unknown or repeated", sh.To)
+			return nil, status.Errorf(codes.InvalidArgument, "shares: recipient %q not a member of key epoch %d, or repeated", sh.To, r.Epoch)
 		}
 		ss, err := he.UnmarshalSealedShare(sh.Sealed)
 		if err != nil {
@@ -264,7 +287,7 @@ func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitS
 			return nil, status.Errorf(codes.InvalidArgument, "shares[%s]: addressed from %d to %d, want from %d to %d", sh.To, ss.From, ss.To, point, i+1)
 		}
 		d := sha256.Sum256(sh.Sealed)
-		if err := identity.CheckSignature(r.Cert(point), sh.Signature, identity.StatementSealedShare, rd[:], []byte(h), []byte(sh.To), d[:]); err != nil {
+		if err := identity.CheckSignature(cert, sh.Signature, identity.StatementSealedShare, rd[:], []byte(h), []byte(sh.To), d[:]); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "shares[%s].signature: %v", sh.To, err)
 		}
 		ordered[i], sigs[i] = sh.Sealed, sh.Signature
@@ -277,19 +300,27 @@ func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitS
 }
 
 func (s hospitalService) GetSealedShares(ctx context.Context, _ *pb.GetSealedSharesRequest) (*pb.GetSealedSharesResponse, error) {
-	r, point, err := s.region(ctx)
+	r, _, err := s.ceremonyRegion(ctx)
 	if err != nil {
 		return nil, err
 	}
-	row := r.Sealed[point-1]
-	if slices.ContainsFunc(row, func(b []byte) bool { return b == nil }) {
-		return nil, status.Error(codes.FailedPrecondition, "not every hospital has sealed its shares yet")
+	// The shares sealed to the caller, one from each member, in the
+	// members' order.
+	to := r.Index(caller(ctx).Name)
+	resp := &pb.GetSealedSharesResponse{}
+	for _, m := range r.MembersOf(r.Epoch) {
+		from := r.Index(m)
+		if r.Sealed[to][from] == nil {
+			return nil, status.Error(codes.FailedPrecondition, "not every member has sealed its shares yet")
+		}
+		resp.Shares = append(resp.Shares, r.Sealed[to][from])
+		resp.Signatures = append(resp.Signatures, r.SealedSig[to][from])
 	}
-	return &pb.GetSealedSharesResponse{Shares: row, Signatures: r.SealedSig[point-1]}, nil
+	return resp, nil
 }
 
 func (s hospitalService) ConfirmKeyReady(ctx context.Context, req *pb.ConfirmKeyReadyRequest) (*pb.ConfirmKeyReadyResponse, error) {
-	r, _, err := s.region(ctx)
+	r, _, err := s.ceremonyRegion(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -317,7 +348,8 @@ func (s hospitalService) GetRegion(ctx context.Context, _ *pb.GetRegionRequest) 
 	out := &pb.Region{Params: r.Params, Hospitals: r.Hospitals, Threshold: uint32(r.Threshold), Seed: r.Seed,
 		HpkePublicKeys: r.HPKE, PublicKey: r.PublicKey, Step: r.Step(),
 		Certificates: r.Certs, HpkeSignatures: r.HPKESig, PublicKeyShares: r.PKShares, PublicKeyShareSignatures: r.PKSig,
-		GenesisSignature: r.GenesisSig, GenesisCertificate: r.GenesisCert, Epoch: r.Epoch, RevocationMaxAgeS: r.RevocationMaxAgeS}
+		GenesisSignature: r.GenesisSig, GenesisCertificate: r.GenesisCert, Epoch: r.Epoch, RevocationMaxAgeS: r.RevocationMaxAgeS,
+		Members: r.MembersOf(r.Epoch)}
 	for i, ok := range r.Ready {
 		if ok {
 			out.Ready = append(out.Ready, r.Hospitals[i])
@@ -573,7 +605,7 @@ func (s hospitalService) SubmitDecryptionShare(stream pb.HospitalService_SubmitD
 	// Who the share is from is checked first: identity comes from the
 	// certificate only, whatever the state of the round.
 	ctx := stream.Context()
-	region, point, err := s.region(ctx)
+	region, _, err := s.region(ctx)
 	if err != nil {
 		return err
 	}
@@ -608,12 +640,14 @@ func (s hospitalService) SubmitDecryptionShare(stream pb.HospitalService_SubmitD
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "share: %v", err)
 	}
-	if share.From() != point {
-		return status.Errorf(codes.PermissionDenied, "share is from party %d, the caller is party %d", share.From(), point)
+	// Points are the parties' places among the members of the round's key
+	// epoch.
+	if point := region.MemberPoint(r.Epoch, h); share.From() != point {
+		return status.Errorf(codes.PermissionDenied, "share is from party %d, the caller is party %d of key epoch %d", share.From(), point, r.Epoch)
 	}
 	want := make([]uint32, len(r.Contributors))
 	for i, c := range r.Contributors {
-		want[i] = region.Point(c)
+		want[i] = region.MemberPoint(r.Epoch, c)
 	}
 	slices.Sort(want)
 	if got := share.Contributors(); !slices.Equal(got, want) {

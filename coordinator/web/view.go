@@ -175,6 +175,15 @@ func buildIndex(s *fsm.State) indexView {
 	if r := s.Region; r != nil {
 		v.Region = regionView{Present: true, Hospitals: slices.Clone(r.Hospitals), Threshold: r.Threshold,
 			Ceremony: fmt.Sprintf("key epoch %d: %s", r.Epoch, r.StepName())}
+		if m := r.MembersOf(r.Epoch); m != nil && len(m) < len(r.Hospitals) {
+			var out []string
+			for _, h := range r.Hospitals {
+				if !slices.Contains(m, h) {
+					out = append(out, h)
+				}
+			}
+			v.Region.Ceremony += fmt.Sprintf(" (%d of %d hospitals; sitting out: %s)", len(m), len(r.Hospitals), strings.Join(out, ", "))
+		}
 	}
 	for id, addr := range s.Replicas {
 		v.Replicas = append(v.Replicas, replicaView{ID: id, Addr: addr})

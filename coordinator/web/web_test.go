@@ -69,6 +69,8 @@ func testState(t testing.TB) *fsm.FSM {
 	a.mustAt(t0, &pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2, Seed: []byte("seed")})
 	for _, h := range hs {
 		a.must(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
+	}
+	for _, h := range hs {
 		a.must(&pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s" + h)})
 	}
 	a.must(&pb.PublicKeyCommand{PublicKey: []byte("pk")})
@@ -907,4 +909,19 @@ func FuzzRecordQuery(f *testing.F) {
 			t.Fatalf("an accepted query gives a filter the export refuses: %v", err)
 		}
 	})
+}
+
+// The region line says which hospitals sit the current key epoch out.
+func TestIndexNamesHospitalsSittingOut(t *testing.T) {
+	r := &fsm.Region{Hospitals: []string{"h1", "h2", "h3", "h4"}, Threshold: 2, Epoch: 1,
+		EpochMembers: map[uint32][]string{1: {"h1", "h2", "h4"}}}
+	n := len(r.Hospitals)
+	r.HPKE, r.PKShares, r.Ready, r.Sealed = make([][]byte, n), make([][]byte, n), make([]bool, n), make([][][]byte, n)
+	for i := range r.Sealed {
+		r.Sealed[i] = make([][]byte, n)
+	}
+	v := buildIndex(&fsm.State{Region: r})
+	if want := "key epoch 1: public_key_share (3 of 4 hospitals; sitting out: h3)"; v.Region.Ceremony != want {
+		t.Fatalf("ceremony line %q, want %q", v.Region.Ceremony, want)
+	}
 }

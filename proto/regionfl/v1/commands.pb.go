@@ -452,10 +452,14 @@ func (x *KeyReadyCommand) GetHospital() string {
 // leader when the current key's decryption budget is half spent, or by an
 // operator.
 type StartKeyEpochCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Epoch         uint32                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
-	StartedBy     string                 `protobuf:"bytes,3,opt,name=started_by,json=startedBy,proto3" json:"started_by,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Epoch     uint32                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Reason    string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	StartedBy string                 `protobuf:"bytes,3,opt,name=started_by,json=startedBy,proto3" json:"started_by,omitempty"`
+	// The ceremony of the previous epoch (a re-key) stalled after its
+	// members were fixed, and is abandoned: its key is never used. Proposed
+	// by the leader only; the region's key stays the last completed epoch's.
+	Abandon       bool `protobuf:"varint,4,opt,name=abandon,proto3" json:"abandon,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -511,6 +515,70 @@ func (x *StartKeyEpochCommand) GetStartedBy() string {
 	return ""
 }
 
+func (x *StartKeyEpochCommand) GetAbandon() bool {
+	if x != nil {
+		return x.Abandon
+	}
+	return false
+}
+
+// CloseEnrollmentCommand fixes the members of a re-key's ceremony: the
+// hospitals that enrolled in key epoch epoch, proposed by the leader once
+// enrollment has been open long enough and at least min(N, threshold+1)
+// hospitals enrolled. A hospital offline at re-key time joins at the next
+// epoch instead of holding this one back.
+type CloseEnrollmentCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint32                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Members       []string               `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseEnrollmentCommand) Reset() {
+	*x = CloseEnrollmentCommand{}
+	mi := &file_regionfl_v1_commands_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseEnrollmentCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseEnrollmentCommand) ProtoMessage() {}
+
+func (x *CloseEnrollmentCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_commands_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseEnrollmentCommand.ProtoReflect.Descriptor instead.
+func (*CloseEnrollmentCommand) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CloseEnrollmentCommand) GetEpoch() uint32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *CloseEnrollmentCommand) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 type SubmitJobCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -529,7 +597,7 @@ type SubmitJobCommand struct {
 
 func (x *SubmitJobCommand) Reset() {
 	*x = SubmitJobCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[8]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +609,7 @@ func (x *SubmitJobCommand) String() string {
 func (*SubmitJobCommand) ProtoMessage() {}
 
 func (x *SubmitJobCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[8]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +622,7 @@ func (x *SubmitJobCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobCommand.ProtoReflect.Descriptor instead.
 func (*SubmitJobCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{8}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SubmitJobCommand) GetJobId() string {
@@ -625,7 +693,7 @@ type DecideJobCommand struct {
 
 func (x *DecideJobCommand) Reset() {
 	*x = DecideJobCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[9]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +705,7 @@ func (x *DecideJobCommand) String() string {
 func (*DecideJobCommand) ProtoMessage() {}
 
 func (x *DecideJobCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[9]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +718,7 @@ func (x *DecideJobCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideJobCommand.ProtoReflect.Descriptor instead.
 func (*DecideJobCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{9}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DecideJobCommand) GetJobId() string {
@@ -694,7 +762,7 @@ type OpenRoundCommand struct {
 
 func (x *OpenRoundCommand) Reset() {
 	*x = OpenRoundCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[10]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +774,7 @@ func (x *OpenRoundCommand) String() string {
 func (*OpenRoundCommand) ProtoMessage() {}
 
 func (x *OpenRoundCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[10]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +787,7 @@ func (x *OpenRoundCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRoundCommand.ProtoReflect.Descriptor instead.
 func (*OpenRoundCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{10}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *OpenRoundCommand) GetJobId() string {
@@ -768,7 +836,7 @@ type ContributionCommand struct {
 
 func (x *ContributionCommand) Reset() {
 	*x = ContributionCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[11]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +848,7 @@ func (x *ContributionCommand) String() string {
 func (*ContributionCommand) ProtoMessage() {}
 
 func (x *ContributionCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[11]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +861,7 @@ func (x *ContributionCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContributionCommand.ProtoReflect.Descriptor instead.
 func (*ContributionCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{11}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ContributionCommand) GetJobId() string {
@@ -868,7 +936,7 @@ type CloseRoundCommand struct {
 
 func (x *CloseRoundCommand) Reset() {
 	*x = CloseRoundCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[12]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +948,7 @@ func (x *CloseRoundCommand) String() string {
 func (*CloseRoundCommand) ProtoMessage() {}
 
 func (x *CloseRoundCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[12]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +961,7 @@ func (x *CloseRoundCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseRoundCommand.ProtoReflect.Descriptor instead.
 func (*CloseRoundCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{12}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CloseRoundCommand) GetJobId() string {
@@ -961,7 +1029,7 @@ type ApprovalCommand struct {
 
 func (x *ApprovalCommand) Reset() {
 	*x = ApprovalCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[13]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1041,7 @@ func (x *ApprovalCommand) String() string {
 func (*ApprovalCommand) ProtoMessage() {}
 
 func (x *ApprovalCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[13]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1054,7 @@ func (x *ApprovalCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalCommand.ProtoReflect.Descriptor instead.
 func (*ApprovalCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{13}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ApprovalCommand) GetJobId() string {
@@ -1037,7 +1105,7 @@ type DecryptionShareCommand struct {
 
 func (x *DecryptionShareCommand) Reset() {
 	*x = DecryptionShareCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[14]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1117,7 @@ func (x *DecryptionShareCommand) String() string {
 func (*DecryptionShareCommand) ProtoMessage() {}
 
 func (x *DecryptionShareCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[14]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1130,7 @@ func (x *DecryptionShareCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptionShareCommand.ProtoReflect.Descriptor instead.
 func (*DecryptionShareCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{14}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DecryptionShareCommand) GetJobId() string {
@@ -1115,7 +1183,7 @@ type RetryDecryptionCommand struct {
 
 func (x *RetryDecryptionCommand) Reset() {
 	*x = RetryDecryptionCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[15]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1195,7 @@ func (x *RetryDecryptionCommand) String() string {
 func (*RetryDecryptionCommand) ProtoMessage() {}
 
 func (x *RetryDecryptionCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[15]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1208,7 @@ func (x *RetryDecryptionCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryDecryptionCommand.ProtoReflect.Descriptor instead.
 func (*RetryDecryptionCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{15}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RetryDecryptionCommand) GetJobId() string {
@@ -1190,7 +1258,7 @@ type CommitModelCommand struct {
 
 func (x *CommitModelCommand) Reset() {
 	*x = CommitModelCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[16]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1270,7 @@ func (x *CommitModelCommand) String() string {
 func (*CommitModelCommand) ProtoMessage() {}
 
 func (x *CommitModelCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[16]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1283,7 @@ func (x *CommitModelCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitModelCommand.ProtoReflect.Descriptor instead.
 func (*CommitModelCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{16}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CommitModelCommand) GetJobId() string {
@@ -1289,7 +1357,7 @@ type ScalingCommand struct {
 
 func (x *ScalingCommand) Reset() {
 	*x = ScalingCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[17]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1369,7 @@ func (x *ScalingCommand) String() string {
 func (*ScalingCommand) ProtoMessage() {}
 
 func (x *ScalingCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[17]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1382,7 @@ func (x *ScalingCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScalingCommand.ProtoReflect.Descriptor instead.
 func (*ScalingCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{17}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ScalingCommand) GetJobId() string {
@@ -1365,7 +1433,7 @@ type AbortRoundCommand struct {
 
 func (x *AbortRoundCommand) Reset() {
 	*x = AbortRoundCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[18]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1445,7 @@ func (x *AbortRoundCommand) String() string {
 func (*AbortRoundCommand) ProtoMessage() {}
 
 func (x *AbortRoundCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[18]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1458,7 @@ func (x *AbortRoundCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRoundCommand.ProtoReflect.Descriptor instead.
 func (*AbortRoundCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{18}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AbortRoundCommand) GetJobId() string {
@@ -1432,7 +1500,7 @@ type EndJobCommand struct {
 
 func (x *EndJobCommand) Reset() {
 	*x = EndJobCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1444,7 +1512,7 @@ func (x *EndJobCommand) String() string {
 func (*EndJobCommand) ProtoMessage() {}
 
 func (x *EndJobCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[19]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1457,7 +1525,7 @@ func (x *EndJobCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndJobCommand.ProtoReflect.Descriptor instead.
 func (*EndJobCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{19}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EndJobCommand) GetJobId() string {
@@ -1493,7 +1561,7 @@ type EndWebSessionsCommand struct {
 
 func (x *EndWebSessionsCommand) Reset() {
 	*x = EndWebSessionsCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +1573,7 @@ func (x *EndWebSessionsCommand) String() string {
 func (*EndWebSessionsCommand) ProtoMessage() {}
 
 func (x *EndWebSessionsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[20]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +1586,7 @@ func (x *EndWebSessionsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndWebSessionsCommand.ProtoReflect.Descriptor instead.
 func (*EndWebSessionsCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{20}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EndWebSessionsCommand) GetIdentity() string {
@@ -1550,7 +1618,7 @@ type RevokeCommand struct {
 
 func (x *RevokeCommand) Reset() {
 	*x = RevokeCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1630,7 @@ func (x *RevokeCommand) String() string {
 func (*RevokeCommand) ProtoMessage() {}
 
 func (x *RevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[21]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1643,7 @@ func (x *RevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCommand.ProtoReflect.Descriptor instead.
 func (*RevokeCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{21}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RevokeCommand) GetSerial() string {
@@ -1635,7 +1703,7 @@ type RevocationListCommand struct {
 
 func (x *RevocationListCommand) Reset() {
 	*x = RevocationListCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1715,7 @@ func (x *RevocationListCommand) String() string {
 func (*RevocationListCommand) ProtoMessage() {}
 
 func (x *RevocationListCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[22]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1728,7 @@ func (x *RevocationListCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevocationListCommand.ProtoReflect.Descriptor instead.
 func (*RevocationListCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{22}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RevocationListCommand) GetIssuedUnixMs() int64 {
@@ -1710,7 +1778,7 @@ type CheckpointCommand struct {
 
 func (x *CheckpointCommand) Reset() {
 	*x = CheckpointCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[23]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1790,7 @@ func (x *CheckpointCommand) String() string {
 func (*CheckpointCommand) ProtoMessage() {}
 
 func (x *CheckpointCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[23]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +1803,7 @@ func (x *CheckpointCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointCommand.ProtoReflect.Descriptor instead.
 func (*CheckpointCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{23}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CheckpointCommand) GetTreeHead() []byte {
@@ -1759,7 +1827,7 @@ type AuthzRefusedCommand struct {
 
 func (x *AuthzRefusedCommand) Reset() {
 	*x = AuthzRefusedCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[24]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +1839,7 @@ func (x *AuthzRefusedCommand) String() string {
 func (*AuthzRefusedCommand) ProtoMessage() {}
 
 func (x *AuthzRefusedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[24]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +1852,7 @@ func (x *AuthzRefusedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthzRefusedCommand.ProtoReflect.Descriptor instead.
 func (*AuthzRefusedCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{24}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AuthzRefusedCommand) GetIdentity() string {
@@ -1826,7 +1894,7 @@ type ReplicaRemovedCommand struct {
 
 func (x *ReplicaRemovedCommand) Reset() {
 	*x = ReplicaRemovedCommand{}
-	mi := &file_regionfl_v1_commands_proto_msgTypes[25]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +1906,7 @@ func (x *ReplicaRemovedCommand) String() string {
 func (*ReplicaRemovedCommand) ProtoMessage() {}
 
 func (x *ReplicaRemovedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_commands_proto_msgTypes[25]
+	mi := &file_regionfl_v1_commands_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +1919,7 @@ func (x *ReplicaRemovedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaRemovedCommand.ProtoReflect.Descriptor instead.
 func (*ReplicaRemovedCommand) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{25}
+	return file_regionfl_v1_commands_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReplicaRemovedCommand) GetId() string {
@@ -1896,12 +1964,16 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"signatures\x18\x03 \x03(\fR\n" +
 	"signatures\"-\n" +
 	"\x0fKeyReadyCommand\x12\x1a\n" +
-	"\bhospital\x18\x01 \x01(\tR\bhospital\"c\n" +
+	"\bhospital\x18\x01 \x01(\tR\bhospital\"}\n" +
 	"\x14StartKeyEpochCommand\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\rR\x05epoch\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1d\n" +
 	"\n" +
-	"started_by\x18\x03 \x01(\tR\tstartedBy\"\xaa\x02\n" +
+	"started_by\x18\x03 \x01(\tR\tstartedBy\x12\x18\n" +
+	"\aabandon\x18\x04 \x01(\bR\aabandon\"H\n" +
+	"\x16CloseEnrollmentCommand\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\rR\x05epoch\x12\x18\n" +
+	"\amembers\x18\x02 \x03(\tR\amembers\"\xaa\x02\n" +
 	"\x10SubmitJobCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12\x1d\n" +
@@ -2022,7 +2094,7 @@ func file_regionfl_v1_commands_proto_rawDescGZIP() []byte {
 	return file_regionfl_v1_commands_proto_rawDescData
 }
 
-var file_regionfl_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_regionfl_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_regionfl_v1_commands_proto_goTypes = []any{
 	(*RegisterReplicaCommand)(nil), // 0: regionfl.v1.RegisterReplicaCommand
 	(*CreateRegionCommand)(nil),    // 1: regionfl.v1.CreateRegionCommand
@@ -2032,31 +2104,32 @@ var file_regionfl_v1_commands_proto_goTypes = []any{
 	(*SealedSharesCommand)(nil),    // 5: regionfl.v1.SealedSharesCommand
 	(*KeyReadyCommand)(nil),        // 6: regionfl.v1.KeyReadyCommand
 	(*StartKeyEpochCommand)(nil),   // 7: regionfl.v1.StartKeyEpochCommand
-	(*SubmitJobCommand)(nil),       // 8: regionfl.v1.SubmitJobCommand
-	(*DecideJobCommand)(nil),       // 9: regionfl.v1.DecideJobCommand
-	(*OpenRoundCommand)(nil),       // 10: regionfl.v1.OpenRoundCommand
-	(*ContributionCommand)(nil),    // 11: regionfl.v1.ContributionCommand
-	(*CloseRoundCommand)(nil),      // 12: regionfl.v1.CloseRoundCommand
-	(*ApprovalCommand)(nil),        // 13: regionfl.v1.ApprovalCommand
-	(*DecryptionShareCommand)(nil), // 14: regionfl.v1.DecryptionShareCommand
-	(*RetryDecryptionCommand)(nil), // 15: regionfl.v1.RetryDecryptionCommand
-	(*CommitModelCommand)(nil),     // 16: regionfl.v1.CommitModelCommand
-	(*ScalingCommand)(nil),         // 17: regionfl.v1.ScalingCommand
-	(*AbortRoundCommand)(nil),      // 18: regionfl.v1.AbortRoundCommand
-	(*EndJobCommand)(nil),          // 19: regionfl.v1.EndJobCommand
-	(*EndWebSessionsCommand)(nil),  // 20: regionfl.v1.EndWebSessionsCommand
-	(*RevokeCommand)(nil),          // 21: regionfl.v1.RevokeCommand
-	(*RevocationListCommand)(nil),  // 22: regionfl.v1.RevocationListCommand
-	(*CheckpointCommand)(nil),      // 23: regionfl.v1.CheckpointCommand
-	(*AuthzRefusedCommand)(nil),    // 24: regionfl.v1.AuthzRefusedCommand
-	(*ReplicaRemovedCommand)(nil),  // 25: regionfl.v1.ReplicaRemovedCommand
-	(*JobSpec)(nil),                // 26: regionfl.v1.JobSpec
-	(*ClinicalMetrics)(nil),        // 27: regionfl.v1.ClinicalMetrics
+	(*CloseEnrollmentCommand)(nil), // 8: regionfl.v1.CloseEnrollmentCommand
+	(*SubmitJobCommand)(nil),       // 9: regionfl.v1.SubmitJobCommand
+	(*DecideJobCommand)(nil),       // 10: regionfl.v1.DecideJobCommand
+	(*OpenRoundCommand)(nil),       // 11: regionfl.v1.OpenRoundCommand
+	(*ContributionCommand)(nil),    // 12: regionfl.v1.ContributionCommand
+	(*CloseRoundCommand)(nil),      // 13: regionfl.v1.CloseRoundCommand
+	(*ApprovalCommand)(nil),        // 14: regionfl.v1.ApprovalCommand
+	(*DecryptionShareCommand)(nil), // 15: regionfl.v1.DecryptionShareCommand
+	(*RetryDecryptionCommand)(nil), // 16: regionfl.v1.RetryDecryptionCommand
+	(*CommitModelCommand)(nil),     // 17: regionfl.v1.CommitModelCommand
+	(*ScalingCommand)(nil),         // 18: regionfl.v1.ScalingCommand
+	(*AbortRoundCommand)(nil),      // 19: regionfl.v1.AbortRoundCommand
+	(*EndJobCommand)(nil),          // 20: regionfl.v1.EndJobCommand
+	(*EndWebSessionsCommand)(nil),  // 21: regionfl.v1.EndWebSessionsCommand
+	(*RevokeCommand)(nil),          // 22: regionfl.v1.RevokeCommand
+	(*RevocationListCommand)(nil),  // 23: regionfl.v1.RevocationListCommand
+	(*CheckpointCommand)(nil),      // 24: regionfl.v1.CheckpointCommand
+	(*AuthzRefusedCommand)(nil),    // 25: regionfl.v1.AuthzRefusedCommand
+	(*ReplicaRemovedCommand)(nil),  // 26: regionfl.v1.ReplicaRemovedCommand
+	(*JobSpec)(nil),                // 27: regionfl.v1.JobSpec
+	(*ClinicalMetrics)(nil),        // 28: regionfl.v1.ClinicalMetrics
 }
 var file_regionfl_v1_commands_proto_depIdxs = []int32{
-	26, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
-	27, // 1: regionfl.v1.ContributionCommand.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	27, // 2: regionfl.v1.CommitModelCommand.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	27, // 0: regionfl.v1.SubmitJobCommand.spec:type_name -> regionfl.v1.JobSpec
+	28, // 1: regionfl.v1.ContributionCommand.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	28, // 2: regionfl.v1.CommitModelCommand.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
 	3,  // [3:3] is the sub-list for method output_type
 	3,  // [3:3] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
@@ -2076,7 +2149,7 @@ func file_regionfl_v1_commands_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_commands_proto_rawDesc), len(file_regionfl_v1_commands_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -2368,8 +2368,16 @@ type Region struct {
 	// hospitals stop acting for the region (0: no limit); part of the
 	// signed genesis.
 	RevocationMaxAgeS uint32 `protobuf:"varint,16,opt,name=revocation_max_age_s,json=revocationMaxAgeS,proto3" json:"revocation_max_age_s,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The hospitals that take part in the ceremony of this key epoch,
+	// sorted; empty while a re-key's enrollment is open. Every hospital for
+	// the genesis ceremony; at a re-key, the hospitals that enrolled before
+	// the leader closed enrollment (at least min(N, threshold+1)): the others
+	// sit the epoch out. A member's Shamir point in the epoch is its place
+	// in this list, and its public-key and sealed-share statements are bound
+	// to identity.MembersDigest, so every member sees the same list.
+	Members       []string `protobuf:"bytes,17,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Region) Reset() {
@@ -2512,6 +2520,13 @@ func (x *Region) GetRevocationMaxAgeS() uint32 {
 		return x.RevocationMaxAgeS
 	}
 	return 0
+}
+
+func (x *Region) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
 }
 
 type GetRegionResponse struct {
@@ -5634,7 +5649,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x16ConfirmKeyReadyRequest\x12*\n" +
 	"\x11public_key_digest\x18\x01 \x01(\fR\x0fpublicKeyDigest\"\x19\n" +
 	"\x17ConfirmKeyReadyResponse\"\x12\n" +
-	"\x10GetRegionRequest\"\xdb\x04\n" +
+	"\x10GetRegionRequest\"\xf5\x04\n" +
 	"\x06Region\x12\x16\n" +
 	"\x06params\x18\x01 \x01(\tR\x06params\x12\x1c\n" +
 	"\thospitals\x18\x02 \x03(\tR\thospitals\x12\x1c\n" +
@@ -5653,7 +5668,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x11genesis_signature\x18\r \x01(\fR\x10genesisSignature\x12/\n" +
 	"\x13genesis_certificate\x18\x0e \x01(\fR\x12genesisCertificate\x12\x14\n" +
 	"\x05epoch\x18\x0f \x01(\rR\x05epoch\x12/\n" +
-	"\x14revocation_max_age_s\x18\x10 \x01(\rR\x11revocationMaxAgeS\"@\n" +
+	"\x14revocation_max_age_s\x18\x10 \x01(\rR\x11revocationMaxAgeS\x12\x18\n" +
+	"\amembers\x18\x11 \x03(\tR\amembers\"@\n" +
 	"\x11GetRegionResponse\x12+\n" +
 	"\x06region\x18\x01 \x01(\v2\x13.regionfl.v1.RegionR\x06region\"Y\n" +
 	"\x10DecideJobRequest\x12\x15\n" +
