@@ -467,7 +467,7 @@ func (s *State) publicKeyShare(c *pb.PublicKeyShareCommand) error {
 }
 
 func (s *State) publicKey(c *pb.PublicKeyCommand) error {
-	if s.Region == nil || s.Region.PublicKey != nil || !s.Region.membersHave(func(i int) bool { return s.Region.PKShares[i] != nil }) {
+	if s.Region == nil || s.Region.PublicKey != nil || !s.Region.PublicKeySharesIn() {
 		return rejectf("public key not expected now")
 	}
 	s.Region.PublicKey = c.PublicKey

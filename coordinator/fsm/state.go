@@ -268,30 +268,26 @@ func all(bs [][]byte) bool {
 // allSealed reports whether every member of the current ceremony sealed
 // its shares to every member.
 func (r *Region) allSealed() bool {
-	members := r.memberIndexes()
-	if members == nil {
-		return false
-	}
-	for _, to := range members {
-		for _, from := range members {
-			if r.Sealed[to][from] == nil {
-				return false
-			}
-		}
-	}
-	return true
+	return r.membersHave(r.sealedBy)
 }
 
 // SealedAll reports whether member h of the current ceremony sealed its
 // shares (to every member).
 func (r *Region) SealedAll(h string) bool {
 	from := r.Index(h)
-	for _, to := range r.memberIndexes() {
-		if r.Sealed[to][from] == nil {
-			return false
-		}
-	}
-	return from >= 0 && r.memberIndexes() != nil
+	return from >= 0 && r.sealedBy(from)
+}
+
+// sealedBy reports whether the hospital at position from sealed its
+// shares to every member of the current ceremony.
+func (r *Region) sealedBy(from int) bool {
+	return r.membersHave(func(to int) bool { return r.Sealed[to][from] != nil })
+}
+
+// PublicKeySharesIn reports whether every member of the current ceremony
+// sent its public-key share (so the collective key can be made).
+func (r *Region) PublicKeySharesIn() bool {
+	return r.membersHave(func(i int) bool { return r.PKShares[i] != nil })
 }
 
 // memberIndexes are the positions in Hospitals of the current ceremony's
@@ -308,8 +304,8 @@ func (r *Region) memberIndexes() []int {
 	return out
 }
 
-// membersHave reports whether every member of the current ceremony has
-// its entry in the per-hospital list x set.
+// membersHave reports whether has holds for the position of every member
+// of the current ceremony (false while enrollment is open).
 func (r *Region) membersHave(has func(i int) bool) bool {
 	members := r.memberIndexes()
 	if members == nil {

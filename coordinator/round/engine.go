@@ -267,9 +267,8 @@ func (e *Engine) step() error {
 			return err
 		}
 	}
-	if members := region.MembersOf(region.Epoch); region.PublicKey == nil && members != nil &&
-		!slices.ContainsFunc(members, func(h string) bool { return region.PKShares[region.Index(h)] == nil }) {
-		return e.publishPublicKey(region, members)
+	if region.PublicKey == nil && region.PublicKeySharesIn() {
+		return e.publishPublicKey(region, region.MembersOf(region.Epoch))
 	}
 	if _, keyed := region.KeyEpoch(); !keyed {
 		return nil
