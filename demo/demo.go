@@ -170,6 +170,10 @@ type Result struct {
 	// election; AbortedRounds the rounds that ended without a model.
 	LeaderChanges int `json:"leader_changes"`
 	AbortedRounds int `json:"aborted_rounds"`
+	// DroppedAfterRound is, with DropHospitals, the last round the job
+	// had opened when the hospitals were offline: every later round ran
+	// without them.
+	DroppedAfterRound uint32 `json:"dropped_after_round,omitempty"`
 	// AuditFile is the exported audit log (with --keep).
 	AuditFile string  `json:"audit_file,omitempty"`
 	Seconds   float64 `json:"seconds"`
@@ -179,6 +183,10 @@ type Result struct {
 func Run(ctx context.Context, opt Options) (*Result, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.Progress != nil {
+		// Faults and measured rounds are told from two goroutines.
+		opt.Progress = &lockedWriter{w: opt.Progress}
 	}
 	start := time.Now()
 	res := &Result{Replicas: opt.Replicas, Data: "synthetic", Scaling: opt.Scaling, Strategy: opt.Strategy.WithDefaults().Name}
@@ -269,7 +277,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		return nil, fmt.Errorf("submit job: %w", err)
 	}
 
-	f := &faults{opt: opt, reg: reg}
+	f := &faults{opt: opt, reg: reg, res: res, researcher: researcher}
 	w := &watcher{opt: opt, res: res, researcher: researcher, model: model, sites: sites, heldOut: heldOut, inject: f.inject}
 	final, err := w.watch(ctx)
 	if err != nil {
@@ -363,12 +371,14 @@ func jobSpec(opt Options, model models.Spec, k int) (*pb.JobSpec, error) {
 type faults struct {
 	opt             Options
 	reg             *localregion.Region
+	res             *Result
+	researcher      *client.Client
 	killed, dropped bool
 }
 
-func (f *faults) inject(r *pb.RoundInfo) {
+func (f *faults) inject(ctx context.Context, r *pb.RoundInfo) error {
 	if r.State != fsm.RoundCollecting {
-		return
+		return nil
 	}
 	if !f.killed && f.opt.KillLeaderRound > 0 && int(r.Round) == f.opt.KillLeaderRound {
 		f.killed = true
@@ -386,10 +396,23 @@ func (f *faults) inject(r *pb.RoundInfo) {
 		for i := n - f.opt.DropHospitals; i < n; i++ {
 			f.reg.StopNode(i)
 		}
+		// The job may have moved on while the hospitals stopped: the last
+		// round open now is the last one they could still have joined.
+		err := f.researcher.Do(ctx, func(ctx context.Context, conn client.Conn) error {
+			resp, err := conn.Researcher.GetJob(ctx, &pb.GetJobRequest{JobId: f.res.JobID})
+			if rs := resp.GetJob().GetRounds(); len(rs) > 0 {
+				f.res.DroppedAfterRound = rs[len(rs)-1].Round
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("job state after taking hospitals offline: %w", err)
+		}
 		if f.opt.Progress != nil {
 			fmt.Fprintf(f.opt.Progress, "round %2d  collecting: took %s offline\n", r.Round, strings.Join(f.reg.Names[n-f.opt.DropHospitals:], ", "))
 		}
 	}
+	return nil
 }
 
 // watcher follows the job as the researcher would, reports each round as
@@ -401,7 +424,7 @@ type watcher struct {
 	model      models.Spec
 	sites      []dataset.Site
 	heldOut    *dataset.Table
-	inject     func(*pb.RoundInfo)
+	inject     func(context.Context, *pb.RoundInfo) error
 	ev         *evaluator
 }
 
@@ -414,9 +437,43 @@ func (w *watcher) evaluator(spec *pb.JobSpec) *evaluator {
 	return w.ev
 }
 
-// watch follows the job until it ends and returns its last state.
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// watch follows the job until it ends and returns its last state. Faults
+// are injected as soon as a round is seen open; measuring ended rounds
+// (a model fetch and an evaluation each) runs beside the stream, on the
+// latest state, so it never delays them.
 func (w *watcher) watch(ctx context.Context) (*pb.JobInfo, error) {
-	reported := map[uint32]bool{}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	latest := make(chan *pb.JobInfo, 1) // holds only the newest state
+	reportErr := make(chan error, 1)
+	go func() {
+		reported := map[uint32]bool{}
+		var err error
+		for j := range latest {
+			for _, r := range j.Rounds {
+				if err != nil || reported[r.Round] || (r.State != fsm.RoundCommitted && r.State != fsm.RoundAborted) {
+					continue
+				}
+				reported[r.Round] = true
+				if err = w.report(ctx, j, r); err != nil {
+					cancel()
+				}
+			}
+		}
+		reportErr <- err
+	}()
 	var final *pb.JobInfo
 	err := w.researcher.Do(ctx, func(ctx context.Context, conn client.Conn) error {
 		stream, err := conn.Researcher.WatchJob(ctx, &pb.WatchJobRequest{JobId: w.res.JobID})
@@ -426,20 +483,25 @@ func (w *watcher) watch(ctx context.Context) (*pb.JobInfo, error) {
 		return client.Receive(stream, func(m *pb.WatchJobResponse) error {
 			final = m.Job
 			if cur := m.Job.Rounds; len(cur) > 0 {
-				w.inject(cur[len(cur)-1])
-			}
-			for _, r := range m.Job.Rounds {
-				if reported[r.Round] || (r.State != fsm.RoundCommitted && r.State != fsm.RoundAborted) {
-					continue
-				}
-				reported[r.Round] = true
-				if err := w.report(ctx, m.Job, r); err != nil {
+				if err := w.inject(ctx, cur[len(cur)-1]); err != nil {
 					return err
 				}
 			}
+			// Every state holds every round so far: replacing one not yet
+			// measured loses nothing. This is the only sender, so the
+			// send after the drain never blocks.
+			select {
+			case <-latest:
+			default:
+			}
+			latest <- m.Job
 			return nil
 		})
 	})
+	close(latest)
+	if rerr := <-reportErr; rerr != nil {
+		return final, rerr
+	}
 	return final, err
 }
 
