@@ -8,6 +8,7 @@ package coordinator_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -688,6 +689,9 @@ func TestAdversaryRevocationListWithheld(t *testing.T) {
 // that mixes two models' bindings too: TestOneDecryptionSharePerRound in
 // node/.) The job trains on without it.
 func TestAdversaryModelDiffersForOneHospital(t *testing.T) {
+	// Hospital-1 refuses a forged version 0 before training
+	// (TestAdversaryForgedInitialModel); from version 1 on, the round's
+	// binding refuses what it trained.
 	evil := &evilLeader{method: "FetchModel", only: "hospital-1", tamper: func(resp any) {
 		resp.(*pb.FetchModelResponse).Model.Params[0] += 0.25
 	}}
@@ -696,23 +700,31 @@ func TestAdversaryModelDiffersForOneHospital(t *testing.T) {
 	reg.waitCeremony()
 	evil.on.Store(true)
 	id := reg.submit(reg.spec(2, 2, time.Minute), "model-differs")
-	// Rounds wait for hospital-1 until their deadline, passed once the
-	// other two sent.
-	reg.passDeadlines(id, func(_ *fsm.Job, r *fsm.Round) bool {
-		return r.State == fsm.RoundCollecting && r.Contributed("hospital-2") && r.Contributed("hospital-3")
-	})
-	var reason string
-	reg.waitFor("hospital-1's update is refused", 30*time.Second, func() bool {
+	// refused is hospital-1's refused update of round n, if any.
+	refused := func(n uint32) string {
 		root := reg.logs.root()
 		root.mu.Lock()
 		defer root.mu.Unlock()
 		for _, rec := range root.records {
-			if rec.msg == "work failed, retrying" && rec.attrs["hospital"] == "hospital-1" && strings.Contains(rec.attrs["err"], "signature") {
-				reason = rec.attrs["err"]
-				return true
+			if err := rec.attrs["err"]; rec.msg == "work failed, retrying" && rec.attrs["hospital"] == "hospital-1" &&
+				strings.Contains(err, fmt.Sprintf("round %d:", n)) && strings.Contains(err, "signature") {
+				return err
 			}
 		}
-		return false
+		return ""
+	}
+	// Rounds wait for hospital-1 until their deadline, passed once the
+	// other two sent and, from version 1 on, hospital-1's update was
+	// refused (after failing on version 0 it may be in a back-off longer
+	// than the others take).
+	reg.passDeadlines(id, func(_ *fsm.Job, r *fsm.Round) bool {
+		return r.State == fsm.RoundCollecting && r.Contributed("hospital-2") && r.Contributed("hospital-3") &&
+			(r.ModelVersion == 0 || refused(r.Number) != "")
+	})
+	var reason string
+	reg.waitFor("hospital-1's update is refused", time.Minute, func() bool {
+		reason = refused(2)
+		return reason != ""
 	})
 	reportRefusal(t, "a model that differs for one hospital", "the round's binding (model digest)", reason)
 	j := reg.waitDone(id, time.Minute)
@@ -726,5 +738,44 @@ func TestAdversaryModelDiffersForOneHospital(t *testing.T) {
 	}
 	if j.State != fsm.JobDone {
 		t.Errorf("job %s: %s", j.State, j.Reason)
+	}
+}
+
+// A leader that serves its own initial model to every hospital (trap
+// weights chosen so that an update gives rows away) gets no update from
+// it: version 0 is what the signed spec's architecture and seed make, and
+// each site makes it itself.
+func TestAdversaryForgedInitialModel(t *testing.T) {
+	evil := &evilLeader{method: "FetchModel", tamper: func(resp any) {
+		if m := resp.(*pb.FetchModelResponse).Model; m.Version == 0 {
+			m.Params[0] += 0.25
+		}
+	}}
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
+	reg.startNodes(0, 1, 2)
+	reg.waitCeremony()
+	evil.on.Store(true)
+	id := reg.submit(reg.spec(1, 2, time.Minute), "forged-initial-model")
+	refused := map[string]string{}
+	reg.waitFor("every hospital refuses the forged version 0", time.Minute, func() bool {
+		root := reg.logs.root()
+		root.mu.Lock()
+		defer root.mu.Unlock()
+		for _, rec := range root.records {
+			if rec.msg == "refusing what the coordinator served" && rec.attrs["what"] == "initial model" {
+				refused[rec.attrs["hospital"]] = rec.attrs["reason"]
+			}
+		}
+		return len(refused) == 3
+	})
+	reportRefusal(t, "a forged initial model", "every hospital (version 0 from the signed spec)", refused["hospital-1"])
+	if evil.hits.Load() == 0 {
+		t.Fatal("the attack never ran")
+	}
+	j, _ := reg.job(id)
+	for _, r := range j.Rounds {
+		if len(r.Contributions) > 0 {
+			t.Fatalf("round %d took %d updates trained from a forged initial model", r.Number, len(r.Contributions))
+		}
 	}
 }

@@ -982,6 +982,13 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 	if len(model.Params) != spec.NumParams() {
 		return fmt.Errorf("model has %d parameters, the spec %d", len(model.Params), spec.NumParams())
 	}
+	if t.ModelVersion == 0 && jobspec.ModelDigest(model.Params) != jobspec.ModelDigest(spec.Init(int64(t.Spec.Seed))) {
+		// Version 0 is a function of the signed spec alone: a site makes
+		// it itself and trains from nothing else. A model chosen by the
+		// coordinator (trap weights that make an update, or the metric
+		// sums, give rows away) never starts a job here.
+		return n.untrusted("initial model", fmt.Sprintf("job %s's version 0 is not the model its architecture and seed %d make", t.JobId, t.Spec.Seed))
+	}
 	data := Scale(t.Spec, n.cfg.Data.Train, n.cfg.Data.Train)
 	cfg := jobspec.TrainConfig(t.Spec, n.cfg.ID, t.Round)
 	// The update's binding covers the exact parameters this node was
