@@ -1090,6 +1090,69 @@ func TestCheckContribution(t *testing.T) {
 	}
 }
 
+// A decryption share record's statement verifies offline for the
+// decryptor named, and fails for any edit of what it covers (the round, the
+// aggregate, the share, the attempt, the contributor or decryptor set) or a
+// certificate of another hospital.
+func TestCheckDecryptionShare(t *testing.T) {
+	ca, err := identity.NewCA("test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(name string) tls.Certificate {
+		c, err := ca.Issue(identity.Identity{Name: name, Role: identity.RoleHospital}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	h1, h2 := issue("h1"), issue("h2")
+	region := bytes.Repeat([]byte{7}, 32)
+	share := bytes.Repeat([]byte{9}, 32)
+	aggregate := bytes.Repeat([]byte{5}, 32)
+	model := [32]byte{4}
+	binding := jobspec.Binding("job-1", 3, 2, "sha256:m", model)
+	sig, err := identity.SignStatement(h1.PrivateKey, identity.StatementDecryptionShare,
+		identity.DecryptionShareFields(region, binding[:], aggregate, share, "h1", 1, []string{"h1", "h2", "h3"}, []string{"h1", "h3"})...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	record := func() *Record {
+		return &Record{JobID: "job-1", Round: 3, Hospital: "h1", Digest: hex.EncodeToString(share), Size: 4096, ModelHash: "sha256:m",
+			TimeUnixMs: time.Now().UnixMilli(), Action: ActionDecryptionShareGiven,
+			Details: map[string]string{"signature": hex.EncodeToString(sig), "certificate": hex.EncodeToString(h1.Certificate[0]),
+				"region_digest": hex.EncodeToString(region), "model_version": "2", "model_digest": hex.EncodeToString(model[:]),
+				"aggregate_digest": hex.EncodeToString(aggregate), "attempt": "1", "contributors": "h3,h1,h2", "decryptors": "h1,h3"}}
+	}
+	for _, roots := range []*x509.CertPool{ca.Pool(), nil} {
+		if err := checkDecryptionShare(record(), roots); err != nil {
+			t.Fatalf("a genuine statement (roots %v): %v", roots != nil, err)
+		}
+	}
+	for name, edit := range map[string]func(r *Record){
+		"round":            func(r *Record) { r.Round = 4 },
+		"model digest":     func(r *Record) { r.Details["model_digest"] = strings.Repeat("05", 32) },
+		"aggregate digest": func(r *Record) { r.Details["aggregate_digest"] = strings.Repeat("06", 32) },
+		"share digest":     func(r *Record) { r.Digest = strings.Repeat("ab", 32) },
+		"attempt":          func(r *Record) { r.Details["attempt"] = "2" },
+		"contributors":     func(r *Record) { r.Details["contributors"] = "h1,h2" },
+		"decryptors":       func(r *Record) { r.Details["decryptors"] = "h1,h2" },
+		"no decryptors":    func(r *Record) { delete(r.Details, "decryptors") },
+		"one list into the other": func(r *Record) {
+			r.Details["contributors"], r.Details["decryptors"] = "h1,h2,h3,h1", "h3"
+		},
+		"hospital":    func(r *Record) { r.Hospital = "h2" },
+		"certificate": func(r *Record) { r.Details["certificate"] = hex.EncodeToString(h2.Certificate[0]) },
+		"signature":   func(r *Record) { r.Details["signature"] = "zz" },
+	} {
+		r := record()
+		edit(r)
+		if err := checkDecryptionShare(r, ca.Pool()); err == nil {
+			t.Errorf("%s edited: the statement still verifies", name)
+		}
+	}
+}
+
 // A job submission's researcher statement verifies offline, and any edit
 // of what it covers, or a signer other than a researcher, is caught.
 func TestCheckJob(t *testing.T) {

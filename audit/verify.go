@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"regionfl/identity"
@@ -39,6 +41,10 @@ type Report struct {
 	// SignedJobs counts the job submissions whose researcher's signature
 	// over the spec verified.
 	SignedJobs int
+	// SignedShares counts the decryption share records whose decryptor's
+	// signed statement verified: that hospital gave exactly that share
+	// (digest) for that aggregate, contributor set and decryptor set.
+	SignedShares int
 }
 
 // VerifyError is a verification failure, tied to the first line of the
@@ -511,6 +517,12 @@ func (v *verifier) record(b []byte, boundary bool) *VerifyError {
 		}
 		v.rep.SignedContributions++
 	}
+	if r.Action == ActionDecryptionShareGiven && r.Details["signature"] != "" {
+		if err := checkDecryptionShare(&r, v.roots); err != nil {
+			return v.fail(subject, "decryption share statement: %v", err)
+		}
+		v.rep.SignedShares++
+	}
 	if r.Action == ActionJobSubmitted && r.Details["signature"] != "" {
 		if err := checkJob(&r, v.roots); err != nil {
 			return v.fail(subject, "job statement: %v", err)
@@ -537,22 +549,7 @@ func (v *verifier) record(b []byte, boundary bool) *VerifyError {
 // region, the binding of the record's job, round, model version and model,
 // the update's digest and its size.
 func checkContribution(r *Record, roots *x509.CertPool) error {
-	field := func(k string) ([]byte, error) {
-		b, err := hex.DecodeString(r.Details[k])
-		if err != nil || len(b) == 0 {
-			return nil, fmt.Errorf("details[%s] is not hex", k)
-		}
-		return b, nil
-	}
-	sig, err := field("signature")
-	if err != nil {
-		return err
-	}
-	cert, err := field("certificate")
-	if err != nil {
-		return err
-	}
-	region, err := field("region_digest")
+	st, err := signedRound(r)
 	if err != nil {
 		return err
 	}
@@ -560,24 +557,95 @@ func checkContribution(r *Record, roots *x509.CertPool) error {
 	if err != nil || len(digest) != 32 {
 		return errors.New("digest is not a SHA-256")
 	}
+	fields := identity.ContributionFields(st.region, st.binding[:], digest, r.Hospital, r.Size)
+	want := identity.Identity{Name: r.Hospital, Role: identity.RoleHospital}
+	return checkStatement(r, roots, want, st.cert, st.sig, identity.StatementContribution, fields...)
+}
+
+// checkDecryptionShare verifies a decryption share record's signed
+// statement (identity.StatementDecryptionShare): the certificate names the
+// record's hospital (and chains to roots, when given), and its key signed
+// the region, the round's binding, the aggregate's digest, the share's
+// digest, the attempt, and the contributor and decryptor sets the record
+// names.
+func checkDecryptionShare(r *Record, roots *x509.CertPool) error {
+	st, err := signedRound(r)
+	if err != nil {
+		return err
+	}
+	share, err := hex.DecodeString(r.Digest)
+	if err != nil || len(share) != 32 {
+		return errors.New("digest is not a SHA-256")
+	}
+	aggregate, err := hex.DecodeString(r.Details["aggregate_digest"])
+	if err != nil || len(aggregate) != 32 {
+		return errors.New("details[aggregate_digest] is not a SHA-256")
+	}
+	attempt, err := strconv.ParseUint(r.Details["attempt"], 10, 32)
+	if err != nil {
+		return errors.New("details[attempt] is not a number")
+	}
+	names := func(k string) []string {
+		if r.Details[k] == "" {
+			return nil
+		}
+		return strings.Split(r.Details[k], ",")
+	}
+	contributors, decryptors := names("contributors"), names("decryptors")
+	if len(contributors) == 0 || !slices.Contains(decryptors, r.Hospital) {
+		return fmt.Errorf("the record names contributors %v and decryptors %v, without %s among the decryptors", contributors, decryptors, r.Hospital)
+	}
+	fields := identity.DecryptionShareFields(st.region, st.binding[:], aggregate, share, r.Hospital, uint32(attempt), contributors, decryptors)
+	want := identity.Identity{Name: r.Hospital, Role: identity.RoleHospital}
+	return checkStatement(r, roots, want, st.cert, st.sig, identity.StatementDecryptionShare, fields...)
+}
+
+// roundStatement is what a hospital's signed round statement in a record
+// carries: its signature, its certificate, the region's digest and the
+// round's binding.
+type roundStatement struct {
+	sig, cert, region []byte
+	binding           [32]byte
+}
+
+// signedRound reads a round statement's signature, certificate and region
+// from a record's details, and rebuilds the round's binding from its job,
+// round, model version, model hash and model digest.
+func signedRound(r *Record) (roundStatement, error) {
+	var st roundStatement
+	field := func(k string) ([]byte, error) {
+		b, err := hex.DecodeString(r.Details[k])
+		if err != nil || len(b) == 0 {
+			return nil, fmt.Errorf("details[%s] is not hex", k)
+		}
+		return b, nil
+	}
+	var err error
+	if st.sig, err = field("signature"); err != nil {
+		return st, err
+	}
+	if st.cert, err = field("certificate"); err != nil {
+		return st, err
+	}
+	if st.region, err = field("region_digest"); err != nil {
+		return st, err
+	}
 	version, err := strconv.ParseUint(r.Details["model_version"], 10, 32)
 	if err != nil {
-		return errors.New("details[model_version] is not a number")
+		return st, errors.New("details[model_version] is not a number")
 	}
-	// The digest of the model the update was trained from; records
-	// written before it was kept, and statistics rounds, have none.
+	// The digest of the model the round trained from; records written
+	// before it was kept, and statistics rounds, have none.
 	var model [32]byte
 	if m, ok := r.Details["model_digest"]; ok {
 		b, err := hex.DecodeString(m)
 		if err != nil || len(b) != 32 {
-			return errors.New("details[model_digest] is not a SHA-256")
+			return st, errors.New("details[model_digest] is not a SHA-256")
 		}
 		copy(model[:], b)
 	}
-	binding := jobspec.Binding(r.JobID, r.Round, uint32(version), r.ModelHash, model)
-	fields := identity.ContributionFields(region, binding[:], digest, r.Hospital, r.Size)
-	want := identity.Identity{Name: r.Hospital, Role: identity.RoleHospital}
-	return checkStatement(r, roots, want, cert, sig, identity.StatementContribution, fields...)
+	st.binding = jobspec.Binding(r.JobID, r.Round, uint32(version), r.ModelHash, model)
+	return st, nil
 }
 
 // checkJob verifies a job submission's signed statement

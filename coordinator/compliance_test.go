@@ -210,29 +210,7 @@ func TestAuditChainSameOnEveryReplica(t *testing.T) {
 		t.Errorf("audit counts %v; %d contributions", counts, contributions)
 	}
 
-	auditor := r.client("compliance", identity.RoleAuditor)
-	var export bytes.Buffer
-	err := auditor.Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
-		export.Reset()
-		stream, err := conn.Auditor.ExportAudit(ctx, &pb.ExportAuditRequest{JobId: id})
-		if err != nil {
-			return err
-		}
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				if err.Error() == "EOF" {
-					return nil
-				}
-				return err
-			}
-			export.Write(m.Chunk)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := audit.Verify(bytes.NewReader(export.Bytes()), r.ca.Pool())
+	rep, err := audit.Verify(bytes.NewReader(r.auditExport(id)), r.ca.Pool())
 	if err != nil {
 		t.Fatalf("export of job %s does not verify: %v", id, err)
 	}
@@ -244,6 +222,9 @@ func TestAuditChainSameOnEveryReplica(t *testing.T) {
 	}
 	if rep.SignedJobs != 1 {
 		t.Errorf("%d job submissions verified offline as signed by their researcher, want 1", rep.SignedJobs)
+	}
+	if shares := counts[audit.ActionDecryptionShareGiven]; shares == 0 || rep.SignedShares != shares {
+		t.Errorf("%d of %d decryption shares verified offline as signed by their decryptors", rep.SignedShares, shares)
 	}
 	// This job does not share site figures: none were kept.
 	for _, rd := range j.Rounds {

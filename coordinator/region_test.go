@@ -1,6 +1,7 @@
 package coordinator_test
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -430,6 +431,27 @@ func (r *region) waitDone(id string, timeout time.Duration) *fsm.Job {
 		r.t.Fatalf("job done after %d trained rounds, it has %d", j.TrainedRounds(), j.Spec.Rounds)
 	}
 	return j
+}
+
+// auditExport is an auditor's export of job id's audit records.
+func (r *region) auditExport(id string) []byte {
+	r.t.Helper()
+	var export bytes.Buffer
+	err := r.client("compliance", identity.RoleAuditor).Do(r.ctx(), func(ctx context.Context, conn client.Conn) error {
+		export.Reset()
+		stream, err := conn.Auditor.ExportAudit(ctx, &pb.ExportAuditRequest{JobId: id})
+		if err != nil {
+			return err
+		}
+		return client.Receive(stream, func(m *pb.ExportAuditResponse) error {
+			export.Write(m.Chunk)
+			return nil
+		})
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return export.Bytes()
 }
 
 // rows is the number of training rows of the named hospitals: what the

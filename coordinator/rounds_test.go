@@ -1,6 +1,7 @@
 package coordinator_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -661,15 +662,14 @@ func TestRoundsCloseAtDeadlineWithK(t *testing.T) {
 // round decrypt instead, and the round commits.
 func TestDecryptorDiesAfterManifest(t *testing.T) {
 	var dead atomic.Bool // hospital-2's shares are lost from now on
-	lose := grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	// SubmitDecryptionShare streams: a unary interceptor never sees it.
+	lose := grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		if info.FullMethod == pb.HospitalService_SubmitDecryptionShare_FullMethodName && dead.Load() {
-			if cert, err := identity.PeerCertificate(ctx); err == nil {
-				if id, err := identity.FromCertificate(cert); err == nil && id.Name == "hospital-2" {
-					return nil, status.Error(codes.Unavailable, "hospital-2 is gone")
-				}
+			if id, err := identity.FromContext(ss.Context()); err == nil && id.Name == "hospital-2" {
+				return status.Error(codes.Unavailable, "hospital-2 is gone")
 			}
 		}
-		return handler(ctx, req)
+		return handler(srv, ss)
 	})
 	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 5, threshold: 2, serverOptions: []grpc.ServerOption{lose}})
 	reg.startNodes(0, 1, 2, 3, 4)
@@ -708,6 +708,66 @@ func TestDecryptorDiesAfterManifest(t *testing.T) {
 	reg.startNodes(1, 4)
 	j = reg.waitDone(id, 20*time.Second)
 	reg.checkCounted(j)
+}
+
+// A decryption share arrives with a signature that does not cover it (one
+// bit of the first share's signature flipped on the way): the leader
+// refuses it before the log, the decryptor's error names the signature,
+// its resend of the same share counts, and every share in the job's audit
+// export verifies offline as signed by its decryptor.
+func TestDecryptionShareSignatureChecked(t *testing.T) {
+	var flipped atomic.Bool
+	flip := grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if info.FullMethod == pb.HospitalService_SubmitDecryptionShare_FullMethodName && flipped.CompareAndSwap(false, true) {
+			return handler(srv, flipSignature{ss})
+		}
+		return handler(srv, ss)
+	})
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{flip}})
+	reg.startNodes(0, 1, 2)
+	reg.waitCeremony()
+	id := reg.submit(reg.spec(1, 2, time.Minute), "share-signature")
+	j := reg.waitDone(id, time.Minute)
+	reg.checkCounted(j)
+	if !flipped.Load() {
+		t.Fatal("no share was sent")
+	}
+	var refused string
+	reg.waitFor("the decryptor's refused share is logged", 10*time.Second, func() bool {
+		root := reg.logs.root()
+		root.mu.Lock()
+		defer root.mu.Unlock()
+		for _, rec := range root.records {
+			if err := rec.attrs["err"]; rec.msg == "work failed, retrying" && strings.Contains(err, "InvalidArgument") && strings.Contains(err, "signature") {
+				refused = err
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("refused: %s", refused)
+	if r := j.Rounds[len(j.Rounds)-1]; r.Attempt != 1 {
+		t.Errorf("round %d committed at attempt %d: the resent share should have counted", r.Number, r.Attempt)
+	}
+	rep, err := audit.Verify(bytes.NewReader(reg.auditExport(id)), reg.ca.Pool())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 2 * len(j.Rounds); rep.SignedShares != want { // t = 2 shares per round
+		t.Errorf("%d decryption shares verified offline, want %d", rep.SignedShares, want)
+	}
+}
+
+// flipSignature flips one bit of the signature in a share header it
+// receives.
+type flipSignature struct{ grpc.ServerStream }
+
+func (f flipSignature) RecvMsg(m any) error {
+	err := f.ServerStream.RecvMsg(m)
+	if h := m.(*pb.SubmitDecryptionShareRequest).GetHeader(); err == nil && len(h.GetSignature()) > 0 {
+		h.Signature[len(h.Signature)-1] ^= 1
+	}
+	return err
 }
 
 // A decryptor dies after the manifest and too few hospitals never asked in

@@ -111,6 +111,11 @@ const (
 	// StatementApproval: (region digest, hospital, update binding, the
 	// hospital's own update digest, then the sorted contributor names).
 	StatementApproval = "round contributor set"
+	// StatementDecryptionShare: (region digest, hospital, update binding,
+	// the aggregate's digest, SHA-256 of the share, the decryption attempt
+	// as 4 bytes big endian, the number of contributors as 8 bytes big
+	// endian, the sorted contributors, then the sorted decryptors).
+	StatementDecryptionShare = "decryption share"
 )
 
 // StatementJob is a researcher's signature over a job: (the job spec's
@@ -130,6 +135,25 @@ func ApprovalFields(region, binding, updateDigest []byte, hospital string, contr
 	f := [][]byte{region, []byte(hospital), binding, updateDigest}
 	for _, c := range contributors {
 		f = append(f, []byte(c))
+	}
+	return f
+}
+
+// DecryptionShareFields are the signed fields of a
+// StatementDecryptionShare: a decryptor's word that it gave this share for
+// this aggregate, contributor set and decryptor set, so an auditor can
+// check offline who made every share a model came from.
+func DecryptionShareFields(region, binding, aggregateDigest, shareDigest []byte, hospital string, attempt uint32, contributors, decryptors []string) [][]byte {
+	var a [4]byte
+	binary.BigEndian.PutUint32(a[:], attempt)
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(contributors)))
+	f := [][]byte{region, []byte(hospital), binding, aggregateDigest, shareDigest, a[:], n[:]}
+	for _, c := range slices.Sorted(slices.Values(contributors)) {
+		f = append(f, []byte(c))
+	}
+	for _, d := range slices.Sorted(slices.Values(decryptors)) {
+		f = append(f, []byte(d))
 	}
 	return f
 }

@@ -1429,7 +1429,7 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 		if string(given.AggregateDigest) != string(t.AggregateDigest) || !slices.Equal(given.Active, t.Active) || !slices.Equal(given.Contributors, contributors) {
 			return n.untrusted("a second decryption", fmt.Sprintf("a share of round %d was already given for another aggregate, contributor set or decryptor set", t.Round))
 		}
-		return n.submitShare(ctx, t, given.Share)
+		return n.submitShare(ctx, t, binding, contributors, given.Share)
 	}
 	party, err := n.readyParty(t.Epoch)
 	if err != nil {
@@ -1538,7 +1538,7 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	if err != nil {
 		return err
 	}
-	return n.submitShare(ctx, t, b)
+	return n.submitShare(ctx, t, binding, contributors, b)
 }
 
 // checkApprovals verifies that every contributor signed its approval of
@@ -1637,15 +1637,27 @@ func (n *Node) approve(ctx context.Context, t *pb.ApprovalTask) error {
 	})
 }
 
-func (n *Node) submitShare(ctx context.Context, t *pb.DecryptTask, b []byte) error {
+// submitShare sends a share b this node made for t's aggregate (binding,
+// sorted contributors), signed over what it decrypts: the signature goes
+// into the share's audit record.
+func (n *Node) submitShare(ctx context.Context, t *pb.DecryptTask, binding [32]byte, contributors []string, b []byte) error {
+	n.mu.Lock()
+	rd := slices.Clone(n.state.RegionDigest) // pinned before any decryption
+	n.mu.Unlock()
+	digest := sha256.Sum256(b)
+	sig, err := n.sign(identity.StatementDecryptionShare,
+		identity.DecryptionShareFields(rd, binding[:], t.AggregateDigest, digest[:], n.cfg.ID, t.Attempt, contributors, t.Active)...)
+	if err != nil {
+		return err
+	}
 	n.cfg.Metrics.ShareGiven()
-	n.log.Info("decryption share sent", "job_id", t.JobId, "round", t.Round, "size", len(b))
+	n.log.Info("decryption share sent", "job_id", t.JobId, "round", t.Round, "size", len(b), "digest", fmt.Sprintf("%x", digest[:8]))
 	return n.call(ctx, 2*time.Minute, func(ctx context.Context, conn client.Conn) error {
 		stream, err := conn.Hospital.SubmitDecryptionShare(ctx)
 		if err != nil {
 			return err
 		}
-		hdr := &pb.DecryptionShareHeader{JobId: t.JobId, Round: t.Round, Attempt: t.Attempt, Size: uint64(len(b))}
+		hdr := &pb.DecryptionShareHeader{JobId: t.JobId, Round: t.Round, Attempt: t.Attempt, Size: uint64(len(b)), Signature: sig}
 		return sendChunked(stream, &pb.SubmitDecryptionShareRequest{Msg: &pb.SubmitDecryptionShareRequest_Header{Header: hdr}}, b,
 			func(c []byte) *pb.SubmitDecryptionShareRequest {
 				return &pb.SubmitDecryptionShareRequest{Msg: &pb.SubmitDecryptionShareRequest_Chunk{Chunk: c}}

@@ -113,6 +113,9 @@ func printAuditReport(w io.Writer, rep audit.Report) {
 	if rep.SignedJobs > 0 {
 		fmt.Fprintf(w, "%d job submissions carry their researcher's verified signature\n", rep.SignedJobs)
 	}
+	if rep.SignedShares > 0 {
+		fmt.Fprintf(w, "%d decryption shares carry their decryptor's verified signature\n", rep.SignedShares)
+	}
 	fmt.Fprintf(w, "root %s\n", rep.RootHash)
 }
 
@@ -128,7 +131,7 @@ func auditJSON(rep audit.Report, err error) map[string]any {
 		"ok": err == nil, "filter": rep.Filter, "records": rep.Records, "boundaries": rep.Boundaries,
 		"first_seq": rep.FirstSeq, "last_seq": rep.LastSeq, "tree_size": rep.TreeSize,
 		"root_hash": rep.RootHash, "checkpoints": rep.Checkpoints, "ca_checked": rep.CAChecked,
-		"signed_contributions": rep.SignedContributions, "signed_jobs": rep.SignedJobs,
+		"signed_contributions": rep.SignedContributions, "signed_jobs": rep.SignedJobs, "signed_shares": rep.SignedShares,
 	}
 	if rep.Signer.Name != "" {
 		out["signer"] = rep.Signer.Name

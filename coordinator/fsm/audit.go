@@ -169,21 +169,7 @@ func recordContribution(s *State, c *pb.ContributionCommand, r *draft) {
 		// identity.StatementContribution with what it covers, checked
 		// offline by audit.Verify: the region, the job's model and the
 		// round's model version fix the binding.
-		r.rec.Details["signature"] = hex.EncodeToString(c.Signature)
-		r.rec.Details["certificate"] = hex.EncodeToString(c.Certificate)
-		if s.Region != nil {
-			d := s.Region.Digest()
-			r.rec.Details["region_digest"] = hex.EncodeToString(d[:])
-		}
-		if j, ok := s.Jobs[c.JobId]; ok {
-			r.rec.ModelHash = j.ModelHash
-			if rd := j.Current(); rd != nil && rd.Number == c.Round {
-				r.rec.Details["model_version"] = strconv.Itoa(int(rd.ModelVersion))
-				if d := j.ModelDigest(rd); d != ([32]byte{}) {
-					r.rec.Details["model_digest"] = hex.EncodeToString(d[:])
-				}
-			}
-		}
+		r.signed(s, c.JobId, c.Round, c.Signature, c.Certificate)
 	}
 	if j, ok := s.Jobs[c.JobId]; ok && j.Spec.GetDpNoiseMultiplier() > 0 && c.Round != jobspec.StatsRound {
 		// The privacy ledger, as of this contribution.
@@ -220,6 +206,41 @@ func recordDecryptionShare(s *State, c *pb.DecryptionShareCommand, r *draft) {
 	r.job(s, c.JobId)
 	r.rec.Action, r.rec.Round = audit.ActionDecryptionShareGiven, c.Round
 	r.rec.Digest, r.rec.Size = digest(c.Share), uint64(len(c.Share))
+	if len(c.Signature) == 0 {
+		return
+	}
+	// identity.StatementDecryptionShare with what it covers, checked
+	// offline by audit.Verify.
+	r.rec.Details = map[string]string{"attempt": strconv.Itoa(int(c.Attempt))}
+	r.signed(s, c.JobId, c.Round, c.Signature, c.Certificate)
+	if j, ok := s.Jobs[c.JobId]; ok {
+		if rd := j.Current(); rd != nil && rd.Number == c.Round {
+			r.rec.Details["aggregate_digest"] = hex.EncodeToString(rd.AggDigest)
+			r.rec.Details["contributors"] = strings.Join(rd.Contributors, ",")
+			r.rec.Details["decryptors"] = strings.Join(rd.Active, ",")
+		}
+	}
+}
+
+// signed adds a hospital's signed round statement to the record's details,
+// with what fixes the round's binding (the region, the job's model, the
+// round's model version and model digest) for audit.Verify to check it.
+func (r *draft) signed(s *State, jobID string, round uint32, signature, certificate []byte) {
+	r.rec.Details["signature"] = hex.EncodeToString(signature)
+	r.rec.Details["certificate"] = hex.EncodeToString(certificate)
+	if s.Region != nil {
+		d := s.Region.Digest()
+		r.rec.Details["region_digest"] = hex.EncodeToString(d[:])
+	}
+	if j, ok := s.Jobs[jobID]; ok {
+		r.rec.ModelHash = j.ModelHash
+		if rd := j.Current(); rd != nil && rd.Number == round {
+			r.rec.Details["model_version"] = strconv.Itoa(int(rd.ModelVersion))
+			if d := j.ModelDigest(rd); d != ([32]byte{}) {
+				r.rec.Details["model_digest"] = hex.EncodeToString(d[:])
+			}
+		}
+	}
 }
 
 func recordDecryptionRetried(s *State, c *pb.RetryDecryptionCommand, r *draft) {

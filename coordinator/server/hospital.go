@@ -497,9 +497,10 @@ func (s *Server) uploadDeadline(size int) time.Duration {
 }
 
 // decryptingRound returns the caller's view of a round waiting for shares.
-func (s hospitalService) decryptingRound(ctx context.Context, jobID string, number uint32) (*fsm.Round, he.Shape, error) {
+func (s hospitalService) decryptingRound(ctx context.Context, jobID string, number uint32) (*fsm.Round, he.Shape, [32]byte, error) {
+	var binding [32]byte
 	if err := s.leader(ctx); err != nil {
-		return nil, he.Shape{}, err
+		return nil, he.Shape{}, binding, err
 	}
 	var (
 		r   *fsm.Round
@@ -518,13 +519,13 @@ func (s hospitalService) decryptingRound(ctx context.Context, jobID string, numb
 			return
 		}
 		c := *cur
-		r, n = &c, jobspec.VectorShape(j.Spec, number)
+		r, n, binding = &c, jobspec.VectorShape(j.Spec, number), j.Binding(cur)
 	})
-	return r, n, err
+	return r, n, binding, err
 }
 
 func (s hospitalService) GetAggregate(req *pb.GetAggregateRequest, stream pb.HospitalService_GetAggregateServer) error {
-	r, _, err := s.decryptingRound(stream.Context(), req.JobId, req.Round)
+	r, _, _, err := s.decryptingRound(stream.Context(), req.JobId, req.Round)
 	if err != nil {
 		return err
 	}
@@ -617,7 +618,7 @@ func (s hospitalService) SubmitDecryptionShare(stream pb.HospitalService_SubmitD
 	if hdr == nil {
 		return status.Error(codes.InvalidArgument, "the first message must be the share header")
 	}
-	r, shape, err := s.decryptingRound(ctx, hdr.JobId, hdr.Round)
+	r, shape, binding, err := s.decryptingRound(ctx, hdr.JobId, hdr.Round)
 	if err != nil {
 		return err
 	}
@@ -625,9 +626,16 @@ func (s hospitalService) SubmitDecryptionShare(stream pb.HospitalService_SubmitD
 	if !slices.Contains(r.Active, h) {
 		return status.Errorf(codes.PermissionDenied, "%s is not a decryptor of attempt %d of round %d", h, r.Attempt, r.Number)
 	}
+	if hdr.Attempt != r.Attempt {
+		return status.Errorf(codes.FailedPrecondition, "attempt: a share for attempt %d, round %d is at attempt %d", hdr.Attempt, r.Number, r.Attempt)
+	}
 	size := he.DecryptionShareSize(s.engine.Params(), shape, len(r.Contributors), len(r.Active))
 	if hdr.Size != uint64(size) {
 		return status.Errorf(codes.InvalidArgument, "size: %d bytes announced, a share of this round is exactly %d", hdr.Size, size)
+	}
+	cert, err := peerCert(ctx)
+	if err != nil {
+		return err
 	}
 	raw, err := s.receiveChunks(size, "share", func() ([]byte, error) {
 		m, err := stream.Recv()
@@ -635,6 +643,15 @@ func (s hospitalService) SubmitDecryptionShare(stream pb.HospitalService_SubmitD
 	})
 	if err != nil {
 		return toStatus(ctx, err)
+	}
+	// The share is the decryptor's own statement, signed with the key of
+	// the certificate it connects with, over what this round decrypts:
+	// the signature and certificate go into the share's audit record.
+	rd := region.Digest()
+	digest := sha256.Sum256(raw)
+	if err := identity.CheckSignature(cert.Raw, hdr.Signature, identity.StatementDecryptionShare,
+		identity.DecryptionShareFields(rd[:], binding[:], r.AggDigest, digest[:], h, r.Attempt, r.Contributors, r.Active)...); err != nil {
+		return status.Errorf(codes.InvalidArgument, "signature: %v", err)
 	}
 	share, err := he.UnmarshalDecryptionShare(s.engine.Params(), raw)
 	if err != nil {
@@ -663,6 +680,7 @@ func (s hospitalService) SubmitDecryptionShare(stream pb.HospitalService_SubmitD
 	if !retry {
 		err = s.store.Propose(&pb.DecryptionShareCommand{
 			JobId: hdr.JobId, Round: hdr.Round, Attempt: hdr.Attempt, Hospital: h, Share: raw,
+			Signature: hdr.Signature, Certificate: cert.Raw,
 		})
 		if err != nil {
 			return toStatus(ctx, err)

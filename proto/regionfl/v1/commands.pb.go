@@ -1093,12 +1093,16 @@ func (x *ApprovalCommand) GetCertificate() []byte {
 }
 
 type DecryptionShareCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Round         uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
-	Attempt       uint32                 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Hospital      string                 `protobuf:"bytes,4,opt,name=hospital,proto3" json:"hospital,omitempty"`
-	Share         []byte                 `protobuf:"bytes,5,opt,name=share,proto3" json:"share,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	JobId    string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round    uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Attempt  uint32                 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Hospital string                 `protobuf:"bytes,4,opt,name=hospital,proto3" json:"hospital,omitempty"`
+	Share    []byte                 `protobuf:"bytes,5,opt,name=share,proto3" json:"share,omitempty"`
+	// The decryptor's identity.StatementDecryptionShare and the certificate
+	// (DER) whose key made it, checked by the leader before proposing.
+	Signature     []byte `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
+	Certificate   []byte `protobuf:"bytes,7,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1164,6 +1168,20 @@ func (x *DecryptionShareCommand) GetHospital() string {
 func (x *DecryptionShareCommand) GetShare() []byte {
 	if x != nil {
 		return x.Share
+	}
+	return nil
+}
+
+func (x *DecryptionShareCommand) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *DecryptionShareCommand) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
 	}
 	return nil
 }
@@ -2017,13 +2035,15 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x1a\n" +
 	"\bhospital\x18\x03 \x01(\tR\bhospital\x12\x1c\n" +
 	"\tsignature\x18\x04 \x01(\fR\tsignature\x12 \n" +
-	"\vcertificate\x18\x06 \x01(\fR\vcertificateJ\x04\b\x05\x10\x06R\aunix_ms\"\x91\x01\n" +
+	"\vcertificate\x18\x06 \x01(\fR\vcertificateJ\x04\b\x05\x10\x06R\aunix_ms\"\xd1\x01\n" +
 	"\x16DecryptionShareCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x1a\n" +
 	"\bhospital\x18\x04 \x01(\tR\bhospital\x12\x14\n" +
-	"\x05share\x18\x05 \x01(\fR\x05share\"\x86\x01\n" +
+	"\x05share\x18\x05 \x01(\fR\x05share\x12\x1c\n" +
+	"\tsignature\x18\x06 \x01(\fR\tsignature\x12 \n" +
+	"\vcertificate\x18\a \x01(\fR\vcertificate\"\x86\x01\n" +
 	"\x16RetryDecryptionCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x18\n" +

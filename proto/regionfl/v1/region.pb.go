@@ -3086,7 +3086,11 @@ type DecryptionShareHeader struct {
 	Attempt uint32                 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// The share's size in bytes: exactly he.DecryptionShareSize for the
 	// round's aggregate, contributors and decryptors.
-	Size          uint64 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	Size uint64 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	// identity.StatementDecryptionShare by the sender's certificate key over
+	// the share's SHA-256 and the round's aggregate, contributors and
+	// decryptors; it goes into the share's audit record.
+	Signature     []byte `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3147,6 +3151,13 @@ func (x *DecryptionShareHeader) GetSize() uint64 {
 		return x.Size
 	}
 	return 0
+}
+
+func (x *DecryptionShareHeader) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
 }
 
 type SubmitDecryptionShareResponse struct {
@@ -5701,12 +5712,13 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x1cSubmitDecryptionShareRequest\x12<\n" +
 	"\x06header\x18\x01 \x01(\v2\".regionfl.v1.DecryptionShareHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
-	"\x03msg\"r\n" +
+	"\x03msg\"\x90\x01\n" +
 	"\x15DecryptionShareHeader\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x12\n" +
-	"\x04size\x18\x04 \x01(\x04R\x04size\"\x1f\n" +
+	"\x04size\x18\x04 \x01(\x04R\x04size\x12\x1c\n" +
+	"\tsignature\x18\x05 \x01(\fR\tsignature\"\x1f\n" +
 	"\x1dSubmitDecryptionShareResponse\"B\n" +
 	"\x0fGetModelRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
