@@ -1153,6 +1153,61 @@ func TestCheckDecryptionShare(t *testing.T) {
 	}
 }
 
+// In an export, every signed share must be for what its round's
+// round.closed record (and any later decryption.retried record) says the
+// round decrypts: the aggregate, the contributors and the decryptors.
+func TestSharesMatchTheirRound(t *testing.T) {
+	ca, cert := pki(t)
+	h1, err := ca.Issue(identity.Identity{Name: "h1", Role: identity.RoleHospital}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli() // the certificates are valid from now on
+	region := bytes.Repeat([]byte{7}, 32)
+	share := bytes.Repeat([]byte{9}, 32)
+	aggregate := bytes.Repeat([]byte{5}, 32)
+	model := [32]byte{4}
+	binding := jobspec.Binding("job-1", 3, 2, "sha256:m", model)
+	sig, err := identity.SignStatement(h1.PrivateKey, identity.StatementDecryptionShare,
+		identity.DecryptionShareFields(region, binding[:], aggregate, share, "h1", 1, []string{"h1", "h2", "h3"}, []string{"h1", "h3"})...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shareRecord := Record{JobID: "job-1", Round: 3, Hospital: "h1", Actor: "h1", Role: "hospital", Digest: hex.EncodeToString(share), Size: 4096,
+		ModelHash: "sha256:m", TimeUnixMs: now + 2000, Action: ActionDecryptionShareGiven,
+		Details: map[string]string{"signature": hex.EncodeToString(sig), "certificate": hex.EncodeToString(h1.Certificate[0]),
+			"region_digest": hex.EncodeToString(region), "model_version": "2", "model_digest": hex.EncodeToString(model[:]),
+			"aggregate_digest": hex.EncodeToString(aggregate), "attempt": "1", "contributors": "h1,h2,h3", "decryptors": "h1,h3"}}
+	closed := func(digest []byte, contributors, decryptors string) Record {
+		return Record{JobID: "job-1", Round: 3, Actor: "replica-1", Role: "coordinator", TimeUnixMs: now + 1000, Action: ActionRoundClosed,
+			Digest: hex.EncodeToString(digest), Size: 4096, Details: map[string]string{"contributors": contributors, "decryptors": decryptors}}
+	}
+	retried := Record{JobID: "job-1", Round: 3, Actor: "replica-1", Role: "coordinator", TimeUnixMs: now + 1500, Action: ActionDecryptionRetried,
+		Details: map[string]string{"decryptors": "h2,h3", "attempt": "2"}}
+	export := func(records ...Record) string {
+		l := &Log{}
+		for _, r := range records {
+			if _, err := l.Append(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var b bytes.Buffer
+		if err := Export(&b, l, Filter{}, nil, signHead(t, l, cert, l.Len())); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	if rep := mustVerify(t, export(closed(aggregate, "h2,h1,h3", "h1,h3"), shareRecord)); rep.SignedShares != 1 {
+		t.Errorf("%d signed shares, want 1", rep.SignedShares)
+	}
+	// Without its round's record (closed before an export's window) the
+	// share's own statement still verifies.
+	mustVerify(t, export(shareRecord))
+	mustFail(t, export(closed(bytes.Repeat([]byte{6}, 32), "h1,h2,h3", "h1,h3"), shareRecord), 0, "aggregate")
+	mustFail(t, export(closed(aggregate, "h1,h2", "h1,h3"), shareRecord), 0, "contributors")
+	mustFail(t, export(closed(aggregate, "h1,h2,h3", "h1,h3"), retried, shareRecord), 0, "decryptors")
+}
+
 // A job submission's researcher statement verifies offline, and any edit
 // of what it covers, or a signer other than a researcher, is caught.
 func TestCheckJob(t *testing.T) {

@@ -110,6 +110,11 @@ type verifier struct {
 
 	claims rootClaim
 
+	// decrypting holds, by job and round, what the export's round.closed
+	// record (and later decryption.retried records) say the round
+	// decrypts: every signed share of the round must be for exactly that.
+	decrypting map[string]*decryptingRound
+
 	cpSize uint64 // size of the last checkpoint
 
 	jobIdx     bool
@@ -521,8 +526,12 @@ func (v *verifier) record(b []byte, boundary bool) *VerifyError {
 		if err := checkDecryptionShare(&r, v.roots); err != nil {
 			return v.fail(subject, "decryption share statement: %v", err)
 		}
+		if err := v.decrypting[roundKey(&r)].check(&r); err != nil {
+			return v.fail(subject, "decryption share: %v", err)
+		}
 		v.rep.SignedShares++
 	}
+	v.noteDecryption(&r)
 	if r.Action == ActionJobSubmitted && r.Details["signature"] != "" {
 		if err := checkJob(&r, v.roots); err != nil {
 			return v.fail(subject, "job statement: %v", err)
@@ -598,6 +607,57 @@ func checkDecryptionShare(r *Record, roots *x509.CertPool) error {
 	fields := identity.DecryptionShareFields(st.region, st.binding[:], aggregate, share, r.Hospital, uint32(attempt), contributors, decryptors)
 	want := identity.Identity{Name: r.Hospital, Role: identity.RoleHospital}
 	return checkStatement(r, roots, want, st.cert, st.sig, identity.StatementDecryptionShare, fields...)
+}
+
+// decryptingRound is what a closed round decrypts, as its round.closed
+// and decryption.retried records say.
+type decryptingRound struct {
+	aggregate                string
+	contributors, decryptors []string
+}
+
+func roundKey(r *Record) string { return r.JobID + "/" + strconv.FormatUint(uint64(r.Round), 10) }
+
+// sortedNames is a comma-separated detail's names, sorted.
+func sortedNames(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return slices.Sorted(slices.Values(strings.Split(s, ",")))
+}
+
+// noteDecryption records what a round.closed or decryption.retried
+// record says the round decrypts.
+func (v *verifier) noteDecryption(r *Record) {
+	switch r.Action {
+	case ActionRoundClosed:
+		if v.decrypting == nil {
+			v.decrypting = map[string]*decryptingRound{}
+		}
+		v.decrypting[roundKey(r)] = &decryptingRound{aggregate: r.Digest,
+			contributors: sortedNames(r.Details["contributors"]), decryptors: sortedNames(r.Details["decryptors"])}
+	case ActionDecryptionRetried:
+		if d := v.decrypting[roundKey(r)]; d != nil {
+			d.decryptors = sortedNames(r.Details["decryptors"])
+		}
+	}
+}
+
+// check requires a share record to be for the aggregate, contributors and
+// decryptors of its round; a round closed before the export's window
+// (d nil) cannot be checked.
+func (d *decryptingRound) check(r *Record) error {
+	switch {
+	case d == nil:
+		return nil
+	case r.Details["aggregate_digest"] != d.aggregate:
+		return fmt.Errorf("made for aggregate %.16s…, round %d closed with %.16s…", r.Details["aggregate_digest"], r.Round, d.aggregate)
+	case !slices.Equal(sortedNames(r.Details["contributors"]), d.contributors):
+		return fmt.Errorf("made for contributors %s, round %d closed with %v", r.Details["contributors"], r.Round, d.contributors)
+	case !slices.Equal(sortedNames(r.Details["decryptors"]), d.decryptors):
+		return fmt.Errorf("made for decryptors %s, round %d asked %v", r.Details["decryptors"], r.Round, d.decryptors)
+	}
+	return nil
 }
 
 // roundStatement is what a hospital's signed round statement in a record

@@ -708,6 +708,16 @@ func TestDecryptorDiesAfterManifest(t *testing.T) {
 	reg.startNodes(1, 4)
 	j = reg.waitDone(id, 20*time.Second)
 	reg.checkCounted(j)
+	// Offline, every share is for its round's aggregate and contributors
+	// and for the decryptors of its attempt (round 1's of attempt 2, and
+	// hospital-1's of attempt 1 if it arrived in time).
+	rep, err := audit.Verify(bytes.NewReader(reg.auditExport(id)), reg.ca.Pool())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 2 * len(j.Rounds); rep.SignedShares < want {
+		t.Errorf("%d decryption shares verified offline, want at least %d", rep.SignedShares, want)
+	}
 }
 
 // A decryption share arrives with a signature that does not cover it (one
