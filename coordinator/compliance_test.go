@@ -537,22 +537,45 @@ func TestStatisticsOncePerDataset(t *testing.T) {
 		s.Scaling, s.FeatureMean, s.FeatureStd, s.Seed = jobspec.ScalingRegion, nil, nil, seed
 		return s
 	}
-	first := reg.submit(regionScaled(1), "stats-1")
-	j1 := reg.waitDone(first, 60*time.Second)
-	if j1.Rounds[0].Number != jobspec.StatsRound || len(j1.Spec.FeatureMean) == 0 {
-		t.Fatalf("first job: first round %d, scaling %v", j1.Rounds[0].Number, j1.Spec.FeatureMean)
-	}
-	submit := func(requestID string, seed uint64) (id, from string) {
+	trySubmit := func(requestID string, seed uint64) (id, from string, err error) {
 		req := reg.signedJob(regionScaled(seed), requestID)
-		err := reg.researcher.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
+		err = reg.researcher.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
 			resp, err := conn.Researcher.SubmitJob(ctx, req)
 			id, from = resp.GetJobId(), resp.GetScalingFrom()
 			return err
 		})
+		return id, from, err
+	}
+	submit := func(requestID string, seed uint64) (id, from string) {
+		id, from, err := trySubmit(requestID, seed)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return id, from
+	}
+	// The hospitals are away while the first job is submitted, so it is
+	// still waiting for its scaling when the second one comes.
+	for i := range 3 {
+		reg.stopNode(i)
+	}
+	first := reg.submit(regionScaled(1), "stats-1")
+	// While the first job computes the scaling, every site's statistics
+	// are promised to it: a second job on the dataset is refused at submit
+	// (every site would refuse its statistics round), and nothing changes.
+	if _, _, err := trySubmit("stats-early", 2); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), first) {
+		t.Fatalf("a second region-scaled job while the first computes the scaling: %v", err)
+	} else {
+		t.Logf("refused: %v", err)
+	}
+	reg.leader().Store().FSM().Read(func(s *fsm.State) {
+		if _, ok := s.Requests["stats-early"]; ok || len(s.JobOrder) != 1 {
+			t.Errorf("the refused submit made a job: %d jobs", len(s.JobOrder))
+		}
+	})
+	reg.startNodes(0, 1, 2)
+	j1 := reg.waitDone(first, 60*time.Second)
+	if j1.Rounds[0].Number != jobspec.StatsRound || len(j1.Spec.FeatureMean) == 0 {
+		t.Fatalf("first job: first round %d, scaling %v", j1.Rounds[0].Number, j1.Spec.FeatureMean)
 	}
 	second, from := submit("stats-2", 2)
 	if from != first {

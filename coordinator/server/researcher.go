@@ -82,18 +82,30 @@ func (s researcherService) SubmitJob(ctx context.Context, req *pb.SubmitJobReque
 	// (two would let their difference isolate a site): a job wanting region
 	// scaling reuses the statistics the region committed for an earlier
 	// job on the same dataset and inputs, if there is one.
-	var scalingFrom string
+	// A job still computing that scaling has every site's statistics
+	// promised to it: a second statistics round would be refused by every
+	// site, so the submit is refused until the first one committed.
+	var scalingFrom, computing string
 	if jobspec.NeedsScaling(spec) {
 		s.read(func(st *fsm.State) {
 			for _, id := range slices.Backward(st.JobOrder) {
 				j := st.Jobs[id]
-				if j.Spec.GetScaling() == jobspec.ScalingRegion && len(j.Spec.FeatureMean) > 0 &&
-					j.Spec.Dataset == spec.Dataset && j.Spec.Model.GetInputs() == spec.Model.GetInputs() {
+				if j.Spec.GetScaling() != jobspec.ScalingRegion || j.Spec.Dataset != spec.Dataset || j.Spec.Model.GetInputs() != spec.Model.GetInputs() {
+					continue
+				}
+				if len(j.Spec.FeatureMean) > 0 {
 					spec.FeatureMean, spec.FeatureStd, scalingFrom = slices.Clone(j.Spec.FeatureMean), slices.Clone(j.Spec.FeatureStd), j.ID
 					return
 				}
+				if !j.Finished() && computing == "" {
+					computing = j.ID
+				}
 			}
 		})
+	}
+	if scalingFrom == "" && computing != "" {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"scaling: job %s is still computing the region scaling of this dataset and inputs (its statistics round has not committed); submit again once it has, to reuse it, or use scaling: site or reference", computing)
 	}
 	model := jobspec.FromProto(spec.Model)
 	id := newJobID()
