@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -1090,39 +1091,50 @@ func TestCheckContribution(t *testing.T) {
 	}
 }
 
+// shareAggregate is the aggregate digest signedShare's share is for.
+var shareAggregate = bytes.Repeat([]byte{5}, 32)
+
+// signedShare is the record of a decryption share of hospital h1 (a
+// certificate it has ca issue), dated at, with h1's statement over it:
+// round 3 of job-1 at model version 2, aggregate shareAggregate,
+// contributors h1 to h3, decryptors h1 and h3, attempt 1.
+func signedShare(t testing.TB, ca *identity.CA, at int64) Record {
+	t.Helper()
+	h1, err := ca.Issue(identity.Identity{Name: "h1", Role: identity.RoleHospital}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	region := bytes.Repeat([]byte{7}, 32)
+	share := bytes.Repeat([]byte{9}, 32)
+	model := [32]byte{4}
+	binding := jobspec.Binding("job-1", 3, 2, "sha256:m", model)
+	sig, err := identity.SignStatement(h1.PrivateKey, identity.StatementDecryptionShare,
+		identity.DecryptionShareFields(region, binding[:], shareAggregate, share, "h1", 1, []string{"h1", "h2", "h3"}, []string{"h1", "h3"})...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Record{JobID: "job-1", Round: 3, Hospital: "h1", Actor: "h1", Role: "hospital", Digest: hex.EncodeToString(share), Size: 4096,
+		ModelHash: "sha256:m", TimeUnixMs: at, Action: ActionDecryptionShareGiven,
+		Details: map[string]string{"signature": hex.EncodeToString(sig), "certificate": hex.EncodeToString(h1.Certificate[0]),
+			"region_digest": hex.EncodeToString(region), "model_version": "2", "model_digest": hex.EncodeToString(model[:]),
+			"aggregate_digest": hex.EncodeToString(shareAggregate), "attempt": "1", "contributors": "h3,h1,h2", "decryptors": "h1,h3"}}
+}
+
 // A decryption share record's statement verifies offline for the
 // decryptor named, and fails for any edit of what it covers (the round, the
 // aggregate, the share, the attempt, the contributor or decryptor set) or a
 // certificate of another hospital.
 func TestCheckDecryptionShare(t *testing.T) {
-	ca, err := identity.NewCA("test", time.Hour)
+	ca, _ := pki(t)
+	h2, err := ca.Issue(identity.Identity{Name: "h2", Role: identity.RoleHospital}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	issue := func(name string) tls.Certificate {
-		c, err := ca.Issue(identity.Identity{Name: name, Role: identity.RoleHospital}, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	h1, h2 := issue("h1"), issue("h2")
-	region := bytes.Repeat([]byte{7}, 32)
-	share := bytes.Repeat([]byte{9}, 32)
-	aggregate := bytes.Repeat([]byte{5}, 32)
-	model := [32]byte{4}
-	binding := jobspec.Binding("job-1", 3, 2, "sha256:m", model)
-	sig, err := identity.SignStatement(h1.PrivateKey, identity.StatementDecryptionShare,
-		identity.DecryptionShareFields(region, binding[:], aggregate, share, "h1", 1, []string{"h1", "h2", "h3"}, []string{"h1", "h3"})...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	genuine := signedShare(t, ca, time.Now().UnixMilli())
 	record := func() *Record {
-		return &Record{JobID: "job-1", Round: 3, Hospital: "h1", Digest: hex.EncodeToString(share), Size: 4096, ModelHash: "sha256:m",
-			TimeUnixMs: time.Now().UnixMilli(), Action: ActionDecryptionShareGiven,
-			Details: map[string]string{"signature": hex.EncodeToString(sig), "certificate": hex.EncodeToString(h1.Certificate[0]),
-				"region_digest": hex.EncodeToString(region), "model_version": "2", "model_digest": hex.EncodeToString(model[:]),
-				"aggregate_digest": hex.EncodeToString(aggregate), "attempt": "1", "contributors": "h3,h1,h2", "decryptors": "h1,h3"}}
+		r := genuine
+		r.Details = maps.Clone(genuine.Details)
+		return &r
 	}
 	for _, roots := range []*x509.CertPool{ca.Pool(), nil} {
 		if err := checkDecryptionShare(record(), roots); err != nil {
@@ -1158,26 +1170,8 @@ func TestCheckDecryptionShare(t *testing.T) {
 // round decrypts: the aggregate, the contributors and the decryptors.
 func TestSharesMatchTheirRound(t *testing.T) {
 	ca, cert := pki(t)
-	h1, err := ca.Issue(identity.Identity{Name: "h1", Role: identity.RoleHospital}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now().UnixMilli() // the certificates are valid from now on
-	region := bytes.Repeat([]byte{7}, 32)
-	share := bytes.Repeat([]byte{9}, 32)
-	aggregate := bytes.Repeat([]byte{5}, 32)
-	model := [32]byte{4}
-	binding := jobspec.Binding("job-1", 3, 2, "sha256:m", model)
-	sig, err := identity.SignStatement(h1.PrivateKey, identity.StatementDecryptionShare,
-		identity.DecryptionShareFields(region, binding[:], aggregate, share, "h1", 1, []string{"h1", "h2", "h3"}, []string{"h1", "h3"})...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	shareRecord := Record{JobID: "job-1", Round: 3, Hospital: "h1", Actor: "h1", Role: "hospital", Digest: hex.EncodeToString(share), Size: 4096,
-		ModelHash: "sha256:m", TimeUnixMs: now + 2000, Action: ActionDecryptionShareGiven,
-		Details: map[string]string{"signature": hex.EncodeToString(sig), "certificate": hex.EncodeToString(h1.Certificate[0]),
-			"region_digest": hex.EncodeToString(region), "model_version": "2", "model_digest": hex.EncodeToString(model[:]),
-			"aggregate_digest": hex.EncodeToString(aggregate), "attempt": "1", "contributors": "h1,h2,h3", "decryptors": "h1,h3"}}
+	shareRecord := signedShare(t, ca, now+2000)
 	closed := func(digest []byte, contributors, decryptors string) Record {
 		return Record{JobID: "job-1", Round: 3, Actor: "replica-1", Role: "coordinator", TimeUnixMs: now + 1000, Action: ActionRoundClosed,
 			Digest: hex.EncodeToString(digest), Size: 4096, Details: map[string]string{"contributors": contributors, "decryptors": decryptors}}
@@ -1197,15 +1191,15 @@ func TestSharesMatchTheirRound(t *testing.T) {
 		}
 		return b.String()
 	}
-	if rep := mustVerify(t, export(closed(aggregate, "h2,h1,h3", "h1,h3"), shareRecord)); rep.SignedShares != 1 {
+	if rep := mustVerify(t, export(closed(shareAggregate, "h2,h1,h3", "h1,h3"), shareRecord)); rep.SignedShares != 1 {
 		t.Errorf("%d signed shares, want 1", rep.SignedShares)
 	}
 	// Without its round's record (closed before an export's window) the
 	// share's own statement still verifies.
 	mustVerify(t, export(shareRecord))
 	mustFail(t, export(closed(bytes.Repeat([]byte{6}, 32), "h1,h2,h3", "h1,h3"), shareRecord), 0, "aggregate")
-	mustFail(t, export(closed(aggregate, "h1,h2", "h1,h3"), shareRecord), 0, "contributors")
-	mustFail(t, export(closed(aggregate, "h1,h2,h3", "h1,h3"), retried, shareRecord), 0, "decryptors")
+	mustFail(t, export(closed(shareAggregate, "h1,h2", "h1,h3"), shareRecord), 0, "contributors")
+	mustFail(t, export(closed(shareAggregate, "h1,h2,h3", "h1,h3"), retried, shareRecord), 0, "decryptors")
 }
 
 // A job submission's researcher statement verifies offline, and any edit

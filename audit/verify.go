@@ -594,13 +594,7 @@ func checkDecryptionShare(r *Record, roots *x509.CertPool) error {
 	if err != nil {
 		return errors.New("details[attempt] is not a number")
 	}
-	names := func(k string) []string {
-		if r.Details[k] == "" {
-			return nil
-		}
-		return strings.Split(r.Details[k], ",")
-	}
-	contributors, decryptors := names("contributors"), names("decryptors")
+	contributors, decryptors := sortedNames(r.Details["contributors"]), sortedNames(r.Details["decryptors"])
 	if len(contributors) == 0 || !slices.Contains(decryptors, r.Hospital) {
 		return fmt.Errorf("the record names contributors %v and decryptors %v, without %s among the decryptors", contributors, decryptors, r.Hospital)
 	}
