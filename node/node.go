@@ -385,6 +385,15 @@ func (n *Node) untrusted(what, reason string) error {
 	return fmt.Errorf("%w: %s: %s", ErrUntrusted, what, reason)
 }
 
+// pinnedRegionDigest is the digest of the region this node pinned (before
+// any job): what its signed round statements are bound to. pinRegion
+// replaces the slice, never writes into it.
+func (n *Node) pinnedRegionDigest() []byte {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.state.RegionDigest
+}
+
 // pinRegion pins the region's digest on first sight (fsync'd before the
 // node acts on it) and refuses any other region afterwards; op is the
 // operator who signed it.
@@ -1081,9 +1090,7 @@ func (n *Node) sendKept(ctx context.Context, k *keptUpdate) error {
 }
 
 func (n *Node) send(ctx context.Context, k *keptUpdate, raw []byte, again bool) error {
-	n.mu.Lock()
-	rd := n.state.RegionDigest
-	n.mu.Unlock()
+	rd := n.pinnedRegionDigest()
 	model, ok := jobspec.ParseModelDigest(k.ModelDigest)
 	if !ok {
 		return fmt.Errorf("kept update of job %s round %d: model digest of %d bytes", k.JobID, k.Round, len(k.ModelDigest))
@@ -1641,9 +1648,7 @@ func (n *Node) approve(ctx context.Context, t *pb.ApprovalTask) error {
 // sorted contributors), signed over what it decrypts: the signature goes
 // into the share's audit record.
 func (n *Node) submitShare(ctx context.Context, t *pb.DecryptTask, binding [32]byte, contributors []string, b []byte) error {
-	n.mu.Lock()
-	rd := slices.Clone(n.state.RegionDigest) // pinned before any decryption
-	n.mu.Unlock()
+	rd := n.pinnedRegionDigest()
 	digest := sha256.Sum256(b)
 	sig, err := n.sign(identity.StatementDecryptionShare,
 		identity.DecryptionShareFields(rd, binding[:], t.AggregateDigest, digest[:], n.cfg.ID, t.Attempt, contributors, t.Active)...)

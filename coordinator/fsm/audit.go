@@ -212,35 +212,38 @@ func recordDecryptionShare(s *State, c *pb.DecryptionShareCommand, r *draft) {
 	// identity.StatementDecryptionShare with what it covers, checked
 	// offline by audit.Verify.
 	r.rec.Details = map[string]string{"attempt": strconv.Itoa(int(c.Attempt))}
-	r.signed(s, c.JobId, c.Round, c.Signature, c.Certificate)
-	if j, ok := s.Jobs[c.JobId]; ok {
-		if rd := j.Current(); rd != nil && rd.Number == c.Round {
-			r.rec.Details["aggregate_digest"] = hex.EncodeToString(rd.AggDigest)
-			r.rec.Details["contributors"] = strings.Join(rd.Contributors, ",")
-			r.rec.Details["decryptors"] = strings.Join(rd.Active, ",")
-		}
+	if rd := r.signed(s, c.JobId, c.Round, c.Signature, c.Certificate); rd != nil {
+		r.rec.Details["aggregate_digest"] = hex.EncodeToString(rd.AggDigest)
+		r.rec.Details["contributors"] = strings.Join(rd.Contributors, ",")
+		r.rec.Details["decryptors"] = strings.Join(rd.Active, ",")
 	}
 }
 
 // signed adds a hospital's signed round statement to the record's details,
 // with what fixes the round's binding (the region, the job's model, the
-// round's model version and model digest) for audit.Verify to check it.
-func (r *draft) signed(s *State, jobID string, round uint32, signature, certificate []byte) {
+// round's model version and model digest) for audit.Verify to check it. It
+// returns the round, if it is the job's current one.
+func (r *draft) signed(s *State, jobID string, round uint32, signature, certificate []byte) *Round {
 	r.rec.Details["signature"] = hex.EncodeToString(signature)
 	r.rec.Details["certificate"] = hex.EncodeToString(certificate)
 	if s.Region != nil {
 		d := s.Region.Digest()
 		r.rec.Details["region_digest"] = hex.EncodeToString(d[:])
 	}
-	if j, ok := s.Jobs[jobID]; ok {
-		r.rec.ModelHash = j.ModelHash
-		if rd := j.Current(); rd != nil && rd.Number == round {
-			r.rec.Details["model_version"] = strconv.Itoa(int(rd.ModelVersion))
-			if d := j.ModelDigest(rd); d != ([32]byte{}) {
-				r.rec.Details["model_digest"] = hex.EncodeToString(d[:])
-			}
-		}
+	j, ok := s.Jobs[jobID]
+	if !ok {
+		return nil
 	}
+	r.rec.ModelHash = j.ModelHash
+	rd := j.Current()
+	if rd == nil || rd.Number != round {
+		return nil
+	}
+	r.rec.Details["model_version"] = strconv.Itoa(int(rd.ModelVersion))
+	if d := j.ModelDigest(rd); d != ([32]byte{}) {
+		r.rec.Details["model_digest"] = hex.EncodeToString(d[:])
+	}
+	return rd
 }
 
 func recordDecryptionRetried(s *State, c *pb.RetryDecryptionCommand, r *draft) {
