@@ -71,6 +71,16 @@ func ModelMessage(numParams int) grpc.CallOption {
 	return grpc.MaxCallRecvMsgSize(min(MaxModelMessage, max(MaxMessage, 9*numParams+1<<20)))
 }
 
+// MaxEvidenceMessage bounds the evidence of one round (GetModelEvidence):
+// an aggregate and t decryption shares of the largest model.
+const MaxEvidenceMessage = 1 << 30
+
+// EvidenceMessage lets one call receive a round's evidence of size bytes
+// (beyond MaxMessage, never beyond MaxEvidenceMessage).
+func EvidenceMessage(size int) grpc.CallOption {
+	return grpc.MaxCallRecvMsgSize(min(MaxEvidenceMessage, max(MaxMessage, size+1<<20)))
+}
+
 // Client holds connections to the replicas of one region.
 type Client struct {
 	tls *tls.Config

@@ -134,6 +134,26 @@ func attackCeremony(t *testing.T, evil *evilLeader, attack, what string) *region
 	return reg
 }
 
+// everyHospitalRefuses waits until every hospital of the region logged
+// its refusal of what the coordinator served as what, and returns each
+// one's reason.
+func (r *region) everyHospitalRefuses(what string) map[string]string {
+	r.t.Helper()
+	refused := map[string]string{}
+	r.waitFor("every hospital refuses "+what, time.Minute, func() bool {
+		root := r.logs.root()
+		root.mu.Lock()
+		defer root.mu.Unlock()
+		for _, rec := range root.records {
+			if rec.msg == "refusing what the coordinator served" && rec.attrs["what"] == what {
+				refused[rec.attrs["hospital"]] = rec.attrs["reason"]
+			}
+		}
+		return len(refused) == len(r.names)
+	})
+	return refused
+}
+
 func reportRefusal(t *testing.T, attack, by, reason string) {
 	t.Logf("attack: %s | refused by: %s | reason: %s", attack, by, reason)
 }
@@ -756,18 +776,7 @@ func TestAdversaryForgedInitialModel(t *testing.T) {
 	reg.waitCeremony()
 	evil.on.Store(true)
 	id := reg.submit(reg.spec(1, 2, time.Minute), "forged-initial-model")
-	refused := map[string]string{}
-	reg.waitFor("every hospital refuses the forged version 0", time.Minute, func() bool {
-		root := reg.logs.root()
-		root.mu.Lock()
-		defer root.mu.Unlock()
-		for _, rec := range root.records {
-			if rec.msg == "refusing what the coordinator served" && rec.attrs["what"] == "initial model" {
-				refused[rec.attrs["hospital"]] = rec.attrs["reason"]
-			}
-		}
-		return len(refused) == 3
-	})
+	refused := reg.everyHospitalRefuses("initial model")
 	reportRefusal(t, "a forged initial model", "every hospital (version 0 from the signed spec)", refused["hospital-1"])
 	if evil.hits.Load() == 0 {
 		t.Fatal("the attack never ran")
@@ -777,5 +786,85 @@ func TestAdversaryForgedInitialModel(t *testing.T) {
 		if len(r.Contributions) > 0 {
 			t.Fatalf("round %d took %d updates trained from a forged initial model", r.Number, len(r.Contributions))
 		}
+	}
+}
+
+// TestAdversaryModelOffChain: the leader serves every hospital a version 1
+// that is not version 0 plus the server step of round 1's decrypted
+// aggregate: weights of its choosing, the same for all, so that the sum
+// of the next round would still decrypt. Scored on the sites' test rows,
+// such weights would turn the region's metric sums into queries of the
+// leader's choice. Every site computes version 1 itself from round 1's
+// evidence (the aggregate, the contributors' signed approvals and
+// fingerprints, the decryptors' signed shares), sees the difference, and
+// neither trains from the forged model nor measures it.
+func TestAdversaryModelOffChain(t *testing.T) {
+	evil := &evilLeader{method: "FetchModel", tamper: func(resp any) {
+		if m := resp.(*pb.FetchModelResponse).Model; m.Version >= 1 {
+			m.Params[0] += 0.25
+		}
+	}}
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
+	reg.startNodes(0, 1, 2)
+	reg.waitCeremony()
+	evil.on.Store(true)
+	id := reg.submit(reg.spec(2, 2, time.Minute), "model-off-chain")
+	refused := reg.everyHospitalRefuses("a model")
+	reportRefusal(t, "a model off the verified chain", "every hospital (version 1 recomputed from round 1's evidence)", refused["hospital-1"])
+	j, _ := reg.job(id)
+	for _, r := range j.Rounds {
+		if r.ModelVersion >= 1 && len(r.Contributions) > 0 {
+			t.Fatalf("round %d took %d updates (and metric sums) of a forged version %d", r.Number, len(r.Contributions), r.ModelVersion)
+		}
+	}
+	if n := reg.logs.count("model verified", nil); n != 0 {
+		t.Fatalf("%d sites verified a forged model", n)
+	}
+}
+
+// TestAdversaryModelEvidenceForged: the leader serves the evidence of a
+// version with one part forged, to have the sites accept a model of its
+// choosing: each site checks every signature of the evidence against the
+// region CA and the pinned region, and the aggregate against the
+// contributors' fingerprints, and refuses.
+func TestAdversaryModelEvidenceForged(t *testing.T) {
+	for _, tc := range []struct {
+		name, because string
+		tamper        func(ev *pb.ModelEvidence)
+	}{
+		{"an aggregate other than the one approved", "contributor set and aggregate", func(ev *pb.ModelEvidence) {
+			ev.Aggregate[len(ev.Aggregate)-1] ^= 0x40
+		}},
+		{"a share replaced by another decryptor's", "decryption share", func(ev *pb.ModelEvidence) {
+			ev.Shares[0].Share = ev.Shares[1].Share
+		}},
+		{"a contributor dropped", "contributor set and aggregate", func(ev *pb.ModelEvidence) {
+			ev.Contributors, ev.Approvals = ev.Contributors[1:], ev.Approvals[1:]
+		}},
+		{"the evidence of another round", "bound to another", func(ev *pb.ModelEvidence) {
+			ev.Round++
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			evil := &evilLeader{method: "GetModelEvidence", tamper: func(resp any) {
+				tc.tamper(resp.(*pb.GetModelEvidenceResponse).Evidence)
+			}}
+			reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
+			reg.startNodes(0, 1, 2)
+			reg.waitCeremony()
+			evil.on.Store(true)
+			id := reg.submit(reg.spec(2, 2, time.Minute), "evidence-forged")
+			by, reason := reg.refusalWith("", tc.because)
+			reportRefusal(t, "model evidence with "+tc.name, by, reason)
+			if n := reg.logs.count("model verified", nil); n != 0 {
+				t.Fatalf("%d sites verified a model from forged evidence", n)
+			}
+			j, _ := reg.job(id)
+			for _, r := range j.Rounds {
+				if r.ModelVersion >= 1 && len(r.Contributions) > 0 {
+					t.Fatalf("round %d took %d updates trained from a version its sites could not verify", r.Number, len(r.Contributions))
+				}
+			}
+		})
 	}
 }

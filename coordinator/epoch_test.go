@@ -39,6 +39,7 @@ func TestKeyEpochs(t *testing.T) {
 		t.Fatalf("job %s: %s", j.State, j.Reason)
 	}
 	reg.checkCounted(j)
+	reg.checkMeasured(j)
 	epochs := map[uint32]int{}
 	for i, r := range j.Rounds {
 		epochs[r.Epoch]++

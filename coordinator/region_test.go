@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -487,6 +488,30 @@ func (r *region) checkCounted(j *fsm.Job) {
 		}
 		if len(rd.Contributors) != len(rd.Contributions) {
 			r.t.Errorf("round %d: %d updates counted, the manifest lists %d", rd.Number, len(rd.Contributions), len(rd.Contributors))
+		}
+	}
+}
+
+// checkMeasured requires that every contributor of every committed round
+// verified the model the round trained from itself (from version 1 on,
+// against the previous round's evidence) and measured it: the round's
+// region figures cover every contributor's test rows.
+func (r *region) checkMeasured(j *fsm.Job) {
+	r.t.Helper()
+	for _, rd := range j.Rounds {
+		if rd.State != fsm.RoundCommitted || rd.Number == jobspec.StatsRound {
+			continue
+		}
+		var tests uint64
+		for _, h := range rd.Contributors {
+			tests += uint64(min(r.sites[slices.Index(r.names, h)].Test.Len(), jobspec.MaxMetricRows(j.Spec)))
+			verified := r.logs.count("model verified", map[string]string{"hospital": h, "job_id": j.ID, "version": fmt.Sprint(rd.ModelVersion)})
+			if rd.ModelVersion > 0 && verified == 0 {
+				r.t.Errorf("round %d: %s trained from version %d without verifying it", rd.Number, h, rd.ModelVersion)
+			}
+		}
+		if rm := rd.RegionMetrics; rm == nil || rm.N != tests {
+			r.t.Errorf("round %d: region figures %v, want %d test rows (every contributor's)", rd.Number, rm, tests)
 		}
 	}
 }

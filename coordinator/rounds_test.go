@@ -137,6 +137,7 @@ func TestLeaderStopsBetweenRounds(t *testing.T) {
 	}
 	reg.checkCounted(j)
 	reg.checkTrainedOnce(j)
+	reg.checkMeasured(j)
 }
 
 // checkTrainedOnce requires that every hospital encrypted one update per
@@ -390,6 +391,9 @@ func TestBadInputChangesNothing(t *testing.T) {
 		}
 		return sendRaw(reg.ctx(), as, msgs...)
 	}
+	// sent holds the update each of hospital-3 and hospital-4 sent, by name
+	// and round: approving, each fingerprints its own.
+	sent := map[string][]byte{fmt.Sprint(h3name, 1): valid, fmt.Sprint(h4name, 1): other}
 	// approve has hospital-3 and hospital-4 approve the contributor set of
 	// a closed round, as their nodes would.
 	approve := func(round, version uint32) {
@@ -401,13 +405,18 @@ func TestBadInputChangesNothing(t *testing.T) {
 		r := j.Current()
 		b := reg.binding(id, round, version, f.hash)
 		for c, sg := range signers {
+			u, err := he.UnmarshalUpdate(f.p, jobspec.VectorShape(spec, round), sent[fmt.Sprint(sg.name, round)])
+			if err != nil {
+				t.Fatal(err)
+			}
+			fp := u.Fingerprint(he.AggregateChallenge(r.AggDigest))
 			sig, err := identity.SignStatement(sg.cert.PrivateKey, identity.StatementApproval,
-				identity.ApprovalFields(rd[:], b[:], r.ContributionOf(sg.name).Digest, sg.name, r.Contributors)...)
+				identity.ApprovalFields(rd[:], b[:], r.ContributionOf(sg.name).Digest, r.AggDigest, fp, sg.name, r.Contributors)...)
 			if err != nil {
 				t.Fatal(err)
 			}
 			err = paced(reg.ctx(), c, func(ctx context.Context, conn client.Conn) error {
-				_, err := conn.Hospital.ApproveContributors(ctx, &pb.ApproveContributorsRequest{JobId: id, Round: round, Signature: sig})
+				_, err := conn.Hospital.ApproveContributors(ctx, &pb.ApproveContributorsRequest{JobId: id, Round: round, Signature: sig, Fingerprint: fp})
 				return err
 			})
 			if err != nil {
@@ -539,6 +548,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 	for c, h := range map[*client.Client]string{h3: h3name, h4: h4name} {
 		raw, d := wire(t, f.update(h, 2, 1, 100))
+		sent[fmt.Sprint(h, 2)] = raw
 		if err := send(c, header(&pb.UpdateHeader{JobId: id, Round: 2, ModelVersion: 1, ModelHash: f.hash, Size: uint64(len(raw)), Digest: d}), chunk(raw)); err != nil {
 			t.Fatalf("a valid round-2 update: %v", err)
 		}
@@ -867,6 +877,7 @@ func collectThenFail(t *testing.T, fail func(reg *region)) *fsm.Job {
 	}
 	reg.checkCounted(j)
 	reg.checkTrainedOnce(j)
+	reg.checkMeasured(j)
 	return j
 }
 

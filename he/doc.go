@@ -68,6 +68,21 @@
 // a hospital encrypts once per binding (two vectors under one a give away
 // their difference).
 //
+// Why the coordinator cannot add to a sum: adding an encoded plaintext Δ
+// to Σ c0 needs no key, and the shares, which depend only on a and S,
+// would decrypt Σ m + Δ: a model of the coordinator's choosing, which the
+// sites would then measure. So each contributor signs, with its approval
+// of S, the fingerprint of its own update (Update.Fingerprint) under a
+// challenge derived from the digest of the aggregate the round closed with
+// (AggregateChallenge). The fingerprint is linear modulo each prime, so
+// CheckFold compares the sum of the contributors' fingerprints with the
+// aggregate's own: an aggregate that differs from the sum by Δ ≠ 0 passes
+// only if every one of fingerprintReps pseudorandom inner products with Δ
+// vanishes modulo some prime q where Δ is nonzero, probability q^-4 <=
+// 2^-128, and the challenge is fixed by the aggregate, so the coordinator
+// cannot choose Δ after it. The fingerprint is a function of the update's
+// bytes, which the coordinator holds anyway: it reveals nothing new.
+//
 // # Parameters
 //
 // Two named sets, chosen by region size (ParamsFor): "rlwe-n13-b16-p64"

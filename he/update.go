@@ -75,12 +75,7 @@ func (p Params) uniformA(seedHash, binding [32]byte, index int) ring.Poly {
 	key = append(key, seedHash[:]...)
 	key = append(key, binding[:]...)
 	key = binary.LittleEndian.AppendUint32(key, uint32(index))
-	k := sha256.Sum256(key)
-	block, err := aes.NewCipher(k[:])
-	if err != nil {
-		panic(err) // a 32-byte key is always valid
-	}
-	stream := cipher.NewCTR(block, make([]byte, aes.BlockSize))
+	stream := keyedStream(key)
 	a := p.rlwe.RingQ().NewPoly()
 	buf := make([]byte, 8<<10)
 	pos := len(buf)
@@ -103,6 +98,18 @@ func (p Params) uniformA(seedHash, binding [32]byte, index int) ring.Poly {
 		}
 	}
 	return a
+}
+
+// keyedStream is AES-256-CTR keyed by the SHA-256 of key (an injective
+// encoding of what the stream is for), from a zero IV: a public stream
+// anyone holding key expands alike.
+func keyedStream(key []byte) cipher.Stream {
+	k := sha256.Sum256(key)
+	block, err := aes.NewCipher(k[:])
+	if err != nil {
+		panic(err) // a 32-byte key is always valid
+	}
+	return cipher.NewCTR(block, make([]byte, aes.BlockSize))
 }
 
 // addGaussian adds to x (coefficient domain, all of Q) a rounded Gaussian

@@ -109,8 +109,10 @@ const (
 	// SHA-256 of the update, its size as 8 bytes big endian).
 	StatementContribution = "round contribution"
 	// StatementApproval: (region digest, hospital, update binding, the
-	// hospital's own update digest, then the sorted contributor names).
-	StatementApproval = "round contributor set"
+	// hospital's own update digest, the aggregate's digest, the
+	// fingerprint of the hospital's update under the aggregate's challenge
+	// (he.Update.Fingerprint), then the sorted contributor names).
+	StatementApproval = "round contributor set and aggregate"
 	// StatementDecryptionShare: (region digest, hospital, update binding,
 	// the aggregate's digest, SHA-256 of the share, the decryption attempt
 	// as 4 bytes big endian, the number of contributors as 8 bytes big
@@ -130,9 +132,12 @@ func JobFields(specDigest []byte, requestID string) [][]byte {
 	return [][]byte{specDigest, []byte(requestID)}
 }
 
-// ApprovalFields are the signed fields of a StatementApproval.
-func ApprovalFields(region, binding, updateDigest []byte, hospital string, contributors []string) [][]byte {
-	f := [][]byte{region, []byte(hospital), binding, updateDigest}
+// ApprovalFields are the signed fields of a StatementApproval: the
+// contributor set a hospital agrees its update is decrypted with, and the
+// fingerprint by which anyone holding the aggregate checks that it is the
+// sum of the approved updates (he.CheckFold).
+func ApprovalFields(region, binding, updateDigest, aggregateDigest, fingerprint []byte, hospital string, contributors []string) [][]byte {
+	f := [][]byte{region, []byte(hospital), binding, updateDigest, aggregateDigest, fingerprint}
 	for _, c := range contributors {
 		f = append(f, []byte(c))
 	}

@@ -52,8 +52,22 @@ func (c StrategyConfig) WithDefaults() StrategyConfig {
 
 // ServerOptimizer turns the decrypted average update into the next global
 // model.
+//
+// Step is computed the same, bit for bit, on every machine (products are
+// rounded before they are added: no fused multiply-add), since sites check
+// the coordinator's step by computing it again.
 type ServerOptimizer interface {
 	Step(global, avgDelta []float64) []float64
+}
+
+// StatefulOptimizer is a server optimizer with state beyond the model
+// (the adaptive ones' moments): it travels with every committed version so
+// a new Raft leader, or a site checking the version, continues the same
+// optimizer.
+type StatefulOptimizer interface {
+	ServerOptimizer
+	State() []float64
+	SetState([]float64) error
 }
 
 // NewServerOptimizer builds the strategy's optimizer for numParams
@@ -95,7 +109,7 @@ type fedAvg struct{ lr float64 }
 
 func (f fedAvg) Step(global, delta []float64) []float64 {
 	for i := range global {
-		global[i] += f.lr * delta[i]
+		global[i] += float64(f.lr * delta[i])
 	}
 	return global
 }
@@ -110,17 +124,17 @@ type adaptive struct {
 func (a *adaptive) Step(global, delta []float64) []float64 {
 	c := a.cfg
 	for i, d := range delta {
-		a.m[i] = c.Beta1*a.m[i] + (1-c.Beta1)*d
+		a.m[i] = float64(c.Beta1*a.m[i]) + float64((1-c.Beta1)*d)
 		d2 := d * d
 		switch c.Name {
 		case StrategyFedAdam:
-			a.v[i] = c.Beta2*a.v[i] + (1-c.Beta2)*d2
+			a.v[i] = float64(c.Beta2*a.v[i]) + float64((1-c.Beta2)*d2)
 		case StrategyFedYogi:
-			a.v[i] -= (1 - c.Beta2) * d2 * sign(a.v[i]-d2)
+			a.v[i] -= float64((1 - c.Beta2) * d2 * sign(a.v[i]-d2))
 		case StrategyFedAdagrad:
 			a.v[i] += d2
 		}
-		global[i] += c.ServerLR * a.m[i] / (math.Sqrt(a.v[i]) + c.Tau)
+		global[i] += float64(c.ServerLR*a.m[i]) / (math.Sqrt(a.v[i]) + c.Tau)
 	}
 	return global
 }

@@ -362,7 +362,9 @@ func (n *Node) retire(below uint32) error {
 		if e >= below || (have && e >= current) || k.Erased || (!have && n.parties[e] != nil && !n.parties[e].Ready()) {
 			continue
 		}
-		*k = epochKeys{Decrypted: k.Decrypted, Erased: true}
+		// The members stay: they are public, and a model made in the
+		// epoch is checked against them (checkEvidence).
+		*k = epochKeys{Decrypted: k.Decrypted, Erased: true, Members: k.Members}
 		delete(n.parties, e)
 		erased = append(erased, e)
 	}
@@ -998,6 +1000,10 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 		// sums, give rows away) never starts a job here.
 		return n.untrusted("initial model", fmt.Sprintf("job %s's version 0 is not the model its architecture and seed %d make", t.JobId, t.Spec.Seed))
 	}
+	verified, err := n.onChain(ctx, t, model.Params)
+	if err != nil {
+		return err
+	}
 	data := Scale(t.Spec, n.cfg.Data.Train, n.cfg.Data.Train)
 	cfg := jobspec.TrainConfig(t.Spec, n.cfg.ID, t.Round)
 	// The update's binding covers the exact parameters this node was
@@ -1035,9 +1041,13 @@ func (n *Node) train(ctx context.Context, t *pb.TrainTask) error {
 			return err
 		}
 	}
-	released, err := n.releaseMetrics(t, binding, model.Params, n.metricRows(t.Spec))
-	if err != nil {
-		return err
+	// Measured only on a model this site verified (onChain), once per
+	// model (releaseMetrics).
+	released := false
+	if verified {
+		if released, err = n.releaseMetrics(t, binding, model.Params, n.metricRows(t.Spec)); err != nil {
+			return err
+		}
 	}
 	sums, site, err := n.metricSums(t.Spec, spec, model.Params, t.ModelVersion, released)
 	if err != nil {
@@ -1139,6 +1149,10 @@ func (n *Node) settle(resp *pb.PollResponse) error {
 	}
 	for _, k := range resp.Kept {
 		live[roundKey(k.JobId, k.Round)] = true
+	}
+	// A contributor fingerprints its update when it approves the round.
+	for _, a := range resp.Approve {
+		live[roundKey(a.JobId, a.Round)] = true
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -1483,7 +1497,7 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	if err != nil {
 		return err
 	}
-	if err := n.checkApprovals(r, binding, contributors, t.Approvals); err != nil {
+	if err := n.checkApprovals(r, binding, t.AggregateDigest, contributors, t.Approvals); err != nil {
 		return err
 	}
 	shape := jobspec.VectorShape(t.Spec, t.Round)
@@ -1519,6 +1533,13 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	if agg.Binding() != binding {
 		return n.untrusted("an aggregate", "it is bound to another job, round or model")
 	}
+	// The aggregate must be the sum of exactly the updates the
+	// contributors approved: a coordinator that added a plaintext of its
+	// choice would steer the decrypted model, and the sites would measure
+	// it.
+	if err := he.CheckFold(n.params, agg, fingerprints(t.Approvals)); err != nil {
+		return n.untrusted("an aggregate", "it is not the sum of the updates its contributors approved: "+err.Error())
+	}
 	n.mu.Lock()
 	used := n.epoch(t.Epoch).Decrypted
 	n.mu.Unlock()
@@ -1551,7 +1572,7 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 // checkApprovals verifies that every contributor signed its approval of
 // exactly this contributor set for this binding, against its enrolled
 // certificate: a decryptor serves a set only its members approved.
-func (n *Node) checkApprovals(r *pb.Region, binding [32]byte, contributors []string, approvals []*pb.Approval) error {
+func (n *Node) checkApprovals(r *pb.Region, binding [32]byte, aggDigest []byte, contributors []string, approvals []*pb.Approval) error {
 	if len(approvals) != len(contributors) {
 		return n.untrusted("a decryption manifest", fmt.Sprintf("%d approvals for %d contributors", len(approvals), len(contributors)))
 	}
@@ -1562,7 +1583,7 @@ func (n *Node) checkApprovals(r *pb.Region, binding [32]byte, contributors []str
 		}
 		want := identity.Identity{Name: a.Hospital, Role: identity.RoleHospital}
 		if err := identity.VerifyStatement(n.cfg.CA, a.Certificate, want, time.Now(), a.Signature, identity.StatementApproval,
-			identity.ApprovalFields(rd, binding[:], a.UpdateDigest, a.Hospital, contributors)...); err != nil {
+			identity.ApprovalFields(rd, binding[:], a.UpdateDigest, aggDigest, a.Fingerprint, a.Hospital, contributors)...); err != nil {
 			return n.untrusted("the approval of "+a.Hospital, err.Error())
 		}
 		if err := n.notRevoked("the approval of "+a.Hospital, a.Certificate); err != nil {
@@ -1633,15 +1654,43 @@ func (n *Node) approve(ctx context.Context, t *pb.ApprovalTask) error {
 			return err
 		}
 	}
-	sig, err := n.sign(identity.StatementApproval, identity.ApprovalFields(regionDigest(r), binding[:], made, n.cfg.ID, contributors)...)
+	fingerprint, err := n.fingerprint(t, made)
+	if err != nil {
+		return err
+	}
+	sig, err := n.sign(identity.StatementApproval, identity.ApprovalFields(regionDigest(r), binding[:], made, t.AggregateDigest, fingerprint, n.cfg.ID, contributors)...)
 	if err != nil {
 		return err
 	}
 	n.log.Info("contributor set approved", "job_id", t.JobId, "round", t.Round, "contributors", len(contributors))
 	return n.call(ctx, controlTimeout, func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Hospital.ApproveContributors(ctx, &pb.ApproveContributorsRequest{JobId: t.JobId, Round: t.Round, Signature: sig})
+		_, err := conn.Hospital.ApproveContributors(ctx, &pb.ApproveContributorsRequest{JobId: t.JobId, Round: t.Round, Signature: sig, Fingerprint: fingerprint})
 		return err
 	})
+}
+
+// fingerprint is the fingerprint of the update this node made for an
+// approval task's round (of digest made) under the challenge of the
+// aggregate the round closed with: signed with the approval, it lets every
+// site check that aggregate is the sum of the approved updates. The update
+// is read from where it is kept until the round is approved (settle).
+func (n *Node) fingerprint(t *pb.ApprovalTask, made []byte) ([]byte, error) {
+	if len(t.AggregateDigest) != sha256.Size {
+		return nil, n.untrusted("a contributor set", fmt.Sprintf("an aggregate digest of %d bytes", len(t.AggregateDigest)))
+	}
+	k := n.keptFor(t.JobId, t.Round)
+	if k == nil || string(k.Digest) != string(made) {
+		return nil, fmt.Errorf("this node no longer holds its update of round %d, so it cannot vouch for the aggregate", t.Round)
+	}
+	_, raw, err := readKept(keptPath(n.cfg.DataDir, k.JobID), true)
+	if err != nil {
+		return nil, err
+	}
+	u, err := he.UnmarshalUpdate(n.params, jobspec.VectorShape(t.Spec, t.Round), raw)
+	if err != nil {
+		return nil, fmt.Errorf("kept update of round %d: %w", t.Round, err)
+	}
+	return u.Fingerprint(he.AggregateChallenge(t.AggregateDigest)), nil
 }
 
 // submitShare sends a share b this node made for t's aggregate (binding,

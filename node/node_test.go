@@ -256,10 +256,21 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	bind := jobspec.Binding("job-1", 1, 0, hash, [32]byte{})
 	// An aggregate of h1's and h2's updates, and their digests.
 	made := 0
-	updates := map[string][]byte{}
+	updates, raws := map[string][]byte{}, map[string][]byte{}
+	// fingerprints holds, by aggregate digest, each contributor's
+	// fingerprint of its update under that aggregate's challenge.
+	fingerprints := map[string]map[string][]byte{}
+	fingerprint := func(sum *he.Update, parts []*he.Update) {
+		d := sum.Digest()
+		fingerprints[string(d[:])] = map[string][]byte{}
+		for i, u := range parts {
+			fingerprints[string(d[:])][hospitals[i]] = u.Fingerprint(he.AggregateChallenge(d[:]))
+		}
+	}
 	aggregate := func() ([]byte, []byte) {
 		made++
 		agg := he.NewAggregator(p, jobspec.VectorShape(spec, 1), jobspec.EncodingClip(spec, 1), bind)
+		var parts []*he.Update
 		for i, pa := range parties[:2] {
 			v := make([]float64, jobspec.VectorLen(spec, 1))
 			v[0] = float64(made)
@@ -270,15 +281,20 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 			if made == 1 {
 				d := u.Digest()
 				updates[hospitals[i]] = d[:]
+				if raws[hospitals[i]], err = u.MarshalBinary(); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if err := agg.Add(u); err != nil {
 				t.Fatal(err)
 			}
+			parts = append(parts, u)
 		}
 		u, err := agg.Result()
 		if err != nil {
 			t.Fatal(err)
 		}
+		fingerprint(u, parts)
 		b, err := u.MarshalBinary()
 		if err != nil {
 			t.Fatal(err)
@@ -291,23 +307,24 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	// Each contributor's signed approval of the set, as the coordinator
 	// relays them.
 	rd := regionDigest(fake.region)
-	approvals := func(round uint32, contributors []string) []*pb.Approval {
+	approvals := func(round uint32, aggDigest []byte, contributors []string) []*pb.Approval {
 		b := jobspec.Binding("job-1", round, 0, hash, [32]byte{})
 		var out []*pb.Approval
 		for _, c := range contributors {
+			fp := fingerprints[string(aggDigest)][c]
 			sig, err := identity.SignStatement(certs[c].PrivateKey, identity.StatementApproval,
-				identity.ApprovalFields(rd, b[:], updates[c], c, contributors)...)
+				identity.ApprovalFields(rd, b[:], updates[c], aggDigest, fp, c, contributors)...)
 			if err != nil {
 				t.Fatal(err)
 			}
-			out = append(out, &pb.Approval{Hospital: c, UpdateDigest: updates[c], Signature: sig, Certificate: certs[c].Certificate[0]})
+			out = append(out, &pb.Approval{Hospital: c, UpdateDigest: updates[c], Signature: sig, Certificate: certs[c].Certificate[0], Fingerprint: fp})
 		}
 		return out
 	}
 	task := func(digest []byte, active ...string) *pb.DecryptTask {
 		return &pb.DecryptTask{JobId: "job-1", Round: 1, AggregateDigest: digest, Active: active, Attempt: 1,
 			Contributors: []string{"h2", "h1"}, ModelHash: hash, AggregateSize: uint64(len(aggA)), Spec: spec,
-			Approvals: approvals(1, []string{"h1", "h2"})}
+			Approvals: approvals(1, digest, []string{"h1", "h2"})}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -328,7 +345,7 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	mixed := task(digestA, "h1", "h2")
 	other := jobspec.Binding("job-1", 1, 0, hash, jobspec.ModelDigest([]float64{1}))
 	if mixed.Approvals[1].Signature, err = identity.SignStatement(certs["h2"].PrivateKey, identity.StatementApproval,
-		identity.ApprovalFields(rd, other[:], updates["h2"], "h2", []string{"h1", "h2"})...); err != nil {
+		identity.ApprovalFields(rd, other[:], updates["h2"], digestA, mixed.Approvals[1].Fingerprint, "h2", []string{"h1", "h2"})...); err != nil {
 		t.Fatal(err)
 	}
 	if err := n.decrypt(ctx, mixed); !errors.Is(err, ErrUntrusted) || len(fake.given()) != 0 {
@@ -387,16 +404,55 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 		tk.Spec = proto.Clone(spec).(*pb.JobSpec)
 		tk.Spec.MinHospitals = 1
 	}), "a job of min_hospitals 1")
-	refused(n, fresh(func(tk *pb.DecryptTask) { tk.Approvals = approvals(2, []string{"h1", "h2"}) }), "an aggregate bound to another round")
+	refused(n, fresh(func(tk *pb.DecryptTask) { tk.Approvals = approvals(2, digestA, []string{"h1", "h2"}) }), "an aggregate bound to another round")
 	refused(n, fresh(func(tk *pb.DecryptTask) {}), "approvals of another round")
-	refused(n, fresh(func(tk *pb.DecryptTask) { tk.Approvals = approvals(2, []string{"h1", "h2"})[:1] }), "an approval missing")
+	refused(n, fresh(func(tk *pb.DecryptTask) { tk.Approvals = approvals(2, digestA, []string{"h1", "h2"})[:1] }), "an approval missing")
 	refused(n, fresh(func(tk *pb.DecryptTask) {
-		tk.Approvals = approvals(2, []string{"h1", "h2"})
+		tk.Approvals = approvals(2, digestA, []string{"h1", "h2"})
 		tk.Approvals[1].Signature = tk.Approvals[0].Signature
 	}), "an approval signed by another hospital")
 	refused(n, fresh(func(tk *pb.DecryptTask) {
-		tk.Approvals = approvals(2, []string{"h1", "h2", "h3"})[:2]
+		tk.Approvals = approvals(2, digestA, []string{"h1", "h2", "h3"})[:2]
 	}), "approvals of another contributor set")
+
+	// An aggregate that is not the sum of the approved updates: one residue
+	// of the real sum shifted by one (a plaintext offset is this, at a
+	// scale the coordinator picks), and the contributors' fingerprints of
+	// their own updates under the challenge of what was committed.
+	bind3 := jobspec.Binding("job-1", 3, 0, hash, [32]byte{})
+	shape := jobspec.VectorShape(spec, 3)
+	agg3 := he.NewAggregator(p, shape, jobspec.EncodingClip(spec, 3), bind3)
+	var parts3 []*he.Update
+	for _, pa := range parties[:2] {
+		u, err := pa.Encrypt(make([]float64, jobspec.VectorLen(spec, 3)), shape.Wide, 10, jobspec.EncodingClip(spec, 3), bind3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := agg3.Add(u); err != nil {
+			t.Fatal(err)
+		}
+		parts3 = append(parts3, u)
+	}
+	sum3, _ := agg3.Result()
+	shifted, _ := wire(t, sum3)
+	shifted[len(shifted)-p.Ciphertexts(shape)*polyLen(p)] ^= 1 // the first residue of the first ciphertext, ±1
+	forged, err := he.UnmarshalUpdate(p, shape, shifted)
+	if err != nil {
+		t.Fatalf("the shifted aggregate does not decode: %v", err)
+	}
+	d3 := forged.Digest()
+	fingerprints[string(d3[:])] = map[string][]byte{}
+	for i, u := range parts3 {
+		fingerprints[string(d3[:])][hospitals[i]] = u.Fingerprint(he.AggregateChallenge(d3[:]))
+	}
+	fake.serve(shifted)
+	given := len(fake.given())
+	if err := n.decrypt(ctx, fresh(func(tk *pb.DecryptTask) {
+		tk.Round, tk.AggregateDigest, tk.Approvals = 3, d3[:], approvals(3, d3[:], []string{"h1", "h2"})
+	})); !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), "not the sum of the updates its contributors approved") || len(fake.given()) != given {
+		t.Errorf("an aggregate that is not the sum of the approved updates: %v", err)
+	}
+	fake.serve(aggA)
 
 	// The record is on disk: a restarted node refuses and resends alike.
 	n2 := start()
@@ -416,6 +472,7 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	}
 	bind2 := jobspec.Binding("job-1", 2, 0, hash, [32]byte{})
 	agg2 := he.NewAggregator(p, jobspec.VectorShape(spec, 2), jobspec.EncodingClip(spec, 2), bind2)
+	var parts2 []*he.Update
 	for _, pa := range parties[:2] {
 		u, err := pa.Encrypt(make([]float64, jobspec.VectorLen(spec, 2)), jobspec.VectorShape(spec, 2).Wide, 10, jobspec.EncodingClip(spec, 2), bind2)
 		if err != nil {
@@ -424,13 +481,15 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 		if err := agg2.Add(u); err != nil {
 			t.Fatal(err)
 		}
+		parts2 = append(parts2, u)
 	}
 	sum2, _ := agg2.Result()
+	fingerprint(sum2, parts2)
 	raw2, d2 := wire(t, sum2)
 	fake.serve(raw2)
 	before := len(fake.given())
 	if err := n2.decrypt(ctx, fresh(func(tk *pb.DecryptTask) {
-		tk.AggregateDigest, tk.Approvals = d2, approvals(2, []string{"h1", "h2"})
+		tk.AggregateDigest, tk.Approvals = d2, approvals(2, d2, []string{"h1", "h2"})
 	})); err == nil || !strings.Contains(err.Error(), "spent") {
 		t.Errorf("past the budget: %v", err)
 	}
@@ -444,13 +503,26 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	// Approvals: one contributor set per binding, naming this hospital,
 	// for an update it made; the signature verifies as a decryptor checks.
 	approve := func(round uint32, contributors ...string) error {
-		return n2.approve(ctx, &pb.ApprovalTask{JobId: "job-1", Round: round, ModelHash: hash, Contributors: contributors, Spec: spec})
+		return n2.approve(ctx, &pb.ApprovalTask{JobId: "job-1", Round: round, ModelHash: hash, Contributors: contributors, Spec: spec,
+			AggregateDigest: digestA})
 	}
 	if err := approve(1, "h1", "h2"); !errors.Is(err, ErrUntrusted) {
 		t.Errorf("approval without an update of this node: %v", err)
 	}
 	n2.mu.Lock()
 	n2.state.Encrypted[hex.EncodeToString(bind[:])] = encryption{Vector: []byte{1}, Update: updates["h1"]}
+	n2.mu.Unlock()
+	// The approval signs the fingerprint of the update, read from where
+	// the node keeps it until the round is approved.
+	if err := approve(1, "h2", "h1"); err == nil || !strings.Contains(err.Error(), "no longer holds") {
+		t.Fatalf("approval without the kept update: %v", err)
+	}
+	k := &keptUpdate{JobID: "job-1", Round: 1, ModelHash: hash, ModelDigest: jobspec.WireModelDigest([32]byte{}), Digest: updates["h1"], Size: uint64(len(raws["h1"]))}
+	if err := saveKept(dir, k, raws["h1"]); err != nil {
+		t.Fatal(err)
+	}
+	n2.mu.Lock()
+	n2.kept["job-1"] = k
 	n2.mu.Unlock()
 	if err := approve(1, "h2", "h1"); err != nil {
 		t.Fatalf("approval: %v", err)
@@ -459,7 +531,7 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	sig := fake.approvals[len(fake.approvals)-1]
 	fake.mu.Unlock()
 	if err := identity.VerifyStatement(ca.Pool(), certs["h1"].Certificate[0], identity.Identity{Name: "h1", Role: identity.RoleHospital}, time.Now(), sig,
-		identity.StatementApproval, identity.ApprovalFields(rd, bind[:], updates["h1"], "h1", []string{"h1", "h2"})...); err != nil {
+		identity.StatementApproval, identity.ApprovalFields(rd, bind[:], updates["h1"], digestA, fingerprints[string(digestA)]["h1"], "h1", []string{"h1", "h2"})...); err != nil {
 		t.Fatalf("the approval does not verify: %v", err)
 	}
 	if err := approve(1, "h1", "h2"); err != nil {
@@ -904,4 +976,10 @@ func sitePolicy(t *testing.T, text string) *policy.File {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// polyLen is the encoded length of one ciphertext under p.
+func polyLen(p he.Params) int {
+	one, many := he.Values(1), he.Values(4*p.SlotsPerCiphertext())
+	return (he.UpdateSize(p, many) - he.UpdateSize(p, one)) / (p.Ciphertexts(many) - p.Ciphertexts(one))
 }

@@ -194,9 +194,13 @@ func recordApproval(s *State, c *pb.ApprovalCommand, r *draft) {
 	r.job(s, c.JobId)
 	r.rec.Action, r.rec.Round = audit.ActionContributorsApproved, c.Round
 	r.rec.Details = map[string]string{"signature": hex.EncodeToString(c.Signature), "certificate": hex.EncodeToString(c.Certificate)}
+	if len(c.Fingerprint) > 0 {
+		r.rec.Details["fingerprint"] = hex.EncodeToString(c.Fingerprint)
+	}
 	if j, ok := s.Jobs[c.JobId]; ok {
 		if rd := j.Current(); rd != nil && rd.Number == c.Round {
 			r.rec.Details["contributors"] = strings.Join(rd.Contributors, ",")
+			r.rec.Details["aggregate_digest"] = hex.EncodeToString(rd.AggDigest)
 		}
 	}
 }

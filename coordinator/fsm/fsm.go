@@ -683,7 +683,8 @@ func (s *State) closeRound(c *pb.CloseRoundCommand, at int64) error {
 	r.Active = slices.Clone(c.Active)
 	r.Asked = slices.Clone(c.Active)
 	r.Shares = map[string][]byte{}
-	r.Approvals = map[string]Signed{}
+	r.ShareSigned = map[string]Signed{}
+	r.Approvals = map[string]Approval{}
 	return nil
 }
 
@@ -704,13 +705,18 @@ func (s *State) approval(c *pb.ApprovalCommand, at int64) error {
 		return rejectf("%s already approved round %d", c.Hospital, r.Number)
 	}
 	if r.Approvals == nil {
-		r.Approvals = map[string]Signed{}
+		r.Approvals = map[string]Approval{}
 	}
-	r.Approvals[c.Hospital] = Signed{c.Signature, c.Certificate}
+	r.Approvals[c.Hospital] = Approval{Signed{c.Signature, c.Certificate}, c.Fingerprint}
 	if r.Approved() {
 		r.AttemptMs = at // the decryptors' time starts now
 	}
 	return nil
+}
+
+// dropEvidence lets a round's aggregate and shares go.
+func dropEvidence(r *Round) {
+	r.Aggregate, r.Shares, r.ShareSigned = nil, nil, nil
 }
 
 func (s *State) checkActive(epoch uint32, active []string) error {
@@ -740,6 +746,10 @@ func (s *State) decryptionShare(c *pb.DecryptionShareCommand) error {
 		return rejectf("%s already gave its share", c.Hospital)
 	}
 	r.Shares[c.Hospital] = c.Share
+	if r.ShareSigned == nil {
+		r.ShareSigned = map[string]Signed{}
+	}
+	r.ShareSigned[c.Hospital] = Signed{c.Signature, c.Certificate}
 	return nil
 }
 
@@ -766,6 +776,7 @@ func (s *State) retryDecryption(c *pb.RetryDecryptionCommand, at int64) error {
 	r.Active = slices.Clone(c.Active)
 	r.Asked = append(r.Asked, c.Active...)
 	r.Shares = map[string][]byte{}
+	r.ShareSigned = map[string]Signed{}
 	return nil
 }
 
@@ -786,8 +797,14 @@ func (s *State) commitModel(c *pb.CommitModelCommand, at int64) error {
 	j.OptimizerState = c.OptimizerState
 	r.RegionMetrics = c.RegionMetrics
 	r.State = RoundCommitted
-	r.Aggregate = nil
-	r.Shares = nil
+	// The round keeps its aggregate and shares while its model is the
+	// newest: every site checks that model against them before it measures
+	// it (ModelEvidence). The previous model's round lets them go.
+	for _, o := range j.Rounds {
+		if o != r {
+			dropEvidence(o)
+		}
+	}
 	return nil
 }
 
@@ -882,8 +899,7 @@ func (s *State) scaling(c *pb.ScalingCommand) error {
 	spec.FeatureMean, spec.FeatureStd = c.FeatureMean, c.FeatureStd
 	j.Spec = spec
 	r.State = RoundCommitted
-	r.Aggregate = nil
-	r.Shares = nil
+	dropEvidence(r)
 	return nil
 }
 
@@ -899,8 +915,7 @@ func (s *State) abortRound(c *pb.AbortRoundCommand, at int64) error {
 	r.State = RoundAborted
 	r.Reason = c.Reason
 	r.ClosedMs, r.ClosedBy = at, c.Leader
-	r.Aggregate = nil
-	r.Shares = nil
+	dropEvidence(r)
 	return nil
 }
 
@@ -921,8 +936,10 @@ func (s *State) endJob(c *pb.EndJobCommand, at int64) error {
 		r.State = RoundAborted
 		r.Reason = "job " + c.State
 		r.ClosedMs = at
-		r.Aggregate = nil
-		r.Shares = nil
+	}
+	// A finished job trains no more: nobody will check its models.
+	for _, o := range j.Rounds {
+		dropEvidence(o)
 	}
 	j.State = c.State
 	j.Reason = c.Reason

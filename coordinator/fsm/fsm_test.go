@@ -89,11 +89,40 @@ func TestRoundLifecycle(t *testing.T) {
 	a.must(&pb.CloseRoundCommand{JobId: "j", Round: 1, Aggregate: []byte("agg"), AggregateDigest: []byte("ad"),
 		Contributors: []string{"h1", "h2"}, Active: []string{"h1", "h3"}})
 	a.must(&pb.DecryptionShareCommand{JobId: "j", Round: 1, Attempt: 1, Hospital: "h3", Share: []byte("x")})
+	a.must(&pb.DecryptionShareCommand{JobId: "j", Round: 1, Attempt: 1, Hospital: "h1", Share: []byte("y")})
 	a.must(&pb.CommitModelCommand{JobId: "j", Round: 1, Version: 1, Params: []float64{1, 2}, TotalSamples: 9})
 	a.f.Read(func(s *State) {
 		j := s.Jobs["j"]
-		if j.Latest().Version != 1 || j.Current().State != RoundCommitted || j.Current().Aggregate != nil {
-			t.Fatalf("after commit: version %d, round %s", j.Latest().Version, j.Current().State)
+		// The round that made the newest model keeps its evidence.
+		if j.Latest().Version != 1 || j.Current().State != RoundCommitted || !j.Current().Evidence() {
+			t.Fatalf("after commit: version %d, round %s, evidence kept %v", j.Latest().Version, j.Current().State, j.Current().Evidence())
+		}
+	})
+	// The next model's round replaces it.
+	a.must(&pb.OpenRoundCommand{JobId: "j", Round: 2, DeadlineUnixMs: 40})
+	a.must(&pb.ContributionCommand{JobId: "j", Round: 2, Hospital: "h1", Digest: []byte("d3"), Size: 5})
+	a.must(&pb.ContributionCommand{JobId: "j", Round: 2, Hospital: "h2", Digest: []byte("d4"), Size: 5})
+	a.must(&pb.CloseRoundCommand{JobId: "j", Round: 2, Aggregate: []byte("agg2"), AggregateDigest: []byte("ad2"),
+		Contributors: []string{"h1", "h2"}, Active: []string{"h1", "h3"}})
+	a.f.Read(func(s *State) {
+		if !s.Jobs["j"].Rounds[0].Evidence() {
+			t.Fatal("round 1's evidence dropped before its model is superseded")
+		}
+	})
+	a.must(&pb.DecryptionShareCommand{JobId: "j", Round: 2, Attempt: 1, Hospital: "h1", Share: []byte("x")})
+	a.must(&pb.DecryptionShareCommand{JobId: "j", Round: 2, Attempt: 1, Hospital: "h3", Share: []byte("y")})
+	a.must(&pb.CommitModelCommand{JobId: "j", Round: 2, Version: 2, Params: []float64{2, 3}, TotalSamples: 9})
+	a.f.Read(func(s *State) {
+		j := s.Jobs["j"]
+		if r1, r2 := j.Rounds[0], j.Rounds[1]; r1.Evidence() || r1.Aggregate != nil || !r2.Evidence() {
+			t.Fatalf("after the second commit: round 1 evidence %v, round 2 evidence %v", r1.Evidence(), r2.Evidence())
+		}
+	})
+	// A finished job keeps none.
+	a.must(&pb.EndJobCommand{JobId: "j", State: JobDone})
+	a.f.Read(func(s *State) {
+		if s.Jobs["j"].Rounds[1].Aggregate != nil {
+			t.Fatal("a finished job keeps an aggregate")
 		}
 	})
 }

@@ -359,6 +359,7 @@ func (j *Job) Clone() *Job {
 		rc.Active = slices.Clone(r.Active)
 		rc.Asked = slices.Clone(r.Asked)
 		rc.Shares = maps.Clone(r.Shares)
+		rc.ShareSigned = maps.Clone(r.ShareSigned)
 		rc.Approvals = maps.Clone(r.Approvals)
 		c.Rounds[i] = &rc
 	}
@@ -508,9 +509,25 @@ type Round struct {
 	Active        []string          `json:"active,omitempty"`     // decryptors of the current attempt
 	Asked         []string          `json:"asked,omitempty"`      // decryptors of every attempt so far
 	Shares        map[string][]byte `json:"shares,omitempty"`
+	// ShareSigned holds each share's identity.StatementDecryptionShare.
+	ShareSigned map[string]Signed `json:"share_signed,omitempty"`
 	// Approvals holds each contributor's identity.StatementApproval of
 	// Contributors; decryptors are asked only once all are in.
-	Approvals map[string]Signed `json:"approvals,omitempty"`
+	Approvals map[string]Approval `json:"approvals,omitempty"`
+}
+
+// Approval is a contributor's signed approval with the fingerprint of its
+// update it signs (he.Update.Fingerprint).
+type Approval struct {
+	Signed
+	Fingerprint []byte `json:"fingerprint,omitempty"`
+}
+
+// Evidence reports whether the round still holds what a hospital needs to
+// check the model it made: its aggregate and signed shares. A committed
+// round keeps them while its model is the job's newest.
+func (r *Round) Evidence() bool {
+	return r.State == RoundCommitted && r.Aggregate != nil && len(r.Shares) == len(r.Active) && len(r.ShareSigned) == len(r.Active)
 }
 
 // Approved reports whether every contributor approved the contributor set.

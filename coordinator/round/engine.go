@@ -28,7 +28,6 @@ import (
 	"regionfl/coordinator/store"
 	"regionfl/he"
 	"regionfl/jobspec"
-	"regionfl/models"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -784,36 +783,16 @@ func (e *Engine) commit(j *fsm.Job, r *fsm.Round, res *he.Result) error {
 		})
 	}
 	// The vector is the update, then the sites' metric sums.
-	np := jobspec.NumParams(j.Spec)
-	sum, metricSums := res.Sum[:np], res.Sum[np:]
-	metricScale := jobspec.MetricScale(j.Spec)
-	for i := range metricSums {
-		metricSums[i] *= metricScale
-	}
-	var regionMetrics *pb.ClinicalMetrics
-	if m, err := models.MetricsFromSums(metricSums); err == nil {
-		regionMetrics = jobspec.MetricsToProto(m, r.ModelVersion)
-	}
-	// Nodes send sample-weighted updates (jobspec.SampleWeight).
-	scale := jobspec.MeanScale(float64(j.Spec.SampleScale), res.Count)
-	avg := make([]float64, len(sum))
-	for i, v := range sum {
-		avg[i] = v * scale
-	}
-	opt, err := models.NewServerOptimizer(jobspec.Strategy(j.Spec), len(avg))
+	step, err := jobspec.NextModel(j.Spec, r.ModelVersion, res.Sum, res.Count, j.Latest().Params, j.OptimizerState)
 	if err != nil {
-		return e.abort(j, r, "strategy: "+err.Error())
+		return e.abort(j, r, "server step: "+err.Error())
 	}
-	if err := restoreOptimizer(opt, j.OptimizerState); err != nil {
-		return e.abort(j, r, "strategy state: "+err.Error())
-	}
-	next := opt.Step(slices.Clone(j.Latest().Params), avg)
 	v := j.Latest().Version + 1
 	e.log.Info("model committed", "job_id", j.ID, "round", r.Number, "version", v,
 		"contributors", len(r.Contributors), "total_samples", res.Count, "update_norm", norm)
 	return e.store.Propose(&pb.CommitModelCommand{
-		JobId: j.ID, Round: r.Number, Version: v, Params: next, TotalSamples: res.Count,
-		UpdateNorm: l2(sum), OptimizerState: saveOptimizer(opt), RegionMetrics: regionMetrics,
+		JobId: j.ID, Round: r.Number, Version: v, Params: step.Params, TotalSamples: res.Count,
+		UpdateNorm: step.UpdateNorm, OptimizerState: step.OptimizerState, RegionMetrics: step.RegionMetrics,
 	})
 }
 
@@ -984,25 +963,4 @@ func (e *Engine) Holds(jobID string, round uint32, digest []byte) bool {
 	e.lead(term)
 	run := e.inflight[roundKey{jobID, round}]
 	return run != nil && run.folded[string(digest)]
-}
-
-// stateful is implemented by server optimizers with moments; their state
-// rides in the commit command so a new leader continues the same optimizer.
-type stateful interface {
-	State() []float64
-	SetState([]float64) error
-}
-
-func restoreOptimizer(opt models.ServerOptimizer, state []float64) error {
-	if s, ok := opt.(stateful); ok && len(state) > 0 {
-		return s.SetState(state)
-	}
-	return nil
-}
-
-func saveOptimizer(opt models.ServerOptimizer) []float64 {
-	if s, ok := opt.(stateful); ok {
-		return s.State()
-	}
-	return nil
 }

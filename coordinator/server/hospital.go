@@ -129,15 +129,12 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 				resp.Approve = append(resp.Approve, &pb.ApprovalTask{
 					JobId: j.ID, Round: cur.Number, ModelVersion: cur.ModelVersion, ModelHash: j.ModelHash,
 					Contributors: cur.Contributors, Spec: j.Spec, ModelDigest: jobspec.WireModelDigest(j.ModelDigest(cur)),
+					AggregateDigest: cur.AggDigest,
 				})
 			}
 			// Decryptors are asked once every contributor approved the set.
 			if _, gave := cur.Shares[h]; !gave && slices.Contains(cur.Active, h) && cur.Approved() {
-				approvals := make([]*pb.Approval, len(cur.Contributors))
-				for i, c := range cur.Contributors {
-					a := cur.Approvals[c]
-					approvals[i] = &pb.Approval{Hospital: c, UpdateDigest: cur.ContributionOf(c).Digest, Signature: a.Signature, Certificate: a.Certificate}
-				}
+				approvals := approvalsOf(cur)
 				resp.Decrypt = append(resp.Decrypt, &pb.DecryptTask{
 					JobId: j.ID, Round: cur.Number, AggregateDigest: cur.AggDigest, Active: cur.Active,
 					Attempt: cur.Attempt, Contributors: cur.Contributors, ModelHash: j.ModelHash,
@@ -553,12 +550,12 @@ func (s hospitalService) ApproveContributors(ctx context.Context, req *pb.Approv
 	}
 	h := caller(ctx).Name
 	var (
-		contributors      []string
-		version           uint32
-		hash              string
-		rerr              error
-		updateDigest, had []byte
-		model             [32]byte
+		contributors                 []string
+		version                      uint32
+		hash                         string
+		rerr                         error
+		updateDigest, had, aggDigest []byte
+		model                        [32]byte
 	)
 	s.read(func(st *fsm.State) {
 		j, ok := st.Jobs[req.JobId]
@@ -572,6 +569,7 @@ func (s hospitalService) ApproveContributors(ctx context.Context, req *pb.Approv
 			return
 		}
 		contributors, version, hash, had = slices.Clone(cur.Contributors), cur.ModelVersion, j.ModelHash, cur.Approvals[h].Signature
+		aggDigest = cur.AggDigest
 		model = j.ModelDigest(cur)
 		if u := cur.ContributionOf(h); u != nil && slices.Contains(cur.Contributors, h) {
 			updateDigest = u.Digest
@@ -586,12 +584,16 @@ func (s hospitalService) ApproveContributors(ctx context.Context, req *pb.Approv
 	if had != nil && string(had) == string(req.Signature) {
 		return &pb.ApproveContributorsResponse{}, nil // a retry after a lost answer
 	}
+	if want := he.FingerprintLen(s.engine.Params()); len(req.Fingerprint) != want {
+		return nil, status.Errorf(codes.InvalidArgument, "fingerprint: %d bytes, want %d", len(req.Fingerprint), want)
+	}
 	rd, binding := region.Digest(), jobspec.Binding(req.JobId, req.Round, version, hash, model)
 	if err := identity.CheckSignature(cert.Raw, req.Signature, identity.StatementApproval,
-		identity.ApprovalFields(rd[:], binding[:], updateDigest, h, contributors)...); err != nil {
+		identity.ApprovalFields(rd[:], binding[:], updateDigest, aggDigest, req.Fingerprint, h, contributors)...); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
 	}
-	err = s.store.Propose(&pb.ApprovalCommand{JobId: req.JobId, Round: req.Round, Hospital: h, Signature: req.Signature, Certificate: cert.Raw})
+	err = s.store.Propose(&pb.ApprovalCommand{JobId: req.JobId, Round: req.Round, Hospital: h, Signature: req.Signature, Certificate: cert.Raw,
+		Fingerprint: req.Fingerprint})
 	if err != nil {
 		return nil, toStatus(ctx, err)
 	}
@@ -717,6 +719,67 @@ func (s hospitalService) FetchModel(ctx context.Context, req *pb.FetchModelReque
 		return nil, err
 	}
 	return &pb.FetchModelResponse{Model: m}, nil
+}
+
+// approvalsOf lists a round's approvals in the order of its contributors.
+func approvalsOf(r *fsm.Round) []*pb.Approval {
+	approvals := make([]*pb.Approval, len(r.Contributors))
+	for i, c := range r.Contributors {
+		a := r.Approvals[c]
+		approvals[i] = &pb.Approval{Hospital: c, UpdateDigest: r.ContributionOf(c).Digest, Signature: a.Signature, Certificate: a.Certificate,
+			Fingerprint: a.Fingerprint}
+	}
+	return approvals
+}
+
+// GetModelEvidence serves the round that made a model version, for a
+// hospital that accepted the job to check the version itself before it
+// measures it. Only the newest version's round keeps what that takes.
+func (s hospitalService) GetModelEvidence(ctx context.Context, req *pb.GetModelEvidenceRequest) (*pb.GetModelEvidenceResponse, error) {
+	if _, _, err := s.region(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.leaderRead(ctx); err != nil {
+		return nil, err
+	}
+	h := caller(ctx).Name
+	var (
+		out  *pb.ModelEvidence
+		rerr error
+	)
+	s.read(func(st *fsm.State) {
+		j, ok := st.Jobs[req.JobId]
+		if !ok || !slices.Contains(j.Accepted, h) {
+			rerr = status.Errorf(codes.PermissionDenied, "job_id: %s did not accept job %q", h, req.JobId)
+			return
+		}
+		if req.Version == 0 || int(req.Version) >= len(j.Models) {
+			rerr = status.Errorf(codes.NotFound, "version: job %s has versions made by rounds 1..%d", req.JobId, len(j.Models)-1)
+			return
+		}
+		var r *fsm.Round
+		for _, x := range j.Rounds {
+			if x.Number == j.Models[req.Version].Round && x.State == fsm.RoundCommitted {
+				r = x
+			}
+		}
+		if r == nil || !r.Evidence() {
+			rerr = status.Errorf(codes.NotFound, "version: the round that made version %d of job %s is no longer kept (only the newest version's is)", req.Version, req.JobId)
+			return
+		}
+		out = &pb.ModelEvidence{
+			JobId: j.ID, Version: req.Version, Round: r.Number, Epoch: r.Epoch, Aggregate: r.Aggregate,
+			Contributors: r.Contributors, Approvals: approvalsOf(r), Attempt: r.Attempt, Active: r.Active,
+		}
+		for _, d := range r.Active {
+			sig := r.ShareSigned[d]
+			out.Shares = append(out.Shares, &pb.SignedShare{Hospital: d, Share: r.Shares[d], Signature: sig.Signature, Certificate: sig.Certificate})
+		}
+	})
+	if rerr != nil {
+		return nil, rerr
+	}
+	return &pb.GetModelEvidenceResponse{Evidence: out}, nil
 }
 
 // model returns a committed model version (0 = latest).

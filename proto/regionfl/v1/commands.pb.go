@@ -1022,7 +1022,9 @@ type ApprovalCommand struct {
 	Hospital  string                 `protobuf:"bytes,3,opt,name=hospital,proto3" json:"hospital,omitempty"`
 	Signature []byte                 `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
 	// The certificate (DER) whose key made the signature.
-	Certificate   []byte `protobuf:"bytes,6,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	Certificate []byte `protobuf:"bytes,6,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	// The fingerprint the approval signs (ApproveContributorsRequest).
+	Fingerprint   []byte `protobuf:"bytes,7,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1088,6 +1090,13 @@ func (x *ApprovalCommand) GetSignature() []byte {
 func (x *ApprovalCommand) GetCertificate() []byte {
 	if x != nil {
 		return x.Certificate
+	}
+	return nil
+}
+
+func (x *ApprovalCommand) GetFingerprint() []byte {
+	if x != nil {
+		return x.Fingerprint
 	}
 	return nil
 }
@@ -2029,13 +2038,14 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x10aggregate_digest\x18\x05 \x01(\fR\x0faggregateDigest\x12\"\n" +
 	"\fcontributors\x18\x06 \x03(\tR\fcontributors\x12\x16\n" +
 	"\x06active\x18\a \x03(\tR\x06active\x12\x16\n" +
-	"\x06leader\x18\b \x01(\tR\x06leaderJ\x04\b\x03\x10\x04R\aunix_ms\"\xa9\x01\n" +
+	"\x06leader\x18\b \x01(\tR\x06leaderJ\x04\b\x03\x10\x04R\aunix_ms\"\xcb\x01\n" +
 	"\x0fApprovalCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x1a\n" +
 	"\bhospital\x18\x03 \x01(\tR\bhospital\x12\x1c\n" +
 	"\tsignature\x18\x04 \x01(\fR\tsignature\x12 \n" +
-	"\vcertificate\x18\x06 \x01(\fR\vcertificateJ\x04\b\x05\x10\x06R\aunix_ms\"\xd1\x01\n" +
+	"\vcertificate\x18\x06 \x01(\fR\vcertificate\x12 \n" +
+	"\vfingerprint\x18\a \x01(\fR\vfingerprintJ\x04\b\x05\x10\x06R\aunix_ms\"\xd1\x01\n" +
 	"\x16DecryptionShareCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x18\n" +

@@ -1106,9 +1106,12 @@ type ApprovalTask struct {
 	Spec         *JobSpec `protobuf:"bytes,6,opt,name=spec,proto3" json:"spec,omitempty"`
 	// jobspec.ModelDigest of the model the round trained from (empty for
 	// the statistics round): part of the binding the approval signs.
-	ModelDigest   []byte `protobuf:"bytes,7,opt,name=model_digest,json=modelDigest,proto3" json:"model_digest,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ModelDigest []byte `protobuf:"bytes,7,opt,name=model_digest,json=modelDigest,proto3" json:"model_digest,omitempty"`
+	// The digest of the aggregate the round closed with: the approval signs
+	// it, with the fingerprint of the hospital's update under its challenge.
+	AggregateDigest []byte `protobuf:"bytes,8,opt,name=aggregate_digest,json=aggregateDigest,proto3" json:"aggregate_digest,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ApprovalTask) Reset() {
@@ -1190,13 +1193,23 @@ func (x *ApprovalTask) GetModelDigest() []byte {
 	return nil
 }
 
+func (x *ApprovalTask) GetAggregateDigest() []byte {
+	if x != nil {
+		return x.AggregateDigest
+	}
+	return nil
+}
+
 type ApproveContributorsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	Round uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
 	// identity.StatementApproval by the caller's certificate key, over the
 	// round's contributor set and the caller's own update digest.
-	Signature     []byte `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	Signature []byte `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	// he.Update.Fingerprint of the caller's update under the aggregate's
+	// challenge (he.AggregateChallenge), signed with the approval.
+	Fingerprint   []byte `protobuf:"bytes,4,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1252,6 +1265,13 @@ func (x *ApproveContributorsRequest) GetSignature() []byte {
 	return nil
 }
 
+func (x *ApproveContributorsRequest) GetFingerprint() []byte {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return nil
+}
+
 type ApproveContributorsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1297,7 +1317,10 @@ type Approval struct {
 	Signature    []byte                 `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
 	// The certificate (DER) whose key made the signature; the decryptor
 	// checks it against the region CA and the hospital's name.
-	Certificate   []byte `protobuf:"bytes,4,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	Certificate []byte `protobuf:"bytes,4,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	// The fingerprint of the hospital's update the approval signs: with all
+	// of them, a decryptor checks the aggregate is their sum (he.CheckFold).
+	Fingerprint   []byte `protobuf:"bytes,5,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1356,6 +1379,13 @@ func (x *Approval) GetSignature() []byte {
 func (x *Approval) GetCertificate() []byte {
 	if x != nil {
 		return x.Certificate
+	}
+	return nil
+}
+
+func (x *Approval) GetFingerprint() []byte {
+	if x != nil {
+		return x.Fingerprint
 	}
 	return nil
 }
@@ -3389,6 +3419,298 @@ func (x *FetchModelResponse) GetModel() *Model {
 	return nil
 }
 
+type GetModelEvidenceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The model version to check: the evidence is of the round that made it.
+	Version       uint32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetModelEvidenceRequest) Reset() {
+	*x = GetModelEvidenceRequest{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetModelEvidenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetModelEvidenceRequest) ProtoMessage() {}
+
+func (x *GetModelEvidenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetModelEvidenceRequest.ProtoReflect.Descriptor instead.
+func (*GetModelEvidenceRequest) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *GetModelEvidenceRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *GetModelEvidenceRequest) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type GetModelEvidenceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Evidence      *ModelEvidence         `protobuf:"bytes,1,opt,name=evidence,proto3" json:"evidence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetModelEvidenceResponse) Reset() {
+	*x = GetModelEvidenceResponse{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetModelEvidenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetModelEvidenceResponse) ProtoMessage() {}
+
+func (x *GetModelEvidenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetModelEvidenceResponse.ProtoReflect.Descriptor instead.
+func (*GetModelEvidenceResponse) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *GetModelEvidenceResponse) GetEvidence() *ModelEvidence {
+	if x != nil {
+		return x.Evidence
+	}
+	return nil
+}
+
+// ModelEvidence is a committed round as a hospital checks it: model
+// version = the version it trained from + the server step of the
+// aggregate decrypted from these shares (jobspec.NextModel).
+type ModelEvidence struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The version the round made.
+	Version uint32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Round   uint32 `protobuf:"varint,3,opt,name=round,proto3" json:"round,omitempty"`
+	// The key epoch the round's updates were encrypted in.
+	Epoch     uint32 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Aggregate []byte `protobuf:"bytes,5,opt,name=aggregate,proto3" json:"aggregate,omitempty"`
+	// Sorted hospital names.
+	Contributors []string `protobuf:"bytes,6,rep,name=contributors,proto3" json:"contributors,omitempty"`
+	// One per contributor, in the order of contributors.
+	Approvals []*Approval `protobuf:"bytes,7,rep,name=approvals,proto3" json:"approvals,omitempty"`
+	Attempt   uint32      `protobuf:"varint,8,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// The decryptors of the attempt that decrypted, sorted.
+	Active []string `protobuf:"bytes,9,rep,name=active,proto3" json:"active,omitempty"`
+	// One per decryptor, in the order of active.
+	Shares        []*SignedShare `protobuf:"bytes,10,rep,name=shares,proto3" json:"shares,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelEvidence) Reset() {
+	*x = ModelEvidence{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelEvidence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelEvidence) ProtoMessage() {}
+
+func (x *ModelEvidence) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelEvidence.ProtoReflect.Descriptor instead.
+func (*ModelEvidence) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ModelEvidence) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ModelEvidence) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ModelEvidence) GetRound() uint32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *ModelEvidence) GetEpoch() uint32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ModelEvidence) GetAggregate() []byte {
+	if x != nil {
+		return x.Aggregate
+	}
+	return nil
+}
+
+func (x *ModelEvidence) GetContributors() []string {
+	if x != nil {
+		return x.Contributors
+	}
+	return nil
+}
+
+func (x *ModelEvidence) GetApprovals() []*Approval {
+	if x != nil {
+		return x.Approvals
+	}
+	return nil
+}
+
+func (x *ModelEvidence) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *ModelEvidence) GetActive() []string {
+	if x != nil {
+		return x.Active
+	}
+	return nil
+}
+
+func (x *ModelEvidence) GetShares() []*SignedShare {
+	if x != nil {
+		return x.Shares
+	}
+	return nil
+}
+
+// SignedShare is a decryption share with its decryptor's
+// identity.StatementDecryptionShare.
+type SignedShare struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hospital      string                 `protobuf:"bytes,1,opt,name=hospital,proto3" json:"hospital,omitempty"`
+	Share         []byte                 `protobuf:"bytes,2,opt,name=share,proto3" json:"share,omitempty"`
+	Signature     []byte                 `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	Certificate   []byte                 `protobuf:"bytes,4,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignedShare) Reset() {
+	*x = SignedShare{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignedShare) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignedShare) ProtoMessage() {}
+
+func (x *SignedShare) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignedShare.ProtoReflect.Descriptor instead.
+func (*SignedShare) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *SignedShare) GetHospital() string {
+	if x != nil {
+		return x.Hospital
+	}
+	return ""
+}
+
+func (x *SignedShare) GetShare() []byte {
+	if x != nil {
+		return x.Share
+	}
+	return nil
+}
+
+func (x *SignedShare) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *SignedShare) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
 type Model struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	JobId     string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -3405,7 +3727,7 @@ type Model struct {
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3417,7 +3739,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3430,7 +3752,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *Model) GetJobId() string {
@@ -3493,7 +3815,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3505,7 +3827,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3518,7 +3840,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -3555,7 +3877,7 @@ type Strategy struct {
 
 func (x *Strategy) Reset() {
 	*x = Strategy{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3567,7 +3889,7 @@ func (x *Strategy) String() string {
 func (*Strategy) ProtoMessage() {}
 
 func (x *Strategy) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3580,7 +3902,7 @@ func (x *Strategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Strategy.ProtoReflect.Descriptor instead.
 func (*Strategy) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *Strategy) GetName() string {
@@ -3671,7 +3993,7 @@ type JobSpec struct {
 
 func (x *JobSpec) Reset() {
 	*x = JobSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3683,7 +4005,7 @@ func (x *JobSpec) String() string {
 func (*JobSpec) ProtoMessage() {}
 
 func (x *JobSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3696,7 +4018,7 @@ func (x *JobSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobSpec.ProtoReflect.Descriptor instead.
 func (*JobSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *JobSpec) GetName() string {
@@ -3898,7 +4220,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[59]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3910,7 +4232,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[59]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3923,7 +4245,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{59}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SubmitJobRequest) GetSpec() *JobSpec {
@@ -3959,7 +4281,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3971,7 +4293,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3984,7 +4306,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *SubmitJobResponse) GetJobId() string {
@@ -4010,7 +4332,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4022,7 +4344,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4035,7 +4357,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -4079,7 +4401,7 @@ type RoundInfo struct {
 
 func (x *RoundInfo) Reset() {
 	*x = RoundInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4091,7 +4413,7 @@ func (x *RoundInfo) String() string {
 func (*RoundInfo) ProtoMessage() {}
 
 func (x *RoundInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4104,7 +4426,7 @@ func (x *RoundInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundInfo.ProtoReflect.Descriptor instead.
 func (*RoundInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *RoundInfo) GetRound() uint32 {
@@ -4244,7 +4566,7 @@ type ClinicalMetrics struct {
 
 func (x *ClinicalMetrics) Reset() {
 	*x = ClinicalMetrics{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4256,7 +4578,7 @@ func (x *ClinicalMetrics) String() string {
 func (*ClinicalMetrics) ProtoMessage() {}
 
 func (x *ClinicalMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4269,7 +4591,7 @@ func (x *ClinicalMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClinicalMetrics.ProtoReflect.Descriptor instead.
 func (*ClinicalMetrics) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ClinicalMetrics) GetN() uint64 {
@@ -4362,7 +4684,7 @@ type OperatingPoint struct {
 
 func (x *OperatingPoint) Reset() {
 	*x = OperatingPoint{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4374,7 +4696,7 @@ func (x *OperatingPoint) String() string {
 func (*OperatingPoint) ProtoMessage() {}
 
 func (x *OperatingPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4387,7 +4709,7 @@ func (x *OperatingPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatingPoint.ProtoReflect.Descriptor instead.
 func (*OperatingPoint) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *OperatingPoint) GetThreshold() float64 {
@@ -4449,7 +4771,7 @@ type JobInfo struct {
 
 func (x *JobInfo) Reset() {
 	*x = JobInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4461,7 +4783,7 @@ func (x *JobInfo) String() string {
 func (*JobInfo) ProtoMessage() {}
 
 func (x *JobInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4474,7 +4796,7 @@ func (x *JobInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobInfo.ProtoReflect.Descriptor instead.
 func (*JobInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *JobInfo) GetJobId() string {
@@ -4570,7 +4892,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[66]
+	mi := &file_regionfl_v1_region_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4582,7 +4904,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[66]
+	mi := &file_regionfl_v1_region_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4595,7 +4917,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{66}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *GetJobResponse) GetJob() *JobInfo {
@@ -4613,7 +4935,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[67]
+	mi := &file_regionfl_v1_region_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4625,7 +4947,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[67]
+	mi := &file_regionfl_v1_region_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4638,7 +4960,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{67}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{71}
 }
 
 type ListJobsResponse struct {
@@ -4650,7 +4972,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[68]
+	mi := &file_regionfl_v1_region_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4662,7 +4984,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[68]
+	mi := &file_regionfl_v1_region_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4675,7 +4997,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{68}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ListJobsResponse) GetJobs() []*JobInfo {
@@ -4694,7 +5016,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[69]
+	mi := &file_regionfl_v1_region_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4706,7 +5028,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[69]
+	mi := &file_regionfl_v1_region_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4719,7 +5041,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{69}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -4738,7 +5060,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[70]
+	mi := &file_regionfl_v1_region_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4750,7 +5072,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[70]
+	mi := &file_regionfl_v1_region_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4763,7 +5085,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{70}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *WatchJobResponse) GetJob() *JobInfo {
@@ -4783,7 +5105,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[71]
+	mi := &file_regionfl_v1_region_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4795,7 +5117,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[71]
+	mi := &file_regionfl_v1_region_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4808,7 +5130,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{71}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -4833,7 +5155,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[72]
+	mi := &file_regionfl_v1_region_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4845,7 +5167,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[72]
+	mi := &file_regionfl_v1_region_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4858,7 +5180,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{72}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{76}
 }
 
 type CreateRegionRequest struct {
@@ -4882,7 +5204,7 @@ type CreateRegionRequest struct {
 
 func (x *CreateRegionRequest) Reset() {
 	*x = CreateRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[73]
+	mi := &file_regionfl_v1_region_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4894,7 +5216,7 @@ func (x *CreateRegionRequest) String() string {
 func (*CreateRegionRequest) ProtoMessage() {}
 
 func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[73]
+	mi := &file_regionfl_v1_region_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4907,7 +5229,7 @@ func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionRequest.ProtoReflect.Descriptor instead.
 func (*CreateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{73}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *CreateRegionRequest) GetHospitals() []string {
@@ -4960,7 +5282,7 @@ type CreateRegionResponse struct {
 
 func (x *CreateRegionResponse) Reset() {
 	*x = CreateRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[74]
+	mi := &file_regionfl_v1_region_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4972,7 +5294,7 @@ func (x *CreateRegionResponse) String() string {
 func (*CreateRegionResponse) ProtoMessage() {}
 
 func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[74]
+	mi := &file_regionfl_v1_region_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4985,7 +5307,7 @@ func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionResponse.ProtoReflect.Descriptor instead.
 func (*CreateRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{74}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{78}
 }
 
 type Replica struct {
@@ -5001,7 +5323,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[75]
+	mi := &file_regionfl_v1_region_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5013,7 +5335,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[75]
+	mi := &file_regionfl_v1_region_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5026,7 +5348,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{75}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *Replica) GetId() string {
@@ -5072,7 +5394,7 @@ type ListReplicasRequest struct {
 
 func (x *ListReplicasRequest) Reset() {
 	*x = ListReplicasRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[76]
+	mi := &file_regionfl_v1_region_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5084,7 +5406,7 @@ func (x *ListReplicasRequest) String() string {
 func (*ListReplicasRequest) ProtoMessage() {}
 
 func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[76]
+	mi := &file_regionfl_v1_region_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5097,7 +5419,7 @@ func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ListReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{76}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{80}
 }
 
 type ListReplicasResponse struct {
@@ -5109,7 +5431,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[77]
+	mi := &file_regionfl_v1_region_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5121,7 +5443,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[77]
+	mi := &file_regionfl_v1_region_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5134,7 +5456,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{77}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -5155,7 +5477,7 @@ type JoinReplicaRequest struct {
 
 func (x *JoinReplicaRequest) Reset() {
 	*x = JoinReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[78]
+	mi := &file_regionfl_v1_region_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5167,7 +5489,7 @@ func (x *JoinReplicaRequest) String() string {
 func (*JoinReplicaRequest) ProtoMessage() {}
 
 func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[78]
+	mi := &file_regionfl_v1_region_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5180,7 +5502,7 @@ func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaRequest.ProtoReflect.Descriptor instead.
 func (*JoinReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{78}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *JoinReplicaRequest) GetId() string {
@@ -5212,7 +5534,7 @@ type JoinReplicaResponse struct {
 
 func (x *JoinReplicaResponse) Reset() {
 	*x = JoinReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[79]
+	mi := &file_regionfl_v1_region_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5224,7 +5546,7 @@ func (x *JoinReplicaResponse) String() string {
 func (*JoinReplicaResponse) ProtoMessage() {}
 
 func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[79]
+	mi := &file_regionfl_v1_region_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5237,7 +5559,7 @@ func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaResponse.ProtoReflect.Descriptor instead.
 func (*JoinReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{79}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{83}
 }
 
 type RemoveReplicaRequest struct {
@@ -5249,7 +5571,7 @@ type RemoveReplicaRequest struct {
 
 func (x *RemoveReplicaRequest) Reset() {
 	*x = RemoveReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[80]
+	mi := &file_regionfl_v1_region_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5261,7 +5583,7 @@ func (x *RemoveReplicaRequest) String() string {
 func (*RemoveReplicaRequest) ProtoMessage() {}
 
 func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[80]
+	mi := &file_regionfl_v1_region_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5274,7 +5596,7 @@ func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{80}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *RemoveReplicaRequest) GetId() string {
@@ -5292,7 +5614,7 @@ type RemoveReplicaResponse struct {
 
 func (x *RemoveReplicaResponse) Reset() {
 	*x = RemoveReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[81]
+	mi := &file_regionfl_v1_region_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5304,7 +5626,7 @@ func (x *RemoveReplicaResponse) String() string {
 func (*RemoveReplicaResponse) ProtoMessage() {}
 
 func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[81]
+	mi := &file_regionfl_v1_region_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5317,7 +5639,7 @@ func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{81}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{85}
 }
 
 type TransferLeadershipRequest struct {
@@ -5330,7 +5652,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[82]
+	mi := &file_regionfl_v1_region_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5342,7 +5664,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[82]
+	mi := &file_regionfl_v1_region_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5355,7 +5677,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{82}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *TransferLeadershipRequest) GetTo() string {
@@ -5376,7 +5698,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[83]
+	mi := &file_regionfl_v1_region_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5388,7 +5710,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[83]
+	mi := &file_regionfl_v1_region_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5401,7 +5723,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{83}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *TransferLeadershipResponse) GetFrom() string {
@@ -5426,7 +5748,7 @@ type TakeSnapshotRequest struct {
 
 func (x *TakeSnapshotRequest) Reset() {
 	*x = TakeSnapshotRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[84]
+	mi := &file_regionfl_v1_region_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5438,7 +5760,7 @@ func (x *TakeSnapshotRequest) String() string {
 func (*TakeSnapshotRequest) ProtoMessage() {}
 
 func (x *TakeSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[84]
+	mi := &file_regionfl_v1_region_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5451,7 +5773,7 @@ func (x *TakeSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TakeSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*TakeSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{84}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{88}
 }
 
 type TakeSnapshotResponse struct {
@@ -5465,7 +5787,7 @@ type TakeSnapshotResponse struct {
 
 func (x *TakeSnapshotResponse) Reset() {
 	*x = TakeSnapshotResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[85]
+	mi := &file_regionfl_v1_region_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5477,7 +5799,7 @@ func (x *TakeSnapshotResponse) String() string {
 func (*TakeSnapshotResponse) ProtoMessage() {}
 
 func (x *TakeSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[85]
+	mi := &file_regionfl_v1_region_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5490,7 +5812,7 @@ func (x *TakeSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TakeSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*TakeSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{85}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *TakeSnapshotResponse) GetReplica() string {
@@ -5575,7 +5897,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\vrevocations\x18\b \x01(\rR\vrevocations\x12#\n" +
 	"\rretired_below\x18\t \x01(\rR\fretiredBelow\x129\n" +
 	"\x19revocation_list_issued_ms\x18\n" +
-	" \x01(\x03R\x16revocationListIssuedMs\"\xf0\x01\n" +
+	" \x01(\x03R\x16revocationListIssuedMs\"\x9b\x02\n" +
 	"\fApprovalTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12#\n" +
@@ -5584,17 +5906,20 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"model_hash\x18\x04 \x01(\tR\tmodelHash\x12\"\n" +
 	"\fcontributors\x18\x05 \x03(\tR\fcontributors\x12(\n" +
 	"\x04spec\x18\x06 \x01(\v2\x14.regionfl.v1.JobSpecR\x04spec\x12!\n" +
-	"\fmodel_digest\x18\a \x01(\fR\vmodelDigest\"g\n" +
+	"\fmodel_digest\x18\a \x01(\fR\vmodelDigest\x12)\n" +
+	"\x10aggregate_digest\x18\b \x01(\fR\x0faggregateDigest\"\x89\x01\n" +
 	"\x1aApproveContributorsRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x1c\n" +
-	"\tsignature\x18\x03 \x01(\fR\tsignature\"\x1d\n" +
-	"\x1bApproveContributorsResponse\"\x8b\x01\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\x12 \n" +
+	"\vfingerprint\x18\x04 \x01(\fR\vfingerprint\"\x1d\n" +
+	"\x1bApproveContributorsResponse\"\xad\x01\n" +
 	"\bApproval\x12\x1a\n" +
 	"\bhospital\x18\x01 \x01(\tR\bhospital\x12#\n" +
 	"\rupdate_digest\x18\x02 \x01(\fR\fupdateDigest\x12\x1c\n" +
 	"\tsignature\x18\x03 \x01(\fR\tsignature\x12 \n" +
-	"\vcertificate\x18\x04 \x01(\fR\vcertificate\"=\n" +
+	"\vcertificate\x18\x04 \x01(\fR\vcertificate\x12 \n" +
+	"\vfingerprint\x18\x05 \x01(\fR\vfingerprint\"=\n" +
 	"\fCeremonyTask\x12-\n" +
 	"\x04step\x18\x01 \x01(\x0e2\x19.regionfl.v1.CeremonyStepR\x04step\"\xaa\x01\n" +
 	"\bJobOffer\x12\x15\n" +
@@ -5729,7 +6054,29 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\">\n" +
 	"\x12FetchModelResponse\x12(\n" +
-	"\x05model\x18\x01 \x01(\v2\x12.regionfl.v1.ModelR\x05model\"\xe1\x01\n" +
+	"\x05model\x18\x01 \x01(\v2\x12.regionfl.v1.ModelR\x05model\"J\n" +
+	"\x17GetModelEvidenceRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\"R\n" +
+	"\x18GetModelEvidenceResponse\x126\n" +
+	"\bevidence\x18\x01 \x01(\v2\x1a.regionfl.v1.ModelEvidenceR\bevidence\"\xc7\x02\n" +
+	"\rModelEvidence\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\x12\x14\n" +
+	"\x05round\x18\x03 \x01(\rR\x05round\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\rR\x05epoch\x12\x1c\n" +
+	"\taggregate\x18\x05 \x01(\fR\taggregate\x12\"\n" +
+	"\fcontributors\x18\x06 \x03(\tR\fcontributors\x123\n" +
+	"\tapprovals\x18\a \x03(\v2\x15.regionfl.v1.ApprovalR\tapprovals\x12\x18\n" +
+	"\aattempt\x18\b \x01(\rR\aattempt\x12\x16\n" +
+	"\x06active\x18\t \x03(\tR\x06active\x120\n" +
+	"\x06shares\x18\n" +
+	" \x03(\v2\x18.regionfl.v1.SignedShareR\x06shares\"\x7f\n" +
+	"\vSignedShare\x12\x1a\n" +
+	"\bhospital\x18\x01 \x01(\tR\bhospital\x12\x14\n" +
+	"\x05share\x18\x02 \x01(\fR\x05share\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\x12 \n" +
+	"\vcertificate\x18\x04 \x01(\fR\vcertificate\"\xe1\x01\n" +
 	"\x05Model\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\x12,\n" +
@@ -5912,7 +6259,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x1eCEREMONY_STEP_PUBLIC_KEY_SHARE\x10\x02\x12\x1d\n" +
 	"\x19CEREMONY_STEP_SEAL_SHARES\x10\x03\x12\x1d\n" +
 	"\x19CEREMONY_STEP_OPEN_SHARES\x10\x04\x12\x16\n" +
-	"\x12CEREMONY_STEP_DONE\x10\x052\xed\t\n" +
+	"\x12CEREMONY_STEP_DONE\x10\x052\xce\n" +
+	"\n" +
 	"\x0fHospitalService\x12;\n" +
 	"\x04Poll\x12\x18.regionfl.v1.PollRequest\x1a\x19.regionfl.v1.PollResponse\x12A\n" +
 	"\x06Enroll\x12\x1a.regionfl.v1.EnrollRequest\x1a\x1b.regionfl.v1.EnrollResponse\x12k\n" +
@@ -5927,7 +6275,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x15SubmitDecryptionShare\x12).regionfl.v1.SubmitDecryptionShareRequest\x1a*.regionfl.v1.SubmitDecryptionShareResponse(\x01\x12h\n" +
 	"\x13ApproveContributors\x12'.regionfl.v1.ApproveContributorsRequest\x1a(.regionfl.v1.ApproveContributorsResponse\x12M\n" +
 	"\n" +
-	"FetchModel\x12\x1e.regionfl.v1.FetchModelRequest\x1a\x1f.regionfl.v1.FetchModelResponse\x12Y\n" +
+	"FetchModel\x12\x1e.regionfl.v1.FetchModelRequest\x1a\x1f.regionfl.v1.FetchModelResponse\x12_\n" +
+	"\x10GetModelEvidence\x12$.regionfl.v1.GetModelEvidenceRequest\x1a%.regionfl.v1.GetModelEvidenceResponse\x12Y\n" +
 	"\x0eGetRevocations\x12\".regionfl.v1.GetRevocationsRequest\x1a#.regionfl.v1.GetRevocationsResponse2\xcb\x03\n" +
 	"\x11ResearcherService\x12J\n" +
 	"\tSubmitJob\x12\x1d.regionfl.v1.SubmitJobRequest\x1a\x1e.regionfl.v1.SubmitJobResponse\x12A\n" +
@@ -5964,7 +6313,7 @@ func file_regionfl_v1_region_proto_rawDescGZIP() []byte {
 }
 
 var file_regionfl_v1_region_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
+var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 94)
 var file_regionfl_v1_region_proto_goTypes = []any{
 	(CeremonyStep)(0),                     // 0: regionfl.v1.CeremonyStep
 	(*ExportAuditRequest)(nil),            // 1: regionfl.v1.ExportAuditRequest
@@ -6022,41 +6371,45 @@ var file_regionfl_v1_region_proto_goTypes = []any{
 	(*GetModelResponse)(nil),              // 53: regionfl.v1.GetModelResponse
 	(*FetchModelRequest)(nil),             // 54: regionfl.v1.FetchModelRequest
 	(*FetchModelResponse)(nil),            // 55: regionfl.v1.FetchModelResponse
-	(*Model)(nil),                         // 56: regionfl.v1.Model
-	(*ModelSpec)(nil),                     // 57: regionfl.v1.ModelSpec
-	(*Strategy)(nil),                      // 58: regionfl.v1.Strategy
-	(*JobSpec)(nil),                       // 59: regionfl.v1.JobSpec
-	(*SubmitJobRequest)(nil),              // 60: regionfl.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),             // 61: regionfl.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),                 // 62: regionfl.v1.GetJobRequest
-	(*RoundInfo)(nil),                     // 63: regionfl.v1.RoundInfo
-	(*ClinicalMetrics)(nil),               // 64: regionfl.v1.ClinicalMetrics
-	(*OperatingPoint)(nil),                // 65: regionfl.v1.OperatingPoint
-	(*JobInfo)(nil),                       // 66: regionfl.v1.JobInfo
-	(*GetJobResponse)(nil),                // 67: regionfl.v1.GetJobResponse
-	(*ListJobsRequest)(nil),               // 68: regionfl.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),              // 69: regionfl.v1.ListJobsResponse
-	(*WatchJobRequest)(nil),               // 70: regionfl.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),              // 71: regionfl.v1.WatchJobResponse
-	(*CancelJobRequest)(nil),              // 72: regionfl.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),             // 73: regionfl.v1.CancelJobResponse
-	(*CreateRegionRequest)(nil),           // 74: regionfl.v1.CreateRegionRequest
-	(*CreateRegionResponse)(nil),          // 75: regionfl.v1.CreateRegionResponse
-	(*Replica)(nil),                       // 76: regionfl.v1.Replica
-	(*ListReplicasRequest)(nil),           // 77: regionfl.v1.ListReplicasRequest
-	(*ListReplicasResponse)(nil),          // 78: regionfl.v1.ListReplicasResponse
-	(*JoinReplicaRequest)(nil),            // 79: regionfl.v1.JoinReplicaRequest
-	(*JoinReplicaResponse)(nil),           // 80: regionfl.v1.JoinReplicaResponse
-	(*RemoveReplicaRequest)(nil),          // 81: regionfl.v1.RemoveReplicaRequest
-	(*RemoveReplicaResponse)(nil),         // 82: regionfl.v1.RemoveReplicaResponse
-	(*TransferLeadershipRequest)(nil),     // 83: regionfl.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil),    // 84: regionfl.v1.TransferLeadershipResponse
-	(*TakeSnapshotRequest)(nil),           // 85: regionfl.v1.TakeSnapshotRequest
-	(*TakeSnapshotResponse)(nil),          // 86: regionfl.v1.TakeSnapshotResponse
-	nil,                                   // 87: regionfl.v1.RoundInfo.SiteMetricsEntry
-	nil,                                   // 88: regionfl.v1.RoundInfo.MissingWhyEntry
-	nil,                                   // 89: regionfl.v1.JobInfo.RefusedEntry
-	nil,                                   // 90: regionfl.v1.JobInfo.EpsilonSpentEntry
+	(*GetModelEvidenceRequest)(nil),       // 56: regionfl.v1.GetModelEvidenceRequest
+	(*GetModelEvidenceResponse)(nil),      // 57: regionfl.v1.GetModelEvidenceResponse
+	(*ModelEvidence)(nil),                 // 58: regionfl.v1.ModelEvidence
+	(*SignedShare)(nil),                   // 59: regionfl.v1.SignedShare
+	(*Model)(nil),                         // 60: regionfl.v1.Model
+	(*ModelSpec)(nil),                     // 61: regionfl.v1.ModelSpec
+	(*Strategy)(nil),                      // 62: regionfl.v1.Strategy
+	(*JobSpec)(nil),                       // 63: regionfl.v1.JobSpec
+	(*SubmitJobRequest)(nil),              // 64: regionfl.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),             // 65: regionfl.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),                 // 66: regionfl.v1.GetJobRequest
+	(*RoundInfo)(nil),                     // 67: regionfl.v1.RoundInfo
+	(*ClinicalMetrics)(nil),               // 68: regionfl.v1.ClinicalMetrics
+	(*OperatingPoint)(nil),                // 69: regionfl.v1.OperatingPoint
+	(*JobInfo)(nil),                       // 70: regionfl.v1.JobInfo
+	(*GetJobResponse)(nil),                // 71: regionfl.v1.GetJobResponse
+	(*ListJobsRequest)(nil),               // 72: regionfl.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),              // 73: regionfl.v1.ListJobsResponse
+	(*WatchJobRequest)(nil),               // 74: regionfl.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),              // 75: regionfl.v1.WatchJobResponse
+	(*CancelJobRequest)(nil),              // 76: regionfl.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 77: regionfl.v1.CancelJobResponse
+	(*CreateRegionRequest)(nil),           // 78: regionfl.v1.CreateRegionRequest
+	(*CreateRegionResponse)(nil),          // 79: regionfl.v1.CreateRegionResponse
+	(*Replica)(nil),                       // 80: regionfl.v1.Replica
+	(*ListReplicasRequest)(nil),           // 81: regionfl.v1.ListReplicasRequest
+	(*ListReplicasResponse)(nil),          // 82: regionfl.v1.ListReplicasResponse
+	(*JoinReplicaRequest)(nil),            // 83: regionfl.v1.JoinReplicaRequest
+	(*JoinReplicaResponse)(nil),           // 84: regionfl.v1.JoinReplicaResponse
+	(*RemoveReplicaRequest)(nil),          // 85: regionfl.v1.RemoveReplicaRequest
+	(*RemoveReplicaResponse)(nil),         // 86: regionfl.v1.RemoveReplicaResponse
+	(*TransferLeadershipRequest)(nil),     // 87: regionfl.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil),    // 88: regionfl.v1.TransferLeadershipResponse
+	(*TakeSnapshotRequest)(nil),           // 89: regionfl.v1.TakeSnapshotRequest
+	(*TakeSnapshotResponse)(nil),          // 90: regionfl.v1.TakeSnapshotResponse
+	nil,                                   // 91: regionfl.v1.RoundInfo.SiteMetricsEntry
+	nil,                                   // 92: regionfl.v1.RoundInfo.MissingWhyEntry
+	nil,                                   // 93: regionfl.v1.JobInfo.RefusedEntry
+	nil,                                   // 94: regionfl.v1.JobInfo.EpsilonSpentEntry
 }
 var file_regionfl_v1_region_proto_depIdxs = []int32{
 	10, // 0: regionfl.v1.GetRevocationsResponse.revoked:type_name -> regionfl.v1.Revocation
@@ -6069,108 +6422,113 @@ var file_regionfl_v1_region_proto_depIdxs = []int32{
 	27, // 7: regionfl.v1.PollResponse.decrypt:type_name -> regionfl.v1.DecryptTask
 	26, // 8: regionfl.v1.PollResponse.kept:type_name -> regionfl.v1.KeptUpdate
 	19, // 9: regionfl.v1.PollResponse.approve:type_name -> regionfl.v1.ApprovalTask
-	59, // 10: regionfl.v1.ApprovalTask.spec:type_name -> regionfl.v1.JobSpec
+	63, // 10: regionfl.v1.ApprovalTask.spec:type_name -> regionfl.v1.JobSpec
 	0,  // 11: regionfl.v1.CeremonyTask.step:type_name -> regionfl.v1.CeremonyStep
-	59, // 12: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
-	59, // 13: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
+	63, // 12: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
+	63, // 13: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
 	24, // 14: regionfl.v1.TrainTask.job:type_name -> regionfl.v1.JobOffer
-	59, // 15: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
+	63, // 15: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
 	22, // 16: regionfl.v1.DecryptTask.approvals:type_name -> regionfl.v1.Approval
 	24, // 17: regionfl.v1.DecryptTask.job:type_name -> regionfl.v1.JobOffer
 	32, // 18: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
 	0,  // 19: regionfl.v1.Region.step:type_name -> regionfl.v1.CeremonyStep
 	40, // 20: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
-	64, // 21: regionfl.v1.UpdateHeader.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	68, // 21: regionfl.v1.UpdateHeader.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
 	44, // 22: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
 	50, // 23: regionfl.v1.SubmitDecryptionShareRequest.header:type_name -> regionfl.v1.DecryptionShareHeader
-	56, // 24: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
-	56, // 25: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
-	57, // 26: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
-	57, // 27: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
-	58, // 28: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
-	59, // 29: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
-	64, // 30: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	87, // 31: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
-	88, // 32: regionfl.v1.RoundInfo.missing_why:type_name -> regionfl.v1.RoundInfo.MissingWhyEntry
-	65, // 33: regionfl.v1.ClinicalMetrics.operating_points:type_name -> regionfl.v1.OperatingPoint
-	59, // 34: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
-	89, // 35: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
-	63, // 36: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
-	90, // 37: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
-	66, // 38: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
-	66, // 39: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
-	66, // 40: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
-	76, // 41: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
-	64, // 42: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
-	17, // 43: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
-	28, // 44: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
-	30, // 45: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
-	33, // 46: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
-	35, // 47: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
-	37, // 48: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
-	39, // 49: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
-	42, // 50: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
-	45, // 51: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
-	47, // 52: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
-	49, // 53: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
-	20, // 54: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
-	54, // 55: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
-	11, // 56: regionfl.v1.HospitalService.GetRevocations:input_type -> regionfl.v1.GetRevocationsRequest
-	60, // 57: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
-	62, // 58: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
-	68, // 59: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
-	70, // 60: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
-	72, // 61: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
-	52, // 62: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
-	1,  // 63: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
-	74, // 64: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
-	77, // 65: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
-	79, // 66: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
-	81, // 67: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
-	83, // 68: regionfl.v1.OperatorService.TransferLeadership:input_type -> regionfl.v1.TransferLeadershipRequest
-	85, // 69: regionfl.v1.OperatorService.TakeSnapshot:input_type -> regionfl.v1.TakeSnapshotRequest
-	7,  // 70: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
-	9,  // 71: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
-	15, // 72: regionfl.v1.OperatorService.PublishRevocationList:input_type -> regionfl.v1.PublishRevocationListRequest
-	5,  // 73: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
-	3,  // 74: regionfl.v1.OperatorService.StartKeyEpoch:input_type -> regionfl.v1.StartKeyEpochRequest
-	18, // 75: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
-	29, // 76: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
-	31, // 77: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
-	34, // 78: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
-	36, // 79: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
-	38, // 80: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
-	41, // 81: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
-	43, // 82: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
-	46, // 83: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
-	48, // 84: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
-	51, // 85: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
-	21, // 86: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
-	55, // 87: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
-	12, // 88: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
-	61, // 89: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
-	67, // 90: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
-	69, // 91: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
-	71, // 92: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
-	73, // 93: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
-	53, // 94: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
-	2,  // 95: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
-	75, // 96: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
-	78, // 97: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
-	80, // 98: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
-	82, // 99: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
-	84, // 100: regionfl.v1.OperatorService.TransferLeadership:output_type -> regionfl.v1.TransferLeadershipResponse
-	86, // 101: regionfl.v1.OperatorService.TakeSnapshot:output_type -> regionfl.v1.TakeSnapshotResponse
-	8,  // 102: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
-	13, // 103: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
-	16, // 104: regionfl.v1.OperatorService.PublishRevocationList:output_type -> regionfl.v1.PublishRevocationListResponse
-	6,  // 105: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
-	4,  // 106: regionfl.v1.OperatorService.StartKeyEpoch:output_type -> regionfl.v1.StartKeyEpochResponse
-	75, // [75:107] is the sub-list for method output_type
-	43, // [43:75] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	60, // 24: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
+	60, // 25: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
+	58, // 26: regionfl.v1.GetModelEvidenceResponse.evidence:type_name -> regionfl.v1.ModelEvidence
+	22, // 27: regionfl.v1.ModelEvidence.approvals:type_name -> regionfl.v1.Approval
+	59, // 28: regionfl.v1.ModelEvidence.shares:type_name -> regionfl.v1.SignedShare
+	61, // 29: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
+	61, // 30: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
+	62, // 31: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
+	63, // 32: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
+	68, // 33: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	91, // 34: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
+	92, // 35: regionfl.v1.RoundInfo.missing_why:type_name -> regionfl.v1.RoundInfo.MissingWhyEntry
+	69, // 36: regionfl.v1.ClinicalMetrics.operating_points:type_name -> regionfl.v1.OperatingPoint
+	63, // 37: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
+	93, // 38: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
+	67, // 39: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
+	94, // 40: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
+	70, // 41: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
+	70, // 42: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
+	70, // 43: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
+	80, // 44: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
+	68, // 45: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
+	17, // 46: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
+	28, // 47: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
+	30, // 48: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
+	33, // 49: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
+	35, // 50: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
+	37, // 51: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
+	39, // 52: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
+	42, // 53: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
+	45, // 54: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
+	47, // 55: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
+	49, // 56: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
+	20, // 57: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
+	54, // 58: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
+	56, // 59: regionfl.v1.HospitalService.GetModelEvidence:input_type -> regionfl.v1.GetModelEvidenceRequest
+	11, // 60: regionfl.v1.HospitalService.GetRevocations:input_type -> regionfl.v1.GetRevocationsRequest
+	64, // 61: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
+	66, // 62: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
+	72, // 63: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
+	74, // 64: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
+	76, // 65: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
+	52, // 66: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
+	1,  // 67: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
+	78, // 68: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
+	81, // 69: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
+	83, // 70: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
+	85, // 71: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
+	87, // 72: regionfl.v1.OperatorService.TransferLeadership:input_type -> regionfl.v1.TransferLeadershipRequest
+	89, // 73: regionfl.v1.OperatorService.TakeSnapshot:input_type -> regionfl.v1.TakeSnapshotRequest
+	7,  // 74: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
+	9,  // 75: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
+	15, // 76: regionfl.v1.OperatorService.PublishRevocationList:input_type -> regionfl.v1.PublishRevocationListRequest
+	5,  // 77: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
+	3,  // 78: regionfl.v1.OperatorService.StartKeyEpoch:input_type -> regionfl.v1.StartKeyEpochRequest
+	18, // 79: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
+	29, // 80: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
+	31, // 81: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
+	34, // 82: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
+	36, // 83: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
+	38, // 84: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
+	41, // 85: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
+	43, // 86: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
+	46, // 87: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
+	48, // 88: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
+	51, // 89: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
+	21, // 90: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
+	55, // 91: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
+	57, // 92: regionfl.v1.HospitalService.GetModelEvidence:output_type -> regionfl.v1.GetModelEvidenceResponse
+	12, // 93: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
+	65, // 94: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
+	71, // 95: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
+	73, // 96: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
+	75, // 97: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
+	77, // 98: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
+	53, // 99: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
+	2,  // 100: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
+	79, // 101: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
+	82, // 102: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
+	84, // 103: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
+	86, // 104: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
+	88, // 105: regionfl.v1.OperatorService.TransferLeadership:output_type -> regionfl.v1.TransferLeadershipResponse
+	90, // 106: regionfl.v1.OperatorService.TakeSnapshot:output_type -> regionfl.v1.TakeSnapshotResponse
+	8,  // 107: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
+	13, // 108: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
+	16, // 109: regionfl.v1.OperatorService.PublishRevocationList:output_type -> regionfl.v1.PublishRevocationListResponse
+	6,  // 110: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
+	4,  // 111: regionfl.v1.OperatorService.StartKeyEpoch:output_type -> regionfl.v1.StartKeyEpochResponse
+	79, // [79:112] is the sub-list for method output_type
+	46, // [46:79] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_regionfl_v1_region_proto_init() }
@@ -6192,7 +6550,7 @@ func file_regionfl_v1_region_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_region_proto_rawDesc), len(file_regionfl_v1_region_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   90,
+			NumMessages:   94,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -32,6 +32,7 @@ const (
 	HospitalService_SubmitDecryptionShare_FullMethodName = "/regionfl.v1.HospitalService/SubmitDecryptionShare"
 	HospitalService_ApproveContributors_FullMethodName   = "/regionfl.v1.HospitalService/ApproveContributors"
 	HospitalService_FetchModel_FullMethodName            = "/regionfl.v1.HospitalService/FetchModel"
+	HospitalService_GetModelEvidence_FullMethodName      = "/regionfl.v1.HospitalService/GetModelEvidence"
 	HospitalService_GetRevocations_FullMethodName        = "/regionfl.v1.HospitalService/GetRevocations"
 )
 
@@ -68,6 +69,11 @@ type HospitalServiceClient interface {
 	ApproveContributors(ctx context.Context, in *ApproveContributorsRequest, opts ...grpc.CallOption) (*ApproveContributorsResponse, error)
 	// FetchModel returns a committed global model version to train from.
 	FetchModel(ctx context.Context, in *FetchModelRequest, opts ...grpc.CallOption) (*FetchModelResponse, error)
+	// GetModelEvidence returns what a hospital needs to check a model
+	// version itself before it measures it: the round that made the version
+	// (its aggregate, the contributors' signed approvals and the decryptors'
+	// signed shares). Only the newest version's evidence is kept.
+	GetModelEvidence(ctx context.Context, in *GetModelEvidenceRequest, opts ...grpc.CallOption) (*GetModelEvidenceResponse, error)
 	// GetRevocations returns the operator-signed revocations: a node checks
 	// each signature itself and pins the serials it has seen, so a
 	// coordinator can delay a revocation but never undo one.
@@ -227,6 +233,16 @@ func (c *hospitalServiceClient) FetchModel(ctx context.Context, in *FetchModelRe
 	return out, nil
 }
 
+func (c *hospitalServiceClient) GetModelEvidence(ctx context.Context, in *GetModelEvidenceRequest, opts ...grpc.CallOption) (*GetModelEvidenceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetModelEvidenceResponse)
+	err := c.cc.Invoke(ctx, HospitalService_GetModelEvidence_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *hospitalServiceClient) GetRevocations(ctx context.Context, in *GetRevocationsRequest, opts ...grpc.CallOption) (*GetRevocationsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetRevocationsResponse)
@@ -270,6 +286,11 @@ type HospitalServiceServer interface {
 	ApproveContributors(context.Context, *ApproveContributorsRequest) (*ApproveContributorsResponse, error)
 	// FetchModel returns a committed global model version to train from.
 	FetchModel(context.Context, *FetchModelRequest) (*FetchModelResponse, error)
+	// GetModelEvidence returns what a hospital needs to check a model
+	// version itself before it measures it: the round that made the version
+	// (its aggregate, the contributors' signed approvals and the decryptors'
+	// signed shares). Only the newest version's evidence is kept.
+	GetModelEvidence(context.Context, *GetModelEvidenceRequest) (*GetModelEvidenceResponse, error)
 	// GetRevocations returns the operator-signed revocations: a node checks
 	// each signature itself and pins the serials it has seen, so a
 	// coordinator can delay a revocation but never undo one.
@@ -322,6 +343,9 @@ func (UnimplementedHospitalServiceServer) ApproveContributors(context.Context, *
 }
 func (UnimplementedHospitalServiceServer) FetchModel(context.Context, *FetchModelRequest) (*FetchModelResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method FetchModel not implemented")
+}
+func (UnimplementedHospitalServiceServer) GetModelEvidence(context.Context, *GetModelEvidenceRequest) (*GetModelEvidenceResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetModelEvidence not implemented")
 }
 func (UnimplementedHospitalServiceServer) GetRevocations(context.Context, *GetRevocationsRequest) (*GetRevocationsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetRevocations not implemented")
@@ -552,6 +576,24 @@ func _HospitalService_FetchModel_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _HospitalService_GetModelEvidence_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetModelEvidenceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HospitalServiceServer).GetModelEvidence(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HospitalService_GetModelEvidence_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HospitalServiceServer).GetModelEvidence(ctx, req.(*GetModelEvidenceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _HospitalService_GetRevocations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetRevocationsRequest)
 	if err := dec(in); err != nil {
@@ -616,6 +658,10 @@ var HospitalService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "FetchModel",
 			Handler:    _HospitalService_FetchModel_Handler,
+		},
+		{
+			MethodName: "GetModelEvidence",
+			Handler:    _HospitalService_GetModelEvidence_Handler,
 		},
 		{
 			MethodName: "GetRevocations",
