@@ -833,6 +833,7 @@ func TestAdversaryModelEvidenceForged(t *testing.T) {
 		tamper        func(ev *pb.ModelEvidence)
 	}{
 		{"an aggregate other than the one approved", "contributor set and aggregate", func(ev *pb.ModelEvidence) {
+			ev.Aggregate = slices.Clone(ev.Aggregate) // the state's bytes are shared, never edited
 			ev.Aggregate[len(ev.Aggregate)-1] ^= 0x40
 		}},
 		{"a share replaced by another decryptor's", "decryption share", func(ev *pb.ModelEvidence) {

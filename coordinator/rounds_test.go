@@ -1035,3 +1035,30 @@ func TestClockSkewBetweenReplicas(t *testing.T) {
 	j := reg.waitDone(id, 60*time.Second)
 	reg.checkCounted(j)
 }
+
+// A hospital that trains no update in a round (busy past the deadline, or
+// sitting the round out) still checks the model the round makes as soon as
+// it is committed: when it trains again, it verifies and measures the model
+// it trains from, although it never trained from the one before.
+func TestSiteKeepsItsChainWhileSittingOut(t *testing.T) {
+	skip := &evilLeader{method: "Poll", only: "hospital-3", tamper: func(resp any) {
+		p := resp.(*pb.PollResponse)
+		p.Train = slices.DeleteFunc(p.Train, func(t *pb.TrainTask) bool { return t.Round == 2 })
+	}}
+	skip.on.Store(true)
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{skip.option()}})
+	reg.startNodes(0, 1, 2)
+	reg.waitCeremony()
+	id := reg.submit(reg.spec(3, 2, 3*time.Second), "sits-out")
+	j := reg.waitDone(id, 2*time.Minute)
+	if j.State != fsm.JobDone {
+		t.Fatalf("job %s: %s", j.State, j.Reason)
+	}
+	for _, rd := range j.Rounds {
+		if sat := rd.Number == 2; rd.State == fsm.RoundCommitted && slices.Contains(rd.Contributors, "hospital-3") == sat {
+			t.Fatalf("round %d: contributors %v (hospital-3 sits round 2 out only)", rd.Number, rd.Contributors)
+		}
+	}
+	reg.checkCounted(j)
+	reg.checkMeasured(j)
+}

@@ -191,6 +191,73 @@ func (n *Node) onChain(ctx context.Context, t *pb.TrainTask, params []float64) (
 	return true, nil
 }
 
+// follow checks a job's newest model version as soon as it is committed,
+// whether or not this node trains the next round (it may sit a key epoch
+// out, or miss a round's deadline): the chain stays unbroken, and the node
+// can measure the versions it trains from later. Only a node that is away
+// while a version is committed and the next one supersedes it loses the
+// chain of that job.
+func (n *Node) follow(ctx context.Context, m *pb.ModelTask) error {
+	n.mu.Lock()
+	done, seen := n.checked[m.JobId]
+	n.mu.Unlock()
+	if seen && done >= m.Version {
+		return nil
+	}
+	if err := n.vetted(m.JobId, m.Spec, true); err != nil {
+		return err
+	}
+	if err := jobspec.ValidateOffered(m.Spec); err != nil {
+		return n.untrusted("the job of a model", err.Error())
+	}
+	spec := jobspec.FromProto(m.Spec.GetModel())
+	if spec.Hash() != m.ModelHash {
+		return n.untrusted("a model", "it names another architecture than the job's")
+	}
+	t := &pb.TrainTask{JobId: m.JobId, ModelVersion: m.Version, ModelHash: m.ModelHash, Spec: m.Spec}
+	err := n.followTo(ctx, t, spec.NumParams())
+	if err == nil || errors.Is(err, ErrUntrusted) {
+		n.mu.Lock()
+		n.checked[m.JobId] = m.Version
+		n.mu.Unlock()
+	}
+	return err
+}
+
+// followTo extends a job's chain to t.ModelVersion when it ends one
+// version before it (from version 0, which the spec makes).
+func (n *Node) followTo(ctx context.Context, t *pb.TrainTask, numParams int) error {
+	link, err := loadLink(n.cfg.DataDir, t.JobId, numParams)
+	if err != nil {
+		return err
+	}
+	if link == nil {
+		v0 := jobspec.FromProto(t.Spec.GetModel()).Init(int64(t.Spec.Seed))
+		d := jobspec.ModelDigest(v0)
+		link = &chainLink{JobID: t.JobId, Digest: d[:], params: v0}
+		if err := saveLink(n.cfg.DataDir, link); err != nil {
+			return err
+		}
+	}
+	if link.Version+1 != t.ModelVersion {
+		return nil
+	}
+	var model *pb.Model
+	err = n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
+		resp, err := conn.Hospital.FetchModel(ctx, &pb.FetchModelRequest{JobId: t.JobId, Version: t.ModelVersion}, client.ModelMessage(numParams))
+		model = resp.GetModel()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if model.Version != t.ModelVersion || model.ModelHash != t.ModelHash || len(model.Params) != numParams {
+		return n.untrusted("a model", fmt.Sprintf("asked for version %d of job %s, served version %d of %s with %d parameters", t.ModelVersion, t.JobId, model.Version, model.ModelHash, len(model.Params)))
+	}
+	_, err = n.onChain(ctx, t, model.Params)
+	return err
+}
+
 // evidenceSize bounds the evidence of a round of spec's job: an aggregate,
 // t decryption shares, and per hospital an approval (certificate,
 // signature, fingerprint).

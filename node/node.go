@@ -80,6 +80,9 @@ type Node struct {
 	// epochKeys), from the public-key step of its ceremony on.
 	parties map[uint32]*he.Party
 	kept    map[string]*keptUpdate // by job ID, see keptDir
+	// checked holds, per job ID, the newest model version this node tried
+	// to check (follow), so a poll does not check it again.
+	checked map[string]uint32
 	// trainDigest names the site's training rows (dataset.Table.Digest),
 	// computed once: statistics go out once per dataset.
 	trainDigest [32]byte
@@ -113,7 +116,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, params: params, state: st, log: cfg.Logger.With("hospital", cfg.ID), kept: kept,
+	n := &Node{cfg: cfg, params: params, state: st, log: cfg.Logger.With("hospital", cfg.ID), kept: kept, checked: map[string]uint32{},
 		trainDigest: cfg.Data.Train.Digest(), parties: map[uint32]*he.Party{}}
 	for e, k := range st.Epochs {
 		if k.Party == nil {
@@ -220,6 +223,13 @@ func (n *Node) handle(ctx context.Context, resp *pb.PollResponse) error {
 			if err := n.resend(ctx, k); err != nil {
 				return fmt.Errorf("resending the update of job %s round %d: %w", k.JobId, k.Round, err)
 			}
+		}
+	}
+	for _, m := range resp.Models {
+		// A version this node cannot check now is checked when it trains
+		// from it; the rest of the poll's work goes on.
+		if err := n.safely(func() error { return n.follow(ctx, m) }); err != nil {
+			n.log.Warn("model version not checked", "job_id", m.JobId, "version", m.Version, "err", err)
 		}
 	}
 	for _, t := range resp.Train {

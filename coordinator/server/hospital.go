@@ -114,6 +114,9 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 		if cur == nil || !slices.Contains(j.Accepted, h) {
 			continue
 		}
+		if v := j.Latest().Version; v > 0 {
+			resp.Models = append(resp.Models, &pb.ModelTask{JobId: j.ID, Version: v, ModelHash: j.ModelHash, Spec: j.Spec})
+		}
 		switch cur.State {
 		case fsm.RoundCollecting:
 			if c := cur.ContributionOf(h); c != nil {
