@@ -707,11 +707,13 @@ func TestAdversaryRevocationListWithheld(t *testing.T) {
 // and its signed contribution does not verify against the round's
 // binding, so it is never counted. (Decryptors refuse an approval set
 // that mixes two models' bindings too: TestOneDecryptionSharePerRound in
-// node/.) The job trains on without it.
+// node/.) Before either, hospital-1 checks the version against its own
+// chain and refuses to train from it at all. The job trains on without it.
 func TestAdversaryModelDiffersForOneHospital(t *testing.T) {
 	// Hospital-1 refuses a forged version 0 before training
-	// (TestAdversaryForgedInitialModel); from version 1 on, the round's
-	// binding refuses what it trained.
+	// (TestAdversaryForgedInitialModel); from version 1 on, its chain
+	// check refuses the model (or, had it trained, the round's binding
+	// would refuse the update).
 	evil := &evilLeader{method: "FetchModel", only: "hospital-1", tamper: func(resp any) {
 		resp.(*pb.FetchModelResponse).Model.Params[0] += 0.25
 	}}
@@ -727,7 +729,7 @@ func TestAdversaryModelDiffersForOneHospital(t *testing.T) {
 		defer root.mu.Unlock()
 		for _, rec := range root.records {
 			if err := rec.attrs["err"]; rec.msg == "work failed, retrying" && rec.attrs["hospital"] == "hospital-1" &&
-				strings.Contains(err, fmt.Sprintf("round %d:", n)) && strings.Contains(err, "signature") {
+				strings.Contains(err, fmt.Sprintf("round %d:", n)) && (strings.Contains(err, "signature") || strings.Contains(err, "is not version")) {
 				return err
 			}
 		}
@@ -746,7 +748,7 @@ func TestAdversaryModelDiffersForOneHospital(t *testing.T) {
 		reason = refused(2)
 		return reason != ""
 	})
-	reportRefusal(t, "a model that differs for one hospital", "the round's binding (model digest)", reason)
+	reportRefusal(t, "a model that differs for one hospital", "hospital-1 (its model chain; the round's binding behind it)", reason)
 	j := reg.waitDone(id, time.Minute)
 	if evil.hits.Load() == 0 {
 		t.Fatal("the attack never ran")
