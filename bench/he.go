@@ -175,7 +175,7 @@ func (e *Encrypted) measure(params int, seed uint64) (HERow, error) {
 		runtime.GC()
 
 		t0 = time.Now()
-		got, err := he.ParseUpdate(e.p, he.Values(params), raw)
+		got, err := he.OpenUpdate(e.p, he.Values(params), raw)
 		if err != nil {
 			return row, fmt.Errorf("bench he: parsing update %d: %w", i, err)
 		}

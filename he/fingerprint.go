@@ -24,7 +24,8 @@ func FingerprintLen(p Params) int { return 8 * fingerprintReps * len(p.rlwe.Q())
 // public challenge: for each prime q of Q, fingerprintReps inner products
 // modulo q of the c0 residues with vectors expanded from the challenge by
 // AES-256-CTR. It is linear: the fingerprint of a sum of updates is the sum
-// of their fingerprints, prime by prime.
+// of their fingerprints, prime by prime. Ciphertexts are fingerprinted in
+// parallel.
 //
 // That is what lets a hospital check that an aggregate is the sum of the
 // updates its contributors approved without seeing those updates: each
@@ -37,45 +38,58 @@ func FingerprintLen(p Params) int { return 8 * fingerprintReps * len(p.rlwe.Q())
 // tells nothing the update's bytes do not: whoever holds it holds the
 // bytes.
 func (u *Update) Fingerprint(challenge [32]byte) []byte {
-	p := u.p
-	q := p.rlwe.Q()
-	acc := make([]uint64, fingerprintReps*len(q))
-	for rep := range fingerprintReps {
-		stream := fingerprintStream(challenge, rep)
+	q := u.p.rlwe.Q()
+	width := fingerprintReps * len(q)
+	// One partial sum per ciphertext, in parallel; each ciphertext's
+	// vectors come from a stream of their own.
+	partial := make([]uint64, len(u.c0)*width)
+	_ = parallel(len(u.c0), func() func(int) error {
 		buf := make([]byte, 8<<10)
-		pos := len(buf)
-		for _, c := range u.c0 {
-			for j, qj := range q {
-				a := &acc[rep*len(q)+j]
-				for _, x := range c.Coeffs[j] {
-					if pos == len(buf) {
-						clear(buf)
-						stream.XORKeyStream(buf, buf)
-						pos = 0
-					}
-					r := binary.LittleEndian.Uint64(buf[pos:]) % qj
-					pos += 8
-					hi, lo := bits.Mul64(r, x)
-					*a += bits.Rem64(hi, lo, qj)
-					if *a >= qj {
-						*a -= qj
+		return func(i int) error {
+			acc := partial[i*width : (i+1)*width]
+			for rep := range fingerprintReps {
+				stream := fingerprintStream(challenge, rep, i)
+				pos := len(buf)
+				for j, qj := range q {
+					a := &acc[rep*len(q)+j]
+					for _, x := range u.c0[i].Coeffs[j] {
+						if pos == len(buf) {
+							clear(buf)
+							stream.XORKeyStream(buf, buf)
+							pos = 0
+						}
+						r := binary.LittleEndian.Uint64(buf[pos:]) % qj
+						pos += 8
+						hi, lo := bits.Mul64(r, x)
+						if *a += bits.Rem64(hi, lo, qj); *a >= qj {
+							*a -= qj
+						}
 					}
 				}
 			}
+			return nil
 		}
-	}
-	out := make([]byte, 0, 8*len(acc))
-	for _, v := range acc {
+	})
+	out := make([]byte, 0, 8*width)
+	for k := range width {
+		qj := q[k%len(q)]
+		var v uint64
+		for i := range u.c0 {
+			if v += partial[i*width+k]; v >= qj {
+				v -= qj
+			}
+		}
 		out = binary.BigEndian.AppendUint64(out, v)
 	}
 	return out
 }
 
-func fingerprintStream(challenge [32]byte, rep int) cipher.Stream {
-	key := make([]byte, 0, len(labelFingerprint)+1+32+4)
+func fingerprintStream(challenge [32]byte, rep, index int) cipher.Stream {
+	key := make([]byte, 0, len(labelFingerprint)+1+32+8)
 	key = append(key, labelFingerprint+"\x00"...)
 	key = append(key, challenge[:]...)
 	key = binary.LittleEndian.AppendUint32(key, uint32(rep))
+	key = binary.LittleEndian.AppendUint32(key, uint32(index))
 	return keyedStream(key)
 }
 

@@ -62,14 +62,24 @@ func FuzzUnmarshalUpdate(f *testing.F) {
 		if n := int(total) % limit; n > len(b) {
 			b = append(b, bytes.Repeat([]byte{pad}, n-len(b))...)
 		}
-		u, err := UnmarshalUpdate(r.p, Shape{Len: int(length), Wide: int(wide)}, b)
-		e, perr := ParseUpdate(r.p, Shape{Len: int(length), Wide: int(wide)}, b)
-		if (err == nil) != (perr == nil) {
-			t.Fatalf("UnmarshalUpdate says %v, ParseUpdate %v", err, perr)
+		shape := Shape{Len: int(length), Wide: int(wide)}
+		u, err := UnmarshalUpdate(r.p, shape, b)
+		// What a coordinator does with the same bytes: open the header,
+		// then check the residues as it folds them.
+		var folded *Update
+		e, ferr := OpenUpdate(r.p, shape, b)
+		if ferr == nil {
+			agg := NewAggregator(r.p, shape, e.Clip(), e.Binding())
+			if ferr = agg.AddEncoded(e); ferr == nil {
+				folded, ferr = agg.Result()
+			}
+		}
+		if (err == nil) != (ferr == nil) {
+			t.Fatalf("UnmarshalUpdate says %v, the fold %v", err, ferr)
 		}
 		if err == nil {
-			if e.Digest() != u.Digest() {
-				t.Fatal("ParseUpdate and UnmarshalUpdate give different digests")
+			if e.Digest() != u.Digest() || folded.Digest() != u.Digest() {
+				t.Fatal("the fold and UnmarshalUpdate give different digests")
 			}
 			out, _ := u.MarshalBinary()
 			if !bytes.Equal(out, b) {

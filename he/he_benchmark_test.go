@@ -107,6 +107,25 @@ func BenchmarkCombine1M(b *testing.B) {
 	b.ReportMetric(perMillion(b, b.Elapsed()), "ms/1Mparams")
 }
 
+// BenchmarkFingerprint1M is what a contributor's approval adds, and what
+// a site's check of a model version adds per update, against one
+// encryption of the same update timed in the same run.
+func BenchmarkFingerprint1M(b *testing.B) {
+	_, enc, v, u := benchFixture(b)
+	start := time.Now()
+	if _, err := enc.Encrypt(v, 0, 1000, 1, binding("bench")); err != nil {
+		b.Fatal(err)
+	}
+	encrypt := time.Since(start)
+	challenge := AggregateChallenge([]byte("bench"))
+	b.ResetTimer()
+	for b.Loop() {
+		u.Fingerprint(challenge)
+	}
+	b.ReportMetric(perMillion(b, b.Elapsed()), "ms/1Mparams")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(encrypt.Nanoseconds()), "fingerprint/encrypt")
+}
+
 func BenchmarkUnmarshalUpdate1M(b *testing.B) {
 	r, _, _, u := benchFixture(b)
 	raw, _ := u.MarshalBinary()

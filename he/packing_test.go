@@ -304,7 +304,7 @@ func TestWideValues(t *testing.T) {
 
 // TestAddEncoded folds updates straight from their bytes: the sum is the
 // one Add makes, the digests agree, and an update the aggregate refuses
-// (another binding, a tampered residue, one too many) changes nothing.
+// (another binding, a tampered residue) changes nothing.
 func TestAddEncoded(t *testing.T) {
 	r := ceremony(t, 3, 2)
 	b := binding("encoded")
@@ -320,7 +320,7 @@ func TestAddEncoded(t *testing.T) {
 		}
 		raw, _ := u.MarshalBinary()
 		raws = append(raws, raw)
-		e, err := ParseUpdate(r.p, shape, raw)
+		e, err := OpenUpdate(r.p, shape, raw)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -338,14 +338,41 @@ func TestAddEncoded(t *testing.T) {
 		}
 	}
 	before, _ := encoded.Result()
-	tampered := slices.Clone(raws[2])
-	copy(tampered[len(tampered)-8:], bytes.Repeat([]byte{0xff}, 8)) // the last residue 2^34-1: above the noise prime
-	if _, err := ParseUpdate(r.p, shape, tampered); !errors.Is(err, ErrMalformed) {
-		t.Fatalf("a residue above its prime: %v", err)
+	// A residue above its prime (8 bytes of ones: the last residue, 2^34-1,
+	// above the noise prime; the first, above the first message prime) is
+	// refused by the fold itself, which takes back what it added of the
+	// update.
+	for _, at := range []int{len(raws[2]) - 8, r.p.updateFixed()} {
+		bad := slices.Clone(raws[2])
+		copy(bad[at:], bytes.Repeat([]byte{0xff}, 8))
+		opened, err := OpenUpdate(r.p, shape, bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := encoded.AddEncoded(opened); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("a residue above its prime, at byte %d: %v", at, err)
+		}
+		if after, _ := encoded.Result(); after.Digest() != before.Digest() || encoded.Len() != 2 {
+			t.Fatalf("the refused fold of a bad residue at byte %d changed the aggregate", at)
+		}
+	}
+	// An update added and subtracted again leaves the aggregate as it was.
+	good, err := OpenUpdate(r.p, shape, raws[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := encoded.AddEncoded(good); err != nil {
+		t.Fatal(err)
+	}
+	if err := encoded.SubtractEncoded(good); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := encoded.Result(); after.Digest() != before.Digest() || encoded.Len() != 2 || after.Parties() != 2 {
+		t.Fatal("an update added and subtracted changed the aggregate")
 	}
 	other, _ := r.parties[2].Encrypt(make([]float64, shape.Len), shape.Wide, 1, 1, binding("other"))
 	otherRaw, _ := other.MarshalBinary()
-	e, err := ParseUpdate(r.p, shape, otherRaw)
+	e, err := OpenUpdate(r.p, shape, otherRaw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +382,7 @@ func TestAddEncoded(t *testing.T) {
 	if after, _ := encoded.Result(); after.Digest() != before.Digest() || encoded.Len() != 2 {
 		t.Fatal("a refused update changed the aggregate")
 	}
-	last, _ := ParseUpdate(r.p, shape, raws[2])
+	last, _ := OpenUpdate(r.p, shape, raws[2])
 	if err := encoded.AddEncoded(last); err != nil {
 		t.Fatal(err)
 	}

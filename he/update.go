@@ -224,33 +224,29 @@ func (u *Update) header() updateHeader {
 	return updateHeader{p: u.p, shape: u.shape, parties: u.parties, clip: u.clip, binding: u.binding}
 }
 
-// Encoded is an update's encoding, checked in full (ParseUpdate) but not
+// Encoded is an update's encoding, its header checked (OpenUpdate) but not
 // decoded: what a coordinator folds straight from the bytes it received
-// (Aggregator.AddEncoded). It keeps the caller's bytes, which must not
-// change afterwards.
+// (Aggregator.AddEncoded, which checks the residues). It keeps the
+// caller's bytes, which must not change afterwards.
 type Encoded struct {
 	updateHeader
 	raw  []byte // the whole encoding
 	body []byte // the ciphertexts, packed: the tail of raw
 }
 
-// ParseUpdate checks the encoding of an update of shape s made under p as
-// UnmarshalUpdate does (exact length, header, every residue reduced) in
-// parallel, without allocating its polynomials.
-func ParseUpdate(p Params, s Shape, b []byte) (*Encoded, error) {
+// OpenUpdate checks the parameters, the shape, the exact length and the
+// header of the encoding of an update of shape s, not its residues:
+// Aggregator.AddEncoded checks those as it folds them, in the same pass.
+func OpenUpdate(p Params, s Shape, b []byte) (*Encoded, error) {
 	r, h, err := p.openUpdate(s, b)
 	if err != nil {
 		return nil, err
 	}
-	e := &Encoded{updateHeader: h, raw: b, body: r.b}
-	if err := unpackPolys(p, kindUpdate, e.body, nil, "ciphertext", unpackCheck); err != nil {
-		return nil, err
-	}
-	return e, nil
+	return &Encoded{updateHeader: h, raw: b, body: r.b}, nil
 }
 
-// Digest is the SHA-256 of the encoding, as Update.Digest (the encoding
-// is canonical).
+// Digest is the SHA-256 of the encoding, as Update.Digest (for an update
+// that decodes, the encoding is canonical).
 func (e *Encoded) Digest() [32]byte { return sha256.Sum256(e.raw) }
 
 // Binding is the update's 32-byte binding.
@@ -589,10 +585,13 @@ func (a *Aggregator) Add(u *Update) error {
 	return nil
 }
 
-// AddEncoded folds an update still in its encoding into the aggregate,
-// adding each residue into the running sum as it is unpacked: the
-// aggregate's memory is the running sum and the caller's bytes, never a
-// second decoded update. The checks and the result are Add's.
+// AddEncoded folds an update still in its encoding (OpenUpdate) into the
+// aggregate, checking and adding each residue into
+// the running sum as it is unpacked, in one pass: the aggregate's memory is
+// the running sum and the caller's bytes, never a second decoded update.
+// The checks are Add's, and UnmarshalUpdate's on the residues: an update with
+// a residue not below its prime is refused, and the aggregate is then
+// exactly as it was (what was added of it is subtracted again).
 func (a *Aggregator) AddEncoded(e *Encoded) error {
 	if e == nil {
 		return fmt.Errorf("%w: nil update", ErrInvalidValue)
@@ -602,14 +601,34 @@ func (a *Aggregator) AddEncoded(e *Encoded) error {
 	if err := a.admit(e.updateHeader); err != nil {
 		return err
 	}
-	if err := unpackPolys(a.p, kindUpdate, e.body, a.acc.c0, "ciphertext", unpackAdd); err != nil {
-		// ParseUpdate checked every residue: only bytes changed since
-		// then get here, and the sum is then unusable.
-		a.err = fmt.Errorf("%w: an encoded update changed after it was parsed: %v", ErrMalformed, err)
-		return a.err
+	done := make([]int, len(a.acc.c0))
+	if err := unpackPolys(a.p, kindUpdate, e.body, a.acc.c0, "ciphertext", unpackAdd, done); err != nil {
+		undoPolys(a.p, e.body, a.acc.c0, done)
+		return err
 	}
 	a.acc.parties += e.parties
 	a.added++
+	return nil
+}
+
+// SubtractEncoded takes out of the aggregate an update AddEncoded added
+// (the caller could not record it), leaving the aggregate as it was before.
+func (a *Aggregator) SubtractEncoded(e *Encoded) error {
+	if e == nil {
+		return fmt.Errorf("%w: nil update", ErrInvalidValue)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.acc == nil || a.added == 0 || e.p.tag != a.p.tag || e.shape != a.shape || e.binding != a.binding || e.parties > a.acc.parties {
+		return fmt.Errorf("%w: an update this aggregate does not hold", ErrInvalidValue)
+	}
+	done := make([]int, len(a.acc.c0))
+	for i := range done {
+		done[i] = len(a.p.rlwe.Q())
+	}
+	undoPolys(a.p, e.body, a.acc.c0, done)
+	a.acc.parties -= e.parties
+	a.added--
 	return nil
 }
 

@@ -209,21 +209,18 @@ func (r *reader) poly(p ring.Poly, moduli []uint64, field string) error {
 }
 
 // eachBlock runs unpackBlock in the given mode over the packed blocks of
-// one polynomial (all of Q), consuming them; dst is unused by unpackCheck.
-func (r *reader) eachBlock(p Params, dst ring.Poly, what string, index int, mode unpackMode) error {
+// one polynomial (all of Q), consuming them.
+// It returns how many blocks it ran, the failing one included.
+func (r *reader) eachBlock(p Params, dst ring.Poly, what string, index int, mode unpackMode) (int, error) {
 	q := p.rlwe.Q()
 	n := 1 << p.logN
 	for j, width := range p.polyBits() {
 		block := r.bytes(width * n / 8)
-		var coeffs []uint64
-		if mode != unpackCheck {
-			coeffs = dst.Coeffs[j]
-		}
-		if c := unpackBlock(block, coeffs, n, width, q[j], mode); c >= 0 {
-			return fmt.Errorf("%w: %s: %s %d: coefficient %d mod prime %d not reduced", ErrMalformed, kindName(r.kind), what, index, c, j)
+		if c := unpackBlock(block, dst.Coeffs[j], n, width, q[j], mode); c >= 0 {
+			return j + 1, fmt.Errorf("%w: %s: %s %d: coefficient %d mod prime %d not reduced", ErrMalformed, kindName(r.kind), what, index, c, j)
 		}
 	}
-	return nil
+	return len(q), nil
 }
 
 // residueAt reads the width bits at bit position pos of b (at least 9
@@ -241,9 +238,11 @@ func residueAt(b []byte, pos, width int) uint64 {
 type unpackMode int
 
 const (
-	unpackCheck unpackMode = iota // check it only
-	unpackStore                   // store it in dst
+	unpackStore unpackMode = iota // store it in dst
 	unpackAdd                     // add it to dst modulo q
+	// unpackSub undoes unpackAdd exactly, even for a residue not below q
+	// (which unpackAdd added before it could tell).
+	unpackSub
 )
 
 // unpackBlock reads n residues packed at width bits (at most 61) in block,
@@ -260,11 +259,6 @@ func unpackBlock(block []byte, dst []uint64, n, width int, q uint64, mode unpack
 	}
 	var over uint64 // top bit set once some residue is not below q
 	switch mode {
-	case unpackCheck:
-		for c := range fast {
-			v := residueAt(block, c*width, width) & mask
-			over |= q - 1 - v
-		}
 	case unpackStore:
 		dst = dst[:n]
 		for c := range fast {
@@ -283,6 +277,13 @@ func unpackBlock(block []byte, dst []uint64, n, width int, q uint64, mode unpack
 			}
 			dst[c] = s
 		}
+	case unpackSub:
+		dst = dst[:n]
+		for c := range fast {
+			v := residueAt(block, c*width, width) & mask
+			over |= q - 1 - v
+			dst[c] = sub(dst[c], v, q)
+		}
 	}
 	// The last few residues, from a padded copy of the block's tail.
 	var tail [32]byte
@@ -300,6 +301,8 @@ func unpackBlock(block []byte, dst []uint64, n, width int, q uint64, mode unpack
 				s -= q
 			}
 			dst[c] = s
+		case unpackSub:
+			dst[c] = sub(dst[c], v, q)
 		}
 	}
 	if over>>63 == 0 {
@@ -317,6 +320,16 @@ func unpackBlock(block []byte, dst []uint64, n, width int, q uint64, mode unpack
 	return 0
 }
 
+// sub is the inverse of unpackAdd's step s = x + v (− q when s ≥ q) for x
+// below q: if s ≥ v no q was taken off (x would be s − v + q ≥ q), else
+// one was. For v below q it is s − v modulo q.
+func sub(s, v, q uint64) uint64 {
+	if s >= v {
+		return s - v
+	}
+	return s + q - v
+}
+
 // packedPolys fills polys (allocating each) from consecutive polynomials
 // packed by writer.packed, checking that each residue is reduced modulo
 // its prime, in parallel; the caller checked the total length.
@@ -324,25 +337,42 @@ func (r *reader) packedPolys(p Params, polys []ring.Poly, what string) error {
 	for i := range polys {
 		polys[i] = p.rlwe.RingQ().NewPoly()
 	}
-	return unpackPolys(p, r.kind, r.bytes(len(polys)*p.packedPolyLen()), polys, what, unpackStore)
+	return unpackPolys(p, r.kind, r.bytes(len(polys)*p.packedPolyLen()), polys, what, unpackStore, nil)
 }
 
 // unpackPolys runs unpackBlock in mode over the consecutive packed
 // polynomials of body (all of Q each), in parallel: polynomial i goes
-// into dst[i] (dst is nil for unpackCheck). Each prime's block is
-// width·N/8 bytes, with no bits to spare.
-func unpackPolys(p Params, kind byte, body []byte, dst []ring.Poly, what string, mode unpackMode) error {
+// into dst[i]. Each prime's block is
+// width·N/8 bytes, with no bits to spare. When done is not nil, done[i]
+// is set to the number of polynomial i's blocks that ran (the failing one
+// included): polynomials after a failure may not run at all.
+func unpackPolys(p Params, kind byte, body []byte, dst []ring.Poly, what string, mode unpackMode, done []int) error {
 	plen := p.packedPolyLen()
 	return parallel(len(body)/plen, func() func(int) error {
 		return func(i int) error {
 			r := reader{b: body[i*plen : (i+1)*plen], kind: kind}
-			var poly ring.Poly
-			if mode != unpackCheck {
-				poly = dst[i]
+			blocks, err := r.eachBlock(p, dst[i], what, i, mode)
+			if done != nil {
+				done[i] = blocks
 			}
-			return r.eachBlock(p, poly, what, i, mode)
+			return err
 		}
 	})
+}
+
+// undoPolys undoes an unpackAdd of body into dst that stopped on a
+// residue not below its prime: the first done[i] blocks of polynomial i
+// are subtracted again, which leaves dst exactly as it was.
+func undoPolys(p Params, body []byte, dst []ring.Poly, done []int) {
+	plen := p.packedPolyLen()
+	q := p.rlwe.Q()
+	n := 1 << p.logN
+	for i, blocks := range done {
+		r := reader{b: body[i*plen : (i+1)*plen]}
+		for j, width := range p.polyBits()[:blocks] {
+			unpackBlock(r.bytes(width*n/8), dst[i].Coeffs[j], n, width, q[j], unpackSub)
+		}
+	}
 }
 
 func (r *reader) done() error {

@@ -867,9 +867,10 @@ func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw, certificate []
 		return err
 	}
 	n := jobspec.VectorShape(j.Spec, r.Number)
-	// Checked in full here, folded straight from the bytes below: the
-	// leader holds the running sum and these bytes, not a second copy.
-	u, err := he.ParseUpdate(e.params, n, raw)
+	// The header is checked here; the residues as they are folded,
+	// straight from the bytes below: the leader holds the running sum and
+	// these bytes, not a second copy, and reads them once.
+	u, err := he.OpenUpdate(e.params, n, raw)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBadUpdate, err)
 	}
@@ -930,19 +931,23 @@ func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw, certificate []
 		run = e.run(key)
 		run.agg = he.NewAggregator(e.params, n, clip, binding)
 	}
+	// Folded first (a residue not below its prime is refused and leaves
+	// the sum as it was), then logged; an update the log does not take is
+	// taken out of the sum again.
+	if err := run.agg.AddEncoded(u); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadUpdate, err)
+	}
 	if !resend {
 		err = e.store.Propose(&pb.ContributionCommand{
 			JobId: j.ID, Round: r.Number, Hospital: hospital, Digest: digest[:], Size: uint64(len(raw)),
 			SiteMetrics: h.SiteMetrics, Signature: h.Signature, Certificate: certificate,
 		})
 		if err != nil {
+			if serr := run.agg.SubtractEncoded(u); serr != nil {
+				return fmt.Errorf("%w (and the sum could not be restored: %v)", err, serr)
+			}
 			return err // leadership lost, or refused: the round closed meanwhile
 		}
-	}
-	if err := run.agg.AddEncoded(u); err != nil {
-		// Counted in the log but not in the sum: the round's manifest will
-		// leave it out.
-		return fmt.Errorf("%w: %v", ErrBadUpdate, err)
 	}
 	run.folded[string(digest[:])] = true
 	e.log.Info("update accepted", "job_id", j.ID, "round", r.Number, "hospital", hospital,
