@@ -1202,6 +1202,105 @@ func TestSharesMatchTheirRound(t *testing.T) {
 	mustFail(t, export(closed(shareAggregate, "h1,h2,h3", "h1,h3"), retried, shareRecord), 0, "decryptors")
 }
 
+// approvedUpdate is the update digest signedApproval's hospital approves.
+var approvedUpdate = bytes.Repeat([]byte{8}, 32)
+
+// signedApproval is the record of hospital h1's approval (a certificate it
+// has ca issue), dated at, of round 3 of job-1 at model version 2:
+// contributors h1 to h3, its update approvedUpdate, the aggregate
+// shareAggregate and a fingerprint.
+func signedApproval(t testing.TB, ca *identity.CA, at int64) Record {
+	t.Helper()
+	h1, err := ca.Issue(identity.Identity{Name: "h1", Role: identity.RoleHospital}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	region := bytes.Repeat([]byte{7}, 32)
+	fingerprint := bytes.Repeat([]byte{3}, 128)
+	model := [32]byte{4}
+	binding := jobspec.Binding("job-1", 3, 2, "sha256:m", model)
+	sig, err := identity.SignStatement(h1.PrivateKey, identity.StatementApproval,
+		identity.ApprovalFields(region, binding[:], approvedUpdate, shareAggregate, fingerprint, "h1", []string{"h1", "h2", "h3"})...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Record{JobID: "job-1", Round: 3, Hospital: "h1", Actor: "h1", Role: "hospital", ModelHash: "sha256:m", TimeUnixMs: at,
+		Action: ActionContributorsApproved,
+		Details: map[string]string{"signature": hex.EncodeToString(sig), "certificate": hex.EncodeToString(h1.Certificate[0]),
+			"region_digest": hex.EncodeToString(region), "model_version": "2", "model_digest": hex.EncodeToString(model[:]),
+			"aggregate_digest": hex.EncodeToString(shareAggregate), "update_digest": hex.EncodeToString(approvedUpdate),
+			"fingerprint": hex.EncodeToString(fingerprint), "contributors": "h3,h1,h2"}}
+}
+
+// An approval record's statement verifies offline for the hospital named,
+// and fails for any edit of what it covers or another hospital's
+// certificate; in an export it must be for the aggregate and contributors
+// its round closed with, and for the update the hospital was counted with.
+func TestCheckApproval(t *testing.T) {
+	ca, cert := pki(t)
+	h2, err := ca.Issue(identity.Identity{Name: "h2", Role: identity.RoleHospital}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	genuine := signedApproval(t, ca, now+2000)
+	record := func() *Record {
+		r := genuine
+		r.Details = maps.Clone(genuine.Details)
+		return &r
+	}
+	if err := checkApproval(record(), ca.Pool()); err != nil {
+		t.Fatalf("a genuine statement: %v", err)
+	}
+	for name, edit := range map[string]func(r *Record){
+		"round":            func(r *Record) { r.Round = 4 },
+		"aggregate digest": func(r *Record) { r.Details["aggregate_digest"] = strings.Repeat("06", 32) },
+		"update digest":    func(r *Record) { r.Details["update_digest"] = strings.Repeat("06", 32) },
+		"fingerprint":      func(r *Record) { r.Details["fingerprint"] = strings.Repeat("04", 128) },
+		"contributors":     func(r *Record) { r.Details["contributors"] = "h1,h2" },
+		"not a contributor": func(r *Record) {
+			r.Details["contributors"] = "h2,h3"
+		},
+		"hospital":    func(r *Record) { r.Hospital = "h2" },
+		"certificate": func(r *Record) { r.Details["certificate"] = hex.EncodeToString(h2.Certificate[0]) },
+	} {
+		r := record()
+		edit(r)
+		if err := checkApproval(r, ca.Pool()); err == nil {
+			t.Errorf("%s edited: the statement still verifies", name)
+		}
+	}
+
+	closed := func(digest []byte, contributors string) Record {
+		return Record{JobID: "job-1", Round: 3, Actor: "replica-1", Role: "coordinator", TimeUnixMs: now + 1000, Action: ActionRoundClosed,
+			Digest: hex.EncodeToString(digest), Size: 4096, Details: map[string]string{"contributors": contributors, "decryptors": "h1,h3"}}
+	}
+	counted := func(digest []byte) Record {
+		return Record{JobID: "job-1", Round: 3, Hospital: "h1", Actor: "replica-1", Role: "coordinator", TimeUnixMs: now + 500,
+			Action: ActionContributionAccepted, Digest: hex.EncodeToString(digest), Size: 4096}
+	}
+	export := func(records ...Record) string {
+		l := &Log{}
+		for _, r := range records {
+			if _, err := l.Append(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var b bytes.Buffer
+		if err := Export(&b, l, Filter{}, nil, signHead(t, l, cert, l.Len())); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	if rep := mustVerify(t, export(counted(approvedUpdate), closed(shareAggregate, "h1,h2,h3"), genuine)); rep.SignedApprovals != 1 {
+		t.Errorf("%d signed approvals, want 1", rep.SignedApprovals)
+	}
+	mustVerify(t, export(genuine))
+	mustFail(t, export(closed(bytes.Repeat([]byte{6}, 32), "h1,h2,h3"), genuine), 0, "aggregate")
+	mustFail(t, export(closed(shareAggregate, "h1,h2"), genuine), 0, "contributors")
+	mustFail(t, export(counted(bytes.Repeat([]byte{6}, 32)), closed(shareAggregate, "h1,h2,h3"), genuine), 0, "counted")
+}
+
 // A job submission's researcher statement verifies offline, and any edit
 // of what it covers, or a signer other than a researcher, is caught.
 func TestCheckJob(t *testing.T) {

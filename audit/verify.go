@@ -45,6 +45,12 @@ type Report struct {
 	// signed statement verified: that hospital gave exactly that share
 	// (digest) for that aggregate, contributor set and decryptor set.
 	SignedShares int
+	// SignedApprovals counts the contributor-set approvals whose
+	// hospital's signed statement verified: that hospital agreed to have
+	// exactly its update (digest) decrypted in exactly that contributor
+	// set, with exactly that aggregate, which it vouched for with the
+	// fingerprint of its update.
+	SignedApprovals int
 }
 
 // VerifyError is a verification failure, tied to the first line of the
@@ -114,6 +120,9 @@ type verifier struct {
 	// record (and later decryption.retried records) say the round
 	// decrypts: every signed share of the round must be for exactly that.
 	decrypting map[string]*decryptingRound
+	// contributed holds, by job and round, each hospital's counted update
+	// digest, as the export's contribution records say.
+	contributed map[string]map[string]string
 
 	cpSize uint64 // size of the last checkpoint
 
@@ -531,6 +540,15 @@ func (v *verifier) record(b []byte, boundary bool) *VerifyError {
 		}
 		v.rep.SignedShares++
 	}
+	if r.Action == ActionContributorsApproved && r.Details["fingerprint"] != "" {
+		if err := checkApproval(&r, v.roots); err != nil {
+			return v.fail(subject, "approval statement: %v", err)
+		}
+		if err := v.checkApprovedRound(&r); err != nil {
+			return v.fail(subject, "approval: %v", err)
+		}
+		v.rep.SignedApprovals++
+	}
 	v.noteDecryption(&r)
 	if r.Action == ActionJobSubmitted && r.Details["signature"] != "" {
 		if err := checkJob(&r, v.roots); err != nil {
@@ -603,6 +621,64 @@ func checkDecryptionShare(r *Record, roots *x509.CertPool) error {
 	return checkStatement(r, roots, want, st.cert, st.sig, identity.StatementDecryptionShare, fields...)
 }
 
+// checkApproval verifies an approval record's signed statement
+// (identity.StatementApproval): the certificate names the record's
+// hospital (and chains to roots, when given), and its key signed the
+// region, the round's binding, its own update's digest, the aggregate's
+// digest, the fingerprint of its update and the contributor set, which
+// names it.
+func checkApproval(r *Record, roots *x509.CertPool) error {
+	st, err := signedRound(r)
+	if err != nil {
+		return err
+	}
+	digest := func(k string) ([]byte, error) {
+		b, err := hex.DecodeString(r.Details[k])
+		if err != nil || len(b) != 32 {
+			return nil, fmt.Errorf("details[%s] is not a SHA-256", k)
+		}
+		return b, nil
+	}
+	update, err := digest("update_digest")
+	if err != nil {
+		return err
+	}
+	aggregate, err := digest("aggregate_digest")
+	if err != nil {
+		return err
+	}
+	fingerprint, err := hex.DecodeString(r.Details["fingerprint"])
+	if err != nil {
+		return errors.New("details[fingerprint] is not hex")
+	}
+	contributors := sortedNames(r.Details["contributors"])
+	if !slices.Contains(contributors, r.Hospital) {
+		return fmt.Errorf("the record names contributors %v, without %s", contributors, r.Hospital)
+	}
+	fields := identity.ApprovalFields(st.region, st.binding[:], update, aggregate, fingerprint, r.Hospital, contributors)
+	want := identity.Identity{Name: r.Hospital, Role: identity.RoleHospital}
+	return checkStatement(r, roots, want, st.cert, st.sig, identity.StatementApproval, fields...)
+}
+
+// checkApprovedRound requires an approval to be for the aggregate and
+// contributors its round closed with, and for the update the hospital was
+// counted with, as far as the export holds those records.
+func (v *verifier) checkApprovedRound(r *Record) error {
+	key := roundKey(r)
+	if d := v.decrypting[key]; d != nil {
+		switch {
+		case r.Details["aggregate_digest"] != d.aggregate:
+			return fmt.Errorf("of aggregate %.16s…, round %d closed with %.16s…", r.Details["aggregate_digest"], r.Round, d.aggregate)
+		case !slices.Equal(sortedNames(r.Details["contributors"]), d.contributors):
+			return fmt.Errorf("of contributors %s, round %d closed with %v", r.Details["contributors"], r.Round, d.contributors)
+		}
+	}
+	if counted, ok := v.contributed[key][r.Hospital]; ok && counted != r.Details["update_digest"] {
+		return fmt.Errorf("of update %.16s…, %s was counted in round %d with %.16s…", r.Details["update_digest"], r.Hospital, r.Round, counted)
+	}
+	return nil
+}
+
 // decryptingRound is what a closed round decrypts, as its round.closed
 // and decryption.retried records say.
 type decryptingRound struct {
@@ -624,6 +700,15 @@ func sortedNames(s string) []string {
 // record says the round decrypts.
 func (v *verifier) noteDecryption(r *Record) {
 	switch r.Action {
+	case ActionContributionAccepted:
+		if v.contributed == nil {
+			v.contributed = map[string]map[string]string{}
+		}
+		key := roundKey(r)
+		if v.contributed[key] == nil {
+			v.contributed[key] = map[string]string{}
+		}
+		v.contributed[key][r.Hospital] = r.Digest
 	case ActionRoundClosed:
 		if v.decrypting == nil {
 			v.decrypting = map[string]*decryptingRound{}

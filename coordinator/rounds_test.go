@@ -776,6 +776,13 @@ func TestDecryptionShareSignatureChecked(t *testing.T) {
 	if want := 2 * len(j.Rounds); rep.SignedShares != want { // t = 2 shares per round
 		t.Errorf("%d decryption shares verified offline, want %d", rep.SignedShares, want)
 	}
+	approvals := 0
+	for _, r := range j.Rounds {
+		approvals += len(r.Contributors)
+	}
+	if rep.SignedApprovals != approvals {
+		t.Errorf("%d approvals verified offline, want one per contributor of each round (%d)", rep.SignedApprovals, approvals)
+	}
 }
 
 // flipSignature flips one bit of the signature in a share header it

@@ -113,6 +113,9 @@ func printAuditReport(w io.Writer, rep audit.Report) {
 	if rep.SignedJobs > 0 {
 		fmt.Fprintf(w, "%d job submissions carry their researcher's verified signature\n", rep.SignedJobs)
 	}
+	if rep.SignedApprovals > 0 {
+		fmt.Fprintf(w, "%d contributor-set approvals carry their hospital's verified signature\n", rep.SignedApprovals)
+	}
 	if rep.SignedShares > 0 {
 		fmt.Fprintf(w, "%d decryption shares carry their decryptor's verified signature\n", rep.SignedShares)
 	}
@@ -132,6 +135,7 @@ func auditJSON(rep audit.Report, err error) map[string]any {
 		"first_seq": rep.FirstSeq, "last_seq": rep.LastSeq, "tree_size": rep.TreeSize,
 		"root_hash": rep.RootHash, "checkpoints": rep.Checkpoints, "ca_checked": rep.CAChecked,
 		"signed_contributions": rep.SignedContributions, "signed_jobs": rep.SignedJobs, "signed_shares": rep.SignedShares,
+		"signed_approvals": rep.SignedApprovals,
 	}
 	if rep.Signer.Name != "" {
 		out["signer"] = rep.Signer.Name

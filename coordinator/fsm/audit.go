@@ -193,14 +193,20 @@ func recordApproval(s *State, c *pb.ApprovalCommand, r *draft) {
 	r.hospital(c.Hospital)
 	r.job(s, c.JobId)
 	r.rec.Action, r.rec.Round = audit.ActionContributorsApproved, c.Round
-	r.rec.Details = map[string]string{"signature": hex.EncodeToString(c.Signature), "certificate": hex.EncodeToString(c.Certificate)}
+	r.rec.Details = map[string]string{}
+	// identity.StatementApproval with what it covers, checked offline by
+	// audit.Verify (approvals made before fingerprints carry no
+	// fingerprint and are not checked).
+	rd := r.signed(s, c.JobId, c.Round, c.Signature, c.Certificate)
+	if rd == nil {
+		return
+	}
+	r.rec.Details["contributors"] = strings.Join(rd.Contributors, ",")
 	if len(c.Fingerprint) > 0 {
 		r.rec.Details["fingerprint"] = hex.EncodeToString(c.Fingerprint)
-	}
-	if j, ok := s.Jobs[c.JobId]; ok {
-		if rd := j.Current(); rd != nil && rd.Number == c.Round {
-			r.rec.Details["contributors"] = strings.Join(rd.Contributors, ",")
-			r.rec.Details["aggregate_digest"] = hex.EncodeToString(rd.AggDigest)
+		r.rec.Details["aggregate_digest"] = hex.EncodeToString(rd.AggDigest)
+		if u := rd.ContributionOf(c.Hospital); u != nil {
+			r.rec.Details["update_digest"] = hex.EncodeToString(u.Digest)
 		}
 	}
 }
