@@ -1178,19 +1178,7 @@ func TestSharesMatchTheirRound(t *testing.T) {
 	}
 	retried := Record{JobID: "job-1", Round: 3, Actor: "replica-1", Role: "coordinator", TimeUnixMs: now + 1500, Action: ActionDecryptionRetried,
 		Details: map[string]string{"decryptors": "h2,h3", "attempt": "2"}}
-	export := func(records ...Record) string {
-		l := &Log{}
-		for _, r := range records {
-			if _, err := l.Append(r); err != nil {
-				t.Fatal(err)
-			}
-		}
-		var b bytes.Buffer
-		if err := Export(&b, l, Filter{}, nil, signHead(t, l, cert, l.Len())); err != nil {
-			t.Fatal(err)
-		}
-		return b.String()
-	}
+	export := func(records ...Record) string { return exportOf(t, cert, records...) }
 	if rep := mustVerify(t, export(closed(shareAggregate, "h2,h1,h3", "h1,h3"), shareRecord)); rep.SignedShares != 1 {
 		t.Errorf("%d signed shares, want 1", rep.SignedShares)
 	}
@@ -1200,6 +1188,23 @@ func TestSharesMatchTheirRound(t *testing.T) {
 	mustFail(t, export(closed(bytes.Repeat([]byte{6}, 32), "h1,h2,h3", "h1,h3"), shareRecord), 0, "aggregate")
 	mustFail(t, export(closed(shareAggregate, "h1,h2", "h1,h3"), shareRecord), 0, "contributors")
 	mustFail(t, export(closed(shareAggregate, "h1,h2,h3", "h1,h3"), retried, shareRecord), 0, "decryptors")
+}
+
+// exportOf is the whole-log export of a log of records, its head signed
+// with cert.
+func exportOf(t *testing.T, cert tls.Certificate, records ...Record) string {
+	t.Helper()
+	l := &Log{}
+	for _, r := range records {
+		if _, err := l.Append(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var b bytes.Buffer
+	if err := Export(&b, l, Filter{}, nil, signHead(t, l, cert, l.Len())); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }
 
 // approvedUpdate is the update digest signedApproval's hospital approves.
@@ -1279,19 +1284,7 @@ func TestCheckApproval(t *testing.T) {
 		return Record{JobID: "job-1", Round: 3, Hospital: "h1", Actor: "replica-1", Role: "coordinator", TimeUnixMs: now + 500,
 			Action: ActionContributionAccepted, Digest: hex.EncodeToString(digest), Size: 4096}
 	}
-	export := func(records ...Record) string {
-		l := &Log{}
-		for _, r := range records {
-			if _, err := l.Append(r); err != nil {
-				t.Fatal(err)
-			}
-		}
-		var b bytes.Buffer
-		if err := Export(&b, l, Filter{}, nil, signHead(t, l, cert, l.Len())); err != nil {
-			t.Fatal(err)
-		}
-		return b.String()
-	}
+	export := func(records ...Record) string { return exportOf(t, cert, records...) }
 	if rep := mustVerify(t, export(counted(approvedUpdate), closed(shareAggregate, "h1,h2,h3"), genuine)); rep.SignedApprovals != 1 {
 		t.Errorf("%d signed approvals, want 1", rep.SignedApprovals)
 	}

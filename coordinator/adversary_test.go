@@ -768,27 +768,7 @@ func TestAdversaryModelDiffersForOneHospital(t *testing.T) {
 // it: version 0 is what the signed spec's architecture and seed make, and
 // each site makes it itself.
 func TestAdversaryForgedInitialModel(t *testing.T) {
-	evil := &evilLeader{method: "FetchModel", tamper: func(resp any) {
-		if m := resp.(*pb.FetchModelResponse).Model; m.Version == 0 {
-			m.Params[0] += 0.25
-		}
-	}}
-	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2, serverOptions: []grpc.ServerOption{evil.option()}})
-	reg.startNodes(0, 1, 2)
-	reg.waitCeremony()
-	evil.on.Store(true)
-	id := reg.submit(reg.spec(1, 2, time.Minute), "forged-initial-model")
-	refused := reg.everyHospitalRefuses("initial model")
-	reportRefusal(t, "a forged initial model", "every hospital (version 0 from the signed spec)", refused["hospital-1"])
-	if evil.hits.Load() == 0 {
-		t.Fatal("the attack never ran")
-	}
-	j, _ := reg.job(id)
-	for _, r := range j.Rounds {
-		if len(r.Contributions) > 0 {
-			t.Fatalf("round %d took %d updates trained from a forged initial model", r.Number, len(r.Contributions))
-		}
-	}
+	forgedModel(t, 0, "initial model", "a forged initial model", "every hospital (version 0 from the signed spec)")
 }
 
 // TestAdversaryModelOffChain: the leader serves every hospital a version 1
@@ -801,8 +781,20 @@ func TestAdversaryForgedInitialModel(t *testing.T) {
 // fingerprints, the decryptors' signed shares), sees the difference, and
 // neither trains from the forged model nor measures it.
 func TestAdversaryModelOffChain(t *testing.T) {
+	reg := forgedModel(t, 1, "a model", "a model off the verified chain", "every hospital (version 1 recomputed from round 1's evidence)")
+	if n := reg.logs.count("model verified", nil); n != 0 {
+		t.Fatalf("%d sites verified a forged model", n)
+	}
+}
+
+// forgedModel runs a job whose every model from version from on is served
+// to every hospital with one parameter nudged, waits until every hospital
+// refused it as what, and checks that no round trained from a forged
+// version took an update.
+func forgedModel(t *testing.T, from uint32, what, attack, by string) *region {
+	t.Helper()
 	evil := &evilLeader{method: "FetchModel", tamper: func(resp any) {
-		if m := resp.(*pb.FetchModelResponse).Model; m.Version >= 1 {
+		if m := resp.(*pb.FetchModelResponse).Model; m.Version >= from {
 			m.Params[0] += 0.25
 		}
 	}}
@@ -810,18 +802,19 @@ func TestAdversaryModelOffChain(t *testing.T) {
 	reg.startNodes(0, 1, 2)
 	reg.waitCeremony()
 	evil.on.Store(true)
-	id := reg.submit(reg.spec(2, 2, time.Minute), "model-off-chain")
-	refused := reg.everyHospitalRefuses("a model")
-	reportRefusal(t, "a model off the verified chain", "every hospital (version 1 recomputed from round 1's evidence)", refused["hospital-1"])
+	id := reg.submit(reg.spec(int(from)+1, 2, time.Minute), "forged-model")
+	refused := reg.everyHospitalRefuses(what)
+	reportRefusal(t, attack, by, refused["hospital-1"])
+	if evil.hits.Load() == 0 {
+		t.Fatal("the attack never ran")
+	}
 	j, _ := reg.job(id)
 	for _, r := range j.Rounds {
-		if r.ModelVersion >= 1 && len(r.Contributions) > 0 {
-			t.Fatalf("round %d took %d updates (and metric sums) of a forged version %d", r.Number, len(r.Contributions), r.ModelVersion)
+		if r.ModelVersion >= from && len(r.Contributions) > 0 {
+			t.Fatalf("round %d took %d updates trained from a forged version %d", r.Number, len(r.Contributions), r.ModelVersion)
 		}
 	}
-	if n := reg.logs.count("model verified", nil); n != 0 {
-		t.Fatalf("%d sites verified a forged model", n)
-	}
+	return reg
 }
 
 // TestAdversaryModelEvidenceForged: the leader serves the evidence of a
