@@ -78,7 +78,7 @@
 // CheckFold compares the sum of the contributors' fingerprints with the
 // aggregate's own: an aggregate that differs from the sum by Δ ≠ 0 passes
 // only if every one of fingerprintReps pseudorandom inner products with Δ
-// vanishes modulo some prime q where Δ is nonzero, probability q^-4 <=
+// vanishes modulo some prime q where Δ is nonzero, probability (2/q)^4 <=
 // 2^-128, and the challenge is fixed by the aggregate, so the coordinator
 // cannot choose Δ after it. The fingerprint is a function of the update's
 // bytes, which the coordinator holds anyway: it reveals nothing new.

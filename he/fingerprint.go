@@ -9,8 +9,9 @@ import (
 )
 
 // fingerprintReps is how many independent inner products a fingerprint
-// takes per prime: with primes of at least 32 bits, a forged sum passes
-// all of them with probability at most 2^-128.
+// takes per prime: with primes of at least 2^33 (the smallest, the noise
+// prime, has 34 bits), a forged sum passes all of them with probability
+// at most (2/q)^4 <= 2^-128.
 const fingerprintReps = 4
 
 // labelFingerprint separates the fingerprint's challenge vectors from every
@@ -34,9 +35,9 @@ func FingerprintLen(p Params) int { return 8 * fingerprintReps * len(p.rlwe.Q())
 // compares their sum with the aggregate's. A coordinator that adds anything
 // to the sum (a plaintext offset that would steer the decrypted model, a
 // replayed update) fixes the challenge with the aggregate it commits to,
-// and then passes with probability at most 2^-128 per try. The fingerprint
-// tells nothing the update's bytes do not: whoever holds it holds the
-// bytes.
+// and then passes with probability at most 2^-128 per try. The
+// fingerprint tells nothing the update's bytes do not: whoever holds it
+// holds the bytes.
 func (u *Update) Fingerprint(challenge [32]byte) []byte {
 	q := u.p.rlwe.Q()
 	width := fingerprintReps * len(q)
@@ -51,20 +52,30 @@ func (u *Update) Fingerprint(challenge [32]byte) []byte {
 				stream := fingerprintStream(challenge, rep, i)
 				pos := len(buf)
 				for j, qj := range q {
-					a := &acc[rep*len(q)+j]
-					for _, x := range u.c0[i].Coeffs[j] {
+					// r is read at q's bit width, not reduced: r mod q
+					// takes no value with probability above 2/q, which
+					// is all the soundness bound needs. Products (below
+					// 2^122) are summed in 128 bits and reduced every
+					// 32 terms (a sum below 2^61 + 32·2^122 < 2^128).
+					mask := uint64(1)<<bits.Len64(qj) - 1
+					var hiSum, loSum uint64
+					for k, x := range u.c0[i].Coeffs[j] {
 						if pos == len(buf) {
 							clear(buf)
 							stream.XORKeyStream(buf, buf)
 							pos = 0
 						}
-						r := binary.LittleEndian.Uint64(buf[pos:]) % qj
+						r := binary.LittleEndian.Uint64(buf[pos:]) & mask
 						pos += 8
 						hi, lo := bits.Mul64(r, x)
-						if *a += bits.Rem64(hi, lo, qj); *a >= qj {
-							*a -= qj
+						var carry uint64
+						loSum, carry = bits.Add64(loSum, lo, 0)
+						hiSum += hi + carry
+						if k%32 == 31 {
+							hiSum, loSum = 0, bits.Rem64(hiSum, loSum, qj)
 						}
 					}
+					acc[rep*len(q)+j] = bits.Rem64(hiSum, loSum, qj)
 				}
 			}
 			return nil

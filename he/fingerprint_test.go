@@ -2,6 +2,7 @@ package he
 
 import (
 	"errors"
+	"math/bits"
 	"testing"
 )
 
@@ -10,6 +11,15 @@ import (
 // anything (one residue shifted by one, a fourth update in place of
 // nothing) or leaves an update out is caught.
 func TestCheckFold(t *testing.T) {
+	// The soundness bound, (2/q)^4 <= 2^-128, needs primes of at least 2^33
+	// in every parameter set.
+	for _, p := range []Params{RegionParams(), LargeRegionParams()} {
+		for _, q := range p.rlwe.Q() {
+			if bits.Len64(q) < 34 {
+				t.Fatalf("%s: a prime of %d bits", p.Name(), bits.Len64(q))
+			}
+		}
+	}
 	r := ceremony(t, 4, 3)
 	b := binding("job/round")
 	length := 2*r.p.SlotsPerCiphertext() + 5 // several ciphertexts

@@ -204,6 +204,9 @@ func (n *Node) follow(ctx context.Context, m *pb.ModelTask) error {
 	if seen && done >= m.Version {
 		return nil
 	}
+	if m.Spec == nil {
+		return n.untrusted("a model", "its task carries no job spec")
+	}
 	if err := n.vetted(m.JobId, m.Spec, true); err != nil {
 		return err
 	}
@@ -281,7 +284,7 @@ func (n *Node) checkEvidence(ctx context.Context, t *pb.TrainTask, from *chainLi
 	refuse := func(reason string) (jobspec.ModelStep, error) {
 		return none, n.untrusted("the evidence of a model", reason)
 	}
-	if ev.GetJobId() != t.JobId || ev.Version != t.ModelVersion || ev.Round == jobspec.StatsRound {
+	if ev.GetJobId() != t.JobId || ev.GetVersion() != t.ModelVersion || ev.GetRound() == jobspec.StatsRound {
 		return refuse(fmt.Sprintf("it is of job %q version %d round %d, not of job %s version %d", ev.GetJobId(), ev.GetVersion(), ev.GetRound(), t.JobId, t.ModelVersion))
 	}
 	model, ok := jobspec.ParseModelDigest(from.Digest)

@@ -23,6 +23,7 @@ var costly = map[string]bool{
 	pb.HospitalService_ApproveContributors_FullMethodName:   true,
 	pb.HospitalService_GetAggregate_FullMethodName:          true,
 	pb.HospitalService_FetchModel_FullMethodName:            true,
+	pb.HospitalService_GetModelEvidence_FullMethodName:      true,
 	pb.HospitalService_SubmitSealedShares_FullMethodName:    true,
 	pb.ResearcherService_SubmitJob_FullMethodName:           true,
 	pb.ResearcherService_GetModel_FullMethodName:            true,
@@ -35,8 +36,8 @@ type Limits struct {
 	Burst     int     // calls allowed at once
 }
 
-// DefaultLimits fit a hospital's round traffic (an update, a share and a
-// few model fetches per round) with a wide margin, even with the seconds-
+// DefaultLimits fit a hospital's round traffic (an update, an approval, a
+// share, a few model fetches and a model's evidence per round) with a wide margin, even with the seconds-
 // long rounds of an in-process demo.
 var DefaultLimits = Limits{PerSecond: 50, Burst: 100}
 
