@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -78,6 +79,20 @@ func saveLink(dir string, l *chainLink) error {
 	return durable.WriteFile(chainPath(dir, l.JobID), append(meta, '\n'), raw)
 }
 
+// pin writes a job's link and notes the job for pruneChains.
+func (n *Node) pin(l *chainLink) error {
+	if err := saveLink(n.cfg.DataDir, l); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	if n.chained == nil {
+		n.chained = map[string]bool{}
+	}
+	n.chained[l.JobID] = true
+	n.mu.Unlock()
+	return nil
+}
+
 // loadLink reads a job's link, or nil if the node verified none of its
 // models beyond version 0. The file is the node's own, but it is read as
 // if it were not: lengths are checked before anything is allocated.
@@ -90,13 +105,8 @@ func loadLink(dir, jobID string, numParams int) (*chainLink, error) {
 		return nil, err
 	}
 	defer f.Close()
-	r := bufio.NewReader(io.LimitReader(f, maxKeptMeta))
-	line, err := r.ReadBytes('\n')
+	l, line, err := linkMeta(f)
 	if err != nil {
-		return nil, fmt.Errorf("node: model chain of job %s: no metadata line: %w", jobID, err)
-	}
-	l := &chainLink{}
-	if err := json.Unmarshal(line, l); err != nil {
 		return nil, fmt.Errorf("node: model chain of job %s: %w", jobID, err)
 	}
 	if l.JobID != jobID || l.Params != numParams || l.OptimizerState < 0 || l.OptimizerState > 2*numParams {
@@ -124,6 +134,35 @@ func loadLink(dir, jobID string, numParams int) (*chainLink, error) {
 	return l, nil
 }
 
+// linkMeta reads a chain file's metadata line, and returns it with the
+// line's bytes.
+func linkMeta(f io.Reader) (*chainLink, []byte, error) {
+	r := bufio.NewReader(io.LimitReader(f, maxKeptMeta))
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		return nil, nil, fmt.Errorf("no metadata line: %w", err)
+	}
+	l := &chainLink{}
+	if err := json.Unmarshal(line, l); err != nil {
+		return nil, nil, err
+	}
+	return l, line, nil
+}
+
+// readLinkMeta reads the metadata line of the chain file at path.
+func readLinkMeta(path string) (*chainLink, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	l, _, err := linkMeta(f)
+	if err != nil {
+		return nil, fmt.Errorf("node: model chain %s: %w", path, err)
+	}
+	return l, nil
+}
+
 // onChain reports whether params, served as version t.ModelVersion of t's
 // job, is on the chain this node verified, extending the chain by one
 // version when the round that made it can be checked. false with no error:
@@ -143,7 +182,7 @@ func (n *Node) onChain(ctx context.Context, t *pb.TrainTask, params []float64) (
 		// Checked against the signed spec already (train).
 		if link == nil {
 			link = &chainLink{JobID: t.JobId, Version: 0, Digest: digest[:], params: params}
-			return true, saveLink(n.cfg.DataDir, link)
+			return true, n.pin(link)
 		}
 		return true, nil
 	case link == nil:
@@ -184,7 +223,7 @@ func (n *Node) onChain(ctx context.Context, t *pb.TrainTask, params []float64) (
 		return false, n.untrusted("a model", fmt.Sprintf("version %d of job %s is not version %d plus the server step of the aggregate its round decrypted", v, t.JobId, v-1))
 	}
 	next := &chainLink{JobID: t.JobId, Version: v, Digest: digest[:], params: step.Params, optimizerState: step.OptimizerState}
-	if err := saveLink(n.cfg.DataDir, next); err != nil {
+	if err := n.pin(next); err != nil {
 		return false, err
 	}
 	n.log.Info("model verified", "job_id", t.JobId, "version", v, "contributors", len(ev.Contributors), "digest", fmt.Sprintf("%x", digest[:8]))
@@ -221,6 +260,9 @@ func (n *Node) follow(ctx context.Context, m *pb.ModelTask) error {
 	err := n.followTo(ctx, t, spec.NumParams())
 	if err == nil || errors.Is(err, ErrUntrusted) {
 		n.mu.Lock()
+		if n.checked == nil {
+			n.checked = map[string]uint32{}
+		}
 		n.checked[m.JobId] = m.Version
 		n.mu.Unlock()
 	}
@@ -238,7 +280,7 @@ func (n *Node) followTo(ctx context.Context, t *pb.TrainTask, numParams int) err
 		v0 := jobspec.FromProto(t.Spec.GetModel()).Init(int64(t.Spec.Seed))
 		d := jobspec.ModelDigest(v0)
 		link = &chainLink{JobID: t.JobId, Digest: d[:], params: v0}
-		if err := saveLink(n.cfg.DataDir, link); err != nil {
+		if err := n.pin(link); err != nil {
 			return err
 		}
 	}
@@ -259,6 +301,63 @@ func (n *Node) followTo(ctx context.Context, t *pb.TrainTask, numParams int) err
 	}
 	_, err = n.onChain(ctx, t, model.Params)
 	return err
+}
+
+// pruneChains deletes the chains of the jobs a poll names neither with a
+// model nor with a train task: they finished (or have no version beyond
+// 0, which the spec makes again). The first poll after a start prunes
+// the whole directory (an unreadable file too); later ones the jobs whose
+// chain it kept or pinned since. A coordinator that leaves a live job out only costs this
+// node its chain of the job, which it then no longer measures: nothing it
+// pins comes from the coordinator.
+func (n *Node) pruneChains(resp *pb.PollResponse) error {
+	live := map[string]bool{}
+	for _, m := range resp.Models {
+		live[m.JobId] = true
+	}
+	for _, t := range resp.Train {
+		live[t.JobId] = true
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var stale []string // paths
+	if n.pruned {
+		for job := range n.chained {
+			if !live[job] {
+				stale = append(stale, chainPath(n.cfg.DataDir, job))
+				delete(n.chained, job)
+				delete(n.checked, job)
+			}
+		}
+	} else {
+		dir := filepath.Join(n.cfg.DataDir, chainDir)
+		entries, err := os.ReadDir(dir)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		for _, e := range entries {
+			if !strings.HasSuffix(e.Name(), ".chain") {
+				continue // a temporary file of an interrupted write
+			}
+			path := filepath.Join(dir, e.Name())
+			l, err := readLinkMeta(path)
+			switch {
+			case err != nil || !live[l.JobID]:
+				stale = append(stale, path)
+			case n.chained == nil:
+				n.chained = map[string]bool{l.JobID: true}
+			default:
+				n.chained[l.JobID] = true
+			}
+		}
+		n.pruned = true
+	}
+	for _, path := range stale {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // evidenceSize bounds the evidence of a round of spec's job: an aggregate,

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	"regionfl/jobspec"
+	pb "regionfl/proto/regionfl/v1"
 )
 
 // A link round-trips through its file, replaces the previous one, and a
@@ -70,4 +72,56 @@ func FuzzLoadLink(f *testing.F) {
 			t.Fatalf("a link of %d parameters and %d optimizer values", len(l.params), len(l.optimizerState))
 		}
 	})
+}
+
+// The chains of jobs a poll no longer names go: on the first poll after a
+// start the whole directory is pruned (an unreadable file too), later only
+// the jobs pinned since; a job the poll names keeps its chain.
+func TestPruneChains(t *testing.T) {
+	dir := t.TempDir()
+	n := &Node{cfg: Config{DataDir: dir}, log: slog.New(slog.DiscardHandler)}
+	link := func(job string) *chainLink {
+		d := jobspec.ModelDigest([]float64{1})
+		return &chainLink{JobID: job, Version: 1, Digest: d[:], params: []float64{1}}
+	}
+	for _, job := range []string{"job-a", "job-b"} {
+		if err := saveLink(dir, link(job)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, chainDir, "torn.chain"), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	has := func(job string) bool {
+		_, err := os.Stat(chainPath(dir, job))
+		return err == nil
+	}
+	poll := func(jobs ...string) {
+		t.Helper()
+		resp := &pb.PollResponse{}
+		for _, j := range jobs {
+			resp.Models = append(resp.Models, &pb.ModelTask{JobId: j, Version: 1})
+		}
+		if err := n.pruneChains(resp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll("job-a")
+	if !has("job-a") || has("job-b") {
+		t.Fatalf("after the first poll: job-a kept %v, job-b kept %v", has("job-a"), has("job-b"))
+	}
+	if _, err := os.Stat(filepath.Join(dir, chainDir, "torn.chain")); err == nil {
+		t.Fatal("an unreadable chain file was kept")
+	}
+	if err := n.pin(link("job-c")); err != nil {
+		t.Fatal(err)
+	}
+	poll("job-a")
+	if !has("job-a") || has("job-c") {
+		t.Fatalf("after the second poll: job-a kept %v, job-c kept %v", has("job-a"), has("job-c"))
+	}
+	poll()
+	if has("job-a") {
+		t.Fatal("the chain of a job no poll names any more was kept")
+	}
 }

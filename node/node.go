@@ -83,6 +83,12 @@ type Node struct {
 	// checked holds, per job ID, the newest model version this node tried
 	// to check (follow), so a poll does not check it again.
 	checked map[string]uint32
+	// chained holds the jobs whose model chain this node keeps (pinned
+	// since it started, or kept by the first prune), and pruned is set
+	// once the first poll after the start pruned the chain directory
+	// (pruneChains).
+	chained map[string]bool
+	pruned  bool
 	// trainDigest names the site's training rows (dataset.Table.Digest),
 	// computed once: statistics go out once per dataset.
 	trainDigest [32]byte
@@ -116,7 +122,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, params: params, state: st, log: cfg.Logger.With("hospital", cfg.ID), kept: kept, checked: map[string]uint32{},
+	n := &Node{cfg: cfg, params: params, state: st, log: cfg.Logger.With("hospital", cfg.ID), kept: kept, checked: map[string]uint32{}, chained: map[string]bool{},
 		trainDigest: cfg.Data.Train.Digest(), parties: map[uint32]*he.Party{}}
 	for e, k := range st.Epochs {
 		if k.Party == nil {
@@ -231,6 +237,9 @@ func (n *Node) handle(ctx context.Context, resp *pb.PollResponse) error {
 		if err := n.safely(func() error { return n.follow(ctx, m) }); err != nil {
 			n.log.Warn("model version not checked", "job_id", m.JobId, "version", m.Version, "err", err)
 		}
+	}
+	if err := n.pruneChains(resp); err != nil {
+		n.log.Warn("model chains of finished jobs not pruned", "err", err)
 	}
 	for _, t := range resp.Train {
 		if err := n.safely(func() error { return n.train(ctx, t) }); err != nil {
