@@ -310,9 +310,10 @@ func (r *region) expectNoReadyHospital() {
 	})
 }
 
-// TestFetchModelOnlyForAcceptingHospitals: a job's model goes only to the
-// hospitals that accepted the job; a hospital outside the region, or one
-// that never accepted, is refused and the refusal is audited.
+// TestFetchModelOnlyForAcceptingHospitals: a job's model, and the evidence
+// of its versions, go only to the hospitals that accepted the job; a
+// hospital outside the region, or one that never accepted, is refused and
+// the refusal is audited.
 func TestFetchModelOnlyForAcceptingHospitals(t *testing.T) {
 	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 3, threshold: 2})
 	reg.startNodes(0, 1, 2)
@@ -330,21 +331,33 @@ func TestFetchModelOnlyForAcceptingHospitals(t *testing.T) {
 	if err := fetch("hospital-1"); err != nil {
 		t.Fatalf("an accepting hospital: %v", err)
 	}
+	evidence := func(name string) error {
+		c := reg.client(name, identity.RoleHospital)
+		return c.Do(reg.ctx(), func(ctx context.Context, conn client.Conn) error {
+			_, err := conn.Hospital.GetModelEvidence(ctx, &pb.GetModelEvidenceRequest{JobId: id, Version: 1})
+			return err
+		})
+	}
 	for _, name := range []string{"hospital-3", "outsider"} {
 		if err := fetch(name); status.Code(err) != codes.PermissionDenied {
 			t.Errorf("%s: got %v, want PermissionDenied", name, err)
 		}
+		if err := evidence(name); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s asks for evidence: got %v, want PermissionDenied", name, err)
+		}
 	}
-	reg.waitFor("the refusal is audited", 10*time.Second, func() bool {
-		var found bool
-		reg.leader().Store().FSM().Read(func(s *fsm.State) {
-			for i := range s.Audit.Len() {
-				rec, _ := s.Audit.Record(i)
-				found = found || (rec.Action == audit.ActionAuthzRefused && rec.Actor == "hospital-3")
-			}
+	for _, method := range []string{pb.HospitalService_FetchModel_FullMethodName, pb.HospitalService_GetModelEvidence_FullMethodName} {
+		reg.waitFor("the refusal of "+method+" is audited", 10*time.Second, func() bool {
+			var found bool
+			reg.leader().Store().FSM().Read(func(s *fsm.State) {
+				for i := range s.Audit.Len() {
+					rec, _ := s.Audit.Record(i)
+					found = found || (rec.Action == audit.ActionAuthzRefused && rec.Actor == "hospital-3" && rec.Details["method"] == method)
+				}
+			})
+			return found
 		})
-		return found
-	})
+	}
 }
 
 // TestAdversaryContributorSet: the leader serves the decryptors another

@@ -699,29 +699,39 @@ func (s hospitalService) SubmitDecryptionShare(stream pb.HospitalService_SubmitD
 // accepted that job; any other hospital's request is refused and the
 // refusal goes into the audit log.
 func (s hospitalService) FetchModel(ctx context.Context, req *pb.FetchModelRequest) (*pb.FetchModelResponse, error) {
-	if _, _, err := s.region(ctx); err != nil {
+	if err := s.acceptedOnly(ctx, req.JobId, pb.HospitalService_FetchModel_FullMethodName, "model"); err != nil {
 		return nil, err
-	}
-	h := caller(ctx).Name
-	var accepted bool
-	s.read(func(st *fsm.State) {
-		if j, ok := st.Jobs[req.JobId]; ok {
-			accepted = slices.Contains(j.Accepted, h)
-		}
-	})
-	if !accepted {
-		serial := ""
-		if cert, err := identity.PeerCertificate(ctx); err == nil {
-			serial = identity.SerialHex(cert)
-		}
-		s.recordRefusal(caller(ctx), serial, pb.HospitalService_FetchModel_FullMethodName, "model of a job this hospital did not accept")
-		return nil, status.Errorf(codes.PermissionDenied, "job_id: %s did not accept job %q", h, req.JobId)
 	}
 	m, err := s.model(ctx, req.JobId, req.Version)
 	if err != nil {
 		return nil, err
 	}
 	return &pb.FetchModelResponse{Model: m}, nil
+}
+
+// acceptedOnly lets a hospital of the region read what (a model, a round's
+// evidence) of a job only if it accepted that job; any other hospital's
+// call to method is refused, and the refusal goes into the audit log.
+func (s hospitalService) acceptedOnly(ctx context.Context, jobID, method, what string) error {
+	if _, _, err := s.region(ctx); err != nil {
+		return err
+	}
+	h := caller(ctx).Name
+	var accepted bool
+	s.read(func(st *fsm.State) {
+		if j, ok := st.Jobs[jobID]; ok {
+			accepted = slices.Contains(j.Accepted, h)
+		}
+	})
+	if accepted {
+		return nil
+	}
+	serial := ""
+	if cert, err := identity.PeerCertificate(ctx); err == nil {
+		serial = identity.SerialHex(cert)
+	}
+	s.recordRefusal(caller(ctx), serial, method, what+" of a job this hospital did not accept")
+	return status.Errorf(codes.PermissionDenied, "job_id: %s did not accept job %q", h, jobID)
 }
 
 // approvalsOf lists a round's approvals in the order of its contributors.
@@ -737,25 +747,21 @@ func approvalsOf(r *fsm.Round) []*pb.Approval {
 
 // GetModelEvidence serves the round that made a model version, for a
 // hospital that accepted the job to check the version itself before it
-// measures it. Only the newest version's round keeps what that takes.
+// measures it. Only the newest version's round keeps what that takes. Like
+// FetchModel, it serves only hospitals that accepted the job.
 func (s hospitalService) GetModelEvidence(ctx context.Context, req *pb.GetModelEvidenceRequest) (*pb.GetModelEvidenceResponse, error) {
-	if _, _, err := s.region(ctx); err != nil {
+	if err := s.acceptedOnly(ctx, req.JobId, pb.HospitalService_GetModelEvidence_FullMethodName, "the evidence of a model"); err != nil {
 		return nil, err
 	}
 	if err := s.leaderRead(ctx); err != nil {
 		return nil, err
 	}
-	h := caller(ctx).Name
 	var (
 		out  *pb.ModelEvidence
 		rerr error
 	)
 	s.read(func(st *fsm.State) {
-		j, ok := st.Jobs[req.JobId]
-		if !ok || !slices.Contains(j.Accepted, h) {
-			rerr = status.Errorf(codes.PermissionDenied, "job_id: %s did not accept job %q", h, req.JobId)
-			return
-		}
+		j := st.Jobs[req.JobId] // accepted: it exists, and jobs are never deleted
 		if req.Version == 0 || int(req.Version) >= len(j.Models) {
 			rerr = status.Errorf(codes.NotFound, "version: job %s has versions made by rounds 1..%d", req.JobId, len(j.Models)-1)
 			return
