@@ -549,7 +549,7 @@ func (v *verifier) record(b []byte, boundary bool) *VerifyError {
 		}
 		v.rep.SignedApprovals++
 	}
-	v.noteDecryption(&r)
+	v.noteRound(&r)
 	if r.Action == ActionJobSubmitted && r.Details["signature"] != "" {
 		if err := checkJob(&r, v.roots); err != nil {
 			return v.fail(subject, "job statement: %v", err)
@@ -580,9 +580,9 @@ func checkContribution(r *Record, roots *x509.CertPool) error {
 	if err != nil {
 		return err
 	}
-	digest, err := hex.DecodeString(r.Digest)
-	if err != nil || len(digest) != 32 {
-		return errors.New("digest is not a SHA-256")
+	digest, err := sha256Hex(r.Digest, "digest")
+	if err != nil {
+		return err
 	}
 	fields := identity.ContributionFields(st.region, st.binding[:], digest, r.Hospital, r.Size)
 	want := identity.Identity{Name: r.Hospital, Role: identity.RoleHospital}
@@ -600,13 +600,13 @@ func checkDecryptionShare(r *Record, roots *x509.CertPool) error {
 	if err != nil {
 		return err
 	}
-	share, err := hex.DecodeString(r.Digest)
-	if err != nil || len(share) != 32 {
-		return errors.New("digest is not a SHA-256")
+	share, err := sha256Hex(r.Digest, "digest")
+	if err != nil {
+		return err
 	}
-	aggregate, err := hex.DecodeString(r.Details["aggregate_digest"])
-	if err != nil || len(aggregate) != 32 {
-		return errors.New("details[aggregate_digest] is not a SHA-256")
+	aggregate, err := sha256Hex(r.Details["aggregate_digest"], "details[aggregate_digest]")
+	if err != nil {
+		return err
 	}
 	attempt, err := strconv.ParseUint(r.Details["attempt"], 10, 32)
 	if err != nil {
@@ -632,24 +632,17 @@ func checkApproval(r *Record, roots *x509.CertPool) error {
 	if err != nil {
 		return err
 	}
-	digest := func(k string) ([]byte, error) {
-		b, err := hex.DecodeString(r.Details[k])
-		if err != nil || len(b) != 32 {
-			return nil, fmt.Errorf("details[%s] is not a SHA-256", k)
-		}
-		return b, nil
-	}
-	update, err := digest("update_digest")
+	update, err := sha256Hex(r.Details["update_digest"], "details[update_digest]")
 	if err != nil {
 		return err
 	}
-	aggregate, err := digest("aggregate_digest")
+	aggregate, err := sha256Hex(r.Details["aggregate_digest"], "details[aggregate_digest]")
 	if err != nil {
 		return err
 	}
-	fingerprint, err := hex.DecodeString(r.Details["fingerprint"])
+	fingerprint, err := hexDetail(r, "fingerprint")
 	if err != nil {
-		return errors.New("details[fingerprint] is not hex")
+		return err
 	}
 	contributors := sortedNames(r.Details["contributors"])
 	if !slices.Contains(contributors, r.Hospital) {
@@ -665,13 +658,8 @@ func checkApproval(r *Record, roots *x509.CertPool) error {
 // counted with, as far as the export holds those records.
 func (v *verifier) checkApprovedRound(r *Record) error {
 	key := roundKey(r)
-	if d := v.decrypting[key]; d != nil {
-		switch {
-		case r.Details["aggregate_digest"] != d.aggregate:
-			return fmt.Errorf("of aggregate %.16s…, round %d closed with %.16s…", r.Details["aggregate_digest"], r.Round, d.aggregate)
-		case !slices.Equal(sortedNames(r.Details["contributors"]), d.contributors):
-			return fmt.Errorf("of contributors %s, round %d closed with %v", r.Details["contributors"], r.Round, d.contributors)
-		}
+	if err := v.decrypting[key].checkSet(r); err != nil {
+		return err
 	}
 	if counted, ok := v.contributed[key][r.Hospital]; ok && counted != r.Details["update_digest"] {
 		return fmt.Errorf("of update %.16s…, %s was counted in round %d with %.16s…", r.Details["update_digest"], r.Hospital, r.Round, counted)
@@ -696,9 +684,10 @@ func sortedNames(s string) []string {
 	return slices.Sorted(slices.Values(strings.Split(s, ",")))
 }
 
-// noteDecryption records what a round.closed or decryption.retried
-// record says the round decrypts.
-func (v *verifier) noteDecryption(r *Record) {
+// noteRound records what a contribution record says was counted, and
+// what a round.closed or decryption.retried record says the round
+// decrypts.
+func (v *verifier) noteRound(r *Record) {
 	switch r.Action {
 	case ActionContributionAccepted:
 		if v.contributed == nil {
@@ -726,6 +715,18 @@ func (v *verifier) noteDecryption(r *Record) {
 // decryptors of its round; a round closed before the export's window
 // (d nil) cannot be checked.
 func (d *decryptingRound) check(r *Record) error {
+	if err := d.checkSet(r); err != nil || d == nil {
+		return err
+	}
+	if !slices.Equal(sortedNames(r.Details["decryptors"]), d.decryptors) {
+		return fmt.Errorf("made for decryptors %s, round %d asked %v", r.Details["decryptors"], r.Round, d.decryptors)
+	}
+	return nil
+}
+
+// checkSet requires a share or approval record to be for the aggregate and
+// contributors its round closed with (d nil: not in the export).
+func (d *decryptingRound) checkSet(r *Record) error {
 	switch {
 	case d == nil:
 		return nil
@@ -733,8 +734,6 @@ func (d *decryptingRound) check(r *Record) error {
 		return fmt.Errorf("made for aggregate %.16s…, round %d closed with %.16s…", r.Details["aggregate_digest"], r.Round, d.aggregate)
 	case !slices.Equal(sortedNames(r.Details["contributors"]), d.contributors):
 		return fmt.Errorf("made for contributors %s, round %d closed with %v", r.Details["contributors"], r.Round, d.contributors)
-	case !slices.Equal(sortedNames(r.Details["decryptors"]), d.decryptors):
-		return fmt.Errorf("made for decryptors %s, round %d asked %v", r.Details["decryptors"], r.Round, d.decryptors)
 	}
 	return nil
 }
@@ -752,21 +751,14 @@ type roundStatement struct {
 // round, model version, model hash and model digest.
 func signedRound(r *Record) (roundStatement, error) {
 	var st roundStatement
-	field := func(k string) ([]byte, error) {
-		b, err := hex.DecodeString(r.Details[k])
-		if err != nil || len(b) == 0 {
-			return nil, fmt.Errorf("details[%s] is not hex", k)
-		}
-		return b, nil
-	}
 	var err error
-	if st.sig, err = field("signature"); err != nil {
+	if st.sig, err = hexDetail(r, "signature"); err != nil {
 		return st, err
 	}
-	if st.cert, err = field("certificate"); err != nil {
+	if st.cert, err = hexDetail(r, "certificate"); err != nil {
 		return st, err
 	}
-	if st.region, err = field("region_digest"); err != nil {
+	if st.region, err = hexDetail(r, "region_digest"); err != nil {
 		return st, err
 	}
 	version, err := strconv.ParseUint(r.Details["model_version"], 10, 32)
@@ -777,14 +769,32 @@ func signedRound(r *Record) (roundStatement, error) {
 	// before it was kept, and statistics rounds, have none.
 	var model [32]byte
 	if m, ok := r.Details["model_digest"]; ok {
-		b, err := hex.DecodeString(m)
-		if err != nil || len(b) != 32 {
-			return st, errors.New("details[model_digest] is not a SHA-256")
+		b, err := sha256Hex(m, "details[model_digest]")
+		if err != nil {
+			return st, err
 		}
 		copy(model[:], b)
 	}
 	st.binding = jobspec.Binding(r.JobID, r.Round, uint32(version), r.ModelHash, model)
 	return st, nil
+}
+
+// hexDetail decodes a record's detail k, which must be non-empty hex.
+func hexDetail(r *Record, k string) ([]byte, error) {
+	b, err := hex.DecodeString(r.Details[k])
+	if err != nil || len(b) == 0 {
+		return nil, fmt.Errorf("details[%s] is not hex", k)
+	}
+	return b, nil
+}
+
+// sha256Hex decodes the hex of a SHA-256 (what names the field).
+func sha256Hex(s, what string) ([]byte, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != 32 {
+		return nil, fmt.Errorf("%s is not a SHA-256", what)
+	}
+	return b, nil
 }
 
 // checkJob verifies a job submission's signed statement
@@ -793,17 +803,17 @@ func signedRound(r *Record) (roundStatement, error) {
 // spec digest and request id the record holds. (The spec itself is not in
 // the log: its digest is what the nodes pinned.)
 func checkJob(r *Record, roots *x509.CertPool) error {
-	sig, err := hex.DecodeString(r.Details["signature"])
-	if err != nil || len(sig) == 0 {
-		return errors.New("details[signature] is not hex")
+	sig, err := hexDetail(r, "signature")
+	if err != nil {
+		return err
 	}
-	cert, err := hex.DecodeString(r.Details["certificate"])
-	if err != nil || len(cert) == 0 {
-		return errors.New("details[certificate] is not hex")
+	cert, err := hexDetail(r, "certificate")
+	if err != nil {
+		return err
 	}
-	digest, err := hex.DecodeString(r.Details["spec_digest"])
-	if err != nil || len(digest) != 32 {
-		return errors.New("details[spec_digest] is not a SHA-256")
+	digest, err := sha256Hex(r.Details["spec_digest"], "details[spec_digest]")
+	if err != nil {
+		return err
 	}
 	want := identity.Identity{Name: r.Actor, Role: identity.Role(r.Role)}
 	if want.Role != identity.RoleResearcher {
