@@ -586,12 +586,12 @@ func (a *Aggregator) Add(u *Update) error {
 }
 
 // AddEncoded folds an update still in its encoding (OpenUpdate) into the
-// aggregate, checking and adding each residue into
-// the running sum as it is unpacked, in one pass: the aggregate's memory is
-// the running sum and the caller's bytes, never a second decoded update.
-// The checks are Add's, and UnmarshalUpdate's on the residues: an update with
-// a residue not below its prime is refused, and the aggregate is then
-// exactly as it was (what was added of it is subtracted again).
+// aggregate, checking and adding each residue into the running sum as it
+// is unpacked, in one pass: the aggregate's memory is the running sum and
+// the caller's bytes, never a second decoded update. The checks are Add's,
+// and UnmarshalUpdate's on the residues: an update with a residue not
+// below its prime is refused, and the aggregate is then exactly as it was
+// (what was added of it is subtracted again).
 func (a *Aggregator) AddEncoded(e *Encoded) error {
 	if e == nil {
 		return fmt.Errorf("%w: nil update", ErrInvalidValue)
@@ -622,11 +622,12 @@ func (a *Aggregator) SubtractEncoded(e *Encoded) error {
 	if a.acc == nil || a.added == 0 || e.p.tag != a.p.tag || e.shape != a.shape || e.binding != a.binding || e.parties > a.acc.parties {
 		return fmt.Errorf("%w: an update this aggregate does not hold", ErrInvalidValue)
 	}
-	done := make([]int, len(a.acc.c0))
-	for i := range done {
-		done[i] = len(a.p.rlwe.Q())
+	// Every residue was checked when the update was added: only bytes
+	// changed since then fail here, and the sum is then unusable.
+	if err := unpackPolys(a.p, kindUpdate, e.body, a.acc.c0, "ciphertext", unpackSub, nil); err != nil {
+		a.err = fmt.Errorf("%w: an encoded update changed after it was added: %v", ErrMalformed, err)
+		return a.err
 	}
-	undoPolys(a.p, e.body, a.acc.c0, done)
 	a.acc.parties -= e.parties
 	a.added--
 	return nil

@@ -209,8 +209,8 @@ func (r *reader) poly(p ring.Poly, moduli []uint64, field string) error {
 }
 
 // eachBlock runs unpackBlock in the given mode over the packed blocks of
-// one polynomial (all of Q), consuming them.
-// It returns how many blocks it ran, the failing one included.
+// one polynomial (all of Q), consuming them. It returns how many blocks it
+// ran, the failing one included.
 func (r *reader) eachBlock(p Params, dst ring.Poly, what string, index int, mode unpackMode) (int, error) {
 	q := p.rlwe.Q()
 	n := 1 << p.logN
@@ -342,10 +342,10 @@ func (r *reader) packedPolys(p Params, polys []ring.Poly, what string) error {
 
 // unpackPolys runs unpackBlock in mode over the consecutive packed
 // polynomials of body (all of Q each), in parallel: polynomial i goes
-// into dst[i]. Each prime's block is
-// width·N/8 bytes, with no bits to spare. When done is not nil, done[i]
-// is set to the number of polynomial i's blocks that ran (the failing one
-// included): polynomials after a failure may not run at all.
+// into dst[i]. Each prime's block is width·N/8 bytes, with no bits to
+// spare. When done is not nil, done[i] is set to the number of polynomial
+// i's blocks that ran (the failing one included): polynomials after a
+// failure may not run at all.
 func unpackPolys(p Params, kind byte, body []byte, dst []ring.Poly, what string, mode unpackMode, done []int) error {
 	plen := p.packedPolyLen()
 	return parallel(len(body)/plen, func() func(int) error {
