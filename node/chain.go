@@ -1,15 +1,12 @@
 package node
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -22,7 +19,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"regionfl/client"
-	"regionfl/durable"
 	"regionfl/he"
 	"regionfl/identity"
 	"regionfl/jobspec"
@@ -65,18 +61,11 @@ func chainPath(dir, jobID string) string {
 // saveLink writes a job's link, replacing the previous one.
 func saveLink(dir string, l *chainLink) error {
 	l.Params, l.OptimizerState = len(l.params), len(l.optimizerState)
-	meta, err := json.Marshal(l)
-	if err != nil {
-		return err
-	}
 	raw := make([]byte, 0, 8*(l.Params+l.OptimizerState))
 	for _, v := range append(slices.Clone(l.params), l.optimizerState...) {
 		raw = binary.LittleEndian.AppendUint64(raw, math.Float64bits(v))
 	}
-	if err := os.MkdirAll(filepath.Join(dir, chainDir), 0o700); err != nil {
-		return err
-	}
-	return durable.WriteFile(chainPath(dir, l.JobID), append(meta, '\n'), raw)
+	return writeMetaFile(chainPath(dir, l.JobID), l, raw)
 }
 
 // pin writes a job's link and notes the job for pruneChains.
@@ -95,70 +84,29 @@ func (n *Node) pin(l *chainLink) error {
 
 // loadLink reads a job's link, or nil if the node verified none of its
 // models beyond version 0. The file is the node's own, but it is read as
-// if it were not: lengths are checked before anything is allocated.
+// if it were not (readMetaFile): the link is checked against the job and
+// its parameter count before its values are read.
 func loadLink(dir, jobID string, numParams int) (*chainLink, error) {
-	f, err := os.Open(chainPath(dir, jobID))
+	l := &chainLink{}
+	raw, err := readMetaFile(chainPath(dir, jobID), l, func() (int, error) {
+		if l.JobID != jobID || l.Params != numParams || l.OptimizerState < 0 || l.OptimizerState > 2*numParams {
+			return 0, fmt.Errorf("a link of job %q with %d parameters and %d optimizer values", l.JobID, l.Params, l.OptimizerState)
+		}
+		return 8 * (l.Params + l.OptimizerState), nil
+	})
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	l, line, err := linkMeta(f)
-	if err != nil {
 		return nil, fmt.Errorf("node: model chain of job %s: %w", jobID, err)
 	}
-	if l.JobID != jobID || l.Params != numParams || l.OptimizerState < 0 || l.OptimizerState > 2*numParams {
-		return nil, fmt.Errorf("node: model chain of job %s: a link of job %q with %d parameters and %d optimizer values", jobID, l.JobID, l.Params, l.OptimizerState)
-	}
-	if _, err := f.Seek(int64(len(line)), io.SeekStart); err != nil {
-		return nil, err
-	}
-	n := l.Params + l.OptimizerState
-	raw, err := io.ReadAll(io.LimitReader(f, int64(8*n)+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(raw) != 8*n {
-		return nil, fmt.Errorf("node: model chain of job %s: %d bytes of values, want %d", jobID, len(raw), 8*n)
-	}
-	v := make([]float64, n)
+	v := make([]float64, l.Params+l.OptimizerState)
 	for i := range v {
 		v[i] = math.Float64frombits(binary.LittleEndian.Uint64(raw[8*i:]))
 	}
 	l.params, l.optimizerState = v[:l.Params:l.Params], v[l.Params:]
 	if len(l.optimizerState) == 0 {
 		l.optimizerState = nil
-	}
-	return l, nil
-}
-
-// linkMeta reads a chain file's metadata line, and returns it with the
-// line's bytes.
-func linkMeta(f io.Reader) (*chainLink, []byte, error) {
-	r := bufio.NewReader(io.LimitReader(f, maxKeptMeta))
-	line, err := r.ReadBytes('\n')
-	if err != nil {
-		return nil, nil, fmt.Errorf("no metadata line: %w", err)
-	}
-	l := &chainLink{}
-	if err := json.Unmarshal(line, l); err != nil {
-		return nil, nil, err
-	}
-	return l, line, nil
-}
-
-// readLinkMeta reads the metadata line of the chain file at path.
-func readLinkMeta(path string) (*chainLink, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	l, _, err := linkMeta(f)
-	if err != nil {
-		return nil, fmt.Errorf("node: model chain %s: %w", path, err)
 	}
 	return l, nil
 }
@@ -340,7 +288,8 @@ func (n *Node) pruneChains(resp *pb.PollResponse) error {
 				continue // a temporary file of an interrupted write
 			}
 			path := filepath.Join(dir, e.Name())
-			l, err := readLinkMeta(path)
+			l := &chainLink{}
+			_, err := readMetaFile(path, l, nil)
 			switch {
 			case err != nil || !live[l.JobID]:
 				stale = append(stale, path)

@@ -1,19 +1,15 @@
 package node
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
-	"regionfl/durable"
 	pb "regionfl/proto/regionfl/v1"
 )
 
@@ -24,9 +20,6 @@ import (
 // update per round and the coordinator counts it once. The update is
 // encrypted under the region's key; the file holds nothing in the clear.
 const keptDir = "kept"
-
-// maxKeptMeta bounds the metadata line of a kept-update file.
-const maxKeptMeta = 4096
 
 // keptUpdate describes a kept update: what its header says.
 type keptUpdate struct {
@@ -53,14 +46,7 @@ func keptPath(dir, jobID string) string {
 // saveKept writes a job's kept update, replacing the one of its previous
 // round: one JSON line of metadata, then the encrypted bytes.
 func saveKept(dir string, k *keptUpdate, raw []byte) error {
-	meta, err := json.Marshal(k)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Join(dir, keptDir), 0o700); err != nil {
-		return err
-	}
-	return durable.WriteFile(keptPath(dir, k.JobID), append(meta, '\n'), raw)
+	return writeMetaFile(keptPath(dir, k.JobID), k, raw)
 }
 
 // loadKept reads the metadata of every kept update, by job ID.
@@ -88,32 +74,14 @@ func loadKept(dir string) (map[string]*keptUpdate, error) {
 
 // readKept reads a kept-update file, with its bytes when withRaw is set.
 func readKept(path string, withRaw bool) (*keptUpdate, []byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	r := bufio.NewReader(io.LimitReader(f, maxKeptMeta))
-	line, err := r.ReadBytes('\n')
-	if err != nil {
-		return nil, nil, fmt.Errorf("node: kept update %s: no metadata line: %w", path, err)
-	}
 	k := &keptUpdate{}
-	if err := json.Unmarshal(line, k); err != nil {
-		return nil, nil, fmt.Errorf("node: kept update %s: %w", path, err)
+	var size func() (int, error)
+	if withRaw {
+		size = func() (int, error) { return int(k.Size), nil }
 	}
-	if !withRaw {
-		return k, nil, nil
-	}
-	if _, err := f.Seek(int64(len(line)), io.SeekStart); err != nil {
-		return nil, nil, err
-	}
-	raw, err := io.ReadAll(io.LimitReader(f, int64(k.Size)+1))
+	raw, err := readMetaFile(path, k, size)
 	if err != nil {
-		return nil, nil, err
-	}
-	if uint64(len(raw)) != k.Size {
-		return nil, nil, fmt.Errorf("node: kept update %s: %d bytes, its metadata says %d", path, len(raw), k.Size)
+		return nil, nil, fmt.Errorf("node: kept update %s: %w", path, err)
 	}
 	return k, raw, nil
 }
