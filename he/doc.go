@@ -23,7 +23,11 @@
 //     clear). A large region keeps the shares with a committee of c
 //     parties (NewCommitteeParty: points 1..c): every party seals c
 //     shares, each member keeps N, and the decryption noise, which grows
-//     with t <= c, stays within the parameter set whatever N is.
+//     with t <= c, stays within the parameter set whatever N is. (Which
+//     hospitals hold points 1..c is the caller's: regionfl draws them per
+//     key epoch, identity.EpochPoints.) A share travels and is kept mod Q
+//     only, each residue packed to its prime's bit width (SealedShareSize):
+//     decryption never uses its P part.
 //   - Encryption (Party.Encrypt). An update is clipped to L2 norm <= clip,
 //     scaled by 1/clip so every value is in [-1, 1], quantized to b bits
 //     with unbiased stochastic rounding (the node's own randomness), and

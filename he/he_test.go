@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/tuneinsight/lattigo/v5/ring"
@@ -619,6 +620,30 @@ func TestSerializationRoundTrips(t *testing.T) {
 		res, err := rr.decrypt(t, u, []uint32{3}, []uint32{2, 3})
 		if err != nil || res.Count != 42 || math.Abs(res.Sum[2]-3) > 3*stepOf(r.p, 10) {
 			t.Fatalf("restored parties: %v", err)
+		}
+		// A state written when shares were kept mod QP, eight bytes a
+		// residue, still restores, and decrypts alike.
+		var legacy []*Party
+		for _, pa := range r.parties {
+			b, _ := pa.MarshalBinary()
+			w := &writer{b: slices.Clone(b[:p.partyLen(0, false)])}
+			for _, sh := range pa.shares {
+				w.poly(sh.Q)
+				w.poly(sh.P)
+			}
+			if len(w.b) != p.legacyPartyLen(pa.n) || len(b) >= len(w.b) {
+				t.Fatalf("legacy state of %d bytes, packed %d", len(w.b), len(b))
+			}
+			q, err := UnmarshalParty(p, w.b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			legacy = append(legacy, q)
+		}
+		rr.parties = legacy
+		res2, err := rr.decrypt(t, u, []uint32{3}, []uint32{2, 3})
+		if err != nil || !slices.Equal(res2.Sum, res.Sum) {
+			t.Fatalf("parties restored from the legacy state: %v", err)
 		}
 	})
 	t.Run("cross-type and cross-params", func(t *testing.T) {

@@ -69,6 +69,9 @@ func committeeCeremony(tb testing.TB, p Params, n, c, t int) *region {
 			tb.Fatal(err)
 		}
 		for _, s := range sealed {
+			if b, err := s.MarshalBinary(); err != nil || len(b) != SealedShareSize(r.p) {
+				tb.Fatalf("sealed share of %d bytes (%v), SealedShareSize says %d", len(b), err, SealedShareSize(r.p))
+			}
 			inbox[s.To] = append(inbox[s.To], s)
 		}
 	}

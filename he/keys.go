@@ -239,6 +239,9 @@ func (s *PublicKeyShare) From() uint32 { return s.from }
 
 func (p Params) publicKeyShareLen() int { return headerLen + tagLen + 4 + 32 + p.polyQPLen() }
 
+// PublicKeyShareSize is the size of a public-key share's encoding.
+func PublicKeyShareSize(p Params) int { return p.publicKeyShareLen() }
+
 // MarshalBinary encodes the share.
 func (s *PublicKeyShare) MarshalBinary() ([]byte, error) {
 	w := newWriter(s.p.publicKeyShareLen(), kindPublicKeyShare)
@@ -395,6 +398,14 @@ type SealedShare struct {
 
 const sealedShareFixed = headerLen + 4 + 4 + 4
 
+// hpkeOverhead is what HPKE adds to a plaintext: the encapsulated key of
+// ML-KEM-768+X25519 (1,088 + 32 bytes) and the AES-GCM tag.
+const hpkeOverhead = 1088 + 32 + 16
+
+// SealedShareSize is the size of a sealed Shamir share's encoding: the
+// ceremony relays one from every member to every committee member.
+func SealedShareSize(p Params) int { return sealedShareFixed + hpkeOverhead + p.shamirPlainLen() }
+
 // MarshalBinary encodes the sealed share.
 func (s *SealedShare) MarshalBinary() ([]byte, error) {
 	if len(s.Sealed) > maxSealedLen {
@@ -443,7 +454,10 @@ func (p Params) hpkeInfo(from, to uint32, context []byte) []byte {
 	return w.b
 }
 
-func (p Params) shamirPlainLen() int { return headerLen + tagLen + 4 + 4 + 32 + p.polyQPLen() }
+// A Shamir share travels and is kept mod Q only, each residue packed to
+// its prime's bit width: decryption uses a key share's Q part alone (P
+// serves only the public key's generation), so its P part stays zero.
+func (p Params) shamirPlainLen() int { return headerLen + tagLen + 4 + 4 + 32 + p.packedPolyLen() }
 
 // shamirPolynomial re-derives the party's secret polynomial f of degree t-1
 // with f(0) = s_i.
@@ -489,8 +503,7 @@ func (pa *Party) SealShares(recipients map[uint32][]byte, context []byte) ([]*Se
 		w.u32(to)
 		sh := seedHash(pa.seed[:])
 		w.bytes(sh[:])
-		w.poly(share.Q)
-		w.poly(share.P)
+		w.packed(pa.p, share.Q)
 		sealed, err := hpke.Seal(pub, kdf, aead, pa.p.hpkeInfo(pa.self, to, context), w.b)
 		clear(w.b) // the plaintext is secret
 		if err != nil {
@@ -567,11 +580,22 @@ func (pa *Party) readShamir(plain []byte, from uint32, wantSeed [32]byte) (mhe.S
 	if subtle.ConstantTimeCompare(r.bytes(32), wantSeed[:]) != 1 {
 		return mhe.ShamirSecretShare{}, fmt.Errorf("%w: Shamir share from %d belongs to another ceremony", ErrShareMismatch, from)
 	}
-	v, err := pa.p.readQP(r, "Shamir share")
+	v, err := pa.p.readShamirShare(r, fmt.Sprintf("Shamir share from %d", from))
 	if err != nil {
 		return mhe.ShamirSecretShare{}, err
 	}
 	return mhe.ShamirSecretShare{Poly: v}, r.done()
+}
+
+// readShamirShare reads a packed Shamir share (mod Q; its P part zero).
+func (p Params) readShamirShare(r *reader, what string) (ringqp.Poly, error) {
+	v := p.rlwe.RingQP().NewPoly()
+	q := []ring.Poly{v.Q}
+	if err := r.packedPolys(p, q, what); err != nil {
+		return v, err
+	}
+	v.Q = q[0]
+	return v, nil
 }
 
 // partyLen is the size of a party's state; withShares for a committee
@@ -579,10 +603,14 @@ func (pa *Party) readShamir(plain []byte, from uint32, wantSeed [32]byte) (mhe.S
 func (p Params) partyLen(n int, withShares bool) int {
 	l := headerLen + tagLen + 4 + 4 + 4 + 4 + SeedLen + 32 + 32 + 1
 	if withShares {
-		l += n * p.polyQPLen()
+		l += n * p.packedPolyLen()
 	}
 	return l
 }
+
+// legacyPartyLen is partyLen for a state written when shares were kept
+// mod QP, eight bytes a residue; UnmarshalParty still reads it.
+func (p Params) legacyPartyLen(n int) int { return p.partyLen(0, false) + n*p.polyQPLen() }
 
 // MarshalBinary encodes the party's secret state for the node's 0600 state
 // file. The bytes are key material: never log or send them.
@@ -600,8 +628,7 @@ func (pa *Party) MarshalBinary() ([]byte, error) {
 	if pa.ready {
 		w.u8(1)
 		for _, sh := range pa.shares { // none off the committee
-			w.poly(sh.Q)
-			w.poly(sh.P)
+			w.packed(pa.p, sh.Q)
 		}
 	} else {
 		w.u8(0)
@@ -633,7 +660,8 @@ func UnmarshalParty(p Params, b []byte) (*Party, error) {
 	if pa.self < 1 || int(pa.self) > pa.n {
 		return nil, fmt.Errorf("%w: party state: point %d not in 1..%d", ErrMalformed, pa.self, pa.n)
 	}
-	if len(b) != p.partyLen(pa.n, false) && len(b) != p.partyLen(pa.n, true) {
+	legacy := len(b) == p.legacyPartyLen(pa.n)
+	if len(b) != p.partyLen(pa.n, false) && len(b) != p.partyLen(pa.n, true) && !legacy {
 		return nil, fmt.Errorf("%w: party state of %d bytes, a party of %d needs %d or %d", ErrMalformed, len(b), pa.n, p.partyLen(pa.n, false), p.partyLen(pa.n, true))
 	}
 	copy(pa.seed[:], r.bytes(SeedLen))
@@ -642,10 +670,14 @@ func UnmarshalParty(p Params, b []byte) (*Party, error) {
 	switch flag := r.u8(); {
 	case flag == 1 && !pa.Holder() && len(b) == p.partyLen(pa.n, false):
 		pa.ready = true
-	case flag == 1 && pa.Holder() && len(b) == p.partyLen(pa.n, true):
+	case flag == 1 && pa.Holder() && (len(b) == p.partyLen(pa.n, true) || legacy):
 		pa.shares = make([]ringqp.Poly, pa.n)
 		for i := range pa.shares {
-			if pa.shares[i], err = p.readQP(r, fmt.Sprintf("Shamir share from %d", i+1)); err != nil {
+			read := p.readShamirShare
+			if legacy {
+				read = p.readQP
+			}
+			if pa.shares[i], err = read(r, fmt.Sprintf("Shamir share from %d", i+1)); err != nil {
 				return nil, err
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"sync"
 
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/ring"
@@ -135,16 +136,16 @@ type Params struct {
 
 // RegionParams returns the set for regions of up to 64 hospitals (see
 // Params for how its bytes are spent).
-func RegionParams() Params {
-	return mustParams(RegionParamsName, 6)
-}
+func RegionParams() Params { return regionParams() }
+
+var regionParams = sync.OnceValue(func() Params { return mustParams(RegionParamsName, 6) })
 
 // LargeRegionParams returns the set for regions of up to 1,024 hospitals:
 // two 53-bit message primes of two 26-bit fields each and a 36-bit noise
 // prime, 4.4 bytes per value.
-func LargeRegionParams() Params {
-	return mustParams(LargeRegionParamsName, 10)
-}
+func LargeRegionParams() Params { return largeRegionParams() }
+
+var largeRegionParams = sync.OnceValue(func() Params { return mustParams(LargeRegionParamsName, 10) })
 
 func mustParams(name string, headroomBits int) Params {
 	messagePrimes := 3
