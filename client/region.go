@@ -13,10 +13,10 @@ import (
 // signed with the key of cert (an operator certificate), as nodes will
 // check it. revocationMaxAge is 0 (no limit) or how old the newest
 // signed revocation list may be (see PublishRevocationList).
-func CreateRegionRequest(cert tls.Certificate, params string, hospitals []string, threshold uint32, revocationMaxAge time.Duration) (*pb.CreateRegionRequest, error) {
-	g, err := identity.NewGenesis(cert.PrivateKey, params, hospitals, threshold, revocationMaxAge)
+func CreateRegionRequest(cert tls.Certificate, params string, hospitals []string, threshold, committee uint32, revocationMaxAge time.Duration) (*pb.CreateRegionRequest, error) {
+	g, err := identity.NewGenesis(cert.PrivateKey, params, hospitals, threshold, committee, revocationMaxAge)
 	if err != nil {
 		return nil, err
 	}
-	return &pb.CreateRegionRequest{Hospitals: g.Hospitals, Threshold: g.Threshold, Seed: g.Seed, Params: g.Params, Signature: g.Signature, RevocationMaxAgeS: g.RevocationMaxAgeS}, nil
+	return &pb.CreateRegionRequest{Hospitals: g.Hospitals, Threshold: g.Threshold, Committee: g.Committee, Seed: g.Seed, Params: g.Params, Signature: g.Signature, RevocationMaxAgeS: g.RevocationMaxAgeS}, nil
 }

@@ -32,7 +32,7 @@ import (
 // evilLeader rewrites the responses of one method with tamper while on
 // (to one hospital only, when only is set).
 type evilLeader struct {
-	method string // e.g. "GetRegion"
+	method string // e.g. "GetRegion", or several, comma-separated
 	only   string
 	on     atomic.Bool
 	tamper func(resp any)
@@ -45,7 +45,7 @@ func (e *evilLeader) option() grpc.ServerOption {
 		if id, _ := identity.FromContext(ctx); e.only != "" && id.Name != e.only {
 			return resp, err
 		}
-		if err == nil && e.on.Load() && strings.HasSuffix(info.FullMethod, "/"+e.method) {
+		if err == nil && e.on.Load() && slices.Contains(strings.Split(e.method, ","), info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]) {
 			e.tamper(resp)
 			e.hits.Add(1)
 		}
@@ -185,15 +185,27 @@ func TestAdversaryPublicKeySubstitutionInCeremony(t *testing.T) {
 // carry no hospital's signature and are refused.
 func TestAdversaryPublicKeySharesForged(t *testing.T) {
 	key := &attackerKey{}
-	evil := &evilLeader{method: "GetRegion"}
+	var (
+		mu     sync.Mutex
+		region *pb.Region // as last served, for the key's ceremony
+	)
+	evil := &evilLeader{method: "GetRegion,GetPublicKeyShares"}
 	evil.tamper = func(resp any) {
-		r := regionResp(resp)
-		if r.PublicKey == nil {
-			return
-		}
-		pk, pks, err := key.get(r.Seed, len(r.Hospitals), int(r.Threshold))
-		if err == nil {
-			r.PublicKey, r.PublicKeyShares = pk, pks
+		mu.Lock()
+		defer mu.Unlock()
+		switch resp := resp.(type) {
+		case *pb.GetRegionResponse:
+			region = resp.Region
+			if region.PublicKey == nil {
+				return
+			}
+			if pk, _, err := key.get(region.Seed, len(region.Hospitals), int(region.Threshold)); err == nil {
+				region.PublicKey = pk
+			}
+		case *pb.GetPublicKeySharesResponse:
+			if _, pks, err := key.get(region.Seed, len(region.Hospitals), int(region.Threshold)); err == nil {
+				resp.Shares = pks
+			}
 		}
 	}
 	attackCeremony(t, evil, "public-key shares and key forged together", "ceremony public-key share of ")

@@ -90,7 +90,7 @@ func dial(t *testing.T, ca *identity.CA, addrs []string, name string, role ident
 // createRegion has op, holding opCert, create a region of hospitals.
 func createRegion(t *testing.T, op *client.Client, opCert tls.Certificate, hospitals []string) error {
 	t.Helper()
-	req, err := client.CreateRegionRequest(opCert, he.RegionParamsName, hospitals, 2, 0)
+	req, err := client.CreateRegionRequest(opCert, he.RegionParamsName, hospitals, 2, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,6 +61,9 @@ type regionOpts struct {
 	// without a policy file, under the defaults.
 	sitePolicy string
 	noPolicy   bool
+	// committee is how many hospitals of each key epoch hold the key
+	// shares (0: every hospital).
+	committee int
 }
 
 // testSitePolicy lets the tests' small regions run jobs of K = 2 at
@@ -105,7 +108,7 @@ func newRegion(t *testing.T, o regionOpts) *region {
 		r.sitePolicy = writePolicy(t, filepath.Join(r.dir, "site-policy.yaml"), text)
 	}
 	reg, err := localregion.Start(r.ctx(), localregion.Config{Replicas: o.replicas, Sites: sites, Dir: r.dir, Logger: slog.New(r.logs),
-		RevocationMaxAge: o.revocationMaxAge,
+		RevocationMaxAge: o.revocationMaxAge, Committee: o.committee,
 		Replica: func(i int, cfg *coordinator.Config) {
 			cfg.TrailingLogs, cfg.SegmentSize = o.trailingLogs, o.segmentSize
 			cfg.ServerOptions, cfg.UploadTimeout, cfg.RekeyAt, cfg.Reflection = o.serverOptions, o.uploadTimeout, o.rekeyAt, o.reflection

@@ -24,6 +24,7 @@ import (
 	"regionfl/client"
 	"regionfl/coordinator"
 	"regionfl/coordinator/fsm"
+	"regionfl/coordinator/server"
 	"regionfl/coordinator/web"
 	"regionfl/he"
 	"regionfl/identity"
@@ -136,6 +137,10 @@ func roundDeadlineMs(m models.Spec) uint32 {
 	return 5_000 + uint32(int64(m.NumParams())*20_000/1_000_000)
 }
 
+// demoCommittee is the decryption committee of a demo region too large
+// for every hospital to hold key shares.
+const demoCommittee = 5
+
 // DemoTargetSensitivity is the sensitivity the demo's job reports its
 // alarm burden at.
 const DemoTargetSensitivity = 0.8
@@ -147,6 +152,9 @@ type Result struct {
 	Replicas  int    `json:"replicas"`
 	Hospitals int    `json:"hospitals"`
 	Threshold int    `json:"threshold"`
+	// Committee is how many hospitals of each key epoch hold the key
+	// shares (0: every hospital).
+	Committee int    `json:"committee,omitempty"`
 	JobID     string `json:"job_id"`
 	Data      string `json:"data"` // synthetic, or the sites' source
 	Scaling   string `json:"scaling"`
@@ -204,8 +212,9 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if opt.Replicas < 1 || len(sites) < 3 || opt.Rounds < 1 {
 		return nil, errors.New("demo: need at least 1 replica, 3 hospitals (K = t + 1 contributors with t ≥ 2) and 1 round")
 	}
-	if max := he.RegionParams().MaxParties(); len(sites) > max {
-		return nil, fmt.Errorf("demo: %d hospitals; a region aggregates at most %d", len(sites), max)
+	heParams, err := he.ParamsFor(len(sites))
+	if err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
 	}
 	features := sites[0].Train.Features
 	for _, s := range sites {
@@ -230,6 +239,11 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	// minimum: an update hides among K − (t − 1) = 2 honest contributors
 	// even if t − 1 hospitals collude with the coordinator.
 	threshold := max(2, len(sites)/2)
+	if len(sites) > server.MaxSealedPerMessage(heParams) {
+		// Too many for every hospital to hold key shares: a committee
+		// drawn per key epoch does, and any majority of it decrypts.
+		res.Committee, threshold = demoCommittee, demoCommittee/2+1
+	}
 	k := threshold + 1
 	res.Threshold = threshold
 	if opt.DropHospitals < 0 || opt.DropHospitals > len(sites)-k {
@@ -318,7 +332,7 @@ func setup(ctx context.Context, opt Options, sites []dataset.Site, dir string, t
 	// The region's hospitals act only on a revocation list signed within
 	// the day, as regionfl operator create-region sets by default.
 	reg, err := localregion.Start(ctx, localregion.Config{Replicas: opt.Replicas, Sites: sites, Dir: dir, Logger: opt.Logger,
-		RevocationMaxAge: 24 * time.Hour,
+		RevocationMaxAge: 24 * time.Hour, Committee: res.Committee,
 		Replica: func(i int, cfg *coordinator.Config) {
 			if i == 0 {
 				cfg.WebAddr = "127.0.0.1:0" // the read-only web view, linked below

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -34,6 +35,9 @@ type Genesis struct {
 	Params    string
 	Hospitals []string // sorted
 	Threshold uint32
+	// Committee is how many members of each key epoch hold the Shamir
+	// shares (see EpochPoints); 0: every member.
+	Committee uint32
 	Seed      []byte
 	// RevocationMaxAgeS is how old, in seconds, the newest signed
 	// revocation list may be before hospitals stop acting for the region
@@ -45,16 +49,16 @@ type Genesis struct {
 // NewGenesis draws a ceremony seed and signs the region with key (an
 // operator certificate's). Hospitals are sorted; duplicates are the
 // coordinator's to refuse.
-func NewGenesis(key crypto.PrivateKey, params string, hospitals []string, threshold uint32, revocationMaxAge time.Duration) (*Genesis, error) {
+func NewGenesis(key crypto.PrivateKey, params string, hospitals []string, threshold, committee uint32, revocationMaxAge time.Duration) (*Genesis, error) {
 	if err := CheckRevocationMaxAge(revocationMaxAge); err != nil {
 		return nil, err
 	}
-	g := &Genesis{Params: params, Hospitals: slices.Sorted(slices.Values(hospitals)), Threshold: threshold, Seed: make([]byte, 32),
+	g := &Genesis{Params: params, Hospitals: slices.Sorted(slices.Values(hospitals)), Threshold: threshold, Committee: committee, Seed: make([]byte, 32),
 		RevocationMaxAgeS: uint32(revocationMaxAge / time.Second)}
 	if _, err := rand.Read(g.Seed); err != nil {
 		return nil, fmt.Errorf("identity: ceremony seed: %w", err)
 	}
-	d := RegionDigest(g.Params, g.Hospitals, g.Threshold, g.Seed, g.RevocationMaxAgeS)
+	d := RegionDigest(g.Params, g.Hospitals, g.Threshold, g.Committee, g.Seed, g.RevocationMaxAgeS)
 	sig, err := SignStatement(key, StatementGenesis, d[:])
 	if err != nil {
 		return nil, err
@@ -99,6 +103,43 @@ func MembersDigest(ceremony [32]byte, hospitals, members []string) [32]byte {
 	var d [32]byte
 	copy(d[:], lengthPrefixed(fields...))
 	return d
+}
+
+// CommitteeSize is how many of a key epoch's members members hold the
+// Shamir shares in a region whose genesis names committee: all of them
+// when committee is 0 or at least members.
+func CommitteeSize(committee uint32, members int) int {
+	if committee == 0 || int64(committee) >= int64(members) {
+		return members
+	}
+	return int(committee)
+}
+
+// EpochPoints orders the members of a key epoch (sorted) by Shamir point:
+// out[k] has point k+1. With a committee smaller than the members, the
+// members whose SHA-256 of (ceremony digest, name) is lowest hold the
+// Shamir shares, at points 1..c sorted by name, and the others follow at
+// c+1..n, sorted by name. Nobody picks the committee: the ceremony digest
+// is fixed by the operator-signed region and the epoch, so a coordinator
+// can only take names out of the draw, by leaving hospitals out of a
+// re-key, never put one in. Every hospital computes the order itself.
+// Without a committee the points follow the sorted members.
+func EpochPoints(ceremony [32]byte, members []string, committee uint32) []string {
+	c := CommitteeSize(committee, len(members))
+	if c == len(members) {
+		return members
+	}
+	rank := make(map[string]string, len(members))
+	for _, m := range members {
+		rank[m] = string(lengthPrefixed([]byte("regionfl/identity/v1 committee draw"), ceremony[:], []byte(m)))
+	}
+	byRank := slices.SortedFunc(slices.Values(members), func(a, b string) int {
+		return strings.Compare(rank[a], rank[b])
+	})
+	in, out := byRank[:c], byRank[c:]
+	slices.Sort(in)
+	slices.Sort(out)
+	return append(slices.Clip(in), out...)
 }
 
 // Statement kinds of a round. A hospital signs each update it sends and
@@ -172,11 +213,12 @@ func ContributionFields(region, binding, updateDigest []byte, hospital string, s
 
 // RegionDigest is the SHA-256 of an injective encoding of what fixes a
 // region: its parameter set, its sorted hospitals, its threshold, its
-// ceremony seed and the revocation list's maximum age in seconds (a
-// trailing field only when set, so regions made before it keep their
-// digest; the length prefixes keep the encoding injective). Hospitals pin
-// it on first sight and bind every ceremony statement to it.
-func RegionDigest(params string, hospitals []string, threshold uint32, seed []byte, revocationMaxAgeS uint32) [32]byte {
+// ceremony seed, the revocation list's maximum age in seconds and the size
+// of its decryption committee (trailing fields, each only when it or a
+// later one is set, so regions made before them keep their digest; the
+// length prefixes keep the encoding injective). Hospitals pin it on first
+// sight and bind every ceremony statement to it.
+func RegionDigest(params string, hospitals []string, threshold, committee uint32, seed []byte, revocationMaxAgeS uint32) [32]byte {
 	var count, t [8]byte
 	binary.BigEndian.PutUint64(count[:], uint64(len(hospitals)))
 	binary.BigEndian.PutUint64(t[:], uint64(threshold))
@@ -185,10 +227,15 @@ func RegionDigest(params string, hospitals []string, threshold uint32, seed []by
 		fields = append(fields, []byte(name))
 	}
 	fields = append(fields, t[:], seed)
-	if revocationMaxAgeS > 0 {
+	if revocationMaxAgeS > 0 || committee > 0 {
 		var age [8]byte
 		binary.BigEndian.PutUint64(age[:], uint64(revocationMaxAgeS))
 		fields = append(fields, age[:])
+	}
+	if committee > 0 {
+		var c [8]byte
+		binary.BigEndian.PutUint64(c[:], uint64(committee))
+		fields = append(fields, c[:])
 	}
 	var d [32]byte
 	copy(d[:], lengthPrefixed(fields...))

@@ -52,6 +52,9 @@ type Config struct {
 	// RevocationMaxAge is the region's limit on the age of the newest
 	// signed revocation list (0: none; see client.PublishRevocationList).
 	RevocationMaxAge time.Duration
+	// Committee is how many hospitals of each key epoch hold the key
+	// shares (0: every hospital).
+	Committee int
 }
 
 // Region is a running region.
@@ -226,16 +229,20 @@ func (r *Region) Client(name string, role identity.Role) (*client.Client, tls.Ce
 }
 
 // CreateRegion has an operator create the region of every site's hospital
-// with decryption threshold t, on the region parameter set, and publish
-// its first signed revocation list, as regionfl operator create-region
-// does.
+// with decryption threshold t, on the smallest parameter set that holds
+// them (he.ParamsFor), and publish its first signed revocation list, as
+// regionfl operator create-region does.
 func (r *Region) CreateRegion(ctx context.Context, t int) error {
 	op, cert, err := r.Client("operator", identity.RoleOperator)
 	if err != nil {
 		return err
 	}
 	defer op.Close()
-	req, err := client.CreateRegionRequest(cert, he.RegionParamsName, r.Names, uint32(t), r.cfg.RevocationMaxAge)
+	params, err := he.ParamsFor(len(r.Names))
+	if err != nil {
+		return err
+	}
+	req, err := client.CreateRegionRequest(cert, params.Name(), r.Names, uint32(t), uint32(r.cfg.Committee), r.cfg.RevocationMaxAge)
 	if err != nil {
 		return err
 	}

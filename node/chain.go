@@ -317,8 +317,8 @@ func (n *Node) evidenceSize(spec *pb.JobSpec) int {
 	threshold := int(n.state.Threshold)
 	n.mu.Unlock()
 	shape := jobspec.VectorShape(spec, 1)
-	hospitals := n.params.MaxParties()
-	return he.UpdateSize(n.params, shape) + threshold*he.DecryptionShareSize(n.params, shape, hospitals, threshold) + hospitals*(16<<10)
+	hospitals := n.params().MaxParties()
+	return he.UpdateSize(n.params(), shape) + threshold*he.DecryptionShareSize(n.params(), shape, hospitals, threshold) + hospitals*(16<<10)
 }
 
 // checkEvidence checks a round's evidence against what this node holds
@@ -357,13 +357,13 @@ func (n *Node) checkEvidence(ctx context.Context, t *pb.TrainTask, from *chainLi
 	if ev.Epoch != 0 && (k == nil || k.Members == nil) {
 		return none, fmt.Errorf("%w: this site never pinned the members of key epoch %d", errUnverifiable, ev.Epoch)
 	}
-	members := n.epochMembers(ev.Epoch, r)
+	members := n.epochPoints(ev.Epoch, r)
 	contributorPoints, err := n.memberPoints(members, "contributor", contributors)
 	if err != nil {
 		return none, err
 	}
 	shape := jobspec.VectorShape(t.Spec, ev.Round)
-	agg, err := he.UnmarshalUpdate(n.params, shape, ev.Aggregate)
+	agg, err := he.UnmarshalUpdate(n.params(), shape, ev.Aggregate)
 	if err != nil {
 		return refuse("its aggregate: " + err.Error())
 	}
@@ -374,7 +374,7 @@ func (n *Node) checkEvidence(ctx context.Context, t *pb.TrainTask, from *chainLi
 	if err := n.checkApprovals(r, binding, aggDigest[:], contributors, ev.Approvals); err != nil {
 		return none, err
 	}
-	if err := he.CheckFold(n.params, agg, fingerprints(ev.Approvals)); err != nil {
+	if err := he.CheckFold(n.params(), agg, fingerprints(ev.Approvals)); err != nil {
 		return refuse(err.Error())
 	}
 	threshold := int(r.Threshold)
@@ -400,14 +400,14 @@ func (n *Node) checkEvidence(ctx context.Context, t *pb.TrainTask, from *chainLi
 		if err := n.notRevoked("the share of "+s.Hospital, s.Certificate); err != nil {
 			return none, err
 		}
-		if shares[i], err = he.UnmarshalDecryptionShare(n.params, s.Share); err != nil {
+		if shares[i], err = he.UnmarshalDecryptionShare(n.params(), s.Share); err != nil {
 			return refuse("the share of " + s.Hospital + ": " + err.Error())
 		}
 		if shares[i].From() != active[i] || !slices.Equal(shares[i].Contributors(), slices.Sorted(slices.Values(contributorPoints))) {
 			return refuse("the share of " + s.Hospital + " is for other points than the names it is signed with")
 		}
 	}
-	res, err := he.Combine(n.params, agg, shares, threshold)
+	res, err := he.Combine(n.params(), agg, shares, threshold)
 	if err != nil {
 		return refuse(err.Error())
 	}

@@ -8,6 +8,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -20,6 +21,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -69,10 +71,12 @@ var ErrUntrusted = errors.New("refused: not verifiable against the region CA and
 
 // Node is a running hospital agent.
 type Node struct {
-	cfg    Config
-	params he.Params
-	c      *client.Client
-	log    *slog.Logger
+	cfg Config
+	// heParams is the parameter set of the pinned region (the default
+	// set until a region is pinned).
+	heParams atomic.Pointer[he.Params]
+	c        *client.Client
+	log      *slog.Logger
 
 	mu    sync.Mutex
 	state *diskState
@@ -117,13 +121,17 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	params := he.RegionParams()
+	params, err := he.ParamsByName(cmp.Or(st.Params, he.RegionParamsName))
+	if err != nil {
+		return nil, fmt.Errorf("node: pinned region in %s: %w", cfg.DataDir, err)
+	}
 	kept, err := loadKept(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, params: params, state: st, log: cfg.Logger.With("hospital", cfg.ID), kept: kept, checked: map[string]uint32{}, chained: map[string]bool{},
+	n := &Node{cfg: cfg, state: st, log: cfg.Logger.With("hospital", cfg.ID), kept: kept, checked: map[string]uint32{}, chained: map[string]bool{},
 		trainDigest: cfg.Data.Train.Digest(), parties: map[uint32]*he.Party{}}
+	n.heParams.Store(&params)
 	for e, k := range st.Epochs {
 		if k.Party == nil {
 			continue
@@ -288,11 +296,18 @@ func (n *Node) region(ctx context.Context) (*pb.Region, uint32, error) {
 	if i < 0 {
 		return nil, 0, fmt.Errorf("%s is not a hospital of the region", n.cfg.ID)
 	}
-	if r.Params != n.params.Name() {
-		return nil, 0, fmt.Errorf("region uses parameters %q, this node %q", r.Params, n.params.Name())
+	params, err := he.ParamsByName(r.Params)
+	if err != nil {
+		return nil, 0, n.untrusted("region", err.Error())
+	}
+	if len(r.Hospitals) > params.MaxParties() {
+		return nil, 0, n.untrusted("region", fmt.Sprintf("%d hospitals, parameters %s hold at most %d", len(r.Hospitals), params.Name(), params.MaxParties()))
 	}
 	if r.Threshold < 2 || int(r.Threshold) > len(r.Hospitals) {
 		return nil, 0, n.untrusted("region", fmt.Sprintf("threshold %d of %d hospitals (a threshold below 2 lets one hospital decrypt alone)", r.Threshold, len(r.Hospitals)))
+	}
+	if r.Committee != 0 && (r.Committee < r.Threshold || int64(r.Committee) > int64(len(r.Hospitals))) {
+		return nil, 0, n.untrusted("region", fmt.Sprintf("a committee of %d with threshold %d of %d hospitals", r.Committee, r.Threshold, len(r.Hospitals)))
 	}
 	// Only a region an operator of the region CA signed, whatever the
 	// coordinator says; then only the one pinned.
@@ -301,8 +316,11 @@ func (n *Node) region(ctx context.Context) (*pb.Region, uint32, error) {
 	if err != nil {
 		return nil, 0, n.untrusted("region", "not signed by an operator of the region CA: "+err.Error())
 	}
-	if err := n.pinRegion(r, op); err != nil {
+	if err := n.pinRegion(r, op, params); err != nil {
 		return nil, 0, err
+	}
+	if r.Params != n.params().Name() { // a region pinned before its parameter set was
+		return nil, 0, fmt.Errorf("region uses parameters %q, this node %q", r.Params, n.params().Name())
 	}
 	n.mu.Lock()
 	newest, seen := n.newestEpoch()
@@ -418,7 +436,7 @@ func (n *Node) pinnedRegionDigest() []byte {
 // pinRegion pins the region's digest on first sight (fsync'd before the
 // node acts on it) and refuses any other region afterwards; op is the
 // operator who signed it.
-func (n *Node) pinRegion(r *pb.Region, op identity.Identity) error {
+func (n *Node) pinRegion(r *pb.Region, op identity.Identity, params he.Params) error {
 	d := regionDigest(r)
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -432,13 +450,14 @@ func (n *Node) pinRegion(r *pb.Region, op identity.Identity) error {
 		}
 		return nil
 	}
-	n.state.RegionDigest, n.state.Threshold, n.state.RevocationMaxAgeS = d, r.Threshold, r.RevocationMaxAgeS
+	n.state.RegionDigest, n.state.Threshold, n.state.RevocationMaxAgeS, n.state.Params = d, r.Threshold, r.RevocationMaxAgeS, r.Params
 	if err := n.state.save(n.cfg.DataDir); err != nil {
-		n.state.RegionDigest, n.state.Threshold, n.state.RevocationMaxAgeS = nil, 0, 0
+		n.state.RegionDigest, n.state.Threshold, n.state.RevocationMaxAgeS, n.state.Params = nil, 0, 0, ""
 		return err
 	}
+	n.heParams.Store(&params)
 	n.log.Info("region pinned", "region_digest", fmt.Sprintf("%x", d[:8]), "hospitals", len(r.Hospitals), "threshold", r.Threshold,
-		"revocation_max_age_s", r.RevocationMaxAgeS, "signed_by", op.String())
+		"revocation_max_age_s", r.RevocationMaxAgeS, "params", r.Params, "committee", identity.CommitteeSize(r.Committee, len(r.Hospitals)), "signed_by", op.String())
 	return nil
 }
 
@@ -461,7 +480,7 @@ func (n *Node) sign(kind string, fields ...[]byte) ([]byte, error) {
 }
 
 func regionDigest(r *pb.Region) []byte {
-	d := identity.RegionDigest(r.Params, r.Hospitals, r.Threshold, r.Seed, r.RevocationMaxAgeS)
+	d := identity.RegionDigest(r.Params, r.Hospitals, r.Threshold, r.Committee, r.Seed, r.RevocationMaxAgeS)
 	return d[:]
 }
 
@@ -482,80 +501,107 @@ func membersDigest(r *pb.Region, members []string) []byte {
 	return d[:]
 }
 
+// epochMembers are the members of a key epoch as this node pinned them.
+type epochMembers struct {
+	sorted  []string // what the ceremony statements are bound to
+	points  []string // by Shamir point, the committee first (identity.EpochPoints)
+	holders int      // the committee: points 1..holders hold the Shamir shares
+	self    uint32   // this node's point, 0 if it sits the epoch out
+}
+
+func newEpochMembers(r *pb.Region, epoch uint32, sorted []string, self string) epochMembers {
+	ceremony := identity.CeremonyDigest([32]byte(regionDigest(r)), epoch)
+	m := epochMembers{sorted: sorted, points: identity.EpochPoints(ceremony, sorted, r.Committee), holders: identity.CommitteeSize(r.Committee, len(sorted))}
+	m.self = uint32(slices.Index(m.points, self) + 1)
+	return m
+}
+
+// holds reports whether this node is on the epoch's committee.
+func (m epochMembers) holds() bool { return m.self != 0 && int(m.self) <= m.holders }
+
 // members verifies the members of the region's current ceremony as the
 // coordinator serves them, and pins them on first sight: every hospital
 // for the genesis ceremony; for a re-key, at least min(N, t+1) distinct
 // hospitals of the pinned region, each with an HPKE key it signed for this
-// ceremony. It returns them and this node's Shamir point among them (0:
-// this node sits the epoch out). Every later step of the ceremony, and
-// every decryption in the epoch, uses the pinned list.
-func (n *Node) members(r *pb.Region) ([]string, uint32, error) {
+// ceremony. It returns them with their Shamir points, this node's among
+// them (0: this node sits the epoch out). Every later step of the
+// ceremony, and every decryption in the epoch, uses the pinned list.
+func (n *Node) members(r *pb.Region) (epochMembers, error) {
+	m, err := n.pinMembers(r)
+	if err != nil {
+		return epochMembers{}, err
+	}
+	return newEpochMembers(r, r.Epoch, m, n.cfg.ID), nil
+}
+
+func (n *Node) pinMembers(r *pb.Region) ([]string, error) {
 	m := r.Members
 	minimum := min(len(r.Hospitals), int(r.Threshold)+1)
 	switch {
 	case len(m) == 0:
-		return nil, 0, fmt.Errorf("the members of key epoch %d are not fixed yet", r.Epoch)
+		return nil, fmt.Errorf("the members of key epoch %d are not fixed yet", r.Epoch)
 	case r.Epoch == 0 && !slices.Equal(m, r.Hospitals):
-		return nil, 0, n.untrusted("ceremony members", "the genesis ceremony takes every hospital of the region")
+		return nil, n.untrusted("ceremony members", "the genesis ceremony takes every hospital of the region")
 	case len(m) < minimum:
-		return nil, 0, n.untrusted("ceremony members", fmt.Sprintf("%d members, a key epoch needs at least %d", len(m), minimum))
+		return nil, n.untrusted("ceremony members", fmt.Sprintf("%d members, a key epoch needs at least %d", len(m), minimum))
 	case !slices.IsSorted(m) || len(slices.Compact(slices.Clone(m))) != len(m):
-		return nil, 0, n.untrusted("ceremony members", "not sorted and distinct")
+		return nil, n.untrusted("ceremony members", "not sorted and distinct")
 	}
 	if len(r.HpkePublicKeys) != len(r.Hospitals) || len(r.HpkeSignatures) != len(r.Hospitals) {
-		return nil, 0, n.untrusted("HPKE keys", fmt.Sprintf("%d keys and %d signatures for %d hospitals", len(r.HpkePublicKeys), len(r.HpkeSignatures), len(r.Hospitals)))
+		return nil, n.untrusted("HPKE keys", fmt.Sprintf("%d keys and %d signatures for %d hospitals", len(r.HpkePublicKeys), len(r.HpkeSignatures), len(r.Hospitals)))
 	}
 	rd := ceremonyDigest(r)
 	for _, h := range m {
 		i := slices.Index(r.Hospitals, h)
 		if i < 0 {
-			return nil, 0, n.untrusted("ceremony members", fmt.Sprintf("%q is not a hospital of the region", h))
+			return nil, n.untrusted("ceremony members", fmt.Sprintf("%q is not a hospital of the region", h))
 		}
 		// A member enrolled in this very ceremony: its signed HPKE key is
 		// what its Shamir shares are sealed to.
 		if err := n.verifyStatement(r, i, r.HpkeSignatures[i], identity.StatementHPKEKey, rd, []byte(h), r.HpkePublicKeys[i]); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	k, err := n.liveEpoch(r.Epoch)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	if k.Members != nil && !slices.Equal(k.Members, m) {
-		return nil, 0, n.untrusted("ceremony members", fmt.Sprintf("key epoch %d's members were pinned as %v, now served as %v", r.Epoch, k.Members, m))
+		return nil, n.untrusted("ceremony members", fmt.Sprintf("key epoch %d's members were pinned as %v, now served as %v", r.Epoch, k.Members, m))
 	}
 	if k.Members == nil {
 		k.Members = slices.Clone(m)
 		if err := n.state.save(n.cfg.DataDir); err != nil {
 			k.Members = nil
-			return nil, 0, err
+			return nil, err
 		}
 		n.log.Info("key epoch members pinned", "epoch", r.Epoch, "members", len(m), "hospitals", len(r.Hospitals),
 			"member", slices.Contains(m, n.cfg.ID))
 	}
-	return k.Members, uint32(slices.Index(k.Members, n.cfg.ID) + 1), nil
+	return k.Members, nil
 }
 
-// epochMembers are the pinned members of key epoch e (every hospital of
-// the pinned region r for an epoch pinned before re-keys could leave
-// hospitals out).
-func (n *Node) epochMembers(e uint32, r *pb.Region) []string {
+// epochPoints are the pinned members of key epoch e by Shamir point
+// (every hospital of the pinned region r for an epoch pinned before
+// re-keys could leave hospitals out).
+func (n *Node) epochPoints(e uint32, r *pb.Region) []string {
 	n.mu.Lock()
-	defer n.mu.Unlock()
+	members := r.Hospitals
 	if k := n.state.Epochs[e]; k != nil && k.Members != nil {
-		return k.Members
+		members = k.Members
 	}
-	return r.Hospitals
+	n.mu.Unlock()
+	return newEpochMembers(r, e, members, n.cfg.ID).points
 }
 
-// memberPoints are the Shamir points in a key epoch with members
-// members of the hospitals names.
-func (n *Node) memberPoints(members []string, what string, names []string) ([]uint32, error) {
+// memberPoints are the Shamir points of the hospitals names in a key
+// epoch whose members by point are points.
+func (n *Node) memberPoints(points []string, what string, names []string) ([]uint32, error) {
 	out := make([]uint32, len(names))
 	for i, h := range names {
-		p := slices.Index(members, h)
+		p := slices.Index(points, h)
 		if p < 0 {
 			return nil, n.untrusted("a decryption manifest", fmt.Sprintf("%s %q is not a member of the round's key epoch", what, h))
 		}
@@ -626,11 +672,11 @@ func (n *Node) publicKeyShare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	members, point, err := n.members(r)
+	m, err := n.members(r)
 	if err != nil {
 		return err
 	}
-	if point == 0 {
+	if m.self == 0 {
 		return nil // this node sits the epoch out
 	}
 	n.mu.Lock()
@@ -639,7 +685,7 @@ func (n *Node) publicKeyShare(ctx context.Context) error {
 		return err
 	}
 	if n.parties[r.Epoch] == nil {
-		p, err := he.NewParty(n.params, point, len(members), int(r.Threshold), ceremonySeed(r))
+		p, err := he.NewCommitteeParty(n.params(), m.self, len(m.points), m.holders, int(r.Threshold), ceremonySeed(r))
 		if err != nil {
 			n.mu.Unlock()
 			return err
@@ -660,7 +706,7 @@ func (n *Node) publicKeyShare(ctx context.Context) error {
 		return err
 	}
 	d := sha256.Sum256(b)
-	sig, err := n.sign(identity.StatementPublicKeyShare, membersDigest(r, members), []byte(n.cfg.ID), d[:])
+	sig, err := n.sign(identity.StatementPublicKeyShare, membersDigest(r, m.sorted), []byte(n.cfg.ID), d[:])
 	if err != nil {
 		return err
 	}
@@ -702,18 +748,28 @@ func (n *Node) sealShares(ctx context.Context) error {
 	}
 	// Seal only to HPKE keys their hospitals signed (members verifies
 	// them): a relay that swapped one for its own could open that share.
-	members, _, err := n.members(r)
+	m, err := n.members(r)
 	if err != nil {
 		return err
 	}
-	rd := membersDigest(r, members)
+	rd := membersDigest(r, m.sorted)
 	recipients := map[uint32][]byte{}
-	for k, h := range members {
+	for k, h := range m.points[:m.holders] {
 		recipients[uint32(k+1)] = r.HpkePublicKeys[slices.Index(r.Hospitals, h)]
 	}
 	sealed, err := party.SealShares(recipients, ceremonySeed(r))
 	if err != nil {
 		return err
+	}
+	if !m.holds() {
+		// Off the committee, the party's part ends with its sealed
+		// shares: it keeps that across a restart.
+		n.mu.Lock()
+		err := n.saveParty(r.Epoch, party)
+		n.mu.Unlock()
+		if err != nil {
+			return err
+		}
 	}
 	req := &pb.SubmitSealedSharesRequest{}
 	for _, s := range sealed {
@@ -721,7 +777,7 @@ func (n *Node) sealShares(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		to := members[s.To-1]
+		to := m.points[s.To-1]
 		d := sha256.Sum256(b)
 		sig, err := n.sign(identity.StatementSealedShare, rd, []byte(n.cfg.ID), []byte(to), d[:])
 		if err != nil {
@@ -741,41 +797,20 @@ func (n *Node) openShares(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var raw, sigs [][]byte
-	err = n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
-		resp, err := conn.Hospital.GetSealedShares(ctx, &pb.GetSealedSharesRequest{})
-		raw, sigs = resp.GetShares(), resp.GetSignatures()
-		return err
-	})
+	m, err := n.members(r)
 	if err != nil {
 		return err
 	}
-	members, point, err := n.members(r)
-	if err != nil {
-		return err
-	}
-	if point == 0 {
+	if m.self == 0 {
 		return nil // this node sits the epoch out
 	}
-	if len(raw) != len(members) || len(sigs) != len(raw) {
-		return n.untrusted("sealed shares", fmt.Sprintf("%d shares and %d signatures for %d members", len(raw), len(sigs), len(members)))
-	}
-	rd := membersDigest(r, members)
-	shares := make([]*he.SealedShare, len(raw))
-	for i, b := range raw {
-		if shares[i], err = he.UnmarshalSealedShare(b); err != nil {
-			return fmt.Errorf("sealed share %d: %w", i+1, err)
-		}
-		from := int(shares[i].From) - 1
-		if from < 0 || from >= len(members) {
-			return n.untrusted("sealed shares", fmt.Sprintf("share %d claims sender %d", i+1, shares[i].From))
-		}
-		d := sha256.Sum256(b)
-		if err := n.verifyStatement(r, slices.Index(r.Hospitals, members[from]), sigs[i], identity.StatementSealedShare, rd, []byte(members[from]), []byte(n.cfg.ID), d[:]); err != nil {
+	var shares []*he.SealedShare
+	if m.holds() {
+		if shares, err = n.sealedToMe(ctx, r, m); err != nil {
 			return err
 		}
 	}
-	pk, err := n.collectiveKey(r, members)
+	pk, err := n.collectiveKey(ctx, r, m)
 	if err != nil {
 		return err
 	}
@@ -796,6 +831,10 @@ func (n *Node) openShares(ctx context.Context) error {
 	}
 	k.PublicKey = pkb
 	if !party.Ready() {
+		if !m.holds() {
+			n.mu.Unlock()
+			return fmt.Errorf("key share of epoch %d: its sealed shares were not made on this node", r.Epoch)
+		}
 		if err := party.OpenShares(k.HPKEPrivate, shares, ceremonySeed(r)); err != nil {
 			n.mu.Unlock()
 			return err
@@ -814,36 +853,94 @@ func (n *Node) openShares(ctx context.Context) error {
 	})
 }
 
-// collectiveKey builds the region's public key from the hospitals' signed
-// public-key shares, each verified against the region CA, and checks that
-// the coordinator serves the same key.
-func (n *Node) collectiveKey(r *pb.Region, members []string) (*he.PublicKey, error) {
-	if len(r.PublicKeyShares) != len(r.Hospitals) || len(r.PublicKeyShareSignatures) != len(r.Hospitals) {
-		return nil, n.untrusted("public-key shares", fmt.Sprintf("%d shares and %d signatures for %d hospitals", len(r.PublicKeyShares), len(r.PublicKeyShareSignatures), len(r.Hospitals)))
+// sealedToMe fetches the Shamir shares sealed to this committee member,
+// one from every member, a page at a time, and checks each sender's
+// signature.
+func (n *Node) sealedToMe(ctx context.Context, r *pb.Region, m epochMembers) ([]*he.SealedShare, error) {
+	raw, sigs, err := n.perMember(ctx, "sealed shares", len(m.points), func(ctx context.Context, conn client.Conn, offset uint32) ([][]byte, [][]byte, uint32, error) {
+		resp, err := conn.Hospital.GetSealedShares(ctx, &pb.GetSealedSharesRequest{Offset: offset})
+		return resp.GetShares(), resp.GetSignatures(), resp.GetMembers(), err
+	})
+	if err != nil {
+		return nil, err
 	}
-	rd := membersDigest(r, members)
-	shares := make([]*he.PublicKeyShare, len(members))
-	for k, h := range members {
-		i := slices.Index(r.Hospitals, h)
-		b := r.PublicKeyShares[i]
+	rd := membersDigest(r, m.sorted)
+	shares := make([]*he.SealedShare, len(raw))
+	for i, b := range raw {
+		var err error
+		if shares[i], err = he.UnmarshalSealedShare(b); err != nil {
+			return nil, fmt.Errorf("sealed share %d: %w", i+1, err)
+		}
+		from := int(shares[i].From) - 1
+		if from < 0 || from >= len(m.points) {
+			return nil, n.untrusted("sealed shares", fmt.Sprintf("share %d claims sender %d", i+1, shares[i].From))
+		}
+		sender := m.points[from]
 		d := sha256.Sum256(b)
-		if err := n.verifyStatement(r, i, r.PublicKeyShareSignatures[i], identity.StatementPublicKeyShare, rd, []byte(h), d[:]); err != nil {
+		if err := n.verifyStatement(r, slices.Index(r.Hospitals, sender), sigs[i], identity.StatementSealedShare, rd, []byte(sender), []byte(n.cfg.ID), d[:]); err != nil {
 			return nil, err
 		}
-		s, err := he.UnmarshalPublicKeyShare(n.params, b)
+	}
+	return shares, nil
+}
+
+// perMember fetches one item and its signature per member of the current
+// key epoch, members of them, a page at a time: fetch returns the items
+// from offset on and the member count the coordinator claims.
+func (n *Node) perMember(ctx context.Context, what string, members int, fetch func(ctx context.Context, conn client.Conn, offset uint32) (items, sigs [][]byte, claimed uint32, err error)) (items, sigs [][]byte, err error) {
+	for len(items) < members {
+		var page, pageSigs [][]byte
+		var claimed uint32
+		err := n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
+			var err error
+			page, pageSigs, claimed, err = fetch(ctx, conn, uint32(len(items)))
+			return err
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		if int64(claimed) != int64(members) || len(page) == 0 || len(page) > members-len(items) || len(pageSigs) != len(page) {
+			return nil, nil, n.untrusted(what, fmt.Sprintf("a page of %d items and %d signatures after %d, of %d members; %d pinned", len(page), len(pageSigs), len(items), claimed, members))
+		}
+		items, sigs = append(items, page...), append(sigs, pageSigs...)
+	}
+	return items, sigs, nil
+}
+
+// collectiveKey builds the region's public key from the members' signed
+// public-key shares, each verified against the region CA, and checks that
+// the coordinator serves the same key.
+func (n *Node) collectiveKey(ctx context.Context, r *pb.Region, m epochMembers) (*he.PublicKey, error) {
+	raw, sigs, err := n.perMember(ctx, "public-key shares", len(m.points), func(ctx context.Context, conn client.Conn, offset uint32) ([][]byte, [][]byte, uint32, error) {
+		resp, err := conn.Hospital.GetPublicKeyShares(ctx, &pb.GetPublicKeySharesRequest{Offset: offset})
+		return resp.GetShares(), resp.GetSignatures(), resp.GetMembers(), err
+	})
+	if err != nil {
+		return nil, err
+	}
+	rd := membersDigest(r, m.sorted)
+	shares := make([]*he.PublicKeyShare, len(m.points))
+	for k, h := range m.points {
+		i := slices.Index(r.Hospitals, h)
+		b := raw[k]
+		d := sha256.Sum256(b)
+		if err := n.verifyStatement(r, i, sigs[k], identity.StatementPublicKeyShare, rd, []byte(h), d[:]); err != nil {
+			return nil, err
+		}
+		s, err := he.UnmarshalPublicKeyShare(n.params(), b)
 		if err != nil {
 			return nil, n.untrusted("public-key share of "+h, err.Error())
 		}
 		if int(s.From()) != k+1 {
-			return nil, n.untrusted("public-key share of "+h, fmt.Sprintf("made for point %d, its place among the members is %d", s.From(), k+1))
+			return nil, n.untrusted("public-key share of "+h, fmt.Sprintf("made for point %d, its point among the members is %d", s.From(), k+1))
 		}
 		shares[k] = s
 	}
-	pk, err := he.AggregatePublicKey(n.params, ceremonySeed(r), len(members), shares)
+	pk, err := he.AggregatePublicKey(n.params(), ceremonySeed(r), len(m.points), shares)
 	if err != nil {
 		return nil, n.untrusted("public-key shares", err.Error())
 	}
-	served, err := he.UnmarshalPublicKey(n.params, r.PublicKey)
+	served, err := he.UnmarshalPublicKey(n.params(), r.PublicKey)
 	if err != nil || served.Digest() != pk.Digest() {
 		return nil, n.untrusted("collective public key", "the key the coordinator serves is not the sum of the hospitals' signed shares")
 	}
@@ -851,6 +948,9 @@ func (n *Node) collectiveKey(r *pb.Region, members []string) (*he.PublicKey, err
 }
 
 // ---- jobs ----
+
+// params is the parameter set of the pinned region.
+func (n *Node) params() he.Params { return *n.heParams.Load() }
 
 // check says why this site cannot run a job, or "" if it can.
 func (n *Node) check(jobID string, spec *pb.JobSpec) string {
@@ -1506,8 +1606,8 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 		return errors.New("this hospital is not among the decryptors")
 	}
 	// Shamir points are places among the members of the round's key
-	// epoch, as this node pinned them.
-	members := n.epochMembers(t.Epoch, r)
+	// epoch, as this node pinned them (identity.EpochPoints).
+	members := n.epochPoints(t.Epoch, r)
 	active, err := n.memberPoints(members, "decryptor", t.Active)
 	if err != nil {
 		return err
@@ -1520,7 +1620,7 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 		return err
 	}
 	shape := jobspec.VectorShape(t.Spec, t.Round)
-	size := he.UpdateSize(n.params, shape)
+	size := he.UpdateSize(n.params(), shape)
 	if t.AggregateSize != uint64(size) {
 		return fmt.Errorf("aggregate of %d bytes, this model's is %d", t.AggregateSize, size)
 	}
@@ -1542,7 +1642,7 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	if err != nil {
 		return err
 	}
-	agg, err := he.UnmarshalUpdate(n.params, shape, raw)
+	agg, err := he.UnmarshalUpdate(n.params(), shape, raw)
 	if err != nil {
 		return fmt.Errorf("aggregate: %w", err)
 	}
@@ -1556,13 +1656,13 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	// contributors approved: a coordinator that added a plaintext of its
 	// choice would steer the decrypted model, and the sites would measure
 	// it.
-	if err := he.CheckFold(n.params, agg, fingerprints(t.Approvals)); err != nil {
+	if err := he.CheckFold(n.params(), agg, fingerprints(t.Approvals)); err != nil {
 		return n.untrusted("an aggregate", "it is not the sum of the updates its contributors approved: "+err.Error())
 	}
 	n.mu.Lock()
 	used := n.epoch(t.Epoch).Decrypted
 	n.mu.Unlock()
-	if budget := n.params.MaxDecryptions(); used+agg.NumCiphertexts() > budget {
+	if budget := n.params().MaxDecryptions(); used+agg.NumCiphertexts() > budget {
 		n.log.Warn("decryption budget of this key spent", "epoch", t.Epoch, "decrypted", used, "budget", budget, "job_id", t.JobId, "round", t.Round)
 		return fmt.Errorf("refusing to decrypt: %d of the %d ciphertexts the key of epoch %d may decrypt are spent, and this aggregate has %d; the region needs a new key epoch", used, budget, t.Epoch, agg.NumCiphertexts())
 	}
@@ -1705,7 +1805,7 @@ func (n *Node) fingerprint(t *pb.ApprovalTask, made []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	u, err := he.UnmarshalUpdate(n.params, jobspec.VectorShape(t.Spec, t.Round), raw)
+	u, err := he.UnmarshalUpdate(n.params(), jobspec.VectorShape(t.Spec, t.Round), raw)
 	if err != nil {
 		return nil, fmt.Errorf("kept update of round %d: %w", t.Round, err)
 	}

@@ -786,7 +786,8 @@ func TestOneVectorPerBinding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &Node{cfg: Config{DataDir: dir}, params: p, state: st, parties: map[uint32]*he.Party{0: parties[0]}, log: slog.New(slog.DiscardHandler)}
+	n := &Node{cfg: Config{DataDir: dir}, state: st, parties: map[uint32]*he.Party{0: parties[0]}, log: slog.New(slog.DiscardHandler)}
+	n.heParams.Store(&p)
 	spec := &pb.JobSpec{Model: jobspec.ToProto(models.Spec{Kind: "logreg", Inputs: 3}), ClipNorm: 10}
 	task := &pb.TrainTask{JobId: "job-1", Round: 1, Spec: spec, ModelHash: jobspec.FromProto(spec.Model).Hash()}
 	vector := func(head ...float64) []float64 {

@@ -30,6 +30,10 @@ type diskState struct {
 	// Threshold is the pinned region's threshold t: the site's default
 	// minimum K is t + 1 (policy.Policy.MinK).
 	Threshold uint32 `json:"threshold,omitempty"`
+	// Params names the pinned region's parameter set (he.ParamsByName);
+	// empty for a region pinned before it was kept, which runs the
+	// default set.
+	Params string `json:"params,omitempty"`
 	// SharesGiven holds, per update binding (hex), the one decryption share
 	// made for it. It is written before the share leaves, so a retry or a
 	// restart resends the same share and never makes a second one.

@@ -167,7 +167,11 @@ func loadCSVSites(args []string, opts dataset.CSVOptions, testFrac float64, seed
 }
 
 func printSummary(w io.Writer, res *demo.Result) {
-	fmt.Fprintf(w, "\njob %s: threshold %d of %d hospitals, %.1fs\n", res.JobID, res.Threshold, res.Hospitals, res.Seconds)
+	holders := ""
+	if res.Committee > 0 {
+		holders = fmt.Sprintf(" (a committee of %d per key epoch)", res.Committee)
+	}
+	fmt.Fprintf(w, "\njob %s: threshold %d of %d hospitals%s, %.1fs\n", res.JobID, res.Threshold, res.Hospitals, holders, res.Seconds)
 	what := "held-out"
 	if res.Data != "synthetic" {
 		what = "mean test"

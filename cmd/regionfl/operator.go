@@ -145,6 +145,7 @@ func newRegionCreateCmd() *cobra.Command {
 		cf        clientFlags
 		hospitals []string
 		threshold uint32
+		committee uint32
 		maxAge    time.Duration
 	)
 	cmd := &cobra.Command{
@@ -164,7 +165,13 @@ func newRegionCreateCmd() *cobra.Command {
 			}
 			// The operator signs the region (and draws its ceremony seed):
 			// nodes accept no region an operator did not sign.
-			req, err := client.CreateRegionRequest(cert, he.RegionParamsName, hospitals, threshold, maxAge)
+			// The smallest parameter set whose sums hold every hospital's
+			// update: larger sets spend more bytes per value.
+			params, err := he.ParamsFor(len(hospitals))
+			if err != nil {
+				return usageError{fmt.Errorf("--hospitals: %w", err)}
+			}
+			req, err := client.CreateRegionRequest(cert, params.Name(), hospitals, threshold, committee, maxAge)
 			if err != nil {
 				return err
 			}
@@ -173,9 +180,13 @@ func newRegionCreateCmd() *cobra.Command {
 			}); err != nil {
 				return err
 			}
-			d := identity.RegionDigest(req.Params, req.Hospitals, req.Threshold, req.Seed, req.RevocationMaxAgeS)
-			fmt.Fprintf(cmd.OutOrStdout(), "region created: %d hospitals (%s), threshold %d, parameters %s, digest %x\n",
-				len(req.Hospitals), strings.Join(req.Hospitals, ","), req.Threshold, req.Params, d[:8])
+			d := identity.RegionDigest(req.Params, req.Hospitals, req.Threshold, req.Committee, req.Seed, req.RevocationMaxAgeS)
+			holders := "every hospital holds key shares"
+			if c := identity.CommitteeSize(req.Committee, len(req.Hospitals)); c < len(req.Hospitals) {
+				holders = fmt.Sprintf("a committee of %d drawn per key epoch holds the key shares", c)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "region created: %d hospitals (%s), threshold %d, %s, parameters %s, digest %x\n",
+				len(req.Hospitals), strings.Join(req.Hospitals, ","), req.Threshold, holders, req.Params, d[:8])
 			// Hospitals of a region with a maximum age act only on a fresh
 			// signed list: the first one goes out with the region.
 			n, err := publishRevocations(cmd.Context(), &cf)
@@ -189,6 +200,7 @@ func newRegionCreateCmd() *cobra.Command {
 	cf.register(cmd.Flags())
 	cmd.Flags().StringSliceVar(&hospitals, "hospitals", nil, "hospital IDs, comma-separated")
 	cmd.Flags().Uint32Var(&threshold, "threshold", 0, "how many hospitals must cooperate to decrypt (t of N)")
+	cmd.Flags().Uint32Var(&committee, "committee", 0, "how many hospitals, drawn anew for each key epoch, hold the key shares and decrypt (threshold to N; 0: every hospital)")
 	cmd.Flags().DurationVar(&maxAge, "revocation-max-age", defaultRevocationMaxAge,
 		"hospitals act only while the newest operator-signed revocation list is younger than this (0: no limit; publish one more often, e.g. hourly with regionfl operator publish-revocations)")
 	return cmd

@@ -333,10 +333,14 @@ func (s *State) createRegion(c *pb.CreateRegionCommand, at int64) error {
 	if !slices.IsSorted(c.Hospitals) || len(slices.Compact(slices.Clone(c.Hospitals))) != n {
 		return rejectf("hospitals must be sorted and distinct")
 	}
+	if c.Committee != 0 && (c.Committee < c.Threshold || int64(c.Committee) > int64(n)) {
+		return rejectf("committee of %d, threshold %d of %d hospitals", c.Committee, c.Threshold, n)
+	}
 	s.Region = &Region{
 		Params:      c.Params,
 		Hospitals:   slices.Clone(c.Hospitals),
 		Threshold:   int(c.Threshold),
+		Committee:   c.Committee,
 		Seed:        c.Seed,
 		CreatedMs:   at,
 		GenesisSig:  c.GenesisSignature,
@@ -419,7 +423,7 @@ func (s *State) ceremonyMember(h string) (int, error) {
 	if r.enrollmentOpen() {
 		return -1, rejectf("the enrollment of key epoch %d is still open", r.Epoch)
 	}
-	if r.MemberPoint(r.Epoch, h) == 0 {
+	if !r.Member(r.Epoch, h) {
 		return -1, rejectf("%s is not a member of key epoch %d", h, r.Epoch)
 	}
 	return i, nil
@@ -483,18 +487,18 @@ func (s *State) sealedShares(c *pb.SealedSharesCommand) error {
 	if r.PublicKey == nil {
 		return rejectf("sealed shares before the public key")
 	}
-	// One share per member, in the members' order.
-	members := r.memberIndexes()
-	if len(c.Shares) != len(members) {
-		return rejectf("%d sealed shares for %d members", len(c.Shares), len(members))
+	// One share per committee member, in the order of their points.
+	holders := r.holderIndexes()
+	if len(c.Shares) != len(holders) {
+		return rejectf("%d sealed shares for a committee of %d", len(c.Shares), len(holders))
 	}
-	if r.Sealed[members[0]][from] != nil {
+	if r.Sealed[holders[0]][from] != nil {
 		return rejectf("%s already sent its sealed shares", c.From)
 	}
 	if len(c.Signatures) != 0 && len(c.Signatures) != len(c.Shares) {
 		return rejectf("%d signatures for %d sealed shares", len(c.Signatures), len(c.Shares))
 	}
-	for k, to := range members {
+	for k, to := range holders {
 		r.Sealed[to][from] = c.Shares[k]
 		if len(c.Signatures) != 0 {
 			r.SealedSig[to][from] = c.Signatures[k]
@@ -644,7 +648,7 @@ func (s *State) contribution(c *pb.ContributionCommand) error {
 	if r.Contributed(c.Hospital) {
 		return rejectf("%s already contributed to round %d", c.Hospital, r.Number)
 	}
-	if s.Region.MemberPoint(r.Epoch, c.Hospital) == 0 {
+	if !s.Region.Member(r.Epoch, c.Hospital) {
 		return rejectf("%s sits out key epoch %d, the key of round %d", c.Hospital, r.Epoch, r.Number)
 	}
 	if r.HasDigest(c.Digest) {
@@ -724,8 +728,8 @@ func (s *State) checkActive(epoch uint32, active []string) error {
 		return rejectf("%d decryptors, threshold is %d", len(active), s.Region.Threshold)
 	}
 	for i, h := range active {
-		if s.Region.MemberPoint(epoch, h) == 0 || slices.Contains(active[:i], h) {
-			return rejectf("decryptor %q unknown, repeated or not a member of key epoch %d", h, epoch)
+		if !s.Region.Holds(epoch, h) || slices.Contains(active[:i], h) {
+			return rejectf("decryptor %q unknown, repeated or not on the committee of key epoch %d", h, epoch)
 		}
 	}
 	return nil

@@ -75,10 +75,79 @@ func TestCeremonyStep(t *testing.T) {
 		if got := s.Region.Step(); got != pb.CeremonyStep_CEREMONY_STEP_DONE {
 			t.Fatalf("step %v, want done", got)
 		}
-		if s.Region.MemberPoint(0, "h2") != 2 || s.Region.MemberPoint(0, "nobody") != 0 {
+		if s.Region.MemberPoint(0, "h2") != 2 || s.Region.Member(0, "nobody") {
 			t.Fatal("Shamir points are the 1-based positions of the sorted hospitals")
 		}
 	})
+}
+
+// A region with a committee takes sealed shares for the committee only,
+// finishes its ceremony once every member sealed them, and decrypts with
+// committee members only.
+func TestCommitteeCeremony(t *testing.T) {
+	a := &applier{t: t, f: New()}
+	hs := []string{"h1", "h2", "h3", "h4", "h5"}
+	for _, c := range []uint32{1, 6} {
+		if err := a.apply(&pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2, Committee: c, Seed: []byte("seed")}); err == nil {
+			t.Fatalf("a committee of %d with threshold 2 of 5 hospitals was taken", c)
+		}
+	}
+	a.must(&pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2, Committee: 3, Seed: []byte("seed")})
+	for _, h := range hs {
+		a.must(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
+	}
+	for _, h := range hs {
+		a.must(&pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s" + h)})
+	}
+	a.must(&pb.PublicKeyCommand{PublicKey: []byte("pk")})
+	if err := a.apply(&pb.SealedSharesCommand{From: "h1", Shares: [][]byte{{1}, {2}, {3}, {4}, {5}}}); err == nil {
+		t.Fatal("five sealed shares for a committee of three were taken")
+	}
+	for _, h := range hs {
+		a.must(&pb.SealedSharesCommand{From: h, Shares: [][]byte{{1}, {2}, {3}}})
+	}
+	var committee, others []string
+	a.f.Read(func(s *State) {
+		r := s.Region
+		if r.Step() != pb.CeremonyStep_CEREMONY_STEP_OPEN_SHARES {
+			t.Fatalf("step %v after every member sealed to the committee", r.Step())
+		}
+		committee = r.CommitteeOf(0)
+		for _, h := range hs {
+			if !r.Holds(0, h) {
+				others = append(others, h)
+			}
+			if r.Holds(0, h) != slices.Contains(committee, h) || r.MemberPoint(0, h) == 0 {
+				t.Fatalf("%s: point %d, holds %v, committee %v", h, r.MemberPoint(0, h), r.Holds(0, h), committee)
+			}
+			if sealedTo := slices.IndexFunc(r.Sealed[r.Index(h)], func(b []byte) bool { return b != nil }) >= 0; sealedTo != r.Holds(0, h) {
+				t.Fatalf("%s holds shares %v, has shares sealed to it %v", h, r.Holds(0, h), sealedTo)
+			}
+		}
+	})
+	if len(committee) != 3 || len(others) != 2 {
+		t.Fatalf("committee %v, others %v", committee, others)
+	}
+	for _, h := range hs {
+		a.must(&pb.KeyReadyCommand{Hospital: h})
+	}
+	a.must(&pb.SubmitJobCommand{JobId: "j", Spec: &pb.JobSpec{MinHospitals: 2, Rounds: 1}, RequestId: "r1", InitialParams: []float64{0}})
+	for _, h := range hs {
+		a.must(&pb.DecideJobCommand{JobId: "j", Hospital: h, Accept: true})
+	}
+	a.must(&pb.OpenRoundCommand{JobId: "j", Round: 1, DeadlineUnixMs: 20})
+	a.must(&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h1", Digest: []byte("d1"), Size: 5})
+	a.must(&pb.ContributionCommand{JobId: "j", Round: 1, Hospital: "h2", Digest: []byte("d2"), Size: 5})
+	closeWith := func(active []string) error {
+		return a.apply(&pb.CloseRoundCommand{JobId: "j", Round: 1, Aggregate: []byte("agg"), AggregateDigest: []byte("ad"),
+			Contributors: []string{"h1", "h2"}, Active: active})
+	}
+	if err := closeWith(slices.Sorted(slices.Values([]string{committee[0], others[0]}))); err == nil {
+		t.Fatalf("decryptors %s and %s, off the committee %v, were taken", committee[0], others[0], committee)
+	}
+	if err := closeWith(committee[:2]); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestRoundLifecycle(t *testing.T) {

@@ -56,14 +56,18 @@ type State struct {
 // Region is the set of hospitals and the state of their key ceremony.
 type Region struct {
 	Params    string   `json:"params"`
-	Hospitals []string `json:"hospitals"` // sorted; hospital i has Shamir point i+1
+	Hospitals []string `json:"hospitals"` // sorted
 	Threshold int      `json:"threshold"`
+	// Committee is how many members of each key epoch hold the Shamir
+	// shares (identity.EpochPoints); 0: every member.
+	Committee uint32   `json:"committee,omitempty"`
 	Seed      []byte   `json:"seed"`
 	CreatedMs int64    `json:"created_ms"`
 	HPKE      [][]byte `json:"hpke"`      // per hospital, public
 	PKShares  [][]byte `json:"pk_shares"` // per hospital, public
 	PublicKey []byte   `json:"public_key,omitempty"`
-	// Sealed[to][from] is the Shamir share from 'from' sealed to 'to'.
+	// Sealed[to][from] is the Shamir share from 'from' sealed to 'to', a
+	// member of the epoch's committee (the other rows stay empty).
 	Sealed [][][]byte `json:"sealed"`
 	Ready  []bool     `json:"ready"`
 	// What each hospital signed (identity.Statement*), relayed so every
@@ -99,8 +103,7 @@ type Region struct {
 }
 
 // MembersOf is the sorted list of hospitals that take part in key epoch e,
-// or nil while e is a re-key whose enrollment is still open. A member's
-// Shamir point in the epoch is its place in the list, plus one.
+// or nil while e is a re-key whose enrollment is still open.
 func (r *Region) MembersOf(e uint32) []string {
 	if m, ok := r.EpochMembers[e]; ok {
 		return m
@@ -111,14 +114,56 @@ func (r *Region) MembersOf(e uint32) []string {
 	return r.Hospitals
 }
 
+// PointsOf lists the members of key epoch e by Shamir point, the
+// committee first (identity.EpochPoints), or nil while its members are not
+// fixed.
+func (r *Region) PointsOf(e uint32) []string {
+	m := r.MembersOf(e)
+	if m == nil {
+		return nil
+	}
+	return identity.EpochPoints(identity.CeremonyDigest(r.Digest(), e), m, r.Committee)
+}
+
+// CommitteeOf lists the members of key epoch e that hold the Shamir
+// shares and decrypt, by point.
+func (r *Region) CommitteeOf(e uint32) []string {
+	p := r.PointsOf(e)
+	return p[:identity.CommitteeSize(r.Committee, len(p))]
+}
+
 // MemberPoint is hospital h's Shamir point in key epoch e (1-based), or 0
 // if h does not take part in it (or its members are not fixed yet).
 func (r *Region) MemberPoint(e uint32, h string) uint32 {
-	i, ok := slices.BinarySearch(r.MembersOf(e), h)
-	if !ok {
+	if !r.Member(e, h) {
 		return 0
 	}
-	return uint32(i + 1)
+	return uint32(slices.Index(r.PointsOf(e), h) + 1)
+}
+
+// MemberPoints are the Shamir points in key epoch e of hs (0 for a
+// hospital that does not take part in it).
+func (r *Region) MemberPoints(e uint32, hs []string) []uint32 {
+	point := map[string]uint32{}
+	for k, h := range r.PointsOf(e) {
+		point[h] = uint32(k + 1)
+	}
+	out := make([]uint32, len(hs))
+	for i, h := range hs {
+		out[i] = point[h]
+	}
+	return out
+}
+
+// Member reports whether h takes part in key epoch e.
+func (r *Region) Member(e uint32, h string) bool {
+	_, ok := slices.BinarySearch(r.MembersOf(e), h)
+	return ok
+}
+
+// Holds reports whether h is on the committee of key epoch e.
+func (r *Region) Holds(e uint32, h string) bool {
+	return slices.Contains(r.CommitteeOf(e), h)
 }
 
 // MembersDigest is what the current ceremony's public-key share and
@@ -188,7 +233,7 @@ func (r *Region) resetCeremony() {
 // Digest is identity.RegionDigest of the region: what its operator signed
 // and what every ceremony and round statement is bound to.
 func (r *Region) Digest() [32]byte {
-	return identity.RegionDigest(r.Params, r.Hospitals, uint32(r.Threshold), r.Seed, r.RevocationMaxAgeS)
+	return identity.RegionDigest(r.Params, r.Hospitals, uint32(r.Threshold), r.Committee, r.Seed, r.RevocationMaxAgeS)
 }
 
 // Clone copies the region deeply enough to be read outside the state's
@@ -232,9 +277,6 @@ func (r *Region) Index(h string) int {
 	return i
 }
 
-// Point returns the Shamir point of hospital h (1-based), or 0.
-func (r *Region) Point(h string) uint32 { return uint32(r.Index(h) + 1) }
-
 // StepName is Step for people: enroll, public_key_share, ... done.
 func (r *Region) StepName() string {
 	return strings.ToLower(strings.TrimPrefix(r.Step().String(), "CEREMONY_STEP_"))
@@ -266,22 +308,17 @@ func all(bs [][]byte) bool {
 }
 
 // allSealed reports whether every member of the current ceremony sealed
-// its shares to every member.
+// its shares to every committee member.
 func (r *Region) allSealed() bool {
-	return r.membersHave(r.sealedBy)
+	holders := r.holderIndexes()
+	return holders != nil && r.membersHave(func(from int) bool { return r.Sealed[holders[0]][from] != nil })
 }
 
 // SealedAll reports whether member h of the current ceremony sealed its
-// shares (to every member).
+// shares (to every committee member: one command seals to all of them).
 func (r *Region) SealedAll(h string) bool {
-	from := r.Index(h)
-	return from >= 0 && r.sealedBy(from)
-}
-
-// sealedBy reports whether the hospital at position from sealed its
-// shares to every member of the current ceremony.
-func (r *Region) sealedBy(from int) bool {
-	return r.membersHave(func(to int) bool { return r.Sealed[to][from] != nil })
+	from, holders := r.Index(h), r.holderIndexes()
+	return from >= 0 && holders != nil && r.Sealed[holders[0]][from] != nil
 }
 
 // PublicKeySharesIn reports whether every member of the current ceremony
@@ -292,13 +329,18 @@ func (r *Region) PublicKeySharesIn() bool {
 
 // memberIndexes are the positions in Hospitals of the current ceremony's
 // members (nil while enrollment is open).
-func (r *Region) memberIndexes() []int {
-	members := r.MembersOf(r.Epoch)
-	if members == nil {
+func (r *Region) memberIndexes() []int { return r.indexes(r.MembersOf(r.Epoch)) }
+
+// holderIndexes are the positions in Hospitals of the current ceremony's
+// committee, by point (nil while enrollment is open).
+func (r *Region) holderIndexes() []int { return r.indexes(r.CommitteeOf(r.Epoch)) }
+
+func (r *Region) indexes(hs []string) []int {
+	if hs == nil {
 		return nil
 	}
-	out := make([]int, len(members))
-	for k, h := range members {
+	out := make([]int, len(hs))
+	for k, h := range hs {
 		out[k] = r.Index(h)
 	}
 	return out

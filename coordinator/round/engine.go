@@ -62,7 +62,7 @@ type Clock func() time.Time
 // Engine runs rounds on the leader.
 type Engine struct {
 	store  *store.Store
-	params he.Params
+	params he.Params // the set before the region exists (Params)
 	log    *slog.Logger
 	now    Clock
 	// metrics times the combining of decryption shares (nil-safe).
@@ -176,8 +176,31 @@ func (e *Engine) SetRekeyAt(n int) {
 // SetMetrics makes the engine time the combining of decryption shares.
 func (e *Engine) SetMetrics(m *metrics.Metrics) { e.metrics = m }
 
-// Params are the region's HE parameters.
-func (e *Engine) Params() he.Params { return e.params }
+// Params are the region's HE parameters: the set its signed genesis
+// names (the server created it only with a set he.ParamsByName knows), or
+// the default set before the region exists.
+func (e *Engine) Params() he.Params {
+	if e.store == nil {
+		return e.params
+	}
+	var name string
+	e.store.FSM().Read(func(s *fsm.State) {
+		if s.Region != nil {
+			name = s.Region.Params
+		}
+	})
+	return e.paramsNamed(name)
+}
+
+// paramsOf is Params for a region in hand.
+func (e *Engine) paramsOf(r *fsm.Region) he.Params { return e.paramsNamed(r.Params) }
+
+func (e *Engine) paramsNamed(name string) he.Params {
+	if p, err := he.ParamsByName(name); err == nil {
+		return p
+	}
+	return e.params
+}
 
 // Seen records that a hospital polled: decryptors are chosen among
 // hospitals seen recently.
@@ -237,7 +260,7 @@ func (e *Engine) step() error {
 			j := s.Jobs[id]
 			if !j.Finished() {
 				jobs = append(jobs, j.Clone())
-				decrypted += e.decryptedIn(j, region.Epoch)
+				decrypted += decryptedIn(e.paramsOf(region), j, region.Epoch)
 				continue
 			}
 			// A finished job's count never changes: counted once per
@@ -245,7 +268,7 @@ func (e *Engine) step() error {
 			k := finishedKey{j.ID, region.Epoch}
 			n, ok := e.finished[k]
 			if !ok {
-				n = e.decryptedIn(j, region.Epoch)
+				n = decryptedIn(e.paramsOf(region), j, region.Epoch)
 				e.finished[k] = n
 			}
 			decrypted += n
@@ -276,9 +299,9 @@ func (e *Engine) step() error {
 	rekeyAt := e.rekeyAt
 	e.mu.Unlock()
 	if region.Step() == pb.CeremonyStep_CEREMONY_STEP_DONE && decrypted >= rekeyAt {
-		e.log.Info("starting a new key epoch", "epoch", region.Epoch+1, "decrypted", decrypted, "budget", e.params.MaxDecryptions())
+		e.log.Info("starting a new key epoch", "epoch", region.Epoch+1, "decrypted", decrypted, "budget", e.paramsOf(region).MaxDecryptions())
 		err := e.store.Propose(&pb.StartKeyEpochCommand{Epoch: region.Epoch + 1,
-			Reason: fmt.Sprintf("key epoch %d decrypted %d of its %d ciphertexts", region.Epoch, decrypted, e.params.MaxDecryptions())})
+			Reason: fmt.Sprintf("key epoch %d decrypted %d of its %d ciphertexts", region.Epoch, decrypted, e.paramsOf(region).MaxDecryptions())})
 		if err != nil && !errors.Is(err, fsm.ErrRejected) {
 			return err
 		}
@@ -343,11 +366,11 @@ func RevocationListWarning(maxAgeS uint32, listMs int64, now time.Time) string {
 // decryptedIn bounds the ciphertexts any hospital decrypted under key
 // epoch epoch for job j: each decryption attempt of a round asks each of
 // its decryptors for one share of every ciphertext of the aggregate.
-func (e *Engine) decryptedIn(j *fsm.Job, epoch uint32) int {
+func decryptedIn(params he.Params, j *fsm.Job, epoch uint32) int {
 	n := 0
 	for _, r := range j.Rounds {
 		if r.Epoch == epoch && r.Attempt > 0 {
-			n += int(r.Attempt) * e.params.Ciphertexts(jobspec.VectorShape(j.Spec, r.Number))
+			n += int(r.Attempt) * params.Ciphertexts(jobspec.VectorShape(j.Spec, r.Number))
 		}
 	}
 	return n
@@ -410,13 +433,13 @@ func (e *Engine) abandonStalled(r *fsm.Region) error {
 func (e *Engine) publishPublicKey(r *fsm.Region, members []string) error {
 	shares := make([]*he.PublicKeyShare, len(members))
 	for i, h := range members {
-		s, err := he.UnmarshalPublicKeyShare(e.params, r.PKShares[r.Index(h)])
+		s, err := he.UnmarshalPublicKeyShare(e.paramsOf(r), r.PKShares[r.Index(h)])
 		if err != nil {
 			return fmt.Errorf("public-key share of %s: %w", h, err)
 		}
 		shares[i] = s
 	}
-	pk, err := he.AggregatePublicKey(e.params, he.EpochSeed(r.Seed, r.Epoch), len(shares), shares)
+	pk, err := he.AggregatePublicKey(e.paramsOf(r), he.EpochSeed(r.Seed, r.Epoch), len(shares), shares)
 	if err != nil {
 		return err
 	}
@@ -622,7 +645,7 @@ func (e *Engine) expected(region *fsm.Region, j *fsm.Job, r *fsm.Round) int {
 	defer e.mu.Unlock()
 	n := 0
 	for _, h := range j.Accepted {
-		if region.MemberPoint(r.Epoch, h) == 0 {
+		if !region.Member(r.Epoch, h) {
 			continue // sits the round's key epoch out: it has no key to send in
 		}
 		if r.Contributed(h) || !e.offline(j, r, h) {
@@ -673,7 +696,7 @@ func SilentBefore(j *fsm.Job, i int, h string) int {
 	return n
 }
 
-// chooseDecryptors picks t members of key epoch epoch, preferring the
+// chooseDecryptors picks t of the committee of key epoch epoch, preferring the
 // round's contributors (they were just online), then the most recently
 // seen. It leaves out the hospitals in exclude and, when sinceMs is set,
 // those not seen since then; it returns nil when fewer than t remain.
@@ -681,7 +704,7 @@ func (e *Engine) chooseDecryptors(region *fsm.Region, epoch uint32, contributors
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var cand []string
-	for _, h := range region.MembersOf(epoch) {
+	for _, h := range region.CommitteeOf(epoch) {
 		if !slices.Contains(exclude, h) && (sinceMs == 0 || e.seen[h].UnixMilli() >= sinceMs) {
 			cand = append(cand, h)
 		}
@@ -739,20 +762,21 @@ func (e *Engine) stepDecrypting(region *fsm.Region, j *fsm.Job, r *fsm.Round, no
 			JobId: j.ID, Round: r.Number, Attempt: r.Attempt + 1, Active: active,
 		})
 	}
-	agg, err := he.UnmarshalUpdate(e.params, jobspec.VectorShape(j.Spec, r.Number), r.Aggregate)
+	params := e.paramsOf(region)
+	agg, err := he.UnmarshalUpdate(params, jobspec.VectorShape(j.Spec, r.Number), r.Aggregate)
 	if err != nil {
 		return e.abort(j, r, "committed aggregate unreadable: "+err.Error())
 	}
 	shares := make([]*he.DecryptionShare, 0, len(r.Shares))
 	for _, h := range r.Active {
-		s, err := he.UnmarshalDecryptionShare(e.params, r.Shares[h])
+		s, err := he.UnmarshalDecryptionShare(params, r.Shares[h])
 		if err != nil {
 			return e.abort(j, r, fmt.Sprintf("decryption share of %s: %v", h, err))
 		}
 		shares = append(shares, s)
 	}
 	t0 := time.Now()
-	res, err := he.Combine(e.params, agg, shares, region.Threshold)
+	res, err := he.Combine(params, agg, shares, region.Threshold)
 	e.metrics.ObserveDecryption(time.Since(t0))
 	if err != nil {
 		return e.abort(j, r, "combining decryption shares: "+err.Error())
@@ -817,7 +841,7 @@ func (e *Engine) CheckHeader(hospital string, h *pb.UpdateHeader) (size int, bin
 	if err != nil {
 		return 0, binding, err
 	}
-	return he.UpdateSize(e.params, jobspec.VectorShape(j.Spec, r.Number)), j.Binding(r), nil
+	return he.UpdateSize(e.Params(), jobspec.VectorShape(j.Spec, r.Number)), j.Binding(r), nil
 }
 
 func (e *Engine) check(hospital string, h *pb.UpdateHeader) (*fsm.Job, *fsm.Round, error) {
@@ -870,7 +894,8 @@ func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw, certificate []
 	// The header is checked here; the residues as they are folded,
 	// straight from the bytes below: the leader holds the running sum and
 	// these bytes, not a second copy, and reads them once.
-	u, err := he.OpenUpdate(e.params, n, raw)
+	params := e.Params()
+	u, err := he.OpenUpdate(params, n, raw)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBadUpdate, err)
 	}
@@ -929,7 +954,7 @@ func (e *Engine) Accept(hospital string, h *pb.UpdateHeader, raw, certificate []
 	}
 	if run == nil || run.agg == nil {
 		run = e.run(key)
-		run.agg = he.NewAggregator(e.params, n, clip, binding)
+		run.agg = he.NewAggregator(params, n, clip, binding)
 	}
 	// Folded first (a residue not below its prime is refused and leaves
 	// the sum as it was), then logged; an update the log does not take is

@@ -79,14 +79,14 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 		step = pb.CeremonyStep_CEREMONY_STEP_ENROLL
 	case at == pb.CeremonyStep_CEREMONY_STEP_ENROLL:
 		step = pb.CeremonyStep_CEREMONY_STEP_UNSPECIFIED // waiting for the others
-	case r.MemberPoint(r.Epoch, h) == 0:
+	case !r.Member(r.Epoch, h):
 		// Enrolled too late (or not at all): this hospital sits the key
 		// epoch out, and joins the next one.
 	case r.PKShares[i] == nil:
 		step = pb.CeremonyStep_CEREMONY_STEP_PUBLIC_KEY_SHARE
 	case r.PublicKey == nil:
 		step = pb.CeremonyStep_CEREMONY_STEP_UNSPECIFIED // waiting for the others
-	case r.Sealed[r.Index(r.MembersOf(r.Epoch)[0])][i] == nil:
+	case !r.SealedAll(h):
 		step = pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES
 	case r.Step() == pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES:
 		step = pb.CeremonyStep_CEREMONY_STEP_UNSPECIFIED
@@ -121,7 +121,7 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 		case fsm.RoundCollecting:
 			if c := cur.ContributionOf(h); c != nil {
 				resp.Kept = append(resp.Kept, &pb.KeptUpdate{JobId: j.ID, Round: cur.Number, Digest: c.Digest})
-			} else if r.MemberPoint(cur.Epoch, h) != 0 { // a hospital sitting the round's key epoch out has no key to encrypt in
+			} else if r.Member(cur.Epoch, h) { // a hospital sitting the round's key epoch out has no key to encrypt in
 				resp.Train = append(resp.Train, &pb.TrainTask{
 					JobId: j.ID, Round: cur.Number, ModelVersion: cur.ModelVersion, ModelHash: j.ModelHash, Spec: j.Spec, Job: jobOffer(j),
 					Epoch: cur.Epoch,
@@ -265,19 +265,19 @@ func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitS
 	if err != nil {
 		return nil, err
 	}
-	members := r.MembersOf(r.Epoch)
-	if len(req.Shares) != len(members) {
-		return nil, status.Errorf(codes.InvalidArgument, "shares: %d, key epoch %d has %d members", len(req.Shares), r.Epoch, len(members))
+	holders := r.CommitteeOf(r.Epoch)
+	if len(req.Shares) != len(holders) {
+		return nil, status.Errorf(codes.InvalidArgument, "shares: %d, key epoch %d has a committee of %d", len(req.Shares), r.Epoch, len(holders))
 	}
 	h := caller(ctx).Name
-	ordered := make([][]byte, len(members))
-	sigs := make([][]byte, len(members))
+	ordered := make([][]byte, len(holders))
+	sigs := make([][]byte, len(holders))
 	rd := r.MembersDigest()
 	cert := r.Cert(uint32(r.Index(h) + 1))
 	for _, sh := range req.Shares {
-		i := int(r.MemberPoint(r.Epoch, sh.To)) - 1
+		i := slices.Index(holders, sh.To) // the committee holds points 1..c
 		if i < 0 || ordered[i] != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "shares: recipient %q not a member of key epoch %d, or repeated", sh.To, r.Epoch)
+			return nil, status.Errorf(codes.InvalidArgument, "shares: recipient %q not on the committee of key epoch %d, or repeated", sh.To, r.Epoch)
 		}
 		ss, err := he.UnmarshalSealedShare(sh.Sealed)
 		if err != nil {
@@ -299,22 +299,52 @@ func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitS
 	return &pb.SubmitSealedSharesResponse{}, nil
 }
 
-func (s hospitalService) GetSealedShares(ctx context.Context, _ *pb.GetSealedSharesRequest) (*pb.GetSealedSharesResponse, error) {
+func (s hospitalService) GetSealedShares(ctx context.Context, req *pb.GetSealedSharesRequest) (*pb.GetSealedSharesResponse, error) {
 	r, _, err := s.ceremonyRegion(ctx)
 	if err != nil {
 		return nil, err
 	}
-	// The shares sealed to the caller, one from each member, in the
-	// members' order.
-	to := r.Index(caller(ctx).Name)
-	resp := &pb.GetSealedSharesResponse{}
-	for _, m := range r.MembersOf(r.Epoch) {
+	h := caller(ctx).Name
+	if !r.Holds(r.Epoch, h) {
+		return nil, status.Errorf(codes.FailedPrecondition, "%s is not on the committee of key epoch %d: no shares are sealed to it", h, r.Epoch)
+	}
+	// The shares sealed to the caller, one from each member, by the
+	// senders' points, a page at a time.
+	points := r.PointsOf(r.Epoch)
+	if int64(req.Offset) > int64(len(points)) {
+		return nil, status.Errorf(codes.InvalidArgument, "offset: %d, key epoch %d has %d members", req.Offset, r.Epoch, len(points))
+	}
+	to := r.Index(h)
+	resp := &pb.GetSealedSharesResponse{Members: uint32(len(points))}
+	for _, m := range points[req.Offset:min(len(points), int(req.Offset)+MaxSealedPerMessage(s.engine.Params()))] {
 		from := r.Index(m)
 		if r.Sealed[to][from] == nil {
 			return nil, status.Error(codes.FailedPrecondition, "not every member has sealed its shares yet")
 		}
 		resp.Shares = append(resp.Shares, r.Sealed[to][from])
 		resp.Signatures = append(resp.Signatures, r.SealedSig[to][from])
+	}
+	return resp, nil
+}
+
+func (s hospitalService) GetPublicKeyShares(ctx context.Context, req *pb.GetPublicKeySharesRequest) (*pb.GetPublicKeySharesResponse, error) {
+	r, _, err := s.ceremonyRegion(ctx)
+	if err != nil {
+		return nil, err
+	}
+	points := r.PointsOf(r.Epoch)
+	if int64(req.Offset) > int64(len(points)) {
+		return nil, status.Errorf(codes.InvalidArgument, "offset: %d, key epoch %d has %d members", req.Offset, r.Epoch, len(points))
+	}
+	resp := &pb.GetPublicKeySharesResponse{Members: uint32(len(points))}
+	page := perMessage(he.PublicKeyShareSize(s.engine.Params()))
+	for _, m := range points[req.Offset:min(len(points), int(req.Offset)+page)] {
+		i := r.Index(m)
+		if r.PKShares[i] == nil {
+			return nil, status.Error(codes.FailedPrecondition, "not every member has sent its public-key share yet")
+		}
+		resp.Shares = append(resp.Shares, r.PKShares[i])
+		resp.Signatures = append(resp.Signatures, r.PKSig[i])
 	}
 	return resp, nil
 }
@@ -347,9 +377,9 @@ func (s hospitalService) GetRegion(ctx context.Context, _ *pb.GetRegionRequest) 
 	}
 	out := &pb.Region{Params: r.Params, Hospitals: r.Hospitals, Threshold: uint32(r.Threshold), Seed: r.Seed,
 		HpkePublicKeys: r.HPKE, PublicKey: r.PublicKey, Step: r.Step(),
-		Certificates: r.Certs, HpkeSignatures: r.HPKESig, PublicKeyShares: r.PKShares, PublicKeyShareSignatures: r.PKSig,
+		Certificates: r.Certs, HpkeSignatures: r.HPKESig,
 		GenesisSignature: r.GenesisSig, GenesisCertificate: r.GenesisCert, Epoch: r.Epoch, RevocationMaxAgeS: r.RevocationMaxAgeS,
-		Members: r.MembersOf(r.Epoch)}
+		Members: r.MembersOf(r.Epoch), Committee: r.Committee}
 	for i, ok := range r.Ready {
 		if ok {
 			out.Ready = append(out.Ready, r.Hospitals[i])
@@ -662,15 +692,12 @@ func (s hospitalService) SubmitDecryptionShare(stream pb.HospitalService_SubmitD
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "share: %v", err)
 	}
-	// Points are the parties' places among the members of the round's key
-	// epoch.
+	// Points are the parties' places in the round's key epoch
+	// (identity.EpochPoints).
 	if point := region.MemberPoint(r.Epoch, h); share.From() != point {
 		return status.Errorf(codes.PermissionDenied, "share is from party %d, the caller is party %d of key epoch %d", share.From(), point, r.Epoch)
 	}
-	want := make([]uint32, len(r.Contributors))
-	for i, c := range r.Contributors {
-		want[i] = region.MemberPoint(r.Epoch, c)
-	}
+	want := region.MemberPoints(r.Epoch, r.Contributors)
 	slices.Sort(want)
 	if got := share.Contributors(); !slices.Equal(got, want) {
 		return status.Errorf(codes.InvalidArgument, "share decrypts the updates of parties %v, round %d holds those of %v", got, r.Number, want)

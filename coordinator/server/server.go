@@ -334,8 +334,9 @@ func (s *Server) CreateRegion(ctx context.Context, req *pb.CreateRegionRequest) 
 	if len(hs) < 2 || !slices.IsSorted(hs) || len(slices.Compact(slices.Clone(hs))) != len(hs) {
 		return nil, status.Error(codes.InvalidArgument, "hospitals: need at least two, sorted, without repeats")
 	}
-	if req.Params != s.engine.Params().Name() {
-		return nil, status.Errorf(codes.InvalidArgument, "params: %q, this region runs %q", req.Params, s.engine.Params().Name())
+	params, err := he.ParamsByName(req.Params)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "params: %v", err)
 	}
 	if len(req.Seed) != he.SeedLen {
 		return nil, status.Errorf(codes.InvalidArgument, "seed: %d bytes, want %d", len(req.Seed), he.SeedLen)
@@ -349,31 +350,48 @@ func (s *Server) CreateRegion(ctx context.Context, req *pb.CreateRegionRequest) 
 			return nil, status.Errorf(codes.InvalidArgument, "hospitals: %v", err)
 		}
 	}
-	if len(hs) > s.engine.Params().MaxParties() {
-		return nil, status.Errorf(codes.InvalidArgument, "hospitals: %d, the region parameters allow at most %d", len(hs), s.engine.Params().MaxParties())
+	if len(hs) > params.MaxParties() {
+		return nil, status.Errorf(codes.InvalidArgument, "hospitals: %d, parameters %s allow at most %d", len(hs), params.Name(), params.MaxParties())
 	}
 	// t = 1 would let any single hospital decrypt any aggregate, and so
 	// (with the coordinator) any one hospital's update.
 	if req.Threshold < 2 || int(req.Threshold) > len(hs) {
 		return nil, status.Errorf(codes.InvalidArgument, "threshold: %d is not between 2 and %d (the number of hospitals)", req.Threshold, len(hs))
 	}
+	if req.Committee != 0 && (req.Committee < req.Threshold || int64(req.Committee) > int64(len(hs))) {
+		return nil, status.Errorf(codes.InvalidArgument, "committee: %d is neither 0 (every hospital) nor between the threshold %d and the %d hospitals", req.Committee, req.Threshold, len(hs))
+	}
+	// Each hospital sends a sealed share to every committee member in one
+	// message: a larger committee cannot finish its ceremony.
+	if holders, most := identity.CommitteeSize(req.Committee, len(hs)), MaxSealedPerMessage(params); holders > most {
+		return nil, status.Errorf(codes.InvalidArgument, "committee: %d hospitals would hold key shares, and each hospital sends one sealed share of %d KiB to each in one message; at most %d fit: name a committee of %d to %d",
+			holders, he.SealedShareSize(params)>>10, most, req.Threshold, most)
+	}
 	if err := identity.CheckRevocationMaxAge(time.Duration(req.RevocationMaxAgeS) * time.Second); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "revocation_max_age_s: %v", err)
 	}
-	d := identity.RegionDigest(req.Params, hs, req.Threshold, req.Seed, req.RevocationMaxAgeS)
+	d := identity.RegionDigest(req.Params, hs, req.Threshold, req.Committee, req.Seed, req.RevocationMaxAgeS)
 	if err := identity.CheckSignature(cert.Raw, req.Signature, identity.StatementGenesis, d[:]); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
 	}
 	err = s.store.ProposeAs(caller(ctx).String(), &pb.CreateRegionCommand{
-		Params: req.Params, Hospitals: hs, Threshold: req.Threshold, Seed: req.Seed,
+		Params: req.Params, Hospitals: hs, Threshold: req.Threshold, Committee: req.Committee, Seed: req.Seed,
 		GenesisSignature: req.Signature, GenesisCertificate: cert.Raw, RevocationMaxAgeS: req.RevocationMaxAgeS,
 	})
 	if err != nil {
 		return nil, toStatus(ctx, err)
 	}
-	s.log.Info("region created", "hospitals", len(hs), "threshold", req.Threshold)
+	s.log.Info("region created", "hospitals", len(hs), "threshold", req.Threshold, "committee", identity.CommitteeSize(req.Committee, len(hs)))
 	return &pb.CreateRegionResponse{}, nil
 }
+
+// MaxSealedPerMessage is how many sealed shares of parameter set p fit in
+// one gRPC message, with room for their signatures and names.
+func MaxSealedPerMessage(p he.Params) int { return perMessage(he.SealedShareSize(p)) }
+
+// perMessage is how many items of size bytes, each with a signature and a
+// name, fit in one gRPC message.
+func perMessage(size int) int { return (client.MaxMessage - 64<<10) / (size + 1<<10) }
 
 // ListReplicas shows the Raft configuration.
 func (s *Server) ListReplicas(ctx context.Context, _ *pb.ListReplicasRequest) (*pb.ListReplicasResponse, error) {

@@ -184,6 +184,9 @@ func buildIndex(s *fsm.State) indexView {
 			}
 			v.Region.Ceremony += fmt.Sprintf(" (%d of %d hospitals; sitting out: %s)", len(m), len(r.Hospitals), strings.Join(out, ", "))
 		}
+		if c := r.CommitteeOf(r.Epoch); len(c) < len(r.MembersOf(r.Epoch)) {
+			v.Region.Ceremony += fmt.Sprintf("; decryption committee: %s", strings.Join(c, ", "))
+		}
 	}
 	for id, addr := range s.Replicas {
 		v.Replicas = append(v.Replicas, replicaView{ID: id, Addr: addr})

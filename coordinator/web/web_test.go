@@ -924,4 +924,11 @@ func TestIndexNamesHospitalsSittingOut(t *testing.T) {
 	if want := "key epoch 1: public_key_share (3 of 4 hospitals; sitting out: h3)"; v.Region.Ceremony != want {
 		t.Fatalf("ceremony line %q, want %q", v.Region.Ceremony, want)
 	}
+	// With a committee, the line names it.
+	r.Committee = 2
+	v = buildIndex(&fsm.State{Region: r})
+	want := "key epoch 1: public_key_share (3 of 4 hospitals; sitting out: h3); decryption committee: " + strings.Join(r.CommitteeOf(1), ", ")
+	if v.Region.Ceremony != want || len(r.CommitteeOf(1)) != 2 {
+		t.Fatalf("ceremony line %q, want %q", v.Region.Ceremony, want)
+	}
 }

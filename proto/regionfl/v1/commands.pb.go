@@ -83,8 +83,11 @@ type CreateRegionCommand struct {
 	GenesisSignature   []byte `protobuf:"bytes,6,opt,name=genesis_signature,json=genesisSignature,proto3" json:"genesis_signature,omitempty"`
 	GenesisCertificate []byte `protobuf:"bytes,7,opt,name=genesis_certificate,json=genesisCertificate,proto3" json:"genesis_certificate,omitempty"`
 	RevocationMaxAgeS  uint32 `protobuf:"varint,8,opt,name=revocation_max_age_s,json=revocationMaxAgeS,proto3" json:"revocation_max_age_s,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// How many members of each key epoch hold the Shamir shares (0: every
+	// member); identity.EpochPoints draws them.
+	Committee     uint32 `protobuf:"varint,9,opt,name=committee,proto3" json:"committee,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateRegionCommand) Reset() {
@@ -162,6 +165,13 @@ func (x *CreateRegionCommand) GetGenesisCertificate() []byte {
 func (x *CreateRegionCommand) GetRevocationMaxAgeS() uint32 {
 	if x != nil {
 		return x.RevocationMaxAgeS
+	}
+	return 0
+}
+
+func (x *CreateRegionCommand) GetCommittee() uint32 {
+	if x != nil {
+		return x.Committee
 	}
 	return 0
 }
@@ -1963,7 +1973,7 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x1aregionfl/v1/commands.proto\x12\vregionfl.v1\x1a\x18regionfl/v1/region.proto\"E\n" +
 	"\x16RegisterReplicaCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
-	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\"\x9b\x02\n" +
+	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\"\xb9\x02\n" +
 	"\x13CreateRegionCommand\x12\x16\n" +
 	"\x06params\x18\x01 \x01(\tR\x06params\x12\x1c\n" +
 	"\thospitals\x18\x02 \x03(\tR\thospitals\x12\x1c\n" +
@@ -1971,7 +1981,8 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\x04seed\x18\x04 \x01(\fR\x04seed\x12+\n" +
 	"\x11genesis_signature\x18\x06 \x01(\fR\x10genesisSignature\x12/\n" +
 	"\x13genesis_certificate\x18\a \x01(\fR\x12genesisCertificate\x12/\n" +
-	"\x14revocation_max_age_s\x18\b \x01(\rR\x11revocationMaxAgeSJ\x04\b\x05\x10\x06R\aunix_ms\"\x93\x01\n" +
+	"\x14revocation_max_age_s\x18\b \x01(\rR\x11revocationMaxAgeS\x12\x1c\n" +
+	"\tcommittee\x18\t \x01(\rR\tcommitteeJ\x04\b\x05\x10\x06R\aunix_ms\"\x93\x01\n" +
 	"\rEnrollCommand\x12\x1a\n" +
 	"\bhospital\x18\x01 \x01(\tR\bhospital\x12&\n" +
 	"\x0fhpke_public_key\x18\x02 \x01(\fR\rhpkePublicKey\x12\x1c\n" +

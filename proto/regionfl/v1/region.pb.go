@@ -2240,7 +2240,10 @@ func (*SubmitSealedSharesResponse) Descriptor() ([]byte, []int) {
 }
 
 type GetSealedSharesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first sender wanted, by Shamir point minus one: a committee
+	// member of a large region reads its shares in several pages.
+	Offset        uint32 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2275,12 +2278,24 @@ func (*GetSealedSharesRequest) Descriptor() ([]byte, []int) {
 	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{35}
 }
 
+func (x *GetSealedSharesRequest) GetOffset() uint32 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
 type GetSealedSharesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Shares addressed to the caller, one per hospital of the region.
+	// Shares addressed to the caller, one per member of the key epoch from
+	// the offset on, by the senders' Shamir points, as many as fit in one
+	// message.
 	Shares [][]byte `protobuf:"bytes,1,rep,name=shares,proto3" json:"shares,omitempty"`
 	// The senders' signatures (identity.StatementSealedShare), same order.
-	Signatures    [][]byte `protobuf:"bytes,2,rep,name=signatures,proto3" json:"signatures,omitempty"`
+	Signatures [][]byte `protobuf:"bytes,2,rep,name=signatures,proto3" json:"signatures,omitempty"`
+	// How many members the key epoch has: the caller asks again from
+	// offset + len(shares) until it has them all.
+	Members       uint32 `protobuf:"varint,3,opt,name=members,proto3" json:"members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2329,6 +2344,123 @@ func (x *GetSealedSharesResponse) GetSignatures() [][]byte {
 	return nil
 }
 
+func (x *GetSealedSharesResponse) GetMembers() uint32 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
+type GetPublicKeySharesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first member wanted, by Shamir point minus one.
+	Offset        uint32 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPublicKeySharesRequest) Reset() {
+	*x = GetPublicKeySharesRequest{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPublicKeySharesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPublicKeySharesRequest) ProtoMessage() {}
+
+func (x *GetPublicKeySharesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPublicKeySharesRequest.ProtoReflect.Descriptor instead.
+func (*GetPublicKeySharesRequest) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *GetPublicKeySharesRequest) GetOffset() uint32 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+type GetPublicKeySharesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The public-key shares of the key epoch's members from the offset on,
+	// by Shamir point, as many as fit in one message.
+	Shares [][]byte `protobuf:"bytes,1,rep,name=shares,proto3" json:"shares,omitempty"`
+	// Each member's signature over its share
+	// (identity.StatementPublicKeyShare), same order.
+	Signatures [][]byte `protobuf:"bytes,2,rep,name=signatures,proto3" json:"signatures,omitempty"`
+	// How many members the key epoch has.
+	Members       uint32 `protobuf:"varint,3,opt,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPublicKeySharesResponse) Reset() {
+	*x = GetPublicKeySharesResponse{}
+	mi := &file_regionfl_v1_region_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPublicKeySharesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPublicKeySharesResponse) ProtoMessage() {}
+
+func (x *GetPublicKeySharesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_regionfl_v1_region_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPublicKeySharesResponse.ProtoReflect.Descriptor instead.
+func (*GetPublicKeySharesResponse) Descriptor() ([]byte, []int) {
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *GetPublicKeySharesResponse) GetShares() [][]byte {
+	if x != nil {
+		return x.Shares
+	}
+	return nil
+}
+
+func (x *GetPublicKeySharesResponse) GetSignatures() [][]byte {
+	if x != nil {
+		return x.Signatures
+	}
+	return nil
+}
+
+func (x *GetPublicKeySharesResponse) GetMembers() uint32 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
 type ConfirmKeyReadyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Digest of the collective public key the hospital derived its state for.
@@ -2339,7 +2471,7 @@ type ConfirmKeyReadyRequest struct {
 
 func (x *ConfirmKeyReadyRequest) Reset() {
 	*x = ConfirmKeyReadyRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[37]
+	mi := &file_regionfl_v1_region_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2351,7 +2483,7 @@ func (x *ConfirmKeyReadyRequest) String() string {
 func (*ConfirmKeyReadyRequest) ProtoMessage() {}
 
 func (x *ConfirmKeyReadyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[37]
+	mi := &file_regionfl_v1_region_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2364,7 +2496,7 @@ func (x *ConfirmKeyReadyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmKeyReadyRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmKeyReadyRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{37}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ConfirmKeyReadyRequest) GetPublicKeyDigest() []byte {
@@ -2382,7 +2514,7 @@ type ConfirmKeyReadyResponse struct {
 
 func (x *ConfirmKeyReadyResponse) Reset() {
 	*x = ConfirmKeyReadyResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[38]
+	mi := &file_regionfl_v1_region_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2394,7 +2526,7 @@ func (x *ConfirmKeyReadyResponse) String() string {
 func (*ConfirmKeyReadyResponse) ProtoMessage() {}
 
 func (x *ConfirmKeyReadyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[38]
+	mi := &file_regionfl_v1_region_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2407,7 +2539,7 @@ func (x *ConfirmKeyReadyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmKeyReadyResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmKeyReadyResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{38}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{40}
 }
 
 type GetRegionRequest struct {
@@ -2418,7 +2550,7 @@ type GetRegionRequest struct {
 
 func (x *GetRegionRequest) Reset() {
 	*x = GetRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[39]
+	mi := &file_regionfl_v1_region_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2430,7 +2562,7 @@ func (x *GetRegionRequest) String() string {
 func (*GetRegionRequest) ProtoMessage() {}
 
 func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[39]
+	mi := &file_regionfl_v1_region_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2443,7 +2575,7 @@ func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegionRequest.ProtoReflect.Descriptor instead.
 func (*GetRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{39}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{41}
 }
 
 type Region struct {
@@ -2458,14 +2590,12 @@ type Region struct {
 	PublicKey []byte       `protobuf:"bytes,6,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
 	Step      CeremonyStep `protobuf:"varint,7,opt,name=step,proto3,enum=regionfl.v1.CeremonyStep" json:"step,omitempty"`
 	Ready     []string     `protobuf:"bytes,8,rep,name=ready,proto3" json:"ready,omitempty"`
-	// In the order of hospitals: each hospital's certificate as enrolled, its
-	// signature over its HPKE key, its public-key share and its signature
-	// over that share. Hospitals verify these themselves and build the
-	// collective key from the shares; they never take public_key on trust.
-	Certificates             [][]byte `protobuf:"bytes,9,rep,name=certificates,proto3" json:"certificates,omitempty"`
-	HpkeSignatures           [][]byte `protobuf:"bytes,10,rep,name=hpke_signatures,json=hpkeSignatures,proto3" json:"hpke_signatures,omitempty"`
-	PublicKeyShares          [][]byte `protobuf:"bytes,11,rep,name=public_key_shares,json=publicKeyShares,proto3" json:"public_key_shares,omitempty"`
-	PublicKeyShareSignatures [][]byte `protobuf:"bytes,12,rep,name=public_key_share_signatures,json=publicKeyShareSignatures,proto3" json:"public_key_share_signatures,omitempty"`
+	// In the order of hospitals: each hospital's certificate as enrolled and
+	// its signature over its HPKE key. Hospitals verify these themselves,
+	// and build the collective key from the members' signed public-key
+	// shares (GetPublicKeyShares); they never take public_key on trust.
+	Certificates   [][]byte `protobuf:"bytes,9,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	HpkeSignatures [][]byte `protobuf:"bytes,10,rep,name=hpke_signatures,json=hpkeSignatures,proto3" json:"hpke_signatures,omitempty"`
 	// The operator's identity.StatementGenesis over the region digest, and
 	// the operator certificate (DER) that made it: nodes accept only a
 	// region an operator of the region CA signed.
@@ -2484,16 +2614,21 @@ type Region struct {
 	// the genesis ceremony; at a re-key, the hospitals that enrolled before
 	// the leader closed enrollment (at least min(N, threshold+1)): the others
 	// sit the epoch out. A member's Shamir point in the epoch is its place
-	// in this list, and its public-key and sealed-share statements are bound
-	// to identity.MembersDigest, so every member sees the same list.
-	Members       []string `protobuf:"bytes,17,rep,name=members,proto3" json:"members,omitempty"`
+	// in identity.EpochPoints(ceremony digest, members, committee): its place
+	// in this list without a committee. Its public-key and sealed-share
+	// statements are bound to identity.MembersDigest, so every member sees
+	// the same list.
+	Members []string `protobuf:"bytes,17,rep,name=members,proto3" json:"members,omitempty"`
+	// How many members of each key epoch hold the Shamir shares and decrypt
+	// (0: every member); part of the signed genesis.
+	Committee     uint32 `protobuf:"varint,18,opt,name=committee,proto3" json:"committee,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Region) Reset() {
 	*x = Region{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[40]
+	mi := &file_regionfl_v1_region_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2505,7 +2640,7 @@ func (x *Region) String() string {
 func (*Region) ProtoMessage() {}
 
 func (x *Region) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[40]
+	mi := &file_regionfl_v1_region_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2518,7 +2653,7 @@ func (x *Region) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Region.ProtoReflect.Descriptor instead.
 func (*Region) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{40}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Region) GetParams() string {
@@ -2591,20 +2726,6 @@ func (x *Region) GetHpkeSignatures() [][]byte {
 	return nil
 }
 
-func (x *Region) GetPublicKeyShares() [][]byte {
-	if x != nil {
-		return x.PublicKeyShares
-	}
-	return nil
-}
-
-func (x *Region) GetPublicKeyShareSignatures() [][]byte {
-	if x != nil {
-		return x.PublicKeyShareSignatures
-	}
-	return nil
-}
-
 func (x *Region) GetGenesisSignature() []byte {
 	if x != nil {
 		return x.GenesisSignature
@@ -2640,6 +2761,13 @@ func (x *Region) GetMembers() []string {
 	return nil
 }
 
+func (x *Region) GetCommittee() uint32 {
+	if x != nil {
+		return x.Committee
+	}
+	return 0
+}
+
 type GetRegionResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Region        *Region                `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
@@ -2649,7 +2777,7 @@ type GetRegionResponse struct {
 
 func (x *GetRegionResponse) Reset() {
 	*x = GetRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[41]
+	mi := &file_regionfl_v1_region_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2661,7 +2789,7 @@ func (x *GetRegionResponse) String() string {
 func (*GetRegionResponse) ProtoMessage() {}
 
 func (x *GetRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[41]
+	mi := &file_regionfl_v1_region_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2674,7 +2802,7 @@ func (x *GetRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegionResponse.ProtoReflect.Descriptor instead.
 func (*GetRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{41}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetRegionResponse) GetRegion() *Region {
@@ -2695,7 +2823,7 @@ type DecideJobRequest struct {
 
 func (x *DecideJobRequest) Reset() {
 	*x = DecideJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[42]
+	mi := &file_regionfl_v1_region_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2707,7 +2835,7 @@ func (x *DecideJobRequest) String() string {
 func (*DecideJobRequest) ProtoMessage() {}
 
 func (x *DecideJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[42]
+	mi := &file_regionfl_v1_region_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2720,7 +2848,7 @@ func (x *DecideJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideJobRequest.ProtoReflect.Descriptor instead.
 func (*DecideJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{42}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DecideJobRequest) GetJobId() string {
@@ -2752,7 +2880,7 @@ type DecideJobResponse struct {
 
 func (x *DecideJobResponse) Reset() {
 	*x = DecideJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[43]
+	mi := &file_regionfl_v1_region_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2764,7 +2892,7 @@ func (x *DecideJobResponse) String() string {
 func (*DecideJobResponse) ProtoMessage() {}
 
 func (x *DecideJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[43]
+	mi := &file_regionfl_v1_region_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2777,7 +2905,7 @@ func (x *DecideJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideJobResponse.ProtoReflect.Descriptor instead.
 func (*DecideJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{43}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{45}
 }
 
 type UpdateHeader struct {
@@ -2802,7 +2930,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[44]
+	mi := &file_regionfl_v1_region_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2814,7 +2942,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[44]
+	mi := &file_regionfl_v1_region_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2827,7 +2955,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{44}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UpdateHeader) GetJobId() string {
@@ -2899,7 +3027,7 @@ type SubmitUpdateRequest struct {
 
 func (x *SubmitUpdateRequest) Reset() {
 	*x = SubmitUpdateRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[45]
+	mi := &file_regionfl_v1_region_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2911,7 +3039,7 @@ func (x *SubmitUpdateRequest) String() string {
 func (*SubmitUpdateRequest) ProtoMessage() {}
 
 func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[45]
+	mi := &file_regionfl_v1_region_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2924,7 +3052,7 @@ func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateRequest.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{45}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SubmitUpdateRequest) GetMsg() isSubmitUpdateRequest_Msg {
@@ -2977,7 +3105,7 @@ type SubmitUpdateResponse struct {
 
 func (x *SubmitUpdateResponse) Reset() {
 	*x = SubmitUpdateResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	mi := &file_regionfl_v1_region_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2989,7 +3117,7 @@ func (x *SubmitUpdateResponse) String() string {
 func (*SubmitUpdateResponse) ProtoMessage() {}
 
 func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	mi := &file_regionfl_v1_region_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3002,7 +3130,7 @@ func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateResponse.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{46}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *SubmitUpdateResponse) GetDigest() []byte {
@@ -3022,7 +3150,7 @@ type GetAggregateRequest struct {
 
 func (x *GetAggregateRequest) Reset() {
 	*x = GetAggregateRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[47]
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3034,7 +3162,7 @@ func (x *GetAggregateRequest) String() string {
 func (*GetAggregateRequest) ProtoMessage() {}
 
 func (x *GetAggregateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[47]
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3047,7 +3175,7 @@ func (x *GetAggregateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAggregateRequest.ProtoReflect.Descriptor instead.
 func (*GetAggregateRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{47}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetAggregateRequest) GetJobId() string {
@@ -3073,7 +3201,7 @@ type GetAggregateResponse struct {
 
 func (x *GetAggregateResponse) Reset() {
 	*x = GetAggregateResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[48]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3085,7 +3213,7 @@ func (x *GetAggregateResponse) String() string {
 func (*GetAggregateResponse) ProtoMessage() {}
 
 func (x *GetAggregateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[48]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3098,7 +3226,7 @@ func (x *GetAggregateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAggregateResponse.ProtoReflect.Descriptor instead.
 func (*GetAggregateResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{48}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetAggregateResponse) GetChunk() []byte {
@@ -3121,7 +3249,7 @@ type SubmitDecryptionShareRequest struct {
 
 func (x *SubmitDecryptionShareRequest) Reset() {
 	*x = SubmitDecryptionShareRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3133,7 +3261,7 @@ func (x *SubmitDecryptionShareRequest) String() string {
 func (*SubmitDecryptionShareRequest) ProtoMessage() {}
 
 func (x *SubmitDecryptionShareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3146,7 +3274,7 @@ func (x *SubmitDecryptionShareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDecryptionShareRequest.ProtoReflect.Descriptor instead.
 func (*SubmitDecryptionShareRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SubmitDecryptionShareRequest) GetMsg() isSubmitDecryptionShareRequest_Msg {
@@ -3208,7 +3336,7 @@ type DecryptionShareHeader struct {
 
 func (x *DecryptionShareHeader) Reset() {
 	*x = DecryptionShareHeader{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3220,7 +3348,7 @@ func (x *DecryptionShareHeader) String() string {
 func (*DecryptionShareHeader) ProtoMessage() {}
 
 func (x *DecryptionShareHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3233,7 +3361,7 @@ func (x *DecryptionShareHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptionShareHeader.ProtoReflect.Descriptor instead.
 func (*DecryptionShareHeader) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DecryptionShareHeader) GetJobId() string {
@@ -3279,7 +3407,7 @@ type SubmitDecryptionShareResponse struct {
 
 func (x *SubmitDecryptionShareResponse) Reset() {
 	*x = SubmitDecryptionShareResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3291,7 +3419,7 @@ func (x *SubmitDecryptionShareResponse) String() string {
 func (*SubmitDecryptionShareResponse) ProtoMessage() {}
 
 func (x *SubmitDecryptionShareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3304,7 +3432,7 @@ func (x *SubmitDecryptionShareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDecryptionShareResponse.ProtoReflect.Descriptor instead.
 func (*SubmitDecryptionShareResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
 }
 
 type GetModelRequest struct {
@@ -3318,7 +3446,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3330,7 +3458,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3343,7 +3471,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetModelRequest) GetJobId() string {
@@ -3369,7 +3497,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3381,7 +3509,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3394,7 +3522,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetModelResponse) GetModel() *Model {
@@ -3414,7 +3542,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3426,7 +3554,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3439,7 +3567,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *FetchModelRequest) GetJobId() string {
@@ -3465,7 +3593,7 @@ type FetchModelResponse struct {
 
 func (x *FetchModelResponse) Reset() {
 	*x = FetchModelResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3477,7 +3605,7 @@ func (x *FetchModelResponse) String() string {
 func (*FetchModelResponse) ProtoMessage() {}
 
 func (x *FetchModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3490,7 +3618,7 @@ func (x *FetchModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelResponse.ProtoReflect.Descriptor instead.
 func (*FetchModelResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *FetchModelResponse) GetModel() *Model {
@@ -3511,7 +3639,7 @@ type GetModelEvidenceRequest struct {
 
 func (x *GetModelEvidenceRequest) Reset() {
 	*x = GetModelEvidenceRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3523,7 +3651,7 @@ func (x *GetModelEvidenceRequest) String() string {
 func (*GetModelEvidenceRequest) ProtoMessage() {}
 
 func (x *GetModelEvidenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3536,7 +3664,7 @@ func (x *GetModelEvidenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelEvidenceRequest.ProtoReflect.Descriptor instead.
 func (*GetModelEvidenceRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetModelEvidenceRequest) GetJobId() string {
@@ -3562,7 +3690,7 @@ type GetModelEvidenceResponse struct {
 
 func (x *GetModelEvidenceResponse) Reset() {
 	*x = GetModelEvidenceResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3574,7 +3702,7 @@ func (x *GetModelEvidenceResponse) String() string {
 func (*GetModelEvidenceResponse) ProtoMessage() {}
 
 func (x *GetModelEvidenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3587,7 +3715,7 @@ func (x *GetModelEvidenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelEvidenceResponse.ProtoReflect.Descriptor instead.
 func (*GetModelEvidenceResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetModelEvidenceResponse) GetEvidence() *ModelEvidence {
@@ -3624,7 +3752,7 @@ type ModelEvidence struct {
 
 func (x *ModelEvidence) Reset() {
 	*x = ModelEvidence{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3636,7 +3764,7 @@ func (x *ModelEvidence) String() string {
 func (*ModelEvidence) ProtoMessage() {}
 
 func (x *ModelEvidence) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3649,7 +3777,7 @@ func (x *ModelEvidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelEvidence.ProtoReflect.Descriptor instead.
 func (*ModelEvidence) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ModelEvidence) GetJobId() string {
@@ -3736,7 +3864,7 @@ type SignedShare struct {
 
 func (x *SignedShare) Reset() {
 	*x = SignedShare{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[59]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3748,7 +3876,7 @@ func (x *SignedShare) String() string {
 func (*SignedShare) ProtoMessage() {}
 
 func (x *SignedShare) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[59]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3761,7 +3889,7 @@ func (x *SignedShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedShare.ProtoReflect.Descriptor instead.
 func (*SignedShare) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{59}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *SignedShare) GetHospital() string {
@@ -3808,7 +3936,7 @@ type Model struct {
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3820,7 +3948,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3833,7 +3961,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *Model) GetJobId() string {
@@ -3896,7 +4024,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3908,7 +4036,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3921,7 +4049,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -3958,7 +4086,7 @@ type Strategy struct {
 
 func (x *Strategy) Reset() {
 	*x = Strategy{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3970,7 +4098,7 @@ func (x *Strategy) String() string {
 func (*Strategy) ProtoMessage() {}
 
 func (x *Strategy) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3983,7 +4111,7 @@ func (x *Strategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Strategy.ProtoReflect.Descriptor instead.
 func (*Strategy) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *Strategy) GetName() string {
@@ -4074,7 +4202,7 @@ type JobSpec struct {
 
 func (x *JobSpec) Reset() {
 	*x = JobSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4086,7 +4214,7 @@ func (x *JobSpec) String() string {
 func (*JobSpec) ProtoMessage() {}
 
 func (x *JobSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4099,7 +4227,7 @@ func (x *JobSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobSpec.ProtoReflect.Descriptor instead.
 func (*JobSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *JobSpec) GetName() string {
@@ -4301,7 +4429,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4313,7 +4441,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4326,7 +4454,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *SubmitJobRequest) GetSpec() *JobSpec {
@@ -4362,7 +4490,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4374,7 +4502,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4387,7 +4515,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *SubmitJobResponse) GetJobId() string {
@@ -4413,7 +4541,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[66]
+	mi := &file_regionfl_v1_region_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4425,7 +4553,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[66]
+	mi := &file_regionfl_v1_region_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4438,7 +4566,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{66}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -4482,7 +4610,7 @@ type RoundInfo struct {
 
 func (x *RoundInfo) Reset() {
 	*x = RoundInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[67]
+	mi := &file_regionfl_v1_region_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4494,7 +4622,7 @@ func (x *RoundInfo) String() string {
 func (*RoundInfo) ProtoMessage() {}
 
 func (x *RoundInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[67]
+	mi := &file_regionfl_v1_region_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4507,7 +4635,7 @@ func (x *RoundInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundInfo.ProtoReflect.Descriptor instead.
 func (*RoundInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{67}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *RoundInfo) GetRound() uint32 {
@@ -4647,7 +4775,7 @@ type ClinicalMetrics struct {
 
 func (x *ClinicalMetrics) Reset() {
 	*x = ClinicalMetrics{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[68]
+	mi := &file_regionfl_v1_region_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4659,7 +4787,7 @@ func (x *ClinicalMetrics) String() string {
 func (*ClinicalMetrics) ProtoMessage() {}
 
 func (x *ClinicalMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[68]
+	mi := &file_regionfl_v1_region_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4672,7 +4800,7 @@ func (x *ClinicalMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClinicalMetrics.ProtoReflect.Descriptor instead.
 func (*ClinicalMetrics) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{68}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ClinicalMetrics) GetN() uint64 {
@@ -4765,7 +4893,7 @@ type OperatingPoint struct {
 
 func (x *OperatingPoint) Reset() {
 	*x = OperatingPoint{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[69]
+	mi := &file_regionfl_v1_region_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4777,7 +4905,7 @@ func (x *OperatingPoint) String() string {
 func (*OperatingPoint) ProtoMessage() {}
 
 func (x *OperatingPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[69]
+	mi := &file_regionfl_v1_region_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4790,7 +4918,7 @@ func (x *OperatingPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatingPoint.ProtoReflect.Descriptor instead.
 func (*OperatingPoint) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{69}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *OperatingPoint) GetThreshold() float64 {
@@ -4852,7 +4980,7 @@ type JobInfo struct {
 
 func (x *JobInfo) Reset() {
 	*x = JobInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[70]
+	mi := &file_regionfl_v1_region_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4864,7 +4992,7 @@ func (x *JobInfo) String() string {
 func (*JobInfo) ProtoMessage() {}
 
 func (x *JobInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[70]
+	mi := &file_regionfl_v1_region_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4877,7 +5005,7 @@ func (x *JobInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobInfo.ProtoReflect.Descriptor instead.
 func (*JobInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{70}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *JobInfo) GetJobId() string {
@@ -4973,7 +5101,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[71]
+	mi := &file_regionfl_v1_region_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4985,7 +5113,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[71]
+	mi := &file_regionfl_v1_region_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4998,7 +5126,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{71}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *GetJobResponse) GetJob() *JobInfo {
@@ -5016,7 +5144,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[72]
+	mi := &file_regionfl_v1_region_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5028,7 +5156,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[72]
+	mi := &file_regionfl_v1_region_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5041,7 +5169,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{72}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{74}
 }
 
 type ListJobsResponse struct {
@@ -5053,7 +5181,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[73]
+	mi := &file_regionfl_v1_region_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5065,7 +5193,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[73]
+	mi := &file_regionfl_v1_region_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5078,7 +5206,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{73}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ListJobsResponse) GetJobs() []*JobInfo {
@@ -5097,7 +5225,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[74]
+	mi := &file_regionfl_v1_region_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5109,7 +5237,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[74]
+	mi := &file_regionfl_v1_region_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5122,7 +5250,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{74}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -5141,7 +5269,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[75]
+	mi := &file_regionfl_v1_region_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5153,7 +5281,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[75]
+	mi := &file_regionfl_v1_region_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5166,7 +5294,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{75}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *WatchJobResponse) GetJob() *JobInfo {
@@ -5186,7 +5314,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[76]
+	mi := &file_regionfl_v1_region_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5198,7 +5326,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[76]
+	mi := &file_regionfl_v1_region_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5211,7 +5339,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{76}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -5236,7 +5364,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[77]
+	mi := &file_regionfl_v1_region_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5248,7 +5376,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[77]
+	mi := &file_regionfl_v1_region_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5261,7 +5389,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{77}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{79}
 }
 
 type CreateRegionRequest struct {
@@ -5274,18 +5402,21 @@ type CreateRegionRequest struct {
 	// The parameter set's name, e.g. rlwe-n13-b16-p64.
 	Params string `protobuf:"bytes,4,opt,name=params,proto3" json:"params,omitempty"`
 	// identity.StatementGenesis by the caller's certificate key over
-	// identity.RegionDigest(params, hospitals, threshold, seed,
+	// identity.RegionDigest(params, hospitals, threshold, committee, seed,
 	// revocation_max_age_s).
 	Signature []byte `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
 	// 0 (no limit) or identity.MinRevocationMaxAge to MaxRevocationMaxAge.
 	RevocationMaxAgeS uint32 `protobuf:"varint,6,opt,name=revocation_max_age_s,json=revocationMaxAgeS,proto3" json:"revocation_max_age_s,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// How many members of each key epoch hold the Shamir shares and decrypt:
+	// 0 (every member) or threshold to the number of hospitals.
+	Committee     uint32 `protobuf:"varint,7,opt,name=committee,proto3" json:"committee,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateRegionRequest) Reset() {
 	*x = CreateRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[78]
+	mi := &file_regionfl_v1_region_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5297,7 +5428,7 @@ func (x *CreateRegionRequest) String() string {
 func (*CreateRegionRequest) ProtoMessage() {}
 
 func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[78]
+	mi := &file_regionfl_v1_region_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5310,7 +5441,7 @@ func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionRequest.ProtoReflect.Descriptor instead.
 func (*CreateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{78}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *CreateRegionRequest) GetHospitals() []string {
@@ -5355,6 +5486,13 @@ func (x *CreateRegionRequest) GetRevocationMaxAgeS() uint32 {
 	return 0
 }
 
+func (x *CreateRegionRequest) GetCommittee() uint32 {
+	if x != nil {
+		return x.Committee
+	}
+	return 0
+}
+
 type CreateRegionResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -5363,7 +5501,7 @@ type CreateRegionResponse struct {
 
 func (x *CreateRegionResponse) Reset() {
 	*x = CreateRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[79]
+	mi := &file_regionfl_v1_region_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5375,7 +5513,7 @@ func (x *CreateRegionResponse) String() string {
 func (*CreateRegionResponse) ProtoMessage() {}
 
 func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[79]
+	mi := &file_regionfl_v1_region_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5388,7 +5526,7 @@ func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionResponse.ProtoReflect.Descriptor instead.
 func (*CreateRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{79}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{81}
 }
 
 type Replica struct {
@@ -5404,7 +5542,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[80]
+	mi := &file_regionfl_v1_region_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5416,7 +5554,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[80]
+	mi := &file_regionfl_v1_region_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5429,7 +5567,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{80}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *Replica) GetId() string {
@@ -5475,7 +5613,7 @@ type ListReplicasRequest struct {
 
 func (x *ListReplicasRequest) Reset() {
 	*x = ListReplicasRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[81]
+	mi := &file_regionfl_v1_region_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5487,7 +5625,7 @@ func (x *ListReplicasRequest) String() string {
 func (*ListReplicasRequest) ProtoMessage() {}
 
 func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[81]
+	mi := &file_regionfl_v1_region_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5500,7 +5638,7 @@ func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ListReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{81}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{83}
 }
 
 type ListReplicasResponse struct {
@@ -5512,7 +5650,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[82]
+	mi := &file_regionfl_v1_region_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5524,7 +5662,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[82]
+	mi := &file_regionfl_v1_region_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5537,7 +5675,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{82}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -5558,7 +5696,7 @@ type JoinReplicaRequest struct {
 
 func (x *JoinReplicaRequest) Reset() {
 	*x = JoinReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[83]
+	mi := &file_regionfl_v1_region_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5570,7 +5708,7 @@ func (x *JoinReplicaRequest) String() string {
 func (*JoinReplicaRequest) ProtoMessage() {}
 
 func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[83]
+	mi := &file_regionfl_v1_region_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5583,7 +5721,7 @@ func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaRequest.ProtoReflect.Descriptor instead.
 func (*JoinReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{83}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *JoinReplicaRequest) GetId() string {
@@ -5615,7 +5753,7 @@ type JoinReplicaResponse struct {
 
 func (x *JoinReplicaResponse) Reset() {
 	*x = JoinReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[84]
+	mi := &file_regionfl_v1_region_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5627,7 +5765,7 @@ func (x *JoinReplicaResponse) String() string {
 func (*JoinReplicaResponse) ProtoMessage() {}
 
 func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[84]
+	mi := &file_regionfl_v1_region_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5640,7 +5778,7 @@ func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaResponse.ProtoReflect.Descriptor instead.
 func (*JoinReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{84}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{86}
 }
 
 type RemoveReplicaRequest struct {
@@ -5652,7 +5790,7 @@ type RemoveReplicaRequest struct {
 
 func (x *RemoveReplicaRequest) Reset() {
 	*x = RemoveReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[85]
+	mi := &file_regionfl_v1_region_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5664,7 +5802,7 @@ func (x *RemoveReplicaRequest) String() string {
 func (*RemoveReplicaRequest) ProtoMessage() {}
 
 func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[85]
+	mi := &file_regionfl_v1_region_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5677,7 +5815,7 @@ func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{85}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *RemoveReplicaRequest) GetId() string {
@@ -5695,7 +5833,7 @@ type RemoveReplicaResponse struct {
 
 func (x *RemoveReplicaResponse) Reset() {
 	*x = RemoveReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[86]
+	mi := &file_regionfl_v1_region_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5707,7 +5845,7 @@ func (x *RemoveReplicaResponse) String() string {
 func (*RemoveReplicaResponse) ProtoMessage() {}
 
 func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[86]
+	mi := &file_regionfl_v1_region_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5720,7 +5858,7 @@ func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{86}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{88}
 }
 
 type TransferLeadershipRequest struct {
@@ -5733,7 +5871,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[87]
+	mi := &file_regionfl_v1_region_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5745,7 +5883,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[87]
+	mi := &file_regionfl_v1_region_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5758,7 +5896,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{87}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *TransferLeadershipRequest) GetTo() string {
@@ -5779,7 +5917,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[88]
+	mi := &file_regionfl_v1_region_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5791,7 +5929,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[88]
+	mi := &file_regionfl_v1_region_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5804,7 +5942,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{88}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *TransferLeadershipResponse) GetFrom() string {
@@ -5829,7 +5967,7 @@ type TakeSnapshotRequest struct {
 
 func (x *TakeSnapshotRequest) Reset() {
 	*x = TakeSnapshotRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[89]
+	mi := &file_regionfl_v1_region_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5841,7 +5979,7 @@ func (x *TakeSnapshotRequest) String() string {
 func (*TakeSnapshotRequest) ProtoMessage() {}
 
 func (x *TakeSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[89]
+	mi := &file_regionfl_v1_region_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5854,7 +5992,7 @@ func (x *TakeSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TakeSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*TakeSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{89}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{91}
 }
 
 type TakeSnapshotResponse struct {
@@ -5868,7 +6006,7 @@ type TakeSnapshotResponse struct {
 
 func (x *TakeSnapshotResponse) Reset() {
 	*x = TakeSnapshotResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[90]
+	mi := &file_regionfl_v1_region_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5880,7 +6018,7 @@ func (x *TakeSnapshotResponse) String() string {
 func (*TakeSnapshotResponse) ProtoMessage() {}
 
 func (x *TakeSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[90]
+	mi := &file_regionfl_v1_region_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5893,7 +6031,7 @@ func (x *TakeSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TakeSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*TakeSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{90}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *TakeSnapshotResponse) GetReplica() string {
@@ -6063,17 +6201,27 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\tsignature\x18\x03 \x01(\fR\tsignature\"M\n" +
 	"\x19SubmitSealedSharesRequest\x120\n" +
 	"\x06shares\x18\x01 \x03(\v2\x18.regionfl.v1.SealedShareR\x06shares\"\x1c\n" +
-	"\x1aSubmitSealedSharesResponse\"\x18\n" +
-	"\x16GetSealedSharesRequest\"Q\n" +
+	"\x1aSubmitSealedSharesResponse\"0\n" +
+	"\x16GetSealedSharesRequest\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\rR\x06offset\"k\n" +
 	"\x17GetSealedSharesResponse\x12\x16\n" +
 	"\x06shares\x18\x01 \x03(\fR\x06shares\x12\x1e\n" +
 	"\n" +
 	"signatures\x18\x02 \x03(\fR\n" +
-	"signatures\"D\n" +
+	"signatures\x12\x18\n" +
+	"\amembers\x18\x03 \x01(\rR\amembers\"3\n" +
+	"\x19GetPublicKeySharesRequest\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\rR\x06offset\"n\n" +
+	"\x1aGetPublicKeySharesResponse\x12\x16\n" +
+	"\x06shares\x18\x01 \x03(\fR\x06shares\x12\x1e\n" +
+	"\n" +
+	"signatures\x18\x02 \x03(\fR\n" +
+	"signatures\x12\x18\n" +
+	"\amembers\x18\x03 \x01(\rR\amembers\"D\n" +
 	"\x16ConfirmKeyReadyRequest\x12*\n" +
 	"\x11public_key_digest\x18\x01 \x01(\fR\x0fpublicKeyDigest\"\x19\n" +
 	"\x17ConfirmKeyReadyResponse\"\x12\n" +
-	"\x10GetRegionRequest\"\xf5\x04\n" +
+	"\x10GetRegionRequest\"\xe4\x04\n" +
 	"\x06Region\x12\x16\n" +
 	"\x06params\x18\x01 \x01(\tR\x06params\x12\x1c\n" +
 	"\thospitals\x18\x02 \x03(\tR\thospitals\x12\x1c\n" +
@@ -6086,14 +6234,13 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x05ready\x18\b \x03(\tR\x05ready\x12\"\n" +
 	"\fcertificates\x18\t \x03(\fR\fcertificates\x12'\n" +
 	"\x0fhpke_signatures\x18\n" +
-	" \x03(\fR\x0ehpkeSignatures\x12*\n" +
-	"\x11public_key_shares\x18\v \x03(\fR\x0fpublicKeyShares\x12=\n" +
-	"\x1bpublic_key_share_signatures\x18\f \x03(\fR\x18publicKeyShareSignatures\x12+\n" +
+	" \x03(\fR\x0ehpkeSignatures\x12+\n" +
 	"\x11genesis_signature\x18\r \x01(\fR\x10genesisSignature\x12/\n" +
 	"\x13genesis_certificate\x18\x0e \x01(\fR\x12genesisCertificate\x12\x14\n" +
 	"\x05epoch\x18\x0f \x01(\rR\x05epoch\x12/\n" +
 	"\x14revocation_max_age_s\x18\x10 \x01(\rR\x11revocationMaxAgeS\x12\x18\n" +
-	"\amembers\x18\x11 \x03(\tR\amembers\"@\n" +
+	"\amembers\x18\x11 \x03(\tR\amembers\x12\x1c\n" +
+	"\tcommittee\x18\x12 \x01(\rR\tcommitteeJ\x04\b\v\x10\fJ\x04\b\f\x10\rR\x11public_key_sharesR\x1bpublic_key_share_signatures\"@\n" +
 	"\x11GetRegionResponse\x12+\n" +
 	"\x06region\x18\x01 \x01(\v2\x13.regionfl.v1.RegionR\x06region\"Y\n" +
 	"\x10DecideJobRequest\x12\x15\n" +
@@ -6306,14 +6453,15 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x10CancelJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x13\n" +
-	"\x11CancelJobResponse\"\xcc\x01\n" +
+	"\x11CancelJobResponse\"\xea\x01\n" +
 	"\x13CreateRegionRequest\x12\x1c\n" +
 	"\thospitals\x18\x01 \x03(\tR\thospitals\x12\x1c\n" +
 	"\tthreshold\x18\x02 \x01(\rR\tthreshold\x12\x12\n" +
 	"\x04seed\x18\x03 \x01(\fR\x04seed\x12\x16\n" +
 	"\x06params\x18\x04 \x01(\tR\x06params\x12\x1c\n" +
 	"\tsignature\x18\x05 \x01(\fR\tsignature\x12/\n" +
-	"\x14revocation_max_age_s\x18\x06 \x01(\rR\x11revocationMaxAgeS\"\x16\n" +
+	"\x14revocation_max_age_s\x18\x06 \x01(\rR\x11revocationMaxAgeS\x12\x1c\n" +
+	"\tcommittee\x18\a \x01(\rR\tcommittee\"\x16\n" +
 	"\x14CreateRegionResponse\"\x87\x01\n" +
 	"\aReplica\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -6347,14 +6495,14 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x1eCEREMONY_STEP_PUBLIC_KEY_SHARE\x10\x02\x12\x1d\n" +
 	"\x19CEREMONY_STEP_SEAL_SHARES\x10\x03\x12\x1d\n" +
 	"\x19CEREMONY_STEP_OPEN_SHARES\x10\x04\x12\x16\n" +
-	"\x12CEREMONY_STEP_DONE\x10\x052\xce\n" +
-	"\n" +
+	"\x12CEREMONY_STEP_DONE\x10\x052\xb5\v\n" +
 	"\x0fHospitalService\x12;\n" +
 	"\x04Poll\x12\x18.regionfl.v1.PollRequest\x1a\x19.regionfl.v1.PollResponse\x12A\n" +
 	"\x06Enroll\x12\x1a.regionfl.v1.EnrollRequest\x1a\x1b.regionfl.v1.EnrollResponse\x12k\n" +
 	"\x14SubmitPublicKeyShare\x12(.regionfl.v1.SubmitPublicKeyShareRequest\x1a).regionfl.v1.SubmitPublicKeyShareResponse\x12e\n" +
 	"\x12SubmitSealedShares\x12&.regionfl.v1.SubmitSealedSharesRequest\x1a'.regionfl.v1.SubmitSealedSharesResponse\x12\\\n" +
-	"\x0fGetSealedShares\x12#.regionfl.v1.GetSealedSharesRequest\x1a$.regionfl.v1.GetSealedSharesResponse\x12\\\n" +
+	"\x0fGetSealedShares\x12#.regionfl.v1.GetSealedSharesRequest\x1a$.regionfl.v1.GetSealedSharesResponse\x12e\n" +
+	"\x12GetPublicKeyShares\x12&.regionfl.v1.GetPublicKeySharesRequest\x1a'.regionfl.v1.GetPublicKeySharesResponse\x12\\\n" +
 	"\x0fConfirmKeyReady\x12#.regionfl.v1.ConfirmKeyReadyRequest\x1a$.regionfl.v1.ConfirmKeyReadyResponse\x12J\n" +
 	"\tGetRegion\x12\x1d.regionfl.v1.GetRegionRequest\x1a\x1e.regionfl.v1.GetRegionResponse\x12J\n" +
 	"\tDecideJob\x12\x1d.regionfl.v1.DecideJobRequest\x1a\x1e.regionfl.v1.DecideJobResponse\x12U\n" +
@@ -6401,7 +6549,7 @@ func file_regionfl_v1_region_proto_rawDescGZIP() []byte {
 }
 
 var file_regionfl_v1_region_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 95)
+var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 97)
 var file_regionfl_v1_region_proto_goTypes = []any{
 	(CeremonyStep)(0),                     // 0: regionfl.v1.CeremonyStep
 	(*ExportAuditRequest)(nil),            // 1: regionfl.v1.ExportAuditRequest
@@ -6441,64 +6589,66 @@ var file_regionfl_v1_region_proto_goTypes = []any{
 	(*SubmitSealedSharesResponse)(nil),    // 35: regionfl.v1.SubmitSealedSharesResponse
 	(*GetSealedSharesRequest)(nil),        // 36: regionfl.v1.GetSealedSharesRequest
 	(*GetSealedSharesResponse)(nil),       // 37: regionfl.v1.GetSealedSharesResponse
-	(*ConfirmKeyReadyRequest)(nil),        // 38: regionfl.v1.ConfirmKeyReadyRequest
-	(*ConfirmKeyReadyResponse)(nil),       // 39: regionfl.v1.ConfirmKeyReadyResponse
-	(*GetRegionRequest)(nil),              // 40: regionfl.v1.GetRegionRequest
-	(*Region)(nil),                        // 41: regionfl.v1.Region
-	(*GetRegionResponse)(nil),             // 42: regionfl.v1.GetRegionResponse
-	(*DecideJobRequest)(nil),              // 43: regionfl.v1.DecideJobRequest
-	(*DecideJobResponse)(nil),             // 44: regionfl.v1.DecideJobResponse
-	(*UpdateHeader)(nil),                  // 45: regionfl.v1.UpdateHeader
-	(*SubmitUpdateRequest)(nil),           // 46: regionfl.v1.SubmitUpdateRequest
-	(*SubmitUpdateResponse)(nil),          // 47: regionfl.v1.SubmitUpdateResponse
-	(*GetAggregateRequest)(nil),           // 48: regionfl.v1.GetAggregateRequest
-	(*GetAggregateResponse)(nil),          // 49: regionfl.v1.GetAggregateResponse
-	(*SubmitDecryptionShareRequest)(nil),  // 50: regionfl.v1.SubmitDecryptionShareRequest
-	(*DecryptionShareHeader)(nil),         // 51: regionfl.v1.DecryptionShareHeader
-	(*SubmitDecryptionShareResponse)(nil), // 52: regionfl.v1.SubmitDecryptionShareResponse
-	(*GetModelRequest)(nil),               // 53: regionfl.v1.GetModelRequest
-	(*GetModelResponse)(nil),              // 54: regionfl.v1.GetModelResponse
-	(*FetchModelRequest)(nil),             // 55: regionfl.v1.FetchModelRequest
-	(*FetchModelResponse)(nil),            // 56: regionfl.v1.FetchModelResponse
-	(*GetModelEvidenceRequest)(nil),       // 57: regionfl.v1.GetModelEvidenceRequest
-	(*GetModelEvidenceResponse)(nil),      // 58: regionfl.v1.GetModelEvidenceResponse
-	(*ModelEvidence)(nil),                 // 59: regionfl.v1.ModelEvidence
-	(*SignedShare)(nil),                   // 60: regionfl.v1.SignedShare
-	(*Model)(nil),                         // 61: regionfl.v1.Model
-	(*ModelSpec)(nil),                     // 62: regionfl.v1.ModelSpec
-	(*Strategy)(nil),                      // 63: regionfl.v1.Strategy
-	(*JobSpec)(nil),                       // 64: regionfl.v1.JobSpec
-	(*SubmitJobRequest)(nil),              // 65: regionfl.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),             // 66: regionfl.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),                 // 67: regionfl.v1.GetJobRequest
-	(*RoundInfo)(nil),                     // 68: regionfl.v1.RoundInfo
-	(*ClinicalMetrics)(nil),               // 69: regionfl.v1.ClinicalMetrics
-	(*OperatingPoint)(nil),                // 70: regionfl.v1.OperatingPoint
-	(*JobInfo)(nil),                       // 71: regionfl.v1.JobInfo
-	(*GetJobResponse)(nil),                // 72: regionfl.v1.GetJobResponse
-	(*ListJobsRequest)(nil),               // 73: regionfl.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),              // 74: regionfl.v1.ListJobsResponse
-	(*WatchJobRequest)(nil),               // 75: regionfl.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),              // 76: regionfl.v1.WatchJobResponse
-	(*CancelJobRequest)(nil),              // 77: regionfl.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),             // 78: regionfl.v1.CancelJobResponse
-	(*CreateRegionRequest)(nil),           // 79: regionfl.v1.CreateRegionRequest
-	(*CreateRegionResponse)(nil),          // 80: regionfl.v1.CreateRegionResponse
-	(*Replica)(nil),                       // 81: regionfl.v1.Replica
-	(*ListReplicasRequest)(nil),           // 82: regionfl.v1.ListReplicasRequest
-	(*ListReplicasResponse)(nil),          // 83: regionfl.v1.ListReplicasResponse
-	(*JoinReplicaRequest)(nil),            // 84: regionfl.v1.JoinReplicaRequest
-	(*JoinReplicaResponse)(nil),           // 85: regionfl.v1.JoinReplicaResponse
-	(*RemoveReplicaRequest)(nil),          // 86: regionfl.v1.RemoveReplicaRequest
-	(*RemoveReplicaResponse)(nil),         // 87: regionfl.v1.RemoveReplicaResponse
-	(*TransferLeadershipRequest)(nil),     // 88: regionfl.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil),    // 89: regionfl.v1.TransferLeadershipResponse
-	(*TakeSnapshotRequest)(nil),           // 90: regionfl.v1.TakeSnapshotRequest
-	(*TakeSnapshotResponse)(nil),          // 91: regionfl.v1.TakeSnapshotResponse
-	nil,                                   // 92: regionfl.v1.RoundInfo.SiteMetricsEntry
-	nil,                                   // 93: regionfl.v1.RoundInfo.MissingWhyEntry
-	nil,                                   // 94: regionfl.v1.JobInfo.RefusedEntry
-	nil,                                   // 95: regionfl.v1.JobInfo.EpsilonSpentEntry
+	(*GetPublicKeySharesRequest)(nil),     // 38: regionfl.v1.GetPublicKeySharesRequest
+	(*GetPublicKeySharesResponse)(nil),    // 39: regionfl.v1.GetPublicKeySharesResponse
+	(*ConfirmKeyReadyRequest)(nil),        // 40: regionfl.v1.ConfirmKeyReadyRequest
+	(*ConfirmKeyReadyResponse)(nil),       // 41: regionfl.v1.ConfirmKeyReadyResponse
+	(*GetRegionRequest)(nil),              // 42: regionfl.v1.GetRegionRequest
+	(*Region)(nil),                        // 43: regionfl.v1.Region
+	(*GetRegionResponse)(nil),             // 44: regionfl.v1.GetRegionResponse
+	(*DecideJobRequest)(nil),              // 45: regionfl.v1.DecideJobRequest
+	(*DecideJobResponse)(nil),             // 46: regionfl.v1.DecideJobResponse
+	(*UpdateHeader)(nil),                  // 47: regionfl.v1.UpdateHeader
+	(*SubmitUpdateRequest)(nil),           // 48: regionfl.v1.SubmitUpdateRequest
+	(*SubmitUpdateResponse)(nil),          // 49: regionfl.v1.SubmitUpdateResponse
+	(*GetAggregateRequest)(nil),           // 50: regionfl.v1.GetAggregateRequest
+	(*GetAggregateResponse)(nil),          // 51: regionfl.v1.GetAggregateResponse
+	(*SubmitDecryptionShareRequest)(nil),  // 52: regionfl.v1.SubmitDecryptionShareRequest
+	(*DecryptionShareHeader)(nil),         // 53: regionfl.v1.DecryptionShareHeader
+	(*SubmitDecryptionShareResponse)(nil), // 54: regionfl.v1.SubmitDecryptionShareResponse
+	(*GetModelRequest)(nil),               // 55: regionfl.v1.GetModelRequest
+	(*GetModelResponse)(nil),              // 56: regionfl.v1.GetModelResponse
+	(*FetchModelRequest)(nil),             // 57: regionfl.v1.FetchModelRequest
+	(*FetchModelResponse)(nil),            // 58: regionfl.v1.FetchModelResponse
+	(*GetModelEvidenceRequest)(nil),       // 59: regionfl.v1.GetModelEvidenceRequest
+	(*GetModelEvidenceResponse)(nil),      // 60: regionfl.v1.GetModelEvidenceResponse
+	(*ModelEvidence)(nil),                 // 61: regionfl.v1.ModelEvidence
+	(*SignedShare)(nil),                   // 62: regionfl.v1.SignedShare
+	(*Model)(nil),                         // 63: regionfl.v1.Model
+	(*ModelSpec)(nil),                     // 64: regionfl.v1.ModelSpec
+	(*Strategy)(nil),                      // 65: regionfl.v1.Strategy
+	(*JobSpec)(nil),                       // 66: regionfl.v1.JobSpec
+	(*SubmitJobRequest)(nil),              // 67: regionfl.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),             // 68: regionfl.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),                 // 69: regionfl.v1.GetJobRequest
+	(*RoundInfo)(nil),                     // 70: regionfl.v1.RoundInfo
+	(*ClinicalMetrics)(nil),               // 71: regionfl.v1.ClinicalMetrics
+	(*OperatingPoint)(nil),                // 72: regionfl.v1.OperatingPoint
+	(*JobInfo)(nil),                       // 73: regionfl.v1.JobInfo
+	(*GetJobResponse)(nil),                // 74: regionfl.v1.GetJobResponse
+	(*ListJobsRequest)(nil),               // 75: regionfl.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),              // 76: regionfl.v1.ListJobsResponse
+	(*WatchJobRequest)(nil),               // 77: regionfl.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),              // 78: regionfl.v1.WatchJobResponse
+	(*CancelJobRequest)(nil),              // 79: regionfl.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 80: regionfl.v1.CancelJobResponse
+	(*CreateRegionRequest)(nil),           // 81: regionfl.v1.CreateRegionRequest
+	(*CreateRegionResponse)(nil),          // 82: regionfl.v1.CreateRegionResponse
+	(*Replica)(nil),                       // 83: regionfl.v1.Replica
+	(*ListReplicasRequest)(nil),           // 84: regionfl.v1.ListReplicasRequest
+	(*ListReplicasResponse)(nil),          // 85: regionfl.v1.ListReplicasResponse
+	(*JoinReplicaRequest)(nil),            // 86: regionfl.v1.JoinReplicaRequest
+	(*JoinReplicaResponse)(nil),           // 87: regionfl.v1.JoinReplicaResponse
+	(*RemoveReplicaRequest)(nil),          // 88: regionfl.v1.RemoveReplicaRequest
+	(*RemoveReplicaResponse)(nil),         // 89: regionfl.v1.RemoveReplicaResponse
+	(*TransferLeadershipRequest)(nil),     // 90: regionfl.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil),    // 91: regionfl.v1.TransferLeadershipResponse
+	(*TakeSnapshotRequest)(nil),           // 92: regionfl.v1.TakeSnapshotRequest
+	(*TakeSnapshotResponse)(nil),          // 93: regionfl.v1.TakeSnapshotResponse
+	nil,                                   // 94: regionfl.v1.RoundInfo.SiteMetricsEntry
+	nil,                                   // 95: regionfl.v1.RoundInfo.MissingWhyEntry
+	nil,                                   // 96: regionfl.v1.JobInfo.RefusedEntry
+	nil,                                   // 97: regionfl.v1.JobInfo.EpsilonSpentEntry
 }
 var file_regionfl_v1_region_proto_depIdxs = []int32{
 	10, // 0: regionfl.v1.GetRevocationsResponse.revoked:type_name -> regionfl.v1.Revocation
@@ -6512,111 +6662,113 @@ var file_regionfl_v1_region_proto_depIdxs = []int32{
 	27, // 8: regionfl.v1.PollResponse.kept:type_name -> regionfl.v1.KeptUpdate
 	20, // 9: regionfl.v1.PollResponse.approve:type_name -> regionfl.v1.ApprovalTask
 	19, // 10: regionfl.v1.PollResponse.models:type_name -> regionfl.v1.ModelTask
-	64, // 11: regionfl.v1.ModelTask.spec:type_name -> regionfl.v1.JobSpec
-	64, // 12: regionfl.v1.ApprovalTask.spec:type_name -> regionfl.v1.JobSpec
+	66, // 11: regionfl.v1.ModelTask.spec:type_name -> regionfl.v1.JobSpec
+	66, // 12: regionfl.v1.ApprovalTask.spec:type_name -> regionfl.v1.JobSpec
 	0,  // 13: regionfl.v1.CeremonyTask.step:type_name -> regionfl.v1.CeremonyStep
-	64, // 14: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
-	64, // 15: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
+	66, // 14: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
+	66, // 15: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
 	25, // 16: regionfl.v1.TrainTask.job:type_name -> regionfl.v1.JobOffer
-	64, // 17: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
+	66, // 17: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
 	23, // 18: regionfl.v1.DecryptTask.approvals:type_name -> regionfl.v1.Approval
 	25, // 19: regionfl.v1.DecryptTask.job:type_name -> regionfl.v1.JobOffer
 	33, // 20: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
 	0,  // 21: regionfl.v1.Region.step:type_name -> regionfl.v1.CeremonyStep
-	41, // 22: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
-	69, // 23: regionfl.v1.UpdateHeader.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	45, // 24: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
-	51, // 25: regionfl.v1.SubmitDecryptionShareRequest.header:type_name -> regionfl.v1.DecryptionShareHeader
-	61, // 26: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
-	61, // 27: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
-	59, // 28: regionfl.v1.GetModelEvidenceResponse.evidence:type_name -> regionfl.v1.ModelEvidence
+	43, // 22: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
+	71, // 23: regionfl.v1.UpdateHeader.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	47, // 24: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
+	53, // 25: regionfl.v1.SubmitDecryptionShareRequest.header:type_name -> regionfl.v1.DecryptionShareHeader
+	63, // 26: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
+	63, // 27: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
+	61, // 28: regionfl.v1.GetModelEvidenceResponse.evidence:type_name -> regionfl.v1.ModelEvidence
 	23, // 29: regionfl.v1.ModelEvidence.approvals:type_name -> regionfl.v1.Approval
-	60, // 30: regionfl.v1.ModelEvidence.shares:type_name -> regionfl.v1.SignedShare
-	62, // 31: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
-	62, // 32: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
-	63, // 33: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
-	64, // 34: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
-	69, // 35: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	92, // 36: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
-	93, // 37: regionfl.v1.RoundInfo.missing_why:type_name -> regionfl.v1.RoundInfo.MissingWhyEntry
-	70, // 38: regionfl.v1.ClinicalMetrics.operating_points:type_name -> regionfl.v1.OperatingPoint
-	64, // 39: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
-	94, // 40: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
-	68, // 41: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
-	95, // 42: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
-	71, // 43: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
-	71, // 44: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
-	71, // 45: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
-	81, // 46: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
-	69, // 47: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
+	62, // 30: regionfl.v1.ModelEvidence.shares:type_name -> regionfl.v1.SignedShare
+	64, // 31: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
+	64, // 32: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
+	65, // 33: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
+	66, // 34: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
+	71, // 35: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	94, // 36: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
+	95, // 37: regionfl.v1.RoundInfo.missing_why:type_name -> regionfl.v1.RoundInfo.MissingWhyEntry
+	72, // 38: regionfl.v1.ClinicalMetrics.operating_points:type_name -> regionfl.v1.OperatingPoint
+	66, // 39: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
+	96, // 40: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
+	70, // 41: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
+	97, // 42: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
+	73, // 43: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
+	73, // 44: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
+	73, // 45: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
+	83, // 46: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
+	71, // 47: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
 	17, // 48: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
 	29, // 49: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
 	31, // 50: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
 	34, // 51: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
 	36, // 52: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
-	38, // 53: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
-	40, // 54: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
-	43, // 55: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
-	46, // 56: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
-	48, // 57: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
-	50, // 58: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
-	21, // 59: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
-	55, // 60: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
-	57, // 61: regionfl.v1.HospitalService.GetModelEvidence:input_type -> regionfl.v1.GetModelEvidenceRequest
-	11, // 62: regionfl.v1.HospitalService.GetRevocations:input_type -> regionfl.v1.GetRevocationsRequest
-	65, // 63: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
-	67, // 64: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
-	73, // 65: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
-	75, // 66: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
-	77, // 67: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
-	53, // 68: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
-	1,  // 69: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
-	79, // 70: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
-	82, // 71: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
-	84, // 72: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
-	86, // 73: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
-	88, // 74: regionfl.v1.OperatorService.TransferLeadership:input_type -> regionfl.v1.TransferLeadershipRequest
-	90, // 75: regionfl.v1.OperatorService.TakeSnapshot:input_type -> regionfl.v1.TakeSnapshotRequest
-	7,  // 76: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
-	9,  // 77: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
-	15, // 78: regionfl.v1.OperatorService.PublishRevocationList:input_type -> regionfl.v1.PublishRevocationListRequest
-	5,  // 79: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
-	3,  // 80: regionfl.v1.OperatorService.StartKeyEpoch:input_type -> regionfl.v1.StartKeyEpochRequest
-	18, // 81: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
-	30, // 82: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
-	32, // 83: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
-	35, // 84: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
-	37, // 85: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
-	39, // 86: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
-	42, // 87: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
-	44, // 88: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
-	47, // 89: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
-	49, // 90: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
-	52, // 91: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
-	22, // 92: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
-	56, // 93: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
-	58, // 94: regionfl.v1.HospitalService.GetModelEvidence:output_type -> regionfl.v1.GetModelEvidenceResponse
-	12, // 95: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
-	66, // 96: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
-	72, // 97: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
-	74, // 98: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
-	76, // 99: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
-	78, // 100: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
-	54, // 101: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
-	2,  // 102: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
-	80, // 103: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
-	83, // 104: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
-	85, // 105: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
-	87, // 106: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
-	89, // 107: regionfl.v1.OperatorService.TransferLeadership:output_type -> regionfl.v1.TransferLeadershipResponse
-	91, // 108: regionfl.v1.OperatorService.TakeSnapshot:output_type -> regionfl.v1.TakeSnapshotResponse
-	8,  // 109: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
-	13, // 110: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
-	16, // 111: regionfl.v1.OperatorService.PublishRevocationList:output_type -> regionfl.v1.PublishRevocationListResponse
-	6,  // 112: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
-	4,  // 113: regionfl.v1.OperatorService.StartKeyEpoch:output_type -> regionfl.v1.StartKeyEpochResponse
-	81, // [81:114] is the sub-list for method output_type
-	48, // [48:81] is the sub-list for method input_type
+	38, // 53: regionfl.v1.HospitalService.GetPublicKeyShares:input_type -> regionfl.v1.GetPublicKeySharesRequest
+	40, // 54: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
+	42, // 55: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
+	45, // 56: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
+	48, // 57: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
+	50, // 58: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
+	52, // 59: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
+	21, // 60: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
+	57, // 61: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
+	59, // 62: regionfl.v1.HospitalService.GetModelEvidence:input_type -> regionfl.v1.GetModelEvidenceRequest
+	11, // 63: regionfl.v1.HospitalService.GetRevocations:input_type -> regionfl.v1.GetRevocationsRequest
+	67, // 64: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
+	69, // 65: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
+	75, // 66: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
+	77, // 67: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
+	79, // 68: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
+	55, // 69: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
+	1,  // 70: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
+	81, // 71: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
+	84, // 72: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
+	86, // 73: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
+	88, // 74: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
+	90, // 75: regionfl.v1.OperatorService.TransferLeadership:input_type -> regionfl.v1.TransferLeadershipRequest
+	92, // 76: regionfl.v1.OperatorService.TakeSnapshot:input_type -> regionfl.v1.TakeSnapshotRequest
+	7,  // 77: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
+	9,  // 78: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
+	15, // 79: regionfl.v1.OperatorService.PublishRevocationList:input_type -> regionfl.v1.PublishRevocationListRequest
+	5,  // 80: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
+	3,  // 81: regionfl.v1.OperatorService.StartKeyEpoch:input_type -> regionfl.v1.StartKeyEpochRequest
+	18, // 82: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
+	30, // 83: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
+	32, // 84: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
+	35, // 85: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
+	37, // 86: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
+	39, // 87: regionfl.v1.HospitalService.GetPublicKeyShares:output_type -> regionfl.v1.GetPublicKeySharesResponse
+	41, // 88: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
+	44, // 89: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
+	46, // 90: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
+	49, // 91: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
+	51, // 92: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
+	54, // 93: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
+	22, // 94: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
+	58, // 95: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
+	60, // 96: regionfl.v1.HospitalService.GetModelEvidence:output_type -> regionfl.v1.GetModelEvidenceResponse
+	12, // 97: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
+	68, // 98: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
+	74, // 99: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
+	76, // 100: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
+	78, // 101: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
+	80, // 102: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
+	56, // 103: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
+	2,  // 104: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
+	82, // 105: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
+	85, // 106: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
+	87, // 107: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
+	89, // 108: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
+	91, // 109: regionfl.v1.OperatorService.TransferLeadership:output_type -> regionfl.v1.TransferLeadershipResponse
+	93, // 110: regionfl.v1.OperatorService.TakeSnapshot:output_type -> regionfl.v1.TakeSnapshotResponse
+	8,  // 111: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
+	13, // 112: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
+	16, // 113: regionfl.v1.OperatorService.PublishRevocationList:output_type -> regionfl.v1.PublishRevocationListResponse
+	6,  // 114: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
+	4,  // 115: regionfl.v1.OperatorService.StartKeyEpoch:output_type -> regionfl.v1.StartKeyEpochResponse
+	82, // [82:116] is the sub-list for method output_type
+	48, // [48:82] is the sub-list for method input_type
 	48, // [48:48] is the sub-list for extension type_name
 	48, // [48:48] is the sub-list for extension extendee
 	0,  // [0:48] is the sub-list for field type_name
@@ -6627,11 +6779,11 @@ func file_regionfl_v1_region_proto_init() {
 	if File_regionfl_v1_region_proto != nil {
 		return
 	}
-	file_regionfl_v1_region_proto_msgTypes[45].OneofWrappers = []any{
+	file_regionfl_v1_region_proto_msgTypes[47].OneofWrappers = []any{
 		(*SubmitUpdateRequest_Header)(nil),
 		(*SubmitUpdateRequest_Chunk)(nil),
 	}
-	file_regionfl_v1_region_proto_msgTypes[49].OneofWrappers = []any{
+	file_regionfl_v1_region_proto_msgTypes[51].OneofWrappers = []any{
 		(*SubmitDecryptionShareRequest_Header)(nil),
 		(*SubmitDecryptionShareRequest_Chunk)(nil),
 	}
@@ -6641,7 +6793,7 @@ func file_regionfl_v1_region_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_region_proto_rawDesc), len(file_regionfl_v1_region_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   95,
+			NumMessages:   97,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

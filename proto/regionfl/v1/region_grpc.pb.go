@@ -24,6 +24,7 @@ const (
 	HospitalService_SubmitPublicKeyShare_FullMethodName  = "/regionfl.v1.HospitalService/SubmitPublicKeyShare"
 	HospitalService_SubmitSealedShares_FullMethodName    = "/regionfl.v1.HospitalService/SubmitSealedShares"
 	HospitalService_GetSealedShares_FullMethodName       = "/regionfl.v1.HospitalService/GetSealedShares"
+	HospitalService_GetPublicKeyShares_FullMethodName    = "/regionfl.v1.HospitalService/GetPublicKeyShares"
 	HospitalService_ConfirmKeyReady_FullMethodName       = "/regionfl.v1.HospitalService/ConfirmKeyReady"
 	HospitalService_GetRegion_FullMethodName             = "/regionfl.v1.HospitalService/GetRegion"
 	HospitalService_DecideJob_FullMethodName             = "/regionfl.v1.HospitalService/DecideJob"
@@ -53,6 +54,9 @@ type HospitalServiceClient interface {
 	SubmitPublicKeyShare(ctx context.Context, in *SubmitPublicKeyShareRequest, opts ...grpc.CallOption) (*SubmitPublicKeyShareResponse, error)
 	SubmitSealedShares(ctx context.Context, in *SubmitSealedSharesRequest, opts ...grpc.CallOption) (*SubmitSealedSharesResponse, error)
 	GetSealedShares(ctx context.Context, in *GetSealedSharesRequest, opts ...grpc.CallOption) (*GetSealedSharesResponse, error)
+	// GetPublicKeyShares returns the members' signed public-key shares, a
+	// page at a time: each hospital builds the collective key from them.
+	GetPublicKeyShares(ctx context.Context, in *GetPublicKeySharesRequest, opts ...grpc.CallOption) (*GetPublicKeySharesResponse, error)
 	ConfirmKeyReady(ctx context.Context, in *ConfirmKeyReadyRequest, opts ...grpc.CallOption) (*ConfirmKeyReadyResponse, error)
 	GetRegion(ctx context.Context, in *GetRegionRequest, opts ...grpc.CallOption) (*GetRegionResponse, error)
 	DecideJob(ctx context.Context, in *DecideJobRequest, opts ...grpc.CallOption) (*DecideJobResponse, error)
@@ -132,6 +136,16 @@ func (c *hospitalServiceClient) GetSealedShares(ctx context.Context, in *GetSeal
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetSealedSharesResponse)
 	err := c.cc.Invoke(ctx, HospitalService_GetSealedShares_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hospitalServiceClient) GetPublicKeyShares(ctx context.Context, in *GetPublicKeySharesRequest, opts ...grpc.CallOption) (*GetPublicKeySharesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPublicKeySharesResponse)
+	err := c.cc.Invoke(ctx, HospitalService_GetPublicKeyShares_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -270,6 +284,9 @@ type HospitalServiceServer interface {
 	SubmitPublicKeyShare(context.Context, *SubmitPublicKeyShareRequest) (*SubmitPublicKeyShareResponse, error)
 	SubmitSealedShares(context.Context, *SubmitSealedSharesRequest) (*SubmitSealedSharesResponse, error)
 	GetSealedShares(context.Context, *GetSealedSharesRequest) (*GetSealedSharesResponse, error)
+	// GetPublicKeyShares returns the members' signed public-key shares, a
+	// page at a time: each hospital builds the collective key from them.
+	GetPublicKeyShares(context.Context, *GetPublicKeySharesRequest) (*GetPublicKeySharesResponse, error)
 	ConfirmKeyReady(context.Context, *ConfirmKeyReadyRequest) (*ConfirmKeyReadyResponse, error)
 	GetRegion(context.Context, *GetRegionRequest) (*GetRegionResponse, error)
 	DecideJob(context.Context, *DecideJobRequest) (*DecideJobResponse, error)
@@ -319,6 +336,9 @@ func (UnimplementedHospitalServiceServer) SubmitSealedShares(context.Context, *S
 }
 func (UnimplementedHospitalServiceServer) GetSealedShares(context.Context, *GetSealedSharesRequest) (*GetSealedSharesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetSealedShares not implemented")
+}
+func (UnimplementedHospitalServiceServer) GetPublicKeyShares(context.Context, *GetPublicKeySharesRequest) (*GetPublicKeySharesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetPublicKeyShares not implemented")
 }
 func (UnimplementedHospitalServiceServer) ConfirmKeyReady(context.Context, *ConfirmKeyReadyRequest) (*ConfirmKeyReadyResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ConfirmKeyReady not implemented")
@@ -457,6 +477,24 @@ func _HospitalService_GetSealedShares_Handler(srv interface{}, ctx context.Conte
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(HospitalServiceServer).GetSealedShares(ctx, req.(*GetSealedSharesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HospitalService_GetPublicKeyShares_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPublicKeySharesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HospitalServiceServer).GetPublicKeyShares(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HospitalService_GetPublicKeyShares_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HospitalServiceServer).GetPublicKeyShares(ctx, req.(*GetPublicKeySharesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -638,6 +676,10 @@ var HospitalService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetSealedShares",
 			Handler:    _HospitalService_GetSealedShares_Handler,
+		},
+		{
+			MethodName: "GetPublicKeyShares",
+			Handler:    _HospitalService_GetPublicKeyShares_Handler,
 		},
 		{
 			MethodName: "ConfirmKeyReady",
