@@ -41,8 +41,8 @@ hospital per file) with --label COLUMN; or --heart-disease DIR, the four UCI
 Heart Disease centres with the FLamby preprocessing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if opt.Hospitals < 3 || opt.Hospitals > 16 {
-				return usageError{fmt.Errorf("--hospitals: %d is not between 3 and 16", opt.Hospitals)}
+			if opt.Hospitals < 3 || opt.Hospitals > dataset.MaxSyntheticHospitals {
+				return usageError{fmt.Errorf("--hospitals: %d is not between 3 and %d", opt.Hospitals, dataset.MaxSyntheticHospitals)}
 			}
 			if opt.Rounds < 1 || opt.Rounds > 1000 {
 				return usageError{fmt.Errorf("--rounds: %d is not between 1 and 1000", opt.Rounds)}
@@ -114,7 +114,7 @@ Heart Disease centres with the FLamby preprocessing.`,
 	}
 	f := cmd.Flags()
 	f.IntVar(&opt.Rounds, "rounds", opt.Rounds, "training rounds")
-	f.IntVar(&opt.Hospitals, "hospitals", opt.Hospitals, "synthetic hospital nodes (3-16)")
+	f.IntVar(&opt.Hospitals, "hospitals", opt.Hospitals, fmt.Sprintf("synthetic hospital nodes (3-%d; a region too large for every hospital to hold key shares gets a committee of 5)", dataset.MaxSyntheticHospitals))
 	f.Int64Var(&opt.Seed, "seed", opt.Seed, "seed of the synthetic region, the --csv train/test splits and training (--heart-disease: FLamby's split)")
 	f.IntVar(&opt.LocalSteps, "local-steps", opt.LocalSteps, "local mini-batch steps per round")
 	f.IntVar(&opt.BatchSize, "batch-size", opt.BatchSize, "rows per local step")
