@@ -20,8 +20,10 @@ type Action string
 // Actions.
 const (
 	// Region set-up and the threshold key ceremony.
-	ActionRegionCreated          Action = "region.created"
-	ActionCeremonyEnrolled       Action = "ceremony.enrolled"         // a hospital enrolled in the ceremony
+	ActionRegionCreated    Action = "region.created"
+	ActionCeremonyEnrolled Action = "ceremony.enrolled" // a hospital enrolled in the ceremony
+	// Retired with the ceremony's collective public key; the logs of
+	// regions made before it hold them.
 	ActionCeremonyPublicKeyShare Action = "ceremony.public_key_share" // a hospital's public key share accepted
 	ActionCeremonyPublicKey      Action = "ceremony.public_key"       // the collective public key fixed
 	ActionCeremonySealedShares   Action = "ceremony.sealed_shares"    // a hospital's sealed secret shares stored

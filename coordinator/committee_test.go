@@ -7,12 +7,15 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"regionfl/audit"
 	"regionfl/client"
 	"regionfl/coordinator/fsm"
 	"regionfl/coordinator/server"
@@ -34,16 +37,21 @@ func TestDecryptionCommittee(t *testing.T) {
 	var genesis *fsm.Region
 	reg.leader().Store().FSM().Read(func(s *fsm.State) { genesis = s.Region.Clone() })
 	checkCommittee(t, genesis, 0, committee)
-	sealed := 0
-	for _, row := range genesis.Sealed {
-		for _, b := range row {
-			if b != nil {
-				sealed++
-			}
+	// Each hospital sealed c shares, and each committee member's were let
+	// go once it held its key.
+	recs := reg.auditRecords(audit.ActionCeremonySealedShares)
+	for _, rec := range recs {
+		if rec.Size != uint64(committee*he.SealedShareSize(he.RegionParams())) {
+			t.Errorf("%s sealed %d bytes, want %d shares of %d", rec.Hospital, rec.Size, committee, he.SealedShareSize(he.RegionParams()))
 		}
 	}
-	if sealed != hospitals*committee {
-		t.Errorf("%d sealed shares went through the log, want %d (every hospital to each of the %d on the committee)", sealed, hospitals*committee, committee)
+	if len(recs) != hospitals {
+		t.Errorf("%d hospitals sealed shares, want %d", len(recs), hospitals)
+	}
+	for i, row := range genesis.Sealed {
+		if slices.ContainsFunc(row, func(b []byte) bool { return b != nil }) {
+			t.Errorf("%s holds its key, and the replicas still keep its sealed shares", genesis.Hospitals[i])
+		}
 	}
 
 	id := reg.submit(reg.spec(6, hospitals, 20*time.Second), "committee-1")
@@ -167,9 +175,9 @@ func TestCreateRegionCommittee(t *testing.T) {
 // verified itself.
 func TestLargeRegion(t *testing.T) {
 	if raceDetector {
-		t.Skip("80 nodes in one process: too slow under the race detector; the committee's logic runs under it in TestDecryptionCommittee")
+		t.Skip("100 nodes in one process: too slow under the race detector; the committee's logic runs under it in TestDecryptionCommittee")
 	}
-	const hospitals, committee = 80, 5
+	const hospitals, committee = 100, 5
 	reg := newRegion(t, regionOpts{replicas: 1, hospitals: hospitals, threshold: 3, committee: committee})
 	var all []int
 	for i := range hospitals {
@@ -177,7 +185,7 @@ func TestLargeRegion(t *testing.T) {
 	}
 	start := time.Now()
 	reg.startNodes(all...)
-	reg.waitFor("the key ceremony of 80 hospitals is done", 5*time.Minute, func() bool {
+	reg.waitFor("the key ceremony of 100 hospitals is done", 5*time.Minute, func() bool {
 		var done bool
 		reg.leader().Store().FSM().Read(func(s *fsm.State) {
 			done = s.Region != nil && s.Region.Step() == pb.CeremonyStep_CEREMONY_STEP_DONE
@@ -206,4 +214,40 @@ func TestLargeRegion(t *testing.T) {
 		}
 	}
 	t.Logf("%d hospitals on %s, committee %v: ceremony %v, 2 rounds %v", hospitals, region.Params, region.CommitteeOf(0), ceremony.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+}
+
+// TestAdversaryDecryptorOffCommittee: the leader names a hospital off the
+// committee as a round's decryptor (to whom no share was sealed; a
+// Lagrange set with a point it chose). Each decryptor draws the committee
+// itself and refuses the manifest.
+func TestAdversaryDecryptorOffCommittee(t *testing.T) {
+	var region atomic.Pointer[fsm.Region]
+	evil := &evilLeader{method: "Poll"}
+	evil.tamper = func(resp any) {
+		r := region.Load()
+		for _, task := range resp.(*pb.PollResponse).Decrypt {
+			i := slices.IndexFunc(r.MembersOf(task.Epoch), func(h string) bool { return !r.Holds(task.Epoch, h) })
+			if i < 0 || len(task.Active) < 2 {
+				continue
+			}
+			// The first decryptor makes way for a hospital off the
+			// committee; the others, asked with this list, check it.
+			off := r.MembersOf(task.Epoch)[i]
+			task.Active = slices.Sorted(slices.Values(append(slices.Clone(task.Active[1:]), off)))
+		}
+	}
+	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 5, threshold: 2, committee: 3, serverOptions: []grpc.ServerOption{evil.option()}})
+	reg.startNodes(0, 1, 2, 3, 4)
+	reg.waitCeremony()
+	reg.leader().Store().FSM().Read(func(s *fsm.State) { region.Store(s.Region.Clone()) })
+	evil.on.Store(true)
+	reg.submit(reg.spec(1, 5, 20*time.Second), "off-committee")
+	by, reason := reg.refusalWith("a decryption manifest", "is not on the committee")
+	reportRefusal(t, "a decryptor off the committee", by, reason)
+	if !region.Load().Holds(0, by) {
+		t.Fatalf("%s refused, but it is not on the committee %v", by, region.Load().CommitteeOf(0))
+	}
+	if n := reg.logs.count("decryption share sent", nil); n != 0 {
+		t.Fatalf("%d decryption shares went out for a manifest naming a decryptor off the committee", n)
+	}
 }

@@ -351,7 +351,7 @@ func TestAdversaryEpochMembers(t *testing.T) {
 	})
 	t.Run("members changed once a hospital pinned them", func(t *testing.T) {
 		// Every hospital enrolled; once hospital-2 has pinned all four as
-		// the members (and signed its public-key share for them), the
+		// the members (and sealed its shares for them), the
 		// leader serves it a list without hospital-4 (enrolled, signed,
 		// long enough) for its next step.
 		evil := &evilLeader{method: "GetRegion", only: "hospital-2", tamper: func(resp any) {

@@ -9,10 +9,11 @@
 // Multiparty threshold RLWE (lattigo v5, packages core/rlwe, mhe and ring)
 // with integer packing in the high bits, keyed by contributor:
 //
-//   - Key ceremony. Each hospital i draws a ternary secret s_i and sends
-//     -a·s_i + e_i, with a sampled from the region's public seed; the
-//     coordinator sums the shares into the collective public key
-//     (AggregatePublicKey), which records the ceremony.
+//   - Key ceremony. Each hospital i draws a ternary secret s_i (NewParty).
+//     Nothing is ever encrypted under a collective public key, so the
+//     ceremony makes none: a hospital's key is used by its own
+//     encryptions and, through its Shamir shares, by decryptions of sums
+//     it contributed to, nothing else.
 //   - Threshold. Hospital i evaluates a random polynomial f_i of degree t-1
 //     with f_i(0) = s_i at every point j and seals f_i(j) to hospital j with
 //     HPKE (ML-KEM-768+X25519, HKDF-SHA256, AES-256-GCM; the HPKE info binds
@@ -93,8 +94,8 @@
 // (RegionParams, up to 64 hospitals) and "rlwe-n13-b16-p1024"
 // (LargeRegionParams, up to 1,024). Both have ring degree 2^13, 16-bit
 // quantization, message primes holding two fields each, a noise prime
-// sized for the smudging, and one auxiliary prime P for the collective
-// public key. RegionParams spends 3.52 bytes per value (169 bits for six
+// sized for the smudging, and one auxiliary prime P (unused since the
+// ceremony stopped making a collective public key). RegionParams spends 3.52 bytes per value (169 bits for six
 // values per coefficient), 0.88x float32; LargeRegionParams 4.44 bytes
 // (142 bits for four). Quantization costs a relative error of about
 // sqrt(length/(6·K))/(2^15·|sum|/clip) on a sum of K updates: each value
@@ -109,11 +110,10 @@
 //
 // # Who sees what
 //
-//   - A hospital sees its own update, the collective public key, the
-//     Shamir shares sealed to it, and the aggregates it helps decrypt (as
+//   - A hospital sees its own update, the Shamir shares sealed to it, and the aggregates it helps decrypt (as
 //     ciphertexts). Its decryption share is an RLWE sample; it reveals
 //     nothing about the keys it holds shares of.
-//   - The coordinator sees public-key shares, sealed Shamir shares (opaque),
+//   - The coordinator sees sealed Shamir shares (opaque),
 //     ciphertexts, decryption shares and the decrypted sum of values and of
 //     sample counts. It never sees one hospital's update or count in the
 //     clear, unless t hospitals collude with it, or t decryptors agree to
@@ -122,7 +122,7 @@
 //   - Fewer than t hospitals together learn nothing beyond their own data.
 //
 // Not covered: a malicious hospital can make decryption fail (a bad
-// public-key or Shamir share is not detected at the ceremony, only by
+// Shamir share is not detected at the ceremony, only by
 // Combine's checks), but cannot learn more than the sum. Threshold 1 is
 // allowed here (the coordinator and nodes refuse it), and then every
 // hospital holds every key.

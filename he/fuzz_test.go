@@ -107,19 +107,6 @@ func FuzzUnmarshalDecryptionShare(f *testing.F) {
 	})
 }
 
-func FuzzUnmarshalPublicKeyShare(f *testing.F) {
-	r, _ := fuzzFixture(f)
-	s, _ := r.parties[1].PublicKeyShare()
-	b, _ := s.MarshalBinary()
-	fuzzPadded(f, b, headerLen+tagLen+4+32, func(b []byte) { _, _ = UnmarshalPublicKeyShare(r.p, b) })
-}
-
-func FuzzUnmarshalPublicKey(f *testing.F) {
-	r, _ := fuzzFixture(f)
-	b, _ := r.pk.MarshalBinary()
-	fuzzPadded(f, b, headerLen+tagLen+4+SeedLen, func(b []byte) { _, _ = UnmarshalPublicKey(r.p, b) })
-}
-
 func FuzzUnmarshalSealedShare(f *testing.F) {
 	s := &SealedShare{From: 1, To: 2, Sealed: []byte("0123456789abcdef")}
 	b, _ := s.MarshalBinary()

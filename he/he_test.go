@@ -425,21 +425,6 @@ func TestCeremonyRefuses(t *testing.T) {
 	}
 
 	r := ceremony(t, 3, 2)
-	var pkShares []*PublicKeyShare
-	for _, pa := range r.parties {
-		s, _ := pa.PublicKeyShare()
-		pkShares = append(pkShares, s)
-	}
-	if _, err := AggregatePublicKey(p, r.seed, 3, pkShares[:2]); !errors.Is(err, ErrTooFewShares) {
-		t.Fatalf("missing pk share: %v", err)
-	}
-	if _, err := AggregatePublicKey(p, r.seed, 3, []*PublicKeyShare{pkShares[0], pkShares[0], pkShares[1]}); !errors.Is(err, ErrDuplicateShare) {
-		t.Fatalf("duplicate pk share: %v", err)
-	}
-	if _, err := AggregatePublicKey(p, newSeed(t), 3, pkShares); !errors.Is(err, ErrShareMismatch) {
-		t.Fatalf("other seed: %v", err)
-	}
-
 	recipients := map[uint32][]byte{}
 	var pubs [][]byte
 	for i := range 3 {
@@ -504,31 +489,7 @@ func TestSerializationRoundTrips(t *testing.T) {
 	r := ceremony(t, 3, 2)
 	p := r.p
 	u := r.encrypt(t, 3, []float64{1, -2, 3}, 42, 10, binding("rt"))
-	pk := r.pk
 
-	t.Run("PublicKeyShare", func(t *testing.T) {
-		s, _ := r.parties[1].PublicKeyShare()
-		b1, _ := s.MarshalBinary()
-		s2, err := UnmarshalPublicKeyShare(p, b1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b2, _ := s2.MarshalBinary()
-		if !bytes.Equal(b1, b2) || s2.From() != 2 {
-			t.Fatal("round trip differs")
-		}
-	})
-	t.Run("PublicKey", func(t *testing.T) {
-		b1, _ := pk.MarshalBinary()
-		k, err := UnmarshalPublicKey(p, b1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b2, _ := k.MarshalBinary()
-		if !bytes.Equal(b1, b2) || k.Digest() != pk.Digest() {
-			t.Fatal("round trip differs")
-		}
-	})
 	t.Run("SealedShare", func(t *testing.T) {
 		s := &SealedShare{From: 2, To: 3, Sealed: []byte("sealed bytes")}
 		b1, _ := s.MarshalBinary()
@@ -651,13 +612,13 @@ func TestSerializationRoundTrips(t *testing.T) {
 		if _, err := UnmarshalDecryptionShare(p, ub); !errors.Is(err, ErrMalformed) {
 			t.Fatalf("update as share: %v", err)
 		}
-		pkb, _ := pk.MarshalBinary()
-		if _, err := UnmarshalPublicKeyShare(p, pkb); !errors.Is(err, ErrMalformed) {
-			t.Fatalf("key as key share: %v", err)
+		pb, _ := r.parties[0].MarshalBinary()
+		if _, err := UnmarshalUpdate(p, Values(3), pb); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("party state as update: %v", err)
 		}
 		other := p
 		other.tag = [8]byte{1}
-		if _, err := UnmarshalPublicKey(other, pkb); !errors.Is(err, ErrWrongParams) {
+		if _, err := UnmarshalParty(other, pb); !errors.Is(err, ErrWrongParams) {
 			t.Fatalf("other params: %v", err)
 		}
 		bad := bytes.Clone(ub)
@@ -715,8 +676,8 @@ func TestUniformA(t *testing.T) {
 
 // TestNobodyFakesAContributor is the forged-manifest attack: the
 // coordinator holds one victim's update and wants it decrypted, so it adds
-// encryptions of zero of its own making (under a key of its own, or under
-// the collective public key) and names two other hospitals as their
+// encryptions of zero of its own making (under a key of its own) and names
+// two other hospitals as their
 // contributors. Every honest decryptor's share removes a·s_i of each named
 // contributor, which the forgeries do not carry: the decryption is noise,
 // and Combine's structure checks refuse it.

@@ -13,7 +13,6 @@ type region struct {
 	seed     []byte
 	parties  []*Party // parties[i] is at point i+1
 	hpkePriv [][]byte
-	pk       *PublicKey
 }
 
 func newSeed(tb testing.TB) []byte {
@@ -37,7 +36,6 @@ func committeeCeremony(tb testing.TB, p Params, n, c, t int) *region {
 	tb.Helper()
 	r := &region{p: p, seed: newSeed(tb)}
 	recipients := map[uint32][]byte{}
-	var pkShares []*PublicKeyShare
 	for i := 1; i <= n; i++ {
 		pa, err := NewCommitteeParty(r.p, uint32(i), n, c, t, r.seed)
 		if err != nil {
@@ -52,15 +50,6 @@ func committeeCeremony(tb testing.TB, p Params, n, c, t int) *region {
 		if i <= c {
 			recipients[uint32(i)] = pub
 		}
-		s, err := pa.PublicKeyShare()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		pkShares = append(pkShares, s)
-	}
-	var err error
-	if r.pk, err = AggregatePublicKey(r.p, r.seed, n, pkShares); err != nil {
-		tb.Fatal(err)
 	}
 	inbox := make([][]*SealedShare, n+1)
 	for _, pa := range r.parties {

@@ -29,7 +29,7 @@ const maxSealedLen = 1 << 20
 // one, so that a seed used for one purpose never yields the randomness of
 // another.
 const (
-	labelCRP    = "regionfl/he/v1 crp"
+	labelCRP    = "regionfl/he/v1 crp" // the ceremony seed's commitments (seedHash, EpochSeed)
 	labelSK     = "regionfl/he/v1 secret key"
 	labelShamir = "regionfl/he/v1 shamir polynomial"
 	labelHPKE   = "regionfl/he/v1 shamir share"
@@ -97,10 +97,6 @@ func checkSeed(seed []byte) error {
 	return nil
 }
 
-func (p Params) crp(seed []byte) mhe.PublicKeyGenCRP {
-	return mhe.NewPublicKeyGenProtocol(p.rlwe).SampleCRP(keyedPRNG(labelCRP, seed))
-}
-
 // checkRegion validates the region shape shared by the ceremony functions:
 // n parties, the first c of which hold Shamir shares, any t of those
 // decrypting.
@@ -145,7 +141,7 @@ type Party struct {
 
 // NewParty starts the key ceremony for the party at Shamir point self of a
 // region of n parties with threshold t. seed is the ceremony's public seed
-// (the common reference string for the public-key protocol).
+// (from which every update's a is expanded).
 //
 // The secret key and the Shamir polynomial are derived from fresh random
 // seeds kept in the party, so a node that crashes and repeats a step
@@ -217,65 +213,8 @@ func (pa *Party) checkHolder() error {
 	return nil
 }
 
-// PublicKeyShare is the party's share of the collective public key:
-// -a·s_i + e_i with a the common random polynomial.
-func (pa *Party) PublicKeyShare() (*PublicKeyShare, error) {
-	ckg := mhe.NewPublicKeyGenProtocol(pa.p.rlwe)
-	sh := ckg.AllocateShare()
-	ckg.GenShare(pa.sk, pa.p.crp(pa.seed[:]), &sh)
-	return &PublicKeyShare{p: pa.p, from: pa.self, seedHash: seedHash(pa.seed[:]), value: sh.Value}, nil
-}
-
-// PublicKeyShare is one party's contribution to the collective public key.
-type PublicKeyShare struct {
-	p        Params
-	from     uint32
-	seedHash [32]byte
-	value    ringqp.Poly
-}
-
-// From is the Shamir point of the party that made the share.
-func (s *PublicKeyShare) From() uint32 { return s.from }
-
-func (p Params) publicKeyShareLen() int { return headerLen + tagLen + 4 + 32 + p.polyQPLen() }
-
-// PublicKeyShareSize is the size of a public-key share's encoding.
-func PublicKeyShareSize(p Params) int { return p.publicKeyShareLen() }
-
-// MarshalBinary encodes the share.
-func (s *PublicKeyShare) MarshalBinary() ([]byte, error) {
-	w := newWriter(s.p.publicKeyShareLen(), kindPublicKeyShare)
-	w.tag(s.p)
-	w.u32(s.from)
-	w.bytes(s.seedHash[:])
-	w.poly(s.value.Q)
-	w.poly(s.value.P)
-	return w.b, nil
-}
-
-// UnmarshalPublicKeyShare decodes a share made under p.
-func UnmarshalPublicKeyShare(p Params, b []byte) (*PublicKeyShare, error) {
-	if err := p.Validate(); err != nil {
-		return nil, err
-	}
-	r, err := newReader(b, kindPublicKeyShare, p.publicKeyShareLen())
-	if err != nil {
-		return nil, err
-	}
-	if err := r.tag(p); err != nil {
-		return nil, err
-	}
-	s := &PublicKeyShare{p: p, from: r.u32()}
-	if s.from < 1 || int(s.from) > p.MaxParties() {
-		return nil, fmt.Errorf("%w: public-key share: sender point %d out of range", ErrMalformed, s.from)
-	}
-	copy(s.seedHash[:], r.bytes(32))
-	if s.value, err = p.readQP(r, "value"); err != nil {
-		return nil, err
-	}
-	return s, r.done()
-}
-
+// readQP reads a polynomial mod QP written eight bytes a residue (the
+// Shamir shares of a legacy party state).
 func (p Params) readQP(r *reader, field string) (ringqp.Poly, error) {
 	rp := &p.rlwe
 	v := rp.RingQP().NewPoly()
@@ -286,107 +225,6 @@ func (p Params) readQP(r *reader, field string) (ringqp.Poly, error) {
 		return v, err
 	}
 	return v, nil
-}
-
-// PublicKey is the region's collective public key: (Σ_i -a·s_i + e_i, a).
-// Nobody holds the matching secret key Σ_i s_i.
-type PublicKey struct {
-	p    Params
-	n    int
-	seed [SeedLen]byte
-	pk   *rlwe.PublicKey
-}
-
-// AggregatePublicKey builds the collective public key from exactly one
-// share from each party 1..n. The coordinator runs it.
-func AggregatePublicKey(p Params, seed []byte, n int, shares []*PublicKeyShare) (*PublicKey, error) {
-	if err := p.Validate(); err != nil {
-		return nil, err
-	}
-	if err := checkSeed(seed); err != nil {
-		return nil, err
-	}
-	if err := p.checkRegion(n, 1, 1); err != nil {
-		return nil, err
-	}
-	if len(shares) < n {
-		return nil, fmt.Errorf("%w: %d public-key shares, need one from each of %d parties", ErrTooFewShares, len(shares), n)
-	}
-	if len(shares) > n {
-		return nil, fmt.Errorf("%w: %d public-key shares for %d parties", ErrWrongShape, len(shares), n)
-	}
-	want := seedHash(seed)
-	seen := make([]bool, n+1)
-	ckg := mhe.NewPublicKeyGenProtocol(p.rlwe)
-	sum := ckg.AllocateShare()
-	for i, s := range shares {
-		switch {
-		case s == nil:
-			return nil, fmt.Errorf("%w: public-key share %d is nil", ErrMalformed, i)
-		case s.p.tag != p.tag:
-			return nil, fmt.Errorf("%w: public-key share from %d", ErrWrongParams, s.from)
-		case s.from < 1 || int(s.from) > n:
-			return nil, fmt.Errorf("%w: public-key share from point %d, region has 1..%d", ErrShareMismatch, s.from, n)
-		case seen[s.from]:
-			return nil, fmt.Errorf("%w: two public-key shares from %d", ErrDuplicateShare, s.from)
-		case s.seedHash != want:
-			return nil, fmt.Errorf("%w: public-key share from %d was made for another ceremony seed", ErrShareMismatch, s.from)
-		}
-		seen[s.from] = true
-		ckg.AggregateShares(sum, mhe.PublicKeyGenShare{Value: s.value}, &sum)
-	}
-	pk := &PublicKey{p: p, n: n, pk: rlwe.NewPublicKey(p.rlwe)}
-	copy(pk.seed[:], seed)
-	ckg.GenPublicKey(sum, p.crp(seed), pk.pk)
-	return pk, nil
-}
-
-func (p Params) publicKeyLen() int { return headerLen + tagLen + 4 + SeedLen + p.polyQPLen() }
-
-// MarshalBinary encodes the key. Only the first component is written: the
-// second is the common random polynomial, re-derived from the seed.
-func (k *PublicKey) MarshalBinary() ([]byte, error) {
-	w := newWriter(k.p.publicKeyLen(), kindPublicKey)
-	w.tag(k.p)
-	w.u32(uint32(k.n))
-	w.bytes(k.seed[:])
-	w.poly(k.pk.Value[0].Q)
-	w.poly(k.pk.Value[0].P)
-	return w.b, nil
-}
-
-// Digest is the SHA-256 of the key's encoding; hospitals compare it to
-// check they all encrypt under the same key.
-func (k *PublicKey) Digest() [32]byte {
-	b, _ := k.MarshalBinary()
-	return sha256.Sum256(b)
-}
-
-// UnmarshalPublicKey decodes a collective public key made under p.
-func UnmarshalPublicKey(p Params, b []byte) (*PublicKey, error) {
-	if err := p.Validate(); err != nil {
-		return nil, err
-	}
-	r, err := newReader(b, kindPublicKey, p.publicKeyLen())
-	if err != nil {
-		return nil, err
-	}
-	if err := r.tag(p); err != nil {
-		return nil, err
-	}
-	k := &PublicKey{p: p, n: int(r.u32())}
-	if k.n < 1 || k.n > p.MaxParties() {
-		return nil, fmt.Errorf("%w: public key: region of %d parties", ErrMalformed, k.n)
-	}
-	copy(k.seed[:], r.bytes(SeedLen))
-	v0, err := p.readQP(r, "pk[0]")
-	if err != nil {
-		return nil, err
-	}
-	k.pk = rlwe.NewPublicKey(p.rlwe)
-	k.pk.Value[0] = v0
-	k.pk.Value[1] = p.crp(k.seed[:]).Value
-	return k, r.done()
 }
 
 // SealedShare is a Shamir share of one party's secret, sealed with HPKE to
@@ -455,8 +293,8 @@ func (p Params) hpkeInfo(from, to uint32, context []byte) []byte {
 }
 
 // A Shamir share travels and is kept mod Q only, each residue packed to
-// its prime's bit width: decryption uses a key share's Q part alone (P
-// serves only the public key's generation), so its P part stays zero.
+// its prime's bit width: decryption uses a key share's Q part alone, so
+// its P part stays zero.
 func (p Params) shamirPlainLen() int { return headerLen + tagLen + 4 + 4 + 32 + p.packedPolyLen() }
 
 // shamirPolynomial re-derives the party's secret polynomial f of degree t-1

@@ -40,7 +40,9 @@ var heStandardMaxLogQP = map[int]float64{10: 27, 11: 54, 12: 109, 13: 218, 14: 4
 // The set is tuned for one job only: summing at most MaxParties quantized
 // vectors and decrypting the sum once. Ciphertexts live in a ring of degree
 // 2^logN modulo Q = q_1···q_L·q_E, an RLWE ciphertext (c0, a) with only c0
-// sent; the auxiliary modulus P serves the collective public key only.
+// sent. The auxiliary modulus P served a collective public key the
+// ceremony no longer makes; it stays so that each named set remains the
+// set its name was committed for, and costs nothing on the wire.
 //
 // # How the bytes are spent
 //
@@ -205,8 +207,8 @@ func newParams(name string, logN, logP, quantBits, headroomBits, fieldsPerPrime,
 	// Primes just below a power of two, so that each residue's bit width
 	// on the wire is exactly the bits it needs: message primes of k·w+1
 	// bits (> 2^(k·w)), a noise prime q_E > 4·(the worst decryption
-	// noise). P, used by the public key only, comes from above 2^logP so
-	// that it can never equal a prime of Q.
+	// noise). P (unused on the wire, see Params) comes from above 2^logP
+	// so that it can never equal a prime of Q.
 	nthRoot := uint64(2) << logN
 	msg := ring.NewNTTFriendlyPrimesGenerator(uint64(fieldsPerPrime*p.fieldBits()+1), nthRoot)
 	qs, err := msg.NextDownstreamPrimes(messagePrimes)

@@ -30,12 +30,11 @@ const (
 	tagLen      = 8
 )
 
-// Kinds of encodings. Append only.
+// Kinds of encodings. Append only: 1 and 2 were the retired public-key
+// share and collective public key.
 const (
-	kindPublicKeyShare byte = iota + 1
-	kindPublicKey
-	kindSealedShare
-	kindShamirShare // inside the HPKE plaintext of a SealedShare
+	kindSealedShare byte = iota + 3
+	kindShamirShare      // inside the HPKE plaintext of a SealedShare
 	kindParty
 	kindUpdate
 	kindDecryptionShare
@@ -43,10 +42,6 @@ const (
 
 func kindName(k byte) string {
 	switch k {
-	case kindPublicKeyShare:
-		return "public-key share"
-	case kindPublicKey:
-		return "public key"
 	case kindSealedShare:
 		return "sealed share"
 	case kindShamirShare:

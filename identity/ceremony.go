@@ -17,9 +17,6 @@ import (
 const (
 	// StatementHPKEKey: (region digest, hospital, HPKE public key).
 	StatementHPKEKey = "ceremony hpke key"
-	// StatementPublicKeyShare: (members digest, hospital, SHA-256 of the
-	// public-key share's encoding).
-	StatementPublicKeyShare = "ceremony public-key share"
 	// StatementSealedShare: (members digest, sender, recipient, SHA-256 of
 	// the sealed share's encoding).
 	StatementSealedShare = "ceremony sealed share"
@@ -83,12 +80,13 @@ func CeremonyDigest(region [32]byte, epoch uint32) [32]byte {
 	return d
 }
 
-// MembersDigest is what the public-key share and sealed-share statements
-// of a ceremony are bound to: the ceremony digest itself when every
-// hospital of the region takes part (the genesis ceremony, or a re-key
-// every hospital enrolled in), otherwise the digest of (ceremony digest,
-// the sorted members). A hospital's Shamir point in the epoch is its place
-// among the members, so a coordinator that showed two hospitals two
+// MembersDigest is what the sealed-share statements of a ceremony, and
+// each member's confirmation that it holds its key, are bound to: the
+// ceremony digest itself when every hospital of the region takes part
+// (the genesis ceremony, or a re-key every hospital enrolled in),
+// otherwise the digest of (ceremony digest, the sorted members). A
+// hospital's Shamir point in the epoch follows from the members
+// (EpochPoints), so a coordinator that showed two hospitals two
 // different member lists gets statements that verify for neither.
 func MembersDigest(ceremony [32]byte, hospitals, members []string) [32]byte {
 	if slices.Equal(hospitals, members) {

@@ -54,7 +54,7 @@ func TestStatements(t *testing.T) {
 	}{
 		{"another field", ca, der, h1, now, sig, StatementHPKEKey, [][]byte{[]byte("region"), []byte("h1"), []byte("kez")}},
 		{"fields shifted", ca, der, h1, now, sig, StatementHPKEKey, [][]byte{[]byte("regionh"), []byte("1"), []byte("key")}},
-		{"another kind", ca, der, h1, now, sig, StatementPublicKeyShare, [][]byte{[]byte("region"), []byte("h1"), []byte("key")}},
+		{"another kind", ca, der, h1, now, sig, StatementSealedShare, [][]byte{[]byte("region"), []byte("h1"), []byte("key")}},
 		{"another name", ca, der, Identity{Name: "h2", Role: RoleHospital}, now, sig, StatementHPKEKey, [][]byte{[]byte("region"), []byte("h1"), []byte("key")}},
 		{"another role", ca, der, Identity{Name: "h1", Role: RoleCoordinator}, now, sig, StatementHPKEKey, [][]byte{[]byte("region"), []byte("h1"), []byte("key")}},
 		{"certificate of another CA", ca, foreign.Certificate[0], h1, now, fsig, StatementHPKEKey, [][]byte{[]byte("region"), []byte("h1"), []byte("key")}},

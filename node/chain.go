@@ -357,7 +357,7 @@ func (n *Node) checkEvidence(ctx context.Context, t *pb.TrainTask, from *chainLi
 	if ev.Epoch != 0 && (k == nil || k.Members == nil) {
 		return none, fmt.Errorf("%w: this site never pinned the members of key epoch %d", errUnverifiable, ev.Epoch)
 	}
-	members := n.epochPoints(ev.Epoch, r)
+	members := n.epochMembersOf(ev.Epoch, r)
 	contributorPoints, err := n.memberPoints(members, "contributor", contributors)
 	if err != nil {
 		return none, err
@@ -381,7 +381,7 @@ func (n *Node) checkEvidence(ctx context.Context, t *pb.TrainTask, from *chainLi
 	if len(ev.Active) != threshold || len(ev.Shares) != threshold || !slices.IsSorted(ev.Active) {
 		return refuse(fmt.Sprintf("%d decryptors (sorted) and %d shares, the threshold is %d", len(ev.Active), len(ev.Shares), threshold))
 	}
-	active, err := n.memberPoints(members, "decryptor", ev.Active)
+	active, err := n.decryptorPoints(members, ev.Epoch, ev.Active)
 	if err != nil {
 		return none, err
 	}

@@ -65,7 +65,7 @@ var ErrBudgetExhausted = errors.New("privacy budget exhausted")
 
 // ErrUntrusted means the coordinator served something this node cannot verify
 // or that contradicts what it pinned (another region, an unsigned or
-// wrongly signed ceremony message, another collective key). The node acts
+// wrongly signed ceremony message, another member list). The node acts
 // on nothing it cannot verify.
 var ErrUntrusted = errors.New("refused: not verifiable against the region CA and this node's pinned state")
 
@@ -81,7 +81,7 @@ type Node struct {
 	mu    sync.Mutex
 	state *diskState
 	// parties holds this node's secret state per key epoch (see
-	// epochKeys), from the public-key step of its ceremony on.
+	// epochKeys), from the sealing step of its ceremony on.
 	parties map[uint32]*he.Party
 	kept    map[string]*keptUpdate // by job ID, see keptDir
 	// checked holds, per job ID, the newest model version this node tried
@@ -494,8 +494,9 @@ func ceremonyDigest(r *pb.Region) []byte {
 // ceremonySeed is the seed of the region's current ceremony.
 func ceremonySeed(r *pb.Region) []byte { return he.EpochSeed(r.Seed, r.Epoch) }
 
-// membersDigest is what the public-key share and sealed-share statements
-// of the region's current ceremony are bound to (identity.MembersDigest).
+// membersDigest is what the sealed-share statements and the key-ready
+// confirmation of the region's current ceremony are bound to
+// (identity.MembersDigest).
 func membersDigest(r *pb.Region, members []string) []byte {
 	d := identity.MembersDigest([32]byte(ceremonyDigest(r)), r.Hospitals, members)
 	return d[:]
@@ -583,25 +584,24 @@ func (n *Node) pinMembers(r *pb.Region) ([]string, error) {
 	return k.Members, nil
 }
 
-// epochPoints are the pinned members of key epoch e by Shamir point
-// (every hospital of the pinned region r for an epoch pinned before
-// re-keys could leave hospitals out).
-func (n *Node) epochPoints(e uint32, r *pb.Region) []string {
+// epochMembersOf are the pinned members of key epoch e (every hospital
+// of the pinned region r for an epoch pinned before re-keys could leave
+// hospitals out).
+func (n *Node) epochMembersOf(e uint32, r *pb.Region) epochMembers {
 	n.mu.Lock()
 	members := r.Hospitals
 	if k := n.state.Epochs[e]; k != nil && k.Members != nil {
 		members = k.Members
 	}
 	n.mu.Unlock()
-	return newEpochMembers(r, e, members, n.cfg.ID).points
+	return newEpochMembers(r, e, members, n.cfg.ID)
 }
 
-// memberPoints are the Shamir points of the hospitals names in a key
-// epoch whose members by point are points.
-func (n *Node) memberPoints(points []string, what string, names []string) ([]uint32, error) {
+// memberPoints are the Shamir points of the hospitals names among m.
+func (n *Node) memberPoints(m epochMembers, what string, names []string) ([]uint32, error) {
 	out := make([]uint32, len(names))
 	for i, h := range names {
-		p := slices.Index(points, h)
+		p := slices.Index(m.points, h)
 		if p < 0 {
 			return nil, n.untrusted("a decryption manifest", fmt.Sprintf("%s %q is not a member of the round's key epoch", what, h))
 		}
@@ -610,12 +610,25 @@ func (n *Node) memberPoints(points []string, what string, names []string) ([]uin
 	return out, nil
 }
 
+// decryptorPoints are memberPoints for the decryptors of a round, each of
+// which must hold shares: on the committee this node drew itself.
+func (n *Node) decryptorPoints(m epochMembers, epoch uint32, names []string) ([]uint32, error) {
+	points, err := n.memberPoints(m, "decryptor", names)
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range points {
+		if int(p) > m.holders {
+			return nil, n.untrusted("a decryption manifest", fmt.Sprintf("decryptor %q is not on the committee of key epoch %d", names[i], epoch))
+		}
+	}
+	return points, nil
+}
+
 func (n *Node) ceremony(ctx context.Context, step pb.CeremonyStep) error {
 	switch step {
 	case pb.CeremonyStep_CEREMONY_STEP_ENROLL:
 		return n.enroll(ctx)
-	case pb.CeremonyStep_CEREMONY_STEP_PUBLIC_KEY_SHARE:
-		return n.publicKeyShare(ctx)
 	case pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES:
 		return n.sealShares(ctx)
 	case pb.CeremonyStep_CEREMONY_STEP_OPEN_SHARES:
@@ -667,54 +680,25 @@ func (n *Node) enroll(ctx context.Context) error {
 	})
 }
 
-func (n *Node) publicKeyShare(ctx context.Context) error {
-	r, _, err := n.region(ctx)
-	if err != nil {
-		return err
-	}
-	m, err := n.members(r)
-	if err != nil {
-		return err
-	}
-	if m.self == 0 {
-		return nil // this node sits the epoch out
-	}
+// party returns this node's key share of the region's current key epoch,
+// made (and saved before anything derived from it leaves the node) on
+// first use.
+func (n *Node) party(r *pb.Region, m epochMembers) (*he.Party, error) {
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	if _, err := n.liveEpoch(r.Epoch); err != nil {
-		n.mu.Unlock()
-		return err
+		return nil, err
 	}
 	if n.parties[r.Epoch] == nil {
 		p, err := he.NewCommitteeParty(n.params(), m.self, len(m.points), m.holders, int(r.Threshold), ceremonySeed(r))
 		if err != nil {
-			n.mu.Unlock()
-			return err
+			return nil, err
 		}
 		if err := n.saveParty(r.Epoch, p); err != nil {
-			n.mu.Unlock()
-			return err
+			return nil, err
 		}
 	}
-	party := n.parties[r.Epoch]
-	n.mu.Unlock()
-	share, err := party.PublicKeyShare()
-	if err != nil {
-		return err
-	}
-	b, err := share.MarshalBinary()
-	if err != nil {
-		return err
-	}
-	d := sha256.Sum256(b)
-	sig, err := n.sign(identity.StatementPublicKeyShare, membersDigest(r, m.sorted), []byte(n.cfg.ID), d[:])
-	if err != nil {
-		return err
-	}
-	n.log.Info("sending public-key share", "epoch", r.Epoch, "size", len(b))
-	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Hospital.SubmitPublicKeyShare(ctx, &pb.SubmitPublicKeyShareRequest{Share: b, Signature: sig})
-		return err
-	})
+	return n.parties[r.Epoch], nil
 }
 
 // saveParty persists the secret key share of key epoch e before anything
@@ -740,15 +724,16 @@ func (n *Node) sealShares(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.mu.Lock()
-	party := n.parties[r.Epoch]
-	n.mu.Unlock()
-	if party == nil {
-		return fmt.Errorf("no key share of epoch %d: the public-key step did not run on this node", r.Epoch)
-	}
 	// Seal only to HPKE keys their hospitals signed (members verifies
 	// them): a relay that swapped one for its own could open that share.
 	m, err := n.members(r)
+	if err != nil {
+		return err
+	}
+	if m.self == 0 {
+		return nil // this node sits the epoch out
+	}
+	party, err := n.party(r, m)
 	if err != nil {
 		return err
 	}
@@ -804,51 +789,35 @@ func (n *Node) openShares(ctx context.Context) error {
 	if m.self == 0 {
 		return nil // this node sits the epoch out
 	}
-	var shares []*he.SealedShare
-	if m.holds() {
-		if shares, err = n.sealedToMe(ctx, r, m); err != nil {
-			return err
-		}
-	}
-	pk, err := n.collectiveKey(ctx, r, m)
-	if err != nil {
-		return err
-	}
 	n.mu.Lock()
 	party, k := n.parties[r.Epoch], n.epoch(r.Epoch)
-	if party == nil || k.HPKEPrivate == nil {
-		n.mu.Unlock()
+	hpkePriv := k.HPKEPrivate
+	n.mu.Unlock()
+	if party == nil || hpkePriv == nil {
 		return fmt.Errorf("no key share of epoch %d: the earlier ceremony steps did not run on this node", r.Epoch)
 	}
-	pkb, err := pk.MarshalBinary()
-	if err != nil {
-		n.mu.Unlock()
-		return err
-	}
-	if k.PublicKey != nil && string(k.PublicKey) != string(pkb) {
-		n.mu.Unlock()
-		return n.untrusted("collective public key", "the signed shares give another key than the one pinned")
-	}
-	k.PublicKey = pkb
 	if !party.Ready() {
 		if !m.holds() {
-			n.mu.Unlock()
 			return fmt.Errorf("key share of epoch %d: its sealed shares were not made on this node", r.Epoch)
 		}
-		if err := party.OpenShares(k.HPKEPrivate, shares, ceremonySeed(r)); err != nil {
-			n.mu.Unlock()
+		shares, err := n.sealedToMe(ctx, r, m)
+		if err != nil {
+			return err
+		}
+		n.mu.Lock()
+		err = party.OpenShares(hpkePriv, shares, ceremonySeed(r))
+		if err == nil {
+			err = n.saveParty(r.Epoch, party)
+		}
+		n.mu.Unlock()
+		if err != nil {
 			return err
 		}
 	}
-	if err := n.saveParty(r.Epoch, party); err != nil { // saves the pinned key too
-		n.mu.Unlock()
-		return err
-	}
-	n.mu.Unlock()
-	d := pk.Digest()
-	n.log.Info("threshold key share ready", "epoch", r.Epoch, "public_key_digest", fmt.Sprintf("%x", d[:8]))
+	d := membersDigest(r, m.sorted)
+	n.log.Info("threshold key share ready", "epoch", r.Epoch, "point", m.self, "committee", m.holds())
 	return n.call(ctx, controlTimeout, func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Hospital.ConfirmKeyReady(ctx, &pb.ConfirmKeyReadyRequest{PublicKeyDigest: d[:]})
+		_, err := conn.Hospital.ConfirmKeyReady(ctx, &pb.ConfirmKeyReadyRequest{MembersDigest: d})
 		return err
 	})
 }
@@ -857,12 +826,21 @@ func (n *Node) openShares(ctx context.Context) error {
 // one from every member, a page at a time, and checks each sender's
 // signature.
 func (n *Node) sealedToMe(ctx context.Context, r *pb.Region, m epochMembers) ([]*he.SealedShare, error) {
-	raw, sigs, err := n.perMember(ctx, "sealed shares", len(m.points), func(ctx context.Context, conn client.Conn, offset uint32) ([][]byte, [][]byte, uint32, error) {
-		resp, err := conn.Hospital.GetSealedShares(ctx, &pb.GetSealedSharesRequest{Offset: offset})
-		return resp.GetShares(), resp.GetSignatures(), resp.GetMembers(), err
-	})
-	if err != nil {
-		return nil, err
+	var raw, sigs [][]byte
+	for len(raw) < len(m.points) {
+		var page *pb.GetSealedSharesResponse
+		err := n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
+			var err error
+			page, err = conn.Hospital.GetSealedShares(ctx, &pb.GetSealedSharesRequest{Offset: uint32(len(raw))})
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if int64(page.Members) != int64(len(m.points)) || len(page.Shares) == 0 || len(page.Shares) > len(m.points)-len(raw) || len(page.Signatures) != len(page.Shares) {
+			return nil, n.untrusted("sealed shares", fmt.Sprintf("a page of %d shares and %d signatures after %d, of %d members; %d pinned", len(page.Shares), len(page.Signatures), len(raw), page.Members, len(m.points)))
+		}
+		raw, sigs = append(raw, page.Shares...), append(sigs, page.Signatures...)
 	}
 	rd := membersDigest(r, m.sorted)
 	shares := make([]*he.SealedShare, len(raw))
@@ -882,69 +860,6 @@ func (n *Node) sealedToMe(ctx context.Context, r *pb.Region, m epochMembers) ([]
 		}
 	}
 	return shares, nil
-}
-
-// perMember fetches one item and its signature per member of the current
-// key epoch, members of them, a page at a time: fetch returns the items
-// from offset on and the member count the coordinator claims.
-func (n *Node) perMember(ctx context.Context, what string, members int, fetch func(ctx context.Context, conn client.Conn, offset uint32) (items, sigs [][]byte, claimed uint32, err error)) (items, sigs [][]byte, err error) {
-	for len(items) < members {
-		var page, pageSigs [][]byte
-		var claimed uint32
-		err := n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
-			var err error
-			page, pageSigs, claimed, err = fetch(ctx, conn, uint32(len(items)))
-			return err
-		})
-		if err != nil {
-			return nil, nil, err
-		}
-		if int64(claimed) != int64(members) || len(page) == 0 || len(page) > members-len(items) || len(pageSigs) != len(page) {
-			return nil, nil, n.untrusted(what, fmt.Sprintf("a page of %d items and %d signatures after %d, of %d members; %d pinned", len(page), len(pageSigs), len(items), claimed, members))
-		}
-		items, sigs = append(items, page...), append(sigs, pageSigs...)
-	}
-	return items, sigs, nil
-}
-
-// collectiveKey builds the region's public key from the members' signed
-// public-key shares, each verified against the region CA, and checks that
-// the coordinator serves the same key.
-func (n *Node) collectiveKey(ctx context.Context, r *pb.Region, m epochMembers) (*he.PublicKey, error) {
-	raw, sigs, err := n.perMember(ctx, "public-key shares", len(m.points), func(ctx context.Context, conn client.Conn, offset uint32) ([][]byte, [][]byte, uint32, error) {
-		resp, err := conn.Hospital.GetPublicKeyShares(ctx, &pb.GetPublicKeySharesRequest{Offset: offset})
-		return resp.GetShares(), resp.GetSignatures(), resp.GetMembers(), err
-	})
-	if err != nil {
-		return nil, err
-	}
-	rd := membersDigest(r, m.sorted)
-	shares := make([]*he.PublicKeyShare, len(m.points))
-	for k, h := range m.points {
-		i := slices.Index(r.Hospitals, h)
-		b := raw[k]
-		d := sha256.Sum256(b)
-		if err := n.verifyStatement(r, i, sigs[k], identity.StatementPublicKeyShare, rd, []byte(h), d[:]); err != nil {
-			return nil, err
-		}
-		s, err := he.UnmarshalPublicKeyShare(n.params(), b)
-		if err != nil {
-			return nil, n.untrusted("public-key share of "+h, err.Error())
-		}
-		if int(s.From()) != k+1 {
-			return nil, n.untrusted("public-key share of "+h, fmt.Sprintf("made for point %d, its point among the members is %d", s.From(), k+1))
-		}
-		shares[k] = s
-	}
-	pk, err := he.AggregatePublicKey(n.params(), ceremonySeed(r), len(m.points), shares)
-	if err != nil {
-		return nil, n.untrusted("public-key shares", err.Error())
-	}
-	served, err := he.UnmarshalPublicKey(n.params(), r.PublicKey)
-	if err != nil || served.Digest() != pk.Digest() {
-		return nil, n.untrusted("collective public key", "the key the coordinator serves is not the sum of the hospitals' signed shares")
-	}
-	return pk, nil
 }
 
 // ---- jobs ----
@@ -1607,8 +1522,8 @@ func (n *Node) decrypt(ctx context.Context, t *pb.DecryptTask) error {
 	}
 	// Shamir points are places among the members of the round's key
 	// epoch, as this node pinned them (identity.EpochPoints).
-	members := n.epochPoints(t.Epoch, r)
-	active, err := n.memberPoints(members, "decryptor", t.Active)
+	members := n.epochMembersOf(t.Epoch, r)
+	active, err := n.decryptorPoints(members, t.Epoch, t.Active)
 	if err != nil {
 		return err
 	}

@@ -94,12 +94,11 @@ func (f *fakeCoordinator) given() [][]byte {
 }
 
 // threshold runs a whole key ceremony of n parties in this process.
-func threshold(t *testing.T, p he.Params, seed []byte, n, thr int) ([]*he.Party, *he.PublicKey) {
+func threshold(t *testing.T, p he.Params, seed []byte, n, thr int) []*he.Party {
 	t.Helper()
 	var (
-		parties  []*he.Party
-		privs    [][]byte
-		pkShares []*he.PublicKeyShare
+		parties []*he.Party
+		privs   [][]byte
 	)
 	recipients := map[uint32][]byte{}
 	for i := 1; i <= n; i++ {
@@ -111,16 +110,8 @@ func threshold(t *testing.T, p he.Params, seed []byte, n, thr int) ([]*he.Party,
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := pa.PublicKeyShare()
-		if err != nil {
-			t.Fatal(err)
-		}
-		parties, privs, pkShares = append(parties, pa), append(privs, priv), append(pkShares, s)
+		parties, privs = append(parties, pa), append(privs, priv)
 		recipients[uint32(i)] = pub
-	}
-	pk, err := he.AggregatePublicKey(p, seed, n, pkShares)
-	if err != nil {
-		t.Fatal(err)
 	}
 	inbox := make([][]*he.SealedShare, n)
 	for _, pa := range parties {
@@ -137,7 +128,7 @@ func threshold(t *testing.T, p he.Params, seed []byte, n, thr int) ([]*he.Party,
 			t.Fatal(err)
 		}
 	}
-	return parties, pk
+	return parties
 }
 
 // A node gives one decryption share per binding: asked again for another
@@ -177,14 +168,10 @@ func TestOneDecryptionSharePerRound(t *testing.T) {
 	p := he.RegionParams()
 	seed := make([]byte, he.SeedLen)
 	rand.Read(seed)
-	parties, pk := threshold(t, p, seed, 3, 2)
+	parties := threshold(t, p, seed, 3, 2)
 
-	pkb, err := pk.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
 	hospitals := []string{"h1", "h2", "h3"}
-	fake := &fakeCoordinator{region: &pb.Region{Params: p.Name(), Hospitals: hospitals, Threshold: 2, Seed: seed, PublicKey: pkb}}
+	fake := &fakeCoordinator{region: &pb.Region{Params: p.Name(), Hospitals: hospitals, Threshold: 2, Seed: seed}}
 
 	ca, err := identity.NewCA("test", time.Hour)
 	if err != nil {
@@ -780,7 +767,7 @@ func TestOneVectorPerBinding(t *testing.T) {
 	p := he.RegionParams()
 	seed := make([]byte, he.SeedLen)
 	rand.Read(seed)
-	parties, _ := threshold(t, p, seed, 2, 2)
+	parties := threshold(t, p, seed, 2, 2)
 	dir := t.TempDir()
 	st, err := loadState(dir)
 	if err != nil {
@@ -940,7 +927,7 @@ func TestStateMigratesToKeyEpochs(t *testing.T) {
 		t.Fatal(err)
 	}
 	e0 := st.Epochs[0]
-	if e0 == nil || string(e0.HPKEPrivate) != "\x01\x02" || string(e0.Party) != "\x05\x06" || string(e0.PublicKey) != "\x07\x08" || e0.Decrypted != 5 {
+	if e0 == nil || string(e0.HPKEPrivate) != "\x01\x02" || string(e0.Party) != "\x05\x06" || e0.Decrypted != 5 {
 		t.Fatalf("epoch 0 after migration: %+v", e0)
 	}
 	if err := st.save(dir); err != nil {

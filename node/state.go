@@ -79,9 +79,7 @@ type diskState struct {
 
 // epochKeys is what a node holds for one key epoch: the HPKE key its
 // Shamir shares were sealed to, its secret state (he.Party: its own key
-// and the Shamir shares it holds), the collective public key it built
-// itself from the hospitals' signed shares (the ceremony's record, held
-// against what the coordinator serves), and the ciphertexts it gave
+// and the Shamir shares it holds), and the ciphertexts it gave
 // decryption shares for under the key: the smudging argument covers
 // he.Params.MaxDecryptions of them, and the node refuses past that.
 // Once the epoch is retired the keys are erased and Erased stays set, so
@@ -90,7 +88,6 @@ type epochKeys struct {
 	HPKEPrivate []byte `json:"hpke_private,omitempty"`
 	HPKEPublic  []byte `json:"hpke_public,omitempty"`
 	Party       []byte `json:"party,omitempty"`
-	PublicKey   []byte `json:"public_key,omitempty"`
 	Decrypted   int    `json:"decrypted"`
 	Erased      bool   `json:"erased,omitempty"`
 	// Members are the hospitals of the epoch's ceremony as this node
@@ -105,7 +102,6 @@ type legacyEpoch0 struct {
 	HPKEPrivate []byte `json:"hpke_private,omitempty"`
 	HPKEPublic  []byte `json:"hpke_public,omitempty"`
 	Party       []byte `json:"party,omitempty"`
-	PublicKey   []byte `json:"public_key,omitempty"`
 	Decrypted   int    `json:"decrypted,omitempty"`
 }
 
@@ -148,7 +144,7 @@ func loadState(dir string) (*diskState, error) {
 	// Migration: a file from before key epochs held one key, epoch 0's.
 	if l := st.legacyEpoch0; l.HPKEPrivate != nil || l.Party != nil {
 		if _, ok := st.Epochs[0]; !ok {
-			st.Epochs[0] = &epochKeys{HPKEPrivate: l.HPKEPrivate, HPKEPublic: l.HPKEPublic, Party: l.Party, PublicKey: l.PublicKey, Decrypted: l.Decrypted}
+			st.Epochs[0] = &epochKeys{HPKEPrivate: l.HPKEPrivate, HPKEPublic: l.HPKEPublic, Party: l.Party, Decrypted: l.Decrypted}
 		}
 		st.legacyEpoch0 = legacyEpoch0{}
 	}

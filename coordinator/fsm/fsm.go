@@ -257,10 +257,12 @@ var commands = map[CommandType]command{
 		s.Replicas[c.Id] = c.GrpcAddr
 		return nil
 	}, recordReplicaJoined),
-	CmdCreateRegion:    timed((*State).createRegion, recordRegionCreated),
-	CmdEnroll:          entry((*State).enroll, recordEnrolled),
-	CmdPublicKeyShare:  entry((*State).publicKeyShare, recordPublicKeyShare),
-	CmdPublicKey:       entry((*State).publicKey, recordPublicKey),
+	CmdCreateRegion: timed((*State).createRegion, recordRegionCreated),
+	CmdEnroll:       entry((*State).enroll, recordEnrolled),
+	// Retired with the ceremony's collective public key: the entries of an
+	// older region's log change nothing but replay their audit records.
+	CmdPublicKeyShare:  entry(func(*State, *pb.PublicKeyShareCommand) error { return nil }, recordPublicKeyShare),
+	CmdPublicKey:       entry(func(*State, *pb.PublicKeyCommand) error { return nil }, recordPublicKey),
 	CmdSealedShares:    entry((*State).sealedShares, recordSealedShares),
 	CmdKeyReady:        entry((*State).keyReady, recordKeyReady),
 	CmdSubmitJob:       timed((*State).submitJob, recordJobSubmitted),
@@ -457,47 +459,24 @@ func (s *State) enroll(c *pb.EnrollCommand) error {
 	return nil
 }
 
-func (s *State) publicKeyShare(c *pb.PublicKeyShareCommand) error {
-	i, err := s.ceremonyMember(c.Hospital)
-	if err != nil {
-		return err
-	}
-	if s.Region.PKShares[i] != nil {
-		return rejectf("%s already sent its public-key share", c.Hospital)
-	}
-	s.Region.PKShares[i] = c.Share
-	s.Region.PKSig[i] = c.Signature
-	return nil
-}
-
-func (s *State) publicKey(c *pb.PublicKeyCommand) error {
-	if s.Region == nil || s.Region.PublicKey != nil || !s.Region.PublicKeySharesIn() {
-		return rejectf("public key not expected now")
-	}
-	s.Region.PublicKey = c.PublicKey
-	return nil
-}
-
 func (s *State) sealedShares(c *pb.SealedSharesCommand) error {
 	from, err := s.ceremonyMember(c.From)
 	if err != nil {
 		return err
 	}
 	r := s.Region
-	if r.PublicKey == nil {
-		return rejectf("sealed shares before the public key")
-	}
 	// One share per committee member, in the order of their points.
 	holders := r.holderIndexes()
 	if len(c.Shares) != len(holders) {
 		return rejectf("%d sealed shares for a committee of %d", len(c.Shares), len(holders))
 	}
-	if r.Sealed[holders[0]][from] != nil {
+	if r.sealed(from) {
 		return rejectf("%s already sent its sealed shares", c.From)
 	}
 	if len(c.Signatures) != 0 && len(c.Signatures) != len(c.Shares) {
 		return rejectf("%d signatures for %d sealed shares", len(c.Signatures), len(c.Shares))
 	}
+	r.SealedBy[from] = true
 	for k, to := range holders {
 		r.Sealed[to][from] = c.Shares[k]
 		if len(c.Signatures) != 0 {
@@ -519,6 +498,11 @@ func (s *State) keyReady(c *pb.KeyReadyCommand) error {
 		return errUnchanged
 	}
 	s.Region.Ready[i] = true
+	// A committee member holding its key never reads its shares again.
+	clear(s.Region.Sealed[i])
+	if i < len(s.Region.SealedSig) {
+		clear(s.Region.SealedSig[i])
+	}
 	return nil
 }
 
@@ -1021,6 +1005,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		s, err = restoreStream(dec)
 	default:
 		err = fmt.Errorf("snapshot format %q version %d, this build reads %q version %d (and 1)", h.Format, h.Version, snapshotFormat, SnapshotVersion)
+	}
+	if err == nil && s.Region != nil && len(s.Region.Sealed) == len(s.Region.Hospitals) {
+		s.Region.deriveSealedBy()
 	}
 	if err == nil {
 		err = s.check()

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"regionfl/audit"
 	"regionfl/identity"
 	pb "regionfl/proto/regionfl/v1"
 )
@@ -53,10 +54,6 @@ func readyRegion(t testing.TB) *applier {
 		a.must(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
 	}
 	for _, h := range hs {
-		a.must(&pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s" + h)})
-	}
-	a.must(&pb.PublicKeyCommand{PublicKey: []byte("pk")})
-	for _, h := range hs {
 		a.must(&pb.SealedSharesCommand{From: h, Shares: [][]byte{{1}, {2}, {3}}})
 	}
 	for _, h := range hs {
@@ -96,10 +93,6 @@ func TestCommitteeCeremony(t *testing.T) {
 	for _, h := range hs {
 		a.must(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
 	}
-	for _, h := range hs {
-		a.must(&pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s" + h)})
-	}
-	a.must(&pb.PublicKeyCommand{PublicKey: []byte("pk")})
 	if err := a.apply(&pb.SealedSharesCommand{From: "h1", Shares: [][]byte{{1}, {2}, {3}, {4}, {5}}}); err == nil {
 		t.Fatal("five sealed shares for a committee of three were taken")
 	}
@@ -131,6 +124,18 @@ func TestCommitteeCeremony(t *testing.T) {
 	for _, h := range hs {
 		a.must(&pb.KeyReadyCommand{Hospital: h})
 	}
+	// Members holding their keys never read their shares again: the
+	// state lets them go, and the ceremony stays done.
+	a.f.Read(func(s *State) {
+		for i, row := range s.Region.Sealed {
+			if slices.ContainsFunc(row, func(b []byte) bool { return b != nil }) {
+				t.Fatalf("%s holds its key, its sealed shares are still kept", s.Region.Hospitals[i])
+			}
+		}
+		if s.Region.Step() != pb.CeremonyStep_CEREMONY_STEP_DONE || !s.Region.SealedAll("h1") {
+			t.Fatalf("step %v once the sealed shares were let go", s.Region.Step())
+		}
+	})
 	a.must(&pb.SubmitJobCommand{JobId: "j", Spec: &pb.JobSpec{MinHospitals: 2, Rounds: 1}, RequestId: "r1", InitialParams: []float64{0}})
 	for _, h := range hs {
 		a.must(&pb.DecideJobCommand{JobId: "j", Hospital: h, Accept: true})
@@ -148,6 +153,38 @@ func TestCommitteeCeremony(t *testing.T) {
 	if err := closeWith(committee[:2]); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// The ceremony's public-key share and collective key are retired: an
+// older region's log still replays them, and they change nothing but the
+// audit log they were recorded in.
+func TestRetiredCeremonyCommands(t *testing.T) {
+	a := readyRegion(t)
+	var before []byte
+	var records uint64
+	a.f.Read(func(s *State) {
+		before, _ = json.Marshal(s.Region)
+		records = s.Audit.Len()
+	})
+	a.must(&pb.PublicKeyShareCommand{Hospital: "h1", Share: []byte("s")})
+	a.must(&pb.PublicKeyCommand{PublicKey: []byte("pk")})
+	a.f.Read(func(s *State) {
+		after, _ := json.Marshal(s.Region)
+		if string(after) != string(before) || s.Region.Step() != pb.CeremonyStep_CEREMONY_STEP_DONE {
+			t.Fatal("a retired ceremony command changed the region")
+		}
+		var got []audit.Action
+		for i := records; i < s.Audit.Len(); i++ {
+			rec, err := s.Audit.Record(i)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, rec.Action)
+		}
+		if want := []audit.Action{audit.ActionCeremonyPublicKeyShare, audit.ActionCeremonyPublicKey}; !slices.Equal(got, want) {
+			t.Fatalf("audit records %v, want %v", got, want)
+		}
+	})
 }
 
 func TestRoundLifecycle(t *testing.T) {
@@ -263,6 +300,35 @@ func TestSnapshotRestore(t *testing.T) {
 		if err := New().Restore(io.NopCloser(bytes.NewReader(bad))); err == nil {
 			t.Fatalf("a bad snapshot was accepted: %.60q...", bad)
 		}
+	}
+}
+
+// A snapshot written before the region kept who sealed (sealed_by), in
+// the middle of sealing, restores with it derived from the sealed rows.
+func TestRestoreDerivesSealedBy(t *testing.T) {
+	a := &applier{t: t, f: New()}
+	hs := []string{"h1", "h2", "h3"}
+	a.must(&pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2, Seed: []byte("seed")})
+	for _, h := range hs {
+		a.must(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
+	}
+	a.must(&pb.SealedSharesCommand{From: "h2", Shares: [][]byte{{1}, {2}, {3}}})
+	b := snapshotBytes(t, a.f)
+	old := bytes.Replace(b, []byte(`"sealed_by":[false,true,false],`), nil, 1)
+	if bytes.Equal(old, b) {
+		t.Fatal("the snapshot holds no sealed_by to take out")
+	}
+	g := New()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(old))); err != nil {
+		t.Fatal(err)
+	}
+	g.Read(func(s *State) {
+		if !s.Region.SealedAll("h2") || s.Region.SealedAll("h1") || s.Region.Step() != pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES {
+			t.Fatalf("restored: sealed by %v, step %v", s.Region.SealedBy, s.Region.Step())
+		}
+	})
+	if !bytes.Equal(b, snapshotBytes(t, g)) {
+		t.Fatal("restore did not reproduce the state")
 	}
 }
 
@@ -428,10 +494,6 @@ func TestCloseEnrollment(t *testing.T) {
 	ceremony := func(members []string) {
 		t.Helper()
 		for _, h := range members {
-			a.must(&pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s" + h)})
-		}
-		a.must(&pb.PublicKeyCommand{PublicKey: []byte("pk")})
-		for _, h := range members {
 			shares := make([][]byte, len(members))
 			for i := range shares {
 				shares[i] = []byte{byte(i)}
@@ -451,7 +513,7 @@ func TestCloseEnrollment(t *testing.T) {
 	for _, h := range hs[:3] {
 		a.must(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
 	}
-	reject("a public-key share before everyone enrolled in the genesis ceremony", &pb.PublicKeyShareCommand{Hospital: "h1", Share: []byte("s")})
+	reject("sealed shares before everyone enrolled in the genesis ceremony", &pb.SealedSharesCommand{From: "h1", Shares: [][]byte{{1}, {2}, {3}, {4}}})
 	reject("closing the genesis ceremony's enrollment", &pb.CloseEnrollmentCommand{Epoch: 0, Members: hs[:3]})
 	a.must(&pb.EnrollCommand{Hospital: "h4", HpkePublicKey: []byte("kh4")})
 	ceremony(hs)
@@ -470,11 +532,11 @@ func TestCloseEnrollment(t *testing.T) {
 	reject("members out of order", &pb.CloseEnrollmentCommand{Epoch: 1, Members: []string{"h2", "h1", "h4"}})
 	reject("a member twice", &pb.CloseEnrollmentCommand{Epoch: 1, Members: []string{"h1", "h1", "h4"}})
 	reject("another epoch", &pb.CloseEnrollmentCommand{Epoch: 2, Members: []string{"h1", "h2", "h4"}})
-	reject("a public-key share while enrollment is open", &pb.PublicKeyShareCommand{Hospital: "h1", Share: []byte("s")})
+	reject("sealed shares while enrollment is open", &pb.SealedSharesCommand{From: "h1", Shares: [][]byte{{1}, {2}, {3}}})
 	a.must(&pb.CloseEnrollmentCommand{Epoch: 1, Members: []string{"h1", "h2", "h4"}})
 	reject("closing twice", &pb.CloseEnrollmentCommand{Epoch: 1, Members: []string{"h1", "h2", "h4"}})
 	reject("a late enrollment", &pb.EnrollCommand{Hospital: "h3", HpkePublicKey: []byte("k1h3")})
-	reject("a public-key share of a hospital sitting the epoch out", &pb.PublicKeyShareCommand{Hospital: "h3", Share: []byte("s")})
+	reject("sealed shares of a hospital sitting the epoch out", &pb.SealedSharesCommand{From: "h3", Shares: [][]byte{{1}, {2}, {3}}})
 	ceremony([]string{"h1", "h2", "h4"})
 	reject("key ready of a hospital sitting the epoch out", &pb.KeyReadyCommand{Hospital: "h3"})
 	a.f.Read(func(s *State) {
@@ -555,10 +617,6 @@ func TestAbandonStalledRekey(t *testing.T) {
 	for _, h := range []string{"h1", "h2", "h3"} {
 		a.must(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k3" + h)})
 	}
-	for _, h := range []string{"h1", "h2", "h3"} {
-		a.must(&pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s3" + h)})
-	}
-	a.must(&pb.PublicKeyCommand{PublicKey: []byte("pk3")})
 	for _, h := range []string{"h1", "h2", "h3"} {
 		a.must(&pb.SealedSharesCommand{From: h, Shares: [][]byte{{1}, {2}, {3}}})
 	}

@@ -63,20 +63,22 @@ type Region struct {
 	Committee uint32   `json:"committee,omitempty"`
 	Seed      []byte   `json:"seed"`
 	CreatedMs int64    `json:"created_ms"`
-	HPKE      [][]byte `json:"hpke"`      // per hospital, public
-	PKShares  [][]byte `json:"pk_shares"` // per hospital, public
-	PublicKey []byte   `json:"public_key,omitempty"`
+	HPKE      [][]byte `json:"hpke"` // per hospital, public
 	// Sealed[to][from] is the Shamir share from 'from' sealed to 'to', a
-	// member of the epoch's committee (the other rows stay empty).
+	// member of the epoch's committee (the other rows stay empty). A
+	// member's row is let go once it holds its key (Ready): it never reads
+	// it again, and a region's worth is N·c shares.
 	Sealed [][][]byte `json:"sealed"`
-	Ready  []bool     `json:"ready"`
+	// SealedBy[i] says hospital i sealed its shares to the committee
+	// (nil in states written before it was kept: see deriveSealedBy).
+	SealedBy []bool `json:"sealed_by,omitempty"`
+	Ready    []bool `json:"ready"`
 	// What each hospital signed (identity.Statement*), relayed so every
 	// hospital verifies every other's ceremony messages itself: its
-	// certificate as enrolled, its signatures over its HPKE key and its
-	// public-key share, and SealedSig[to][from] over each sealed share.
+	// certificate as enrolled, its signature over its HPKE key, and
+	// SealedSig[to][from] over each sealed share.
 	Certs     [][]byte   `json:"certs,omitempty"`
 	HPKESig   [][]byte   `json:"hpke_sig,omitempty"`
-	PKSig     [][]byte   `json:"pk_sig,omitempty"`
 	SealedSig [][][]byte `json:"sealed_sig,omitempty"`
 	// The operator's identity.StatementGenesis of the region, and the
 	// certificate that made it.
@@ -166,7 +168,7 @@ func (r *Region) Holds(e uint32, h string) bool {
 	return slices.Contains(r.CommitteeOf(e), h)
 }
 
-// MembersDigest is what the current ceremony's public-key share and
+// MembersDigest is what the current ceremony's member confirmations and
 // sealed-share statements are bound to (identity.MembersDigest).
 func (r *Region) MembersDigest() [32]byte {
 	return identity.MembersDigest(r.CeremonyDigest(), r.Hospitals, r.MembersOf(r.Epoch))
@@ -222,11 +224,11 @@ func (r *Region) KeyEpoch() (epoch uint32, ok bool) {
 func (r *Region) resetCeremony() {
 	n := len(r.Hospitals)
 	r.HPKE, r.HPKESig, r.Certs = make([][]byte, n), make([][]byte, n), make([][]byte, n)
-	r.PKShares, r.PKSig, r.PublicKey = make([][]byte, n), make([][]byte, n), nil
 	r.Sealed, r.SealedSig = make([][][]byte, n), make([][][]byte, n)
 	for i := range n {
 		r.Sealed[i], r.SealedSig[i] = make([][]byte, n), make([][]byte, n)
 	}
+	r.SealedBy = make([]bool, n)
 	r.Ready = make([]bool, n)
 }
 
@@ -241,11 +243,10 @@ func (r *Region) Digest() [32]byte {
 func (r *Region) Clone() *Region {
 	c := *r
 	c.HPKE = slices.Clone(r.HPKE)
-	c.PKShares = slices.Clone(r.PKShares)
 	c.Ready = slices.Clone(r.Ready)
 	c.Certs = slices.Clone(r.Certs)
 	c.HPKESig = slices.Clone(r.HPKESig)
-	c.PKSig = slices.Clone(r.PKSig)
+	c.SealedBy = slices.Clone(r.SealedBy)
 	c.Sealed = make([][][]byte, len(r.Sealed))
 	for i, row := range r.Sealed {
 		c.Sealed[i] = slices.Clone(row)
@@ -277,7 +278,7 @@ func (r *Region) Index(h string) int {
 	return i
 }
 
-// StepName is Step for people: enroll, public_key_share, ... done.
+// StepName is Step for people: enroll, seal_shares, open_shares, done.
 func (r *Region) StepName() string {
 	return strings.ToLower(strings.TrimPrefix(r.Step().String(), "CEREMONY_STEP_"))
 }
@@ -287,8 +288,6 @@ func (r *Region) Step() pb.CeremonyStep {
 	switch {
 	case r.enrollmentOpen():
 		return pb.CeremonyStep_CEREMONY_STEP_ENROLL
-	case r.PublicKey == nil:
-		return pb.CeremonyStep_CEREMONY_STEP_PUBLIC_KEY_SHARE
 	case !r.allSealed():
 		return pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES
 	case !r.membersHave(func(i int) bool { return r.Ready[i] }):
@@ -310,21 +309,32 @@ func all(bs [][]byte) bool {
 // allSealed reports whether every member of the current ceremony sealed
 // its shares to every committee member.
 func (r *Region) allSealed() bool {
-	holders := r.holderIndexes()
-	return holders != nil && r.membersHave(func(from int) bool { return r.Sealed[holders[0]][from] != nil })
+	return r.membersHave(r.sealed)
 }
+
+func (r *Region) sealed(from int) bool { return from < len(r.SealedBy) && r.SealedBy[from] }
 
 // SealedAll reports whether member h of the current ceremony sealed its
 // shares (to every committee member: one command seals to all of them).
 func (r *Region) SealedAll(h string) bool {
-	from, holders := r.Index(h), r.holderIndexes()
-	return from >= 0 && holders != nil && r.Sealed[holders[0]][from] != nil
+	from := r.Index(h)
+	return from >= 0 && r.sealed(from)
 }
 
-// PublicKeySharesIn reports whether every member of the current ceremony
-// sent its public-key share (so the collective key can be made).
-func (r *Region) PublicKeySharesIn() bool {
-	return r.membersHave(func(i int) bool { return r.PKShares[i] != nil })
+// deriveSealedBy fills SealedBy in a state written before it was kept,
+// when no sealed row had been let go yet: a command seals to every
+// committee member at once, so the first holder's row tells.
+func (r *Region) deriveSealedBy() {
+	if r.SealedBy != nil {
+		return
+	}
+	r.SealedBy = make([]bool, len(r.Hospitals))
+	// A malformed state is check's to refuse; this only must not panic.
+	if holders := r.holderIndexes(); len(holders) > 0 && holders[0] >= 0 && holders[0] < len(r.Sealed) && len(r.Sealed[holders[0]]) == len(r.SealedBy) {
+		for from := range r.SealedBy {
+			r.SealedBy[from] = r.Sealed[holders[0]][from] != nil
+		}
+	}
 }
 
 // memberIndexes are the positions in Hospitals of the current ceremony's
@@ -643,8 +653,8 @@ func (s *State) check() error {
 	}
 	if r := s.Region; r != nil {
 		n := len(r.Hospitals)
-		bad := len(r.HPKE) != n || len(r.PKShares) != n || len(r.Sealed) != n || len(r.Ready) != n
-		for _, x := range [][][]byte{r.HPKESig, r.PKSig, r.Certs} {
+		bad := len(r.HPKE) != n || len(r.Sealed) != n || len(r.Ready) != n || len(r.SealedBy) != n
+		for _, x := range [][][]byte{r.HPKESig, r.Certs} {
 			bad = bad || (x != nil && len(x) != n)
 		}
 		for i, row := range r.Sealed {

@@ -46,10 +46,6 @@ func state(t *testing.T) *fsm.FSM {
 		apply(t, f, &i, &pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
 	}
 	for _, h := range hs {
-		apply(t, f, &i, &pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s")})
-	}
-	apply(t, f, &i, &pb.PublicKeyCommand{PublicKey: []byte("pk")})
-	for _, h := range hs {
 		apply(t, f, &i, &pb.SealedSharesCommand{From: h, Shares: [][]byte{{1}, {2}}})
 	}
 	for _, h := range hs {

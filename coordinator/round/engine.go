@@ -289,9 +289,6 @@ func (e *Engine) step() error {
 			return err
 		}
 	}
-	if region.PublicKey == nil && region.PublicKeySharesIn() {
-		return e.publishPublicKey(region, region.MembersOf(region.Epoch))
-	}
 	if _, keyed := region.KeyEpoch(); !keyed {
 		return nil
 	}
@@ -415,8 +412,7 @@ func (e *Engine) abandonStalled(r *fsm.Region) error {
 	for _, h := range r.MembersOf(r.Epoch) {
 		i := r.Index(h)
 		switch step := r.Step(); {
-		case step == pb.CeremonyStep_CEREMONY_STEP_PUBLIC_KEY_SHARE && r.PKShares[i] == nil,
-			step == pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES && !r.SealedAll(h),
+		case step == pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES && !r.SealedAll(h),
 			step == pb.CeremonyStep_CEREMONY_STEP_OPEN_SHARES && !r.Ready[i]:
 			behind = append(behind, h)
 		}
@@ -428,28 +424,6 @@ func (e *Engine) abandonStalled(r *fsm.Region) error {
 		return nil // it completed meanwhile
 	}
 	return err
-}
-
-func (e *Engine) publishPublicKey(r *fsm.Region, members []string) error {
-	shares := make([]*he.PublicKeyShare, len(members))
-	for i, h := range members {
-		s, err := he.UnmarshalPublicKeyShare(e.paramsOf(r), r.PKShares[r.Index(h)])
-		if err != nil {
-			return fmt.Errorf("public-key share of %s: %w", h, err)
-		}
-		shares[i] = s
-	}
-	pk, err := he.AggregatePublicKey(e.paramsOf(r), he.EpochSeed(r.Seed, r.Epoch), len(shares), shares)
-	if err != nil {
-		return err
-	}
-	b, err := pk.MarshalBinary()
-	if err != nil {
-		return err
-	}
-	d := pk.Digest()
-	e.log.Info("collective public key ready", "size", len(b), "digest", fmt.Sprintf("%x", d[:8]))
-	return e.store.Propose(&pb.PublicKeyCommand{PublicKey: b})
 }
 
 func (e *Engine) stepJob(region *fsm.Region, j *fsm.Job) error {

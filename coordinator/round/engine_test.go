@@ -66,10 +66,6 @@ func newFixture(t *testing.T) *fixture {
 		f.propose(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
 	}
 	for _, h := range hospitals {
-		f.propose(&pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s" + h)})
-	}
-	f.propose(&pb.PublicKeyCommand{PublicKey: []byte("pk")})
-	for _, h := range hospitals {
 		f.propose(&pb.SealedSharesCommand{From: h, Shares: [][]byte{{1}, {2}, {3}, {4}}})
 	}
 	for _, h := range hospitals {

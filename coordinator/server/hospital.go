@@ -82,10 +82,6 @@ func work(st *fsm.State, h string) (*pb.PollResponse, error) {
 	case !r.Member(r.Epoch, h):
 		// Enrolled too late (or not at all): this hospital sits the key
 		// epoch out, and joins the next one.
-	case r.PKShares[i] == nil:
-		step = pb.CeremonyStep_CEREMONY_STEP_PUBLIC_KEY_SHARE
-	case r.PublicKey == nil:
-		step = pb.CeremonyStep_CEREMONY_STEP_UNSPECIFIED // waiting for the others
 	case !r.SealedAll(h):
 		step = pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES
 	case r.Step() == pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES:
@@ -236,30 +232,6 @@ func (s hospitalService) ceremonyRegion(ctx context.Context) (*fsm.Region, uint3
 	return r, point, nil
 }
 
-func (s hospitalService) SubmitPublicKeyShare(ctx context.Context, req *pb.SubmitPublicKeyShareRequest) (*pb.SubmitPublicKeyShareResponse, error) {
-	r, point, err := s.ceremonyRegion(ctx)
-	if err != nil {
-		return nil, err
-	}
-	share, err := he.UnmarshalPublicKeyShare(s.engine.Params(), req.Share)
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "share: %v", err)
-	}
-	if share.From() != point {
-		return nil, status.Errorf(codes.PermissionDenied, "share is from party %d, the caller is party %d", share.From(), point)
-	}
-	h := caller(ctx).Name
-	rd, sd := r.MembersDigest(), sha256.Sum256(req.Share)
-	if err := identity.CheckSignature(r.Cert(uint32(r.Index(h)+1)), req.Signature, identity.StatementPublicKeyShare, rd[:], []byte(h), sd[:]); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "signature: %v", err)
-	}
-	if err := s.store.Propose(&pb.PublicKeyShareCommand{Hospital: h, Share: req.Share, Signature: req.Signature}); err != nil {
-		return nil, toStatus(ctx, err)
-	}
-	s.log.Info("public-key share accepted", "hospital", h, "size", len(req.Share), "digest", digestHex(req.Share))
-	return &pb.SubmitPublicKeyShareResponse{}, nil
-}
-
 func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitSealedSharesRequest) (*pb.SubmitSealedSharesResponse, error) {
 	r, point, err := s.ceremonyRegion(ctx)
 	if err != nil {
@@ -315,6 +287,9 @@ func (s hospitalService) GetSealedShares(ctx context.Context, req *pb.GetSealedS
 		return nil, status.Errorf(codes.InvalidArgument, "offset: %d, key epoch %d has %d members", req.Offset, r.Epoch, len(points))
 	}
 	to := r.Index(h)
+	if r.Ready[to] {
+		return nil, status.Errorf(codes.FailedPrecondition, "%s holds its key of epoch %d already: its sealed shares were let go", h, r.Epoch)
+	}
 	resp := &pb.GetSealedSharesResponse{Members: uint32(len(points))}
 	for _, m := range points[req.Offset:min(len(points), int(req.Offset)+MaxSealedPerMessage(s.engine.Params()))] {
 		from := r.Index(m)
@@ -327,40 +302,13 @@ func (s hospitalService) GetSealedShares(ctx context.Context, req *pb.GetSealedS
 	return resp, nil
 }
 
-func (s hospitalService) GetPublicKeyShares(ctx context.Context, req *pb.GetPublicKeySharesRequest) (*pb.GetPublicKeySharesResponse, error) {
-	r, _, err := s.ceremonyRegion(ctx)
-	if err != nil {
-		return nil, err
-	}
-	points := r.PointsOf(r.Epoch)
-	if int64(req.Offset) > int64(len(points)) {
-		return nil, status.Errorf(codes.InvalidArgument, "offset: %d, key epoch %d has %d members", req.Offset, r.Epoch, len(points))
-	}
-	resp := &pb.GetPublicKeySharesResponse{Members: uint32(len(points))}
-	page := perMessage(he.PublicKeyShareSize(s.engine.Params()))
-	for _, m := range points[req.Offset:min(len(points), int(req.Offset)+page)] {
-		i := r.Index(m)
-		if r.PKShares[i] == nil {
-			return nil, status.Error(codes.FailedPrecondition, "not every member has sent its public-key share yet")
-		}
-		resp.Shares = append(resp.Shares, r.PKShares[i])
-		resp.Signatures = append(resp.Signatures, r.PKSig[i])
-	}
-	return resp, nil
-}
-
 func (s hospitalService) ConfirmKeyReady(ctx context.Context, req *pb.ConfirmKeyReadyRequest) (*pb.ConfirmKeyReadyResponse, error) {
 	r, _, err := s.ceremonyRegion(ctx)
 	if err != nil {
 		return nil, err
 	}
-	pk, err := he.UnmarshalPublicKey(s.engine.Params(), r.PublicKey)
-	if err != nil {
-		return nil, toStatus(ctx, err)
-	}
-	d := pk.Digest()
-	if string(d[:]) != string(req.PublicKeyDigest) {
-		return nil, status.Error(codes.InvalidArgument, "public_key_digest: does not match the region's collective key")
+	if d := r.MembersDigest(); string(d[:]) != string(req.MembersDigest) {
+		return nil, status.Errorf(codes.InvalidArgument, "members_digest: not the digest of key epoch %d's members", r.Epoch)
 	}
 	h := caller(ctx).Name
 	if err := s.store.Propose(&pb.KeyReadyCommand{Hospital: h}); err != nil {
@@ -376,7 +324,7 @@ func (s hospitalService) GetRegion(ctx context.Context, _ *pb.GetRegionRequest) 
 		return nil, err
 	}
 	out := &pb.Region{Params: r.Params, Hospitals: r.Hospitals, Threshold: uint32(r.Threshold), Seed: r.Seed,
-		HpkePublicKeys: r.HPKE, PublicKey: r.PublicKey, Step: r.Step(),
+		HpkePublicKeys: r.HPKE, Step: r.Step(),
 		Certificates: r.Certs, HpkeSignatures: r.HPKESig,
 		GenesisSignature: r.GenesisSig, GenesisCertificate: r.GenesisCert, Epoch: r.Epoch, RevocationMaxAgeS: r.RevocationMaxAgeS,
 		Members: r.MembersOf(r.Epoch), Committee: r.Committee}

@@ -9,9 +9,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/hpke"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -387,11 +385,9 @@ func (s *Server) CreateRegion(ctx context.Context, req *pb.CreateRegionRequest) 
 
 // MaxSealedPerMessage is how many sealed shares of parameter set p fit in
 // one gRPC message, with room for their signatures and names.
-func MaxSealedPerMessage(p he.Params) int { return perMessage(he.SealedShareSize(p)) }
-
-// perMessage is how many items of size bytes, each with a signature and a
-// name, fit in one gRPC message.
-func perMessage(size int) int { return (client.MaxMessage - 64<<10) / (size + 1<<10) }
+func MaxSealedPerMessage(p he.Params) int {
+	return (client.MaxMessage - 64<<10) / (he.SealedShareSize(p) + 1<<10)
+}
 
 // ListReplicas shows the Raft configuration.
 func (s *Server) ListReplicas(ctx context.Context, _ *pb.ListReplicasRequest) (*pb.ListReplicasResponse, error) {
@@ -708,11 +704,6 @@ func (s *Server) RegisterSelf(grpcAddr string) error {
 }
 
 // ---- shared ----
-
-func digestHex(b []byte) string {
-	d := sha256.Sum256(b)
-	return hex.EncodeToString(d[:8])
-}
 
 func checkHPKEKey(b []byte) error {
 	if len(b) == 0 || len(b) > 4096 {

@@ -71,10 +71,6 @@ func testState(t testing.TB) *fsm.FSM {
 		a.must(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
 	}
 	for _, h := range hs {
-		a.must(&pb.PublicKeyShareCommand{Hospital: h, Share: []byte("s" + h)})
-	}
-	a.must(&pb.PublicKeyCommand{PublicKey: []byte("pk")})
-	for _, h := range hs {
 		a.must(&pb.SealedSharesCommand{From: h, Shares: [][]byte{{1}, {2}, {3}}})
 	}
 	for _, h := range hs {
@@ -916,18 +912,18 @@ func TestIndexNamesHospitalsSittingOut(t *testing.T) {
 	r := &fsm.Region{Hospitals: []string{"h1", "h2", "h3", "h4"}, Threshold: 2, Epoch: 1,
 		EpochMembers: map[uint32][]string{1: {"h1", "h2", "h4"}}}
 	n := len(r.Hospitals)
-	r.HPKE, r.PKShares, r.Ready, r.Sealed = make([][]byte, n), make([][]byte, n), make([]bool, n), make([][][]byte, n)
+	r.HPKE, r.Ready, r.Sealed = make([][]byte, n), make([]bool, n), make([][][]byte, n)
 	for i := range r.Sealed {
 		r.Sealed[i] = make([][]byte, n)
 	}
 	v := buildIndex(&fsm.State{Region: r})
-	if want := "key epoch 1: public_key_share (3 of 4 hospitals; sitting out: h3)"; v.Region.Ceremony != want {
+	if want := "key epoch 1: seal_shares (3 of 4 hospitals; sitting out: h3)"; v.Region.Ceremony != want {
 		t.Fatalf("ceremony line %q, want %q", v.Region.Ceremony, want)
 	}
 	// With a committee, the line names it.
 	r.Committee = 2
 	v = buildIndex(&fsm.State{Region: r})
-	want := "key epoch 1: public_key_share (3 of 4 hospitals; sitting out: h3); decryption committee: " + strings.Join(r.CommitteeOf(1), ", ")
+	want := "key epoch 1: seal_shares (3 of 4 hospitals; sitting out: h3); decryption committee: " + strings.Join(r.CommitteeOf(1), ", ")
 	if v.Region.Ceremony != want || len(r.CommitteeOf(1)) != 2 {
 		t.Fatalf("ceremony line %q, want %q", v.Region.Ceremony, want)
 	}

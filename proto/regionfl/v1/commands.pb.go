@@ -246,12 +246,13 @@ func (x *EnrollCommand) GetCertificate() []byte {
 	return nil
 }
 
+// Retired with the ceremony's collective public key: the logs of regions
+// made before still hold them, and replay them as their audit records.
 type PublicKeyShareCommand struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Hospital string                 `protobuf:"bytes,1,opt,name=hospital,proto3" json:"hospital,omitempty"`
-	Share    []byte                 `protobuf:"bytes,2,opt,name=share,proto3" json:"share,omitempty"`
-	// identity.StatementPublicKeyShare, by the enrolled certificate.
-	Signature     []byte `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hospital      string                 `protobuf:"bytes,1,opt,name=hospital,proto3" json:"hospital,omitempty"`
+	Share         []byte                 `protobuf:"bytes,2,opt,name=share,proto3" json:"share,omitempty"`
+	Signature     []byte                 `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

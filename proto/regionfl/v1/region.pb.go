@@ -24,12 +24,11 @@ const (
 type CeremonyStep int32
 
 const (
-	CeremonyStep_CEREMONY_STEP_UNSPECIFIED      CeremonyStep = 0
-	CeremonyStep_CEREMONY_STEP_ENROLL           CeremonyStep = 1
-	CeremonyStep_CEREMONY_STEP_PUBLIC_KEY_SHARE CeremonyStep = 2
-	CeremonyStep_CEREMONY_STEP_SEAL_SHARES      CeremonyStep = 3
-	CeremonyStep_CEREMONY_STEP_OPEN_SHARES      CeremonyStep = 4
-	CeremonyStep_CEREMONY_STEP_DONE             CeremonyStep = 5
+	CeremonyStep_CEREMONY_STEP_UNSPECIFIED CeremonyStep = 0
+	CeremonyStep_CEREMONY_STEP_ENROLL      CeremonyStep = 1
+	CeremonyStep_CEREMONY_STEP_SEAL_SHARES CeremonyStep = 3
+	CeremonyStep_CEREMONY_STEP_OPEN_SHARES CeremonyStep = 4
+	CeremonyStep_CEREMONY_STEP_DONE        CeremonyStep = 5
 )
 
 // Enum value maps for CeremonyStep.
@@ -37,18 +36,16 @@ var (
 	CeremonyStep_name = map[int32]string{
 		0: "CEREMONY_STEP_UNSPECIFIED",
 		1: "CEREMONY_STEP_ENROLL",
-		2: "CEREMONY_STEP_PUBLIC_KEY_SHARE",
 		3: "CEREMONY_STEP_SEAL_SHARES",
 		4: "CEREMONY_STEP_OPEN_SHARES",
 		5: "CEREMONY_STEP_DONE",
 	}
 	CeremonyStep_value = map[string]int32{
-		"CEREMONY_STEP_UNSPECIFIED":      0,
-		"CEREMONY_STEP_ENROLL":           1,
-		"CEREMONY_STEP_PUBLIC_KEY_SHARE": 2,
-		"CEREMONY_STEP_SEAL_SHARES":      3,
-		"CEREMONY_STEP_OPEN_SHARES":      4,
-		"CEREMONY_STEP_DONE":             5,
+		"CEREMONY_STEP_UNSPECIFIED": 0,
+		"CEREMONY_STEP_ENROLL":      1,
+		"CEREMONY_STEP_SEAL_SHARES": 3,
+		"CEREMONY_STEP_OPEN_SHARES": 4,
+		"CEREMONY_STEP_DONE":        5,
 	}
 )
 
@@ -2009,95 +2006,6 @@ func (*EnrollResponse) Descriptor() ([]byte, []int) {
 	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{29}
 }
 
-type SubmitPublicKeyShareRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Share []byte                 `protobuf:"bytes,1,opt,name=share,proto3" json:"share,omitempty"`
-	// identity.StatementPublicKeyShare by the caller's certificate key.
-	Signature     []byte `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SubmitPublicKeyShareRequest) Reset() {
-	*x = SubmitPublicKeyShareRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[30]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SubmitPublicKeyShareRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SubmitPublicKeyShareRequest) ProtoMessage() {}
-
-func (x *SubmitPublicKeyShareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[30]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SubmitPublicKeyShareRequest.ProtoReflect.Descriptor instead.
-func (*SubmitPublicKeyShareRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{30}
-}
-
-func (x *SubmitPublicKeyShareRequest) GetShare() []byte {
-	if x != nil {
-		return x.Share
-	}
-	return nil
-}
-
-func (x *SubmitPublicKeyShareRequest) GetSignature() []byte {
-	if x != nil {
-		return x.Signature
-	}
-	return nil
-}
-
-type SubmitPublicKeyShareResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SubmitPublicKeyShareResponse) Reset() {
-	*x = SubmitPublicKeyShareResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[31]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SubmitPublicKeyShareResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SubmitPublicKeyShareResponse) ProtoMessage() {}
-
-func (x *SubmitPublicKeyShareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[31]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SubmitPublicKeyShareResponse.ProtoReflect.Descriptor instead.
-func (*SubmitPublicKeyShareResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{31}
-}
-
 type SealedShare struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	To     string                 `protobuf:"bytes,1,opt,name=to,proto3" json:"to,omitempty"`
@@ -2110,7 +2018,7 @@ type SealedShare struct {
 
 func (x *SealedShare) Reset() {
 	*x = SealedShare{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[32]
+	mi := &file_regionfl_v1_region_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2030,7 @@ func (x *SealedShare) String() string {
 func (*SealedShare) ProtoMessage() {}
 
 func (x *SealedShare) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[32]
+	mi := &file_regionfl_v1_region_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2043,7 @@ func (x *SealedShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealedShare.ProtoReflect.Descriptor instead.
 func (*SealedShare) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{32}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SealedShare) GetTo() string {
@@ -2168,7 +2076,7 @@ type SubmitSealedSharesRequest struct {
 
 func (x *SubmitSealedSharesRequest) Reset() {
 	*x = SubmitSealedSharesRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[33]
+	mi := &file_regionfl_v1_region_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2180,7 +2088,7 @@ func (x *SubmitSealedSharesRequest) String() string {
 func (*SubmitSealedSharesRequest) ProtoMessage() {}
 
 func (x *SubmitSealedSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[33]
+	mi := &file_regionfl_v1_region_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2193,7 +2101,7 @@ func (x *SubmitSealedSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSealedSharesRequest.ProtoReflect.Descriptor instead.
 func (*SubmitSealedSharesRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{33}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SubmitSealedSharesRequest) GetShares() []*SealedShare {
@@ -2211,7 +2119,7 @@ type SubmitSealedSharesResponse struct {
 
 func (x *SubmitSealedSharesResponse) Reset() {
 	*x = SubmitSealedSharesResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[34]
+	mi := &file_regionfl_v1_region_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2223,7 +2131,7 @@ func (x *SubmitSealedSharesResponse) String() string {
 func (*SubmitSealedSharesResponse) ProtoMessage() {}
 
 func (x *SubmitSealedSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[34]
+	mi := &file_regionfl_v1_region_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2236,7 +2144,7 @@ func (x *SubmitSealedSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSealedSharesResponse.ProtoReflect.Descriptor instead.
 func (*SubmitSealedSharesResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{34}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{32}
 }
 
 type GetSealedSharesRequest struct {
@@ -2250,7 +2158,7 @@ type GetSealedSharesRequest struct {
 
 func (x *GetSealedSharesRequest) Reset() {
 	*x = GetSealedSharesRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[35]
+	mi := &file_regionfl_v1_region_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2262,7 +2170,7 @@ func (x *GetSealedSharesRequest) String() string {
 func (*GetSealedSharesRequest) ProtoMessage() {}
 
 func (x *GetSealedSharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[35]
+	mi := &file_regionfl_v1_region_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2275,7 +2183,7 @@ func (x *GetSealedSharesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSealedSharesRequest.ProtoReflect.Descriptor instead.
 func (*GetSealedSharesRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{35}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetSealedSharesRequest) GetOffset() uint32 {
@@ -2302,7 +2210,7 @@ type GetSealedSharesResponse struct {
 
 func (x *GetSealedSharesResponse) Reset() {
 	*x = GetSealedSharesResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[36]
+	mi := &file_regionfl_v1_region_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2314,7 +2222,7 @@ func (x *GetSealedSharesResponse) String() string {
 func (*GetSealedSharesResponse) ProtoMessage() {}
 
 func (x *GetSealedSharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[36]
+	mi := &file_regionfl_v1_region_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2327,7 +2235,7 @@ func (x *GetSealedSharesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSealedSharesResponse.ProtoReflect.Descriptor instead.
 func (*GetSealedSharesResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{36}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetSealedSharesResponse) GetShares() [][]byte {
@@ -2351,127 +2259,18 @@ func (x *GetSealedSharesResponse) GetMembers() uint32 {
 	return 0
 }
 
-type GetPublicKeySharesRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The first member wanted, by Shamir point minus one.
-	Offset        uint32 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *GetPublicKeySharesRequest) Reset() {
-	*x = GetPublicKeySharesRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[37]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *GetPublicKeySharesRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*GetPublicKeySharesRequest) ProtoMessage() {}
-
-func (x *GetPublicKeySharesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[37]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use GetPublicKeySharesRequest.ProtoReflect.Descriptor instead.
-func (*GetPublicKeySharesRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{37}
-}
-
-func (x *GetPublicKeySharesRequest) GetOffset() uint32 {
-	if x != nil {
-		return x.Offset
-	}
-	return 0
-}
-
-type GetPublicKeySharesResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The public-key shares of the key epoch's members from the offset on,
-	// by Shamir point, as many as fit in one message.
-	Shares [][]byte `protobuf:"bytes,1,rep,name=shares,proto3" json:"shares,omitempty"`
-	// Each member's signature over its share
-	// (identity.StatementPublicKeyShare), same order.
-	Signatures [][]byte `protobuf:"bytes,2,rep,name=signatures,proto3" json:"signatures,omitempty"`
-	// How many members the key epoch has.
-	Members       uint32 `protobuf:"varint,3,opt,name=members,proto3" json:"members,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *GetPublicKeySharesResponse) Reset() {
-	*x = GetPublicKeySharesResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[38]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *GetPublicKeySharesResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*GetPublicKeySharesResponse) ProtoMessage() {}
-
-func (x *GetPublicKeySharesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[38]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use GetPublicKeySharesResponse.ProtoReflect.Descriptor instead.
-func (*GetPublicKeySharesResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{38}
-}
-
-func (x *GetPublicKeySharesResponse) GetShares() [][]byte {
-	if x != nil {
-		return x.Shares
-	}
-	return nil
-}
-
-func (x *GetPublicKeySharesResponse) GetSignatures() [][]byte {
-	if x != nil {
-		return x.Signatures
-	}
-	return nil
-}
-
-func (x *GetPublicKeySharesResponse) GetMembers() uint32 {
-	if x != nil {
-		return x.Members
-	}
-	return 0
-}
-
 type ConfirmKeyReadyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Digest of the collective public key the hospital derived its state for.
-	PublicKeyDigest []byte `protobuf:"bytes,1,opt,name=public_key_digest,json=publicKeyDigest,proto3" json:"public_key_digest,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// identity.MembersDigest of the key epoch whose shares the hospital
+	// holds (or sealed, off the committee): the members it pinned.
+	MembersDigest []byte `protobuf:"bytes,2,opt,name=members_digest,json=membersDigest,proto3" json:"members_digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConfirmKeyReadyRequest) Reset() {
 	*x = ConfirmKeyReadyRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[39]
+	mi := &file_regionfl_v1_region_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2483,7 +2282,7 @@ func (x *ConfirmKeyReadyRequest) String() string {
 func (*ConfirmKeyReadyRequest) ProtoMessage() {}
 
 func (x *ConfirmKeyReadyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[39]
+	mi := &file_regionfl_v1_region_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2496,12 +2295,12 @@ func (x *ConfirmKeyReadyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmKeyReadyRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmKeyReadyRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{39}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{35}
 }
 
-func (x *ConfirmKeyReadyRequest) GetPublicKeyDigest() []byte {
+func (x *ConfirmKeyReadyRequest) GetMembersDigest() []byte {
 	if x != nil {
-		return x.PublicKeyDigest
+		return x.MembersDigest
 	}
 	return nil
 }
@@ -2514,7 +2313,7 @@ type ConfirmKeyReadyResponse struct {
 
 func (x *ConfirmKeyReadyResponse) Reset() {
 	*x = ConfirmKeyReadyResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[40]
+	mi := &file_regionfl_v1_region_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2526,7 +2325,7 @@ func (x *ConfirmKeyReadyResponse) String() string {
 func (*ConfirmKeyReadyResponse) ProtoMessage() {}
 
 func (x *ConfirmKeyReadyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[40]
+	mi := &file_regionfl_v1_region_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2539,7 +2338,7 @@ func (x *ConfirmKeyReadyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmKeyReadyResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmKeyReadyResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{40}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{36}
 }
 
 type GetRegionRequest struct {
@@ -2550,7 +2349,7 @@ type GetRegionRequest struct {
 
 func (x *GetRegionRequest) Reset() {
 	*x = GetRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[41]
+	mi := &file_regionfl_v1_region_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2562,7 +2361,7 @@ func (x *GetRegionRequest) String() string {
 func (*GetRegionRequest) ProtoMessage() {}
 
 func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[41]
+	mi := &file_regionfl_v1_region_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2575,7 +2374,7 @@ func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegionRequest.ProtoReflect.Descriptor instead.
 func (*GetRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{41}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{37}
 }
 
 type Region struct {
@@ -2585,15 +2384,11 @@ type Region struct {
 	Threshold uint32                 `protobuf:"varint,3,opt,name=threshold,proto3" json:"threshold,omitempty"`
 	Seed      []byte                 `protobuf:"bytes,4,opt,name=seed,proto3" json:"seed,omitempty"`
 	// HPKE public keys in the order of hospitals (empty until enrolled).
-	HpkePublicKeys [][]byte `protobuf:"bytes,5,rep,name=hpke_public_keys,json=hpkePublicKeys,proto3" json:"hpke_public_keys,omitempty"`
-	// Collective public key, once all public-key shares are in.
-	PublicKey []byte       `protobuf:"bytes,6,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
-	Step      CeremonyStep `protobuf:"varint,7,opt,name=step,proto3,enum=regionfl.v1.CeremonyStep" json:"step,omitempty"`
-	Ready     []string     `protobuf:"bytes,8,rep,name=ready,proto3" json:"ready,omitempty"`
+	HpkePublicKeys [][]byte     `protobuf:"bytes,5,rep,name=hpke_public_keys,json=hpkePublicKeys,proto3" json:"hpke_public_keys,omitempty"`
+	Step           CeremonyStep `protobuf:"varint,7,opt,name=step,proto3,enum=regionfl.v1.CeremonyStep" json:"step,omitempty"`
+	Ready          []string     `protobuf:"bytes,8,rep,name=ready,proto3" json:"ready,omitempty"`
 	// In the order of hospitals: each hospital's certificate as enrolled and
-	// its signature over its HPKE key. Hospitals verify these themselves,
-	// and build the collective key from the members' signed public-key
-	// shares (GetPublicKeyShares); they never take public_key on trust.
+	// its signature over its HPKE key. Hospitals verify these themselves.
 	Certificates   [][]byte `protobuf:"bytes,9,rep,name=certificates,proto3" json:"certificates,omitempty"`
 	HpkeSignatures [][]byte `protobuf:"bytes,10,rep,name=hpke_signatures,json=hpkeSignatures,proto3" json:"hpke_signatures,omitempty"`
 	// The operator's identity.StatementGenesis over the region digest, and
@@ -2628,7 +2423,7 @@ type Region struct {
 
 func (x *Region) Reset() {
 	*x = Region{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[42]
+	mi := &file_regionfl_v1_region_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2640,7 +2435,7 @@ func (x *Region) String() string {
 func (*Region) ProtoMessage() {}
 
 func (x *Region) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[42]
+	mi := &file_regionfl_v1_region_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2653,7 +2448,7 @@ func (x *Region) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Region.ProtoReflect.Descriptor instead.
 func (*Region) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{42}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Region) GetParams() string {
@@ -2687,13 +2482,6 @@ func (x *Region) GetSeed() []byte {
 func (x *Region) GetHpkePublicKeys() [][]byte {
 	if x != nil {
 		return x.HpkePublicKeys
-	}
-	return nil
-}
-
-func (x *Region) GetPublicKey() []byte {
-	if x != nil {
-		return x.PublicKey
 	}
 	return nil
 }
@@ -2777,7 +2565,7 @@ type GetRegionResponse struct {
 
 func (x *GetRegionResponse) Reset() {
 	*x = GetRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[43]
+	mi := &file_regionfl_v1_region_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2789,7 +2577,7 @@ func (x *GetRegionResponse) String() string {
 func (*GetRegionResponse) ProtoMessage() {}
 
 func (x *GetRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[43]
+	mi := &file_regionfl_v1_region_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2802,7 +2590,7 @@ func (x *GetRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegionResponse.ProtoReflect.Descriptor instead.
 func (*GetRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{43}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetRegionResponse) GetRegion() *Region {
@@ -2823,7 +2611,7 @@ type DecideJobRequest struct {
 
 func (x *DecideJobRequest) Reset() {
 	*x = DecideJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[44]
+	mi := &file_regionfl_v1_region_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2835,7 +2623,7 @@ func (x *DecideJobRequest) String() string {
 func (*DecideJobRequest) ProtoMessage() {}
 
 func (x *DecideJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[44]
+	mi := &file_regionfl_v1_region_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2848,7 +2636,7 @@ func (x *DecideJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideJobRequest.ProtoReflect.Descriptor instead.
 func (*DecideJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{44}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DecideJobRequest) GetJobId() string {
@@ -2880,7 +2668,7 @@ type DecideJobResponse struct {
 
 func (x *DecideJobResponse) Reset() {
 	*x = DecideJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[45]
+	mi := &file_regionfl_v1_region_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2892,7 +2680,7 @@ func (x *DecideJobResponse) String() string {
 func (*DecideJobResponse) ProtoMessage() {}
 
 func (x *DecideJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[45]
+	mi := &file_regionfl_v1_region_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2905,7 +2693,7 @@ func (x *DecideJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideJobResponse.ProtoReflect.Descriptor instead.
 func (*DecideJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{45}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{41}
 }
 
 type UpdateHeader struct {
@@ -2930,7 +2718,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	mi := &file_regionfl_v1_region_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2942,7 +2730,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[46]
+	mi := &file_regionfl_v1_region_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2955,7 +2743,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{46}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UpdateHeader) GetJobId() string {
@@ -3027,7 +2815,7 @@ type SubmitUpdateRequest struct {
 
 func (x *SubmitUpdateRequest) Reset() {
 	*x = SubmitUpdateRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[47]
+	mi := &file_regionfl_v1_region_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3039,7 +2827,7 @@ func (x *SubmitUpdateRequest) String() string {
 func (*SubmitUpdateRequest) ProtoMessage() {}
 
 func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[47]
+	mi := &file_regionfl_v1_region_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3052,7 +2840,7 @@ func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateRequest.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{47}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SubmitUpdateRequest) GetMsg() isSubmitUpdateRequest_Msg {
@@ -3105,7 +2893,7 @@ type SubmitUpdateResponse struct {
 
 func (x *SubmitUpdateResponse) Reset() {
 	*x = SubmitUpdateResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[48]
+	mi := &file_regionfl_v1_region_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3117,7 +2905,7 @@ func (x *SubmitUpdateResponse) String() string {
 func (*SubmitUpdateResponse) ProtoMessage() {}
 
 func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[48]
+	mi := &file_regionfl_v1_region_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3130,7 +2918,7 @@ func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateResponse.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{48}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SubmitUpdateResponse) GetDigest() []byte {
@@ -3150,7 +2938,7 @@ type GetAggregateRequest struct {
 
 func (x *GetAggregateRequest) Reset() {
 	*x = GetAggregateRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3162,7 +2950,7 @@ func (x *GetAggregateRequest) String() string {
 func (*GetAggregateRequest) ProtoMessage() {}
 
 func (x *GetAggregateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[49]
+	mi := &file_regionfl_v1_region_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3175,7 +2963,7 @@ func (x *GetAggregateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAggregateRequest.ProtoReflect.Descriptor instead.
 func (*GetAggregateRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetAggregateRequest) GetJobId() string {
@@ -3201,7 +2989,7 @@ type GetAggregateResponse struct {
 
 func (x *GetAggregateResponse) Reset() {
 	*x = GetAggregateResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3213,7 +3001,7 @@ func (x *GetAggregateResponse) String() string {
 func (*GetAggregateResponse) ProtoMessage() {}
 
 func (x *GetAggregateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[50]
+	mi := &file_regionfl_v1_region_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3226,7 +3014,7 @@ func (x *GetAggregateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAggregateResponse.ProtoReflect.Descriptor instead.
 func (*GetAggregateResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetAggregateResponse) GetChunk() []byte {
@@ -3249,7 +3037,7 @@ type SubmitDecryptionShareRequest struct {
 
 func (x *SubmitDecryptionShareRequest) Reset() {
 	*x = SubmitDecryptionShareRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3261,7 +3049,7 @@ func (x *SubmitDecryptionShareRequest) String() string {
 func (*SubmitDecryptionShareRequest) ProtoMessage() {}
 
 func (x *SubmitDecryptionShareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[51]
+	mi := &file_regionfl_v1_region_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3274,7 +3062,7 @@ func (x *SubmitDecryptionShareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDecryptionShareRequest.ProtoReflect.Descriptor instead.
 func (*SubmitDecryptionShareRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SubmitDecryptionShareRequest) GetMsg() isSubmitDecryptionShareRequest_Msg {
@@ -3336,7 +3124,7 @@ type DecryptionShareHeader struct {
 
 func (x *DecryptionShareHeader) Reset() {
 	*x = DecryptionShareHeader{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3348,7 +3136,7 @@ func (x *DecryptionShareHeader) String() string {
 func (*DecryptionShareHeader) ProtoMessage() {}
 
 func (x *DecryptionShareHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[52]
+	mi := &file_regionfl_v1_region_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3361,7 +3149,7 @@ func (x *DecryptionShareHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptionShareHeader.ProtoReflect.Descriptor instead.
 func (*DecryptionShareHeader) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DecryptionShareHeader) GetJobId() string {
@@ -3407,7 +3195,7 @@ type SubmitDecryptionShareResponse struct {
 
 func (x *SubmitDecryptionShareResponse) Reset() {
 	*x = SubmitDecryptionShareResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3419,7 +3207,7 @@ func (x *SubmitDecryptionShareResponse) String() string {
 func (*SubmitDecryptionShareResponse) ProtoMessage() {}
 
 func (x *SubmitDecryptionShareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[53]
+	mi := &file_regionfl_v1_region_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3432,7 +3220,7 @@ func (x *SubmitDecryptionShareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDecryptionShareResponse.ProtoReflect.Descriptor instead.
 func (*SubmitDecryptionShareResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{49}
 }
 
 type GetModelRequest struct {
@@ -3446,7 +3234,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3458,7 +3246,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[54]
+	mi := &file_regionfl_v1_region_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3471,7 +3259,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetModelRequest) GetJobId() string {
@@ -3497,7 +3285,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3509,7 +3297,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[55]
+	mi := &file_regionfl_v1_region_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3522,7 +3310,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetModelResponse) GetModel() *Model {
@@ -3542,7 +3330,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3554,7 +3342,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[56]
+	mi := &file_regionfl_v1_region_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3567,7 +3355,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *FetchModelRequest) GetJobId() string {
@@ -3593,7 +3381,7 @@ type FetchModelResponse struct {
 
 func (x *FetchModelResponse) Reset() {
 	*x = FetchModelResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3605,7 +3393,7 @@ func (x *FetchModelResponse) String() string {
 func (*FetchModelResponse) ProtoMessage() {}
 
 func (x *FetchModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[57]
+	mi := &file_regionfl_v1_region_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3618,7 +3406,7 @@ func (x *FetchModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelResponse.ProtoReflect.Descriptor instead.
 func (*FetchModelResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *FetchModelResponse) GetModel() *Model {
@@ -3639,7 +3427,7 @@ type GetModelEvidenceRequest struct {
 
 func (x *GetModelEvidenceRequest) Reset() {
 	*x = GetModelEvidenceRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3651,7 +3439,7 @@ func (x *GetModelEvidenceRequest) String() string {
 func (*GetModelEvidenceRequest) ProtoMessage() {}
 
 func (x *GetModelEvidenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[58]
+	mi := &file_regionfl_v1_region_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3664,7 +3452,7 @@ func (x *GetModelEvidenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelEvidenceRequest.ProtoReflect.Descriptor instead.
 func (*GetModelEvidenceRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetModelEvidenceRequest) GetJobId() string {
@@ -3690,7 +3478,7 @@ type GetModelEvidenceResponse struct {
 
 func (x *GetModelEvidenceResponse) Reset() {
 	*x = GetModelEvidenceResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[59]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3702,7 +3490,7 @@ func (x *GetModelEvidenceResponse) String() string {
 func (*GetModelEvidenceResponse) ProtoMessage() {}
 
 func (x *GetModelEvidenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[59]
+	mi := &file_regionfl_v1_region_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3715,7 +3503,7 @@ func (x *GetModelEvidenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelEvidenceResponse.ProtoReflect.Descriptor instead.
 func (*GetModelEvidenceResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{59}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetModelEvidenceResponse) GetEvidence() *ModelEvidence {
@@ -3752,7 +3540,7 @@ type ModelEvidence struct {
 
 func (x *ModelEvidence) Reset() {
 	*x = ModelEvidence{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3764,7 +3552,7 @@ func (x *ModelEvidence) String() string {
 func (*ModelEvidence) ProtoMessage() {}
 
 func (x *ModelEvidence) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[60]
+	mi := &file_regionfl_v1_region_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3777,7 +3565,7 @@ func (x *ModelEvidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelEvidence.ProtoReflect.Descriptor instead.
 func (*ModelEvidence) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ModelEvidence) GetJobId() string {
@@ -3864,7 +3652,7 @@ type SignedShare struct {
 
 func (x *SignedShare) Reset() {
 	*x = SignedShare{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3876,7 +3664,7 @@ func (x *SignedShare) String() string {
 func (*SignedShare) ProtoMessage() {}
 
 func (x *SignedShare) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[61]
+	mi := &file_regionfl_v1_region_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3889,7 +3677,7 @@ func (x *SignedShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedShare.ProtoReflect.Descriptor instead.
 func (*SignedShare) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *SignedShare) GetHospital() string {
@@ -3936,7 +3724,7 @@ type Model struct {
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3948,7 +3736,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[62]
+	mi := &file_regionfl_v1_region_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3961,7 +3749,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *Model) GetJobId() string {
@@ -4024,7 +3812,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4036,7 +3824,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[63]
+	mi := &file_regionfl_v1_region_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4049,7 +3837,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -4086,7 +3874,7 @@ type Strategy struct {
 
 func (x *Strategy) Reset() {
 	*x = Strategy{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4098,7 +3886,7 @@ func (x *Strategy) String() string {
 func (*Strategy) ProtoMessage() {}
 
 func (x *Strategy) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[64]
+	mi := &file_regionfl_v1_region_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4111,7 +3899,7 @@ func (x *Strategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Strategy.ProtoReflect.Descriptor instead.
 func (*Strategy) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *Strategy) GetName() string {
@@ -4202,7 +3990,7 @@ type JobSpec struct {
 
 func (x *JobSpec) Reset() {
 	*x = JobSpec{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4214,7 +4002,7 @@ func (x *JobSpec) String() string {
 func (*JobSpec) ProtoMessage() {}
 
 func (x *JobSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[65]
+	mi := &file_regionfl_v1_region_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4227,7 +4015,7 @@ func (x *JobSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobSpec.ProtoReflect.Descriptor instead.
 func (*JobSpec) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *JobSpec) GetName() string {
@@ -4429,7 +4217,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[66]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4441,7 +4229,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[66]
+	mi := &file_regionfl_v1_region_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4454,7 +4242,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{66}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SubmitJobRequest) GetSpec() *JobSpec {
@@ -4490,7 +4278,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[67]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4502,7 +4290,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[67]
+	mi := &file_regionfl_v1_region_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4515,7 +4303,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{67}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SubmitJobResponse) GetJobId() string {
@@ -4541,7 +4329,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[68]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4553,7 +4341,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[68]
+	mi := &file_regionfl_v1_region_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4566,7 +4354,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{68}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -4610,7 +4398,7 @@ type RoundInfo struct {
 
 func (x *RoundInfo) Reset() {
 	*x = RoundInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[69]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4622,7 +4410,7 @@ func (x *RoundInfo) String() string {
 func (*RoundInfo) ProtoMessage() {}
 
 func (x *RoundInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[69]
+	mi := &file_regionfl_v1_region_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4635,7 +4423,7 @@ func (x *RoundInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundInfo.ProtoReflect.Descriptor instead.
 func (*RoundInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{69}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *RoundInfo) GetRound() uint32 {
@@ -4775,7 +4563,7 @@ type ClinicalMetrics struct {
 
 func (x *ClinicalMetrics) Reset() {
 	*x = ClinicalMetrics{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[70]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4787,7 +4575,7 @@ func (x *ClinicalMetrics) String() string {
 func (*ClinicalMetrics) ProtoMessage() {}
 
 func (x *ClinicalMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[70]
+	mi := &file_regionfl_v1_region_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4800,7 +4588,7 @@ func (x *ClinicalMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClinicalMetrics.ProtoReflect.Descriptor instead.
 func (*ClinicalMetrics) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{70}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ClinicalMetrics) GetN() uint64 {
@@ -4893,7 +4681,7 @@ type OperatingPoint struct {
 
 func (x *OperatingPoint) Reset() {
 	*x = OperatingPoint{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[71]
+	mi := &file_regionfl_v1_region_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4905,7 +4693,7 @@ func (x *OperatingPoint) String() string {
 func (*OperatingPoint) ProtoMessage() {}
 
 func (x *OperatingPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[71]
+	mi := &file_regionfl_v1_region_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4918,7 +4706,7 @@ func (x *OperatingPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatingPoint.ProtoReflect.Descriptor instead.
 func (*OperatingPoint) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{71}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *OperatingPoint) GetThreshold() float64 {
@@ -4980,7 +4768,7 @@ type JobInfo struct {
 
 func (x *JobInfo) Reset() {
 	*x = JobInfo{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[72]
+	mi := &file_regionfl_v1_region_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4992,7 +4780,7 @@ func (x *JobInfo) String() string {
 func (*JobInfo) ProtoMessage() {}
 
 func (x *JobInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[72]
+	mi := &file_regionfl_v1_region_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5005,7 +4793,7 @@ func (x *JobInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobInfo.ProtoReflect.Descriptor instead.
 func (*JobInfo) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{72}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *JobInfo) GetJobId() string {
@@ -5101,7 +4889,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[73]
+	mi := &file_regionfl_v1_region_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5113,7 +4901,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[73]
+	mi := &file_regionfl_v1_region_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5126,7 +4914,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{73}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *GetJobResponse) GetJob() *JobInfo {
@@ -5144,7 +4932,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[74]
+	mi := &file_regionfl_v1_region_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5156,7 +4944,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[74]
+	mi := &file_regionfl_v1_region_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5169,7 +4957,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{74}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{70}
 }
 
 type ListJobsResponse struct {
@@ -5181,7 +4969,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[75]
+	mi := &file_regionfl_v1_region_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5193,7 +4981,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[75]
+	mi := &file_regionfl_v1_region_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5206,7 +4994,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{75}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ListJobsResponse) GetJobs() []*JobInfo {
@@ -5225,7 +5013,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[76]
+	mi := &file_regionfl_v1_region_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5237,7 +5025,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[76]
+	mi := &file_regionfl_v1_region_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5250,7 +5038,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{76}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -5269,7 +5057,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[77]
+	mi := &file_regionfl_v1_region_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5281,7 +5069,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[77]
+	mi := &file_regionfl_v1_region_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5294,7 +5082,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{77}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *WatchJobResponse) GetJob() *JobInfo {
@@ -5314,7 +5102,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[78]
+	mi := &file_regionfl_v1_region_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5326,7 +5114,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[78]
+	mi := &file_regionfl_v1_region_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5339,7 +5127,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{78}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -5364,7 +5152,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[79]
+	mi := &file_regionfl_v1_region_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5376,7 +5164,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[79]
+	mi := &file_regionfl_v1_region_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5389,7 +5177,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{79}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{75}
 }
 
 type CreateRegionRequest struct {
@@ -5416,7 +5204,7 @@ type CreateRegionRequest struct {
 
 func (x *CreateRegionRequest) Reset() {
 	*x = CreateRegionRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[80]
+	mi := &file_regionfl_v1_region_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5428,7 +5216,7 @@ func (x *CreateRegionRequest) String() string {
 func (*CreateRegionRequest) ProtoMessage() {}
 
 func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[80]
+	mi := &file_regionfl_v1_region_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5441,7 +5229,7 @@ func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionRequest.ProtoReflect.Descriptor instead.
 func (*CreateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{80}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *CreateRegionRequest) GetHospitals() []string {
@@ -5501,7 +5289,7 @@ type CreateRegionResponse struct {
 
 func (x *CreateRegionResponse) Reset() {
 	*x = CreateRegionResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[81]
+	mi := &file_regionfl_v1_region_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5513,7 +5301,7 @@ func (x *CreateRegionResponse) String() string {
 func (*CreateRegionResponse) ProtoMessage() {}
 
 func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[81]
+	mi := &file_regionfl_v1_region_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5526,7 +5314,7 @@ func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionResponse.ProtoReflect.Descriptor instead.
 func (*CreateRegionResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{81}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{77}
 }
 
 type Replica struct {
@@ -5542,7 +5330,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[82]
+	mi := &file_regionfl_v1_region_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5554,7 +5342,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[82]
+	mi := &file_regionfl_v1_region_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5567,7 +5355,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{82}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *Replica) GetId() string {
@@ -5613,7 +5401,7 @@ type ListReplicasRequest struct {
 
 func (x *ListReplicasRequest) Reset() {
 	*x = ListReplicasRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[83]
+	mi := &file_regionfl_v1_region_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5625,7 +5413,7 @@ func (x *ListReplicasRequest) String() string {
 func (*ListReplicasRequest) ProtoMessage() {}
 
 func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[83]
+	mi := &file_regionfl_v1_region_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5638,7 +5426,7 @@ func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ListReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{83}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{79}
 }
 
 type ListReplicasResponse struct {
@@ -5650,7 +5438,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[84]
+	mi := &file_regionfl_v1_region_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5662,7 +5450,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[84]
+	mi := &file_regionfl_v1_region_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5675,7 +5463,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{84}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -5696,7 +5484,7 @@ type JoinReplicaRequest struct {
 
 func (x *JoinReplicaRequest) Reset() {
 	*x = JoinReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[85]
+	mi := &file_regionfl_v1_region_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5708,7 +5496,7 @@ func (x *JoinReplicaRequest) String() string {
 func (*JoinReplicaRequest) ProtoMessage() {}
 
 func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[85]
+	mi := &file_regionfl_v1_region_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5721,7 +5509,7 @@ func (x *JoinReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaRequest.ProtoReflect.Descriptor instead.
 func (*JoinReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{85}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *JoinReplicaRequest) GetId() string {
@@ -5753,7 +5541,7 @@ type JoinReplicaResponse struct {
 
 func (x *JoinReplicaResponse) Reset() {
 	*x = JoinReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[86]
+	mi := &file_regionfl_v1_region_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5765,7 +5553,7 @@ func (x *JoinReplicaResponse) String() string {
 func (*JoinReplicaResponse) ProtoMessage() {}
 
 func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[86]
+	mi := &file_regionfl_v1_region_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5778,7 +5566,7 @@ func (x *JoinReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReplicaResponse.ProtoReflect.Descriptor instead.
 func (*JoinReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{86}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{82}
 }
 
 type RemoveReplicaRequest struct {
@@ -5790,7 +5578,7 @@ type RemoveReplicaRequest struct {
 
 func (x *RemoveReplicaRequest) Reset() {
 	*x = RemoveReplicaRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[87]
+	mi := &file_regionfl_v1_region_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5802,7 +5590,7 @@ func (x *RemoveReplicaRequest) String() string {
 func (*RemoveReplicaRequest) ProtoMessage() {}
 
 func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[87]
+	mi := &file_regionfl_v1_region_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5815,7 +5603,7 @@ func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{87}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *RemoveReplicaRequest) GetId() string {
@@ -5833,7 +5621,7 @@ type RemoveReplicaResponse struct {
 
 func (x *RemoveReplicaResponse) Reset() {
 	*x = RemoveReplicaResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[88]
+	mi := &file_regionfl_v1_region_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5845,7 +5633,7 @@ func (x *RemoveReplicaResponse) String() string {
 func (*RemoveReplicaResponse) ProtoMessage() {}
 
 func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[88]
+	mi := &file_regionfl_v1_region_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5858,7 +5646,7 @@ func (x *RemoveReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{88}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{84}
 }
 
 type TransferLeadershipRequest struct {
@@ -5871,7 +5659,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[89]
+	mi := &file_regionfl_v1_region_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5883,7 +5671,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[89]
+	mi := &file_regionfl_v1_region_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5896,7 +5684,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{89}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *TransferLeadershipRequest) GetTo() string {
@@ -5917,7 +5705,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[90]
+	mi := &file_regionfl_v1_region_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5929,7 +5717,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[90]
+	mi := &file_regionfl_v1_region_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5942,7 +5730,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{90}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *TransferLeadershipResponse) GetFrom() string {
@@ -5967,7 +5755,7 @@ type TakeSnapshotRequest struct {
 
 func (x *TakeSnapshotRequest) Reset() {
 	*x = TakeSnapshotRequest{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[91]
+	mi := &file_regionfl_v1_region_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5979,7 +5767,7 @@ func (x *TakeSnapshotRequest) String() string {
 func (*TakeSnapshotRequest) ProtoMessage() {}
 
 func (x *TakeSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[91]
+	mi := &file_regionfl_v1_region_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5992,7 +5780,7 @@ func (x *TakeSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TakeSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*TakeSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{91}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{87}
 }
 
 type TakeSnapshotResponse struct {
@@ -6006,7 +5794,7 @@ type TakeSnapshotResponse struct {
 
 func (x *TakeSnapshotResponse) Reset() {
 	*x = TakeSnapshotResponse{}
-	mi := &file_regionfl_v1_region_proto_msgTypes[92]
+	mi := &file_regionfl_v1_region_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6018,7 +5806,7 @@ func (x *TakeSnapshotResponse) String() string {
 func (*TakeSnapshotResponse) ProtoMessage() {}
 
 func (x *TakeSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_regionfl_v1_region_proto_msgTypes[92]
+	mi := &file_regionfl_v1_region_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6031,7 +5819,7 @@ func (x *TakeSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TakeSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*TakeSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{92}
+	return file_regionfl_v1_region_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *TakeSnapshotResponse) GetReplica() string {
@@ -6190,11 +5978,7 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\rEnrollRequest\x12&\n" +
 	"\x0fhpke_public_key\x18\x01 \x01(\fR\rhpkePublicKey\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\"\x10\n" +
-	"\x0eEnrollResponse\"Q\n" +
-	"\x1bSubmitPublicKeyShareRequest\x12\x14\n" +
-	"\x05share\x18\x01 \x01(\fR\x05share\x12\x1c\n" +
-	"\tsignature\x18\x02 \x01(\fR\tsignature\"\x1e\n" +
-	"\x1cSubmitPublicKeyShareResponse\"S\n" +
+	"\x0eEnrollResponse\"S\n" +
 	"\vSealedShare\x12\x0e\n" +
 	"\x02to\x18\x01 \x01(\tR\x02to\x12\x16\n" +
 	"\x06sealed\x18\x02 \x01(\fR\x06sealed\x12\x1c\n" +
@@ -6209,27 +5993,17 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\n" +
 	"signatures\x18\x02 \x03(\fR\n" +
 	"signatures\x12\x18\n" +
-	"\amembers\x18\x03 \x01(\rR\amembers\"3\n" +
-	"\x19GetPublicKeySharesRequest\x12\x16\n" +
-	"\x06offset\x18\x01 \x01(\rR\x06offset\"n\n" +
-	"\x1aGetPublicKeySharesResponse\x12\x16\n" +
-	"\x06shares\x18\x01 \x03(\fR\x06shares\x12\x1e\n" +
-	"\n" +
-	"signatures\x18\x02 \x03(\fR\n" +
-	"signatures\x12\x18\n" +
-	"\amembers\x18\x03 \x01(\rR\amembers\"D\n" +
-	"\x16ConfirmKeyReadyRequest\x12*\n" +
-	"\x11public_key_digest\x18\x01 \x01(\fR\x0fpublicKeyDigest\"\x19\n" +
+	"\amembers\x18\x03 \x01(\rR\amembers\"X\n" +
+	"\x16ConfirmKeyReadyRequest\x12%\n" +
+	"\x0emembers_digest\x18\x02 \x01(\fR\rmembersDigestJ\x04\b\x01\x10\x02R\x11public_key_digest\"\x19\n" +
 	"\x17ConfirmKeyReadyResponse\"\x12\n" +
-	"\x10GetRegionRequest\"\xe4\x04\n" +
+	"\x10GetRegionRequest\"\xd7\x04\n" +
 	"\x06Region\x12\x16\n" +
 	"\x06params\x18\x01 \x01(\tR\x06params\x12\x1c\n" +
 	"\thospitals\x18\x02 \x03(\tR\thospitals\x12\x1c\n" +
 	"\tthreshold\x18\x03 \x01(\rR\tthreshold\x12\x12\n" +
 	"\x04seed\x18\x04 \x01(\fR\x04seed\x12(\n" +
-	"\x10hpke_public_keys\x18\x05 \x03(\fR\x0ehpkePublicKeys\x12\x1d\n" +
-	"\n" +
-	"public_key\x18\x06 \x01(\fR\tpublicKey\x12-\n" +
+	"\x10hpke_public_keys\x18\x05 \x03(\fR\x0ehpkePublicKeys\x12-\n" +
 	"\x04step\x18\a \x01(\x0e2\x19.regionfl.v1.CeremonyStepR\x04step\x12\x14\n" +
 	"\x05ready\x18\b \x03(\tR\x05ready\x12\"\n" +
 	"\fcertificates\x18\t \x03(\fR\fcertificates\x12'\n" +
@@ -6240,7 +6014,8 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x05epoch\x18\x0f \x01(\rR\x05epoch\x12/\n" +
 	"\x14revocation_max_age_s\x18\x10 \x01(\rR\x11revocationMaxAgeS\x12\x18\n" +
 	"\amembers\x18\x11 \x03(\tR\amembers\x12\x1c\n" +
-	"\tcommittee\x18\x12 \x01(\rR\tcommitteeJ\x04\b\v\x10\fJ\x04\b\f\x10\rR\x11public_key_sharesR\x1bpublic_key_share_signatures\"@\n" +
+	"\tcommittee\x18\x12 \x01(\rR\tcommitteeJ\x04\b\x06\x10\aJ\x04\b\v\x10\fJ\x04\b\f\x10\rR\n" +
+	"public_keyR\x11public_key_sharesR\x1bpublic_key_share_signatures\"@\n" +
 	"\x11GetRegionResponse\x12+\n" +
 	"\x06region\x18\x01 \x01(\v2\x13.regionfl.v1.RegionR\x06region\"Y\n" +
 	"\x10DecideJobRequest\x12\x15\n" +
@@ -6488,21 +6263,18 @@ const file_regionfl_v1_region_proto_rawDesc = "" +
 	"\x13TakeSnapshotRequest\"F\n" +
 	"\x14TakeSnapshotResponse\x12\x18\n" +
 	"\areplica\x18\x01 \x01(\tR\areplica\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index*\xc1\x01\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index*\xc3\x01\n" +
 	"\fCeremonyStep\x12\x1d\n" +
 	"\x19CEREMONY_STEP_UNSPECIFIED\x10\x00\x12\x18\n" +
-	"\x14CEREMONY_STEP_ENROLL\x10\x01\x12\"\n" +
-	"\x1eCEREMONY_STEP_PUBLIC_KEY_SHARE\x10\x02\x12\x1d\n" +
+	"\x14CEREMONY_STEP_ENROLL\x10\x01\x12\x1d\n" +
 	"\x19CEREMONY_STEP_SEAL_SHARES\x10\x03\x12\x1d\n" +
 	"\x19CEREMONY_STEP_OPEN_SHARES\x10\x04\x12\x16\n" +
-	"\x12CEREMONY_STEP_DONE\x10\x052\xb5\v\n" +
+	"\x12CEREMONY_STEP_DONE\x10\x05\"\x04\b\x02\x10\x02*\x1eCEREMONY_STEP_PUBLIC_KEY_SHARE2\xe1\t\n" +
 	"\x0fHospitalService\x12;\n" +
 	"\x04Poll\x12\x18.regionfl.v1.PollRequest\x1a\x19.regionfl.v1.PollResponse\x12A\n" +
-	"\x06Enroll\x12\x1a.regionfl.v1.EnrollRequest\x1a\x1b.regionfl.v1.EnrollResponse\x12k\n" +
-	"\x14SubmitPublicKeyShare\x12(.regionfl.v1.SubmitPublicKeyShareRequest\x1a).regionfl.v1.SubmitPublicKeyShareResponse\x12e\n" +
+	"\x06Enroll\x12\x1a.regionfl.v1.EnrollRequest\x1a\x1b.regionfl.v1.EnrollResponse\x12e\n" +
 	"\x12SubmitSealedShares\x12&.regionfl.v1.SubmitSealedSharesRequest\x1a'.regionfl.v1.SubmitSealedSharesResponse\x12\\\n" +
-	"\x0fGetSealedShares\x12#.regionfl.v1.GetSealedSharesRequest\x1a$.regionfl.v1.GetSealedSharesResponse\x12e\n" +
-	"\x12GetPublicKeyShares\x12&.regionfl.v1.GetPublicKeySharesRequest\x1a'.regionfl.v1.GetPublicKeySharesResponse\x12\\\n" +
+	"\x0fGetSealedShares\x12#.regionfl.v1.GetSealedSharesRequest\x1a$.regionfl.v1.GetSealedSharesResponse\x12\\\n" +
 	"\x0fConfirmKeyReady\x12#.regionfl.v1.ConfirmKeyReadyRequest\x1a$.regionfl.v1.ConfirmKeyReadyResponse\x12J\n" +
 	"\tGetRegion\x12\x1d.regionfl.v1.GetRegionRequest\x1a\x1e.regionfl.v1.GetRegionResponse\x12J\n" +
 	"\tDecideJob\x12\x1d.regionfl.v1.DecideJobRequest\x1a\x1e.regionfl.v1.DecideJobResponse\x12U\n" +
@@ -6549,7 +6321,7 @@ func file_regionfl_v1_region_proto_rawDescGZIP() []byte {
 }
 
 var file_regionfl_v1_region_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 97)
+var file_regionfl_v1_region_proto_msgTypes = make([]protoimpl.MessageInfo, 93)
 var file_regionfl_v1_region_proto_goTypes = []any{
 	(CeremonyStep)(0),                     // 0: regionfl.v1.CeremonyStep
 	(*ExportAuditRequest)(nil),            // 1: regionfl.v1.ExportAuditRequest
@@ -6582,73 +6354,69 @@ var file_regionfl_v1_region_proto_goTypes = []any{
 	(*DecryptTask)(nil),                   // 28: regionfl.v1.DecryptTask
 	(*EnrollRequest)(nil),                 // 29: regionfl.v1.EnrollRequest
 	(*EnrollResponse)(nil),                // 30: regionfl.v1.EnrollResponse
-	(*SubmitPublicKeyShareRequest)(nil),   // 31: regionfl.v1.SubmitPublicKeyShareRequest
-	(*SubmitPublicKeyShareResponse)(nil),  // 32: regionfl.v1.SubmitPublicKeyShareResponse
-	(*SealedShare)(nil),                   // 33: regionfl.v1.SealedShare
-	(*SubmitSealedSharesRequest)(nil),     // 34: regionfl.v1.SubmitSealedSharesRequest
-	(*SubmitSealedSharesResponse)(nil),    // 35: regionfl.v1.SubmitSealedSharesResponse
-	(*GetSealedSharesRequest)(nil),        // 36: regionfl.v1.GetSealedSharesRequest
-	(*GetSealedSharesResponse)(nil),       // 37: regionfl.v1.GetSealedSharesResponse
-	(*GetPublicKeySharesRequest)(nil),     // 38: regionfl.v1.GetPublicKeySharesRequest
-	(*GetPublicKeySharesResponse)(nil),    // 39: regionfl.v1.GetPublicKeySharesResponse
-	(*ConfirmKeyReadyRequest)(nil),        // 40: regionfl.v1.ConfirmKeyReadyRequest
-	(*ConfirmKeyReadyResponse)(nil),       // 41: regionfl.v1.ConfirmKeyReadyResponse
-	(*GetRegionRequest)(nil),              // 42: regionfl.v1.GetRegionRequest
-	(*Region)(nil),                        // 43: regionfl.v1.Region
-	(*GetRegionResponse)(nil),             // 44: regionfl.v1.GetRegionResponse
-	(*DecideJobRequest)(nil),              // 45: regionfl.v1.DecideJobRequest
-	(*DecideJobResponse)(nil),             // 46: regionfl.v1.DecideJobResponse
-	(*UpdateHeader)(nil),                  // 47: regionfl.v1.UpdateHeader
-	(*SubmitUpdateRequest)(nil),           // 48: regionfl.v1.SubmitUpdateRequest
-	(*SubmitUpdateResponse)(nil),          // 49: regionfl.v1.SubmitUpdateResponse
-	(*GetAggregateRequest)(nil),           // 50: regionfl.v1.GetAggregateRequest
-	(*GetAggregateResponse)(nil),          // 51: regionfl.v1.GetAggregateResponse
-	(*SubmitDecryptionShareRequest)(nil),  // 52: regionfl.v1.SubmitDecryptionShareRequest
-	(*DecryptionShareHeader)(nil),         // 53: regionfl.v1.DecryptionShareHeader
-	(*SubmitDecryptionShareResponse)(nil), // 54: regionfl.v1.SubmitDecryptionShareResponse
-	(*GetModelRequest)(nil),               // 55: regionfl.v1.GetModelRequest
-	(*GetModelResponse)(nil),              // 56: regionfl.v1.GetModelResponse
-	(*FetchModelRequest)(nil),             // 57: regionfl.v1.FetchModelRequest
-	(*FetchModelResponse)(nil),            // 58: regionfl.v1.FetchModelResponse
-	(*GetModelEvidenceRequest)(nil),       // 59: regionfl.v1.GetModelEvidenceRequest
-	(*GetModelEvidenceResponse)(nil),      // 60: regionfl.v1.GetModelEvidenceResponse
-	(*ModelEvidence)(nil),                 // 61: regionfl.v1.ModelEvidence
-	(*SignedShare)(nil),                   // 62: regionfl.v1.SignedShare
-	(*Model)(nil),                         // 63: regionfl.v1.Model
-	(*ModelSpec)(nil),                     // 64: regionfl.v1.ModelSpec
-	(*Strategy)(nil),                      // 65: regionfl.v1.Strategy
-	(*JobSpec)(nil),                       // 66: regionfl.v1.JobSpec
-	(*SubmitJobRequest)(nil),              // 67: regionfl.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),             // 68: regionfl.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),                 // 69: regionfl.v1.GetJobRequest
-	(*RoundInfo)(nil),                     // 70: regionfl.v1.RoundInfo
-	(*ClinicalMetrics)(nil),               // 71: regionfl.v1.ClinicalMetrics
-	(*OperatingPoint)(nil),                // 72: regionfl.v1.OperatingPoint
-	(*JobInfo)(nil),                       // 73: regionfl.v1.JobInfo
-	(*GetJobResponse)(nil),                // 74: regionfl.v1.GetJobResponse
-	(*ListJobsRequest)(nil),               // 75: regionfl.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),              // 76: regionfl.v1.ListJobsResponse
-	(*WatchJobRequest)(nil),               // 77: regionfl.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),              // 78: regionfl.v1.WatchJobResponse
-	(*CancelJobRequest)(nil),              // 79: regionfl.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),             // 80: regionfl.v1.CancelJobResponse
-	(*CreateRegionRequest)(nil),           // 81: regionfl.v1.CreateRegionRequest
-	(*CreateRegionResponse)(nil),          // 82: regionfl.v1.CreateRegionResponse
-	(*Replica)(nil),                       // 83: regionfl.v1.Replica
-	(*ListReplicasRequest)(nil),           // 84: regionfl.v1.ListReplicasRequest
-	(*ListReplicasResponse)(nil),          // 85: regionfl.v1.ListReplicasResponse
-	(*JoinReplicaRequest)(nil),            // 86: regionfl.v1.JoinReplicaRequest
-	(*JoinReplicaResponse)(nil),           // 87: regionfl.v1.JoinReplicaResponse
-	(*RemoveReplicaRequest)(nil),          // 88: regionfl.v1.RemoveReplicaRequest
-	(*RemoveReplicaResponse)(nil),         // 89: regionfl.v1.RemoveReplicaResponse
-	(*TransferLeadershipRequest)(nil),     // 90: regionfl.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil),    // 91: regionfl.v1.TransferLeadershipResponse
-	(*TakeSnapshotRequest)(nil),           // 92: regionfl.v1.TakeSnapshotRequest
-	(*TakeSnapshotResponse)(nil),          // 93: regionfl.v1.TakeSnapshotResponse
-	nil,                                   // 94: regionfl.v1.RoundInfo.SiteMetricsEntry
-	nil,                                   // 95: regionfl.v1.RoundInfo.MissingWhyEntry
-	nil,                                   // 96: regionfl.v1.JobInfo.RefusedEntry
-	nil,                                   // 97: regionfl.v1.JobInfo.EpsilonSpentEntry
+	(*SealedShare)(nil),                   // 31: regionfl.v1.SealedShare
+	(*SubmitSealedSharesRequest)(nil),     // 32: regionfl.v1.SubmitSealedSharesRequest
+	(*SubmitSealedSharesResponse)(nil),    // 33: regionfl.v1.SubmitSealedSharesResponse
+	(*GetSealedSharesRequest)(nil),        // 34: regionfl.v1.GetSealedSharesRequest
+	(*GetSealedSharesResponse)(nil),       // 35: regionfl.v1.GetSealedSharesResponse
+	(*ConfirmKeyReadyRequest)(nil),        // 36: regionfl.v1.ConfirmKeyReadyRequest
+	(*ConfirmKeyReadyResponse)(nil),       // 37: regionfl.v1.ConfirmKeyReadyResponse
+	(*GetRegionRequest)(nil),              // 38: regionfl.v1.GetRegionRequest
+	(*Region)(nil),                        // 39: regionfl.v1.Region
+	(*GetRegionResponse)(nil),             // 40: regionfl.v1.GetRegionResponse
+	(*DecideJobRequest)(nil),              // 41: regionfl.v1.DecideJobRequest
+	(*DecideJobResponse)(nil),             // 42: regionfl.v1.DecideJobResponse
+	(*UpdateHeader)(nil),                  // 43: regionfl.v1.UpdateHeader
+	(*SubmitUpdateRequest)(nil),           // 44: regionfl.v1.SubmitUpdateRequest
+	(*SubmitUpdateResponse)(nil),          // 45: regionfl.v1.SubmitUpdateResponse
+	(*GetAggregateRequest)(nil),           // 46: regionfl.v1.GetAggregateRequest
+	(*GetAggregateResponse)(nil),          // 47: regionfl.v1.GetAggregateResponse
+	(*SubmitDecryptionShareRequest)(nil),  // 48: regionfl.v1.SubmitDecryptionShareRequest
+	(*DecryptionShareHeader)(nil),         // 49: regionfl.v1.DecryptionShareHeader
+	(*SubmitDecryptionShareResponse)(nil), // 50: regionfl.v1.SubmitDecryptionShareResponse
+	(*GetModelRequest)(nil),               // 51: regionfl.v1.GetModelRequest
+	(*GetModelResponse)(nil),              // 52: regionfl.v1.GetModelResponse
+	(*FetchModelRequest)(nil),             // 53: regionfl.v1.FetchModelRequest
+	(*FetchModelResponse)(nil),            // 54: regionfl.v1.FetchModelResponse
+	(*GetModelEvidenceRequest)(nil),       // 55: regionfl.v1.GetModelEvidenceRequest
+	(*GetModelEvidenceResponse)(nil),      // 56: regionfl.v1.GetModelEvidenceResponse
+	(*ModelEvidence)(nil),                 // 57: regionfl.v1.ModelEvidence
+	(*SignedShare)(nil),                   // 58: regionfl.v1.SignedShare
+	(*Model)(nil),                         // 59: regionfl.v1.Model
+	(*ModelSpec)(nil),                     // 60: regionfl.v1.ModelSpec
+	(*Strategy)(nil),                      // 61: regionfl.v1.Strategy
+	(*JobSpec)(nil),                       // 62: regionfl.v1.JobSpec
+	(*SubmitJobRequest)(nil),              // 63: regionfl.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),             // 64: regionfl.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),                 // 65: regionfl.v1.GetJobRequest
+	(*RoundInfo)(nil),                     // 66: regionfl.v1.RoundInfo
+	(*ClinicalMetrics)(nil),               // 67: regionfl.v1.ClinicalMetrics
+	(*OperatingPoint)(nil),                // 68: regionfl.v1.OperatingPoint
+	(*JobInfo)(nil),                       // 69: regionfl.v1.JobInfo
+	(*GetJobResponse)(nil),                // 70: regionfl.v1.GetJobResponse
+	(*ListJobsRequest)(nil),               // 71: regionfl.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),              // 72: regionfl.v1.ListJobsResponse
+	(*WatchJobRequest)(nil),               // 73: regionfl.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),              // 74: regionfl.v1.WatchJobResponse
+	(*CancelJobRequest)(nil),              // 75: regionfl.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 76: regionfl.v1.CancelJobResponse
+	(*CreateRegionRequest)(nil),           // 77: regionfl.v1.CreateRegionRequest
+	(*CreateRegionResponse)(nil),          // 78: regionfl.v1.CreateRegionResponse
+	(*Replica)(nil),                       // 79: regionfl.v1.Replica
+	(*ListReplicasRequest)(nil),           // 80: regionfl.v1.ListReplicasRequest
+	(*ListReplicasResponse)(nil),          // 81: regionfl.v1.ListReplicasResponse
+	(*JoinReplicaRequest)(nil),            // 82: regionfl.v1.JoinReplicaRequest
+	(*JoinReplicaResponse)(nil),           // 83: regionfl.v1.JoinReplicaResponse
+	(*RemoveReplicaRequest)(nil),          // 84: regionfl.v1.RemoveReplicaRequest
+	(*RemoveReplicaResponse)(nil),         // 85: regionfl.v1.RemoveReplicaResponse
+	(*TransferLeadershipRequest)(nil),     // 86: regionfl.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil),    // 87: regionfl.v1.TransferLeadershipResponse
+	(*TakeSnapshotRequest)(nil),           // 88: regionfl.v1.TakeSnapshotRequest
+	(*TakeSnapshotResponse)(nil),          // 89: regionfl.v1.TakeSnapshotResponse
+	nil,                                   // 90: regionfl.v1.RoundInfo.SiteMetricsEntry
+	nil,                                   // 91: regionfl.v1.RoundInfo.MissingWhyEntry
+	nil,                                   // 92: regionfl.v1.JobInfo.RefusedEntry
+	nil,                                   // 93: regionfl.v1.JobInfo.EpsilonSpentEntry
 }
 var file_regionfl_v1_region_proto_depIdxs = []int32{
 	10, // 0: regionfl.v1.GetRevocationsResponse.revoked:type_name -> regionfl.v1.Revocation
@@ -6662,113 +6430,109 @@ var file_regionfl_v1_region_proto_depIdxs = []int32{
 	27, // 8: regionfl.v1.PollResponse.kept:type_name -> regionfl.v1.KeptUpdate
 	20, // 9: regionfl.v1.PollResponse.approve:type_name -> regionfl.v1.ApprovalTask
 	19, // 10: regionfl.v1.PollResponse.models:type_name -> regionfl.v1.ModelTask
-	66, // 11: regionfl.v1.ModelTask.spec:type_name -> regionfl.v1.JobSpec
-	66, // 12: regionfl.v1.ApprovalTask.spec:type_name -> regionfl.v1.JobSpec
+	62, // 11: regionfl.v1.ModelTask.spec:type_name -> regionfl.v1.JobSpec
+	62, // 12: regionfl.v1.ApprovalTask.spec:type_name -> regionfl.v1.JobSpec
 	0,  // 13: regionfl.v1.CeremonyTask.step:type_name -> regionfl.v1.CeremonyStep
-	66, // 14: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
-	66, // 15: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
+	62, // 14: regionfl.v1.JobOffer.spec:type_name -> regionfl.v1.JobSpec
+	62, // 15: regionfl.v1.TrainTask.spec:type_name -> regionfl.v1.JobSpec
 	25, // 16: regionfl.v1.TrainTask.job:type_name -> regionfl.v1.JobOffer
-	66, // 17: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
+	62, // 17: regionfl.v1.DecryptTask.spec:type_name -> regionfl.v1.JobSpec
 	23, // 18: regionfl.v1.DecryptTask.approvals:type_name -> regionfl.v1.Approval
 	25, // 19: regionfl.v1.DecryptTask.job:type_name -> regionfl.v1.JobOffer
-	33, // 20: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
+	31, // 20: regionfl.v1.SubmitSealedSharesRequest.shares:type_name -> regionfl.v1.SealedShare
 	0,  // 21: regionfl.v1.Region.step:type_name -> regionfl.v1.CeremonyStep
-	43, // 22: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
-	71, // 23: regionfl.v1.UpdateHeader.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	47, // 24: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
-	53, // 25: regionfl.v1.SubmitDecryptionShareRequest.header:type_name -> regionfl.v1.DecryptionShareHeader
-	63, // 26: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
-	63, // 27: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
-	61, // 28: regionfl.v1.GetModelEvidenceResponse.evidence:type_name -> regionfl.v1.ModelEvidence
+	39, // 22: regionfl.v1.GetRegionResponse.region:type_name -> regionfl.v1.Region
+	67, // 23: regionfl.v1.UpdateHeader.site_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	43, // 24: regionfl.v1.SubmitUpdateRequest.header:type_name -> regionfl.v1.UpdateHeader
+	49, // 25: regionfl.v1.SubmitDecryptionShareRequest.header:type_name -> regionfl.v1.DecryptionShareHeader
+	59, // 26: regionfl.v1.GetModelResponse.model:type_name -> regionfl.v1.Model
+	59, // 27: regionfl.v1.FetchModelResponse.model:type_name -> regionfl.v1.Model
+	57, // 28: regionfl.v1.GetModelEvidenceResponse.evidence:type_name -> regionfl.v1.ModelEvidence
 	23, // 29: regionfl.v1.ModelEvidence.approvals:type_name -> regionfl.v1.Approval
-	62, // 30: regionfl.v1.ModelEvidence.shares:type_name -> regionfl.v1.SignedShare
-	64, // 31: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
-	64, // 32: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
-	65, // 33: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
-	66, // 34: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
-	71, // 35: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
-	94, // 36: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
-	95, // 37: regionfl.v1.RoundInfo.missing_why:type_name -> regionfl.v1.RoundInfo.MissingWhyEntry
-	72, // 38: regionfl.v1.ClinicalMetrics.operating_points:type_name -> regionfl.v1.OperatingPoint
-	66, // 39: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
-	96, // 40: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
-	70, // 41: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
-	97, // 42: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
-	73, // 43: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
-	73, // 44: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
-	73, // 45: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
-	83, // 46: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
-	71, // 47: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
+	58, // 30: regionfl.v1.ModelEvidence.shares:type_name -> regionfl.v1.SignedShare
+	60, // 31: regionfl.v1.Model.model:type_name -> regionfl.v1.ModelSpec
+	60, // 32: regionfl.v1.JobSpec.model:type_name -> regionfl.v1.ModelSpec
+	61, // 33: regionfl.v1.JobSpec.strategy:type_name -> regionfl.v1.Strategy
+	62, // 34: regionfl.v1.SubmitJobRequest.spec:type_name -> regionfl.v1.JobSpec
+	67, // 35: regionfl.v1.RoundInfo.region_metrics:type_name -> regionfl.v1.ClinicalMetrics
+	90, // 36: regionfl.v1.RoundInfo.site_metrics:type_name -> regionfl.v1.RoundInfo.SiteMetricsEntry
+	91, // 37: regionfl.v1.RoundInfo.missing_why:type_name -> regionfl.v1.RoundInfo.MissingWhyEntry
+	68, // 38: regionfl.v1.ClinicalMetrics.operating_points:type_name -> regionfl.v1.OperatingPoint
+	62, // 39: regionfl.v1.JobInfo.spec:type_name -> regionfl.v1.JobSpec
+	92, // 40: regionfl.v1.JobInfo.refused:type_name -> regionfl.v1.JobInfo.RefusedEntry
+	66, // 41: regionfl.v1.JobInfo.rounds:type_name -> regionfl.v1.RoundInfo
+	93, // 42: regionfl.v1.JobInfo.epsilon_spent:type_name -> regionfl.v1.JobInfo.EpsilonSpentEntry
+	69, // 43: regionfl.v1.GetJobResponse.job:type_name -> regionfl.v1.JobInfo
+	69, // 44: regionfl.v1.ListJobsResponse.jobs:type_name -> regionfl.v1.JobInfo
+	69, // 45: regionfl.v1.WatchJobResponse.job:type_name -> regionfl.v1.JobInfo
+	79, // 46: regionfl.v1.ListReplicasResponse.replicas:type_name -> regionfl.v1.Replica
+	67, // 47: regionfl.v1.RoundInfo.SiteMetricsEntry.value:type_name -> regionfl.v1.ClinicalMetrics
 	17, // 48: regionfl.v1.HospitalService.Poll:input_type -> regionfl.v1.PollRequest
 	29, // 49: regionfl.v1.HospitalService.Enroll:input_type -> regionfl.v1.EnrollRequest
-	31, // 50: regionfl.v1.HospitalService.SubmitPublicKeyShare:input_type -> regionfl.v1.SubmitPublicKeyShareRequest
-	34, // 51: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
-	36, // 52: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
-	38, // 53: regionfl.v1.HospitalService.GetPublicKeyShares:input_type -> regionfl.v1.GetPublicKeySharesRequest
-	40, // 54: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
-	42, // 55: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
-	45, // 56: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
-	48, // 57: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
-	50, // 58: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
-	52, // 59: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
-	21, // 60: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
-	57, // 61: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
-	59, // 62: regionfl.v1.HospitalService.GetModelEvidence:input_type -> regionfl.v1.GetModelEvidenceRequest
-	11, // 63: regionfl.v1.HospitalService.GetRevocations:input_type -> regionfl.v1.GetRevocationsRequest
-	67, // 64: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
-	69, // 65: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
-	75, // 66: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
-	77, // 67: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
-	79, // 68: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
-	55, // 69: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
-	1,  // 70: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
-	81, // 71: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
-	84, // 72: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
-	86, // 73: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
-	88, // 74: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
-	90, // 75: regionfl.v1.OperatorService.TransferLeadership:input_type -> regionfl.v1.TransferLeadershipRequest
-	92, // 76: regionfl.v1.OperatorService.TakeSnapshot:input_type -> regionfl.v1.TakeSnapshotRequest
-	7,  // 77: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
-	9,  // 78: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
-	15, // 79: regionfl.v1.OperatorService.PublishRevocationList:input_type -> regionfl.v1.PublishRevocationListRequest
-	5,  // 80: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
-	3,  // 81: regionfl.v1.OperatorService.StartKeyEpoch:input_type -> regionfl.v1.StartKeyEpochRequest
-	18, // 82: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
-	30, // 83: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
-	32, // 84: regionfl.v1.HospitalService.SubmitPublicKeyShare:output_type -> regionfl.v1.SubmitPublicKeyShareResponse
-	35, // 85: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
-	37, // 86: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
-	39, // 87: regionfl.v1.HospitalService.GetPublicKeyShares:output_type -> regionfl.v1.GetPublicKeySharesResponse
-	41, // 88: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
-	44, // 89: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
-	46, // 90: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
-	49, // 91: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
-	51, // 92: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
-	54, // 93: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
-	22, // 94: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
-	58, // 95: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
-	60, // 96: regionfl.v1.HospitalService.GetModelEvidence:output_type -> regionfl.v1.GetModelEvidenceResponse
-	12, // 97: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
-	68, // 98: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
-	74, // 99: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
-	76, // 100: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
-	78, // 101: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
-	80, // 102: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
-	56, // 103: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
-	2,  // 104: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
-	82, // 105: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
-	85, // 106: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
-	87, // 107: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
-	89, // 108: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
-	91, // 109: regionfl.v1.OperatorService.TransferLeadership:output_type -> regionfl.v1.TransferLeadershipResponse
-	93, // 110: regionfl.v1.OperatorService.TakeSnapshot:output_type -> regionfl.v1.TakeSnapshotResponse
-	8,  // 111: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
-	13, // 112: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
-	16, // 113: regionfl.v1.OperatorService.PublishRevocationList:output_type -> regionfl.v1.PublishRevocationListResponse
-	6,  // 114: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
-	4,  // 115: regionfl.v1.OperatorService.StartKeyEpoch:output_type -> regionfl.v1.StartKeyEpochResponse
-	82, // [82:116] is the sub-list for method output_type
-	48, // [48:82] is the sub-list for method input_type
+	32, // 50: regionfl.v1.HospitalService.SubmitSealedShares:input_type -> regionfl.v1.SubmitSealedSharesRequest
+	34, // 51: regionfl.v1.HospitalService.GetSealedShares:input_type -> regionfl.v1.GetSealedSharesRequest
+	36, // 52: regionfl.v1.HospitalService.ConfirmKeyReady:input_type -> regionfl.v1.ConfirmKeyReadyRequest
+	38, // 53: regionfl.v1.HospitalService.GetRegion:input_type -> regionfl.v1.GetRegionRequest
+	41, // 54: regionfl.v1.HospitalService.DecideJob:input_type -> regionfl.v1.DecideJobRequest
+	44, // 55: regionfl.v1.HospitalService.SubmitUpdate:input_type -> regionfl.v1.SubmitUpdateRequest
+	46, // 56: regionfl.v1.HospitalService.GetAggregate:input_type -> regionfl.v1.GetAggregateRequest
+	48, // 57: regionfl.v1.HospitalService.SubmitDecryptionShare:input_type -> regionfl.v1.SubmitDecryptionShareRequest
+	21, // 58: regionfl.v1.HospitalService.ApproveContributors:input_type -> regionfl.v1.ApproveContributorsRequest
+	53, // 59: regionfl.v1.HospitalService.FetchModel:input_type -> regionfl.v1.FetchModelRequest
+	55, // 60: regionfl.v1.HospitalService.GetModelEvidence:input_type -> regionfl.v1.GetModelEvidenceRequest
+	11, // 61: regionfl.v1.HospitalService.GetRevocations:input_type -> regionfl.v1.GetRevocationsRequest
+	63, // 62: regionfl.v1.ResearcherService.SubmitJob:input_type -> regionfl.v1.SubmitJobRequest
+	65, // 63: regionfl.v1.ResearcherService.GetJob:input_type -> regionfl.v1.GetJobRequest
+	71, // 64: regionfl.v1.ResearcherService.ListJobs:input_type -> regionfl.v1.ListJobsRequest
+	73, // 65: regionfl.v1.ResearcherService.WatchJob:input_type -> regionfl.v1.WatchJobRequest
+	75, // 66: regionfl.v1.ResearcherService.CancelJob:input_type -> regionfl.v1.CancelJobRequest
+	51, // 67: regionfl.v1.ResearcherService.GetModel:input_type -> regionfl.v1.GetModelRequest
+	1,  // 68: regionfl.v1.AuditorService.ExportAudit:input_type -> regionfl.v1.ExportAuditRequest
+	77, // 69: regionfl.v1.OperatorService.CreateRegion:input_type -> regionfl.v1.CreateRegionRequest
+	80, // 70: regionfl.v1.OperatorService.ListReplicas:input_type -> regionfl.v1.ListReplicasRequest
+	82, // 71: regionfl.v1.OperatorService.JoinReplica:input_type -> regionfl.v1.JoinReplicaRequest
+	84, // 72: regionfl.v1.OperatorService.RemoveReplica:input_type -> regionfl.v1.RemoveReplicaRequest
+	86, // 73: regionfl.v1.OperatorService.TransferLeadership:input_type -> regionfl.v1.TransferLeadershipRequest
+	88, // 74: regionfl.v1.OperatorService.TakeSnapshot:input_type -> regionfl.v1.TakeSnapshotRequest
+	7,  // 75: regionfl.v1.OperatorService.RevokeCertificate:input_type -> regionfl.v1.RevokeCertificateRequest
+	9,  // 76: regionfl.v1.OperatorService.ListRevoked:input_type -> regionfl.v1.ListRevokedRequest
+	15, // 77: regionfl.v1.OperatorService.PublishRevocationList:input_type -> regionfl.v1.PublishRevocationListRequest
+	5,  // 78: regionfl.v1.OperatorService.EndWebSessions:input_type -> regionfl.v1.EndWebSessionsRequest
+	3,  // 79: regionfl.v1.OperatorService.StartKeyEpoch:input_type -> regionfl.v1.StartKeyEpochRequest
+	18, // 80: regionfl.v1.HospitalService.Poll:output_type -> regionfl.v1.PollResponse
+	30, // 81: regionfl.v1.HospitalService.Enroll:output_type -> regionfl.v1.EnrollResponse
+	33, // 82: regionfl.v1.HospitalService.SubmitSealedShares:output_type -> regionfl.v1.SubmitSealedSharesResponse
+	35, // 83: regionfl.v1.HospitalService.GetSealedShares:output_type -> regionfl.v1.GetSealedSharesResponse
+	37, // 84: regionfl.v1.HospitalService.ConfirmKeyReady:output_type -> regionfl.v1.ConfirmKeyReadyResponse
+	40, // 85: regionfl.v1.HospitalService.GetRegion:output_type -> regionfl.v1.GetRegionResponse
+	42, // 86: regionfl.v1.HospitalService.DecideJob:output_type -> regionfl.v1.DecideJobResponse
+	45, // 87: regionfl.v1.HospitalService.SubmitUpdate:output_type -> regionfl.v1.SubmitUpdateResponse
+	47, // 88: regionfl.v1.HospitalService.GetAggregate:output_type -> regionfl.v1.GetAggregateResponse
+	50, // 89: regionfl.v1.HospitalService.SubmitDecryptionShare:output_type -> regionfl.v1.SubmitDecryptionShareResponse
+	22, // 90: regionfl.v1.HospitalService.ApproveContributors:output_type -> regionfl.v1.ApproveContributorsResponse
+	54, // 91: regionfl.v1.HospitalService.FetchModel:output_type -> regionfl.v1.FetchModelResponse
+	56, // 92: regionfl.v1.HospitalService.GetModelEvidence:output_type -> regionfl.v1.GetModelEvidenceResponse
+	12, // 93: regionfl.v1.HospitalService.GetRevocations:output_type -> regionfl.v1.GetRevocationsResponse
+	64, // 94: regionfl.v1.ResearcherService.SubmitJob:output_type -> regionfl.v1.SubmitJobResponse
+	70, // 95: regionfl.v1.ResearcherService.GetJob:output_type -> regionfl.v1.GetJobResponse
+	72, // 96: regionfl.v1.ResearcherService.ListJobs:output_type -> regionfl.v1.ListJobsResponse
+	74, // 97: regionfl.v1.ResearcherService.WatchJob:output_type -> regionfl.v1.WatchJobResponse
+	76, // 98: regionfl.v1.ResearcherService.CancelJob:output_type -> regionfl.v1.CancelJobResponse
+	52, // 99: regionfl.v1.ResearcherService.GetModel:output_type -> regionfl.v1.GetModelResponse
+	2,  // 100: regionfl.v1.AuditorService.ExportAudit:output_type -> regionfl.v1.ExportAuditResponse
+	78, // 101: regionfl.v1.OperatorService.CreateRegion:output_type -> regionfl.v1.CreateRegionResponse
+	81, // 102: regionfl.v1.OperatorService.ListReplicas:output_type -> regionfl.v1.ListReplicasResponse
+	83, // 103: regionfl.v1.OperatorService.JoinReplica:output_type -> regionfl.v1.JoinReplicaResponse
+	85, // 104: regionfl.v1.OperatorService.RemoveReplica:output_type -> regionfl.v1.RemoveReplicaResponse
+	87, // 105: regionfl.v1.OperatorService.TransferLeadership:output_type -> regionfl.v1.TransferLeadershipResponse
+	89, // 106: regionfl.v1.OperatorService.TakeSnapshot:output_type -> regionfl.v1.TakeSnapshotResponse
+	8,  // 107: regionfl.v1.OperatorService.RevokeCertificate:output_type -> regionfl.v1.RevokeCertificateResponse
+	13, // 108: regionfl.v1.OperatorService.ListRevoked:output_type -> regionfl.v1.ListRevokedResponse
+	16, // 109: regionfl.v1.OperatorService.PublishRevocationList:output_type -> regionfl.v1.PublishRevocationListResponse
+	6,  // 110: regionfl.v1.OperatorService.EndWebSessions:output_type -> regionfl.v1.EndWebSessionsResponse
+	4,  // 111: regionfl.v1.OperatorService.StartKeyEpoch:output_type -> regionfl.v1.StartKeyEpochResponse
+	80, // [80:112] is the sub-list for method output_type
+	48, // [48:80] is the sub-list for method input_type
 	48, // [48:48] is the sub-list for extension type_name
 	48, // [48:48] is the sub-list for extension extendee
 	0,  // [0:48] is the sub-list for field type_name
@@ -6779,11 +6543,11 @@ func file_regionfl_v1_region_proto_init() {
 	if File_regionfl_v1_region_proto != nil {
 		return
 	}
-	file_regionfl_v1_region_proto_msgTypes[47].OneofWrappers = []any{
+	file_regionfl_v1_region_proto_msgTypes[43].OneofWrappers = []any{
 		(*SubmitUpdateRequest_Header)(nil),
 		(*SubmitUpdateRequest_Chunk)(nil),
 	}
-	file_regionfl_v1_region_proto_msgTypes[51].OneofWrappers = []any{
+	file_regionfl_v1_region_proto_msgTypes[47].OneofWrappers = []any{
 		(*SubmitDecryptionShareRequest_Header)(nil),
 		(*SubmitDecryptionShareRequest_Chunk)(nil),
 	}
@@ -6793,7 +6557,7 @@ func file_regionfl_v1_region_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_regionfl_v1_region_proto_rawDesc), len(file_regionfl_v1_region_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   97,
+			NumMessages:   93,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

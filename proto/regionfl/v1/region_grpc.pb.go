@@ -21,10 +21,8 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	HospitalService_Poll_FullMethodName                  = "/regionfl.v1.HospitalService/Poll"
 	HospitalService_Enroll_FullMethodName                = "/regionfl.v1.HospitalService/Enroll"
-	HospitalService_SubmitPublicKeyShare_FullMethodName  = "/regionfl.v1.HospitalService/SubmitPublicKeyShare"
 	HospitalService_SubmitSealedShares_FullMethodName    = "/regionfl.v1.HospitalService/SubmitSealedShares"
 	HospitalService_GetSealedShares_FullMethodName       = "/regionfl.v1.HospitalService/GetSealedShares"
-	HospitalService_GetPublicKeyShares_FullMethodName    = "/regionfl.v1.HospitalService/GetPublicKeyShares"
 	HospitalService_ConfirmKeyReady_FullMethodName       = "/regionfl.v1.HospitalService/ConfirmKeyReady"
 	HospitalService_GetRegion_FullMethodName             = "/regionfl.v1.HospitalService/GetRegion"
 	HospitalService_DecideJob_FullMethodName             = "/regionfl.v1.HospitalService/DecideJob"
@@ -51,12 +49,8 @@ type HospitalServiceClient interface {
 	Poll(ctx context.Context, in *PollRequest, opts ...grpc.CallOption) (*PollResponse, error)
 	// Enroll publishes the hospital's HPKE public key for the key ceremony.
 	Enroll(ctx context.Context, in *EnrollRequest, opts ...grpc.CallOption) (*EnrollResponse, error)
-	SubmitPublicKeyShare(ctx context.Context, in *SubmitPublicKeyShareRequest, opts ...grpc.CallOption) (*SubmitPublicKeyShareResponse, error)
 	SubmitSealedShares(ctx context.Context, in *SubmitSealedSharesRequest, opts ...grpc.CallOption) (*SubmitSealedSharesResponse, error)
 	GetSealedShares(ctx context.Context, in *GetSealedSharesRequest, opts ...grpc.CallOption) (*GetSealedSharesResponse, error)
-	// GetPublicKeyShares returns the members' signed public-key shares, a
-	// page at a time: each hospital builds the collective key from them.
-	GetPublicKeyShares(ctx context.Context, in *GetPublicKeySharesRequest, opts ...grpc.CallOption) (*GetPublicKeySharesResponse, error)
 	ConfirmKeyReady(ctx context.Context, in *ConfirmKeyReadyRequest, opts ...grpc.CallOption) (*ConfirmKeyReadyResponse, error)
 	GetRegion(ctx context.Context, in *GetRegionRequest, opts ...grpc.CallOption) (*GetRegionResponse, error)
 	DecideJob(ctx context.Context, in *DecideJobRequest, opts ...grpc.CallOption) (*DecideJobResponse, error)
@@ -112,16 +106,6 @@ func (c *hospitalServiceClient) Enroll(ctx context.Context, in *EnrollRequest, o
 	return out, nil
 }
 
-func (c *hospitalServiceClient) SubmitPublicKeyShare(ctx context.Context, in *SubmitPublicKeyShareRequest, opts ...grpc.CallOption) (*SubmitPublicKeyShareResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(SubmitPublicKeyShareResponse)
-	err := c.cc.Invoke(ctx, HospitalService_SubmitPublicKeyShare_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 func (c *hospitalServiceClient) SubmitSealedShares(ctx context.Context, in *SubmitSealedSharesRequest, opts ...grpc.CallOption) (*SubmitSealedSharesResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SubmitSealedSharesResponse)
@@ -136,16 +120,6 @@ func (c *hospitalServiceClient) GetSealedShares(ctx context.Context, in *GetSeal
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetSealedSharesResponse)
 	err := c.cc.Invoke(ctx, HospitalService_GetSealedShares_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *hospitalServiceClient) GetPublicKeyShares(ctx context.Context, in *GetPublicKeySharesRequest, opts ...grpc.CallOption) (*GetPublicKeySharesResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(GetPublicKeySharesResponse)
-	err := c.cc.Invoke(ctx, HospitalService_GetPublicKeyShares_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -281,12 +255,8 @@ type HospitalServiceServer interface {
 	Poll(context.Context, *PollRequest) (*PollResponse, error)
 	// Enroll publishes the hospital's HPKE public key for the key ceremony.
 	Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error)
-	SubmitPublicKeyShare(context.Context, *SubmitPublicKeyShareRequest) (*SubmitPublicKeyShareResponse, error)
 	SubmitSealedShares(context.Context, *SubmitSealedSharesRequest) (*SubmitSealedSharesResponse, error)
 	GetSealedShares(context.Context, *GetSealedSharesRequest) (*GetSealedSharesResponse, error)
-	// GetPublicKeyShares returns the members' signed public-key shares, a
-	// page at a time: each hospital builds the collective key from them.
-	GetPublicKeyShares(context.Context, *GetPublicKeySharesRequest) (*GetPublicKeySharesResponse, error)
 	ConfirmKeyReady(context.Context, *ConfirmKeyReadyRequest) (*ConfirmKeyReadyResponse, error)
 	GetRegion(context.Context, *GetRegionRequest) (*GetRegionResponse, error)
 	DecideJob(context.Context, *DecideJobRequest) (*DecideJobResponse, error)
@@ -328,17 +298,11 @@ func (UnimplementedHospitalServiceServer) Poll(context.Context, *PollRequest) (*
 func (UnimplementedHospitalServiceServer) Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Enroll not implemented")
 }
-func (UnimplementedHospitalServiceServer) SubmitPublicKeyShare(context.Context, *SubmitPublicKeyShareRequest) (*SubmitPublicKeyShareResponse, error) {
-	return nil, status.Errorf(codes.Unimplemented, "method SubmitPublicKeyShare not implemented")
-}
 func (UnimplementedHospitalServiceServer) SubmitSealedShares(context.Context, *SubmitSealedSharesRequest) (*SubmitSealedSharesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SubmitSealedShares not implemented")
 }
 func (UnimplementedHospitalServiceServer) GetSealedShares(context.Context, *GetSealedSharesRequest) (*GetSealedSharesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetSealedShares not implemented")
-}
-func (UnimplementedHospitalServiceServer) GetPublicKeyShares(context.Context, *GetPublicKeySharesRequest) (*GetPublicKeySharesResponse, error) {
-	return nil, status.Errorf(codes.Unimplemented, "method GetPublicKeyShares not implemented")
 }
 func (UnimplementedHospitalServiceServer) ConfirmKeyReady(context.Context, *ConfirmKeyReadyRequest) (*ConfirmKeyReadyResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ConfirmKeyReady not implemented")
@@ -427,24 +391,6 @@ func _HospitalService_Enroll_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
-func _HospitalService_SubmitPublicKeyShare_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(SubmitPublicKeyShareRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(HospitalServiceServer).SubmitPublicKeyShare(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: HospitalService_SubmitPublicKeyShare_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(HospitalServiceServer).SubmitPublicKeyShare(ctx, req.(*SubmitPublicKeyShareRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
 func _HospitalService_SubmitSealedShares_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SubmitSealedSharesRequest)
 	if err := dec(in); err != nil {
@@ -477,24 +423,6 @@ func _HospitalService_GetSealedShares_Handler(srv interface{}, ctx context.Conte
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(HospitalServiceServer).GetSealedShares(ctx, req.(*GetSealedSharesRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _HospitalService_GetPublicKeyShares_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(GetPublicKeySharesRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(HospitalServiceServer).GetPublicKeyShares(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: HospitalService_GetPublicKeyShares_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(HospitalServiceServer).GetPublicKeyShares(ctx, req.(*GetPublicKeySharesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -666,20 +594,12 @@ var HospitalService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _HospitalService_Enroll_Handler,
 		},
 		{
-			MethodName: "SubmitPublicKeyShare",
-			Handler:    _HospitalService_SubmitPublicKeyShare_Handler,
-		},
-		{
 			MethodName: "SubmitSealedShares",
 			Handler:    _HospitalService_SubmitSealedShares_Handler,
 		},
 		{
 			MethodName: "GetSealedShares",
 			Handler:    _HospitalService_GetSealedShares_Handler,
-		},
-		{
-			MethodName: "GetPublicKeyShares",
-			Handler:    _HospitalService_GetPublicKeyShares_Handler,
 		},
 		{
 			MethodName: "ConfirmKeyReady",
