@@ -34,8 +34,7 @@ func TestDecryptionCommittee(t *testing.T) {
 	reg := newRegion(t, regionOpts{replicas: 1, hospitals: hospitals, threshold: 2, committee: committee, rekeyAt: 2})
 	reg.startNodes(0, 1, 2, 3, 4, 5)
 	reg.waitCeremony()
-	var genesis *fsm.Region
-	reg.leader().Store().FSM().Read(func(s *fsm.State) { genesis = s.Region.Clone() })
+	genesis := reg.leaderRegion()
 	checkCommittee(t, genesis, 0, committee)
 	// Each hospital sealed c shares, and each committee member's were let
 	// go once it held its key.
@@ -61,8 +60,7 @@ func TestDecryptionCommittee(t *testing.T) {
 	}
 	reg.checkCounted(j)
 	reg.checkMeasured(j)
-	var region *fsm.Region
-	reg.leader().Store().FSM().Read(func(s *fsm.State) { region = s.Region.Clone() })
+	region := reg.leaderRegion()
 	epochs := map[uint32]bool{}
 	for _, r := range j.Rounds {
 		epochs[r.Epoch] = true
@@ -81,7 +79,7 @@ func TestDecryptionCommittee(t *testing.T) {
 	// The newest epoch's parties: the committee holds shares, the others
 	// only sealed theirs.
 	reg.waitCeremony()
-	reg.leader().Store().FSM().Read(func(s *fsm.State) { region = s.Region.Clone() })
+	region = reg.leaderRegion()
 	checkCommittee(t, region, region.Epoch, committee)
 	for _, h := range reg.names {
 		b, err := os.ReadFile(filepath.Join(reg.dir, h, "node-state.json"))
@@ -185,16 +183,9 @@ func TestLargeRegion(t *testing.T) {
 	}
 	start := time.Now()
 	reg.startNodes(all...)
-	reg.waitFor("the key ceremony of 100 hospitals is done", 5*time.Minute, func() bool {
-		var done bool
-		reg.leader().Store().FSM().Read(func(s *fsm.State) {
-			done = s.Region != nil && s.Region.Step() == pb.CeremonyStep_CEREMONY_STEP_DONE
-		})
-		return done
-	})
+	reg.waitCeremonyWithin(5 * time.Minute)
 	ceremony := time.Since(start)
-	var region *fsm.Region
-	reg.leader().Store().FSM().Read(func(s *fsm.State) { region = s.Region.Clone() })
+	region := reg.leaderRegion()
 	if want := he.LargeRegionParams().Name(); region.Params != want {
 		t.Fatalf("a region of %d hospitals runs %s, want %s", hospitals, region.Params, want)
 	}
@@ -239,7 +230,7 @@ func TestAdversaryDecryptorOffCommittee(t *testing.T) {
 	reg := newRegion(t, regionOpts{replicas: 1, hospitals: 5, threshold: 2, committee: 3, serverOptions: []grpc.ServerOption{evil.option()}})
 	reg.startNodes(0, 1, 2, 3, 4)
 	reg.waitCeremony()
-	reg.leader().Store().FSM().Read(func(s *fsm.State) { region.Store(s.Region.Clone()) })
+	region.Store(reg.leaderRegion())
 	evil.on.Store(true)
 	reg.submit(reg.spec(1, 5, 20*time.Second), "off-committee")
 	by, reason := reg.refusalWith("a decryption manifest", "is not on the committee")

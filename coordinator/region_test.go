@@ -300,13 +300,26 @@ func (r *region) passDeadlines(id string, ready func(*fsm.Job, *fsm.Round) bool)
 // waitCeremony waits until every hospital holds its threshold key share.
 func (r *region) waitCeremony() {
 	r.t.Helper()
-	r.waitFor("the key ceremony is done", 30*time.Second, func() bool {
+	r.waitCeremonyWithin(30 * time.Second)
+}
+
+// waitCeremonyWithin is waitCeremony for a region whose ceremony takes
+// longer (many hospitals).
+func (r *region) waitCeremonyWithin(d time.Duration) {
+	r.t.Helper()
+	r.waitFor("the key ceremony is done", d, func() bool {
 		var done bool
 		r.leader().Store().FSM().Read(func(s *fsm.State) {
 			done = s.Region != nil && s.Region.Step() == pb.CeremonyStep_CEREMONY_STEP_DONE
 		})
 		return done
 	})
+}
+
+// leaderRegion is a copy of the region as the leader holds it.
+func (r *region) leaderRegion() (out *fsm.Region) {
+	r.leader().Store().FSM().Read(func(s *fsm.State) { out = s.Region.Clone() })
+	return out
 }
 
 // spec is a small logistic-regression job on the synthetic cohorts, scaled
