@@ -136,12 +136,7 @@ func (r *Region) CommitteeOf(e uint32) []string {
 
 // MemberPoint is hospital h's Shamir point in key epoch e (1-based), or 0
 // if h does not take part in it (or its members are not fixed yet).
-func (r *Region) MemberPoint(e uint32, h string) uint32 {
-	if !r.Member(e, h) {
-		return 0
-	}
-	return uint32(slices.Index(r.PointsOf(e), h) + 1)
-}
+func (r *Region) MemberPoint(e uint32, h string) uint32 { return r.MemberPoints(e, []string{h})[0] }
 
 // MemberPoints are the Shamir points in key epoch e of hs (0 for a
 // hospital that does not take part in it).

@@ -176,7 +176,7 @@ func (s hospitalService) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb
 		return nil, status.Errorf(codes.InvalidArgument, "hpke_public_key: %v", err)
 	}
 	h := caller(ctx).Name
-	r, _, err := s.region(ctx)
+	r, err := s.region(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -196,9 +196,9 @@ func (s hospitalService) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb
 	return &pb.EnrollResponse{}, nil
 }
 
-func (s hospitalService) region(ctx context.Context) (*fsm.Region, uint32, error) {
+func (s hospitalService) region(ctx context.Context) (*fsm.Region, error) {
 	if err := s.leader(ctx); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	var r *fsm.Region
 	s.read(func(st *fsm.State) {
@@ -207,41 +207,41 @@ func (s hospitalService) region(ctx context.Context) (*fsm.Region, uint32, error
 		}
 	})
 	if r == nil {
-		return nil, 0, status.Error(codes.FailedPrecondition, "the region has not been created yet")
+		return nil, status.Error(codes.FailedPrecondition, "the region has not been created yet")
 	}
 	if r.Index(caller(ctx).Name) < 0 {
-		return nil, 0, status.Errorf(codes.PermissionDenied, "%s is not a hospital of this region", caller(ctx))
+		return nil, status.Errorf(codes.PermissionDenied, "%s is not a hospital of this region", caller(ctx))
 	}
-	return r, r.MemberPoint(r.Epoch, caller(ctx).Name), nil
+	return r, nil
 }
 
 // ceremonyRegion is region for a step of the ceremony after enrollment:
-// the caller must be a member of the current key epoch; point is its
-// Shamir point in it.
-func (s hospitalService) ceremonyRegion(ctx context.Context) (*fsm.Region, uint32, error) {
-	r, point, err := s.region(ctx)
-	if err != nil {
-		return nil, 0, err
-	}
-	if r.MembersOf(r.Epoch) == nil {
-		return nil, 0, status.Errorf(codes.FailedPrecondition, "the enrollment of key epoch %d is still open", r.Epoch)
-	}
-	if point == 0 {
-		return nil, 0, status.Errorf(codes.FailedPrecondition, "%s is not a member of key epoch %d: it joins the next one", caller(ctx), r.Epoch)
-	}
-	return r, point, nil
-}
-
-func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitSealedSharesRequest) (*pb.SubmitSealedSharesResponse, error) {
-	r, point, err := s.ceremonyRegion(ctx)
+// the caller must be a member of the current key epoch.
+func (s hospitalService) ceremonyRegion(ctx context.Context) (*fsm.Region, error) {
+	r, err := s.region(ctx)
 	if err != nil {
 		return nil, err
 	}
+	if r.MembersOf(r.Epoch) == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "the enrollment of key epoch %d is still open", r.Epoch)
+	}
+	if !r.Member(r.Epoch, caller(ctx).Name) {
+		return nil, status.Errorf(codes.FailedPrecondition, "%s is not a member of key epoch %d: it joins the next one", caller(ctx), r.Epoch)
+	}
+	return r, nil
+}
+
+func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitSealedSharesRequest) (*pb.SubmitSealedSharesResponse, error) {
+	r, err := s.ceremonyRegion(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h := caller(ctx).Name
+	point := r.MemberPoint(r.Epoch, h)
 	holders := r.CommitteeOf(r.Epoch)
 	if len(req.Shares) != len(holders) {
 		return nil, status.Errorf(codes.InvalidArgument, "shares: %d, key epoch %d has a committee of %d", len(req.Shares), r.Epoch, len(holders))
 	}
-	h := caller(ctx).Name
 	ordered := make([][]byte, len(holders))
 	sigs := make([][]byte, len(holders))
 	rd := r.MembersDigest()
@@ -272,7 +272,7 @@ func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitS
 }
 
 func (s hospitalService) GetSealedShares(ctx context.Context, req *pb.GetSealedSharesRequest) (*pb.GetSealedSharesResponse, error) {
-	r, _, err := s.ceremonyRegion(ctx)
+	r, err := s.ceremonyRegion(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -303,7 +303,7 @@ func (s hospitalService) GetSealedShares(ctx context.Context, req *pb.GetSealedS
 }
 
 func (s hospitalService) ConfirmKeyReady(ctx context.Context, req *pb.ConfirmKeyReadyRequest) (*pb.ConfirmKeyReadyResponse, error) {
-	r, _, err := s.ceremonyRegion(ctx)
+	r, err := s.ceremonyRegion(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -319,7 +319,7 @@ func (s hospitalService) ConfirmKeyReady(ctx context.Context, req *pb.ConfirmKey
 }
 
 func (s hospitalService) GetRegion(ctx context.Context, _ *pb.GetRegionRequest) (*pb.GetRegionResponse, error) {
-	r, _, err := s.region(ctx)
+	r, err := s.region(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -406,7 +406,7 @@ func (s hospitalService) SubmitUpdate(stream pb.HospitalService_SubmitUpdateServ
 	// The update is the hospital's own statement, signed with the key of
 	// the certificate it connects with (the CA verified it for this name):
 	// the signature and certificate go into the audit record.
-	region, _, err := s.region(ctx)
+	region, err := s.region(ctx)
 	if err != nil {
 		return err
 	}
@@ -521,7 +521,7 @@ func (s hospitalService) GetAggregate(req *pb.GetAggregateRequest, stream pb.Hos
 // contributor set of a closed round, after checking the signature against
 // its enrolled certificate, over the round's set and its own update.
 func (s hospitalService) ApproveContributors(ctx context.Context, req *pb.ApproveContributorsRequest) (*pb.ApproveContributorsResponse, error) {
-	region, _, err := s.region(ctx)
+	region, err := s.region(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -589,7 +589,7 @@ func (s hospitalService) SubmitDecryptionShare(stream pb.HospitalService_SubmitD
 	// Who the share is from is checked first: identity comes from the
 	// certificate only, whatever the state of the round.
 	ctx := stream.Context()
-	region, _, err := s.region(ctx)
+	region, err := s.region(ctx)
 	if err != nil {
 		return err
 	}
@@ -688,7 +688,7 @@ func (s hospitalService) FetchModel(ctx context.Context, req *pb.FetchModelReque
 // evidence) of a job only if it accepted that job; any other hospital's
 // call to method is refused, and the refusal goes into the audit log.
 func (s hospitalService) acceptedOnly(ctx context.Context, jobID, method, what string) error {
-	if _, _, err := s.region(ctx); err != nil {
+	if _, err := s.region(ctx); err != nil {
 		return err
 	}
 	h := caller(ctx).Name
