@@ -45,12 +45,11 @@ func (u *Update) Fingerprint(challenge [32]byte) []byte {
 	// vectors come from a stream of their own.
 	partial := make([]uint64, len(u.c0)*width)
 	_ = parallel(len(u.c0), func() func(int) error {
-		buf := make([]byte, 8<<10)
+		w := newKeyWords()
 		return func(i int) error {
 			acc := partial[i*width : (i+1)*width]
 			for rep := range fingerprintReps {
-				stream := fingerprintStream(challenge, rep, i)
-				pos := len(buf)
+				w.reset(fingerprintStream(challenge, rep, i))
 				for j, qj := range q {
 					// r is read at q's bit width, not reduced: r mod q
 					// takes no value with probability above 2/q, which
@@ -60,14 +59,7 @@ func (u *Update) Fingerprint(challenge [32]byte) []byte {
 					mask := uint64(1)<<bits.Len64(qj) - 1
 					var hiSum, loSum uint64
 					for k, x := range u.c0[i].Coeffs[j] {
-						if pos == len(buf) {
-							clear(buf)
-							stream.XORKeyStream(buf, buf)
-							pos = 0
-						}
-						r := binary.LittleEndian.Uint64(buf[pos:]) & mask
-						pos += 8
-						hi, lo := bits.Mul64(r, x)
+						hi, lo := bits.Mul64(w.next()&mask, x)
 						var carry uint64
 						loSum, carry = bits.Add64(loSum, lo, 0)
 						hiSum += hi + carry

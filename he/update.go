@@ -75,22 +75,14 @@ func (p Params) uniformA(seedHash, binding [32]byte, index int) ring.Poly {
 	key = append(key, seedHash[:]...)
 	key = append(key, binding[:]...)
 	key = binary.LittleEndian.AppendUint32(key, uint32(index))
-	stream := keyedStream(key)
+	w := newKeyWords()
+	w.reset(keyedStream(key))
 	a := p.rlwe.RingQ().NewPoly()
-	buf := make([]byte, 8<<10)
-	pos := len(buf)
 	for j, q := range p.rlwe.Q() {
 		mask := uint64(1)<<bits.Len64(q) - 1
 		for c := range a.Coeffs[j] {
 			for {
-				if pos == len(buf) {
-					clear(buf)
-					stream.XORKeyStream(buf, buf)
-					pos = 0
-				}
-				v := binary.LittleEndian.Uint64(buf[pos:]) & mask
-				pos += 8
-				if v != 0 && v < q {
+				if v := w.next() & mask; v != 0 && v < q {
 					a.Coeffs[j][c] = v
 					break
 				}
@@ -98,6 +90,36 @@ func (p Params) uniformA(seedHash, binding [32]byte, index int) ring.Poly {
 		}
 	}
 	return a
+}
+
+// keyWords reads a keyed stream as 64-bit little-endian words, a buffer
+// of keystream at a time: the draws of uniformA and of the fingerprint's
+// challenge vectors.
+type keyWords struct {
+	stream cipher.Stream
+	buf    *[8 << 10]byte
+	pos    int // next unread byte of buf
+}
+
+func newKeyWords() *keyWords { return &keyWords{buf: new([8 << 10]byte)} }
+
+// reset starts reading stream, keeping the buffer.
+func (w *keyWords) reset(stream cipher.Stream) { w.stream, w.pos = stream, len(w.buf) }
+
+// next is the stream's next word (it inlines: refill is out of line).
+func (w *keyWords) next() uint64 {
+	if w.pos == len(w.buf) {
+		w.refill()
+	}
+	w.pos += 8
+	return binary.LittleEndian.Uint64(w.buf[w.pos-8:])
+}
+
+//go:noinline
+func (w *keyWords) refill() {
+	clear(w.buf[:])
+	w.stream.XORKeyStream(w.buf[:], w.buf[:])
+	w.pos = 0
 }
 
 // keyedStream is AES-256-CTR keyed by the SHA-256 of key (an injective
