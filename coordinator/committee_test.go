@@ -36,8 +36,7 @@ func TestDecryptionCommittee(t *testing.T) {
 	reg.waitCeremony()
 	genesis := reg.leaderRegion()
 	checkCommittee(t, genesis, 0, committee)
-	// Each hospital sealed c shares, and each committee member's were let
-	// go once it held its key.
+	// Each hospital sealed c shares.
 	recs := reg.auditRecords(audit.ActionCeremonySealedShares)
 	for _, rec := range recs {
 		if rec.Size != uint64(committee*he.SealedShareSize(he.RegionParams())) {
@@ -47,9 +46,10 @@ func TestDecryptionCommittee(t *testing.T) {
 	if len(recs) != hospitals {
 		t.Errorf("%d hospitals sealed shares, want %d", len(recs), hospitals)
 	}
-	for i, row := range genesis.Sealed {
-		if slices.ContainsFunc(row, func(b []byte) bool { return b != nil }) {
-			t.Errorf("%s holds its key, and the replicas still keep its sealed shares", genesis.Hospitals[i])
+	// The log holds their digests, never the shares.
+	for i, d := range genesis.Dealt {
+		if d == nil || len(d.Digests) != committee || d.Shares != nil {
+			t.Errorf("%s dealt %+v", genesis.Hospitals[i], d)
 		}
 	}
 
@@ -241,4 +241,38 @@ func TestAdversaryDecryptorOffCommittee(t *testing.T) {
 	if n := reg.logs.count("decryption share sent", nil); n != 0 {
 		t.Fatalf("%d decryption shares went out for a manifest naming a decryptor off the committee", n)
 	}
+}
+
+// The leader relays sealed shares outside the log, which records their
+// digests: a new leader lacks the shares sent to the old one, asks their
+// senders for them again, and takes only the very bytes the log records.
+// A sender restarted meanwhile sends the shares it kept on disk.
+func TestSealedSharesAcrossFailover(t *testing.T) {
+	block := &blockFor{method: "SubmitSealedShares", hospital: "hospital-4"}
+	block.on.Store(true)
+	reg := newRegion(t, regionOpts{replicas: 3, hospitals: 4, threshold: 2, serverOptions: []grpc.ServerOption{block.option()}})
+	reg.startNodes(0, 1, 2, 3)
+	reg.waitFor("every member but hospital-4 sealed its shares", 30*time.Second, func() bool {
+		r := reg.leaderRegion()
+		return r.SealedAll("hospital-1") && r.SealedAll("hospital-2") && r.SealedAll("hospital-3")
+	})
+	reg.stopNode(0)
+	reg.stopReplica(reg.leaderIndex())
+	reg.startNode(0)
+	block.on.Store(false)
+	reg.waitCeremony()
+	for _, h := range []string{"hospital-1", "hospital-2", "hospital-3"} {
+		if reg.logs.count("sealed shares relayed again", map[string]string{"hospital": h}) == 0 {
+			t.Errorf("%s's shares reached the new leader without being sent again", h)
+		}
+	}
+	if n := reg.logs.count("sealed shares relayed", nil); n != 4 {
+		t.Errorf("%d first sendings of sealed shares logged, want 4", n)
+	}
+	id := reg.submit(reg.spec(1, 4, 20*time.Second), "after-failover")
+	j := reg.waitDone(id, time.Minute)
+	if j.State != fsm.JobDone {
+		t.Fatalf("job %s: %s", j.State, j.Reason)
+	}
+	reg.checkCounted(j)
 }

@@ -3,6 +3,8 @@ package coordinator_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -437,6 +439,14 @@ func TestStalledRekeyAbandoned(t *testing.T) {
 				return false
 			}
 			if p, err := partyState(b, 1); err != nil || p != nil {
+				return false
+			}
+			// The sealed shares it kept to send again go too; those of
+			// the current epoch stay.
+			if _, err := os.Stat(filepath.Join(reg.dir, h, "sealed", "epoch-1.pb")); !errors.Is(err, fs.ErrNotExist) {
+				return false
+			}
+			if _, err := os.Stat(filepath.Join(reg.dir, h, "sealed", "epoch-2.pb")); err != nil {
 				return false
 			}
 		}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"google.golang.org/protobuf/proto"
 
 	pb "regionfl/proto/regionfl/v1"
 )
@@ -88,6 +91,73 @@ func readKept(path string, withRaw bool) (*keptUpdate, []byte, error) {
 
 func removeKept(dir, jobID string) error {
 	err := os.Remove(keptPath(dir, jobID))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// keptSealedDir holds, per key epoch, the sealed Shamir shares the node
+// sent to the epoch's committee. The coordinator's leader relays them
+// outside its log, so a new leader asks for them again, and it must get
+// these very bytes: the log records their digests. Each share is sealed
+// to its committee member (HPKE); the file holds nothing in the clear.
+const keptSealedDir = "sealed"
+
+// keptSealed describes kept sealed shares.
+type keptSealed struct {
+	Epoch uint32 `json:"epoch"`
+	// MembersDigest is identity.MembersDigest of the epoch the shares
+	// were sealed in: they serve that membership only.
+	MembersDigest []byte `json:"members_digest"`
+	Size          uint64 `json:"size"`
+}
+
+// maxKeptSealed bounds a kept-sealed file: a committee of at most 64
+// members, one share of under 1 MiB each.
+const maxKeptSealed = 64 << 20
+
+func keptSealedPath(dir string, epoch uint32) string {
+	return filepath.Join(dir, keptSealedDir, fmt.Sprintf("epoch-%d.pb", epoch))
+}
+
+// saveKeptSealed keeps the request that sent key epoch epoch's sealed
+// shares.
+func saveKeptSealed(dir string, epoch uint32, membersDigest []byte, req *pb.SubmitSealedSharesRequest) error {
+	raw, err := proto.Marshal(req)
+	if err != nil {
+		return err
+	}
+	return writeMetaFile(keptSealedPath(dir, epoch), &keptSealed{Epoch: epoch, MembersDigest: membersDigest, Size: uint64(len(raw))}, raw)
+}
+
+// loadKeptSealed returns the request kept for key epoch epoch and the
+// membership membersDigest, or nil if there is none.
+func loadKeptSealed(dir string, epoch uint32, membersDigest []byte) (*pb.SubmitSealedSharesRequest, error) {
+	k := &keptSealed{}
+	raw, err := readMetaFile(keptSealedPath(dir, epoch), k, func() (int, error) {
+		if k.Size > maxKeptSealed {
+			return 0, fmt.Errorf("%d bytes of sealed shares, at most %d", k.Size, maxKeptSealed)
+		}
+		return int(k.Size), nil
+	})
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("node: kept sealed shares of epoch %d: %w", epoch, err)
+	case k.Epoch != epoch || !bytes.Equal(k.MembersDigest, membersDigest):
+		return nil, nil // of a membership the epoch does not have
+	}
+	req := &pb.SubmitSealedSharesRequest{}
+	if err := proto.Unmarshal(raw, req); err != nil {
+		return nil, fmt.Errorf("node: kept sealed shares of epoch %d: %w", epoch, err)
+	}
+	return req, nil
+}
+
+func removeKeptSealed(dir string, epoch uint32) error {
+	err := os.Remove(keptSealedPath(dir, epoch))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

@@ -412,6 +412,9 @@ func (n *Node) retire(below uint32) error {
 		return err
 	}
 	for _, e := range erased {
+		if err := removeKeptSealed(n.cfg.DataDir, e); err != nil {
+			return err
+		}
 		n.log.Info("key epoch retired: its Shamir shares and HPKE key erased", "epoch", e)
 	}
 	return nil
@@ -733,18 +736,42 @@ func (n *Node) sealShares(ctx context.Context) error {
 	if m.self == 0 {
 		return nil // this node sits the epoch out
 	}
-	party, err := n.party(r, m)
+	rd := membersDigest(r, m.sorted)
+	req, err := loadKeptSealed(n.cfg.DataDir, r.Epoch, rd)
 	if err != nil {
 		return err
 	}
-	rd := membersDigest(r, m.sorted)
+	if req == nil {
+		if req, err = n.seal(r, m, rd); err != nil {
+			return err
+		}
+	}
+	n.log.Info("sending sealed Shamir shares", "epoch", r.Epoch, "count", len(req.Shares))
+	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
+		_, err := conn.Hospital.SubmitSealedShares(ctx, req)
+		if status.Code(err) == codes.AlreadyExists {
+			// The log holds other shares of ours: this node lost the
+			// ones it kept, and a member can open only those.
+			n.log.Error("the coordinator records other sealed shares of this node", "epoch", r.Epoch, "error", err)
+		}
+		return err
+	})
+}
+
+// seal makes this node's sealed shares of the ceremony of region r (of
+// members m, whose digest is rd) and keeps them before they leave.
+func (n *Node) seal(r *pb.Region, m epochMembers, rd []byte) (*pb.SubmitSealedSharesRequest, error) {
+	party, err := n.party(r, m)
+	if err != nil {
+		return nil, err
+	}
 	recipients := map[uint32][]byte{}
 	for k, h := range m.points[:m.holders] {
 		recipients[uint32(k+1)] = r.HpkePublicKeys[slices.Index(r.Hospitals, h)]
 	}
 	sealed, err := party.SealShares(recipients, ceremonySeed(r))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !m.holds() {
 		// Off the committee, the party's part ends with its sealed
@@ -753,28 +780,27 @@ func (n *Node) sealShares(ctx context.Context) error {
 		err := n.saveParty(r.Epoch, party)
 		n.mu.Unlock()
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
 	req := &pb.SubmitSealedSharesRequest{}
 	for _, s := range sealed {
 		b, err := s.MarshalBinary()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		to := m.points[s.To-1]
 		d := sha256.Sum256(b)
 		sig, err := n.sign(identity.StatementSealedShare, rd, []byte(n.cfg.ID), []byte(to), d[:])
 		if err != nil {
-			return err
+			return nil, err
 		}
 		req.Shares = append(req.Shares, &pb.SealedShare{To: to, Sealed: b, Signature: sig})
 	}
-	n.log.Info("sending sealed Shamir shares", "epoch", r.Epoch, "count", len(req.Shares))
-	return n.call(ctx, 30*time.Second, func(ctx context.Context, conn client.Conn) error {
-		_, err := conn.Hospital.SubmitSealedShares(ctx, req)
-		return err
-	})
+	if err := saveKeptSealed(n.cfg.DataDir, r.Epoch, rd, req); err != nil {
+		return nil, err
+	}
+	return req, nil
 }
 
 func (n *Node) openShares(ctx context.Context) error {

@@ -693,6 +693,41 @@ func TestKeptUpdateLifecycle(t *testing.T) {
 	}
 }
 
+// Sealed shares are kept per key epoch and membership: a resend carries
+// the same bytes, a membership the epoch does not have finds none, and a
+// file claiming more than a committee's worth is refused unread.
+func TestKeptSealedShares(t *testing.T) {
+	dir := t.TempDir()
+	req := &pb.SubmitSealedSharesRequest{Shares: []*pb.SealedShare{{To: "h1", Sealed: []byte("sealed to h1"), Signature: []byte("sig")}}}
+	if err := saveKeptSealed(dir, 2, []byte("members"), req); err != nil {
+		t.Fatal(err)
+	}
+	got, err := loadKeptSealed(dir, 2, []byte("members"))
+	if err != nil || !proto.Equal(got, req) {
+		t.Fatalf("kept %v, %v", got, err)
+	}
+	for _, miss := range []struct {
+		epoch   uint32
+		members string
+	}{{2, "other members"}, {3, "members"}} {
+		if got, err := loadKeptSealed(dir, miss.epoch, []byte(miss.members)); got != nil || err != nil {
+			t.Fatalf("epoch %d, members %q: %v, %v", miss.epoch, miss.members, got, err)
+		}
+	}
+	if err := writeMetaFile(keptSealedPath(dir, 4), &keptSealed{Epoch: 4, MembersDigest: []byte("members"), Size: maxKeptSealed + 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadKeptSealed(dir, 4, []byte("members")); err == nil || !strings.Contains(err.Error(), "at most") {
+		t.Fatalf("an oversized kept file: %v", err)
+	}
+	if err := removeKeptSealed(dir, 2); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := loadKeptSealed(dir, 2, []byte("members")); got != nil || err != nil {
+		t.Fatalf("after removal: %v, %v", got, err)
+	}
+}
+
 // TestPoisonJobDeclined: a job at the edge of its fields' types, as a
 // hostile or careless coordinator could offer it, is declined with the
 // field named; the node does not crash on it.

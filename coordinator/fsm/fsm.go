@@ -15,6 +15,7 @@ package fsm
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -467,22 +468,35 @@ func (s *State) sealedShares(c *pb.SealedSharesCommand) error {
 	r := s.Region
 	// One share per committee member, in the order of their points.
 	holders := r.holderIndexes()
-	if len(c.Shares) != len(holders) {
-		return rejectf("%d sealed shares for a committee of %d", len(c.Shares), len(holders))
-	}
 	if r.sealed(from) {
 		return rejectf("%s already sent its sealed shares", c.From)
 	}
-	if len(c.Signatures) != 0 && len(c.Signatures) != len(c.Shares) {
-		return rejectf("%d signatures for %d sealed shares", len(c.Signatures), len(c.Shares))
+	if len(c.Signatures) != 0 && len(c.Signatures) != len(holders) {
+		return rejectf("%d signatures for a committee of %d", len(c.Signatures), len(holders))
 	}
-	r.SealedBy[from] = true
-	for k, to := range holders {
-		r.Sealed[to][from] = c.Shares[k]
-		if len(c.Signatures) != 0 {
-			r.SealedSig[to][from] = c.Signatures[k]
+	d := &Dealing{Digests: c.Digests, Size: c.Size}
+	if len(c.Signatures) != 0 {
+		d.Sigs = c.Signatures
+	}
+	switch {
+	case len(c.Shares) != 0 && len(c.Digests) != 0:
+		return rejectf("sealed shares and their digests both")
+	case len(c.Shares) != 0:
+		// A log written when commands carried the shares.
+		if len(c.Shares) != len(holders) {
+			return rejectf("%d sealed shares for a committee of %d", len(c.Shares), len(holders))
 		}
+		d.Shares, d.Digests, d.Size = c.Shares, make([][]byte, len(holders)), 0
+		for k, b := range c.Shares {
+			sum := sha256.Sum256(b)
+			d.Digests[k], d.Size = sum[:], d.Size+uint64(len(b))
+		}
+	case len(c.Digests) != len(holders):
+		return rejectf("%d sealed-share digests for a committee of %d", len(c.Digests), len(holders))
+	case slices.ContainsFunc(c.Digests, func(b []byte) bool { return len(b) != sha256.Size }):
+		return rejectf("a sealed-share digest is not %d bytes", sha256.Size)
 	}
+	r.Dealt[from] = d
 	return nil
 }
 
@@ -498,11 +512,6 @@ func (s *State) keyReady(c *pb.KeyReadyCommand) error {
 		return errUnchanged
 	}
 	s.Region.Ready[i] = true
-	// A committee member holding its key never reads its shares again.
-	clear(s.Region.Sealed[i])
-	if i < len(s.Region.SealedSig) {
-		clear(s.Region.SealedSig[i])
-	}
 	return nil
 }
 
@@ -1006,8 +1015,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	default:
 		err = fmt.Errorf("snapshot format %q version %d, this build reads %q version %d (and 1)", h.Format, h.Version, snapshotFormat, SnapshotVersion)
 	}
-	if err == nil && s.Region != nil && len(s.Region.Sealed) == len(s.Region.Hospitals) {
-		s.Region.deriveSealedBy()
+	if err == nil && s.Region != nil {
+		s.Region.upgradeDealt()
 	}
 	if err == nil {
 		err = s.check()

@@ -2,9 +2,11 @@ package fsm
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"io"
+	"regexp"
 	"slices"
 	"testing"
 
@@ -93,11 +95,19 @@ func TestCommitteeCeremony(t *testing.T) {
 	for _, h := range hs {
 		a.must(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
 	}
-	if err := a.apply(&pb.SealedSharesCommand{From: "h1", Shares: [][]byte{{1}, {2}, {3}, {4}, {5}}}); err == nil {
-		t.Fatal("five sealed shares for a committee of three were taken")
+	for _, bad := range []*pb.SealedSharesCommand{
+		{From: "h1", Digests: dealing(5)},
+		{From: "h1", Digests: dealing(3)[:2]},
+		{From: "h1", Digests: [][]byte{{1}, {2}, {3}}},
+		{From: "h1", Digests: dealing(3), Signatures: [][]byte{{1}}},
+		{From: "h1", Digests: dealing(3), Shares: [][]byte{{1}, {2}, {3}}},
+	} {
+		if err := a.apply(bad); err == nil {
+			t.Fatalf("%v was taken for a committee of three", bad)
+		}
 	}
 	for _, h := range hs {
-		a.must(&pb.SealedSharesCommand{From: h, Shares: [][]byte{{1}, {2}, {3}}})
+		a.must(&pb.SealedSharesCommand{From: h, Digests: dealing(3), Signatures: [][]byte{{1}, {2}, {3}}, Size: 3 << 17})
 	}
 	var committee, others []string
 	a.f.Read(func(s *State) {
@@ -113,8 +123,9 @@ func TestCommitteeCeremony(t *testing.T) {
 			if r.Holds(0, h) != slices.Contains(committee, h) || r.MemberPoint(0, h) == 0 {
 				t.Fatalf("%s: point %d, holds %v, committee %v", h, r.MemberPoint(0, h), r.Holds(0, h), committee)
 			}
-			if sealedTo := slices.IndexFunc(r.Sealed[r.Index(h)], func(b []byte) bool { return b != nil }) >= 0; sealedTo != r.Holds(0, h) {
-				t.Fatalf("%s holds shares %v, has shares sealed to it %v", h, r.Holds(0, h), sealedTo)
+			// The log keeps what identifies the shares, never the shares.
+			if d := r.DealingOf(h); d == nil || len(d.Digests) != 3 || len(d.Sigs) != 3 || d.Shares != nil || d.Size != 3<<17 {
+				t.Fatalf("%s dealt %+v", h, d)
 			}
 		}
 	})
@@ -124,16 +135,9 @@ func TestCommitteeCeremony(t *testing.T) {
 	for _, h := range hs {
 		a.must(&pb.KeyReadyCommand{Hospital: h})
 	}
-	// Members holding their keys never read their shares again: the
-	// state lets them go, and the ceremony stays done.
 	a.f.Read(func(s *State) {
-		for i, row := range s.Region.Sealed {
-			if slices.ContainsFunc(row, func(b []byte) bool { return b != nil }) {
-				t.Fatalf("%s holds its key, its sealed shares are still kept", s.Region.Hospitals[i])
-			}
-		}
-		if s.Region.Step() != pb.CeremonyStep_CEREMONY_STEP_DONE || !s.Region.SealedAll("h1") {
-			t.Fatalf("step %v once the sealed shares were let go", s.Region.Step())
+		if s.Region.Step() != pb.CeremonyStep_CEREMONY_STEP_DONE || !slices.Equal(s.Region.CommitteeReady(), []bool{true, true, true}) {
+			t.Fatalf("step %v, committee ready %v", s.Region.Step(), s.Region.CommitteeReady())
 		}
 	})
 	a.must(&pb.SubmitJobCommand{JobId: "j", Spec: &pb.JobSpec{MinHospitals: 2, Rounds: 1}, RequestId: "r1", InitialParams: []float64{0}})
@@ -291,11 +295,15 @@ func TestSnapshotRestore(t *testing.T) {
 	if !bytes.Equal(b, snapshotBytes(t, g)) {
 		t.Fatal("restore did not reproduce the state")
 	}
+	if !bytes.Contains(b, []byte(`"dealt":[{"digests":[`)) {
+		t.Fatal("the snapshot holds no dealing to break")
+	}
 	for _, bad := range [][]byte{
 		bytes.Replace(b, []byte(`"version":2`), []byte(`"version":99`), 1),
 		bytes.Replace(b, []byte(`"regionfl-fsm"`), []byte(`"other"`), 1),
 		b[:len(b)-20],                      // cut short
 		append(slices.Clone(b), "{}\n"...), // data after the end
+		bytes.Replace(b, []byte(`"dealt":[{"digests":[`), []byte(`"dealt":[{"digests":["AA==",`), 1), // a share too many
 	} {
 		if err := New().Restore(io.NopCloser(bytes.NewReader(bad))); err == nil {
 			t.Fatalf("a bad snapshot was accepted: %.60q...", bad)
@@ -303,9 +311,45 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 }
 
-// A snapshot written before the region kept who sealed (sealed_by), in
-// the middle of sealing, restores with it derived from the sealed rows.
-func TestRestoreDerivesSealedBy(t *testing.T) {
+// dealing is the digests of c sealed shares.
+func dealing(c int) [][]byte {
+	out := make([][]byte, c)
+	for k := range out {
+		d := sha256.Sum256([]byte{byte(k)})
+		out[k] = d[:]
+	}
+	return out
+}
+
+// A log written when the sealed shares went through it replays into
+// dealings that keep them, with their digests.
+func TestLegacySealedShares(t *testing.T) {
+	a := &applier{t: t, f: New()}
+	a.must(&pb.CreateRegionCommand{Params: "p", Hospitals: []string{"h1", "h2", "h3"}, Threshold: 2, Seed: []byte("seed")})
+	for _, h := range []string{"h1", "h2", "h3"} {
+		a.must(&pb.EnrollCommand{Hospital: h, HpkePublicKey: []byte("k" + h)})
+	}
+	if err := a.apply(&pb.SealedSharesCommand{From: "h1", Shares: [][]byte{{1}, {2}}}); err == nil {
+		t.Fatal("two sealed shares for a committee of three were taken")
+	}
+	a.must(&pb.SealedSharesCommand{From: "h1", Shares: [][]byte{{1}, {2}, {3, 3}}})
+	a.f.Read(func(s *State) {
+		d := s.Region.DealingOf("h1")
+		if d == nil || len(d.Shares) != 3 || d.Size != 4 || !bytes.Equal(d.Digests[2], sha256Of([]byte{3, 3})) {
+			t.Fatalf("dealt %+v", d)
+		}
+	})
+}
+
+func sha256Of(b []byte) []byte {
+	d := sha256.Sum256(b)
+	return d[:]
+}
+
+// A snapshot written before dealings were kept, in the middle of
+// sealing, restores its sealed rows as dealings: with who sealed as it
+// kept it (sealed_by), or derived from the rows in a still older one.
+func TestRestoreUpgradesSealed(t *testing.T) {
 	a := &applier{t: t, f: New()}
 	hs := []string{"h1", "h2", "h3"}
 	a.must(&pb.CreateRegionCommand{Params: "p", Hospitals: hs, Threshold: 2, Seed: []byte("seed")})
@@ -314,21 +358,27 @@ func TestRestoreDerivesSealedBy(t *testing.T) {
 	}
 	a.must(&pb.SealedSharesCommand{From: "h2", Shares: [][]byte{{1}, {2}, {3}}})
 	b := snapshotBytes(t, a.f)
-	old := bytes.Replace(b, []byte(`"sealed_by":[false,true,false],`), nil, 1)
-	if bytes.Equal(old, b) {
-		t.Fatal("the snapshot holds no sealed_by to take out")
+	dealt := regexp.MustCompile(`"dealt":\[null,\{[^}]*\},null\],`)
+	if !dealt.Match(b) {
+		t.Fatal("the snapshot holds no dealing to write the old way")
 	}
-	g := New()
-	if err := g.Restore(io.NopCloser(bytes.NewReader(old))); err != nil {
-		t.Fatal(err)
-	}
-	g.Read(func(s *State) {
-		if !s.Region.SealedAll("h2") || s.Region.SealedAll("h1") || s.Region.Step() != pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES {
-			t.Fatalf("restored: sealed by %v, step %v", s.Region.SealedBy, s.Region.Step())
+	sealed := `"sealed":[[null,"AQ==",null],[null,"Ag==",null],[null,"Aw==",null]],`
+	for _, old := range [][]byte{
+		dealt.ReplaceAll(b, []byte(sealed+`"sealed_by":[false,true,false],`)),
+		dealt.ReplaceAll(b, []byte(sealed)),
+	} {
+		g := New()
+		if err := g.Restore(io.NopCloser(bytes.NewReader(old))); err != nil {
+			t.Fatal(err)
 		}
-	})
-	if !bytes.Equal(b, snapshotBytes(t, g)) {
-		t.Fatal("restore did not reproduce the state")
+		g.Read(func(s *State) {
+			if !s.Region.SealedAll("h2") || s.Region.SealedAll("h1") || s.Region.Step() != pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES {
+				t.Fatalf("restored: dealt %v, step %v", s.Region.Dealt, s.Region.Step())
+			}
+		})
+		if !bytes.Equal(b, snapshotBytes(t, g)) {
+			t.Fatal("restore did not reproduce the state")
+		}
 	}
 }
 

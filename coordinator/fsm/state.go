@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"maps"
@@ -64,22 +65,24 @@ type Region struct {
 	Seed      []byte   `json:"seed"`
 	CreatedMs int64    `json:"created_ms"`
 	HPKE      [][]byte `json:"hpke"` // per hospital, public
-	// Sealed[to][from] is the Shamir share from 'from' sealed to 'to', a
-	// member of the epoch's committee (the other rows stay empty). A
-	// member's row is let go once it holds its key (Ready): it never reads
-	// it again, and a region's worth is N·c shares.
-	Sealed [][][]byte `json:"sealed"`
-	// SealedBy[i] says hospital i sealed its shares to the committee
-	// (nil in states written before it was kept: see deriveSealedBy).
-	SealedBy []bool `json:"sealed_by,omitempty"`
-	Ready    []bool `json:"ready"`
+	// Dealt[i] is what hospital i sealed to the committee of the current
+	// ceremony (nil until it has): the digests of its sealed shares and
+	// its signatures over them. The shares themselves stay out of the log:
+	// the leader relays them, and their sender sends them again to a new
+	// leader. A region's worth is N·c digests, not N·c shares.
+	Dealt []*Dealing `json:"dealt,omitempty"`
+	Ready []bool     `json:"ready"`
 	// What each hospital signed (identity.Statement*), relayed so every
 	// hospital verifies every other's ceremony messages itself: its
-	// certificate as enrolled, its signature over its HPKE key, and
-	// SealedSig[to][from] over each sealed share.
-	Certs     [][]byte   `json:"certs,omitempty"`
-	HPKESig   [][]byte   `json:"hpke_sig,omitempty"`
+	// certificate as enrolled and its signature over its HPKE key.
+	Certs   [][]byte `json:"certs,omitempty"`
+	HPKESig [][]byte `json:"hpke_sig,omitempty"`
+	// The sealed shares as states written before Dealt kept them:
+	// Sealed[to][from], SealedSig[to][from] and who sealed (SealedBy, nil in
+	// still older states). Restore turns them into Dealt (upgradeDealt).
+	Sealed    [][][]byte `json:"sealed,omitempty"`
 	SealedSig [][][]byte `json:"sealed_sig,omitempty"`
+	SealedBy  []bool     `json:"sealed_by,omitempty"`
 	// The operator's identity.StatementGenesis of the region, and the
 	// certificate that made it.
 	GenesisSig  []byte `json:"genesis_sig,omitempty"`
@@ -219,11 +222,7 @@ func (r *Region) KeyEpoch() (epoch uint32, ok bool) {
 func (r *Region) resetCeremony() {
 	n := len(r.Hospitals)
 	r.HPKE, r.HPKESig, r.Certs = make([][]byte, n), make([][]byte, n), make([][]byte, n)
-	r.Sealed, r.SealedSig = make([][][]byte, n), make([][][]byte, n)
-	for i := range n {
-		r.Sealed[i], r.SealedSig[i] = make([][]byte, n), make([][]byte, n)
-	}
-	r.SealedBy = make([]bool, n)
+	r.Dealt = make([]*Dealing, n)
 	r.Ready = make([]bool, n)
 }
 
@@ -241,15 +240,7 @@ func (r *Region) Clone() *Region {
 	c.Ready = slices.Clone(r.Ready)
 	c.Certs = slices.Clone(r.Certs)
 	c.HPKESig = slices.Clone(r.HPKESig)
-	c.SealedBy = slices.Clone(r.SealedBy)
-	c.Sealed = make([][][]byte, len(r.Sealed))
-	for i, row := range r.Sealed {
-		c.Sealed[i] = slices.Clone(row)
-	}
-	c.SealedSig = make([][][]byte, len(r.SealedSig))
-	for i, row := range r.SealedSig {
-		c.SealedSig[i] = slices.Clone(row)
-	}
+	c.Dealt = slices.Clone(r.Dealt)             // a dealing is never written in place
 	c.EpochMembers = maps.Clone(r.EpochMembers) // lists are never written in place
 	c.Abandoned = slices.Clone(r.Abandoned)
 	return &c
@@ -307,7 +298,7 @@ func (r *Region) allSealed() bool {
 	return r.membersHave(r.sealed)
 }
 
-func (r *Region) sealed(from int) bool { return from < len(r.SealedBy) && r.SealedBy[from] }
+func (r *Region) sealed(from int) bool { return from < len(r.Dealt) && r.Dealt[from] != nil }
 
 // SealedAll reports whether member h of the current ceremony sealed its
 // shares (to every committee member: one command seals to all of them).
@@ -316,19 +307,80 @@ func (r *Region) SealedAll(h string) bool {
 	return from >= 0 && r.sealed(from)
 }
 
-// deriveSealedBy fills SealedBy in a state written before it was kept,
-// when no sealed row had been let go yet: a command seals to every
-// committee member at once, so the first holder's row tells.
-func (r *Region) deriveSealedBy() {
-	if r.SealedBy != nil {
+// DealingOf is what member h sealed to the current ceremony's committee,
+// or nil.
+func (r *Region) DealingOf(h string) *Dealing {
+	if from := r.Index(h); from >= 0 && r.sealed(from) {
+		return r.Dealt[from]
+	}
+	return nil
+}
+
+// CommitteeReady says, by point, which members of the current
+// ceremony's committee hold their key.
+func (r *Region) CommitteeReady() []bool {
+	holders := r.holderIndexes()
+	out := make([]bool, len(holders))
+	for k, i := range holders {
+		out[k] = i >= 0 && r.Ready[i]
+	}
+	return out
+}
+
+// Dealing is what one member sealed to the committee of a key epoch, by
+// the committee's points: entry k is for the member at point k+1.
+type Dealing struct {
+	// Digests are the SHA-256 of the sealed shares (nil for a share a
+	// state written before dealings were kept had let go).
+	Digests [][]byte `json:"digests"`
+	// Sigs are the sender's identity.StatementSealedShare over each (nil
+	// in logs older than those signatures).
+	Sigs [][]byte `json:"sigs,omitempty"`
+	// Shares are the sealed shares themselves, only from a log or state
+	// written when the log carried them.
+	Shares [][]byte `json:"shares,omitempty"`
+	// Size is the sealed shares' total size in bytes.
+	Size uint64 `json:"size"`
+}
+
+// upgradeDealt turns the sealed shares of a state written before Dealt
+// kept them (Sealed, SealedSig, SealedBy) into dealings. Who sealed is
+// SealedBy or, in states older than it, whether the first committee
+// member's row holds the sender's share: a command seals to every
+// committee member at once. A malformed state is check's to refuse; this
+// only must not panic.
+func (r *Region) upgradeDealt() {
+	sealed, sigs, by := r.Sealed, r.SealedSig, r.SealedBy
+	r.Sealed, r.SealedSig, r.SealedBy = nil, nil, nil
+	if r.Dealt != nil || sealed == nil {
 		return
 	}
-	r.SealedBy = make([]bool, len(r.Hospitals))
-	// A malformed state is check's to refuse; this only must not panic.
-	if holders := r.holderIndexes(); len(holders) > 0 && holders[0] >= 0 && holders[0] < len(r.Sealed) && len(r.Sealed[holders[0]]) == len(r.SealedBy) {
-		for from := range r.SealedBy {
-			r.SealedBy[from] = r.Sealed[holders[0]][from] != nil
+	n := len(r.Hospitals)
+	r.Dealt = make([]*Dealing, n)
+	holders := r.holderIndexes()
+	for _, to := range holders {
+		if to < 0 || to >= len(sealed) || len(sealed[to]) != n || (sigs != nil && (to >= len(sigs) || len(sigs[to]) != n)) {
+			return
 		}
+	}
+	for from := range n {
+		if by != nil && (from >= len(by) || !by[from]) || by == nil && (len(holders) == 0 || sealed[holders[0]][from] == nil) {
+			continue
+		}
+		d := &Dealing{Digests: make([][]byte, len(holders)), Shares: make([][]byte, len(holders))}
+		if sigs != nil {
+			d.Sigs = make([][]byte, len(holders))
+		}
+		for k, to := range holders {
+			if b := sealed[to][from]; b != nil {
+				sum := sha256.Sum256(b)
+				d.Digests[k], d.Shares[k], d.Size = sum[:], b, d.Size+uint64(len(b))
+			}
+			if sigs != nil {
+				d.Sigs[k] = sigs[to][from]
+			}
+		}
+		r.Dealt[from] = d
 	}
 }
 
@@ -648,12 +700,13 @@ func (s *State) check() error {
 	}
 	if r := s.Region; r != nil {
 		n := len(r.Hospitals)
-		bad := len(r.HPKE) != n || len(r.Sealed) != n || len(r.Ready) != n || len(r.SealedBy) != n
+		bad := len(r.HPKE) != n || len(r.Dealt) != n || len(r.Ready) != n
 		for _, x := range [][][]byte{r.HPKESig, r.Certs} {
 			bad = bad || (x != nil && len(x) != n)
 		}
-		for i, row := range r.Sealed {
-			bad = bad || len(row) != n || (r.SealedSig != nil && (len(r.SealedSig) != n || len(r.SealedSig[i]) != n))
+		c := len(r.holderIndexes())
+		for _, d := range r.Dealt {
+			bad = bad || d != nil && (len(d.Digests) != c || d.Sigs != nil && len(d.Sigs) != c || d.Shares != nil && len(d.Shares) != c)
 		}
 		if bad || n == 0 {
 			return fmt.Errorf("state: the region's per-hospital lists are not of its %d hospitals", n)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -38,9 +39,19 @@ func (s hospitalService) Poll(ctx context.Context, req *pb.PollRequest) (*pb.Pol
 	}
 	var resp *pb.PollResponse
 	var err error
-	s.read(func(st *fsm.State) { resp, err = work(st, h) })
+	var resend bool
+	s.read(func(st *fsm.State) {
+		if resp, err = work(st, h); err == nil {
+			resend = s.lacksSealed(st.Region, h)
+		}
+	})
 	if err != nil {
 		return nil, err
+	}
+	if resend {
+		// Sealed to an earlier leader: the hospital sends the same shares
+		// again (it keeps them until its key epoch is retired).
+		resp.Ceremony = &pb.CeremonyTask{Step: pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES}
 	}
 	// Asked outside the state's lock: the engine holds its own lock while it
 	// waits for a contribution to be applied.
@@ -48,6 +59,20 @@ func (s hospitalService) Poll(ctx context.Context, req *pb.PollRequest) (*pb.Pol
 		k.Resend = !s.engine.Holds(k.JobId, k.Round, k.Digest)
 	}
 	return resp, nil
+}
+
+// lacksSealed reports whether hospital h sealed its shares in the
+// ceremony under way and this replica misses one its committee member
+// still needs.
+func (s hospitalService) lacksSealed(r *fsm.Region, h string) bool {
+	if r == nil {
+		return false
+	}
+	if step := r.Step(); step != pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES && step != pb.CeremonyStep_CEREMONY_STEP_OPEN_SHARES {
+		return false
+	}
+	d := r.DealingOf(h)
+	return d != nil && d.Shares == nil && s.relay.lacks(r.Epoch, h, d, r.CommitteeReady())
 }
 
 // GetRevocations returns the revocation list with the operators'
@@ -244,6 +269,8 @@ func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitS
 	}
 	ordered := make([][]byte, len(holders))
 	sigs := make([][]byte, len(holders))
+	digests := make([][]byte, len(holders))
+	var size uint64
 	rd := r.MembersDigest()
 	cert := r.Cert(uint32(r.Index(h) + 1))
 	for _, sh := range req.Shares {
@@ -262,12 +289,29 @@ func (s hospitalService) SubmitSealedShares(ctx context.Context, req *pb.SubmitS
 		if err := identity.CheckSignature(cert, sh.Signature, identity.StatementSealedShare, rd[:], []byte(h), []byte(sh.To), d[:]); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "shares[%s].signature: %v", sh.To, err)
 		}
-		ordered[i], sigs[i] = sh.Sealed, sh.Signature
+		ordered[i], sigs[i], digests[i] = sh.Sealed, sh.Signature, d[:]
+		size += uint64(len(sh.Sealed))
 	}
-	if err := s.store.Propose(&pb.SealedSharesCommand{From: h, Shares: ordered, Signatures: sigs}); err != nil {
+	ready := r.CommitteeReady()
+	if d := r.DealingOf(h); d != nil {
+		// Sent before: to a leader that has lost them since, or the reply
+		// was lost. Only the very shares the log records are kept.
+		for i := range digests {
+			if d.Digests[i] != nil && !bytes.Equal(digests[i], d.Digests[i]) {
+				return nil, status.Errorf(codes.AlreadyExists, "%s sealed other shares to the committee of key epoch %d already (to %s)", h, r.Epoch, holders[i])
+			}
+		}
+		s.relay.put(r.Epoch, h, ordered, ready)
+		s.log.Info("sealed shares relayed again", "hospital", h, "count", len(ordered))
+		return &pb.SubmitSealedSharesResponse{}, nil
+	}
+	// Kept before the log records them, so that a member told they are
+	// sealed finds them here.
+	s.relay.put(r.Epoch, h, ordered, ready)
+	if err := s.store.Propose(&pb.SealedSharesCommand{From: h, Digests: digests, Signatures: sigs, Size: size}); err != nil {
 		return nil, toStatus(ctx, err)
 	}
-	s.log.Info("sealed shares relayed", "hospital", h, "count", len(ordered))
+	s.log.Info("sealed shares relayed", "hospital", h, "count", len(ordered), "bytes", size)
 	return &pb.SubmitSealedSharesResponse{}, nil
 }
 
@@ -286,18 +330,35 @@ func (s hospitalService) GetSealedShares(ctx context.Context, req *pb.GetSealedS
 	if int64(req.Offset) > int64(len(points)) {
 		return nil, status.Errorf(codes.InvalidArgument, "offset: %d, key epoch %d has %d members", req.Offset, r.Epoch, len(points))
 	}
-	to := r.Index(h)
-	if r.Ready[to] {
+	if r.Ready[r.Index(h)] {
 		return nil, status.Errorf(codes.FailedPrecondition, "%s holds its key of epoch %d already: its sealed shares were let go", h, r.Epoch)
 	}
+	k := int(r.MemberPoint(r.Epoch, h)) - 1
 	resp := &pb.GetSealedSharesResponse{Members: uint32(len(points))}
+	var missing []string
 	for _, m := range points[req.Offset:min(len(points), int(req.Offset)+MaxSealedPerMessage(s.engine.Params()))] {
-		from := r.Index(m)
-		if r.Sealed[to][from] == nil {
+		d := r.DealingOf(m)
+		if d == nil {
 			return nil, status.Error(codes.FailedPrecondition, "not every member has sealed its shares yet")
 		}
-		resp.Shares = append(resp.Shares, r.Sealed[to][from])
-		resp.Signatures = append(resp.Signatures, r.SealedSig[to][from])
+		b := s.relay.get(r.Epoch, m, k, d)
+		if d.Shares != nil {
+			b = d.Shares[k] // from a log that carried them
+		}
+		if b == nil {
+			missing = append(missing, m)
+			continue
+		}
+		resp.Shares = append(resp.Shares, b)
+		if d.Sigs != nil {
+			resp.Signatures = append(resp.Signatures, d.Sigs[k])
+		} else {
+			resp.Signatures = append(resp.Signatures, nil)
+		}
+	}
+	if len(missing) > 0 {
+		// Sent to an earlier leader: Poll asks their senders again.
+		return nil, status.Errorf(codes.FailedPrecondition, "this leader does not hold the shares %d members sealed to an earlier one (%s first); they are asked to send them again", len(missing), missing[0])
 	}
 	return resp, nil
 }
@@ -313,6 +374,9 @@ func (s hospitalService) ConfirmKeyReady(ctx context.Context, req *pb.ConfirmKey
 	h := caller(ctx).Name
 	if err := s.store.Propose(&pb.KeyReadyCommand{Hospital: h}); err != nil {
 		return nil, toStatus(ctx, err)
+	}
+	if p := r.MemberPoint(r.Epoch, h); r.Holds(r.Epoch, h) {
+		s.relay.forget(r.Epoch, int(p)-1)
 	}
 	s.log.Info("hospital holds its threshold key", "hospital", h)
 	return &pb.ConfirmKeyReadyResponse{}, nil

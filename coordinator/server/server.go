@@ -58,6 +58,7 @@ type Server struct {
 	metrics *metrics.Metrics // nil-safe
 	// uploadTimeout is the base of an update upload's deadline.
 	uploadTimeout time.Duration
+	relay         *sealedRelay
 }
 
 // SetUploadTimeout changes the base of the upload deadline (tests use a
@@ -75,7 +76,7 @@ var (
 
 // New returns the services of one replica.
 func New(st *store.Store, engine *round.Engine, log *slog.Logger) *Server {
-	return &Server{store: st, engine: engine, log: log, limit: newLimiter(DefaultLimits), uploadTimeout: DefaultUploadTimeout}
+	return &Server{store: st, engine: engine, log: log, limit: newLimiter(DefaultLimits), uploadTimeout: DefaultUploadTimeout, relay: newSealedRelay()}
 }
 
 // Register adds the services to a gRPC server, with the standard health

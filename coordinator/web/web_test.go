@@ -912,10 +912,7 @@ func TestIndexNamesHospitalsSittingOut(t *testing.T) {
 	r := &fsm.Region{Hospitals: []string{"h1", "h2", "h3", "h4"}, Threshold: 2, Epoch: 1,
 		EpochMembers: map[uint32][]string{1: {"h1", "h2", "h4"}}}
 	n := len(r.Hospitals)
-	r.HPKE, r.Ready, r.Sealed = make([][]byte, n), make([]bool, n), make([][][]byte, n)
-	for i := range r.Sealed {
-		r.Sealed[i] = make([][]byte, n)
-	}
+	r.HPKE, r.Ready, r.Dealt = make([][]byte, n), make([]bool, n), make([]*fsm.Dealing, n)
 	v := buildIndex(&fsm.State{Region: r})
 	if want := "key epoch 1: seal_shares (3 of 4 hospitals; sitting out: h3)"; v.Region.Ceremony != want {
 		t.Fatalf("ceremony line %q, want %q", v.Region.Ceremony, want)

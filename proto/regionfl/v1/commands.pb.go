@@ -355,10 +355,18 @@ func (x *PublicKeyCommand) GetPublicKey() []byte {
 type SealedSharesCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	From  string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
-	// Sealed shares in the order of the region's hospitals.
+	// The sealed shares themselves, one per committee member by point, in
+	// logs written before the leader relayed them outside the log; a
+	// command now carries digests instead.
 	Shares [][]byte `protobuf:"bytes,2,rep,name=shares,proto3" json:"shares,omitempty"`
 	// identity.StatementSealedShare for each share, in the same order.
-	Signatures    [][]byte `protobuf:"bytes,3,rep,name=signatures,proto3" json:"signatures,omitempty"`
+	Signatures [][]byte `protobuf:"bytes,3,rep,name=signatures,proto3" json:"signatures,omitempty"`
+	// SHA-256 of each sealed share, one per committee member by point: the
+	// bytes stay with the leader that relayed them (and with their sender,
+	// which sends them again to a new leader).
+	Digests [][]byte `protobuf:"bytes,4,rep,name=digests,proto3" json:"digests,omitempty"`
+	// The sealed shares' total size, for the audit record.
+	Size          uint64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -412,6 +420,20 @@ func (x *SealedSharesCommand) GetSignatures() [][]byte {
 		return x.Signatures
 	}
 	return nil
+}
+
+func (x *SealedSharesCommand) GetDigests() [][]byte {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
+func (x *SealedSharesCommand) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
 }
 
 type KeyReadyCommand struct {
@@ -1995,13 +2017,15 @@ const file_regionfl_v1_commands_proto_rawDesc = "" +
 	"\tsignature\x18\x03 \x01(\fR\tsignature\"1\n" +
 	"\x10PublicKeyCommand\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x01 \x01(\fR\tpublicKey\"a\n" +
+	"public_key\x18\x01 \x01(\fR\tpublicKey\"\x8f\x01\n" +
 	"\x13SealedSharesCommand\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x16\n" +
 	"\x06shares\x18\x02 \x03(\fR\x06shares\x12\x1e\n" +
 	"\n" +
 	"signatures\x18\x03 \x03(\fR\n" +
-	"signatures\"-\n" +
+	"signatures\x12\x18\n" +
+	"\adigests\x18\x04 \x03(\fR\adigests\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x04R\x04size\"-\n" +
 	"\x0fKeyReadyCommand\x12\x1a\n" +
 	"\bhospital\x18\x01 \x01(\tR\bhospital\"}\n" +
 	"\x14StartKeyEpochCommand\x12\x14\n" +
