@@ -433,9 +433,10 @@ func TestAppend(t *testing.T) {
 		{TimeUnixMs: 1, Actor: "ops", Role: "king", Action: ActionRegionCreated},
 		{TimeUnixMs: 1, Actor: "ops", Role: "operator", Action: ActionRegionCreated, Reason: "\xff"},
 		{TimeUnixMs: 1, Actor: "ops", Role: "operator", Action: ActionRegionCreated, Reason: strings.Repeat("x", MaxFieldBytes+1)},
+		{TimeUnixMs: 1, Actor: "ops", Role: "operator", Action: ActionRegionCreated, Details: map[string]string{"hospitals": strings.Repeat("x", MaxDetailBytes+1)}},
 	} {
 		if _, err := l.Append(bad); err == nil {
-			t.Errorf("appended invalid record %+v", bad)
+			t.Errorf("appended invalid record %.200v", bad)
 		}
 	}
 	if l.Len() != 4 {
@@ -1345,5 +1346,31 @@ func TestCheckJob(t *testing.T) {
 		if err := checkJob(r, ca.Pool()); err == nil {
 			t.Errorf("%s edited: the statement still verifies", name)
 		}
+	}
+}
+
+// A record names every hospital of the largest region in a list (the
+// region's, a round's contributors and decryptors), with the longest
+// names, and stays within an export line.
+func TestRecordOfTheLargestRegion(t *testing.T) {
+	names := make([]string, 1024)
+	for i := range names {
+		names[i] = fmt.Sprintf("%063d", i)
+	}
+	list := strings.Join(names, ",")
+	l := &Log{}
+	r := Record{TimeUnixMs: 1, Actor: "replica-1", Role: "coordinator", Action: ActionRoundClosed, JobID: "j1",
+		Details: map[string]string{"contributors": list, "decryptors": list, "signature": strings.Repeat("ab", 80)}}
+	if _, err := l.Append(r); err != nil {
+		t.Fatal(err)
+	}
+	// An export line is the record and its proof: at most MaxProofHashes
+	// hashes of 64 hex digits.
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(b) + MaxProofHashes*70 + 256; n > MaxLineBytes {
+		t.Fatalf("an export line of up to %d bytes", n)
 	}
 }

@@ -88,10 +88,14 @@ var actionRE = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$`)
 
 // Limits on a record, so that one always fits a 1 MiB export line.
 const (
-	MaxFieldBytes   = 4096     // any string field
-	MaxDetails      = 32       // entries in Details
-	MaxDetailKey    = 64       // bytes in a Details key
-	MaxRecordBytes  = 64 << 10 // the canonical encoding of a record
+	MaxFieldBytes = 4096 // any string field but a Details value
+	// MaxDetailBytes bounds a Details value: a list of a region's
+	// hospitals (contributors, members), up to 1,024 names of at most 63
+	// bytes and their commas.
+	MaxDetailBytes  = 64 << 10
+	MaxDetails      = 32        // entries in Details
+	MaxDetailKey    = 64        // bytes in a Details key
+	MaxRecordBytes  = 256 << 10 // the canonical encoding of a record
 	recordTag       = "regionfl/audit/record/v1"
 	zeroHashHex     = "0000000000000000000000000000000000000000000000000000000000000000"
 	noPrevJobRecord = int64(-1)
@@ -153,9 +157,11 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidRecord}, args...)...)
 }
 
-func checkText(name, s string) error {
-	if len(s) > MaxFieldBytes {
-		return invalid("%s: %d bytes (at most %d)", name, len(s), MaxFieldBytes)
+func checkText(name, s string) error { return checkTextMax(name, s, MaxFieldBytes) }
+
+func checkTextMax(name, s string, max int) error {
+	if len(s) > max {
+		return invalid("%s: %d bytes (at most %d)", name, len(s), max)
 	}
 	if !utf8.ValidString(s) {
 		return invalid("%s: not valid UTF-8", name)
@@ -212,7 +218,7 @@ func (r *Record) Validate() error {
 		if err := checkText("details key", k); err != nil {
 			return err
 		}
-		if err := checkText("details["+k+"]", v); err != nil {
+		if err := checkTextMax("details["+k+"]", v, MaxDetailBytes); err != nil {
 			return err
 		}
 	}
