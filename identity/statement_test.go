@@ -63,10 +63,24 @@ func TestStatements(t *testing.T) {
 		{"garbage certificate", ca, []byte("not a certificate"), h1, now, sig, StatementHPKEKey, [][]byte{[]byte("region"), []byte("h1"), []byte("key")}},
 		{"oversized signature", ca, der, h1, now, make([]byte, 1000), StatementHPKEKey, [][]byte{[]byte("region"), []byte("h1"), []byte("key")}},
 	}
+	// A Verifier refuses the same, fresh or once it verified the good
+	// statement and remembers its certificate and the statement.
+	warm := NewVerifier(ca.Pool())
+	for range 2 {
+		if serial, err := warm.Verify(der, h1, now, sig, StatementHPKEKey, []byte("region"), []byte("h1"), []byte("key")); err != nil || serial != SerialHex(cert.Leaf) {
+			t.Fatalf("a good statement through a verifier: %v", err)
+		}
+	}
 	for _, tc := range bad {
 		err := VerifyStatement(tc.ca.Pool(), tc.der, tc.want, tc.at, tc.sig, tc.kind, tc.fields...)
 		if !errors.Is(err, ErrBadStatement) {
 			t.Errorf("%s: got %v, want ErrBadStatement", tc.name, err)
+		}
+		if _, err := NewVerifier(tc.ca.Pool()).Verify(tc.der, tc.want, tc.at, tc.sig, tc.kind, tc.fields...); !errors.Is(err, ErrBadStatement) {
+			t.Errorf("%s, fresh verifier: got %v, want ErrBadStatement", tc.name, err)
+		}
+		if _, err := warm.Verify(tc.der, tc.want, tc.at, tc.sig, tc.kind, tc.fields...); !errors.Is(err, ErrBadStatement) {
+			t.Errorf("%s, warm verifier: got %v, want ErrBadStatement", tc.name, err)
 		}
 	}
 }

@@ -393,11 +393,12 @@ func (n *Node) checkEvidence(ctx context.Context, t *pb.TrainTask, from *chainLi
 		}
 		d := sha256.Sum256(s.Share)
 		want := identity.Identity{Name: s.Hospital, Role: identity.RoleHospital}
-		if err := identity.VerifyStatement(n.cfg.CA, s.Certificate, want, time.Now(), s.Signature, identity.StatementDecryptionShare,
-			identity.DecryptionShareFields(rd, binding[:], aggDigest[:], d[:], s.Hospital, ev.Attempt, contributors, ev.Active)...); err != nil {
+		serial, err := n.verifier.Verify(s.Certificate, want, time.Now(), s.Signature, identity.StatementDecryptionShare,
+			identity.DecryptionShareFields(rd, binding[:], aggDigest[:], d[:], s.Hospital, ev.Attempt, contributors, ev.Active)...)
+		if err != nil {
 			return refuse("the share of " + s.Hospital + ": " + err.Error())
 		}
-		if err := n.notRevoked("the share of "+s.Hospital, s.Certificate); err != nil {
+		if err := n.serialNotRevoked("the share of "+s.Hospital, serial); err != nil {
 			return none, err
 		}
 		if shares[i], err = he.UnmarshalDecryptionShare(n.params(), s.Share); err != nil {

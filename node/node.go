@@ -96,6 +96,9 @@ type Node struct {
 	// trainDigest names the site's training rows (dataset.Table.Digest),
 	// computed once: statistics go out once per dataset.
 	trainDigest [32]byte
+	// verifier checks the statements other hospitals signed, verifying
+	// each certificate's chain and each statement once.
+	verifier *identity.Verifier
 	// revocationsTaken and listTaken are the length of the revocation
 	// list and the issue time of the signed list at the last
 	// refreshRevocations; staleLogged is the issue time of the last list
@@ -130,7 +133,8 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, state: st, log: cfg.Logger.With("hospital", cfg.ID), kept: kept, checked: map[string]uint32{}, chained: map[string]bool{},
-		trainDigest: cfg.Data.Train.Digest(), parties: map[uint32]*he.Party{}}
+		trainDigest: cfg.Data.Train.Digest(), parties: map[uint32]*he.Party{},
+		verifier: identity.NewVerifier(cfg.CA)}
 	n.heParams.Store(&params)
 	for e, k := range st.Epochs {
 		if k.Party == nil {
@@ -472,10 +476,17 @@ func (n *Node) verifyStatement(r *pb.Region, i int, sig []byte, kind string, fie
 		return n.untrusted(kind, fmt.Sprintf("no certificate for hospital %d", i+1))
 	}
 	want := identity.Identity{Name: r.Hospitals[i], Role: identity.RoleHospital}
-	if err := identity.VerifyStatement(n.cfg.CA, r.Certificates[i], want, time.Now(), sig, kind, fields...); err != nil {
-		return n.untrusted(kind+" of "+r.Hospitals[i], err.Error())
+	return n.verify(kind+" of "+r.Hospitals[i], r.Certificates[i], want, sig, kind, fields...)
+}
+
+// verify checks a statement (identity.VerifyStatement) and that its
+// signer's certificate is not revoked; what names it in a refusal.
+func (n *Node) verify(what string, certDER []byte, want identity.Identity, sig []byte, kind string, fields ...[]byte) error {
+	serial, err := n.verifier.Verify(certDER, want, time.Now(), sig, kind, fields...)
+	if err != nil {
+		return n.untrusted(what, err.Error())
 	}
-	return n.notRevoked(kind+" of "+r.Hospitals[i], r.Certificates[i])
+	return n.serialNotRevoked(what, serial)
 }
 
 func (n *Node) sign(kind string, fields ...[]byte) ([]byte, error) {
@@ -1637,16 +1648,18 @@ func (n *Node) checkApprovals(r *pb.Region, binding [32]byte, aggDigest []byte, 
 		return n.untrusted("a decryption manifest", fmt.Sprintf("%d approvals for %d contributors", len(approvals), len(contributors)))
 	}
 	rd := regionDigest(r)
+	unapproved := make(map[string]bool, len(contributors))
+	for _, h := range contributors {
+		unapproved[h] = true
+	}
 	for _, a := range approvals {
-		if !slices.Contains(contributors, a.Hospital) || slices.ContainsFunc(approvals, func(b *pb.Approval) bool { return b != a && b.Hospital == a.Hospital }) {
+		if !unapproved[a.Hospital] {
 			return n.untrusted("a decryption manifest", fmt.Sprintf("approval of %q does not match the contributors", a.Hospital))
 		}
+		delete(unapproved, a.Hospital)
 		want := identity.Identity{Name: a.Hospital, Role: identity.RoleHospital}
-		if err := identity.VerifyStatement(n.cfg.CA, a.Certificate, want, time.Now(), a.Signature, identity.StatementApproval,
+		if err := n.verify("the approval of "+a.Hospital, a.Certificate, want, a.Signature, identity.StatementApproval,
 			identity.ApprovalFields(rd, binding[:], a.UpdateDigest, aggDigest, a.Fingerprint, a.Hospital, contributors)...); err != nil {
-			return n.untrusted("the approval of "+a.Hospital, err.Error())
-		}
-		if err := n.notRevoked("the approval of "+a.Hospital, a.Certificate); err != nil {
 			return err
 		}
 	}
