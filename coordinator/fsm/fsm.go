@@ -353,6 +353,7 @@ func (s *State) createRegion(c *pb.CreateRegionCommand, at int64) error {
 		RevocationMaxAgeS: c.RevocationMaxAgeS,
 	}
 	s.Region.resetCeremony()
+	s.Region.memoizePoints()
 	return nil
 }
 
@@ -1016,6 +1017,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		err = fmt.Errorf("snapshot format %q version %d, this build reads %q version %d (and 1)", h.Format, h.Version, snapshotFormat, SnapshotVersion)
 	}
 	if err == nil && s.Region != nil {
+		s.Region.memoizePoints()
 		s.Region.upgradeDealt()
 	}
 	if err == nil {

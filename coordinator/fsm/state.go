@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 
 	"regionfl/audit"
 	"regionfl/identity"
@@ -105,7 +106,21 @@ type Region struct {
 	// Abandoned lists the re-keys whose ceremony stalled and was given up
 	// for the next epoch's: they never had a key.
 	Abandoned []uint32 `json:"abandoned,omitempty"`
+
+	// points remembers PointsOf by epoch, shared by the region's clones:
+	// every hospital's poll asks for the committee, and drawing it hashes
+	// every member. An epoch's points never change once its members are
+	// fixed. Nil (in regions built by hand) computes them each time.
+	points *pointsMemo
 }
+
+type pointsMemo struct {
+	mu      sync.Mutex
+	byEpoch map[uint32][]string
+}
+
+// memoizePoints makes the region remember its epochs' points.
+func (r *Region) memoizePoints() { r.points = &pointsMemo{byEpoch: map[uint32][]string{}} }
 
 // MembersOf is the sorted list of hospitals that take part in key epoch e,
 // or nil while e is a re-key whose enrollment is still open.
@@ -121,20 +136,31 @@ func (r *Region) MembersOf(e uint32) []string {
 
 // PointsOf lists the members of key epoch e by Shamir point, the
 // committee first (identity.EpochPoints), or nil while its members are not
-// fixed.
+// fixed. The list is shared: callers only read it.
 func (r *Region) PointsOf(e uint32) []string {
 	m := r.MembersOf(e)
 	if m == nil {
 		return nil
 	}
-	return identity.EpochPoints(identity.CeremonyDigest(r.Digest(), e), m, r.Committee)
+	if r.points == nil {
+		return identity.EpochPoints(identity.CeremonyDigest(r.Digest(), e), m, r.Committee)
+	}
+	r.points.mu.Lock()
+	defer r.points.mu.Unlock()
+	p, ok := r.points.byEpoch[e]
+	if !ok {
+		p = identity.EpochPoints(identity.CeremonyDigest(r.Digest(), e), m, r.Committee)
+		r.points.byEpoch[e] = p
+	}
+	return p
 }
 
 // CommitteeOf lists the members of key epoch e that hold the Shamir
 // shares and decrypt, by point.
 func (r *Region) CommitteeOf(e uint32) []string {
 	p := r.PointsOf(e)
-	return p[:identity.CommitteeSize(r.Committee, len(p))]
+	c := identity.CommitteeSize(r.Committee, len(p))
+	return p[:c:c] // the points are shared: an append must not write into them
 }
 
 // MemberPoint is hospital h's Shamir point in key epoch e (1-based), or 0
