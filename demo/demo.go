@@ -130,11 +130,12 @@ type Final struct {
 	FederatedAUROC    float64 `json:"federated_auroc"`
 }
 
-// roundDeadlineMs gives a round 5 s, and 20 s more per million
-// parameters: every hospital of the demo trains, evaluates and encrypts
-// in this one process.
-func roundDeadlineMs(m models.Spec) uint32 {
-	return 5_000 + uint32(int64(m.NumParams())*20_000/1_000_000)
+// roundDeadlineMs gives a round 5 s, 20 s more per million parameters
+// and 40 ms more per hospital: every hospital of the demo trains,
+// evaluates, encrypts and checks the others' signatures in this one
+// process.
+func roundDeadlineMs(m models.Spec, hospitals int) uint32 {
+	return 5_000 + uint32(int64(m.NumParams())*20_000/1_000_000) + 40*uint32(hospitals)
 }
 
 // demoCommittee is the decryption committee of a demo region too large
@@ -257,7 +258,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		return nil, fmt.Errorf("demo: %w", err)
 	}
 	res.Model, res.Params = model.String(), model.NumParams()
-	spec, err := jobSpec(opt, model, k)
+	spec, err := jobSpec(opt, model, k, len(sites))
 	if err != nil {
 		return nil, err
 	}
@@ -357,13 +358,13 @@ func setup(ctx context.Context, opt Options, sites []dataset.Site, dir string, t
 
 // jobSpec is the demo's job: K = k contributors per round, the model and
 // training options of opt.
-func jobSpec(opt Options, model models.Spec, k int) (*pb.JobSpec, error) {
+func jobSpec(opt Options, model models.Spec, k, hospitals int) (*pb.JobSpec, error) {
 	st := opt.Strategy.WithDefaults()
 	spec := &pb.JobSpec{
 		Name: "deterioration-early-warning", Model: jobspec.ToProto(model),
 		Rounds: uint32(opt.Rounds), LocalSteps: uint32(opt.LocalSteps), BatchSize: uint32(opt.BatchSize),
 		LearningRate: opt.LR, Optimizer: opt.Optimizer, ProxMu: opt.ProxMu,
-		MinHospitals: uint32(k), RoundDeadlineMs: cmp.Or(uint32(opt.RoundDeadline/time.Millisecond), roundDeadlineMs(model)), Purpose: "early warning of clinical deterioration (demo)",
+		MinHospitals: uint32(k), RoundDeadlineMs: cmp.Or(uint32(opt.RoundDeadline/time.Millisecond), roundDeadlineMs(model, hospitals)), Purpose: "early warning of clinical deterioration (demo)",
 		LegalBasis: "demo data, no patients", ClipNorm: 10, SampleScale: 1000, Seed: uint64(opt.Seed),
 		Strategy: &pb.Strategy{Name: st.Name, ServerLr: st.ServerLR, Beta1: st.Beta1, Beta2: st.Beta2, Tau: st.Tau},
 		Scaling:  opt.Scaling,

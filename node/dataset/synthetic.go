@@ -39,7 +39,7 @@ const MaxSyntheticTestRows = 100_000
 const (
 	// MaxSyntheticHospitals bounds the region (and its memory: at most
 	// 1500 rows per hospital).
-	MaxSyntheticHospitals = 100
+	MaxSyntheticHospitals = 1024
 	// MaxCaseMixShift bounds CaseMixShift: beyond a few standard
 	// deviations the populations are no longer plausible patients of one
 	// region, and the physiological clamps would flatten them.
