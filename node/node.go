@@ -1240,20 +1240,30 @@ func (n *Node) settle(resp *pb.PollResponse) error {
 }
 
 func sendUpdate(ctx context.Context, conn client.Conn, hdr *pb.UpdateHeader, raw []byte) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	stream, err := conn.Hospital.SubmitUpdate(ctx)
 	if err != nil {
 		return err
 	}
-	return sendChunked(stream, &pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Header{Header: hdr}}, raw,
+	return sendChunked(stream, cancel, &pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Header{Header: hdr}}, raw,
 		func(b []byte) *pb.SubmitUpdateRequest {
 			return &pb.SubmitUpdateRequest{Msg: &pb.SubmitUpdateRequest_Chunk{Chunk: b}}
 		})
 }
 
+// answerWait bounds the wait for the server's answer once an upload's last
+// byte is sent: a leader cut off right then is given up on after it, not
+// when gRPC's keepalive notices (15 s and more, longer than a short
+// round's deadline), and the node sends the same bytes again, to the new
+// leader, in time for the round. Checking, folding and logging an
+// upload takes the server well under it.
+const answerWait = pollWait + controlTimeout
+
 // sendChunked sends an upload on a client stream: its header, then raw in
-// chunks of at most client.ChunkSize (as chunk wraps them), and waits for the
-// server's answer.
-func sendChunked[Req, Res any](stream grpc.ClientStreamingClient[Req, Res], header *Req, raw []byte, chunk func([]byte) *Req) error {
+// chunks of at most client.ChunkSize (as chunk wraps them), and waits up
+// to answerWait for the server's answer, then cancels the stream.
+func sendChunked[Req, Res any](stream grpc.ClientStreamingClient[Req, Res], cancel context.CancelFunc, header *Req, raw []byte, chunk func([]byte) *Req) error {
 	if err := stream.Send(header); err != nil {
 		return closeErr(stream, err)
 	}
@@ -1264,7 +1274,13 @@ func sendChunked[Req, Res any](stream grpc.ClientStreamingClient[Req, Res], head
 		}
 		b = b[k:]
 	}
+	var late atomic.Bool
+	answer := time.AfterFunc(answerWait, func() { late.Store(true); cancel() })
+	defer answer.Stop()
 	_, err := stream.CloseAndRecv()
+	if err != nil && late.Load() {
+		return fmt.Errorf("no answer within %s of the upload's end: %w", answerWait, err)
+	}
 	return err
 }
 
@@ -1780,12 +1796,14 @@ func (n *Node) submitShare(ctx context.Context, t *pb.DecryptTask, binding [32]b
 	n.cfg.Metrics.ShareGiven()
 	n.log.Info("decryption share sent", "job_id", t.JobId, "round", t.Round, "size", len(b), "digest", fmt.Sprintf("%x", digest[:8]))
 	return n.call(ctx, 2*time.Minute, func(ctx context.Context, conn client.Conn) error {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
 		stream, err := conn.Hospital.SubmitDecryptionShare(ctx)
 		if err != nil {
 			return err
 		}
 		hdr := &pb.DecryptionShareHeader{JobId: t.JobId, Round: t.Round, Attempt: t.Attempt, Size: uint64(len(b)), Signature: sig}
-		return sendChunked(stream, &pb.SubmitDecryptionShareRequest{Msg: &pb.SubmitDecryptionShareRequest_Header{Header: hdr}}, b,
+		return sendChunked(stream, cancel, &pb.SubmitDecryptionShareRequest{Msg: &pb.SubmitDecryptionShareRequest_Header{Header: hdr}}, b,
 			func(c []byte) *pb.SubmitDecryptionShareRequest {
 				return &pb.SubmitDecryptionShareRequest{Msg: &pb.SubmitDecryptionShareRequest_Chunk{Chunk: c}}
 			})
