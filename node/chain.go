@@ -302,7 +302,7 @@ func (n *Node) pruneChains(resp *pb.PollResponse) error {
 		n.pruned = true
 	}
 	for _, path := range stale {
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := removeFile(path); err != nil {
 			return err
 		}
 	}

@@ -89,13 +89,7 @@ func readKept(path string, withRaw bool) (*keptUpdate, []byte, error) {
 	return k, raw, nil
 }
 
-func removeKept(dir, jobID string) error {
-	err := os.Remove(keptPath(dir, jobID))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	return err
-}
+func removeKept(dir, jobID string) error { return removeFile(keptPath(dir, jobID)) }
 
 // keptSealedDir holds, per key epoch, the sealed Shamir shares the node
 // sent to the epoch's committee. The coordinator's leader relays them
@@ -156,10 +150,4 @@ func loadKeptSealed(dir string, epoch uint32, membersDigest []byte) (*pb.SubmitS
 	return req, nil
 }
 
-func removeKeptSealed(dir string, epoch uint32) error {
-	err := os.Remove(keptSealedPath(dir, epoch))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	return err
-}
+func removeKeptSealed(dir string, epoch uint32) error { return removeFile(keptSealedPath(dir, epoch)) }

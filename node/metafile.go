@@ -3,8 +3,10 @@ package node
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -70,4 +72,12 @@ func readMetaFile(path string, meta any, size func() (int, error)) ([]byte, erro
 		return nil, fmt.Errorf("%d bytes after the metadata, which says %d", len(raw), n)
 	}
 	return raw, nil
+}
+
+// removeFile removes a node data file; one already gone is no error.
+func removeFile(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
