@@ -74,24 +74,8 @@ func SignStatement(key crypto.PrivateKey, kind string, fields ...[]byte) ([]byte
 // exactly want (name and role), valid at now, and that sig is its key's
 // signature over (kind, fields...).
 func VerifyStatement(ca *x509.CertPool, certDER []byte, want Identity, now time.Time, sig []byte, kind string, fields ...[]byte) error {
-	if len(sig) == 0 || len(sig) > maxStatementSig {
-		return fmt.Errorf("%w: signature of %d bytes", ErrBadStatement, len(sig))
-	}
-	cert, err := statementCertificate(certDER)
-	if err != nil {
-		return err
-	}
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: ca, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		return fmt.Errorf("%w: certificate is not from the region CA: %v", ErrBadStatement, err)
-	}
-	id, err := FromCertificate(cert)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadStatement, err)
-	}
-	if id != want {
-		return fmt.Errorf("%w: signed by %s, want %s", ErrBadStatement, id, want)
-	}
-	return checkSignature(cert, sig, kind, fields...)
+	_, err := NewVerifier(ca).Verify(certDER, want, now, sig, kind, fields...)
+	return err
 }
 
 // VerifyRoleStatement is VerifyStatement for a signer known only by its
@@ -127,11 +111,17 @@ func CheckSignature(certDER, sig []byte, kind string, fields ...[]byte) error {
 }
 
 func checkSignature(cert *x509.Certificate, sig []byte, kind string, fields ...[]byte) error {
-	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	return checkDigest(cert.PublicKey, statementDigest(kind, fields...), sig, kind)
+}
+
+// checkDigest checks that sig is key's signature over a statement of kind
+// whose digest (statementDigest) is digest.
+func checkDigest(key crypto.PublicKey, digest, sig []byte, kind string) error {
+	pub, ok := key.(*ecdsa.PublicKey)
 	if !ok {
-		return fmt.Errorf("%w: certificate has a %T key", ErrBadStatement, cert.PublicKey)
+		return fmt.Errorf("%w: certificate has a %T key", ErrBadStatement, key)
 	}
-	if !ecdsa.VerifyASN1(pub, statementDigest(kind, fields...), sig) {
+	if !ecdsa.VerifyASN1(pub, digest, sig) {
 		return fmt.Errorf("%w: signature over %q is wrong", ErrBadStatement, kind)
 	}
 	return nil

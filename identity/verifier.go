@@ -1,7 +1,7 @@
 package identity
 
 import (
-	"crypto/ecdsa"
+	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// Verifier is VerifyStatement for a party that checks many statements
-// from few signers: a node checks each member's ceremony statements and
+// Verifier checks statements (VerifyStatement) for a party that checks
+// many of them from few signers: a node checks each member's ceremony statements and
 // every contributor's approval of every round, all made with one
 // certificate per hospital. It verifies a certificate's chain to the CA
 // once and then only its validity period, and a statement it verified
@@ -30,7 +30,7 @@ type Verifier struct {
 // verifiedCert is what a statement check needs of a certificate, not
 // the parsed certificate: a node remembers one per hospital.
 type verifiedCert struct {
-	pub                 *ecdsa.PublicKey
+	key                 crypto.PublicKey
 	id                  Identity
 	serial              string
 	notBefore, notAfter time.Time
@@ -45,8 +45,11 @@ func NewVerifier(ca *x509.CertPool) *Verifier {
 	return &Verifier{ca: ca, certs: map[[32]byte]verifiedCert{}, statements: map[[32]byte]bool{}}
 }
 
-// Verify is VerifyStatement; it returns the serial number of the
-// signer's certificate (SerialHex).
+// Verify checks that certDER is a certificate of the CA for exactly want
+// (name and role), valid at now, and that sig is its key's signature over
+// (kind, fields...); it returns the serial number of the signer's
+// certificate (SerialHex). VerifyStatement is Verify with a fresh
+// Verifier.
 func (v *Verifier) Verify(certDER []byte, want Identity, now time.Time, sig []byte, kind string, fields ...[]byte) (string, error) {
 	if len(sig) == 0 || len(sig) > maxStatementSig {
 		return "", fmt.Errorf("%w: signature of %d bytes", ErrBadStatement, len(sig))
@@ -66,8 +69,8 @@ func (v *Verifier) Verify(certDER []byte, want Identity, now time.Time, sig []by
 	if known {
 		return c.serial, nil
 	}
-	if !ecdsa.VerifyASN1(c.pub, digest, sig) {
-		return "", fmt.Errorf("%w: signature over %q is wrong", ErrBadStatement, kind)
+	if err := checkDigest(c.key, digest, sig, kind); err != nil {
+		return "", err
 	}
 	v.mu.Lock()
 	if len(v.statements) >= maxVerified {
@@ -106,11 +109,7 @@ func (v *Verifier) certificate(certDER []byte, now time.Time) (verifiedCert, err
 	if err != nil {
 		return verifiedCert{}, fmt.Errorf("%w: %v", ErrBadStatement, err)
 	}
-	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
-	if !ok {
-		return verifiedCert{}, fmt.Errorf("%w: certificate has a %T key", ErrBadStatement, cert.PublicKey)
-	}
-	c = verifiedCert{pub: pub, id: id, serial: SerialHex(cert), notBefore: cert.NotBefore, notAfter: cert.NotAfter}
+	c = verifiedCert{key: cert.PublicKey, id: id, serial: SerialHex(cert), notBefore: cert.NotBefore, notAfter: cert.NotAfter}
 	// The period in which the chain is valid: a certificate valid beyond
 	// its CA's end stops verifying with the CA.
 	for _, link := range chains[0] {
