@@ -68,11 +68,15 @@ func (s hospitalService) lacksSealed(r *fsm.Region, h string) bool {
 	if r == nil {
 		return false
 	}
+	// The dealing first: a lookup, where the step walks every member.
+	d := r.DealingOf(h)
+	if d == nil || d.Shares != nil {
+		return false
+	}
 	if step := r.Step(); step != pb.CeremonyStep_CEREMONY_STEP_SEAL_SHARES && step != pb.CeremonyStep_CEREMONY_STEP_OPEN_SHARES {
 		return false
 	}
-	d := r.DealingOf(h)
-	return d != nil && d.Shares == nil && s.relay.lacks(r.Epoch, h, d, r.CommitteeReady())
+	return s.relay.lacks(r.Epoch, h, d, r.CommitteeReady())
 }
 
 // GetRevocations returns the revocation list with the operators'
@@ -341,9 +345,11 @@ func (s hospitalService) GetSealedShares(ctx context.Context, req *pb.GetSealedS
 		if d == nil {
 			return nil, status.Error(codes.FailedPrecondition, "not every member has sealed its shares yet")
 		}
-		b := s.relay.get(r.Epoch, m, k, d)
+		var b []byte
 		if d.Shares != nil {
 			b = d.Shares[k] // from a log that carried them
+		} else {
+			b = s.relay.get(r.Epoch, m, k, d)
 		}
 		if b == nil {
 			missing = append(missing, m)
